@@ -1,0 +1,1 @@
+"""Benchmarks behind `rnngrad bench`: each returns a dict of figures, with a baseline timed in the same run."""

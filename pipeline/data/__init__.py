@@ -1,0 +1,1 @@
+"""Sequence data: synthetic long-range tasks and character-level text."""
