@@ -1,0 +1,21 @@
+"""After `dvc repro` in a fresh clone: the report, the metrics and the MLflow store are all there and agree."""
+
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+root = Path(sys.argv[1]).resolve()
+for rel in ["reports/report.html", "reports/report.pdf", "reports/metrics.json", "mlflow.db"]:
+    assert (root / rel).is_file(), f"missing {rel}"
+assert any((root / "reports/figures").glob("*.png")), "no figures"
+metrics = json.loads((root / "reports/metrics.json").read_text())
+assert metrics["violations"] == 0, f"bound violations: {metrics['violations']}"
+assert (root / "reports/report.pdf").read_bytes()[:5] == b"%PDF-"
+
+db = sqlite3.connect(root / "mlflow.db")
+status = dict(db.execute("select status, count(*) from runs group by status").fetchall())
+assert "RUNNING" not in status, f"runs left RUNNING: {status}"
+n_runs = sum(status.values())
+assert n_runs >= metrics["n_runs"], f"store has {n_runs} runs, metrics.json counts {metrics['n_runs']}"
+print(f"study ok: {metrics['n_runs']} runs, {metrics['violations']} violations, store statuses {status}")

@@ -1,0 +1,239 @@
+"""Synthetic long-range tasks for vanilla RNNs: adding, temporal order, copy, and a Jacobian probe.
+
+Pure numpy, no I/O; every random draw comes from the `np.random.Generator` argument, in a fixed order, so the same
+generator state gives identical arrays. Every task returns a `TaskData` with batch-major arrays
+
+    x    (N, S, d) float64   inputs; S = T for all tasks except copy (S = T + 20)
+    y    (N, S) int64        class targets (loss "xent"), or (N, S, o) float64 real targets (loss "mse")
+    mask (N, S) float64      1 where a position counts in the loss, 0 elsewhere
+
+and a `TaskMeta` with the analytic baselines a trained model is judged against.
+
+Short sequences. Adding and temporal order place two events in two windows of the sequence. For T >= 2 the windows
+are disjoint, so the events sit at distinct positions. For T = 1 both windows are the single position 0 and the
+two events *add up* there: adding gets marker 2 and its value counts twice; temporal order gets the sum of two
+one-hot symbols (order then is unobservable, so AB and BA cannot be told apart at T = 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+TASKS = ("adding", "temporal_order", "copy", "probe")
+
+ADDING_TOLERANCE = 0.04  # an adding answer is correct when |prediction - target| < 0.04 (Hochreiter 1997)
+COPY_MEMORY = 10  # symbols to remember (Arjovsky et al. 2016)
+COPY_SYMBOLS = 8  # alphabet the remembered symbols are drawn from
+COPY_BLANK, COPY_DELIMITER = 8, 9  # the 9th and 10th categories
+TEMPORAL_DISTRACTORS = 4  # symbols a, b, c, d = ids 0..3; the relevant A, B are ids 4, 5
+PROBE_INPUT_DIM = 8
+
+
+@dataclass(frozen=True)
+class TaskMeta:
+    """What a dataset is and the analytic numbers a model is compared with."""
+
+    task: str  # one of TASKS
+    T: int  # the task's length parameter (the delay for copy)
+    steps: int  # sequence length S actually fed to the RNN (T + 20 for copy, T otherwise)
+    loss: str  # "xent" (class targets) or "mse" (real targets)
+    input_dim: int  # d
+    output_dim: int  # number of classes (xent) or target width o (mse)
+    baselines: dict[str, float] = field(default_factory=dict)  # name -> value of a model that learned nothing
+    tolerance: float | None = None  # adding only: |error| below this counts as correct
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Arrays of one synthetic dataset (shapes in the module docstring) and its metadata."""
+
+    x: np.ndarray  # (N, S, d) float64
+    y: np.ndarray  # (N, S) int64 or (N, S, o) float64
+    mask: np.ndarray  # (N, S) float64
+    meta: TaskMeta
+
+
+def _check_sizes(T: int, count: int) -> None:
+    """Reject lengths and counts that no task can use."""
+    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
+        raise ValueError(f"sequence length T must be an integer >= 1, got {T!r}")
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise ValueError(f"count must be an integer >= 1, got {count!r}")
+
+
+def _one_hot(ids: np.ndarray, depth: int) -> np.ndarray:
+    """ids (...) int -> (..., depth) float64 one-hot."""
+    out = np.zeros(ids.shape + (depth,), dtype=np.float64)
+    np.put_along_axis(out, ids[..., None], 1.0, axis=-1)
+    return out
+
+
+def _last_step_mask(count: int, steps: int) -> np.ndarray:
+    """(N, S) mask with a 1 at the last step only."""
+    mask = np.zeros((count, steps), dtype=np.float64)
+    mask[:, -1] = 1.0
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------------- adding
+
+
+def adding_positions(T: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Half-open windows [lo, hi) of the two marked positions: first half and second half.
+
+    The first marker is uniform on [0, max(1, T//2)), the second on [T//2, T). Disjoint for T >= 2; both {0} at T = 1.
+    """
+    return (0, max(1, T // 2)), (T // 2, T)
+
+
+def adding_meta(T: int) -> TaskMeta:
+    """Adding problem metadata.
+
+    Predicting the constant 0.5 leaves error e = (X1 + X2)/4 with X1, X2 ~ U[-1, 1] independent:
+    E[e^2] = (1/3 + 1/3)/16 = 1/24, and S = X1 + X2 is triangular on [-2, 2], so P(|e| < 0.04) = P(|S| < a)
+    = a - a^2/4 with a = 0.16. At T = 1 the one value counts twice: S = 2 X1 is uniform on [-2, 2],
+    E[e^2] = 4/3/16 = 1/12 and P(|S| < a) = a/2.
+    """
+    a = 4 * ADDING_TOLERANCE
+    if T == 1:
+        mse, acc = 1.0 / 12.0, a / 2.0
+    else:
+        mse, acc = 1.0 / 24.0, a - a * a / 4.0
+    return TaskMeta("adding", T, T, "mse", 2, 1, {"mse_predict_half": mse, "accuracy_predict_half": acc},
+                    ADDING_TOLERANCE)
+
+
+def adding(T: int, count: int, rng: np.random.Generator) -> TaskData:
+    """Adding problem (Hochreiter & Schmidhuber 1997, in the one-marker-per-half form of Le et al. 2015).
+
+    Input per step: (value ~ U[-1, 1], marker). Exactly two markers, one in each half (see `adding_positions`).
+    Target 0.5 + (X1 + X2)/4 at the last step only (mask), where X1, X2 are the marked values.
+    """
+    _check_sizes(T, count)
+    values = rng.uniform(-1.0, 1.0, size=(count, T))  # (N, T)
+    (lo1, hi1), (lo2, hi2) = adding_positions(T)
+    first = rng.integers(lo1, hi1, size=count)  # (N,)
+    second = rng.integers(lo2, hi2, size=count)  # (N,)
+    markers = np.zeros((count, T), dtype=np.float64)
+    rows = np.arange(count)
+    np.add.at(markers, (rows, first), 1.0)
+    np.add.at(markers, (rows, second), 1.0)  # at T = 1 both land on position 0: marker 2
+    x = np.stack([values, markers], axis=-1)  # (N, T, 2)
+    y = np.zeros((count, T, 1), dtype=np.float64)
+    y[:, -1, 0] = 0.5 + (values * markers).sum(axis=1) / 4.0
+    return TaskData(x, y, _last_step_mask(count, T), adding_meta(T))
+
+
+# -------------------------------------------------------------------------------------------- temporal order
+
+
+def temporal_order_positions(T: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Half-open windows of the two relevant symbols: [0.1T, 0.2T) and [0.5T, 0.6T) (Martens & Sutskever 2011,
+    Pascanu et al. 2013), each widened to at least one position. Disjoint for T >= 2; both {0} at T = 1."""
+    lo1, lo2 = T // 10, T // 2
+    return (lo1, max(2 * T // 10, lo1 + 1)), (lo2, max(6 * T // 10, lo2 + 1))
+
+
+def temporal_order_meta(T: int) -> TaskMeta:
+    """Temporal order metadata: 4 equally likely classes, so chance error 3/4 and chance cross-entropy ln 4."""
+    return TaskMeta("temporal_order", T, T, "xent", TEMPORAL_DISTRACTORS + 2, 4,
+                    {"xent_chance": float(np.log(4.0)), "error_chance": 0.75})
+
+
+def temporal_order(T: int, count: int, rng: np.random.Generator) -> TaskData:
+    """Temporal order problem (Hochreiter & Schmidhuber 1997; 6-symbol form of Pascanu et al. 2013).
+
+    Inputs are one-hot over 6 symbols: distractors a, b, c, d (ids 0-3) everywhere except two positions, one in
+    each window of `temporal_order_positions`, which hold A or B (ids 4, 5). The class at the last step is
+    2 * first + second with A = 0, B = 1: AA = 0, AB = 1, BA = 2, BB = 3.
+    """
+    _check_sizes(T, count)
+    distractors = rng.integers(0, TEMPORAL_DISTRACTORS, size=(count, T))  # (N, T)
+    relevant = rng.integers(0, 2, size=(count, 2))  # (N, 2): 0 = A, 1 = B
+    (lo1, hi1), (lo2, hi2) = temporal_order_positions(T)
+    first = rng.integers(lo1, hi1, size=count)
+    second = rng.integers(lo2, hi2, size=count)
+    x = _one_hot(distractors, TEMPORAL_DISTRACTORS + 2)  # (N, T, 6)
+    rows = np.arange(count)
+    x[rows, first] = 0.0
+    x[rows, second] = 0.0
+    np.add.at(x, (rows, first, TEMPORAL_DISTRACTORS + relevant[:, 0]), 1.0)
+    np.add.at(x, (rows, second, TEMPORAL_DISTRACTORS + relevant[:, 1]), 1.0)  # T = 1: two-hot at position 0
+    y = np.zeros((count, T), dtype=np.int64)
+    y[:, -1] = 2 * relevant[:, 0] + relevant[:, 1]
+    return TaskData(x, y, _last_step_mask(count, T), temporal_order_meta(T))
+
+
+# ------------------------------------------------------------------------------------------------------ copy
+
+
+def copy_meta(T: int) -> TaskMeta:
+    """Copy metadata. The memoryless strategy (blank for T + 10 steps, then uniform over 8 symbols) scores
+    cross-entropy 10 ln 8 / (T + 20) averaged over all positions (Arjovsky et al. 2016)."""
+    steps = T + 2 * COPY_MEMORY
+    return TaskMeta("copy", T, steps, "xent", COPY_DELIMITER + 1, COPY_DELIMITER + 1,
+                    {"xent_memoryless": COPY_MEMORY * float(np.log(COPY_SYMBOLS)) / steps})
+
+
+def copy(T: int, count: int, rng: np.random.Generator) -> TaskData:
+    """Copy memory problem (Arjovsky et al. 2016), length T + 20 over 10 categories (ids 0-9, one-hot inputs).
+
+    Input: 10 symbols uniform from ids 0-7, then T - 1 blanks (id 8), the delimiter (id 9), 10 blanks.
+    Target: T + 10 blanks, then the 10 symbols in order. Loss over every position (mask all ones).
+    The output alphabet is the input's 10 categories (the delimiter is never a target).
+    """
+    _check_sizes(T, count)
+    steps = T + 2 * COPY_MEMORY
+    memory = rng.integers(0, COPY_SYMBOLS, size=(count, COPY_MEMORY))  # (N, 10)
+    inputs = np.full((count, steps), COPY_BLANK, dtype=np.int64)  # (N, S)
+    inputs[:, :COPY_MEMORY] = memory
+    inputs[:, COPY_MEMORY + T - 1] = COPY_DELIMITER
+    y = np.full((count, steps), COPY_BLANK, dtype=np.int64)
+    y[:, -COPY_MEMORY:] = memory
+    x = _one_hot(inputs, COPY_DELIMITER + 1)  # (N, S, 10)
+    return TaskData(x, y, np.ones((count, steps), dtype=np.float64), copy_meta(T))
+
+
+# ----------------------------------------------------------------------------------------------------- probe
+
+
+def probe_meta(T: int, input_dim: int = PROBE_INPUT_DIM) -> TaskMeta:
+    """Probe metadata: zero targets under a zero mask, so every loss is 0 and no gradient flows."""
+    return TaskMeta("probe", T, T, "mse", input_dim, 1, {"mse_zero": 0.0})
+
+
+def probe(T: int, count: int, rng: np.random.Generator, input_dim: int = PROBE_INPUT_DIM) -> TaskData:
+    """Gaussian inputs N(0, 1) of width `input_dim` for pure Jacobian studies; targets 0 and mask 0."""
+    _check_sizes(T, count)
+    if isinstance(input_dim, bool) or not isinstance(input_dim, (int, np.integer)) or input_dim < 1:
+        raise ValueError(f"probe input_dim must be an integer >= 1, got {input_dim!r}")
+    x = rng.standard_normal((count, T, input_dim))  # (N, T, d)
+    return TaskData(x, np.zeros((count, T, 1)), np.zeros((count, T)), probe_meta(T, input_dim))
+
+
+# ---------------------------------------------------------------------------------------------------- lookup
+
+_MAKERS = {"adding": adding, "temporal_order": temporal_order, "copy": copy, "probe": probe}
+_METAS = {"adding": adding_meta, "temporal_order": temporal_order_meta, "copy": copy_meta, "probe": probe_meta}
+
+
+def make_task(task: str, T: int, count: int, rng: np.random.Generator) -> TaskData:
+    """Generate `count` sequences of `task` with length parameter T."""
+    if task not in _MAKERS:
+        raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    return _MAKERS[task](T, count, rng)
+
+
+def task_meta(task: str, T: int) -> TaskMeta:
+    """Metadata of `task` at length T without generating any data."""
+    if task not in _METAS:
+        raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    _check_sizes(T, 1)
+    return _METAS[task](T)
+
+
+def sequence_steps(task: str, T: int) -> int:
+    """Steps S of the generated sequences: T + 20 for copy, T otherwise."""
+    return task_meta(task, T).steps

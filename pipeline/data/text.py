@@ -1,0 +1,79 @@
+"""Character-level text: vocabulary, encoding, train/validation split and next-character windows.
+
+Pure numpy, no I/O; randomness only from the `np.random.Generator` argument.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+VAL_FRACTION = 0.1  # the last 10 % of the characters are held out for validation
+
+
+def build_vocab(text: str) -> list[str]:
+    """The sorted unique characters of `text`; a character's index is its id."""
+    if not text:
+        raise ValueError("cannot build a vocabulary from empty text")
+    return sorted(set(text))
+
+
+def encode(text: str, vocab: list[str]) -> np.ndarray:
+    """text -> (len(text),) int64 ids under `vocab`."""
+    index = {ch: i for i, ch in enumerate(vocab)}
+    missing = set(text) - index.keys()
+    if missing:
+        raise ValueError(f"characters not in the vocabulary: {sorted(missing)[:10]!r}")
+    return np.fromiter((index[ch] for ch in text), dtype=np.int64, count=len(text))
+
+
+def decode(ids: np.ndarray, vocab: list[str]) -> str:
+    """(n,) int ids -> the string they encode."""
+    return "".join(vocab[i] for i in np.asarray(ids, dtype=np.int64).tolist())
+
+
+def split_sizes(n: int, val_fraction: float = VAL_FRACTION) -> tuple[int, int]:
+    """(n_train, n_val) for n characters: the validation part is the last floor(val_fraction * n)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    n_val = int(np.floor(val_fraction * n))
+    return n - n_val, n_val
+
+
+def split_train_val(ids: np.ndarray, val_fraction: float = VAL_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) ids -> (ids_train, ids_val): the first part and the last `val_fraction` of the sequence."""
+    n_train, _ = split_sizes(len(ids), val_fraction)
+    return ids[:n_train], ids[n_train:]
+
+
+def min_text_length(seq_len: int, val_fraction: float = VAL_FRACTION) -> int:
+    """Fewest characters for which both splits hold one window of `seq_len` inputs plus its next-character target."""
+    need = seq_len + 1
+    n = int(np.ceil(need / val_fraction)) if val_fraction > 0.0 else need
+
+    def short(n: int) -> bool:
+        n_train, n_val = split_sizes(n, val_fraction)
+        return n_train < need or (val_fraction > 0.0 and n_val < need)
+
+    while short(n):  # ceil/floor rounding can leave a split one character short
+        n += 1
+    return n
+
+def sample_windows(ids: np.ndarray, seq_len: int, batch: int, rng: np.random.Generator,
+                   vocab_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Random windows for next-character prediction.
+
+    ids (n,) int; returns xs (T, B, V) float64 one-hot of ids[s : s + T] and targets (T, B) int64 = ids[s+1 : s+T+1],
+    with B start offsets s uniform on [0, n - T - 1]. Pass `vocab_size` (V) so that train and validation windows
+    have the same width; by default V = max(ids) + 1.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    if seq_len < 1 or batch < 1:
+        raise ValueError(f"seq_len and batch must be >= 1, got {seq_len}, {batch}")
+    if len(ids) < seq_len + 1:
+        raise ValueError(f"{len(ids)} ids are too few for one window of {seq_len} plus a target")
+    V = int(ids.max()) + 1 if vocab_size is None else int(vocab_size)
+    starts = rng.integers(0, len(ids) - seq_len, size=batch)  # (B,)
+    index = starts[None, :] + np.arange(seq_len)[:, None]  # (T, B)
+    xs = np.zeros((seq_len, batch, V), dtype=np.float64)
+    np.put_along_axis(xs, ids[index][..., None], 1.0, axis=-1)
+    return xs, ids[index + 1]
