@@ -1,0 +1,292 @@
+"""The `data/` folder both ways: what `rnngrad generate` must make, how it is written, and how runs load it.
+
+Layout (docs/internals.md, "Data on disk"): `data/<task>_T<T>_N<count>_s<seed>.npz` per synthetic dataset,
+`data/text.npz` + `data/vocab.json` for the character corpus, `data/manifest.json` with hashes and baselines.
+A synthetic dataset is `tasks.make_task(task, T, count, np.random.default_rng(seed))`, the first 80 % of the
+sequences for training and the last 20 % for validation, so a missing file is rebuilt bit-identically in memory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .data import corpus, tasks, text
+from .errors import UserError
+
+TEXT_TASK = "text"
+DEFAULT_TEXT_WINDOW = 25  # characters per training window when no spec or option says otherwise
+_SYNTHETIC_KEYS = ("task", "T", "count", "seed")
+_TEXT_KEYS = ("task", "path", "seq_len")
+DATASET_KEYS = ("x_train", "y_train", "mask_train", "x_val", "y_val", "mask_val")  # npz keys, in file order
+_FIXED_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # zip timestamps pinned so reruns are byte-identical
+
+
+# ------------------------------------------------------------------------------------------- synthetic data
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One synthetic dataset split into training and validation sequences (shapes as in `tasks`)."""
+
+    name: str  # f"{task}_T{T}_N{count}_s{seed}"
+    x_train: np.ndarray  # (N_tr, S, d) float64
+    y_train: np.ndarray  # (N_tr, S) int64 or (N_tr, S, o) float64
+    mask_train: np.ndarray  # (N_tr, S) float64
+    x_val: np.ndarray  # (N_val, S, d)
+    y_val: np.ndarray
+    mask_val: np.ndarray
+    meta: tasks.TaskMeta
+    seed: int
+
+
+def dataset_name(task: str, T: int, count: int, seed: int) -> str:
+    """File stem of a synthetic dataset in data/."""
+    return f"{task}_T{T}_N{count}_s{seed}"
+
+
+def val_count(count: int) -> int:
+    """Sequences held out for validation: 20 % rounded, at least 1 and leaving at least 1 (none if count = 1)."""
+    return 0 if count < 2 else min(max(int(round(0.2 * count)), 1), count - 1)
+
+
+def build_dataset(task: str, T: int, count: int, seed: int) -> Dataset:
+    """Generate a dataset in memory from `np.random.default_rng(seed)`."""
+    data = tasks.make_task(task, T, count, np.random.default_rng(seed))
+    n_tr = count - val_count(count)
+    return Dataset(dataset_name(task, T, count, seed), data.x[:n_tr], data.y[:n_tr], data.mask[:n_tr],
+                   data.x[n_tr:], data.y[n_tr:], data.mask[n_tr:], data.meta, seed)
+
+
+def dataset_arrays(ds: Dataset) -> dict[str, np.ndarray]:
+    """The arrays of a dataset file, keyed and ordered by DATASET_KEYS."""
+    return {key: getattr(ds, key) for key in DATASET_KEYS}
+
+
+def load_dataset(data_dir: Path | str, task: str, T: int, count: int, seed: int) -> Dataset:
+    """Read data/<task>_T<T>_N<count>_s<seed>.npz, or build the same arrays in memory when the file is absent."""
+    if task not in tasks.TASKS:
+        raise UserError(f"task {task!r}: unknown; valid: {', '.join(tasks.TASKS)}")
+    name = dataset_name(task, T, count, seed)
+    path = Path(data_dir) / f"{name}.npz"
+    if not path.exists():
+        return build_dataset(task, T, count, seed)
+    meta = tasks.task_meta(task, T)
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {key: f[key] for key in DATASET_KEYS}
+    n_tr, n_val = len(arrays["x_train"]), len(arrays["x_val"])
+    if (n_tr + n_val, arrays["x_train"].shape[1]) != (count, meta.steps):
+        raise UserError(f"{path}: holds {n_tr + n_val} sequences of {arrays['x_train'].shape[1]} steps, expected "
+                        f"{count} of {meta.steps}; rerun `rnngrad generate`")
+    return Dataset(name, meta=meta, seed=seed, **arrays)
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez_compressed, but byte-identical for identical arrays (fixed zip dates and attributes)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_FIXED_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
+
+
+# -------------------------------------------------------------------------------------------------- text
+
+
+@dataclass(frozen=True)
+class TextData:
+    """A character corpus as ids, split into training and validation parts."""
+
+    ids_train: np.ndarray  # (n_train,) int64
+    ids_val: np.ndarray  # (n_val,) int64, the last 10 % of the text
+    vocab: list[str]  # id -> character
+    source: str  # file path as given, or corpus.SOURCE_NAME
+    sha256: str  # of the UTF-8 text
+
+
+def text_data_from_string(content: str, source: str) -> TextData:
+    """Vocabulary, ids and split of a text."""
+    vocab = text.build_vocab(content)
+    ids_train, ids_val = text.split_train_val(text.encode(content, vocab))
+    return TextData(ids_train, ids_val, vocab, source, corpus.corpus_sha256(content))
+
+
+def read_text_file(path: Path, option: str = "--text") -> str:
+    """Read a user's UTF-8 text file, raising UserError (naming `option` and the path) if it is not one."""
+    where = f"{option} {path}"
+    if not path.exists():
+        raise UserError(f"{where}: no such file; give an existing UTF-8 text file")
+    if not path.is_file():
+        raise UserError(f"{where}: is a directory, not a file; give a UTF-8 text file")
+    raw = path.read_bytes()
+    if not raw:
+        raise UserError(f"{where}: the file is empty; give a UTF-8 text file with some text in it")
+    try:
+        content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{where}: not UTF-8 text (invalid byte at offset {e.start}); "
+                        "give a UTF-8 text file (e.g. convert it with iconv -t UTF-8)") from None
+    if "\x00" in content or _control_share(content) > 0.01:
+        raise UserError(f"{where}: looks binary (NUL or control characters); give a UTF-8 text file")
+    return content
+
+
+def _control_share(content: str) -> float:
+    """Fraction of characters that are control characters other than whitespace."""
+    controls = sum(1 for ch in content if ord(ch) < 32 and ch not in "\t\n\r\f\v")
+    return controls / max(len(content), 1)
+
+
+def check_text_length(content: str, seq_len: int, where: str) -> None:
+    """Both splits must hold one window of `seq_len` characters plus its target."""
+    need = text.min_text_length(seq_len)
+    if len(content) < need:
+        raise UserError(f"{where}: {len(content)} characters is shorter than one window of {seq_len} "
+                        f"(+1 target) in both the training and the last-10 % validation split; "
+                        f"give at least {need} characters or a smaller --seq-len")
+
+
+def load_text(data_dir: Path | str) -> TextData:
+    """Read data/text.npz, data/vocab.json (and the source from data/manifest.json); without them, the default
+    corpus in memory."""
+    data_dir = Path(data_dir)
+    if not (data_dir / "text.npz").exists():
+        return text_data_from_string(corpus.default_corpus(), corpus.SOURCE_NAME)
+    with np.load(data_dir / "text.npz", allow_pickle=False) as f:
+        ids_train, ids_val = f["ids_train"], f["ids_val"]
+    vocab = json.loads((data_dir / "vocab.json").read_text(encoding="utf-8"))
+    manifest = data_dir / "manifest.json"
+    info = json.loads(manifest.read_text(encoding="utf-8")).get("text", {}) if manifest.exists() else {}
+    return TextData(ids_train, ids_val, vocab, info.get("source", "unknown"), info.get("sha256", ""))
+
+
+# ---------------------------------------------------------------------------------------- what to generate
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """One entry of a spec's `profiles.<profile>.data` list."""
+
+    task: str  # a synthetic task or "text"
+    T: int | None = None  # synthetic: the length parameter
+    count: int | None = None  # synthetic: number of sequences (train + validation)
+    seed: int | None = None  # synthetic: generator seed
+    path: str | None = None  # text: a UTF-8 file (None: the default corpus)
+    seq_len: int | None = None  # text: training window, to check the text is long enough
+    spec: str = ""  # the spec file it came from, for messages
+
+    @property
+    def name(self) -> str:
+        """File stem in data/ (synthetic requests)."""
+        return dataset_name(self.task, self.T, self.count, self.seed)
+
+
+def _closest(key: str, valid: tuple[str, ...]) -> str:
+    """' (did you mean X?)' for a misspelt key, else ''."""
+    match = difflib.get_close_matches(key, valid, n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _positive_int(value: object, where: str, minimum: int = 1) -> int:
+    """An int >= minimum (bools rejected), else UserError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"{where}: {value!r} is not valid; give an integer >= {minimum}")
+    return value
+
+
+def parse_data_entry(entry: object, where: str, default_seed: int = 0) -> DataRequest:
+    """Validate one data entry ({task, T, count, seed} or {task: text[, path, seq_len]})."""
+    if not isinstance(entry, dict) or "task" not in entry:
+        raise UserError(f"{where}: expected a mapping like {{task: adding, T: 50, count: 512, seed: 0}} "
+                        f"or {{task: text}}, got {entry!r}")
+    task = entry["task"]
+    valid_tasks = tasks.TASKS + (TEXT_TASK,)
+    if task not in valid_tasks:
+        raise UserError(f"{where}.task: unknown task {task!r}{_closest(str(task), valid_tasks)}; "
+                        f"valid: {', '.join(valid_tasks)}")
+    keys = _TEXT_KEYS if task == TEXT_TASK else _SYNTHETIC_KEYS
+    for key in entry:
+        if key not in keys:
+            raise UserError(f"{where}: unknown key {key!r}{_closest(str(key), keys)}; valid: {', '.join(keys)}")
+    if task == TEXT_TASK:
+        path = entry.get("path")
+        if path is not None and not isinstance(path, str):
+            raise UserError(f"{where}.path: {path!r} is not a file path; give a string or leave it out")
+        seq_len = entry.get("seq_len")
+        seq_len = None if seq_len is None else _positive_int(seq_len, f"{where}.seq_len")
+        return DataRequest(TEXT_TASK, path=path, seq_len=seq_len, spec=where)
+    for key in ("T", "count"):
+        if key not in entry:
+            raise UserError(f"{where}: missing key {key!r}; a {task} entry needs T (>= 1) and count (>= 1)")
+    return DataRequest(task, _positive_int(entry["T"], f"{where}.T"), _positive_int(entry["count"], f"{where}.count"),
+                       _positive_int(entry.get("seed", default_seed), f"{where}.seed", 0), spec=where)
+
+
+def _read_spec(path: Path) -> dict:
+    """Parse a spec YAML into a mapping, or UserError naming the file."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such spec file; give an existing experiments/<name>.yaml")
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        at = f" at line {line + 1}" if line is not None else ""
+        raise UserError(f"{path}: not valid YAML{at}; fix the syntax (see docs/internals.md, Sweep specs)") from None
+    if not isinstance(spec, dict):
+        raise UserError(f"{path}: expected a mapping with name, base and profiles; got {type(spec).__name__}")
+    return spec
+
+
+def _profile_section(spec: dict, path: Path, profile: str) -> dict:
+    """spec['profiles'][profile] as a mapping, or UserError."""
+    profiles = spec.get("profiles")
+    if not isinstance(profiles, dict):
+        raise UserError(f"{path}: missing 'profiles' mapping; add profiles: {{quick: {{data: [...]}}, full: ...}}")
+    if profile not in profiles:
+        raise UserError(f"{path}: no profile {profile!r} under profiles; it has: {', '.join(map(str, profiles))}")
+    section = profiles[profile] or {}
+    if not isinstance(section, dict):
+        raise UserError(f"{path}: profiles.{profile} must be a mapping with data/base/grid keys")
+    return section
+
+
+def _spec_text_window(spec: dict, section: dict) -> int | None:
+    """The longest text window (seq_len) the spec trains with, if it trains on text."""
+    base = {**(spec.get("base") or {}), **(section.get("base") or {})}
+    grid = section.get("grid") or {}
+    task_values = grid.get("task", [base.get("task")]) if isinstance(grid, dict) else [base.get("task")]
+    if TEXT_TASK not in (task_values if isinstance(task_values, list) else [task_values]):
+        return None
+    lens = grid.get("seq_len", [base.get("seq_len")]) if isinstance(grid, dict) else [base.get("seq_len")]
+    lens = [v for v in (lens if isinstance(lens, list) else [lens]) if isinstance(v, int) and not isinstance(v, bool)]
+    return max(lens) if lens else None
+
+
+def data_requests_from_specs(spec_paths: list[Path], profile: str, default_seed: int = 0) -> list[DataRequest]:
+    """Every data entry of `profiles.<profile>.data` across the specs, de-duplicated, in first-seen order.
+
+    A text entry without seq_len takes the spec's longest text window (base/grid seq_len when the task is text).
+    """
+    requests: dict[tuple, DataRequest] = {}
+    for path in spec_paths:
+        path = Path(path)
+        spec = _read_spec(path)
+        section = _profile_section(spec, path, profile)
+        entries = section.get("data") or []
+        if not isinstance(entries, list):
+            raise UserError(f"{path}: profiles.{profile}.data must be a list of entries, got {entries!r}")
+        for i, entry in enumerate(entries):
+            req = parse_data_entry(entry, f"{path}: profiles.{profile}.data[{i}]", default_seed)
+            if req.task == TEXT_TASK and req.seq_len is None:
+                req = DataRequest(TEXT_TASK, path=req.path, seq_len=_spec_text_window(spec, section), spec=req.spec)
+            key = (req.task, req.T, req.count, req.seed, req.path, req.seq_len)
+            requests.setdefault(key, req)
+    return list(requests.values())

@@ -1,0 +1,242 @@
+"""`rnngrad generate` end to end through the CLI, and pipeline.datasets (loading, spec data sections)."""
+
+import hashlib
+import json
+import math
+import sysconfig
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import pipeline.cli
+from pipeline import datasets
+from pipeline.data import text as textlib
+from pipeline.errors import UserError
+
+if not pipeline.cli.app.registered_commands:
+    pipeline.cli._register()
+
+SPEC = """\
+name: small
+description: two tiny datasets
+base: {task: adding, seq_len: 12}
+profiles:
+  quick:
+    data:
+      - {task: adding, T: 12, count: 20, seed: 1}
+      - {task: copy, T: 3, count: 10}
+      - {task: text}
+  full:
+    data: [{task: temporal_order, T: 40, count: 10, seed: 2}]
+"""
+
+
+def invoke(*args):
+    return CliRunner().invoke(pipeline.cli.app, ["generate", *map(str, args)])
+
+
+def snapshot(folder: Path) -> dict:
+    """{name: (bytes, mtime_ns)} of every file in folder, plus the parent's listing (no stray temp dirs)."""
+    files = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+    return {"files": files, "siblings": sorted(p.name for p in folder.parent.iterdir())}
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project folder (the working directory) with experiments/small.yaml and a data/ from a first run."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "small.yaml").write_text(SPEC)
+    result = invoke()
+    assert result.exit_code == 0, result.output
+    return tmp_path
+
+
+def test_generate_writes_contracted_files(project):
+    data = project / "data"
+    manifest = json.loads((data / "manifest.json").read_text())
+    names = {"adding_T12_N20_s1", "copy_T3_N10_s0"}  # copy takes --seed's default 0
+    assert set(manifest["datasets"]) == names
+    assert set(manifest["files"]) == {f"{n}.npz" for n in names} | {"text.npz", "vocab.json"}
+    for name, entry in manifest["files"].items():
+        raw = (data / name).read_bytes()
+        assert entry == {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
+    adding = manifest["datasets"]["adding_T12_N20_s1"]
+    assert adding["baselines"]["mse_predict_half"] == pytest.approx(1 / 24)
+    assert (adding["loss"], adding["input_dim"], adding["output_dim"], adding["seed"]) == ("mse", 2, 1, 1)
+    assert manifest["datasets"]["copy_T3_N10_s0"]["baselines"]["xent_memoryless"] == pytest.approx(
+        10 * math.log(8) / 23)
+    assert manifest["text"]["source"] == "stdlib-docstrings" and manifest["text"]["python_version"]
+    with np.load(data / "adding_T12_N20_s1.npz") as f:
+        assert f["x_train"].shape == (16, 12, 2) and f["x_val"].shape == (4, 12, 2)  # last 20 % for validation
+        assert f["y_train"].shape == (16, 12, 1) and f["mask_val"].shape == (4, 12)
+    with np.load(data / "copy_T3_N10_s0.npz") as f:
+        assert f["y_train"].dtype == np.int64 and f["x_train"].shape == (8, 23, 10)
+
+
+def test_rerun_is_byte_identical(project, monkeypatch):
+    before = snapshot(project / "data")["files"]
+    later = time.time() + 3 * 86400  # three days on: zip entries must not carry the clock
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert invoke().exit_code == 0
+    after = snapshot(project / "data")["files"]
+    assert {k: v[0] for k, v in before.items()} == {k: v[0] for k, v in after.items()}
+
+
+def test_loading_from_disk_equals_building_in_memory(project, tmp_path):
+    on_disk = datasets.load_dataset(project / "data", "adding", 12, 20, 1)
+    in_memory = datasets.load_dataset(tmp_path / "nowhere", "adding", 12, 20, 1)
+    for key in datasets.DATASET_KEYS:
+        assert np.array_equal(getattr(on_disk, key), getattr(in_memory, key))
+    assert on_disk.meta == in_memory.meta and on_disk.meta.loss == "mse"
+
+
+def test_profile_full_and_explicit_spec(project):
+    assert invoke("--profile", "full", "--out", "data_full").exit_code == 0
+    manifest = json.loads((project / "data_full" / "manifest.json").read_text())
+    assert list(manifest["datasets"]) == ["temporal_order_T40_N10_s2"]
+
+
+def test_no_specs_writes_text_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke()
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["manifest.json", "text.npz", "vocab.json"]
+
+
+def real_text_file(folder: Path) -> Path:
+    """A few hundred KB of real text a user might bring: Python's LICENSE and stdlib sources."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    parts = [p.read_text(encoding="utf-8") for p in [stdlib / "LICENSE.txt"] if p.exists()]
+    for name in ("argparse.py", "textwrap.py", "difflib.py", "inspect.py", "typing.py", "statistics.py"):
+        parts.append((stdlib / name).read_text(encoding="utf-8"))
+    path = folder / "my corpus.txt"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    assert path.stat().st_size > 300_000
+    return path
+
+
+def test_new_user_text_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = real_text_file(tmp_path)
+    result = invoke("--text", path)
+    assert result.exit_code == 0, result.output
+    content = path.read_text(encoding="utf-8")
+    vocab = json.loads((tmp_path / "data" / "vocab.json").read_text())
+    assert vocab == sorted(set(content))
+    td = datasets.load_text(tmp_path / "data")
+    assert td.vocab == vocab and td.source == str(path)
+    assert len(td.ids_val) == len(content) // 10  # the last 10 %
+    assert "".join(vocab[i] for i in np.concatenate([td.ids_train, td.ids_val])) == content
+    xs, targets = textlib.sample_windows(td.ids_train, 25, 4, np.random.default_rng(0), len(vocab))
+    chars = "".join(vocab[i] for i in xs[:, 0].argmax(-1)) + vocab[targets[-1, 0]]
+    assert chars in content and "".join(vocab[i] for i in targets[:, 0]) == chars[1:]
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+def expect_rejected(project, args, *fragments):
+    """Exit code 2, one line naming the problem, no traceback, and data/ byte- and mtime-identical."""
+    before = snapshot(project / "data")
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert message.startswith("Error: ") and "\n" not in message and "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in message
+    assert snapshot(project / "data") == before
+
+
+def test_missing_text_file(project):
+    expect_rejected(project, ["--text", "nope.txt"], "--text nope.txt", "no such file")
+
+
+def test_text_is_a_directory(project):
+    expect_rejected(project, ["--text", "experiments"], "is a directory")
+
+
+def test_empty_text_file(project):
+    (project / "empty.txt").write_text("")
+    expect_rejected(project, ["--text", "empty.txt"], "empty.txt", "empty")
+
+
+def test_non_utf8_text_file(project):
+    (project / "latin1.txt").write_bytes("café crème brûlée ".encode("latin-1") * 100)
+    expect_rejected(project, ["--text", "latin1.txt"], "not UTF-8", "offset 3")
+
+
+def test_binary_text_file(project):
+    (project / "blob.bin").write_bytes(bytes(range(0, 128)) * 50)  # valid UTF-8, but NULs and control codes
+    expect_rejected(project, ["--text", "blob.bin"], "looks binary")
+
+
+def test_text_shorter_than_a_window(project):
+    (project / "short.txt").write_text("x" * 259)  # 10 % of 259 = 25 < 25 + 1
+    expect_rejected(project, ["--text", "short.txt"], "259 characters", "at least 260", "--seq-len")
+    assert invoke("--text", "short.txt", "--seq-len", "24", "--out", "ok").exit_code == 0  # 25 chars of val fit
+
+
+@pytest.mark.parametrize("T", [0, -5])
+def test_non_positive_length_in_spec(project, T):
+    bad = project / "bad.yaml"
+    bad.write_text(f"profiles:\n  quick:\n    data: [{{task: adding, T: {T}, count: 8}}]\n")
+    expect_rejected(project, ["--spec", bad], "bad.yaml", "data[0].T", "integer >= 1")
+
+
+def test_unknown_task_in_spec(project):
+    bad = project / "bad.yaml"
+    bad.write_text("profiles:\n  quick:\n    data: [{task: addition, T: 5, count: 8}]\n")
+    expect_rejected(project, ["--spec", bad], "bad.yaml", "unknown task 'addition'", "did you mean 'adding'")
+
+
+def test_malformed_specs(project):
+    cases = {"profiles: [unclosed\n": "not valid YAML",
+             "- just\n- a list\n": "expected a mapping",
+             "profiles:\n  full: {}\n": "no profile 'quick'",
+             "profiles:\n  quick:\n    data: [{task: copy, T: 5, cnt: 8}]\n": "did you mean 'count'",
+             "profiles:\n  quick:\n    data: [{task: copy, T: 5}]\n": "missing key 'count'"}
+    for i, (content, fragment) in enumerate(cases.items()):
+        (project / f"bad{i}.yaml").write_text(content)
+        expect_rejected(project, ["--spec", f"bad{i}.yaml"], f"bad{i}.yaml", fragment)
+    expect_rejected(project, ["--spec", "missing.yaml"], "missing.yaml", "no such spec")
+
+
+def test_bad_options(project):
+    expect_rejected(project, ["--profile", "fast"], "--profile 'fast'", "quick, full")
+    expect_rejected(project, ["--seq-len", "0"], "--seq-len 0")
+    expect_rejected(project, ["--out", "experiments"], "--out experiments", "not made by rnngrad generate")
+    expect_rejected(project, ["--out", "."], "working folder")
+
+
+def test_failure_while_writing_leaves_data_untouched(project, monkeypatch):
+    before = snapshot(project / "data")
+    calls = []
+
+    def fail_on_second(path, arrays):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return original(path, arrays)
+
+    original = datasets.save_npz
+    monkeypatch.setattr(datasets, "save_npz", fail_on_second)
+    result = invoke()
+    assert result.exit_code != 0 and isinstance(result.exception, OSError)
+    assert snapshot(project / "data") == before
+
+
+def test_data_requests_dedupe_and_text_window(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(SPEC)
+    b.write_text("base: {task: text, seq_len: 50}\nprofiles:\n  quick:\n    grid: {seq_len: [10, 80]}\n"
+                 "    data: [{task: adding, T: 12, count: 20, seed: 1}, {task: text}]\n")
+    reqs = datasets.data_requests_from_specs([a, b], "quick", default_seed=7)
+    assert [(r.task, r.T, r.count, r.seed) for r in reqs if r.task != "text"] == [
+        ("adding", 12, 20, 1), ("copy", 3, 10, 7)]
+    assert sorted(r.seq_len or 0 for r in reqs if r.task == "text") == [0, 80]  # a's spec does not train text
+    with pytest.raises(UserError, match="a.yaml: no profile 'huge'"):
+        datasets.data_requests_from_specs([a], "huge")

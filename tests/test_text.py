@@ -1,0 +1,101 @@
+"""Character-level text helpers and the default stdlib-docstring corpus."""
+
+import ast
+import inspect
+import json
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.data import corpus, text
+
+
+def test_vocab_is_sorted_unique_characters():
+    assert text.build_vocab("hello, world") == [" ", ",", "d", "e", "h", "l", "o", "r", "w"]
+    with pytest.raises(ValueError):
+        text.build_vocab("")
+
+
+def test_encode_decode_round_trip_with_unicode():
+    s = "naïve café — ∂x/∂t\n\ttabs"
+    vocab = text.build_vocab(s)
+    ids = text.encode(s, vocab)
+    assert ids.dtype == np.int64 and ids.shape == (len(s),)
+    assert [vocab[i] for i in ids] == list(s)
+    assert text.decode(ids, vocab) == s
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        text.encode("xyz", vocab)
+
+
+def test_split_keeps_last_ten_percent_for_validation():
+    ids = np.arange(1000)
+    train, val = text.split_train_val(ids)
+    assert np.array_equal(train, np.arange(900)) and np.array_equal(val, np.arange(900, 1000))
+    train, val = text.split_train_val(np.arange(19))  # floor(1.9) = 1
+    assert len(train) == 18 and len(val) == 1
+
+
+def test_min_text_length_gives_one_window_in_each_split():
+    # 10 % of n must hold seq_len + 1 = 26 characters: n >= 260, and 259 is one short
+    assert text.min_text_length(25) == 260
+    assert text.split_sizes(259)[1] == 25
+    assert text.min_text_length(1) == 20
+
+
+def test_windows_are_next_character_pairs():
+    n, T, B = 40, 7, 2000
+    ids = np.arange(n)  # id = position, so a window reveals its start
+    xs, targets = text.sample_windows(ids, T, B, np.random.default_rng(0), vocab_size=n)
+    assert xs.shape == (T, B, n) and targets.shape == (T, B) and targets.dtype == np.int64
+    assert np.all(xs.sum(-1) == 1)
+    inputs = xs.argmax(-1)  # (T, B)
+    starts = inputs[0]
+    assert np.array_equal(inputs, starts[None, :] + np.arange(T)[:, None])
+    assert np.array_equal(targets, inputs + 1)
+    assert set(starts) == set(range(n - T))  # every start 0 .. n - T - 1 occurs, the last target is ids[-1]
+
+
+def test_windows_deterministic_and_too_short_raises():
+    ids = np.array([0, 1, 2, 1, 0, 2, 2, 1])
+    a = text.sample_windows(ids, 3, 5, np.random.default_rng(3))
+    b = text.sample_windows(ids, 3, 5, np.random.default_rng(3))
+    assert all(np.array_equal(u, v) for u, v in zip(a, b))
+    assert a[0].shape == (3, 5, 3)
+    text.sample_windows(ids, 7, 1, np.random.default_rng(0))  # exactly one window fits
+    with pytest.raises(ValueError, match="too few"):
+        text.sample_windows(ids, 8, 1, np.random.default_rng(0))
+
+
+# ---------------------------------------------------------------------------------------------------- corpus
+
+
+def test_default_corpus_is_deterministic_and_sized():
+    a = corpus.default_corpus.__wrapped__()  # bypass the cache: really rebuild it
+    assert a == corpus.default_corpus()
+    assert 200_000 < len(a.encode("utf-8")) < 2_000_000
+    assert corpus.corpus_sha256(a) == __import__("hashlib").sha256(a.encode()).hexdigest()
+    assert corpus.python_version() == ".".join(map(str, sys.version_info[:3]))
+
+
+def test_corpus_holds_real_stdlib_docstrings():
+    import json as json_module
+    import textwrap
+
+    content = corpus.default_corpus()
+    for obj in (textwrap, textwrap.dedent, json_module.dumps):  # independent reference: the imported objects
+        assert inspect.cleandoc(obj.__doc__) in content
+    abc_src = Path(sysconfig.get_paths()["stdlib"], "abc.py").read_text()
+    assert content.startswith(ast.get_docstring(ast.parse(abc_src)))  # sorted walk: abc.py comes first
+
+
+def test_corpus_build_imports_nothing():
+    code = ("import sys; before = set(sys.modules); from pipeline.data import corpus; corpus.default_corpus(); "
+            "import json; print(json.dumps(sorted(set(sys.modules) - before)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    new = set(json.loads(out))
+    assert not new & {"antigravity", "this", "idlelib", "tkinter", "turtle", "webbrowser"}
+    assert not {m for m in new if m.startswith(("email", "http", "smtplib", "asyncio"))}
