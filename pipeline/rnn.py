@@ -2,6 +2,8 @@
 
 Shapes: T timesteps, B sequences in a batch, d inputs, n hidden units per layer, o outputs.
 Batched arrays are time-major: xs (T, B, d), states h (T+1, B, n) with h[0] the initial state.
+Inputs are real vectors xs (T, B, d), or integer token ids xs (T, B) that stand for one-hot vectors of length d
+(the same model and gradients; the first layer then gathers columns of W_xh instead of multiplying by it).
 
 Forms (DESIGN.md):
   elman:   h_t = phi(W_hh h_{t-1} + W_xh x_t + b_h)      J_t = diag(phi'(a_t)) W_hh
@@ -11,6 +13,7 @@ Layer l > 0 reads layer l-1's state as its input; the readout y_t = W_hy h_t + b
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -95,14 +98,35 @@ def validate_model(model: RNN) -> None:
         raise ValueError(f"b_y must have shape ({Wy.shape[0]},), got {by.shape}")
 
 
-def check_inputs(model: RNN, xs: np.ndarray, h0: np.ndarray | None, batched: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Validate xs ((T, B, d) if batched else (T, d)) and h0 ((L, B, n) / (L, n) or None); return float64 copies."""
+def is_token_ids(xs: np.ndarray) -> bool:
+    """True for integer inputs without a feature axis: (T, B) or (T,) ids standing for one-hot vectors."""
+    return np.issubdtype(xs.dtype, np.integer) and xs.ndim in (1, 2)
+
+
+def _check_xs(model: RNN, xs: np.ndarray, batched: bool) -> np.ndarray:
+    """Validate xs: (T, B, d) / (T, d) reals, or (T, B) / (T,) integer token ids in [0, d)."""
+    xs, d = np.asarray(xs), model.input_dim
+    if is_token_ids(xs):
+        if xs.ndim != (2 if batched else 1) or xs.shape[0] < 1:
+            raise ValueError(f"token ids xs must have shape {'(T, B)' if batched else '(T,)'} with T >= 1, got {xs.shape}")
+        if xs.size and (xs.min() < 0 or xs.max() >= d):
+            raise ValueError(f"token ids xs must lie in [0, {d - 1}] (d = {d}), got values in [{xs.min()}, {xs.max()}]")
+        return xs.astype(np.intp, copy=False)
     xs = np.asarray(xs, dtype=np.float64)
-    want = "(T, B, d)" if batched else "(T, d)"
-    if xs.ndim != (3 if batched else 2) or xs.shape[0] < 1 or xs.shape[-1] != model.input_dim:
-        raise ValueError(f"xs must have shape {want} with T >= 1 and d = {model.input_dim}, got {xs.shape}")
+    if xs.ndim != (3 if batched else 2) or xs.shape[0] < 1 or xs.shape[-1] != d:
+        want = "(T, B, d)" if batched else "(T, d)"
+        raise ValueError(f"xs must have shape {want} with T >= 1 and d = {d}, or be integer token ids; got {xs.shape}")
     if not np.all(np.isfinite(xs)):
         raise ValueError("xs contains NaN or inf")
+    return xs
+
+
+def check_inputs(model: RNN, xs: np.ndarray, h0: np.ndarray | None, batched: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Validate xs ((T, B, d) / (T, B) ids if batched, else (T, d) / (T,) ids) and h0 ((L, B, n) / (L, n) or None).
+
+    Returns them as float64 (intp for ids) arrays.
+    """
+    xs = _check_xs(model, xs, batched)
     lead = (model.layers,) + ((xs.shape[1],) if batched else ())
     if h0 is None:
         h0 = np.zeros(lead + (model.hidden,))
@@ -118,102 +142,260 @@ def check_inputs(model: RNN, xs: np.ndarray, h0: np.ndarray | None, batched: boo
 class Trace:
     """Everything BPTT and the Jacobians need from a forward pass."""
 
-    inputs: list[np.ndarray]  # per layer, (T, B, d_l): what the layer read
+    inputs: list[np.ndarray]  # per layer, (T, B, d_l): what the layer read; (T, B) token ids for layer 0 if so fed
     h: list[np.ndarray]  # per layer, (T+1, B, n): h[0] = h0
     d: list[np.ndarray]  # per layer, (T, B, n): elman phi'(a_t); pascanu phi'(h_{t-1})
     y: np.ndarray  # (T, B, o) readout of the top layer
     pre: list[np.ndarray]  # pascanu only: phi(h_{t-1}) per layer, (T, B, n); empty for elman
 
 
-def forward(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None) -> Trace:
-    """Run the stack over a batch xs (T, B, d) from h0 (L, B, n) (zeros if None)."""
+class Workspace:
+    """Buffers that forward, loss_and_dy and bptt reuse from one call to the next.
+
+    Why: a fresh half-megabyte array costs a page fault per 4 KB page on first touch, about a quarter of a
+    training step at the benchmark's sizes. With a workspace, the Trace, dy and grads that a call returns are
+    views into these buffers, valid until the next call that is handed the same workspace.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def array(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """The float64 buffer called `name` with `shape` (allocated on first use or a new shape; contents stale)."""
+        a = self._arrays.get(name)
+        if a is None or a.shape != shape:
+            a = self._arrays[name] = np.empty(shape)
+        return a
+
+
+def _empty(workspace: Workspace | None, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A float64 array of `shape`: new without a workspace, else the workspace's reusable buffer `name`."""
+    return np.empty(shape) if workspace is None else workspace.array(name, shape)
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    """(T, B, k) -> (T*B, k) without a copy."""
+    return a.reshape(-1, a.shape[-1])
+
+
+def _input_drive(x: np.ndarray, U: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out (T, B, n) = W_xh x_t + b_h for every step at once: one gemm, or a gather of W_xh's columns for ids."""
+    if x.ndim == 2:  # (T, B) token ids: W_xh one_hot(id) is column `id` of W_xh
+        np.take(np.ascontiguousarray(U.T), x.ravel(), axis=0, out=_flat(out), mode="clip")  # ids checked already
+    else:
+        np.matmul(_flat(x), np.ascontiguousarray(U.T), out=_flat(out))
+    out += b
+
+
+def _input_weight_grad(G: np.ndarray, x: np.ndarray, out: np.ndarray, workspace: Workspace | None) -> None:
+    """out (n, d) = sum_t G_t^T x_t with G (T*B, n): one gemm, or a sum of G's rows grouped by id for token ids."""
+    if x.ndim == 3:
+        np.matmul(G.T, _flat(x), out=out)
+        return
+    ids = x.ravel()
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    run_start = np.empty(ids.size, dtype=bool)  # True at the first row of each id's run
+    run_start[0] = True
+    np.not_equal(sorted_ids[1:], sorted_ids[:-1], out=run_start[1:])
+    starts = np.flatnonzero(run_start)
+    G_by_id = np.take(G, order, axis=0, out=_empty(workspace, "G_by_id", G.shape), mode="clip")
+    out.fill(0.0)
+    out[:, sorted_ids[starts]] = np.add.reduceat(G_by_id, starts, axis=0).T
+
+
+def _elman_layer(act: Activation, W: np.ndarray, a: np.ndarray, h: np.ndarray, D: np.ndarray, rec: np.ndarray) -> None:
+    """Run one elman layer in place.
+
+    a (T, B, n) holds the input drives W_xh x_t + b_h and leaves holding the pre-activations a_t;
+    h (T+1, B, n) has h[0] = h0 set and is filled; D (T, B, n) gets phi'(a_t); rec (B, n) is scratch.
+    """
+    WT = np.ascontiguousarray(W.T)  # h_t @ W.T as a plain row-major gemm
+    phi, h_steps = act.phi, list(h)  # (B, n) views, made once
+    for t, a_t in enumerate(a):
+        np.matmul(h_steps[t], WT, out=rec)  # (B, n): W_hh h_{t-1}
+        a_t += rec
+        phi(a_t, out=h_steps[t + 1])
+    if act.dphi_of_phi is not None:
+        act.dphi_of_phi(h[1:], out=D)
+    else:
+        D[...] = act.dphi(a)
+
+
+def _pascanu_layer(act: Activation, W: np.ndarray, drive: np.ndarray, h: np.ndarray, D: np.ndarray, pre: np.ndarray) -> None:
+    """Run one pascanu layer in place from drive (T, B, n) = W_xh x_t + b_h.
+
+    h (T+1, B, n) has h[0] = h0 set and is filled; D (T, B, n) gets phi'(h_{t-1}); pre (T, B, n) gets phi(h_{t-1}).
+    """
+    WT = np.ascontiguousarray(W.T)
+    for t in range(drive.shape[0]):
+        act.phi(h[t], out=pre[t])
+        np.matmul(pre[t], WT, out=h[t + 1])  # (B, n): W_hh phi(h_{t-1})
+        h[t + 1] += drive[t]
+    if act.dphi_of_phi is not None:
+        act.dphi_of_phi(pre, out=D)
+    else:
+        D[...] = act.dphi(h[:-1])
+
+
+def forward(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, workspace: Workspace | None = None) -> Trace:
+    """Run the stack over a batch xs (T, B, d) from h0 (L, B, n) (zeros if None).
+
+    With a `workspace`, the returned Trace lives in its buffers (see Workspace).
+    """
     validate_model(model)
     xs, h0 = check_inputs(model, xs, h0, batched=True)
     act, p = model.act, model.params
-    inputs, hs, ds, pres = [], [], [], []
+    (T, B), n = xs.shape[:2], model.hidden
+    trace = Trace([], [], [], np.empty(0), [])
     x = xs
     for l in range(model.layers):
-        W, U, b = p[f"W_hh_{l}"], p[f"W_xh_{l}"], p[f"b_h_{l}"]
-        drive = x @ U.T + b  # (T, B, n): the input part of every step, one gemm
-        h = np.empty((x.shape[0] + 1,) + h0[l].shape)
+        drive = _empty(workspace, f"a{l}", (T, B, n))
+        _input_drive(x, p[f"W_xh_{l}"], p[f"b_h_{l}"], drive)
+        h = _empty(workspace, f"h{l}", (T + 1, B, n))
         h[0] = h0[l]
-        WT = W.T
+        D = _empty(workspace, f"d{l}", (T, B, n))
         if model.form == "elman":
-            a = np.empty_like(drive)
-            for t in range(x.shape[0]):
-                a[t] = drive[t] + h[t] @ WT
-                h[t + 1] = act.phi(a[t])
-            ds.append(act.dphi(a))
+            _elman_layer(act, p[f"W_hh_{l}"], drive, h, D, _empty(workspace, "rec", (B, n)))
         else:
-            pre = np.empty_like(drive)
-            for t in range(x.shape[0]):
-                pre[t] = act.phi(h[t])
-                h[t + 1] = drive[t] + pre[t] @ WT
-            pres.append(pre)
-            ds.append(act.dphi(h[:-1]))
-        inputs.append(x)
-        hs.append(h)
+            trace.pre.append(_empty(workspace, f"pre{l}", (T, B, n)))
+            _pascanu_layer(act, p[f"W_hh_{l}"], drive, h, D, trace.pre[-1])
+        trace.inputs.append(x)
+        trace.h.append(h)
+        trace.d.append(D)
         x = h[1:]
-    y = x @ p["W_hy"].T + p["b_y"]
-    return Trace(inputs, hs, ds, y, pres)
+    trace.y = _empty(workspace, "y", (T, B, model.output_dim))
+    np.matmul(_flat(x), np.ascontiguousarray(p["W_hy"].T), out=_flat(trace.y))
+    trace.y += p["b_y"]
+    return trace
 
 
-def loss_and_dy(y: np.ndarray, targets: np.ndarray, mask: np.ndarray, kind: str) -> tuple[float, np.ndarray]:
+def check_loss_inputs(y: np.ndarray, targets: np.ndarray, mask: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validate targets and mask against the readout y (T, B, o); return them as int64 / float64 arrays."""
+    if kind not in LOSSES:
+        raise ValueError(f"unknown loss {kind!r}; valid: {', '.join(LOSSES)}")
+    T, B, o = y.shape
+    mask = np.asarray(mask, dtype=np.float64)
+    if mask.shape != (T, B):
+        raise ValueError(f"mask must have shape (T, B) = {(T, B)}, got {mask.shape}")
+    if mask.size and not (mask.min() >= 0.0 and mask.max() < np.inf):  # NaN fails both comparisons
+        raise ValueError("mask must hold finite weights >= 0")
+    targets = np.asarray(targets)
+    if kind == "xent":
+        if targets.shape != (T, B) or not np.issubdtype(targets.dtype, np.integer):
+            got = f"{targets.dtype} {targets.shape}"
+            raise ValueError(f"xent targets must be integers of shape (T, B) = {(T, B)}, got {got}")
+        if targets.min() < 0 or targets.max() >= o:
+            got = f"[{targets.min()}, {targets.max()}]"
+            raise ValueError(f"xent targets must be classes in [0, {o - 1}], got values in {got}")
+        return targets.astype(np.int64, copy=False), mask
+    if targets.shape != (T, B, o):
+        raise ValueError(f"mse targets must have shape (T, B, o) = {(T, B, o)}, got {targets.shape}")
+    targets = targets.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(targets)):
+        raise ValueError("mse targets contain NaN or inf")
+    return targets, mask
+
+
+def loss_and_dy(
+    y: np.ndarray, targets: np.ndarray, mask: np.ndarray, kind: str, workspace: Workspace | None = None
+) -> tuple[float, np.ndarray]:
     """Mean loss over masked positions and its gradient dE/dy (T, B, o).
 
     xent: targets (T, B) integer classes, E = mean of -log softmax(y)[target].
     mse:  targets (T, B, o) reals,       E = mean of sum_o (y - target)^2.
-    mask (T, B): 1 where the position counts, 0 elsewhere.
+    mask (T, B) weights each position (1 counts, 0 does not): E = sum(mask * loss) / sum(mask).
     """
-    mask = np.asarray(mask, dtype=np.float64)
-    count = max(mask.sum(), 1.0)
-    if kind == "xent":
-        z = y - y.max(axis=-1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-        tgt = np.asarray(targets, dtype=np.int64)[..., None]
-        nll = -np.take_along_axis(logp, tgt, axis=-1)[..., 0]
-        dy = np.exp(logp)
-        np.put_along_axis(dy, tgt, np.take_along_axis(dy, tgt, axis=-1) - 1.0, axis=-1)
-        return float((nll * mask).sum() / count), dy * (mask / count)[..., None]
+    targets, mask = check_loss_inputs(y, targets, mask, kind)
+    total = mask.sum()
+    weight = mask / (total if total > 0 else 1.0)  # (T, B): each position's share of the mean
+    dy = _empty(workspace, "dy", y.shape)
     if kind == "mse":
-        err = y - np.asarray(targets, dtype=np.float64)
-        return float(((err * err).sum(-1) * mask).sum() / count), 2.0 * err * (mask / count)[..., None]
-    raise ValueError(f"unknown loss {kind!r}; valid: {', '.join(LOSSES)}")
+        np.subtract(y, targets, out=dy)  # (T, B, o): the error y - target
+        loss = float(np.vdot(np.einsum("tbo,tbo->tb", dy, dy), weight))
+        dy *= (2.0 * weight)[..., None]
+        return loss, dy
+    z = np.subtract(y, y.max(axis=-1, keepdims=True), out=_empty(workspace, "z", y.shape))  # exp(z) cannot overflow
+    np.exp(z, out=dy)
+    s = dy.sum(axis=-1)  # (T, B): softmax denominators
+    rows, cls = np.arange(targets.size), targets.ravel()
+    loss = float(np.vdot(np.log(s).ravel() - _flat(z)[rows, cls], weight.ravel()))
+    dy *= (weight / s)[..., None]  # weighted softmax probabilities
+    _flat(dy)[rows, cls] -= weight.ravel()
+    return loss, dy
 
 
-def bptt(model: RNN, trace: Trace, dy: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _elman_backward(
+    W: np.ndarray, D: np.ndarray, dh_in: np.ndarray, G: np.ndarray, carry: np.ndarray, signal: np.ndarray
+) -> None:
+    """BPTT through one elman layer, in place.
+
+    dh_in (T, B, n): dE/dh_t arriving from above, overwritten with the total dE/dh_t. G (T, B, n) gets dE/da_t.
+    carry (B, n) is scratch; signal (T+1,) gets ||dE/dh_k||.
+    """
+    carry.fill(0.0)  # dE/dh_{t+1} through the recurrence
+    for t in reversed(range(D.shape[0])):
+        g, G_t = dh_in[t], G[t]
+        g += carry  # total dE/dh_{t+1}
+        signal[t + 1] = math.sqrt(np.vdot(g, g))
+        np.multiply(g, D[t], out=G_t)
+        np.matmul(G_t, W, out=carry)
+    signal[0] = math.sqrt(np.vdot(carry, carry))
+
+
+def _pascanu_backward(W: np.ndarray, D: np.ndarray, dh_in: np.ndarray, carry: np.ndarray, signal: np.ndarray) -> None:
+    """BPTT through one pascanu layer, in place: dh_in (T, B, n) becomes the total dE/dh_t (the G of this form).
+
+    carry (B, n) is scratch; signal (T+1,) gets ||dE/dh_k||.
+    """
+    carry.fill(0.0)
+    for t in reversed(range(D.shape[0])):
+        g = dh_in[t]
+        g += carry  # total dE/dh_{t+1}
+        signal[t + 1] = math.sqrt(np.vdot(g, g))
+        np.matmul(g, W, out=carry)
+        carry *= D[t]
+    signal[0] = math.sqrt(np.vdot(carry, carry))
+
+
+def _grad_buffers(model: RNN, workspace: Workspace | None) -> dict[str, np.ndarray]:
+    """One array per parameter, shaped like it, for the gradients."""
+    return {k: _empty(workspace, f"grad:{k}", v.shape) for k, v in model.params.items()}
+
+
+def bptt(
+    model: RNN, trace: Trace, dy: np.ndarray, workspace: Workspace | None = None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Backpropagation through time.
 
     Returns (grads keyed like model.params, signal) where signal (L, T+1) holds ||dE/dh_k^l||,
     the Frobenius norm over the batch of the total derivative of E with respect to layer l's state h_k.
+    With a `workspace`, grads live in its buffers (see Workspace).
     """
-    p, L = model.params, model.layers
-    top = trace.h[-1]
-    grads = {"W_hy": np.einsum("tbo,tbn->on", dy, top[1:]), "b_y": dy.sum(axis=(0, 1))}
-    T = dy.shape[0]
+    p, L, (T, B, _) = model.params, model.layers, dy.shape
+    n = model.hidden
+    grads = _grad_buffers(model, workspace)
+    np.matmul(_flat(dy).T, _flat(trace.h[-1][1:]), out=grads["W_hy"])
+    ones = np.ones(T * B)
+    np.matmul(ones, _flat(dy), out=grads["b_y"])  # sum over steps and batch, as a gemv
     signal = np.zeros((L, T + 1))
-    dh_in = dy @ p["W_hy"]  # (T, B, n): dE/dh_t arriving from above (readout or next layer)
+    dh_in = _empty(workspace, f"dh{L - 1}", (T, B, n))
+    np.matmul(_flat(dy), p["W_hy"], out=_flat(dh_in))  # dE/dh_t from the readout
+    carry = _empty(workspace, "carry", (B, n))
     for l in reversed(range(L)):
-        W, U = p[f"W_hh_{l}"], p[f"W_xh_{l}"]
-        D = trace.d[l]
-        G = np.empty_like(D)  # elman: dE/da_t; pascanu: dE/dh_t (total)
-        carry = np.zeros(D.shape[1:])
-        for t in reversed(range(T)):
-            g = dh_in[t] + carry  # total dE/dh_{t+1}
-            signal[l, t + 1] = np.sqrt(np.vdot(g, g))
-            if model.form == "elman":
-                G[t] = g * D[t]
-                carry = G[t] @ W
-            else:
-                G[t] = g
-                carry = (g @ W) * D[t]
-        signal[l, 0] = np.sqrt(np.vdot(carry, carry))
-        flatG = G.reshape(-1, G.shape[-1])
-        prev = trace.h[l][:-1] if model.form == "elman" else trace.pre[l]
-        grads[f"W_hh_{l}"] = flatG.T @ prev.reshape(flatG.shape)
-        grads[f"W_xh_{l}"] = flatG.T @ trace.inputs[l].reshape(flatG.shape[0], -1)
-        grads[f"b_h_{l}"] = flatG.sum(axis=0)
-        dh_in = G @ U  # dE/d(input_t) = dE/dh_t of the layer below
+        if model.form == "elman":
+            G = _empty(workspace, "G", (T, B, n))  # dE/da_t
+            _elman_backward(p[f"W_hh_{l}"], trace.d[l], dh_in, G, carry, signal[l])
+        else:
+            G = dh_in  # dE/dh_t
+            _pascanu_backward(p[f"W_hh_{l}"], trace.d[l], dh_in, carry, signal[l])
+        prev = trace.h[l][:-1] if model.form == "elman" else trace.pre[l]  # (T, B, n): what W_hh multiplied
+        np.matmul(_flat(G).T, _flat(prev), out=grads[f"W_hh_{l}"])
+        _input_weight_grad(_flat(G), trace.inputs[l], grads[f"W_xh_{l}"], workspace)
+        np.matmul(ones, _flat(G), out=grads[f"b_h_{l}"])  # sum over steps and batch, as a gemv
+        if l > 0:  # dE/d(input_t) = dE/dh_t arriving at the layer below
+            dh_in = _empty(workspace, f"dh{l - 1}", (T, B, n))
+            np.matmul(_flat(G), p[f"W_xh_{l}"], out=_flat(dh_in))
     return grads, signal
 
 
@@ -228,7 +410,7 @@ def loss_and_grads(
 
 
 def step_factors(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, layer: int = -1) -> tuple[np.ndarray, np.ndarray]:
-    """For one sequence xs (T, d): (W_hh of `layer`, D (T, n)) with the step Jacobians
+    """For one sequence xs (T, d) (or (T,) token ids): (W_hh of `layer`, D (T, n)) with the step Jacobians
 
     elman:   J_t = D[t-1][:, None] * W     (diag(phi'(a_t)) W)
     pascanu: J_t = W * D[t-1][None, :]     (W diag(phi'(h_{t-1})))
@@ -238,7 +420,7 @@ def step_factors(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, layer
     xs, h0 = check_inputs(model, xs, h0, batched=False)
     if not -model.layers <= layer < model.layers:
         raise ValueError(f"layer must be in [{-model.layers}, {model.layers - 1}], got {layer}")
-    trace = forward(model, xs[:, None, :], h0[:, None, :])
+    trace = forward(model, xs[:, None], h0[:, None, :])
     return model.W_hh(layer), trace.d[layer % model.layers][:, 0, :]
 
 

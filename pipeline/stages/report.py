@@ -1,8 +1,26 @@
-"""`rnngrad report` (not built yet)."""
+"""`rnngrad report`: draw the figures and write the HTML and PDF reports from `rnngrad analyze`'s outputs."""
 
-from ..errors import UserError
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import analysis, figures, report_html, report_pdf
 
 
-def report_cmd() -> None:
-    """Not built yet."""
-    raise UserError("rnngrad report is not built yet")
+def report_cmd(
+    analysis_dir: Annotated[Path, typer.Option("--analysis-dir", help="Folder `rnngrad analyze` wrote: metrics.json, "
+                                               "analysis.json, tables/.")] = Path("reports"),
+    out: Annotated[Path, typer.Option("--out", help="Where report.html, report.pdf and figures/ go.")] = Path(
+        "reports"),
+) -> None:
+    """Write reports/figures/*.png, reports/report.html (self-contained: opens offline, prints) and
+    reports/report.pdf (same sections and figures) from the analysis outputs."""
+    metrics, report, tables = analysis.read_analysis(analysis_dir)
+    drawn = figures.draw_figures(tables, out / "figures")
+    sections = report_html.build_sections(metrics, report, tables, drawn)
+    analysis.write_atomic(out / "report.html", report_html.render_html(sections, metrics))
+    analysis.write_atomic(out / "report.pdf", report_pdf.render_pdf(sections, metrics))
+    typer.echo(f"wrote {out / 'report.html'}, {out / 'report.pdf'} and {len(drawn)} figures in {out / 'figures'}")

@@ -1,0 +1,86 @@
+"""What MLflow logging costs a sweep, and what a second worker process buys.
+
+`bench_logging_overhead`: one quick-profile run (the first cell of the weight-norm spec), timed alone, then its
+folder logged to a throwaway sqlite store (run create + log_run_folder + end), both in this same process.
+`bench_sweep_scaling`: the quick weight-norm sweep end to end at 1 and at 2 worker processes, each into a fresh
+temp store and results dir. Store creation (schema migrations, ~1-2 s, once per sweep) is timed apart. Each
+figure is the best of a few repeats (interleaved for the sweep), the usual guard against a busy machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+from .. import tracking
+from ..config import load_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SPEC = ROOT / "experiments" / "weight_norms.yaml"
+
+
+def bench_logging_overhead(spec_path: str | Path = DEFAULT_SPEC, profile: str = "quick",
+                           data_dir: str | Path = ROOT / "data", repeats: int = 3) -> dict:
+    """run_seconds (execute_run alone, warm: a worker pays its imports once, not per run), logging_seconds
+    (run create + log_run_folder + end), logging_overhead = logging / run (target <= 0.10), and
+    logging_points (metric points logged per run)."""
+    import pandas as pd
+
+    from ..runner import execute_run
+
+    cfg = load_spec(spec_path, profile).cells[0]
+    with tempfile.TemporaryDirectory(prefix="rnngrad-bench-") as tmp:
+        runs = Path(tmp) / "runs"
+        execute_run(dataclasses.replace(cfg, iters=1), Path(data_dir), runs / "warmup")  # imports, caches
+        run_seconds = min(_timed(execute_run, cfg, Path(data_dir), runs / f"run{i}") for i in range(repeats))
+
+        start = time.perf_counter()
+        store = tracking.open_store(tmp, tracking_uri="")
+        experiment = tracking.ensure_experiment(store, "rnngrad/bench")
+        store_seconds = time.perf_counter() - start
+        logging_seconds = min(_timed(_log_folder, store, experiment, runs / "run0") for _ in range(repeats))
+        points = len(pd.read_parquet(runs / "run0" / "series.parquet"))
+    return {"run_seconds": run_seconds, "logging_seconds": logging_seconds,
+            "logging_overhead": logging_seconds / run_seconds, "logging_step_points": points,
+            "store_open_seconds": store_seconds}
+
+
+def _timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def _log_folder(store: tracking.Store, experiment: str, run_dir: Path) -> str:
+    run_id = tracking.start_run(store, experiment, "bench", tags={"config_hash": run_dir.name})
+    tracking.log_run_folder(store, run_id, run_dir)
+    tracking.end_run(store, run_id, "FINISHED")
+    return run_id
+
+
+def bench_sweep_scaling(spec_path: str | Path = DEFAULT_SPEC, profile: str = "quick",
+                        data_dir: str | Path = ROOT / "data", repeats: int = 2) -> dict:
+    """sweep_seconds_1_job, sweep_seconds_2_jobs (wall time of run_sweep: worker start-up, runs, logging),
+    sweep_speedup = 1 job / 2 jobs, the cell count, and the parent's MLflow logging time at 2 jobs."""
+    spec = load_spec(spec_path, profile)
+    seconds, logging = {1: [], 2: []}, {1: [], 2: []}
+    for _ in range(repeats):
+        for jobs in (1, 2):
+            wall, log = _sweep_once(spec, Path(data_dir), jobs)
+            seconds[jobs].append(wall)
+            logging[jobs].append(log)
+    best = {jobs: min(s) for jobs, s in seconds.items()}
+    return {"sweep_cells": len(spec.cells), "sweep_seconds_1_job": best[1], "sweep_seconds_2_jobs": best[2],
+            "sweep_speedup": best[1] / best[2], "sweep_logging_seconds_2_jobs": min(logging[2])}
+
+
+def _sweep_once(spec, data_dir: Path, jobs: int) -> tuple[float, float]:
+    from ..sweep import run_sweep
+
+    with tempfile.TemporaryDirectory(prefix="rnngrad-bench-") as tmp:
+        store = tracking.open_store(tmp, tracking_uri="")  # created before the clock starts
+        start = time.perf_counter()
+        result = run_sweep(spec, data_dir, Path(tmp) / "results", store, jobs)
+        return time.perf_counter() - start, result.logging_seconds

@@ -1,0 +1,178 @@
+"""Training throughput in characters per second, against Karpathy's min-char-rnn timed in the same run.
+
+Settings (issue 2): character level, vocabulary 65, hidden 100, windows of 25 characters, float64, Adagrad with
+lr 0.1, a random id stream. Ours trains batches of 32 windows with global-norm clipping at 5, fed either token
+ids (what text training uses: the first layer gathers columns of W_xh) or dense one-hot vectors (the same
+arithmetic as torch.nn.RNN on one-hot input). The baseline is a faithful port of min-char-rnn's lossFun (one
+window at a time, a Python loop per character, clipping every entry to [-5, 5], its own Adagrad).
+chars/s = windows per step * 25 * steps / seconds of wall-clock time.
+
+The three are timed in alternating rounds, so all see the same machine load; each figure is the median round.
+BLAS runs on `blas_threads` threads (1 by default) while timing: on a machine shared with other jobs, OpenBLAS's
+spinning threads made a step 10-20 times slower and the figures unrepeatable; the baseline's tiny matrix-vector
+products never use a second thread anyway.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ..init import init_model
+from ..optim import make_optimizer
+from ..rnn import Workspace
+from ..trainer import train_step
+
+VOCAB = 65  # characters in the vocabulary (tiny-shakespeare's size)
+HIDDEN = 100  # hidden units
+SEQ_LEN = 25  # characters per window (min-char-rnn's seq_length)
+BATCH = 32  # windows per step for ours; min-char-rnn trains one at a time
+LR = 0.1  # Adagrad learning rate, both
+CLIP = 5.0  # ours: global-norm threshold; min-char-rnn: elementwise bound
+STREAM_LEN = 200_000  # characters of random text
+
+
+class _PipelineTrainer:
+    """Batched training with pipeline.trainer, windows taken from BATCH evenly spaced lanes of the stream."""
+
+    def __init__(self, ids: np.ndarray, rng: np.random.Generator, one_hot: bool) -> None:
+        self.model, _ = init_model(rng, input_dim=VOCAB, output_dim=VOCAB, hidden=HIDDEN)
+        self.feed_one_hot = one_hot  # True: xs (T, B, V) one-hot floats; False: xs (T, B) token ids
+        self.optimizer = make_optimizer("adagrad", LR)
+        self.workspace = Workspace()
+        self.lanes = ids[: len(ids) // BATCH * BATCH].reshape(BATCH, -1).T  # (N / B, B): one column per lane
+        self.one_hot = np.eye(VOCAB)
+        self.mask = np.ones((SEQ_LEN, BATCH))
+        self.pos, self.h = 0, None
+
+    def step(self) -> None:
+        """One training step on the next window of every lane, carrying the state like min-char-rnn's hprev."""
+        if self.pos + SEQ_LEN + 1 > self.lanes.shape[0]:
+            self.pos, self.h = 0, None
+        window = self.lanes[self.pos : self.pos + SEQ_LEN + 1]  # (T+1, B) ids
+        xs = self.one_hot[window[:-1]] if self.feed_one_hot else window[:-1]  # (T, B, V) or (T, B)
+        stats = train_step(
+            self.model, self.optimizer, xs, window[1:], self.mask, "xent", "global", CLIP, self.h, self.workspace
+        )
+        self.pos, self.h = self.pos + SEQ_LEN, stats.h_last
+
+
+class _MinCharRNN:
+    """Karpathy's min-char-rnn (2015) training loop, ported line for line: lossFun plus its Adagrad update."""
+
+    def __init__(self, ids: np.ndarray, rng: np.random.Generator) -> None:
+        self.ids = [int(i) for i in ids]
+        self.Wxh = rng.standard_normal((HIDDEN, VOCAB)) * 0.01  # input to hidden
+        self.Whh = rng.standard_normal((HIDDEN, HIDDEN)) * 0.01  # hidden to hidden
+        self.Why = rng.standard_normal((VOCAB, HIDDEN)) * 0.01  # hidden to output
+        self.bh = np.zeros((HIDDEN, 1))
+        self.by = np.zeros((VOCAB, 1))
+        self.mem = [np.zeros_like(p) for p in (self.Wxh, self.Whh, self.Why, self.bh, self.by)]
+        self.p, self.hprev = 0, np.zeros((HIDDEN, 1))
+
+    def loss_fun(self, inputs: list[int], targets: list[int], hprev: np.ndarray):
+        """min-char-rnn's lossFun: forward, backward and clipping for one window, one character at a time."""
+        Wxh, Whh, Why, bh, by = self.Wxh, self.Whh, self.Why, self.bh, self.by
+        xs, hs, ys, ps = {}, {}, {}, {}
+        hs[-1] = np.copy(hprev)
+        loss = 0
+        for t in range(len(inputs)):
+            xs[t] = np.zeros((VOCAB, 1))  # encode in 1-of-k representation
+            xs[t][inputs[t]] = 1
+            hs[t] = np.tanh(np.dot(Wxh, xs[t]) + np.dot(Whh, hs[t - 1]) + bh)
+            ys[t] = np.dot(Why, hs[t]) + by
+            ps[t] = np.exp(ys[t]) / np.sum(np.exp(ys[t]))
+            loss += -np.log(ps[t][targets[t], 0])
+        dWxh, dWhh, dWhy = np.zeros_like(Wxh), np.zeros_like(Whh), np.zeros_like(Why)
+        dbh, dby = np.zeros_like(bh), np.zeros_like(by)
+        dhnext = np.zeros_like(hs[0])
+        for t in reversed(range(len(inputs))):
+            dy = np.copy(ps[t])
+            dy[targets[t]] -= 1
+            dWhy += np.dot(dy, hs[t].T)
+            dby += dy
+            dh = np.dot(Why.T, dy) + dhnext
+            dhraw = (1 - hs[t] * hs[t]) * dh
+            dbh += dhraw
+            dWxh += np.dot(dhraw, xs[t].T)
+            dWhh += np.dot(dhraw, hs[t - 1].T)
+            dhnext = np.dot(Whh.T, dhraw)
+        for dparam in [dWxh, dWhh, dWhy, dbh, dby]:
+            np.clip(dparam, -5, 5, out=dparam)
+        return loss, dWxh, dWhh, dWhy, dbh, dby, hs[len(inputs) - 1]
+
+    def step(self) -> None:
+        """min-char-rnn's main loop body, without its sampling and printing."""
+        if self.p + SEQ_LEN + 1 >= len(self.ids):
+            self.p, self.hprev = 0, np.zeros((HIDDEN, 1))
+        inputs = self.ids[self.p : self.p + SEQ_LEN]
+        targets = self.ids[self.p + 1 : self.p + SEQ_LEN + 1]
+        loss, dWxh, dWhh, dWhy, dbh, dby, self.hprev = self.loss_fun(inputs, targets, self.hprev)
+        params = (self.Wxh, self.Whh, self.Why, self.bh, self.by)
+        for param, dparam, mem in zip(params, (dWxh, dWhh, dWhy, dbh, dby), self.mem):
+            mem += dparam * dparam
+            param += -LR * dparam / np.sqrt(mem + 1e-8)  # adagrad update
+        self.p += SEQ_LEN
+
+
+def _chars_per_second(step: Callable[[], None], chars_per_step: int, seconds: float) -> float:
+    """Run `step` for about `seconds` of wall-clock time; return characters trained per second."""
+    steps, start = 0, time.perf_counter()
+    while True:
+        step()
+        steps += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return chars_per_step * steps / elapsed
+
+
+def _median_rates(seed: int, seconds: float, rounds: int) -> dict[str, float]:
+    """Median chars/s of each contender over `rounds` rounds that take turns."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, VOCAB, size=STREAM_LEN)  # random text: any fixed id stream serves for speed
+    contenders = {  # name: (step function, characters per step)
+        "train_chars_per_s": (_PipelineTrainer(ids, rng, one_hot=False).step, BATCH * SEQ_LEN),
+        "train_onehot_chars_per_s": (_PipelineTrainer(ids, rng, one_hot=True).step, BATCH * SEQ_LEN),
+        "minchar_chars_per_s": (_MinCharRNN(ids, rng).step, SEQ_LEN),
+    }
+    for step, _ in contenders.values():
+        step()  # warm-up: first-touch allocations, BLAS initialisation
+    per_round = seconds / (len(contenders) * rounds)
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, (step, chars) in contenders.items():
+            rates[name].append(_chars_per_second(step, chars, per_round))
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def bench_train_throughput(
+    seed: int = 0, seconds: float = 6.0, rounds: int = 3, blas_threads: int | None = 1
+) -> dict[str, float]:
+    """Characters per second of our batched trainer and of min-char-rnn, timed in the same run.
+
+    `seconds` is the total timed budget, split evenly over `rounds` rounds in which the contenders take turns.
+    `blas_threads` caps BLAS threads while timing (None: leave BLAS as it is).
+    Returns train_chars_per_s (token ids), train_onehot_chars_per_s, minchar_chars_per_s, speedup_vs_minchar,
+    speedup_onehot_vs_minchar, and the settings used.
+    """
+    if not seconds > 0 or rounds < 1:
+        raise ValueError(f"seconds must be > 0 and rounds >= 1, got seconds={seconds!r}, rounds={rounds!r}")
+    with threadpool_limits(limits=blas_threads, user_api="blas"):
+        rates = _median_rates(seed, seconds, rounds)
+    minchar = rates["minchar_chars_per_s"]
+    return {
+        **rates,
+        "speedup_vs_minchar": rates["train_chars_per_s"] / minchar,
+        "speedup_onehot_vs_minchar": rates["train_onehot_chars_per_s"] / minchar,
+        "batch": BATCH,
+        "seq_len": SEQ_LEN,
+        "hidden": HIDDEN,
+        "vocab": VOCAB,
+        "seconds": float(seconds),
+        "rounds": rounds,
+        "blas_threads": 0 if blas_threads is None else blas_threads,  # 0: BLAS's own default
+    }

@@ -1,0 +1,375 @@
+"""One run's configuration (`RunConfig`), its validation and hash, and the files it is read from.
+
+Sources of values, each validated before anything runs:
+  - `train --config FILE.yaml`: a flat mapping of RunConfig fields (`load_config_file`);
+  - `train` options: one option per field (`config_from_values` with an option label);
+  - sweep specs `experiments/<name>.yaml`: base + profile base + a grid of field values (`load_spec`).
+Every problem is a `UserError` naming the file (or option), the key, and what would be valid; an unknown key names
+the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from .activations import ACTIVATIONS
+from .errors import UserError
+from .init import INITS
+from .optim import CLIP_MODES, OPTIMIZERS
+from .rnn import FORMS
+
+TASKS = ("adding", "temporal_order", "copy", "probe", "text")
+
+
+# ---- value rules: what a field accepts, and how to say so -----------------------------------------------------
+
+
+class Invalid(ValueError):
+    """A value a rule rejects: `problem` says what is wrong, `valid` what would be accepted."""
+
+    def __init__(self, problem: str, valid: str):
+        super().__init__(f"{problem}; valid: {valid}")
+        self.problem, self.valid = problem, valid
+
+
+@dataclass(frozen=True)
+class Int:
+    lo: int
+    hi: int | None = None
+
+    def describe(self) -> str:
+        return f"an integer >= {self.lo}" if self.hi is None else f"an integer in [{self.lo}, {self.hi}]"
+
+    def check(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Invalid(f"{value!r} is not an integer", self.describe())
+        if value < self.lo or (self.hi is not None and value > self.hi):
+            raise Invalid(f"{value} is out of range", self.describe())
+        return int(value)
+
+
+@dataclass(frozen=True)
+class Float:
+    lo: float
+    lo_open: bool = False  # True: value must be > lo, else >= lo
+    hi: float | None = None
+    optional: bool = False  # None (YAML null) allowed
+
+    def describe(self) -> str:
+        text = f"a number {'>' if self.lo_open else '>='} {self.lo:g}"
+        text += "" if self.hi is None else f" and <= {self.hi:g}"
+        return text + (" (or null)" if self.optional else "")
+
+    def check(self, value: Any) -> float | None:
+        if value is None and self.optional:
+            return None
+        number = value
+        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string: accept what float() accepts
+            try:
+                number = float(value)
+            except ValueError:
+                raise Invalid(f"{value!r} is not a number", self.describe()) from None
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise Invalid(f"{value!r} is not a number", self.describe())
+        number = float(number)
+        too_low = number <= self.lo if self.lo_open else number < self.lo
+        if not math.isfinite(number) or too_low or (self.hi is not None and number > self.hi):
+            raise Invalid(f"{value!r} is out of range", self.describe())
+        return number
+
+
+@dataclass(frozen=True)
+class Choice:
+    values: tuple[str, ...]
+
+    def describe(self) -> str:
+        return ", ".join(self.values)
+
+    def check(self, value: Any) -> str:
+        if value not in self.values:
+            close = difflib.get_close_matches(str(value), self.values, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise Invalid(f"unknown value {value!r}{hint}", self.describe())
+        return value
+
+
+@dataclass(frozen=True)
+class OptionalPath:
+    def describe(self) -> str:
+        return "a path to a UTF-8 text file, or null for the default corpus"
+
+    def check(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, (str, Path)) or not str(value).strip():
+            raise Invalid(f"{value!r} is not a path", self.describe())
+        return str(value)
+
+
+def _f(default: Any, rule: Any) -> Any:
+    """A dataclass field carrying its validation rule."""
+    return field(default=default, metadata={"rule": rule})
+
+
+# ---- the config -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one run. Defaults are a min-char-rnn text run (Karpathy 2015).
+    Same config, same numbers: all randomness derives from `seed` and `data_seed`."""
+
+    # data
+    task: str = _f("text", Choice(TASKS))  # what to learn: a synthetic task or next-character text
+    text: str | None = _f(None, OptionalPath())  # text task: source file; None = data/text.npz or the built-in corpus
+    seq_len: int = _f(25, Int(1, 100_000))  # synthetic: task length T (copy feeds T + 20 steps); text: window chars
+    train_size: int = _f(1000, Int(2, 10_000_000))  # synthetic: sequences generated (the last 20 % validate)
+    data_seed: int = _f(0, Int(0))  # synthetic: generator seed of the dataset (data/<task>_T.._N.._s<seed>.npz)
+    # model
+    form: str = _f("elman", Choice(FORMS))  # elman: h=phi(W h + U x + b); pascanu: h = W phi(h) + U x + b
+    activation: str = _f("tanh", Choice(ACTIVATIONS))  # phi, one of activations.ACTIVATIONS
+    leaky_slope: float = _f(0.01, Float(0.0, hi=10.0))  # leaky_relu's slope for z < 0 (unused by the others)
+    layers: int = _f(1, Int(1, 32))  # L, stacked recurrent layers; layer l reads layer l-1's state
+    hidden: int = _f(100, Int(1, 4096))  # n, units per layer
+    init: str = _f("gaussian", Choice(INITS))  # how W_hh is drawn before scaling to gamma_w
+    gamma_w: float = _f(1.0, Float(0.0, lo_open=True, hi=1e6))  # ||W_hh||_2 at init, every layer (sparse: radius)
+    input_scale: float | None = _f(None, Float(0.0, hi=1e6, optional=True))  # W_xh std; None: 1/sqrt(fan-in)
+    # optimisation
+    optimizer: str = _f("adagrad", Choice(OPTIMIZERS))  # update rule
+    lr: float = _f(0.1, Float(0.0, lo_open=True, hi=1e6))  # learning rate (step size)
+    weight_decay: float = _f(0.0, Float(0.0, hi=1e6))  # L2 coefficient added to the gradient, >= 0
+    batch: int = _f(1, Int(1, 1_000_000))  # sequences (text: windows) per step; min-char-rnn uses 1
+    iters: int = _f(1000, Int(0, 100_000_000))  # optimisation steps; 0 = probe the initial model only
+    clip_mode: str = _f("global", Choice(CLIP_MODES))  # global: rescale the whole gradient; elementwise: clamp
+    clip_threshold: float = _f(5.0, Float(0.0, lo_open=True, hi=1e12))  # global norm cap, or elementwise bound
+    # measurement
+    eval_every: int = _f(100, Int(0))  # iterations between validation passes; 0 = only at the end
+    samples: int = _f(5, Int(0, 1000))  # text: checkpoints (evenly spread, last at the end) sampling text
+    sample_len: int = _f(200, Int(1, 100_000))  # text: characters per sample
+    probe_len: int = _f(50, Int(1, 2000))  # probe sequence steps (synthetic: at most the task's sequence length)
+    seed: int = _f(0, Int(0))  # model init, minibatch order, text sampling
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            try:
+                object.__setattr__(self, f.name, f.metadata["rule"].check(getattr(self, f.name)))
+            except Invalid as e:
+                raise UserError(f"RunConfig.{f.name}: {e}") from None
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+_RULES = {f.name: f.metadata["rule"] for f in dataclasses.fields(RunConfig)}
+
+
+def describe_field(name: str) -> str:
+    """What values the field accepts, e.g. 'an integer >= 1' (used for CLI help)."""
+    return _RULES[name].describe()
+
+
+def closest_key_hint(key: Any, valid: tuple[str, ...]) -> str:
+    """' (did you mean X?)' for a misspelt key, else a list of the valid keys."""
+    close = difflib.get_close_matches(str(key), valid, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f"; valid keys: {', '.join(valid)}"
+
+
+def check_values(values: Mapping[str, Any], label: Callable[[str], str]) -> dict[str, Any]:
+    """Validate a partial mapping of RunConfig fields; returns the normalised values (ints as float where due).
+
+    `label(key)` says where a key came from, e.g. "spec.yaml: base.hidden" or "--hidden".
+    """
+    out = {}
+    for key, value in values.items():
+        if key not in _RULES:
+            raise UserError(f"{label(key)}: unknown key{closest_key_hint(key, FIELDS)}")
+        try:
+            out[key] = _RULES[key].check(value)
+        except Invalid as e:
+            raise UserError(f"{label(key)}: {e}") from None
+    return out
+
+
+def config_from_values(values: Mapping[str, Any], label: Callable[[str], str],
+                       base: RunConfig | None = None) -> RunConfig:
+    """`base` (default RunConfig()) with `values` validated and applied."""
+    return dataclasses.replace(base or RunConfig(), **check_values(values, label))
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Short, stable id of a resolved config: the first 12 hex digits of sha256 of its canonical JSON."""
+    canonical = json.dumps(dataclasses.asdict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+
+def flatten(cfg: RunConfig) -> dict[str, Any]:
+    """The resolved config as one flat {field: value} mapping (MLflow params, results table columns)."""
+    return dataclasses.asdict(cfg)
+
+
+def config_from_json(path: Path | str) -> RunConfig:
+    """Read a run folder's config.json back (written by the runner from `flatten`)."""
+    path = Path(path)
+    return config_from_values(json.loads(path.read_text(encoding="utf-8")), lambda k: f"{path}: {k}")
+
+
+# ---- YAML files -----------------------------------------------------------------------------------------------
+
+
+def read_yaml(path: Path | str, what: str) -> Any:
+    """Parse a YAML file, or UserError naming the file (missing, unreadable, malformed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; give an existing {what}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise UserError(f"{path}: malformed YAML{where} ({problem}); give a valid {what}") from None
+
+
+def _mapping(value: Any, where: str, example: str) -> dict:
+    """`value` if it is a mapping (None counts as empty), else UserError."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: expected a mapping like {example}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def load_config_file(path: Path | str) -> dict[str, Any]:
+    """The validated field values of a `train --config FILE.yaml` (a flat mapping of RunConfig fields).
+
+    Returns only the keys the file sets, so that options given on the command line can override them.
+    """
+    path = Path(path)
+    raw = _mapping(read_yaml(path, "YAML mapping of RunConfig fields"), str(path), "{task: adding, hidden: 64}")
+    return check_values(raw, lambda key: f"{path}: {key}")
+
+
+# ---- sweep specs (docs/internals.md, "Sweep specs") -----------------------------------------------------------
+
+SPEC_KEYS = ("name", "description", "base", "profiles")
+PROFILE_KEYS = ("data", "base", "grid")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One profile of a sweep spec, fully validated and expanded."""
+
+    name: str  # = the file stem; the MLflow experiment is "rnngrad/<name>"
+    description: str  # one sentence shown in the report
+    profile: str  # which profile the cells come from (quick, full, ...)
+    data: list  # datasets.DataRequest per entry of profiles.<profile>.data
+    cells: list[RunConfig]  # the grid's cartesian product over the merged base, in grid order
+    grid: list[dict[str, Any]]  # per cell, the grid values that made it (for run names and tables)
+    path: Path  # the spec file
+
+
+def load_spec(path: Path | str, profile: str) -> Spec:
+    """Read, validate and expand `experiments/<name>.yaml`. Every profile is validated (a typo in `full` fails
+    a `quick` sweep too), then the cells of `profile` are returned."""
+    path = Path(path)
+    raw = _mapping(read_yaml(path, "sweep spec (docs/internals.md, Sweep specs)"), str(path),
+                   "{name: ..., description: ..., base: {...}, profiles: {quick: {...}}}")
+    _check_keys(raw, SPEC_KEYS, f"{path}: ")
+    name, description = _spec_name(raw, path), raw.get("description", "")
+    if not isinstance(description, str):
+        raise UserError(f"{path}: description: expected one sentence of text, got {description!r}")
+    base = check_values(_mapping(raw.get("base"), f"{path}: base", "{task: adding, hidden: 64}"),
+                        lambda k: f"{path}: base.{k}")
+    profiles = _mapping(raw.get("profiles"), f"{path}: profiles", "{quick: {grid: {...}}, full: {...}}")
+    if not profiles:
+        raise UserError(f"{path}: profiles: missing or empty; add at least one profile, e.g. profiles: {{quick: ...}}")
+    if profile not in profiles:
+        close = difflib.get_close_matches(str(profile), [str(p) for p in profiles], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        have = ", ".join(map(str, profiles))
+        raise UserError(f"{path}: profiles: no profile {profile!r}{hint}; this spec has: {have}")
+    expanded = {p: _expand_profile(profiles[p], base, path, str(p)) for p in profiles}
+    data, cells, grid = expanded[profile]
+    return Spec(name, description, profile, data, cells, grid, path)
+
+
+def _check_keys(raw: Mapping, valid: tuple[str, ...], where: str) -> None:
+    for key in raw:
+        if key not in valid:
+            raise UserError(f"{where}unknown key {key!r}{closest_key_hint(key, valid)}")
+
+
+def _spec_name(raw: Mapping, path: Path) -> str:
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise UserError(f"{path}: name: {name!r} is not a valid name; use letters, digits, '_', '-', '.'")
+    if name != path.stem:
+        raise UserError(f"{path}: name: {name!r} differs from the file name; set name: {path.stem}")
+    return name
+
+
+def _expand_profile(section: Any, base: dict, path: Path, profile: str) -> tuple[list, list[RunConfig], list[dict]]:
+    """Validate one profile and expand its grid: (data requests, cells, grid values per cell)."""
+    from .datasets import parse_data_entry  # run layer; imported here so config stays light to import
+
+    where = f"{path}: profiles.{profile}"
+    section = _mapping(section, where, "{data: [...], base: {...}, grid: {...}}")
+    _check_keys(section, PROFILE_KEYS, f"{where}: ")
+    entries = section.get("data") or []
+    if not isinstance(entries, list):
+        raise UserError(f"{where}.data: expected a list of entries like {{task: adding, T: 50, count: 512}}")
+    data = [parse_data_entry(e, f"{where}.data[{i}]") for i, e in enumerate(entries)]
+    merged = {**base, **check_values(_mapping(section.get("base"), f"{where}.base", "{iters: 150}"),
+                                     lambda k: f"{where}.base.{k}")}
+    axes = _grid_axes(_mapping(section.get("grid"), f"{where}.grid", "{gamma_w: [0.5, 1.0]}"), where)
+    grid = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+    cells = [config_from_values({**merged, **g}, lambda k: f"{where}: cell {i} {g}: {k}") for i, g in enumerate(grid)]
+    _check_unique(cells, grid, where)
+    _check_data_listed(cells, grid, data, where)
+    return data, cells, grid
+
+
+def _grid_axes(grid: Mapping, where: str) -> dict[str, list]:
+    """Each grid key's validated list of values (in file order)."""
+    axes = {}
+    for key, values in grid.items():
+        if key not in _RULES:
+            raise UserError(f"{where}.grid: unknown key {key!r}{closest_key_hint(key, FIELDS)}")
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{where}.grid.{key}: expected a non-empty list of values, e.g. [a, b], got {values!r}")
+        axes[key] = [check_values({key: v}, lambda k, i=i: f"{where}.grid.{k}[{i}]")[key] for i, v in enumerate(values)]
+    return axes
+
+
+def _check_unique(cells: list[RunConfig], grid: list[dict], where: str) -> None:
+    """Two cells with one config would share a run folder: reject duplicate grid values."""
+    seen: dict[str, int] = {}
+    for i, cfg in enumerate(cells):
+        h = config_hash(cfg)
+        if h in seen:
+            raise UserError(f"{where}.grid: cells {seen[h]} {grid[seen[h]]} and {i} {grid[i]} are the same run; "
+                            "remove the duplicate value")
+        seen[h] = i
+
+
+def _check_data_listed(cells: list[RunConfig], grid: list[dict], data: list, where: str) -> None:
+    """When a profile lists synthetic datasets, every synthetic cell must train on one of them (a mismatched
+    train_size or data_seed would otherwise silently train on data `generate` never wrote)."""
+    listed = {(r.task, r.T, r.count, r.seed) for r in data if r.task != "text"}
+    for i, cfg in enumerate(cells):
+        key = (cfg.task, cfg.seq_len, cfg.train_size, cfg.data_seed)
+        if listed and cfg.task != "text" and key not in listed:
+            have = "; ".join(f"{{task: {t}, T: {T}, count: {c}, seed: {s}}}" for t, T, c, s in sorted(listed))
+            raise UserError(f"{where}: cell {i} {grid[i]} trains on {{task: {key[0]}, T: {key[1]}, count: {key[2]}, "
+                            f"seed: {key[3]}}} (task, seq_len, train_size, data_seed), which {where}.data does not "
+                            f"list; add it to data, or set train_size/data_seed to match one of: {have}")

@@ -1,0 +1,362 @@
+"""The report's figures, drawn from `rnngrad analyze`'s tables (reports/tables/*.csv) into reports/figures/*.png.
+
+Seaborn styles on matplotlib's object API with the Agg canvas: no pyplot, so no global figure state and no
+display backend. Each `draw_*` function takes the tables and returns (figure, caption, run IDs drawn), or None
+when its table is absent or empty, so any subset of sweep specs gives the figures it can.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
+
+from .analysis import format_metric, short_value, write_atomic
+
+DPI = 110
+MAX_PANELS, PANEL_COLUMNS = 16, 4  # decay curves: at most 16 (activation, gamma_W) panels, 4 to a row
+Tables = dict[str, pd.DataFrame]
+Drawn = tuple[Figure, str, list[str]] | None
+
+
+@dataclass(frozen=True)
+class FigureFile:
+    name: str  # file stem in reports/figures/
+    path: Path
+    caption: str
+    run_ids: tuple[str, ...]  # the runs drawn
+
+
+def new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def plain_log_ticks(axis, values: list[float]) -> None:
+    """Ticks at the given values, printed plainly (0.5, 2) rather than as powers of ten."""
+    axis.set_major_locator(FixedLocator(values))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    axis.set_minor_locator(NullLocator())
+
+
+def table(tables: Tables, name: str) -> pd.DataFrame | None:
+    t = tables.get(name)
+    return t if t is not None and len(t) else None
+
+
+def run_info(tables: Tables) -> pd.DataFrame:
+    runs = tables.get("runs", pd.DataFrame(columns=["run_id"]))
+    return runs.set_index("run_id", drop=False)
+
+
+def finite(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """Rows where every column in `cols` is a finite number (none when a column is absent)."""
+    if any(c not in df for c in cols):
+        return df.iloc[:0]
+    vals = df[cols].apply(pd.to_numeric, errors="coerce")
+    return df[np.isfinite(vals.to_numpy(float)).all(axis=1)]
+
+
+# ---- the bound --------------------------------------------------------------------------------------------
+
+
+def draw_heatmaps(tables: Tables) -> Drawn:
+    heat = table(tables, "heatmaps")
+    if heat is None:
+        return None
+    info, ids = run_info(tables), list(dict.fromkeys(heat["run_id"]))
+    whens = [w for w in ("init", "final") if w in set(heat["when"])]
+    vals = heat["log10_norm"].to_numpy(float)
+    vals = vals[np.isfinite(vals)]
+    vmin, vmax = (vals.min(), vals.max()) if vals.size else (None, None)
+    fig = new_figure(3.4 * len(whens) + 0.6, 2.9 * len(ids))
+    axes = fig.subplots(len(ids), len(whens), squeeze=False)
+    for i, rid in enumerate(ids):
+        for j, when in enumerate(whens):
+            m = heat[(heat["run_id"] == rid) & (heat["when"] == when)]
+            m = m.pivot(index="t", columns="k", values="log10_norm")
+            m = m.where(np.isfinite(m))
+            sns.heatmap(m, ax=axes[i, j], cmap="viridis", vmin=vmin, vmax=vmax, cbar=j == len(whens) - 1,
+                        cbar_kws={"label": "log10 ‖∂h_t/∂h_k‖"}, xticklabels=max(1, m.shape[1] // 5),
+                        yticklabels=max(1, m.shape[0] // 5))
+            axes[i, j].set_title(f"{run_title(info, rid)} · {when}", fontsize=8)
+    caption = ("log10 ‖∂h_t/∂h_k‖ of the top layer for every pair k < t, at initialisation and after training, "
+               "for runs spanning log(γ_W γ_φ) from lowest to highest.")
+    return fig, caption, ids
+
+
+def run_title(info: pd.DataFrame, run_id: str) -> str:
+    if run_id not in info.index:
+        return run_id[:8]
+    r = info.loc[run_id]
+    rate = format_metric(pd.to_numeric(r.get("log_rate_init"), errors="coerce"))
+    return f"{run_id[:8]} {r.get('activation')} γ_W={short_value(r.get('gamma_w'))} log(γ_Wγ_φ)={rate}"
+
+
+def decay_runs(tables: Tables) -> pd.DataFrame:
+    """Runs to draw decay curves for: the weight_norms and activations specs if present, else all runs."""
+    info = finite(run_info(tables), ["gamma_w"]) if "gamma_w" in run_info(tables) else run_info(tables).iloc[:0]
+    chosen = info[info["spec"].isin(["weight_norms", "activations"])]
+    return chosen if len(chosen) else info
+
+
+def draw_decay(tables: Tables) -> Drawn:
+    decay, runs = table(tables, "decay"), decay_runs(tables)
+    if decay is None or runs.empty:
+        return None
+    runs = runs[runs["run_id"].isin(set(decay["run_id"]))].assign(gamma=lambda r: r["gamma_w"].astype(float))
+    cells = runs.groupby([runs["activation"].astype(str), "gamma"]).groups  # (activation, gamma_W) -> rows
+    keys = sorted(cells)[:MAX_PANELS]
+    if not keys:
+        return None
+    ncol = min(PANEL_COLUMNS, len(keys))
+    nrow = math.ceil(len(keys) / ncol)
+    fig = new_figure(2.5 * ncol + 0.3, 2.1 * nrow + 0.5)
+    axes, drawn = fig.subplots(nrow, ncol, squeeze=False).ravel(), []
+    for ax, (act, g) in zip(axes, keys):
+        for rid in runs.loc[cells[(act, g)], "run_id"]:
+            drawn.append(rid)
+            plot_decay_run(ax, decay[decay["run_id"] == rid])
+        ax.set_title(f"{act}, γ_W = {short_value(g)}", fontsize=8)
+        ax.set(xlabel="lag t − k", ylabel="log10 norm")
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    handles = dict(zip(*reversed(axes[0].get_legend_handles_labels())))
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=4, fontsize=8)
+    caption = ("Mean log10 ‖∂h_t/∂h_k‖ over the pairs at each lag (top layer) with the product bound "
+               "Σ log(‖W‖ max|φ'|) and the global bound (t−k) log(γ_W γ_φ), per activation and γ_W; "
+               "the faint line is the trained model.")
+    return fig, caption, drawn
+
+
+def plot_decay_run(ax, d: pd.DataFrame) -> None:
+    for when, alpha in (("init", 1.0), ("final", 0.45)):
+        w = d[d["when"] == when]
+        ax.plot(w["lag"], w["log10_norm"], color="C0", alpha=alpha, lw=1.3, label=f"measured ({when})")
+    w = d[d["when"] == "init"]
+    ax.plot(w["lag"], w["log10_product"], color="C1", ls="--", lw=1.1, label="product bound (init)")
+    ax.plot(w["lag"], w["log10_global"], color="C3", ls=":", lw=1.4, label="global bound (init)")
+
+
+def draw_tightness(tables: Tables) -> Drawn:
+    tight = table(tables, "tightness")
+    if tight is None:
+        return None
+    fig = new_figure(6.0, 3.0)
+    ax = fig.subplots()
+    for when, ls in (("init", "-"), ("final", "--")):
+        w = tight[tight["when"] == when]
+        ax.plot(w["lag"], w["gap_product"], color="C1", ls=ls, label=f"product bound − measured ({when})")
+        ax.plot(w["lag"], w["gap_global"], color="C3", ls=ls, label=f"global bound − measured ({when})")
+    ax.set(xlabel="lag t − k", ylabel="gap (decades)")
+    ax.legend(fontsize=7)
+    caption = "How loose each bound is: median over runs of (bound − measured) in decades, by lag (top layer)."
+    return fig, caption, list(tables["decay"]["run_id"].unique())
+
+
+def draw_rates(tables: Tables) -> Drawn:
+    runs = table(tables, "runs")
+    if runs is None:
+        return None
+    r = finite(runs, ["slope_init", "lyapunov_init", "log_rate_init"])
+    if r.empty:
+        return None
+    fig = new_figure(7.2, 3.2)
+    ax1, ax2 = fig.subplots(1, 2)
+    for ax, x, xl in ((ax1, "log_rate_init", "log(γ_W γ_φ)"), (ax2, "lyapunov_init", "top Lyapunov exponent")):
+        sns.scatterplot(data=r, x=x, y="slope_init", hue="activation", ax=ax, s=28, legend=ax is ax2)
+        lo, hi = (float(min(r[x].min(), r["slope_init"].min())), float(max(r[x].max(), r["slope_init"].max())))
+        ax.plot([lo, hi], [lo, hi], color="0.4", lw=1, ls="--", label="y = x")
+        ax.set(xlabel=xl, ylabel="fitted slope of log‖∂h_t/∂h_k‖ (per step)")
+    if ax2.get_legend():
+        sns.move_legend(ax2, "center left", bbox_to_anchor=(1, 0.5), fontsize=7, title_fontsize=7)
+    caption = ("Measured decay slope (initial model, nats per step) against the global rate log(γ_W γ_φ), which "
+               "bounds it from above, and against the top Lyapunov exponent, its exact asymptotic value.")
+    return fig, caption, list(r["run_id"])
+
+
+def draw_phase(tables: Tables) -> Drawn:
+    runs = table(tables, "runs")
+    if runs is None or "gamma_phi" not in runs:
+        return None
+    r = finite(runs, ["gamma_w", "slope_init", "gamma_phi"]).copy()
+    r = r[r["gamma_w"].astype(float) > 0]
+    if r.empty:
+        return None
+    acts = sorted(set(r["activation"].astype(str)))
+    row = {a: i for i, a in enumerate(acts)}
+    y = r["activation"].astype(str).map(row) + np.random.default_rng(0).uniform(-0.15, 0.15, len(r))
+    fig = new_figure(6.4, 0.55 * len(acts) + 1.8)
+    ax = fig.subplots()
+    s = r["slope_init"].astype(float)
+    span = max(float(s.abs().max()), 1e-3)
+    pts = ax.scatter(r["gamma_w"].astype(float), y, c=s, cmap="coolwarm", norm=TwoSlopeNorm(0, -span, span), s=36,
+                     edgecolors="0.3", linewidths=0.4)
+    crit = 1 / r.groupby(r["activation"].astype(str))["gamma_phi"].first().reindex(acts).astype(float)
+    ax.vlines(crit, np.arange(len(acts)) - 0.4, np.arange(len(acts)) + 0.4, color="k", lw=2,
+              label="γ_W γ_φ = 1 (left of it: vanishing guaranteed)")
+    ax.set_xscale("log")
+    plain_log_ticks(ax.xaxis, sorted(set(r["gamma_w"].astype(float)) | set(crit)))
+    ax.set_yticks(range(len(acts)), acts)
+    ax.set(xlabel="γ_W = ‖W_hh‖₂ at init", ylim=(-0.6, len(acts) - 0.4))
+    fig.colorbar(pts, ax=ax, label="measured slope (nats/step)")
+    ax.legend(fontsize=7, loc="upper left")
+    caption = ("Phase diagram: each run at its γ_W and activation, coloured by the measured decay slope (blue: "
+               "vanishing, red: exploding). The black line marks γ_W = 1/γ_φ, Pascanu et al.'s boundary.")
+    return fig, caption, list(r["run_id"])
+
+
+# ---- per spec -----------------------------------------------------------------------------------------------
+
+
+def draw_activations(tables: Tables) -> Drawn:
+    act = table(tables, "activations")
+    if act is None:
+        return None
+    fig = new_figure(7.2, 2.8)
+    ax1, ax2 = fig.subplots(1, 2)
+    x = np.arange(len(act))
+    ax1.bar(x - 0.2, act["slope"].astype(float), width=0.4, label="measured slope")
+    ax1.bar(x + 0.2, act["log_rate"].astype(float), width=0.4, label="log(γ_W γ_φ)", color="C3", alpha=0.7)
+    ax1.set_xticks(x, act["activation"], rotation=30)
+    ax1.set(ylabel="nats per step")
+    ax1.axhline(0, color="0.3", lw=0.8)
+    ax1.legend(fontsize=7)
+    ax2.bar(x, act["accuracy"].astype(float), color="C2")
+    ax2.set_xticks(x, act["activation"], rotation=30)
+    ax2.set(ylabel="mean task accuracy", ylim=(0, 1))
+    caption = "Results by activation: median decay slope against log(γ_W γ_φ), and mean task accuracy."
+    return fig, caption, ids_of(act)
+
+
+def ids_of(t: pd.DataFrame) -> list[str]:
+    return [i for cell in t["run_ids"].astype(str) for i in cell.split(";")]
+
+
+def draw_clip_curves(tables: Tables) -> Drawn:
+    curves = table(tables, "clip_curves")
+    if curves is None:
+        return None
+    modes = list(dict.fromkeys(curves["clip_mode"].astype(str)))
+    fig = new_figure(2.8 * len(modes) + 0.8, 2.8)
+    axes = fig.subplots(1, len(modes), squeeze=False, sharey=True)[0]
+    for ax, mode in zip(axes, modes):
+        c = curves[curves["clip_mode"].astype(str) == mode].copy()
+        c["threshold"] = c["clip_threshold"].map(short_value) if mode != "none" else "–"
+        sns.lineplot(data=c, x="iter", y="loss", hue="threshold", units="run_id", estimator=None, ax=ax, lw=1)
+        ax.set(yscale="log", title=f"clip: {mode}", xlabel="iteration")
+    caption = "Training loss curves per clipping mode and threshold; a curve that stops early diverged."
+    return fig, caption, list(curves["run_id"].unique())
+
+
+def draw_clip_final(tables: Tables) -> Drawn:
+    clip = table(tables, "clip")
+    if clip is None:
+        return None
+    fig = new_figure(5.6, 3.0)
+    ax = fig.subplots()
+    for i, (mode, c) in enumerate(clip.groupby(clip["clip_mode"].astype(str))):
+        if mode == "none":
+            ax.axhline(float(c["final_loss"].iloc[0]), color="0.3", ls="--", label="no clipping")
+            continue
+        ax.plot(c["clip_threshold"].astype(float), c["final_loss"].astype(float), marker="o", label=mode,
+                color=f"C{i}")
+    ax.set(xscale="log", xlabel="clip threshold", ylabel="median final training loss")
+    plain_log_ticks(ax.xaxis, sorted(set(clip["clip_threshold"].dropna().astype(float))))
+    ax.legend(fontsize=8)
+    caption = "Final training loss (finished runs) against the clip threshold, per clipping mode."
+    return fig, caption, ids_of(clip)
+
+
+def draw_depth(tables: Tables) -> Drawn:
+    depth = table(tables, "depth")
+    if depth is None:
+        return None
+    med = depth.groupby(["when", "layers", "layer"], as_index=False)["log10_signal_first"].median()
+    whens = [w for w in ("init", "final") if w in set(med["when"])]
+    fig = new_figure(3.2 * len(whens) + 0.8, 3.0)
+    axes = fig.subplots(1, len(whens), squeeze=False, sharey=True)[0]
+    for ax, when in zip(axes, whens):
+        m = med[med["when"] == when].assign(depth=lambda d: d["layers"].map(short_value))
+        sns.lineplot(data=m, x="layer", y="log10_signal_first", hue="depth", marker="o", ax=ax)
+        ax.set(title=when, xlabel="layer (0 = input side)", ylabel="log10 ‖∂E/∂h^l_0‖")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    caption = ("Gradient signal reaching the first state of each layer, by network depth (median over seeds); "
+               "the loss enters at the top layer.")
+    return fig, caption, list(depth["run_id"].unique())
+
+
+def draw_success(tables: Tables) -> Drawn:
+    succ = table(tables, "success_vs_T")
+    if succ is None:
+        return None
+    tasks = list(dict.fromkeys(succ["task"].astype(str)))
+    fig = new_figure(3.2 * len(tasks) + 1.0, 3.0)
+    axes = fig.subplots(1, len(tasks), squeeze=False, sharey=True)[0]
+    for ax, task in zip(axes, tasks):
+        s = succ[succ["task"].astype(str) == task]
+        sns.lineplot(data=s, x="T", y="success_rate", hue="label", marker="o", ax=ax)
+        chance = s.groupby("T")["chance"].mean()
+        ax.plot(chance.index, chance.values, color="0.3", ls="--", label="chance")
+        ax.set(title=task, xlabel="sequence length T", ylabel="task success", ylim=(0, 1.02))
+        ax.legend(fontsize=7)
+    caption = "Long-range tasks: success rate against sequence length T, with the chance baseline (dashed)."
+    return fig, caption, ids_of(succ)
+
+
+def draw_text(tables: Tables) -> Drawn:
+    curve = table(tables, "text_curve")
+    if curve is None:
+        return None
+    info = run_info(tables)
+    fig = new_figure(5.6, 3.0)
+    ax = fig.subplots()
+    sns.lineplot(data=curve, x="iter", y="loss", units="run_id", estimator=None, ax=ax, lw=1)
+    chance = pd.to_numeric(info.reindex(curve["run_id"].unique()).get("chance_loss"), errors="coerce") \
+        if "chance_loss" in info else pd.Series(dtype=float)
+    if chance.notna().any():
+        ax.axhline(float(chance.median()), color="0.3", ls="--", label="chance (uniform over vocabulary)")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="iteration", ylabel="training loss (nats/char)")
+    caption = "Text model: training loss per character over training."
+    return fig, caption, list(curve["run_id"].unique())
+
+
+DRAWERS: dict[str, Callable[[Tables], Drawn]] = {
+    "heatmaps": draw_heatmaps, "decay": draw_decay, "tightness": draw_tightness, "rates": draw_rates,
+    "phase": draw_phase, "activations": draw_activations, "clip_curves": draw_clip_curves,
+    "clip_final": draw_clip_final, "depth": draw_depth, "success_vs_T": draw_success, "text_curve": draw_text,
+}
+
+
+def draw_figures(tables: Tables, out_dir: Path) -> dict[str, FigureFile]:
+    """Draw every figure the tables allow into out_dir/<name>.png; stale known figures are removed."""
+    drawn = {}
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=0.95):
+        for name, draw in DRAWERS.items():
+            result = draw(tables)
+            path = out_dir / f"{name}.png"
+            if result is None:
+                path.unlink(missing_ok=True)
+                continue
+            fig, caption, ids = result
+            write_atomic(path, png_bytes(fig))
+            drawn[name] = FigureFile(name, path, caption, tuple(dict.fromkeys(ids)))
+    return drawn

@@ -1,0 +1,420 @@
+"""Jacobian norms log ||dh_t/dh_k||_2 of one layer of a vanilla RNN, their bounds, and summaries.
+
+Indexing (DESIGN.md): dh_t/dh_k = J_t J_{t-1} ... J_{k+1} for 0 <= k < t <= T, with the step Jacobians of
+`rnn.step_factors`: elman J_t = diag(D[t-1]) W, pascanu J_t = W diag(D[t-1]). Every (T+1, T+1) matrix here
+holds its value at [t, k] for k < t and NaN elsewhere; all logs are natural.
+
+Long products overflow or underflow float64, so every running product is kept renormalised and its log scale
+is carried separately. A pair is -inf only when its product is exactly the zero matrix (a step with phi' = 0 in
+every unit), and NaN only when a step itself is not finite (the state overflowed).
+
+All pairs (`log_norm_matrix`) are computed lag by lag: the products P_{k+lag,k} for every k sit in one stack,
+each lag advance is one gemm plus a diagonal scaling, and the spectral norms of a whole lag come from batched
+Lanczos iterations warm-started from the previous lag's singular vectors (see `_top_singular_values`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .rnn import FORMS, RNN, step_factors
+
+LANCZOS_TOL = 1e-12  # stop when the estimated relative error of sigma_1^2 is below this
+LANCZOS_MAX_STEPS = 60  # pairs not converged by then get an exact SVD
+WARM_START_NOISE = 1e-2  # weight of a fixed pseudo-random vector mixed into every warm start
+_SAFE_SIGMA = (1e-150, 1e150)  # sigma^2 stays a normal float64; outside, a product is rescaled and re-measured
+
+
+# ---- norms of one matrix -----------------------------------------------------------------------------------
+
+
+def spectral_norm(W: np.ndarray) -> float:
+    """Largest singular value ||W||_2 (NaN if W holds NaN, inf if it holds inf)."""
+    W = _as_matrix(W, "W")
+    if not np.all(np.isfinite(W)):
+        return float("nan") if np.isnan(W).any() else float("inf")
+    return float(np.linalg.norm(W, 2)) if W.size else 0.0
+
+
+def spectral_radius(W: np.ndarray) -> float:
+    """Largest |eigenvalue| of a square W (NaN if W holds NaN, inf if it holds inf)."""
+    W = _as_matrix(W, "W")
+    if W.shape[0] != W.shape[1]:
+        raise ValueError(f"spectral_radius needs a square matrix, got shape {W.shape}")
+    if not np.all(np.isfinite(W)):
+        return float("nan") if np.isnan(W).any() else float("inf")
+    return float(np.max(np.abs(np.linalg.eigvals(W)))) if W.size else 0.0
+
+
+def _as_matrix(W: np.ndarray, name: str) -> np.ndarray:
+    W = np.asarray(W, dtype=np.float64)
+    if W.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D matrix, got shape {W.shape}")
+    return W
+
+
+# ---- step Jacobians, normalised ----------------------------------------------------------------------------
+
+
+def check_factors(W: np.ndarray, D: np.ndarray, form: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validate step factors W (n, n), D (T, n) and the form; return them as float64."""
+    W, D = np.asarray(W, dtype=np.float64), np.asarray(D, dtype=np.float64)
+    if form not in FORMS:
+        raise ValueError(f"unknown form {form!r}; valid: {', '.join(FORMS)}")
+    if W.ndim != 2 or W.shape[0] != W.shape[1]:
+        raise ValueError(f"W must be square (n, n), got shape {W.shape}")
+    if D.ndim != 2 or D.shape[0] < 1 or D.shape[1] != W.shape[0]:
+        raise ValueError(f"D must have shape (T, {W.shape[0]}) with T >= 1, got {D.shape}")
+    return W, D
+
+
+def _normalised_steps(W: np.ndarray, D: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Split every step Jacobian into unit-size factors and a log scale, so that products stay in range.
+
+    Returns (Wn = W / max|W| (n, n), Dn (T, n) with max |Dn[i]| = 1 or Dn[i] = 0,
+    log_c (T,) = log max|W| + log max|D[i]| (-inf for a zero step), bad (T,) True where a step is not finite;
+    those rows of Dn are zeroed so that arithmetic stays finite, and the caller reports NaN through them).
+    """
+    finite_w = bool(np.all(np.isfinite(W)))
+    w_size = float(np.max(np.abs(W))) if finite_w and W.size else 0.0
+    Wn = W / w_size if w_size > 0 else np.zeros_like(W)
+    bad = ~np.all(np.isfinite(D), axis=1) | (not finite_w)
+    c = np.where(bad, 0.0, np.max(np.abs(np.where(np.isfinite(D), D, 0.0)), axis=1))  # (T,)
+    Dn = np.where(c[:, None] > 0, D / np.where(c > 0, c, 1.0)[:, None], 0.0)
+    with np.errstate(divide="ignore"):
+        log_c = np.log(c) + np.log(w_size)
+    return Wn, Dn, log_c, bad
+
+
+def _covers_bad_step(bad: np.ndarray) -> np.ndarray:
+    """(T+1, T+1) mask: True at [t, k] when a bad step i (k < i <= t) lies in the pair's range."""
+    count = np.concatenate([[0], np.cumsum(bad)])  # count[t] = number of bad steps among 1..t
+    return (count[:, None] - count[None, :]) > 0
+
+
+def _pair_mask(T: int) -> np.ndarray:
+    """(T+1, T+1) mask of the valid pairs k < t."""
+    return np.tri(T + 1, k=-1, dtype=bool)
+
+
+# ---- all pairs, lag by lag ---------------------------------------------------------------------------------
+
+
+def log_norm_matrix(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, layer: int = -1) -> np.ndarray:
+    """(T+1, T+1) float64: [t, k] = log ||dh_t/dh_k||_2 of `layer`'s state for k < t, NaN elsewhere.
+
+    xs (T, d) is one input sequence and h0 (L, n) the initial states (zeros if None).
+    """
+    W, D = step_factors(model, xs, h0, layer)
+    return log_norms_from_factors(W, D, model.form)
+
+
+def log_norms_from_factors(
+    W: np.ndarray, D: np.ndarray, form: str, tol: float = LANCZOS_TOL, max_steps: int = LANCZOS_MAX_STEPS,
+    stats: dict | None = None,
+) -> np.ndarray:
+    """`log_norm_matrix` from step factors W (n, n) and D (T, n). `stats`, if given, receives solver counts."""
+    W, D = check_factors(W, D, form)
+    T, n = D.shape
+    Wn, Dn, log_c, bad = _normalised_steps(W, D)
+    WT = np.ascontiguousarray(Wn.T)
+    noise = np.random.default_rng(0).standard_normal((T, n))  # fixed: results are deterministic
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    out = np.full((T + 1, T + 1), np.nan)
+    stack, spare = np.empty((T, n, n)), np.empty((T, n, n))  # stack[k] = P_{k+lag,k}^T / exp(log_scale[k])
+    log_scale = np.zeros(T)
+    inv_sigma = np.ones(T)  # 1 / sigma of the previous lag, folded into this lag's diagonal scaling
+    vectors, steps = noise.copy(), np.full(T, min(8, n + 1))  # warm starts; steps each pair needed last lag
+    counts = {"lanczos_steps": 0, "exact_fallbacks": 0}
+    k = np.arange(T)
+    for lag in range(1, T + 1):
+        m = T - lag + 1  # pairs k = 0..m-1, t = k + lag
+        factors = Dn[lag - 1 : lag - 1 + m] * inv_sigma[:m, None]  # (m, n): step t = k + lag
+        if lag == 1:
+            _first_lag(WT, factors, form, out=stack[:m])
+        else:
+            _advance(stack[:m], WT, factors, form, out=spare[:m])
+            stack, spare = spare, stack
+        start = vectors[:m] + WARM_START_NOISE * noise[(k[:m] + lag) % T]
+        start /= np.linalg.norm(start, axis=1, keepdims=True)
+        sigma, vectors, steps = _top_singular_values(stack[:m], start, tol, max_steps, int(steps[:m].min()), counts)
+        log_sigma, inv_sigma = _normalise_products(stack[:m], sigma)
+        log_scale = log_scale[:m] + log_c[lag - 1 : lag - 1 + m] + log_sigma
+        out[k[:m] + lag, k[:m]] = log_scale
+    out[_covers_bad_step(bad) & _pair_mask(T)] = np.nan
+    if stats is not None:
+        stats.update(counts)
+    return out
+
+
+def _first_lag(WT: np.ndarray, factors: np.ndarray, form: str, out: np.ndarray) -> None:
+    """out[k] = J_{k+1}^T with diag factors (m, n): elman W^T diag(f), pascanu diag(f) W^T."""
+    if form == "elman":
+        np.multiply(WT[None, :, :], factors[:, None, :], out=out)
+    else:
+        np.multiply(WT[None, :, :], factors[:, :, None], out=out)
+
+
+def _advance(stack: np.ndarray, WT: np.ndarray, factors: np.ndarray, form: str, out: np.ndarray) -> None:
+    """out[k] = (J P_k)^T for stack[k] = P_k^T (m, n, n), J = diag(f_k) W (elman) or W diag(f_k) (pascanu).
+
+    One gemm for the whole stack: (m*n, n) @ W^T. (Chunking it to stay in cache measured no faster.)
+    """
+    m, n, _ = stack.shape
+    if form == "elman":  # (J P)^T = P^T W^T diag(f)
+        np.matmul(stack.reshape(m * n, n), WT, out=out.reshape(m * n, n))
+        out *= factors[:, None, :]
+    else:  # (J P)^T = P^T diag(f) W^T
+        stack *= factors[:, None, :]
+        np.matmul(stack.reshape(m * n, n), WT, out=out.reshape(m * n, n))
+
+
+def _normalise_products(stack: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(log sigma (m,), factor (m,)) for stack[k] = P_k^T: the factor 1/sigma brings P_k to norm 1 at the next
+    advance. A product whose sigma^2 would not be a normal float (sigma outside _SAFE_SIGMA, or 0 because
+    sigma^2 underflowed) is divided by its largest entry in place, measured by SVD, and stored at norm 1.
+    """
+    lo, hi = _SAFE_SIGMA
+    safe = (sigma >= lo) & (sigma <= hi)
+    with np.errstate(divide="ignore"):
+        log_sigma = np.log(sigma)
+    odd = np.flatnonzero(~safe)
+    if odd.size:
+        size = np.max(np.abs(stack[odd]), axis=(1, 2))
+        log_sigma[odd[size == 0]] = -np.inf  # exactly the zero matrix
+        odd, size = odd[size > 0], size[size > 0]
+        scaled = stack[odd] / size[:, None, None]
+        exact = np.linalg.svd(scaled, compute_uv=False)[:, 0]
+        stack[odd] = scaled / exact[:, None, None]
+        log_sigma[odd] = np.log(size) + np.log(exact)
+    return log_sigma, np.where(safe, 1.0 / np.where(safe, sigma, 1.0), 1.0)
+
+
+# ---- spectral norms of a stack: batched Lanczos ------------------------------------------------------------
+
+
+def _top_singular_values(
+    stack: np.ndarray, start: np.ndarray, tol: float, max_steps: int, first_check: int, counts: dict
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """sigma_1 of every P_k, stack[k] = P_k^T (m, n, n), by Lanczos on A_k = P_k^T P_k from unit start (m, n).
+
+    Returns (sigma (m,), right singular vector estimates (m, n), Lanczos steps used (m,)).
+    Why Lanczos: at short lags sigma_2/sigma_1 is close to 1 and power iteration needs hundreds of steps; the
+    Lanczos tridiagonal T_j gives sigma_1^2 as its top eigenvalue theta after a few dozen. Stopping rule: the
+    residual r = |beta_j s_j| of the top Ritz pair bounds the error by min(r, r^2 / gap) with gap = theta_1 -
+    theta_2; a pair stops when that is below tol * theta. Two Ritz values within 1e-10 of each other mean a
+    converged value has been found twice (a ghost from lost orthogonality), so that also stops. Pairs that
+    do not stop within max_steps get an exact SVD. Converged pairs leave the batch, so stragglers run alone.
+    """
+    m, n, _ = stack.shape
+    sigma, vectors, steps = np.zeros(m), start.copy(), np.full(m, max_steps)
+    run = _Lanczos(stack, start, max_steps)
+    check = max(2, first_check - 1)
+    while run.j < max_steps:
+        run.step()
+        if run.j < check and run.j < max_steps:
+            continue
+        ids, theta, ritz = run.finish_converged(tol)
+        sigma[ids], vectors[ids], steps[ids] = np.sqrt(np.maximum(theta, 0.0)), ritz, run.j
+        if not run.alive.any():
+            break
+        run.compact()
+        check = run.j + max(1, run.j // 6)
+    rest = run.ids[run.alive]
+    if rest.size:  # not converged within max_steps: exact
+        sigma[rest] = np.linalg.svd(stack[rest], compute_uv=False)[:, 0]
+        counts["exact_fallbacks"] += rest.size
+    counts["lanczos_steps"] += int(steps.sum())
+    return sigma, vectors, steps
+
+
+class _Lanczos:
+    """Plain (non-reorthogonalised) Lanczos on A_k = P_k^T P_k for a batch of products, stack[k] = P_k^T."""
+
+    def __init__(self, stack: np.ndarray, start: np.ndarray, max_steps: int):
+        m, n, _ = stack.shape
+        self.ids = np.arange(m)  # row -> pair of the caller's batch
+        self.alive = np.ones(m, dtype=bool)  # rows still iterating (finished rows may linger until compact)
+        self.stack = stack
+        self.basis: list[np.ndarray] = []  # Lanczos vectors (a, n), one per step, for the Ritz vectors
+        self.alpha, self.beta = np.zeros((m, max_steps)), np.zeros((m, max_steps))
+        self.v, self.v_prev, self.j = start.copy(), np.zeros_like(start), 0
+
+    def step(self) -> None:
+        """One three-term recurrence step: two batched matvecs, P v then P^T (P v)."""
+        j, v = self.j, self.v
+        self.basis.append(v)
+        Pv = np.matmul(self.stack.transpose(0, 2, 1), v[:, :, None])  # (a, n, 1)
+        w = np.matmul(self.stack, Pv)[:, :, 0]  # (a, n) = A v
+        a = np.einsum("an,an->a", v, w)
+        w -= a[:, None] * v + (self.beta[:, j - 1, None] * self.v_prev if j else 0.0)
+        b = np.sqrt(np.einsum("an,an->a", w, w))
+        self.alpha[:, j], self.beta[:, j] = a, b
+        self.v_prev, self.v = v, w / np.where(b > 0, b, 1.0)[:, None]
+        self.j = j + 1
+
+    def finish_converged(self, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mark converged rows finished; return their pair ids, theta_1 and unit Ritz vectors (c, n)."""
+        j, rows = self.j, np.flatnonzero(self.alive)
+        theta, s = np.linalg.eigh(_tridiagonal(self.alpha[rows, :j], self.beta[rows, : j - 1]))
+        top, s_top = theta[:, -1], s[:, :, -1]  # (r,), (r, j)
+        residual = np.abs(self.beta[rows, j - 1] * s_top[:, -1])
+        gap = top - theta[:, -2] if j > 1 else np.zeros_like(top)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            error = np.fmin(residual, residual**2 / gap)
+        ghost = (gap <= 1e-10 * top) & (top > 0) & (j > 1)
+        done = (error <= tol * top) | ghost
+        finished = rows[done]
+        ritz = sum(s_top[done, i, None] * self.basis[i][finished] for i in range(j))  # (c, n)
+        size = np.linalg.norm(ritz, axis=1, keepdims=True)
+        ritz = np.where(size > 0, ritz / np.where(size > 0, size, 1.0), self.basis[0][finished])  # 0: zero P
+        self.alive[finished] = False
+        return self.ids[finished], top[done], ritz
+
+    def compact(self) -> None:
+        """Drop finished rows once fewer than 60 % are alive (copying the stack costs one pass over it)."""
+        keep = self.alive
+        if keep.sum() >= 0.6 * keep.size:
+            return
+        self.stack, self.basis = self.stack[keep], [v[keep] for v in self.basis]
+        self.ids, self.alive = self.ids[keep], keep[keep]
+        self.alpha, self.beta, self.v, self.v_prev = self.alpha[keep], self.beta[keep], self.v[keep], self.v_prev[keep]
+
+
+def _tridiagonal(alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """Dense symmetric tridiagonals (r, j, j) from diagonals alpha (r, j) and off-diagonals beta (r, j-1)."""
+    r, j = alpha.shape
+    T = np.zeros((r, j, j))
+    i = np.arange(j)
+    T[:, i, i] = alpha
+    T[:, i[:-1], i[1:]] = beta
+    T[:, i[1:], i[:-1]] = beta
+    return T
+
+
+# ---- one column: dh_T/dh_k for every k ---------------------------------------------------------------------
+
+
+def log_norm_column(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, layer: int = -1) -> np.ndarray:
+    """(T+1,) float64: [k] = log ||dh_T/dh_k||_2 for k = 0..T-1, NaN at k = T (the last row of the matrix).
+
+    Goes backwards, R_k = R_{k+1} J_{k+1} with R_T = I, renormalising R at every step: O(T n^3).
+    """
+    W, D = step_factors(model, xs, h0, layer)
+    return log_column_from_factors(W, D, model.form)
+
+
+def log_column_from_factors(W: np.ndarray, D: np.ndarray, form: str, chunk: int = 256) -> np.ndarray:
+    """`log_norm_column` from step factors W (n, n) and D (T, n); SVDs are batched `chunk` products at a time."""
+    W, D = check_factors(W, D, form)
+    T, n = D.shape
+    W, Dn, log_c, bad = _normalised_steps(W, D)
+    out = np.full(T + 1, np.nan)
+    R, log_scale = np.eye(n), 0.0  # R_k / exp(log_scale) for the current k
+    held, held_k = np.empty((min(chunk, T), n, n)), []
+    for k in range(T - 1, -1, -1):
+        d = Dn[k]  # step t = k + 1
+        R = (R * d[None, :]) @ W if form == "elman" else (R @ W) * d[None, :]
+        size = np.max(np.abs(R))  # only to keep R in range (a sum of squares could underflow)
+        with np.errstate(divide="ignore"):
+            log_scale += log_c[k] + np.log(size)
+        if size > 0:
+            R /= size
+        held[len(held_k)], out[k] = R, log_scale
+        held_k.append(k)
+        if len(held_k) == held.shape[0] or k == 0:
+            sigma = np.linalg.svd(held[: len(held_k)], compute_uv=False)[:, 0]
+            with np.errstate(divide="ignore"):
+                out[held_k] += np.log(sigma)
+            held_k = []
+    count = np.concatenate([[0], np.cumsum(bad)])
+    out[:T][count[T] - count[:T] > 0] = np.nan
+    return out
+
+
+# ---- bounds ------------------------------------------------------------------------------------------------
+
+
+def log_bound_matrices(
+    model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, layer: int = -1
+) -> tuple[np.ndarray, np.ndarray]:
+    """(product, global_), both (T+1, T+1) float64 in natural log, NaN outside k < t:
+
+    product[t, k] = sum_{i=k+1..t} log(||W_hh||_2 * max_j |D[i-1, j]|)   (D = phi' at step i, as in step_factors)
+    global_[t, k] = (t - k) log(gamma_W gamma_phi)
+    """
+    W, D = step_factors(model, xs, h0, layer)
+    return log_bounds_from_factors(W, D, model.act.gamma)
+
+
+def log_bounds_from_factors(W: np.ndarray, D: np.ndarray, gamma_phi: float) -> tuple[np.ndarray, np.ndarray]:
+    """`log_bound_matrices` from step factors W (n, n), D (T, n) and the activation's gamma_phi."""
+    W, D = check_factors(W, D, "elman")  # the bounds do not depend on the form
+    T = D.shape[0]
+    gamma_w = spectral_norm(W)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_step = np.log(gamma_w) + np.log(np.max(np.abs(D), axis=1))  # (T,), -inf where a step is zero
+        rate = np.log(gamma_w) + np.log(gamma_phi)
+    pairs = _pair_mask(T)
+    zero = np.isneginf(per_step)
+    finite_sum = np.concatenate([[0.0], np.cumsum(np.where(np.isfinite(per_step), per_step, 0.0))])
+    product = finite_sum[:, None] - finite_sum[None, :]  # (T+1, T+1): sum over k < i <= t
+    product[_covers_bad_step(zero)] = -np.inf
+    product[_covers_bad_step(np.isnan(per_step) | np.isposinf(per_step))] = np.nan  # W or the state diverged
+    lags = np.arange(T + 1)[:, None] - np.arange(T + 1)[None, :]
+    with np.errstate(invalid="ignore"):
+        global_ = np.where(pairs, lags * rate, np.nan)
+    product[~pairs] = np.nan
+    return product, global_
+
+
+# ---- summaries ---------------------------------------------------------------------------------------------
+
+
+def lag_profile(logmat: np.ndarray) -> dict[str, np.ndarray]:
+    """Per lag (1..T) over all pairs (t, t - lag): mean, min and max of the log-norms, and their count.
+
+    mean is over finite values (-inf if a lag has only zero products); min and max are over non-NaN values,
+    so min is -inf when some product at that lag is exactly zero. NaN where a lag has no usable value.
+    """
+    T = logmat.shape[0] - 1
+    out = {key: np.full(T, np.nan) for key in ("mean", "min", "max")}
+    out["lag"], out["count"] = np.arange(1, T + 1), np.zeros(T, dtype=int)
+    for i, lag in enumerate(out["lag"]):
+        values = np.diagonal(logmat, -lag)
+        values = values[~np.isnan(values)]
+        if values.size == 0:
+            continue
+        finite = values[np.isfinite(values)]
+        out["mean"][i] = finite.mean() if finite.size else values.min()
+        out["min"][i], out["max"][i], out["count"][i] = values.min(), values.max(), finite.size
+    return out
+
+
+def decay_slope(logmat: np.ndarray) -> float:
+    """Least-squares slope of the per-lag mean log-norm against lag (finite means only); NaN if < 2 lags."""
+    profile = lag_profile(logmat)
+    ok = np.isfinite(profile["mean"])
+    if ok.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(profile["lag"][ok].astype(np.float64), profile["mean"][ok], 1)[0])
+
+
+def bound_violations(
+    measured: np.ndarray, product: np.ndarray, global_: np.ndarray, rtol: float = 1e-9
+) -> list[tuple[int, int, str]]:
+    """Pairs (t, k, kind) where measured > product or product > global_ beyond rtol * max(1, |values|).
+
+    kind is "measured>product" or "product>global". NaN pairs are skipped; -inf is a legitimate value.
+    """
+    found = []
+    for low, high, kind in ((measured, product, "measured>product"), (product, global_, "product>global")):
+        for t, k in np.argwhere(_exceeds(np.asarray(low), np.asarray(high), rtol)):
+            found.append((int(t), int(k), kind))
+    return sorted(found)
+
+
+def _exceeds(low: np.ndarray, high: np.ndarray, rtol: float) -> np.ndarray:
+    """low > high + rtol * max(1, |low|, |high|) using only the finite magnitudes for the slack."""
+    size = np.maximum(np.where(np.isfinite(low), np.abs(low), 0.0), np.where(np.isfinite(high), np.abs(high), 0.0))
+    return low > high + rtol * np.maximum(size, 1.0)  # False wherever either side is NaN

@@ -1,0 +1,189 @@
+"""The Jacobian probe of one model: measured log ||dh_t/dh_k||, its two bounds, the BPTT signal, and the numbers,
+tables, step metrics and heatmap a run folder holds (docs/internals.md, "A run's folder").
+
+The probe input is one sequence xs (T, d) from h0 (L, n). All logs are natural unless a name says log10.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import jacobian, lyapunov
+from .rnn import RNN, loss_and_grads, save_model
+
+JACOBIAN_COLUMNS = ("when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global")
+SIGNAL_COLUMNS = ("when", "layer", "k", "log10_dE_dh")
+REGIME_BAND = 0.01  # |slope| below this (nats per step) is "neutral"
+RATE_ROUNDING = 1e-9  # |log(gamma_W gamma_phi)| below this is rounding of an exact 1
+LN10 = math.log(10.0)
+
+
+@dataclass(frozen=True)
+class ProbeInput:
+    """One probe sequence with the targets the BPTT signal is measured against."""
+
+    xs: np.ndarray  # (T, d) inputs
+    h0: np.ndarray  # (L, n) initial state
+    targets: np.ndarray  # (T,) int classes (xent) or (T, o) reals (mse)
+    mask: np.ndarray  # (T,) loss weights; at least one nonzero, so that a gradient flows
+    loss_kind: str  # "xent" | "mse"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Everything measured on one model ("init" or "final")."""
+
+    when: str
+    logmats: list[np.ndarray]  # per layer, (T+1, T+1) log ||dh_t/dh_k||, NaN where k >= t
+    jacobian: pd.DataFrame  # JACOBIAN_COLUMNS, rows k < t, every layer
+    signal: pd.DataFrame  # SIGNAL_COLUMNS, every layer, k = 0..T
+    layers: list[dict]  # per layer: gamma_w, spectral_radius, log_rate, slope, lyapunov, violations
+
+
+def probe_model(model: RNN, probe: ProbeInput, when: str) -> Probe:
+    """Measure every layer of `model` on the probe sequence."""
+    logmats, tables, layers = [], [], []
+    for layer in range(model.layers):
+        logmat = jacobian.log_norm_matrix(model, probe.xs, probe.h0, layer)
+        product, global_ = jacobian.log_bound_matrices(model, probe.xs, probe.h0, layer)
+        logmats.append(logmat)
+        tables.append(jacobian_table(when, layer, logmat, product, global_))
+        layers.append(layer_numbers(model, probe, layer, logmat, product, global_))
+    return Probe(when, logmats, pd.concat(tables, ignore_index=True), signal_table(model, probe, when), layers)
+
+
+def jacobian_table(when: str, layer: int, logmat: np.ndarray, product: np.ndarray, global_: np.ndarray) -> pd.DataFrame:
+    """Tidy rows (when, layer, t, k, lag, log_norm, log_bound_product, log_bound_global) for 0 <= k < t <= T."""
+    t, k = np.tril_indices(logmat.shape[0], -1)  # strictly below the diagonal: k < t
+    return pd.DataFrame({
+        "when": when, "layer": layer, "t": t.astype(np.int64), "k": k.astype(np.int64), "lag": (t - k).astype(np.int64),
+        "log_norm": logmat[t, k], "log_bound_product": product[t, k], "log_bound_global": global_[t, k],
+    }, columns=list(JACOBIAN_COLUMNS))
+
+
+def signal_table(model: RNN, probe: ProbeInput, when: str) -> pd.DataFrame:
+    """log10 ||dE/dh_k|| per layer for k = 0..T (-inf where the gradient is exactly zero)."""
+    targets = probe.targets[:, None]  # (T, 1) or (T, 1, o): a batch of one
+    _, _, signal, _ = loss_and_grads(model, probe.xs[:, None, :], targets, probe.mask[:, None], probe.loss_kind,
+                                     probe.h0[:, None, :])
+    with np.errstate(divide="ignore"):
+        log10 = np.log10(signal)  # (L, T+1)
+    L, K = log10.shape
+    return pd.DataFrame({"when": when, "layer": np.repeat(np.arange(L), K), "k": np.tile(np.arange(K), L),
+                         "log10_dE_dh": log10.ravel()}, columns=list(SIGNAL_COLUMNS))
+
+
+def layer_numbers(model: RNN, probe: ProbeInput, layer: int, logmat, product, global_) -> dict:
+    """The scalar summary of one layer: realised norms, the bound's rate, the fitted and the Lyapunov rates."""
+    W = model.W_hh(layer)
+    gamma_w, rho = float(jacobian.spectral_norm(W)), float(jacobian.spectral_radius(W))
+    with np.errstate(divide="ignore"):
+        log_rate = float(np.log(gamma_w * model.act.gamma))
+    return {
+        "gamma_w": gamma_w,
+        "spectral_radius": rho,
+        "log_rate": log_rate,  # log(gamma_W gamma_phi): the global bound's slope per step
+        "slope": float(jacobian.decay_slope(logmat)),
+        "lyapunov": float(lyapunov.top_lyapunov(model, probe.xs, probe.h0, layer)),
+        "violations": len(jacobian.bound_violations(logmat, product, global_)),
+    }
+
+
+def predicted_regime(log_rate: float) -> str:
+    """Pascanu et al. (2013): gamma_W gamma_phi < 1 is sufficient for vanishing; otherwise it may explode.
+    A product within rounding of 1 (an orthogonal or identity W at gamma_w = 1) counts as 1, not below it."""
+    return "vanishing" if log_rate < -RATE_ROUNDING else "may_explode"
+
+
+def observed_regime(slope: float) -> str | None:
+    """From the fitted slope of log ||dh_t/dh_k|| per step of lag; None when there is no finite slope."""
+    if math.isnan(slope):
+        return None
+    if slope < -REGIME_BAND:
+        return "vanishing"
+    return "exploding" if slope > REGIME_BAND else "neutral"
+
+
+def summary_numbers(init: Probe, final: Probe) -> dict:
+    """summary.json's probe part: the top layer's numbers at the top level, every layer's under `layers`."""
+    layers = []
+    for l, (a, b) in enumerate(zip(init.layers, final.layers)):
+        row = {"layer": l}
+        for name in ("gamma_w", "spectral_radius", "log_rate", "slope", "lyapunov"):
+            row[f"{name}_init"], row[f"{name}_final"] = a[name], b[name]
+        row["predicted_regime"] = predicted_regime(a["log_rate"])
+        row["observed_regime"] = observed_regime(a["slope"])
+        row["violations_init"], row["violations_final"] = a["violations"], b["violations"]
+        layers.append(row)
+    top = {k: v for k, v in layers[-1].items() if k != "layer"}
+    return {**top, "layers": layers}
+
+
+def step_series(init: Probe, final: Probe) -> pd.DataFrame:
+    """The probe's step metrics (key, step, value), top layer, log10: decay curves by lag, the BPTT signal by k."""
+    top = len(init.layers) - 1
+    a = init.jacobian[init.jacobian["layer"] == top].groupby("lag")
+    b = final.jacobian[final.jacobian["layer"] == top].groupby("lag")
+    sig = final.signal[final.signal["layer"] == top]
+    parts = [
+        series_rows("jacobian_init/log10_norm", a["log_norm"].mean() / LN10),
+        series_rows("jacobian_final/log10_norm", b["log_norm"].mean() / LN10),
+        series_rows("bound/log10_product", a["log_bound_product"].mean() / LN10),
+        series_rows("bound/log10_global", a["log_bound_global"].mean() / LN10),
+        series_rows("bptt/log10_dE_dh", pd.Series(sig["log10_dE_dh"].to_numpy(), index=sig["k"].to_numpy())),
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def series_rows(key: str, values: pd.Series) -> pd.DataFrame:
+    """Tidy (key, step, value) rows from a Series indexed by step; non-finite points are left out (MLflow
+    charts cannot draw them, and the parquet tables keep them)."""
+    values = values[np.isfinite(values.to_numpy(dtype=np.float64))]
+    return pd.DataFrame({"key": key, "step": values.index.to_numpy(dtype=np.int64),
+                         "value": values.to_numpy(dtype=np.float64)}, columns=["key", "step", "value"])
+
+
+def draw_heatmap(init: Probe, final: Probe, path: Path) -> None:
+    """log10 ||dh_t/dh_k|| of the top layer, init and final side by side (PNG).
+
+    Drawn on a bare `matplotlib.figure.Figure` with an Agg canvas rather than through pyplot: no global backend
+    switch, no figure left open, safe in worker processes. No layout engine: it would triple the drawing time."""
+    import seaborn as sns
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4.2), dpi=100)
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.06, right=0.97, bottom=0.12, top=0.9, wspace=0.15)
+    for ax, probe in zip(fig.subplots(1, 2), (init, final)):
+        data = probe.logmats[-1] / LN10  # (T+1, T+1)
+        hide = ~np.isfinite(data)
+        shown = data[~hide]
+        lo, hi = (shown.min(), shown.max()) if shown.size else (-1.0, 1.0)  # all hidden: an empty panel
+        step = max(1, data.shape[0] // 10)
+        sns.heatmap(np.where(hide, np.nan, data), mask=hide, vmin=lo, vmax=hi, ax=ax, cmap="viridis",
+                    xticklabels=step, yticklabels=step, cbar_kws={"label": "log10 ||dh_t / dh_k||"})
+        note = "" if shown.size else " (no finite values)"
+        ax.set(title=f"{probe.when}: layer {len(probe.logmats) - 1}{note}", xlabel="k", ylabel="t")
+    fig.savefig(path)
+
+
+def write_probe(folder: Path, model_init: RNN, model_final: RNN, probe: ProbeInput, init: Probe, final: Probe) -> None:
+    """probe/{model_init,model_final}.npz, inputs.npy, h0.npy, jacobian.parquet, signal.parquet and
+    figures/jacobian_heatmap.png under `folder` (a run folder being built)."""
+    (folder / "probe").mkdir(parents=True, exist_ok=True)
+    (folder / "figures").mkdir(parents=True, exist_ok=True)
+    save_model(model_init, folder / "probe" / "model_init.npz")
+    save_model(model_final, folder / "probe" / "model_final.npz")
+    np.save(folder / "probe" / "inputs.npy", probe.xs)
+    np.save(folder / "probe" / "h0.npy", probe.h0)
+    pd.concat([init.jacobian, final.jacobian], ignore_index=True).to_parquet(folder / "probe" / "jacobian.parquet",
+                                                                            index=False)
+    pd.concat([init.signal, final.signal], ignore_index=True).to_parquet(folder / "probe" / "signal.parquet",
+                                                                          index=False)
+    draw_heatmap(init, final, folder / "figures" / "jacobian_heatmap.png")

@@ -1,0 +1,419 @@
+"""The report's content as sections (shared with the PDF), and their rendering as one self-contained HTML file.
+
+`build_sections` turns `rnngrad analyze`'s outputs into a list of `Section`s made of paragraphs, tables, figures
+and preformatted text. Numbers quoted from metrics.json are `Metric(key)` parts, printed by
+`analysis.format_metric`, so the report shows exactly what metrics.json holds; run IDs are `RunRef` parts.
+`render_html` writes them with inline CSS and figures as base64 data URIs: the file opens offline and prints.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import pandas as pd
+
+from .analysis import KNOWN_SPECS, format_metric
+from .figures import FigureFile
+
+TITLE = "rnngrad: vanishing and exploding gradients in vanilla RNNs"
+MAX_LISTED = 200  # violation / missing-artifact rows shown in the report (the CSV tables hold all)
+
+
+# ---- the document model -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str  # dotted path into metrics.json, e.g. "tightness.median_gap_global_decades"
+
+
+@dataclass(frozen=True)
+class RunRef:
+    run_id: str  # full MLflow run ID; shown as its first 8 characters
+
+
+Inline = Union[str, Metric, RunRef]
+
+
+@dataclass
+class Paragraph:
+    parts: list[Inline]
+
+
+@dataclass
+class Bullets:
+    items: list[list[Inline]]
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[Inline]]
+    caption: str = ""
+
+
+@dataclass
+class Preformatted:
+    heading: str
+    text: str
+
+
+@dataclass
+class Section:
+    anchor: str
+    title: str
+    blocks: list = field(default_factory=list)  # Paragraph | Bullets | Table | FigureFile | Preformatted
+    run_ids: list[str] = field(default_factory=list)  # the MLflow runs behind the section
+
+
+def metric_value(metrics: dict, key: str) -> tuple[bool, Any]:
+    """(found, value) of a dotted key in metrics.json."""
+    node: Any = metrics
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def plain_text(part: Inline, metrics: dict) -> str:
+    if isinstance(part, Metric):
+        return format_metric(metric_value(metrics, part.key)[1])
+    if isinstance(part, RunRef):
+        return part.run_id[:8]
+    return part
+
+
+def cell(value: Any) -> Inline:
+    """A table cell: floats and ints through format_metric, missing values as a dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format_metric(value)
+    return str(value)
+
+
+def frame_table(df: pd.DataFrame, columns: dict[str, str], caption: str = "") -> Table:
+    """A DataFrame as a Table: `columns` maps column name -> heading (absent columns are skipped)."""
+    cols = [c for c in columns if c in df]
+    rows = [[cell(v.item() if hasattr(v, "item") else v) for v in row] for row in df[cols].itertuples(index=False)]
+    return Table([columns[c] for c in cols], rows, caption)
+
+
+# ---- the content --------------------------------------------------------------------------------------------
+
+
+def build_sections(metrics: dict, report: dict, tables: dict[str, pd.DataFrame],
+                   figures: dict[str, FigureFile]) -> list[Section]:
+    """Every section of the report, in order; sections without data are left out."""
+    runs = tables["runs"]
+    all_ids = runs["run_id"].tolist()
+    checked = runs.loc[runs["n_probes"] > 0, "run_id"].tolist()
+    specs = [s for s in KNOWN_SPECS if s in report["specs"]] + sorted(set(report["specs"]) - set(KNOWN_SPECS))
+    sections = [summary_section(metrics, specs, all_ids), bound_section(metrics, report, figures, checked),
+                tightness_section(figures, checked), rate_section(figures, runs),
+                regime_section(metrics, report, tables)]
+    sections += [spec_section(s, metrics, report, tables, figures) for s in specs]
+    if report["failed"]:
+        sections.append(failed_section(report))
+    if report["missing"]:
+        sections.append(missing_section(metrics, report))
+    sections.append(appendix_section(runs))
+    return sections
+
+
+def summary_section(metrics: dict, specs: list[str], ids: list[str]) -> Section:
+    m = Metric
+    blocks = [
+        Paragraph(["We checked ", m("n_runs"), " runs and ", m("n_probes"), " probes (", m("n_checks"),
+                   " (t, k) pairs over all layers, at initialisation and after training) against the bounds."]),
+        Paragraph([m("violations"), " violations of ‖∂h_t/∂h_k‖ ≤ product bound ≤ global bound were found "
+                   "(expected 0); ", m("nonfinite"), " pairs were not finite, ", m("nonfinite_in_ok_runs"),
+                   " of them in runs that finished without diverging."]),
+        Paragraph(["Headline: Pascanu et al.'s criterion (vanishing when γ_W γ_φ < 1) agreed with the observed regime "
+                   "in a fraction ", m("regimes.agreement_rate"), " of ", m("regimes.n_classified"), " runs with ",
+                   m("regimes.contradictions"), " contradictions; the fitted decay slope was within a median ",
+                   m("rate.median_abs_slope_minus_lyapunov"), " nats per step of the top Lyapunov exponent; and the "
+                   "product and global bounds sat a median ", m("tightness.median_gap_product_decades"), " and ",
+                   m("tightness.median_gap_global_decades"), " decades above the measured norm."]),
+    ]
+    items = [[f"{s}: "] + spec_headline(s, metrics) for s in specs]
+    blocks.append(Bullets(items))
+    if metrics.get("n_missing_artifacts"):
+        blocks.append(Paragraph([m("n_missing_artifacts"), " artifacts were missing in ", m("n_runs_incomplete"),
+                                 " runs; they are listed under Missing artifacts."]))
+    return Section("summary", "Summary", blocks, ids)
+
+
+def spec_headline(spec: str, metrics: dict) -> list[Inline]:
+    """One sentence with the spec's headline numbers (used in the summary and in the spec's section)."""
+    p = f"specs.{spec}"
+    h = f"{p}.headline"
+    found, head = metric_value(metrics, h)
+    base: list[Inline] = [Metric(f"{p}.n_runs"), " runs (", Metric(f"{p}.outcomes.ok"), " finished, ",
+                          Metric(f"{p}.outcomes.diverged"), " diverged, ", Metric(f"{p}.outcomes.failed"),
+                          " failed), ", Metric(f"{p}.violations"), " bound violations"]
+    if not found or not isinstance(head, dict):
+        return base + ["."]
+    if spec == "weight_norms":
+        extra = ["regime agreement ", Metric(f"{h}.regime_agreement"), ", correlation of slope with log(γ_W γ_φ) r = ",
+                 Metric(f"{h}.slope_log_rate_corr")]
+    elif spec == "activations":
+        extra = ["median decay slope (nats/step) "] + joined([[f"{a} ", Metric(f"{h}.{a}.slope")] for a in head])
+    elif spec == "long_range":
+        extra = joined([[f"{t}: success ", Metric(f"{h}.{t}.success_at_min_T"), " at T = ", Metric(f"{h}.{t}.min_T"),
+                         " and ", Metric(f"{h}.{t}.success_at_max_T"), " at T = ", Metric(f"{h}.{t}.max_T"),
+                         " (chance ", Metric(f"{h}.{t}.chance"), "), longest T solved ",
+                         Metric(f"{h}.{t}.longest_T_solved")] for t in head])
+    elif spec == "clipping":
+        extra = ["unclipped: final loss ", Metric(f"{h}.unclipped_final_loss"), ", divergence rate ",
+                 Metric(f"{h}.diverged_unclipped"), "; clipped: divergence rate ", Metric(f"{h}.diverged_clipped"),
+                 ", best final loss ", Metric(f"{h}.best_final_loss"), " at threshold ", Metric(f"{h}.best_threshold")]
+    elif spec == "depth":
+        extra = ["with ", Metric(f"{h}.max_layers"), " layers the gradient reaching the first state is ",
+                 Metric(f"{h}.top_minus_bottom_decades"), " decades larger at the top layer than at the bottom"]
+    elif spec == "text":
+        extra = ["final training loss ", Metric(f"{h}.final_train_loss"), ", validation loss ",
+                 Metric(f"{h}.final_val_loss"), " nats/char (chance ", Metric(f"{h}.chance_loss"),
+                 "), validation accuracy ", Metric(f"{h}.val_accuracy")]
+    else:
+        extra = []
+    return base + ([": "] + extra if extra else []) + ["."]
+
+
+def joined(groups: list[list[Inline]], sep: str = "; ") -> list[Inline]:
+    out: list[Inline] = []
+    for i, g in enumerate(groups):
+        out += ([sep] if i else []) + g
+    return out
+
+
+def bound_section(metrics: dict, report: dict, figures: dict[str, FigureFile], ids: list[str]) -> Section:
+    m = Metric
+    blocks: list = [Paragraph([
+        "For every run, probe (init, final), layer and pair k < t we check log‖∂h_t/∂h_k‖ ≤ Σ_i log(‖W‖₂ max_j "
+        "|φ'_j|) ≤ (t−k) log(γ_W γ_φ), allowing 1e-9 relative rounding. Violations: ", m("violations"), " (",
+        m("violations_measured_gt_product"), " measured above the product bound, ", m("violations_product_gt_global"),
+        " product above global); the runs themselves reported ", m("violations_reported_by_runs"), "."])]
+    if report["violations"]:
+        shown = report["violations"][:MAX_LISTED]
+        rows = [[RunRef(v["run_id"]), v["spec"], v["when"], cell(v["layer"]), cell(v["t"]), cell(v["k"]), v["kind"],
+                 cell(v["value"]), cell(v["bound"])] for v in shown]
+        more = len(report["violations"]) < metrics["violations"] or len(shown) < len(report["violations"])
+        blocks.append(Table(["run", "spec", "when", "layer", "t", "k", "kind", "value (ln)", "bound (ln)"], rows,
+                            "Every violation" + (" (first rows; all in tables/violations.csv)" if more else "")))
+    if report["nonfinite"]:
+        rows = [[RunRef(r["run_id"]), r["spec"], r["outcome"], r["when"], cell(r["layer"]), cell(r["n"]),
+                 f"({r['first_t']}, {r['first_k']})"] for r in report["nonfinite"][:MAX_LISTED]]
+        blocks.append(Table(["run", "spec", "outcome", "when", "layer", "pairs", "first (t, k)"], rows,
+                            "Probes with NaN or +inf entries (expected only where the run diverged)"))
+    blocks += [figures[n] for n in ("heatmaps", "decay") if n in figures]
+    return Section("bound", "Bound check", blocks, ids)
+
+
+def tightness_section(figures: dict[str, FigureFile], ids: list[str]) -> Section:
+    blocks: list = [Paragraph([
+        "How far above the measured norm each bound sits, in decades (1 = ten times too large), median over the "
+        "top-layer pairs of each run's initial model, then over runs: product bound ",
+        Metric("tightness.median_gap_product_decades"), ", global bound ",
+        Metric("tightness.median_gap_global_decades"),
+        ". Per-run gaps are in tables/runs.csv, per-lag gaps in tables/tightness.csv."])]
+    blocks += [figures["tightness"]] if "tightness" in figures else []
+    return Section("tightness", "Tightness of the bounds", blocks, ids)
+
+
+def rate_section(figures: dict[str, FigureFile], runs: pd.DataFrame) -> Section:
+    blocks: list = [Paragraph([
+        "The fitted slope of log‖∂h_t/∂h_k‖ against the lag (initial model, top layer) is compared with the top "
+        "Lyapunov exponent (QR along the trajectory) and with log(γ_W γ_φ). Over ", Metric("rate.n_runs"),
+        " runs with all three finite, the median |slope − Lyapunov| is ",
+        Metric("rate.median_abs_slope_minus_lyapunov"),
+        " and the median |slope − log(γ_W γ_φ)| is ", Metric("rate.median_abs_slope_minus_log_rate"),
+        " nats per step."])]
+    blocks += [figures[n] for n in ("rates", "phase") if n in figures]
+    ids = list(dict.fromkeys(i for n in ("rates", "phase") if n in figures for i in figures[n].run_ids))
+    return Section("rates", "Decay rate: slope, Lyapunov exponent and log(γ_W γ_φ)", blocks, ids)
+
+
+def regime_section(metrics: dict, report: dict, tables: dict[str, pd.DataFrame]) -> Section:
+    conf = tables["regimes"]
+    observed = ["vanishing", "neutral", "exploding"]
+    observed += sorted(set(conf["observed_regime"].astype(str)) - set(observed))
+    rows = []
+    for pred in sorted(set(conf["predicted_regime"].astype(str))):
+        c = conf[conf["predicted_regime"].astype(str) == pred].set_index("observed_regime")["n"]
+        rows.append([pred] + [cell(int(c.get(o, 0))) for o in observed])
+    blocks: list = [Paragraph([
+        "Predicted: vanishing when γ_W γ_φ < 1 (sufficient), else may_explode (necessary for exploding). Observed: "
+        "from the initial slope, with a ±0.01 nats/step neutral band. Agreement (predicted vanishing exactly when "
+        "observed vanishing): ", Metric("regimes.agreement_rate"), " of ", Metric("regimes.n_classified"),
+        " runs. Contradictions (predicted vanishing, observed exploding): ", Metric("regimes.contradictions"), "."]),
+        Table(["predicted \\ observed"] + observed, rows, "Runs by predicted and observed regime")]
+    if report["contradictions"]:
+        blocks.append(Paragraph(["Contradicting runs: "] + joined([[RunRef(i)] for i in report["contradictions"]],
+                                                                  ", ") + ["."]))
+    runs = tables["runs"]
+    ids = runs.dropna(subset=["predicted_regime", "observed_regime"])["run_id"].tolist()
+    return Section("regimes", "Regimes: predicted against observed", blocks, ids)
+
+
+SPEC_TEXT = {
+    "weight_norms": "How the recurrent weight norm γ_W sets the decay rate, per activation.",
+    "activations": "The same task across activations, whose γ_φ differ.",
+    "depth": "Stacked layers: the gradient signal reaching each layer.",
+    "clipping": "Gradient clipping by global norm or elementwise, against none.",
+    "long_range": "Long-range tasks: success as the sequence length T grows, against chance.",
+    "text": "A character-level text model (min-char-rnn style): loss and samples over training.",
+}
+SPEC_TABLES = {
+    "weight_norms": ("weight_norms", {"activation": "activation", "gamma_w": "γ_W", "slope": "slope",
+                                      "lyapunov": "Lyapunov", "log_rate": "log(γ_W γ_φ)", "n_runs": "runs"}),
+    "activations": ("activations", {"activation": "activation", "slope": "slope", "lyapunov": "Lyapunov",
+                                    "log_rate": "log(γ_W γ_φ)", "accuracy": "accuracy",
+                                    "final_val_loss": "val loss", "n_ok": "finished", "n_runs": "runs"}),
+    "long_range": ("success_vs_T", {"task": "task", "label": "runs of", "T": "T", "success_rate": "success",
+                                    "chance": "chance", "n_runs": "runs"}),
+    "clipping": ("clip", {"clip_mode": "mode", "clip_threshold": "threshold", "final_loss": "final loss",
+                          "diverged_fraction": "diverged", "n_runs": "runs"}),
+}
+SPEC_FIGURES = {"activations": ["activations"], "depth": ["depth"], "clipping": ["clip_curves", "clip_final"],
+                "long_range": ["success_vs_T"], "text": ["text_curve"]}
+
+
+def spec_section(spec: str, metrics: dict, report: dict, tables: dict[str, pd.DataFrame],
+                 figures: dict[str, FigureFile]) -> Section:
+    blocks: list = [Paragraph([SPEC_TEXT.get(spec, f"Sweep spec {spec!r}.") + " "] + spec_headline(spec, metrics))]
+    name, columns = SPEC_TABLES.get(spec, (None, None))
+    if name in tables and len(tables[name]):
+        blocks.append(frame_table(tables[name], columns))
+    if spec == "depth" and "depth" in tables and len(tables["depth"]):
+        init = tables["depth"][tables["depth"]["when"] == "init"]
+        med = init.groupby(["layers", "layer"], as_index=False)[["log10_signal_first", "log10_signal_mean"]].median()
+        blocks.append(frame_table(med, {"layers": "depth", "layer": "layer", "log10_signal_first": "log10 ‖∂E/∂h_0‖",
+                                        "log10_signal_mean": "mean over k"},
+                                  "Initial model, median over seeds (layer 0 reads the input)"))
+    if spec not in KNOWN_SPECS:
+        runs = tables["runs"][tables["runs"]["spec"] == spec]
+        blocks.append(frame_table(runs, {"label": "run", "outcome": "outcome", "log_rate_init": "log(γ_W γ_φ)",
+                                         "slope_init": "slope", "predicted_regime": "predicted",
+                                         "observed_regime": "observed", "violations": "violations"}))
+    blocks += [figures[n] for n in SPEC_FIGURES.get(spec, []) if n in figures]
+    for run_id, samples in report["specs"][spec].get("samples", {}).items():
+        for s in samples:
+            blocks.append(Preformatted(f"Sample from run {run_id[:8]} at iteration {s.get('iter')}",
+                                       str(s.get("text", ""))))
+    return Section(f"spec-{spec}", f"Sweep: {spec}", blocks, report["specs"][spec]["run_ids"])
+
+
+def missing_section(metrics: dict, report: dict) -> Section:
+    rows = [[RunRef(r["run_id"]), r["spec"], r["file"], r["problem"]] for r in report["missing"][:MAX_LISTED]]
+    blocks = [Paragraph([Metric("n_missing_artifacts"), " artifacts missing or unreadable in ",
+                         Metric("n_runs_incomplete"), " runs; those parts of the analysis skip them."]),
+              Table(["run", "spec", "file", "problem"], rows)]
+    return Section("missing", "Missing artifacts", blocks, list(dict.fromkeys(r["run_id"] for r in report["missing"])))
+
+
+def failed_section(report: dict) -> Section:
+    rows = [[RunRef(r["run_id"]), r["spec"], str(r["error"] or "")[:300]] for r in report["failed"][:MAX_LISTED]]
+    blocks = [Paragraph([Metric("outcomes.failed"), " runs failed with an exception (their config.json and "
+                         "summary.json hold the error and traceback); they have no probe to check."]),
+              Table(["run", "spec", "error"], rows)]
+    return Section("failed", "Failed runs", blocks, [r["run_id"] for r in report["failed"]])
+
+
+def appendix_section(runs: pd.DataFrame) -> Section:
+    names = runs["cell"].where(runs["cell"].notna(), runs["label"]) if "cell" in runs else runs["label"]
+    rows = [[r.run_id, r.spec, str(name), str(r.outcome), str(r.config_hash)]
+            for r, name in zip(runs.itertuples(), names)]
+    return Section("appendix", "Appendix: MLflow runs",
+                   [Paragraph(["Every run in this report, with its full MLflow run ID (open it in `mlflow ui`)."]),
+                    Table(["run ID", "spec", "cell", "outcome", "config hash"], rows)], [])
+
+
+# ---- HTML -----------------------------------------------------------------------------------------------------
+
+CSS = """
+:root { --ink: #1d232b; --muted: #5b6573; --rule: #d8dde3; --accent: #1f5f99; }
+body { font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: var(--ink);
+       max-width: 62rem; margin: 0 auto; padding: 1.5rem 1.25rem 4rem; }
+h1 { font-size: 1.6rem; margin: 0 0 .25rem; } h2 { font-size: 1.25rem; margin: 2.2rem 0 .6rem;
+     border-bottom: 1px solid var(--rule); padding-bottom: .2rem; }
+nav ol { columns: 2; font-size: .9rem; } a { color: var(--accent); text-decoration: none; }
+.m { font-weight: 600; font-variant-numeric: tabular-nums; }
+.table-wrap { overflow-x: auto; margin: .6rem 0 1rem; }
+table { border-collapse: collapse; font-size: .82rem; font-variant-numeric: tabular-nums; }
+th, td { border-bottom: 1px solid var(--rule); padding: .22rem .55rem; text-align: left; vertical-align: top; }
+td { max-width: 26rem; overflow-wrap: anywhere; }
+th { background: #f3f5f7; } caption { caption-side: top; text-align: left; color: var(--muted); padding: .2rem 0; }
+figure { margin: 1rem 0 1.4rem; } figure img { max-width: 100%; height: auto; display: block; }
+figcaption { color: var(--muted); font-size: .86rem; margin-top: .3rem; }
+pre { background: #f6f7f9; border: 1px solid var(--rule); padding: .5rem .7rem; white-space: pre-wrap;
+      font: .8rem/1.4 ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; }
+.pre-heading { color: var(--muted); font-size: .84rem; margin: .8rem 0 .1rem; }
+.runs { color: var(--muted); font: .74rem/1.5 ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace;
+        word-spacing: .25rem; } abbr { text-decoration: none; }
+@media print {
+  body { max-width: none; font-size: 10pt; padding: 0; } nav { display: none; }
+  h2 { break-after: avoid; } figure, table, pre { break-inside: avoid; } a { color: inherit; }
+  .table-wrap { overflow: visible; }
+}
+"""
+
+
+def inline_html(part: Inline, metrics: dict) -> str:
+    if isinstance(part, Metric):
+        found, value = metric_value(metrics, part.key)
+        text = html.escape(format_metric(value))
+        return f'<span class="m" data-metric="{html.escape(part.key)}">{text}</span>' if found else text
+    if isinstance(part, RunRef):
+        rid = html.escape(part.run_id)
+        return f'<abbr class="run" title="{rid}">{rid[:8]}</abbr>'
+    return html.escape(part)
+
+
+def parts_html(parts: list[Inline], metrics: dict) -> str:
+    return "".join(inline_html(p, metrics) for p in parts)
+
+
+def block_html(block: Any, metrics: dict) -> str:
+    if isinstance(block, Paragraph):
+        return f"<p>{parts_html(block.parts, metrics)}</p>"
+    if isinstance(block, Bullets):
+        return "<ul>" + "".join(f"<li>{parts_html(i, metrics)}</li>" for i in block.items) + "</ul>"
+    if isinstance(block, Table):
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in block.columns)
+        body = "".join("<tr>" + "".join(f"<td>{inline_html(c, metrics)}</td>" for c in row) + "</tr>"
+                       for row in block.rows)
+        cap = f"<caption>{html.escape(block.caption)}</caption>" if block.caption else ""
+        return f'<div class="table-wrap"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    if isinstance(block, FigureFile):
+        data = base64.b64encode(block.path.read_bytes()).decode("ascii")
+        return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block.caption)}">'
+                f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
+    if isinstance(block, Preformatted):
+        return f'<p class="pre-heading">{html.escape(block.heading)}</p><pre>{html.escape(block.text)}</pre>'
+    raise TypeError(f"unknown report block {type(block).__name__}")
+
+
+def section_html(section: Section, metrics: dict) -> str:
+    body = "\n".join(block_html(b, metrics) for b in section.blocks)
+    runs = ""
+    if section.run_ids:
+        refs = " ".join(inline_html(RunRef(r), metrics) for r in section.run_ids)
+        runs = f'<p class="runs">MLflow runs ({len(section.run_ids)}): {refs}</p>'
+    return f'<section id="{section.anchor}">\n<h2>{html.escape(section.title)}</h2>\n{body}\n{runs}\n</section>'
+
+
+def render_html(sections: list[Section], metrics: dict) -> str:
+    """The whole report as one HTML document with no external references."""
+    toc = "".join(f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in sections)
+    body = "\n".join(section_html(s, metrics) for s in sections)
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{html.escape(TITLE)}</title>\n"
+            f"<style>{CSS}</style>\n</head>\n<body>\n<header><h1>{html.escape(TITLE)}</h1></header>\n"
+            f'<nav aria-label="Contents"><ol>{toc}</ol></nav>\n<main>\n{body}\n</main>\n</body>\n</html>\n')

@@ -1,0 +1,159 @@
+"""The report as a PDF: the same sections and figures as the HTML (report_html.build_sections), with fpdf2.
+
+Text is set in DejaVu Sans, the TTF that ships inside matplotlib, so ‖, ≤, γ and φ print as they do in the HTML
+(fpdf2's core fonts are latin-1 only). Each section is a PDF bookmark (the outline a viewer shows).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+from fpdf import FPDF, FontFace
+from PIL import Image
+
+from .figures import DPI, FigureFile
+from .report_html import TITLE, Bullets, Inline, Paragraph, Preformatted, Section, Table, plain_text
+
+FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+FONTS = {("sans", ""): "DejaVuSans.ttf", ("sans", "B"): "DejaVuSans-Bold.ttf", ("sans", "I"): "DejaVuSans-Oblique.ttf",
+         ("mono", ""): "DejaVuSansMono.ttf"}
+BODY_PT, SMALL_PT, TABLE_PT = 9.5, 7, 7
+MM_PER_INCH = 25.4
+
+
+class ReportPDF(FPDF):
+    def footer(self) -> None:
+        self.set_y(-12)
+        self.set_font("sans", "", SMALL_PT)
+        self.set_text_color(110)
+        self.cell(0, 5, f"{TITLE} · page {self.page_no()}", align="C")
+        self.set_text_color(0)
+
+
+def printable(text: str) -> str:
+    """Text the PDF can set: tabs as spaces, other control characters (but newlines) as a middle dot."""
+    text = text.replace("\t", "    ")
+    return "".join(c if c == "\n" or unicodedata.category(c)[0] != "C" else "·" for c in text)
+
+
+def line(parts: list[Inline], metrics: dict) -> str:
+    return printable("".join(plain_text(p, metrics) for p in parts))
+
+
+def new_pdf(compress: bool) -> ReportPDF:
+    pdf = ReportPDF(format="A4")
+    pdf.set_compression(compress)
+    pdf.set_title(TITLE)
+    pdf.set_creator("rnngrad report")
+    for (family, style), name in FONTS.items():
+        pdf.add_font(family, style, str(FONT_DIR / name))
+    pdf.set_auto_page_break(True, margin=16)
+    pdf.set_margins(16, 14, 16)
+    pdf.add_page()
+    return pdf
+
+
+def write_paragraph(pdf: FPDF, text: str, size: float = BODY_PT, family: str = "sans", style: str = "") -> None:
+    pdf.set_font(family, style, size)
+    pdf.multi_cell(0, size * 0.5, text, new_x="LMARGIN", new_y="NEXT", align="L")
+    pdf.ln(1.5)
+
+
+def col_widths(pdf: FPDF, table: Table, metrics: dict) -> list[float]:
+    """Column widths as fractions of the page: each column's longest text, the widest ones squeezed to fit."""
+    pdf.set_font("sans", "B", TABLE_PT)
+    texts = [[c] + [printable(plain_text(r[i], metrics)) for r in table.rows] for i, c in enumerate(table.columns)]
+    natural = [max(pdf.get_string_width(t) for t in col) + 2.5 for col in texts]
+    widths, left, room = [0.0] * len(natural), set(range(len(natural))), pdf.epw
+    while left:  # water-filling: columns narrower than a fair share keep their width
+        fair = room / len(left)
+        narrow = {i for i in left if natural[i] <= fair}
+        if not narrow:
+            for i in left:
+                widths[i] = fair
+            break
+        for i in narrow:
+            widths[i] = natural[i]
+            room -= natural[i]
+        left -= narrow
+    return [w / sum(widths) for w in widths]
+
+
+def write_table(pdf: FPDF, table: Table, metrics: dict) -> None:
+    if table.caption:
+        write_paragraph(pdf, printable(table.caption), SMALL_PT + 1, style="I")
+    widths = col_widths(pdf, table, metrics)
+    pdf.set_font("sans", "", TABLE_PT)
+    head = FontFace(emphasis="BOLD", fill_color=(240, 242, 245))
+    with pdf.table(col_widths=widths, text_align="LEFT", headings_style=head,
+                   line_height=TABLE_PT * 0.5, borders_layout="HORIZONTAL_LINES", padding=0.8) as t:
+        t.row([printable(c) for c in table.columns])
+        for r in table.rows:
+            t.row([printable(plain_text(c, metrics)) for c in r])
+    pdf.ln(3)
+
+
+def write_figure(pdf: FPDF, fig: FigureFile) -> None:
+    with Image.open(fig.path) as im:
+        w_px, h_px = im.size
+    w = min(pdf.epw, w_px / DPI * MM_PER_INCH)
+    h = w * h_px / w_px
+    room = pdf.h - pdf.b_margin - pdf.get_y()
+    if h + 10 > room:
+        if h + 10 > pdf.h - pdf.t_margin - pdf.b_margin:  # taller than a page: shrink to fit one
+            h = pdf.h - pdf.t_margin - pdf.b_margin - 14
+            w = h * w_px / h_px
+        pdf.add_page()
+    pdf.image(str(fig.path), x=pdf.l_margin + (pdf.epw - w) / 2, w=w, h=h)
+    pdf.ln(1)
+    write_paragraph(pdf, printable(fig.caption), SMALL_PT + 1, style="I")
+    pdf.ln(2)
+
+
+def write_block(pdf: FPDF, block: Any, metrics: dict) -> None:
+    if isinstance(block, Paragraph):
+        write_paragraph(pdf, line(block.parts, metrics))
+    elif isinstance(block, Bullets):
+        for item in block.items:
+            pdf.set_x(pdf.l_margin + 3)
+            pdf.set_font("sans", "", BODY_PT)
+            pdf.multi_cell(pdf.epw - 3, BODY_PT * 0.5, "• " + line(item, metrics), new_x="LMARGIN", new_y="NEXT",
+                           align="L")
+        pdf.ln(1.5)
+    elif isinstance(block, Table):
+        write_table(pdf, block, metrics)
+    elif isinstance(block, FigureFile):
+        write_figure(pdf, block)
+    elif isinstance(block, Preformatted):
+        write_paragraph(pdf, printable(block.heading), SMALL_PT + 1, style="I")
+        write_paragraph(pdf, printable(block.text), SMALL_PT + 0.5, family="mono")
+    else:
+        raise TypeError(f"unknown report block {type(block).__name__}")
+
+
+def write_section(pdf: FPDF, section: Section, metrics: dict) -> None:
+    if pdf.get_y() > pdf.h * 0.75:
+        pdf.add_page()
+    pdf.start_section(section.title)
+    pdf.ln(2)
+    write_paragraph(pdf, printable(section.title), 13, style="B")
+    for block in section.blocks:
+        write_block(pdf, block, metrics)
+    if section.run_ids:
+        pdf.set_text_color(90)
+        write_paragraph(pdf, f"MLflow runs ({len(section.run_ids)}): " + " ".join(r[:8] for r in section.run_ids),
+                        SMALL_PT - 0.5, family="mono")
+        pdf.set_text_color(0)
+    pdf.ln(3)
+
+
+def render_pdf(sections: list[Section], metrics: dict, compress: bool = True) -> bytes:
+    """The whole report as PDF bytes (compress=False leaves the page streams readable, for tests)."""
+    pdf = new_pdf(compress)
+    write_paragraph(pdf, TITLE, 16, style="B")
+    for section in sections:
+        write_section(pdf, section, metrics)
+    return bytes(pdf.output())

@@ -1,0 +1,310 @@
+"""Run a sweep spec's grid: one MLflow parent run, one nested child run per cell, cells in worker processes.
+
+Only this (parent) process talks to MLflow; workers only compute run folders (`runner.execute_run`). A child run
+is created RUNNING when its cell is submitted and ended FINISHED once its folder is logged (outcome `diverged` or
+`failed` is a tag, not a status); a worker that crashes ends it FAILED.
+
+Resume: a cell whose config_hash has a FINISHED run in the experiment and whose folder
+`results/<spec>/runs/<hash>/` exists is skipped; a folder without a FINISHED run (killed between computing and
+logging) is logged again without recomputing. Runs left RUNNING by a killed sweep end KILLED at the start, and
+SIGINT/SIGTERM end the in-flight ones KILLED. So a killed sweep, started again, finishes what is missing and
+repeats nothing that finished.
+
+The results table `results/<spec>.parquet` has one row per cell with a finished run: `spec, cell, run_id,
+config_hash, outcome, run_dir` (relative to the results dir, e.g. `weight_norms/runs/<hash>`) + config.json
+flattened + summary.json's numbers and regime labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import tracking
+from .config import config_hash
+
+# progress(done, total, cell_name, status): status is "skipped", "relogged", an outcome, or "crashed"
+Progress = Callable[[int, int, str, str], None]
+SUMMARY_LABELS = ("outcome", "predicted_regime", "observed_regime")
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str  # the grid values that set this cell apart, e.g. "gamma_w=2.0,seed=0"
+    config: Any  # the resolved RunConfig
+    config_hash: str
+    run_dir: Path  # results/<spec>/runs/<config_hash>
+
+
+@dataclass
+class SweepResult:
+    experiment_id: str
+    parent_run_id: str
+    table_path: Path
+    ran: list[str] = field(default_factory=list)  # cells computed now
+    skipped: list[str] = field(default_factory=list)  # finished before: folder + FINISHED run
+    relogged: list[str] = field(default_factory=list)  # folder existed, logged again without recomputing
+    crashed: dict[str, str] = field(default_factory=dict)  # cell -> error
+    logging_seconds: float = 0.0  # wall time this process spent logging run folders to MLflow
+
+    @property
+    def outcome_counts(self) -> dict[str, int]:
+        return {"cells_ran": len(self.ran), "cells_skipped": len(self.skipped),
+                "cells_relogged": len(self.relogged), "cells_crashed": len(self.crashed)}
+
+
+def cell_names(spec) -> list[str]:
+    """Name each cell by its grid values, e.g. "gamma_w=2.0,seed=0" ("base" for a grid of one)."""
+    grid = getattr(spec, "grid", None) or [{} for _ in spec.cells]
+    return [",".join(f"{k}={v}" for k, v in g.items()) or "base" for g in grid]
+
+
+def plan_cells(spec, results_dir: Path) -> list[Cell]:
+    """The spec's cells in grid order (load_spec has rejected duplicate configs)."""
+    runs = Path(results_dir) / spec.name / "runs"
+    hashes = [config_hash(cfg) for cfg in spec.cells]
+    return [Cell(n, cfg, h, runs / h) for n, cfg, h in zip(cell_names(spec), spec.cells, hashes)]
+
+
+def spec_hash(cells: list[Cell]) -> str:
+    """Identifies a sweep by the set of configs it runs (not by its description or key order)."""
+    return hashlib.sha256("\n".join(sorted(c.config_hash for c in cells)).encode()).hexdigest()[:12]
+
+
+def run_sweep(spec, data_dir: Path, results_dir: Path, store: tracking.Store, jobs: int | None = None,
+              progress: Progress | None = None, execute: Callable | None = None) -> SweepResult:
+    """Run every missing cell of `spec` (a config.Spec) and write `results/<spec>.parquet`.
+
+    `execute(cfg, data_dir, run_dir)` computes one run folder (default `runner.execute_run`); it must be a
+    module-level function, since it is sent to worker processes.
+    """
+    if execute is None:
+        from .runner import execute_run as execute
+    results_dir, cells = Path(results_dir), plan_cells(spec, results_dir)
+    exp_id = tracking.ensure_experiment(store, f"rnngrad/{spec.name}")
+    tracking.end_stale_runs(store, exp_id)
+    parent = _open_parent(store, exp_id, spec, spec_hash(cells))
+    result = SweepResult(exp_id, parent, results_dir / f"{spec.name}.parquet")
+    tick = _ticker(len(cells), progress)
+    try:
+        with _signals_raise_interrupt():
+            run_ids = _resume(store, exp_id, parent, spec, cells, result, tick)
+            todo = [c for c in cells if c.config_hash not in run_ids]
+            run_ids |= _run_cells(store, exp_id, parent, spec, todo, data_dir, jobs, execute, result, tick)
+        table = write_results_table(spec, cells, run_ids, results_dir, result.table_path)
+        _close_parent(store, spec, parent, result, table)
+    except BaseException as e:
+        tracking.end_run(store, parent, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    return result
+
+
+def _open_parent(store, exp_id: str, spec, shash: str) -> str:
+    """The unfinished parent run of this same sweep (spec, profile, configs) reopened, else a new one."""
+    same = f"tags.spec_hash = '{shash}' and tags.profile = '{spec.profile}' and tags.spec = '{spec.name}'"
+    unfinished = tracking.find_runs(store, exp_id, f"{same} and attributes.status != 'FINISHED'")
+    if unfinished:
+        tracking.reopen_run(store, unfinished[0].run_id)
+        return unfinished[0].run_id
+    tags = {"spec": spec.name, "profile": spec.profile, "spec_hash": shash}
+    if getattr(spec, "description", ""):
+        tags["mlflow.note.content"] = spec.description  # shown as the run's description in the UI
+    return tracking.start_run(store, exp_id, f"{spec.name} ({spec.profile})", tags=tags)
+
+
+def _close_parent(store, spec, parent: str, result: SweepResult, table) -> None:
+    outcomes = table["outcome"].value_counts() if len(table) else {}
+    runs = {f"runs_{o}": int(outcomes.get(o, 0)) for o in ("ok", "diverged", "failed")}
+    tracking.log_values(store, parent, metrics=result.outcome_counts | runs)
+    tracking.log_artifact(store, parent, result.table_path)
+    if getattr(spec, "path", None):
+        tracking.log_artifact(store, parent, spec.path)
+    tracking.end_run(store, parent, "FAILED" if result.crashed else "FINISHED")
+
+
+def _child_tags(spec, cell: Cell) -> dict:
+    return {"config_hash": cell.config_hash, "spec": spec.name, "profile": spec.profile, "cell": cell.name}
+
+
+def _resume(store, exp_id, parent, spec, cells, result: SweepResult, tick) -> dict[str, str]:
+    """{config_hash: run_id} of cells already done: skipped if logged, logged now if only the folder exists."""
+    finished, run_ids = tracking.finished_runs(store, exp_id), {}
+    for cell in cells:
+        if not cell.run_dir.is_dir():
+            continue
+        if cell.config_hash in finished:
+            run_ids[cell.config_hash] = finished[cell.config_hash]
+            result.skipped.append(cell.name)
+            tick(cell.name, "skipped")
+            continue
+        run_id = tracking.start_run(store, exp_id, cell.name, parent, _child_tags(spec, cell))
+        _log_and_finish(store, run_id, cell, result)
+        run_ids[cell.config_hash] = run_id
+        result.relogged.append(cell.name)
+        tick(cell.name, "relogged")
+    return run_ids
+
+
+def _log_and_finish(store, run_id: str, cell: Cell, result: SweepResult) -> str:
+    start = time.perf_counter()
+    try:
+        tracking.log_run_folder(store, run_id, cell.run_dir)
+    except BaseException:
+        tracking.end_run(store, run_id, "KILLED")
+        raise
+    tracking.end_run(store, run_id, "FINISHED")
+    result.logging_seconds += time.perf_counter() - start
+    return json.loads((cell.run_dir / "summary.json").read_text()).get("outcome", "ok")
+
+
+def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, execute,
+               result: SweepResult, tick) -> dict[str, str]:
+    """Compute `todo` in worker processes, at most `jobs` at a time; log each as it returns."""
+    if not todo:
+        return {}
+    jobs = min(jobs or os.cpu_count() or 1, len(todo))
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(os.getpid(),))
+    queue, inflight, run_ids = iter(todo), {}, {}
+
+    def submit_next() -> None:
+        for cell in queue:
+            run_id = tracking.start_run(store, exp_id, cell.name, parent, _child_tags(spec, cell))
+            try:
+                inflight[pool.submit(compute_cell, execute, cell.config, Path(data_dir), cell.run_dir)] = (cell, run_id)
+                return
+            except BrokenProcessPool as e:  # a worker died hard (e.g. out of memory): no cell can start now
+                _record_crash(store, run_id, cell, f"not started: {e}", result)
+                tick(cell.name, "crashed")
+
+    try:
+        for _ in range(jobs):
+            submit_next()
+        while inflight:
+            for future in wait(list(inflight), return_when=FIRST_COMPLETED)[0]:
+                cell, run_id = inflight[future]
+                submit_next()  # first, so that a worker computes while this process logs
+                status = _finish_cell(store, run_id, cell, future, result)
+                del inflight[future]
+                run_ids.update({cell.config_hash: run_id} if status != "crashed" else {})
+                tick(cell.name, status)
+    except BaseException:
+        _stop_workers(pool)
+        for _, run_id in inflight.values():
+            tracking.end_run(store, run_id, "KILLED")
+        raise
+    pool.shutdown(wait=True)
+    return run_ids
+
+
+def _finish_cell(store, run_id: str, cell: Cell, future: Future, result: SweepResult) -> str:
+    """Log a returned cell; a worker exception (or a dead worker) ends the run FAILED."""
+    error = future.exception()
+    if error is None and cell.run_dir.is_dir():
+        result.ran.append(cell.name)
+        return _log_and_finish(store, run_id, cell, result)
+    message = f"{type(error).__name__}: {error}" if error else f"no run folder at {cell.run_dir}"
+    _record_crash(store, run_id, cell, message, result)
+    return "crashed"
+
+
+def _record_crash(store, run_id: str, cell: Cell, message: str, result: SweepResult) -> None:
+    tracking.log_values(store, run_id, tags={"outcome": "failed", "error": message})
+    tracking.end_run(store, run_id, "FAILED")
+    result.crashed[cell.name] = message
+
+
+def compute_cell(execute: Callable, cfg, data_dir: Path, run_dir: Path) -> str:
+    """Worker side: build the run folder unless it already exists; returns its path."""
+    if not run_dir.is_dir():
+        execute(cfg, data_dir, run_dir)
+    return str(run_dir)
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Workers leave Ctrl-C to the parent (which ends the runs KILLED and stops them), and exit when the parent
+    is gone (SIGKILL), so that no orphan keeps computing beside a restarted sweep."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop at once: shutdown(wait=True) would wait for the running cells. (Python 3.14 has
+    pool.terminate_workers(); before it, the processes are only reachable through `_processes`.)"""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        p.join(timeout=5)
+
+
+@contextmanager
+def _signals_raise_interrupt():
+    """SIGTERM behaves like Ctrl-C (KeyboardInterrupt) while the sweep runs, so in-flight runs end KILLED."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _ticker(total: int, progress: Progress | None) -> Callable[[str, str], None]:
+    done = 0
+
+    def tick(name: str, status: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total, name, status)
+
+    return tick
+
+
+def write_results_table(spec, cells: list[Cell], run_ids: dict[str, str], results_dir: Path, path: Path):
+    """One row per cell with a finished run, written to a temp file and renamed into place; returns the table."""
+    import pandas as pd
+
+    rows = [_result_row(spec, c, run_ids[c.config_hash], results_dir) for c in cells if c.config_hash in run_ids]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    table = pd.DataFrame(rows)
+    table.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return table
+
+
+def _result_row(spec, cell: Cell, run_id: str, results_dir: Path) -> dict:
+    config = json.loads((cell.run_dir / "config.json").read_text())
+    summary = json.loads((cell.run_dir / "summary.json").read_text())
+    row = {"spec": spec.name, "cell": cell.name, "run_id": run_id, "config_hash": cell.config_hash,
+           "outcome": summary.get("outcome"), "run_dir": cell.run_dir.relative_to(results_dir).as_posix()}
+    row |= {k: v for k, v in tracking.flatten_json(config).items() if k not in row}
+    for k, v in summary.items():  # numbers (None where a number is missing) and the regime labels
+        if (v is None or isinstance(v, (int, float)) or k in SUMMARY_LABELS) and k not in row:
+            row[k] = v
+    return row

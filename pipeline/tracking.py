@@ -1,0 +1,285 @@
+"""The MLflow seam: the only module in rnngrad that imports mlflow.
+
+A `Store` names where runs go. `open_store(root)` honours MLFLOW_TRACKING_URI (an `http(s)://` server or a
+`sqlite:///` file) and otherwise uses the embedded store: `<root>/mlflow.db` with artifacts in
+`<root>/mlartifacts`, both absolute because relative paths break in `dvc exp` temp dirs.
+`log_run_folder` turns a finished run folder (docs/internals.md) into params, tags, metrics and artifacts,
+all scalars and step metrics in one `MlflowClient.log_batch` call (which splits itself into requests).
+
+mlflow is imported lazily: it costs about a second, and other commands never pay it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+from .errors import UserError
+
+STATUSES = ("FINISHED", "FAILED", "KILLED")
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under this parent
+MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+MAX_TAG_CHARS = 8000  # and on a tag value
+REGIME_TAGS = ("outcome", "predicted_regime", "observed_regime")
+
+
+@dataclass(frozen=True)
+class Store:
+    tracking_uri: str  # sqlite:////abs/mlflow.db or http(s)://host:port
+    artifact_root: str | None  # file URI that experiment artifacts go under; None: the server decides
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.tracking_uri.startswith("sqlite:")
+
+    def ui_command(self) -> str:
+        """The one command that opens these runs in a browser."""
+        if self.is_embedded:
+            return f"mlflow ui --backend-store-uri {self.tracking_uri}"
+        return f"open {self.tracking_uri} (the MLflow server in MLFLOW_TRACKING_URI)"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the sweep needs to know about an existing run, without mlflow types."""
+
+    run_id: str
+    run_name: str
+    status: str  # RUNNING | SCHEDULED | FINISHED | FAILED | KILLED
+    start_time: int  # ms since the epoch
+    tags: dict
+
+
+def _mlflow():
+    # Telemetry is a network call from inside a pipeline stage; off unless the user asked for it.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    return mlflow
+
+
+@functools.lru_cache(maxsize=8)
+def _client_for(tracking_uri: str):
+    return _mlflow().MlflowClient(tracking_uri=tracking_uri)
+
+
+def client(store: Store):
+    """The MlflowClient for a store (cached per URI)."""
+    return _client_for(store.tracking_uri)
+
+
+def _sqlite_path(uri: str) -> Path:
+    return Path(unquote(uri[len("sqlite:///") :])).resolve()
+
+
+def default_project_root(cwd: str | Path | None = None) -> Path:
+    """Where the embedded store lives: the working directory, except inside a `dvc exp run --temp` / queue
+    workspace (`<repo>/.dvc/tmp/exps/<tmp>/`), whose runs belong in the real repo's store."""
+    cwd = Path(cwd or Path.cwd()).resolve()
+    parts = cwd.parts
+    for i in range(len(parts) - 3):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return cwd
+
+
+def _resolve_uri(project_root: Path, uri: str | None) -> tuple[str, str | None]:
+    uri = (uri if uri is not None else os.environ.get("MLFLOW_TRACKING_URI", "")).strip()
+    if not uri:
+        db = project_root / "mlflow.db"
+    elif uri.startswith("sqlite:///"):
+        db = _sqlite_path(uri)
+    elif uri.startswith(("http://", "https://")):
+        return uri, None
+    else:
+        raise UserError(
+            f"MLFLOW_TRACKING_URI={uri}: not a store rnngrad can use (MLflow 3.13+ refuses the file store); "
+            "use sqlite:////abs/path/mlflow.db, an http(s):// server URL, or unset it for the embedded store"
+        )
+    return f"sqlite:///{db}", (db.parent / "mlartifacts").as_uri()
+
+
+def open_store(project_root: str | Path, tracking_uri: str | None = None) -> Store:
+    """Open (and, for sqlite, create now: before any worker exists) the store runs are logged to.
+    `tracking_uri` overrides MLFLOW_TRACKING_URI; "" means the embedded store in `project_root`."""
+    uri, artifact_root = _resolve_uri(Path(project_root).resolve(), tracking_uri)
+    if uri.startswith("sqlite:///"):
+        _sqlite_path(uri).parent.mkdir(parents=True, exist_ok=True)
+    else:
+        _check_server_answers(uri)
+    store = Store(uri, artifact_root)
+    client(store).search_experiments(max_results=1)  # creates the tables / checks the server answers
+    return store
+
+
+def _check_server_answers(uri: str) -> None:
+    """Fail in seconds, not after MLflow's minutes of retries, when nothing listens at the server URL."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri, timeout=10).close()
+    except urllib.error.HTTPError:
+        pass  # something answered; MLflow's own request says whether it is an MLflow server
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise UserError(f"MLFLOW_TRACKING_URI={uri}: no server answers ({reason}); start `mlflow server` there, "
+                        "or unset the variable to use the embedded store") from None
+
+
+def ensure_experiment(store: Store, name: str) -> str:
+    """The id of experiment `name`, created (or restored from the trash) if needed."""
+    c = client(store)
+    exp = c.get_experiment_by_name(name)
+    if exp is None:
+        location = f"{store.artifact_root}/{name}" if store.artifact_root else None
+        return c.create_experiment(name, artifact_location=location)
+    if exp.lifecycle_stage == "deleted":
+        c.restore_experiment(exp.experiment_id)
+    return exp.experiment_id
+
+
+def start_run(store: Store, experiment_id: str, run_name: str, parent_run_id: str | None = None,
+              tags: dict | None = None) -> str:
+    """Create a RUNNING run (nested under `parent_run_id` if given); returns its id."""
+    tags = {k: _text(v, MAX_TAG_CHARS) for k, v in (tags or {}).items()}
+    if parent_run_id:
+        tags[PARENT_TAG] = parent_run_id
+    return client(store).create_run(experiment_id, tags=tags, run_name=run_name).info.run_id
+
+
+def reopen_run(store: Store, run_id: str) -> None:
+    """Mark an ended run RUNNING again (a resumed sweep's parent)."""
+    client(store).update_run(run_id, status="RUNNING")
+
+
+def end_run(store: Store, run_id: str, status: str = "FINISHED") -> None:
+    if status not in STATUSES:
+        raise ValueError(f"status {status!r}: expected one of {STATUSES}")
+    client(store).set_terminated(run_id, status)
+
+
+def find_runs(store: Store, experiment_id: str, filter_string: str = "") -> list[RunRecord]:
+    """Every run of the experiment matching an MLflow filter (e.g. "attributes.status = 'RUNNING'"),
+    newest first, across result pages."""
+    c, records, token = client(store), [], None
+    while True:
+        page = c.search_runs([experiment_id], filter_string, max_results=1000, page_token=token)
+        records += [RunRecord(r.info.run_id, r.info.run_name, r.info.status, r.info.start_time, dict(r.data.tags))
+                    for r in page]
+        token = page.token
+        if not token:
+            return records
+
+
+def finished_runs(store: Store, experiment_id: str) -> dict[str, str]:
+    """{config_hash: run_id} of the FINISHED runs that carry a config_hash (the newest wins)."""
+    done: dict[str, str] = {}
+    for r in find_runs(store, experiment_id, "attributes.status = 'FINISHED'"):
+        if "config_hash" in r.tags:
+            done.setdefault(r.tags["config_hash"], r.run_id)
+    return done
+
+
+def end_stale_runs(store: Store, experiment_id: str) -> int:
+    """End as KILLED every run still RUNNING (left by a killed sweep); returns how many."""
+    stale = find_runs(store, experiment_id, "attributes.status = 'RUNNING'")
+    for r in stale:
+        end_run(store, r.run_id, "KILLED")
+    return len(stale)
+
+
+def log_values(store: Store, run_id: str, metrics: dict | None = None, tags: dict | None = None,
+               params: dict | None = None) -> None:
+    """Scalars, tags and params in one batch (for a sweep's parent run)."""
+    m = _mlflow().entities
+    now = _now_ms()
+    client(store).log_batch(
+        run_id,
+        metrics=[m.Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+        params=[m.Param(k, _text(v, MAX_PARAM_CHARS)) for k, v in (params or {}).items()],
+        tags=[m.RunTag(k, _text(v, MAX_TAG_CHARS)) for k, v in (tags or {}).items()],
+    )
+
+
+def log_artifact(store: Store, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+    client(store).log_artifact(run_id, str(path), artifact_path)
+
+
+def log_run_folder(store: Store, run_id: str, run_dir: str | Path, tags: dict | None = None) -> None:
+    """Log a finished run folder: config.json as params, summary.json as tags + metrics, series.parquet as
+    step metrics (one log_batch for all of it), every file as an artifact at its relative path."""
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    run_tags = {"config_hash": summary.get("config_hash", run_dir.name)}
+    run_tags |= {k: summary[k] for k in REGIME_TAGS + ("error",) if summary.get(k) is not None}
+    run_tags |= tags or {}
+    m, now = _mlflow().entities, _now_ms()
+    metrics = [m.Metric(k, v, now, step) for k, step, v in _summary_metrics(summary)]
+    metrics += [m.Metric(k, v, now, step) for k, step, v in _series_metrics(run_dir / "series.parquet")]
+    client(store).log_batch(
+        run_id,
+        metrics=metrics,
+        params=[m.Param(k, _text(v, MAX_PARAM_CHARS)) for k, v in flatten_json(config).items()],
+        tags=[m.RunTag(k, _text(v, MAX_TAG_CHARS)) for k, v in run_tags.items()],
+    )
+    client(store).log_artifacts(run_id, str(run_dir))
+    if (run_dir / "samples.json").exists():
+        client(store).log_text(run_id, _samples_text(run_dir / "samples.json"), "samples.txt")
+
+
+def flatten_json(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and scalars stay values."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= flatten_json(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _summary_metrics(summary: dict):
+    """(key, step, value): top-level numbers at step 0, and per-layer numbers as `layers/<name>` at
+    step = layer index (one chart per quantity rather than one key per layer)."""
+    for k, v in summary.items():
+        if _is_number(v):
+            yield k, 0, float(v)
+    for layer, row in enumerate(summary.get("layers") or []):
+        for k, v in (row.items() if isinstance(row, dict) else ()):
+            if _is_number(v) and k != "layer":
+                yield f"layers/{k}", layer, float(v)
+
+
+def _series_metrics(path: Path):
+    if not path.exists():
+        return
+    import pandas as pd
+
+    df = pd.read_parquet(path, columns=["key", "step", "value"])
+    yield from zip(df["key"].astype(str), df["step"].astype("int64").tolist(), df["value"].astype(float).tolist())
+
+
+def _samples_text(path: Path) -> str:
+    samples = json.loads(path.read_text())
+    return "\n\n".join(f"--- iter {s.get('iter')} ---\n{s.get('text', '')}" for s in samples)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float))  # NaN and inf included: MLflow stores them, and overflow is data
+
+
+def _text(v, limit: int) -> str:
+    """MLflow stores strings: keep strings as they are, write everything else as JSON (null, true, 0.5)."""
+    s = v if isinstance(v, str) else json.dumps(v)
+    return s[:limit]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

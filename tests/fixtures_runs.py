@@ -1,0 +1,267 @@
+"""Fake sweeps on disk for the analysis and report tests: run folders and results/<spec>.parquet tables.
+
+The numbers are computed, not invented, and independently of the pipeline's engine:
+  - measured log||dh_t/dh_k||_2 comes from explicit products of the Jacobians J_t = diag(phi'(a_t)) W
+    (elman form) and np.linalg.norm(., 2); the product and global bounds from their definitions (DESIGN.md);
+  - a `linear` run with init `identity` has W = a I, so ||dh_t/dh_k|| = |a|^(t-k) exactly (a closed form);
+  - the slope is a least-squares fit of log-norm against lag, the Lyapunov exponent a QR iteration.
+Task outcomes (accuracy, losses, BPTT signal) follow simple stated formulas, so a test can predict the summaries.
+
+Layout follows docs/internals.md: results/<spec>/runs/<config_hash>/{config,summary}.json, history.csv,
+samples.json (text), probe/jacobian.parquet, probe/signal.parquet; results/<spec>.parquet has one row per run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.activations import get_activation
+
+CHANCE_ACCURACY = {"adding": 0.1, "temporal_order": 0.25, "copy": 0.125, "text": 1 / 30, "probe": 0.5}
+CHANCE_LOSS = {"adding": 0.167, "temporal_order": math.log(4), "copy": math.log(8), "text": math.log(30),
+               "probe": 1.0}
+
+BASE_CONFIG = dict(task="adding", text=None, seq_len=20, train_size=200, data_seed=0, form="elman", activation="tanh",
+                   leaky_slope=0.01, layers=1, hidden=4, init="orthogonal", gamma_w=1.0, input_scale=None,
+                   optimizer="sgd", lr=0.05, weight_decay=0.0, batch=8, iters=100, clip_mode="none",
+                   clip_threshold=1.0, eval_every=50, samples=3, sample_len=40, probe_len=10, seed=0)
+
+
+@dataclass
+class FakeRun:
+    spec: str
+    config: dict
+    outcome: str = "ok"
+    bias: float = 0.0  # constant pre-activation offset (relu with bias -10 has dead units: norm 0, log -inf)
+    final_scale: float = 0.9  # W_final = final_scale * W_init (NaN for a diverged run)
+    overrides: dict = field(default_factory=dict)  # summary fields forced to a value (e.g. a contradiction)
+    run_id: str = ""
+    config_hash: str = ""
+
+
+def spectral_norm(W: np.ndarray) -> float:
+    """||W||_2; NaN for a matrix with a non-finite entry (a diverged run's weights)."""
+    return float(np.linalg.norm(W, 2)) if np.all(np.isfinite(W)) else math.nan
+
+
+def initial_weights(cfg: dict, rng: np.random.Generator) -> list[np.ndarray]:
+    """One W_hh per layer with ||W||_2 = gamma_w: gamma_w * I (identity) or gamma_w * a random orthogonal matrix."""
+    n, out = cfg["hidden"], []
+    for _ in range(cfg["layers"]):
+        if cfg["init"] == "identity":
+            out.append(cfg["gamma_w"] * np.eye(n))
+            continue
+        q, r = np.linalg.qr(rng.normal(size=(n, n)))
+        out.append(cfg["gamma_w"] * q * np.sign(np.diag(r)))
+    return out
+
+
+def derivatives(cfg: dict, Ws: list[np.ndarray], xs: np.ndarray, bias: float) -> list[np.ndarray]:
+    """phi'(a_t) per layer, (T, n) each, for the elman form h_t = phi(W h_{t-1} + x_t + bias); layer l reads l-1."""
+    act = get_activation(cfg["activation"], cfg["leaky_slope"])
+    drive, out = xs, []
+    for W in Ws:
+        h, states, D = np.zeros(W.shape[0]), [], []
+        for x in drive:
+            a = W @ h + x + bias
+            D.append(act.dphi(a))
+            h = act.phi(a)
+            states.append(h)
+        out.append(np.array(D))
+        drive = np.array(states)
+    return out
+
+
+def jacobian_rows(W: np.ndarray, D: np.ndarray, gamma_phi: float) -> list[tuple]:
+    """(t, k, lag, measured, product, global) for 0 <= k < t <= T, natural log, by explicit matrix products."""
+    T, rows = len(D), []
+    g = spectral_norm(W)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        step = np.log(g * np.abs(D).max(axis=1))  # (T,) log(||W|| max_j |phi'_j|) at steps 1..T
+        rate = math.log(g * gamma_phi) if g * gamma_phi > 0 else -math.inf
+        for k in range(T):
+            P = np.eye(W.shape[0])
+            for t in range(k + 1, T + 1):
+                P = (D[t - 1][:, None] * W) @ P
+                norm = spectral_norm(P)
+                measured = math.log(norm) if norm > 0 else (-math.inf if norm == 0 else math.nan)
+                rows.append((t, k, t - k, measured, float(step[k:t].sum()), (t - k) * rate))
+    return rows
+
+
+def lyapunov(W: np.ndarray, D: np.ndarray) -> float:
+    """Top Lyapunov exponent of the Jacobian sequence by QR re-orthonormalisation."""
+    q, total = np.eye(W.shape[0])[:, :1], 0.0
+    for d in D:
+        q, r = np.linalg.qr((d[:, None] * W) @ q)
+        total += math.log(abs(r[0, 0])) if r[0, 0] != 0 else -math.inf
+    return total / len(D)
+
+
+def fitted_slope(rows: list[tuple]) -> float:
+    lag = np.array([r[2] for r in rows], float)
+    val = np.array([r[3] for r in rows], float)
+    ok = np.isfinite(val)
+    return float(np.polyfit(lag[ok], val[ok], 1)[0]) if ok.sum() >= 2 and np.ptp(lag[ok]) > 0 else math.nan
+
+
+def regime_from_slope(slope: float) -> str | None:
+    if not math.isfinite(slope):
+        return None
+    return "exploding" if slope > 0.01 else "vanishing" if slope < -0.01 else "neutral"
+
+
+def task_success(cfg: dict) -> float:
+    """Stated formula: accuracy falls from 1 to chance as exp(-T / 40)."""
+    chance = CHANCE_ACCURACY[cfg["task"]]
+    return chance + (1 - chance) * math.exp(-cfg["seq_len"] / 40)
+
+
+def final_loss(cfg: dict) -> float:
+    """Stated formula: unclipped runs end at 0.12 (text: 1.5), clipped at 0.02 + 0.01 * |log10 threshold| + 0.01 *
+    log10 threshold (elementwise only)."""
+    if cfg["task"] == "text":
+        return 1.5
+    if cfg["clip_mode"] == "none":
+        return 0.12
+    lt = math.log10(cfg["clip_threshold"])
+    return 0.02 + 0.01 * abs(lt) + (0.01 * lt if cfg["clip_mode"] == "elementwise" else 0.0)
+
+
+def history(cfg: dict, outcome: str, diverged_at: int | None) -> pd.DataFrame:
+    it = np.arange(cfg["iters"])
+    end = final_loss(cfg)
+    loss = end + (CHANCE_LOSS[cfg["task"]] - end) * np.exp(-it / 20)
+    if outcome == "diverged":
+        loss = np.where(it >= diverged_at, np.inf, loss)
+    return pd.DataFrame({"iter": it, "loss": loss, "grad_norm": 1.0 + 0 * it, "clip_scale": 1.0 + 0 * it,
+                         "w_norm": cfg["gamma_w"] + 0 * it, "spectral_radius": cfg["gamma_w"] + 0 * it})
+
+
+def signal_rows(cfg: dict, whens: tuple[str, ...]) -> pd.DataFrame:
+    """Stated formula: log10 ||dE/dh^l_k|| = -0.05 (T - k) - 0.5 (L - 1 - l)."""
+    T, L = cfg["probe_len"], cfg["layers"]
+    rows = [(w, l, k, -0.05 * (T - k) - 0.5 * (L - 1 - l)) for w in whens for l in range(L) for k in range(T + 1)]
+    return pd.DataFrame(rows, columns=["when", "layer", "k", "log10_dE_dh"])
+
+
+def probe(run: FakeRun, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
+    """The probe's jacobian table and the summary numbers computed from it."""
+    cfg = run.config
+    gphi = get_activation(cfg["activation"], cfg["leaky_slope"]).gamma
+    xs = rng.normal(scale=0.5, size=(cfg["probe_len"], cfg["hidden"]))
+    W0 = initial_weights(cfg, rng)
+    scale = math.nan if run.outcome == "diverged" else run.final_scale
+    frames, summary = [], {"gamma_phi": gphi}
+    for when, Ws in (("init", W0), ("final", [scale * W for W in W0])):
+        Ds = derivatives(cfg, Ws, xs, run.bias)
+        for layer, (W, D) in enumerate(zip(Ws, Ds)):
+            rows = jacobian_rows(W, D, gphi)
+            df = pd.DataFrame(rows, columns=["t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global"])
+            frames.append(df.assign(when=when, layer=layer))
+        top_W, top_D, top_rows = Ws[-1], Ds[-1], rows
+        g = spectral_norm(top_W)
+        summary |= {f"gamma_w_{when}": g, f"spectral_radius_{when}": g,
+                    f"log_rate_{when}": math.log(g * gphi) if g > 0 else -math.inf,
+                    f"slope_{when}": fitted_slope(top_rows),
+                    f"lyapunov_{when}": lyapunov(top_W, top_D) if math.isfinite(g) else math.nan}
+    cols = ["when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global"]
+    return pd.concat(frames, ignore_index=True)[cols], summary
+
+
+def write_run(results_dir: Path, run: FakeRun, index: int) -> dict:
+    """Write one run folder; returns its results-table row."""
+    cfg = run.config
+    run.config_hash = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+    run.run_id = hashlib.md5(f"{run.spec}/{index}/{run.config_hash}".encode()).hexdigest()
+    folder = results_dir / run.spec / "runs" / run.config_hash
+    folder.mkdir(parents=True)
+    row = {"spec": run.spec, "cell": f"cell{index}", "run_id": run.run_id, "config_hash": run.config_hash,
+           "outcome": run.outcome, "run_dir": f"{run.spec}/runs/{run.config_hash}", **cfg}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    if run.outcome == "failed":  # as the runner leaves it: config and summary with the error, nothing else
+        summary = {"config_hash": run.config_hash, "outcome": "failed", "diverged_at": None, "iters_done": None,
+                   "error": "FloatingPointError: planted failure", "traceback": "Traceback ...", "seconds": 0.1}
+        (folder / "summary.json").write_text(json.dumps(summary))
+        return row | {"iters_done": None, "seconds": 0.1}
+    (folder / "probe").mkdir()
+    rng = np.random.default_rng(cfg["seed"] + 100 * index)
+    jac, numbers = probe(run, rng)
+    diverged_at = cfg["iters"] // 2 if run.outcome == "diverged" else None
+    ok = run.outcome == "ok"
+    summary = {"outcome": run.outcome, "diverged_at": diverged_at, "iters_done": cfg["iters"], "seconds": 1.5,
+               "final_train_loss": final_loss(cfg) if ok else None, "final_val_loss": final_loss(cfg) + 0.02 if ok
+               else None, "val_accuracy": task_success(cfg) if ok else None,
+               "chance_loss": CHANCE_LOSS[cfg["task"]], "chance_accuracy": CHANCE_ACCURACY[cfg["task"]], **numbers}
+    summary["predicted_regime"] = "vanishing" if summary["log_rate_init"] < 0 else "may_explode"
+    summary["observed_regime"] = regime_from_slope(summary["slope_init"])
+    summary["violations_init"] = summary["violations_final"] = 0
+    summary |= run.overrides
+    summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
+    summary["layers"] = [{"layer": l} for l in range(cfg["layers"])]
+    (folder / "summary.json").write_text(json.dumps(summary))
+    history(cfg, run.outcome, diverged_at).to_csv(folder / "history.csv", index=False)
+    jac.to_parquet(folder / "probe" / "jacobian.parquet", index=False)
+    signal_rows(cfg, ("init", "final")).to_parquet(folder / "probe" / "signal.parquet", index=False)
+    if cfg["task"] == "text":
+        samples = [{"iter": i, "text": f"sample at {i}: the quick brown fox"[: 10 + i // 5]} for i in (0, 50, 99)]
+        (folder / "samples.json").write_text(json.dumps(samples))
+    row |= {k: v for k, v in summary.items() if k not in row and k != "layers"}
+    return row
+
+
+def make_run(spec: str, outcome: str = "ok", bias: float = 0.0, overrides: dict | None = None, **config) -> FakeRun:
+    unknown = set(config) - set(BASE_CONFIG)
+    assert not unknown, f"unknown config keys {unknown}"
+    return FakeRun(spec, {**BASE_CONFIG, **config}, outcome, bias, overrides=overrides or {})
+
+
+def standard_runs() -> list[FakeRun]:
+    """Every known spec plus an unknown one; 32 runs (one diverged, one failed)."""
+    runs = [make_run("weight_norms", activation=a, gamma_w=g) for a in ("tanh", "sigmoid") for g in (0.5, 1.0, 2.0)]
+    runs += [make_run("activations", activation=a, gamma_w=1.5) for a in ("tanh", "sigmoid", "relu")]
+    runs += [make_run("activations", activation="linear", init="identity", gamma_w=0.8)]
+    runs += [make_run("depth", layers=L, seed=s) for L in (1, 2, 3) for s in (0, 1)]
+    runs += [make_run("clipping", clip_mode=m, clip_threshold=c)
+             for m in ("global", "elementwise") for c in (0.1, 10.0)]
+    runs += [make_run("clipping", clip_mode="none", clip_threshold=1.0),
+             make_run("clipping", outcome="diverged", clip_mode="none", clip_threshold=1.0, lr=5.0)]
+    runs += [make_run("long_range", task=task, seq_len=T)
+             for task in ("adding", "temporal_order") for T in (10, 40, 80)]
+    runs += [make_run("text", task="text", seq_len=16, iters=100)]
+    runs += [make_run("mystery", activation="relu", bias=-10.0),
+             make_run("mystery", init="identity", activation="linear", gamma_w=1.0),
+             make_run("mystery", outcome="failed", hidden=5)]
+    return runs
+
+
+def write_study(results_dir: Path, runs: list[FakeRun]) -> list[FakeRun]:
+    """Write every run's folder and one results/<spec>.parquet per spec; fills run_id and config_hash."""
+    rows: dict[str, list[dict]] = {}
+    for i, run in enumerate(runs):
+        rows.setdefault(run.spec, []).append(write_run(results_dir, run, i))
+    for spec, spec_rows in rows.items():
+        pd.DataFrame(spec_rows).to_parquet(results_dir / f"{spec}.parquet", index=False)
+    return runs
+
+
+def plant_violation(results_dir: Path, run: FakeRun, when: str, layer: int, t: int, k: int, excess: float) -> float:
+    """Raise one logged log_norm above its product bound by `excess` nats; returns the new value."""
+    path = results_dir / run.spec / "runs" / run.config_hash / "probe" / "jacobian.parquet"
+    jac = pd.read_parquet(path)
+    at = (jac["when"] == when) & (jac["layer"] == layer) & (jac["t"] == t) & (jac["k"] == k)
+    assert at.sum() == 1
+    jac.loc[at, "log_norm"] = jac.loc[at, "log_bound_product"] + excess
+    jac.to_parquet(path, index=False)
+    return float(jac.loc[at, "log_norm"].iloc[0])
+
+
+def run_folder(results_dir: Path, run: FakeRun) -> Path:
+    return results_dir / run.spec / "runs" / run.config_hash

@@ -1,0 +1,255 @@
+"""`rnngrad analyze` against fake sweeps whose numbers come from closed forms and explicit matrix products
+(tests/fixtures_runs.py). Expected values are derived from how the fixture was built, never from analyze's output."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import fixtures_runs as fx
+from pipeline import analysis, cli
+
+cli._register()
+
+
+def run_analyze(results, out):
+    result = CliRunner().invoke(cli.app, ["analyze", "--results-dir", str(results), "--out", str(out)])
+    return result
+
+
+def analyze_ok(results, out) -> dict:
+    result = run_analyze(results, out)
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture
+def study(tmp_path):
+    results = tmp_path / "results"
+    runs = fx.write_study(results, fx.standard_runs())
+    return results, runs
+
+
+def pairs(T: int) -> int:
+    return T * (T + 1) // 2
+
+
+# ---- the bound check itself --------------------------------------------------------------------------------
+
+
+def test_exceeds_allows_1e9_relative_rounding_and_handles_infinities():
+    b = np.array([5.0, 5.0, 0.5, 0.5, -np.inf, -np.inf, 3.0, 3.0, 3.0, -200.0])
+    a = np.array([5.0 + 1e-8, 5.0 + 2e-9, 0.5 + 2e-9, 0.5 + 5e-10, -np.inf, -1e300, -np.inf, np.nan, np.inf, -199.9999])
+    # slack is 1e-9 * max(1, |b|): 5e-9 at b=5, 1e-9 at b=0.5, 2e-7 at b=-200
+    expected = [True, False, True, False, False, True, False, False, True, True]
+    assert analysis.exceeds(a, b).tolist() == expected
+
+
+def test_clean_study_has_no_violations_and_counts_every_pair(study, tmp_path):
+    results, runs = study
+    m = analyze_ok(results, tmp_path / "reports")
+    T = fx.BASE_CONFIG["probe_len"]
+    probed = [r for r in runs if r.outcome != "failed"]  # a failed run has no probe, and that is not "missing"
+    assert m["n_runs"] == len(runs) == 32
+    assert m["n_probes"] == 2 * len(probed) == 62
+    assert m["n_checks"] == sum(2 * r.config["layers"] * pairs(T) for r in probed)
+    assert m["violations"] == 0 and m["violations_reported_by_runs"] == 0
+    # only the diverged run's final probe is NaN: one layer, every pair
+    assert m["nonfinite"] == pairs(T) and m["nonfinite_in_ok_runs"] == 0
+    assert m["outcomes"] == {"ok": 30, "diverged": 1, "failed": 1}
+    assert m["n_missing_artifacts"] == 0
+    failed = json.loads((tmp_path / "reports" / "analysis.json").read_text())["failed"]
+    assert failed == [{"run_id": runs[-1].run_id, "spec": "mystery", "error": "FloatingPointError: planted failure"}]
+
+
+def test_planted_violations_are_counted_and_listed_with_run_and_pair(study, tmp_path):
+    results, runs = study
+    target, other = runs[0], runs[7]
+    fx.plant_violation(results, target, "init", 0, t=7, k=2, excess=1e-3)
+    fx.plant_violation(results, target, "final", 0, t=5, k=1, excess=1e-13)  # within rounding: not a violation
+    path = fx.run_folder(results, other) / "probe" / "jacobian.parquet"
+    jac = pd.read_parquet(path)
+    at = (jac["when"] == "final") & (jac["t"] == 9) & (jac["k"] == 3)
+    jac.loc[at, "log_bound_product"] = jac.loc[at, "log_bound_global"] + 0.5
+    jac.to_parquet(path, index=False)
+
+    out = tmp_path / "reports"
+    m = analyze_ok(results, out)
+    assert m["violations"] == 2
+    assert m["violations_measured_gt_product"] == 1 and m["violations_product_gt_global"] == 1
+    assert m["specs"][target.spec]["violations"] == 1
+    table = pd.read_csv(out / "tables" / "violations.csv")
+    rows = {(r.run_id, r.spec, r.when, r.layer, r.t, r.k, r.kind) for r in table.itertuples()}
+    assert rows == {(target.run_id, target.spec, "init", 0, 7, 2, "measured>product"),
+                    (other.run_id, other.spec, "final", 0, 9, 3, "product>global")}
+    listed = json.loads((out / "analysis.json").read_text())["violations"]
+    assert {(v["run_id"], v["t"], v["k"]) for v in listed} == {(target.run_id, 7, 2), (other.run_id, 9, 3)}
+
+
+def test_linear_identity_run_decays_at_exactly_log_a(study, tmp_path):
+    results, runs = study
+    out = tmp_path / "reports"
+    analyze_ok(results, out)
+    decay = pd.read_csv(out / "tables" / "decay.csv")
+    lin = next(r for r in runs if r.spec == "activations" and r.config["activation"] == "linear")
+    a = lin.config["gamma_w"]  # W = a I: ||dh_t/dh_k|| = a^(t-k) and both bounds are equal to it
+    d = decay[(decay["run_id"] == lin.run_id) & (decay["when"] == "init")]
+    assert len(d) == fx.BASE_CONFIG["probe_len"]
+    np.testing.assert_allclose(d["log10_norm"], d["lag"] * math.log10(a), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(d[["gap_product", "gap_global"]], 0.0, atol=1e-12)
+    runs_table = pd.read_csv(out / "tables" / "runs.csv").set_index("run_id")
+    assert abs(runs_table.loc[lin.run_id, "gap_global"]) < 1e-12
+
+
+def test_dead_relu_run_has_minus_inf_norms_but_no_violation(study, tmp_path):
+    results, runs = study
+    out = tmp_path / "reports"
+    analyze_ok(results, out)
+    dead = next(r for r in runs if r.spec == "mystery" and r.config["activation"] == "relu")
+    jac = pd.read_parquet(fx.run_folder(results, dead) / "probe" / "jacobian.parquet")
+    assert np.isneginf(jac["log_norm"]).all()  # the fixture really is -inf everywhere
+    runs_table = pd.read_csv(out / "tables" / "runs.csv").set_index("run_id")
+    assert runs_table.loc[dead.run_id, "violations"] == 0
+    assert runs_table.loc[dead.run_id, "n_checks"] == 2 * pairs(fx.BASE_CONFIG["probe_len"])
+    assert dead.run_id not in set(pd.read_csv(out / "tables" / "nonfinite.csv")["run_id"])
+
+
+# ---- regimes and rates ---------------------------------------------------------------------------------------
+
+
+def test_regime_confusion_agreement_and_contradictions(tmp_path):
+    cases = [("vanishing", "vanishing"), ("vanishing", "exploding"), ("may_explode", "neutral"),
+             ("may_explode", "vanishing"), ("may_explode", "exploding")]
+    runs = [fx.make_run("weight_norms", seed=i, overrides={"predicted_regime": p, "observed_regime": o})
+            for i, (p, o) in enumerate(cases)]
+    results, out = tmp_path / "results", tmp_path / "reports"
+    fx.write_study(results, runs)
+    m = analyze_ok(results, out)
+    # agreement: predicted vanishing exactly when observed vanishing -> cases 0, 2, 4 agree
+    assert m["regimes"] == {"n_classified": 5, "agreement_rate": 0.6, "contradictions": 1}
+    assert json.loads((out / "analysis.json").read_text())["contradictions"] == [runs[1].run_id]
+    conf = pd.read_csv(out / "tables" / "regimes.csv")
+    counts = {(r.predicted_regime, r.observed_regime): r.n for r in conf.itertuples()}
+    assert counts == {c: 1 for c in cases}
+
+
+def test_slope_lyapunov_and_log_rate_errors_are_medians_over_runs(tmp_path):
+    numbers = [(-0.5, -0.4, -0.3), (-0.2, -0.25, 0.0), (0.1, 0.4, 0.2)]  # slope, lyapunov, log rate
+    runs = [fx.make_run("weight_norms", seed=i, overrides={"slope_init": s, "lyapunov_init": l, "log_rate_init": g})
+            for i, (s, l, g) in enumerate(numbers)]
+    results = tmp_path / "results"
+    fx.write_study(results, runs)
+    m = analyze_ok(results, tmp_path / "reports")
+    assert m["rate"]["n_runs"] == 3
+    assert m["rate"]["median_abs_slope_minus_lyapunov"] == pytest.approx(0.1)  # |diffs| 0.1, 0.05, 0.3
+    assert m["rate"]["median_abs_slope_minus_log_rate"] == pytest.approx(0.2)  # |diffs| 0.2, 0.2, 0.1
+
+
+# ---- per-spec summaries follow the fixture's stated formulas ---------------------------------------------------
+
+
+def close(value, expected):
+    return value == pytest.approx(expected, rel=1e-3)  # metrics keep 4 significant digits
+
+
+def test_spec_headlines_follow_the_fixture_formulas(study, tmp_path):
+    results, runs = study
+    out = tmp_path / "reports"
+    spec = analyze_ok(results, out)["specs"]
+    for task, chance in (("adding", 0.1), ("temporal_order", 0.25)):
+        h = spec["long_range"]["headline"][task]
+        assert (h["min_T"], h["max_T"]) == (10, 80) and close(h["chance"], chance)
+        assert close(h["success_at_max_T"], chance + (1 - chance) * math.exp(-80 / 40))
+        assert h["longest_T_solved"] == 10  # exp(-T/40) >= 1/2 only for T <= 27
+    clip = spec["clipping"]["headline"]
+    assert close(clip["unclipped_final_loss"], 0.12) and close(clip["best_final_loss"], 0.02)
+    assert clip["best_threshold"] == 0.1 and clip["diverged_unclipped"] == 0.5 and clip["diverged_clipped"] == 0
+    assert spec["clipping"]["outcomes"] == {"ok": 5, "diverged": 1, "failed": 0}
+    depth = spec["depth"]["headline"]  # log10 signal drops 0.5 per layer below the top
+    assert depth["max_layers"] == 3 and close(depth["top_minus_bottom_decades"], 1.0)
+    text = spec["text"]["headline"]
+    assert close(text["final_train_loss"], 1.5) and close(text["chance_loss"], math.log(30))
+    assert set(spec["activations"]["headline"]) == {"tanh", "sigmoid", "relu", "linear"}
+    assert close(spec["activations"]["headline"]["linear"]["slope"], math.log(0.8))
+    assert spec["mystery"]["n_runs"] == 3 and "headline" not in spec["mystery"]
+    success = pd.read_csv(out / "tables" / "success_vs_T.csv")
+    assert len(success) == 6 and set(success["T"]) == {10, 40, 80}
+    adding = success[success["task"] == "adding"].set_index("T")["success_rate"]
+    assert close(adding[40], 0.1 + 0.9 * math.exp(-1))
+    report = json.loads((out / "analysis.json").read_text())
+    text_run = next(r for r in runs if r.spec == "text")
+    assert [s["iter"] for s in report["specs"]["text"]["samples"][text_run.run_id]] == [0, 50, 99]
+
+
+@pytest.mark.parametrize("specs", [["mystery"], ["depth"], ["text", "clipping"]])
+def test_any_subset_of_specs_is_analyzed(tmp_path, specs):
+    runs = [r for r in fx.standard_runs() if r.spec in specs]
+    results = tmp_path / "results"
+    fx.write_study(results, runs)
+    m = analyze_ok(results, tmp_path / "reports")
+    assert set(m["specs"]) == set(specs) and m["n_runs"] == len(runs)
+
+
+# ---- missing artifacts and empty results ----------------------------------------------------------------------
+
+
+def test_missing_artifacts_are_listed_and_skipped(study, tmp_path):
+    results, runs = study
+    no_signal, no_jacobian, no_folder, bad_summary = runs[0], runs[1], runs[2], runs[3]
+    (fx.run_folder(results, no_signal) / "probe" / "signal.parquet").unlink()
+    (fx.run_folder(results, no_jacobian) / "probe" / "jacobian.parquet").unlink()
+    shutil.rmtree(fx.run_folder(results, no_folder))
+    (fx.run_folder(results, bad_summary) / "summary.json").write_text("{not json")
+    out = tmp_path / "reports"
+    m = analyze_ok(results, out)
+    assert m["n_runs"] == 32 and m["n_missing_artifacts"] == 4 and m["n_runs_incomplete"] == 4
+    assert m["n_probes"] == 2 * (32 - 1 - 2)  # the failed run and the two without a jacobian table
+    missing = pd.read_csv(out / "tables" / "missing.csv")
+    got = {(r.run_id, r.file.replace("\\", "/").split(f"{r.spec}/runs/")[1].split("/", 1)[-1], r.problem.split(" ")[0])
+           for r in missing.itertuples()}
+    assert got == {(no_signal.run_id, "probe/signal.parquet", "missing"),
+                   (no_jacobian.run_id, "probe/jacobian.parquet", "missing"),
+                   (no_folder.run_id, "", "run"), (bad_summary.run_id, "summary.json", "unreadable")}
+
+
+def test_no_results_is_a_one_line_error_with_exit_2(tmp_path):
+    missing_dir = run_analyze(tmp_path / "nothing", tmp_path / "reports")
+    (tmp_path / "results").mkdir()
+    pd.DataFrame({"spec": [], "run_id": [], "config_hash": [], "outcome": []}).to_parquet(
+        tmp_path / "results" / "weight_norms.parquet")
+    zero_rows = run_analyze(tmp_path / "results", tmp_path / "reports")
+    for result in (missing_dir, zero_rows):
+        assert result.exit_code == 2
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and "no runs found" in lines[0] and "rnngrad sweep experiments/<spec>.yaml" in lines[0]
+    assert not (tmp_path / "reports").exists()
+
+
+def test_unreadable_results_table_names_the_file(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "depth.parquet").write_bytes(b"not a parquet file")
+    result = run_analyze(tmp_path / "results", tmp_path / "reports")
+    assert result.exit_code == 2 and "depth.parquet" in result.output and "cannot be read" in result.output
+
+
+# ---- the number format shared by metrics.json and the report ------------------------------------------------
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True) | st.integers(-10**12, 10**12))
+def test_formatted_numbers_parse_back_to_the_stored_metric(x):
+    stored, text = analysis.round_metric(x), analysis.format_metric(x)
+    if stored is None:
+        assert text == "n/a" and not math.isfinite(x)
+    else:
+        assert float(text) == stored
+        assert json.loads(json.dumps(stored)) == stored
+        if isinstance(x, float):
+            assert stored == pytest.approx(x, rel=1e-3, abs=0)

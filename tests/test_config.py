@@ -1,0 +1,248 @@
+"""RunConfig validation, hashing and flattening; `train --config` files; sweep spec loading and grid expansion."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import subprocess
+import sys
+import tokenize
+from pathlib import Path
+
+import pytest
+
+from pipeline import config
+from pipeline.config import FIELDS, RunConfig, config_from_values, config_hash, flatten, load_config_file, load_spec
+from pipeline.errors import UserError
+
+# One valid value per field, different from its default: every field must change the hash.
+ALTERNATIVES = dict(
+    task="adding", text="corpus.txt", seq_len=50, train_size=512, data_seed=3, form="pascanu", activation="relu",
+    leaky_slope=0.2, layers=2, hidden=64, init="orthogonal", gamma_w=1.5, input_scale=0.5, optimizer="adam",
+    lr=0.003, weight_decay=1e-4, batch=32, iters=200, clip_mode="elementwise", clip_threshold=1.0, eval_every=20,
+    samples=2, sample_len=50, probe_len=30, seed=7,
+)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def in_file(values: dict) -> RunConfig:
+    return config_from_values(values, lambda key: f"run.yaml: {key}")
+
+
+# ---- RunConfig ------------------------------------------------------------------------------------------------
+
+
+def test_defaults_are_min_char_rnn():
+    cfg = RunConfig()
+    assert (cfg.task, cfg.hidden, cfg.seq_len, cfg.optimizer, cfg.lr) == ("text", 100, 25, "adagrad", 0.1)
+    assert (cfg.clip_mode, cfg.clip_threshold) == ("global", 5.0)
+
+
+def test_every_field_carries_a_comment():
+    """STYLE.md: each field's line says what it means (and units) in a trailing comment."""
+    source = Path(config.__file__).read_text()
+    body = source[source.index("class RunConfig"):source.index("def __post_init__")]
+    tokens = tokenize.generate_tokens(io.StringIO(body).readline)
+    comments = {tok.start[0] for tok in tokens if tok.type == tokenize.COMMENT}
+    lines = body.splitlines()
+    for name in FIELDS:
+        row = next(i for i, line in enumerate(lines, 1) if line.strip().startswith(f"{name}:"))
+        assert row in comments, f"field {name} has no comment"
+
+
+def test_alternatives_cover_every_field():
+    assert set(ALTERNATIVES) == set(FIELDS)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("hidden", 0), ("hidden", -5), ("hidden", 3.5), ("hidden", "64"), ("hidden", True), ("seq_len", 0),
+        ("clip_threshold", -1.0), ("clip_threshold", 0), ("gamma_w", 0), ("gamma_w", -2.0), ("lr", 0.0),
+        ("lr", -0.1), ("lr", "fast"), ("lr", float("nan")), ("lr", float("inf")), ("iters", -1), ("batch", 0),
+        ("layers", 0), ("probe_len", 0), ("train_size", 1), ("leaky_slope", -0.1), ("weight_decay", -1e-3),
+        ("seed", -1), ("eval_every", -10), ("samples", -1), ("input_scale", -1.0), ("text", 5),
+    ],
+)
+def test_out_of_range_or_wrong_type_names_file_and_key(key, value):
+    with pytest.raises(UserError) as err:
+        in_file({key: value})
+    message = str(err.value)
+    assert message.startswith(f"run.yaml: {key}: ")
+    assert "valid:" in message
+
+
+@pytest.mark.parametrize(
+    "key, value, suggestion",
+    [("activation", "tahn", "tanh"), ("task", "addng", "adding"), ("form", "elmann", "elman"),
+     ("init", "orthogonl", "orthogonal"), ("optimizer", "adamm", "adam"), ("clip_mode", "globl", "global")],
+)
+def test_unknown_choice_suggests_the_closest(key, value, suggestion):
+    pattern = f"run.yaml: {key}: unknown value '{value}' \\(did you mean '{suggestion}'\\?\\)"
+    with pytest.raises(UserError, match=pattern):
+        in_file({key: value})
+
+
+def test_unknown_key_names_the_closest_field():
+    with pytest.raises(UserError, match=r"run.yaml: hiden: unknown key \(did you mean 'hidden'\?\)"):
+        in_file({"hiden": 64})
+    with pytest.raises(UserError, match="valid keys: task, text"):
+        in_file({"zzzzzz": 1})
+
+
+def test_direct_construction_is_validated_too():
+    with pytest.raises(UserError, match="RunConfig.hidden"):
+        RunConfig(hidden=0)
+
+
+def test_numbers_are_normalised():
+    """YAML 1e-3 (no dot) is a string to PyYAML; ints in float fields become floats, so hashes agree."""
+    cfg = in_file({"lr": "1e-3", "gamma_w": 2, "leaky_slope": 0})
+    assert cfg.lr == 0.001 and isinstance(cfg.gamma_w, float) and isinstance(cfg.leaky_slope, float)
+    assert config_hash(cfg) == config_hash(in_file({"lr": 0.001, "gamma_w": 2.0, "leaky_slope": 0.0}))
+
+
+def test_hash_is_stable_across_processes():
+    code = "from pipeline.config import RunConfig, config_hash; print(config_hash(RunConfig(hidden=64)))"
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2")}
+    assert outs == {config_hash(RunConfig(hidden=64))}
+    assert len(outs.pop()) == 12
+
+
+@pytest.mark.parametrize("key", sorted(ALTERNATIVES))
+def test_hash_changes_with_every_field(key):
+    base = RunConfig()
+    assert config_hash(dataclasses.replace(base, **{key: ALTERNATIVES[key]})) != config_hash(base)
+
+
+def test_flatten_has_every_field_and_is_json():
+    flat = flatten(in_file(ALTERNATIVES))
+    assert list(flat) == list(FIELDS)
+    assert json.loads(json.dumps(flat)) == flat
+    assert flat["hidden"] == 64 and flat["text"] == "corpus.txt"
+
+
+# ---- train --config FILE.yaml ---------------------------------------------------------------------------------
+
+
+def test_config_file_returns_only_its_keys(tmp_path):
+    path = write(tmp_path / "run.yaml", "task: adding\nhidden: 64\nlr: 1e-3\n")
+    assert load_config_file(path) == {"task": "adding", "hidden": 64, "lr": 0.001}
+
+
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        ("hidden: [1, 2\n", r"malformed YAML at line \d+"),
+        ("- hidden: 3\n", "expected a mapping"),
+        ("hidden: 0\n", r"hidden: 0 is out of range"),
+        ("hiddden: 4\n", "did you mean 'hidden'"),
+    ],
+)
+def test_bad_config_file_names_the_file(tmp_path, text, pattern):
+    path = write(tmp_path / "run.yaml", text)
+    with pytest.raises(UserError, match=pattern) as err:
+        load_config_file(path)
+    assert str(err.value).startswith(str(path))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        load_config_file(tmp_path / "nope.yaml")
+
+
+# ---- sweep specs ----------------------------------------------------------------------------------------------
+
+SPEC = """\
+name: weight_norms
+description: Decay of Jacobian norms against gamma_w.
+base: {task: adding, seq_len: 50, hidden: 64, iters: 200, train_size: 512}
+profiles:
+  quick:
+    data: [{task: adding, T: 50, count: 512, seed: 0}]
+    base: {iters: 150}
+    grid: {gamma_w: [0.5, 1.0, 2.0], seed: [0, 1]}
+  full:
+    data: [{task: adding, T: 50, count: 512, seed: 0}]
+    grid: {gamma_w: [0.5, 1.0, 2.0, 4.0], activation: [tanh, relu]}
+"""
+
+
+def spec_file(tmp_path: Path, text: str = SPEC, name: str = "weight_norms") -> Path:
+    return write(tmp_path / f"{name}.yaml", text)
+
+
+def test_spec_grid_is_the_cartesian_product_in_order(tmp_path):
+    spec = load_spec(spec_file(tmp_path), "quick")
+    assert (spec.name, spec.profile) == ("weight_norms", "quick")
+    assert spec.description.startswith("Decay")
+    got = [(c.gamma_w, c.seed) for c in spec.cells]
+    assert got == [(0.5, 0), (0.5, 1), (1.0, 0), (1.0, 1), (2.0, 0), (2.0, 1)]
+    assert spec.grid[3] == {"gamma_w": 1.0, "seed": 1}
+    for cell in spec.cells:  # profile base over top-level base over RunConfig defaults
+        assert (cell.task, cell.hidden, cell.iters, cell.optimizer) == ("adding", 64, 150, "adagrad")
+    assert [(d.task, d.T, d.count, d.seed) for d in spec.data] == [("adding", 50, 512, 0)]
+
+
+def test_full_profile_and_empty_grid(tmp_path):
+    assert len(load_spec(spec_file(tmp_path), "full").cells) == 8
+    one = spec_file(tmp_path, "name: one\nbase: {task: text, iters: 5}\nprofiles: {quick: {}}\n", "one")
+    spec = load_spec(one, "quick")
+    assert len(spec.cells) == 1 and spec.cells[0].iters == 5 and spec.data == []
+
+
+@pytest.mark.parametrize(
+    "old, new, pattern",
+    [
+        ("profiles:", "profile:", r"unknown key 'profile' \(did you mean 'profiles'\?\)"),
+        ("grid: {gamma_w: [0.5, 1.0, 2.0], seed", "grids: {gamma_w: [0.5, 1.0, 2.0], seed",
+         r"profiles.quick: unknown key 'grids' \(did you mean 'grid'\?\)"),
+        ("seed: [0, 1]", "sed: [0, 1]", r"profiles.quick.grid: unknown key 'sed' \(did you mean 'seed'\?\)"),
+        ("hidden: 64", "hiden: 64", r"base.hiden: unknown key \(did you mean 'hidden'\?\)"),
+        ("hidden: 64", "hidden: -64", r"base.hidden: -64 is out of range"),
+        ("[0.5, 1.0, 2.0], seed", "[0.5, -1.0, 2.0], seed", r"profiles.quick.grid.gamma_w\[1\]: -1.0 is out of range"),
+        ("{iters: 150}", "{iters: -1}", r"profiles.quick.base.iters: -1 is out of range"),
+        ("{iters: 150}", "{lr: 0}", r"profiles.quick.base.lr: 0 is out of range"),
+        ("{iters: 150}", "{clip_threshold: -5}", r"profiles.quick.base.clip_threshold"),
+        ("{iters: 150}", "{batch: 0}", r"profiles.quick.base.batch"),
+        ("{iters: 150}", "{seq_len: 0}", r"profiles.quick.base.seq_len"),
+        ("seed: [0, 1]", "seed: 0", r"profiles.quick.grid.seed: expected a non-empty list"),
+        ("seed: [0, 1]", "seed: []", r"profiles.quick.grid.seed: expected a non-empty list"),
+        ("seed: [0, 1]", "seed: [0, 0]", r"profiles.quick.grid: cells 0 .* and 1 .* are the same run"),
+        ("activation: [tanh, relu]", "activation: [tanh, rellu]",
+         r"profiles.full.grid.activation\[1\]: unknown value 'rellu' \(did you mean 'relu'\?\)"),
+        ("task: adding, T: 50, count: 512, seed: 0}]\n    base", "task: addition, T: 50}]\n    base",
+         r"profiles.quick.data\[0\].task: unknown task 'addition'"),
+        ("train_size: 512", "train_size: 1000", r"cell 0 .* trains on \{task: adding, T: 50, count: 1000"),
+        ("name: weight_norms", "name: other", r"name: 'other' differs from the file name"),
+        ("description: Decay of Jacobian norms against gamma_w.", "description: [a, b]", "description"),
+        ("base: {task: adding", "base: {task: [adding]", r"base.task: unknown value"),
+        ("  quick:\n", "  quick: 3\n  x:\n", r"profiles.quick: expected a mapping"),
+    ],
+)
+def test_bad_spec_names_file_and_key(tmp_path, old, new, pattern):
+    assert old in SPEC
+    path = spec_file(tmp_path, SPEC.replace(old, new, 1))
+    with pytest.raises(UserError, match=pattern) as err:
+        load_spec(path, "quick")
+    assert str(err.value).startswith(str(path))
+
+
+def test_missing_profile_suggests_the_closest(tmp_path):
+    with pytest.raises(UserError, match=r"no profile 'quik' \(did you mean 'quick'\?\); this spec has: quick, full"):
+        load_spec(spec_file(tmp_path), "quik")
+
+
+def test_missing_or_malformed_spec(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        load_spec(tmp_path / "absent.yaml", "quick")
+    with pytest.raises(UserError, match="malformed YAML at line"):
+        load_spec(spec_file(tmp_path, "name: x\nbase: {task: [\n", "x"), "quick")
+    with pytest.raises(UserError, match="profiles: missing or empty"):
+        load_spec(spec_file(tmp_path, "name: y\nbase: {}\n", "y"), "quick")

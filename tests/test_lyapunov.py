@@ -1,0 +1,115 @@
+"""pipeline.lyapunov against closed forms (linear networks), the known order-to-chaos transition of random
+tanh networks, and the growth rate of the Jacobian column itself."""
+
+import numpy as np
+import pytest
+
+from pipeline import jacobian, lyapunov
+from pipeline.rnn import RNN
+
+
+def one_layer(W, activation="linear", form="elman", d=1, input_weight=1.0):
+    n = W.shape[0]
+    params = {"W_hh_0": W, "W_xh_0": input_weight * np.ones((n, d)), "b_h_0": np.zeros(n),
+              "W_hy": np.ones((1, n)), "b_y": np.zeros(1)}
+    return RNN(form, activation, 0.01, params)
+
+
+def orthogonal(n, rng):
+    Q, R = np.linalg.qr(rng.standard_normal((n, n)))
+    return Q * np.sign(np.diagonal(R))
+
+
+@pytest.mark.parametrize("a", [0.05, 0.9, 1.0, 1.1, 10.0, -2.0])
+@pytest.mark.parametrize("form", ["elman", "pascanu"])
+def test_scaled_orthogonal_has_every_exponent_log_a(a, form):
+    rng = np.random.default_rng(0)
+    n, T = 6, 300
+    model = one_layer(a * orthogonal(n, rng), form=form)
+    got = lyapunov.lyapunov_spectrum(model, np.zeros((T, 1)))
+    assert got.shape == (n,)
+    np.testing.assert_allclose(got, np.log(abs(a)), rtol=1e-9, atol=1e-12)
+    assert lyapunov.top_lyapunov(model, np.zeros((T, 1))) == pytest.approx(np.log(abs(a)), rel=1e-9, abs=1e-12)
+
+
+def test_diagonal_weights_give_the_sorted_log_entries():
+    """W = diag(a_i), linear: exponents are ln|a_i|, descending; the transient aligns the random frame."""
+    a = np.array([0.3, -1.7, 0.9, 1.2, 0.05])
+    model = one_layer(np.diag(a))
+    got = lyapunov.lyapunov_spectrum(model, np.zeros((1000, 1)), discard=400)
+    np.testing.assert_allclose(got, np.sort(np.log(np.abs(a)))[::-1], rtol=1e-9)
+    top3 = lyapunov.lyapunov_spectrum(model, np.zeros((1000, 1)), k=3, discard=400)
+    np.testing.assert_allclose(top3, got[:3], rtol=1e-9)
+
+
+def random_tanh(n, gain, rng):
+    return one_layer(gain * rng.standard_normal((n, n)) / np.sqrt(n), activation="tanh")
+
+
+@pytest.mark.parametrize("gain, sign", [(0.5, -1), (2.0, 1)])
+def test_random_tanh_network_orders_below_gain_one_and_is_chaotic_above(gain, sign):
+    """h_t = tanh(W h_{t-1}), W_ij ~ N(0, g^2/n): ordered (lambda_1 < 0) for g < 1, chaotic for g > 1.
+
+    A finite network at g = 2 now and then settles on a limit cycle (lambda_1 = 0), so take the median of three.
+    """
+    n, T = 100, 800
+    tops = []
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        model = random_tanh(n, gain, rng)
+        tops.append(lyapunov.top_lyapunov(model, np.zeros((T, 1)), rng.standard_normal((1, n)), discard=200))
+    assert sign * np.median(tops) > 0.05
+
+
+def test_top_exponent_is_the_growth_rate_of_the_jacobian():
+    """(1/T) log ||dh_T/dh_0|| -> lambda_1: agree to O(1/T) on a chaotic tanh network."""
+    rng = np.random.default_rng(2)
+    n, T = 32, 2000
+    model = random_tanh(n, 1.8, rng)
+    xs, h0 = np.zeros((T, 1)), rng.standard_normal((1, n))
+    rate = jacobian.log_norm_column(model, xs, h0)[0] / T
+    assert lyapunov.top_lyapunov(model, xs, h0) == pytest.approx(rate, abs=0.01)
+
+
+def test_dead_relu_step_gives_minus_inf():
+    n, T = 4, 20
+    model = one_layer(np.eye(n), activation="relu")
+    xs = np.ones((T, 1))
+    xs[5] = -1e3  # every unit off at step 6
+    got = lyapunov.lyapunov_spectrum(model, xs)
+    assert np.all(np.isneginf(got))
+
+
+def test_non_finite_step_gives_nan():
+    D = np.ones((6, 3))
+    D[2, 1] = np.nan
+    assert np.isnan(lyapunov.spectrum_from_factors(np.eye(3), D, "elman")).all()
+    assert np.isnan(lyapunov.spectrum_from_factors(np.full((3, 3), np.inf), np.ones((6, 3)), "pascanu", k=2)).all()
+
+
+def test_bad_input_raises_value_error_naming_it():
+    model = one_layer(np.eye(3))
+    xs = np.zeros((10, 1))
+    with pytest.raises(ValueError, match="k must"):
+        lyapunov.lyapunov_spectrum(model, xs, k=4)
+    with pytest.raises(ValueError, match="k must"):
+        lyapunov.lyapunov_spectrum(model, xs, k=0)
+    with pytest.raises(ValueError, match="discard"):
+        lyapunov.lyapunov_spectrum(model, xs, discard=10)
+    with pytest.raises(ValueError, match="xs"):
+        lyapunov.lyapunov_spectrum(model, np.zeros((10, 2)))
+    with pytest.raises(ValueError, match="h0"):
+        lyapunov.top_lyapunov(model, xs, np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        lyapunov.top_lyapunov(model, np.full((10, 1), np.nan))
+    with pytest.raises(ValueError, match="layer"):
+        lyapunov.top_lyapunov(model, xs, layer=1)
+    broken = one_layer(np.eye(3), activation="swish")
+    with pytest.raises(ValueError, match="activation"):
+        lyapunov.top_lyapunov(broken, xs)
+    broken = one_layer(np.eye(3), form="gru")
+    with pytest.raises(ValueError, match="form"):
+        lyapunov.top_lyapunov(broken, xs)
+    broken = one_layer(np.ones((3, 2)))
+    with pytest.raises(ValueError, match="square"):
+        lyapunov.top_lyapunov(broken, xs)

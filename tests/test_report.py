@@ -1,0 +1,231 @@
+"""`rnngrad report` end to end on a fake sweep with one planted violation and one missing artifact:
+numbers in the HTML equal metrics.json, the HTML is self-contained, figures decode, the PDF holds every section."""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import io
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import fixtures_runs as fx
+from pipeline import cli
+
+cli._register()
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli.app, [str(a) for a in args])
+
+
+class Page(HTMLParser):
+    """Collects metric spans, images, run references, section ids/titles and table rows of the report."""
+
+    def __init__(self):
+        super().__init__()
+        self.metrics, self.images, self.sections, self.rows = [], [], {}, []
+        self.runs_by_section: dict[str, set[str]] = {}
+        self._metric, self._section, self._in_h2, self._row = None, None, False, None
+        self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "span" and "data-metric" in a:
+            self._metric = [a["data-metric"], ""]
+        elif tag == "img":
+            self.images.append(a.get("src", ""))
+        elif tag == "section":
+            self._section = a["id"]
+            self.runs_by_section[self._section] = set()
+        elif tag == "h2":
+            self._in_h2 = True
+            self.sections[self._section] = ""
+        elif tag == "abbr" and "title" in a:
+            self.runs_by_section[self._section].add(a["title"])
+            if self._row is not None:
+                self._row.append(a["title"])
+        elif tag == "tr":
+            self._row = [self._section]
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = ""
+
+    def handle_endtag(self, tag):
+        if tag == "span" and self._metric:
+            self.metrics.append(tuple(self._metric))
+            self._metric = None
+        elif tag == "h2":
+            self._in_h2 = False
+        elif tag in ("td", "th") and self._row is not None and self._cell is not None:
+            self._row.append(self._cell)
+            self._cell = None
+        elif tag == "tr":
+            self.rows.append(self._row)
+            self._row = None
+
+    def handle_data(self, data):
+        if self._metric:
+            self._metric[1] += data
+        if self._in_h2:
+            self.sections[self._section] += data
+        if self._cell is not None:
+            self._cell += data
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    results, out = root / "results", root / "reports"
+    runs = fx.write_study(results, fx.standard_runs())
+    planted = runs[4]  # weight_norms sigmoid gamma_w=1
+    fx.plant_violation(results, planted, "init", 0, t=6, k=3, excess=0.25)
+    lost = runs[20]
+    (fx.run_folder(results, lost) / "probe" / "signal.parquet").unlink()
+    assert invoke("analyze", "--results-dir", results, "--out", out).exit_code == 0
+    result = invoke("report", "--analysis-dir", out, "--out", out)
+    assert result.exit_code == 0, result.output
+    html = (out / "report.html").read_text(encoding="utf-8")
+    page = Page()
+    page.feed(html)
+    return {"runs": runs, "out": out, "html": html, "page": page, "planted": planted, "lost": lost,
+            "metrics": json.loads((out / "metrics.json").read_text())}
+
+
+def lookup(metrics: dict, key: str):
+    node = metrics
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def test_every_number_in_the_html_equals_metrics_json(built):
+    page, metrics = built["page"], built["metrics"]
+    assert len(page.metrics) > 40
+    for key, text in page.metrics:
+        value = lookup(metrics, key)
+        assert (text == "n/a") if value is None else (float(text) == value), (key, text, value)
+    shown = {k for k, _ in page.metrics}
+    for key in ("n_runs", "n_probes", "violations", "n_missing_artifacts", "regimes.agreement_rate",
+                "tightness.median_gap_product_decades", "tightness.median_gap_global_decades",
+                "rate.median_abs_slope_minus_lyapunov", "specs.clipping.headline.best_final_loss"):
+        assert key in shown, key
+
+
+def test_opening_sentences_state_runs_probes_and_violations(built):
+    text = re.sub(r"<[^>]+>", "", built["html"])
+    m = built["metrics"]
+    assert m["n_runs"] == 32 and m["n_probes"] == 62 and m["violations"] == 1
+    assert "We checked 32 runs and 62 probes" in text
+    assert "1 violations of" in text and "(expected 0)" in text
+    summary = text[text.index("\nSummary\n"):text.index("\nBound check\n")]
+    assert summary.index("We checked") < summary.index("violations of") < summary.index("Headline:")
+
+
+def test_html_has_no_external_references(built):
+    html = built["html"]
+    assert not re.search(r"""(src|href|action|poster|data)\s*=\s*["']?\s*(https?:|//|ftp:)""", html, re.I)
+    assert not re.search(r"@import|<script|<link|<iframe|url\(\s*['\"]?(?!data:)", html, re.I)
+    for src in built["page"].images:
+        assert src.startswith("data:image/png;base64,")
+
+
+def test_every_figure_is_embedded_as_a_decodable_png(built):
+    images = built["page"].images
+    pngs = sorted((built["out"] / "figures").glob("*.png"))
+    assert len(pngs) >= 10 and len(images) == len(pngs)
+    for src in images:
+        with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1], validate=True))) as im:
+            assert im.format == "PNG"
+            im.verify()
+
+
+def test_planted_violation_is_counted_and_listed_with_run_and_pair(built):
+    planted, page = built["planted"], built["page"]
+    assert built["metrics"]["violations"] == 1 and built["metrics"]["specs"]["weight_norms"]["violations"] == 1
+    rows = [r for r in page.rows if r[0] == "bound" and planted.run_id in r]
+    assert len(rows) == 1
+    _, run_id, short, spec, when, layer, t, k, kind, *_ = rows[0]
+    assert (short, spec, when, layer, t, k, kind) == (planted.run_id[:8], "weight_norms", "init", "0", "6", "3",
+                                                      "measured>product")
+
+
+def test_missing_artifact_section_names_run_and_file(built):
+    lost, page = built["lost"], built["page"]
+    assert page.sections["missing"] == "Missing artifacts"
+    rows = [r for r in page.rows if r[0] == "missing" and lost.run_id in r]
+    assert len(rows) == 1 and rows[0][-2].endswith("probe/signal.parquet") and rows[0][-1] == "missing"
+    assert built["metrics"]["n_missing_artifacts"] == 1
+
+
+def test_failed_runs_are_listed_with_their_error_not_as_missing(built):
+    failed = next(r for r in built["runs"] if r.outcome == "failed")
+    rows = [r for r in built["page"].rows if r[0] == "failed" and failed.run_id in r]
+    assert len(rows) == 1 and rows[0][-1] == "FloatingPointError: planted failure"
+    assert not [r for r in built["page"].rows if r[0] == "missing" and failed.run_id in r]
+
+
+def test_each_section_names_its_mlflow_runs(built):
+    page, runs = built["page"], built["runs"]
+    for spec in ("weight_norms", "activations", "depth", "clipping", "long_range", "text", "mystery"):
+        expected = {r.run_id for r in runs if r.spec == spec}
+        assert expected <= page.runs_by_section[f"spec-{spec}"], spec
+    assert {r.run_id for r in runs} <= page.runs_by_section["summary"]
+    appendix = {r[1] for r in page.rows if r[0] == "appendix"}
+    assert {r.run_id for r in runs} <= appendix
+
+
+def test_text_samples_are_in_the_report(built):
+    assert "sample at 50: the qu" in built["html"]
+
+
+def test_pdf_is_complete_and_has_every_section(built):
+    pdf = (built["out"] / "report.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+    titles = [t for t in built["page"].sections.values()]
+    assert "Bound check" in titles and "Missing artifacts" in titles and len(titles) >= 12
+    for title in titles:  # outline entries: ASCII titles as literal strings, others as UTF-16BE hex
+        literal = f"/Title ({title})".encode("latin-1", "ignore")
+        hexed = f"/Title <{(codecs.BOM_UTF16_BE + title.encode('utf-16-be')).hex()}>".encode()
+        assert literal in pdf or hexed in pdf, title
+    figures = len(list((built["out"] / "figures").glob("*.png")))
+    assert pdf.count(b"/Subtype /Image") >= figures
+
+
+def test_report_without_analysis_is_a_one_line_error(tmp_path):
+    result = invoke("report", "--analysis-dir", tmp_path / "nothing", "--out", tmp_path / "reports")
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "metrics.json" in lines[0] and "rnngrad analyze" in lines[0]
+    assert not (tmp_path / "reports").exists()
+
+
+def test_report_when_no_run_has_a_probe(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "reports"
+    runs = fx.write_study(results, [fx.make_run("depth", outcome="failed", seed=s) for s in range(2)]
+                          + [fx.make_run("clipping", seed=5)])
+    shutil.rmtree(fx.run_folder(results, runs[2]))
+    assert invoke("analyze", "--results-dir", results, "--out", out).exit_code == 0
+    result = invoke("report", "--analysis-dir", out, "--out", out)
+    assert result.exit_code == 0, result.output
+    page = Page()
+    page.feed((out / "report.html").read_text(encoding="utf-8"))
+    assert {"failed", "missing", "spec-depth", "spec-clipping"} <= set(page.sections)
+    assert json.loads((out / "metrics.json").read_text())["n_probes"] == 0
+
+
+def test_report_of_a_single_unknown_spec(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "reports"
+    runs = fx.write_study(results, [r for r in fx.standard_runs() if r.spec == "mystery"])
+    assert invoke("analyze", "--results-dir", results, "--out", out).exit_code == 0
+    result = invoke("report", "--analysis-dir", out, "--out", out)
+    assert result.exit_code == 0, result.output
+    page = Page()
+    page.feed((out / "report.html").read_text(encoding="utf-8"))
+    assert page.sections["spec-mystery"] == "Sweep: mystery" and "missing" not in page.sections
+    assert {r.run_id for r in runs} <= page.runs_by_section["spec-mystery"]

@@ -1,0 +1,346 @@
+"""execute_run end to end on tiny configs: the run folder against docs/internals.md, the Jacobian table against an
+independent numpy computation, determinism, divergence as an outcome, failures recorded, atomic replacement."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import runner
+from pipeline.config import RunConfig, config_from_json, config_hash, flatten
+from pipeline.datasets import load_dataset
+from pipeline.errors import UserError
+from pipeline.rnn import load_model
+
+TINY = dict(seq_len=12, hidden=8, batch=8, iters=30, train_size=64, eval_every=10, probe_len=10, optimizer="adam",
+            lr=0.01, samples=2, sample_len=30)
+CORPUS = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs.\n" * 40
+RUNS = {  # name -> (config overrides, input width d)
+    "adding": (dict(task="adding"), 2),
+    "adding2": (dict(task="adding", layers=2, probe_len=8, gamma_w=0.8), 2),
+    "temporal_order": (dict(task="temporal_order"), 6),
+    "copy": (dict(task="copy", seq_len=3), 10),  # 23 steps, the probe keeps 10
+    "probe": (dict(task="probe"), 8),
+    "text": (dict(task="text"), None),
+}
+FILES = {"config.json", "summary.json", "history.csv", "series.parquet", "figures/jacobian_heatmap.png",
+         "probe/model_init.npz", "probe/model_final.npz", "probe/inputs.npy", "probe/h0.npy",
+         "probe/jacobian.parquet", "probe/signal.parquet"}
+SUMMARY_KEYS = {"config_hash", "outcome", "diverged_at", "iters_done", "seconds", "final_train_loss",
+                "final_val_loss", "val_accuracy", "chance_loss", "chance_accuracy", "gamma_phi", "gamma_w_init",
+                "gamma_w_final", "spectral_radius_init", "spectral_radius_final", "log_rate_init", "log_rate_final",
+                "slope_init", "slope_final", "lyapunov_init", "lyapunov_final", "predicted_regime",
+                "observed_regime", "violations_init", "violations_final", "layers"}
+STEP_KEYS = {"jacobian_init/log10_norm", "jacobian_final/log10_norm", "bound/log10_product", "bound/log10_global",
+             "bptt/log10_dE_dh", "train/loss", "train/grad_norm", "train/clip_scale", "train/w_norm",
+             "train/spectral_radius", "val/loss", "val/accuracy"}
+
+
+def run_quietly(cfg: RunConfig, data_dir: Path, run_dir: Path, progress=None) -> runner.RunResult:
+    """A RuntimeWarning (overflow, NaN) escaping the run would be an error: overflow must be handled as data."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        return runner.execute_run(cfg, data_dir, run_dir, progress)
+
+
+def strict_json(path: Path):
+    def reject(token):
+        raise AssertionError(f"{path} holds {token}: not strict JSON")
+
+    return json.loads(path.read_text(encoding="utf-8"), parse_constant=reject)
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("text") / "corpus.txt"
+    path.write_text(CORPUS, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data")  # empty: datasets are built in memory from their seeds
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, corpus_file, data_dir) -> dict:
+    out = tmp_path_factory.mktemp("runs")
+    done = {}
+    for name, (overrides, _) in RUNS.items():
+        extra = {"text": str(corpus_file)} if overrides["task"] == "text" else {}
+        cfg = RunConfig(**{**TINY, **overrides, **extra})
+        events = []
+        done[name] = (cfg, run_quietly(cfg, data_dir, out / name, events.append), events)
+    return done
+
+
+def probe_steps(name: str, cfg: RunConfig) -> int:
+    steps = cfg.seq_len + (20 if cfg.task == "copy" else 0)
+    return min(cfg.probe_len, steps)
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_folder_matches_the_contract(runs, name):
+    cfg, result, _ = runs[name]
+    files = {p.relative_to(result.run_dir).as_posix() for p in result.run_dir.rglob("*") if p.is_file()}
+    assert files == FILES | ({"samples.json"} if cfg.task == "text" else set())
+    assert result.outcome == "ok", result.summary.get("error")
+    assert result.config_hash == config_hash(cfg)
+    assert strict_json(result.run_dir / "config.json") == flatten(cfg)
+    assert config_from_json(result.run_dir / "config.json") == cfg
+    summary = strict_json(result.run_dir / "summary.json")
+    assert summary == result.summary
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["config_hash"] == result.config_hash
+    assert (summary["diverged_at"], summary["iters_done"]) == (None, cfg.iters)
+    assert summary["seconds"] > 0
+    assert len(summary["layers"]) == cfg.layers
+    assert [p.name for p in result.run_dir.parent.iterdir() if p.name.startswith(".")] == []  # no temp left
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_summary_numbers_follow_from_the_config(runs, name):
+    cfg, result, _ = runs[name]
+    s = result.summary
+    assert s["gamma_phi"] == 1.0  # tanh
+    assert s["gamma_w_init"] == pytest.approx(cfg.gamma_w, rel=1e-9)  # gaussian init is scaled to exactly gamma_w
+    assert s["log_rate_init"] == pytest.approx(math.log(cfg.gamma_w * 1.0), abs=1e-9)
+    trained = cfg.task != "probe"  # the probe task has no loss positions: zero gradient, nothing moves
+    assert (s["gamma_w_final"] != s["gamma_w_init"]) == trained
+    assert s["predicted_regime"] == ("vanishing" if cfg.gamma_w * 1.0 < 1 else "may_explode")
+    band = "vanishing" if s["slope_init"] < -0.01 else "exploding" if s["slope_init"] > 0.01 else "neutral"
+    assert s["observed_regime"] == band
+    assert s["violations_init"] == 0 and s["violations_final"] == 0
+    top = s["layers"][-1]
+    assert all(top[k] == s[k] for k in top if k != "layer")
+
+
+def test_chance_baselines(runs):
+    assert runs["temporal_order"][1].summary["chance_loss"] == pytest.approx(math.log(4))  # 4 balanced classes
+    assert runs["temporal_order"][1].summary["chance_accuracy"] == pytest.approx(0.25)
+    assert runs["adding"][1].summary["chance_loss"] == pytest.approx(1 / 24)  # predict 0.5: E[((X1+X2)/4)^2]
+    vocab = len(set(CORPUS))
+    assert runs["text"][1].summary["chance_loss"] == pytest.approx(math.log(vocab))
+    assert runs["text"][1].summary["chance_accuracy"] == pytest.approx(1 / vocab)
+    assert runs["probe"][1].summary["val_accuracy"] is None  # no loss positions: no success criterion
+    for name in ("adding", "temporal_order", "copy", "text"):
+        assert 0.0 <= runs[name][1].summary["val_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_history_csv(runs, name):
+    cfg, result, _ = runs[name]
+    history = pd.read_csv(result.run_dir / "history.csv")
+    assert list(history.columns) == ["iter", "loss", "grad_norm", "clip_scale", "w_norm", "spectral_radius"]
+    assert history["iter"].tolist() == list(range(1, cfg.iters + 1))
+    assert np.isfinite(history[["loss", "grad_norm", "clip_scale"]].to_numpy()).all()
+    assert history["w_norm"].iloc[-1] == pytest.approx(result.summary["gamma_w_final"], rel=1e-9)
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_jacobian_table_respects_the_bounds(runs, name):
+    cfg, result, _ = runs[name]
+    P = probe_steps(name, cfg)
+    jac = pd.read_parquet(result.run_dir / "probe" / "jacobian.parquet")
+    assert list(jac.columns) == ["when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global"]
+    assert len(jac) == 2 * cfg.layers * P * (P + 1) // 2
+    assert set(jac["when"]) == {"init", "final"} and set(jac["layer"]) == set(range(cfg.layers))
+    assert (jac["k"] < jac["t"]).all() and (jac["lag"] == jac["t"] - jac["k"]).all()
+    assert jac["t"].max() == P and jac["k"].min() == 0
+    tol = 1e-9 * np.maximum(1.0, jac["log_bound_product"].abs())
+    assert (jac["log_norm"] <= jac["log_bound_product"] + tol).all()
+    tol = 1e-9 * np.maximum(1.0, jac["log_bound_global"].abs())
+    assert (jac["log_bound_product"] <= jac["log_bound_global"] + tol).all()
+
+
+def elman_tanh_log_norms(model, xs: np.ndarray, layer: int) -> dict[tuple[int, int], float]:
+    """Independent reference: explicit Jacobian products of a stacked elman tanh net from h0 = 0."""
+    p, x = model.params, xs
+    for l in range(layer + 1):
+        W, U, b = p[f"W_hh_{l}"], p[f"W_xh_{l}"], p[f"b_h_{l}"]
+        h, states, derivs = np.zeros(W.shape[0]), [], []
+        for x_t in x:
+            h = np.tanh(W @ h + U @ x_t + b)
+            states.append(h)
+            derivs.append(1.0 - h * h)
+        x = np.array(states)
+    T, out = len(xs), {}
+    for k in range(T):
+        M = np.eye(W.shape[0])
+        for t in range(k + 1, T + 1):
+            M = (derivs[t - 1][:, None] * W) @ M
+            out[(t, k)] = math.log(np.linalg.norm(M, 2))
+    return out
+
+
+@pytest.mark.parametrize("name", ["adding", "adding2", "text"])
+def test_measured_norms_match_an_explicit_product(runs, name):
+    cfg, result, _ = runs[name]
+    probe = result.run_dir / "probe"
+    xs = np.load(probe / "inputs.npy")
+    jac = pd.read_parquet(probe / "jacobian.parquet")
+    for when in ("init", "final"):
+        model = load_model(probe / f"model_{when}.npz")
+        want = elman_tanh_log_norms(model, xs, cfg.layers - 1)
+        rows = jac[(jac["when"] == when) & (jac["layer"] == cfg.layers - 1)]
+        got = {(t, k): v for t, k, v in zip(rows["t"], rows["k"], rows["log_norm"])}
+        assert got.keys() == want.keys()
+        assert np.allclose([got[key] for key in want], list(want.values()), rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_probe_inputs_and_models(runs, name, data_dir):
+    cfg, result, _ = runs[name]
+    probe, P = result.run_dir / "probe", probe_steps(name, cfg)
+    xs, h0 = np.load(probe / "inputs.npy"), np.load(probe / "h0.npy")
+    d = RUNS[name][1] or len(set(CORPUS))
+    assert xs.shape == (P, d) and h0.shape == (cfg.layers, cfg.hidden) and not h0.any()
+    if cfg.task != "text":  # the first validation sequence, truncated
+        ds = load_dataset(data_dir, cfg.task, cfg.seq_len, cfg.train_size, cfg.data_seed)
+        assert np.array_equal(xs, ds.x_val[0, :P])
+    else:
+        assert (xs.sum(axis=1) == 1).all()  # one-hot characters
+    m0, m1 = load_model(probe / "model_init.npz"), load_model(probe / "model_final.npz")
+    assert np.linalg.norm(m0.params["W_hh_0"], 2) == pytest.approx(cfg.gamma_w)
+    assert np.array_equal(m0.params["W_hh_0"], m1.params["W_hh_0"]) == (cfg.task == "probe")  # it has no loss
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_signal_and_series(runs, name):
+    cfg, result, _ = runs[name]
+    P = probe_steps(name, cfg)
+    sig = pd.read_parquet(result.run_dir / "probe" / "signal.parquet")
+    assert list(sig.columns) == ["when", "layer", "k", "log10_dE_dh"]
+    assert len(sig) == 2 * cfg.layers * (P + 1) and np.isfinite(sig["log10_dE_dh"]).all()
+    series = pd.read_parquet(result.run_dir / "series.parquet")
+    assert list(series.columns) == ["key", "step", "value"]
+    want = STEP_KEYS - ({"val/accuracy"} if cfg.task == "probe" else set())
+    assert set(series["key"]) == want
+    assert np.isfinite(series["value"]).all()
+    by = {key: group.sort_values("step") for key, group in series.groupby("key")}
+    assert by["jacobian_init/log10_norm"]["step"].tolist() == list(range(1, P + 1))
+    assert by["bptt/log10_dE_dh"]["step"].tolist() == list(range(P + 1))
+    assert by["train/loss"]["step"].tolist() == list(range(1, cfg.iters + 1))
+    assert by["val/loss"]["step"].tolist() == [0, 10, 20, 30]
+    rate = math.log10(cfg.gamma_w * 1.0)
+    assert np.allclose(by["bound/log10_global"]["value"], rate * np.arange(1, P + 1), atol=1e-9)
+
+
+def test_heatmap_decodes(runs):
+    import matplotlib.image
+
+    image = matplotlib.image.imread(runs["adding"][1].run_dir / "figures" / "jacobian_heatmap.png")
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 400
+    assert image[..., :3].std() > 0.05  # not a blank canvas
+
+
+def test_text_samples(runs):
+    cfg, result, _ = runs["text"]
+    samples = strict_json(result.run_dir / "samples.json")
+    assert [s["iter"] for s in samples] == [15, 30]  # 2 checkpoints spread over 30 iterations
+    for s in samples:
+        assert len(s["text"]) == cfg.sample_len and set(s["text"]) <= set(CORPUS)
+
+
+def test_progress_events(runs):
+    cfg, _, events = runs["adding"]
+    assert [e["iter"] for e in events] == list(range(1, cfg.iters + 1))
+    assert all(e["iters"] == cfg.iters and math.isfinite(e["loss"]) and math.isfinite(e["grad_norm"]) for e in events)
+
+
+def test_same_seed_same_numbers(runs, data_dir, tmp_path):
+    cfg, first, _ = runs["adding"]
+    again = run_quietly(cfg, data_dir, tmp_path / "again")
+    drop = lambda s: {k: v for k, v in s.items() if k != "seconds"}  # noqa: E731
+    assert drop(again.summary) == drop(first.summary)
+    assert (again.run_dir / "history.csv").read_bytes() == (first.run_dir / "history.csv").read_bytes()
+    for rel in ("probe/jacobian.parquet", "series.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(again.run_dir / rel), pd.read_parquet(first.run_dir / rel))
+    other = run_quietly(RunConfig(**{**flatten(cfg), "seed": 1}), data_dir, tmp_path / "other")
+    assert other.summary["final_train_loss"] != first.summary["final_train_loss"]
+
+
+@pytest.mark.parametrize(
+    "activation, seq_len",
+    [("relu", 200),  # 50^200 overflows at once: the first loss is inf, the final model is the initial one
+     ("relu", 40), ("linear", 40)],  # one finite step to huge weights, then inf: the probe sees overflowed states
+)
+def test_divergence_is_an_outcome(activation, seq_len, data_dir, tmp_path):
+    cfg = RunConfig(**{**TINY, "task": "adding", "seq_len": seq_len, "activation": activation, "gamma_w": 50.0,
+                       "optimizer": "sgd", "lr": 10.0, "clip_mode": "none"})
+    events = []
+    result = run_quietly(cfg, data_dir, tmp_path / "run", events.append)
+    s = strict_json(tmp_path / "run" / "summary.json")
+    assert result.outcome == s["outcome"] == "diverged"
+    assert s["diverged_at"] >= 1 and s["iters_done"] == s["diverged_at"] - 1
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert len(history) == s["diverged_at"]
+    assert not np.isfinite(history[["loss", "grad_norm"]].iloc[-1].to_numpy()).all()
+    assert events[-1]["diverged"] is True
+    final = load_model(tmp_path / "run" / "probe" / "model_final.npz")  # the last model with finite parameters
+    assert all(np.isfinite(p).all() for p in final.params.values())
+    assert s["observed_regime"] == "exploding" and s["predicted_regime"] == "may_explode"
+
+
+def test_an_error_inside_the_run_is_recorded(monkeypatch, data_dir, tmp_path):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom in the trainer")
+
+    monkeypatch.setattr(runner, "train_step", broken)
+    cfg = RunConfig(**{**TINY, "task": "adding"})
+    result = runner.execute_run(cfg, data_dir, tmp_path / "run")
+    assert result.outcome == "failed"
+    s = strict_json(tmp_path / "run" / "summary.json")
+    assert s["outcome"] == "failed" and "boom in the trainer" in s["error"]
+    assert {p.name for p in (tmp_path / "run").iterdir()} == {"config.json", "summary.json"}
+
+
+def test_a_failed_probe_keeps_the_training_history(monkeypatch, data_dir, tmp_path):
+    def broken(*args, **kwargs):
+        raise FloatingPointError("probe broke")
+
+    monkeypatch.setattr(runner, "probe_model", broken)
+    cfg = RunConfig(**{**TINY, "task": "adding", "iters": 7})
+    result = runner.execute_run(cfg, data_dir, tmp_path / "run")
+    assert result.outcome == "failed" and "FloatingPointError: probe broke" in result.summary["error"]
+    assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 7
+
+
+def test_bad_input_raises_and_writes_nothing(data_dir, tmp_path):
+    cfg = RunConfig(**{**TINY, "task": "text", "text": str(tmp_path / "missing.txt")})
+    with pytest.raises(UserError, match="missing.txt"):
+        runner.execute_run(cfg, data_dir, tmp_path / "out" / "run")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_existing_folder_is_replaced_only_when_done(data_dir, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "old.txt").write_text("previous run")
+    cfg = RunConfig(**{**TINY, "task": "adding", "iters": 5})
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(runner, "write_probe", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            runner.execute_run(cfg, data_dir, run_dir)
+    assert [p.name for p in tmp_path.iterdir()] == ["run"] and (run_dir / "old.txt").exists()
+    runner.execute_run(cfg, data_dir, run_dir)
+    assert not (run_dir / "old.txt").exists() and (run_dir / "summary.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_zero_iterations_probe_the_initial_model(data_dir, tmp_path):
+    cfg = RunConfig(**{**TINY, "task": "adding", "iters": 0})
+    result = run_quietly(cfg, data_dir, tmp_path / "run")
+    assert result.outcome == "ok" and result.summary["iters_done"] == 0
+    assert result.summary["gamma_w_final"] == result.summary["gamma_w_init"]
+    assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 0

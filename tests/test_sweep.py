@@ -1,0 +1,349 @@
+"""pipeline.sweep and `rnngrad sweep` with a fake, fast runner against temporary sqlite stores.
+
+The fake runner (`fake_execute`) writes a run folder of the documented layout and appends `start`/`done` lines to
+the file in $FAKE_CALLS_LOG, so a test can count what was computed. Worker processes import this module to run
+it, so mlflow is never imported at module level here.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from pipeline import tracking
+from pipeline.config import config_hash, flatten, load_spec
+from pipeline.sweep import run_sweep
+from test_tracking import empty_db, write_fake_run_folder  # noqa: F401 (empty_db is a fixture)
+
+TESTS = Path(__file__).parent
+GAMMAS = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+
+
+def fake_execute(cfg, data_dir, run_dir, progress=None):
+    """Stands in for runner.execute_run: sleeps $FAKE_RUN_SECONDS, raises for gamma_w = $FAKE_CRASH_GAMMA."""
+    calls = os.environ["FAKE_CALLS_LOG"]
+    _append(calls, f"start {config_hash(cfg)} {os.getpid()}")
+    time.sleep(float(os.environ.get("FAKE_RUN_SECONDS", "0")))
+    if str(cfg.gamma_w) == os.environ.get("FAKE_CRASH_GAMMA"):
+        raise RuntimeError("fake crash")
+    if str(cfg.gamma_w) == os.environ.get("FAKE_DIE_GAMMA"):
+        os._exit(9)  # the worker process dies, as under the out-of-memory killer
+    write_fake_run_folder(flatten(cfg), Path(run_dir), outcome="diverged" if cfg.gamma_w >= 3 else "ok")
+    (Path(run_dir) / "worker.json").write_text(json.dumps({"mlflow_imported": "mlflow" in sys.modules}))
+    _append(calls, f"done {config_hash(cfg)} {os.getpid()}")
+
+
+def _append(path: str, line: str) -> None:
+    with open(path, "a") as f:
+        f.write(line + "\n")
+
+
+def write_spec(folder: Path, gammas=GAMMAS, name: str = "mini") -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        name: {name}
+        description: a tiny grid for tests
+        base: {{task: adding, seq_len: 6, hidden: 4, iters: 3}}
+        profiles:
+          quick:
+            grid: {{gamma_w: {list(gammas)}, seed: [0]}}
+          full:
+            grid: {{gamma_w: [1.0], seed: [0, 1]}}
+        """))
+    return path
+
+
+def sweep_main(root: str, jobs: str) -> None:
+    """Entry point for the kill tests: a sweep of the mini spec, run in its own process."""
+    root = Path(root)
+    store = tracking.open_store(root)
+    spec = load_spec(root / "mini.yaml", "quick")
+    run_sweep(spec, root / "data", root / "results", store, int(jobs), execute=fake_execute)
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, empty_db):
+    """A project folder with a fresh store, the mini spec, and the fake runner's call log."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("FAKE_CALLS_LOG", str(tmp_path / "calls.log"))
+    monkeypatch.setenv("FAKE_RUN_SECONDS", "0")
+    shutil.copy(empty_db, tmp_path / "mlflow.db")
+    write_spec(tmp_path)
+    return tmp_path
+
+
+def _sweep(root: Path, jobs=2, progress=None):
+    store = tracking.open_store(root)
+    spec = load_spec(root / "mini.yaml", "quick")
+    return store, spec, run_sweep(spec, root / "data", root / "results", store, jobs, progress, execute=fake_execute)
+
+
+def _calls(root: Path, kind: str) -> list[str]:
+    log = root / "calls.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [line.split()[1] for line in lines if line.startswith(kind)]
+
+
+def _runs(store, spec_name="mini"):
+    exp = tracking.ensure_experiment(store, f"rnngrad/{spec_name}")
+    runs = tracking.find_runs(store, exp)
+    parents = [r for r in runs if "spec_hash" in r.tags]
+    children = [r for r in runs if "config_hash" in r.tags]
+    assert len(parents) + len(children) == len(runs)
+    return parents, children
+
+
+def test_sweep_logs_a_parent_with_nested_children_and_writes_the_table(env):
+    seen = []
+    store, spec, result = _sweep(env, progress=lambda *a: seen.append(a))
+    parents, children = _runs(store)
+    assert [p.status for p in parents] == ["FINISHED"]
+    parent = parents[0]
+    metrics = tracking.client(store).get_run(parent.run_id).data.metrics
+    assert (metrics["runs_ok"], metrics["runs_diverged"], metrics["cells_ran"]) == (5, 1, 6)
+    assert (parent.tags["spec"], parent.tags["profile"], parent.tags["mlflow.note.content"]) == (
+        "mini", "quick", "a tiny grid for tests")
+    assert sorted(c.run_name for c in children) == sorted(f"gamma_w={g},seed=0" for g in GAMMAS)
+    assert {c.status for c in children} == {"FINISHED"}
+    assert {c.tags["mlflow.parentRunId"] for c in children} == {parent.run_id}
+    hashes = {config_hash(cfg) for cfg in spec.cells}
+    assert {c.tags["config_hash"] for c in children} == hashes
+    assert {c.tags["outcome"] for c in children if c.run_name.startswith("gamma_w=3.0")} == {"diverged"}
+    assert sorted(_calls(env, "done")) == sorted(hashes)
+    assert [(done, total) for done, total, _, _ in seen] == [(i, 6) for i in range(1, 7)]
+
+    table = pd.read_parquet(env / "results" / "mini.parquet")
+    assert list(table["cell"]) == [f"gamma_w={g},seed=0" for g in GAMMAS]  # grid order
+    assert set(table["run_id"]) == {c.run_id for c in children}
+    assert {"spec", "cell", "run_id", "config_hash", "outcome", "run_dir", "gamma_w", "hidden", "optimizer",
+            "final_train_loss", "slope_init", "diverged_at", "observed_regime"} <= set(table.columns)
+    assert list(table["gamma_w"]) == GAMMAS and set(table["spec"]) == {"mini"}
+    for row in table.itertuples():
+        folder = env / "results" / row.run_dir
+        assert folder == env / "results" / "mini" / "runs" / row.config_hash
+        assert json.loads((folder / "worker.json").read_text()) == {"mlflow_imported": False}
+    assert not list((env / "results").glob(".*tmp"))
+
+
+def test_a_finished_sweep_run_again_repeats_nothing(env):
+    store, _, first = _sweep(env)
+    table = pd.read_parquet(env / "results" / "mini.parquet")
+    _, _, second = _sweep(env)
+    assert len(_calls(env, "start")) == 6  # nothing computed the second time
+    assert (second.ran, len(second.skipped)) == ([], 6)
+    parents, children = _runs(store)
+    assert len(children) == 6
+    assert [p.status for p in parents] == ["FINISHED", "FINISHED"]  # a new sweep run, no new cell runs
+    pd.testing.assert_frame_equal(pd.read_parquet(env / "results" / "mini.parquet"), table)
+
+
+def test_a_folder_without_a_finished_run_is_logged_again_not_recomputed(env):
+    store, _, _ = _sweep(env)
+    _, children = _runs(store)
+    victim = children[0]
+    tracking.end_run(store, victim.run_id, "KILLED")  # as if killed between computing and logging
+    _, _, result = _sweep(env)
+    assert len(_calls(env, "start")) == 6 and result.relogged == [victim.run_name]
+    _, children = _runs(store)
+    same_cell = [c for c in children if c.tags["config_hash"] == victim.tags["config_hash"]]
+    assert sorted(c.status for c in same_cell) == ["FINISHED", "KILLED"]
+    table = pd.read_parquet(env / "results" / "mini.parquet")
+    assert set(table["run_id"]) == {c.run_id for c in children if c.status == "FINISHED"}
+
+
+def test_a_crashing_cell_ends_failed_and_is_retried_by_the_next_sweep(env, monkeypatch):
+    monkeypatch.setenv("FAKE_CRASH_GAMMA", "1.5")
+    store, _, result = _sweep(env)
+    assert list(result.crashed) == ["gamma_w=1.5,seed=0"] and "fake crash" in result.crashed["gamma_w=1.5,seed=0"]
+    parents, children = _runs(store)
+    assert [p.status for p in parents] == ["FAILED"]
+    crashed = [c for c in children if c.run_name == "gamma_w=1.5,seed=0"]
+    assert [(c.status, c.tags["outcome"]) for c in crashed] == [("FAILED", "failed")]
+    assert len(pd.read_parquet(env / "results" / "mini.parquet")) == 5
+    monkeypatch.delenv("FAKE_CRASH_GAMMA")
+    _, _, again = _sweep(env)
+    assert again.ran == ["gamma_w=1.5,seed=0"] and len(again.skipped) == 5
+    parents, _ = _runs(store)
+    assert [p.status for p in parents] == ["FINISHED"]  # the unfinished sweep run was reopened and finished
+    assert len(pd.read_parquet(env / "results" / "mini.parquet")) == 6
+
+
+def test_a_dead_worker_fails_the_cells_it_takes_down_and_leaves_nothing_running(env, monkeypatch):
+    monkeypatch.setenv("FAKE_DIE_GAMMA", "1.0")
+    store, _, result = _sweep(env)
+    assert "gamma_w=1.0,seed=0" in result.crashed and "BrokenProcessPool" in result.crashed["gamma_w=1.0,seed=0"]
+    parents, children = _runs(store)
+    assert [p.status for p in parents] == ["FAILED"]
+    assert {c.status for c in children} <= {"FINISHED", "FAILED"}
+    assert {c.run_name for c in children if c.status == "FAILED"} == set(result.crashed)
+    assert len(result.ran) + len(result.crashed) == 6
+    monkeypatch.delenv("FAKE_DIE_GAMMA")
+    _, _, again = _sweep(env)
+    assert sorted(again.ran) == sorted(result.crashed) and not again.crashed
+
+
+def _start_sweep_process(root: Path, jobs: int) -> subprocess.Popen:
+    code = f"import test_sweep; test_sweep.sweep_main({str(root)!r}, {str(jobs)!r})"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+           "FAKE_RUN_SECONDS": "1.0"}
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
+
+
+def _wait_for(condition, what: str, seconds: float = 45) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _worker_pids(root: Path) -> set[int]:
+    return {int(line.split()[2]) for line in (root / "calls.log").read_text().splitlines()}
+
+
+def _kill_mid_sweep(root: Path, sig: int) -> subprocess.Popen:
+    proc = _start_sweep_process(root, jobs=2)
+    try:
+        _wait_for(lambda: len(_calls(root, "done")) >= 2 or proc.poll() is not None, "two cells to finish")
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    _wait_for(lambda: not any(_alive(p) for p in _worker_pids(root)), "the workers to exit", 15)
+    return proc
+
+
+def test_a_sigkilled_sweep_restarted_finishes_the_rest_and_repeats_nothing(env):
+    _kill_mid_sweep(env, signal.SIGKILL)
+    done_before = set(_calls(env, "done"))
+    assert 2 <= len(done_before) < 6
+    _append(env / "calls.log", "restart - 0")
+    store, spec, result = _sweep(env)
+
+    after = (env / "calls.log").read_text().split("restart - 0\n")[1]
+    started_after = {line.split()[1] for line in after.splitlines() if line.startswith("start")}
+    assert not started_after & done_before  # nothing that finished was computed again
+    assert sorted(_calls(env, "done")) == sorted(config_hash(c) for c in spec.cells)  # each cell exactly once
+    parents, children = _runs(store)
+    assert not [r for r in parents + children if r.status == "RUNNING"]
+    assert [p.status for p in parents] == ["FINISHED"]  # the killed sweep's parent, reopened
+    finished = [c for c in children if c.status == "FINISHED"]
+    assert sorted(c.tags["config_hash"] for c in finished) == sorted(config_hash(c) for c in spec.cells)
+    assert {c.tags["mlflow.parentRunId"] for c in finished} == {parents[0].run_id}
+    assert set(pd.read_parquet(env / "results" / "mini.parquet")["run_id"]) == {c.run_id for c in finished}
+
+
+def test_sigterm_ends_the_in_flight_runs_killed(env):
+    proc = _kill_mid_sweep(env, signal.SIGTERM)
+    assert proc.returncode != 0
+    store = tracking.open_store(env)
+    parents, children = _runs(store)
+    assert [p.status for p in parents] == ["KILLED"]
+    assert {c.status for c in children} <= {"FINISHED", "KILLED"} and "KILLED" in {c.status for c in children}
+    stderr = proc.stderr.read().decode()
+    assert stderr.strip().splitlines()[-1] == "KeyboardInterrupt: signal 15", stderr[-3000:]
+
+
+# ---- the CLI ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli_app():
+    from pipeline import cli
+
+    cli._register()
+    return cli.app
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.yaml"], "missing.yaml: no such file"),
+    (["bad.yaml"], "bad.yaml: profiles.quick.grid: unknown key 'gama_w' (did you mean 'gamma_w'?)"),
+    (["mini.yaml", "--profile", "huge"], "mini.yaml: profiles: no profile 'huge'"),
+    (["mini.yaml", "--jobs", "-1"], "--jobs: -1 is negative"),
+])
+def test_bad_input_exits_2_with_one_line_and_leaves_the_store_untouched(cli_app, tmp_path, monkeypatch, args, message):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    write_spec(tmp_path)
+    bad = write_spec(tmp_path, name="bad")
+    bad.write_text(bad.read_text().replace("gamma_w: [", "gama_w: ["))
+    result = CliRunner().invoke(cli_app, ["sweep", *args])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "results").exists()
+
+
+def test_sweep_help_explains_the_command(cli_app):
+    result = CliRunner().invoke(cli_app, ["sweep", "--help"])
+    assert result.exit_code == 0
+    for text in ("SPEC", "--profile", "--jobs", "--data-dir", "--results-dir", "MLFLOW_TRACKING_URI"):
+        assert text in result.output
+
+
+TINY_SPEC = """\
+name: tiny
+description: two real runs, as small as they come
+base: {task: adding, seq_len: 6, train_size: 40, hidden: 4, iters: 3, batch: 4, probe_len: 6}
+profiles:
+  quick:
+    grid: {gamma_w: [0.5, 3.0]}
+"""
+
+
+def test_sweep_command_runs_the_real_runner_and_says_where_results_are(cli_app, tmp_path, monkeypatch, empty_db):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(empty_db, tmp_path / "mlflow.db")
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "tiny.yaml").write_text(TINY_SPEC)
+    result = CliRunner().invoke(cli_app, ["sweep", "experiments/tiny.yaml", "--jobs", "2"])
+    assert result.exit_code == 0, result.output
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow.db" in result.stdout
+    assert "results/tiny.parquet" in result.stdout and "[2/2]" in result.stdout
+    table = pd.read_parquet(tmp_path / "results" / "tiny.parquet")
+    assert list(table["cell"]) == ["gamma_w=0.5", "gamma_w=3.0"]
+    assert list(table["predicted_regime"]) == ["vanishing", "may_explode"]
+    store = tracking.open_store(tmp_path)
+    _, children = _runs(store, "tiny")
+    c = tracking.client(store)
+    for child in children:
+        probe = {a.path for a in c.list_artifacts(child.run_id, "probe")}
+        assert {"probe/model_init.npz", "probe/model_final.npz", "probe/inputs.npy", "probe/h0.npy",
+                "probe/jacobian.parquet"} <= probe
+        assert [a.path for a in c.list_artifacts(child.run_id, "figures")] == ["figures/jacobian_heatmap.png"]
+        lags = [p.step for p in c.get_metric_history(child.run_id, "jacobian_init/log10_norm")]
+        assert sorted(lags) == list(range(1, 7))
+
+
+def test_logging_and_scaling_benchmarks_report_their_figures(tmp_path, monkeypatch):
+    from pipeline.benchmarks.logging import bench_logging_overhead, bench_sweep_scaling
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # must be ignored: a throwaway store is used
+    (tmp_path / "tiny.yaml").write_text(TINY_SPEC)
+    fig = bench_logging_overhead(tmp_path / "tiny.yaml", data_dir=tmp_path / "data", repeats=1)
+    assert fig["run_seconds"] > 0 and fig["logging_seconds"] > 0
+    assert fig["logging_overhead"] == pytest.approx(fig["logging_seconds"] / fig["run_seconds"])
+    assert fig["logging_step_points"] > 6
+    fig = bench_sweep_scaling(tmp_path / "tiny.yaml", data_dir=tmp_path / "data", repeats=1)
+    assert fig["sweep_cells"] == 2
+    assert fig["sweep_speedup"] == pytest.approx(fig["sweep_seconds_1_job"] / fig["sweep_seconds_2_jobs"])
+    assert not list(tmp_path.glob("*.db")) and not (tmp_path / "results").exists()

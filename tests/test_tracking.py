@@ -1,0 +1,194 @@
+"""pipeline.tracking against a real (temporary) sqlite store: what a run folder becomes in MLflow.
+
+mlflow is imported only inside tests: test_sweep's worker processes import this module for
+`write_fake_run_folder` and must not pay for (or depend on) mlflow.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import tracking
+from pipeline.errors import UserError
+
+PROBE_FILES = ("model_init.npz", "model_final.npz", "inputs.npy", "h0.npy", "jacobian.parquet")
+CONFIG = {"task": "adding", "text": None, "seq_len": 6, "hidden": 4, "gamma_w": 1.5, "lr": 0.003, "layers": 2}
+
+
+def write_fake_run_folder(config: dict, run_dir: Path, iters: int = 20, outcome: str = "ok", text: bool = False) -> None:
+    """A run folder with the layout of docs/internals.md (values made up), built beside and renamed into place."""
+    T, run_dir = int(config.get("seq_len", 6)), Path(run_dir)
+    tmp = run_dir.with_name(f".{run_dir.name}.tmp")
+    (tmp / "probe").mkdir(parents=True)
+    (tmp / "figures").mkdir()
+    (tmp / "config.json").write_text(json.dumps(config))
+    summary = {"outcome": outcome, "diverged_at": None, "iters_done": iters, "seconds": 0.01,
+               "final_train_loss": 0.5, "val_accuracy": 0.25, "gamma_w_init": float(config.get("gamma_w", 1.0)),
+               "slope_init": np.log(float(config.get("gamma_w", 1.0))), "predicted_regime": "may_explode",
+               "observed_regime": "exploding", "violations_init": 0, "lyapunov_final": float("nan"),
+               "layers": [{"layer": 0, "slope_init": -0.1}, {"layer": 1, "slope_init": 0.2}]}
+    (tmp / "summary.json").write_text(json.dumps(summary))
+    (tmp / "history.csv").write_text("iter,loss\n" + "".join(f"{i},{1.0 / (i + 1)}\n" for i in range(iters)))
+    lags = np.arange(1, T + 1)
+    series = [("jacobian_init/log10_norm", lags, -0.1 * lags), ("bound/log10_global", lags, 0.2 * lags),
+              ("bptt/log10_dE_dh", np.arange(T + 1), np.zeros(T + 1)),
+              ("train/loss", np.arange(iters), 1.0 / (1 + np.arange(iters)))]
+    pd.DataFrame({"key": np.concatenate([[k] * len(s) for k, s, _ in series]),
+                  "step": np.concatenate([s for _, s, _ in series]).astype("int64"),
+                  "value": np.concatenate([v for _, _, v in series]).astype(float)}).to_parquet(tmp / "series.parquet")
+    np.savez(tmp / "probe" / "model_init.npz", W_hh_0=np.eye(2))
+    np.savez(tmp / "probe" / "model_final.npz", W_hh_0=np.eye(2))
+    np.save(tmp / "probe" / "inputs.npy", np.zeros((T, 2)))
+    np.save(tmp / "probe" / "h0.npy", np.zeros((1, 2)))
+    pd.DataFrame({"when": ["init"], "layer": [0], "t": [1], "k": [0], "lag": [1], "log_norm": [0.0],
+                  "log_bound_product": [0.0], "log_bound_global": [0.0]}).to_parquet(tmp / "probe" / "jacobian.parquet")
+    (tmp / "figures" / "jacobian_heatmap.png").write_bytes(b"\x89PNG\r\n\x1a\n fake")
+    if text:
+        (tmp / "samples.json").write_text(json.dumps([{"iter": 0, "text": "abc"}, {"iter": 10, "text": "hello"}]))
+    os.replace(tmp, run_dir)
+
+
+@pytest.fixture(scope="session")
+def empty_db(tmp_path_factory) -> Path:
+    """A freshly migrated mlflow.db to copy: creating one costs seconds, copying it milliseconds."""
+    root = tmp_path_factory.mktemp("template")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        tracking.open_store(root)
+    return root / "mlflow.db"
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch, empty_db):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    shutil.copy(empty_db, tmp_path / "mlflow.db")
+    return tracking.open_store(tmp_path)
+
+
+def test_open_store_creates_absolute_sqlite_store_and_artifact_root(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store = tracking.open_store(tmp_path)
+    assert store.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert (tmp_path / "mlflow.db").is_file()  # created now, before any worker could race to create it
+    assert store.artifact_root == (tmp_path.resolve() / "mlartifacts").as_uri()
+    assert store.ui_command() == f"mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow.db"
+
+
+def test_open_store_honours_a_relative_sqlite_uri_as_absolute(tmp_path, monkeypatch, empty_db):
+    (tmp_path / "sub").mkdir()
+    shutil.copy(empty_db, tmp_path / "sub" / "elsewhere.db")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///sub/elsewhere.db")
+    store = tracking.open_store(tmp_path / "ignored")
+    assert store.tracking_uri == f"sqlite:///{tmp_path.resolve()}/sub/elsewhere.db"
+    assert store.artifact_root == (tmp_path.resolve() / "sub" / "mlartifacts").as_uri()
+    assert not (tmp_path / "ignored").exists()
+
+
+def test_file_store_uri_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file://{tmp_path}/mlruns")
+    with pytest.raises(UserError, match="MLFLOW_TRACKING_URI.*sqlite"):
+        tracking.open_store(tmp_path)
+
+
+def test_a_server_url_where_nothing_listens_is_a_user_error_at_once(tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    with pytest.raises(UserError, match=f"MLFLOW_TRACKING_URI=http://127.0.0.1:{port}: no server answers"):
+        tracking.open_store(tmp_path)
+
+
+def test_default_project_root_escapes_dvc_exp_temp_workspaces(tmp_path):
+    assert tracking.default_project_root(tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpab12") == tmp_path / "repo"
+    assert tracking.default_project_root(tmp_path / "repo") == tmp_path / "repo"
+
+
+def _logged_run(store, tmp_path, **folder_kw):
+    exp = tracking.ensure_experiment(store, "rnngrad/test")
+    run_id = tracking.start_run(store, exp, "gamma_w=1.5", tags={"cell": "gamma_w=1.5"})
+    write_fake_run_folder(CONFIG, tmp_path / "runs" / "abc123", **folder_kw)
+    tracking.log_run_folder(store, run_id, tmp_path / "runs" / "abc123", tags={"spec": "test"})
+    tracking.end_run(store, run_id, "FINISHED")
+    return tracking.client(store).get_run(run_id)
+
+
+def test_log_run_folder_params_tags_and_scalar_metrics(store, tmp_path):
+    run = _logged_run(store, tmp_path)
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"task": "adding", "text": "null", "seq_len": "6", "hidden": "4", "gamma_w": "1.5",
+                               "lr": "0.003", "layers": "2"}
+    tags = run.data.tags
+    assert (tags["config_hash"], tags["outcome"], tags["spec"], tags["cell"]) == ("abc123", "ok", "test", "gamma_w=1.5")
+    assert (tags["predicted_regime"], tags["observed_regime"]) == ("may_explode", "exploding")
+    m = run.data.metrics
+    assert m["gamma_w_init"] == 1.5 and m["iters_done"] == 20 and m["violations_init"] == 0
+    assert np.isclose(m["slope_init"], np.log(1.5)) and np.isnan(m["lyapunov_final"])
+    assert "diverged_at" not in m  # null is not a number
+
+
+def test_step_metrics_have_steps_along_lags_and_layers(store, tmp_path):
+    run = _logged_run(store, tmp_path, iters=1500)  # > 1000 points: log_batch must split it into requests
+    c = tracking.client(store)
+    decay = c.get_metric_history(run.info.run_id, "jacobian_init/log10_norm")
+    assert sorted((p.step, round(p.value, 9)) for p in decay) == [(lag, round(-0.1 * lag, 9)) for lag in range(1, 7)]
+    assert len(c.get_metric_history(run.info.run_id, "train/loss")) == 1500
+    layers = c.get_metric_history(run.info.run_id, "layers/slope_init")
+    assert sorted((p.step, p.value) for p in layers) == [(0, -0.1), (1, 0.2)]
+
+
+def test_artifacts_hold_the_whole_folder_with_probe_under_probe(store, tmp_path):
+    run = _logged_run(store, tmp_path, text=True)
+    c = tracking.client(store)
+    top = {a.path for a in c.list_artifacts(run.info.run_id)}
+    assert {"config.json", "summary.json", "series.parquet", "history.csv", "samples.json", "samples.txt",
+            "probe", "figures"} <= top
+    assert {a.path for a in c.list_artifacts(run.info.run_id, "probe")} == {f"probe/{f}" for f in PROBE_FILES}
+    assert [a.path for a in c.list_artifacts(run.info.run_id, "figures")] == ["figures/jacobian_heatmap.png"]
+    assert run.info.artifact_uri.startswith((tmp_path.resolve() / "mlartifacts").as_uri())
+    local = Path(c.download_artifacts(run.info.run_id, "samples.txt", str(tmp_path)))
+    assert "hello" in local.read_text()
+
+
+def test_everything_goes_through_one_log_batch_and_no_log_metric(store, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    calls = {"log_batch": 0, "log_metric": 0, "log_param": 0}
+    for name in calls:
+        original = getattr(MlflowClient, name)
+
+        def spy(self, *a, _name=name, _original=original, **kw):
+            calls[_name] += 1
+            return _original(self, *a, **kw)
+
+        monkeypatch.setattr(MlflowClient, name, spy)
+    run = _logged_run(store, tmp_path, iters=300)
+    assert calls == {"log_batch": 1, "log_metric": 0, "log_param": 0}
+    assert len(tracking.client(store).get_metric_history(run.info.run_id, "train/loss")) == 300
+
+
+def test_finished_runs_and_end_stale_runs(store):
+    exp = tracking.ensure_experiment(store, "rnngrad/test")
+    assert tracking.ensure_experiment(store, "rnngrad/test") == exp
+    done = tracking.start_run(store, exp, "a", tags={"config_hash": "h1"})
+    tracking.end_run(store, done, "FINISHED")
+    failed = tracking.start_run(store, exp, "b", tags={"config_hash": "h2"})
+    tracking.end_run(store, failed, "FAILED")
+    parent = tracking.start_run(store, exp, "sweep")
+    stale = tracking.start_run(store, exp, "c", parent_run_id=parent, tags={"config_hash": "h3"})
+    assert tracking.finished_runs(store, exp) == {"h1": done}
+    assert tracking.end_stale_runs(store, exp) == 2
+    statuses = {r.run_id: r.status for r in tracking.find_runs(store, exp)}
+    assert statuses == {done: "FINISHED", failed: "FAILED", parent: "KILLED", stale: "KILLED"}
+    assert tracking.find_runs(store, exp, "tags.config_hash = 'h3'")[0].tags["mlflow.parentRunId"] == parent
+    assert tracking.end_stale_runs(store, exp) == 0
+    with pytest.raises(ValueError, match="status"):
+        tracking.end_run(store, done, "DONE")

@@ -1,0 +1,130 @@
+"""`rnngrad train` as a user runs it (a subprocess): bad input exits 2 with one line, --json prints one object,
+--config is overridden by explicit options, and the run lands in MLflow (a sqlite store in a temp folder)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import FIELDS
+
+TINY = ["--task", "adding", "--seq-len", "10", "--hidden", "8", "--batch", "8", "--iters", "20", "--train-size", "64",
+        "--probe-len", "8", "--optimizer", "adam", "--lr", "0.01", "--eval-every", "10"]
+
+
+@pytest.fixture(scope="module")
+def store_uri(tmp_path_factory) -> str:
+    """One sqlite MLflow store for the module (creating one costs seconds); nothing reaches the project."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+
+
+@pytest.fixture
+def env(store_uri) -> dict:
+    return {**os.environ, "MLFLOW_TRACKING_URI": store_uri, "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+@pytest.fixture
+def invoke(tmp_path, monkeypatch, store_uri):
+    """`rnngrad train ARGS` in this process (CliRunner keeps stdout and stderr apart), run from tmp_path."""
+    from typer.testing import CliRunner
+
+    from pipeline import cli
+
+    if "train" not in {c.name for c in cli.app.registered_commands}:
+        cli._register()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
+    return lambda args: CliRunner().invoke(cli.app, ["train", *args])
+
+
+def train(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    """`python -m pipeline train ARGS` as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "pipeline", "train", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=180)
+
+
+def test_help_lists_every_config_field(invoke):
+    done = invoke(["--help"])
+    assert done.exit_code == 0
+    for name in FIELDS:
+        assert f"--{name.replace('_', '-')}" in done.stdout
+    assert "--config" in done.stdout and "--json" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args, files, expected",
+    [
+        (["--hidden", "-5"], {}, "--hidden: -5 is out of range"),
+        (["--lr", "0"], {}, "--lr: 0.0 is out of range"),
+        (["--clip-threshold", "-1"], {}, "--clip-threshold"),
+        (["--gamma-w", "0"], {}, "--gamma-w"),
+        (["--activation", "tahn"], {}, "--activation: unknown value 'tahn' (did you mean 'tanh'?)"),
+        (["--task", "addng"], {}, "did you mean 'adding'?"),
+        (["--config", "missing.yaml"], {}, "missing.yaml: no such file"),
+        (["--config", "bad.yaml"], {"bad.yaml": "hiden: 4\n"}, "bad.yaml: hiden: unknown key (did you mean 'hidden'?)"),
+        (["--config", "bad.yaml"], {"bad.yaml": "hidden: [4\n"}, "bad.yaml: malformed YAML"),
+        (["--config", "bad.yaml"], {"bad.yaml": "iters: -3\n"}, "bad.yaml: iters: -3 is out of range"),
+        (["--data-dir", "afile"], {"afile": "x"}, "--data-dir afile: is a file"),
+        (["--out", "afile/runs"], {"afile": "x"}, "--out afile/runs: afile is a file"),
+        (["--task", "text", "--text", "nope.txt"], {}, "--text nope.txt: no such file"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, invoke, args, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    done = invoke(args)
+    lines = done.stderr.strip().splitlines()
+    assert done.exit_code == 2, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], done.stderr
+    assert done.stdout == ""
+    assert not (tmp_path / "results").exists()
+
+
+def test_unusable_tracking_uri_is_bad_input(tmp_path, invoke, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file://{tmp_path}/mlruns")
+    done = invoke(TINY)
+    assert done.exit_code == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "MLFLOW_TRACKING_URI" in done.stderr and not (tmp_path / "results").exists()
+
+
+def test_option_of_the_wrong_type_exits_2(invoke):
+    done = invoke(["--hidden", "many"])  # parsed by click before our validation
+    assert done.exit_code == 2 and "--hidden" in done.stderr
+
+
+def test_json_run_is_logged_to_mlflow(tmp_path, env, monkeypatch):
+    done = train([*TINY, "--json"], tmp_path, env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[-1])
+    assert set(report) == {"run_id", "outcome", "final_train_loss", "final_val_loss", "val_accuracy", "seconds"}
+    assert report["outcome"] == "ok" and report["seconds"] > 0
+    assert all(isinstance(report[k], float) for k in ("final_train_loss", "final_val_loss", "val_accuracy"))
+    (run_dir,) = (tmp_path / "results" / "train").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert report["final_val_loss"] == summary["final_val_loss"] and run_dir.name == summary["config_hash"]
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    from pipeline import tracking
+
+    store = tracking.open_store(tmp_path)
+    finished = tracking.finished_runs(store, tracking.ensure_experiment(store, "rnngrad/train"))
+    assert finished[run_dir.name] == report["run_id"]
+
+
+def test_options_override_the_config_file(tmp_path, invoke):
+    (tmp_path / "run.yaml").write_text("task: adding\nhidden: 6\niters: 5\nseq_len: 10\ntrain_size: 64\n"
+                                       "probe_len: 5\nbatch: 4\n")
+    done = invoke(["--config", "run.yaml", "--hidden", "7", "--out", "elsewhere"])
+    assert done.exit_code == 0, done.stderr
+    (run_dir,) = (tmp_path / "elsewhere").iterdir()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["hidden"], config["iters"], config["task"], config["batch"]) == (7, 5, "adding", 4)
+    assert config["optimizer"] == "adagrad"  # neither file nor option: the default
+    assert "run folder:" in done.stdout and "mlflow ui" in done.stdout
