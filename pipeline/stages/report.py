@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -24,3 +25,15 @@ def report_cmd(
     analysis.write_atomic(out / "report.html", report_html.render_html(sections, metrics))
     analysis.write_atomic(out / "report.pdf", report_pdf.render_pdf(sections, metrics))
     typer.echo(f"wrote {out / 'report.html'}, {out / 'report.pdf'} and {len(drawn)} figures in {out / 'figures'}")
+    typer.echo(f"\nReport: {(out / 'report.html').resolve()}")
+    typer.echo(f"Runs:   {_mlflow_ui_hint()}")
+
+
+def _mlflow_ui_hint() -> str:
+    """How to open the runs: the tracking server if one is set, else the embedded sqlite store's `mlflow ui`."""
+    from ..tracking import default_project_root
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri and not uri.startswith("sqlite:"):
+        return f"open {uri} (the MLflow server in MLFLOW_TRACKING_URI)"
+    return f"mlflow ui --backend-store-uri {uri or 'sqlite:///' + str(default_project_root() / 'mlflow.db')}"
