@@ -10,6 +10,11 @@ import sys
 
 import typer
 
+try:  # Typer >= 0.29 vendors its own click; its exceptions live there
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older Typer on real click
+    from click import exceptions as click_exceptions
+
 from .errors import UserError
 
 app = typer.Typer(
@@ -51,7 +56,16 @@ def _register() -> None:
 
 def main() -> None:
     _register()
-    app(prog_name="rnngrad")
+    try:
+        code = app(prog_name="rnngrad", standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError as e:  # bare `rnngrad`: the help, as click would show it
+        typer.echo(e.ctx.get_help() if e.ctx else str(e))
+        sys.exit(2)
+    except click_exceptions.UsageError as e:  # a bad option value or type: one line, exit 2, like UserError
+        where = f"rnngrad {e.ctx.info_name}: " if e.ctx and e.ctx.info_name != "rnngrad" else ""
+        typer.echo(f"Error: {where}{e.format_message()}", err=True)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
