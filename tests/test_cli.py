@@ -1,0 +1,38 @@
+"""The command line as a user meets it: help everywhere, and bad input answered in one line with exit code 2."""
+
+import subprocess
+import sys
+
+import pytest
+
+COMMANDS = ["generate", "train", "sweep", "analyze", "report", "bench"]
+
+
+def rnngrad(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    done = rnngrad(command, "--help")
+    assert done.returncode == 0
+    assert f"rnngrad {command}" in done.stdout and len(done.stdout.splitlines()) > 5
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["train", "--hidden", "many"], "--hidden"),
+        (["train", "--no-such-option", "1"], "--no-such-option"),
+        (["frobnicate"], "frobnicate"),
+        (["bench", "--only", "nope"], "--only"),
+        (["sweep", "missing.yaml"], "missing.yaml"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, words):
+    done = rnngrad(*args, cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and words in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
