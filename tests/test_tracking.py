@@ -24,6 +24,7 @@ def write_fake_run_folder(config: dict, run_dir: Path, iters: int = 20, outcome:
     """A run folder with the layout of docs/internals.md (values made up), built beside and renamed into place."""
     T, run_dir = int(config.get("seq_len", 6)), Path(run_dir)
     tmp = run_dir.with_name(f".{run_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # left half-written by a worker that was killed mid-write
     (tmp / "probe").mkdir(parents=True)
     (tmp / "figures").mkdir()
     (tmp / "config.json").write_text(json.dumps(config))
