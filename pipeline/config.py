@@ -331,23 +331,39 @@ def _expand_profile(section: Any, base: dict, path: Path, profile: str) -> tuple
     data = [parse_data_entry(e, f"{where}.data[{i}]") for i, e in enumerate(entries)]
     merged = {**base, **check_values(_mapping(section.get("base"), f"{where}.base", "{iters: 150}"),
                                      lambda k: f"{where}.base.{k}")}
-    axes = _grid_axes(_mapping(section.get("grid"), f"{where}.grid", "{gamma_w: [0.5, 1.0]}"), where)
-    grid = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+    grid = _expand_grid(section.get("grid"), f"{where}.grid")
     cells = [config_from_values({**merged, **g}, lambda k: f"{where}: cell {i} {g}: {k}") for i, g in enumerate(grid)]
     _check_unique(cells, grid, where)
     _check_data_listed(cells, grid, data, where)
     return data, cells, grid
 
 
+def _expand_grid(raw: Any, where: str) -> list[dict[str, Any]]:
+    """A grid's cells in order: the cartesian product of a mapping of value lists, or the products of a list of
+    such mappings one after another (for axes that only make sense together, e.g. clip_mode none has no
+    threshold to vary)."""
+    example = "{gamma_w: [0.5, 1.0]}"
+    if not isinstance(raw, list):
+        return _product(_grid_axes(_mapping(raw, where, example), where))
+    if not raw:
+        raise UserError(f"{where}: expected a mapping like {example} or a non-empty list of them, got []")
+    return [cell for i, part in enumerate(raw) for cell in _product(_grid_axes(_mapping(part, f"{where}[{i}]", example),
+                                                                               f"{where}[{i}]"))]
+
+
+def _product(axes: dict[str, list]) -> list[dict[str, Any]]:
+    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+
 def _grid_axes(grid: Mapping, where: str) -> dict[str, list]:
-    """Each grid key's validated list of values (in file order)."""
+    """Each grid key's validated list of values (in file order); `where` names the grid."""
     axes = {}
     for key, values in grid.items():
         if key not in _RULES:
-            raise UserError(f"{where}.grid: unknown key {key!r}{closest_key_hint(key, FIELDS)}")
+            raise UserError(f"{where}: unknown key {key!r}{closest_key_hint(key, FIELDS)}")
         if not isinstance(values, list) or not values:
-            raise UserError(f"{where}.grid.{key}: expected a non-empty list of values, e.g. [a, b], got {values!r}")
-        axes[key] = [check_values({key: v}, lambda k, i=i: f"{where}.grid.{k}[{i}]")[key] for i, v in enumerate(values)]
+            raise UserError(f"{where}.{key}: expected a non-empty list of values, e.g. [a, b], got {values!r}")
+        axes[key] = [check_values({key: v}, lambda k, i=i: f"{where}.{k}[{i}]")[key] for i, v in enumerate(values)]
     return axes
 
 

@@ -197,6 +197,28 @@ def test_full_profile_and_empty_grid(tmp_path):
     assert len(spec.cells) == 1 and spec.cells[0].iters == 5 and spec.data == []
 
 
+def test_a_list_of_grids_runs_each_product_in_turn(tmp_path):
+    text = SPEC.replace("grid: {gamma_w: [0.5, 1.0, 2.0], seed: [0, 1]}",
+                        "grid:\n      - {clip_mode: [none]}\n      - {clip_mode: [global, elementwise], clip_threshold: [1, 10]}")
+    spec = load_spec(spec_file(tmp_path, text), "quick")
+    assert [(c.clip_mode, c.clip_threshold) for c in spec.cells] == [
+        ("none", 5.0), ("global", 1.0), ("global", 10.0), ("elementwise", 1.0), ("elementwise", 10.0)]
+    assert spec.grid[0] == {"clip_mode": "none"} and spec.grid[4] == {"clip_mode": "elementwise", "clip_threshold": 10.0}
+
+
+@pytest.mark.parametrize("grid, pattern", [
+    ("[]", r"profiles.quick.grid: expected a mapping like .* or a non-empty list of them"),
+    ("[{seed: [0]}, 3]", r"profiles.quick.grid\[1\]: expected a mapping"),
+    ("[{seed: [0]}, {sed: [1]}]", r"profiles.quick.grid\[1\]: unknown key 'sed' \(did you mean 'seed'\?\)"),
+    ("[{seed: [0]}, {seed: [-1]}]", r"profiles.quick.grid\[1\].seed\[0\]: -1 is out of range"),
+    ("[{seed: [0, 1]}, {seed: [1]}]", r"profiles.quick.grid: cells 1 .* and 2 .* are the same run"),
+])
+def test_bad_list_of_grids_names_the_part(tmp_path, grid, pattern):
+    path = spec_file(tmp_path, SPEC.replace("{gamma_w: [0.5, 1.0, 2.0], seed: [0, 1]}", grid))
+    with pytest.raises(UserError, match=pattern):
+        load_spec(path, "quick")
+
+
 @pytest.mark.parametrize(
     "old, new, pattern",
     [

@@ -232,6 +232,29 @@ def test_signal_and_series(runs, name):
     assert np.allclose(by["bound/log10_global"]["value"], rate * np.arange(1, P + 1), atol=1e-9)
 
 
+def _history(iters: int) -> pd.DataFrame:
+    rows = [(i, 1.0 / i, 2.0, 1.0, 0.5, 0.4) for i in range(1, iters + 1)]
+    return pd.DataFrame(rows, columns=list(runner.HISTORY_COLUMNS))
+
+
+@pytest.mark.parametrize("iters, ran, want", [
+    (30, 30, list(range(1, 31))),  # short runs log every iteration
+    (150, 150, list(range(3, 151, 3))),  # 50 evenly spaced points, the last included
+    (151, 151, list(range(4, 152, 4)) + [151]),  # the last iteration even off the stride
+    (150, 77, list(range(3, 76, 3)) + [77]),  # a diverged run: up to the iteration it stopped at
+])
+def test_training_series_logs_at_most_series_points_per_key(iters, ran, want):
+    val = pd.DataFrame({"iter": [0, ran], "val_loss": [1.0, 0.5], "val_accuracy": [0.1, 0.2]})
+    series = runner.training_series(_history(ran), val, iters)
+    by = {key: group["step"].tolist() for key, group in series.groupby("key")}
+    for key in ("train/loss", "train/grad_norm", "train/clip_scale", "train/w_norm", "train/spectral_radius"):
+        assert by[key] == want, key
+    assert len(want) <= runner.SERIES_POINTS + 1
+    assert by["val/loss"] == [0, ran]
+    loss = series[series["key"] == "train/loss"].set_index("step")["value"]
+    assert np.allclose(loss.to_numpy(), 1.0 / np.array(want))  # each point is its own iteration's value
+
+
 def test_heatmap_decodes(runs):
     import matplotlib.image
 

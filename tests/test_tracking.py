@@ -7,6 +7,7 @@ mlflow is imported only inside tests: test_sweep's worker processes import this 
 import json
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,8 @@ def empty_db(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         tracking.open_store(root)
+    with sqlite3.connect(root / "mlflow.db") as con:  # WAL mode: fold the log into the file, so a copy is whole
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return root / "mlflow.db"
 
 
@@ -78,6 +81,16 @@ def test_open_store_creates_absolute_sqlite_store_and_artifact_root(tmp_path, mo
     assert (tmp_path / "mlflow.db").is_file()  # created now, before any worker could race to create it
     assert store.artifact_root == (tmp_path.resolve() / "mlartifacts").as_uri()
     assert store.ui_command() == f"mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow.db"
+    with sqlite3.connect(tmp_path / "mlflow.db") as con:  # readers never block the sweep's writes
+        assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_store_file_that_is_not_sqlite_is_a_user_error_and_left_alone(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "mlflow.db").write_text("my notes, not a database\n" * 100)
+    with pytest.raises(UserError, match=r"mlflow.db: not an SQLite database .*MLFLOW_TRACKING_URI"):
+        tracking.open_store(tmp_path)
+    assert (tmp_path / "mlflow.db").read_text() == "my notes, not a database\n" * 100
 
 
 def test_open_store_honours_a_relative_sqlite_uri_as_absolute(tmp_path, monkeypatch, empty_db):
@@ -144,6 +157,17 @@ def test_step_metrics_have_steps_along_lags_and_layers(store, tmp_path):
     assert len(c.get_metric_history(run.info.run_id, "train/loss")) == 1500
     layers = c.get_metric_history(run.info.run_id, "layers/slope_init")
     assert sorted((p.step, p.value) for p in layers) == [(0, -0.1), (1, 0.2)]
+
+
+def test_a_single_layer_logs_no_layers_keys_that_repeat_the_top_level_ones(store, tmp_path):
+    run_dir = tmp_path / "runs" / "abc123"
+    write_fake_run_folder(CONFIG, run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (run_dir / "summary.json").write_text(json.dumps({**summary, "layers": [{"layer": 0, "slope_init": -0.1}]}))
+    run_id = tracking.start_run(store, tracking.ensure_experiment(store, "rnngrad/test"), "one layer")
+    tracking.log_run_folder(store, run_id, run_dir)
+    metrics = tracking.client(store).get_run(run_id).data.metrics
+    assert "slope_init" in metrics and not [k for k in metrics if k.startswith("layers/")]
 
 
 def test_artifacts_hold_the_whole_folder_with_probe_under_probe(store, tmp_path):
