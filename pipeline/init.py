@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activations import get_activation
+from .jacobian import spectral_norm, spectral_radius
 from .rnn import FORMS, RNN, validate_model
 
 INITS = ("gaussian", "orthogonal", "identity", "sparse")
@@ -35,19 +36,9 @@ class InitInfo:
     spectral_radius: tuple[float, ...]  # max |eigenvalue| of W_hh_l
 
 
-def _spectral_norm(W: np.ndarray) -> float:
-    """Largest singular value ||W||_2."""
-    return float(np.linalg.norm(W, 2))
-
-
-def _spectral_radius(W: np.ndarray) -> float:
-    """Largest eigenvalue modulus max |lambda_i(W)| of a square matrix."""
-    return float(np.max(np.abs(np.linalg.eigvals(W))))
-
-
 def _gaussian(rng: np.random.Generator, n: int, gamma_w: float) -> np.ndarray:
     W = rng.standard_normal((n, n))
-    return W * (gamma_w / _spectral_norm(W))
+    return W * (gamma_w / spectral_norm(W))
 
 
 def _orthogonal(rng: np.random.Generator, n: int, gamma_w: float) -> np.ndarray:
@@ -66,7 +57,7 @@ def _sparse(rng: np.random.Generator, n: int, gamma_w: float) -> np.ndarray:
     for unit in range(n):  # row `unit` holds the weights into that unit
         sources = rng.choice(n, size=fan_in, replace=False)
         W[unit, sources] = rng.standard_normal(fan_in)
-    radius = _spectral_radius(W)
+    radius = spectral_radius(W)
     if not radius > 0:
         raise ValueError(f"sparse init drew a nilpotent W_hh (spectral radius 0) for hidden={n}; try another seed")
     return W * (gamma_w / radius)
@@ -128,4 +119,4 @@ def init_model(
     model = RNN(form, activation, float(leaky_slope), params)
     validate_model(model)
     Ws = [params[f"W_hh_{l}"] for l in range(layers)]
-    return model, InitInfo(tuple(map(_spectral_norm, Ws)), tuple(map(_spectral_radius, Ws)))
+    return model, InitInfo(tuple(map(spectral_norm, Ws)), tuple(map(spectral_radius, Ws)))

@@ -7,6 +7,7 @@ Text is set in DejaVu Sans, the TTF that ships inside matplotlib, so ‖, ≤, �
 from __future__ import annotations
 
 import unicodedata
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,10 @@ def line(parts: list[Inline], metrics: dict) -> str:
     return printable("".join(plain_text(p, metrics) for p in parts))
 
 
-def new_pdf(compress: bool) -> ReportPDF:
+def new_pdf(compress: bool, created: datetime) -> ReportPDF:
     pdf = ReportPDF(format="A4")
     pdf.set_compression(compress)
+    pdf.set_creation_date(created)
     pdf.set_title(TITLE)
     pdf.set_creator("rnngrad report")
     for (family, style), name in FONTS.items():
@@ -150,9 +152,10 @@ def write_section(pdf: FPDF, section: Section, metrics: dict) -> None:
     pdf.ln(3)
 
 
-def render_pdf(sections: list[Section], metrics: dict, compress: bool = True) -> bytes:
-    """The whole report as PDF bytes (compress=False leaves the page streams readable, for tests)."""
-    pdf = new_pdf(compress)
+def render_pdf(sections: list[Section], metrics: dict, created: datetime, compress: bool = True) -> bytes:
+    """The whole report as PDF bytes, dated `created` (timezone-aware): the same inputs and date give the same
+    bytes. compress=False leaves the page streams readable, for tests."""
+    pdf = new_pdf(compress, created)
     write_paragraph(pdf, TITLE, 16, style="B")
     for section in sections:
         write_section(pdf, section, metrics)

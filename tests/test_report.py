@@ -197,6 +197,15 @@ def test_pdf_is_complete_and_has_every_section(built):
     assert pdf.count(b"/Subtype /Image") >= figures
 
 
+def test_rendering_the_same_analysis_again_gives_the_same_bytes(built, tmp_path, monkeypatch):
+    first = {name: (built["out"] / name).read_bytes() for name in ("report.html", "report.pdf")}
+    assert invoke("report", "--analysis-dir", built["out"], "--out", tmp_path).exit_code == 0
+    assert {name: (tmp_path / name).read_bytes() for name in first} == first  # no wall-clock date in the PDF
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert invoke("report", "--analysis-dir", built["out"], "--out", tmp_path).exit_code == 0
+    assert b"D:20231114221320" in (tmp_path / "report.pdf").read_bytes()  # its CreationDate, as the variable says
+
+
 def test_report_without_analysis_is_a_one_line_error(tmp_path):
     result = invoke("report", "--analysis-dir", tmp_path / "nothing", "--out", tmp_path / "reports")
     assert result.exit_code == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
 
@@ -23,10 +24,19 @@ def report_cmd(
     drawn = figures.draw_figures(tables, out / "figures")
     sections = report_html.build_sections(metrics, report, tables, drawn)
     analysis.write_atomic(out / "report.html", report_html.render_html(sections, metrics))
-    analysis.write_atomic(out / "report.pdf", report_pdf.render_pdf(sections, metrics))
+    analysis.write_atomic(out / "report.pdf", report_pdf.render_pdf(sections, metrics, _report_date(analysis_dir)))
     typer.echo(f"wrote {out / 'report.html'}, {out / 'report.pdf'} and {len(drawn)} figures in {out / 'figures'}")
     typer.echo(f"\nReport: {(out / 'report.html').resolve()}")
     typer.echo(f"Runs:   {_mlflow_ui_hint()}")
+
+
+def _report_date(analysis_dir: Path) -> datetime:
+    """When the analysis was written (metrics.json's modification time), or SOURCE_DATE_EPOCH if set (the
+    reproducible-builds convention): never the wall clock, so rendering the same analysis twice gives the same
+    PDF bytes and DVC sees no change."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    seconds = int(epoch) if epoch.isdigit() else int((analysis_dir / "metrics.json").stat().st_mtime)
+    return datetime.fromtimestamp(seconds, timezone.utc)
 
 
 def _mlflow_ui_hint() -> str:
