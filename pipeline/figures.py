@@ -43,6 +43,12 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
+def panel_row(panels: int, panel_width: float, height: float, margin: float = 0.8) -> tuple[Figure, list]:
+    """A figure of `panels` side-by-side axes sharing their y axis (one panel per mode, depth or task)."""
+    fig = new_figure(panel_width * panels + margin, height)
+    return fig, list(fig.subplots(1, panels, squeeze=False, sharey=True)[0])
+
+
 def png_bytes(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
@@ -255,8 +261,7 @@ def draw_clip_curves(tables: Tables) -> Drawn:
     if curves is None:
         return None
     modes = list(dict.fromkeys(curves["clip_mode"].astype(str)))
-    fig = new_figure(2.8 * len(modes) + 0.8, 2.8)
-    axes = fig.subplots(1, len(modes), squeeze=False, sharey=True)[0]
+    fig, axes = panel_row(len(modes), 2.8, 2.8)
     for ax, mode in zip(axes, modes):
         c = curves[curves["clip_mode"].astype(str) == mode].copy()
         c["threshold"] = c["clip_threshold"].map(short_value) if mode != "none" else "–"
@@ -291,8 +296,7 @@ def draw_depth(tables: Tables) -> Drawn:
         return None
     med = depth.groupby(["when", "layers", "layer"], as_index=False)["log10_signal_first"].median()
     whens = [w for w in ("init", "final") if w in set(med["when"])]
-    fig = new_figure(3.2 * len(whens) + 0.8, 3.0)
-    axes = fig.subplots(1, len(whens), squeeze=False, sharey=True)[0]
+    fig, axes = panel_row(len(whens), 3.2, 3.0)
     for ax, when in zip(axes, whens):
         m = med[med["when"] == when].assign(depth=lambda d: d["layers"].map(short_value))
         sns.lineplot(data=m, x="layer", y="log10_signal_first", hue="depth", marker="o", ax=ax)
@@ -308,8 +312,7 @@ def draw_success(tables: Tables) -> Drawn:
     if succ is None:
         return None
     tasks = list(dict.fromkeys(succ["task"].astype(str)))
-    fig = new_figure(3.2 * len(tasks) + 1.0, 3.0)
-    axes = fig.subplots(1, len(tasks), squeeze=False, sharey=True)[0]
+    fig, axes = panel_row(len(tasks), 3.2, 3.0, margin=1.0)
     for ax, task in zip(axes, tasks):
         s = succ[succ["task"].astype(str) == task]
         sns.lineplot(data=s, x="T", y="success_rate", hue="label", marker="o", ax=ax)
