@@ -1,18 +1,14 @@
 """Check every logged Jacobian norm against its bounds, and summarise the sweeps for the report.
 
-Input: `results/<spec>.parquet` (one row per run) and each run's folder (docs/internals.md). The reductions are
-pure (DataFrames in, DataFrames and dicts out); `analyze` walks the runs, `write_analysis` writes
-`metrics.json` (DVC metrics), `analysis.json` (what the report needs) and `tables/*.csv` (tidy, for DVC plots).
+Input: `results/<spec>.parquet` (one row per run) and each run's folder (docs/internals.md). `analyze` walks the
+runs and applies the pure reductions of reductions.py; `write_analysis` writes `metrics.json` (DVC metrics),
+`analysis.json` (what the report needs) and `tables/*.csv` (tidy, for DVC plots).
 No mlflow here: the run IDs come from the results tables.
-
-Log space: the probe tables are in natural log; tables meant for reading (decay, tightness) are in log10, and a
-gap of 1 means the bound is ten times the measured norm.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,309 +17,21 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from .config import FIELDS as CONFIG_FIELDS
 from .errors import UserError
+from .reductions import (
+    activation_table, bound_violations, clip_table, curve_rows, decay_by_lag, depth_table, finite_median,
+    heatmap_rows, nonfinite_summary, numeric, outcome_counts, rate_comparison, regime_agreement, regime_confusion,
+    rounded_tree, run_gaps, run_labels, success_table, text_headline, tightness_by_lag, weight_norm_table,
+)
 
-RTOL = 1e-9  # rounding allowance of the bound check, relative to max(1, |bound|) (DESIGN.md)
-SIG_DIGITS = 4  # significant digits of every number in metrics.json and the report
-LN10 = math.log(10.0)
 KNOWN_SPECS = ("weight_norms", "activations", "depth", "clipping", "long_range", "text")
 JACOBIAN_COLUMNS = ("when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global")
 SIGNAL_COLUMNS = ("when", "layer", "k", "log10_dE_dh")
 HISTORY_COLUMNS = ("iter", "loss")
 RESULT_COLUMNS = ("run_id", "config_hash", "outcome")
-SEED_FIELDS = ("seed", "data_seed")
-CURVE_POINTS = 200  # loss-curve points kept per run
 REPORT_VIOLATIONS = 1000  # violations carried into analysis.json (all of them go to tables/violations.csv)
 TABLES = ("runs", "violations", "nonfinite", "missing", "decay", "tightness", "regimes", "heatmaps",
           "weight_norms", "activations", "success_vs_T", "clip", "clip_curves", "depth", "text_curve")
-
-
-# ---- numbers as metrics.json stores them and the report prints them -------------------------------------------
-
-
-def round_metric(x: Any) -> int | float | None:
-    """The value metrics.json stores: ints stay ints, floats keep 4 significant digits, NaN/inf/None become None."""
-    if x is None or isinstance(x, str):
-        return None
-    if isinstance(x, (bool, np.bool_, int, np.integer)):
-        return int(x)
-    x = float(x)
-    if not math.isfinite(x):
-        return None
-    rounded = float(f"{x:.{SIG_DIGITS}g}")
-    return rounded if math.isfinite(rounded) else x  # rounding up near the float64 maximum overflows
-
-
-def format_metric(x: Any) -> str:
-    """How the report prints a number: float(format_metric(x)) == round_metric(x), so HTML and metrics.json agree."""
-    v = round_metric(x)
-    if v is None:
-        return "n/a"
-    if isinstance(v, int):
-        return str(v)
-    text = f"{v:.{SIG_DIGITS}g}"
-    return text if float(text) == v else repr(v)
-
-
-def rounded_tree(tree: Any) -> Any:
-    """round_metric applied to every leaf of nested dicts (the metrics.json payload)."""
-    if isinstance(tree, dict):
-        return {str(k): rounded_tree(v) for k, v in tree.items()}
-    return round_metric(tree)
-
-
-# ---- the bound check (DESIGN.md: measured <= product <= global, 1e-9 relative) -----------------------------
-
-
-def exceeds(value: np.ndarray, bound: np.ndarray, rtol: float = RTOL) -> np.ndarray:
-    """Where value > bound beyond rounding: value - bound > rtol * max(1, |bound|).
-
-    -inf exceeds nothing; a finite or +inf value exceeds a bound of -inf. NaN compares False here: it is
-    reported by `nonfinite_mask` instead."""
-    value, bound = np.asarray(value, float), np.asarray(bound, float)
-    slack = np.where(np.isfinite(bound), rtol * np.maximum(1.0, np.abs(bound)), 0.0)
-    with np.errstate(invalid="ignore"):
-        return (value - bound) > slack
-
-
-def nonfinite_mask(jac: pd.DataFrame) -> np.ndarray:
-    """Rows with NaN or +inf in any log column (-inf is an exact zero norm, which is fine)."""
-    vals = jac[["log_norm", "log_bound_product", "log_bound_global"]].to_numpy(float)
-    return (np.isnan(vals) | np.isposinf(vals)).any(axis=1)
-
-
-def bound_violations(jac: pd.DataFrame) -> pd.DataFrame:
-    """Every (when, layer, t, k) where measured > product or product > global: kind, value, bound."""
-    parts = []
-    for kind, a, b in (("measured>product", "log_norm", "log_bound_product"),
-                       ("product>global", "log_bound_product", "log_bound_global")):
-        bad = jac[exceeds(jac[a].to_numpy(), jac[b].to_numpy())]
-        parts.append(bad[["when", "layer", "t", "k", "lag"]].assign(kind=kind, value=bad[a], bound=bad[b]))
-    return pd.concat(parts, ignore_index=True)
-
-
-def nonfinite_summary(jac: pd.DataFrame) -> pd.DataFrame:
-    """Per (when, layer): how many pairs have NaN/+inf, and the first such (t, k)."""
-    bad = jac[nonfinite_mask(jac)].sort_values(["when", "layer", "t", "k"])
-    return (bad.groupby(["when", "layer"], as_index=False)
-            .agg(n=("t", "size"), first_t=("t", "first"), first_k=("k", "first")))
-
-
-# ---- one run's probe, reduced -------------------------------------------------------------------------------
-
-
-def top_layer(jac: pd.DataFrame) -> pd.DataFrame:
-    return jac[jac["layer"] == jac["layer"].max()]
-
-
-def decay_by_lag(jac: pd.DataFrame) -> pd.DataFrame:
-    """Top layer, per (when, lag): mean log10 norm and bounds over the finite pairs, and the gaps in decades."""
-    top = top_layer(jac)
-    logs = top[["log_norm", "log_bound_product", "log_bound_global"]]
-    top = top[np.isfinite(logs.to_numpy(float)).all(axis=1)]
-    out = top.groupby(["when", "lag"], as_index=False).agg(
-        log10_norm=("log_norm", "mean"), log10_product=("log_bound_product", "mean"),
-        log10_global=("log_bound_global", "mean"), n_pairs=("t", "size"))
-    out[["log10_norm", "log10_product", "log10_global"]] /= LN10
-    out["gap_product"] = out["log10_product"] - out["log10_norm"]
-    out["gap_global"] = out["log10_global"] - out["log10_norm"]
-    return out
-
-
-def run_gaps(jac: pd.DataFrame, when: str = "init") -> dict[str, float]:
-    """Median over the finite top-layer pairs of (bound - measured), in decades: how loose each bound is."""
-    top = top_layer(jac[jac["when"] == when])
-    out = {}
-    for name, col in (("gap_product", "log_bound_product"), ("gap_global", "log_bound_global")):
-        gap = (top[col] - top["log_norm"]).to_numpy(float)
-        gap = gap[np.isfinite(gap)]
-        out[name] = float(np.median(gap)) / LN10 if gap.size else math.nan
-    return out
-
-
-def heatmap_rows(jac: pd.DataFrame) -> pd.DataFrame:
-    """Top layer log10 ||dh_t/dh_k|| for every pair and probe (the heatmap figure)."""
-    top = top_layer(jac)
-    return top[["when", "t", "k"]].assign(log10_norm=top["log_norm"] / LN10)
-
-
-# ---- across runs --------------------------------------------------------------------------------------------
-
-
-def regime_confusion(runs: pd.DataFrame) -> pd.DataFrame:
-    """Counts of predicted (Pascanu: vanishing iff gamma_W gamma_phi < 1) x observed regime, tidy."""
-    known = runs.dropna(subset=["predicted_regime", "observed_regime"])
-    return known.groupby(["predicted_regime", "observed_regime"], as_index=False).agg(n=("run_id", "size"))
-
-
-def regime_agreement(runs: pd.DataFrame) -> dict[str, Any]:
-    """Agreement: predicted vanishing <=> observed vanishing. A contradiction is predicted vanishing but observed
-    exploding, which the bound forbids; may_explode is only necessary for exploding, so anything goes there."""
-    known = runs.dropna(subset=["predicted_regime", "observed_regime"])
-    pred_v = known["predicted_regime"] == "vanishing"
-    agree = pred_v == (known["observed_regime"] == "vanishing")
-    contra = known[pred_v & (known["observed_regime"] == "exploding")]
-    return {"n_classified": len(known), "agreement_rate": agree.mean() if len(known) else math.nan,
-            "contradictions": len(contra), "contradiction_ids": contra["run_id"].tolist()}
-
-
-def finite_median(values: Iterable[float]) -> float:
-    a = np.asarray(list(values), float)
-    a = a[np.isfinite(a)]
-    return float(np.median(a)) if a.size else math.nan
-
-
-def rate_comparison(runs: pd.DataFrame) -> dict[str, float]:
-    """How far the fitted decay slope sits from the top Lyapunov exponent and from log(gamma_W gamma_phi)."""
-    cols = [c for c in ("slope_init", "lyapunov_init", "log_rate_init") if c in runs]
-    if len(cols) < 3:
-        return {"n_runs": 0, "median_abs_slope_minus_lyapunov": math.nan,
-                "median_abs_slope_minus_log_rate": math.nan}
-    r = runs[cols].apply(pd.to_numeric, errors="coerce")
-    r = r[np.isfinite(r.to_numpy(float)).all(axis=1)]
-    return {"n_runs": len(r),
-            "median_abs_slope_minus_lyapunov": finite_median((r["slope_init"] - r["lyapunov_init"]).abs()),
-            "median_abs_slope_minus_log_rate": finite_median((r["slope_init"] - r["log_rate_init"]).abs())}
-
-
-def tightness_by_lag(decay: pd.DataFrame) -> pd.DataFrame:
-    """Median over runs of the per-lag gaps (decades), per probe."""
-    if decay.empty:
-        return pd.DataFrame(columns=["when", "lag", "gap_product", "gap_global", "n_runs"])
-    return decay.groupby(["when", "lag"], as_index=False).agg(
-        gap_product=("gap_product", "median"), gap_global=("gap_global", "median"), n_runs=("run_id", "nunique"))
-
-
-def outcome_counts(runs: pd.DataFrame) -> dict[str, int]:
-    counts = {"ok": 0, "diverged": 0, "failed": 0}
-    for name, n in runs["outcome"].fillna("unknown").astype(str).value_counts().items():
-        counts[name] = int(n)
-    return counts
-
-
-# ---- per-spec summaries (each takes that spec's runs) --------------------------------------------------------
-
-
-def label_fields(runs: pd.DataFrame, exclude: Iterable[str] = ()) -> list[str]:
-    """RunConfig fields that vary across these runs, seeds and `exclude` left out."""
-    skip = set(exclude) | set(SEED_FIELDS)
-    return [c for c in CONFIG_FIELDS if c in runs and c not in skip and runs[c].astype(str).nunique() > 1]
-
-
-def short_value(v: Any) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return format_metric(v) if isinstance(v, float) else str(v)
-
-
-def run_labels(runs: pd.DataFrame, exclude: Iterable[str] = ()) -> pd.Series:
-    """'activation=tanh gamma_w=2' from the varying fields; 'all' when nothing varies."""
-    fields = label_fields(runs, exclude)
-    if not fields:
-        return pd.Series("all", index=runs.index, dtype=object)
-    return runs[fields].apply(lambda r: " ".join(f"{f}={short_value(r[f])}" for f in fields), axis=1).astype(object)
-
-
-def grouped(runs: pd.DataFrame, keys: list[str], **aggs) -> pd.DataFrame:
-    """groupby with NaN keys kept, plus n_runs and the ';'-joined run IDs behind each row."""
-    g = runs.groupby(keys, as_index=False, dropna=False, sort=True)
-    return g.agg(**aggs, n_runs=("run_id", "size"), run_ids=("run_id", ";".join))
-
-
-def numeric(runs: pd.DataFrame, cols: Iterable[str]) -> pd.DataFrame:
-    out = runs.copy()
-    for c in cols:
-        out[c] = pd.to_numeric(out[c], errors="coerce") if c in out else np.nan
-    return out
-
-
-def weight_norm_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Per (activation, gamma_w): median slope, Lyapunov exponent and log(gamma_W gamma_phi)."""
-    r = numeric(runs, ["gamma_w", "slope_init", "lyapunov_init", "log_rate_init"])
-    table = grouped(r, ["activation", "gamma_w"], slope=("slope_init", "median"),
-                    lyapunov=("lyapunov_init", "median"), log_rate=("log_rate_init", "median"))
-    ok = r[np.isfinite(r[["slope_init", "log_rate_init"]].to_numpy(float)).all(axis=1)]
-    corr = ok["slope_init"].corr(ok["log_rate_init"]) if len(ok) > 2 else math.nan
-    return table, {"regime_agreement": regime_agreement(runs)["agreement_rate"], "slope_log_rate_corr": corr}
-
-
-def activation_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Per activation: decay slope, Lyapunov exponent, task accuracy and final loss."""
-    r = numeric(runs, ["slope_init", "lyapunov_init", "log_rate_init", "val_accuracy", "final_val_loss"])
-    table = grouped(r, ["activation"], slope=("slope_init", "median"), lyapunov=("lyapunov_init", "median"),
-                    log_rate=("log_rate_init", "median"), accuracy=("val_accuracy", "mean"),
-                    final_val_loss=("final_val_loss", "median"), n_ok=("outcome", lambda s: int((s == "ok").sum())))
-    head = {str(row.activation): {"slope": row.slope, "accuracy": row.accuracy} for row in table.itertuples()}
-    return table, head
-
-
-def success_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Task success (mean val_accuracy) against sequence length T (= seq_len), with the chance baseline, per task
-    and label."""
-    r = numeric(runs, ["seq_len", "val_accuracy", "chance_accuracy"]).assign(
-        label=run_labels(runs, exclude=("task", "seq_len")))
-    table = grouped(r.rename(columns={"seq_len": "T"}), ["task", "label", "T"],
-                    success_rate=("val_accuracy", "mean"), chance=("chance_accuracy", "mean"))
-    head = {}
-    for task, t in table.groupby("task"):
-        by_T = t.groupby("T")[["success_rate", "chance"]].mean()
-        success = by_T["success_rate"]
-        solved = by_T.index[success >= (1 + by_T["chance"]) / 2]  # halfway from chance to perfect
-        head[str(task)] = {"min_T": by_T.index.min(), "max_T": by_T.index.max(), "chance": by_T["chance"].mean(),
-                           "success_at_min_T": success.iloc[0], "success_at_max_T": success.iloc[-1],
-                           "longest_T_solved": solved.max() if len(solved) else None}
-    return table, head
-
-
-def clip_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Final training loss (ok runs) and divergence rate per clip mode and threshold (none: threshold unused)."""
-    r = numeric(runs, ["clip_threshold", "final_train_loss"])
-    r.loc[r["clip_mode"] == "none", "clip_threshold"] = np.nan
-    r["diverged"] = (r["outcome"] == "diverged").astype(float)
-    r.loc[r["outcome"] != "ok", "final_train_loss"] = np.nan
-    table = grouped(r, ["clip_mode", "clip_threshold"], final_loss=("final_train_loss", "median"),
-                    diverged_fraction=("diverged", "mean"))
-    clipped, unclipped = r[r["clip_mode"] != "none"], r[r["clip_mode"] == "none"]
-    best = table[(table["clip_mode"] != "none") & table["final_loss"].notna()]
-    best = best.loc[best["final_loss"].idxmin()] if len(best) else None
-    head = {"unclipped_final_loss": finite_median(unclipped["final_train_loss"]),
-            "diverged_unclipped": unclipped["diverged"].mean() if len(unclipped) else None,
-            "diverged_clipped": clipped["diverged"].mean() if len(clipped) else None,
-            "best_final_loss": None if best is None else best["final_loss"],
-            "best_threshold": None if best is None else best["clip_threshold"]}
-    return table, head | {"best_mode": None if best is None else str(best["clip_mode"])}
-
-
-DEPTH_COLUMNS = ("run_id", "layers", "when", "layer", "log10_signal_first", "log10_signal_mean")
-
-
-def depth_table(signal: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Per run, probe and layer: log10 ||dE/dh^l_k|| at the first state (k = 0) and its mean over k."""
-    if signal.empty:
-        return pd.DataFrame(columns=list(DEPTH_COLUMNS)), {}
-    s = signal.sort_values("k").groupby(["run_id", "when", "layer"], as_index=False).agg(
-        log10_signal_first=("log10_dE_dh", "first"), log10_signal_mean=("log10_dE_dh", "mean"))
-    s = s.merge(runs[["run_id", "layers"]], on="run_id", how="left")
-    init = s[s["when"] == "init"]
-    deepest = init[init["layers"] == init["layers"].max()]
-    by_layer = deepest.sort_values("layer").groupby("run_id")["log10_signal_first"]
-    per_run = by_layer.last() - by_layer.first()  # top layer minus bottom layer, decades
-    head = {"max_layers": init["layers"].max(), "top_minus_bottom_decades": finite_median(per_run)}
-    return s[list(DEPTH_COLUMNS)], head
-
-
-def text_headline(runs: pd.DataFrame) -> dict:
-    r = numeric(runs, ["final_train_loss", "final_val_loss", "chance_loss", "val_accuracy"])
-    return {k: finite_median(r[k]) for k in ("final_train_loss", "final_val_loss", "chance_loss", "val_accuracy")}
-
-
-def curve_rows(history: pd.DataFrame, points: int = CURVE_POINTS) -> pd.DataFrame:
-    """At most `points` evenly spaced rows of iter, loss (non-finite loss as NaN: a diverged run's tail)."""
-    h = history[["iter", "loss"]].copy()
-    h["loss"] = pd.to_numeric(h["loss"], errors="coerce").replace([np.inf, -np.inf], np.nan)
-    keep = np.unique(np.linspace(0, len(h) - 1, min(points, len(h))).round().astype(int)) if len(h) else []
-    return h.iloc[keep]
 
 
 # ---- reading the results and run folders --------------------------------------------------------------------

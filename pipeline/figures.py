@@ -21,7 +21,8 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
-from .analysis import format_metric, short_value, write_atomic
+from .analysis import write_atomic
+from .reductions import format_metric, short_value
 
 DPI = 110
 MAX_PANELS, PANEL_COLUMNS = 16, 4  # decay curves: at most 16 (activation, gamma_W) panels, 4 to a row

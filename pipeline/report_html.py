@@ -16,7 +16,8 @@ from typing import Any, Union
 
 import pandas as pd
 
-from .analysis import KNOWN_SPECS, format_metric
+from .analysis import KNOWN_SPECS
+from .reductions import format_metric
 from .figures import FigureFile
 
 TITLE = "rnngrad: vanishing and exploding gradients in vanilla RNNs"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import fixtures_runs as fx
-from pipeline import analysis, cli
+from pipeline import cli, reductions
 
 cli._register()
 
@@ -50,7 +50,7 @@ def test_exceeds_allows_1e9_relative_rounding_and_handles_infinities():
     a = np.array([5.0 + 1e-8, 5.0 + 2e-9, 0.5 + 2e-9, 0.5 + 5e-10, -np.inf, -1e300, -np.inf, np.nan, np.inf, -199.9999])
     # slack is 1e-9 * max(1, |b|): 5e-9 at b=5, 1e-9 at b=0.5, 2e-7 at b=-200
     expected = [True, False, True, False, False, True, False, False, True, True]
-    assert analysis.exceeds(a, b).tolist() == expected
+    assert reductions.exceeds(a, b).tolist() == expected
 
 
 def test_clean_study_has_no_violations_and_counts_every_pair(study, tmp_path):
@@ -245,7 +245,7 @@ def test_unreadable_results_table_names_the_file(tmp_path):
 
 @given(st.floats(allow_nan=True, allow_infinity=True) | st.integers(-10**12, 10**12))
 def test_formatted_numbers_parse_back_to_the_stored_metric(x):
-    stored, text = analysis.round_metric(x), analysis.format_metric(x)
+    stored, text = reductions.round_metric(x), reductions.format_metric(x)
     if stored is None:
         assert text == "n/a" and not math.isfinite(x)
     else:
