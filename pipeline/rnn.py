@@ -180,11 +180,11 @@ def _flat(a: np.ndarray) -> np.ndarray:
 
 def _input_drive(x: np.ndarray, U: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """out (T, B, n) = W_xh x_t + b_h for every step at once: one gemm, or a gather of W_xh's columns for ids."""
-    if x.ndim == 2:  # (T, B) token ids: W_xh one_hot(id) is column `id` of W_xh
-        np.take(np.ascontiguousarray(U.T), x.ravel(), axis=0, out=_flat(out), mode="clip")  # ids checked already
+    if x.ndim == 2:  # (T, B) token ids: W_xh one_hot(id) + b_h is row `id` of W_xh^T + b_h, one pass over out
+        np.take(U.T + b, x.ravel(), axis=0, out=_flat(out), mode="clip")  # ids checked already
     else:
         np.matmul(_flat(x), np.ascontiguousarray(U.T), out=_flat(out))
-    out += b
+        out += b
 
 
 def _input_weight_grad(G: np.ndarray, x: np.ndarray, out: np.ndarray, workspace: Workspace | None) -> None:
@@ -315,47 +315,58 @@ def loss_and_dy(
         loss = float(np.vdot(np.einsum("tbo,tbo->tb", dy, dy), weight))
         dy *= (2.0 * weight)[..., None]
         return loss, dy
-    z = np.subtract(y, y.max(axis=-1, keepdims=True), out=_empty(workspace, "z", y.shape))  # exp(z) cannot overflow
-    np.exp(z, out=dy)
-    s = dy.sum(axis=-1)  # (T, B): softmax denominators
+    np.subtract(y, y.max(axis=-1, keepdims=True), out=dy)  # z = y - max y: exp(z) cannot overflow
     rows, cls = np.arange(targets.size), targets.ravel()
-    loss = float(np.vdot(np.log(s).ravel() - _flat(z)[rows, cls], weight.ravel()))
+    z_target = _flat(dy)[rows, cls]
+    np.exp(dy, out=dy)
+    s = dy.sum(axis=-1)  # (T, B): softmax denominators
+    loss = float(np.vdot(np.log(s).ravel() - z_target, weight.ravel()))
     dy *= (weight / s)[..., None]  # weighted softmax probabilities
     _flat(dy)[rows, cls] -= weight.ravel()
     return loss, dy
 
 
 def _elman_backward(
-    W: np.ndarray, D: np.ndarray, dh_in: np.ndarray, G: np.ndarray, carry: np.ndarray, signal: np.ndarray
+    W: np.ndarray, D: np.ndarray, dh_in: np.ndarray, carry: np.ndarray, signal: np.ndarray | None
 ) -> None:
-    """BPTT through one elman layer, in place.
+    """BPTT through one elman layer, in place: dh_in (T, B, n), dE/dh_t arriving from above, becomes dE/da_t
+    (the G of this form, written over the total dE/dh_t: no second buffer to stream through).
 
-    dh_in (T, B, n): dE/dh_t arriving from above, overwritten with the total dE/dh_t. G (T, B, n) gets dE/da_t.
-    carry (B, n) is scratch; signal (T+1,) gets ||dE/dh_k||.
+    carry (B, n) is scratch; signal (T+1,) gets ||dE/dh_t|| for t >= 1, or is None to skip the norms.
     """
-    carry.fill(0.0)  # dE/dh_{t+1} through the recurrence
-    for t in reversed(range(D.shape[0])):
-        g, G_t = dh_in[t], G[t]
-        g += carry  # total dE/dh_{t+1}
-        signal[t + 1] = math.sqrt(np.vdot(g, g))
-        np.multiply(g, D[t], out=G_t)
-        np.matmul(G_t, W, out=carry)
-    signal[0] = math.sqrt(np.vdot(carry, carry))
+    T = D.shape[0]
+    for t in reversed(range(T)):
+        g = dh_in[t]
+        if t < T - 1:
+            g += np.matmul(dh_in[t + 1], W, out=carry)  # total dE/dh_{t+1}: from above and through the recurrence
+        if signal is not None:
+            signal[t + 1] = math.sqrt(np.vdot(g, g))
+        g *= D[t]
 
 
-def _pascanu_backward(W: np.ndarray, D: np.ndarray, dh_in: np.ndarray, carry: np.ndarray, signal: np.ndarray) -> None:
+def _pascanu_backward(
+    W: np.ndarray, D: np.ndarray, dh_in: np.ndarray, carry: np.ndarray, signal: np.ndarray | None
+) -> None:
     """BPTT through one pascanu layer, in place: dh_in (T, B, n) becomes the total dE/dh_t (the G of this form).
 
-    carry (B, n) is scratch; signal (T+1,) gets ||dE/dh_k||.
+    carry (B, n) is scratch; signal (T+1,) gets ||dE/dh_t|| for t >= 1, or is None to skip the norms.
     """
-    carry.fill(0.0)
-    for t in reversed(range(D.shape[0])):
+    T = D.shape[0]
+    for t in reversed(range(T)):
         g = dh_in[t]
-        g += carry  # total dE/dh_{t+1}
-        signal[t + 1] = math.sqrt(np.vdot(g, g))
-        np.matmul(g, W, out=carry)
-        carry *= D[t]
-    signal[0] = math.sqrt(np.vdot(carry, carry))
+        if t < T - 1:
+            np.matmul(dh_in[t + 1], W, out=carry)
+            g += np.multiply(carry, D[t + 1], out=carry)  # total dE/dh_{t+1}
+        if signal is not None:
+            signal[t + 1] = math.sqrt(np.vdot(g, g))
+
+
+def _initial_state_norm(form: str, W: np.ndarray, D: np.ndarray, G: np.ndarray) -> float:
+    """||dE/dh_0|| from the first step's G (dE/da_1 for elman, dE/dh_1 for pascanu); only the signal needs it."""
+    back = G[0] @ W
+    if form == "pascanu":
+        back *= D[0]
+    return math.sqrt(np.vdot(back, back))
 
 
 def _grad_buffers(model: RNN, workspace: Workspace | None) -> dict[str, np.ndarray]:
@@ -364,12 +375,13 @@ def _grad_buffers(model: RNN, workspace: Workspace | None) -> dict[str, np.ndarr
 
 
 def bptt(
-    model: RNN, trace: Trace, dy: np.ndarray, workspace: Workspace | None = None
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    model: RNN, trace: Trace, dy: np.ndarray, workspace: Workspace | None = None, with_signal: bool = True
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Backpropagation through time.
 
     Returns (grads keyed like model.params, signal) where signal (L, T+1) holds ||dE/dh_k^l||,
     the Frobenius norm over the batch of the total derivative of E with respect to layer l's state h_k.
+    with_signal=False returns None for the signal and skips its norms (a training step has no use for them).
     With a `workspace`, grads live in its buffers (see Workspace).
     """
     p, L, (T, B, _) = model.params, model.layers, dy.shape
@@ -378,17 +390,19 @@ def bptt(
     np.matmul(_flat(dy).T, _flat(trace.h[-1][1:]), out=grads["W_hy"])
     ones = np.ones(T * B)
     np.matmul(ones, _flat(dy), out=grads["b_y"])  # sum over steps and batch, as a gemv
-    signal = np.zeros((L, T + 1))
+    signal = np.zeros((L, T + 1)) if with_signal else None
     dh_in = _empty(workspace, f"dh{L - 1}", (T, B, n))
     np.matmul(_flat(dy), p["W_hy"], out=_flat(dh_in))  # dE/dh_t from the readout
     carry = _empty(workspace, "carry", (B, n))
     for l in reversed(range(L)):
+        W, D, G = p[f"W_hh_{l}"], trace.d[l], dh_in  # G: dE/da_t (elman) or dE/dh_t (pascanu), in dh_in's buffer
+        sig = None if signal is None else signal[l]
         if model.form == "elman":
-            G = _empty(workspace, "G", (T, B, n))  # dE/da_t
-            _elman_backward(p[f"W_hh_{l}"], trace.d[l], dh_in, G, carry, signal[l])
+            _elman_backward(W, D, dh_in, carry, sig)
         else:
-            G = dh_in  # dE/dh_t
-            _pascanu_backward(p[f"W_hh_{l}"], trace.d[l], dh_in, carry, signal[l])
+            _pascanu_backward(W, D, dh_in, carry, sig)
+        if sig is not None:
+            sig[0] = _initial_state_norm(model.form, W, D, G)
         prev = trace.h[l][:-1] if model.form == "elman" else trace.pre[l]  # (T, B, n): what W_hh multiplied
         np.matmul(_flat(G).T, _flat(prev), out=grads[f"W_hh_{l}"])
         _input_weight_grad(_flat(G), trace.inputs[l], grads[f"W_xh_{l}"], workspace)

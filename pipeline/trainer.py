@@ -50,7 +50,7 @@ def train_step(
         loss, dy = loss_and_dy(trace.y, targets, mask, loss_kind, workspace)
         if not math.isfinite(loss):
             return StepStats(loss, math.nan, math.nan, False, h_last)
-        grads, _ = bptt(model, trace, dy, workspace)
+        grads, _ = bptt(model, trace, dy, workspace, with_signal=False)
         clipped, grad_norm, scale = clip_gradients(grads, clip_mode, clip_threshold)
         if not math.isfinite(grad_norm):
             return StepStats(loss, grad_norm, scale, False, h_last)

@@ -251,6 +251,19 @@ def test_workspace_changes_nothing_but_where_arrays_live(form):
             np.testing.assert_array_equal(grads_ws[key], grads[key])
 
 
+def test_bptt_without_signal_gives_the_same_gradients():
+    rng = np.random.default_rng(9)
+    for form in ("elman", "pascanu"):
+        model, xs, h0, targets, mask = random_problem(rng, form, "tanh", 2, "xent")
+        trace = forward(model, xs, h0)
+        _, dy = loss_and_dy(trace.y, targets, mask, "xent")
+        grads, signal = bptt(model, trace, dy)
+        grads_only, none = bptt(model, trace, dy, with_signal=False)
+        assert signal.shape == (2, T + 1) and none is None
+        for key in grads:
+            np.testing.assert_array_equal(grads_only[key], grads[key])
+
+
 # ---- bad input --------------------------------------------------------------------------------------------------
 
 
