@@ -6,9 +6,9 @@ is created RUNNING when its cell is submitted and ended FINISHED once its folder
 
 Resume: a cell whose config_hash has a FINISHED run in the experiment and whose folder
 `results/<spec>/runs/<hash>/` exists is skipped; a folder without a FINISHED run (killed between computing and
-logging) is logged again without recomputing. Runs left RUNNING by a killed sweep end KILLED at the start, and
-SIGINT/SIGTERM end the in-flight ones KILLED. So a killed sweep, started again, finishes what is missing and
-repeats nothing that finished.
+logging) is logged again without recomputing. Runs left RUNNING by a killed sweep end KILLED at the start (and
+the temp folders of its killed workers are removed), and SIGINT/SIGTERM end the in-flight ones KILLED. So a killed
+sweep, started again, finishes what is missing and repeats nothing that finished.
 
 The results table `results/<spec>.parquet` has one row per cell with a finished run: `spec, cell, run_id,
 config_hash, outcome, run_dir` (relative to the results dir, e.g. `weight_norms/runs/<hash>`) + config.json
@@ -21,6 +21,8 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
+import shutil
 import signal
 import threading
 import time
@@ -37,6 +39,9 @@ from .config import config_hash
 # progress(done, total, cell_name, status): status is "skipped", "relogged", an outcome, or "crashed"
 Progress = Callable[[int, int, str, str], None]
 SUMMARY_LABELS = ("outcome", "predicted_regime", "observed_regime")
+# runner.execute_run's temp folders and _move_into_place's: mkdtemp(prefix=".<config_hash>.", suffix=".tmp"/".old")
+RUNNER_TEMP_FOLDER = re.compile(r"\.[0-9a-f]{12}\.[a-z0-9_]{8}\.(tmp|old)")
+POLL_SECONDS = 0.2  # how long a stop request can wait for the sweep to notice it
 
 
 @dataclass(frozen=True)
@@ -92,22 +97,34 @@ def run_sweep(spec, data_dir: Path, results_dir: Path, store: tracking.Store, jo
     if execute is None:
         from .runner import execute_run as execute
     results_dir, cells = Path(results_dir), plan_cells(spec, results_dir)
-    exp_id = tracking.ensure_experiment(store, f"rnngrad/{spec.name}")
-    tracking.end_stale_runs(store, exp_id)
-    parent = _open_parent(store, exp_id, spec, spec_hash(cells))
-    result = SweepResult(exp_id, parent, results_dir / f"{spec.name}.parquet")
-    tick = _ticker(len(cells), progress)
-    try:
-        with _signals_raise_interrupt():
-            run_ids = _resume(store, exp_id, parent, spec, cells, result, tick)
+    with _stop_on_signals() as stop:
+        exp_id = tracking.ensure_experiment(store, f"rnngrad/{spec.name}")
+        tracking.end_stale_runs(store, exp_id)
+        _remove_runner_temp_folders(results_dir / spec.name / "runs")
+        parent = _open_parent(store, exp_id, spec, spec_hash(cells))
+        result = SweepResult(exp_id, parent, results_dir / f"{spec.name}.parquet")
+        tick = _ticker(len(cells), progress)
+        try:
+            run_ids = _resume(store, exp_id, parent, spec, cells, result, tick, stop)
             todo = [c for c in cells if c.config_hash not in run_ids]
-            run_ids |= _run_cells(store, exp_id, parent, spec, todo, data_dir, jobs, execute, result, tick)
-        table = write_results_table(spec, cells, run_ids, results_dir, result.table_path)
-        _close_parent(store, spec, parent, result, table)
-    except BaseException as e:
-        tracking.end_run(store, parent, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-        raise
+            run_ids |= _run_cells(store, exp_id, parent, spec, todo, data_dir, jobs, execute, result, tick, stop)
+            stop.check()  # the last point to stop at: from here the sweep only writes its table and finishes
+            table = write_results_table(spec, cells, run_ids, results_dir, result.table_path)
+            _close_parent(store, spec, parent, result, table)
+        except BaseException as e:
+            tracking.end_run(store, parent, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            raise
     return result
+
+
+def _remove_runner_temp_folders(runs_dir: Path) -> None:
+    """Remove the temp folders that killed workers left in a spec's runs folder (the runner removes its own
+    otherwise). Only names the runner makes: anything else in the folder is not ours to delete."""
+    if not runs_dir.is_dir():
+        return
+    for path in runs_dir.iterdir():
+        if RUNNER_TEMP_FOLDER.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _open_parent(store, exp_id: str, spec, shash: str) -> str:
@@ -137,10 +154,11 @@ def _child_tags(spec, cell: Cell) -> dict:
     return {"config_hash": cell.config_hash, "spec": spec.name, "profile": spec.profile, "cell": cell.name}
 
 
-def _resume(store, exp_id, parent, spec, cells, result: SweepResult, tick) -> dict[str, str]:
+def _resume(store, exp_id, parent, spec, cells, result: SweepResult, tick, stop: _StopRequest) -> dict[str, str]:
     """{config_hash: run_id} of cells already done: skipped if logged, logged now if only the folder exists."""
     finished, run_ids = tracking.finished_runs(store, exp_id), {}
     for cell in cells:
+        stop.check()
         if not cell.run_dir.is_dir():
             continue
         if cell.config_hash in finished:
@@ -169,8 +187,9 @@ def _log_and_finish(store, run_id: str, cell: Cell, result: SweepResult) -> str:
 
 
 def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, execute,
-               result: SweepResult, tick) -> dict[str, str]:
-    """Compute `todo` in worker processes, at most `jobs` at a time; log each as it returns."""
+               result: SweepResult, tick, stop: _StopRequest) -> dict[str, str]:
+    """Compute `todo` in worker processes, at most `jobs` at a time; log each as it returns. The wait for them
+    wakes every POLL_SECONDS to see whether a signal asked the sweep to stop."""
     if not todo:
         return {}
     jobs = min(jobs or os.cpu_count() or 1, len(todo))
@@ -180,6 +199,7 @@ def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, ex
 
     def submit_next() -> None:
         for cell in queue:
+            stop.check()
             run_id = tracking.start_run(store, exp_id, cell.name, parent, _child_tags(spec, cell))
             try:
                 inflight[pool.submit(compute_cell, execute, cell.config, Path(data_dir), cell.run_dir)] = (cell, run_id)
@@ -192,7 +212,9 @@ def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, ex
         for _ in range(jobs):
             submit_next()
         while inflight:
-            for future in wait(list(inflight), return_when=FIRST_COMPLETED)[0]:
+            stop.check()
+            for future in wait(list(inflight), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)[0]:
+                stop.check()
                 cell, run_id = inflight[future]
                 submit_next()  # first, so that a worker computes while this process logs
                 status = _finish_cell(store, run_id, cell, future, result)
@@ -247,30 +269,51 @@ def _worker_init(parent_pid: int) -> None:
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
     """Stop at once: shutdown(wait=True) would wait for the running cells. (Python 3.14 has
-    pool.terminate_workers(); before it, the processes are only reachable through `_processes`.)"""
+    pool.terminate_workers(); before it, the processes are only reachable through `_processes`.) A worker still
+    alive after SIGTERM is killed, so that the executor's own cleanup at exit, which joins them, cannot block."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for p in processes:
         p.terminate()
     for p in processes:
         p.join(timeout=5)
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=5)
+
+
+class _StopRequest:
+    """SIGINT or SIGTERM received while the sweep runs: the handler only records it, and the sweep raises
+    KeyboardInterrupt at its next `check()`. Raised by the handler itself, it came out of whatever the main thread
+    was doing: inside an MLflow/SQLAlchemy call it left sqlite's lock held, so each cleanup write (ending runs
+    KILLED) waited out MLflow's 20 s busy timeout; inside a weakref callback it was ignored; inside
+    concurrent.futures.wait it can leave a future's lock held, which the executor's thread, joined at exit, needs."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame) -> None:
+        self.signum = signum
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt(f"signal {self.signum}")
 
 
 @contextmanager
-def _signals_raise_interrupt():
-    """SIGTERM behaves like Ctrl-C (KeyboardInterrupt) while the sweep runs, so in-flight runs end KILLED."""
+def _stop_on_signals():
+    """SIGTERM behaves like Ctrl-C while the sweep runs: both stop it at a safe point with KeyboardInterrupt, so
+    in-flight runs end KILLED. (Only the main thread can set signal handlers; elsewhere `check()` never raises.)"""
+    stop = _StopRequest()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield stop
         return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _ticker(total: int, progress: Progress | None) -> Callable[[str, str], None]:

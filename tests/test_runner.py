@@ -367,3 +367,15 @@ def test_zero_iterations_probe_the_initial_model(data_dir, tmp_path):
     assert result.outcome == "ok" and result.summary["iters_done"] == 0
     assert result.summary["gamma_w_final"] == result.summary["gamma_w_init"]
     assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 0
+
+
+def test_the_sweep_recognises_the_runners_temp_folder(data_dir, tmp_path):
+    """sweep.py removes temp folders left by killed workers by name: the name the runner really uses."""
+    from pipeline.sweep import RUNNER_TEMP_FOLDER
+
+    cfg = RunConfig(**{**TINY, "task": "adding", "iters": 2})
+    run_dir = tmp_path / "runs" / config_hash(cfg)
+    seen = []
+    run_quietly(cfg, data_dir, run_dir, progress=lambda event: seen.extend(p.name for p in run_dir.parent.iterdir()))
+    assert seen and all(RUNNER_TEMP_FOLDER.fullmatch(name) for name in seen), seen
+    assert [p.name for p in run_dir.parent.iterdir()] == [run_dir.name]
