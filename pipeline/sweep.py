@@ -176,12 +176,7 @@ def _resume(store, exp_id, parent, spec, cells, result: SweepResult, tick, stop:
 
 def _log_and_finish(store, run_id: str, cell: Cell, result: SweepResult) -> str:
     start = time.perf_counter()
-    try:
-        tracking.log_run_folder(store, run_id, cell.run_dir)
-    except BaseException:
-        tracking.end_run(store, run_id, "KILLED")
-        raise
-    tracking.end_run(store, run_id, "FINISHED")
+    tracking.log_folder_and_end(store, run_id, cell.run_dir)
     result.logging_seconds += time.perf_counter() - start
     return json.loads((cell.run_dir / "summary.json").read_text()).get("outcome", "ok")
 

@@ -254,6 +254,17 @@ def log_run_folder(store: Store, run_id: str, run_dir: str | Path, tags: dict | 
         client(store).log_text(run_id, _samples_text(run_dir / "samples.json"), "samples.txt")
 
 
+def log_folder_and_end(store: Store, run_id: str, run_dir: str | Path) -> None:
+    """`log_run_folder`, then end the run FINISHED (whatever the run's outcome: that is a tag). If logging is
+    interrupted the run ends KILLED, if it fails FAILED, so no run is left RUNNING."""
+    try:
+        log_run_folder(store, run_id, run_dir)
+    except BaseException as e:
+        end_run(store, run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    end_run(store, run_id, "FINISHED")
+
+
 def flatten_json(d: dict, prefix: str = "") -> dict:
     """{"a": {"b": 1}} -> {"a.b": 1}; lists and scalars stay values."""
     out = {}

@@ -217,3 +217,21 @@ def test_finished_runs_and_end_stale_runs(store):
     assert tracking.end_stale_runs(store, exp) == 0
     with pytest.raises(ValueError, match="status"):
         tracking.end_run(store, done, "DONE")
+
+
+@pytest.mark.parametrize("error, status", [(KeyboardInterrupt, "KILLED"), (OSError, "FAILED")])
+def test_log_folder_and_end_never_leaves_a_run_running(store, tmp_path, monkeypatch, error, status):
+    write_fake_run_folder(CONFIG, tmp_path / "runs" / "abc123")
+    run_id = tracking.start_run(store, tracking.ensure_experiment(store, "rnngrad/test"), "x")
+
+    def broken(*args, **kwargs):
+        raise error("interrupted mid-logging")
+
+    with monkeypatch.context() as m, pytest.raises(error):
+        m.setattr(tracking, "log_run_folder", broken)
+        tracking.log_folder_and_end(store, run_id, tmp_path / "runs" / "abc123")
+    assert tracking.client(store).get_run(run_id).info.status == status
+    run_id = tracking.start_run(store, tracking.ensure_experiment(store, "rnngrad/test"), "y")
+    tracking.log_folder_and_end(store, run_id, tmp_path / "runs" / "abc123")
+    run = tracking.client(store).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "ok"

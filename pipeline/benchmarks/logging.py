@@ -55,8 +55,7 @@ def _timed(fn, *args) -> float:
 
 def _log_folder(store: tracking.Store, experiment: str, run_dir: Path) -> str:
     run_id = tracking.start_run(store, experiment, "bench", tags={"config_hash": run_dir.name})
-    tracking.log_run_folder(store, run_id, run_dir)
-    tracking.end_run(store, run_id, "FINISHED")
+    tracking.log_folder_and_end(store, run_id, run_dir)
     return run_id
 
 

@@ -133,12 +133,7 @@ def _log_run(store: tracking.Store, experiment_id: str, result: RunResult) -> st
     """One MLflow run for the finished folder (FINISHED whatever the outcome: the outcome is a tag, as in sweeps)."""
     run_id = tracking.start_run(store, experiment_id, f"train-{result.config_hash}",
                                 tags={"config_hash": result.config_hash})
-    try:
-        tracking.log_run_folder(store, run_id, result.run_dir)
-    except BaseException:
-        tracking.end_run(store, run_id, "FAILED")
-        raise
-    tracking.end_run(store, run_id, "FINISHED")
+    tracking.log_folder_and_end(store, run_id, result.run_dir)
     return run_id
 
 
