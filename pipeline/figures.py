@@ -25,6 +25,7 @@ from .analysis import write_atomic
 from .reductions import format_metric, short_value
 
 DPI = 110
+LOSS_CEILING = 1e12  # loss curves are drawn up to here: beyond, a log axis's margins overflow float64
 MAX_PANELS, PANEL_COLUMNS = 16, 4  # decay curves: at most 16 (activation, gamma_W) panels, 4 to a row
 Tables = dict[str, pd.DataFrame]
 Drawn = tuple[Figure, str, list[str]] | None
@@ -265,10 +266,12 @@ def draw_clip_curves(tables: Tables) -> Drawn:
     fig, axes = panel_row(len(modes), 2.8, 2.8)
     for ax, mode in zip(axes, modes):
         c = curves[curves["clip_mode"].astype(str) == mode].copy()
+        c["loss"] = c["loss"].clip(upper=LOSS_CEILING)  # an exploding run reaches 1e300: log axes overflow there
         c["threshold"] = c["clip_threshold"].map(short_value) if mode != "none" else "–"
         sns.lineplot(data=c, x="iter", y="loss", hue="threshold", units="run_id", estimator=None, ax=ax, lw=1)
         ax.set(yscale="log", title=f"clip: {mode}", xlabel="iteration")
-    caption = "Training loss curves per clipping mode and threshold; a curve that stops early diverged."
+    caption = (f"Training loss curves per clipping mode and threshold (losses above {LOSS_CEILING:.0e} drawn at "
+               f"{LOSS_CEILING:.0e}); a curve that stops early diverged.")
     return fig, caption, list(curves["run_id"].unique())
 
 

@@ -139,7 +139,8 @@ def history(cfg: dict, outcome: str, diverged_at: int | None) -> pd.DataFrame:
     it = np.arange(cfg["iters"])
     end = final_loss(cfg)
     loss = end + (CHANCE_LOSS[cfg["task"]] - end) * np.exp(-it / 20)
-    if outcome == "diverged":
+    if outcome == "diverged":  # explodes over its last ten steps, to 1e300, then inf
+        loss = np.where(it >= diverged_at - 10, 10.0 ** np.minimum(30.0 * (it - diverged_at + 11), 300.0), loss)
         loss = np.where(it >= diverged_at, np.inf, loss)
     return pd.DataFrame({"iter": it, "loss": loss, "grad_norm": 1.0 + 0 * it, "clip_scale": 1.0 + 0 * it,
                          "w_norm": cfg["gamma_w"] + 0 * it, "spectral_radius": cfg["gamma_w"] + 0 * it})
