@@ -10,13 +10,14 @@ every unit), and NaN only when a step itself is not finite (the state overflowed
 
 All pairs (`log_norm_matrix`) are computed lag by lag: the products P_{k+lag,k} for every k sit in one stack,
 each lag advance is one gemm plus a diagonal scaling, and the spectral norms of a whole lag come from batched
-Lanczos iterations warm-started from the previous lag's singular vectors (see `_top_singular_values`).
+Lanczos iterations warm-started from the previous lag's singular vectors (see `lanczos.top_singular_values`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .lanczos import top_singular_values
 from .rnn import FORMS, RNN, step_factors
 
 LANCZOS_TOL = 1e-12  # stop when the estimated relative error of sigma_1^2 is below this
@@ -137,7 +138,7 @@ def log_norms_from_factors(
             stack, spare = spare, stack
         start = vectors[:m] + WARM_START_NOISE * noise[(k[:m] + lag) % T]
         start /= np.linalg.norm(start, axis=1, keepdims=True)
-        sigma, vectors, steps = _top_singular_values(stack[:m], start, tol, max_steps, int(steps[:m].min()), counts)
+        sigma, vectors, steps = top_singular_values(stack[:m], start, tol, max_steps, int(steps[:m].min()), counts)
         log_sigma, inv_sigma = _normalise_products(stack[:m], sigma)
         log_scale = log_scale[:m] + log_c[lag - 1 : lag - 1 + m] + log_sigma
         out[k[:m] + lag, k[:m]] = log_scale
@@ -188,108 +189,6 @@ def _normalise_products(stack: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarra
         stack[odd] = scaled / exact[:, None, None]
         log_sigma[odd] = np.log(size) + np.log(exact)
     return log_sigma, np.where(safe, 1.0 / np.where(safe, sigma, 1.0), 1.0)
-
-
-# ---- spectral norms of a stack: batched Lanczos ------------------------------------------------------------
-
-
-def _top_singular_values(
-    stack: np.ndarray, start: np.ndarray, tol: float, max_steps: int, first_check: int, counts: dict
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """sigma_1 of every P_k, stack[k] = P_k^T (m, n, n), by Lanczos on A_k = P_k^T P_k from unit start (m, n).
-
-    Returns (sigma (m,), right singular vector estimates (m, n), Lanczos steps used (m,)).
-    Why Lanczos: at short lags sigma_2/sigma_1 is close to 1 and power iteration needs hundreds of steps; the
-    Lanczos tridiagonal T_j gives sigma_1^2 as its top eigenvalue theta after a few dozen. Stopping rule: the
-    residual r = |beta_j s_j| of the top Ritz pair bounds the error by min(r, r^2 / gap) with gap = theta_1 -
-    theta_2; a pair stops when that is below tol * theta. Two Ritz values within 1e-10 of each other mean a
-    converged value has been found twice (a ghost from lost orthogonality), so that also stops. Pairs that
-    do not stop within max_steps get an exact SVD. Converged pairs leave the batch, so stragglers run alone.
-    """
-    m, n, _ = stack.shape
-    sigma, vectors, steps = np.zeros(m), start.copy(), np.full(m, max_steps)
-    run = _Lanczos(stack, start, max_steps)
-    check = max(2, first_check - 1)
-    while run.j < max_steps:
-        run.step()
-        if run.j < check and run.j < max_steps:
-            continue
-        ids, theta, ritz = run.finish_converged(tol)
-        sigma[ids], vectors[ids], steps[ids] = np.sqrt(np.maximum(theta, 0.0)), ritz, run.j
-        if not run.alive.any():
-            break
-        run.compact()
-        check = run.j + max(1, run.j // 6)
-    rest = run.ids[run.alive]
-    if rest.size:  # not converged within max_steps: exact
-        sigma[rest] = np.linalg.svd(stack[rest], compute_uv=False)[:, 0]
-        counts["exact_fallbacks"] += rest.size
-    counts["lanczos_steps"] += int(steps.sum())
-    return sigma, vectors, steps
-
-
-class _Lanczos:
-    """Plain (non-reorthogonalised) Lanczos on A_k = P_k^T P_k for a batch of products, stack[k] = P_k^T."""
-
-    def __init__(self, stack: np.ndarray, start: np.ndarray, max_steps: int):
-        m, n, _ = stack.shape
-        self.ids = np.arange(m)  # row -> pair of the caller's batch
-        self.alive = np.ones(m, dtype=bool)  # rows still iterating (finished rows may linger until compact)
-        self.stack = stack
-        self.basis: list[np.ndarray] = []  # Lanczos vectors (a, n), one per step, for the Ritz vectors
-        self.alpha, self.beta = np.zeros((m, max_steps)), np.zeros((m, max_steps))
-        self.v, self.v_prev, self.j = start.copy(), np.zeros_like(start), 0
-
-    def step(self) -> None:
-        """One three-term recurrence step: two batched matvecs, P v then P^T (P v)."""
-        j, v = self.j, self.v
-        self.basis.append(v)
-        Pv = np.matmul(self.stack.transpose(0, 2, 1), v[:, :, None])  # (a, n, 1)
-        w = np.matmul(self.stack, Pv)[:, :, 0]  # (a, n) = A v
-        a = np.einsum("an,an->a", v, w)
-        w -= a[:, None] * v + (self.beta[:, j - 1, None] * self.v_prev if j else 0.0)
-        b = np.sqrt(np.einsum("an,an->a", w, w))
-        self.alpha[:, j], self.beta[:, j] = a, b
-        self.v_prev, self.v = v, w / np.where(b > 0, b, 1.0)[:, None]
-        self.j = j + 1
-
-    def finish_converged(self, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Mark converged rows finished; return their pair ids, theta_1 and unit Ritz vectors (c, n)."""
-        j, rows = self.j, np.flatnonzero(self.alive)
-        theta, s = np.linalg.eigh(_tridiagonal(self.alpha[rows, :j], self.beta[rows, : j - 1]))
-        top, s_top = theta[:, -1], s[:, :, -1]  # (r,), (r, j)
-        residual = np.abs(self.beta[rows, j - 1] * s_top[:, -1])
-        gap = top - theta[:, -2] if j > 1 else np.zeros_like(top)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            error = np.fmin(residual, residual**2 / gap)
-        ghost = (gap <= 1e-10 * top) & (top > 0) & (j > 1)
-        done = (error <= tol * top) | ghost
-        finished = rows[done]
-        ritz = sum(s_top[done, i, None] * self.basis[i][finished] for i in range(j))  # (c, n)
-        size = np.linalg.norm(ritz, axis=1, keepdims=True)
-        ritz = np.where(size > 0, ritz / np.where(size > 0, size, 1.0), self.basis[0][finished])  # 0: zero P
-        self.alive[finished] = False
-        return self.ids[finished], top[done], ritz
-
-    def compact(self) -> None:
-        """Drop finished rows once fewer than 60 % are alive (copying the stack costs one pass over it)."""
-        keep = self.alive
-        if keep.sum() >= 0.6 * keep.size:
-            return
-        self.stack, self.basis = self.stack[keep], [v[keep] for v in self.basis]
-        self.ids, self.alive = self.ids[keep], keep[keep]
-        self.alpha, self.beta, self.v, self.v_prev = self.alpha[keep], self.beta[keep], self.v[keep], self.v_prev[keep]
-
-
-def _tridiagonal(alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    """Dense symmetric tridiagonals (r, j, j) from diagonals alpha (r, j) and off-diagonals beta (r, j-1)."""
-    r, j = alpha.shape
-    T = np.zeros((r, j, j))
-    i = np.arange(j)
-    T[:, i, i] = alpha
-    T[:, i[:-1], i[1:]] = beta
-    T[:, i[1:], i[:-1]] = beta
-    return T
 
 
 # ---- one column: dh_T/dh_k for every k ---------------------------------------------------------------------
