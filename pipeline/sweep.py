@@ -188,8 +188,9 @@ def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, ex
     if not todo:
         return {}
     jobs = min(jobs or os.cpu_count() or 1, len(todo))
+    blas_threads = max(1, (os.cpu_count() or 1) // jobs)
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(os.getpid(),))
+                               initializer=_worker_init, initargs=(os.getpid(), blas_threads))
     queue, inflight, run_ids = iter(todo), {}, {}
 
     def submit_next() -> None:
@@ -249,9 +250,18 @@ def compute_cell(execute: Callable, cfg, data_dir: Path, run_dir: Path) -> str:
     return str(run_dir)
 
 
-def _worker_init(parent_pid: int) -> None:
+_blas_limit = None  # a worker's threadpoolctl limit, kept alive for the worker's life
+
+
+def _worker_init(parent_pid: int, blas_threads: int) -> None:
     """Workers leave Ctrl-C to the parent (which ends the runs KILLED and stops them), and exit when the parent
-    is gone (SIGKILL), so that no orphan keeps computing beside a restarted sweep."""
+    is gone (SIGKILL), so that no orphan keeps computing beside a restarted sweep. Each uses `blas_threads` BLAS
+    threads (cores / workers): with BLAS's default of one thread per core in every worker, the workers' spinning
+    threads fight over the cores."""
+    global _blas_limit
+    from threadpoolctl import threadpool_limits
+
+    _blas_limit = threadpool_limits(limits=blas_threads, user_api="blas")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:

@@ -38,7 +38,10 @@ def fake_execute(cfg, data_dir, run_dir, progress=None):
     if str(cfg.gamma_w) == os.environ.get("FAKE_DIE_GAMMA"):
         os._exit(9)  # the worker process dies, as under the out-of-memory killer
     write_fake_run_folder(flatten(cfg), Path(run_dir), outcome="diverged" if cfg.gamma_w >= 3 else "ok")
-    (Path(run_dir) / "worker.json").write_text(json.dumps({"mlflow_imported": "mlflow" in sys.modules}))
+    from threadpoolctl import threadpool_info
+
+    blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    (Path(run_dir) / "worker.json").write_text(json.dumps({"mlflow_imported": "mlflow" in sys.modules, "blas": blas}))
     _append(calls, f"done {config_hash(cfg)} {os.getpid()}")
 
 
@@ -130,7 +133,10 @@ def test_sweep_logs_a_parent_with_nested_children_and_writes_the_table(env):
     for row in table.itertuples():
         folder = env / "results" / row.run_dir
         assert folder == env / "results" / "mini" / "runs" / row.config_hash
-        assert json.loads((folder / "worker.json").read_text()) == {"mlflow_imported": False}
+        worker = json.loads((folder / "worker.json").read_text())
+        assert worker["mlflow_imported"] is False
+        # the workers share the cores: each gets cores // jobs BLAS threads, not one per core each
+        assert worker["blas"] and set(worker["blas"]) == {max(1, (os.cpu_count() or 1) // 2)}
     assert not list((env / "results").glob(".*tmp"))
 
 
