@@ -372,4 +372,33 @@ def test_logging_and_scaling_benchmarks_report_their_figures(tmp_path, monkeypat
     fig = bench_sweep_scaling(tmp_path / "tiny.yaml", data_dir=tmp_path / "data", repeats=1)
     assert fig["sweep_cells"] == 2
     assert fig["sweep_speedup"] == pytest.approx(fig["sweep_seconds_1_job"] / fig["sweep_seconds_2_jobs"])
+    assert fig["sweep_logging_wall_overhead"] == pytest.approx(
+        fig["sweep_seconds_2_jobs"] / fig["sweep_seconds_2_jobs_unlogged"] - 1)
     assert not list(tmp_path.glob("*.db")) and not (tmp_path / "results").exists()
+
+
+def test_the_unlogged_sweep_variant_still_ends_every_run_but_logs_no_folder(tmp_path):
+    from pipeline.benchmarks.logging import _sweep_once
+
+    (tmp_path / "tiny.yaml").write_text(TINY_SPEC)
+    spec = load_spec(tmp_path / "tiny.yaml", "quick")
+    seen = {}
+    real_open = tracking.open_store
+
+    def keep_store(*args, **kwargs):  # the benchmark's throwaway store, to look inside before it is deleted
+        seen["store"] = real_open(*args, **kwargs)
+        return seen["store"]
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(tracking, "open_store", keep_store)
+        real_end = tracking.end_run
+
+        def end_and_look(store, run_id, status="FINISHED"):
+            real_end(store, run_id, status)
+            run = tracking.client(store).get_run(run_id)
+            seen.setdefault("runs", []).append((run.info.status, "outcome" in run.data.tags))
+
+        m.setattr(tracking, "end_run", end_and_look)
+        wall, logging_seconds = _sweep_once(spec, tmp_path / "data", 1, log_folders=False)
+    assert wall > 0 and logging_seconds >= 0
+    assert seen["runs"] == [("FINISHED", False)] * 3  # two cells and the parent ended; no folder's tags logged
