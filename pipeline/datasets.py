@@ -259,15 +259,21 @@ def _profile_section(spec: dict, path: Path, profile: str) -> dict:
 
 
 def _spec_text_window(spec: dict, section: dict) -> int | None:
-    """The longest text window (seq_len) the spec trains with, if it trains on text."""
+    """The longest text window (seq_len) the spec trains with, if it trains on text. The grid is a mapping of value
+    lists or a list of such mappings (config.load_spec validates it fully; here anything odd is just skipped)."""
     base = {**(spec.get("base") or {}), **(section.get("base") or {})}
     grid = section.get("grid") or {}
-    task_values = grid.get("task", [base.get("task")]) if isinstance(grid, dict) else [base.get("task")]
-    if TEXT_TASK not in (task_values if isinstance(task_values, list) else [task_values]):
-        return None
-    lens = grid.get("seq_len", [base.get("seq_len")]) if isinstance(grid, dict) else [base.get("seq_len")]
-    lens = [v for v in (lens if isinstance(lens, list) else [lens]) if isinstance(v, int) and not isinstance(v, bool)]
-    return max(lens) if lens else None
+    parts = [g for g in (grid if isinstance(grid, list) else [grid]) if isinstance(g, dict)] or [{}]
+    windows = []
+    for part in parts:
+        tasks, lens = (_as_list(part.get(k, base.get(k))) for k in ("task", "seq_len"))
+        if TEXT_TASK in tasks:
+            windows += [v for v in lens if isinstance(v, int) and not isinstance(v, bool)]
+    return max(windows) if windows else None
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
 
 
 def data_requests_from_specs(spec_paths: list[Path], profile: str, default_seed: int = 0) -> list[DataRequest]:

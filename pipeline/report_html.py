@@ -2,7 +2,7 @@
 
 `build_sections` turns `rnngrad analyze`'s outputs into a list of `Section`s made of paragraphs, tables, figures
 and preformatted text. Numbers quoted from metrics.json are `Metric(key)` parts, printed by
-`analysis.format_metric`, so the report shows exactly what metrics.json holds; run IDs are `RunRef` parts.
+`reductions.format_metric`, so the report shows exactly what metrics.json holds; run IDs are `RunRef` parts.
 `render_html` writes them with inline CSS and figures as base64 data URIs: the file opens offline and prints.
 """
 

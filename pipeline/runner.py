@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from . import datasets, jacobian
 from .config import RunConfig, config_hash, flatten
@@ -39,6 +40,10 @@ HISTORY_COLUMNS = ("iter", "loss", "grad_norm", "clip_scale", "w_norm", "spectra
 # a weight-norm eigensolve costs ~3 ms at n = 100, and each logged point ~65 us of sqlite time, which on a
 # half-second quick run is what keeps MLflow under 10 % of the run. history.csv keeps every iteration.
 SERIES_POINTS = 50
+# A run computes on one BLAS thread wherever it runs: OpenBLAS splits a long sum differently on 2 threads than
+# on 1, and those last-bit differences grow over training, so otherwise a config's numbers would depend on the
+# machine's cores and on the sweep's --jobs. (Sweeps get their parallelism from worker processes instead.)
+BLAS_THREADS = 1
 MAX_VAL_SEQUENCES = 1000  # synthetic validation passes use at most this many sequences
 TEXT_VAL_WINDOWS = 128  # text validation: this many evenly spaced windows of the validation text
 
@@ -87,7 +92,8 @@ def execute_run(cfg: RunConfig, data_dir: Path | str, run_dir: Path | str,
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", suffix=".tmp", dir=run_dir.parent))
     try:
-        summary = _build_folder(cfg, Path(data_dir), tmp, progress)
+        with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+            summary = _build_folder(cfg, Path(data_dir), tmp, progress)
         _move_into_place(tmp, run_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

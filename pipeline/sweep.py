@@ -188,9 +188,8 @@ def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, ex
     if not todo:
         return {}
     jobs = min(jobs or os.cpu_count() or 1, len(todo))
-    blas_threads = max(1, (os.cpu_count() or 1) // jobs)
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(os.getpid(), blas_threads))
+                               initializer=_worker_init, initargs=(os.getpid(),))
     queue, inflight, run_ids = iter(todo), {}, {}
 
     def submit_next() -> None:
@@ -250,18 +249,10 @@ def compute_cell(execute: Callable, cfg, data_dir: Path, run_dir: Path) -> str:
     return str(run_dir)
 
 
-_blas_limit = None  # a worker's threadpoolctl limit, kept alive for the worker's life
-
-
-def _worker_init(parent_pid: int, blas_threads: int) -> None:
+def _worker_init(parent_pid: int) -> None:
     """Workers leave Ctrl-C to the parent (which ends the runs KILLED and stops them), and exit when the parent
-    is gone (SIGKILL), so that no orphan keeps computing beside a restarted sweep. Each uses `blas_threads` BLAS
-    threads (cores / workers): with BLAS's default of one thread per core in every worker, the workers' spinning
-    threads fight over the cores."""
-    global _blas_limit
-    from threadpoolctl import threadpool_limits
-
-    _blas_limit = threadpool_limits(limits=blas_threads, user_api="blas")
+    is gone (SIGKILL), so that no orphan keeps computing beside a restarted sweep. (Each run uses one BLAS thread,
+    runner.BLAS_THREADS, so workers do not fight over the cores.)"""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
@@ -289,7 +280,7 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
 
 class _StopRequest:
     """SIGINT or SIGTERM received while the sweep runs: the handler only records it, and the sweep raises
-    KeyboardInterrupt at its next `check()`. Raised by the handler itself, it came out of whatever the main thread
+    KeyboardInterrupt at its next `check()` (a second signal raises at once, wherever the sweep is). Raised by the handler itself, it came out of whatever the main thread
     was doing: inside an MLflow/SQLAlchemy call it left sqlite's lock held, so each cleanup write (ending runs
     KILLED) waited out MLflow's 20 s busy timeout; inside a weakref callback it was ignored; inside
     concurrent.futures.wait it can leave a future's lock held, which the executor's thread, joined at exit, needs."""
@@ -298,6 +289,8 @@ class _StopRequest:
         self.signum: int | None = None
 
     def __call__(self, signum: int, frame) -> None:
+        if self.signum is not None:  # asked twice: the sweep is stuck in a long call, so stop right here
+            raise KeyboardInterrupt(f"signal {signum}")
         self.signum = signum
 
     def check(self) -> None:

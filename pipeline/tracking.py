@@ -26,6 +26,7 @@ PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 MAX_TAG_CHARS = 8000  # and on a tag value
 REGIME_TAGS = ("outcome", "predicted_regime", "observed_regime")
+STORE_LOCK_SECONDS = 20  # how long opening the sqlite store waits for another writer (MLflow's busy timeout)
 
 
 @dataclass(frozen=True)
@@ -126,12 +127,15 @@ def _use_write_ahead_log(db: Path) -> None:
     import sqlite3
 
     try:
-        con = sqlite3.connect(db, timeout=20)
+        con = sqlite3.connect(db, timeout=STORE_LOCK_SECONDS)
     except sqlite3.Error as e:
-        raise UserError(f"{db}: cannot open the MLflow store ({e})") from None
+        raise UserError(f"{db}: cannot open the MLflow store ({e}); check the folder's permissions") from None
     try:
         con.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.DatabaseError as e:
+    except sqlite3.OperationalError as e:  # locked by another writer, read-only file or folder, disk full, ...
+        raise UserError(f"{db}: cannot write the MLflow store ({e}); check that no other process holds it and "
+                        "that the file and its folder are writable") from None
+    except sqlite3.DatabaseError as e:  # the file exists but is something else
         raise UserError(f"{db}: not an SQLite database ({e}); move it aside or set MLFLOW_TRACKING_URI") from None
     finally:
         con.close()

@@ -240,3 +240,11 @@ def test_data_requests_dedupe_and_text_window(tmp_path):
     assert sorted(r.seq_len or 0 for r in reqs if r.task == "text") == [0, 80]  # a's spec does not train text
     with pytest.raises(UserError, match="a.yaml: no profile 'huge'"):
         datasets.data_requests_from_specs([a], "huge")
+
+
+def test_text_window_of_a_list_grid_is_its_longest_text_part(tmp_path):
+    spec = tmp_path / "c.yaml"
+    spec.write_text("base: {task: adding, seq_len: 50}\nprofiles:\n  quick:\n    data: [{task: text}]\n    grid:\n"
+                    "      - {seq_len: [500]}\n      - {task: [text], seq_len: [20, 90]}\n      - {task: [text]}\n")
+    reqs = datasets.data_requests_from_specs([spec], "quick")
+    assert [r.seq_len for r in reqs if r.task == "text"] == [90]  # 500 trains adding; the base 50 is shorter

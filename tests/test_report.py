@@ -209,6 +209,17 @@ def test_rendering_the_same_analysis_again_gives_the_same_bytes(built, tmp_path,
     assert b"D:20231114221320" in (tmp_path / "report.pdf").read_bytes()  # its CreationDate, as the variable says
 
 
+@pytest.mark.parametrize("epoch", ["-1", "1.5", "yesterday", "253402300800"])
+def test_a_bad_source_date_epoch_is_a_one_line_error_and_writes_nothing(built, tmp_path, monkeypatch, epoch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+    result = invoke("report", "--analysis-dir", built["out"], "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert lines == [f"Error: SOURCE_DATE_EPOCH={epoch}: not a date; expected whole seconds since 1970 "
+                     "(e.g. 1700000000), or unset it to date the PDF by the analysis"], result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_report_without_analysis_is_a_one_line_error(tmp_path):
     result = invoke("report", "--analysis-dir", tmp_path / "nothing", "--out", tmp_path / "reports")
     assert result.exit_code == 2

@@ -379,3 +379,18 @@ def test_the_sweep_recognises_the_runners_temp_folder(data_dir, tmp_path):
     run_quietly(cfg, data_dir, run_dir, progress=lambda event: seen.extend(p.name for p in run_dir.parent.iterdir()))
     assert seen and all(RUNNER_TEMP_FOLDER.fullmatch(name) for name in seen), seen
     assert [p.name for p in run_dir.parent.iterdir()] == [run_dir.name]
+
+
+def test_a_runs_numbers_do_not_depend_on_the_callers_blas_threads(data_dir, corpus_file, tmp_path):
+    """OpenBLAS sums a long product differently on 1 and 2 threads; over a few Adagrad steps that changed a text
+    run's losses by 0.1. A run pins its own BLAS threads, so a sweep's --jobs or the machine's cores don't matter."""
+    from threadpoolctl import threadpool_limits
+
+    cfg = RunConfig(task="text", text=str(corpus_file), hidden=100, batch=32, seq_len=25, iters=10, probe_len=10,
+                    eval_every=0, samples=0)
+    histories = []
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            result = run_quietly(cfg, data_dir, tmp_path / f"threads{threads}")
+        histories.append((result.run_dir / "history.csv").read_bytes())
+    assert histories[0] == histories[1]

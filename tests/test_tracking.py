@@ -93,6 +93,22 @@ def test_a_store_file_that_is_not_sqlite_is_a_user_error_and_left_alone(tmp_path
     assert (tmp_path / "mlflow.db").read_text() == "my notes, not a database\n" * 100
 
 
+def test_a_store_locked_by_another_writer_is_a_user_error_that_says_so(tmp_path, monkeypatch, empty_db):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(tracking, "STORE_LOCK_SECONDS", 0.1)
+    shutil.copy(empty_db, tmp_path / "mlflow.db")
+    with sqlite3.connect(tmp_path / "mlflow.db") as con:
+        con.execute("PRAGMA journal_mode=DELETE")
+    holder = sqlite3.connect(tmp_path / "mlflow.db")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(UserError, match=r"mlflow.db: cannot write the MLflow store \(database is locked\); check "
+                                            "that no other process holds it"):
+            tracking.open_store(tmp_path)
+    finally:
+        holder.close()
+
+
 def test_open_store_honours_a_relative_sqlite_uri_as_absolute(tmp_path, monkeypatch, empty_db):
     (tmp_path / "sub").mkdir()
     shutil.copy(empty_db, tmp_path / "sub" / "elsewhere.db")

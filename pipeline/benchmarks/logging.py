@@ -70,8 +70,8 @@ def bench_sweep_scaling(spec_path: str | Path = DEFAULT_SPEC, profile: str = "qu
     spec = load_spec(spec_path, profile)
     variants = ((1, True), (2, True), (2, False))  # (jobs, log folders)
     seconds, logging = {v: [] for v in variants}, {v: [] for v in variants}
-    for _ in range(repeats):
-        for jobs, logged in variants:
+    for repeat in range(repeats):
+        for jobs, logged in variants[::-1] if repeat % 2 else variants:  # no variant always runs warmest
             wall, log = _sweep_once(spec, Path(data_dir), jobs, logged)
             seconds[jobs, logged].append(wall)
             logging[jobs, logged].append(log)

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from .. import analysis, figures, report_html, report_pdf
+from ..errors import UserError
 
 
 def report_cmd(
@@ -21,10 +22,11 @@ def report_cmd(
     """Write reports/figures/*.png, reports/report.html (self-contained: opens offline, prints) and
     reports/report.pdf (same sections and figures) from the analysis outputs."""
     metrics, report, tables = analysis.read_analysis(analysis_dir)
+    created = _report_date(analysis_dir)  # checked before anything is written
     drawn = figures.draw_figures(tables, out / "figures")
     sections = report_html.build_sections(metrics, report, tables, drawn)
     analysis.write_atomic(out / "report.html", report_html.render_html(sections, metrics))
-    analysis.write_atomic(out / "report.pdf", report_pdf.render_pdf(sections, metrics, _report_date(analysis_dir)))
+    analysis.write_atomic(out / "report.pdf", report_pdf.render_pdf(sections, metrics, created))
     typer.echo(f"wrote {out / 'report.html'}, {out / 'report.pdf'} and {len(drawn)} figures in {out / 'figures'}")
     typer.echo(f"\nReport: {(out / 'report.html').resolve()}")
     typer.echo(f"Runs:   {_mlflow_ui_hint()}")
@@ -35,8 +37,15 @@ def _report_date(analysis_dir: Path) -> datetime:
     reproducible-builds convention): never the wall clock, so rendering the same analysis twice gives the same
     PDF bytes and DVC sees no change."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    seconds = int(epoch) if epoch.isdigit() else int((analysis_dir / "metrics.json").stat().st_mtime)
-    return datetime.fromtimestamp(seconds, timezone.utc)
+    if not epoch:
+        return datetime.fromtimestamp(int((analysis_dir / "metrics.json").stat().st_mtime), timezone.utc)
+    try:
+        if not epoch.isdigit():
+            raise ValueError(epoch)
+        return datetime.fromtimestamp(int(epoch), timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        raise UserError(f"SOURCE_DATE_EPOCH={epoch}: not a date; expected whole seconds since 1970 "
+                        "(e.g. 1700000000), or unset it to date the PDF by the analysis") from None
 
 
 def _mlflow_ui_hint() -> str:
