@@ -37,9 +37,10 @@ from .trainer import train_step
 Progress = Callable[[dict], None]
 HISTORY_COLUMNS = ("iter", "loss", "grad_norm", "clip_scale", "w_norm", "spectral_radius")
 # train/* step metrics, w_norm and spectral_radius included, at this many evenly spaced iterations (plus the last):
-# a weight-norm eigensolve costs ~3 ms at n = 100, and each logged point ~65 us of sqlite time, which on a
-# half-second quick run is what keeps MLflow under 10 % of the run. history.csv keeps every iteration.
-SERIES_POINTS = 50
+# a weight-norm eigensolve costs ~3 ms at n = 100, and each logged point ~0.1 ms of MLflow/sqlite time. A run
+# logs a fixed ~35 ms plus 5 keys x this many points: at 50, the smallest quick run (0.8 s) spent 10.5 % of its
+# time logging; at 30, 8.8 %. history.csv keeps every iteration.
+SERIES_POINTS = 30
 # A run computes on one BLAS thread wherever it runs: OpenBLAS splits a long sum differently on 2 threads than
 # on 1, and those last-bit differences grow over training, so otherwise a config's numbers would depend on the
 # machine's cores and on the sweep's --jobs. (Sweeps get their parallelism from worker processes instead.)

@@ -239,9 +239,9 @@ def _history(iters: int) -> pd.DataFrame:
 
 @pytest.mark.parametrize("iters, ran, want", [
     (30, 30, list(range(1, 31))),  # short runs log every iteration
-    (150, 150, list(range(3, 151, 3))),  # 50 evenly spaced points, the last included
-    (151, 151, list(range(4, 152, 4)) + [151]),  # the last iteration even off the stride
-    (150, 77, list(range(3, 76, 3)) + [77]),  # a diverged run: up to the iteration it stopped at
+    (150, 150, list(range(5, 151, 5))),  # 30 evenly spaced points, the last included
+    (151, 151, list(range(6, 152, 6)) + [151]),  # the last iteration even off the stride
+    (150, 77, list(range(5, 76, 5)) + [77]),  # a diverged run: up to the iteration it stopped at
 ])
 def test_training_series_logs_at_most_series_points_per_key(iters, ran, want):
     val = pd.DataFrame({"iter": [0, ran], "val_loss": [1.0, 0.5], "val_accuracy": [0.1, 0.2]})
