@@ -140,7 +140,9 @@ def test_bad_arguments_are_named(kw, message):
 
 def test_throughput_benchmark_reports_its_figures():
     figures = bench_train_throughput(seed=0, seconds=0.3, rounds=1)
-    for key in ("train_chars_per_s", "train_onehot_chars_per_s", "minchar_chars_per_s"):
+    for key in ("train_chars_per_s", "train_onehot_chars_per_s", "minchar_chars_per_s", "gemm_floor_chars_per_s"):
         assert figures[key] > 0
     assert figures["speedup_vs_minchar"] == pytest.approx(figures["train_chars_per_s"] / figures["minchar_chars_per_s"])
+    assert figures["gemm_floor_vs_minchar"] == pytest.approx(
+        figures["gemm_floor_chars_per_s"] / figures["minchar_chars_per_s"])
     assert (figures["batch"], figures["seq_len"], figures["hidden"], figures["vocab"]) == (32, 25, 100, 65)

@@ -7,7 +7,10 @@ arithmetic as torch.nn.RNN on one-hot input). The baseline is a faithful port of
 window at a time, a Python loop per character, clipping every entry to [-5, 5], its own Adagrad).
 chars/s = windows per step * 25 * steps / seconds of wall-clock time.
 
-The three are timed in alternating rounds, so all see the same machine load; each figure is the median round.
+A fourth contender times only the matrix products of our step (`_GemmFloor`): the ceiling for any numpy
+float64 trainer of these settings, reported as a multiple of min-char-rnn.
+
+The four are timed in alternating rounds, so all see the same machine load; each figure is the median round.
 BLAS runs on `blas_threads` threads (1 by default) while timing: on a machine shared with other jobs, OpenBLAS's
 spinning threads made a step 10-20 times slower and the figures unrepeatable; the baseline's tiny matrix-vector
 products never use a second thread anyway.
@@ -119,6 +122,35 @@ class _MinCharRNN:
         self.p += SEQ_LEN
 
 
+class _GemmFloor:
+    """Only the matrix products of one batched training step, into preallocated arrays: a lower bound on any
+    float64 numpy step's time (the elementwise work, the id gathers, clipping and Adagrad all come on top), so
+    its chars/s is a ceiling no numpy trainer reaches on this machine.
+
+    Per step (S windows-steps of B lanes, H hidden, V outputs): S recurrent products forward and S backward
+    (B x H @ H x H), the readout, its input gradient and its weight gradient over all S*B positions
+    (S*B x H @ H x V and back), and dW_hh over all positions (H x S*B @ S*B x H): ~40 million multiply-adds."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        n = SEQ_LEN * BATCH
+        self.W_hh, self.W_hy = rng.standard_normal((HIDDEN, HIDDEN)), rng.standard_normal((VOCAB, HIDDEN))
+        self.hs, self.das = rng.standard_normal((SEQ_LEN, BATCH, HIDDEN)), rng.standard_normal((SEQ_LEN, BATCH, HIDDEN))
+        self.dy, self.logits = rng.standard_normal((n, VOCAB)), np.empty((n, VOCAB))
+        self.dh, self.dW_hh, self.dW_hy = np.empty((n, HIDDEN)), np.empty((HIDDEN, HIDDEN)), np.empty((VOCAB, HIDDEN))
+        self.out = np.empty((BATCH, HIDDEN))
+
+    def step(self) -> None:
+        hs, das = self.hs, self.das
+        for t in range(SEQ_LEN):  # forward recurrence
+            np.matmul(hs[t], self.W_hh.T, out=self.out)
+        np.matmul(hs.reshape(-1, HIDDEN), self.W_hy.T, out=self.logits)  # readout
+        np.matmul(self.dy, self.W_hy, out=self.dh)  # dE/dh from the readout
+        np.matmul(self.dy.T, hs.reshape(-1, HIDDEN), out=self.dW_hy)
+        for t in reversed(range(SEQ_LEN)):  # backward recurrence
+            np.matmul(das[t], self.W_hh, out=self.out)
+        np.matmul(das.reshape(-1, HIDDEN).T, hs.reshape(-1, HIDDEN), out=self.dW_hh)
+
+
 def _chars_per_second(step: Callable[[], None], chars_per_step: int, seconds: float) -> float:
     """Run `step` for about `seconds` of wall-clock time; return characters trained per second."""
     steps, start = 0, time.perf_counter()
@@ -138,6 +170,7 @@ def _median_rates(seed: int, seconds: float, rounds: int) -> dict[str, float]:
         "train_chars_per_s": (_PipelineTrainer(ids, rng, one_hot=False).step, BATCH * SEQ_LEN),
         "train_onehot_chars_per_s": (_PipelineTrainer(ids, rng, one_hot=True).step, BATCH * SEQ_LEN),
         "minchar_chars_per_s": (_MinCharRNN(ids, rng).step, SEQ_LEN),
+        "gemm_floor_chars_per_s": (_GemmFloor(rng).step, BATCH * SEQ_LEN),
     }
     for step, _ in contenders.values():
         step()  # warm-up: first-touch allocations, BLAS initialisation
@@ -150,14 +183,15 @@ def _median_rates(seed: int, seconds: float, rounds: int) -> dict[str, float]:
 
 
 def bench_train_throughput(
-    seed: int = 0, seconds: float = 6.0, rounds: int = 3, blas_threads: int | None = 1
+    seed: int = 0, seconds: float = 8.0, rounds: int = 3, blas_threads: int | None = 1
 ) -> dict[str, float]:
     """Characters per second of our batched trainer and of min-char-rnn, timed in the same run.
 
     `seconds` is the total timed budget, split evenly over `rounds` rounds in which the contenders take turns.
     `blas_threads` caps BLAS threads while timing (None: leave BLAS as it is).
     Returns train_chars_per_s (token ids), train_onehot_chars_per_s, minchar_chars_per_s, speedup_vs_minchar,
-    speedup_onehot_vs_minchar, and the settings used.
+    speedup_onehot_vs_minchar, gemm_floor_chars_per_s (the step's matrix products alone: a ceiling),
+    gemm_floor_vs_minchar, train_vs_gemm_floor, and the settings used.
     """
     if not seconds > 0 or rounds < 1:
         raise ValueError(f"seconds must be > 0 and rounds >= 1, got seconds={seconds!r}, rounds={rounds!r}")
@@ -168,6 +202,8 @@ def bench_train_throughput(
         **rates,
         "speedup_vs_minchar": rates["train_chars_per_s"] / minchar,
         "speedup_onehot_vs_minchar": rates["train_onehot_chars_per_s"] / minchar,
+        "gemm_floor_vs_minchar": rates["gemm_floor_chars_per_s"] / minchar,  # no numpy float64 trainer beats this
+        "train_vs_gemm_floor": rates["train_chars_per_s"] / rates["gemm_floor_chars_per_s"],
         "batch": BATCH,
         "seq_len": SEQ_LEN,
         "hidden": HIDDEN,
