@@ -8,7 +8,8 @@ Resume: a cell whose config_hash has a FINISHED run in the experiment and whose 
 `results/<spec>/runs/<hash>/` exists is skipped; a folder without a FINISHED run (killed between computing and
 logging) is logged again without recomputing. Runs left RUNNING by a killed sweep end KILLED at the start (and
 the temp folders of its killed workers are removed), and SIGINT/SIGTERM end the in-flight ones KILLED. So a killed
-sweep, started again, finishes what is missing and repeats nothing that finished.
+sweep, started again, finishes what is missing and repeats nothing that finished. One sweep of a spec at a time
+(per results folder): a second is refused while the first holds `results/<spec>/.lock`.
 
 The results table `results/<spec>.parquet` has one row per cell with a finished run: `spec, cell, run_id,
 config_hash, outcome, run_dir` (relative to the results dir, e.g. `weight_norms/runs/<hash>`) + config.json
@@ -24,6 +25,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -35,6 +37,7 @@ from typing import Any, Callable
 
 from . import tracking
 from .config import config_hash
+from .errors import UserError
 
 # progress(done, total, cell_name, status): status is "skipped", "relogged", an outcome, or "crashed"
 Progress = Callable[[int, int, str, str], None]
@@ -97,7 +100,7 @@ def run_sweep(spec, data_dir: Path, results_dir: Path, store: tracking.Store, jo
     if execute is None:
         from .runner import execute_run as execute
     results_dir, cells = Path(results_dir), plan_cells(spec, results_dir)
-    with _stop_on_signals() as stop:
+    with _one_sweep_per_spec(results_dir / spec.name), _stop_on_signals() as stop:
         exp_id = tracking.ensure_experiment(store, f"rnngrad/{spec.name}")
         tracking.end_stale_runs(store, exp_id)
         _remove_runner_temp_folders(results_dir / spec.name / "runs")
@@ -115,6 +118,32 @@ def run_sweep(spec, data_dir: Path, results_dir: Path, store: tracking.Store, jo
             tracking.end_run(store, parent, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
             raise
     return result
+
+
+@contextmanager
+def _one_sweep_per_spec(spec_dir: Path):
+    """Hold an exclusive lock on <results>/<spec>/.lock while the sweep runs. A second sweep of the same spec
+    would end the first one's in-flight runs KILLED and delete its temp folders, so it is refused instead. The
+    kernel drops the lock when the holder exits, however it exits (SIGKILL included): no stale lock to clear."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; one sweep of a spec at a time is then up to the user
+        yield
+        return
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(spec_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            raise UserError(f"{spec_dir}: another `rnngrad sweep` of this spec is running ({holder}); wait for it "
+                            "to finish or stop it, then run this again") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _remove_runner_temp_folders(runs_dir: Path) -> None:

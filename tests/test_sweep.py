@@ -282,6 +282,29 @@ def test_a_sweep_removes_the_temp_folders_of_killed_runs_and_nothing_else(env):
     assert [f for f in kept if not (f / "config.json").is_file()] == [] and (runs / f".{h}.a_file00.tmp").is_file()
 
 
+def test_a_second_sweep_of_a_running_spec_is_refused_and_touches_nothing(env, cli_app, monkeypatch):
+    monkeypatch.chdir(env)
+    first = _start_sweep_process(env, jobs=1)
+    try:
+        _wait_for(lambda: len(_calls(env, "start")) >= 1 or first.poll() is not None, "the first sweep to start")
+        second = CliRunner().invoke(cli_app, ["sweep", "mini.yaml", "--jobs", "1"])
+        assert first.poll() is None, "the first sweep ended before the second was tried: make its cells slower"
+        assert first.wait(timeout=60) == 0, first.stderr.read().decode()[-2000:]
+    finally:
+        first.kill()
+        first.wait()
+    assert second.exit_code == 2
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"mini: another `rnngrad sweep` of this spec is running (pid {first.pid} on" in lines[0]
+    spec = load_spec(env / "mini.yaml", "quick")
+    assert sorted(_calls(env, "done")) == sorted(config_hash(c) for c in spec.cells)  # the first ran each cell once
+    parents, children = _runs(tracking.open_store(env))
+    assert [p.status for p in parents] == ["FINISHED"]  # the refused sweep opened no parent ...
+    assert {c.status for c in children} == {"FINISHED"} and len(children) == 6  # ... and ended none of these KILLED
+    _, _, again = _sweep(env)  # the lock went with the first sweep
+    assert len(again.skipped) == 6
+
+
 # ---- the CLI ---------------------------------------------------------------------------------------------------
 
 
