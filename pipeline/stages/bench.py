@@ -78,7 +78,8 @@ def bench_cmd(
     allpairs: log_norm_matrix at T = 128, n = 128 vs dense products + np.linalg.norm(P, 2) per pair.
     train: training-step throughput (chars/s; vocab 65, H 100, S 25, batch 32, Adagrad, clip 5) vs min-char-rnn's loop,
     and the step's matrix products alone (gemm_floor: the ceiling for any numpy float64 trainer).
-    logging: MLflow logging time as a fraction of a quick run's wall time (weight-norm cell 0, among the shortest; target <= 0.10).
+    logging: MLflow logging time as a fraction of a quick run's wall time (weight-norm cell 0, among the shortest;
+    target <= 0.10).
     scaling: the quick weight-norm sweep's wall time at 1 and 2 worker processes, and at 2 without logging.
     Takes a few minutes; the machine should be otherwise idle for meaningful figures.
     """
