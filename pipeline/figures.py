@@ -263,15 +263,24 @@ def draw_clip_curves(tables: Tables) -> Drawn:
     if curves is None:
         return None
     modes = list(dict.fromkeys(curves["clip_mode"].astype(str)))
+    outcome = run_info(tables).get("outcome", pd.Series(dtype=object))
     fig, axes = panel_row(len(modes), 2.8, 2.8)
     for ax, mode in zip(axes, modes):
         c = curves[curves["clip_mode"].astype(str) == mode].copy()
-        c["loss"] = c["loss"].clip(upper=LOSS_CEILING)  # an exploding run reaches 1e300: log axes overflow there
-        c["threshold"] = c["clip_threshold"].map(short_value) if mode != "none" else "–"
-        sns.lineplot(data=c, x="iter", y="loss", hue="threshold", units="run_id", estimator=None, ax=ax, lw=1)
+        if (c["loss"] > LOSS_CEILING).any():  # an exploding run reaches 1e300: log axes overflow there
+            c["loss"] = c["loss"].clip(upper=LOSS_CEILING)
+            ax.axhline(LOSS_CEILING, color="0.5", ls=":", lw=1)
+            ax.annotate(f"≥ {LOSS_CEILING:.0e}", (0.02, LOSS_CEILING), xycoords=("axes fraction", "data"),
+                        xytext=(0, -3), textcoords="offset points", va="top", fontsize=7, color="0.4")
+        c["threshold"] = c["clip_threshold"].map(short_value) if mode != "none" else "none"
+        sns.lineplot(data=c, x="iter", y="loss", hue="threshold", units="run_id", estimator=None, ax=ax, lw=1,
+                     legend=mode != "none")
+        ends = c.dropna(subset=["loss"]).groupby("run_id").tail(1)
+        ends = ends[ends["run_id"].map(outcome).eq("diverged")]
+        ax.plot(ends["iter"], ends["loss"], "x", color="C3", ms=8, mew=2, zorder=5)
         ax.set(yscale="log", title=f"clip: {mode}", xlabel="iteration")
-    caption = (f"Training loss curves per clipping mode and threshold (losses above {LOSS_CEILING:.0e} drawn at "
-               f"{LOSS_CEILING:.0e}); a curve that stops early diverged.")
+    caption = (f"Training loss curves per clipping mode and threshold. Losses above {LOSS_CEILING:.0e} are drawn "
+               f"on the dotted line at {LOSS_CEILING:.0e}; a red x marks where a run diverged (inf or NaN).")
     return fig, caption, list(curves["run_id"].unique())
 
 

@@ -256,3 +256,33 @@ def test_report_of_a_single_unknown_spec(tmp_path):
     page.feed((out / "report.html").read_text(encoding="utf-8"))
     assert page.sections["spec-mystery"] == "Sweep: mystery" and "missing" not in page.sections
     assert {r.run_id for r in runs} <= page.runs_by_section["spec-mystery"]
+
+
+def test_clip_curves_mark_the_loss_ceiling_and_each_divergence():
+    import pandas as pd
+
+    from pipeline import figures
+
+    curves = pd.DataFrame({
+        "iter": [1, 2, 3, 4, 1, 2, 3, 4],
+        "loss": [1.0, 1e30, 1e300, float("nan"), 1.0, 0.5, 0.4, 0.3],  # run a explodes, then diverges at 4
+        "run_id": ["a"] * 4 + ["b"] * 4,
+        "clip_mode": ["none"] * 4 + ["global"] * 4,
+        "clip_threshold": [None] * 4 + [1.0] * 4,
+    })
+    runs = pd.DataFrame({"run_id": ["a", "b"], "outcome": ["diverged", "ok"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        fig, caption, ids = figures.draw_clip_curves({"clip_curves": curves, "runs": runs})
+        figures.png_bytes(fig)
+    none, clipped = fig.axes[:2]
+
+    def crosses(ax):
+        return [tuple(zip(*line.get_data())) for line in ax.lines if line.get_marker() == "x" and len(line.get_xdata())]
+
+    assert crosses(none) == [((3, figures.LOSS_CEILING),)]  # the last finite point, drawn at the ceiling
+    assert crosses(clipped) == []  # run b finished
+    assert [tuple(line.get_ydata()) for line in none.lines if line.get_linestyle() == ":"] == [(1e12, 1e12)]
+    assert not [line for line in clipped.lines if line.get_linestyle() == ":"]  # nothing reached the ceiling
+    assert none.get_legend() is None and clipped.get_legend() is not None
+    assert "red x marks where a run diverged" in caption and sorted(ids) == ["a", "b"]
