@@ -57,9 +57,14 @@ def png_bytes(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def plain_log_ticks(axis, values: list[float]) -> None:
-    """Ticks at the given values, printed plainly (0.5, 2) rather than as powers of ten."""
-    axis.set_major_locator(FixedLocator(values))
+def plain_log_ticks(axis, values: list[float], min_ratio: float = 1.12) -> None:
+    """Ticks at the given values, printed plainly (0.5, 2) rather than as powers of ten; of values closer than
+    `min_ratio` to the last one kept (e.g. 1.1 and 1.17), only the first gets a tick, so labels never overlap."""
+    kept: list[float] = []
+    for v in sorted(values):
+        if not kept or v >= kept[-1] * min_ratio:
+            kept.append(v)
+    axis.set_major_locator(FixedLocator(kept))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     axis.set_minor_locator(NullLocator())
 
@@ -290,16 +295,24 @@ def draw_clip_final(tables: Tables) -> Drawn:
         return None
     fig = new_figure(5.6, 3.0)
     ax = fig.subplots()
+    top = ax.get_xaxis_transform()  # x in data, y in axes fraction: all-diverged cells have no loss to plot
     for i, (mode, c) in enumerate(clip.groupby(clip["clip_mode"].astype(str))):
+        loss, diverged = c["final_loss"].astype(float), c["diverged_fraction"].astype(float)
         if mode == "none":
-            ax.axhline(float(c["final_loss"].iloc[0]), color="0.3", ls="--", label="no clipping")
+            if np.isfinite(loss).any():
+                ax.axhline(float(loss.iloc[0]), color="0.3", ls="--", label="no clipping")
+            if (diverged > 0).any():
+                ax.plot([], [], "x", color="C3", mew=2, label=f"no clipping: diverged ({diverged.iloc[0]:.0%} of runs)")
             continue
-        ax.plot(c["clip_threshold"].astype(float), c["final_loss"].astype(float), marker="o", label=mode,
-                color=f"C{i}")
-    ax.set(xscale="log", xlabel="clip threshold", ylabel="median final training loss")
+        ax.plot(c["clip_threshold"].astype(float), loss, marker="o", label=mode, color=f"C{i}")
+        lost = c[~np.isfinite(loss) & (diverged > 0)]
+        ax.plot(lost["clip_threshold"].astype(float), np.full(len(lost), 0.97), "x", color=f"C{i}", mew=2,
+                transform=top, clip_on=False)
+    ax.set(xscale="log", yscale="log", xlabel="clip threshold", ylabel="median final training loss")
     plain_log_ticks(ax.xaxis, sorted(set(clip["clip_threshold"].dropna().astype(float))))
     ax.legend(fontsize=8)
-    caption = "Final training loss (finished runs) against the clip threshold, per clipping mode."
+    caption = ("Final training loss (median over the runs that finished) against the clip threshold, per clipping "
+               "mode; an x along the top marks a threshold at which every run diverged.")
     return fig, caption, ids_of(clip)
 
 

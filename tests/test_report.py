@@ -286,3 +286,40 @@ def test_clip_curves_mark_the_loss_ceiling_and_each_divergence():
     assert not [line for line in clipped.lines if line.get_linestyle() == ":"]  # nothing reached the ceiling
     assert none.get_legend() is None and clipped.get_legend() is not None
     assert "red x marks where a run diverged" in caption and sorted(ids) == ["a", "b"]
+
+
+def test_clip_final_is_on_log_axes_and_shows_what_diverged():
+    import pandas as pd
+
+    from pipeline import figures
+
+    clip = pd.DataFrame({
+        "clip_mode": ["global", "global", "global", "none"],
+        "clip_threshold": [0.1, 10.0, 100.0, None],
+        "final_loss": [0.05, 40.0, float("nan"), float("nan")],  # at 100 every run diverged, as did the unclipped
+        "diverged_fraction": [0.0, 0.0, 1.0, 1.0],
+        "n_runs": [1, 1, 1, 1], "run_ids": ["a", "b", "c", "d"],
+    })
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        fig, caption, ids = figures.draw_clip_final({"clip": clip})
+        figures.png_bytes(fig)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and ax.get_xscale() == "log"
+    crosses = [list(line.get_xdata()) for line in ax.lines if line.get_marker() == "x" and len(line.get_xdata())]
+    assert crosses == [[100.0]]  # the all-diverged threshold, along the top
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["global", "no clipping: diverged (100% of runs)"]
+    assert sorted(ids) == ["a", "b", "c", "d"]
+
+
+def test_log_ticks_skip_values_too_close_to_label_apart():
+    from matplotlib.figure import Figure
+
+    from pipeline import figures
+
+    ax = Figure().subplots()
+    ax.set_xscale("log")
+    figures.plain_log_ticks(ax.xaxis, [2.0, 1.0, 1.1, 1.1658, 1.2, 0.5, 4.0])
+    assert list(ax.xaxis.get_major_locator().locs) == [0.5, 1.0, 1.1658, 2.0, 4.0]
+    assert ax.xaxis.get_major_formatter()(1.1658, 0) == "1.17"
