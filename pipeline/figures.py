@@ -339,13 +339,17 @@ def draw_success(tables: Tables) -> Drawn:
         return None
     tasks = list(dict.fromkeys(succ["task"].astype(str)))
     fig, axes = panel_row(len(tasks), 3.2, 3.0, margin=1.0)
+    handles = {}
     for ax, task in zip(axes, tasks):
         s = succ[succ["task"].astype(str) == task]
-        sns.lineplot(data=s, x="T", y="success_rate", hue="label", marker="o", ax=ax)
+        sns.lineplot(data=s, x="T", y="success_rate", hue="label", marker="o", ax=ax, legend=True)
         chance = s.groupby("T")["chance"].mean()
         ax.plot(chance.index, chance.values, color="0.3", ls="--", label="chance")
-        ax.set(title=task, xlabel="sequence length T", ylabel="task success", ylim=(0, 1.02))
-        ax.legend(fontsize=7)
+        ax.set(title=task, xlabel="sequence length T", ylabel="task success", ylim=(0, 1.04))
+        handles |= dict(zip(*reversed(ax.get_legend_handles_labels())))
+        if ax.get_legend():
+            ax.get_legend().remove()  # one legend below the row: a per-panel one sat on points at success 1
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(len(handles), 6), fontsize=8)
     caption = "Long-range tasks: success rate against sequence length T, with the chance baseline (dashed)."
     return fig, caption, ids_of(succ)
 
