@@ -293,6 +293,8 @@ def draw_clip_curves(tables: Tables) -> Drawn:
         c["threshold"] = c["clip_threshold"].map(short_value) if mode != "none" else "none"
         sns.lineplot(data=c, x="iter", y="loss", hue="threshold", units="run_id", estimator=None, ax=ax, lw=1,
                      legend=mode != "none")
+        if ax.get_legend():  # small, top right: the shared y axis leaves the top empty in the clipped panels
+            sns.move_legend(ax, "upper right", fontsize=7, title_fontsize=7, ncol=2)
         ends = c.dropna(subset=["loss"]).groupby("run_id").tail(1)
         ends = ends[ends["run_id"].map(outcome).eq("diverged")]
         ax.plot(ends["iter"], ends["loss"], "x", color="C3", ms=8, mew=2, zorder=5)

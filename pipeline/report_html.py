@@ -175,8 +175,9 @@ def spec_headline(spec: str, metrics: dict) -> list[Inline]:
                  Metric(f"{h}.diverged_unclipped"), "; clipped: divergence rate ", Metric(f"{h}.diverged_clipped"),
                  ", best final loss ", Metric(f"{h}.best_final_loss"), " at threshold ", Metric(f"{h}.best_threshold")]
     elif spec == "depth":
-        extra = ["with ", Metric(f"{h}.max_layers"), " layers the gradient reaching the first state is ",
-                 Metric(f"{h}.top_minus_bottom_decades"), " decades larger at the top layer than at the bottom"]
+        extra = ["with ", Metric(f"{h}.max_layers"), " layers, log10 ‖∂E/∂h_0‖ at the top layer minus that at the "
+                 "bottom (input) layer is ", Metric(f"{h}.top_minus_bottom_decades"),
+                 " decades (negative: the gradient reaching the top layer's first state is the smaller)"]
     elif spec == "text":
         extra = ["final training loss ", Metric(f"{h}.final_train_loss"), ", validation loss ",
                  Metric(f"{h}.final_val_loss"), " nats/char (chance ", Metric(f"{h}.chance_loss"),
@@ -264,7 +265,7 @@ def regime_section(metrics: dict, report: dict, tables: dict[str, pd.DataFrame])
 
 SPEC_TEXT = {
     "weight_norms": "How the recurrent weight norm γ_W sets the decay rate, per activation.",
-    "activations": "The same task across activations, whose γ_φ differ.",
+    "activations": "Every activation (their γ_φ differ) across the γ_W grid.",
     "depth": "Stacked layers: the gradient signal reaching each layer.",
     "clipping": "Gradient clipping by global norm or elementwise, against none.",
     "long_range": "Long-range tasks: success as the sequence length T grows, against chance.",
@@ -290,7 +291,8 @@ def spec_section(spec: str, metrics: dict, report: dict, tables: dict[str, pd.Da
     blocks: list = [Paragraph([SPEC_TEXT.get(spec, f"Sweep spec {spec!r}.") + " "] + spec_headline(spec, metrics))]
     name, columns = SPEC_TABLES.get(spec, (None, None))
     if name in tables and len(tables[name]):
-        blocks.append(frame_table(tables[name], columns))
+        t = tables[name]  # columns with no value in any row (accuracy of untrained probes) are left out
+        blocks.append(frame_table(t, {k: v for k, v in columns.items() if k in t and t[k].notna().any()}))
     if spec == "depth" and "depth" in tables and len(tables["depth"]):
         init = tables["depth"][tables["depth"]["when"] == "init"]
         med = init.groupby(["layers", "layer"], as_index=False)[["log10_signal_first", "log10_signal_mean"]].median()

@@ -281,9 +281,12 @@ def weight_norms(model: RNN) -> tuple[float, float]:
     return float(jacobian.spectral_norm(W)), float(jacobian.spectral_radius(W))
 
 
-def evaluate(model: RNN, src: Source) -> tuple[float, float | None]:
-    """(validation loss, task success rate) of `model` on the fixed validation batch."""
+def evaluate(model: RNN, src: Source) -> tuple[float | None, float | None]:
+    """(validation loss, task success rate) of `model` on the fixed validation batch; (None, None) for a task
+    that scores no position (the probe task: its sequences only drive the Jacobian probes)."""
     xs, targets, mask = src.val
+    if not (np.asarray(mask) > 0).any():
+        return None, None  # not a loss of 0
     y = forward(model, xs).y
     loss, _ = loss_and_dy(y, targets, mask, src.loss_kind)
     return loss, task_accuracy(y, targets, mask, src.loss_kind, src.tolerance)
