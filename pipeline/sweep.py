@@ -65,6 +65,7 @@ class SweepResult:
     relogged: list[str] = field(default_factory=list)  # folder existed, logged again without recomputing
     crashed: dict[str, str] = field(default_factory=dict)  # cell -> error
     logging_seconds: float = 0.0  # wall time this process spent logging run folders to MLflow
+    logging_by_cell: dict[str, float] = field(default_factory=dict)  # cell -> MLflow seconds: create + log + end
 
     @property
     def outcome_counts(self) -> dict[str, int]:
@@ -206,7 +207,9 @@ def _resume(store, exp_id, parent, spec, cells, result: SweepResult, tick, stop:
 def _log_and_finish(store, run_id: str, cell: Cell, result: SweepResult) -> str:
     start = time.perf_counter()
     tracking.log_folder_and_end(store, run_id, cell.run_dir)
-    result.logging_seconds += time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    result.logging_seconds += seconds
+    result.logging_by_cell[cell.name] = result.logging_by_cell.get(cell.name, 0.0) + seconds
     return json.loads((cell.run_dir / "summary.json").read_text()).get("outcome", "ok")
 
 
@@ -224,7 +227,9 @@ def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, ex
     def submit_next() -> None:
         for cell in queue:
             stop.check()
+            start = time.perf_counter()
             run_id = tracking.start_run(store, exp_id, cell.name, parent, _child_tags(spec, cell))
+            result.logging_by_cell[cell.name] = time.perf_counter() - start
             try:
                 inflight[pool.submit(compute_cell, execute, cell.config, Path(data_dir), cell.run_dir)] = (cell, run_id)
                 return

@@ -120,6 +120,8 @@ def test_sweep_logs_a_parent_with_nested_children_and_writes_the_table(env):
     assert {c.tags["outcome"] for c in children if c.run_name.startswith("gamma_w=3.0")} == {"diverged"}
     assert sorted(_calls(env, "done")) == sorted(hashes)
     assert [(done, total) for done, total, _, _ in seen] == [(i, 6) for i in range(1, 7)]
+    assert set(result.logging_by_cell) == set(result.ran) and min(result.logging_by_cell.values()) > 0
+    assert sum(result.logging_by_cell.values()) > result.logging_seconds  # creating the runs counts too
 
     table = pd.read_parquet(env / "results" / "mini.parquet")
     assert list(table["cell"]) == [f"gamma_w={g},seed=0" for g in GAMMAS]  # grid order
@@ -391,6 +393,7 @@ def test_logging_and_scaling_benchmarks_report_their_figures(tmp_path, monkeypat
     assert fig["sweep_speedup"] == pytest.approx(fig["sweep_seconds_1_job"] / fig["sweep_seconds_2_jobs"])
     assert fig["sweep_logging_wall_overhead"] == pytest.approx(
         fig["sweep_seconds_2_jobs"] / fig["sweep_seconds_2_jobs_unlogged"] - 1)
+    assert 0 < fig["sweep_run_logging_overhead_median"] <= fig["sweep_run_logging_overhead_max"]
     assert not list(tmp_path.glob("*.db")) and not (tmp_path / "results").exists()
 
 
@@ -416,8 +419,8 @@ def test_the_unlogged_sweep_variant_still_ends_every_run_but_logs_no_folder(tmp_
             seen.setdefault("runs", []).append((run.info.status, "outcome" in run.data.tags))
 
         m.setattr(tracking, "end_run", end_and_look)
-        wall, logging_seconds = _sweep_once(spec, tmp_path / "data", 1, log_folders=False)
-    assert wall > 0 and logging_seconds >= 0
+        wall, logging_seconds, per_run = _sweep_once(spec, tmp_path / "data", 1, log_folders=False)
+    assert wall > 0 and logging_seconds >= 0 and len(per_run) == 2
     assert seen["runs"] == [("FINISHED", False)] * 3  # two cells and the parent ended; no folder's tags logged
 
 
