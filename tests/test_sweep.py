@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from pipeline import tracking
 from pipeline.config import config_hash, flatten, load_spec
-from pipeline.sweep import run_sweep
+from pipeline.sweep import WORKER_NICENESS, run_sweep
 from test_tracking import empty_db, write_fake_run_folder  # noqa: F401 (empty_db is a fixture)
 
 TESTS = Path(__file__).parent
@@ -38,7 +38,8 @@ def fake_execute(cfg, data_dir, run_dir, progress=None):
     if str(cfg.gamma_w) == os.environ.get("FAKE_DIE_GAMMA"):
         os._exit(9)  # the worker process dies, as under the out-of-memory killer
     write_fake_run_folder(flatten(cfg), Path(run_dir), outcome="diverged" if cfg.gamma_w >= 3 else "ok")
-    (Path(run_dir) / "worker.json").write_text(json.dumps({"mlflow_imported": "mlflow" in sys.modules}))
+    (Path(run_dir) / "worker.json").write_text(json.dumps({"mlflow_imported": "mlflow" in sys.modules,
+                                                           "niceness": os.nice(0)}))
     _append(calls, f"done {config_hash(cfg)} {os.getpid()}")
 
 
@@ -132,7 +133,8 @@ def test_sweep_logs_a_parent_with_nested_children_and_writes_the_table(env):
     for row in table.itertuples():
         folder = env / "results" / row.run_dir
         assert folder == env / "results" / "mini" / "runs" / row.config_hash
-        assert json.loads((folder / "worker.json").read_text()) == {"mlflow_imported": False}
+        worker = json.loads((folder / "worker.json").read_text())
+        assert worker == {"mlflow_imported": False, "niceness": min(os.nice(0) + WORKER_NICENESS, 19)}
     assert not list((env / "results").glob(".*tmp"))
 
 
