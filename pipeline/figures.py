@@ -11,7 +11,7 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -57,7 +57,7 @@ def png_bytes(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def plain_log_ticks(axis, values: list[float], min_ratio: float = 1.12) -> None:
+def plain_log_ticks(axis, values: Iterable[float], min_ratio: float = 1.12) -> None:
     """Ticks at the given values, printed plainly (0.5, 2) rather than as powers of ten; of values closer than
     `min_ratio` to the last one kept (e.g. 1.1 and 1.17), only the first gets a tick, so labels never overlap."""
     kept: list[float] = []
@@ -178,7 +178,8 @@ def draw_tightness(tables: Tables) -> Drawn:
     for when, ls in (("init", "-"), ("final", "--")):
         w = tight[tight["when"] == when]
         # the global bound wide and underneath: where D_t ~ 1 (near h = 0) the product bound equals it
-        ax.plot(w["lag"], w["gap_global"], color="C3", ls=ls, lw=2.4, alpha=0.5, label=f"global bound − measured ({when})")
+        ax.plot(w["lag"], w["gap_global"], color="C3", ls=ls, lw=2.4, alpha=0.5,
+                label=f"global bound − measured ({when})")
         ax.plot(w["lag"], w["gap_product"], color="C1", ls=ls, lw=1.2, label=f"product bound − measured ({when})")
     ax.set(xlabel="lag t − k", ylabel="gap (decades)")
     ax.legend(fontsize=7)
@@ -229,7 +230,7 @@ def draw_phase(tables: Tables) -> Drawn:
     ax.vlines(crit, np.arange(len(acts)) - 0.4, np.arange(len(acts)) + 0.4, color="k", lw=2,
               label="γ_W γ_φ = 1 (left of it: vanishing guaranteed)")
     ax.set_xscale("log")
-    plain_log_ticks(ax.xaxis, sorted(set(r["gamma_w"].astype(float)) | set(crit)))
+    plain_log_ticks(ax.xaxis, set(r["gamma_w"].astype(float)) | set(crit))
     ax.set_yticks(range(len(acts)), acts)
     ax.set(xlabel="γ_W = ‖W_hh‖₂ at init", ylim=(-0.6, len(acts) - 0.4))
     fig.colorbar(pts, ax=ax, label="measured slope (nats/step)")
@@ -324,7 +325,7 @@ def draw_clip_final(tables: Tables) -> Drawn:
         ax.plot(lost["clip_threshold"].astype(float), np.full(len(lost), 0.97), "x", color=f"C{i}", mew=2,
                 transform=top, clip_on=False)
     ax.set(xscale="log", yscale="log", xlabel="clip threshold", ylabel="median final training loss")
-    plain_log_ticks(ax.xaxis, sorted(set(clip["clip_threshold"].dropna().astype(float))))
+    plain_log_ticks(ax.xaxis, set(clip["clip_threshold"].dropna().astype(float)))
     ax.legend(fontsize=8)
     caption = ("Final training loss (median over the runs that finished) against the clip threshold, per clipping "
                "mode; an x along the top marks a threshold at which every run diverged.")

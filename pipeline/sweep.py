@@ -43,11 +43,11 @@ from .errors import UserError
 Progress = Callable[[int, int, str, str], None]
 SUMMARY_LABELS = ("outcome", "predicted_regime", "observed_regime")
 # runner.execute_run's temp folders and _move_into_place's: mkdtemp(prefix=".<config_hash>.", suffix=".tmp"/".old")
+RUNNER_TEMP_FOLDER = re.compile(r"\.[0-9a-f]{12}\.[a-z0-9_]{8}\.(tmp|old)")
 # Workers compute at a lower priority than the parent, which logs to MLflow while they run: on 2 cores with
 # 2 workers the parent otherwise got ~2/3 of a core, and a run's logging took up to 0.19 of the run's own time
 # (0.12 when nice); the sweep's wall time was the same (quick weight-norm sweep, 3.74 s both ways).
 WORKER_NICENESS = 5
-RUNNER_TEMP_FOLDER = re.compile(r"\.[0-9a-f]{12}\.[a-z0-9_]{8}\.(tmp|old)")
 POLL_SECONDS = 0.2  # how long a stop request can wait for the sweep to notice it
 
 
@@ -320,10 +320,12 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
 
 class _StopRequest:
     """SIGINT or SIGTERM received while the sweep runs: the handler only records it, and the sweep raises
-    KeyboardInterrupt at its next `check()` (a second signal raises at once, wherever the sweep is). Raised by the handler itself, it came out of whatever the main thread
-    was doing: inside an MLflow/SQLAlchemy call it left sqlite's lock held, so each cleanup write (ending runs
-    KILLED) waited out MLflow's 20 s busy timeout; inside a weakref callback it was ignored; inside
-    concurrent.futures.wait it can leave a future's lock held, which the executor's thread, joined at exit, needs."""
+    KeyboardInterrupt at its next `check()` (a second signal raises at once, wherever the sweep is).
+
+    Raised by the handler itself, it came out of whatever the main thread was doing: inside an MLflow/SQLAlchemy
+    call it left sqlite's lock held, so each cleanup write (ending runs KILLED) waited out MLflow's 20 s busy
+    timeout; inside a weakref callback it was ignored; inside concurrent.futures.wait it can leave a future's lock
+    held, which the executor's thread, joined at exit, needs."""
 
     def __init__(self) -> None:
         self.signum: int | None = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import statistics
 import tempfile
 import time
@@ -91,10 +90,11 @@ def bench_sweep_scaling(spec_path: str | Path = DEFAULT_SPEC, profile: str = "qu
 
 def _sweep_once(spec, data_dir: Path, jobs: int, log_folders: bool = True) -> tuple[float, float, list[float]]:
     """(wall seconds, the parent's folder-logging seconds, and per run: its MLflow seconds in the parent (create,
-    log, end) over its own seconds in the worker, as summary.json records them)."""
+    log, end) over its own seconds in the worker, as the results table records them)."""
+    import pandas as pd
     from unittest import mock
 
-    from ..sweep import plan_cells, run_sweep
+    from ..sweep import run_sweep
 
     with tempfile.TemporaryDirectory(prefix="rnngrad-bench-") as tmp:
         store = tracking.open_store(tmp, tracking_uri="")  # created before the clock starts
@@ -104,6 +104,6 @@ def _sweep_once(spec, data_dir: Path, jobs: int, log_folders: bool = True) -> tu
             start = time.perf_counter()
             result = run_sweep(spec, data_dir, Path(tmp) / "results", store, jobs)
             wall = time.perf_counter() - start
-        ratios = [result.logging_by_cell[c.name] / json.loads((c.run_dir / "summary.json").read_text())["seconds"]
-                  for c in plan_cells(spec, Path(tmp) / "results") if c.name in result.ran]
+        seconds = pd.read_parquet(result.table_path, columns=["cell", "seconds"]).set_index("cell")["seconds"]
+        ratios = [result.logging_by_cell[cell] / seconds[cell] for cell in result.ran]
         return wall, result.logging_seconds, ratios
