@@ -36,3 +36,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, words):
     assert len(lines) == 1 and lines[0].startswith("Error:") and words in lines[0], done.stderr
     assert "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_help_and_refusals_do_not_import_the_heavy_libraries(tmp_path):
+    """`--help` and a refused option answer in well under a second: seaborn, pandas, fpdf and MLflow (~4 s of
+    imports together) load only when a stage runs."""
+    heavy = ("seaborn", "matplotlib", "pandas", "fpdf", "mlflow")
+    for args in (["--help"], ["report", "--help"], ["train", "--hidden", "0"]):
+        done = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipeline", *args], capture_output=True,
+                              text=True, cwd=tmp_path, timeout=120)
+        imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+        assert not imported & set(heavy), (args, sorted(imported & set(heavy)))

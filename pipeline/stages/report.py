@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from .. import analysis, figures, report_html, report_pdf
 from ..errors import UserError
 
 
@@ -21,6 +20,8 @@ def report_cmd(
 ) -> None:
     """Write reports/figures/*.png, reports/report.html (self-contained: opens offline, prints) and
     reports/report.pdf (same sections and figures) from the analysis outputs."""
+    from .. import analysis, figures, report_html, report_pdf  # seaborn and fpdf: ~2 s, not for every --help
+
     metrics, report, tables = analysis.read_analysis(analysis_dir)
     created = _report_date(analysis_dir)  # checked before anything is written
     drawn = figures.draw_figures(tables, out / "figures")
