@@ -399,6 +399,41 @@ def test_logging_and_scaling_benchmarks_report_their_figures(tmp_path, monkeypat
     assert not list(tmp_path.glob("*.db")) and not (tmp_path / "results").exists()
 
 
+def test_the_profile_benchmark_sums_every_spec_logged_and_unlogged(tmp_path, monkeypatch):
+    from pipeline.benchmarks import logging as bench
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # must be ignored: throwaway stores are used
+    (tmp_path / "a.yaml").write_text(TINY_SPEC.replace("name: tiny", "name: a"))
+    (tmp_path / "b.yaml").write_text(TINY_SPEC.replace("name: tiny", "name: b"))
+    walls = iter([3.0, 2.0, 1.5, 1.4, 5.0, 4.0, 4.4, 4.2])  # a logged, unlogged, unlogged, logged; then b
+    calls, messages = [], []
+
+    def fake_sweep(spec, data_dir, jobs, log_folders=True):
+        calls.append((spec.name, jobs, log_folders))
+        return next(walls), 0.25 if log_folders else 0.0, []
+
+    monkeypatch.setattr(bench, "_sweep_once", fake_sweep)
+    fig = bench.bench_profile_logging(tmp_path, data_dir=tmp_path / "data", progress=messages.append)
+    assert [c[2] for c in calls] == [True, False, False, True] * 2 and {c[1] for c in calls} == {2}
+    assert fig["profile_specs"] == 2 and len(messages) == 2
+    assert fig["profile_seconds_logged"] == pytest.approx(1.4 + 4.2)  # each spec's best logged wall time
+    assert fig["profile_seconds_unlogged"] == pytest.approx(1.5 + 4.0)
+    assert fig["profile_logging_wall_overhead"] == pytest.approx(5.6 / 5.5 - 1)
+    assert fig["profile_worst_spec"] == "b" and fig["profile_worst_spec_overhead"] == pytest.approx(4.2 / 4.0 - 1)
+    assert fig["profile_logging_share"] == pytest.approx(0.5 / 5.5)
+
+
+def test_the_profile_benchmark_runs_real_sweeps(tmp_path, monkeypatch):
+    from pipeline.benchmarks.logging import bench_profile_logging
+
+    (tmp_path / "tiny.yaml").write_text(TINY_SPEC)
+    fig = bench_profile_logging(tmp_path, data_dir=tmp_path / "data", repeats=1)
+    assert fig["profile_specs"] == 1 and fig["profile_worst_spec"] == "tiny"
+    assert fig["profile_seconds_logged"] > 0 and fig["profile_seconds_unlogged"] > 0
+    assert 0 < fig["profile_logging_seconds"] < fig["profile_seconds_logged"]
+    assert not list(tmp_path.glob("*.db")) and not (tmp_path / "results").exists()
+
+
 def test_the_unlogged_sweep_variant_still_ends_every_run_but_logs_no_folder(tmp_path):
     from pipeline.benchmarks.logging import _sweep_once
 

@@ -3,7 +3,8 @@
 `bench_logging_overhead`: one quick-profile run (the first cell of the weight-norm spec), timed alone, then its
 folder logged to a throwaway sqlite store (run create + log_run_folder + end), both in this same process.
 `bench_sweep_scaling`: the quick weight-norm sweep end to end at 1 and at 2 worker processes, each into a fresh
-temp store and results dir. Store creation (schema migrations, ~1-2 s, once per sweep) is timed apart. Each
+temp store and results dir. `bench_profile_logging`: every spec's quick profile swept at 2 worker processes with
+and without its run folders logged: what logging adds to the quick profile's wall time. Store creation (schema migrations, ~1-2 s, once per sweep) is timed apart. Each
 figure is the best of a few repeats (interleaved for the sweep), the usual guard against a busy machine.
 """
 
@@ -15,12 +16,14 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from .. import tracking
 from ..config import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SPEC = ROOT / "experiments" / "weight_norms.yaml"
+SPEC_DIR = ROOT / "experiments"
 
 
 def bench_logging_overhead(spec_path: str | Path = DEFAULT_SPEC, profile: str = "quick",
@@ -107,3 +110,35 @@ def _sweep_once(spec, data_dir: Path, jobs: int, log_folders: bool = True) -> tu
         seconds = pd.read_parquet(result.table_path, columns=["cell", "seconds"]).set_index("cell")["seconds"]
         ratios = [result.logging_by_cell[cell] / seconds[cell] for cell in result.ran]
         return wall, result.logging_seconds, ratios
+
+
+def bench_profile_logging(spec_dir: str | Path = SPEC_DIR, profile: str = "quick",
+                          data_dir: str | Path = ROOT / "data", repeats: int = 2, jobs: int = 2,
+                          progress: Callable[[str], None] = lambda message: None) -> dict:
+    """Every spec in `spec_dir` swept at `jobs` worker processes, logged and unlogged (runs still created and
+    ended), interleaved; each spec's best of `repeats`. profile_logging_wall_overhead = sum of logged wall times /
+    sum of unlogged - 1: what MLflow logging adds to the profile's wall time (target <= 0.10), and the worst
+    spec's. profile_logging_share = the parent's MLflow seconds (folder logging) / the unlogged wall time: the
+    overhead if none of the logging overlapped the workers' runs."""
+    specs = sorted(Path(spec_dir).glob("*.yaml"))
+    logged, unlogged, logging = {}, {}, {}
+    for done, path in enumerate(specs):
+        progress(f"profile: {path.stem} ({done + 1}/{len(specs)})")
+        spec = load_spec(path, profile)
+        walls = {True: [], False: []}
+        for repeat in range(repeats):
+            for log_folders in (True, False) if repeat % 2 == 0 else (False, True):
+                wall, log, _ = _sweep_once(spec, Path(data_dir), jobs, log_folders)
+                walls[log_folders].append(wall)
+                if log_folders:
+                    logging.setdefault(path.stem, []).append(log)
+        logged[path.stem], unlogged[path.stem] = min(walls[True]), min(walls[False])
+    overhead = {name: logged[name] / unlogged[name] - 1.0 for name in logged}
+    worst = max(overhead, key=overhead.get)
+    total_logged, total_unlogged = sum(logged.values()), sum(unlogged.values())
+    total_logging = sum(min(s) for s in logging.values())
+    return {"profile_specs": len(specs), "profile_seconds_logged": total_logged,
+            "profile_seconds_unlogged": total_unlogged,
+            "profile_logging_wall_overhead": total_logged / total_unlogged - 1.0,
+            "profile_worst_spec": worst, "profile_worst_spec_overhead": overhead[worst],
+            "profile_logging_seconds": total_logging, "profile_logging_share": total_logging / total_unlogged}

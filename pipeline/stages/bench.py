@@ -9,7 +9,7 @@ import typer
 
 from ..errors import UserError
 
-BENCHMARKS = ("allpairs", "train", "logging", "scaling")
+BENCHMARKS = ("allpairs", "train", "logging", "scaling", "profile")
 
 
 def _allpairs() -> dict:
@@ -36,11 +36,18 @@ def _scaling() -> dict:
     return bench_sweep_scaling()
 
 
+def _profile() -> dict:
+    from ..benchmarks.logging import bench_profile_logging
+
+    return bench_profile_logging(progress=lambda message: typer.echo(f"  {message}", err=True))
+
+
 RUNNERS: dict[str, Callable[[], dict]] = {
     "allpairs": _allpairs,
     "train": _train,
     "logging": _logging,
     "scaling": _scaling,
+    "profile": _profile,
 }
 
 
@@ -78,10 +85,12 @@ def bench_cmd(
     allpairs: log_norm_matrix at T = 128, n = 128 vs dense products + np.linalg.norm(P, 2) per pair.
     train: training-step throughput (chars/s; vocab 65, H 100, S 25, batch 32, Adagrad, clip 5) vs min-char-rnn's loop,
     and the step's matrix products alone (gemm_floor: the ceiling for any numpy float64 trainer).
-    logging: MLflow logging time as a fraction of a quick run's wall time (weight-norm cell 0, among the shortest;
-    target <= 0.10).
+    logging: one of the shortest quick runs (weight-norm cell 0) logged after it, in the same process: MLflow
+    seconds over the run's seconds, with no overlap (what `rnngrad train` pays once MLflow is imported).
     scaling: the quick weight-norm sweep's wall time at 1 and 2 worker processes, and at 2 without logging.
-    Takes a few minutes; the machine should be otherwise idle for meaningful figures.
+    profile: every spec's quick profile swept at 2 worker processes, logged and not: what MLflow logging adds to
+    the quick profile's wall time (target <= 0.10; ~3 minutes).
+    Takes about 5 minutes; the machine should be otherwise idle for meaningful figures.
     """
     figures: dict = {}
     for name in _parse_only(only):
