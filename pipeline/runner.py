@@ -127,6 +127,9 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
     model_init = model.copy()
     log = train(cfg, model, src, rng_batch, rng_sample, progress)
     history = pd.DataFrame(log.history, columns=list(HISTORY_COLUMNS))
+    final_val = log.val[-1]  # (iter, loss, accuracy) of the final model
+    if final_val[1] is None:  # a task that scores no position (probe) has no training loss either, not one of 0
+        history["loss"] = math.nan
     history.to_csv(folder / "history.csv", index=False)  # written first: a run that fails in its probe keeps it
     if cfg.task == "text":
         write_json(folder / "samples.json", log.samples)
@@ -135,7 +138,6 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
     val = pd.DataFrame(log.val, columns=["iter", "val_loss", "val_accuracy"])
     series = pd.concat([step_series(at_init, at_end), training_series(history, val, cfg.iters)], ignore_index=True)
     series.to_parquet(folder / "series.parquet", index=False)
-    final_val = log.val[-1]  # (iter, loss, accuracy) of the final model
     return {
         "outcome": "diverged" if log.diverged_at is not None else "ok",
         "diverged_at": log.diverged_at,
