@@ -82,15 +82,21 @@ def bench_cmd(
 ) -> None:
     """Run the benchmarks and print their figures with ratios to baselines timed in the same run.
 
-    allpairs: log_norm_matrix at T = 128, n = 128 vs dense products + np.linalg.norm(P, 2) per pair.
-    train: training-step throughput (chars/s; vocab 65, H 100, S 25, batch 32, Adagrad, clip 5) vs min-char-rnn's loop,
-    and the step's matrix products alone (gemm_floor: the ceiling for any numpy float64 trainer).
-    logging: one of the shortest quick runs (weight-norm cell 0) logged after it, in the same process: MLflow
-    seconds over the run's seconds, with no overlap (what `rnngrad train` pays once MLflow is imported).
-    scaling: the quick weight-norm sweep's wall time at 1 and 2 worker processes, and at 2 without logging.
-    profile: every spec's quick profile swept at 2 worker processes, logged and not: what MLflow logging adds to
-    the quick profile's wall time (target <= 0.10; ~3 minutes).
-    Takes about 5 minutes; the machine should be otherwise idle for meaningful figures.
+    allpairs: log_norm_matrix at T = 128, n = 128 against dense products + np.linalg.norm(P, 2) per pair.
+
+    train: training chars/s (vocab 65, H 100, S 25, batch 32, Adagrad, clip 5) against min-char-rnn's loop.
+
+    gemm_floor (with train): the step's matrix products alone, the ceiling for any numpy float64 trainer.
+
+    logging: one of the shortest quick runs, then its MLflow logging in the same process: logging / run seconds.
+
+    scaling: the quick weight-norm sweep at 1 and 2 worker processes, and at 2 with no run folder logged.
+
+    scaling, per run: the parent's MLflow seconds / the run's seconds (a cost; the parent logs while workers run).
+
+    profile: every spec's quick profile at 2 worker processes, logged and not: what logging adds (target <= 0.10).
+
+    All of them take about 5 minutes (profile 3); the machine should be otherwise idle for meaningful figures.
     """
     figures: dict = {}
     for name in _parse_only(only):
