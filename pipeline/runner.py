@@ -79,7 +79,7 @@ class TrainLog:
     history: list[tuple] = field(default_factory=list)  # HISTORY_COLUMNS per iteration
     val: list[tuple] = field(default_factory=list)  # (iter, val_loss, val_accuracy)
     samples: list[dict] = field(default_factory=list)  # text: {iter, text}
-    diverged_at: int | None = None  # iteration whose loss, gradient or update was non-finite
+    diverged_at: int | None = None  # iteration whose loss, gradient or update, or validation loss, was non-finite
     iters_done: int = 0  # completed finite steps
 
 
@@ -233,12 +233,13 @@ def text_source(cfg: RunConfig, data_dir: Path) -> Source:
 
 def train(cfg: RunConfig, model: RNN, src: Source, rng_batch: np.random.Generator, rng_sample: np.random.Generator,
           progress: Progress | None = None) -> TrainLog:
-    """cfg.iters steps of `trainer.train_step` on random minibatches, stopping at the first non-finite one."""
+    """cfg.iters steps of `trainer.train_step` on random minibatches, stopping at the first non-finite one (its
+    loss, gradient or update) or at the first validation pass whose loss is not finite."""
     optimizer, workspace = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay), Workspace()
     log = TrainLog(model)
     norm_every = series_every(cfg.iters)
     sample_at = sample_checkpoints(cfg.iters, cfg.samples) if src.vocab else set()
-    _validate(log, 0, src)
+    _validate(log, 0, src)  # not finite: the first step diverges too, or the last check below catches it
     _maybe_sample(log, 0, src, cfg, rng_sample, sample_at)
     for i in range(1, cfg.iters + 1):
         before = model.copy()
@@ -252,14 +253,17 @@ def train(cfg: RunConfig, model: RNN, src: Source, rng_batch: np.random.Generato
             log.diverged_at, model = i, before  # keep the last model with finite parameters
             break
         log.iters_done = i
-        if cfg.eval_every and i % cfg.eval_every == 0:
-            _validate(log, i, src)
+        if cfg.eval_every and i % cfg.eval_every == 0 and not _validate(log, i, src):
+            log.diverged_at = i  # finite parameters and minibatch loss, but the validation loss overflows
+            break
         _maybe_sample(log, i, src, cfg, rng_sample, sample_at)
         if progress is not None:
             progress(_event(log, i, cfg.iters))
     log.model = model
     if log.val[-1][0] != log.iters_done:
         _validate(log, log.iters_done, src)
+    if log.diverged_at is None and not _finite_or_none(log.val[-1][1]):
+        log.diverged_at = log.iters_done  # e.g. iters 0: the untrained model's validation loss overflows
     if src.vocab and cfg.samples and (not log.samples or log.samples[-1]["iter"] != log.iters_done):
         _maybe_sample(log, log.iters_done, src, cfg, rng_sample, {log.iters_done})
     if progress is not None and log.diverged_at is not None:
@@ -268,7 +272,7 @@ def train(cfg: RunConfig, model: RNN, src: Source, rng_batch: np.random.Generato
 
 
 def _event(log: TrainLog, i: int, iters: int) -> dict:
-    row, val = log.history[-1], log.val[-1]
+    row, val = log.history[-1] if log.history else (0, math.nan, math.nan, math.nan), log.val[-1]
     return {"iter": i, "iters": iters, "loss": row[1], "grad_norm": row[2], "clip_scale": row[3],
             "val_loss": val[1], "val_accuracy": val[2]}
 
@@ -308,8 +312,14 @@ def task_accuracy(y: np.ndarray, targets: np.ndarray, mask: np.ndarray, kind: st
     return float(correct[counted].mean())
 
 
-def _validate(log: TrainLog, i: int, src: Source) -> None:
+def _validate(log: TrainLog, i: int, src: Source) -> bool:
+    """Evaluate the current model; False if its validation loss is not finite (a divergence, like a training one)."""
     log.val.append((i, *evaluate(log.model, src)))
+    return _finite_or_none(log.val[-1][1])
+
+
+def _finite_or_none(loss: float | None) -> bool:
+    return loss is None or math.isfinite(loss)
 
 
 def sample_checkpoints(iters: int, samples: int) -> set[int]:

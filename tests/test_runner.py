@@ -399,3 +399,43 @@ def test_a_runs_numbers_do_not_depend_on_the_callers_blas_threads(data_dir, corp
             result = run_quietly(cfg, data_dir, tmp_path / f"threads{threads}")
         histories.append((result.run_dir / "history.csv").read_bytes())
     assert histories[0] == histories[1]
+
+
+def _overflowing_validation_source(overflow_after_draws: int) -> runner.Source:
+    """Benign training batches; the validation inputs become 1e300 (a linear net's loss: inf) once `draw` has
+    been called `overflow_after_draws` times."""
+    T, B = 4, 2
+    val = (np.full((T, B, 2), 0.1), np.zeros((T, B, 1)), np.ones((T, B)))
+    draws = []
+
+    def draw(rng):
+        draws.append(1)
+        if len(draws) > overflow_after_draws:
+            val[0][:] = 1e300
+        return np.full((T, B, 2), 0.1), np.zeros((T, B, 1)), np.ones((T, B))
+
+    if overflow_after_draws == 0:
+        val[0][:] = 1e300
+    return runner.Source("mse", 2, 1, draw, val, None, None, None)
+
+
+@pytest.mark.parametrize("iters, overflow_after, diverged_at, iters_done, history_rows", [
+    (10, 3, 4, 4, 4),  # the validation pass at iteration 4 overflows: stop there, the model's parameters are finite
+    (10, 0, 2, 2, 2),  # overflowing from the start, while the minibatches stay finite: the first pass, at 2
+    (0, 0, 0, 0, 0),  # nothing trained: the untrained model's validation loss overflows
+])
+def test_a_validation_loss_that_overflows_is_a_divergence(iters, overflow_after, diverged_at, iters_done,
+                                                          history_rows):
+    from pipeline.init import init_model
+
+    cfg = RunConfig(task="adding", seq_len=4, hidden=3, batch=2, iters=iters, eval_every=2, activation="linear",
+                    optimizer="sgd", lr=1e-3, clip_mode="none")
+    model, _ = init_model(np.random.default_rng(0), input_dim=2, output_dim=1, form="elman", activation="linear",
+                          leaky_slope=0.01, layers=1, hidden=3, init="gaussian", gamma_w=0.5, input_scale=None)
+    src = _overflowing_validation_source(overflow_after)
+    events = []
+    log = runner.train(cfg, model, src, np.random.default_rng(1), np.random.default_rng(2), events.append)
+    assert (log.diverged_at, log.iters_done, len(log.history)) == (diverged_at, iters_done, history_rows)
+    assert not math.isfinite(log.val[-1][1]) and log.val[-1][0] == diverged_at
+    assert runner.params_finite(log.model)
+    assert events[-1]["diverged"] is True and events[-1]["iter"] == diverged_at

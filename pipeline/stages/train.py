@@ -71,7 +71,8 @@ def train_cmd(
 
     Writes OUT/<config_hash>/: config.json, summary.json, history.csv, probe/, figures/, series.parquet.
 
-    A diverged run (non-finite loss) is a result and exits 0; a failed run (an error inside it) exits 1.
+    A diverged run (a non-finite loss, gradient or validation loss) is a result and exits 0; a failed run (an error
+    inside it) exits 1.
     """
     given = {k: v for k, v in locals().items() if k in FIELDS and v is not None}
     cfg = resolve_config(config, given)
@@ -146,6 +147,6 @@ def _print_human(result: RunResult, run_id: str, store: tracking.Store) -> None:
     typer.echo(f"{result.outcome}: train loss {num('final_train_loss')}, val loss {num('final_val_loss')}, "
                f"val accuracy {num('val_accuracy')} (chance {num('chance_accuracy')}) in {s['seconds']:.1f} s")
     if s.get("diverged_at") is not None:
-        typer.echo(f"diverged at iteration {s['diverged_at']} (non-finite loss or gradient)")
+        typer.echo(f"diverged at iteration {s['diverged_at']} (non-finite loss, gradient, update or validation loss)")
     typer.echo(f"run folder: {result.run_dir}")
     typer.echo(f"mlflow run {run_id} in {EXPERIMENT}: {store.ui_command()}")
