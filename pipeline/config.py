@@ -30,6 +30,7 @@ from .optim import CLIP_MODES, OPTIMIZERS
 from .rnn import FORMS
 
 TASKS = ("adding", "temporal_order", "copy", "probe", "text")
+MAX_SEED = 2**32 - 1  # numpy's classic seed range; larger ints would not fit the results table's int64 columns
 
 
 # ---- value rules: what a field accepts, and how to say so -----------------------------------------------------
@@ -55,7 +56,7 @@ class Int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise Invalid(f"{value!r} is not an integer", self.describe())
         if value < self.lo or (self.hi is not None and value > self.hi):
-            raise Invalid(f"{value} is out of range", self.describe())
+            raise Invalid(f"{_short(value)} is out of range", self.describe())
         return int(value)
 
 
@@ -82,11 +83,19 @@ class Float:
                 raise Invalid(f"{value!r} is not a number", self.describe()) from None
         if isinstance(number, bool) or not isinstance(number, (int, float)):
             raise Invalid(f"{value!r} is not a number", self.describe())
-        number = float(number)
+        try:
+            number = float(number)
+        except OverflowError:  # an integer beyond float's range (1e308)
+            raise Invalid(f"{_short(value)} is out of range", self.describe()) from None
         too_low = number <= self.lo if self.lo_open else number < self.lo
         if not math.isfinite(number) or too_low or (self.hi is not None and number > self.hi):
             raise Invalid(f"{value!r} is out of range", self.describe())
         return number
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -135,7 +144,7 @@ class RunConfig:
     text: str | None = _f(None, OptionalPath())  # text task: source file; None = data/text.npz or the built-in corpus
     seq_len: int = _f(25, Int(1, 100_000))  # synthetic: task length T (copy feeds T + 20 steps); text: window chars
     train_size: int = _f(1000, Int(2, 10_000_000))  # synthetic: sequences generated (the last 20 % validate)
-    data_seed: int = _f(0, Int(0))  # synthetic: generator seed of the dataset (data/<task>_T.._N.._s<seed>.npz)
+    data_seed: int = _f(0, Int(0, MAX_SEED))  # synthetic: dataset generator seed (data/<task>_T.._N.._s<seed>.npz)
     # model
     form: str = _f("elman", Choice(FORMS))  # elman: h=phi(W h + U x + b); pascanu: h = W phi(h) + U x + b
     activation: str = _f("tanh", Choice(ACTIVATIONS))  # phi, one of activations.ACTIVATIONS
@@ -154,11 +163,11 @@ class RunConfig:
     clip_mode: str = _f("global", Choice(CLIP_MODES))  # global: rescale the whole gradient; elementwise: clamp
     clip_threshold: float = _f(5.0, Float(0.0, lo_open=True, hi=1e12))  # global norm cap, or elementwise bound
     # measurement
-    eval_every: int = _f(100, Int(0))  # iterations between validation passes; 0 = only at the end
+    eval_every: int = _f(100, Int(0, 100_000_000))  # iterations between validation passes; 0 = only at the end
     samples: int = _f(5, Int(0, 1000))  # text: checkpoints (evenly spread, last at the end) sampling text
     sample_len: int = _f(200, Int(1, 100_000))  # text: characters per sample
     probe_len: int = _f(50, Int(1, 2000))  # probe sequence steps (synthetic: at most the task's sequence length)
-    seed: int = _f(0, Int(0))  # model init, minibatch order, text sampling
+    seed: int = _f(0, Int(0, MAX_SEED))  # model init, minibatch order, text sampling
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -67,6 +67,8 @@ def test_alternatives_cover_every_field():
         ("lr", -0.1), ("lr", "fast"), ("lr", float("nan")), ("lr", float("inf")), ("iters", -1), ("batch", 0),
         ("layers", 0), ("probe_len", 0), ("train_size", 1), ("leaky_slope", -0.1), ("weight_decay", -1e-3),
         ("seed", -1), ("eval_every", -10), ("samples", -1), ("input_scale", -1.0), ("text", 5),
+        ("gamma_w", 10**400), ("lr", -(10**400)), ("seed", 2**64), ("data_seed", 2**32), ("eval_every", 10**19),
+        ("hidden", 10**400),
     ],
 )
 def test_out_of_range_or_wrong_type_names_file_and_key(key, value):
@@ -74,7 +76,7 @@ def test_out_of_range_or_wrong_type_names_file_and_key(key, value):
         in_file({key: value})
     message = str(err.value)
     assert message.startswith(f"run.yaml: {key}: ")
-    assert "valid:" in message
+    assert "valid:" in message and len(message) < 150  # a 401-digit integer is not echoed whole
 
 
 @pytest.mark.parametrize(
