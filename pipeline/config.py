@@ -237,6 +237,8 @@ def config_from_json(path: Path | str) -> RunConfig:
 def read_yaml(path: Path | str, what: str) -> Any:
     """Parse a YAML file, or UserError naming the file (missing, unreadable, malformed)."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a file; give an existing {what}")
     if not path.is_file():
         raise UserError(f"{path}: no such file; give an existing {what}")
     try:

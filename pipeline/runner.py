@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -91,7 +92,7 @@ def execute_run(cfg: RunConfig, data_dir: Path | str, run_dir: Path | str,
     val_accuracy} (the val numbers from the latest validation pass)."""
     run_dir = Path(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", suffix=".tmp", dir=run_dir.parent))
+    tmp = _temp_folder(run_dir.parent, run_dir.name)
     try:
         with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
             summary = _build_folder(cfg, Path(data_dir), tmp, progress)
@@ -191,12 +192,34 @@ def chance_from_baselines(baselines: dict[str, float]) -> tuple[float | None, fl
     return loss, accuracy
 
 
-def load_text_data(cfg: RunConfig, data_dir: Path) -> datasets.TextData:
-    """data/text.npz (or the default corpus); a `text` file other than the one data/ was made from is read directly."""
+def load_text_data(cfg: RunConfig, data_dir: Path, option: str = "text") -> datasets.TextData:
+    """data/text.npz (or the default corpus); a `text` file other than the one data/ was made from is read directly.
+    UserError (naming `option`) for a file that is missing, a folder, empty or not UTF-8 text."""
     generated = datasets.load_text(data_dir) if cfg.text is None or (data_dir / "text.npz").exists() else None
     if generated is not None and (cfg.text is None or generated.source == cfg.text):
         return generated
-    return datasets.text_data_from_string(datasets.read_text_file(Path(cfg.text), "text"), cfg.text)
+    return datasets.text_data_from_string(datasets.read_text_file(Path(cfg.text), option), cfg.text)
+
+
+def check_windows(td: datasets.TextData, seq_len: int, where: str = "seq_len") -> None:
+    """Both splits of the text must hold one window of seq_len characters and its target."""
+    for name, ids in (("training", td.ids_train), ("validation", td.ids_val)):
+        if len(ids) < seq_len + 1:
+            raise UserError(f"{where}: {seq_len} needs {seq_len + 1} characters, the {name} text has {len(ids)}; "
+                            "give a smaller value or a longer text")
+
+
+def check_data(cfg: RunConfig, data_dir: Path, label: Callable[[str], str] = str,
+               texts: dict | None = None) -> None:
+    """UserError for data the run could not use, for a command to refuse before it opens a store or starts a run: a
+    text task's file (missing, a folder, empty, not UTF-8) or a seq_len longer than a split of its text. `label(field)`
+    says where a field came from (e.g. "--seq-len"); `texts` keeps loaded texts across the cells of a sweep."""
+    if cfg.task != "text":
+        return
+    texts = {} if texts is None else texts
+    if cfg.text not in texts:
+        texts[cfg.text] = load_text_data(cfg, Path(data_dir), label("text"))
+    check_windows(texts[cfg.text], cfg.seq_len, label("seq_len"))
 
 
 def one_hot(ids: np.ndarray, depth: int) -> np.ndarray:
@@ -210,10 +233,7 @@ def text_source(cfg: RunConfig, data_dir: Path) -> Source:
     """Random training windows (min-char-rnn's next-character task); fixed, evenly spaced validation windows."""
     td = load_text_data(cfg, data_dir)
     V, T = len(td.vocab), cfg.seq_len
-    for name, ids in (("training", td.ids_train), ("validation", td.ids_val)):
-        if len(ids) < T + 1:
-            raise UserError(f"seq_len: {T} needs {T + 1} characters, the {name} text has {len(ids)}; "
-                            "use a smaller seq_len or a longer text")
+    check_windows(td, T)
 
     def draw(rng: np.random.Generator) -> tuple:
         xs, targets = sample_windows(td.ids_train, T, cfg.batch, rng, vocab_size=V)
@@ -400,6 +420,18 @@ def write_json(path: Path, obj: Any) -> Any:
     tmp.write_text(json.dumps(clean, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return clean
+
+
+def _temp_folder(parent: Path, name: str) -> Path:
+    """A new, empty parent/.<name>.<8 random hex digits>.tmp with the umask's permissions (tempfile.mkdtemp's are
+    0700, which the run folder renamed from it would keep: unreadable to the group that shares the results)."""
+    while True:
+        tmp = parent / f".{name}.{secrets.token_hex(4)}.tmp"
+        try:
+            tmp.mkdir()
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def _move_into_place(tmp: Path, run_dir: Path) -> None:

@@ -39,10 +39,11 @@ from . import tracking
 from .config import config_hash
 from .errors import UserError
 
-# progress(done, total, cell_name, status): status is "skipped", "relogged", an outcome, or "crashed"
+# progress(done, total, cell_name, status): status is "skipped", "relogged", an outcome, or "crashed"; first, once
+# the sweep holds its spec's lock, (0, total, "", "started")
 Progress = Callable[[int, int, str, str], None]
 SUMMARY_LABELS = ("outcome", "predicted_regime", "observed_regime")
-# runner.execute_run's temp folders and _move_into_place's: mkdtemp(prefix=".<config_hash>.", suffix=".tmp"/".old")
+# runner.execute_run's temp folders (.<config_hash>.<8 hex digits>.tmp) and _move_into_place's (mkdtemp, .old)
 RUNNER_TEMP_FOLDER = re.compile(r"\.[0-9a-f]{12}\.[a-z0-9_]{8}\.(tmp|old)")
 # Workers compute at a lower priority than the parent, which logs to MLflow while they run: on 2 cores with
 # 2 workers the parent otherwise got ~2/3 of a core, and a run's logging took up to 0.19 of the run's own time
@@ -112,6 +113,8 @@ def run_sweep(spec, data_dir: Path, results_dir: Path, store: tracking.Store, jo
         parent = _open_parent(store, exp_id, spec, spec_hash(cells))
         result = SweepResult(exp_id, parent, results_dir / f"{spec.name}.parquet")
         tick = _ticker(len(cells), progress)
+        if progress is not None:
+            progress(0, len(cells), "", "started")
         try:
             run_ids = _resume(store, exp_id, parent, spec, cells, result, tick, stop)
             todo = [c for c in cells if c.config_hash not in run_ids]
@@ -135,8 +138,12 @@ def _one_sweep_per_spec(spec_dir: Path):
     except ImportError:  # Windows: no flock; one sweep of a spec at a time is then up to the user
         yield
         return
-    spec_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(spec_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        spec_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(spec_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # not a folder, read-only, no permission: the sweep cannot write its results here
+        raise UserError(f"{spec_dir}: cannot write the sweep's results there ({e.strerror}); give a writable "
+                        "--results-dir") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -60,6 +61,10 @@ def _mlflow():
     # Telemetry is a network call from inside a pipeline stage; off unless the user asked for it.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
+
+    # "Creating initial MLflow database tables..." and "Updating database tables" on stderr for a new store: noise
+    # in a command's output (warnings and errors still show)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
     return mlflow
 
@@ -110,12 +115,24 @@ def open_store(project_root: str | Path, tracking_uri: str | None = None) -> Sto
     `tracking_uri` overrides MLFLOW_TRACKING_URI; "" means the embedded store in `project_root`."""
     uri, artifact_root = _resolve_uri(Path(project_root).resolve(), tracking_uri)
     if uri.startswith("sqlite:///"):
-        _sqlite_path(uri).parent.mkdir(parents=True, exist_ok=True)
-        _use_write_ahead_log(_sqlite_path(uri))
+        db = _sqlite_path(uri)
+        artifacts = db.parent / "mlartifacts"
+        if artifacts.exists() and not artifacts.is_dir():
+            raise UserError(f"{artifacts}: is a file, but the MLflow store keeps run artifacts in a folder there; "
+                            "move the file aside")
+        db.parent.mkdir(parents=True, exist_ok=True)
+        _use_write_ahead_log(db)
     else:
         _check_server_answers(uri)
     store = Store(uri, artifact_root)
-    client(store).search_experiments(max_results=1)  # creates the tables / checks the server answers
+    try:
+        client(store).search_experiments(max_results=1)  # creates the tables / checks the server answers
+    except _mlflow().exceptions.MlflowException as e:
+        if store.is_embedded:
+            raise
+        reason = " ".join(str(e).split(". Response body")[0].split())[:120]
+        raise UserError(f"MLFLOW_TRACKING_URI={uri}: the server answers, but not as an MLflow tracking server "
+                        f"({reason}); give the URL of an `mlflow server`, or unset the variable") from None
     return store
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -384,6 +385,18 @@ def test_the_sweep_recognises_the_runners_temp_folder(data_dir, tmp_path):
     run_quietly(cfg, data_dir, run_dir, progress=lambda event: seen.extend(p.name for p in run_dir.parent.iterdir()))
     assert seen and all(RUNNER_TEMP_FOLDER.fullmatch(name) for name in seen), seen
     assert [p.name for p in run_dir.parent.iterdir()] == [run_dir.name]
+
+
+def test_run_folders_get_the_umasks_permissions(data_dir, tmp_path):
+    """Not mkdtemp's 0700: a run folder is renamed from its temp folder, and the group sharing results reads it."""
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        result = run_quietly(RunConfig(**{**TINY, "task": "adding", "iters": 1}), data_dir, tmp_path / "run")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(result.run_dir.stat().st_mode) == 0o755
 
 
 def test_a_runs_numbers_do_not_depend_on_the_callers_blas_threads(data_dir, corpus_file, tmp_path):

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from pipeline import tracking
 from pipeline.config import config_hash, flatten, load_spec
+from pipeline.errors import UserError
 from pipeline.sweep import WORKER_NICENESS, run_sweep
 from test_tracking import empty_db, write_fake_run_folder  # noqa: F401 (empty_db is a fixture)
 
@@ -120,7 +121,8 @@ def test_sweep_logs_a_parent_with_nested_children_and_writes_the_table(env):
     assert {c.tags["config_hash"] for c in children} == hashes
     assert {c.tags["outcome"] for c in children if c.run_name.startswith("gamma_w=3.0")} == {"diverged"}
     assert sorted(_calls(env, "done")) == sorted(hashes)
-    assert [(done, total) for done, total, _, _ in seen] == [(i, 6) for i in range(1, 7)]
+    assert [(done, total) for done, total, _, _ in seen] == [(i, 6) for i in range(0, 7)]
+    assert seen[0][2:] == ("", "started")
     assert set(result.logging_by_cell) == set(result.ran) and min(result.logging_by_cell.values()) > 0
     assert sum(result.logging_by_cell.values()) > result.logging_seconds  # creating the runs counts too
 
@@ -297,7 +299,7 @@ def test_a_second_sweep_of_a_running_spec_is_refused_and_touches_nothing(env, cl
     finally:
         first.kill()
         first.wait()
-    assert second.exit_code == 2
+    assert second.exit_code == 2 and second.stdout == ""  # not even a progress bar above the refusal
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1 and f"mini: another `rnngrad sweep` of this spec is running (pid {first.pid} on" in lines[0]
     spec = load_spec(env / "mini.yaml", "quick")
@@ -325,6 +327,11 @@ def cli_app():
     (["bad.yaml"], "bad.yaml: profiles.quick.grid: unknown key 'gama_w' (did you mean 'gamma_w'?)"),
     (["mini.yaml", "--profile", "huge"], "mini.yaml: profiles: no profile 'huge'"),
     (["mini.yaml", "--jobs", "-1"], "--jobs: -1 is negative"),
+    (["mini.yaml", "--data-dir", "afile"], "--data-dir afile: is a file"),
+    (["mini.yaml", "--results-dir", "afile/results"], "--results-dir afile/results: afile is a file, not a folder"),
+    (["nofile.yaml"], "nofile.yaml: cell base: text nope.txt: no such file"),
+    (["."], ".: is a folder, not a file"),
+    (["short.yaml"], "short.yaml: cell seq_len=6: seq_len: 6 needs 7 characters, the validation text has"),
 ])
 def test_bad_input_exits_2_with_one_line_and_leaves_the_store_untouched(cli_app, tmp_path, monkeypatch, args, message):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -332,6 +339,12 @@ def test_bad_input_exits_2_with_one_line_and_leaves_the_store_untouched(cli_app,
     write_spec(tmp_path)
     bad = write_spec(tmp_path, name="bad")
     bad.write_text(bad.read_text().replace("gamma_w: [", "gama_w: ["))
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "short.txt").write_text("abcdefghij" * 4)  # 40 characters: a validation split of 4
+    text = "name: {name}\ndescription: text\nbase: {{task: text, text: {text}, hidden: 4, iters: 2}}\n"
+    (tmp_path / "nofile.yaml").write_text(text.format(name="nofile", text="nope.txt") + "profiles: {quick: {}}\n")
+    (tmp_path / "short.yaml").write_text(text.format(name="short", text="short.txt")
+                                         + "profiles: {quick: {grid: {seq_len: [2, 6]}}}\n")  # only the last fails
     result = CliRunner().invoke(cli_app, ["sweep", *args])
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
@@ -459,6 +472,15 @@ def test_the_unlogged_sweep_variant_still_ends_every_run_but_logs_no_folder(tmp_
         wall, logging_seconds, per_run = _sweep_once(spec, tmp_path / "data", 1, log_folders=False)
     assert wall > 0 and logging_seconds >= 0 and len(per_run) == 2
     assert seen["runs"] == [("FINISHED", False)] * 3  # two cells and the parent ended; no folder's tags logged
+
+
+def test_a_results_folder_the_sweep_cannot_write_is_a_user_error(tmp_path):
+    from pipeline.sweep import _one_sweep_per_spec
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError, match=r"afile/mini: cannot write the sweep's results there \(Not a directory\)"):
+        with _one_sweep_per_spec(tmp_path / "afile" / "mini"):
+            pass
 
 
 def test_a_stop_request_waits_for_a_safe_point_unless_asked_twice():

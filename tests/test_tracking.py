@@ -137,6 +137,31 @@ def test_a_server_url_where_nothing_listens_is_a_user_error_at_once(tmp_path, mo
         tracking.open_store(tmp_path)
 
 
+def test_a_server_that_is_not_mlflow_is_a_user_error(tmp_path, monkeypatch):
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)  # GET only
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    try:
+        with pytest.raises(UserError, match=f"MLFLOW_TRACKING_URI={uri}: the server answers, but not as an MLflow") as e:
+            tracking.open_store(tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "\n" not in str(e.value) and len(str(e.value)) < 300
+
+
+def test_a_file_where_the_artifact_folder_goes_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "mlartifacts").write_text("not a folder")
+    with pytest.raises(UserError, match="mlartifacts: is a file"):
+        tracking.open_store(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlartifacts"]  # no mlflow.db created
+
+
 def test_default_project_root_escapes_dvc_exp_temp_workspaces(tmp_path):
     assert tracking.default_project_root(tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpab12") == tmp_path / "repo"
     assert tracking.default_project_root(tmp_path / "repo") == tmp_path / "repo"

@@ -66,12 +66,17 @@ def test_help_lists_every_config_field(invoke):
         (["--activation", "tahn"], {}, "--activation: unknown value 'tahn' (did you mean 'tanh'?)"),
         (["--task", "addng"], {}, "did you mean 'adding'?"),
         (["--config", "missing.yaml"], {}, "missing.yaml: no such file"),
+        (["--config", "."], {}, ".: is a folder, not a file"),
         (["--config", "bad.yaml"], {"bad.yaml": "hiden: 4\n"}, "bad.yaml: hiden: unknown key (did you mean 'hidden'?)"),
         (["--config", "bad.yaml"], {"bad.yaml": "hidden: [4\n"}, "bad.yaml: malformed YAML"),
         (["--config", "bad.yaml"], {"bad.yaml": "iters: -3\n"}, "bad.yaml: iters: -3 is out of range"),
         (["--data-dir", "afile"], {"afile": "x"}, "--data-dir afile: is a file"),
         (["--out", "afile/runs"], {"afile": "x"}, "--out afile/runs: afile is a file"),
         (["--task", "text", "--text", "nope.txt"], {}, "--text nope.txt: no such file"),
+        (["--task", "text", "--text", "."], {}, "--text .: is a directory"),
+        (["--task", "text", "--text", "short.txt", "--seq-len", "5"], {"short.txt": "abcdefghij" * 4},
+         "--seq-len: 5 needs 6 characters, the validation text has 4"),
+        (["--task", "text", "--seq-len", "100000", "--data-dir", "none"], {}, "--seq-len: 100000 needs 100001"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, invoke, args, files, expected):
@@ -90,6 +95,28 @@ def test_unusable_tracking_uri_is_bad_input(tmp_path, invoke, monkeypatch):
     done = invoke(TINY)
     assert done.exit_code == 2 and len(done.stderr.strip().splitlines()) == 1
     assert "MLFLOW_TRACKING_URI" in done.stderr and not (tmp_path / "results").exists()
+
+
+def test_data_and_folder_problems_leave_no_store_behind(tmp_path, invoke, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the embedded store: it would be tmp_path/mlflow.db
+    (tmp_path / "short.txt").write_text("abc")
+    done = invoke(["--task", "text", "--text", "short.txt", "--hidden", "4", "--iters", "3"])
+    assert done.exit_code == 2 and len(done.stderr.strip().splitlines()) == 1 and "--seq-len: 25" in done.stderr
+    monkeypatch.setattr("pipeline.paths.os.access", lambda path, mode: False)  # as a read-only file system says
+    done = invoke(TINY + ["--out", "runs"])
+    assert done.exit_code == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "--out runs: . is not writable" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["short.txt"]
+
+
+def test_a_run_folder_that_cannot_be_made_is_bad_input(invoke, monkeypatch):
+    def refuse(parent, name):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("pipeline.runner._temp_folder", refuse)  # as root, os.access cannot say it beforehand
+    done = invoke(TINY + ["--out", "runs"])
+    assert done.exit_code == 2 and done.stderr.strip().splitlines() == [
+        "Error: --out runs: cannot write the run folder there (Permission denied)"], done.stderr
 
 
 def test_option_of_the_wrong_type_exits_2(invoke):

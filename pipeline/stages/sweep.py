@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UserError
+from ..paths import check_data_dir, check_output_folder
 
 
 def sweep_cmd(
@@ -28,11 +29,27 @@ def sweep_cmd(
 
     if jobs < 0:
         raise UserError(f"--jobs: {jobs} is negative; give a number of worker processes >= 1, or 0 for one per core")
+    if spec.is_dir():
+        raise UserError(f"{spec}: is a folder, not a file; give a sweep spec such as experiments/weight_norms.yaml")
     if not spec.is_file():
         raise UserError(f"{spec}: no such file; give a sweep spec such as experiments/weight_norms.yaml")
     loaded = load_spec(spec, profile)  # validates everything before the store is touched
+    _check_paths_and_data(spec, loaded, data_dir, results_dir)
     summary = _run(loaded, data_dir, results_dir, jobs or os.cpu_count() or 1)
     typer.echo(summary)
+
+
+def _check_paths_and_data(path: Path, spec, data_dir: Path, results_dir: Path) -> None:
+    """The folders, and every cell's data (a text file, a window longer than its text), before the store is opened
+    or a cell runs."""
+    from ..runner import check_data
+    from ..sweep import cell_names
+
+    check_data_dir(data_dir)
+    check_output_folder(results_dir, "--results-dir")
+    texts: dict = {}  # each text file read once
+    for name, cfg in zip(cell_names(spec), spec.cells):
+        check_data(cfg, data_dir, lambda key, name=name: f"{path}: cell {name}: {key}", texts)
 
 
 def _run(spec, data_dir: Path, results_dir: Path, jobs: int) -> str:
@@ -43,14 +60,21 @@ def _run(spec, data_dir: Path, results_dir: Path, jobs: int) -> str:
 
     store = tracking.open_store(tracking.default_project_root())
     columns = (TextColumn(f"sweep {spec.name} ({spec.profile})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task("cells", total=len(spec.cells))
+    bar = Progress(*columns, transient=False)  # shown once the sweep starts: not above a refusal
+    task = bar.add_task("cells", total=len(spec.cells))
 
-        def progress(done: int, total: int, cell: str, status: str) -> None:
-            bar.console.print(f"[{done}/{total}] {cell}: {status}")
-            bar.update(task, completed=done, total=total)
+    def progress(done: int, total: int, cell: str, status: str) -> None:
+        if status == "started":
+            bar.start()
+            return
+        bar.console.print(f"[{done}/{total}] {cell}: {status}")
+        bar.update(task, completed=done, total=total)
 
+    try:
         result = run_sweep(spec, data_dir, results_dir, store, jobs, progress)
+    finally:
+        if bar.live.is_started:
+            bar.stop()
     lines = [
         f"{spec.name}: {len(result.ran)} ran, {len(result.skipped)} already done, {len(result.relogged)} re-logged",
         f"results: {result.table_path} and {results_dir / spec.name / 'runs'}/",

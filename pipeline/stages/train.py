@@ -11,6 +11,7 @@ import typer
 from .. import tracking
 from ..config import FIELDS, RunConfig, config_from_values, config_hash, describe_field, load_config_file
 from ..errors import UserError
+from ..paths import check_data_dir, check_output_folder
 
 if TYPE_CHECKING:  # the runner pulls in pandas and the engine: imported when a run starts, not for --help
     from ..runner import RunResult
@@ -24,7 +25,9 @@ def _opt(name: str, text: str) -> typer.models.OptionInfo:
     """A RunConfig field's option: its meaning, what it accepts, and its default (None = not given)."""
     from rich.markup import escape  # "[1, 4096]" would otherwise read as rich markup and vanish
 
-    help_text = escape(f"{text} [{describe_field(name)}; default: {getattr(_DEFAULTS, name)}]")
+    accepts = describe_field(name).replace(" (or null)", "").replace(", or null for the default corpus", "")
+    default = getattr(_DEFAULTS, name)  # None: the help text says what leaving the option out means
+    help_text = escape(f"{text} [{accepts}" + ("]" if default is None else f"; default: {default}]"))
     return typer.Option(help=help_text, show_default=False, rich_help_panel="Run config (overrides --config)")
 
 
@@ -38,7 +41,8 @@ def train_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (run_id, outcome, final_train_loss, "
                                           "final_val_loss, val_accuracy, seconds) as the only stdout line.")] = False,
     task: Annotated[Optional[str], _opt("task", "What to learn.")] = None,
-    text: Annotated[Optional[str], _opt("text", "Text task: corpus file.")] = None,
+    text: Annotated[Optional[str], _opt("text", "Text task: corpus file; left out, the default corpus (stdlib "
+                                        "docstrings).")] = None,
     seq_len: Annotated[Optional[int], _opt("seq_len", "Synthetic: task length T; text: window in characters.")] = None,
     train_size: Annotated[Optional[int], _opt("train_size", "Synthetic: sequences (last 20% validate).")] = None,
     data_seed: Annotated[Optional[int], _opt("data_seed", "Synthetic: dataset seed.")] = None,
@@ -49,7 +53,8 @@ def train_cmd(
     hidden: Annotated[Optional[int], _opt("hidden", "Units per layer n.")] = None,
     init: Annotated[Optional[str], _opt("init", "How W_hh is drawn.")] = None,
     gamma_w: Annotated[Optional[float], _opt("gamma_w", "||W_hh||_2 at init (sparse: spectral radius).")] = None,
-    input_scale: Annotated[Optional[float], _opt("input_scale", "Std of W_xh entries.")] = None,
+    input_scale: Annotated[Optional[float], _opt("input_scale", "Std of W_xh entries; left out, "
+                                                 "1/sqrt(fan-in).")] = None,
     optimizer: Annotated[Optional[str], _opt("optimizer", "Update rule.")] = None,
     lr: Annotated[Optional[float], _opt("lr", "Learning rate.")] = None,
     weight_decay: Annotated[Optional[float], _opt("weight_decay", "L2 coefficient.")] = None,
@@ -79,7 +84,10 @@ def train_cmd(
     _check_paths(cfg, data_dir, out)
     store = tracking.open_store(tracking.default_project_root())
     experiment_id = tracking.ensure_experiment(store, EXPERIMENT)
-    result = _run_with_progress_bar(cfg, data_dir, out / config_hash(cfg))
+    try:
+        result = _run_with_progress_bar(cfg, data_dir, out / config_hash(cfg))
+    except OSError as e:  # creating or renaming the run folder (errors inside the run are its `failed` outcome)
+        raise UserError(f"--out {out}: cannot write the run folder there ({e.strerror or e})") from None
     run_id = _log_run(store, experiment_id, result)
     report = {"run_id": run_id, **{k: result.summary.get(k) for k in JSON_KEYS[1:]}}
     if as_json:
@@ -100,15 +108,12 @@ def resolve_config(config_file: Path | None, given: dict) -> RunConfig:
 
 
 def _check_paths(cfg: RunConfig, data_dir: Path, out: Path) -> None:
-    """Path problems are found before the MLflow store is opened or anything runs."""
-    if cfg.task == "text" and cfg.text is not None and not Path(cfg.text).is_file():
-        raise UserError(f"--text {cfg.text}: no such file; give a UTF-8 text file, or leave --text out for the "
-                        "default corpus")
-    if data_dir.exists() and not data_dir.is_dir():
-        raise UserError(f"--data-dir {data_dir}: is a file; give the data folder written by `rnngrad generate`")
-    for parent in (out, *out.parents):
-        if parent.exists() and not parent.is_dir():
-            raise UserError(f"--out {out}: {parent} is a file; give a folder for run folders")
+    """Path and data problems are found before the MLflow store is opened or anything runs."""
+    from ..runner import check_data
+
+    check_data_dir(data_dir)
+    check_output_folder(out, "--out")
+    check_data(cfg, data_dir, lambda key: f"--{key.replace('_', '-')}")
 
 
 def _run_with_progress_bar(cfg: RunConfig, data_dir: Path, run_dir: Path) -> RunResult:
