@@ -54,7 +54,7 @@ class Int:
 
     def check(self, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise Invalid(f"{value!r} is not an integer", self.describe())
+            raise Invalid(f"{_short(value)} is not an integer", self.describe())
         if value < self.lo or (self.hi is not None and value > self.hi):
             raise Invalid(f"{_short(value)} is out of range", self.describe())
         return int(value)
@@ -80,20 +80,23 @@ class Float:
             try:
                 number = float(value)
             except ValueError:
-                raise Invalid(f"{value!r} is not a number", self.describe()) from None
+                raise Invalid(f"{_short(value)} is not a number", self.describe()) from None
         if isinstance(number, bool) or not isinstance(number, (int, float)):
-            raise Invalid(f"{value!r} is not a number", self.describe())
+            raise Invalid(f"{_short(value)} is not a number", self.describe())
         try:
             number = float(number)
         except OverflowError:  # an integer beyond float's range (1e308)
             raise Invalid(f"{_short(value)} is out of range", self.describe()) from None
         too_low = number <= self.lo if self.lo_open else number < self.lo
         if not math.isfinite(number) or too_low or (self.hi is not None and number > self.hi):
-            raise Invalid(f"{value!r} is out of range", self.describe())
+            raise Invalid(f"{_short(value)} is out of range", self.describe())
         return number
 
 
 def _short(value: Any) -> str:
+    """repr(value), cut to a readable length (a YAML integer can have thousands of digits, beyond repr's limit)."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"{'-' if value < 0 else ''}an integer of {value.bit_length()} bits"
     text = repr(value)
     return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
 
@@ -248,6 +251,10 @@ def read_yaml(path: Path | str, what: str) -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or type(e).__name__
         raise UserError(f"{path}: malformed YAML{where} ({problem}); give a valid {what}") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits, which Python will not convert
+        raise UserError(f"{path}: a value YAML cannot read ({str(e).split(';')[0]}); give a valid {what}") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the file ({e.strerror or e}); give a readable {what}") from None
 
 
 def _mapping(value: Any, where: str, example: str) -> dict:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from .data import corpus, tasks, text
 from .errors import UserError
@@ -232,14 +231,9 @@ def parse_data_entry(entry: object, where: str, default_seed: int = 0) -> DataRe
 
 def _read_spec(path: Path) -> dict:
     """Parse a spec YAML into a mapping, or UserError naming the file."""
-    if not path.is_file():
-        raise UserError(f"{path}: no such spec file; give an existing experiments/<name>.yaml")
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        line = getattr(getattr(e, "problem_mark", None), "line", None)
-        at = f" at line {line + 1}" if line is not None else ""
-        raise UserError(f"{path}: not valid YAML{at}; fix the syntax (see docs/internals.md, Sweep specs)") from None
+    from .config import read_yaml  # missing, a folder, unreadable, malformed: one line naming the file
+
+    spec = read_yaml(path, "sweep spec such as experiments/weight_norms.yaml")
     if not isinstance(spec, dict):
         raise UserError(f"{path}: expected a mapping with name, base and profiles; got {type(spec).__name__}")
     return spec

@@ -128,9 +128,6 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
     model_init = model.copy()
     log = train(cfg, model, src, rng_batch, rng_sample, progress)
     history = pd.DataFrame(log.history, columns=list(HISTORY_COLUMNS))
-    final_val = log.val[-1]  # (iter, loss, accuracy) of the final model
-    if final_val[1] is None:  # a task that scores no position (probe) has no training loss either, not one of 0
-        history["loss"] = math.nan
     history.to_csv(folder / "history.csv", index=False)  # written first: a run that fails in its probe keeps it
     if cfg.task == "text":
         write_json(folder / "samples.json", log.samples)
@@ -139,6 +136,7 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
     val = pd.DataFrame(log.val, columns=["iter", "val_loss", "val_accuracy"])
     series = pd.concat([step_series(at_init, at_end), training_series(history, val, cfg.iters)], ignore_index=True)
     series.to_parquet(folder / "series.parquet", index=False)
+    final_val = log.val[-1]  # (iter, loss, accuracy) of the final model
     return {
         "outcome": "diverged" if log.diverged_at is not None else "ok",
         "diverged_at": log.diverged_at,
@@ -254,12 +252,16 @@ def text_source(cfg: RunConfig, data_dir: Path) -> Source:
 def train(cfg: RunConfig, model: RNN, src: Source, rng_batch: np.random.Generator, rng_sample: np.random.Generator,
           progress: Progress | None = None) -> TrainLog:
     """cfg.iters steps of `trainer.train_step` on random minibatches, stopping at the first non-finite one (its
-    loss, gradient or update) or at the first validation pass whose loss is not finite."""
+    loss, gradient or update) or at the first validation pass after a step whose loss is not finite; the final
+    model's validation loss not finite is a divergence too. The untrained model's alone is not: training may bring
+    an overflowing initialisation back (clipping does), so for iters 0 only the final check counts it.
+    A task that scores no position (probe) has no loss: NaN in the history, not the 0 the step reports."""
     optimizer, workspace = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay), Workspace()
     log = TrainLog(model)
     norm_every = series_every(cfg.iters)
     sample_at = sample_checkpoints(cfg.iters, cfg.samples) if src.vocab else set()
-    _validate(log, 0, src)  # not finite: the first step diverges too, or the last check below catches it
+    _validate(log, 0, src)
+    scored = scores_positions(src)
     _maybe_sample(log, 0, src, cfg, rng_sample, sample_at)
     for i in range(1, cfg.iters + 1):
         before = model.copy()
@@ -268,7 +270,8 @@ def train(cfg: RunConfig, model: RNN, src: Source, rng_batch: np.random.Generato
                        workspace=workspace)
         finite = bool(s.finite) and math.isfinite(s.loss) and math.isfinite(s.grad_norm) and params_finite(model)
         norms = weight_norms(model) if finite and (i % norm_every == 0 or i == cfg.iters) else (math.nan, math.nan)
-        log.history.append((i, float(s.loss), float(s.grad_norm), float(s.clip_scale), *norms))
+        loss = float(s.loss) if scored else math.nan
+        log.history.append((i, loss, float(s.grad_norm), float(s.clip_scale), *norms))
         if not finite:
             log.diverged_at, model = i, before  # keep the last model with finite parameters
             break
@@ -307,11 +310,16 @@ def weight_norms(model: RNN) -> tuple[float, float]:
     return float(jacobian.spectral_norm(W)), float(jacobian.spectral_radius(W))
 
 
+def scores_positions(src: Source) -> bool:
+    """Whether the task has a loss at all (the probe task's sequences only drive the Jacobian probes)."""
+    return bool((np.asarray(src.val[2]) > 0).any())
+
+
 def evaluate(model: RNN, src: Source) -> tuple[float | None, float | None]:
     """(validation loss, task success rate) of `model` on the fixed validation batch; (None, None) for a task
     that scores no position (the probe task: its sequences only drive the Jacobian probes)."""
     xs, targets, mask = src.val
-    if not (np.asarray(mask) > 0).any():
+    if not scores_positions(src):
         return None, None  # not a loss of 0
     y = forward(model, xs).y
     loss, _ = loss_and_dy(y, targets, mask, src.loss_kind)

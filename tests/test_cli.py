@@ -42,8 +42,11 @@ def test_help_and_refusals_do_not_import_the_heavy_libraries(tmp_path):
     """`--help` and a refused option answer in well under a second: seaborn, pandas, fpdf and MLflow (~4 s of
     imports together) load only when a stage runs."""
     heavy = ("seaborn", "matplotlib", "pandas", "fpdf", "mlflow")
-    for args in (["--help"], ["report", "--help"], ["train", "--hidden", "0"]):
+    for args, code, answer in ((["--help"], 0, "rnngrad"), (["report", "--help"], 0, "rnngrad report"),
+                               (["train", "--hidden", "0"], 2, "Error: --hidden: 0 is out of range")):
         done = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipeline", *args], capture_output=True,
                               text=True, cwd=tmp_path, timeout=120)
         imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+        assert "numpy" in imported or "typer" in imported  # -X importtime did list the imports
         assert not imported & set(heavy), (args, sorted(imported & set(heavy)))
+        assert done.returncode == code and answer in done.stdout + done.stderr, (args, done.stderr[-500:])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 import subprocess
 import sys
 import tokenize
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from pipeline import config
-from pipeline.config import FIELDS, RunConfig, config_from_values, config_hash, flatten, load_config_file, load_spec
+from pipeline.config import (FIELDS, RunConfig, config_from_values, config_hash, describe_field, flatten,
+                             load_config_file, load_spec)
 from pipeline.errors import UserError
 
 # One valid value per field, different from its default: every field must change the hash.
@@ -68,7 +70,7 @@ def test_alternatives_cover_every_field():
         ("layers", 0), ("probe_len", 0), ("train_size", 1), ("leaky_slope", -0.1), ("weight_decay", -1e-3),
         ("seed", -1), ("eval_every", -10), ("samples", -1), ("input_scale", -1.0), ("text", 5),
         ("gamma_w", 10**400), ("lr", -(10**400)), ("seed", 2**64), ("data_seed", 2**32), ("eval_every", 10**19),
-        ("hidden", 10**400),
+        ("hidden", 10**400), pytest.param("seed", int("f" * 4000, 16), id="seed-16000-bits"), ("lr", 10**300), ("hidden", "9" * 5000),
     ],
 )
 def test_out_of_range_or_wrong_type_names_file_and_key(key, value):
@@ -270,3 +272,12 @@ def test_missing_or_malformed_spec(tmp_path):
         load_spec(spec_file(tmp_path, "name: x\nbase: {task: [\n", "x"), "quick")
     with pytest.raises(UserError, match="profiles: missing or empty"):
         load_spec(spec_file(tmp_path, "name: y\nbase: {}\n", "y"), "quick")
+
+
+def test_the_readme_config_table_matches_the_code():
+    """README's table of run-config fields: every field, its default and what it accepts, as the code has them."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\w+)` \| `([^`]*)` \| (.+?) \|$", readme, flags=re.M)
+    assert [name for name, _, _ in rows] == list(FIELDS)
+    for name, default, valid in rows:
+        assert (default, valid) == (str(getattr(RunConfig(), name)), describe_field(name)), name

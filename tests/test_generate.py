@@ -194,7 +194,8 @@ def test_unknown_task_in_spec(project):
 
 
 def test_malformed_specs(project):
-    cases = {"profiles: [unclosed\n": "not valid YAML",
+    cases = {"profiles: [unclosed\n": "malformed YAML at line 2",
+             "seed: " + "1" * 5000 + "\n": "a value YAML cannot read",
              "- just\n- a list\n": "expected a mapping",
              "profiles:\n  full: {}\n": "no profile 'quick'",
              "profiles:\n  quick:\n    data: [{task: copy, T: 5, cnt: 8}]\n": "did you mean 'count'",
@@ -202,7 +203,8 @@ def test_malformed_specs(project):
     for i, (content, fragment) in enumerate(cases.items()):
         (project / f"bad{i}.yaml").write_text(content)
         expect_rejected(project, ["--spec", f"bad{i}.yaml"], f"bad{i}.yaml", fragment)
-    expect_rejected(project, ["--spec", "missing.yaml"], "missing.yaml", "no such spec")
+    expect_rejected(project, ["--spec", "missing.yaml"], "missing.yaml", "no such file")
+    expect_rejected(project, ["--spec", "."], ".", "is a folder, not a file")
 
 
 def test_bad_options(project):

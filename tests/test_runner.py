@@ -281,6 +281,8 @@ def test_progress_events(runs):
     cfg, _, events = runs["adding"]
     assert [e["iter"] for e in events] == list(range(1, cfg.iters + 1))
     assert all(e["iters"] == cfg.iters and math.isfinite(e["loss"]) and math.isfinite(e["grad_norm"]) for e in events)
+    _, _, probe_events = runs["probe"]  # scores no position: the progress bar shows no loss, not a loss of 0
+    assert probe_events and all(math.isnan(e["loss"]) and math.isfinite(e["grad_norm"]) for e in probe_events)
 
 
 def test_same_seed_same_numbers(runs, data_dir, tmp_path):

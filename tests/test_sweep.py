@@ -331,6 +331,7 @@ def cli_app():
     (["mini.yaml", "--results-dir", "afile/results"], "--results-dir afile/results: afile is a file, not a folder"),
     (["nofile.yaml"], "nofile.yaml: cell base: text nope.txt: no such file"),
     (["."], ".: is a folder, not a file"),
+    (["mini.yaml", "--results-dir", "res"], "--results-dir res: res/mini is a file, not a folder"),
     (["short.yaml"], "short.yaml: cell seq_len=6: seq_len: 6 needs 7 characters, the validation text has"),
 ])
 def test_bad_input_exits_2_with_one_line_and_leaves_the_store_untouched(cli_app, tmp_path, monkeypatch, args, message):
@@ -340,6 +341,8 @@ def test_bad_input_exits_2_with_one_line_and_leaves_the_store_untouched(cli_app,
     bad = write_spec(tmp_path, name="bad")
     bad.write_text(bad.read_text().replace("gamma_w: [", "gama_w: ["))
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "mini").write_text("x")  # where the spec's runs and lock would go
     (tmp_path / "short.txt").write_text("abcdefghij" * 4)  # 40 characters: a validation split of 4
     text = "name: {name}\ndescription: text\nbase: {{task: text, text: {text}, hidden: 4, iters: 2}}\n"
     (tmp_path / "nofile.yaml").write_text(text.format(name="nofile", text="nope.txt") + "profiles: {quick: {}}\n")
@@ -350,6 +353,7 @@ def test_bad_input_exits_2_with_one_line_and_leaves_the_store_untouched(cli_app,
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "results").exists()
+    assert [p.name for p in (tmp_path / "res").iterdir()] == ["mini"]
 
 
 def test_sweep_help_explains_the_command(cli_app):
@@ -423,7 +427,7 @@ def test_the_profile_benchmark_sums_every_spec_logged_and_unlogged(tmp_path, mon
 
     def fake_sweep(spec, data_dir, jobs, log_folders=True):
         calls.append((spec.name, jobs, log_folders))
-        return next(walls), 0.25 if log_folders else 0.0, []
+        return next(walls), 0.35 if log_folders else 0.1, []  # the unlogged sweep still ends each run
 
     monkeypatch.setattr(bench, "_sweep_once", fake_sweep)
     fig = bench.bench_profile_logging(tmp_path, data_dir=tmp_path / "data", progress=messages.append)

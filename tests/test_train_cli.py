@@ -102,6 +102,10 @@ def test_data_and_folder_problems_leave_no_store_behind(tmp_path, invoke, monkey
     (tmp_path / "short.txt").write_text("abc")
     done = invoke(["--task", "text", "--text", "short.txt", "--hidden", "4", "--iters", "3"])
     assert done.exit_code == 2 and len(done.stderr.strip().splitlines()) == 1 and "--seq-len: 25" in done.stderr
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    done = invoke(TINY + ["--out", "dangling/runs"])
+    assert done.exit_code == 2 and "--out dangling/runs: dangling is a broken symbolic link" in done.stderr
+    (tmp_path / "dangling").unlink()
     monkeypatch.setattr("pipeline.paths.os.access", lambda path, mode: False)  # as a read-only file system says
     done = invoke(TINY + ["--out", "runs"])
     assert done.exit_code == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -118,25 +118,26 @@ def bench_profile_logging(spec_dir: str | Path = SPEC_DIR, profile: str = "quick
     """Every spec in `spec_dir` swept at `jobs` worker processes, logged and unlogged (runs still created and
     ended), interleaved; each spec's best of `repeats`. profile_logging_wall_overhead = sum of logged wall times /
     sum of unlogged - 1: what MLflow logging adds to the profile's wall time (target <= 0.10), and the worst
-    spec's. profile_logging_share = the parent's MLflow seconds (folder logging) / the unlogged wall time: the
-    overhead if none of the logging overlapped the workers' runs."""
+    spec's. profile_logging_share = the parent's seconds logging run folders (its MLflow seconds per cell, less
+    those of the unlogged sweep, which still ends each run) / the unlogged wall time: the overhead if none of the
+    logging overlapped the workers' runs."""
     specs = sorted(Path(spec_dir).glob("*.yaml"))
     logged, unlogged, logging = {}, {}, {}
     for done, path in enumerate(specs):
         progress(f"profile: {path.stem} ({done + 1}/{len(specs)})")
         spec = load_spec(path, profile)
-        walls = {True: [], False: []}
+        walls, mlflow_seconds = {True: [], False: []}, {True: [], False: []}
         for repeat in range(repeats):
             for log_folders in (True, False) if repeat % 2 == 0 else (False, True):
-                wall, log, _ = _sweep_once(spec, Path(data_dir), jobs, log_folders)
+                wall, seconds, _ = _sweep_once(spec, Path(data_dir), jobs, log_folders)
                 walls[log_folders].append(wall)
-                if log_folders:
-                    logging.setdefault(path.stem, []).append(log)
+                mlflow_seconds[log_folders].append(seconds)
         logged[path.stem], unlogged[path.stem] = min(walls[True]), min(walls[False])
+        logging[path.stem] = max(0.0, min(mlflow_seconds[True]) - min(mlflow_seconds[False]))
     overhead = {name: logged[name] / unlogged[name] - 1.0 for name in logged}
     worst = max(overhead, key=overhead.get)
     total_logged, total_unlogged = sum(logged.values()), sum(unlogged.values())
-    total_logging = sum(min(s) for s in logging.values())
+    total_logging = sum(logging.values())
     return {"profile_specs": len(specs), "profile_seconds_logged": total_logged,
             "profile_seconds_unlogged": total_unlogged,
             "profile_logging_wall_overhead": total_logged / total_unlogged - 1.0,

@@ -41,8 +41,8 @@ def train_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (run_id, outcome, final_train_loss, "
                                           "final_val_loss, val_accuracy, seconds) as the only stdout line.")] = False,
     task: Annotated[Optional[str], _opt("task", "What to learn.")] = None,
-    text: Annotated[Optional[str], _opt("text", "Text task: corpus file; left out, the default corpus (stdlib "
-                                        "docstrings).")] = None,
+    text: Annotated[Optional[str], _opt("text", "Text task: corpus file; left out, the text `rnngrad "
+                                        "generate` put in --data-dir, else the stdlib docstrings.")] = None,
     seq_len: Annotated[Optional[int], _opt("seq_len", "Synthetic: task length T; text: window in characters.")] = None,
     train_size: Annotated[Optional[int], _opt("train_size", "Synthetic: sequences (last 20% validate).")] = None,
     data_seed: Annotated[Optional[int], _opt("data_seed", "Synthetic: dataset seed.")] = None,
@@ -112,7 +112,7 @@ def _check_paths(cfg: RunConfig, data_dir: Path, out: Path) -> None:
     from ..runner import check_data
 
     check_data_dir(data_dir)
-    check_output_folder(out, "--out")
+    check_output_folder(out, f"--out {out}")
     check_data(cfg, data_dir, lambda key: f"--{key.replace('_', '-')}")
 
 
