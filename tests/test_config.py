@@ -70,7 +70,8 @@ def test_alternatives_cover_every_field():
         ("layers", 0), ("probe_len", 0), ("train_size", 1), ("leaky_slope", -0.1), ("weight_decay", -1e-3),
         ("seed", -1), ("eval_every", -10), ("samples", -1), ("input_scale", -1.0), ("text", 5),
         ("gamma_w", 10**400), ("lr", -(10**400)), ("seed", 2**64), ("data_seed", 2**32), ("eval_every", 10**19),
-        ("hidden", 10**400), pytest.param("seed", int("f" * 4000, 16), id="seed-16000-bits"), ("lr", 10**300), ("hidden", "9" * 5000),
+        ("hidden", 10**400), pytest.param("seed", int("f" * 4000, 16), id="seed-16000-bits"), ("lr", 10**300),
+        ("hidden", "9" * 5000),
     ],
 )
 def test_out_of_range_or_wrong_type_names_file_and_key(key, value):

@@ -146,7 +146,8 @@ def test_a_server_that_is_not_mlflow_is_a_user_error(tmp_path, monkeypatch):
     uri = f"http://127.0.0.1:{server.server_address[1]}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     try:
-        with pytest.raises(UserError, match=f"MLFLOW_TRACKING_URI={uri}: the server answers, but not as an MLflow") as e:
+        with pytest.raises(UserError, match=f"MLFLOW_TRACKING_URI={uri}: the server answers, but not as an MLflow") \
+                as e:
             tracking.open_store(tmp_path)
     finally:
         server.shutdown()

@@ -4,8 +4,9 @@
 folder logged to a throwaway sqlite store (run create + log_run_folder + end), both in this same process.
 `bench_sweep_scaling`: the quick weight-norm sweep end to end at 1 and at 2 worker processes, each into a fresh
 temp store and results dir. `bench_profile_logging`: every spec's quick profile swept at 2 worker processes with
-and without its run folders logged: what logging adds to the quick profile's wall time. Store creation (schema migrations, ~1-2 s, once per sweep) is timed apart. Each
-figure is the best of a few repeats (interleaved for the sweep), the usual guard against a busy machine.
+and without its run folders logged: what logging adds to the quick profile's wall time. Store creation (schema
+migrations, ~1-2 s, once per sweep) is timed apart. Each figure is the best of a few repeats (interleaved for the
+sweeps), the usual guard against a busy machine.
 """
 
 from __future__ import annotations
