@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import tracking
-from .config import config_hash
+from .run.config import config_hash
 from .errors import UserError
 
 # progress(done, total, cell_name, status): status is "skipped", "relogged", an outcome, or "crashed"; first, once
@@ -104,7 +104,7 @@ def run_sweep(spec, data_dir: Path, results_dir: Path, store: tracking.Store, jo
     module-level function, since it is sent to worker processes.
     """
     if execute is None:
-        from .runner import execute_run as execute
+        from .run.runner import execute_run as execute
     results_dir, cells = Path(results_dir), plan_cells(spec, results_dir)
     with _one_sweep_per_spec(results_dir / spec.name), _stop_on_signals() as stop:
         exp_id = tracking.ensure_experiment(store, f"rnngrad/{spec.name}")

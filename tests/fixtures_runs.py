@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.activations import get_activation
+from pipeline.engine.activations import get_activation
 
 CHANCE_ACCURACY = {"adding": 0.1, "temporal_order": 0.25, "copy": 0.125, "text": 1 / 30, "probe": 0.5}
 CHANCE_LOSS = {"adding": 0.167, "temporal_order": math.log(4), "copy": math.log(8), "text": math.log(30),

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.activations import ACTIVATIONS, gamma_phi, get_activation
+from pipeline.engine.activations import ACTIVATIONS, gamma_phi, get_activation
 
 KINKS = {"relu": (0.0,), "leaky_relu": (0.0,), "hard_tanh": (-1.0, 1.0)}
 

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import fixtures_runs as fx
-from pipeline import cli, reductions
+from pipeline import cli
+from pipeline.report import reductions
 
 cli._register()
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config
-from pipeline.config import (FIELDS, RunConfig, config_from_values, config_hash, describe_field, flatten,
+from pipeline.run import config
+from pipeline.run.config import (FIELDS, RunConfig, config_from_values, config_hash, describe_field, flatten,
                              load_config_file, load_spec)
 from pipeline.errors import UserError
 
@@ -113,7 +113,7 @@ def test_numbers_are_normalised():
 
 
 def test_hash_is_stable_across_processes():
-    code = "from pipeline.config import RunConfig, config_hash; print(config_hash(RunConfig(hidden=64)))"
+    code = "from pipeline.run.config import RunConfig, config_hash; print(config_hash(RunConfig(hidden=64)))"
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2")}
     assert outs == {config_hash(RunConfig(hidden=64))}

@@ -1,4 +1,4 @@
-"""`rnngrad generate` end to end through the CLI, and pipeline.datasets (loading, spec data sections)."""
+"""`rnngrad generate` end to end through the CLI, and pipeline.run.datasets (loading, spec data sections)."""
 
 import hashlib
 import json
@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 import pipeline.cli
-from pipeline import datasets
-from pipeline.data import text as textlib
+from pipeline.run import datasets
+from pipeline.engine import text as textlib
 from pipeline.errors import UserError
 
 if not pipeline.cli.app.registered_commands:

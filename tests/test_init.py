@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.init import INITS, SPARSE_FAN_IN, init_model
+from pipeline.engine.init import INITS, SPARSE_FAN_IN, init_model
 
 
 def make(init, gamma_w=1.0, seed=0, **kw):

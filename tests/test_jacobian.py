@@ -1,4 +1,4 @@
-"""pipeline.jacobian against independent references: closed forms, dense products + np.linalg.norm(P, 2)
+"""pipeline.engine.jacobian against independent references: closed forms, dense products + np.linalg.norm(P, 2)
 on a forward pass written out here, finite differences, and the bounds of DESIGN.md."""
 
 import math
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import jacobian
-from pipeline.activations import ACTIVATIONS, get_activation
-from pipeline.rnn import RNN
+from pipeline.engine import jacobian
+from pipeline.engine.activations import ACTIVATIONS, get_activation
+from pipeline.engine.rnn import RNN
 
 # DESIGN.md's table, typed in again so that the bounds are checked against the spec, not the code
 GAMMA_PHI = {"tanh": 1.0, "sigmoid": 0.25, "relu": 1.0, "hard_tanh": 1.0, "softplus": 1.0,

@@ -1,11 +1,11 @@
-"""pipeline.lyapunov against closed forms (linear networks), the known order-to-chaos transition of random
+"""pipeline.engine.lyapunov against closed forms (linear networks), the known order-to-chaos transition of random
 tanh networks, and the growth rate of the Jacobian column itself."""
 
 import numpy as np
 import pytest
 
-from pipeline import jacobian, lyapunov
-from pipeline.rnn import RNN
+from pipeline.engine import jacobian, lyapunov
+from pipeline.engine.rnn import RNN
 
 
 def one_layer(W, activation="linear", form="elman", d=1, input_weight=1.0):

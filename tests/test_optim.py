@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from pipeline.optim import (
+from pipeline.engine.optim import (
     Adagrad,
     Adam,
     Momentum,

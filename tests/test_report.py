@@ -261,7 +261,7 @@ def test_report_of_a_single_unknown_spec(tmp_path):
 def test_clip_curves_mark_the_loss_ceiling_and_each_divergence():
     import pandas as pd
 
-    from pipeline import figures
+    from pipeline.report import figures
 
     curves = pd.DataFrame({
         "iter": [1, 2, 3, 4, 1, 2, 3, 4],
@@ -291,7 +291,7 @@ def test_clip_curves_mark_the_loss_ceiling_and_each_divergence():
 def test_clip_final_is_on_log_axes_and_shows_what_diverged():
     import pandas as pd
 
-    from pipeline import figures
+    from pipeline.report import figures
 
     clip = pd.DataFrame({
         "clip_mode": ["global", "global", "global", "none"],
@@ -316,7 +316,7 @@ def test_clip_final_is_on_log_axes_and_shows_what_diverged():
 def test_log_ticks_skip_values_too_close_to_label_apart():
     from matplotlib.figure import Figure
 
-    from pipeline import figures
+    from pipeline.report import figures
 
     ax = Figure().subplots()
     ax.set_xscale("log")
@@ -329,7 +329,7 @@ def test_log_ticks_skip_values_too_close_to_label_apart():
 def test_activation_figure_has_an_accuracy_panel_only_with_accuracies(accuracy, panels):
     import pandas as pd
 
-    from pipeline import figures
+    from pipeline.report import figures
 
     act = pd.DataFrame({"activation": ["relu", "tanh"], "slope": [-0.3, -0.5], "lyapunov": [-0.31, -0.52],
                         "log_rate": [-0.2, -0.4], "accuracy": accuracy, "run_ids": ["a", "b"]})

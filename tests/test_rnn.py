@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.activations import ACTIVATIONS
+from pipeline.engine.activations import ACTIVATIONS
 from pipeline.benchmarks.throughput import _MinCharRNN
-from pipeline.init import init_model
-from pipeline.rnn import (
+from pipeline.engine.init import init_model
+from pipeline.engine.rnn import (
     RNN,
     Workspace,
     bptt,

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import runner
-from pipeline.config import RunConfig, config_from_json, config_hash, flatten
-from pipeline.datasets import load_dataset
+from pipeline.run import runner
+from pipeline.run.config import RunConfig, config_from_json, config_hash, flatten
+from pipeline.run.datasets import load_dataset
 from pipeline.errors import UserError
-from pipeline.rnn import load_model
+from pipeline.engine.rnn import load_model
 
 TINY = dict(seq_len=12, hidden=8, batch=8, iters=30, train_size=64, eval_every=10, probe_len=10, optimizer="adam",
             lr=0.01, samples=2, sample_len=30)
@@ -441,7 +441,7 @@ def _overflowing_validation_source(overflow_after_draws: int) -> runner.Source:
 ])
 def test_a_validation_loss_that_overflows_is_a_divergence(iters, overflow_after, diverged_at, iters_done,
                                                           history_rows):
-    from pipeline.init import init_model
+    from pipeline.engine.init import init_model
 
     cfg = RunConfig(task="adding", seq_len=4, hidden=3, batch=2, iters=iters, eval_every=2, activation="linear",
                     optimizer="sgd", lr=1e-3, clip_mode="none")

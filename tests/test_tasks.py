@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.data import tasks
+from pipeline.engine import tasks
 
 N_BIG = 20_000  # sequences for statistical checks; standard errors ~ 1/sqrt(N)
 Z = 4.5  # allowed deviation in standard errors

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.data import corpus, text
+from pipeline.run import corpus
+from pipeline.engine import text
 
 
 def test_vocab_is_sorted_unique_characters():
@@ -93,7 +94,7 @@ def test_corpus_holds_real_stdlib_docstrings():
 
 
 def test_corpus_build_imports_nothing():
-    code = ("import sys; before = set(sys.modules); from pipeline.data import corpus; corpus.default_corpus(); "
+    code = ("import sys; before = set(sys.modules); from pipeline.run import corpus; corpus.default_corpus(); "
             "import json; print(json.dumps(sorted(set(sys.modules) - before)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     new = set(json.loads(out))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import FIELDS
+from pipeline.run.config import FIELDS
 
 TINY = ["--task", "adding", "--seq-len", "10", "--hidden", "8", "--batch", "8", "--iters", "20", "--train-size", "64",
         "--probe-len", "8", "--optimizer", "adam", "--lr", "0.01", "--eval-every", "10"]
@@ -106,7 +106,7 @@ def test_data_and_folder_problems_leave_no_store_behind(tmp_path, invoke, monkey
     done = invoke(TINY + ["--out", "dangling/runs"])
     assert done.exit_code == 2 and "--out dangling/runs: dangling is a broken symbolic link" in done.stderr
     (tmp_path / "dangling").unlink()
-    monkeypatch.setattr("pipeline.paths.os.access", lambda path, mode: False)  # as a read-only file system says
+    monkeypatch.setattr("pipeline.run.paths.os.access", lambda path, mode: False)  # as a read-only file system says
     done = invoke(TINY + ["--out", "runs"])
     assert done.exit_code == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "--out runs: . is not writable" in done.stderr
@@ -117,7 +117,7 @@ def test_a_run_folder_that_cannot_be_made_is_bad_input(invoke, monkeypatch):
     def refuse(parent, name):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("pipeline.runner._temp_folder", refuse)  # as root, os.access cannot say it beforehand
+    monkeypatch.setattr("pipeline.run.runner._temp_folder", refuse)  # as root, os.access cannot say it beforehand
     done = invoke(TINY + ["--out", "runs"])
     assert done.exit_code == 2 and done.stderr.strip().splitlines() == [
         "Error: --out runs: cannot write the run folder there (Permission denied)"], done.stderr

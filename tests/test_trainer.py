@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from pipeline.benchmarks.throughput import bench_train_throughput
-from pipeline.init import init_model
-from pipeline.optim import make_optimizer
-from pipeline.rnn import RNN, Workspace, loss_and_grads
-from pipeline.trainer import train_step
+from pipeline.engine.init import init_model
+from pipeline.engine.optim import make_optimizer
+from pipeline.engine.rnn import RNN, Workspace, loss_and_grads
+from pipeline.engine.trainer import train_step
 
 
 def delayed_copy_batch(rng, T=8, B=16, d=4):

@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 
-from ..jacobian import log_norms_from_factors
-from ..rnn import RNN, step_factors
+from ..engine.jacobian import log_norms_from_factors
+from ..engine.rnn import RNN, step_factors
 
 
 def bench_model(n: int, d: int, rng: np.random.Generator, spectral_norm: float = 1.2) -> RNN:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import tracking
-from ..config import load_spec
+from ..run.config import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SPEC = ROOT / "experiments" / "weight_norms.yaml"
@@ -34,7 +34,7 @@ def bench_logging_overhead(spec_path: str | Path = DEFAULT_SPEC, profile: str = 
     logging_points (metric points logged per run)."""
     import pandas as pd
 
-    from ..runner import execute_run
+    from ..run.runner import execute_run
 
     cfg = load_spec(spec_path, profile).cells[0]
     with tempfile.TemporaryDirectory(prefix="rnngrad-bench-") as tmp:

@@ -25,10 +25,10 @@ from typing import Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..init import init_model
-from ..optim import make_optimizer
-from ..rnn import Workspace
-from ..trainer import train_step
+from ..engine.init import init_model
+from ..engine.optim import make_optimizer
+from ..engine.rnn import Workspace
+from ..engine.trainer import train_step
 
 VOCAB = 65  # characters in the vocabulary (tiny-shakespeare's size)
 HIDDEN = 100  # hidden units
@@ -40,7 +40,7 @@ STREAM_LEN = 200_000  # characters of random text
 
 
 class _PipelineTrainer:
-    """Batched training with pipeline.trainer, windows taken from BATCH evenly spaced lanes of the stream."""
+    """Batched training with pipeline.engine.trainer, windows taken from BATCH evenly spaced lanes of the stream."""
 
     def __init__(self, ids: np.ndarray, rng: np.random.Generator, one_hot: bool) -> None:
         self.model, _ = init_model(rng, input_dim=VOCAB, output_dim=VOCAB, hidden=HIDDEN)

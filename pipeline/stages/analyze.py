@@ -18,7 +18,7 @@ def analyze_cmd(
     Lyapunov exponents and regimes; summarise each sweep spec. Writes reports/metrics.json (DVC metrics),
     reports/analysis.json and tidy CSV tables in reports/tables/ for `rnngrad report` and DVC plots.
     A run with missing files is listed and skipped; no runs at all is an error."""
-    from .. import analysis  # pandas: imported when the stage runs, not for every --help
+    from ..report import analysis  # pandas: imported when the stage runs, not for every --help
 
     results = analysis.load_results(results_dir)
     result = analysis.analyze(results_dir, results)

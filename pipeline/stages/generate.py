@@ -19,8 +19,10 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from .. import __version__, datasets
-from ..data import corpus, tasks
+from .. import __version__
+from ..run import datasets
+from ..run import corpus
+from ..engine import tasks
 from ..errors import UserError
 
 PROFILES = ("quick", "full")

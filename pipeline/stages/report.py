@@ -20,7 +20,7 @@ def report_cmd(
 ) -> None:
     """Write reports/figures/*.png, reports/report.html (self-contained: opens offline, prints) and
     reports/report.pdf (same sections and figures) from the analysis outputs."""
-    from .. import analysis, figures, report_html, report_pdf  # seaborn and fpdf: ~2 s, not for every --help
+    from ..report import analysis, figures, html as report_html, pdf as report_pdf  # seaborn and fpdf: ~2 s
 
     metrics, report, tables = analysis.read_analysis(analysis_dir)
     created = _report_date(analysis_dir)  # checked before anything is written

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UserError
-from ..paths import check_data_dir, check_output_folder
+from ..run.paths import check_data_dir, check_output_folder
 
 
 def sweep_cmd(
@@ -25,7 +25,7 @@ def sweep_cmd(
     MLFLOW_TRACKING_URI if set, else to mlflow.db and mlartifacts/ in the project root. A sweep that was killed,
     started again, finishes the missing cells and repeats none that finished.
     """
-    from ..config import load_spec
+    from ..run.config import load_spec
 
     if jobs < 0:
         raise UserError(f"--jobs: {jobs} is negative; give a number of worker processes >= 1, or 0 for one per core")
@@ -42,7 +42,7 @@ def sweep_cmd(
 def _check_paths_and_data(path: Path, spec, data_dir: Path, results_dir: Path) -> None:
     """The folders, and every cell's data (a text file, a window longer than its text), before the store is opened
     or a cell runs."""
-    from ..runner import check_data
+    from ..run.runner import check_data
     from ..sweep import cell_names
 
     check_data_dir(data_dir)

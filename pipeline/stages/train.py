@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from .. import tracking
-from ..config import FIELDS, RunConfig, config_from_values, config_hash, describe_field, load_config_file
+from ..run.config import FIELDS, RunConfig, config_from_values, config_hash, describe_field, load_config_file
 from ..errors import UserError
-from ..paths import check_data_dir, check_output_folder
+from ..run.paths import check_data_dir, check_output_folder
 
 if TYPE_CHECKING:  # the runner pulls in pandas and the engine: imported when a run starts, not for --help
-    from ..runner import RunResult
+    from ..run.runner import RunResult
 
 EXPERIMENT = "rnngrad/train"
 JSON_KEYS = ("run_id", "outcome", "final_train_loss", "final_val_loss", "val_accuracy", "seconds")
@@ -109,7 +109,7 @@ def resolve_config(config_file: Path | None, given: dict) -> RunConfig:
 
 def _check_paths(cfg: RunConfig, data_dir: Path, out: Path) -> None:
     """Path and data problems are found before the MLflow store is opened or anything runs."""
-    from ..runner import check_data
+    from ..run.runner import check_data
 
     check_data_dir(data_dir)
     check_output_folder(out, f"--out {out}")
@@ -121,7 +121,7 @@ def _run_with_progress_bar(cfg: RunConfig, data_dir: Path, run_dir: Path) -> Run
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ..runner import execute_run
+    from ..run.runner import execute_run
 
     console = Console(stderr=True)
     columns = (TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

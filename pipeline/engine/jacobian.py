@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .lanczos import top_singular_values
+from .linalg import top_singular_values
 from .rnn import FORMS, RNN, step_factors
 
 LANCZOS_TOL = 1e-12  # stop when the estimated relative error of sigma_1^2 is below this

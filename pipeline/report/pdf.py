@@ -16,7 +16,7 @@ from fpdf import FPDF, FontFace
 from PIL import Image
 
 from .figures import DPI, FigureFile
-from .report_html import TITLE, Bullets, Inline, Paragraph, Preformatted, Section, Table, plain_text
+from .html import TITLE, Bullets, Inline, Paragraph, Preformatted, Section, Table, plain_text
 
 FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 FONTS = {("sans", ""): "DejaVuSans.ttf", ("sans", "B"): "DejaVuSans-Bold.ttf", ("sans", "I"): "DejaVuSans-Oblique.ttf",

@@ -23,11 +23,11 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-from .activations import ACTIVATIONS
-from .errors import UserError
-from .init import INITS
-from .optim import CLIP_MODES, OPTIMIZERS
-from .rnn import FORMS
+from ..engine.activations import ACTIVATIONS
+from ..errors import UserError
+from ..engine.init import INITS
+from ..engine.optim import CLIP_MODES, OPTIMIZERS
+from ..engine.rnn import FORMS
 
 TASKS = ("adding", "temporal_order", "copy", "probe", "text")
 MAX_SEED = 2**32 - 1  # numpy's classic seed range; larger ints would not fit the results table's int64 columns

@@ -25,15 +25,16 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from . import datasets, jacobian
+from . import datasets
+from ..engine import jacobian
 from .config import RunConfig, config_hash, flatten
-from .data.text import decode, sample_windows
-from .errors import UserError
-from .init import init_model
-from .optim import make_optimizer
+from ..engine.text import decode, sample_windows
+from ..errors import UserError
+from ..engine.init import init_model
+from ..engine.optim import make_optimizer
 from .probe import ProbeInput, probe_model, series_rows, step_series, summary_numbers, write_probe
-from .rnn import RNN, Workspace, forward, loss_and_dy
-from .trainer import train_step
+from ..engine.rnn import RNN, Workspace, forward, loss_and_dy
+from ..engine.trainer import train_step
 
 Progress = Callable[[dict], None]
 HISTORY_COLUMNS = ("iter", "loss", "grad_norm", "clip_scale", "w_norm", "spectral_radius")

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import jacobian, lyapunov
-from .rnn import RNN, loss_and_grads, save_model
+from ..engine import jacobian, lyapunov
+from ..engine.rnn import RNN, loss_and_grads, save_model
 
 JACOBIAN_COLUMNS = ("when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global")
 SIGNAL_COLUMNS = ("when", "layer", "k", "log10_dE_dh")

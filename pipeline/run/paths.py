@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def check_data_dir(data_dir: Path, option: str = "--data-dir") -> None:

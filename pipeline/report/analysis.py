@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from .errors import UserError
+from ..errors import UserError
 from .reductions import (
     activation_table, bound_violations, clip_table, curve_rows, decay_by_lag, depth_table, finite_median,
     heatmap_rows, nonfinite_summary, numeric, outcome_counts, rate_comparison, regime_agreement, regime_confusion,

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from .config import FIELDS as CONFIG_FIELDS
+from ..run.config import FIELDS as CONFIG_FIELDS
 
 RTOL = 1e-9  # rounding allowance of the bound check, relative to max(1, |bound|) (DESIGN.md)
 SIG_DIGITS = 4  # significant digits of every number in metrics.json and the report

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import corpus, tasks, text
-from .errors import UserError
+from . import corpus
+from ..engine import tasks, text
+from ..errors import UserError
 
 TEXT_TASK = "text"
 DEFAULT_TEXT_WINDOW = 25  # characters per training window when no spec or option says otherwise

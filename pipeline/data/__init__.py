@@ -1,1 +1,0 @@
-"""Sequence data: synthetic long-range tasks and character-level text."""
