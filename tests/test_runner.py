@@ -17,7 +17,7 @@ from pipeline.run import runner
 from pipeline.run.config import RunConfig, config_from_json, config_hash, flatten
 from pipeline.run.datasets import load_dataset
 from pipeline.errors import UserError
-from pipeline.engine.rnn import load_model
+from pipeline.run.files import load_model
 
 TINY = dict(seq_len=12, hidden=8, batch=8, iters=30, train_size=64, eval_every=10, probe_len=10, optimizer="adam",
             lr=0.01, samples=2, sample_len=30)
