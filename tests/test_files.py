@@ -1,4 +1,5 @@
-"""pipeline.run.files: atomic writes of files and folders, strict JSON, reproducible .npz, model files."""
+"""pipeline.run.files: atomic writes of files and folders, strict JSON, reproducible .npz, model files; and the
+public API `from pipeline import load_model, log_norm_matrix`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import math
 import os
 import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -90,3 +93,28 @@ def test_move_into_place_puts_the_old_folder_back_when_the_new_cannot_go_in(tmp_
         files.move_into_place(tmp, dest)
     assert (dest / "f.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["run", tmp.name])  # no .old folder left
+
+
+def test_the_public_api_recomputes_a_saved_models_jacobian_norms(tmp_path):
+    """README, "The Python API": load a model file and recompute log ||dh_t/dh_k|| with the package's two names."""
+    from pipeline import load_model, log_norm_matrix
+    from pipeline.engine import jacobian
+
+    rng = np.random.default_rng(0)
+    model, _ = init_model(rng, input_dim=3, output_dim=2, layers=2, hidden=5, gamma_w=1.5, init="gaussian")
+    files.save_model(model, tmp_path / "model_final.npz")
+    xs, h0 = rng.standard_normal((7, 3)), rng.standard_normal((2, 5))  # (T, d), (L, n)
+    M = log_norm_matrix(load_model(tmp_path / "model_final.npz"), xs, h0)
+    assert M.shape == (8, 8) and np.isnan(M[np.triu_indices(8)]).all() and np.isfinite(M[np.tril_indices(8, -1)]).all()
+    np.testing.assert_array_equal(M, jacobian.log_norm_matrix(model, xs, h0, layer=-1))
+
+
+def test_importing_the_package_does_not_import_numpy():
+    code = ("import sys, pipeline; assert 'numpy' not in sys.modules; pipeline.load_model; "
+            "assert 'numpy' in sys.modules and 'pandas' not in sys.modules; print(sorted(pipeline.__all__))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["['load_model',", "'log_norm_matrix']"], done.stderr
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        import pipeline
+
+        pipeline.nope
