@@ -43,7 +43,7 @@ from .errors import UserError
 # the sweep holds its spec's lock, (0, total, "", "started")
 Progress = Callable[[int, int, str, str], None]
 SUMMARY_LABELS = ("outcome", "predicted_regime", "observed_regime")
-# runner.execute_run's temp folders (.<config_hash>.<8 hex digits>.tmp) and _move_into_place's (mkdtemp, .old)
+# runner.execute_run's temp folders (.<config_hash>.<8 hex digits>.tmp) and files.move_into_place's (mkdtemp, .old)
 RUNNER_TEMP_FOLDER = re.compile(r"\.[0-9a-f]{12}\.[a-z0-9_]{8}\.(tmp|old)")
 # Workers compute at a lower priority than the parent, which logs to MLflow while they run: on 2 cores with
 # 2 workers the parent otherwise got ~2/3 of a core, and a run's logging took up to 0.19 of the run's own time

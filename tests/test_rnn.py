@@ -15,12 +15,14 @@ from pipeline.engine.rnn import (
     Workspace,
     bptt,
     forward,
-    load_model,
     loss_and_dy,
     loss_and_grads,
-    save_model,
+    model_arrays,
+    model_from_arrays,
+    one_hot,
     step_factors,
 )
+from pipeline.run.files import load_model, save_model
 
 EPS = 1e-6  # central-difference step
 KINK_MARGIN = 1e-4  # reject draws whose phi arguments come this close to a kink
@@ -330,7 +332,24 @@ def test_step_factors_rejects_a_bad_layer(small):
         step_factors(small, np.zeros((3, 3)), layer=2)
 
 
+def test_one_hot_is_rows_of_the_identity():
+    ids = np.array([[0, 3], [2, 2], [1, 0]])  # (T, B)
+    out = one_hot(ids, 4)
+    assert out.dtype == np.float64 and out.shape == (3, 2, 4)
+    np.testing.assert_array_equal(out, np.eye(4)[ids])
+
+
 # ---- model files --------------------------------------------------------------------------------------------------
+
+
+def test_model_arrays_round_trip_without_files(small):
+    arrays = model_arrays(small)
+    assert list(arrays)[:3] == ["form", "activation", "leaky_slope"]
+    again = model_from_arrays(arrays)
+    assert (again.form, again.activation, again.leaky_slope) == (small.form, small.activation, small.leaky_slope)
+    assert all(np.array_equal(again.params[k], v) for k, v in small.params.items())
+    with pytest.raises(ValueError, match="missing keys: activation"):
+        model_from_arrays({k: v for k, v in arrays.items() if k != "activation"})
 
 
 def test_save_load_round_trip_is_exact(tmp_path):

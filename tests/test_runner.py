@@ -13,11 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.run import runner
+from pipeline.engine import trainer
+from pipeline.run import runner, sources
 from pipeline.run.config import RunConfig, config_from_json, config_hash, flatten
 from pipeline.run.datasets import load_dataset
 from pipeline.errors import UserError
-from pipeline.engine.rnn import load_model
+from pipeline.run.files import load_model
 
 TINY = dict(seq_len=12, hidden=8, batch=8, iters=30, train_size=64, eval_every=10, probe_len=10, optimizer="adam",
             lr=0.01, samples=2, sample_len=30)
@@ -323,7 +324,7 @@ def test_an_error_inside_the_run_is_recorded(monkeypatch, data_dir, tmp_path):
     def broken(*args, **kwargs):
         raise RuntimeError("boom in the trainer")
 
-    monkeypatch.setattr(runner, "train_step", broken)
+    monkeypatch.setattr(trainer, "train_step", broken)
     cfg = RunConfig(**{**TINY, "task": "adding"})
     result = runner.execute_run(cfg, data_dir, tmp_path / "run")
     assert result.outcome == "failed"
@@ -416,7 +417,7 @@ def test_a_runs_numbers_do_not_depend_on_the_callers_blas_threads(data_dir, corp
     assert histories[0] == histories[1]
 
 
-def _overflowing_validation_source(overflow_after_draws: int) -> runner.Source:
+def _overflowing_validation_source(overflow_after_draws: int) -> sources.Source:
     """Benign training batches; the validation inputs become 1e300 (a linear net's loss: inf) once `draw` has
     been called `overflow_after_draws` times."""
     T, B = 4, 2
@@ -431,7 +432,7 @@ def _overflowing_validation_source(overflow_after_draws: int) -> runner.Source:
 
     if overflow_after_draws == 0:
         val[0][:] = 1e300
-    return runner.Source("mse", 2, 1, draw, val, None, None, None)
+    return sources.Source("mse", 2, 1, draw, val, None, None, None)
 
 
 @pytest.mark.parametrize("iters, overflow_after, diverged_at, iters_done, history_rows", [
@@ -449,8 +450,8 @@ def test_a_validation_loss_that_overflows_is_a_divergence(iters, overflow_after,
                           leaky_slope=0.01, layers=1, hidden=3, init="gaussian", gamma_w=0.5, input_scale=None)
     src = _overflowing_validation_source(overflow_after)
     events = []
-    log = runner.train(cfg, model, src, np.random.default_rng(1), np.random.default_rng(2), events.append)
+    log, _ = runner.train(cfg, model, src, np.random.default_rng(1), np.random.default_rng(2), events.append)
     assert (log.diverged_at, log.iters_done, len(log.history)) == (diverged_at, iters_done, history_rows)
     assert not math.isfinite(log.val[-1][1]) and log.val[-1][0] == diverged_at
-    assert runner.params_finite(log.model)
+    assert trainer.params_finite(log.model)
     assert events[-1]["diverged"] is True and events[-1]["iter"] == diverged_at

@@ -71,6 +71,23 @@ def test_windows_deterministic_and_too_short_raises():
         text.sample_windows(ids, 8, 1, np.random.default_rng(0))
 
 
+def test_sampling_follows_the_models_softmax():
+    """A model whose readout ignores its state and always favours id (x + 1) mod V walks the vocabulary; a model
+    with non-finite probabilities stops at once; the same generator gives the same ids."""
+    from pipeline.engine.init import init_model
+
+    V = 5
+    model, _ = init_model(np.random.default_rng(0), input_dim=V, output_dim=V, hidden=V, init="identity")
+    model.params["W_xh_0"], model.params["W_hh_0"] = 20.0 * np.eye(V), np.zeros((V, V))  # h_t ~ one_hot(x_t)
+    model.params["W_hy"], model.params["b_y"] = 40.0 * np.roll(np.eye(V), 1, axis=0), np.zeros(V)
+    assert text.sample_ids(model, 2, 8, np.random.default_rng(1)) == [3, 4, 0, 1, 2, 3, 4, 0]
+    random = init_model(np.random.default_rng(2), input_dim=V, output_dim=V, hidden=4)[0]
+    runs = [text.sample_ids(random, 0, 30, np.random.default_rng(7)) for _ in range(2)]
+    assert runs[0] == runs[1] and len(runs[0]) == 30 and set(runs[0]) <= set(range(V))
+    random.params["b_y"][0] = np.nan
+    assert text.sample_ids(random, 0, 30, np.random.default_rng(7)) == []
+
+
 # ---------------------------------------------------------------------------------------------------- corpus
 
 

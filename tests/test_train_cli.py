@@ -117,7 +117,7 @@ def test_a_run_folder_that_cannot_be_made_is_bad_input(invoke, monkeypatch):
     def refuse(parent, name):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("pipeline.run.runner._temp_folder", refuse)  # as root, os.access cannot say it beforehand
+    monkeypatch.setattr("pipeline.run.files.temp_folder", refuse)  # as root, os.access cannot say it beforehand
     done = invoke(TINY + ["--out", "runs"])
     assert done.exit_code == 2 and done.stderr.strip().splitlines() == [
         "Error: --out runs: cannot write the run folder there (Permission denied)"], done.stderr

@@ -1,4 +1,5 @@
-"""train_step: learns a small task, leaves the model alone on inf/NaN, and reports what it measured."""
+"""train_step: learns a small task, leaves the model alone on inf/NaN, and reports what it measured; and the training
+loop `train` on its own (a synthetic batch source, plain settings): validation cadence, divergence, the history."""
 
 import math
 import warnings
@@ -9,8 +10,9 @@ import pytest
 from pipeline.benchmarks.throughput import bench_train_throughput
 from pipeline.engine.init import init_model
 from pipeline.engine.optim import make_optimizer
-from pipeline.engine.rnn import RNN, Workspace, loss_and_grads
-from pipeline.engine.trainer import train_step
+from pipeline.engine import optim, trainer
+from pipeline.engine.rnn import RNN, Workspace, forward, loss_and_dy, loss_and_grads
+from pipeline.engine.trainer import HISTORY_COLUMNS, TrainSettings, train, train_step
 
 
 def delayed_copy_batch(rng, T=8, B=16, d=4):
@@ -146,3 +148,137 @@ def test_throughput_benchmark_reports_its_figures():
     assert figures["gemm_floor_vs_minchar"] == pytest.approx(
         figures["gemm_floor_chars_per_s"] / figures["minchar_chars_per_s"])
     assert (figures["batch"], figures["seq_len"], figures["hidden"], figures["vocab"]) == (32, 25, 100, 65)
+
+
+# ---- the loop -------------------------------------------------------------------------------------------------
+
+
+def delayed_copy_source(seed=0):
+    """(next_batch, evaluate) of the delayed-copy task: fresh minibatches, and a fixed validation batch scored by
+    (loss, share of masked positions whose argmax is the target)."""
+    rng = np.random.default_rng(seed)
+    xs, targets, mask = delayed_copy_batch(np.random.default_rng(99), B=32)
+
+    def evaluate(model):
+        y = forward(model, xs).y
+        loss, _ = loss_and_dy(y, targets, mask, "xent")
+        return loss, float((y.argmax(-1) == targets)[mask > 0].mean())
+
+    return (lambda: delayed_copy_batch(rng)), evaluate
+
+
+def small_model(seed=0, **kw):
+    return init_model(np.random.default_rng(seed), input_dim=4, output_dim=4, hidden=16, init="orthogonal", **kw)[0]
+
+
+def test_the_loop_learns_and_logs_every_step_and_each_validation():
+    next_batch, evaluate = delayed_copy_source()
+    calls = []
+    settings = TrainSettings(iters=300, loss_kind="xent", eval_every=100, norms_every=7)
+    log = train(small_model(), make_optimizer("adam", 0.02), next_batch, evaluate, settings,
+                on_step=lambda i, log: calls.append((i, len(log.history), log.val[-1][0])))
+    assert (log.diverged_at, log.iters_done) == (None, 300)
+    assert [row[0] for row in log.history] == list(range(1, 301))
+    assert all(len(row) == len(HISTORY_COLUMNS) for row in log.history)
+    assert [v[0] for v in log.val] == [0, 100, 200, 300]  # before the first step, then every 100th (the last one)
+    assert log.val[0][1] > 1.2 and log.val[-1][1] < 0.2 and log.val[-1][2] > 0.9
+    assert calls[0] == (0, 0, 0) and [c[0] for c in calls] == list(range(301))  # the untrained model, then each step
+    assert all(c[1] == c[0] for c in calls) and calls[150][2] == 100  # called after the step and its validation
+    w_norm_at = [row[0] for row in log.history if math.isfinite(row[4])]
+    assert w_norm_at == list(range(7, 301, 7)) + [300]
+    assert log.history[-1][4] == pytest.approx(np.linalg.norm(log.model.W_hh(-1), 2), rel=1e-9)
+
+
+def test_the_loop_is_train_step_in_a_loop():
+    """The same seeds give bit-identical parameters to a hand-written loop of train_step."""
+    next_batch, evaluate = delayed_copy_source(seed=5)
+    settings = TrainSettings(iters=40, loss_kind="xent", clip_mode="elementwise", clip_threshold=0.05, eval_every=9)
+    log = train(small_model(seed=1), make_optimizer("momentum", 0.1), next_batch, evaluate, settings)
+    model, optimizer, rng = small_model(seed=1), make_optimizer("momentum", 0.1), np.random.default_rng(5)
+    losses = [train_step(model, optimizer, *delayed_copy_batch(rng), "xent", "elementwise", 0.05).loss
+              for _ in range(40)]
+    assert [row[1] for row in log.history] == losses
+    for key, value in model.params.items():
+        np.testing.assert_array_equal(log.model.params[key], value)
+    assert [v[0] for v in log.val] == [0, 9, 18, 27, 36, 40]  # the final model is validated once more
+
+
+def test_a_non_finite_step_stops_the_loop_and_keeps_the_last_finite_model():
+    model = exploding_linear_model()
+    batch = (np.ones((4, 1, 2)), np.zeros((4, 1), dtype=int), np.ones((4, 1)))
+    seen = []
+    log = train(model, make_optimizer("sgd", 0.1), lambda: batch, lambda m: (1.0, None),
+                TrainSettings(iters=5, loss_kind="xent", clip_mode="none"), lambda i, log: seen.append(i))
+    assert (log.diverged_at, log.iters_done, len(log.history)) == (1, 0, 1)
+    assert not math.isfinite(log.history[0][1]) and np.isnan(log.history[0][4:]).all()  # no norms of a bad model
+    assert seen == [0] and [v[0] for v in log.val] == [0]  # nothing after the failed step; no second validation
+    for key, value in exploding_linear_model().params.items():
+        np.testing.assert_array_equal(log.model.params[key], value)
+
+
+def overflowing_validation(overflow_after_steps):
+    """(next_batch, evaluate) for a 2-in, 1-out mse net: benign minibatches, a validation loss that is inf once
+    `overflow_after_steps` batches have been drawn."""
+    drawn = []
+
+    def next_batch():
+        drawn.append(1)
+        return np.full((4, 2, 2), 0.1), np.zeros((4, 2, 1)), np.ones((4, 2))
+
+    def evaluate(model):
+        return (math.inf if len(drawn) >= overflow_after_steps else 0.5), None
+
+    return next_batch, evaluate
+
+
+@pytest.mark.parametrize("iters, overflow_after, diverged_at, iters_done, history_rows", [
+    (10, 4, 4, 4, 4),  # the validation pass at iteration 4 overflows: stop there, the model's parameters are finite
+    (10, 0, 2, 2, 2),  # overflowing from the start: the untrained model's pass is not a divergence, the next one is
+    (0, 0, 0, 0, 0),  # nothing trained: the untrained model's validation loss overflows, and that is the last one
+    (3, 3, 3, 3, 3),  # the final validation (off the eval_every cadence) overflows
+])
+def test_a_validation_loss_that_overflows_is_a_divergence(iters, overflow_after, diverged_at, iters_done,
+                                                          history_rows):
+    model, _ = init_model(np.random.default_rng(0), input_dim=2, output_dim=1, activation="linear", hidden=3,
+                          init="gaussian", gamma_w=0.5)
+    log = train(model, make_optimizer("sgd", 1e-3), *overflowing_validation(overflow_after),
+                TrainSettings(iters=iters, loss_kind="mse", clip_mode="none", eval_every=2))
+    assert (log.diverged_at, log.iters_done, len(log.history)) == (diverged_at, iters_done, history_rows)
+    assert log.val[-1] == (diverged_at, math.inf, None)
+    assert trainer.params_finite(log.model)
+
+
+def test_a_task_that_scores_nothing_has_no_loss():
+    """A mask of zeros gives the step a loss of 0; with scored=False the history says NaN instead."""
+    xs, targets, mask = delayed_copy_batch(np.random.default_rng(3))
+    log = train(small_model(), make_optimizer("sgd", 0.1), lambda: (xs, targets, 0 * mask), lambda m: (None, None),
+                TrainSettings(iters=3, loss_kind="xent", scored=False))
+    assert all(math.isnan(row[1]) and row[2] == 0.0 for row in log.history)
+    assert (log.diverged_at, log.iters_done) == (None, 3)  # a None validation loss is no divergence
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(clip_mode="value"), "unknown clip mode 'value'"),
+    (dict(clip_threshold=math.inf), "clip threshold"),
+    (dict(loss_kind="hinge"), "unknown loss 'hinge'"),
+    (dict(iters=-1), "iters must be an integer >= 0"),
+    (dict(eval_every=1.5), "eval_every must be an integer"),
+    (dict(norms_every=0), "norms_every must be an integer >= 1"),
+])
+def test_bad_settings_are_refused_before_anything_runs(kw, message):
+    def never(*args):
+        raise AssertionError("called")
+
+    settings = TrainSettings(**{"iters": 3, "loss_kind": "xent", **kw})
+    with pytest.raises(ValueError, match=message):
+        train(small_model(), make_optimizer("sgd", 0.1), never, never, settings)
+
+
+def test_the_loop_checks_the_clip_settings_once(monkeypatch):
+    calls = []
+    monkeypatch.setattr(trainer, "check_clip", lambda *args: calls.append(args) or optim.check_clip(*args))
+    next_batch, evaluate = delayed_copy_source()
+    train(small_model(), make_optimizer("sgd", 0.1), next_batch, evaluate, TrainSettings(iters=20, loss_kind="xent"))
+    assert calls == [("global", 5.0)]
+    train_step(small_model(), make_optimizer("sgd", 0.1), *next_batch(), "xent")  # alone, a step checks them itself
+    assert len(calls) == 2

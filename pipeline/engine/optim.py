@@ -218,7 +218,19 @@ def clip_by_global_norm(grads: Arrays, threshold: float) -> tuple[Arrays, float,
 
     Returns (clipped, pre_clip_norm, scale). Below the threshold `clipped` holds the very same arrays.
     """
-    threshold = _check_threshold(threshold)
+    return _clip_global(grads, _check_threshold(threshold))
+
+
+def clip_elementwise(grads: Arrays, threshold: float) -> tuple[Arrays, float, float]:
+    """min-char-rnn: np.clip every entry to [-threshold, threshold].
+
+    Returns (clipped, pre_clip_norm, scale) with scale = post-clip norm / pre-clip norm (1 for a zero gradient).
+    """
+    return _clip_entries(grads, _check_threshold(threshold))
+
+
+def _clip_global(grads: Arrays, threshold: float) -> tuple[Arrays, float, float]:
+    """clip_by_global_norm with a threshold already checked."""
     norm = global_norm(grads)
     if not math.isfinite(norm):
         return dict(grads), norm, math.nan
@@ -228,12 +240,8 @@ def clip_by_global_norm(grads: Arrays, threshold: float) -> tuple[Arrays, float,
     return {k: g * scale for k, g in grads.items()}, norm, scale
 
 
-def clip_elementwise(grads: Arrays, threshold: float) -> tuple[Arrays, float, float]:
-    """min-char-rnn: np.clip every entry to [-threshold, threshold].
-
-    Returns (clipped, pre_clip_norm, scale) with scale = post-clip norm / pre-clip norm (1 for a zero gradient).
-    """
-    threshold = _check_threshold(threshold)
+def _clip_entries(grads: Arrays, threshold: float) -> tuple[Arrays, float, float]:
+    """clip_elementwise with a threshold already checked."""
     norm = global_norm(grads)
     if not math.isfinite(norm):
         return dict(grads), norm, math.nan
@@ -241,12 +249,16 @@ def clip_elementwise(grads: Arrays, threshold: float) -> tuple[Arrays, float, fl
     return clipped, norm, (global_norm(clipped) / norm if norm > 0 else 1.0)
 
 
-def clip_gradients(grads: Arrays, mode: str, threshold: float) -> tuple[Arrays, float, float]:
-    """Clip by `mode` (none | global | elementwise); returns (clipped, pre_clip_norm, scale)."""
+def clip_gradients(grads: Arrays, mode: str, threshold: float, check: bool = True) -> tuple[Arrays, float, float]:
+    """Clip by `mode` (none | global | elementwise); returns (clipped, pre_clip_norm, scale).
+
+    check=False skips `check_clip` (for a training loop that checked its settings once, before the first step)."""
+    if check:
+        check_clip(mode, threshold)
     if mode == "global":
-        return clip_by_global_norm(grads, threshold)
+        return _clip_global(grads, float(threshold))
     if mode == "elementwise":
-        return clip_elementwise(grads, threshold)
+        return _clip_entries(grads, float(threshold))
     if mode == "none":
         norm = global_norm(grads)
         return dict(grads), norm, (1.0 if math.isfinite(norm) else math.nan)

@@ -1,11 +1,11 @@
-"""Vanilla RNN in numpy: stacked elman/pascanu forms, readout, losses, BPTT, model files.
+"""Vanilla RNN in numpy: stacked elman/pascanu forms, readout, losses, BPTT, a model as named arrays.
 
 Shapes: T timesteps, B sequences in a batch, d inputs, n hidden units per layer, o outputs.
 Batched arrays are time-major: xs (T, B, d), states h (T+1, B, n) with h[0] the initial state.
 Inputs are real vectors xs (T, B, d), or integer token ids xs (T, B) that stand for one-hot vectors of length d
 (the same model and gradients; the first layer then gathers columns of W_xh instead of multiplying by it).
 
-Forms (DESIGN.md):
+Forms (docs/math.md):
   elman:   h_t = phi(W_hh h_{t-1} + W_xh x_t + b_h)      J_t = diag(phi'(a_t)) W_hh
   pascanu: h_t = W_hh phi(h_{t-1}) + W_xh x_t + b_h      J_t = W_hh diag(phi'(h_{t-1}))
 Layer l > 0 reads layer l-1's state as its input; the readout y_t = W_hy h_t + b_y reads the top layer.
@@ -14,8 +14,6 @@ Layer l > 0 reads layer l-1's state as its input; the readout y_t = W_hy h_t + b
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +22,7 @@ from .activations import Activation, get_activation
 
 FORMS = ("elman", "pascanu")
 LOSSES = ("xent", "mse")
+SETTINGS_KEYS = ("form", "activation", "leaky_slope")  # the arrays of model_arrays that are not parameters
 
 
 @dataclass
@@ -101,6 +100,13 @@ def validate_model(model: RNN) -> None:
 def is_token_ids(xs: np.ndarray) -> bool:
     """True for integer inputs without a feature axis: (T, B) or (T,) ids standing for one-hot vectors."""
     return np.issubdtype(xs.dtype, np.integer) and xs.ndim in (1, 2)
+
+
+def one_hot(ids: np.ndarray, depth: int) -> np.ndarray:
+    """ids (...) int in [0, depth) -> (..., depth) float64: the vectors that token ids stand for."""
+    out = np.zeros(ids.shape + (depth,), dtype=np.float64)
+    np.put_along_axis(out, ids[..., None], 1.0, axis=-1)
+    return out
 
 
 def _check_xs(model: RNN, xs: np.ndarray, batched: bool) -> np.ndarray:
@@ -438,48 +444,26 @@ def step_factors(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, layer
     return model.W_hh(layer), trace.d[layer % model.layers][:, 0, :]
 
 
-# ---- model files -------------------------------------------------------------------------------------------
+# ---- a model as named arrays (run/files.py reads and writes them as model*.npz) ----------------------------
 
 
-def save_model(model: RNN, path: str | os.PathLike) -> None:
-    """Write `model` as a model*.npz file (atomically: temp file in the same folder, then rename)."""
+def model_arrays(model: RNN) -> dict[str, np.ndarray]:
+    """The model as the arrays of a model*.npz file: form, activation, leaky_slope (0-d), then the parameters."""
     validate_model(model)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                form=np.array(model.form),
-                activation=np.array(model.activation),
-                leaky_slope=np.array(float(model.leaky_slope)),
-                **model.params,
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    return {
+        "form": np.array(model.form),
+        "activation": np.array(model.activation),
+        "leaky_slope": np.array(float(model.leaky_slope)),
+        **model.params,
+    }
 
 
-def load_model(path: str | os.PathLike) -> RNN:
-    """Read a model*.npz file (keys: form, activation, leaky_slope, W_hh_l, W_xh_l, b_h_l, W_hy, b_y)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"model file {path!r} does not exist or is not a file")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except Exception as e:  # zipfile/format errors: say which file and why
-        raise ValueError(f"model file {path!r} is not a readable .npz archive ({e})") from None
-    missing = [k for k in ("form", "activation", "leaky_slope") if k not in data]
+def model_from_arrays(arrays: dict[str, np.ndarray]) -> RNN:
+    """The inverse of model_arrays (parameters as float64); ValueError naming a missing key or a bad shape."""
+    missing = [k for k in SETTINGS_KEYS if k not in arrays]
     if missing:
-        raise ValueError(f"model file {path!r} is missing keys: {', '.join(missing)}")
-    params = {k: np.asarray(v, dtype=np.float64) for k, v in data.items() if k not in ("form", "activation", "leaky_slope")}
-    model = RNN(str(data["form"]), str(data["activation"]), float(data["leaky_slope"]), params)
-    try:
-        validate_model(model)
-    except ValueError as e:
-        raise ValueError(f"model file {path!r}: {e}") from None
+        raise ValueError(f"missing keys: {', '.join(missing)}")
+    params = {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items() if k not in SETTINGS_KEYS}
+    model = RNN(str(arrays["form"]), str(arrays["activation"]), float(arrays["leaky_slope"]), params)
+    validate_model(model)
     return model

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .rnn import one_hot
+
 TASKS = ("adding", "temporal_order", "copy", "probe")
 
 ADDING_TOLERANCE = 0.04  # an adding answer is correct when |prediction - target| < 0.04 (Hochreiter 1997)
@@ -61,13 +63,6 @@ def _check_sizes(T: int, count: int) -> None:
         raise ValueError(f"sequence length T must be an integer >= 1, got {T!r}")
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
         raise ValueError(f"count must be an integer >= 1, got {count!r}")
-
-
-def _one_hot(ids: np.ndarray, depth: int) -> np.ndarray:
-    """ids (...) int -> (..., depth) float64 one-hot."""
-    out = np.zeros(ids.shape + (depth,), dtype=np.float64)
-    np.put_along_axis(out, ids[..., None], 1.0, axis=-1)
-    return out
 
 
 def _last_step_mask(count: int, steps: int) -> np.ndarray:
@@ -155,7 +150,7 @@ def temporal_order(T: int, count: int, rng: np.random.Generator) -> TaskData:
     (lo1, hi1), (lo2, hi2) = temporal_order_positions(T)
     first = rng.integers(lo1, hi1, size=count)
     second = rng.integers(lo2, hi2, size=count)
-    x = _one_hot(distractors, TEMPORAL_DISTRACTORS + 2)  # (N, T, 6)
+    x = one_hot(distractors, TEMPORAL_DISTRACTORS + 2)  # (N, T, 6)
     rows = np.arange(count)
     x[rows, first] = 0.0
     x[rows, second] = 0.0
@@ -192,7 +187,7 @@ def copy(T: int, count: int, rng: np.random.Generator) -> TaskData:
     inputs[:, COPY_MEMORY + T - 1] = COPY_DELIMITER
     y = np.full((count, steps), COPY_BLANK, dtype=np.int64)
     y[:, -COPY_MEMORY:] = memory
-    x = _one_hot(inputs, COPY_DELIMITER + 1)  # (N, S, 10)
+    x = one_hot(inputs, COPY_DELIMITER + 1)  # (N, S, 10)
     return TaskData(x, y, np.ones((count, steps), dtype=np.float64), copy_meta(T))
 
 

@@ -1,4 +1,5 @@
-"""Character-level text: vocabulary, encoding, train/validation split and next-character windows.
+"""Character-level text: vocabulary, encoding, train/validation split, next-character windows, and sampling
+characters from a model.
 
 Pure numpy, no I/O; randomness only from the `np.random.Generator` argument.
 """
@@ -6,6 +7,8 @@ Pure numpy, no I/O; randomness only from the `np.random.Generator` argument.
 from __future__ import annotations
 
 import numpy as np
+
+from .rnn import RNN, forward, one_hot
 
 VAL_FRACTION = 0.1  # the last 10 % of the characters are held out for validation
 
@@ -58,6 +61,7 @@ def min_text_length(seq_len: int, val_fraction: float = VAL_FRACTION) -> int:
         n += 1
     return n
 
+
 def sample_windows(ids: np.ndarray, seq_len: int, batch: int, rng: np.random.Generator,
                    vocab_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Random windows for next-character prediction.
@@ -74,6 +78,20 @@ def sample_windows(ids: np.ndarray, seq_len: int, batch: int, rng: np.random.Gen
     V = int(ids.max()) + 1 if vocab_size is None else int(vocab_size)
     starts = rng.integers(0, len(ids) - seq_len, size=batch)  # (B,)
     index = starts[None, :] + np.arange(seq_len)[:, None]  # (T, B)
-    xs = np.zeros((seq_len, batch, V), dtype=np.float64)
-    np.put_along_axis(xs, ids[index][..., None], 1.0, axis=-1)
-    return xs, ids[index + 1]
+    return one_hot(ids[index], V), ids[index + 1]
+
+
+def sample_ids(model: RNN, first_id: int, length: int, rng: np.random.Generator) -> list[int]:
+    """Sample `length` ids from the model's softmax, feeding each back in, starting from `first_id` and zero state.
+    Stops early if the model's probabilities are not finite."""
+    V, h, x, out = model.input_dim, None, first_id, []
+    for _ in range(length):
+        trace = forward(model, one_hot(np.array([[x]]), V), h)  # a batch of one step of one sequence
+        h = np.stack([states[-1] for states in trace.h])  # (L, 1, n)
+        z = trace.y[0, 0] - trace.y[0, 0].max()  # (V,)
+        p = np.exp(z) / np.exp(z).sum()
+        if not np.all(np.isfinite(p)):
+            break
+        x = int(rng.choice(V, p=p))
+        out.append(x)
+    return out

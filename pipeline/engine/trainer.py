@@ -1,17 +1,25 @@
-"""One training step: forward, loss, BPTT, clipping and the optimiser update, with overflow treated as data.
+"""Training: one step (forward, loss, BPTT, clipping, the optimiser update) and the loop of many, with overflow
+treated as data.
 
-Pure numpy. The trainer knows nothing about logging: it returns StepStats and the caller records them.
+Pure numpy. The trainer knows nothing about logging or files: a step returns StepStats, the loop a TrainLog, and
+the caller records them. Batches and validation come from functions the caller passes in.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
+from .jacobian import spectral_norm, spectral_radius
 from .optim import Optimizer, check_clip, clip_gradients
-from .rnn import RNN, Workspace, bptt, forward, loss_and_dy
+from .rnn import LOSSES, RNN, Workspace, bptt, forward, loss_and_dy
+
+HISTORY_COLUMNS = ("iter", "loss", "grad_norm", "clip_scale", "w_norm", "spectral_radius")  # a TrainLog.history row
+Batch = tuple  # (xs (T, B, d) or ids (T, B), targets (T, B) int | (T, B, o), mask (T, B))
+Evaluate = Callable[[RNN], tuple]  # model -> (validation loss, success rate); loss None for a task scoring nothing
 
 
 @dataclass(frozen=True)
@@ -36,14 +44,17 @@ def train_step(
     clip_threshold: float = 5.0,
     h0: np.ndarray | None = None,
     workspace: Workspace | None = None,
+    check: bool = True,
 ) -> StepStats:
     """Update `model.params` in place from one batch xs (T, B, d), targets, mask (T, B), starting at h0 (L, B, n).
 
     Nothing is updated when the loss or gradient is not finite (finite=False): an exploding run reports it
     instead of raising or warning. Pass the same `workspace` to every step of a loop to reuse its buffers
-    (about a quarter faster at the benchmark's sizes).
+    (about a quarter faster at the benchmark's sizes). check=False skips the check of the clip mode and threshold
+    (`train` checks them once, before its first step).
     """
-    check_clip(clip_mode, clip_threshold)
+    if check:
+        check_clip(clip_mode, clip_threshold)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         trace = forward(model, xs, h0, workspace)
         h_last = np.stack([h[-1] for h in trace.h])  # a copy: the workspace is reused
@@ -51,8 +62,116 @@ def train_step(
         if not math.isfinite(loss):
             return StepStats(loss, math.nan, math.nan, False, h_last)
         grads, _ = bptt(model, trace, dy, workspace, with_signal=False)
-        clipped, grad_norm, scale = clip_gradients(grads, clip_mode, clip_threshold)
+        clipped, grad_norm, scale = clip_gradients(grads, clip_mode, clip_threshold, check=False)
         if not math.isfinite(grad_norm):
             return StepStats(loss, grad_norm, scale, False, h_last)
         optimizer.step(model.params, clipped)
     return StepStats(loss, grad_norm, scale, True, h_last)
+
+
+# ---- the loop -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How `train` runs, checked once when it starts."""
+
+    iters: int  # steps to take (0: only validate the model as it is)
+    loss_kind: str  # "xent" | "mse"
+    clip_mode: str = "global"  # "none" | "global" | "elementwise"
+    clip_threshold: float = 5.0  # global norm cap / elementwise bound (unused by "none")
+    eval_every: int = 0  # validate after every this many steps; 0: only before the first and after the last
+    norms_every: int = 1  # w_norm and spectral_radius at every this-many-th step and the last; NaN in other rows
+    scored: bool = True  # False: the task scores no position, so a history row's loss is NaN, not the step's 0
+
+
+@dataclass
+class TrainLog:
+    """What `train` did; the caller's `on_step` may read it as it grows."""
+
+    model: RNN  # after the last step; if diverged, the last model with finite parameters
+    history: list[tuple] = field(default_factory=list)  # HISTORY_COLUMNS per step taken, the non-finite one included
+    val: list[tuple] = field(default_factory=list)  # (iter, val_loss, val_accuracy) per validation pass
+    diverged_at: int | None = None  # iteration whose loss, gradient or update, or validation loss, was non-finite
+    iters_done: int = 0  # completed finite steps
+
+
+def check_settings(settings: TrainSettings) -> None:
+    """ValueError naming the first setting `train` could not use."""
+    for name in ("iters", "eval_every", "norms_every"):
+        value, least = getattr(settings, name), 1 if name == "norms_every" else 0
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    if settings.loss_kind not in LOSSES:
+        raise ValueError(f"unknown loss {settings.loss_kind!r}; valid: {', '.join(LOSSES)}")
+    check_clip(settings.clip_mode, settings.clip_threshold)
+
+
+def train(model: RNN, optimizer: Optimizer, next_batch: Callable[[], Batch], evaluate: Evaluate,
+          settings: TrainSettings, on_step: Callable[[int, TrainLog], None] | None = None) -> TrainLog:
+    """`settings.iters` steps of `train_step` on `next_batch()`, validating with `evaluate(model)` before the
+    first step, after every `eval_every`-th and after the last (unless that step was just validated).
+
+    Stops at the first non-finite step (its loss, gradient or update) or validation loss; a final model whose
+    validation loss is not finite is a divergence too. The untrained model's alone is not: training may bring an
+    overflowing initialisation back (clipping does), so for iters 0 only the final check counts it.
+    `on_step(i, log)` is called for the untrained model (i = 0) and after every completed step, once it is
+    validated. `model` is updated in place; after a divergence `log.model` is the last finite copy of it.
+    """
+    check_settings(settings)
+    log = TrainLog(model)
+    with np.errstate(all="ignore"):  # an exploding run overflows on purpose; the log records it
+        _validate(log, 0, evaluate)
+        if on_step is not None:
+            on_step(0, log)
+        _steps(log, optimizer, next_batch, evaluate, settings, on_step)
+        if log.val[-1][0] != log.iters_done:
+            _validate(log, log.iters_done, evaluate)
+    if log.diverged_at is None and not _finite_or_none(log.val[-1][1]):
+        log.diverged_at = log.iters_done  # e.g. iters 0: the untrained model's validation loss overflows
+    return log
+
+
+def _steps(log: TrainLog, optimizer: Optimizer, next_batch: Callable[[], Batch], evaluate: Evaluate,
+           settings: TrainSettings, on_step: Callable[[int, TrainLog], None] | None) -> None:
+    """The loop of `train`: sets log.history, iters_done, diverged_at and, after a divergence, log.model."""
+    model, workspace, s = log.model, Workspace(), settings
+    for i in range(1, s.iters + 1):
+        before = model.copy()
+        xs, targets, mask = next_batch()
+        step = train_step(model, optimizer, xs, targets, mask, s.loss_kind, s.clip_mode, s.clip_threshold,
+                          workspace=workspace, check=False)
+        finite = (bool(step.finite) and math.isfinite(step.loss) and math.isfinite(step.grad_norm)
+                  and params_finite(model))
+        norms = weight_norms(model) if finite and (i % s.norms_every == 0 or i == s.iters) else (math.nan, math.nan)
+        loss = float(step.loss) if s.scored else math.nan
+        log.history.append((i, loss, float(step.grad_norm), float(step.clip_scale), *norms))
+        if not finite:
+            log.diverged_at, log.model = i, before  # keep the last model with finite parameters
+            return
+        log.iters_done = i
+        if s.eval_every and i % s.eval_every == 0 and not _validate(log, i, evaluate):
+            log.diverged_at = i  # finite parameters and minibatch loss, but the validation loss overflows
+            return
+        if on_step is not None:
+            on_step(i, log)
+
+
+def params_finite(model: RNN) -> bool:
+    return all(np.isfinite(p).all() for p in model.params.values())
+
+
+def weight_norms(model: RNN) -> tuple[float, float]:
+    """(||W_hh||_2, spectral radius) of the top layer."""
+    W = model.W_hh(-1)
+    return float(spectral_norm(W)), float(spectral_radius(W))
+
+
+def _validate(log: TrainLog, i: int, evaluate: Evaluate) -> bool:
+    """Evaluate the current model; False if its validation loss is not finite (a divergence, like a training one)."""
+    log.val.append((i, *evaluate(log.model)))
+    return _finite_or_none(log.val[-1][1])
+
+
+def _finite_or_none(loss: float | None) -> bool:
+    return loss is None or math.isfinite(loss)

@@ -9,7 +9,6 @@ No mlflow here: the run IDs come from the results tables.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -18,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
+from ..run.files import write_atomic
 from .reductions import (
     activation_table, bound_violations, clip_table, curve_rows, decay_by_lag, depth_table, finite_median,
     heatmap_rows, nonfinite_summary, numeric, outcome_counts, rate_comparison, regime_agreement, regime_confusion,
@@ -310,18 +310,6 @@ def records(df: pd.DataFrame) -> list[dict]:
 
 
 # ---- writing -----------------------------------------------------------------------------------------------
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write to a temp file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_analysis(result: Analysis, out_dir: Path) -> None:

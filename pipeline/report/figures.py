@@ -21,7 +21,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
-from .analysis import write_atomic
+from ..run.files import write_atomic
 from .reductions import format_metric, short_value
 
 DPI = 110

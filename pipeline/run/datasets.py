@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +18,13 @@ import numpy as np
 from . import corpus
 from ..engine import tasks, text
 from ..errors import UserError
+from .files import save_npz  # noqa: F401  (stages/generate.py still calls datasets.save_npz)
 
 TEXT_TASK = "text"
 DEFAULT_TEXT_WINDOW = 25  # characters per training window when no spec or option says otherwise
 _SYNTHETIC_KEYS = ("task", "T", "count", "seed")
 _TEXT_KEYS = ("task", "path", "seq_len")
 DATASET_KEYS = ("x_train", "y_train", "mask_train", "x_val", "y_val", "mask_val")  # npz keys, in file order
-_FIXED_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # zip timestamps pinned so reruns are byte-identical
 
 
 # ------------------------------------------------------------------------------------------- synthetic data
@@ -85,17 +84,6 @@ def load_dataset(data_dir: Path | str, task: str, T: int, count: int, seed: int)
         raise UserError(f"{path}: holds {n_tr + n_val} sequences of {arrays['x_train'].shape[1]} steps, expected "
                         f"{count} of {meta.steps}; rerun `rnngrad generate`")
     return Dataset(name, meta=meta, seed=seed, **arrays)
-
-
-def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez_compressed, but byte-identical for identical arrays (fixed zip dates and attributes)."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for key, arr in arrays.items():
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=_FIXED_ZIP_DATE)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            with zf.open(info, "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
 
 
 # -------------------------------------------------------------------------------------------------- text

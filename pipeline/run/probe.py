@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from ..engine import jacobian, lyapunov
-from ..engine.rnn import RNN, loss_and_grads, save_model
+from ..engine.rnn import RNN, loss_and_grads
+from .files import save_model
 
 JACOBIAN_COLUMNS = ("when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global")
 SIGNAL_COLUMNS = ("when", "layer", "k", "log10_dE_dh")

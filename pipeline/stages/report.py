@@ -21,13 +21,14 @@ def report_cmd(
     """Write reports/figures/*.png, reports/report.html (self-contained: opens offline, prints) and
     reports/report.pdf (same sections and figures) from the analysis outputs."""
     from ..report import analysis, figures, html as report_html, pdf as report_pdf  # seaborn and fpdf: ~2 s
+    from ..run.files import write_atomic
 
     metrics, report, tables = analysis.read_analysis(analysis_dir)
     created = _report_date(analysis_dir)  # checked before anything is written
     drawn = figures.draw_figures(tables, out / "figures")
     sections = report_html.build_sections(metrics, report, tables, drawn)
-    analysis.write_atomic(out / "report.html", report_html.render_html(sections, metrics))
-    analysis.write_atomic(out / "report.pdf", report_pdf.render_pdf(sections, metrics, created))
+    write_atomic(out / "report.html", report_html.render_html(sections, metrics))
+    write_atomic(out / "report.pdf", report_pdf.render_pdf(sections, metrics, created))
     typer.echo(f"wrote {out / 'report.html'}, {out / 'report.pdf'} and {len(drawn)} figures in {out / 'figures'}")
     typer.echo(f"\nReport: {(out / 'report.html').resolve()}")
     typer.echo(f"Runs:   {_mlflow_ui_hint()}")

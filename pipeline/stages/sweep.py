@@ -42,7 +42,7 @@ def sweep_cmd(
 def _check_paths_and_data(path: Path, spec, data_dir: Path, results_dir: Path) -> None:
     """The folders, and every cell's data (a text file, a window longer than its text), before the store is opened
     or a cell runs."""
-    from ..run.runner import check_data
+    from ..run.sources import check_data
     from ..sweep import cell_names
 
     check_data_dir(data_dir)

@@ -109,7 +109,7 @@ def resolve_config(config_file: Path | None, given: dict) -> RunConfig:
 
 def _check_paths(cfg: RunConfig, data_dir: Path, out: Path) -> None:
     """Path and data problems are found before the MLflow store is opened or anything runs."""
-    from ..run.runner import check_data
+    from ..run.sources import check_data
 
     check_data_dir(data_dir)
     check_output_folder(out, f"--out {out}")

@@ -1,0 +1,152 @@
+"""Files a reader never sees half-written, and the run layer's file formats.
+
+A file is written to a temp file beside it and renamed over it (`os.replace` is atomic within a file system); a
+folder of files is built in a temp folder beside its destination and swapped in once complete. On top of that:
+strict JSON, byte-reproducible .npz files, and model*.npz files (the arrays of `engine.rnn.model_arrays`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import secrets
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+import numpy as np
+
+from ..engine.rnn import RNN, model_arrays, model_from_arrays
+
+_FIXED_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # zip timestamps pinned so that rewriting the same arrays gives the same bytes
+
+
+# ---- one file -------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path | str) -> Iterator[BinaryIO]:
+    """A new binary file that becomes `path` when the block ends without an exception, and is removed otherwise.
+
+    It is .<name>.<8 hex digits>.tmp in path's folder (made if missing), created with the umask's permissions."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, f = _new_file(path)
+    try:
+        with f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _new_file(path: Path) -> tuple[Path, BinaryIO]:
+    """(name, open file) of a file created beside `path` under a name no one else holds."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return tmp, open(tmp, "xb")
+        except FileExistsError:
+            continue
+
+
+def write_atomic(path: Path | str, data: bytes | str) -> None:
+    """Write `data` (a str as UTF-8) to `path` via `atomic_file`."""
+    with atomic_file(path) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def jsonable(value: Any) -> Any:
+    """numpy scalars to Python, non-finite floats to None (strict JSON), recursively."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: Path | str, obj: Any) -> Any:
+    """Write `jsonable(obj)` as strict JSON (indent 2, UTF-8, a final newline), atomically; returns what was written."""
+    clean = jsonable(obj)
+    write_atomic(path, json.dumps(clean, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    return clean
+
+
+def save_npz(path: Path | str, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez_compressed, but byte-identical for identical arrays (fixed zip dates and attributes), atomically."""
+    with atomic_file(path) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_FIXED_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+
+
+# ---- model files ----------------------------------------------------------------------------------------------
+
+
+def save_model(model: RNN, path: Path | str) -> None:
+    """Write `model` as a model*.npz file (keys: form, activation, leaky_slope, W_hh_l, W_xh_l, b_h_l, W_hy, b_y),
+    atomically."""
+    arrays = model_arrays(model)  # validates the model before anything is written
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)
+
+
+def load_model(path: Path | str) -> RNN:
+    """Read a model*.npz file; ValueError naming the file and what is wrong with it."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"model file {path!r} does not exist or is not a file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # zipfile/format errors: say which file and why
+        raise ValueError(f"model file {path!r} is not a readable .npz archive ({e})") from None
+    try:
+        return model_from_arrays(arrays)
+    except ValueError as e:
+        raise ValueError(f"model file {path!r}: {e}") from None
+
+
+# ---- a folder of files ----------------------------------------------------------------------------------------
+
+
+def temp_folder(parent: Path, name: str) -> Path:
+    """A new, empty parent/.<name>.<8 random hex digits>.tmp with the umask's permissions (tempfile.mkdtemp's are
+    0700, which the folder renamed from it would keep: unreadable to the group that shares the results)."""
+    while True:
+        tmp = parent / f".{name}.{secrets.token_hex(4)}.tmp"
+        try:
+            tmp.mkdir()
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def move_into_place(tmp: Path, dest: Path) -> None:
+    """Rename the finished folder `tmp` to `dest` (same parent). An existing `dest` is replaced only now: it is
+    renamed aside into a new .<name>.<8 characters>.old/ folder, put back if `tmp` cannot take its place, and
+    deleted once it has."""
+    if not dest.exists():
+        os.replace(tmp, dest)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+    os.replace(dest, old / dest.name)
+    try:
+        os.replace(tmp, dest)
+    except OSError:
+        os.replace(old / dest.name, dest)
+        old.rmdir()
+        raise
+    shutil.rmtree(old)

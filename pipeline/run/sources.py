@@ -1,0 +1,169 @@
+"""A task's data as one run sees it (`Source`): training minibatches, the fixed validation batch and its scoring,
+the probe sequence, and the chance baselines; plus the data checks a command makes before it starts a run.
+
+Arrays are time-major, as the engine takes them: xs (T, B, d), targets (T, B) int or (T, B, o), mask (T, B).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import datasets
+from ..engine.rnn import RNN, forward, loss_and_dy, one_hot
+from ..engine.text import sample_windows
+from ..errors import UserError
+from .config import RunConfig
+from .probe import ProbeInput
+
+MAX_VAL_SEQUENCES = 1000  # synthetic validation passes use at most this many sequences
+TEXT_VAL_WINDOWS = 128  # text validation: this many evenly spaced windows of the validation text
+
+
+@dataclass(frozen=True)
+class Source:
+    """A task's data as the training loop sees it: time-major batches (T, B, ...)."""
+
+    loss_kind: str  # "xent" | "mse"
+    input_dim: int
+    output_dim: int
+    draw: Callable[[np.random.Generator], tuple]  # -> (xs (T,B,d), targets (T,B)|(T,B,o), mask (T,B))
+    val: tuple  # a fixed validation batch, same layout
+    probe: ProbeInput  # one validation sequence, h0 zeros
+    chance_loss: float | None  # loss of a model that learned nothing (the task's baseline)
+    chance_accuracy: float | None
+    tolerance: float | None = None  # mse tasks: |error| below this counts as correct (adding)
+    vocab: list[str] | None = None  # text only
+
+
+def make_source(cfg: RunConfig, data_dir: Path) -> Source:
+    """The source of `cfg.task`: `text_source` for text, else `synthetic_source`."""
+    return text_source(cfg, data_dir) if cfg.task == "text" else synthetic_source(cfg, data_dir)
+
+
+# ---- synthetic tasks ------------------------------------------------------------------------------------------
+
+
+def _time_major(a: np.ndarray) -> np.ndarray:
+    """(N, S, ...) -> (S, N, ...), contiguous for the per-step matmuls."""
+    return np.ascontiguousarray(np.swapaxes(a, 0, 1))
+
+
+def synthetic_source(cfg: RunConfig, data_dir: Path) -> Source:
+    """Random minibatches (with replacement) of the training split; the probe is validation sequence 0."""
+    ds = datasets.load_dataset(data_dir, cfg.task, cfg.seq_len, cfg.train_size, cfg.data_seed)
+    meta, n_train = ds.meta, len(ds.x_train)
+
+    def draw(rng: np.random.Generator) -> tuple:
+        idx = rng.integers(0, n_train, size=cfg.batch)  # (B,)
+        return _time_major(ds.x_train[idx]), _time_major(ds.y_train[idx]), _time_major(ds.mask_train[idx])
+
+    val = tuple(_time_major(a[:MAX_VAL_SEQUENCES]) for a in (ds.x_val, ds.y_val, ds.mask_val))
+    steps = min(cfg.probe_len, ds.x_val.shape[1])
+    mask = ds.mask_val[0, :steps].copy()  # (P,)
+    if not mask.any():  # the loss sits beyond the truncated probe (or the task has none): measure from its end
+        mask[-1] = 1.0
+    probe = ProbeInput(ds.x_val[0, :steps], np.zeros((cfg.layers, cfg.hidden)), ds.y_val[0, :steps], mask, meta.loss)
+    chance_loss, chance_accuracy = chance_from_baselines(meta.baselines)
+    return Source(meta.loss, meta.input_dim, meta.output_dim, draw, val, probe, chance_loss, chance_accuracy,
+                  meta.tolerance)
+
+
+def chance_from_baselines(baselines: dict[str, float]) -> tuple[float | None, float | None]:
+    """(loss, accuracy) of a model that learned nothing, from a task's baselines (tasks.py names them
+    mse_* / xent_* for losses, accuracy_* or error_* for success rates); None where the task gives none."""
+    loss = next((v for k, v in baselines.items() if k.startswith(("mse_", "xent_"))), None)
+    accuracy = next((v for k, v in baselines.items() if k.startswith("accuracy_")), None)
+    error = next((v for k, v in baselines.items() if k.startswith("error_")), None)
+    if accuracy is None and error is not None:
+        accuracy = 1.0 - error
+    return loss, accuracy
+
+
+# ---- text -----------------------------------------------------------------------------------------------------
+
+
+def load_text_data(cfg: RunConfig, data_dir: Path, option: str = "text") -> datasets.TextData:
+    """data/text.npz (or the default corpus); a `text` file other than the one data/ was made from is read directly.
+    UserError (naming `option`) for a file that is missing, a folder, empty or not UTF-8 text."""
+    generated = datasets.load_text(data_dir) if cfg.text is None or (data_dir / "text.npz").exists() else None
+    if generated is not None and (cfg.text is None or generated.source == cfg.text):
+        return generated
+    return datasets.text_data_from_string(datasets.read_text_file(Path(cfg.text), option), cfg.text)
+
+
+def check_windows(td: datasets.TextData, seq_len: int, where: str = "seq_len") -> None:
+    """Both splits of the text must hold one window of seq_len characters and its target."""
+    for name, ids in (("training", td.ids_train), ("validation", td.ids_val)):
+        if len(ids) < seq_len + 1:
+            raise UserError(f"{where}: {seq_len} needs {seq_len + 1} characters, the {name} text has {len(ids)}; "
+                            "give a smaller value or a longer text")
+
+
+def check_data(cfg: RunConfig, data_dir: Path, label: Callable[[str], str] = str,
+               texts: dict | None = None) -> None:
+    """UserError for data the run could not use, for a command to refuse before it opens a store or starts a run: a
+    text task's file (missing, a folder, empty, not UTF-8) or a seq_len longer than a split of its text. `label(field)`
+    says where a field came from (e.g. "--seq-len"); `texts` keeps loaded texts across the cells of a sweep."""
+    if cfg.task != "text":
+        return
+    texts = {} if texts is None else texts
+    if cfg.text not in texts:
+        texts[cfg.text] = load_text_data(cfg, Path(data_dir), label("text"))
+    check_windows(texts[cfg.text], cfg.seq_len, label("seq_len"))
+
+
+def text_source(cfg: RunConfig, data_dir: Path) -> Source:
+    """Random training windows (min-char-rnn's next-character task); fixed, evenly spaced validation windows."""
+    td = load_text_data(cfg, data_dir)
+    V, T = len(td.vocab), cfg.seq_len
+    check_windows(td, T)
+
+    def draw(rng: np.random.Generator) -> tuple:
+        xs, targets = sample_windows(td.ids_train, T, cfg.batch, rng, vocab_size=V)
+        return xs, targets, np.ones((T, cfg.batch))
+
+    starts = np.unique(np.linspace(0, len(td.ids_val) - T - 1, TEXT_VAL_WINDOWS).astype(np.int64))  # (B,)
+    index = starts[None, :] + np.arange(T)[:, None]  # (T, B)
+    val = (one_hot(td.ids_val[index], V), td.ids_val[index + 1], np.ones(index.shape))
+    steps = min(cfg.probe_len, len(td.ids_val) - 1)
+    probe = ProbeInput(one_hot(td.ids_val[:steps], V), np.zeros((cfg.layers, cfg.hidden)), td.ids_val[1 : steps + 1],
+                       np.ones(steps), "xent")
+    return Source("xent", V, V, draw, val, probe, math.log(V), 1.0 / V, vocab=list(td.vocab))
+
+
+# ---- scoring --------------------------------------------------------------------------------------------------
+
+
+def scores_positions(src: Source) -> bool:
+    """Whether the task has a loss at all (the probe task's sequences only drive the Jacobian probes)."""
+    return bool((np.asarray(src.val[2]) > 0).any())
+
+
+def evaluate(model: RNN, src: Source) -> tuple[float | None, float | None]:
+    """(validation loss, task success rate) of `model` on the fixed validation batch; (None, None) for a task
+    that scores no position (the probe task: its sequences only drive the Jacobian probes)."""
+    xs, targets, mask = src.val
+    if not scores_positions(src):
+        return None, None  # not a loss of 0
+    y = forward(model, xs).y  # (T, B, o)
+    loss, _ = loss_and_dy(y, targets, mask, src.loss_kind)
+    return loss, task_accuracy(y, targets, mask, src.loss_kind, src.tolerance)
+
+
+def task_accuracy(y: np.ndarray, targets: np.ndarray, mask: np.ndarray, kind: str,
+                  tolerance: float | None) -> float | None:
+    """Share of masked positions answered correctly: argmax = class (xent), or every |error| < tolerance (mse).
+    None when there is no criterion (an mse task without tolerance) or no masked position."""
+    counted = mask > 0
+    if not counted.any() or (kind == "mse" and tolerance is None):
+        return None
+    if kind == "xent":
+        correct = y.argmax(axis=-1) == targets
+    else:
+        correct = (np.abs(y - targets) < tolerance).all(axis=-1)
+    return float(correct[counted].mean())
