@@ -1,4 +1,4 @@
-"""Activations against closed forms, central finite differences and the sup |phi'| of DESIGN.md's table."""
+"""Activations against closed forms, central finite differences and the sup |phi'| of docs/math.md's table (section 5)."""
 
 import math
 import warnings

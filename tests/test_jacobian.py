@@ -1,5 +1,5 @@
 """pipeline.engine.jacobian against independent references: closed forms, dense products + np.linalg.norm(P, 2)
-on a forward pass written out here, finite differences, and the bounds of DESIGN.md."""
+on a forward pass written out here, finite differences, and the bounds of docs/math.md (section 4)."""
 
 import math
 
@@ -12,7 +12,7 @@ from pipeline.engine import jacobian
 from pipeline.engine.activations import ACTIVATIONS, get_activation
 from pipeline.engine.rnn import RNN
 
-# DESIGN.md's table, typed in again so that the bounds are checked against the spec, not the code
+# docs/math.md's table (section 5), typed in again so that the bounds are checked against the spec, not the code
 GAMMA_PHI = {"tanh": 1.0, "sigmoid": 0.25, "relu": 1.0, "hard_tanh": 1.0, "softplus": 1.0,
              "gaussian": math.sqrt(2 / math.e), "linear": 1.0}
 
@@ -49,7 +49,7 @@ def orthogonal(n, rng):
 
 
 def reference_jacobians(model, xs, h0, layer):
-    """(Js (T, n, n), dphi (T, n)) of `layer` from a plain loop over the equations of DESIGN.md."""
+    """(Js (T, n, n), dphi (T, n)) of `layer` from a plain loop over the equations of docs/math.md (section 2)."""
     act, p, L, n = get_activation(model.activation, model.leaky_slope), model.params, model.layers, model.hidden
     h0 = np.zeros((L, n)) if h0 is None else h0
     inputs = xs
@@ -198,7 +198,7 @@ def test_measured_below_product_below_global(case):
     measured = jacobian.log_norm_matrix(model, xs, h0, layer)
     product, global_ = jacobian.log_bound_matrices(model, xs, h0, layer)
     assert jacobian.bound_violations(measured, product, global_) == []
-    # the bounds themselves, from the reference pass and DESIGN.md's gamma_phi
+    # the bounds themselves, from the reference pass and docs/math.md's gamma_phi
     _, dphis = reference_jacobians(model, xs, h0, layer)
     W = model.params[f"W_hh_{layer % model.layers}"]
     gamma_w = np.linalg.svd(W, compute_uv=False)[0]
@@ -258,7 +258,7 @@ def test_diagonal_weights_where_the_top_direction_switches():
 
 
 def one_step(model, h, x):
-    """h_t from h_{t-1} for a one-layer model, straight from DESIGN.md."""
+    """h_t from h_{t-1} for a one-layer model, straight from docs/math.md (section 2.1)."""
     act, p = get_activation(model.activation, model.leaky_slope), model.params
     if model.form == "elman":
         return act.phi(p["W_hh_0"] @ h + p["W_xh_0"] @ x + p["b_h_0"])

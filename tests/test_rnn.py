@@ -1,5 +1,5 @@
 """The RNN engine against independent references: finite differences of the loss, min-char-rnn's hand-written
-BPTT, a hand-computed loss, and the step equations of DESIGN.md; plus its input checks and model files."""
+BPTT, a hand-computed loss, and the step equations of docs/math.md (section 2); plus its input checks and model files."""
 
 import itertools
 import math

@@ -178,5 +178,5 @@ def _build_activation(name: str, leaky_slope: float) -> Activation:
 
 
 def gamma_phi(name: str, leaky_slope: float = 0.01) -> float:
-    """sup |phi'| for the named activation (see DESIGN.md's table)."""
+    """sup |phi'| for the named activation (docs/math.md, section 5)."""
     return get_activation(name, leaky_slope).gamma

@@ -1,7 +1,7 @@
 """Jacobian norms log ||dh_t/dh_k||_2 of one layer of a vanilla RNN, their bounds, and summaries.
 
-Indexing (DESIGN.md): dh_t/dh_k = J_t J_{t-1} ... J_{k+1} for 0 <= k < t <= T, with the step Jacobians of
-`rnn.step_factors`: elman J_t = diag(D[t-1]) W, pascanu J_t = W diag(D[t-1]). Every (T+1, T+1) matrix here
+Indexing (docs/math.md, section 3.1): dh_t/dh_k = J_t J_{t-1} ... J_{k+1} for 0 <= k < t <= T, with the step
+Jacobians of `rnn.step_factors`: elman J_t = diag(D[t-1]) W, pascanu J_t = W diag(D[t-1]). Every (T+1, T+1) matrix here
 holds its value at [t, k] for k < t and NaN elsewhere; all logs are natural.
 
 Long products overflow or underflow float64, so every running product is kept renormalised and its log scale
@@ -10,7 +10,7 @@ every unit), and NaN only when a step itself is not finite (the state overflowed
 
 All pairs (`log_norm_matrix`) are computed lag by lag: the products P_{k+lag,k} for every k sit in one stack,
 each lag advance is one gemm plus a diagonal scaling, and the spectral norms of a whole lag come from batched
-Lanczos iterations warm-started from the previous lag's singular vectors (see `lanczos.top_singular_values`).
+Lanczos iterations warm-started from the previous lag's singular vectors (see `linalg.top_singular_values`).
 """
 
 from __future__ import annotations

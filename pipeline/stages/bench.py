@@ -9,7 +9,7 @@ import typer
 
 from ..errors import UserError
 
-BENCHMARKS = ("allpairs", "train", "logging", "scaling", "profile")
+BENCHMARKS = ("allpairs", "train", "logging", "scaling", "profile", "startup")
 
 
 def _allpairs() -> dict:
@@ -42,12 +42,19 @@ def _profile() -> dict:
     return bench_profile_logging(progress=lambda message: typer.echo(f"  {message}", err=True))
 
 
+def _startup() -> dict:
+    from ..benchmarks.startup import bench_worker_startup
+
+    return bench_worker_startup()
+
+
 RUNNERS: dict[str, Callable[[], dict]] = {
     "allpairs": _allpairs,
     "train": _train,
     "logging": _logging,
     "scaling": _scaling,
     "profile": _profile,
+    "startup": _startup,
 }
 
 
@@ -95,6 +102,9 @@ def bench_cmd(
     scaling, per run: the parent's MLflow seconds / the run's seconds (a cost; the parent logs while workers run).
 
     profile: every spec's quick profile at 2 worker processes, logged and not: what logging adds (target <= 0.10).
+
+    startup: a sweep worker's start-up (a fresh interpreter's imports and first cell, minus a warm cell) against a
+    bare `python -c pass`, and the plotting or report modules a worker imports.
 
     All of them take about 5 minutes (profile 3); the machine should be otherwise idle for meaningful figures.
     """
