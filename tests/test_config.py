@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import re
 import subprocess
 import sys
-import tokenize
 from pathlib import Path
 
 import pytest
 
 from pipeline.run import config
-from pipeline.run.config import (FIELDS, RunConfig, config_from_values, config_hash, describe_field, flatten,
-                             load_config_file, load_spec)
+from pipeline.engine import optim
+from pipeline.run.config import (FIELDS, RunConfig, config_from_values, config_hash, describe_field, field_docs,
+                                 flatten, load_config_file, load_spec, markdown_table)
 from pipeline.errors import UserError
 
 # One valid value per field, different from its default: every field must change the hash.
@@ -45,16 +44,51 @@ def test_defaults_are_min_char_rnn():
     assert (cfg.clip_mode, cfg.clip_threshold) == ("global", 5.0)
 
 
-def test_every_field_carries_a_comment():
-    """STYLE.md: each field's line says what it means (and units) in a trailing comment."""
-    source = Path(config.__file__).read_text()
-    body = source[source.index("class RunConfig"):source.index("def __post_init__")]
-    tokens = tokenize.generate_tokens(io.StringIO(body).readline)
-    comments = {tok.start[0] for tok in tokens if tok.type == tokenize.COMMENT}
-    lines = body.splitlines()
-    for name in FIELDS:
-        row = next(i for i, line in enumerate(lines, 1) if line.strip().startswith(f"{name}:"))
-        assert row in comments, f"field {name} has no comment"
+def test_every_field_carries_its_help():
+    """Each field says what it means (and units) beside its default and rule: one sentence or more, which options
+    and README's table show."""
+    docs = field_docs()
+    assert [doc.name for doc in docs] == list(FIELDS)
+    for doc in docs:
+        assert doc.help[:1].isupper(), doc.name
+        assert doc.help.endswith(".") and len(doc.help) >= 15, doc.name
+        assert doc.default == getattr(RunConfig(), doc.name) and doc.rule.kind in (int, float, str, bool), doc.name
+
+
+def test_options_are_described_without_null():
+    """An option cannot be given null (leaving it out is that): its description drops the null alternative."""
+    assert describe_field("input_scale") == "a number >= 0 and <= 1e+06 (or null)"
+    assert describe_field("input_scale", null=False) == "a number >= 0 and <= 1e+06"
+    assert describe_field("text", null=False) == "a path to a UTF-8 text file"
+    assert describe_field("hidden", null=False) == describe_field("hidden") == "an integer in [1, 4096]"
+
+
+def test_bool_rule_takes_only_true_or_false():
+    rule = config.Bool()
+    assert rule.check(True) is True and rule.check(False) is False and rule.kind is bool
+    for value in (1, 0, "yes", None):
+        with pytest.raises(config.Invalid, match="is not true or false; valid: true or false"):
+            rule.check(value)
+
+
+@pytest.mark.parametrize(
+    "field, check",
+    [("lr", lambda v: optim.make_optimizer("sgd", v)),
+     ("weight_decay", lambda v: optim.make_optimizer("sgd", 0.1, weight_decay=v)),
+     ("clip_threshold", lambda v: optim.check_clip("global", v)),
+     ("clip_threshold", lambda v: optim.check_clip("elementwise", v))],
+)
+def test_config_and_engine_share_one_set_of_bounds(field, check):
+    """A value the config accepts, the engine accepts, and the other way round: both read optim's limits."""
+    limit = {"lr": optim.MAX_LR, "weight_decay": optim.MAX_WEIGHT_DECAY, "clip_threshold": optim.MAX_CLIP_THRESHOLD}
+    for value in (limit[field], limit[field] / 2, 1e-3):
+        in_file({field: value})
+        check(value)
+    for value in (limit[field] * 2, -1.0, float("inf"), float("nan")):
+        with pytest.raises(UserError, match="out of range"):
+            in_file({field: value})
+        with pytest.raises(ValueError, match=re.escape(f"<= {limit[field]:g}")):
+            check(value)
 
 
 def test_alternatives_cover_every_field():
@@ -275,10 +309,21 @@ def test_missing_or_malformed_spec(tmp_path):
         load_spec(spec_file(tmp_path, "name: y\nbase: {}\n", "y"), "quick")
 
 
-def test_the_readme_config_table_matches_the_code():
-    """README's table of run-config fields: every field, its default and what it accepts, as the code has them."""
+def test_the_readme_config_table_is_the_generated_one():
+    """README's "Configuration reference" table is markdown_table()'s output, verbatim (regenerate it with the
+    command in markdown_table's docstring)."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    rows = re.findall(r"^\| `(\w+)` \| `([^`]*)` \| (.+?) \|$", readme, flags=re.M)
-    assert [name for name, _, _ in rows] == list(FIELDS)
-    for name, default, valid in rows:
-        assert (default, valid) == (str(getattr(RunConfig(), name)), describe_field(name)), name
+    section = readme[readme.index("## Configuration reference\n"):]
+    section = section[:section.index("\n## ")]
+    table = "".join(line + "\n" for line in section.splitlines() if line.startswith("|"))
+    assert table == markdown_table()
+
+
+def test_markdown_table_has_a_row_per_field():
+    rows = markdown_table().splitlines()
+    assert rows[0] == "| field | meaning | default | valid |" and len(rows) == 2 + len(FIELDS)
+    assert rows[2].startswith("| `task` | What to learn")
+    assert rows[2].endswith(f"| `text` | {describe_field('task')} |")
+    gamma = next(row for row in rows if row.startswith("| `gamma_w` |"))
+    assert gamma.startswith("| `gamma_w` | The spectral norm \\|\\|W_hh\\|\\|_2 at init")  # a bare | splits cells
+    assert "| `null` | a number >= 0 and <= 1e+06 (or null) |" in markdown_table()  # input_scale

@@ -23,12 +23,20 @@ OPTIMIZERS = ("sgd", "momentum", "adagrad", "adam")
 CLIP_MODES = ("none", "global", "elementwise")
 Arrays = dict[str, np.ndarray]
 
+# Upper ends of the settings, the one place they are written: run/config.py validates a RunConfig against them and
+# the optimisers and clipping check their own arguments with them. They only catch typos: a step size above 1e6 or
+# a cap above 1e12 is no experiment anyone means (for no clipping at all, the clip mode is "none").
+MAX_LR = 1e6
+MAX_WEIGHT_DECAY = 1e6
+MAX_CLIP_THRESHOLD = 1e12
 
-def _check_positive(name: str, value: float, allow_zero: bool = False) -> float:
-    """`value` as a float, or ValueError when it is not finite and > 0 (>= 0 if allow_zero)."""
-    ok = isinstance(value, (int, float, np.number)) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value!r}")
+
+def _check_positive(name: str, value: float, allow_zero: bool = False, hi: float | None = None) -> float:
+    """`value` as a float, or ValueError when it is not finite and > 0 (>= 0 if allow_zero) and <= hi."""
+    ok = isinstance(value, (int, float, np.number)) and math.isfinite(value)
+    if not ok or not (value >= 0 if allow_zero else value > 0) or (hi is not None and value > hi):
+        upper = "" if hi is None else f" and <= {hi:g}"
+        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0{upper}, got {value!r}")
     return float(value)
 
 
@@ -39,8 +47,8 @@ class Optimizer:
     slots: tuple[str, ...] = ()  # names of the per-parameter state arrays (zeros at the first step)
 
     def __init__(self, lr: float, weight_decay: float = 0.0) -> None:
-        self.lr = _check_positive("lr", lr)
-        self.weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True)
+        self.lr = _check_positive("lr", lr, hi=MAX_LR)
+        self.weight_decay = _check_positive("weight_decay", weight_decay, allow_zero=True, hi=MAX_WEIGHT_DECAY)
         self.state: dict[str, dict[str, np.ndarray]] = {}  # per parameter name: its buffers
 
     def step(self, params: Arrays, grads: Arrays) -> None:
@@ -202,11 +210,11 @@ def _rescaled_norm(grads: Arrays) -> float:
 
 
 def _check_threshold(threshold: float) -> float:
-    return _check_positive("clip threshold", threshold)
+    return _check_positive("clip threshold", threshold, hi=MAX_CLIP_THRESHOLD)
 
 
 def check_clip(mode: str, threshold: float) -> None:
-    """Raise ValueError for an unknown clip mode, or a threshold (unused by "none") that is not finite and > 0."""
+    """Raise ValueError for an unknown clip mode, or a threshold (unused by "none") not in (0, MAX_CLIP_THRESHOLD]."""
     if mode not in CLIP_MODES:
         raise ValueError(f"unknown clip mode {mode!r}; valid: {', '.join(CLIP_MODES)}")
     if mode != "none":

@@ -19,14 +19,14 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import yaml
 
 from ..engine.activations import ACTIVATIONS
 from ..errors import UserError
 from ..engine.init import INITS
-from ..engine.optim import CLIP_MODES, OPTIMIZERS
+from ..engine.optim import CLIP_MODES, MAX_CLIP_THRESHOLD, MAX_LR, MAX_WEIGHT_DECAY, OPTIMIZERS
 from ..engine.rnn import FORMS
 
 TASKS = ("adding", "temporal_order", "copy", "probe", "text")
@@ -44,12 +44,17 @@ class Invalid(ValueError):
         self.problem, self.valid = problem, valid
 
 
+# Each rule also says what an option parses before the rule sees the value (`kind`), and what it accepts
+# (`describe`); null=False leaves out that null is accepted, for options, which cannot be given null.
+
+
 @dataclass(frozen=True)
 class Int:
     lo: int
     hi: int | None = None
+    kind: ClassVar[type] = int
 
-    def describe(self) -> str:
+    def describe(self, null: bool = True) -> str:
         return f"an integer >= {self.lo}" if self.hi is None else f"an integer in [{self.lo}, {self.hi}]"
 
     def check(self, value: Any) -> int:
@@ -66,11 +71,12 @@ class Float:
     lo_open: bool = False  # True: value must be > lo, else >= lo
     hi: float | None = None
     optional: bool = False  # None (YAML null) allowed
+    kind: ClassVar[type] = float
 
-    def describe(self) -> str:
+    def describe(self, null: bool = True) -> str:
         text = f"a number {'>' if self.lo_open else '>='} {self.lo:g}"
         text += "" if self.hi is None else f" and <= {self.hi:g}"
-        return text + (" (or null)" if self.optional else "")
+        return text + (" (or null)" if self.optional and null else "")
 
     def check(self, value: Any) -> float | None:
         if value is None and self.optional:
@@ -104,8 +110,9 @@ def _short(value: Any) -> str:
 @dataclass(frozen=True)
 class Choice:
     values: tuple[str, ...]
+    kind: ClassVar[type] = str
 
-    def describe(self) -> str:
+    def describe(self, null: bool = True) -> str:
         return ", ".join(self.values)
 
     def check(self, value: Any) -> str:
@@ -118,8 +125,10 @@ class Choice:
 
 @dataclass(frozen=True)
 class OptionalPath:
-    def describe(self) -> str:
-        return "a path to a UTF-8 text file, or null for the default corpus"
+    kind: ClassVar[type] = str
+
+    def describe(self, null: bool = True) -> str:
+        return "a path to a UTF-8 text file" + (", or null for the default corpus" if null else "")
 
     def check(self, value: Any) -> str | None:
         if value is None:
@@ -129,9 +138,25 @@ class OptionalPath:
         return str(value)
 
 
-def _f(default: Any, rule: Any) -> Any:
-    """A dataclass field carrying its validation rule."""
-    return field(default=default, metadata={"rule": rule})
+@dataclass(frozen=True)
+class Bool:
+    """A switch; its option is a pair of flags, --name and --no-name."""
+
+    kind: ClassVar[type] = bool
+
+    def describe(self, null: bool = True) -> str:
+        return "true or false"
+
+    def check(self, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise Invalid(f"{_short(value)} is not true or false", self.describe())
+        return value
+
+
+def _f(default: Any, rule: Any, meaning: str) -> Any:
+    """A config field: its default, its rule (what it accepts) and its meaning (units, what unset means), written
+    once. `rnngrad train`'s options and README's "Configuration reference" table are made from them."""
+    return field(default=default, metadata={"rule": rule, "help": meaning})
 
 
 # ---- the config -----------------------------------------------------------------------------------------------
@@ -143,34 +168,48 @@ class RunConfig:
     Same config, same numbers: all randomness derives from `seed` and `data_seed`."""
 
     # data
-    task: str = _f("text", Choice(TASKS))  # what to learn: a synthetic task or next-character text
-    text: str | None = _f(None, OptionalPath())  # text task: source file; None = data/text.npz or the built-in corpus
-    seq_len: int = _f(25, Int(1, 100_000))  # synthetic: task length T (copy feeds T + 20 steps); text: window chars
-    train_size: int = _f(1000, Int(2, 10_000_000))  # synthetic: sequences generated (the last 20 % validate)
-    data_seed: int = _f(0, Int(0, MAX_SEED))  # synthetic: dataset generator seed (data/<task>_T.._N.._s<seed>.npz)
+    task: str = _f("text", Choice(TASKS), "What to learn: a synthetic long-range task, or the next character "
+                   "of a text.")
+    text: str | None = _f(None, OptionalPath(), "Text task: the corpus file. Unset: the text `rnngrad generate` "
+                          "wrote to the data folder (`data/text.npz`), else the built-in corpus of stdlib docstrings.")
+    seq_len: int = _f(25, Int(1, 100_000), "Synthetic: the task length T (copy feeds T + 20 steps); "
+                      "text: the training window in characters.")
+    train_size: int = _f(1000, Int(2, 10_000_000), "Synthetic: sequences generated; the last 20 % validate.")
+    data_seed: int = _f(0, Int(0, MAX_SEED), "Synthetic: seed of the dataset generator "
+                        "(`data/<task>_T<seq_len>_N<train_size>_s<data_seed>.npz`).")
     # model
-    form: str = _f("elman", Choice(FORMS))  # elman: h=phi(W h + U x + b); pascanu: h = W phi(h) + U x + b
-    activation: str = _f("tanh", Choice(ACTIVATIONS))  # phi, one of activations.ACTIVATIONS
-    leaky_slope: float = _f(0.01, Float(0.0, hi=10.0))  # leaky_relu's slope for z < 0 (unused by the others)
-    layers: int = _f(1, Int(1, 32))  # L, stacked recurrent layers; layer l reads layer l-1's state
-    hidden: int = _f(100, Int(1, 4096))  # n, units per layer
-    init: str = _f("gaussian", Choice(INITS))  # how W_hh is drawn before scaling to gamma_w
-    gamma_w: float = _f(1.0, Float(0.0, lo_open=True, hi=1e6))  # ||W_hh||_2 at init, every layer (sparse: radius)
-    input_scale: float | None = _f(None, Float(0.0, hi=1e6, optional=True))  # W_xh std; None: 1/sqrt(fan-in)
+    form: str = _f("elman", Choice(FORMS), "Recurrence: elman h = phi(W h + U x + b); "
+                   "pascanu h = W phi(h) + U x + b.")
+    activation: str = _f("tanh", Choice(ACTIVATIONS), "The activation phi of every recurrent layer.")
+    leaky_slope: float = _f(0.01, Float(0.0, hi=10.0), "The slope of leaky_relu for z < 0 (unused by "
+                        "the other activations).")
+    layers: int = _f(1, Int(1, 32), "Stacked recurrent layers L; layer l reads layer l-1's state.")
+    hidden: int = _f(100, Int(1, 4096), "Units per layer n.")
+    init: str = _f("gaussian", Choice(INITS), "How W_hh is drawn before it is scaled to gamma_w.")
+    gamma_w: float = _f(1.0, Float(0.0, lo_open=True, hi=1e6), "The spectral norm ||W_hh||_2 at init, "
+                        "every layer (sparse init: the spectral radius).")
+    input_scale: float | None = _f(None, Float(0.0, hi=1e6, optional=True), "Standard deviation of the W_xh "
+                                   "entries. Unset: 1/sqrt(fan-in).")
     # optimisation
-    optimizer: str = _f("adagrad", Choice(OPTIMIZERS))  # update rule
-    lr: float = _f(0.1, Float(0.0, lo_open=True, hi=1e6))  # learning rate (step size)
-    weight_decay: float = _f(0.0, Float(0.0, hi=1e6))  # L2 coefficient added to the gradient, >= 0
-    batch: int = _f(1, Int(1, 1_000_000))  # sequences (text: windows) per step; min-char-rnn uses 1
-    iters: int = _f(1000, Int(0, 100_000_000))  # optimisation steps; 0 = probe the initial model only
-    clip_mode: str = _f("global", Choice(CLIP_MODES))  # global: rescale the whole gradient; elementwise: clamp
-    clip_threshold: float = _f(5.0, Float(0.0, lo_open=True, hi=1e12))  # global norm cap, or elementwise bound
+    optimizer: str = _f("adagrad", Choice(OPTIMIZERS), "Update rule: plain SGD, classical momentum 0.9, "
+                        "min-char-rnn's Adagrad, or Adam (betas 0.9, 0.999).")
+    lr: float = _f(0.1, Float(0.0, lo_open=True, hi=MAX_LR), "Learning rate (step size).")
+    weight_decay: float = _f(0.0, Float(0.0, hi=MAX_WEIGHT_DECAY), "L2 coefficient: weight_decay * p is added to "
+                             "the gradient of every parameter p.")
+    batch: int = _f(1, Int(1, 1_000_000), "Sequences (text: windows) per step; min-char-rnn uses 1.")
+    iters: int = _f(1000, Int(0, 100_000_000), "Optimisation steps; 0 probes the initial model only.")
+    clip_mode: str = _f("global", Choice(CLIP_MODES), "Gradient clipping: global rescales the whole gradient "
+                        "to norm clip_threshold when it is above; elementwise clamps each entry to "
+                        "[-clip_threshold, clip_threshold]; none leaves it as it is.")
+    clip_threshold: float = _f(5.0, Float(0.0, lo_open=True, hi=MAX_CLIP_THRESHOLD), "The global norm cap, or "
+                               "the elementwise bound (unused by clip_mode none).")
     # measurement
-    eval_every: int = _f(100, Int(0, 100_000_000))  # iterations between validation passes; 0 = only at the end
-    samples: int = _f(5, Int(0, 1000))  # text: checkpoints (evenly spread, last at the end) sampling text
-    sample_len: int = _f(200, Int(1, 100_000))  # text: characters per sample
-    probe_len: int = _f(50, Int(1, 2000))  # probe sequence steps (synthetic: at most the task's sequence length)
-    seed: int = _f(0, Int(0, MAX_SEED))  # model init, minibatch order, text sampling
+    eval_every: int = _f(100, Int(0, 100_000_000), "Iterations between validation passes; 0: only at the end.")
+    samples: int = _f(5, Int(0, 1000), "Text: checkpoints that sample text, spread evenly, the last at the end.")
+    sample_len: int = _f(200, Int(1, 100_000), "Text: characters per sample.")
+    probe_len: int = _f(50, Int(1, 2000), "Steps of the Jacobian probe sequence (cut to the length of "
+                        "the validation sequences).")
+    seed: int = _f(0, Int(0, MAX_SEED), "Seed of the model init, the minibatch order and text sampling.")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -180,13 +219,42 @@ class RunConfig:
                 raise UserError(f"RunConfig.{f.name}: {e}") from None
 
 
+@dataclass(frozen=True)
+class FieldDoc:
+    """A config field as options and tables show it."""
+
+    name: str
+    default: Any  # None: unset (`help` says what that means)
+    help: str  # what the field means, in which units
+    rule: Any  # Int, Float, Choice, OptionalPath or Bool: accepted values (`describe`), option type (`kind`)
+
+
+def field_docs(cls: type = RunConfig) -> tuple[FieldDoc, ...]:
+    """The fields of a dataclass made with `_f` (RunConfig), in declaration order."""
+    return tuple(FieldDoc(f.name, f.default, f.metadata["help"], f.metadata["rule"]) for f in dataclasses.fields(cls))
+
+
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
 _RULES = {f.name: f.metadata["rule"] for f in dataclasses.fields(RunConfig)}
 
 
-def describe_field(name: str) -> str:
-    """What values the field accepts, e.g. 'an integer >= 1' (used for CLI help)."""
-    return _RULES[name].describe()
+def describe_field(name: str, null: bool = True) -> str:
+    """What values the field accepts, e.g. 'an integer >= 1'; null=False leaves out null (for options)."""
+    return _RULES[name].describe(null)
+
+
+def markdown_table() -> str:
+    """README's "Configuration reference" table, one row per RunConfig field; tests/test_config.py keeps README
+    equal to it. Print it: python -c "from pipeline.run.config import markdown_table as t; print(t(), end='')"."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")  # a bare | would end the cell
+
+    rows = ["| field | meaning | default | valid |", "|---|---|---|---|"]
+    for doc in field_docs():
+        default = "null" if doc.default is None else doc.default
+        rows.append(f"| `{doc.name}` | {cell(doc.help)} | `{default}` | {cell(doc.rule.describe())} |")
+    return "\n".join(rows) + "\n"
 
 
 def closest_key_hint(key: Any, valid: tuple[str, ...]) -> str:
