@@ -1,6 +1,7 @@
 """The `rnngrad` command line: one Typer app, one command per stage.
 
-Each command lives in its stage module; this file only registers them and turns UserError into exit code 2.
+Each command lives in its stage module; this file only registers them and turns bad input (a UserError, or a
+click usage error such as an option of the wrong type) into one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import functools
 import sys
 
 import typer
+from typer.core import TyperGroup
 
 try:  # Typer >= 0.29 vendors its own click; its exceptions live there
     from typer._click import exceptions as click_exceptions
@@ -17,7 +19,34 @@ except ImportError:  # pragma: no cover - older Typer on real click
 
 from .errors import UserError
 
+
+class _OneLineErrors(TyperGroup):
+    """Click's own refusals (an option of the wrong type, a missing file, an unknown option or command) as one
+    line on stderr, like UserError, instead of click's usage box. Living in the app, this holds for `rnngrad` and
+    for typer.testing.CliRunner alike."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:  # the caller handles click's exceptions itself
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click_exceptions.NoArgsIsHelpError as e:  # bare `rnngrad`: the help, exit 2
+            if e.format_message().strip():  # Typer's rich help was printed as the error was made; plain help was not
+                typer.echo(e.format_message())
+            code = 2
+        except click_exceptions.ClickException as e:  # usage errors exit 2
+            ctx = getattr(e, "ctx", None)
+            where = f"rnngrad {ctx.info_name}: " if ctx and ctx.info_name != "rnngrad" else ""
+            typer.echo(f"Error: {where}{e.format_message()}", err=True)
+            code = e.exit_code
+        except typer.Abort:  # e.g. end of input at a prompt
+            typer.echo("Aborted!", err=True)
+            code = 1
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="rnngrad",
     help="Measure, bound and explain vanishing and exploding gradients in vanilla RNNs.",
     no_args_is_help=True,
@@ -56,16 +85,7 @@ def _register() -> None:
 
 def main() -> None:
     _register()
-    try:
-        code = app(prog_name="rnngrad", standalone_mode=False)
-    except click_exceptions.NoArgsIsHelpError as e:  # bare `rnngrad`: the help, as click would show it
-        typer.echo(e.ctx.get_help() if e.ctx else str(e))
-        sys.exit(2)
-    except click_exceptions.UsageError as e:  # a bad option value or type: one line, exit 2, like UserError
-        where = f"rnngrad {e.ctx.info_name}: " if e.ctx and e.ctx.info_name != "rnngrad" else ""
-        typer.echo(f"Error: {where}{e.format_message()}", err=True)
-        sys.exit(2)
-    sys.exit(code if isinstance(code, int) else 0)
+    app(prog_name="rnngrad")  # exits with the command's code
 
 
 if __name__ == "__main__":

@@ -3,15 +3,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
-from pipeline.run.config import FIELDS
+from pipeline.run import config
+from pipeline.run.config import FIELDS, field_docs
+from pipeline.stages.train import config_options
 
 TINY = ["--task", "adding", "--seq-len", "10", "--hidden", "8", "--batch", "8", "--iters", "20", "--train-size", "64",
         "--probe-len", "8", "--optimizer", "adam", "--lr", "0.01", "--eval-every", "10"]
@@ -31,15 +37,13 @@ def env(store_uri) -> dict:
 @pytest.fixture
 def invoke(tmp_path, monkeypatch, store_uri):
     """`rnngrad train ARGS` in this process (CliRunner keeps stdout and stderr apart), run from tmp_path."""
-    from typer.testing import CliRunner
-
     from pipeline import cli
 
     if "train" not in {c.name for c in cli.app.registered_commands}:
         cli._register()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
-    return lambda args: CliRunner().invoke(cli.app, ["train", *args])
+    return lambda args, **kwargs: CliRunner().invoke(cli.app, ["train", *args], **kwargs)
 
 
 def train(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -56,6 +60,43 @@ def test_help_lists_every_config_field(invoke):
     assert "--config" in done.stdout and "--json" in done.stdout
 
 
+def test_help_of_each_field_is_its_meaning_values_and_default(invoke):
+    """Made from the config table: one line per option on a wide terminal, e.g.
+    --hidden <int> Units per layer n. [an integer in [1, 4096]; default: 100]"""
+    done = invoke(["--help"], env={"COLUMNS": "1000"})
+    assert done.exit_code == 0
+    lines = done.stdout.splitlines()
+    for doc in field_docs():
+        (line,) = [line for line in lines if line.strip("│ ").startswith(f"--{doc.name.replace('_', '-')} ")]
+        default = "]" if doc.default is None else f"; default: {doc.default}]"
+        assert f"{doc.help} [{doc.rule.describe(null=False)}{default}" in line, line
+        assert "null" not in line  # an option cannot be given null: left out, the help says what happens
+
+
+@dataclasses.dataclass(frozen=True)
+class Toy:
+    verbose: bool = config._f(False, config.Bool(), "Say more.")
+    depth: int = config._f(3, config.Int(1, 9), "How deep.")
+
+
+def test_options_come_from_the_table_and_a_bool_field_is_a_pair_of_flags():
+    seen = []
+
+    @config_options(field_docs(Toy))
+    def command(given: dict, other: Annotated[int, typer.Option(help="Not a field.")] = 0) -> None:
+        seen.append({**given, "other": other})
+
+    app = typer.Typer()
+    app.command()(command)
+    runner = CliRunner()
+    shown = runner.invoke(app, ["--help"], env={"COLUMNS": "300"}).stdout
+    assert "--verbose" in shown and "--no-verbose" in shown and "Say more. [true or false; default: false]" in shown
+    assert "How deep. [an integer in [1, 9]; default: 3]" in shown and "Not a field." in shown
+    for args in (["--verbose", "--depth", "4"], ["--no-verbose", "--other", "2"], []):
+        assert runner.invoke(app, args).exit_code == 0
+    assert seen == [{"verbose": True, "depth": 4, "other": 0}, {"verbose": False, "other": 2}, {"other": 0}]
+
+
 @pytest.mark.parametrize(
     "args, files, expected",
     [
@@ -65,8 +106,8 @@ def test_help_lists_every_config_field(invoke):
         (["--gamma-w", "0"], {}, "--gamma-w"),
         (["--activation", "tahn"], {}, "--activation: unknown value 'tahn' (did you mean 'tanh'?)"),
         (["--task", "addng"], {}, "did you mean 'adding'?"),
-        (["--config", "missing.yaml"], {}, "missing.yaml: no such file"),
-        (["--config", "."], {}, ".: is a folder, not a file"),
+        (["--config", "missing.yaml"], {}, "Invalid value for '--config': file 'missing.yaml' does not exist."),
+        (["--config", "."], {}, "Invalid value for '--config': file '.' is a directory."),
         (["--config", "bad.yaml"], {"bad.yaml": "hiden: 4\n"}, "bad.yaml: hiden: unknown key (did you mean 'hidden'?)"),
         (["--config", "bad.yaml"], {"bad.yaml": "hidden: [4\n"}, "bad.yaml: malformed YAML"),
         (["--config", "bad.yaml"], {"bad.yaml": "iters: -3\n"}, "bad.yaml: iters: -3 is out of range"),
@@ -125,7 +166,7 @@ def test_a_run_folder_that_cannot_be_made_is_bad_input(invoke, monkeypatch):
 
 def test_option_of_the_wrong_type_exits_2(invoke):
     done = invoke(["--hidden", "many"])  # parsed by click before our validation
-    assert done.exit_code == 2 and "--hidden" in done.stderr
+    assert done.exit_code == 2 and "--hidden" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
 def test_json_run_is_logged_to_mlflow(tmp_path, env, monkeypatch):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
 import typer
 
 from .. import tracking
-from ..run.config import FIELDS, RunConfig, config_from_values, config_hash, describe_field, load_config_file
+from ..run.config import FieldDoc, RunConfig, config_from_values, config_hash, field_docs, load_config_file
 from ..errors import UserError
 from ..run.paths import check_data_dir, check_output_folder
 
@@ -18,55 +20,60 @@ if TYPE_CHECKING:  # the runner pulls in pandas and the engine: imported when a 
 
 EXPERIMENT = "rnngrad/train"
 JSON_KEYS = ("run_id", "outcome", "final_train_loss", "final_val_loss", "val_accuracy", "seconds")
-_DEFAULTS = RunConfig()
+CONFIG_PANEL = "Run config (overrides --config)"
 
 
-def _opt(name: str, text: str) -> typer.models.OptionInfo:
-    """A RunConfig field's option: its meaning, what it accepts, and its default (None = not given)."""
+def config_options(docs: tuple[FieldDoc, ...]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: the command gets one option per config field, made from the field's entry in the config table
+    (`--seq-len` for seq_len; its meaning, what it accepts and its default as help). The decorated function takes
+    `given`, the {field: value} of the options given (left out: None, so that --config's value stands), instead."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "given"]
+        names = [doc.name for doc in docs]
+
+        @functools.wraps(command)
+        def with_options(**options: Any) -> Any:
+            fields = {name: options.pop(name) for name in names}
+            return command(given={k: v for k, v in fields.items() if v is not None}, **options)
+
+        # Typer reads the parameters from the signature; __signature__ stops inspect at this wrapper
+        with_options.__signature__ = inspect.Signature(own + [_option(doc) for doc in docs])
+        return with_options
+
+    return decorate
+
+
+def _option(doc: FieldDoc) -> inspect.Parameter:
+    """One field's option, a keyword parameter typed Optional[kind] whose default None means "not given"."""
     from rich.markup import escape  # "[1, 4096]" would otherwise read as rich markup and vanish
 
-    accepts = describe_field(name).replace(" (or null)", "").replace(", or null for the default corpus", "")
-    default = getattr(_DEFAULTS, name)  # None: the help text says what leaving the option out means
-    help_text = escape(f"{text} [{accepts}" + ("]" if default is None else f"; default: {default}]"))
-    return typer.Option(help=help_text, show_default=False, rich_help_panel="Run config (overrides --config)")
+    flag = doc.name.replace("_", "-")
+    decls = f"--{flag}/--no-{flag}" if doc.rule.kind is bool else f"--{flag}"
+    accepts = doc.rule.describe(null=False)  # an option cannot be given null: leaving it out is that
+    help_text = f"{doc.help} [{accepts}" + ("]" if doc.default is None else f"; default: {_shown(doc.default)}]")
+    info = typer.Option(decls, help=escape(help_text), show_default=False, rich_help_panel=CONFIG_PANEL)
+    return inspect.Parameter(doc.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                             annotation=Annotated[Optional[doc.rule.kind], info])
 
 
+def _shown(value: Any) -> str:
+    """A default as its option is written: flags by name, other values as they are."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@config_options(field_docs(RunConfig))
 def train_cmd(
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML mapping of run-config fields "
-                                                   "(e.g. hidden: 64); options given explicitly override it.")] = None,
+    given: dict[str, Any],
+    config: Annotated[Optional[Path], typer.Option("--config", exists=True, dir_okay=False, readable=True,
+                                                   help="YAML mapping of run-config fields (e.g. hidden: 64); "
+                                                   "options given explicitly override it.")] = None,
     data_dir: Annotated[Path, typer.Option(help="Folder written by `rnngrad generate`; a dataset missing there "
                                            "is built in memory from its seed.")] = Path("data"),
     out: Annotated[Path, typer.Option(help="Parent folder of run folders; this run goes to OUT/<config_hash>/.")]
     = Path("results/train"),
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (run_id, outcome, final_train_loss, "
                                           "final_val_loss, val_accuracy, seconds) as the only stdout line.")] = False,
-    task: Annotated[Optional[str], _opt("task", "What to learn.")] = None,
-    text: Annotated[Optional[str], _opt("text", "Text task: corpus file; left out, the text `rnngrad "
-                                        "generate` put in --data-dir, else the stdlib docstrings.")] = None,
-    seq_len: Annotated[Optional[int], _opt("seq_len", "Synthetic: task length T; text: window in characters.")] = None,
-    train_size: Annotated[Optional[int], _opt("train_size", "Synthetic: sequences (last 20% validate).")] = None,
-    data_seed: Annotated[Optional[int], _opt("data_seed", "Synthetic: dataset seed.")] = None,
-    form: Annotated[Optional[str], _opt("form", "Recurrence form.")] = None,
-    activation: Annotated[Optional[str], _opt("activation", "Activation phi.")] = None,
-    leaky_slope: Annotated[Optional[float], _opt("leaky_slope", "leaky_relu slope for z < 0.")] = None,
-    layers: Annotated[Optional[int], _opt("layers", "Stacked recurrent layers L.")] = None,
-    hidden: Annotated[Optional[int], _opt("hidden", "Units per layer n.")] = None,
-    init: Annotated[Optional[str], _opt("init", "How W_hh is drawn.")] = None,
-    gamma_w: Annotated[Optional[float], _opt("gamma_w", "||W_hh||_2 at init (sparse: spectral radius).")] = None,
-    input_scale: Annotated[Optional[float], _opt("input_scale", "Std of W_xh entries; left out, "
-                                                 "1/sqrt(fan-in).")] = None,
-    optimizer: Annotated[Optional[str], _opt("optimizer", "Update rule.")] = None,
-    lr: Annotated[Optional[float], _opt("lr", "Learning rate.")] = None,
-    weight_decay: Annotated[Optional[float], _opt("weight_decay", "L2 coefficient.")] = None,
-    batch: Annotated[Optional[int], _opt("batch", "Sequences (text: windows) per step.")] = None,
-    iters: Annotated[Optional[int], _opt("iters", "Optimisation steps.")] = None,
-    clip_mode: Annotated[Optional[str], _opt("clip_mode", "Gradient clipping.")] = None,
-    clip_threshold: Annotated[Optional[float], _opt("clip_threshold", "Global norm cap / elementwise bound.")] = None,
-    eval_every: Annotated[Optional[int], _opt("eval_every", "Iterations between validation passes (0: end).")] = None,
-    samples: Annotated[Optional[int], _opt("samples", "Text: sampling checkpoints.")] = None,
-    sample_len: Annotated[Optional[int], _opt("sample_len", "Text: characters per sample.")] = None,
-    probe_len: Annotated[Optional[int], _opt("probe_len", "Steps of the Jacobian probe sequence.")] = None,
-    seed: Annotated[Optional[int], _opt("seed", "Seed of init, minibatches and sampling.")] = None,
 ) -> None:
     """Train one vanilla RNN, probe its Jacobians at init and at the end, and log the run to MLflow.
 
@@ -79,7 +86,6 @@ def train_cmd(
     A diverged run (a non-finite loss, gradient or validation loss) is a result and exits 0; a failed run (an error
     inside it) exits 1.
     """
-    given = {k: v for k, v in locals().items() if k in FIELDS and v is not None}
     cfg = resolve_config(config, given)
     _check_paths(cfg, data_dir, out)
     store = tracking.open_store(tracking.default_project_root())
