@@ -58,7 +58,7 @@ def _option(doc: FieldDoc) -> inspect.Parameter:
 
 
 def _shown(value: Any) -> str:
-    """A default as its option is written: flags by name, other values as they are."""
+    """A default as help shows it: a switch as true/false (as YAML writes it), other values as they are."""
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
