@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 import fixtures_runs as fx
 from pipeline import cli
+from pipeline.engine import jacobian
 from pipeline.report import reductions
 
 cli._register()
@@ -47,11 +48,25 @@ def pairs(T: int) -> int:
 
 
 def test_exceeds_allows_1e9_relative_rounding_and_handles_infinities():
-    b = np.array([5.0, 5.0, 0.5, 0.5, -np.inf, -np.inf, 3.0, 3.0, 3.0, -200.0])
-    a = np.array([5.0 + 1e-8, 5.0 + 2e-9, 0.5 + 2e-9, 0.5 + 5e-10, -np.inf, -1e300, -np.inf, np.nan, np.inf, -199.9999])
-    # slack is 1e-9 * max(1, |b|): 5e-9 at b=5, 1e-9 at b=0.5, 2e-7 at b=-200
-    expected = [True, False, True, False, False, True, False, False, True, True]
-    assert reductions.exceeds(a, b).tolist() == expected
+    b = np.array([5.0, 5.0, 0.5, 0.5, -np.inf, -np.inf, 3.0, 3.0, 3.0, -200.0, np.inf])
+    a = np.array([5.0 + 1e-8, 5.0 + 2e-9, 0.5 + 2e-9, 0.5 + 5e-10, -np.inf, -1e300, -np.inf, np.nan, np.inf, -199.9999,
+                  np.inf])
+    # slack is 1e-9 * max(1, |a|, |b|) over the finite magnitudes: 5e-9 at 5, 1e-9 at 0.5, 2e-7 at -200
+    expected = [True, False, True, False, False, True, False, False, True, True, False]
+    assert jacobian.exceeds(a, b).tolist() == expected
+    assert jacobian.BOUND_RTOL == 1e-9
+
+
+def test_one_slack_for_the_runs_and_the_analysis():
+    low, high = np.array([2000.0, 0.25, np.inf, -np.inf, 7.0]), np.array([-3.0, -0.5, 4.0, -8.0, np.nan])
+    np.testing.assert_allclose(jacobian.bound_slack(low, high), [2e-6, 1e-9, 4e-9, 8e-9, 7e-9], rtol=1e-15)
+    # the analysis's check is the engine's: a pair the run counted is a pair the analysis counts
+    measured = np.array([[np.nan, np.nan], [1.0 + 3e-9, np.nan]])
+    product = np.array([[np.nan, np.nan], [1.0, np.nan]])
+    assert jacobian.bound_violations(measured, product, product + 1) == [(1, 0, "measured>product")]
+    jac = pd.DataFrame({"when": ["init"], "layer": [0], "t": [1], "k": [0], "lag": [1], "log_norm": [1.0 + 3e-9],
+                        "log_bound_product": [1.0], "log_bound_global": [2.0]})
+    assert reductions.bound_violations(jac)["kind"].tolist() == ["measured>product"]
 
 
 def test_clean_study_has_no_violations_and_counts_every_pair(study, tmp_path):

@@ -23,6 +23,7 @@ from .rnn import FORMS, RNN, step_factors
 LANCZOS_TOL = 1e-12  # stop when the estimated relative error of sigma_1^2 is below this
 LANCZOS_MAX_STEPS = 60  # pairs not converged by then get an exact SVD
 WARM_START_NOISE = 1e-2  # weight of a fixed pseudo-random vector mixed into every warm start
+BOUND_RTOL = 1e-9  # rounding allowed in measured <= product <= global, relative to the magnitudes (docs/math.md 4.3)
 _SAFE_SIGMA = (1e-150, 1e150)  # sigma^2 stays a normal float64; outside, a product is rescaled and re-measured
 
 
@@ -300,20 +301,30 @@ def decay_slope(logmat: np.ndarray) -> float:
 
 
 def bound_violations(
-    measured: np.ndarray, product: np.ndarray, global_: np.ndarray, rtol: float = 1e-9
+    measured: np.ndarray, product: np.ndarray, global_: np.ndarray, rtol: float = BOUND_RTOL
 ) -> list[tuple[int, int, str]]:
-    """Pairs (t, k, kind) where measured > product or product > global_ beyond rtol * max(1, |values|).
+    """Pairs (t, k, kind) where measured > product or product > global_ beyond rounding (`exceeds`).
 
     kind is "measured>product" or "product>global". NaN pairs are skipped; -inf is a legitimate value.
     """
     found = []
     for low, high, kind in ((measured, product, "measured>product"), (product, global_, "product>global")):
-        for t, k in np.argwhere(_exceeds(np.asarray(low), np.asarray(high), rtol)):
+        for t, k in np.argwhere(exceeds(np.asarray(low), np.asarray(high), rtol)):
             found.append((int(t), int(k), kind))
     return sorted(found)
 
 
-def _exceeds(low: np.ndarray, high: np.ndarray, rtol: float) -> np.ndarray:
-    """low > high + rtol * max(1, |low|, |high|) using only the finite magnitudes for the slack."""
+def bound_slack(low: np.ndarray, high: np.ndarray, rtol: float = BOUND_RTOL) -> np.ndarray:
+    """The rounding a check low <= high allows: rtol * max(1, |low|, |high|), counting only finite magnitudes."""
+    low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
     size = np.maximum(np.where(np.isfinite(low), np.abs(low), 0.0), np.where(np.isfinite(high), np.abs(high), 0.0))
-    return low > high + rtol * np.maximum(size, 1.0)  # False wherever either side is NaN
+    return rtol * np.maximum(size, 1.0)
+
+
+def exceeds(low: np.ndarray, high: np.ndarray, rtol: float = BOUND_RTOL) -> np.ndarray:
+    """Where low > high beyond rounding: low > high + bound_slack(low, high).
+
+    -inf exceeds nothing; a finite or +inf value exceeds a high of -inf; +inf does not exceed +inf. False wherever
+    either side is NaN (the analysis reports those pairs as not finite instead)."""
+    low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+    return low > high + bound_slack(low, high, rtol)

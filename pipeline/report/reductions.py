@@ -13,9 +13,9 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from ..engine.jacobian import exceeds
 from ..run.config import FIELDS as CONFIG_FIELDS
 
-RTOL = 1e-9  # rounding allowance of the bound check, relative to max(1, |bound|) (DESIGN.md)
 SIG_DIGITS = 4  # significant digits of every number in metrics.json and the report
 LN10 = math.log(10.0)
 SEED_FIELDS = ("seed", "data_seed")
@@ -56,18 +56,7 @@ def rounded_tree(tree: Any) -> Any:
     return round_metric(tree)
 
 
-# ---- the bound check (DESIGN.md: measured <= product <= global, 1e-9 relative) -----------------------------
-
-
-def exceeds(value: np.ndarray, bound: np.ndarray, rtol: float = RTOL) -> np.ndarray:
-    """Where value > bound beyond rounding: value - bound > rtol * max(1, |bound|).
-
-    -inf exceeds nothing; a finite or +inf value exceeds a bound of -inf. NaN compares False here: it is
-    reported by `nonfinite_mask` instead."""
-    value, bound = np.asarray(value, float), np.asarray(bound, float)
-    slack = np.where(np.isfinite(bound), rtol * np.maximum(1.0, np.abs(bound)), 0.0)
-    with np.errstate(invalid="ignore"):
-        return (value - bound) > slack
+# ---- the bound check: measured <= product <= global, within jacobian.BOUND_RTOL ---------------------------------
 
 
 def nonfinite_mask(jac: pd.DataFrame) -> np.ndarray:
@@ -77,7 +66,8 @@ def nonfinite_mask(jac: pd.DataFrame) -> np.ndarray:
 
 
 def bound_violations(jac: pd.DataFrame) -> pd.DataFrame:
-    """Every (when, layer, t, k) where measured > product or product > global: kind, value, bound."""
+    """Every (when, layer, t, k) where measured > product or product > global beyond rounding (`jacobian.exceeds`,
+    the check the runs themselves make): kind, value, bound."""
     parts = []
     for kind, a, b in (("measured>product", "log_norm", "log_bound_product"),
                        ("product>global", "log_bound_product", "log_bound_global")):
