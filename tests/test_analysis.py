@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 import fixtures_runs as fx
 from pipeline import cli
 from pipeline.engine import jacobian
-from pipeline.report import reductions
+from pipeline.report import analysis, reductions
+from pipeline.run import probe
 
 cli._register()
 
@@ -67,6 +68,10 @@ def test_one_slack_for_the_runs_and_the_analysis():
     jac = pd.DataFrame({"when": ["init"], "layer": [0], "t": [1], "k": [0], "lag": [1], "log_norm": [1.0 + 3e-9],
                         "log_bound_product": [1.0], "log_bound_global": [2.0]})
     assert reductions.bound_violations(jac)["kind"].tolist() == ["measured>product"]
+
+
+def test_the_probe_tables_columns_are_named_once():
+    assert analysis.JACOBIAN_COLUMNS is probe.JACOBIAN_COLUMNS and analysis.SIGNAL_COLUMNS is probe.SIGNAL_COLUMNS
 
 
 def test_clean_study_has_no_violations_and_counts_every_pair(study, tmp_path):

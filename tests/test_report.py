@@ -258,6 +258,46 @@ def test_report_of_a_single_unknown_spec(tmp_path):
     assert {r.run_id for r in runs} <= page.runs_by_section["spec-mystery"]
 
 
+def test_the_run_and_the_report_draw_the_same_heatmap_matrix():
+    """The report's heatmaps come from the analysis's tidy rows; rebuilt, they are the probe's matrix."""
+    import numpy as np
+
+    from pipeline.report import figures, reductions
+    from pipeline.run import probe
+
+    T = 6
+    logmat = np.full((T + 1, T + 1), np.nan)
+    t, k = np.tril_indices(T + 1, -1)
+    logmat[t, k] = -0.3 * (t - k) + 0.01 * t
+    logmat[5, 2], logmat[6, 0] = -np.inf, np.nan  # an exact zero and an overflow: both drawn blank
+    jac = probe.jacobian_table("init", 0, logmat, logmat + 1, logmat + 2)
+    np.testing.assert_array_equal(figures.pair_matrix(reductions.heatmap_rows(jac)), logmat / probe.LN10)
+
+
+def test_a_heatmap_panel_without_finite_values_says_so():
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from pipeline.run import probe
+
+    fig = Figure()
+    ax1, ax2 = fig.subplots(1, 2)
+    probe.draw_heatmap_panel(ax1, np.full((4, 4), np.nan), "init: layer 0")
+    probe.draw_heatmap_panel(ax2, np.tril(np.ones((4, 4)), -1), "final: layer 0", colorbar=False)
+    assert ax1.get_title() == "init: layer 0 (no finite values)" and ax2.get_title() == "final: layer 0"
+    assert len(fig.axes) == 3  # one colour bar
+
+
+def test_importing_run_imports_neither_matplotlib_nor_seaborn():
+    import subprocess
+    import sys
+
+    code = ("import sys, pipeline.run.runner, pipeline.run.probe; "
+            "print(sorted(m for m in ('matplotlib', 'seaborn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_clip_curves_mark_the_loss_ceiling_and_each_divergence():
     import pandas as pd
 

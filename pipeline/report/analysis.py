@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..errors import UserError
 from ..run.files import write_atomic
+from ..run.probe import JACOBIAN_COLUMNS, SIGNAL_COLUMNS
 from .reductions import (
     activation_table, bound_violations, clip_table, curve_rows, decay_by_lag, depth_table, finite_median,
     heatmap_rows, nonfinite_summary, numeric, outcome_counts, rate_comparison, regime_agreement, regime_confusion,
@@ -25,8 +26,6 @@ from .reductions import (
 )
 
 KNOWN_SPECS = ("weight_norms", "activations", "depth", "clipping", "long_range", "text")
-JACOBIAN_COLUMNS = ("when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global")
-SIGNAL_COLUMNS = ("when", "layer", "k", "log10_dE_dh")
 HISTORY_COLUMNS = ("iter", "loss")
 RESULT_COLUMNS = ("run_id", "config_hash", "outcome")
 REPORT_VIOLATIONS = 1000  # violations carried into analysis.json (all of them go to tables/violations.csv)

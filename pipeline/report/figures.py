@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
 from ..run.files import write_atomic
+from ..run.probe import draw_heatmap_panel
 from .reductions import format_metric, short_value
 
 DPI = 110
@@ -103,17 +104,21 @@ def draw_heatmaps(tables: Tables) -> Drawn:
     axes = fig.subplots(len(ids), len(whens), squeeze=False)
     for i, rid in enumerate(ids):
         for j, when in enumerate(whens):
-            m = heat[(heat["run_id"] == rid) & (heat["when"] == when)]
-            m = m.pivot(index="t", columns="k", values="log10_norm")
-            m = m.where(np.isfinite(m))
-            sns.heatmap(m, ax=axes[i, j], cmap="viridis", vmin=vmin, vmax=vmax, cbar=j == len(whens) - 1,
-                        cbar_kws={"label": "log10 ‖∂h_t/∂h_k‖"}, xticklabels=max(1, m.shape[1] // 5),
-                        yticklabels=max(1, m.shape[0] // 5))
-            axes[i, j].set_title(f"{run_title(info, rid)} · {when}", fontsize=8)
-            axes[i, j].grid(False)  # the report's whitegrid style would draw its grid over the cells
+            draw_heatmap_panel(axes[i, j], pair_matrix(heat[(heat["run_id"] == rid) & (heat["when"] == when)]),
+                               f"{run_title(info, rid)} · {when}", vmin, vmax, colorbar=j == len(whens) - 1)
+            axes[i, j].title.set_fontsize(8)
     caption = ("log10 ‖∂h_t/∂h_k‖ of the top layer for every pair k < t, at initialisation and after training, "
                "for runs spanning log(γ_W γ_φ) from lowest to highest.")
     return fig, caption, ids
+
+
+def pair_matrix(rows: pd.DataFrame) -> np.ndarray:
+    """Tidy (t, k, log10_norm) rows as the (T+1, T+1) matrix a probe measures, NaN where no row is (k >= t)."""
+    t, k = rows["t"].to_numpy(int), rows["k"].to_numpy(int)
+    size = int(t.max()) + 1 if t.size else 1
+    out = np.full((size, size), np.nan)
+    out[t, k] = rows["log10_norm"].to_numpy(float)
+    return out
 
 
 def run_title(info: pd.DataFrame, run_id: str) -> str:

@@ -149,28 +149,48 @@ def series_rows(key: str, values: pd.Series) -> pd.DataFrame:
                          "value": values.to_numpy(dtype=np.float64)}, columns=["key", "step", "value"])
 
 
+HEATMAP_LABEL = "log10 ‖∂h_t/∂h_k‖"
+
+
+def draw_heatmap_panel(ax, log10: np.ndarray, title: str, vmin: float | None = None, vmax: float | None = None,
+                       colorbar: bool = True) -> None:
+    """Draw log10 ||dh_t/dh_k|| on the matplotlib axes `ax`: a (T+1, T+1) matrix indexed [t, k], t down the rows
+    and k across; cells that are not finite (k >= t, NaN, -inf) are left blank. The colour range is [vmin, vmax],
+    by default this matrix's finite range. The one heatmap drawing of the package: a run's
+    figures/jacobian_heatmap.png and the report's heatmaps figure both come from here.
+
+    Plain matplotlib (imshow), no seaborn: run/ must not need it. Nothing is imported until a heatmap is drawn, so
+    importing run/ does not import matplotlib."""
+    from matplotlib.ticker import MaxNLocator
+
+    data = np.asarray(log10, dtype=np.float64)
+    shown = np.isfinite(data)
+    if vmin is None or vmax is None:
+        lo, hi = (data[shown].min(), data[shown].max()) if shown.any() else (-1.0, 1.0)  # all hidden: empty panel
+        vmin, vmax = (lo if vmin is None else vmin), (hi if vmax is None else vmax)
+    image = ax.imshow(np.ma.masked_array(data, ~shown), cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto",
+                      interpolation="nearest")
+    ax.set(title=title + ("" if shown.any() else " (no finite values)"), xlabel="k", ylabel="t")
+    ax.grid(False)  # a style's grid (the report's whitegrid) would be drawn over the cells
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, label=HEATMAP_LABEL)
+
+
 def draw_heatmap(init: Probe, final: Probe, path: Path) -> None:
-    """log10 ||dh_t/dh_k|| of the top layer, init and final side by side (PNG).
+    """log10 ||dh_t/dh_k|| of the top layer, init and final side by side (PNG), each in its own colour range.
 
     Drawn on a bare `matplotlib.figure.Figure` with an Agg canvas rather than through pyplot: no global backend
     switch, no figure left open, safe in worker processes. No layout engine: it would triple the drawing time."""
-    import seaborn as sns
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 4.2), dpi=100)
     FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=0.06, right=0.97, bottom=0.12, top=0.9, wspace=0.15)
+    fig.subplots_adjust(left=0.06, right=0.97, bottom=0.12, top=0.9, wspace=0.25)
     for ax, probe in zip(fig.subplots(1, 2), (init, final)):
-        data = probe.logmats[-1] / LN10  # (T+1, T+1)
-        hide = ~np.isfinite(data)
-        shown = data[~hide]
-        lo, hi = (shown.min(), shown.max()) if shown.size else (-1.0, 1.0)  # all hidden: an empty panel
-        step = max(1, data.shape[0] // 10)
-        sns.heatmap(np.where(hide, np.nan, data), mask=hide, vmin=lo, vmax=hi, ax=ax, cmap="viridis",
-                    xticklabels=step, yticklabels=step, cbar_kws={"label": "log10 ||dh_t / dh_k||"})
-        note = "" if shown.size else " (no finite values)"
-        ax.set(title=f"{probe.when}: layer {len(probe.logmats) - 1}{note}", xlabel="k", ylabel="t")
+        draw_heatmap_panel(ax, probe.logmats[-1] / LN10, f"{probe.when}: layer {len(probe.logmats) - 1}")
     fig.savefig(path)
 
 
