@@ -12,8 +12,8 @@ sweep, started again, finishes what is missing and repeats nothing that finished
 (per results folder): a second is refused while the first holds `results/<spec>/.lock`.
 
 The results table `results/<spec>.parquet` has one row per cell with a finished run: `spec, cell, run_id,
-config_hash, outcome, run_dir` (relative to the results dir, e.g. `weight_norms/runs/<hash>`) + config.json
-flattened + summary.json's numbers and regime labels.
+config_hash, outcome, run_dir` (relative to the results dir, e.g. `weight_norms/runs/<hash>`), `description` (the
+spec's, for the report) + config.json flattened + summary.json's numbers and regime labels.
 """
 
 from __future__ import annotations
@@ -392,7 +392,8 @@ def _result_row(spec, cell: Cell, run_id: str, results_dir: Path) -> dict:
     config = json.loads((cell.run_dir / "config.json").read_text())
     summary = json.loads((cell.run_dir / "summary.json").read_text())
     row = {"spec": spec.name, "cell": cell.name, "run_id": run_id, "config_hash": cell.config_hash,
-           "outcome": summary.get("outcome"), "run_dir": cell.run_dir.relative_to(results_dir).as_posix()}
+           "outcome": summary.get("outcome"), "run_dir": cell.run_dir.relative_to(results_dir).as_posix(),
+           "description": getattr(spec, "description", "")}  # the report's section opens with it
     row |= {k: v for k, v in tracking.flatten_json(config).items() if k not in row}
     for k, v in summary.items():  # numbers (None where a number is missing) and the regime labels
         if (v is None or isinstance(v, (int, float)) or k in SUMMARY_LABELS) and k not in row:

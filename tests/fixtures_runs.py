@@ -2,7 +2,7 @@
 
 The numbers are computed, not invented, and independently of the pipeline's engine:
   - measured log||dh_t/dh_k||_2 comes from explicit products of the Jacobians J_t = diag(phi'(a_t)) W
-    (elman form) and np.linalg.norm(., 2); the product and global bounds from their definitions (DESIGN.md);
+    (elman form) and np.linalg.norm(., 2); the product and global bounds from their definitions;
   - a `linear` run with init `identity` has W = a I, so ||dh_t/dh_k|| = |a|^(t-k) exactly (a closed form);
   - the slope is a least-squares fit of log-norm against lag, the Lyapunov exponent a QR iteration.
 Task outcomes (accuracy, losses, BPTT signal) follow simple stated formulas, so a test can predict the summaries.
@@ -243,11 +243,19 @@ def standard_runs() -> list[FakeRun]:
     return runs
 
 
-def write_study(results_dir: Path, runs: list[FakeRun]) -> list[FakeRun]:
-    """Write every run's folder and one results/<spec>.parquet per spec; fills run_id and config_hash."""
+def description(spec: str) -> str:
+    """The fixture's experiments/<spec>.yaml description: one sentence naming the spec."""
+    return f"The {spec} fixture sweep, described in one sentence."
+
+
+def write_study(results_dir: Path, runs: list[FakeRun], described: bool = True) -> list[FakeRun]:
+    """Write every run's folder and one results/<spec>.parquet per spec; fills run_id and config_hash. With
+    `described`, each row has the spec's `description` as the sweep writes it; without, the column is absent
+    (a results table from before the sweep wrote it)."""
     rows: dict[str, list[dict]] = {}
     for i, run in enumerate(runs):
-        rows.setdefault(run.spec, []).append(write_run(results_dir, run, i))
+        row = write_run(results_dir, run, i)
+        rows.setdefault(run.spec, []).append(row | ({"description": description(run.spec)} if described else {}))
     for spec, spec_rows in rows.items():
         pd.DataFrame(spec_rows).to_parquet(results_dir / f"{spec}.parquet", index=False)
     return runs

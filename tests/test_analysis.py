@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import fixtures_runs as fx
 from pipeline import cli
 from pipeline.engine import jacobian
-from pipeline.report import analysis, reductions
+from pipeline.report import analysis, reductions, studies
 from pipeline.run import probe
 
 cli._register()
@@ -217,6 +217,80 @@ def test_any_subset_of_specs_is_analyzed(tmp_path, specs):
     fx.write_study(results, runs)
     m = analyze_ok(results, tmp_path / "reports")
     assert set(m["specs"]) == set(specs) and m["n_runs"] == len(runs)
+
+
+# ---- the spec's description, and specs without a study of their own ------------------------------------------
+
+
+def test_every_spec_carries_its_description_into_analysis_json(study, tmp_path):
+    results, runs = study
+    out = tmp_path / "reports"
+    analyze_ok(results, out)
+    specs = json.loads((out / "analysis.json").read_text())["specs"]
+    assert {s: specs[s]["description"] for s in specs} == {r.spec: fx.description(r.spec) for r in runs}
+
+
+def test_results_without_a_description_column_are_analysed_as_before(tmp_path):
+    runs = [r for r in fx.standard_runs() if r.spec in ("mystery", "clipping")]
+    out = {}
+    for described in (True, False):
+        results = tmp_path / f"results{described}"
+        fx.write_study(results, [fx.make_run(r.spec, r.outcome, r.bias, r.overrides, **r.config) for r in runs],
+                       described=described)
+        out[described] = tmp_path / f"reports{described}"
+        analyze_ok(results, out[described])
+    assert (out[True] / "metrics.json").read_bytes() == (out[False] / "metrics.json").read_bytes()
+    plain = json.loads((out[False] / "analysis.json").read_text())["specs"]
+    assert all("description" not in s for s in plain.values())
+
+
+def test_a_spec_without_a_study_gets_an_outcome_table_of_every_run(tmp_path):
+    runs = [fx.make_run("brand_new", activation=a, gamma_w=g, seed=s)
+            for a in ("tanh", "relu") for g in (0.5, 2.0) for s in (0, 1)]
+    runs += [fx.make_run("brand_new", outcome="diverged", activation="tanh", gamma_w=4.0, seed=0),
+             fx.make_run("brand_new", outcome="failed", activation="relu", gamma_w=4.0, seed=0)]
+    results, out = tmp_path / "results", tmp_path / "reports"
+    fx.write_study(results, runs)
+    m = analyze_ok(results, out)
+    assert not studies.is_known("brand_new") and m["specs"]["brand_new"]["n_runs"] == len(runs)
+    report = json.loads((out / "analysis.json").read_text())["specs"]["brand_new"]
+    assert report["description"] == fx.description("brand_new")
+    assert report["varied"] == ["activation", "gamma_w", "seed"]  # the grid axes, in RunConfig order
+    table = pd.read_csv(out / "tables" / "outcomes.csv")
+    assert list(table.columns) == ["run_id", "spec", "activation", "gamma_w", "seed", "outcome", "final_val_loss",
+                                   "val_accuracy", "chance_loss", "chance_accuracy"]
+    assert list(table["run_id"]) == [r.run_id for r in runs]  # results order
+    for run, row in zip(runs, table.itertuples()):
+        cfg = run.config
+        assert (row.activation, row.gamma_w, row.seed, row.outcome) == (cfg["activation"], cfg["gamma_w"],
+                                                                       cfg["seed"], run.outcome)
+        if run.outcome == "ok":  # the fixture's stated formulas
+            assert row.final_val_loss == pytest.approx(fx.final_loss(cfg) + 0.02)
+            assert row.val_accuracy == pytest.approx(fx.task_success(cfg))
+        else:
+            assert math.isnan(row.final_val_loss) and math.isnan(row.val_accuracy)
+        if run.outcome != "failed":  # a failed run's summary has no chance numbers
+            assert row.chance_loss == pytest.approx(fx.CHANCE_LOSS["adding"])
+            assert row.chance_accuracy == pytest.approx(fx.CHANCE_ACCURACY["adding"])
+
+
+def test_specs_without_a_study_share_the_outcome_table_and_it_goes_when_they_do(tmp_path):
+    runs = [fx.make_run("first_new", gamma_w=g) for g in (0.5, 2.0)] + [fx.make_run("second_new", hidden=h)
+                                                                       for h in (3, 5)]
+    runs += [r for r in fx.standard_runs() if r.spec == "depth"]
+    results, out = tmp_path / "results", tmp_path / "reports"
+    fx.write_study(results, runs)
+    analyze_ok(results, out)
+    table = pd.read_csv(out / "tables" / "outcomes.csv")
+    assert list(table["spec"]) == ["first_new"] * 2 + ["second_new"] * 2  # studied specs are not in it
+    first = table[table["spec"] == "first_new"]
+    assert list(first["gamma_w"]) == [0.5, 2.0] and first["hidden"].isna().all()
+    varied = {s: v.get("varied") for s, v in json.loads((out / "analysis.json").read_text())["specs"].items()}
+    assert varied == {"first_new": ["gamma_w"], "second_new": ["hidden"], "depth": None}
+    for spec in ("first_new", "second_new"):
+        (results / f"{spec}.parquet").unlink()
+    analyze_ok(results, out)
+    assert not (out / "tables" / "outcomes.csv").exists()
 
 
 # ---- missing artifacts and empty results ----------------------------------------------------------------------

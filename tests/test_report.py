@@ -33,6 +33,9 @@ class Page(HTMLParser):
         super().__init__()
         self.metrics, self.images, self.sections, self.rows = [], [], {}, []
         self.runs_by_section: dict[str, set[str]] = {}
+        self.images_by_section: dict[str, list[str]] = {}  # each image's alt text (its caption)
+        self.paragraphs: dict[str, list[str]] = {}  # the text of each <p> in each section
+        self._paragraph = None
         self._metric, self._section, self._in_h2, self._row = None, None, False, None
         self._cell = None
 
@@ -42,9 +45,13 @@ class Page(HTMLParser):
             self._metric = [a["data-metric"], ""]
         elif tag == "img":
             self.images.append(a.get("src", ""))
+            self.images_by_section[self._section].append(a.get("alt", ""))
         elif tag == "section":
             self._section = a["id"]
             self.runs_by_section[self._section] = set()
+            self.images_by_section[self._section], self.paragraphs[self._section] = [], []
+        elif tag == "p":
+            self._paragraph = ""
         elif tag == "h2":
             self._in_h2 = True
             self.sections[self._section] = ""
@@ -63,6 +70,9 @@ class Page(HTMLParser):
             self._metric = None
         elif tag == "h2":
             self._in_h2 = False
+        elif tag == "p" and self._paragraph is not None:
+            self.paragraphs[self._section].append(self._paragraph)
+            self._paragraph = None
         elif tag in ("td", "th") and self._row is not None and self._cell is not None:
             self._row.append(self._cell)
             self._cell = None
@@ -71,6 +81,8 @@ class Page(HTMLParser):
             self._row = None
 
     def handle_data(self, data):
+        if self._paragraph is not None:
+            self._paragraph += data
         if self._metric:
             self._metric[1] += data
         if self._in_h2:
@@ -256,6 +268,68 @@ def test_report_of_a_single_unknown_spec(tmp_path):
     page.feed((out / "report.html").read_text(encoding="utf-8"))
     assert page.sections["spec-mystery"] == "Sweep: mystery" and "missing" not in page.sections
     assert {r.run_id for r in runs} <= page.runs_by_section["spec-mystery"]
+
+
+def test_every_section_of_a_spec_opens_with_its_description(built):
+    page = built["page"]
+    for spec in ("weight_norms", "activations", "depth", "clipping", "long_range", "text", "mystery"):
+        assert page.paragraphs[f"spec-{spec}"][0] == fx.description(spec), spec
+
+
+def test_the_unknown_spec_has_its_outcome_table_and_decay_figure(built):
+    page, runs = built["page"], [r for r in built["runs"] if r.spec == "mystery"]
+    rows = [r for r in page.rows if r[0] == "spec-mystery"]
+    heads = [r for r in rows if r[1] == "run"]
+    assert heads[0][1:] == ["run", "activation", "hidden", "init", "outcome", "val loss", "accuracy",
+                            "chance loss", "chance accuracy"]
+    table = {r[1]: r[3:] for r in rows if len(r) > 3 and r[1] in {run.run_id for run in runs}}  # by full run ID
+    assert set(table) == {r.run_id for r in runs}
+    assert [table[r.run_id][3] for r in runs] == ["ok", "ok", "failed"]
+    captions = page.images_by_section["spec-mystery"]
+    assert len(captions) == 1 and captions[0].startswith("Spec mystery: mean log10 ‖∂h_t/∂h_k‖")
+    assert (built["out"] / "figures" / "decay-mystery.png").is_file()
+
+
+def test_a_new_spec_is_analysed_and_rendered_with_its_description_table_and_figure(tmp_path):
+    """A spec the report has never heard of, as `rnngrad sweep experiments/<new>.yaml` would leave it: every run
+    appears in its outcome table with its grid values, and its decay figure is in its section."""
+    results, out = tmp_path / "results", tmp_path / "reports"
+    runs = fx.write_study(results, [fx.make_run("saturation_probe", activation="sigmoid", gamma_w=g, seed=s)
+                                    for g in (1.0, 4.0, 16.0) for s in (0, 1)]
+                          + [fx.make_run("saturation_probe", outcome="diverged", activation="sigmoid", gamma_w=64.0)])
+    with warnings.catch_warnings():  # an exploding run's losses (1e300) must not overflow a figure's axes
+        warnings.simplefilter("error", RuntimeWarning)
+        assert invoke("analyze", "--results-dir", results, "--out", out).exit_code == 0
+        result = invoke("report", "--analysis-dir", out, "--out", out)
+    assert result.exit_code == 0, result.output
+    html = (out / "report.html").read_text(encoding="utf-8")
+    page = Page()
+    page.feed(html)
+    section = "spec-saturation_probe"
+    assert page.sections[section] == "Sweep: saturation_probe"
+    assert page.paragraphs[section][0] == fx.description("saturation_probe")
+    assert page.paragraphs[section][1].startswith("Sweep spec 'saturation_probe'. 7 runs (6 finished, 1 diverged")
+    rows = {r[1]: r[2:] for r in page.rows if r[0] == section and len(r) > 2 and r[1] in {x.run_id for x in runs}}
+    assert [rows[r.run_id][:4] for r in runs] == [
+        [r.run_id[:8], f"{r.config['gamma_w']:g}", str(r.config["seed"]), r.outcome] for r in runs]
+    ok = runs[0]
+    assert rows[ok.run_id][4:] == [f"{fx.final_loss(ok.config) + 0.02:.4g}", f"{fx.task_success(ok.config):.4g}",
+                                   f"{fx.CHANCE_LOSS['adding']:.4g}", f"{fx.CHANCE_ACCURACY['adding']:.4g}"]
+    captions = page.images_by_section[section]
+    assert len(captions) == 1 and captions[0].startswith("Spec saturation_probe: mean log10 ‖∂h_t/∂h_k‖")
+    figure = out / "figures" / "decay-saturation_probe.png"
+    with Image.open(figure) as im:
+        assert im.format == "PNG"
+    assert {r.run_id for r in runs} <= page.runs_by_section[section]
+    pdf = (out / "report.pdf").read_bytes()
+    assert pdf.count(b"/Subtype /Image") >= len(list((out / "figures").glob("*.png")))
+
+    # the spec gone from the results, its figure and table go too
+    (results / "saturation_probe.parquet").unlink()
+    fx.write_study(results, [fx.make_run("depth", seed=9)])
+    assert invoke("analyze", "--results-dir", results, "--out", out).exit_code == 0
+    assert invoke("report", "--analysis-dir", out, "--out", out).exit_code == 0
+    assert not figure.exists() and not (out / "tables" / "outcomes.csv").exists()
 
 
 def test_the_run_and_the_report_draw_the_same_heatmap_matrix():

@@ -132,6 +132,7 @@ def test_sweep_logs_a_parent_with_nested_children_and_writes_the_table(env):
     assert {"spec", "cell", "run_id", "config_hash", "outcome", "run_dir", "gamma_w", "hidden", "optimizer",
             "final_train_loss", "slope_init", "diverged_at", "observed_regime"} <= set(table.columns)
     assert list(table["gamma_w"]) == GAMMAS and set(table["spec"]) == {"mini"}
+    assert set(table["description"]) == {"a tiny grid for tests"}  # the report's section for the spec opens with it
     for row in table.itertuples():
         folder = env / "results" / row.run_dir
         assert folder == env / "results" / "mini" / "runs" / row.config_hash

@@ -1,7 +1,8 @@
 """Check every logged Jacobian norm against its bounds, and summarise the sweeps for the report.
 
 Input: `results/<spec>.parquet` (one row per run) and each run's folder (docs/internals.md). `analyze` walks the
-runs and applies the pure reductions of reductions.py; `write_analysis` writes `metrics.json` (DVC metrics),
+runs and applies the pure reductions of reductions.py, each spec summarised by its study (studies.py: a study of
+its own, or the generic one); `write_analysis` writes `metrics.json` (DVC metrics),
 `analysis.json` (what the report needs) and `tables/*.csv` (tidy, for DVC plots).
 No mlflow here: the run IDs come from the results tables.
 """
@@ -19,18 +20,18 @@ import pandas as pd
 from ..errors import UserError
 from ..run.files import write_atomic
 from ..run.probe import JACOBIAN_COLUMNS, SIGNAL_COLUMNS
+from . import studies
 from .reductions import (
-    activation_table, bound_violations, clip_table, curve_rows, decay_by_lag, depth_table, finite_median,
-    heatmap_rows, nonfinite_summary, numeric, outcome_counts, rate_comparison, regime_agreement, regime_confusion,
-    rounded_tree, run_gaps, run_labels, success_table, text_headline, tightness_by_lag, weight_norm_table,
+    bound_violations, decay_by_lag, finite_median, heatmap_rows, nonfinite_summary, numeric, outcome_counts,
+    rate_comparison, regime_agreement, regime_confusion, rounded_tree, run_gaps, run_labels, stacked,
+    tightness_by_lag,
 )
 
-KNOWN_SPECS = ("weight_norms", "activations", "depth", "clipping", "long_range", "text")
 HISTORY_COLUMNS = ("iter", "loss")
 RESULT_COLUMNS = ("run_id", "config_hash", "outcome")
 REPORT_VIOLATIONS = 1000  # violations carried into analysis.json (all of them go to tables/violations.csv)
 TABLES = ("runs", "violations", "nonfinite", "missing", "decay", "tightness", "regimes", "heatmaps",
-          "weight_norms", "activations", "success_vs_T", "clip", "clip_curves", "depth", "text_curve")
+          *sorted(studies.table_names()))
 
 
 # ---- reading the results and run folders --------------------------------------------------------------------
@@ -134,7 +135,7 @@ def run_records(results_dir: Path, results: pd.DataFrame) -> tuple[pd.DataFrame,
     """One record per run (results row updated with summary.json) and each run's readable files."""
     records, files = [], {}
     for row in results.to_dict("records"):
-        is_text = row.get("task") == "text" or row["spec"] == "text"
+        is_text = row.get("task") == "text" or studies.study(row["spec"]).reads_samples
         f = files[row["run_id"]] = read_run_files(run_folder(results_dir, row), is_text, row["outcome"] == "failed")
         records.append(row | summary_scalars(f.summary) | {"run_dir": str(f.folder)})
     runs = pd.DataFrame(records)
@@ -151,8 +152,9 @@ def pick_heatmap_runs(runs: pd.DataFrame, n: int = 3) -> list[str]:
     """Up to n finished runs spanning log(gamma_W gamma_phi): the lowest, the one nearest 0, the highest."""
     r = numeric(runs, ["log_rate_init"])
     r = r[(r["outcome"] == "ok") & np.isfinite(r["log_rate_init"])]
-    if (r["spec"] == "weight_norms").sum() >= n:
-        r = r[r["spec"] == "weight_norms"]
+    first = r["spec"].isin(studies.names("heatmap_first"))
+    if first.sum() >= n:
+        r = r[first]
     if r.empty:
         return []
     r = r.sort_values("log_rate_init")
@@ -180,7 +182,7 @@ def check_probes(runs: pd.DataFrame, files: dict[str, RunFiles], heat_ids: list[
         tag = {"run_id": run.run_id, "spec": run.spec}
         jac = f.read("probe/jacobian.parquet", JACOBIAN_COLUMNS)
         signal = f.read("probe/signal.parquet", SIGNAL_COLUMNS)
-        if signal is not None and run.spec == "depth":
+        if signal is not None and studies.study(run.spec).keeps_signal:
             out.signal.append(signal.assign(run_id=run.run_id))
         if jac is None:
             continue
@@ -195,11 +197,6 @@ def check_probes(runs: pd.DataFrame, files: dict[str, RunFiles], heat_ids: list[
     return out
 
 
-def stacked(frames: list[pd.DataFrame], columns: Iterable[str]) -> pd.DataFrame:
-    frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(columns))
-
-
 def missing_table(runs: pd.DataFrame, files: dict[str, RunFiles]) -> pd.DataFrame:
     rows = [{"run_id": r.run_id, "spec": r.spec, "file": str(files[r.run_id].folder / name) + ("/" if not name else ""),
              "problem": problem} for r in runs.itertuples() for name, problem in files[r.run_id].problems]
@@ -208,35 +205,32 @@ def missing_table(runs: pd.DataFrame, files: dict[str, RunFiles]) -> pd.DataFram
 
 def spec_sections(runs: pd.DataFrame, files: dict[str, RunFiles], probes: ProbeResults
                   ) -> tuple[dict[str, pd.DataFrame], dict[str, dict], dict[str, dict]]:
-    """Per-spec tables, numeric headlines (metrics.json) and extra report data (analysis.json), by spec name."""
+    """Per-spec tables, numeric headlines (metrics.json) and extra report data (analysis.json), each spec
+    summarised by its study (studies.py); a table several specs write holds all their rows."""
     tables, heads, extra = {}, {}, {}
+    signal = stacked(probes.signal, SIGNAL_COLUMNS + ("run_id",))
     for spec, sr in runs.groupby("spec", sort=True):
         heads[spec] = {"n_runs": len(sr), "violations": int(sr["violations"].sum()), "outcomes": outcome_counts(sr),
                        "regime_agreement": regime_agreement(sr)["agreement_rate"]}
-        extra[spec] = {"run_ids": sr["run_id"].tolist()}
-        head = None
-        if spec == "weight_norms":
-            tables["weight_norms"], head = weight_norm_table(sr)
-        elif spec == "activations":
-            tables["activations"], head = activation_table(sr)
-        elif spec == "long_range":
-            tables["success_vs_T"], head = success_table(sr)
-        elif spec == "clipping":
-            tables["clip"], head = clip_table(sr)
-            extra[spec]["best_mode"] = head.pop("best_mode")
-            tables["clip_curves"] = stacked([curve_rows(files[r.run_id].history).assign(
-                run_id=r.run_id, clip_mode=r.clip_mode, clip_threshold=r.clip_threshold)
-                for r in sr.itertuples() if files[r.run_id].history is not None], ["iter", "loss", "run_id"])
-        elif spec == "depth":
-            tables["depth"], head = depth_table(stacked(probes.signal, SIGNAL_COLUMNS + ("run_id",)), sr)
-        elif spec == "text":
-            head = text_headline(sr)
-            tables["text_curve"] = stacked([curve_rows(files[r.run_id].history).assign(run_id=r.run_id)
-                                            for r in sr.itertuples() if files[r.run_id].history is not None],
-                                           ["iter", "loss", "run_id"])
-            extra[spec]["samples"] = {r.run_id: files[r.run_id].samples or [] for r in sr.itertuples()}
-        heads[spec] |= {"headline": head} if head else {}
+        ids = sr["run_id"].tolist()
+        extra[spec] = {"run_ids": ids} | spec_description(sr)
+        given = studies.SpecRuns(sr, {i: files[i].history for i in ids if files[i].history is not None},
+                         {i: files[i].samples for i in ids}, signal[signal["run_id"].isin(ids)])
+        summary = studies.study(spec).analyse(given)
+        for name, table in summary.tables.items():
+            tables[name] = stacked([tables[name], table], table.columns) if name in tables else table
+        heads[spec] |= {"headline": summary.headline} if summary.headline else {}
+        extra[spec] |= summary.extra
     return tables, heads, extra
+
+
+def spec_description(runs: pd.DataFrame) -> dict[str, str]:
+    """{"description": the spec's own sentence} from the results table's `description` column (written by the
+    sweep from experiments/<spec>.yaml); {} when no row has one (a table from before the column existed)."""
+    if "description" not in runs:
+        return {}
+    given = [d for d in runs["description"] if isinstance(d, str) and d.strip()]
+    return {"description": given[-1].strip()} if given else {}
 
 
 RUN_COLUMNS = ("run_id", "spec", "cell", "label", "config_hash", "outcome", "task", "activation", "form", "layers",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -23,6 +25,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLoca
 
 from ..run.files import write_atomic
 from ..run.probe import draw_heatmap_panel
+from . import studies
 from .reductions import format_metric, short_value
 
 DPI = 110
@@ -130,9 +133,9 @@ def run_title(info: pd.DataFrame, run_id: str) -> str:
 
 
 def decay_runs(tables: Tables) -> pd.DataFrame:
-    """Runs to draw decay curves for: the weight_norms and activations specs if present, else all runs."""
+    """Runs to draw decay curves for: those of the studies spanning gamma_W if present, else all runs."""
     info = finite(run_info(tables), ["gamma_w"]) if "gamma_w" in run_info(tables) else run_info(tables).iloc[:0]
-    chosen = info[info["spec"].isin(["weight_norms", "activations"])]
+    chosen = info[info["spec"].isin(studies.names("spans_rate"))]
     return chosen if len(chosen) else info
 
 
@@ -142,27 +145,56 @@ def draw_decay(tables: Tables) -> Drawn:
         return None
     runs = runs[runs["run_id"].isin(set(decay["run_id"]))].assign(gamma=lambda r: r["gamma_w"].astype(float))
     cells = runs.groupby([runs["activation"].astype(str), "gamma"]).groups  # (activation, gamma_W) -> rows
-    keys = sorted(cells)[:MAX_PANELS]
-    if not keys:
+    panels = [(f"{act}, γ_W = {short_value(g)}", runs.loc[cells[(act, g)], "run_id"]) for act, g in sorted(cells)]
+    drawn = decay_panels(decay, panels)
+    if drawn is None:
         return None
-    ncol = min(PANEL_COLUMNS, len(keys))
-    nrow = math.ceil(len(keys) / ncol)
-    fig = new_figure(2.5 * ncol + 0.3, 2.1 * nrow + 0.5)
-    axes, drawn = fig.subplots(nrow, ncol, squeeze=False).ravel(), []
-    for ax, (act, g) in zip(axes, keys):
-        for rid in runs.loc[cells[(act, g)], "run_id"]:
-            drawn.append(rid)
-            plot_decay_run(ax, decay[decay["run_id"] == rid])
-        ax.set_title(f"{act}, γ_W = {short_value(g)}", fontsize=8)
-        ax.set(xlabel="lag t − k", ylabel="log10 norm")
-    for ax in axes[len(keys):]:
-        ax.set_visible(False)
-    handles = dict(zip(*reversed(axes[0].get_legend_handles_labels())))
-    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=4, fontsize=8)
     caption = ("Mean log10 ‖∂h_t/∂h_k‖ over the pairs at each lag (top layer) with the product bound "
                "Σ log(‖W‖ max|φ'|) and the global bound (t−k) log(γ_W γ_φ), per activation and γ_W; "
                "the faint line is the trained model.")
-    return fig, caption, drawn
+    return drawn[0], caption, drawn[1]
+
+
+def draw_spec_decay(tables: Tables, spec: str) -> Drawn:
+    """One spec's decay by lag against both bounds, a panel per run label (its grid values, seeds together)."""
+    decay = table(tables, "decay")
+    if decay is None:
+        return None
+    runs = run_info(tables)
+    runs = runs[(runs["spec"].astype(str) == spec) & runs["run_id"].isin(set(decay["run_id"]))]
+    labels = runs["label"].astype(str) if "label" in runs else pd.Series("all", index=runs.index)
+    panels = [(label, runs.loc[labels == label, "run_id"]) for label in dict.fromkeys(labels)]
+    drawn = decay_panels(decay, panels)
+    if drawn is None:
+        return None
+    more = f" (the first {MAX_PANELS} of {len(panels)})" if len(panels) > MAX_PANELS else ""
+    caption = (f"Spec {spec}: mean log10 ‖∂h_t/∂h_k‖ over the pairs at each lag (top layer) with the product bound "
+               f"Σ log(‖W‖ max|φ'|) and the global bound (t−k) log(γ_W γ_φ), per run{more}; the faint line is the "
+               "trained model.")
+    return drawn[0], caption, drawn[1]
+
+
+def decay_panels(decay: pd.DataFrame, panels: list[tuple[str, Iterable[str]]]) -> tuple[Figure, list[str]] | None:
+    """A grid of decay plots, one panel per (title, run IDs) with those runs' curves (the first MAX_PANELS,
+    PANEL_COLUMNS to a row) and one legend below; returns (figure, run IDs drawn), or None without panels."""
+    panels = panels[:MAX_PANELS]
+    if not panels:
+        return None
+    ncol = min(PANEL_COLUMNS, len(panels))
+    nrow = math.ceil(len(panels) / ncol)
+    fig = new_figure(2.5 * ncol + 0.3, 2.1 * nrow + 0.5)
+    axes, drawn = fig.subplots(nrow, ncol, squeeze=False).ravel(), []
+    for ax, (title, ids) in zip(axes, panels):
+        for rid in ids:
+            drawn.append(rid)
+            plot_decay_run(ax, decay[decay["run_id"] == rid])
+        ax.set_title(textwrap.fill(title, 34), fontsize=8)
+        ax.set(xlabel="lag t − k", ylabel="log10 norm")
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    handles = dict(zip(*reversed(axes[0].get_legend_handles_labels())))
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=4, fontsize=8)
+    return fig, drawn
 
 
 def plot_decay_run(ax, d: pd.DataFrame) -> None:
@@ -401,10 +433,16 @@ DRAWERS: dict[str, Callable[[Tables], Drawn]] = {
 
 
 def draw_figures(tables: Tables, out_dir: Path) -> dict[str, FigureFile]:
-    """Draw every figure the tables allow into out_dir/<name>.png; stale known figures are removed."""
+    """Draw every figure the tables allow into out_dir/<name>.png, and each generic spec's decay figure
+    (studies.decay_figure); stale figures of these names are removed."""
+    drawers = dict(DRAWERS)
+    specs = run_info(tables)["spec"].astype(str) if "spec" in run_info(tables) else pd.Series(dtype=str)
+    for spec in dict.fromkeys(specs):
+        if not studies.is_known(spec):
+            drawers[studies.decay_figure(spec)] = partial(draw_spec_decay, spec=spec)
     drawn = {}
     with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=0.95):
-        for name, draw in DRAWERS.items():
+        for name, draw in drawers.items():
             result = draw(tables)
             path = out_dir / f"{name}.png"
             if result is None:
@@ -413,4 +451,7 @@ def draw_figures(tables: Tables, out_dir: Path) -> dict[str, FigureFile]:
             fig, caption, ids = result
             write_atomic(path, png_bytes(fig))
             drawn[name] = FigureFile(name, path, caption, tuple(dict.fromkeys(ids)))
+    for path in out_dir.glob(studies.decay_figure("*") + ".png"):
+        if path.stem not in drawn:  # a spec no longer in the results
+            path.unlink()
     return drawn

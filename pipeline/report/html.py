@@ -1,108 +1,28 @@
 """The report's content as sections (shared with the PDF), and their rendering as one self-contained HTML file.
 
-`build_sections` turns `rnngrad analyze`'s outputs into a list of `Section`s made of paragraphs, tables, figures
-and preformatted text. Numbers quoted from metrics.json are `Metric(key)` parts, printed by
-`reductions.format_metric`, so the report shows exactly what metrics.json holds; run IDs are `RunRef` parts.
-`render_html` writes them with inline CSS and figures as base64 data URIs: the file opens offline and prints.
+`build_sections` turns `rnngrad analyze`'s outputs into a list of `Section`s (document.py): the checks across
+all runs, then one section per sweep spec, as its study (studies.py) says. `render_html` writes them with inline
+CSS and figures as base64 data URIs: the file opens offline and prints.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import math
-from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import pandas as pd
 
-from .analysis import KNOWN_SPECS
-from .reductions import format_metric
+from ..engine.jacobian import BOUND_RTOL
+from . import studies
+from .document import (
+    Bullets, Inline, Metric, Paragraph, Preformatted, RunRef, Section, Table, cell, frame_table, joined, metric_value,
+)
 from .figures import FigureFile
+from .reductions import format_metric
 
 TITLE = "rnngrad: vanishing and exploding gradients in vanilla RNNs"
 MAX_LISTED = 200  # violation / missing-artifact rows shown in the report (the CSV tables hold all)
-
-
-# ---- the document model -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Metric:
-    key: str  # dotted path into metrics.json, e.g. "tightness.median_gap_global_decades"
-
-
-@dataclass(frozen=True)
-class RunRef:
-    run_id: str  # full MLflow run ID; shown as its first 8 characters
-
-
-Inline = Union[str, Metric, RunRef]
-
-
-@dataclass
-class Paragraph:
-    parts: list[Inline]
-
-
-@dataclass
-class Bullets:
-    items: list[list[Inline]]
-
-
-@dataclass
-class Table:
-    columns: list[str]
-    rows: list[list[Inline]]
-    caption: str = ""
-
-
-@dataclass
-class Preformatted:
-    heading: str
-    text: str
-
-
-@dataclass
-class Section:
-    anchor: str
-    title: str
-    blocks: list = field(default_factory=list)  # Paragraph | Bullets | Table | FigureFile | Preformatted
-    run_ids: list[str] = field(default_factory=list)  # the MLflow runs behind the section
-
-
-def metric_value(metrics: dict, key: str) -> tuple[bool, Any]:
-    """(found, value) of a dotted key in metrics.json."""
-    node: Any = metrics
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False, None
-        node = node[part]
-    return True, node
-
-
-def plain_text(part: Inline, metrics: dict) -> str:
-    if isinstance(part, Metric):
-        return format_metric(metric_value(metrics, part.key)[1])
-    if isinstance(part, RunRef):
-        return part.run_id[:8]
-    return part
-
-
-def cell(value: Any) -> Inline:
-    """A table cell: floats and ints through format_metric, missing values as a dash."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return format_metric(value)
-    return str(value)
-
-
-def frame_table(df: pd.DataFrame, columns: dict[str, str], caption: str = "") -> Table:
-    """A DataFrame as a Table: `columns` maps column name -> heading (absent columns are skipped)."""
-    cols = [c for c in columns if c in df]
-    rows = [[cell(v.item() if hasattr(v, "item") else v) for v in row] for row in df[cols].itertuples(index=False)]
-    return Table([columns[c] for c in cols], rows, caption)
 
 
 # ---- the content --------------------------------------------------------------------------------------------
@@ -114,7 +34,7 @@ def build_sections(metrics: dict, report: dict, tables: dict[str, pd.DataFrame],
     runs = tables["runs"]
     all_ids = runs["run_id"].tolist()
     checked = runs.loc[runs["n_probes"] > 0, "run_id"].tolist()
-    specs = [s for s in KNOWN_SPECS if s in report["specs"]] + sorted(set(report["specs"]) - set(KNOWN_SPECS))
+    specs = studies.report_order(report["specs"])
     sections = [summary_section(metrics, specs, all_ids), bound_section(metrics, report, figures, checked),
                 tightness_section(figures, checked), rate_section(figures, runs),
                 regime_section(metrics, report, tables)]
@@ -158,48 +78,20 @@ def spec_headline(spec: str, metrics: dict) -> list[Inline]:
     base: list[Inline] = [Metric(f"{p}.n_runs"), " runs (", Metric(f"{p}.outcomes.ok"), " finished, ",
                           Metric(f"{p}.outcomes.diverged"), " diverged, ", Metric(f"{p}.outcomes.failed"),
                           " failed), ", Metric(f"{p}.violations"), " bound violations"]
-    if not found or not isinstance(head, dict):
+    tail = studies.study(spec).headline
+    if not found or not isinstance(head, dict) or tail is None:
         return base + ["."]
-    if spec == "weight_norms":
-        extra = ["regime agreement ", Metric(f"{h}.regime_agreement"), ", correlation of slope with log(γ_W γ_φ) r = ",
-                 Metric(f"{h}.slope_log_rate_corr")]
-    elif spec == "activations":
-        extra = ["median decay slope (nats/step) "] + joined([[f"{a} ", Metric(f"{h}.{a}.slope")] for a in head])
-    elif spec == "long_range":
-        extra = joined([[f"{t}: success ", Metric(f"{h}.{t}.success_at_min_T"), " at T = ", Metric(f"{h}.{t}.min_T"),
-                         " and ", Metric(f"{h}.{t}.success_at_max_T"), " at T = ", Metric(f"{h}.{t}.max_T"),
-                         " (chance ", Metric(f"{h}.{t}.chance"), "), longest T solved ",
-                         Metric(f"{h}.{t}.longest_T_solved")] for t in head])
-    elif spec == "clipping":
-        extra = ["unclipped: final loss ", Metric(f"{h}.unclipped_final_loss"), ", divergence rate ",
-                 Metric(f"{h}.diverged_unclipped"), "; clipped: divergence rate ", Metric(f"{h}.diverged_clipped"),
-                 ", best final loss ", Metric(f"{h}.best_final_loss"), " at threshold ", Metric(f"{h}.best_threshold")]
-    elif spec == "depth":
-        extra = ["with ", Metric(f"{h}.max_layers"), " layers, log10 ‖∂E/∂h_0‖ at the top layer minus that at the "
-                 "bottom (input) layer is ", Metric(f"{h}.top_minus_bottom_decades"),
-                 " decades (negative: the gradient reaching the top layer's first state is the smaller)"]
-    elif spec == "text":
-        extra = ["final training loss ", Metric(f"{h}.final_train_loss"), ", validation loss ",
-                 Metric(f"{h}.final_val_loss"), " nats/char (chance ", Metric(f"{h}.chance_loss"),
-                 "), validation accuracy ", Metric(f"{h}.val_accuracy")]
-    else:
-        extra = []
+    extra = tail(h, head)
     return base + ([": "] + extra if extra else []) + ["."]
-
-
-def joined(groups: list[list[Inline]], sep: str = "; ") -> list[Inline]:
-    out: list[Inline] = []
-    for i, g in enumerate(groups):
-        out += ([sep] if i else []) + g
-    return out
 
 
 def bound_section(metrics: dict, report: dict, figures: dict[str, FigureFile], ids: list[str]) -> Section:
     m = Metric
     blocks: list = [Paragraph([
         "For every run, probe (init, final), layer and pair k < t we check log‖∂h_t/∂h_k‖ ≤ Σ_i log(‖W‖₂ max_j "
-        "|φ'_j|) ≤ (t−k) log(γ_W γ_φ), allowing 1e-9 relative rounding. Violations: ", m("violations"), " (",
-        m("violations_measured_gt_product"), " measured above the product bound, ", m("violations_product_gt_global"),
+        "|φ'_j|) ≤ (t−k) log(γ_W γ_φ), allowing ", relative(BOUND_RTOL), " relative rounding. Violations: ",
+        m("violations"), " (", m("violations_measured_gt_product"), " measured above the product bound, ",
+        m("violations_product_gt_global"),
         " product above global); the runs themselves reported ", m("violations_reported_by_runs"), "."])]
     if report["violations"]:
         shown = report["violations"][:MAX_LISTED]
@@ -263,53 +155,30 @@ def regime_section(metrics: dict, report: dict, tables: dict[str, pd.DataFrame])
     return Section("regimes", "Regimes: predicted against observed", blocks, ids)
 
 
-SPEC_TEXT = {
-    "weight_norms": "How the recurrent weight norm γ_W sets the decay rate, per activation.",
-    "activations": "Every activation (their γ_φ differ) across the γ_W grid.",
-    "depth": "Stacked layers: the gradient signal reaching each layer.",
-    "clipping": "Gradient clipping by global norm or elementwise, against none.",
-    "long_range": "Long-range tasks: success as the sequence length T grows, against chance.",
-    "text": "A character-level text model (min-char-rnn style): loss and samples over training.",
-}
-SPEC_TABLES = {
-    "weight_norms": ("weight_norms", {"activation": "activation", "gamma_w": "γ_W", "slope": "slope",
-                                      "lyapunov": "Lyapunov", "log_rate": "log(γ_W γ_φ)", "n_runs": "runs"}),
-    "activations": ("activations", {"activation": "activation", "slope": "slope", "lyapunov": "Lyapunov",
-                                    "log_rate": "log(γ_W γ_φ)", "accuracy": "accuracy",
-                                    "final_val_loss": "val loss", "n_ok": "finished", "n_runs": "runs"}),
-    "long_range": ("success_vs_T", {"task": "task", "label": "runs of", "T": "T", "success_rate": "success",
-                                    "chance": "chance", "n_runs": "runs"}),
-    "clipping": ("clip", {"clip_mode": "mode", "clip_threshold": "threshold", "final_loss": "final loss",
-                          "diverged_fraction": "diverged", "n_runs": "runs"}),
-}
-SPEC_FIGURES = {"activations": ["activations"], "depth": ["depth"], "clipping": ["clip_curves", "clip_final"],
-                "long_range": ["success_vs_T"], "text": ["text_curve"]}
+def relative(rtol: float) -> str:
+    """A tolerance as the report writes it: 1e-9, not 1e-09."""
+    mantissa, exponent = f"{rtol:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def spec_section(spec: str, metrics: dict, report: dict, tables: dict[str, pd.DataFrame],
                  figures: dict[str, FigureFile]) -> Section:
-    blocks: list = [Paragraph([SPEC_TEXT.get(spec, f"Sweep spec {spec!r}.") + " "] + spec_headline(spec, metrics))]
-    name, columns = SPEC_TABLES.get(spec, (None, None))
+    """The spec's description (from its experiments/<spec>.yaml), then what its study shows: the headline
+    sentence, its tables, figures and text samples."""
+    study, given = studies.study(spec), report["specs"][spec]
+    blocks: list = [Paragraph([given["description"]])] if given.get("description") else []
+    blocks.append(Paragraph([study.text + " "] + spec_headline(spec, metrics)))
+    name, columns = study.table or (None, None)
     if name in tables and len(tables[name]):
         t = tables[name]  # columns with no value in any row (accuracy of untrained probes) are left out
         blocks.append(frame_table(t, {k: v for k, v in columns.items() if k in t and t[k].notna().any()}))
-    if spec == "depth" and "depth" in tables and len(tables["depth"]):
-        init = tables["depth"][tables["depth"]["when"] == "init"]
-        med = init.groupby(["layers", "layer"], as_index=False)[["log10_signal_first", "log10_signal_mean"]].median()
-        blocks.append(frame_table(med, {"layers": "depth", "layer": "layer", "log10_signal_first": "log10 ‖∂E/∂h_0‖",
-                                        "log10_signal_mean": "mean over k"},
-                                  "Initial model, median over seeds (layer 0 reads the input)"))
-    if spec not in KNOWN_SPECS:
-        runs = tables["runs"][tables["runs"]["spec"] == spec]
-        blocks.append(frame_table(runs, {"label": "run", "outcome": "outcome", "log_rate_init": "log(γ_W γ_φ)",
-                                         "slope_init": "slope", "predicted_regime": "predicted",
-                                         "observed_regime": "observed", "violations": "violations"}))
-    blocks += [figures[n] for n in SPEC_FIGURES.get(spec, []) if n in figures]
-    for run_id, samples in report["specs"][spec].get("samples", {}).items():
+    blocks += study.more_tables(spec, given, tables) if study.more_tables else []
+    blocks += [figures[n] for n in study.figures if n in figures]
+    for run_id, samples in given.get("samples", {}).items():
         for s in samples:
             blocks.append(Preformatted(f"Sample from run {run_id[:8]} at iteration {s.get('iter')}",
                                        str(s.get("text", ""))))
-    return Section(f"spec-{spec}", f"Sweep: {spec}", blocks, report["specs"][spec]["run_ids"])
+    return Section(f"spec-{spec}", f"Sweep: {spec}", blocks, given["run_ids"])
 
 
 def missing_section(metrics: dict, report: dict) -> Section:

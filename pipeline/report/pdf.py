@@ -1,4 +1,4 @@
-"""The report as a PDF: the same sections and figures as the HTML (report_html.build_sections), with fpdf2.
+"""The report as a PDF: the same sections and figures as the HTML (html.build_sections), with fpdf2.
 
 Text is set in DejaVu Sans, the TTF that ships inside matplotlib, so ‖, ≤, γ and φ print as they do in the HTML
 (fpdf2's core fonts are latin-1 only). Each section is a PDF bookmark (the outline a viewer shows).
@@ -16,7 +16,8 @@ from fpdf import FPDF, FontFace
 from PIL import Image
 
 from .figures import DPI, FigureFile
-from .html import TITLE, Bullets, Inline, Paragraph, Preformatted, Section, Table, plain_text
+from .document import Bullets, Inline, Paragraph, Preformatted, Section, Table, plain_text
+from .html import TITLE
 
 FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 FONTS = {("sans", ""): "DejaVuSans.ttf", ("sans", "B"): "DejaVuSans-Bold.ttf", ("sans", "I"): "DejaVuSans-Oblique.ttf",

@@ -178,10 +178,15 @@ def outcome_counts(runs: pd.DataFrame) -> dict[str, int]:
 # ---- per-spec summaries (each takes that spec's runs) --------------------------------------------------------
 
 
+def varied_fields(runs: pd.DataFrame) -> list[str]:
+    """RunConfig fields that vary across these runs (a sweep's grid axes), in RunConfig order."""
+    return [c for c in CONFIG_FIELDS if c in runs and runs[c].astype(str).nunique() > 1]
+
+
 def label_fields(runs: pd.DataFrame, exclude: Iterable[str] = ()) -> list[str]:
     """RunConfig fields that vary across these runs, seeds and `exclude` left out."""
     skip = set(exclude) | set(SEED_FIELDS)
-    return [c for c in CONFIG_FIELDS if c in runs and c not in skip and runs[c].astype(str).nunique() > 1]
+    return [c for c in varied_fields(runs) if c not in skip]
 
 
 def short_value(v: Any) -> str:
@@ -202,6 +207,12 @@ def grouped(runs: pd.DataFrame, keys: list[str], **aggs) -> pd.DataFrame:
     """groupby with NaN keys kept, plus n_runs and the ';'-joined run IDs behind each row."""
     g = runs.groupby(keys, as_index=False, dropna=False, sort=True)
     return g.agg(**aggs, n_runs=("run_id", "size"), run_ids=("run_id", ";".join))
+
+
+def stacked(frames: list[pd.DataFrame], columns: Iterable[str]) -> pd.DataFrame:
+    """The non-empty frames one under the other; an empty table with `columns` when there are none."""
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(columns))
 
 
 def numeric(runs: pd.DataFrame, cols: Iterable[str]) -> pd.DataFrame:
@@ -289,6 +300,18 @@ def depth_table(signal: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame,
 def text_headline(runs: pd.DataFrame) -> dict:
     r = numeric(runs, ["final_train_loss", "final_val_loss", "chance_loss", "val_accuracy"])
     return {k: finite_median(r[k]) for k in ("final_train_loss", "final_val_loss", "chance_loss", "val_accuracy")}
+
+
+OUTCOME_COLUMNS = ("outcome", "final_val_loss", "val_accuracy", "chance_loss", "chance_accuracy")
+
+
+def outcome_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Per run, in the given order: run_id, spec, the config fields that vary across these runs (seeds included:
+    the grid), outcome, final validation loss and accuracy, and chance loss and accuracy. Also returns the
+    varying fields' names."""
+    fields = varied_fields(runs)
+    r = numeric(runs, OUTCOME_COLUMNS[1:])
+    return r[["run_id", "spec", *fields, *OUTCOME_COLUMNS]].reset_index(drop=True), fields
 
 
 def curve_rows(history: pd.DataFrame, points: int = CURVE_POINTS) -> pd.DataFrame:

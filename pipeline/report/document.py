@@ -1,0 +1,99 @@
+"""The report's document model, shared by the HTML and the PDF: sections made of paragraphs, bullets, tables,
+figures and preformatted text. Numbers quoted from metrics.json are `Metric(key)` parts, printed by
+`reductions.format_metric`, so the report shows exactly what metrics.json holds; run IDs are `RunRef` parts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import pandas as pd
+
+from .reductions import format_metric
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str  # dotted path into metrics.json, e.g. "tightness.median_gap_global_decades"
+
+
+@dataclass(frozen=True)
+class RunRef:
+    run_id: str  # full MLflow run ID; shown as its first 8 characters
+
+
+Inline = Union[str, Metric, RunRef]
+
+
+@dataclass
+class Paragraph:
+    parts: list[Inline]
+
+
+@dataclass
+class Bullets:
+    items: list[list[Inline]]
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[Inline]]
+    caption: str = ""
+
+
+@dataclass
+class Preformatted:
+    heading: str
+    text: str
+
+
+@dataclass
+class Section:
+    anchor: str
+    title: str
+    blocks: list = field(default_factory=list)  # Paragraph | Bullets | Table | FigureFile | Preformatted
+    run_ids: list[str] = field(default_factory=list)  # the MLflow runs behind the section
+
+
+def metric_value(metrics: dict, key: str) -> tuple[bool, Any]:
+    """(found, value) of a dotted key in metrics.json."""
+    node: Any = metrics
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def plain_text(part: Inline, metrics: dict) -> str:
+    if isinstance(part, Metric):
+        return format_metric(metric_value(metrics, part.key)[1])
+    if isinstance(part, RunRef):
+        return part.run_id[:8]
+    return part
+
+
+def cell(value: Any) -> Inline:
+    """A table cell: floats and ints through format_metric, missing values as a dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format_metric(value)
+    return str(value)
+
+
+def frame_table(df: pd.DataFrame, columns: dict[str, str], caption: str = "") -> Table:
+    """A DataFrame as a Table: `columns` maps column name -> heading (absent columns are skipped)."""
+    cols = [c for c in columns if c in df]
+    rows = [[cell(v.item() if hasattr(v, "item") else v) for v in row] for row in df[cols].itertuples(index=False)]
+    return Table([columns[c] for c in cols], rows, caption)
+
+
+def joined(groups: list[list[Inline]], sep: str = "; ") -> list[Inline]:
+    out: list[Inline] = []
+    for i, g in enumerate(groups):
+        out += ([sep] if i else []) + g
+    return out

@@ -1,0 +1,252 @@
+"""The studies the report knows by name, and the generic study every other sweep spec gets.
+
+The only module in report/ that names sweep specs: analysis.py asks `study(spec)` how to summarise a spec's runs,
+html.py what the spec's section shows, figures.py and analysis.py which specs' runs to prefer for the figures
+that span gamma_W. A spec with no record here (a new experiments/<name>.yaml) gets the generic study: a table of
+every run's grid values and outcome, and a figure of its decay by lag against both bounds. Every section, known
+or not, opens with the spec's own `description` (the results table's `description` column).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import pandas as pd
+
+from .document import Inline, Metric, RunRef, Table, cell, frame_table, joined
+from .reductions import (
+    activation_table, clip_table, curve_rows, depth_table, outcome_table, stacked, success_table, text_headline,
+    weight_norm_table,
+)
+
+Tables = dict[str, pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class SpecRuns:
+    """What a study's analysis reads: one spec's runs and what could be read of their folders."""
+
+    runs: pd.DataFrame  # the spec's rows of the runs table (results row + summary.json), in results order
+    histories: dict[str, pd.DataFrame]  # run_id -> history.csv, for the runs with a readable one, in run order
+    samples: dict[str, list | None]  # run_id -> samples.json for every run (None: not read, or unreadable)
+    signal: pd.DataFrame  # SIGNAL_COLUMNS + run_id of the spec's runs (empty unless the study keeps_signal)
+
+
+@dataclass(frozen=True)
+class SpecSummary:
+    """A study's analysis of one spec."""
+
+    tables: Tables  # tables/<name>.csv (one table name may gather several specs' rows, with a spec column)
+    headline: dict | None = None  # metrics.json specs.<spec>.headline; None: no headline numbers
+    extra: dict = field(default_factory=dict)  # analysis.json specs.<spec>: what the section needs besides tables
+
+
+@dataclass(frozen=True)
+class Study:
+    """How the analysis summarises one sweep spec and what its section of the report shows."""
+
+    name: str  # the spec's name (experiments/<name>.yaml)
+    text: str  # what the section shows, printed before the headline sentence
+    analyse: Callable[[SpecRuns], SpecSummary]  # the spec's tables, headline numbers and report data
+    writes: tuple[str, ...]  # the names of the tables `analyse` returns
+    headline: Callable[[str, dict], list[Inline]] | None = None  # the headline sentence's tail, from the metrics
+    # key of the headline ("specs.<name>.headline") and the headline dict itself (for its keys)
+    table: tuple[str, dict[str, str]] | None = None  # the section's main table: name in tables/, column -> heading
+    more_tables: Callable[[str, dict, Tables], list[Table]] | None = None  # (spec, analysis.json specs.<spec>,
+    # tables) -> further tables of the section, after the main one
+    figures: tuple[str, ...] = ()  # names of figures.draw_figures' figures shown in the section
+    reads_samples: bool = False  # read each run's samples.json (text models)
+    keeps_signal: bool = False  # keep each run's BPTT signal (probe/signal.parquet) for the analysis
+    spans_rate: bool = False  # its runs span gamma_W: the bound section's decay panels are drawn from them
+    heatmap_first: bool = False  # its runs are the first choice for the bound section's heatmaps
+
+
+# ---- the known studies ----------------------------------------------------------------------------------------
+
+
+def curves(d: SpecRuns, *columns: str) -> pd.DataFrame:
+    """Each run's loss curve (curve_rows) tagged with its run_id and the given runs-table columns."""
+    info = d.runs.set_index("run_id")
+    return stacked([curve_rows(h).assign(run_id=rid, **{c: info.at[rid, c] for c in columns})
+                    for rid, h in d.histories.items()], ["iter", "loss", "run_id"])
+
+
+def weight_norms_summary(d: SpecRuns) -> SpecSummary:
+    table, head = weight_norm_table(d.runs)
+    return SpecSummary({"weight_norms": table}, head)
+
+
+def weight_norms_headline(h: str, head: dict) -> list[Inline]:
+    return ["regime agreement ", Metric(f"{h}.regime_agreement"), ", correlation of slope with log(γ_W γ_φ) r = ",
+            Metric(f"{h}.slope_log_rate_corr")]
+
+
+def activations_summary(d: SpecRuns) -> SpecSummary:
+    table, head = activation_table(d.runs)
+    return SpecSummary({"activations": table}, head)
+
+
+def activations_headline(h: str, head: dict) -> list[Inline]:
+    return ["median decay slope (nats/step) "] + joined([[f"{a} ", Metric(f"{h}.{a}.slope")] for a in head])
+
+
+def long_range_summary(d: SpecRuns) -> SpecSummary:
+    table, head = success_table(d.runs)
+    return SpecSummary({"success_vs_T": table}, head)
+
+
+def long_range_headline(h: str, head: dict) -> list[Inline]:
+    return joined([[f"{t}: success ", Metric(f"{h}.{t}.success_at_min_T"), " at T = ", Metric(f"{h}.{t}.min_T"),
+                    " and ", Metric(f"{h}.{t}.success_at_max_T"), " at T = ", Metric(f"{h}.{t}.max_T"),
+                    " (chance ", Metric(f"{h}.{t}.chance"), "), longest T solved ",
+                    Metric(f"{h}.{t}.longest_T_solved")] for t in head])
+
+
+def clipping_summary(d: SpecRuns) -> SpecSummary:
+    table, head = clip_table(d.runs)
+    best_mode = head.pop("best_mode")
+    return SpecSummary({"clip": table, "clip_curves": curves(d, "clip_mode", "clip_threshold")},
+                   head, {"best_mode": best_mode})
+
+
+def clipping_headline(h: str, head: dict) -> list[Inline]:
+    return ["unclipped: final loss ", Metric(f"{h}.unclipped_final_loss"), ", divergence rate ",
+            Metric(f"{h}.diverged_unclipped"), "; clipped: divergence rate ", Metric(f"{h}.diverged_clipped"),
+            ", best final loss ", Metric(f"{h}.best_final_loss"), " at threshold ", Metric(f"{h}.best_threshold")]
+
+
+def depth_summary(d: SpecRuns) -> SpecSummary:
+    table, head = depth_table(d.signal, d.runs)
+    return SpecSummary({"depth": table}, head)
+
+
+def depth_headline(h: str, head: dict) -> list[Inline]:
+    return ["with ", Metric(f"{h}.max_layers"), " layers, log10 ‖∂E/∂h_0‖ at the top layer minus that at the "
+            "bottom (input) layer is ", Metric(f"{h}.top_minus_bottom_decades"),
+            " decades (negative: the gradient reaching the top layer's first state is the smaller)"]
+
+
+def depth_layers(spec: str, report: dict, tables: Tables) -> list[Table]:
+    """The initial model's signal per depth and layer, median over seeds."""
+    depth = tables.get("depth")
+    if depth is None or not len(depth):
+        return []
+    init = depth[depth["when"] == "init"]
+    med = init.groupby(["layers", "layer"], as_index=False)[["log10_signal_first", "log10_signal_mean"]].median()
+    return [frame_table(med, {"layers": "depth", "layer": "layer", "log10_signal_first": "log10 ‖∂E/∂h_0‖",
+                              "log10_signal_mean": "mean over k"},
+                        "Initial model, median over seeds (layer 0 reads the input)")]
+
+
+def text_summary(d: SpecRuns) -> SpecSummary:
+    return SpecSummary({"text_curve": curves(d)}, text_headline(d.runs),
+                   {"samples": {rid: s or [] for rid, s in d.samples.items()}})
+
+
+def text_headline_parts(h: str, head: dict) -> list[Inline]:
+    return ["final training loss ", Metric(f"{h}.final_train_loss"), ", validation loss ",
+            Metric(f"{h}.final_val_loss"), " nats/char (chance ", Metric(f"{h}.chance_loss"),
+            "), validation accuracy ", Metric(f"{h}.val_accuracy")]
+
+
+STUDIES = (  # in report order
+    Study("weight_norms", "How the recurrent weight norm γ_W sets the decay rate, per activation.",
+          weight_norms_summary, ("weight_norms",), weight_norms_headline,
+          table=("weight_norms", {"activation": "activation", "gamma_w": "γ_W", "slope": "slope",
+                                  "lyapunov": "Lyapunov", "log_rate": "log(γ_W γ_φ)", "n_runs": "runs"}),
+          spans_rate=True, heatmap_first=True),
+    Study("activations", "Every activation (their γ_φ differ) across the γ_W grid.",
+          activations_summary, ("activations",), activations_headline,
+          table=("activations", {"activation": "activation", "slope": "slope", "lyapunov": "Lyapunov",
+                                 "log_rate": "log(γ_W γ_φ)", "accuracy": "accuracy",
+                                 "final_val_loss": "val loss", "n_ok": "finished", "n_runs": "runs"}),
+          figures=("activations",), spans_rate=True),
+    Study("depth", "Stacked layers: the gradient signal reaching each layer.",
+          depth_summary, ("depth",), depth_headline, more_tables=depth_layers, figures=("depth",), keeps_signal=True),
+    Study("clipping", "Gradient clipping by global norm or elementwise, against none.",
+          clipping_summary, ("clip", "clip_curves"), clipping_headline,
+          table=("clip", {"clip_mode": "mode", "clip_threshold": "threshold", "final_loss": "final loss",
+                          "diverged_fraction": "diverged", "n_runs": "runs"}),
+          figures=("clip_curves", "clip_final")),
+    Study("long_range", "Long-range tasks: success as the sequence length T grows, against chance.",
+          long_range_summary, ("success_vs_T",), long_range_headline,
+          table=("success_vs_T", {"task": "task", "label": "runs of", "T": "T", "success_rate": "success",
+                                  "chance": "chance", "n_runs": "runs"}),
+          figures=("success_vs_T",)),
+    Study("text", "A character-level text model (min-char-rnn style): loss and samples over training.",
+          text_summary, ("text_curve",), text_headline_parts, figures=("text_curve",), reads_samples=True),
+)
+KNOWN = {s.name: s for s in STUDIES}
+
+
+# ---- the generic study ----------------------------------------------------------------------------------------
+
+OUTCOMES_TABLE = "outcomes"  # tables/outcomes.csv: one row per run of every spec without a study of its own
+
+
+def generic_summary(d: SpecRuns) -> SpecSummary:
+    table, varied = outcome_table(d.runs)
+    return SpecSummary({OUTCOMES_TABLE: table}, None, {"varied": varied})
+
+
+def generic_tables(spec: str, report: dict, tables: Tables) -> list[Table]:
+    """Every run's grid values and outcome; then its bound numbers and regimes."""
+    out = []
+    outcomes = tables.get(OUTCOMES_TABLE)
+    if outcomes is not None and len(outcomes):
+        t = outcomes[outcomes["spec"].astype(str) == spec]
+        shown = {"final_val_loss": "val loss", "val_accuracy": "accuracy", "chance_loss": "chance loss",
+                 "chance_accuracy": "chance accuracy"}
+        shown = {k: v for k, v in shown.items() if k in t and t[k].notna().any()}  # e.g. no accuracy untrained
+        varied = [c for c in report.get("varied", []) if c in t]
+        rows = [[RunRef(str(r["run_id"]))] + [cell(r[c]) for c in varied] + [str(r["outcome"])]
+                + [cell(r[c]) for c in shown] for r in t.to_dict("records")]
+        out.append(Table(["run"] + varied + ["outcome"] + list(shown.values()), rows,
+                         "Every run: the grid values that vary, its outcome, and validation loss and accuracy "
+                         "against chance"))
+    runs = tables["runs"][tables["runs"]["spec"] == spec]
+    out.append(frame_table(runs, {"label": "run", "outcome": "outcome", "log_rate_init": "log(γ_W γ_φ)",
+                                  "slope_init": "slope", "predicted_regime": "predicted",
+                                  "observed_regime": "observed", "violations": "violations"},
+                           "Every run's initial model: the bound's rate, the fitted decay slope, the regimes and the "
+                           "bound violations"))
+    return out
+
+
+GENERIC = Study("", "", generic_summary, (OUTCOMES_TABLE,), more_tables=generic_tables)
+
+
+def decay_figure(spec: str) -> str:
+    """The name of a generic spec's decay figure (figures/decay-<spec>.png); known figure names have no hyphen."""
+    return f"decay-{spec}"
+
+
+# ---- what the rest of report/ asks -----------------------------------------------------------------------------
+
+
+def study(spec: str) -> Study:
+    """The spec's study: its own, else the generic one (named after it, with its decay figure)."""
+    if spec in KNOWN:
+        return KNOWN[spec]
+    return replace(GENERIC, name=spec, text=f"Sweep spec {spec!r}.", figures=(decay_figure(spec),))
+
+
+def is_known(spec: str) -> bool:
+    return spec in KNOWN
+
+
+def report_order(specs) -> list[str]:
+    """The known studies in their order, then any other spec by name."""
+    specs = set(specs)
+    return [s.name for s in STUDIES if s.name in specs] + sorted(specs - set(KNOWN))
+
+
+def names(flag: str) -> list[str]:
+    """The known studies with a flag set, e.g. names("spans_rate")."""
+    return [s.name for s in STUDIES if getattr(s, flag)]
+
+
+def table_names() -> set[str]:
+    """Every per-spec table the analysis may write (stale ones are removed when a spec is gone)."""
+    return {name for s in (*STUDIES, GENERIC) for name in s.writes}
