@@ -292,7 +292,7 @@ def test_params_specs_choose_the_specs(project):
     ("specs: [small, small]\n", ["params.yaml: specs[1]: 'small' is listed twice"]),
     ("specs: small\n", ["params.yaml: specs: expected a non-empty list of spec names"]),
     ("specs: []\n", ["params.yaml: specs: expected a non-empty list"]),
-    ("specs: [[small]]\n", ["params.yaml: specs[0]: no spec"]),
+    ("specs: [[small]]\n", ["params.yaml: specs[0]: ['small'] is not a spec name", "one of: small"]),
     ("- specs\n", ["params.yaml: expected a mapping"]),
     ("specs: [unclosed\n", ["params.yaml: malformed YAML"]),
 ])

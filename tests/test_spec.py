@@ -187,6 +187,16 @@ def test_a_spec_is_its_file_plus_its_name_in_params():
     assert "specs" in stages["generate"]["params"]
 
 
+def test_the_readme_example_spec_derives_the_datasets_it_names(tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Adding an experiment spec"):]
+    example = section[section.index("```yaml\n") + 8:section.index("```\n", section.index("```yaml\n"))]
+    path = spec_file(tmp_path, example, "my_spec")
+    for profile, count in (("quick", 512), ("full", 4096)):
+        assert [d.name for d in load_spec(path, profile).data] == [f"adding_T30_N{count}_s0"]
+        assert f"`adding_T30_N{count}_s0`" in section
+
+
 # ---- messages and imports ---------------------------------------------------------------------------------------
 
 

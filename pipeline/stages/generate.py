@@ -56,7 +56,10 @@ def _listed_specs(params: Path, experiments: Path) -> list[str] | None:
         raise UserError(f"{where}: expected a non-empty list of spec names like [weight_norms, depth], got {names!r}")
     have = sorted(p.stem for p in experiments.glob("*.yaml"))
     for i, name in enumerate(names):
-        if not isinstance(name, str) or not (experiments / f"{name}.yaml").is_file():
+        if not isinstance(name, str):
+            raise UserError(f"{where}[{i}]: {name!r} is not a spec name; give the stem of a file in {experiments}/, "
+                            f"one of: {', '.join(have) or 'none (the folder has no specs)'}")
+        if not (experiments / f"{name}.yaml").is_file():
             raise UserError(f"{where}[{i}]: no spec {experiments}/{name}.yaml{did_you_mean(name, have)}; "
                             f"add the file or give one of: {', '.join(have) or 'none (the folder has no specs)'}")
         if name in names[:i]:
