@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 import pipeline.cli
-from pipeline.run import datasets
+from pipeline.run import datasets, files
 from pipeline.stages import generate
 from pipeline.engine import text as textlib
 from pipeline.errors import UserError
@@ -239,8 +239,8 @@ def test_failure_while_writing_leaves_data_untouched(project, monkeypatch):
             raise OSError("disk full")
         return original(path, arrays)
 
-    original = datasets.save_npz
-    monkeypatch.setattr(datasets, "save_npz", fail_on_second)
+    original = files.save_npz
+    monkeypatch.setattr(files, "save_npz", fail_on_second)
     result = invoke()
     assert result.exit_code != 0 and isinstance(result.exception, OSError)
     assert snapshot(project / "data") == before

@@ -17,7 +17,6 @@ import numpy as np
 from . import corpus
 from ..engine import tasks, text
 from ..errors import UserError
-from .files import save_npz  # noqa: F401  (stages/generate.py still calls datasets.save_npz)
 
 TEXT_TASK = "text"
 DEFAULT_TEXT_WINDOW = 25  # characters per training window when no spec or option says otherwise

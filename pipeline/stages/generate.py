@@ -24,7 +24,7 @@ import typer
 
 from .. import __version__
 from ..run import datasets
-from ..run import corpus
+from ..run import corpus, files
 from ..run.config import as_mapping, read_yaml
 from ..run.spec import load_spec
 from ..engine import tasks
@@ -140,7 +140,7 @@ def _write_json(path: Path, obj: object) -> None:
 def _write_dataset(req: datasets.DataRequest, folder: Path) -> dict:
     """Generate one synthetic dataset into folder; return its manifest entry."""
     ds = datasets.build_dataset(req.task, req.T, req.count, req.seed)
-    datasets.save_npz(folder / f"{ds.name}.npz", datasets.dataset_arrays(ds))
+    files.save_npz(folder / f"{ds.name}.npz", datasets.dataset_arrays(ds))
     m = ds.meta
     return {"task": m.task, "T": m.T, "steps": m.steps, "count": req.count, "train": len(ds.x_train),
             "val": len(ds.x_val), "seed": req.seed, "loss": m.loss, "input_dim": m.input_dim,
@@ -150,7 +150,7 @@ def _write_dataset(req: datasets.DataRequest, folder: Path) -> dict:
 def _write_text(content: str, source: str, folder: Path) -> dict:
     """text.npz and vocab.json into folder; return the manifest's text entry."""
     td = datasets.text_data_from_string(content, source)
-    datasets.save_npz(folder / "text.npz", {"ids_train": td.ids_train, "ids_val": td.ids_val})
+    files.save_npz(folder / "text.npz", {"ids_train": td.ids_train, "ids_val": td.ids_val})
     _write_json(folder / "vocab.json", td.vocab)
     return {"source": source, "sha256": td.sha256, "python_version": corpus.python_version(), "chars": len(content),
             "vocab_size": len(td.vocab), "train_chars": len(td.ids_train), "val_chars": len(td.ids_val)}
