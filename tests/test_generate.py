@@ -263,7 +263,7 @@ def test_text_window_is_the_longest_text_cell(project):
     spec = project / "c.yaml"
     spec.write_text("base: {task: adding, seq_len: 50}\nprofiles:\n  quick:\n    grid:\n"
                     "      - {seq_len: [5000]}\n      - {task: [text], seq_len: [20, 90]}\n      - {task: [text]}\n")
-    (project / "short.txt").write_text("x" * 500)  # 10 % of 500 = 50: holds 20 + 1, not 90 + 1 (the adding 5000 is no window)
+    (project / "short.txt").write_text("x" * 500)  # 10 % of 500 = 50 holds 20 + 1, not 90 + 1 (adding 5000: no window)
     expect_rejected(project, ["--spec", spec, "--text", "short.txt"], "500 characters", "window of 90", "at least 910")
     assert invoke("--spec", spec, "--text", "short.txt", "--seq-len", "49", "--out", "ok").exit_code == 0
 

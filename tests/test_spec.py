@@ -59,11 +59,13 @@ def test_full_profile_and_empty_grid(tmp_path):
 
 def test_a_list_of_grids_runs_each_product_in_turn(tmp_path):
     text = SPEC.replace("grid: {gamma_w: [0.5, 1.0, 2.0], seed: [0, 1]}",
-                        "grid:\n      - {clip_mode: [none]}\n      - {clip_mode: [global, elementwise], clip_threshold: [1, 10]}")
+                        "grid:\n      - {clip_mode: [none]}\n"
+                        "      - {clip_mode: [global, elementwise], clip_threshold: [1, 10]}")
     spec = load_spec(spec_file(tmp_path, text), "quick")
     assert [(c.clip_mode, c.clip_threshold) for c in spec.cells] == [
         ("none", 5.0), ("global", 1.0), ("global", 10.0), ("elementwise", 1.0), ("elementwise", 10.0)]
-    assert spec.grid[0] == {"clip_mode": "none"} and spec.grid[4] == {"clip_mode": "elementwise", "clip_threshold": 10.0}
+    assert spec.grid[0] == {"clip_mode": "none"}
+    assert spec.grid[4] == {"clip_mode": "elementwise", "clip_threshold": 10.0}
 
 
 @pytest.mark.parametrize("grid, pattern", [
@@ -104,11 +106,13 @@ DERIVED = r"unknown key 'data': datasets now derive from the cells \(task, seq_l
          r"profiles.full.grid.activation\[1\]: unknown value 'rellu' \(did you mean 'relu'\?\)"),
         ("    base: {iters: 150}\n", "    data: [{task: adding, T: 50, count: 512, seed: 0}]\n    base: {iters: 150}\n",
          r"profiles.quick: " + DERIVED),
-        ("  full:\n", "  full:\n    data: [{task: adding, T: 50, count: 512, seed: 0}]\n", r"profiles.full: " + DERIVED),
+        ("  full:\n", "  full:\n    data: [{task: adding, T: 50, count: 512, seed: 0}]\n",
+         r"profiles.full: " + DERIVED),
         ("name: weight_norms", "name: other", r"name: 'other' differs from the file name"),
         ("description: Decay of Jacobian norms against gamma_w.", "description: [a, b]", "description"),
         ("base: {task: adding", "base: {task: [adding]", r"base.task: unknown value"),
-        ("base: {task: adding", "base: {task: addition", r"base.task: unknown value 'addition' \(did you mean 'adding'"),
+        ("base: {task: adding", "base: {task: addition",
+         r"base.task: unknown value 'addition' \(did you mean 'adding'"),
         ("  quick:\n", "  quick: 3\n  x:\n", r"profiles.quick: expected a mapping"),
     ],
 )
