@@ -98,7 +98,7 @@ def spec_hash(cells: list[Cell]) -> str:
 
 def run_sweep(spec, data_dir: Path, results_dir: Path, store: tracking.Store, jobs: int | None = None,
               progress: Progress | None = None, execute: Callable | None = None) -> SweepResult:
-    """Run every missing cell of `spec` (a config.Spec) and write `results/<spec>.parquet`.
+    """Run every missing cell of `spec` (a run.spec.Spec) and write `results/<spec>.parquet`.
 
     `execute(cfg, data_dir, run_dir)` computes one run folder (default `runner.execute_run`); it must be a
     module-level function, since it is sent to worker processes.

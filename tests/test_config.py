@@ -1,4 +1,4 @@
-"""RunConfig validation, hashing and flattening; `train --config` files; sweep spec loading and grid expansion."""
+"""RunConfig validation, hashing and flattening; `train --config` files. Sweep specs: test_spec.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from pipeline.run import config
 from pipeline.engine import optim
 from pipeline.run.config import (FIELDS, RunConfig, config_from_values, config_hash, describe_field, field_docs,
-                                 flatten, load_config_file, load_spec, markdown_table)
+                                 flatten, load_config_file, markdown_table)
 from pipeline.errors import UserError
 
 # One valid value per field, different from its default: every field must change the hash.
@@ -194,119 +194,6 @@ def test_bad_config_file_names_the_file(tmp_path, text, pattern):
 def test_missing_config_file(tmp_path):
     with pytest.raises(UserError, match="no such file"):
         load_config_file(tmp_path / "nope.yaml")
-
-
-# ---- sweep specs ----------------------------------------------------------------------------------------------
-
-SPEC = """\
-name: weight_norms
-description: Decay of Jacobian norms against gamma_w.
-base: {task: adding, seq_len: 50, hidden: 64, iters: 200, train_size: 512}
-profiles:
-  quick:
-    data: [{task: adding, T: 50, count: 512, seed: 0}]
-    base: {iters: 150}
-    grid: {gamma_w: [0.5, 1.0, 2.0], seed: [0, 1]}
-  full:
-    data: [{task: adding, T: 50, count: 512, seed: 0}]
-    grid: {gamma_w: [0.5, 1.0, 2.0, 4.0], activation: [tanh, relu]}
-"""
-
-
-def spec_file(tmp_path: Path, text: str = SPEC, name: str = "weight_norms") -> Path:
-    return write(tmp_path / f"{name}.yaml", text)
-
-
-def test_spec_grid_is_the_cartesian_product_in_order(tmp_path):
-    spec = load_spec(spec_file(tmp_path), "quick")
-    assert (spec.name, spec.profile) == ("weight_norms", "quick")
-    assert spec.description.startswith("Decay")
-    got = [(c.gamma_w, c.seed) for c in spec.cells]
-    assert got == [(0.5, 0), (0.5, 1), (1.0, 0), (1.0, 1), (2.0, 0), (2.0, 1)]
-    assert spec.grid[3] == {"gamma_w": 1.0, "seed": 1}
-    for cell in spec.cells:  # profile base over top-level base over RunConfig defaults
-        assert (cell.task, cell.hidden, cell.iters, cell.optimizer) == ("adding", 64, 150, "adagrad")
-    assert [(d.task, d.T, d.count, d.seed) for d in spec.data] == [("adding", 50, 512, 0)]
-
-
-def test_full_profile_and_empty_grid(tmp_path):
-    assert len(load_spec(spec_file(tmp_path), "full").cells) == 8
-    one = spec_file(tmp_path, "name: one\nbase: {task: text, iters: 5}\nprofiles: {quick: {}}\n", "one")
-    spec = load_spec(one, "quick")
-    assert len(spec.cells) == 1 and spec.cells[0].iters == 5 and spec.data == []
-
-
-def test_a_list_of_grids_runs_each_product_in_turn(tmp_path):
-    text = SPEC.replace("grid: {gamma_w: [0.5, 1.0, 2.0], seed: [0, 1]}",
-                        "grid:\n      - {clip_mode: [none]}\n      - {clip_mode: [global, elementwise], clip_threshold: [1, 10]}")
-    spec = load_spec(spec_file(tmp_path, text), "quick")
-    assert [(c.clip_mode, c.clip_threshold) for c in spec.cells] == [
-        ("none", 5.0), ("global", 1.0), ("global", 10.0), ("elementwise", 1.0), ("elementwise", 10.0)]
-    assert spec.grid[0] == {"clip_mode": "none"} and spec.grid[4] == {"clip_mode": "elementwise", "clip_threshold": 10.0}
-
-
-@pytest.mark.parametrize("grid, pattern", [
-    ("[]", r"profiles.quick.grid: expected a mapping like .* or a non-empty list of them"),
-    ("[{seed: [0]}, 3]", r"profiles.quick.grid\[1\]: expected a mapping"),
-    ("[{seed: [0]}, {sed: [1]}]", r"profiles.quick.grid\[1\]: unknown key 'sed' \(did you mean 'seed'\?\)"),
-    ("[{seed: [0]}, {seed: [-1]}]", r"profiles.quick.grid\[1\].seed\[0\]: -1 is out of range"),
-    ("[{seed: [0, 1]}, {seed: [1]}]", r"profiles.quick.grid: cells 1 .* and 2 .* are the same run"),
-])
-def test_bad_list_of_grids_names_the_part(tmp_path, grid, pattern):
-    path = spec_file(tmp_path, SPEC.replace("{gamma_w: [0.5, 1.0, 2.0], seed: [0, 1]}", grid))
-    with pytest.raises(UserError, match=pattern):
-        load_spec(path, "quick")
-
-
-@pytest.mark.parametrize(
-    "old, new, pattern",
-    [
-        ("profiles:", "profile:", r"unknown key 'profile' \(did you mean 'profiles'\?\)"),
-        ("grid: {gamma_w: [0.5, 1.0, 2.0], seed", "grids: {gamma_w: [0.5, 1.0, 2.0], seed",
-         r"profiles.quick: unknown key 'grids' \(did you mean 'grid'\?\)"),
-        ("seed: [0, 1]", "sed: [0, 1]", r"profiles.quick.grid: unknown key 'sed' \(did you mean 'seed'\?\)"),
-        ("hidden: 64", "hiden: 64", r"base.hiden: unknown key \(did you mean 'hidden'\?\)"),
-        ("hidden: 64", "hidden: -64", r"base.hidden: -64 is out of range"),
-        ("[0.5, 1.0, 2.0], seed", "[0.5, -1.0, 2.0], seed", r"profiles.quick.grid.gamma_w\[1\]: -1.0 is out of range"),
-        ("{iters: 150}", "{iters: -1}", r"profiles.quick.base.iters: -1 is out of range"),
-        ("{iters: 150}", "{lr: 0}", r"profiles.quick.base.lr: 0 is out of range"),
-        ("{iters: 150}", "{clip_threshold: -5}", r"profiles.quick.base.clip_threshold"),
-        ("{iters: 150}", "{batch: 0}", r"profiles.quick.base.batch"),
-        ("{iters: 150}", "{seq_len: 0}", r"profiles.quick.base.seq_len"),
-        ("seed: [0, 1]", "seed: 0", r"profiles.quick.grid.seed: expected a non-empty list"),
-        ("seed: [0, 1]", "seed: []", r"profiles.quick.grid.seed: expected a non-empty list"),
-        ("seed: [0, 1]", "seed: [0, 0]", r"profiles.quick.grid: cells 0 .* and 1 .* are the same run"),
-        ("activation: [tanh, relu]", "activation: [tanh, rellu]",
-         r"profiles.full.grid.activation\[1\]: unknown value 'rellu' \(did you mean 'relu'\?\)"),
-        ("task: adding, T: 50, count: 512, seed: 0}]\n    base", "task: addition, T: 50}]\n    base",
-         r"profiles.quick.data\[0\].task: unknown task 'addition'"),
-        ("train_size: 512", "train_size: 1000", r"cell 0 .* trains on \{task: adding, T: 50, count: 1000"),
-        ("name: weight_norms", "name: other", r"name: 'other' differs from the file name"),
-        ("description: Decay of Jacobian norms against gamma_w.", "description: [a, b]", "description"),
-        ("base: {task: adding", "base: {task: [adding]", r"base.task: unknown value"),
-        ("  quick:\n", "  quick: 3\n  x:\n", r"profiles.quick: expected a mapping"),
-    ],
-)
-def test_bad_spec_names_file_and_key(tmp_path, old, new, pattern):
-    assert old in SPEC
-    path = spec_file(tmp_path, SPEC.replace(old, new, 1))
-    with pytest.raises(UserError, match=pattern) as err:
-        load_spec(path, "quick")
-    assert str(err.value).startswith(str(path))
-
-
-def test_missing_profile_suggests_the_closest(tmp_path):
-    with pytest.raises(UserError, match=r"no profile 'quik' \(did you mean 'quick'\?\); this spec has: quick, full"):
-        load_spec(spec_file(tmp_path), "quik")
-
-
-def test_missing_or_malformed_spec(tmp_path):
-    with pytest.raises(UserError, match="no such file"):
-        load_spec(tmp_path / "absent.yaml", "quick")
-    with pytest.raises(UserError, match="malformed YAML at line"):
-        load_spec(spec_file(tmp_path, "name: x\nbase: {task: [\n", "x"), "quick")
-    with pytest.raises(UserError, match="profiles: missing or empty"):
-        load_spec(spec_file(tmp_path, "name: y\nbase: {}\n", "y"), "quick")
 
 
 def test_the_readme_config_table_is_the_generated_one():

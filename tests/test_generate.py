@@ -1,4 +1,5 @@
-"""`rnngrad generate` end to end through the CLI, and pipeline.run.datasets (loading, spec data sections)."""
+"""`rnngrad generate` end to end through the CLI (the datasets the specs' cells need), and pipeline.run.datasets
+(loading)."""
 
 import hashlib
 import json
@@ -12,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 import pipeline.cli
-from pipeline.run import datasets
+from pipeline.run import datasets, files
+from pipeline.stages import generate
 from pipeline.engine import text as textlib
 from pipeline.errors import UserError
 
@@ -22,15 +24,15 @@ if not pipeline.cli.app.registered_commands:
 SPEC = """\
 name: small
 description: two tiny datasets
-base: {task: adding, seq_len: 12}
+base: {task: adding, seq_len: 12, train_size: 20, data_seed: 1}
 profiles:
   quick:
-    data:
-      - {task: adding, T: 12, count: 20, seed: 1}
-      - {task: copy, T: 3, count: 10}
-      - {task: text}
+    grid:
+      - {seed: [0, 1]}
+      - {task: [copy], seq_len: [3], train_size: [10], data_seed: [0]}
+      - {task: [text], seq_len: [25]}
   full:
-    data: [{task: temporal_order, T: 40, count: 10, seed: 2}]
+    grid: {task: [temporal_order], seq_len: [40], train_size: [10], data_seed: [2]}
 """
 
 
@@ -58,7 +60,7 @@ def project(tmp_path, monkeypatch):
 def test_generate_writes_contracted_files(project):
     data = project / "data"
     manifest = json.loads((data / "manifest.json").read_text())
-    names = {"adding_T12_N20_s1", "copy_T3_N10_s0"}  # copy takes --seed's default 0
+    names = {"adding_T12_N20_s1", "copy_T3_N10_s0"}  # the adding cells differ in seed only: one dataset
     assert set(manifest["datasets"]) == names
     assert set(manifest["files"]) == {f"{n}.npz" for n in names} | {"text.npz", "vocab.json"}
     for name, entry in manifest["files"].items():
@@ -183,14 +185,27 @@ def test_text_shorter_than_a_window(project):
 @pytest.mark.parametrize("T", [0, -5])
 def test_non_positive_length_in_spec(project, T):
     bad = project / "bad.yaml"
-    bad.write_text(f"profiles:\n  quick:\n    data: [{{task: adding, T: {T}, count: 8}}]\n")
-    expect_rejected(project, ["--spec", bad], "bad.yaml", "data[0].T", "integer >= 1")
+    bad.write_text(f"base: {{task: adding, seq_len: {T}, train_size: 8}}\nprofiles:\n  quick: {{}}\n")
+    expect_rejected(project, ["--spec", bad], "bad.yaml", "base.seq_len", "out of range", "integer in [1, 100000]")
 
 
 def test_unknown_task_in_spec(project):
     bad = project / "bad.yaml"
-    bad.write_text("profiles:\n  quick:\n    data: [{task: addition, T: 5, count: 8}]\n")
-    expect_rejected(project, ["--spec", bad], "bad.yaml", "unknown task 'addition'", "did you mean 'adding'")
+    bad.write_text("base: {task: addition, seq_len: 5, train_size: 8}\nprofiles:\n  quick: {}\n")
+    expect_rejected(project, ["--spec", bad], "bad.yaml", "unknown value 'addition'", "did you mean 'adding'")
+
+
+def test_dataset_too_large_for_memory(project):
+    bad = project / "bad.yaml"
+    bad.write_text("base: {task: adding, seq_len: 100000, train_size: 10000000}\nprofiles:\n  quick: {}\n")
+    expect_rejected(project, ["--spec", bad], "bad.yaml: profiles.quick: cell 0 {}: adding_T100000_N10000000_s0 needs",
+                    "GiB", "lower seq_len or train_size")
+
+
+def test_missing_text_file_of_a_text_cell(project):
+    bad = project / "bad.yaml"
+    bad.write_text("base: {task: text, text: nope.txt}\nprofiles:\n  quick: {}\n")
+    expect_rejected(project, ["--spec", bad], "bad.yaml: profiles.quick: cell 0 {}: text nope.txt: no such file")
 
 
 def test_malformed_specs(project):
@@ -198,8 +213,8 @@ def test_malformed_specs(project):
              "seed: " + "1" * 5000 + "\n": "a value YAML cannot read",
              "- just\n- a list\n": "expected a mapping",
              "profiles:\n  full: {}\n": "no profile 'quick'",
-             "profiles:\n  quick:\n    data: [{task: copy, T: 5, cnt: 8}]\n": "did you mean 'count'",
-             "profiles:\n  quick:\n    data: [{task: copy, T: 5}]\n": "missing key 'count'"}
+             "profiles:\n  quick:\n    grid: {task: [copy], train_sise: [8]}\n": "did you mean 'train_size'",
+             "profiles:\n  quick:\n    data: [{task: copy, T: 5}]\n": "datasets now derive from the cells"}
     for i, (content, fragment) in enumerate(cases.items()):
         (project / f"bad{i}.yaml").write_text(content)
         expect_rejected(project, ["--spec", f"bad{i}.yaml"], f"bad{i}.yaml", fragment)
@@ -224,29 +239,63 @@ def test_failure_while_writing_leaves_data_untouched(project, monkeypatch):
             raise OSError("disk full")
         return original(path, arrays)
 
-    original = datasets.save_npz
-    monkeypatch.setattr(datasets, "save_npz", fail_on_second)
+    original = files.save_npz
+    monkeypatch.setattr(files, "save_npz", fail_on_second)
     result = invoke()
     assert result.exit_code != 0 and isinstance(result.exception, OSError)
     assert snapshot(project / "data") == before
 
 
-def test_data_requests_dedupe_and_text_window(tmp_path):
+def test_requests_are_the_cells_data_across_specs_each_once(tmp_path):
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
-    a.write_text(SPEC)
-    b.write_text("base: {task: text, seq_len: 50}\nprofiles:\n  quick:\n    grid: {seq_len: [10, 80]}\n"
-                 "    data: [{task: adding, T: 12, count: 20, seed: 1}, {task: text}]\n")
-    reqs = datasets.data_requests_from_specs([a, b], "quick", default_seed=7)
+    a.write_text(SPEC.replace("name: small", "name: a"))
+    b.write_text("base: {task: text, seq_len: 50}\nprofiles:\n  quick:\n    grid:\n      - {seq_len: [10, 80]}\n"
+                 "      - {task: [adding], seq_len: [12], train_size: [20], data_seed: [1, 7]}\n")
+    reqs = generate._requests([a, b], "quick")
     assert [(r.task, r.T, r.count, r.seed) for r in reqs if r.task != "text"] == [
-        ("adding", 12, 20, 1), ("copy", 3, 10, 7)]
-    assert sorted(r.seq_len or 0 for r in reqs if r.task == "text") == [0, 80]  # a's spec does not train text
-    with pytest.raises(UserError, match="a.yaml: no profile 'huge'"):
-        datasets.data_requests_from_specs([a], "huge")
+        ("adding", 12, 20, 1), ("copy", 3, 10, 0), ("adding", 12, 20, 7)]
+    assert sorted(r.seq_len for r in reqs if r.task == "text") == [25, 80]  # a's text cell's window, b's longest
+    with pytest.raises(UserError, match=r"a.yaml: profiles: no profile 'huge'"):
+        generate._requests([a], "huge")
 
 
-def test_text_window_of_a_list_grid_is_its_longest_text_part(tmp_path):
-    spec = tmp_path / "c.yaml"
-    spec.write_text("base: {task: adding, seq_len: 50}\nprofiles:\n  quick:\n    data: [{task: text}]\n    grid:\n"
-                    "      - {seq_len: [500]}\n      - {task: [text], seq_len: [20, 90]}\n      - {task: [text]}\n")
-    reqs = datasets.data_requests_from_specs([spec], "quick")
-    assert [r.seq_len for r in reqs if r.task == "text"] == [90]  # 500 trains adding; the base 50 is shorter
+def test_text_window_is_the_longest_text_cell(project):
+    spec = project / "c.yaml"
+    spec.write_text("base: {task: adding, seq_len: 50}\nprofiles:\n  quick:\n    grid:\n"
+                    "      - {seq_len: [5000]}\n      - {task: [text], seq_len: [20, 90]}\n      - {task: [text]}\n")
+    (project / "short.txt").write_text("x" * 500)  # 10 % of 500 = 50 holds 20 + 1, not 90 + 1 (adding 5000: no window)
+    expect_rejected(project, ["--spec", spec, "--text", "short.txt"], "500 characters", "window of 90", "at least 910")
+    assert invoke("--spec", spec, "--text", "short.txt", "--seq-len", "49", "--out", "ok").exit_code == 0
+
+
+# ------------------------------------------------------------------------------ which specs: params.yaml
+
+
+def test_params_specs_choose_the_specs(project):
+    (project / "experiments" / "other.yaml").write_text(SPEC.replace("name: small", "name: other")
+                                                       .replace("data_seed: 1}", "data_seed: 5}"))
+    assert invoke("--out", "all").exit_code == 0  # no params.yaml: every experiments/*.yaml
+    assert "adding_T12_N20_s5" in json.loads((project / "all" / "manifest.json").read_text())["datasets"]
+    (project / "params.yaml").write_text("profile: quick\nspecs: [small]\njobs: 0\n")
+    result = invoke("--out", "listed")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((project / "listed" / "manifest.json").read_text())
+    assert set(manifest["datasets"]) == {"adding_T12_N20_s1", "copy_T3_N10_s0"}
+    assert manifest["specs"] == [str(Path("experiments") / "small.yaml")]
+    (project / "params.yaml").write_text("profile: quick\n")  # no specs key: every experiments/*.yaml again
+    assert generate._spec_paths(None) == [Path("experiments/other.yaml"), Path("experiments/small.yaml")]
+    assert generate._spec_paths([Path("x.yaml")]) == [Path("x.yaml")]  # --spec wins
+
+
+@pytest.mark.parametrize("content, fragments", [
+    ("specs: [smal]\n", ["params.yaml: specs[0]: no spec experiments/smal.yaml (did you mean 'small'?)", "small"]),
+    ("specs: [small, small]\n", ["params.yaml: specs[1]: 'small' is listed twice"]),
+    ("specs: small\n", ["params.yaml: specs: expected a non-empty list of spec names"]),
+    ("specs: []\n", ["params.yaml: specs: expected a non-empty list"]),
+    ("specs: [[small]]\n", ["params.yaml: specs[0]: ['small'] is not a spec name", "one of: small"]),
+    ("- specs\n", ["params.yaml: expected a mapping"]),
+    ("specs: [unclosed\n", ["params.yaml: malformed YAML"]),
+])
+def test_bad_params_specs(project, content, fragments):
+    (project / "params.yaml").write_text(content)
+    expect_rejected(project, [], *fragments)

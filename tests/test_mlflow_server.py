@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from pipeline import tracking
-from pipeline.run.config import load_spec
+from pipeline.run.spec import load_spec
 from pipeline.sweep import run_sweep
 from test_sweep import fake_execute, write_spec
 

@@ -20,7 +20,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline import tracking
-from pipeline.run.config import config_hash, flatten, load_spec
+from pipeline.run.config import config_hash, flatten
+from pipeline.run.spec import load_spec
 from pipeline.errors import UserError
 from pipeline.sweep import WORKER_NICENESS, run_sweep
 from test_tracking import empty_db, write_fake_run_folder  # noqa: F401 (empty_db is a fixture)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import tracking
-from ..run.config import load_spec
+from ..run.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SPEC = ROOT / "experiments" / "weight_norms.yaml"

@@ -3,7 +3,8 @@
 Sources of values, each validated before anything runs:
   - `train --config FILE.yaml`: a flat mapping of RunConfig fields (`load_config_file`);
   - `train` options: one option per field (`config_from_values` with an option label);
-  - sweep specs `experiments/<name>.yaml`: base + profile base + a grid of field values (`load_spec`).
+  - sweep specs `experiments/<name>.yaml`: base + profile base + a grid of field values (`spec.load_spec`, which
+    reads them with `read_yaml` and validates them with `check_values`).
 Every problem is a `UserError` naming the file (or option), the key, and what would be valid; an unknown key names
 the closest valid one.
 """
@@ -11,12 +12,9 @@ the closest valid one.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
-import itertools
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
@@ -24,7 +22,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import yaml
 
 from ..engine.activations import ACTIVATIONS
-from ..errors import UserError
+from ..errors import UserError, did_you_mean
 from ..engine.init import INITS
 from ..engine.optim import CLIP_MODES, MAX_CLIP_THRESHOLD, MAX_LR, MAX_WEIGHT_DECAY, OPTIMIZERS
 from ..engine.rnn import FORMS
@@ -117,9 +115,7 @@ class Choice:
 
     def check(self, value: Any) -> str:
         if value not in self.values:
-            close = difflib.get_close_matches(str(value), self.values, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise Invalid(f"unknown value {value!r}{hint}", self.describe())
+            raise Invalid(f"unknown value {value!r}{did_you_mean(value, self.values)}", self.describe())
         return value
 
 
@@ -259,8 +255,7 @@ def markdown_table() -> str:
 
 def closest_key_hint(key: Any, valid: tuple[str, ...]) -> str:
     """' (did you mean X?)' for a misspelt key, else a list of the valid keys."""
-    close = difflib.get_close_matches(str(key), valid, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else f"; valid keys: {', '.join(valid)}"
+    return did_you_mean(key, valid) or f"; valid keys: {', '.join(valid)}"
 
 
 def check_values(values: Mapping[str, Any], label: Callable[[str], str]) -> dict[str, Any]:
@@ -325,7 +320,7 @@ def read_yaml(path: Path | str, what: str) -> Any:
         raise UserError(f"{path}: cannot read the file ({e.strerror or e}); give a readable {what}") from None
 
 
-def _mapping(value: Any, where: str, example: str) -> dict:
+def as_mapping(value: Any, where: str, example: str) -> dict:
     """`value` if it is a mapping (None counts as empty), else UserError."""
     if value is None:
         return {}
@@ -340,138 +335,5 @@ def load_config_file(path: Path | str) -> dict[str, Any]:
     Returns only the keys the file sets, so that options given on the command line can override them.
     """
     path = Path(path)
-    raw = _mapping(read_yaml(path, "YAML mapping of RunConfig fields"), str(path), "{task: adding, hidden: 64}")
+    raw = as_mapping(read_yaml(path, "YAML mapping of RunConfig fields"), str(path), "{task: adding, hidden: 64}")
     return check_values(raw, lambda key: f"{path}: {key}")
-
-
-# ---- sweep specs (docs/internals.md, "Sweep specs") -----------------------------------------------------------
-
-SPEC_KEYS = ("name", "description", "base", "profiles")
-PROFILE_KEYS = ("data", "base", "grid")
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-@dataclass(frozen=True)
-class Spec:
-    """One profile of a sweep spec, fully validated and expanded."""
-
-    name: str  # = the file stem; the MLflow experiment is "rnngrad/<name>"
-    description: str  # one sentence shown in the report
-    profile: str  # which profile the cells come from (quick, full, ...)
-    data: list  # datasets.DataRequest per entry of profiles.<profile>.data
-    cells: list[RunConfig]  # the grid's cartesian product over the merged base, in grid order
-    grid: list[dict[str, Any]]  # per cell, the grid values that made it (for run names and tables)
-    path: Path  # the spec file
-
-
-def load_spec(path: Path | str, profile: str) -> Spec:
-    """Read, validate and expand `experiments/<name>.yaml`. Every profile is validated (a typo in `full` fails
-    a `quick` sweep too), then the cells of `profile` are returned."""
-    path = Path(path)
-    raw = _mapping(read_yaml(path, "sweep spec (docs/internals.md, Sweep specs)"), str(path),
-                   "{name: ..., description: ..., base: {...}, profiles: {quick: {...}}}")
-    _check_keys(raw, SPEC_KEYS, f"{path}: ")
-    name, description = _spec_name(raw, path), raw.get("description", "")
-    if not isinstance(description, str):
-        raise UserError(f"{path}: description: expected one sentence of text, got {description!r}")
-    base = check_values(_mapping(raw.get("base"), f"{path}: base", "{task: adding, hidden: 64}"),
-                        lambda k: f"{path}: base.{k}")
-    profiles = _mapping(raw.get("profiles"), f"{path}: profiles", "{quick: {grid: {...}}, full: {...}}")
-    if not profiles:
-        raise UserError(f"{path}: profiles: missing or empty; add at least one profile, e.g. profiles: {{quick: ...}}")
-    if profile not in profiles:
-        close = difflib.get_close_matches(str(profile), [str(p) for p in profiles], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        have = ", ".join(map(str, profiles))
-        raise UserError(f"{path}: profiles: no profile {profile!r}{hint}; this spec has: {have}")
-    expanded = {p: _expand_profile(profiles[p], base, path, str(p)) for p in profiles}
-    data, cells, grid = expanded[profile]
-    return Spec(name, description, profile, data, cells, grid, path)
-
-
-def _check_keys(raw: Mapping, valid: tuple[str, ...], where: str) -> None:
-    for key in raw:
-        if key not in valid:
-            raise UserError(f"{where}unknown key {key!r}{closest_key_hint(key, valid)}")
-
-
-def _spec_name(raw: Mapping, path: Path) -> str:
-    name = raw.get("name", path.stem)
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise UserError(f"{path}: name: {name!r} is not a valid name; use letters, digits, '_', '-', '.'")
-    if name != path.stem:
-        raise UserError(f"{path}: name: {name!r} differs from the file name; set name: {path.stem}")
-    return name
-
-
-def _expand_profile(section: Any, base: dict, path: Path, profile: str) -> tuple[list, list[RunConfig], list[dict]]:
-    """Validate one profile and expand its grid: (data requests, cells, grid values per cell)."""
-    from .datasets import parse_data_entry  # run layer; imported here so config stays light to import
-
-    where = f"{path}: profiles.{profile}"
-    section = _mapping(section, where, "{data: [...], base: {...}, grid: {...}}")
-    _check_keys(section, PROFILE_KEYS, f"{where}: ")
-    entries = section.get("data") or []
-    if not isinstance(entries, list):
-        raise UserError(f"{where}.data: expected a list of entries like {{task: adding, T: 50, count: 512}}")
-    data = [parse_data_entry(e, f"{where}.data[{i}]") for i, e in enumerate(entries)]
-    merged = {**base, **check_values(_mapping(section.get("base"), f"{where}.base", "{iters: 150}"),
-                                     lambda k: f"{where}.base.{k}")}
-    grid = _expand_grid(section.get("grid"), f"{where}.grid")
-    cells = [config_from_values({**merged, **g}, lambda k: f"{where}: cell {i} {g}: {k}") for i, g in enumerate(grid)]
-    _check_unique(cells, grid, where)
-    _check_data_listed(cells, grid, data, where)
-    return data, cells, grid
-
-
-def _expand_grid(raw: Any, where: str) -> list[dict[str, Any]]:
-    """A grid's cells in order: the cartesian product of a mapping of value lists, or the products of a list of
-    such mappings one after another (for axes that only make sense together, e.g. clip_mode none has no
-    threshold to vary)."""
-    example = "{gamma_w: [0.5, 1.0]}"
-    if not isinstance(raw, list):
-        return _product(_grid_axes(_mapping(raw, where, example), where))
-    if not raw:
-        raise UserError(f"{where}: expected a mapping like {example} or a non-empty list of them, got []")
-    return [cell for i, part in enumerate(raw) for cell in _product(_grid_axes(_mapping(part, f"{where}[{i}]", example),
-                                                                               f"{where}[{i}]"))]
-
-
-def _product(axes: dict[str, list]) -> list[dict[str, Any]]:
-    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
-
-
-def _grid_axes(grid: Mapping, where: str) -> dict[str, list]:
-    """Each grid key's validated list of values (in file order); `where` names the grid."""
-    axes = {}
-    for key, values in grid.items():
-        if key not in _RULES:
-            raise UserError(f"{where}: unknown key {key!r}{closest_key_hint(key, FIELDS)}")
-        if not isinstance(values, list) or not values:
-            raise UserError(f"{where}.{key}: expected a non-empty list of values, e.g. [a, b], got {values!r}")
-        axes[key] = [check_values({key: v}, lambda k, i=i: f"{where}.{k}[{i}]")[key] for i, v in enumerate(values)]
-    return axes
-
-
-def _check_unique(cells: list[RunConfig], grid: list[dict], where: str) -> None:
-    """Two cells with one config would share a run folder: reject duplicate grid values."""
-    seen: dict[str, int] = {}
-    for i, cfg in enumerate(cells):
-        h = config_hash(cfg)
-        if h in seen:
-            raise UserError(f"{where}.grid: cells {seen[h]} {grid[seen[h]]} and {i} {grid[i]} are the same run; "
-                            "remove the duplicate value")
-        seen[h] = i
-
-
-def _check_data_listed(cells: list[RunConfig], grid: list[dict], data: list, where: str) -> None:
-    """When a profile lists synthetic datasets, every synthetic cell must train on one of them (a mismatched
-    train_size or data_seed would otherwise silently train on data `generate` never wrote)."""
-    listed = {(r.task, r.T, r.count, r.seed) for r in data if r.task != "text"}
-    for i, cfg in enumerate(cells):
-        key = (cfg.task, cfg.seq_len, cfg.train_size, cfg.data_seed)
-        if listed and cfg.task != "text" and key not in listed:
-            have = "; ".join(f"{{task: {t}, T: {T}, count: {c}, seed: {s}}}" for t, T, c, s in sorted(listed))
-            raise UserError(f"{where}: cell {i} {grid[i]} trains on {{task: {key[0]}, T: {key[1]}, count: {key[2]}, "
-                            f"seed: {key[3]}}} (task, seq_len, train_size, data_seed), which {where}.data does not "
-                            f"list; add it to data, or set train_size/data_seed to match one of: {have}")

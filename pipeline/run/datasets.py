@@ -1,4 +1,4 @@
-"""The `data/` folder both ways: what `rnngrad generate` must make, how it is written, and how runs load it.
+"""The `data/` folder both ways: what `rnngrad generate` makes, how it is written, and how runs load it.
 
 Layout (docs/internals.md, "Data on disk"): `data/<task>_T<T>_N<count>_s<seed>.npz` per synthetic dataset,
 `data/text.npz` + `data/vocab.json` for the character corpus, `data/manifest.json` with hashes and baselines.
@@ -8,7 +8,6 @@ sequences for training and the last 20 % for validation, so a missing file is re
 
 from __future__ import annotations
 
-import difflib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +17,9 @@ import numpy as np
 from . import corpus
 from ..engine import tasks, text
 from ..errors import UserError
-from .files import save_npz  # noqa: F401  (stages/generate.py still calls datasets.save_npz)
 
 TEXT_TASK = "text"
 DEFAULT_TEXT_WINDOW = 25  # characters per training window when no spec or option says otherwise
-_SYNTHETIC_KEYS = ("task", "T", "count", "seed")
-_TEXT_KEYS = ("task", "path", "seq_len")
 DATASET_KEYS = ("x_train", "y_train", "mask_train", "x_val", "y_val", "mask_val")  # npz keys, in file order
 
 
@@ -161,121 +157,17 @@ def load_text(data_dir: Path | str) -> TextData:
 
 @dataclass(frozen=True)
 class DataRequest:
-    """One entry of a spec's `profiles.<profile>.data` list."""
+    """A dataset some cells of a spec train on (`spec.Spec.data` derives these from the cells)."""
 
     task: str  # a synthetic task or "text"
-    T: int | None = None  # synthetic: the length parameter
-    count: int | None = None  # synthetic: number of sequences (train + validation)
-    seed: int | None = None  # synthetic: generator seed
-    path: str | None = None  # text: a UTF-8 file (None: the default corpus)
-    seq_len: int | None = None  # text: training window, to check the text is long enough
-    spec: str = ""  # the spec file it came from, for messages
+    T: int | None = None  # synthetic: the length parameter (the cells' seq_len)
+    count: int | None = None  # synthetic: number of sequences, train + validation (the cells' train_size)
+    seed: int | None = None  # synthetic: generator seed (the cells' data_seed)
+    path: str | None = None  # text: the cells' UTF-8 file (None: the default corpus)
+    seq_len: int | None = None  # text: the longest training window, which both splits must hold
+    where: str = ""  # the first cell that needs it ("<spec>: profiles.<profile>: cell <i> {...}"), for messages
 
     @property
     def name(self) -> str:
         """File stem in data/ (synthetic requests)."""
         return dataset_name(self.task, self.T, self.count, self.seed)
-
-
-def _closest(key: str, valid: tuple[str, ...]) -> str:
-    """' (did you mean X?)' for a misspelt key, else ''."""
-    match = difflib.get_close_matches(key, valid, n=1)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
-def _positive_int(value: object, where: str, minimum: int = 1) -> int:
-    """An int >= minimum (bools rejected), else UserError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserError(f"{where}: {value!r} is not valid; give an integer >= {minimum}")
-    return value
-
-
-def parse_data_entry(entry: object, where: str, default_seed: int = 0) -> DataRequest:
-    """Validate one data entry ({task, T, count, seed} or {task: text[, path, seq_len]})."""
-    if not isinstance(entry, dict) or "task" not in entry:
-        raise UserError(f"{where}: expected a mapping like {{task: adding, T: 50, count: 512, seed: 0}} "
-                        f"or {{task: text}}, got {entry!r}")
-    task = entry["task"]
-    valid_tasks = tasks.TASKS + (TEXT_TASK,)
-    if task not in valid_tasks:
-        raise UserError(f"{where}.task: unknown task {task!r}{_closest(str(task), valid_tasks)}; "
-                        f"valid: {', '.join(valid_tasks)}")
-    keys = _TEXT_KEYS if task == TEXT_TASK else _SYNTHETIC_KEYS
-    for key in entry:
-        if key not in keys:
-            raise UserError(f"{where}: unknown key {key!r}{_closest(str(key), keys)}; valid: {', '.join(keys)}")
-    if task == TEXT_TASK:
-        path = entry.get("path")
-        if path is not None and not isinstance(path, str):
-            raise UserError(f"{where}.path: {path!r} is not a file path; give a string or leave it out")
-        seq_len = entry.get("seq_len")
-        seq_len = None if seq_len is None else _positive_int(seq_len, f"{where}.seq_len")
-        return DataRequest(TEXT_TASK, path=path, seq_len=seq_len, spec=where)
-    for key in ("T", "count"):
-        if key not in entry:
-            raise UserError(f"{where}: missing key {key!r}; a {task} entry needs T (>= 1) and count (>= 1)")
-    return DataRequest(task, _positive_int(entry["T"], f"{where}.T"), _positive_int(entry["count"], f"{where}.count"),
-                       _positive_int(entry.get("seed", default_seed), f"{where}.seed", 0), spec=where)
-
-
-def _read_spec(path: Path) -> dict:
-    """Parse a spec YAML into a mapping, or UserError naming the file."""
-    from .config import read_yaml  # missing, a folder, unreadable, malformed: one line naming the file
-
-    spec = read_yaml(path, "sweep spec such as experiments/weight_norms.yaml")
-    if not isinstance(spec, dict):
-        raise UserError(f"{path}: expected a mapping with name, base and profiles; got {type(spec).__name__}")
-    return spec
-
-
-def _profile_section(spec: dict, path: Path, profile: str) -> dict:
-    """spec['profiles'][profile] as a mapping, or UserError."""
-    profiles = spec.get("profiles")
-    if not isinstance(profiles, dict):
-        raise UserError(f"{path}: missing 'profiles' mapping; add profiles: {{quick: {{data: [...]}}, full: ...}}")
-    if profile not in profiles:
-        raise UserError(f"{path}: no profile {profile!r} under profiles; it has: {', '.join(map(str, profiles))}")
-    section = profiles[profile] or {}
-    if not isinstance(section, dict):
-        raise UserError(f"{path}: profiles.{profile} must be a mapping with data/base/grid keys")
-    return section
-
-
-def _spec_text_window(spec: dict, section: dict) -> int | None:
-    """The longest text window (seq_len) the spec trains with, if it trains on text. The grid is a mapping of value
-    lists or a list of such mappings (config.load_spec validates it fully; here anything odd is just skipped)."""
-    base = {**(spec.get("base") or {}), **(section.get("base") or {})}
-    grid = section.get("grid") or {}
-    parts = [g for g in (grid if isinstance(grid, list) else [grid]) if isinstance(g, dict)] or [{}]
-    windows = []
-    for part in parts:
-        tasks, lens = (_as_list(part.get(k, base.get(k))) for k in ("task", "seq_len"))
-        if TEXT_TASK in tasks:
-            windows += [v for v in lens if isinstance(v, int) and not isinstance(v, bool)]
-    return max(windows) if windows else None
-
-
-def _as_list(value) -> list:
-    return value if isinstance(value, list) else [value]
-
-
-def data_requests_from_specs(spec_paths: list[Path], profile: str, default_seed: int = 0) -> list[DataRequest]:
-    """Every data entry of `profiles.<profile>.data` across the specs, de-duplicated, in first-seen order.
-
-    A text entry without seq_len takes the spec's longest text window (base/grid seq_len when the task is text).
-    """
-    requests: dict[tuple, DataRequest] = {}
-    for path in spec_paths:
-        path = Path(path)
-        spec = _read_spec(path)
-        section = _profile_section(spec, path, profile)
-        entries = section.get("data") or []
-        if not isinstance(entries, list):
-            raise UserError(f"{path}: profiles.{profile}.data must be a list of entries, got {entries!r}")
-        for i, entry in enumerate(entries):
-            req = parse_data_entry(entry, f"{path}: profiles.{profile}.data[{i}]", default_seed)
-            if req.task == TEXT_TASK and req.seq_len is None:
-                req = DataRequest(TEXT_TASK, path=req.path, seq_len=_spec_text_window(spec, section), spec=req.spec)
-            key = (req.task, req.T, req.count, req.seed, req.path, req.seq_len)
-            requests.setdefault(key, req)
-    return list(requests.values())

@@ -1,4 +1,7 @@
-"""`rnngrad generate`: make data/ from the sweep specs' data sections and a text corpus.
+"""`rnngrad generate`: make data/ with exactly the datasets the cells of the sweep specs train on, and a text corpus.
+
+The specs are read by `run.spec.load_spec`, the parser `rnngrad sweep` uses, so the data made is the data the
+cells load.
 
 Everything is validated before anything is written; the new folder is built next to the target and swapped in
 only when every file is complete, so a failed or rejected run leaves an existing data/ untouched.
@@ -21,25 +24,63 @@ import typer
 
 from .. import __version__
 from ..run import datasets
-from ..run import corpus
+from ..run import corpus, files
+from ..run.config import as_mapping, read_yaml
+from ..run.spec import load_spec
 from ..engine import tasks
-from ..errors import UserError
+from ..errors import UserError, did_you_mean
 
 PROFILES = ("quick", "full")
 MAX_DATASET_BYTES = 2 * 1024**3  # refuse a dataset whose arrays exceed 2 GiB in memory
 
 
-def _spec_paths(spec: list[Path] | None) -> list[Path]:
-    """The --spec files, or every experiments/*.yaml (sorted) when none are given."""
-    return list(spec) if spec else sorted(Path("experiments").glob("*.yaml"))
+def _spec_paths(spec: list[Path] | None, params: Path = Path("params.yaml"),
+                experiments: Path = Path("experiments")) -> list[Path]:
+    """The --spec files; else the names of params.yaml's `specs:` list (the sweeps `dvc repro` runs), as
+    experiments/<name>.yaml; else every experiments/*.yaml (sorted)."""
+    if spec:
+        return list(spec)
+    names = _listed_specs(params, experiments)
+    return sorted(experiments.glob("*.yaml")) if names is None else [experiments / f"{n}.yaml" for n in names]
 
 
-def _check_options(profile: str, seed: int, seq_len: int | None, out: Path) -> None:
+def _listed_specs(params: Path, experiments: Path) -> list[str] | None:
+    """params.yaml's `specs:` names, each with its experiments/<name>.yaml; None without the file or the key."""
+    if not params.exists():
+        return None
+    raw = as_mapping(read_yaml(params, "params.yaml of DVC parameters"), str(params), "{profile: quick, specs: [...]}")
+    if raw.get("specs") is None:
+        return None
+    names, where = raw["specs"], f"{params}: specs"
+    if not isinstance(names, list) or not names:
+        raise UserError(f"{where}: expected a non-empty list of spec names like [weight_norms, depth], got {names!r}")
+    have = sorted(p.stem for p in experiments.glob("*.yaml"))
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise UserError(f"{where}[{i}]: {name!r} is not a spec name; give the stem of a file in {experiments}/, "
+                            f"one of: {', '.join(have) or 'none (the folder has no specs)'}")
+        if not (experiments / f"{name}.yaml").is_file():
+            raise UserError(f"{where}[{i}]: no spec {experiments}/{name}.yaml{did_you_mean(name, have)}; "
+                            f"add the file or give one of: {', '.join(have) or 'none (the folder has no specs)'}")
+        if name in names[:i]:
+            raise UserError(f"{where}[{i}]: {name!r} is listed twice; list each spec once")
+    return names
+
+
+def _requests(spec_paths: list[Path], profile: str) -> list[datasets.DataRequest]:
+    """The datasets the cells of `profile` train on, across the specs, each once, in first-seen order. Every spec
+    is validated whole (all its profiles), as `rnngrad sweep` would."""
+    requests: dict[tuple, datasets.DataRequest] = {}
+    for path in spec_paths:
+        for req in load_spec(path, profile).data:
+            requests.setdefault((req.task, req.T, req.count, req.seed, req.path, req.seq_len), req)
+    return list(requests.values())
+
+
+def _check_options(profile: str, seq_len: int | None, out: Path) -> None:
     """Reject option values before reading anything else."""
     if profile not in PROFILES:
         raise UserError(f"--profile {profile!r}: unknown profile; valid: {', '.join(PROFILES)}")
-    if seed < 0:
-        raise UserError(f"--seed {seed}: must be >= 0")
     if seq_len is not None and seq_len < 1:
         raise UserError(f"--seq-len {seq_len}: must be >= 1 (characters per training window)")
     if Path.cwd().resolve().is_relative_to(out.resolve()):
@@ -57,23 +98,25 @@ def _check_sizes(requests: list[datasets.DataRequest]) -> None:
         meta = tasks.task_meta(req.task, req.T)
         nbytes = 8 * req.count * meta.steps * (meta.input_dim + (meta.output_dim if meta.loss == "mse" else 1) + 1)
         if nbytes > MAX_DATASET_BYTES:
-            raise UserError(f"{req.spec}: {req.name} needs {nbytes / 1024**3:.1f} GiB; "
-                            f"lower T or count to stay under {MAX_DATASET_BYTES / 1024**3:.0f} GiB")
+            raise UserError(f"{req.where}: {req.name} needs {nbytes / 1024**3:.1f} GiB; "
+                            f"lower seq_len or train_size to stay under {MAX_DATASET_BYTES / 1024**3:.0f} GiB")
 
 
 def _choose_text(text: Path | None, requests: list[datasets.DataRequest], seq_len: int | None) -> tuple[str, str]:
-    """(content, source) of the corpus, validated: --text, else a spec's text path, else the stdlib docstrings."""
+    """(content, source) of the corpus, validated: --text, else the text file of the specs' text cells, else the
+    stdlib docstrings."""
     text_reqs = [r for r in requests if r.task == datasets.TEXT_TASK]
     window = seq_len or max([r.seq_len for r in text_reqs if r.seq_len] or [datasets.DEFAULT_TEXT_WINDOW])
-    spec_paths = sorted({r.path for r in text_reqs if r.path})
-    if text is None and len(spec_paths) > 1:
-        raise UserError(f"specs ask for several text files ({', '.join(spec_paths)}); data/ holds one text: "
+    files = sorted({r.path for r in text_reqs if r.path})
+    if text is None and len(files) > 1:
+        raise UserError(f"text cells ask for several text files ({', '.join(files)}); data/ holds one text: "
                         "make them agree or pass --text")
     if text is not None:
         content, source, where = datasets.read_text_file(text, "--text"), str(text), f"--text {text}"
-    elif spec_paths:
-        where = next(r.spec for r in text_reqs if r.path == spec_paths[0]) + f".path {spec_paths[0]}"
-        content, source = datasets.read_text_file(Path(spec_paths[0]), where), spec_paths[0]
+    elif files:
+        option = next(r.where for r in text_reqs if r.path == files[0]) + ": text"
+        where = f"{option} {files[0]}"
+        content, source = datasets.read_text_file(Path(files[0]), option), files[0]
     else:
         content, source, where = corpus.default_corpus(), corpus.SOURCE_NAME, "the default corpus"
     datasets.check_text_length(content, window, where)
@@ -97,7 +140,7 @@ def _write_json(path: Path, obj: object) -> None:
 def _write_dataset(req: datasets.DataRequest, folder: Path) -> dict:
     """Generate one synthetic dataset into folder; return its manifest entry."""
     ds = datasets.build_dataset(req.task, req.T, req.count, req.seed)
-    datasets.save_npz(folder / f"{ds.name}.npz", datasets.dataset_arrays(ds))
+    files.save_npz(folder / f"{ds.name}.npz", datasets.dataset_arrays(ds))
     m = ds.meta
     return {"task": m.task, "T": m.T, "steps": m.steps, "count": req.count, "train": len(ds.x_train),
             "val": len(ds.x_val), "seed": req.seed, "loss": m.loss, "input_dim": m.input_dim,
@@ -107,7 +150,7 @@ def _write_dataset(req: datasets.DataRequest, folder: Path) -> dict:
 def _write_text(content: str, source: str, folder: Path) -> dict:
     """text.npz and vocab.json into folder; return the manifest's text entry."""
     td = datasets.text_data_from_string(content, source)
-    datasets.save_npz(folder / "text.npz", {"ids_train": td.ids_train, "ids_val": td.ids_val})
+    files.save_npz(folder / "text.npz", {"ids_train": td.ids_train, "ids_val": td.ids_val})
     _write_json(folder / "vocab.json", td.vocab)
     return {"source": source, "sha256": td.sha256, "python_version": corpus.python_version(), "chars": len(content),
             "vocab_size": len(td.vocab), "train_chars": len(td.ids_train), "val_chars": len(td.ids_val)}
@@ -144,28 +187,29 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
 
 def generate_cmd(
     spec: Annotated[list[Path] | None, typer.Option(
-        "--spec", help="Sweep spec whose profiles.<profile>.data lists the datasets to make; repeat for several. "
-        "Default: every experiments/*.yaml (none: the text corpus only).")] = None,
-    profile: Annotated[str, typer.Option(help="Which profile's data list to make: quick or full.")] = "quick",
+        "--spec", help="Sweep spec whose cells' datasets to make; repeat for several. Default: the specs named in "
+        "params.yaml's specs: list (experiments/<name>.yaml), else every experiments/*.yaml (none: the text corpus "
+        "only).")] = None,
+    profile: Annotated[str, typer.Option(help="Whose cells' datasets to make: quick or full.")] = "quick",
     text: Annotated[Path | None, typer.Option(
-        help="A UTF-8 text file for the character-level task. Default: a spec's {task: text, path: ...}, "
+        help="A UTF-8 text file for the character-level task. Default: the `text` file of the specs' text cells, "
         "else the docstrings of this Python's standard library (about 0.8 MB).")] = None,
     out: Annotated[Path, typer.Option(help="Output folder; replaced as a whole once every file is written.")]
     = Path("data"),
-    seed: Annotated[int, typer.Option(help="Seed for data entries that give none.")] = 0,
     seq_len: Annotated[int | None, typer.Option(
         help="Text window (characters) that the training and validation splits must each hold. "
         "Default: the specs' longest text seq_len, else 25.")] = None,
 ) -> None:
-    """Generate data/: synthetic sequences (adding, temporal_order, copy, probe), the character corpus
-    (text.npz, vocab.json) and manifest.json with every file's sha256, the seeds and the analytic baselines.
+    """Generate data/: the synthetic sequences the specs' cells train on
+    (<task>_T<seq_len>_N<train_size>_s<data_seed>.npz), the character corpus (text.npz, vocab.json) and
+    manifest.json with every file's sha256, the seeds and the analytic baselines.
 
     The same inputs give byte-identical files. Example: `rnngrad generate --profile quick` (a few seconds).
     """
     start = time.perf_counter()
-    _check_options(profile, seed, seq_len, out)
+    _check_options(profile, seq_len, out)
     spec_paths = _spec_paths(spec)
-    requests = datasets.data_requests_from_specs(spec_paths, profile, seed)
+    requests = _requests(spec_paths, profile)
     _check_sizes([r for r in requests if r.task != datasets.TEXT_TASK])
     content, source = _choose_text(text, requests, seq_len)
     if not spec_paths:

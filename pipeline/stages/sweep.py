@@ -25,7 +25,7 @@ def sweep_cmd(
     MLFLOW_TRACKING_URI if set, else to mlflow.db and mlartifacts/ in the project root. A sweep that was killed,
     started again, finishes the missing cells and repeats none that finished.
     """
-    from ..run.config import load_spec
+    from ..run.spec import load_spec
 
     if jobs < 0:
         raise UserError(f"--jobs: {jobs} is negative; give a number of worker processes >= 1, or 0 for one per core")

@@ -1,0 +1,155 @@
+"""Sweep specs `experiments/<name>.yaml` (docs/internals.md, "Sweep specs"): read, validate, expand the grid, and
+derive the datasets its cells train on.
+
+This is the one parser of spec files: `rnngrad sweep` runs its cells and `rnngrad generate` makes the data they need,
+so the two cannot disagree. A spec lists no datasets: each synthetic cell needs
+`data/<task>_T<seq_len>_N<train_size>_s<data_seed>.npz`, and text cells need their corpus to hold their longest window.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .config import (FIELDS, RunConfig, as_mapping, check_values, closest_key_hint, config_from_values, config_hash,
+                     read_yaml)
+from .datasets import TEXT_TASK, DataRequest
+from ..errors import UserError, did_you_mean
+
+SPEC_KEYS = ("name", "description", "base", "profiles")
+PROFILE_KEYS = ("base", "grid")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# Keys that once were valid, and what replaced them: the refusal says so instead of only naming the closest key.
+_RETIRED_KEYS = {"data": "datasets now derive from the cells (task, seq_len, train_size, data_seed; text cells: "
+                         "text and their longest seq_len); remove it"}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One profile of a sweep spec, fully validated and expanded."""
+
+    name: str  # = the file stem; the MLflow experiment is "rnngrad/<name>"
+    description: str  # one sentence shown in the report
+    profile: str  # which profile the cells come from (quick, full, ...)
+    cells: list[RunConfig]  # the grid's cartesian product over the merged base, in grid order
+    grid: list[dict[str, Any]]  # per cell, the grid values that made it (for run names and tables)
+    path: Path  # the spec file
+
+    @property
+    def data(self) -> list[DataRequest]:
+        """The datasets the cells train on, each once, in the order of the first cell needing it."""
+        return data_requests(self.cells, self.grid, f"{self.path}: profiles.{self.profile}")
+
+
+def load_spec(path: Path | str, profile: str) -> Spec:
+    """Read, validate and expand `experiments/<name>.yaml`. Every profile is validated (a typo in `full` fails
+    a `quick` sweep too), then the cells of `profile` are returned."""
+    path = Path(path)
+    raw = as_mapping(read_yaml(path, "sweep spec (docs/internals.md, Sweep specs)"), str(path),
+                     "{name: ..., description: ..., base: {...}, profiles: {quick: {...}}}")
+    _check_keys(raw, SPEC_KEYS, f"{path}: ")
+    name, description = _spec_name(raw, path), raw.get("description", "")
+    if not isinstance(description, str):
+        raise UserError(f"{path}: description: expected one sentence of text, got {description!r}")
+    base = check_values(as_mapping(raw.get("base"), f"{path}: base", "{task: adding, hidden: 64}"),
+                        lambda k: f"{path}: base.{k}")
+    profiles = as_mapping(raw.get("profiles"), f"{path}: profiles", "{quick: {grid: {...}}, full: {...}}")
+    if not profiles:
+        raise UserError(f"{path}: profiles: missing or empty; add at least one profile, e.g. profiles: {{quick: ...}}")
+    if profile not in profiles:
+        have = ", ".join(map(str, profiles))
+        raise UserError(f"{path}: profiles: no profile {profile!r}{did_you_mean(profile, profiles)}; "
+                        f"this spec has: {have}")
+    expanded = {p: _expand_profile(profiles[p], base, path, str(p)) for p in profiles}
+    cells, grid = expanded[profile]
+    return Spec(name, description, profile, cells, grid, path)
+
+
+def data_requests(cells: list[RunConfig], grid: list[dict], where: str) -> list[DataRequest]:
+    """What `cells` train on: per synthetic cell the dataset (task, seq_len, train_size, data_seed); per text file
+    (cfg.text, None for the default corpus) the longest window of the text cells reading it. `where` names the
+    profile, e.g. "experiments/x.yaml: profiles.quick"; each request names the first cell that needs it."""
+    synthetic: dict[tuple, DataRequest] = {}
+    windows: dict[str | None, DataRequest] = {}
+    for i, cfg in enumerate(cells):
+        cell = f"{where}: cell {i} {grid[i]}"
+        if cfg.task != TEXT_TASK:
+            key = (cfg.task, cfg.seq_len, cfg.train_size, cfg.data_seed)
+            synthetic.setdefault(key, DataRequest(*key, where=cell))
+        elif cfg.text not in windows or cfg.seq_len > windows[cfg.text].seq_len:
+            first = windows[cfg.text].where if cfg.text in windows else cell
+            windows[cfg.text] = DataRequest(TEXT_TASK, path=cfg.text, seq_len=cfg.seq_len, where=first)
+    return [*synthetic.values(), *windows.values()]
+
+
+def _check_keys(raw: Mapping, valid: tuple[str, ...], where: str) -> None:
+    for key in raw:
+        if key in _RETIRED_KEYS:
+            raise UserError(f"{where}unknown key {key!r}: {_RETIRED_KEYS[key]}")
+        if key not in valid:
+            raise UserError(f"{where}unknown key {key!r}{closest_key_hint(key, valid)}")
+
+
+def _spec_name(raw: Mapping, path: Path) -> str:
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise UserError(f"{path}: name: {name!r} is not a valid name; use letters, digits, '_', '-', '.'")
+    if name != path.stem:
+        raise UserError(f"{path}: name: {name!r} differs from the file name; set name: {path.stem}")
+    return name
+
+
+def _expand_profile(section: Any, base: dict, path: Path, profile: str) -> tuple[list[RunConfig], list[dict]]:
+    """Validate one profile and expand its grid: (cells, grid values per cell)."""
+    where = f"{path}: profiles.{profile}"
+    section = as_mapping(section, where, "{base: {...}, grid: {...}}")
+    _check_keys(section, PROFILE_KEYS, f"{where}: ")
+    merged = {**base, **check_values(as_mapping(section.get("base"), f"{where}.base", "{iters: 150}"),
+                                     lambda k: f"{where}.base.{k}")}
+    grid = _expand_grid(section.get("grid"), f"{where}.grid")
+    cells = [config_from_values({**merged, **g}, lambda k: f"{where}: cell {i} {g}: {k}") for i, g in enumerate(grid)]
+    _check_unique(cells, grid, where)
+    return cells, grid
+
+
+def _expand_grid(raw: Any, where: str) -> list[dict[str, Any]]:
+    """A grid's cells in order: the cartesian product of a mapping of value lists, or the products of a list of
+    such mappings one after another (for axes that only make sense together, e.g. clip_mode none has no
+    threshold to vary)."""
+    example = "{gamma_w: [0.5, 1.0]}"
+    if not isinstance(raw, list):
+        return _product(_grid_axes(as_mapping(raw, where, example), where))
+    if not raw:
+        raise UserError(f"{where}: expected a mapping like {example} or a non-empty list of them, got []")
+    return [cell for i, part in enumerate(raw)
+            for cell in _product(_grid_axes(as_mapping(part, f"{where}[{i}]", example), f"{where}[{i}]"))]
+
+
+def _product(axes: dict[str, list]) -> list[dict[str, Any]]:
+    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+
+def _grid_axes(grid: Mapping, where: str) -> dict[str, list]:
+    """Each grid key's validated list of values (in file order); `where` names the grid."""
+    axes = {}
+    for key, values in grid.items():
+        if key not in FIELDS:
+            raise UserError(f"{where}: unknown key {key!r}{closest_key_hint(key, FIELDS)}")
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{where}.{key}: expected a non-empty list of values, e.g. [a, b], got {values!r}")
+        axes[key] = [check_values({key: v}, lambda k, i=i: f"{where}.{k}[{i}]")[key] for i, v in enumerate(values)]
+    return axes
+
+
+def _check_unique(cells: list[RunConfig], grid: list[dict], where: str) -> None:
+    """Two cells with one config would share a run folder: reject duplicate grid values."""
+    seen: dict[str, int] = {}
+    for i, cfg in enumerate(cells):
+        h = config_hash(cfg)
+        if h in seen:
+            raise UserError(f"{where}.grid: cells {seen[h]} {grid[seen[h]]} and {i} {grid[i]} are the same run; "
+                            "remove the duplicate value")
+        seen[h] = i
