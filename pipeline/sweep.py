@@ -45,9 +45,9 @@ Progress = Callable[[int, int, str, str], None]
 SUMMARY_LABELS = ("outcome", "predicted_regime", "observed_regime")
 # runner.execute_run's temp folders (.<config_hash>.<8 hex digits>.tmp) and files.move_into_place's (mkdtemp, .old)
 RUNNER_TEMP_FOLDER = re.compile(r"\.[0-9a-f]{12}\.[a-z0-9_]{8}\.(tmp|old)")
-# Workers compute at a lower priority than the parent, which logs to MLflow while they run: on 2 cores with
-# 2 workers the parent otherwise got ~2/3 of a core, and a run's logging took up to 0.19 of the run's own time
-# (0.12 when nice); the sweep's wall time was the same (quick weight-norm sweep, 3.74 s both ways).
+# Workers compute at a lower priority than the parent, which logs to MLflow while they run: with as many workers
+# as cores the parent would otherwise wait for CPU, and finished runs would queue up unlogged. (`rnngrad bench
+# --only scaling` reports the parent's logging time per run.)
 WORKER_NICENESS = 5
 POLL_SECONDS = 0.2  # how long a stop request can wait for the sweep to notice it
 

@@ -118,3 +118,17 @@ def test_importing_the_package_does_not_import_numpy():
         import pipeline
 
         pipeline.nope
+
+
+def test_readme_api_example_prints_what_the_readme_says(tmp_path, monkeypatch, capsys):
+    """The first code block of README's "The Python API" runs as written and prints the values the README quotes."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## The Python API"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    quoted = re.search(r"prints `([^`]*)`", section).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == quoted

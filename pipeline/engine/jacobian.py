@@ -160,7 +160,7 @@ def _first_lag(WT: np.ndarray, factors: np.ndarray, form: str, out: np.ndarray) 
 def _advance(stack: np.ndarray, WT: np.ndarray, factors: np.ndarray, form: str, out: np.ndarray) -> None:
     """out[k] = (J P_k)^T for stack[k] = P_k^T (m, n, n), J = diag(f_k) W (elman) or W diag(f_k) (pascanu).
 
-    One gemm for the whole stack: (m*n, n) @ W^T. (Chunking it to stay in cache measured no faster.)
+    One gemm for the whole stack: (m*n, n) @ W^T.
     """
     m, n, _ = stack.shape
     if form == "elman":  # (J P)^T = P^T W^T diag(f)

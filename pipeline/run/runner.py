@@ -36,9 +36,8 @@ from ..errors import UserError
 
 Progress = Callable[[dict], None]
 # train/* step metrics, w_norm and spectral_radius included, at this many evenly spaced iterations (plus the last):
-# a weight-norm eigensolve costs ~3 ms at n = 100, and each logged point ~0.1 ms of MLflow/sqlite time. A run
-# logs a fixed ~35 ms plus 5 keys x this many points: at 50, the smallest quick run (0.8 s) spent 10.5 % of its
-# time logging; at 30, 8.8 %. history.csv keeps every iteration.
+# each point costs a weight-norm eigensolve in the run and a row in MLflow's store, and a short quick run must not
+# spend more than a tenth of its time logging (`rnngrad bench --only logging`). history.csv keeps every iteration.
 SERIES_POINTS = 30
 # A run computes on one BLAS thread wherever it runs: OpenBLAS splits a long sum differently on 2 threads than
 # on 1, and those last-bit differences grow over training, so otherwise a config's numbers would depend on the

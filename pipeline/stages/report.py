@@ -20,7 +20,7 @@ def report_cmd(
 ) -> None:
     """Write reports/figures/*.png, reports/report.html (self-contained: opens offline, prints) and
     reports/report.pdf (same sections and figures) from the analysis outputs."""
-    from ..report import analysis, figures, html as report_html, pdf as report_pdf  # seaborn and fpdf: ~2 s
+    from ..report import analysis, figures, html as report_html, pdf as report_pdf  # seaborn, fpdf: not for --help
     from ..run.files import write_atomic
 
     metrics, report, tables = analysis.read_analysis(analysis_dir)
