@@ -1,8 +1,8 @@
 """Run a sweep spec's grid: one MLflow parent run, one nested child run per cell, cells in worker processes.
 
 Only this (parent) process talks to MLflow; workers only compute run folders (`runner.execute_run`). A child run
-is created RUNNING when its cell is submitted and ended FINISHED once its folder is logged (outcome `diverged` or
-`failed` is a tag, not a status); a worker that crashes ends it FAILED.
+is created RUNNING when its cell is submitted and ended FINISHED once its folder is logged (an outcome such as
+`diverged` or `failed` is a tag, not a status); a worker that crashes ends it FAILED.
 
 Resume: a cell whose config_hash has a FINISHED run in the experiment and whose folder
 `results/<spec>/runs/<hash>/` exists is skipped; a folder without a FINISHED run (killed between computing and
@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 from . import tracking
 from .run.config import config_hash
+from .run.verdicts import OUTCOMES
 from .errors import UserError
 
 # progress(done, total, cell_name, status): status is "skipped", "relogged", an outcome, or "crashed"; first, once
@@ -183,7 +184,7 @@ def _open_parent(store, exp_id: str, spec, shash: str) -> str:
 
 def _close_parent(store, spec, parent: str, result: SweepResult, table) -> None:
     outcomes = table["outcome"].value_counts() if len(table) else {}
-    runs = {f"runs_{o}": int(outcomes.get(o, 0)) for o in ("ok", "diverged", "failed")}
+    runs = {f"runs_{o}": int(outcomes.get(o, 0)) for o in OUTCOMES}
     tracking.log_values(store, parent, metrics=result.outcome_counts | runs)
     tracking.log_artifact(store, parent, result.table_path)
     if getattr(spec, "path", None):

@@ -5,7 +5,8 @@ The numbers are computed, not invented, and independently of the pipeline's engi
     (elman form) and np.linalg.norm(., 2); the product and global bounds from their definitions;
   - a `linear` run with init `identity` has W = a I, so ||dh_t/dh_k|| = |a|^(t-k) exactly (a closed form);
   - the slope is a least-squares fit of log-norm against lag, the Lyapunov exponent a QR iteration.
-Task outcomes (accuracy, losses, BPTT signal) follow simple stated formulas, so a test can predict the summaries.
+Task outcomes (accuracy, losses, learning, BPTT signal) follow simple stated formulas, so a test can predict the
+summaries.
 
 Layout follows docs/internals.md: results/<spec>/runs/<config_hash>/{config,summary}.json, history.csv,
 samples.json (text), probe/jacobian.parquet, probe/signal.parquet; results/<spec>.parquet has one row per run.
@@ -118,6 +119,20 @@ def regime_from_slope(slope: float) -> str | None:
     return "exploding" if slope > 0.01 else "vanishing" if slope < -0.01 else "neutral"
 
 
+def predicted_from_rate(log_rate: float) -> str:
+    """Pascanu et al.'s prediction, written out: below 1 vanishing, at 1 (within 1e-9 in log) bounded, above it
+    unconstrained."""
+    if log_rate < -1e-9:
+        return "vanishing"
+    return "bounded" if log_rate <= 1e-9 else "unconstrained"
+
+
+def validation_loss(cfg: dict) -> float:
+    """Stated formula: chance loss x (1 - exp(-T / 20)), so a run learns (below 0.9 x chance) for T < 20 ln 10 ~ 46
+    and is at chance beyond."""
+    return CHANCE_LOSS[cfg["task"]] * (1 - math.exp(-cfg["seq_len"] / 20))
+
+
 def task_success(cfg: dict) -> float:
     """Stated formula: accuracy falls from 1 to chance as exp(-T / 40)."""
     chance = CHANCE_ACCURACY[cfg["task"]]
@@ -189,6 +204,7 @@ def write_run(results_dir: Path, run: FakeRun, index: int) -> dict:
     (folder / "config.json").write_text(json.dumps(cfg))
     if run.outcome == "failed":  # as the runner leaves it: config and summary with the error, nothing else
         summary = {"config_hash": run.config_hash, "outcome": "failed", "diverged_at": None, "iters_done": None,
+                   "learned": False,
                    "error": "FloatingPointError: planted failure", "traceback": "Traceback ...", "seconds": 0.1}
         (folder / "summary.json").write_text(json.dumps(summary))
         return row | {"iters_done": None, "seconds": 0.1}
@@ -198,10 +214,13 @@ def write_run(results_dir: Path, run: FakeRun, index: int) -> dict:
     diverged_at = cfg["iters"] // 2 if run.outcome == "diverged" else None
     ok = run.outcome == "ok"
     summary = {"outcome": run.outcome, "diverged_at": diverged_at, "iters_done": cfg["iters"], "seconds": 1.5,
-               "final_train_loss": final_loss(cfg) if ok else None, "final_val_loss": final_loss(cfg) + 0.02 if ok
+               "final_train_loss": final_loss(cfg) if ok else None, "final_val_loss": validation_loss(cfg) if ok
                else None, "val_accuracy": task_success(cfg) if ok else None,
                "chance_loss": CHANCE_LOSS[cfg["task"]], "chance_accuracy": CHANCE_ACCURACY[cfg["task"]], **numbers}
-    summary["predicted_regime"] = "vanishing" if summary["log_rate_init"] < 0 else "may_explode"
+    summary["learned"] = ok and validation_loss(cfg) < 0.9 * CHANCE_LOSS[cfg["task"]]
+    summary["loss_growth"] = final_loss(cfg) / CHANCE_LOSS[cfg["task"]] if ok else None  # history starts at chance
+    summary["norm_growth"] = run.final_scale if ok else None
+    summary["predicted_regime"] = predicted_from_rate(summary["log_rate_init"])
     summary["observed_regime"] = regime_from_slope(summary["slope_init"])
     summary["violations_init"] = summary["violations_final"] = 0
     summary |= run.overrides

@@ -126,10 +126,16 @@ def test_every_number_in_the_html_equals_metrics_json(built):
         value = lookup(metrics, key)
         assert (text == "n/a") if value is None else (float(text) == value), (key, text, value)
     shown = {k for k, _ in page.metrics}
-    for key in ("n_runs", "n_probes", "violations", "n_missing_artifacts", "regimes.agreement_rate",
-                "tightness.median_gap_product_decades", "tightness.median_gap_global_decades",
-                "rate.median_abs_slope_minus_lyapunov", "specs.clipping.headline.best_final_loss"):
+    for key in ("n_runs", "n_probes", "violations", "n_missing_artifacts", "regimes.init.n_sufficient",
+                "regimes.init.n_sufficient_observed_vanishing", "regimes.init.n_bounded", "regimes.init.contradictions",
+                "regimes.final.contradictions", "regimes.init.observed_when_not_predicted.exploding",
+                "outcomes.unstable", "learning.long_range.learned.k", "learning.long_range.learned.low",
+                "learning.clipping.n_at_chance", "specs.long_range.headline.adding.learned_at_max_T.high",
+                "specs.clipping.headline.unstable_clipped.n", "tightness.median_gap_product_decades",
+                "tightness.median_gap_global_decades", "rate.median_abs_slope_minus_lyapunov",
+                "specs.clipping.headline.best_final_loss"):
         assert key in shown, key
+    assert "agreement" not in built["html"].lower()
 
 
 def test_opening_sentences_state_runs_probes_and_violations(built):
@@ -280,7 +286,7 @@ def test_the_unknown_spec_has_its_outcome_table_and_decay_figure(built):
     page, runs = built["page"], [r for r in built["runs"] if r.spec == "mystery"]
     rows = [r for r in page.rows if r[0] == "spec-mystery"]
     heads = [r for r in rows if r[1] == "run"]
-    assert heads[0][1:] == ["run", "activation", "hidden", "init", "outcome", "val loss", "accuracy",
+    assert heads[0][1:] == ["run", "activation", "hidden", "init", "outcome", "learning", "val loss", "accuracy",
                             "chance loss", "chance accuracy"]
     table = {r[1]: r[3:] for r in rows if len(r) > 3 and r[1] in {run.run_id for run in runs}}  # by full run ID
     assert set(table) == {r.run_id for r in runs}
@@ -308,13 +314,17 @@ def test_a_new_spec_is_analysed_and_rendered_with_its_description_table_and_figu
     section = "spec-saturation_probe"
     assert page.sections[section] == "Sweep: saturation_probe"
     assert page.paragraphs[section][0] == fx.description("saturation_probe")
-    assert page.paragraphs[section][1].startswith("Sweep spec 'saturation_probe'. 7 runs (6 finished, 1 diverged")
+    assert page.paragraphs[section][1].startswith("Sweep spec 'saturation_probe'. 7 runs (6 ok, 0 unstable, "
+                                                  "1 diverged, 0 failed)")
+    assert "learned: 6 of 7 runs on a scored task (0.8571, 95% CI 0.4869–0.9743)" in page.paragraphs[section][1]
     rows = {r[1]: r[2:] for r in page.rows if r[0] == section and len(r) > 2 and r[1] in {x.run_id for x in runs}}
     assert [rows[r.run_id][:4] for r in runs] == [
         [r.run_id[:8], f"{r.config['gamma_w']:g}", str(r.config["seed"]), r.outcome] for r in runs]
     ok = runs[0]
-    assert rows[ok.run_id][4:] == [f"{fx.final_loss(ok.config) + 0.02:.4g}", f"{fx.task_success(ok.config):.4g}",
-                                   f"{fx.CHANCE_LOSS['adding']:.4g}", f"{fx.CHANCE_ACCURACY['adding']:.4g}"]
+    assert rows[ok.run_id][4:] == ["learned", f"{fx.validation_loss(ok.config):.4g}",
+                                   f"{fx.task_success(ok.config):.4g}", f"{fx.CHANCE_LOSS['adding']:.4g}",
+                                   f"{fx.CHANCE_ACCURACY['adding']:.4g}"]
+    assert rows[runs[-1].run_id][4] == "diverged"
     captions = page.images_by_section[section]
     assert len(captions) == 1 and captions[0].startswith("Spec saturation_probe: mean log10 ‖∂h_t/∂h_k‖")
     figure = out / "figures" / "decay-saturation_probe.png"
@@ -410,9 +420,9 @@ def test_clip_final_is_on_log_axes_and_shows_what_diverged():
     clip = pd.DataFrame({
         "clip_mode": ["global", "global", "global", "none"],
         "clip_threshold": [0.1, 10.0, 100.0, None],
-        "final_loss": [0.05, 40.0, float("nan"), float("nan")],  # at 100 every run diverged, as did the unclipped
-        "diverged_fraction": [0.0, 0.0, 1.0, 1.0],
-        "n_runs": [1, 1, 1, 1], "run_ids": ["a", "b", "c", "d"],
+        "final_loss": [0.05, 40.0, float("nan"), float("nan")],  # at 100 no run was ok, nor was the unclipped
+        "n_diverged": [0, 0, 1, 1], "n_unstable": [0, 0, 1, 0],
+        "n_runs": [1, 1, 2, 1], "run_ids": ["a", "b", "c;e", "d"],
     })
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
@@ -421,10 +431,10 @@ def test_clip_final_is_on_log_axes_and_shows_what_diverged():
     ax = fig.axes[0]
     assert ax.get_yscale() == "log" and ax.get_xscale() == "log"
     crosses = [list(line.get_xdata()) for line in ax.lines if line.get_marker() == "x" and len(line.get_xdata())]
-    assert crosses == [[100.0]]  # the all-diverged threshold, along the top
+    assert crosses == [[100.0]]  # the threshold with no ok run, along the top
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["global", "no clipping: diverged (100% of runs)"]
-    assert sorted(ids) == ["a", "b", "c", "d"]
+    assert labels == ["global", "no clipping: diverged 1 of 1, unstable 0 of 1"]
+    assert sorted(ids) == ["a", "b", "c", "d", "e"]
 
 
 def test_log_ticks_skip_values_too_close_to_label_apart():

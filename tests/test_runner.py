@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from pipeline.engine import trainer
-from pipeline.run import runner, sources
+from pipeline.run import runner, sources, verdicts
 from pipeline.run.config import RunConfig, config_from_json, config_hash, flatten
 from pipeline.run.datasets import load_dataset
 from pipeline.errors import UserError
@@ -38,7 +38,8 @@ SUMMARY_KEYS = {"config_hash", "outcome", "diverged_at", "iters_done", "seconds"
                 "final_val_loss", "val_accuracy", "chance_loss", "chance_accuracy", "gamma_phi", "gamma_w_init",
                 "gamma_w_final", "spectral_radius_init", "spectral_radius_final", "log_rate_init", "log_rate_final",
                 "slope_init", "slope_final", "lyapunov_init", "lyapunov_final", "predicted_regime",
-                "observed_regime", "violations_init", "violations_final", "layers"}
+                "observed_regime", "violations_init", "violations_final", "layers", "learned", "loss_growth",
+                "norm_growth"}
 STEP_KEYS = {"jacobian_init/log10_norm", "jacobian_final/log10_norm", "bound/log10_product", "bound/log10_global",
              "bptt/log10_dE_dh", "train/loss", "train/grad_norm", "train/clip_scale", "train/w_norm",
              "train/spectral_radius", "val/loss", "val/accuracy"}
@@ -115,12 +116,27 @@ def test_summary_numbers_follow_from_the_config(runs, name):
     assert s["log_rate_init"] == pytest.approx(math.log(cfg.gamma_w * 1.0), abs=1e-9)
     trained = cfg.task != "probe"  # the probe task has no loss positions: zero gradient, nothing moves
     assert (s["gamma_w_final"] != s["gamma_w_init"]) == trained
-    assert s["predicted_regime"] == ("vanishing" if cfg.gamma_w * 1.0 < 1 else "may_explode")
+    assert s["predicted_regime"] == ("vanishing" if cfg.gamma_w < 1 else "bounded" if cfg.gamma_w == 1
+                                     else "unconstrained")
     band = "vanishing" if s["slope_init"] < -0.01 else "exploding" if s["slope_init"] > 0.01 else "neutral"
     assert s["observed_regime"] == band
     assert s["violations_init"] == 0 and s["violations_final"] == 0
     top = s["layers"][-1]
     assert all(top[k] == s[k] for k in top if k != "layer")
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_the_summary_says_whether_the_run_learned_and_how_far_loss_and_weights_moved(runs, name):
+    cfg, result, _ = runs[name]
+    s = result.summary
+    assert s["learned"] is verdicts.learned(s["outcome"], s["final_val_loss"], s["chance_loss"])
+    assert s["norm_growth"] == pytest.approx(s["gamma_w_final"] / s["gamma_w_init"], rel=1e-12)
+    history = pd.read_csv(result.run_dir / "history.csv")
+    if cfg.task == "probe":  # scores nothing: no loss to grow, no verdict to give
+        assert s["loss_growth"] is None and s["learned"] is False and s["final_val_loss"] is None
+    else:
+        assert s["loss_growth"] == pytest.approx(s["final_train_loss"] / history["loss"].iloc[0], rel=1e-12)
+    assert s["outcome"] == verdicts.run_outcome(False, s["loss_growth"], s["norm_growth"])
 
 
 def test_chance_baselines(runs):
@@ -317,7 +333,20 @@ def test_divergence_is_an_outcome(activation, seq_len, data_dir, tmp_path):
     assert events[-1]["diverged"] is True
     final = load_model(tmp_path / "run" / "probe" / "model_final.npz")  # the last model with finite parameters
     assert all(np.isfinite(p).all() for p in final.params.values())
-    assert s["observed_regime"] == "exploding" and s["predicted_regime"] == "may_explode"
+    assert s["observed_regime"] == "exploding" and s["predicted_regime"] == "unconstrained"
+    assert s["learned"] is False
+
+
+def test_a_finite_run_whose_loss_runs_away_is_unstable_not_ok(data_dir, tmp_path):
+    """Plain SGD at lr 1 with a loose clip on gamma_W = 3: every number stays finite, but the loss ends thousands of
+    times above its start and the weights grow tens of times."""
+    cfg = RunConfig(**{**TINY, "task": "adding", "gamma_w": 3.0, "optimizer": "sgd", "lr": 1.0, "clip_mode": "global",
+                       "clip_threshold": 100.0})
+    result = run_quietly(cfg, data_dir, tmp_path / "run")
+    s = strict_json(tmp_path / "run" / "summary.json")
+    assert result.outcome == s["outcome"] == "unstable" and s["diverged_at"] is None
+    assert s["loss_growth"] > verdicts.UNSTABLE_LOSS_GROWTH and math.isfinite(s["final_train_loss"])
+    assert s["learned"] is False and s["final_val_loss"] > s["chance_loss"]
 
 
 def test_an_error_inside_the_run_is_recorded(monkeypatch, data_dir, tmp_path):
@@ -329,7 +358,7 @@ def test_an_error_inside_the_run_is_recorded(monkeypatch, data_dir, tmp_path):
     result = runner.execute_run(cfg, data_dir, tmp_path / "run")
     assert result.outcome == "failed"
     s = strict_json(tmp_path / "run" / "summary.json")
-    assert s["outcome"] == "failed" and "boom in the trainer" in s["error"]
+    assert s["outcome"] == "failed" and "boom in the trainer" in s["error"] and s["learned"] is False
     assert {p.name for p in (tmp_path / "run").iterdir()} == {"config.json", "summary.json"}
 
 

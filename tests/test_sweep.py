@@ -39,7 +39,8 @@ def fake_execute(cfg, data_dir, run_dir, progress=None):
         raise RuntimeError("fake crash")
     if str(cfg.gamma_w) == os.environ.get("FAKE_DIE_GAMMA"):
         os._exit(9)  # the worker process dies, as under the out-of-memory killer
-    write_fake_run_folder(flatten(cfg), Path(run_dir), outcome="diverged" if cfg.gamma_w >= 3 else "ok")
+    outcome = "diverged" if cfg.gamma_w >= 3 else "unstable" if cfg.gamma_w == 2.5 else "ok"
+    write_fake_run_folder(flatten(cfg), Path(run_dir), outcome=outcome)
     (Path(run_dir) / "worker.json").write_text(json.dumps({"mlflow_imported": "mlflow" in sys.modules,
                                                            "niceness": os.nice(0)}))
     _append(calls, f"done {config_hash(cfg)} {os.getpid()}")
@@ -112,7 +113,8 @@ def test_sweep_logs_a_parent_with_nested_children_and_writes_the_table(env):
     assert [p.status for p in parents] == ["FINISHED"]
     parent = parents[0]
     metrics = tracking.client(store).get_run(parent.run_id).data.metrics
-    assert (metrics["runs_ok"], metrics["runs_diverged"], metrics["cells_ran"]) == (5, 1, 6)
+    assert (metrics["runs_ok"], metrics["runs_unstable"], metrics["runs_diverged"], metrics["runs_failed"],
+            metrics["cells_ran"]) == (4, 1, 1, 0, 6)
     assert (parent.tags["spec"], parent.tags["profile"], parent.tags["mlflow.note.content"]) == (
         "mini", "quick", "a tiny grid for tests")
     assert sorted(c.run_name for c in children) == sorted(f"gamma_w={g},seed=0" for g in GAMMAS)
@@ -121,6 +123,7 @@ def test_sweep_logs_a_parent_with_nested_children_and_writes_the_table(env):
     hashes = {config_hash(cfg) for cfg in spec.cells}
     assert {c.tags["config_hash"] for c in children} == hashes
     assert {c.tags["outcome"] for c in children if c.run_name.startswith("gamma_w=3.0")} == {"diverged"}
+    assert {c.tags["outcome"] for c in children if c.run_name.startswith("gamma_w=2.5")} == {"unstable"}
     assert sorted(_calls(env, "done")) == sorted(hashes)
     assert [(done, total) for done, total, _, _ in seen] == [(i, 6) for i in range(0, 7)]
     assert seen[0][2:] == ("", "started")
@@ -131,7 +134,8 @@ def test_sweep_logs_a_parent_with_nested_children_and_writes_the_table(env):
     assert list(table["cell"]) == [f"gamma_w={g},seed=0" for g in GAMMAS]  # grid order
     assert set(table["run_id"]) == {c.run_id for c in children}
     assert {"spec", "cell", "run_id", "config_hash", "outcome", "run_dir", "gamma_w", "hidden", "optimizer",
-            "final_train_loss", "slope_init", "diverged_at", "observed_regime"} <= set(table.columns)
+            "final_train_loss", "slope_init", "diverged_at", "observed_regime", "learned"} <= set(table.columns)
+    assert list(table["outcome"]) == ["ok"] * 4 + ["unstable", "diverged"]
     assert list(table["gamma_w"]) == GAMMAS and set(table["spec"]) == {"mini"}
     assert set(table["description"]) == {"a tiny grid for tests"}  # the report's section for the spec opens with it
     for row in table.itertuples():
@@ -387,7 +391,8 @@ def test_sweep_command_runs_the_real_runner_and_says_where_results_are(cli_app, 
     assert "results/tiny.parquet" in result.stdout and "[2/2]" in result.stdout
     table = pd.read_parquet(tmp_path / "results" / "tiny.parquet")
     assert list(table["cell"]) == ["gamma_w=0.5", "gamma_w=3.0"]
-    assert list(table["predicted_regime"]) == ["vanishing", "may_explode"]
+    assert list(table["predicted_regime"]) == ["vanishing", "unconstrained"]
+    assert table["learned"].dtype == bool
     store = tracking.open_store(tmp_path)
     _, children = _runs(store, "tiny")
     c = tracking.client(store)

@@ -31,7 +31,8 @@ def write_fake_run_folder(config: dict, run_dir: Path, iters: int = 20, outcome:
     (tmp / "config.json").write_text(json.dumps(config))
     summary = {"outcome": outcome, "diverged_at": None, "iters_done": iters, "seconds": 0.01,
                "final_train_loss": 0.5, "val_accuracy": 0.25, "gamma_w_init": float(config.get("gamma_w", 1.0)),
-               "slope_init": np.log(float(config.get("gamma_w", 1.0))), "predicted_regime": "may_explode",
+               "slope_init": np.log(float(config.get("gamma_w", 1.0))), "predicted_regime": "unconstrained",
+               "learned": outcome == "ok",
                "observed_regime": "exploding", "violations_init": 0, "lyapunov_final": float("nan"),
                "layers": [{"layer": 0, "slope_init": -0.1}, {"layer": 1, "slope_init": 0.2}]}
     (tmp / "summary.json").write_text(json.dumps(summary))
@@ -184,11 +185,12 @@ def test_log_run_folder_params_tags_and_scalar_metrics(store, tmp_path):
                                "lr": "0.003", "layers": "2"}
     tags = run.data.tags
     assert (tags["config_hash"], tags["outcome"], tags["spec"], tags["cell"]) == ("abc123", "ok", "test", "gamma_w=1.5")
-    assert (tags["predicted_regime"], tags["observed_regime"]) == ("may_explode", "exploding")
+    assert (tags["predicted_regime"], tags["observed_regime"]) == ("unconstrained", "exploding")
     m = run.data.metrics
     assert m["gamma_w_init"] == 1.5 and m["iters_done"] == 20 and m["violations_init"] == 0
     assert np.isclose(m["slope_init"], np.log(1.5)) and np.isnan(m["lyapunov_final"])
     assert "diverged_at" not in m  # null is not a number
+    assert m["learned"] == 1.0  # a bool is a 0/1 metric: filterable in the MLflow UI
 
 
 def test_step_metrics_have_steps_along_lags_and_layers(store, tmp_path):

@@ -22,9 +22,9 @@ from ..run.files import write_atomic
 from ..run.probe import JACOBIAN_COLUMNS, SIGNAL_COLUMNS
 from . import studies
 from .reductions import (
-    bound_violations, decay_by_lag, finite_median, heatmap_rows, nonfinite_summary, numeric, outcome_counts,
-    rate_comparison, regime_agreement, regime_confusion, rounded_tree, run_gaps, run_labels, stacked,
-    tightness_by_lag,
+    REGIME_PROBES, bound_violations, decay_by_lag, finite_median, heatmap_rows, label_regimes, learning_counts,
+    nonfinite_summary, numeric, outcome_counts, rate_comparison, regime_confusion, regime_counts, rounded_tree,
+    run_gaps, run_labels, stacked, tightness_by_lag, with_verdicts,
 )
 
 HISTORY_COLUMNS = ("iter", "loss")
@@ -139,9 +139,10 @@ def run_records(results_dir: Path, results: pd.DataFrame) -> tuple[pd.DataFrame,
         f = files[row["run_id"]] = read_run_files(run_folder(results_dir, row), is_text, row["outcome"] == "failed")
         records.append(row | summary_scalars(f.summary) | {"run_dir": str(f.folder)})
     runs = pd.DataFrame(records)
-    for col in ("predicted_regime", "observed_regime", "activation", "task", "clip_mode", "error"):
+    for col in ("activation", "task", "clip_mode", "error", "final_val_loss", "chance_loss"):
         if col not in runs:
             runs[col] = None
+    runs = with_verdicts(label_regimes(runs))
     runs["label"] = None
     for spec, idx in runs.groupby("spec").groups.items():
         runs.loc[idx, "label"] = run_labels(runs.loc[idx])
@@ -211,7 +212,7 @@ def spec_sections(runs: pd.DataFrame, files: dict[str, RunFiles], probes: ProbeR
     signal = stacked(probes.signal, SIGNAL_COLUMNS + ("run_id",))
     for spec, sr in runs.groupby("spec", sort=True):
         heads[spec] = {"n_runs": len(sr), "violations": int(sr["violations"].sum()), "outcomes": outcome_counts(sr),
-                       "regime_agreement": regime_agreement(sr)["agreement_rate"]}
+                       "contradictions": {w: regime_counts(sr, w)["contradictions"] for w in REGIME_PROBES}}
         ids = sr["run_id"].tolist()
         extra[spec] = {"run_ids": ids} | spec_description(sr)
         given = studies.SpecRuns(sr, {i: files[i].history for i in ids if files[i].history is not None},
@@ -236,8 +237,9 @@ def spec_description(runs: pd.DataFrame) -> dict[str, str]:
 RUN_COLUMNS = ("run_id", "spec", "cell", "label", "config_hash", "outcome", "task", "activation", "form", "layers",
                "gamma_w", "gamma_phi", "clip_mode", "clip_threshold", "seq_len", "seed", "log_rate_init",
                "slope_init", "lyapunov_init", "log_rate_final", "slope_final", "lyapunov_final", "predicted_regime",
-               "observed_regime", "val_accuracy", "chance_accuracy", "final_train_loss", "final_val_loss", "chance_loss",
-               "n_probes", "n_checks", "violations",
+               "observed_regime", "predicted_regime_final", "observed_regime_final", "verdict", "learned",
+               "val_accuracy", "chance_accuracy", "final_train_loss", "final_val_loss", "chance_loss", "loss_growth",
+               "norm_growth", "n_probes", "n_checks", "violations",
                "gap_product", "gap_global")
 
 
@@ -272,7 +274,7 @@ def assemble(runs: pd.DataFrame, tables: dict[str, pd.DataFrame], spec_heads: di
              ) -> tuple[dict, dict]:
     """metrics.json (rounded numbers) and analysis.json (metrics plus lists and labels for the report)."""
     viol, nonfinite = tables["violations"], tables["nonfinite"]
-    regimes = regime_agreement(runs)
+    regimes = {when: regime_counts(runs, when) for when in REGIME_PROBES}
     metrics = rounded_tree({
         "n_runs": len(runs), "n_probes": runs["n_probes"].sum(), "n_checks": runs["n_checks"].sum(),
         "violations": len(viol), "violations_measured_gt_product": (viol["kind"] == "measured>product").sum(),
@@ -283,14 +285,15 @@ def assemble(runs: pd.DataFrame, tables: dict[str, pd.DataFrame], spec_heads: di
         "nonfinite_in_ok_runs": nonfinite.loc[nonfinite["outcome"] == "ok", "n"].sum() if len(nonfinite) else 0,
         "n_missing_artifacts": len(tables["missing"]), "n_runs_incomplete": tables["missing"]["run_id"].nunique(),
         "outcomes": outcome_counts(runs),
-        "regimes": {k: v for k, v in regimes.items() if k != "contradiction_ids"},
+        "regimes": {when: {k: v for k, v in r.items() if k != "contradiction_ids"} for when, r in regimes.items()},
+        "learning": {spec: learning_counts(sr) for spec, sr in runs.groupby("spec", sort=True)},
         "tightness": {"median_gap_product_decades": finite_median(runs["gap_product"]),
                       "median_gap_global_decades": finite_median(runs["gap_global"])},
         "rate": rate_comparison(runs),
         "specs": spec_heads,
     })
     report = {"format": 1, "metrics": metrics, "specs": spec_extra,
-              "contradictions": regimes["contradiction_ids"],
+              "contradictions": {when: r["contradiction_ids"] for when, r in regimes.items()},
               "violations": records(viol.head(REPORT_VIOLATIONS)), "nonfinite": records(nonfinite),
               "missing": records(tables["missing"]), "tables": sorted(tables),
               "failed": records(runs.loc[runs["outcome"] == "failed", ["run_id", "spec", "error"]])}

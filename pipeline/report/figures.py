@@ -25,6 +25,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLoca
 
 from ..run.files import write_atomic
 from ..run.probe import draw_heatmap_panel
+from ..run.verdicts import LEARNED_MARGIN
 from . import studies
 from .reductions import format_metric, short_value
 
@@ -334,11 +335,14 @@ def draw_clip_curves(tables: Tables) -> Drawn:
         if ax.get_legend():  # small, top right: the shared y axis leaves the top empty in the clipped panels
             sns.move_legend(ax, "upper right", fontsize=7, title_fontsize=7, ncol=2)
         ends = c.dropna(subset=["loss"]).groupby("run_id").tail(1)
-        ends = ends[ends["run_id"].map(outcome).eq("diverged")]
-        ax.plot(ends["iter"], ends["loss"], "x", color="C3", ms=8, mew=2, zorder=5)
+        for name, marker in (("diverged", "x"), ("unstable", "^")):
+            end = ends[ends["run_id"].map(outcome).eq(name)]
+            ax.plot(end["iter"], end["loss"], marker, color="C3", ms=8 if marker == "x" else 6,
+                    mew=2 if marker == "x" else 1, zorder=5, ls="none")
         ax.set(yscale="log", title=f"clip: {mode}", xlabel="iteration")
     caption = (f"Training loss curves per clipping mode and threshold. Losses above {LOSS_CEILING:.0e} are drawn "
-               f"on the dotted line at {LOSS_CEILING:.0e}; a red x marks where a run diverged (inf or NaN).")
+               f"on the dotted line at {LOSS_CEILING:.0e}; a red x marks where a run diverged (inf or NaN), a red "
+               "triangle the end of an unstable run (finite, but its loss or weights ran away).")
     return fig, caption, list(curves["run_id"].unique())
 
 
@@ -348,25 +352,34 @@ def draw_clip_final(tables: Tables) -> Drawn:
         return None
     fig = new_figure(5.6, 3.0)
     ax = fig.subplots()
-    top = ax.get_xaxis_transform()  # x in data, y in axes fraction: all-diverged cells have no loss to plot
+    top = ax.get_xaxis_transform()  # x in data, y in axes fraction: cells with no ok run have no loss to plot
     for i, (mode, c) in enumerate(clip.groupby(clip["clip_mode"].astype(str))):
-        loss, diverged = c["final_loss"].astype(float), c["diverged_fraction"].astype(float)
+        loss = c["final_loss"].astype(float)
+        lost_runs = (c["n_diverged"] + c["n_unstable"]) if "n_unstable" in c else c["n_diverged"]
         if mode == "none":
             if np.isfinite(loss).any():
                 ax.axhline(float(loss.iloc[0]), color="0.3", ls="--", label="no clipping")
-            if (diverged > 0).any():
-                ax.plot([], [], "x", color="C3", mew=2, label=f"no clipping: diverged ({diverged.iloc[0]:.0%} of runs)")
+            if (lost_runs > 0).any():
+                ax.plot([], [], "x", color="C3", mew=2,
+                        label=f"no clipping: {outcome_words(c.iloc[0])}")
             continue
         ax.plot(c["clip_threshold"].astype(float), loss, marker="o", label=mode, color=f"C{i}")
-        lost = c[~np.isfinite(loss) & (diverged > 0)]
+        lost = c[~np.isfinite(loss) & (lost_runs > 0)]
         ax.plot(lost["clip_threshold"].astype(float), np.full(len(lost), 0.97), "x", color=f"C{i}", mew=2,
                 transform=top, clip_on=False)
     ax.set(xscale="log", yscale="log", xlabel="clip threshold", ylabel="median final training loss")
     plain_log_ticks(ax.xaxis, set(clip["clip_threshold"].dropna().astype(float)))
     ax.legend(fontsize=8)
-    caption = ("Final training loss (median over the runs that finished) against the clip threshold, per clipping "
-               "mode; an x along the top marks a threshold at which every run diverged.")
+    caption = ("Final training loss (median over the ok runs) against the clip threshold, per clipping mode; an x "
+               "along the top marks a threshold at which no run was ok (every run diverged or went unstable).")
     return fig, caption, ids_of(clip)
+
+
+def outcome_words(row: pd.Series) -> str:
+    """"diverged 1 of 1, unstable 0 of 1" for a row of the clip table."""
+    n = int(row["n_runs"])
+    parts = [f"{name} {int(row[f'n_{name}'])} of {n}" for name in ("diverged", "unstable") if f"n_{name}" in row]
+    return ", ".join(parts)
 
 
 def draw_depth(tables: Tables) -> Drawn:
@@ -391,19 +404,24 @@ def draw_success(tables: Tables) -> Drawn:
     if succ is None:
         return None
     tasks = list(dict.fromkeys(succ["task"].astype(str)))
+    labels = list(dict.fromkeys(succ["label"].astype(str)))
+    colors = dict(zip(labels, sns.color_palette(n_colors=len(labels))))
     fig, axes = panel_row(len(tasks), 3.2, 3.0, margin=1.0)
     handles = {}
     for ax, task in zip(axes, tasks):
         s = succ[succ["task"].astype(str) == task]
-        sns.lineplot(data=s, x="T", y="success_rate", hue="label", marker="o", ax=ax, legend=True)
-        chance = s.groupby("T")["chance"].mean()
-        ax.plot(chance.index, chance.values, color="0.3", ls="--", label="chance")
-        ax.set(title=task, xlabel="sequence length T", ylabel="task success", ylim=(0, 1.04))
+        for label, g in s.groupby(s["label"].astype(str), sort=False):
+            g = finite(g.sort_values("T"), ["T", "success_rate", "success_rate_low", "success_rate_high"])
+            y = g["success_rate"].astype(float)
+            yerr = [y - g["success_rate_low"].astype(float), g["success_rate_high"].astype(float) - y]
+            ax.errorbar(g["T"].astype(float), y, yerr=yerr, color=colors[label], marker="o", ms=4, lw=1.2,
+                        capsize=3, label=label)
+        ax.set(title=task, xlabel="sequence length T", ylabel="fraction of runs that learned", ylim=(-0.03, 1.04))
         handles |= dict(zip(*reversed(ax.get_legend_handles_labels())))
-        if ax.get_legend():
-            ax.get_legend().remove()  # one legend below the row: a per-panel one sat on points at success 1
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(len(handles), 6), fontsize=8)
-    caption = "Long-range tasks: success rate against sequence length T, with the chance baseline (dashed)."
+    caption = ("Long-range tasks: the fraction of runs that learned (final validation loss below "
+               f"{1 - LEARNED_MARGIN:g}× chance) against sequence length T, with Wilson 95% intervals; "
+               "tables/success_vs_T.csv gives the counts.")
     return fig, caption, ids_of(succ)
 
 

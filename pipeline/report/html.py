@@ -14,11 +14,14 @@ from typing import Any
 import pandas as pd
 
 from ..engine.jacobian import BOUND_RTOL
+from ..run.probe import PREDICTED_REGIMES, RATE_ROUNDING, REGIME_BAND
+from ..run.verdicts import LEARNED_MARGIN, UNSTABLE_LOSS_GROWTH, UNSTABLE_NORM_GROWTH
 from . import studies
 from .document import (
     Bullets, Inline, Metric, Paragraph, Preformatted, RunRef, Section, Table, cell, frame_table, joined, metric_value,
 )
 from .figures import FigureFile
+from .studies import rate_parts
 from .reductions import format_metric
 
 TITLE = "rnngrad: vanishing and exploding gradients in vanilla RNNs"
@@ -54,13 +57,27 @@ def summary_section(metrics: dict, specs: list[str], ids: list[str]) -> Section:
                    " (t, k) pairs over all layers, at initialisation and after training) against the bounds."]),
         Paragraph([m("violations"), " violations of ‖∂h_t/∂h_k‖ ≤ product bound ≤ global bound were found "
                    "(expected 0); ", m("nonfinite"), " pairs were not finite, ", m("nonfinite_in_ok_runs"),
-                   " of them in runs that finished without diverging."]),
-        Paragraph(["Headline: Pascanu et al.'s criterion (vanishing when γ_W γ_φ < 1) agreed with the observed regime "
-                   "in a fraction ", m("regimes.agreement_rate"), " of ", m("regimes.n_classified"), " runs with ",
-                   m("regimes.contradictions"), " contradictions; the fitted decay slope was within a median ",
-                   m("rate.median_abs_slope_minus_lyapunov"), " nats per step of the top Lyapunov exponent; and the "
-                   "product and global bounds sat a median ", m("tightness.median_gap_product_decades"), " and ",
-                   m("tightness.median_gap_global_decades"), " decades above the measured norm."]),
+                   " of them in runs whose outcome is ok."]),
+        Paragraph(["Headline: γ_W γ_φ < 1 is sufficient for vanishing (Pascanu et al. 2013). At initialisation "
+                   "(the top layer of each run), ", m("regimes.init.n_sufficient"), " runs met it and ",
+                   m("regimes.init.n_sufficient_observed_vanishing"), " of them were observed vanishing; ",
+                   m("regimes.init.n_bounded"), " sat at γ_W γ_φ = 1, where no growth is possible; contradictions: ",
+                   m("regimes.init.contradictions"), " (after training: ", m("regimes.final.contradictions"),
+                   "). Above 1 the condition is only necessary for exploding, so the theorem predicts nothing there: "
+                   "of ", m("regimes.init.n_unconstrained"), " such runs, ",
+                   m("regimes.init.observed_when_not_predicted.vanishing"), " were observed vanishing, ",
+                   m("regimes.init.observed_when_not_predicted.neutral"), " neutral and ",
+                   m("regimes.init.observed_when_not_predicted.exploding"), " exploding. The fitted decay slope was "
+                   "within a median ", m("rate.median_abs_slope_minus_lyapunov"), " nats per step of the top "
+                   "Lyapunov exponent; the product and global bounds sat a median ",
+                   m("tightness.median_gap_product_decades"), " and ", m("tightness.median_gap_global_decades"),
+                   " decades above the measured norm."]),
+        Paragraph(["Outcomes: ", m("outcomes.ok"), " ok, ", m("outcomes.unstable"), " unstable (finite, but the "
+                   f"training loss ended more than {UNSTABLE_LOSS_GROWTH:g}× its first value or the top layer's "
+                   f"‖W_hh‖₂ grew more than {UNSTABLE_NORM_GROWTH:g}×), ", m("outcomes.diverged"),
+                   " diverged (inf or NaN), ", m("outcomes.failed"), " failed (an error). A run learned when its "
+                   f"final validation loss is below {1 - LEARNED_MARGIN:g}× its task's chance loss; within "
+                   f"{LEARNED_MARGIN:.0%} either side of chance it is at chance. Per sweep spec:"]),
     ]
     items = [[f"{s}: "] + spec_headline(s, metrics) for s in specs]
     blocks.append(Bullets(items))
@@ -75,14 +92,30 @@ def spec_headline(spec: str, metrics: dict) -> list[Inline]:
     p = f"specs.{spec}"
     h = f"{p}.headline"
     found, head = metric_value(metrics, h)
-    base: list[Inline] = [Metric(f"{p}.n_runs"), " runs (", Metric(f"{p}.outcomes.ok"), " finished, ",
-                          Metric(f"{p}.outcomes.diverged"), " diverged, ", Metric(f"{p}.outcomes.failed"),
-                          " failed), ", Metric(f"{p}.violations"), " bound violations"]
+    base: list[Inline] = [Metric(f"{p}.n_runs"), " runs (", Metric(f"{p}.outcomes.ok"), " ok, ",
+                          Metric(f"{p}.outcomes.unstable"), " unstable, ", Metric(f"{p}.outcomes.diverged"),
+                          " diverged, ", Metric(f"{p}.outcomes.failed"), " failed), ", Metric(f"{p}.violations"),
+                          " bound violations, ", Metric(f"{p}.contradictions.init"), " regime contradictions at "
+                          "initialisation and ", Metric(f"{p}.contradictions.final"), " after training; "]
+    base += learning_parts(spec, metrics)
     tail = studies.study(spec).headline
     if not found or not isinstance(head, dict) or tail is None:
         return base + ["."]
     extra = tail(h, head)
     return base + ([": "] + extra if extra else []) + ["."]
+
+
+def learning_parts(spec: str, metrics: dict) -> list[Inline]:
+    """Whether the spec's runs learned, plainly: "learned: k of n ..., a at chance, w worse than chance", or that
+    its task scores nothing."""
+    p = f"learning.{spec}"
+    found, scored = metric_value(metrics, f"{p}.learned.n")
+    if not found:
+        return ["no learning verdict"]
+    if not scored:
+        return ["not trained on a scored task (no chance baseline): no learning verdict"]
+    return (["learned: "] + rate_parts(f"{p}.learned", " runs on a scored task") + [
+        ", ", Metric(f"{p}.n_at_chance"), " at chance, ", Metric(f"{p}.n_worse_than_chance"), " worse than chance"])
 
 
 def bound_section(metrics: dict, report: dict, figures: dict[str, FigureFile], ids: list[str]) -> Section:
@@ -135,24 +168,42 @@ def rate_section(figures: dict[str, FigureFile], runs: pd.DataFrame) -> Section:
 
 def regime_section(metrics: dict, report: dict, tables: dict[str, pd.DataFrame]) -> Section:
     conf = tables["regimes"]
-    observed = ["vanishing", "neutral", "exploding"]
-    observed += sorted(set(conf["observed_regime"].astype(str)) - set(observed))
-    rows = []
-    for pred in sorted(set(conf["predicted_regime"].astype(str))):
-        c = conf[conf["predicted_regime"].astype(str) == pred].set_index("observed_regime")["n"]
-        rows.append([pred] + [cell(int(c.get(o, 0))) for o in observed])
     blocks: list = [Paragraph([
-        "Predicted: vanishing when γ_W γ_φ < 1 (sufficient), else may_explode (necessary for exploding). Observed: "
-        "from the initial slope, with a ±0.01 nats/step neutral band. Agreement (predicted vanishing exactly when "
-        "observed vanishing): ", Metric("regimes.agreement_rate"), " of ", Metric("regimes.n_classified"),
-        " runs. Contradictions (predicted vanishing, observed exploding): ", Metric("regimes.contradictions"), "."]),
-        Table(["predicted \\ observed"] + observed, rows, "Runs by predicted and observed regime")]
-    if report["contradictions"]:
-        blocks.append(Paragraph(["Contradicting runs: "] + joined([[RunRef(i)] for i in report["contradictions"]],
-                                                                  ", ") + ["."]))
+        "Pascanu et al. (2013) bound ‖∂h_t/∂h_k‖ by (γ_W γ_φ)^(t−k). Predicted, from log(γ_W γ_φ) of the top layer "
+        "(within ", relative(RATE_ROUNDING), " of 0 counts as 0): vanishing when γ_W γ_φ < 1 (sufficient), bounded "
+        "at γ_W γ_φ = 1 (no growth possible), unconstrained above 1 (the condition is only necessary for "
+        "exploding: the theorem predicts nothing). Observed: from the fitted slope of log‖∂h_t/∂h_k‖ per step of "
+        f"lag, with a ±{REGIME_BAND:g} nats/step neutral band. A contradiction is an exploding observation where "
+        "the prediction is vanishing or bounded, or a neutral one where the bound demands a decay steeper than "
+        "the band. At initialisation: ", Metric("regimes.init.n_sufficient_observed_vanishing"), " of ",
+        Metric("regimes.init.n_sufficient"), " runs predicted vanishing were observed vanishing, ",
+        Metric("regimes.init.n_bounded"), " were bounded, contradictions ", Metric("regimes.init.contradictions"),
+        ". After training: ", Metric("regimes.final.n_sufficient_observed_vanishing"), " of ",
+        Metric("regimes.final.n_sufficient"), ", ", Metric("regimes.final.n_bounded"), " bounded, contradictions ",
+        Metric("regimes.final.contradictions"), "."])]
+    for when, title in (("init", "initial model"), ("final", "trained model")):
+        blocks.append(confusion_table(conf[conf["when"].astype(str) == when] if "when" in conf else conf,
+                                      f"Runs by predicted and observed regime, {title} (top layer)"))
+        ids = report["contradictions"].get(when, []) if isinstance(report["contradictions"], dict) else []
+        if ids:
+            blocks.append(Paragraph([f"Contradicting runs ({title}): "] + joined([[RunRef(i)] for i in ids], ", ")
+                                    + ["."]))
     runs = tables["runs"]
     ids = runs.dropna(subset=["predicted_regime", "observed_regime"])["run_id"].tolist()
-    return Section("regimes", "Regimes: predicted against observed", blocks, ids)
+    return Section("regimes", "Regimes: the theorem's predictions against the observations", blocks, ids)
+
+
+def confusion_table(conf: pd.DataFrame, caption: str) -> Table:
+    """Predicted regime (rows, in the theorem's order) by observed regime (columns)."""
+    observed = ["vanishing", "neutral", "exploding"]
+    observed += sorted(set(conf["observed_regime"].astype(str)) - set(observed))
+    predicted = [p for p in PREDICTED_REGIMES if p in set(conf["predicted_regime"].astype(str))]
+    predicted += sorted(set(conf["predicted_regime"].astype(str)) - set(predicted))
+    rows = []
+    for pred in predicted:
+        c = conf[conf["predicted_regime"].astype(str) == pred].set_index("observed_regime")["n"]
+        rows.append([pred] + [cell(int(c.get(o, 0))) for o in observed])
+    return Table(["predicted \\ observed"] + observed, rows, caption)
 
 
 def relative(rtol: float) -> str:
@@ -199,11 +250,13 @@ def failed_section(report: dict) -> Section:
 
 def appendix_section(runs: pd.DataFrame) -> Section:
     names = runs["cell"].where(runs["cell"].notna(), runs["label"]) if "cell" in runs else runs["label"]
-    rows = [[r.run_id, r.spec, str(name), str(r.outcome), str(r.config_hash)]
-            for r, name in zip(runs.itertuples(), names)]
+    verdicts = runs["verdict"] if "verdict" in runs else pd.Series("–", index=runs.index)
+    rows = [[r.run_id, r.spec, str(name), str(r.outcome), str(v), str(r.config_hash)]
+            for r, name, v in zip(runs.itertuples(), names, verdicts)]
     return Section("appendix", "Appendix: MLflow runs",
-                   [Paragraph(["Every run in this report, with its full MLflow run ID (open it in `mlflow ui`)."]),
-                    Table(["run ID", "spec", "cell", "outcome", "config hash"], rows)], [])
+                   [Paragraph(["Every run in this report, with its full MLflow run ID (open it in `mlflow ui`), its "
+                               "outcome and whether it learned."]),
+                    Table(["run ID", "spec", "cell", "outcome", "learning", "config hash"], rows)], [])
 
 
 # ---- HTML -----------------------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ import pandas as pd
 
 from ..engine.jacobian import exceeds
 from ..run.config import FIELDS as CONFIG_FIELDS
+from ..run.probe import REGIME_BAND, observed_regime, predicted_regime
+from ..run.verdicts import OUTCOMES, scored, verdict
 
 SIG_DIGITS = 4  # significant digits of every number in metrics.json and the report
 LN10 = math.log(10.0)
@@ -124,21 +126,130 @@ def heatmap_rows(jac: pd.DataFrame) -> pd.DataFrame:
 # ---- across runs --------------------------------------------------------------------------------------------
 
 
+REGIME_PROBES = ("init", "final")  # the labelled probes: the top layer of the initial and of the final model
+
+
+def label_regimes(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` with each probe's predicted and observed regime (`predicted_regime`, `observed_regime` at init,
+    `predicted_regime_final`, `observed_regime_final` after training), labelled here from the numbers with
+    run/probe.py's functions, the ones that wrote summary.json: results from older code get today's labels."""
+    out = runs.copy()
+    for when in REGIME_PROBES:
+        rate, slope = (pd.to_numeric(out.get(f"{c}_{when}", pd.Series(np.nan, index=out.index)), errors="coerce")
+                       for c in ("log_rate", "slope"))
+        predicted, observed = regime_columns(when)
+        out[predicted] = pd.Series([predicted_regime(float(x)) for x in rate], index=out.index, dtype=object)
+        out[observed] = pd.Series([observed_regime(float(x)) for x in slope], index=out.index, dtype=object)
+    return out
+
+
+def regime_columns(when: str) -> tuple[str, str]:
+    """The runs-table columns holding a probe's (predicted, observed) regime."""
+    suffix = "" if when == "init" else f"_{when}"
+    return f"predicted_regime{suffix}", f"observed_regime{suffix}"
+
+
+def contradicts(predicted: str | None, observed: str | None, log_rate: float) -> bool:
+    """Whether an observation contradicts Pascanu et al.'s bound (docs/math.md 6): `exploding` where growth is
+    impossible (predicted `vanishing` or `bounded`), or `neutral` where the bound demands a decay steeper than the
+    neutral band (predicted `vanishing` with log(gamma_W gamma_phi) < -REGIME_BAND; a gentler bound permits a
+    slope inside the band). An `unconstrained` prediction contradicts nothing: it predicts nothing."""
+    if predicted not in ("vanishing", "bounded"):
+        return False
+    if observed == "exploding":
+        return True
+    return predicted == "vanishing" and observed == "neutral" and log_rate < -REGIME_BAND
+
+
 def regime_confusion(runs: pd.DataFrame) -> pd.DataFrame:
-    """Counts of predicted (Pascanu: vanishing iff gamma_W gamma_phi < 1) x observed regime, tidy."""
-    known = runs.dropna(subset=["predicted_regime", "observed_regime"])
-    return known.groupby(["predicted_regime", "observed_regime"], as_index=False).agg(n=("run_id", "size"))
+    """Counts of predicted x observed regime per probe (init, final), tidy; runs as `label_regimes` gives them."""
+    parts = []
+    for when in REGIME_PROBES:
+        predicted, observed = regime_columns(when)
+        known = runs.dropna(subset=[predicted, observed])
+        parts.append(known.groupby([predicted, observed], as_index=False).agg(n=("run_id", "size"))
+                     .rename(columns={predicted: "predicted_regime", observed: "observed_regime"})
+                     .assign(when=when))
+    return stacked(parts, ["predicted_regime", "observed_regime", "n", "when"])[
+        ["when", "predicted_regime", "observed_regime", "n"]]
 
 
-def regime_agreement(runs: pd.DataFrame) -> dict[str, Any]:
-    """Agreement: predicted vanishing <=> observed vanishing. A contradiction is predicted vanishing but observed
-    exploding, which the bound forbids; may_explode is only necessary for exploding, so anything goes there."""
-    known = runs.dropna(subset=["predicted_regime", "observed_regime"])
-    pred_v = known["predicted_regime"] == "vanishing"
-    agree = pred_v == (known["observed_regime"] == "vanishing")
-    contra = known[pred_v & (known["observed_regime"] == "exploding")]
-    return {"n_classified": len(known), "agreement_rate": agree.mean() if len(known) else math.nan,
-            "contradictions": len(contra), "contradiction_ids": contra["run_id"].tolist()}
+def regime_counts(runs: pd.DataFrame, when: str = "init") -> dict[str, Any]:
+    """The theorem scored as stated, over the runs' `when` probes that have both labels: how many were predicted
+    vanishing (sufficient condition met) and how many of those were observed vanishing; how many sat at the
+    boundary (bounded); the contradictions; and what was observed where the theorem predicts nothing
+    (unconstrained). No agreement rate: above the boundary the condition is only necessary, so no observation there
+    agrees or disagrees with it."""
+    predicted, observed = regime_columns(when)
+    known = runs.dropna(subset=[predicted, observed])
+    rate = pd.to_numeric(known.get(f"log_rate_{when}", pd.Series(np.nan, index=known.index)), errors="coerce")
+    bad = [contradicts(p, o, r) for p, o, r in zip(known[predicted], known[observed], rate)]
+    sufficient = known[predicted] == "vanishing"
+    free = known.loc[known[predicted] == "unconstrained", observed]
+    return {"n_probes": len(known), "n_sufficient": int(sufficient.sum()),
+            "n_sufficient_observed_vanishing": int((sufficient & (known[observed] == "vanishing")).sum()),
+            "n_bounded": int((known[predicted] == "bounded").sum()), "contradictions": int(sum(bad)),
+            "n_unconstrained": len(free),
+            "observed_when_not_predicted": {o: int((free == o).sum()) for o in ("vanishing", "neutral", "exploding")},
+            "contradiction_ids": known.loc[bad, "run_id"].tolist() if len(known) else []}
+
+
+# ---- rates: a count out of n, with its Wilson interval ---------------------------------------------------------
+
+WILSON_Z = 1.96  # two-sided 95 %
+
+
+def wilson_interval(k: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
+    """The Wilson score interval for k successes out of n (Wilson 1927): unlike k/n +- z sqrt(p(1-p)/n) it stays
+    inside [0, 1] and does not collapse to a point at k = 0 or k = n, which small sweeps hit. (nan, nan) for n = 0."""
+    if n <= 0:
+        return math.nan, math.nan
+    p, z2 = k / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rate(k: int, n: int) -> dict[str, Any]:
+    """{k, n, rate, low, high}: a rate as metrics.json stores it (rate and interval None when n = 0)."""
+    low, high = wilson_interval(k, n)
+    return {"k": int(k), "n": int(n), "rate": k / n if n else math.nan, "low": low, "high": high}
+
+
+# ---- outcomes and learning ---------------------------------------------------------------------------------------
+
+
+def with_verdicts(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` with `verdict` (run/verdicts.VERDICTS: learned, at chance, ...) and `learned` (verdict == learned,
+    the same as summary.json's `learned`), from each run's outcome, final validation loss and chance loss."""
+    r = numeric(runs, ["final_val_loss", "chance_loss"])
+    given = [verdict(str(o), _number(v), _number(c))
+             for o, v, c in zip(runs["outcome"], r["final_val_loss"], r["chance_loss"])]
+    return runs.assign(verdict=pd.Series(given, index=runs.index, dtype=object),
+                       learned=pd.Series([g == "learned" for g in given], index=runs.index, dtype=bool))
+
+
+def _number(x: Any) -> float | None:
+    return float(x) if x is not None and not pd.isna(x) else None
+
+
+def scored_runs(runs: pd.DataFrame) -> pd.Series:
+    """Runs whose learning is judged: a task with a chance loss (not the probe), and the run did not fail."""
+    chance = numeric(runs, ["chance_loss"])["chance_loss"]
+    return (runs["outcome"] != "failed") & pd.Series([scored(_number(c)) for c in chance], index=runs.index)
+
+
+def learning_counts(runs: pd.DataFrame) -> dict[str, Any]:
+    """metrics.json learning.<spec>: runs by verdict and outcome, and the learned rate over the scored runs (a
+    diverged or unstable run of a scored task counts as not learned)."""
+    v = runs["verdict"]
+    counts = {"n_runs": len(runs), "n_learned": int((v == "learned").sum()), "n_at_chance": int((v == "at chance").sum()),
+              "n_worse_than_chance": int((v == "worse than chance").sum()),
+              "n_not_scored": int((v == "not scored").sum()),
+              "n_unstable": int((runs["outcome"] == "unstable").sum()),
+              "n_diverged": int((runs["outcome"] == "diverged").sum()),
+              "n_failed": int((runs["outcome"] == "failed").sum())}
+    return counts | {"learned": rate(counts["n_learned"], int(scored_runs(runs).sum()))}
 
 
 def finite_median(values: Iterable[float]) -> float:
@@ -169,7 +280,7 @@ def tightness_by_lag(decay: pd.DataFrame) -> pd.DataFrame:
 
 
 def outcome_counts(runs: pd.DataFrame) -> dict[str, int]:
-    counts = {"ok": 0, "diverged": 0, "failed": 0}
+    counts = dict.fromkeys(OUTCOMES, 0)
     for name, n in runs["outcome"].fillna("unknown").astype(str).value_counts().items():
         counts[name] = int(n)
     return counts
@@ -229,7 +340,9 @@ def weight_norm_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
                     lyapunov=("lyapunov_init", "median"), log_rate=("log_rate_init", "median"))
     ok = r[np.isfinite(r[["slope_init", "log_rate_init"]].to_numpy(float)).all(axis=1)]
     corr = ok["slope_init"].corr(ok["log_rate_init"]) if len(ok) > 2 else math.nan
-    return table, {"regime_agreement": regime_agreement(runs)["agreement_rate"], "slope_log_rate_corr": corr}
+    regimes = regime_counts(runs, "init")
+    keys = ("n_sufficient", "n_sufficient_observed_vanishing", "n_bounded", "contradictions")
+    return table, {k: regimes[k] for k in keys} | {"slope_log_rate_corr": corr}
 
 
 def activation_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
@@ -242,40 +355,55 @@ def activation_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     return table, head
 
 
+def with_rate(table: pd.DataFrame, name: str, k: str, n: str) -> pd.DataFrame:
+    """`table` with columns <name> (k / n), <name>_low and <name>_high (its Wilson 95 % interval)."""
+    rates = [rate(int(a), int(b)) for a, b in zip(table[k], table[n])]
+    return table.assign(**{name: [x["rate"] for x in rates], f"{name}_low": [x["low"] for x in rates],
+                           f"{name}_high": [x["high"] for x in rates]})
+
+
 def success_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Task success (mean val_accuracy) against sequence length T (= seq_len), with the chance baseline, per task
-    and label."""
+    """Task success against sequence length T (= seq_len), per task and label: the fraction of runs that learned
+    (final validation loss below (1 - LEARNED_MARGIN) x chance) with its Wilson interval, beside the mean accuracy
+    and its chance baseline. The headline gives, per task, the learned rate at the shortest and longest T and the
+    longest T at which every run learned."""
     r = numeric(runs, ["seq_len", "val_accuracy", "chance_accuracy"]).assign(
-        label=run_labels(runs, exclude=("task", "seq_len")))
+        label=run_labels(runs, exclude=("task", "seq_len")), scored=scored_runs(runs))
     table = grouped(r.rename(columns={"seq_len": "T"}), ["task", "label", "T"],
-                    success_rate=("val_accuracy", "mean"), chance=("chance_accuracy", "mean"))
+                    n_learned=("learned", "sum"), n_scored=("scored", "sum"), accuracy=("val_accuracy", "mean"),
+                    chance=("chance_accuracy", "mean"))
+    table = with_rate(table, "success_rate", "n_learned", "n_scored")
     head = {}
     for task, t in table.groupby("task"):
-        by_T = t.groupby("T")[["success_rate", "chance"]].mean()
-        success = by_T["success_rate"]
-        solved = by_T.index[success >= (1 + by_T["chance"]) / 2]  # halfway from chance to perfect
-        head[str(task)] = {"min_T": by_T.index.min(), "max_T": by_T.index.max(), "chance": by_T["chance"].mean(),
-                           "success_at_min_T": success.iloc[0], "success_at_max_T": success.iloc[-1],
-                           "longest_T_solved": solved.max() if len(solved) else None}
+        by_T = t.groupby("T")[["n_learned", "n_scored"]].sum()
+        every = by_T.index[(by_T["n_learned"] == by_T["n_scored"]) & (by_T["n_scored"] > 0)]
+        head[str(task)] = {"min_T": by_T.index.min(), "max_T": by_T.index.max(),
+                           "learned_at_min_T": rate(by_T["n_learned"].iloc[0], by_T["n_scored"].iloc[0]),
+                           "learned_at_max_T": rate(by_T["n_learned"].iloc[-1], by_T["n_scored"].iloc[-1]),
+                           "longest_T_learned": every.max() if len(every) else None}
     return table, head
 
 
 def clip_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Final training loss (ok runs) and divergence rate per clip mode and threshold (none: threshold unused)."""
+    """Per clip mode and threshold (none: threshold unused): the final training loss (median over the ok runs) and
+    how many runs diverged, went unstable and learned, each a rate with its Wilson interval."""
     r = numeric(runs, ["clip_threshold", "final_train_loss"])
     r.loc[r["clip_mode"] == "none", "clip_threshold"] = np.nan
-    r["diverged"] = (r["outcome"] == "diverged").astype(float)
+    r["is_diverged"], r["is_unstable"] = r["outcome"] == "diverged", r["outcome"] == "unstable"
     r.loc[r["outcome"] != "ok", "final_train_loss"] = np.nan
     table = grouped(r, ["clip_mode", "clip_threshold"], final_loss=("final_train_loss", "median"),
-                    diverged_fraction=("diverged", "mean"))
+                    n_diverged=("is_diverged", "sum"), n_unstable=("is_unstable", "sum"), n_learned=("learned", "sum"))
+    for name in ("diverged", "unstable", "learned"):
+        table = with_rate(table, f"{name}_fraction", f"n_{name}", "n_runs")
     clipped, unclipped = r[r["clip_mode"] != "none"], r[r["clip_mode"] == "none"]
     best = table[(table["clip_mode"] != "none") & table["final_loss"].notna()]
     best = best.loc[best["final_loss"].idxmin()] if len(best) else None
-    head = {"unclipped_final_loss": finite_median(unclipped["final_train_loss"]),
-            "diverged_unclipped": unclipped["diverged"].mean() if len(unclipped) else None,
-            "diverged_clipped": clipped["diverged"].mean() if len(clipped) else None,
-            "best_final_loss": None if best is None else best["final_loss"],
-            "best_threshold": None if best is None else best["clip_threshold"]}
+    head = {"unclipped_final_loss": finite_median(unclipped["final_train_loss"])}
+    for name, part in (("unclipped", unclipped), ("clipped", clipped)):
+        head |= {f"{what}_{name}": rate(int(part[column].sum()), len(part))
+                 for what, column in (("diverged", "is_diverged"), ("unstable", "is_unstable"), ("learned", "learned"))}
+    head |= {"best_final_loss": None if best is None else best["final_loss"],
+             "best_threshold": None if best is None else best["clip_threshold"]}
     return table, head | {"best_mode": None if best is None else str(best["clip_mode"])}
 
 
@@ -302,15 +430,15 @@ def text_headline(runs: pd.DataFrame) -> dict:
     return {k: finite_median(r[k]) for k in ("final_train_loss", "final_val_loss", "chance_loss", "val_accuracy")}
 
 
-OUTCOME_COLUMNS = ("outcome", "final_val_loss", "val_accuracy", "chance_loss", "chance_accuracy")
+OUTCOME_COLUMNS = ("outcome", "verdict", "final_val_loss", "val_accuracy", "chance_loss", "chance_accuracy")
 
 
 def outcome_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Per run, in the given order: run_id, spec, the config fields that vary across these runs (seeds included:
-    the grid), outcome, final validation loss and accuracy, and chance loss and accuracy. Also returns the
-    varying fields' names."""
+    the grid), outcome, learning verdict, final validation loss and accuracy, and chance loss and accuracy. Also
+    returns the varying fields' names."""
     fields = varied_fields(runs)
-    r = numeric(runs, OUTCOME_COLUMNS[1:])
+    r = numeric(runs, OUTCOME_COLUMNS[2:])
     return r[["run_id", "spec", *fields, *OUTCOME_COLUMNS]].reset_index(drop=True), fields
 
 

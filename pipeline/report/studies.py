@@ -14,6 +14,7 @@ from typing import Callable
 
 import pandas as pd
 
+from ..run.verdicts import LEARNED_MARGIN
 from .document import Inline, Metric, RunRef, Table, cell, frame_table, joined
 from .reductions import (
     activation_table, clip_table, curve_rows, depth_table, outcome_table, stacked, success_table, text_headline,
@@ -77,9 +78,17 @@ def weight_norms_summary(d: SpecRuns) -> SpecSummary:
     return SpecSummary({"weight_norms": table}, head)
 
 
+def rate_parts(key: str, what: str = "") -> list[Inline]:
+    """A rate from metrics.json ({k, n, rate, low, high} at `key`) as "k of n<what> (rate, 95% CI low–high)"."""
+    return [Metric(f"{key}.k"), " of ", Metric(f"{key}.n"), f"{what} (", Metric(f"{key}.rate"), ", 95% CI ",
+            Metric(f"{key}.low"), "–", Metric(f"{key}.high"), ")"]
+
+
 def weight_norms_headline(h: str, head: dict) -> list[Inline]:
-    return ["regime agreement ", Metric(f"{h}.regime_agreement"), ", correlation of slope with log(γ_W γ_φ) r = ",
-            Metric(f"{h}.slope_log_rate_corr")]
+    return ["at initialisation, of ", Metric(f"{h}.n_sufficient"), " runs with γ_W γ_φ < 1 (vanishing guaranteed) ",
+            Metric(f"{h}.n_sufficient_observed_vanishing"), " were observed vanishing, ", Metric(f"{h}.n_bounded"),
+            " sat at γ_W γ_φ = 1 (no growth possible), contradictions ", Metric(f"{h}.contradictions"),
+            "; correlation of slope with log(γ_W γ_φ) r = ", Metric(f"{h}.slope_log_rate_corr")]
 
 
 def activations_summary(d: SpecRuns) -> SpecSummary:
@@ -97,10 +106,10 @@ def long_range_summary(d: SpecRuns) -> SpecSummary:
 
 
 def long_range_headline(h: str, head: dict) -> list[Inline]:
-    return joined([[f"{t}: success ", Metric(f"{h}.{t}.success_at_min_T"), " at T = ", Metric(f"{h}.{t}.min_T"),
-                    " and ", Metric(f"{h}.{t}.success_at_max_T"), " at T = ", Metric(f"{h}.{t}.max_T"),
-                    " (chance ", Metric(f"{h}.{t}.chance"), "), longest T solved ",
-                    Metric(f"{h}.{t}.longest_T_solved")] for t in head])
+    return joined([[f"{t}: learned at T = ", Metric(f"{h}.{t}.min_T"), ": "] + rate_parts(f"{h}.{t}.learned_at_min_T")
+                   + [", at T = ", Metric(f"{h}.{t}.max_T"), ": "] + rate_parts(f"{h}.{t}.learned_at_max_T")
+                   + [", longest T at which every run learned ", Metric(f"{h}.{t}.longest_T_learned")]
+                   for t in head])
 
 
 def clipping_summary(d: SpecRuns) -> SpecSummary:
@@ -111,9 +120,13 @@ def clipping_summary(d: SpecRuns) -> SpecSummary:
 
 
 def clipping_headline(h: str, head: dict) -> list[Inline]:
-    return ["unclipped: final loss ", Metric(f"{h}.unclipped_final_loss"), ", divergence rate ",
-            Metric(f"{h}.diverged_unclipped"), "; clipped: divergence rate ", Metric(f"{h}.diverged_clipped"),
-            ", best final loss ", Metric(f"{h}.best_final_loss"), " at threshold ", Metric(f"{h}.best_threshold")]
+    parts: list[Inline] = ["unclipped: final loss (ok runs) ", Metric(f"{h}.unclipped_final_loss")]
+    for name in ("unclipped", "clipped"):
+        parts += ([", " if name == "unclipped" else "; clipped: "] + ["diverged "] + rate_parts(f"{h}.diverged_{name}")
+                  + [", unstable "] + rate_parts(f"{h}.unstable_{name}") + [", learned "]
+                  + rate_parts(f"{h}.learned_{name}"))
+    return parts + [", best final loss (ok runs) ", Metric(f"{h}.best_final_loss"), " at threshold ",
+                    Metric(f"{h}.best_threshold")]
 
 
 def depth_summary(d: SpecRuns) -> SpecSummary:
@@ -166,13 +179,18 @@ STUDIES = (  # in report order
           depth_summary, ("depth",), depth_headline, more_tables=depth_layers, figures=("depth",), keeps_signal=True),
     Study("clipping", "Gradient clipping by global norm or elementwise, against none.",
           clipping_summary, ("clip", "clip_curves"), clipping_headline,
-          table=("clip", {"clip_mode": "mode", "clip_threshold": "threshold", "final_loss": "final loss",
-                          "diverged_fraction": "diverged", "n_runs": "runs"}),
+          table=("clip", {"clip_mode": "mode", "clip_threshold": "threshold", "final_loss": "final loss (ok runs)",
+                          "n_runs": "runs", "n_diverged": "diverged", "n_unstable": "unstable",
+                          "n_learned": "learned", "learned_fraction_low": "learned 95% CI low",
+                          "learned_fraction_high": "high"}),
           figures=("clip_curves", "clip_final")),
-    Study("long_range", "Long-range tasks: success as the sequence length T grows, against chance.",
+    Study("long_range", "Long-range tasks: how many runs learned (final validation loss at least "
+          f"{LEARNED_MARGIN:.0%} below chance) as the sequence length T grows.",
           long_range_summary, ("success_vs_T",), long_range_headline,
-          table=("success_vs_T", {"task": "task", "label": "runs of", "T": "T", "success_rate": "success",
-                                  "chance": "chance", "n_runs": "runs"}),
+          table=("success_vs_T", {"task": "task", "label": "runs of", "T": "T", "n_learned": "learned",
+                                  "n_scored": "runs", "success_rate": "learned rate",
+                                  "success_rate_low": "95% CI low", "success_rate_high": "high",
+                                  "accuracy": "mean accuracy", "chance": "chance accuracy"}),
           figures=("success_vs_T",)),
     Study("text", "A character-level text model (min-char-rnn style): loss and samples over training.",
           text_summary, ("text_curve",), text_headline_parts, figures=("text_curve",), reads_samples=True),
@@ -196,15 +214,15 @@ def generic_tables(spec: str, report: dict, tables: Tables) -> list[Table]:
     outcomes = tables.get(OUTCOMES_TABLE)
     if outcomes is not None and len(outcomes):
         t = outcomes[outcomes["spec"].astype(str) == spec]
-        shown = {"final_val_loss": "val loss", "val_accuracy": "accuracy", "chance_loss": "chance loss",
-                 "chance_accuracy": "chance accuracy"}
+        shown = {"verdict": "learning", "final_val_loss": "val loss", "val_accuracy": "accuracy",
+                 "chance_loss": "chance loss", "chance_accuracy": "chance accuracy"}
         shown = {k: v for k, v in shown.items() if k in t and t[k].notna().any()}  # e.g. no accuracy untrained
         varied = [c for c in report.get("varied", []) if c in t]
         rows = [[RunRef(str(r["run_id"]))] + [cell(r[c]) for c in varied] + [str(r["outcome"])]
                 + [cell(r[c]) for c in shown] for r in t.to_dict("records")]
         out.append(Table(["run"] + varied + ["outcome"] + list(shown.values()), rows,
-                         "Every run: the grid values that vary, its outcome, and validation loss and accuracy "
-                         "against chance"))
+                         "Every run: the grid values that vary, its outcome, whether it learned, and validation "
+                         "loss and accuracy against chance"))
     runs = tables["runs"][tables["runs"]["spec"] == spec]
     out.append(frame_table(runs, {"label": "run", "outcome": "outcome", "log_rate_init": "log(γ_W γ_φ)",
                                   "slope_init": "slope", "predicted_regime": "predicted",

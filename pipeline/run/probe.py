@@ -95,10 +95,19 @@ def layer_numbers(model: RNN, probe: ProbeInput, layer: int, logmat, product, gl
     }
 
 
-def predicted_regime(log_rate: float) -> str:
-    """Pascanu et al. (2013): gamma_W gamma_phi < 1 is sufficient for vanishing; otherwise it may explode.
-    A product within rounding of 1 (an orthogonal or identity W at gamma_w = 1) counts as 1, not below it."""
-    return "vanishing" if log_rate < -RATE_ROUNDING else "may_explode"
+PREDICTED_REGIMES = ("vanishing", "bounded", "unconstrained")  # what predicted_regime returns (docs/math.md 6)
+
+
+def predicted_regime(log_rate: float) -> str | None:
+    """What Pascanu et al. (2013) predict from log(gamma_W gamma_phi): `vanishing` below 0 (gamma_W gamma_phi < 1 is
+    sufficient for vanishing), `bounded` at 0 within rounding (the bound is 1 at every lag: no growth is possible;
+    an orthogonal or identity W at gamma_w = 1 lands here), `unconstrained` above (gamma_W gamma_phi > 1 is only
+    necessary for exploding: the theorem predicts nothing). None when the rate is NaN."""
+    if math.isnan(log_rate):
+        return None
+    if log_rate < -RATE_ROUNDING:
+        return "vanishing"
+    return "unconstrained" if log_rate > RATE_ROUNDING else "bounded"
 
 
 def observed_regime(slope: float) -> str | None:

@@ -2,7 +2,8 @@
 
 `execute_run(cfg, data_dir, run_dir)` writes the folder of docs/internals.md ("A run's folder") atomically: it is
 built in a temp folder beside `run_dir` and renamed into place when complete, so a folder that exists is a
-finished run. Overflow is data: a non-finite loss, gradient or parameter stops training with outcome "diverged".
+finished run. Overflow is data: a non-finite loss, gradient or parameter stops training with outcome "diverged";
+a run that stays finite but whose loss or weights run away is "unstable" (run/verdicts.py says when).
 Any other exception inside the run gives outcome "failed" with the error in summary.json (a sweep goes on) beside
 whatever the run wrote before it; bad user input (UserError) propagates, and nothing is written.
 """
@@ -26,6 +27,7 @@ from .config import RunConfig, config_hash, flatten
 from .files import write_json
 from .probe import probe_model, series_rows, step_series, summary_numbers, write_probe
 from .sources import Source, evaluate, make_source, scores_positions
+from .verdicts import growth, learned, run_outcome
 from ..engine import trainer
 from ..engine.init import init_model
 from ..engine.optim import make_optimizer
@@ -48,7 +50,7 @@ BLAS_THREADS = 1
 @dataclass(frozen=True)
 class RunResult:
     config_hash: str
-    outcome: str  # "ok" | "diverged" | "failed"
+    outcome: str  # one of verdicts.OUTCOMES: "ok" | "unstable" | "diverged" | "failed"
     summary: dict  # summary.json as written (non-finite numbers as None)
     run_dir: Path
 
@@ -82,7 +84,7 @@ def _build_folder(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progre
     except UserError:
         raise
     except Exception as e:  # a bug or numerical failure in this one run: recorded, not fatal to a sweep
-        summary = {"outcome": "failed", "diverged_at": None, "iters_done": None,
+        summary = {"outcome": "failed", "diverged_at": None, "iters_done": None, "learned": False,
                    "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
     summary = {"config_hash": config_hash(cfg), **summary, "seconds": time.perf_counter() - start}
     return write_json(folder / "summary.json", summary)
@@ -107,17 +109,24 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
     series = pd.concat([step_series(at_init, at_end), training_series(history, val, cfg.iters)], ignore_index=True)
     series.to_parquet(folder / "series.parquet", index=False)
     final_val = log.val[-1]  # (iter, loss, accuracy) of the final model
+    probed, train_loss = summary_numbers(at_init, at_end), final_train_loss(history, log.iters_done)
+    loss_growth = growth(first_train_loss(history), train_loss)
+    norm_growth = growth(probed["gamma_w_init"], probed["gamma_w_final"])
+    outcome = run_outcome(log.diverged_at is not None, loss_growth, norm_growth)
     return {
-        "outcome": "diverged" if log.diverged_at is not None else "ok",
+        "outcome": outcome,
         "diverged_at": log.diverged_at,
         "iters_done": log.iters_done,
-        "final_train_loss": final_train_loss(history, log.iters_done),
+        "final_train_loss": train_loss,
         "final_val_loss": final_val[1],
         "val_accuracy": final_val[2],
         "chance_loss": src.chance_loss,
         "chance_accuracy": src.chance_accuracy,
+        "learned": learned(outcome, final_val[1], src.chance_loss),
+        "loss_growth": loss_growth,
+        "norm_growth": norm_growth,
         "gamma_phi": model.act.gamma,
-        **summary_numbers(at_init, at_end),
+        **probed,
     }
 
 
@@ -180,6 +189,15 @@ def final_train_loss(history: pd.DataFrame, iters_done: int) -> float | None:
         return None
     k = max(1, min(50, iters_done // 10))
     return float(done["loss"].iloc[-k:].mean())
+
+
+def first_train_loss(history: pd.DataFrame) -> float | None:
+    """The first logged minibatch loss (iteration 1), the start an unstable run is measured against; None when
+    no step was taken or the task scores nothing (its history loss is NaN)."""
+    if history.empty:
+        return None
+    first = float(history["loss"].iloc[0])
+    return first if math.isfinite(first) else None
 
 
 def series_every(iters: int) -> int:
