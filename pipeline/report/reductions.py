@@ -243,8 +243,8 @@ def learning_counts(runs: pd.DataFrame) -> dict[str, Any]:
     """metrics.json learning.<spec>: runs by verdict and outcome, and the learned rate over the scored runs (a
     diverged or unstable run of a scored task counts as not learned)."""
     v = runs["verdict"]
-    counts = {"n_runs": len(runs), "n_learned": int((v == "learned").sum()), "n_at_chance": int((v == "at chance").sum()),
-              "n_worse_than_chance": int((v == "worse than chance").sum()),
+    counts = {"n_runs": len(runs), "n_learned": int((v == "learned").sum()),
+              "n_at_chance": int((v == "at chance").sum()), "n_worse_than_chance": int((v == "worse than chance").sum()),
               "n_not_scored": int((v == "not scored").sum()),
               "n_unstable": int((runs["outcome"] == "unstable").sum()),
               "n_diverged": int((runs["outcome"] == "diverged").sum()),

@@ -173,7 +173,7 @@ STUDIES = (  # in report order
           activations_summary, ("activations",), activations_headline,
           table=("activations", {"activation": "activation", "slope": "slope", "lyapunov": "Lyapunov",
                                  "log_rate": "log(γ_W γ_φ)", "accuracy": "accuracy",
-                                 "final_val_loss": "val loss", "n_ok": "finished", "n_runs": "runs"}),
+                                 "final_val_loss": "val loss", "n_ok": "ok", "n_runs": "runs"}),
           figures=("activations",), spans_rate=True),
     Study("depth", "Stacked layers: the gradient signal reaching each layer.",
           depth_summary, ("depth",), depth_headline, more_tables=depth_layers, figures=("depth",), keeps_signal=True),

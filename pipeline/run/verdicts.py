@@ -19,7 +19,7 @@ OUTCOMES = ("ok", "unstable", "diverged", "failed")  # every value summary.json'
 UNSTABLE_LOSS_GROWTH = 10.0
 UNSTABLE_NORM_GROWTH = 100.0
 # A run has `learned` when its final validation loss is below (1 - LEARNED_MARGIN) x the chance loss (the loss of a
-# model that learned nothing: docs/math.md on the tasks' baselines), i.e. at least 10 % better than chance on
+# model that learned nothing: docs/math.md section 11), i.e. at least 10 % better than chance on
 # held-out data; within the margin either side it is `at chance`, and beyond it above, `worse than chance`.
 LEARNED_MARGIN = 0.10
 VERDICTS = ("learned", "at chance", "worse than chance", "not scored", "diverged", "failed")
