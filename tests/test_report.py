@@ -138,6 +138,16 @@ def test_every_number_in_the_html_equals_metrics_json(built):
     assert "agreement" not in built["html"].lower()
 
 
+def test_an_analysis_json_of_an_older_layout_is_refused_with_one_line(built, tmp_path):
+    old = tmp_path / "reports"
+    shutil.copytree(built["out"], old)
+    report = json.loads((old / "analysis.json").read_text())
+    (old / "analysis.json").write_text(json.dumps(report | {"format": 1}))
+    result = invoke("report", "--analysis-dir", old, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "not written by this version of `rnngrad analyze`" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_opening_sentences_state_runs_probes_and_violations(built):
     text = re.sub(r"<[^>]+>", "", built["html"])
     m = built["metrics"]

@@ -29,6 +29,9 @@ from .reductions import (
 
 HISTORY_COLUMNS = ("iter", "loss")
 RESULT_COLUMNS = ("run_id", "config_hash", "outcome")
+# The layout of analysis.json: raised whenever its keys change, so that `report` refuses one an older `analyze`
+# wrote instead of printing n/a for what it lacks
+ANALYSIS_FORMAT = 2
 REPORT_VIOLATIONS = 1000  # violations carried into analysis.json (all of them go to tables/violations.csv)
 TABLES = ("runs", "violations", "nonfinite", "missing", "decay", "tightness", "regimes", "heatmaps",
           *sorted(studies.table_names()))
@@ -292,7 +295,7 @@ def assemble(runs: pd.DataFrame, tables: dict[str, pd.DataFrame], spec_heads: di
         "rate": rate_comparison(runs),
         "specs": spec_heads,
     })
-    report = {"format": 1, "metrics": metrics, "specs": spec_extra,
+    report = {"format": ANALYSIS_FORMAT, "metrics": metrics, "specs": spec_extra,
               "contradictions": {when: r["contradiction_ids"] for when, r in regimes.items()},
               "violations": records(viol.head(REPORT_VIOLATIONS)), "nonfinite": records(nonfinite),
               "missing": records(tables["missing"]), "tables": sorted(tables),
@@ -328,7 +331,7 @@ def read_analysis(analysis_dir: Path) -> tuple[dict, dict, dict[str, pd.DataFram
             raise UserError(f"{analysis_dir / name}: {problem}; {hint}")
         out.append(value)
     metrics, report = out
-    if not isinstance(report, dict) or report.get("format") != 1:
+    if not isinstance(report, dict) or report.get("format") != ANALYSIS_FORMAT:
         raise UserError(f"{analysis_dir / 'analysis.json'}: not written by this version of `rnngrad analyze`; {hint}")
     tables = {}
     for name in report.get("tables", []):

@@ -182,9 +182,9 @@ def regime_section(metrics: dict, report: dict, tables: dict[str, pd.DataFrame])
         Metric("regimes.final.n_sufficient"), ", ", Metric("regimes.final.n_bounded"), " bounded, contradictions ",
         Metric("regimes.final.contradictions"), "."])]
     for when, title in (("init", "initial model"), ("final", "trained model")):
-        blocks.append(confusion_table(conf[conf["when"].astype(str) == when] if "when" in conf else conf,
+        blocks.append(confusion_table(conf[conf["when"].astype(str) == when],
                                       f"Runs by predicted and observed regime, {title} (top layer)"))
-        ids = report["contradictions"].get(when, []) if isinstance(report["contradictions"], dict) else []
+        ids = report["contradictions"][when]
         if ids:
             blocks.append(Paragraph([f"Contradicting runs ({title}): "] + joined([[RunRef(i)] for i in ids], ", ")
                                     + ["."]))
