@@ -157,7 +157,10 @@ network = st.fixed_dictionaries({
     "T": st.integers(1, 8),
     "scale": st.floats(0.05, 5.0),
     "input_scale": st.floats(0.0, 3.0),
-    "leaky_slope": st.floats(0.0, 2.0),
+    # 0 or a slope float64 can multiply by without leaving its normal range: at a subnormal slope (5e-324) a step whose
+    # units are all negative has a Jacobian of subnormal entries, rounded to a few bits, and the dense reference and
+    # the engine then disagree by tenths of a nat for a reason that is float64's, not the code's
+    "leaky_slope": st.one_of(st.just(0.0), st.floats(1e-12, 2.0)),
     "with_h0": st.booleans(),
     "layer_pick": st.integers(0, 5),
 })
