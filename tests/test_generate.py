@@ -97,6 +97,14 @@ def test_loading_from_disk_equals_building_in_memory(project, tmp_path):
     assert on_disk.meta == in_memory.meta and on_disk.meta.loss == "mse"
 
 
+def test_a_dataset_file_of_the_former_train_and_validation_layout_is_refused(tmp_path):
+    """Files with x_train/x_val keys predate fresh training batches: the run says to regenerate, not a KeyError."""
+    old = {k: np.zeros((1, 12, 2)) for k in ("x_train", "y_train", "mask_train", "x_val", "y_val", "mask_val")}
+    np.savez(tmp_path / "adding_T12_N20_s1.npz", **old)
+    with pytest.raises(UserError, match=r"adding_T12_N20_s1.npz: has no x, y, mask .*rerun `rnngrad generate`"):
+        datasets.load_dataset(tmp_path, "adding", 12, 20, 1)
+
+
 def test_profile_full_and_explicit_spec(project):
     assert invoke("--profile", "full", "--out", "data_full").exit_code == 0
     manifest = json.loads((project / "data_full" / "manifest.json").read_text())

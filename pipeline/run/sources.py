@@ -1,9 +1,10 @@
 """A task's data as one run sees it (`Source`): training minibatches, the fixed validation batch and its scoring,
 the probe sequence, and the chance baselines; plus the data checks a command makes before it starts a run.
 
-Synthetic tasks train on fresh sequences, drawn for every batch from the run's seeded batch stream (as Hochreiter &
-Schmidhuber 1997 and Pascanu et al. 2013 did: a fixed training set of a few hundred sequences is memorised); they
-validate on the fixed held-out set of data/, made by its own generator (`data_seed`), which training never touches.
+Synthetic tasks train on fresh sequences, drawn for every batch from the run's seeded batch stream, as Hochreiter &
+Schmidhuber (1997) and Pascanu et al. (2013) trained: a fixed set of a few hundred sequences would be memorised
+rather than solved. They validate on the fixed held-out set of data/, made by its own generator (`data_seed`),
+which training never touches.
 
 Arrays are time-major, as the engine takes them: xs (T, B, d), targets (T, B) int or (T, B, o), mask (T, B).
 """
