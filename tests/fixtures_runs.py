@@ -29,7 +29,7 @@ CHANCE_ACCURACY = {"adding": 0.1, "temporal_order": 0.25, "copy": 0.125, "text":
 CHANCE_LOSS = {"adding": 0.167, "temporal_order": math.log(4), "copy": math.log(8), "text": math.log(30),
                "probe": 1.0}
 
-BASE_CONFIG = dict(task="adding", text=None, seq_len=20, train_size=200, data_seed=0, form="elman", activation="tanh",
+BASE_CONFIG = dict(task="adding", text=None, seq_len=20, val_size=200, data_seed=0, form="elman", activation="tanh",
                    leaky_slope=0.01, layers=1, hidden=4, init="orthogonal", gamma_w=1.0, input_scale=None,
                    optimizer="sgd", lr=0.05, weight_decay=0.0, batch=8, iters=100, clip_mode="none",
                    clip_threshold=1.0, eval_every=50, samples=3, sample_len=40, probe_len=10, seed=0)

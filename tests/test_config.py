@@ -19,7 +19,7 @@ from pipeline.errors import UserError
 
 # One valid value per field, different from its default: every field must change the hash.
 ALTERNATIVES = dict(
-    task="adding", text="corpus.txt", seq_len=50, train_size=512, data_seed=3, form="pascanu", activation="relu",
+    task="adding", text="corpus.txt", seq_len=50, val_size=512, data_seed=3, form="pascanu", activation="relu",
     leaky_slope=0.2, layers=2, hidden=64, init="orthogonal", gamma_w=1.5, input_scale=0.5, optimizer="adam",
     lr=0.003, weight_decay=1e-4, batch=32, iters=200, clip_mode="elementwise", clip_threshold=1.0, eval_every=20,
     samples=2, sample_len=50, probe_len=30, seed=7,
@@ -101,7 +101,7 @@ def test_alternatives_cover_every_field():
         ("hidden", 0), ("hidden", -5), ("hidden", 3.5), ("hidden", "64"), ("hidden", True), ("seq_len", 0),
         ("clip_threshold", -1.0), ("clip_threshold", 0), ("gamma_w", 0), ("gamma_w", -2.0), ("lr", 0.0),
         ("lr", -0.1), ("lr", "fast"), ("lr", float("nan")), ("lr", float("inf")), ("iters", -1), ("batch", 0),
-        ("layers", 0), ("probe_len", 0), ("train_size", 1), ("leaky_slope", -0.1), ("weight_decay", -1e-3),
+        ("layers", 0), ("probe_len", 0), ("val_size", 0), ("leaky_slope", -0.1), ("weight_decay", -1e-3),
         ("seed", -1), ("eval_every", -10), ("samples", -1), ("input_scale", -1.0), ("text", 5),
         ("gamma_w", 10**400), ("lr", -(10**400)), ("seed", 2**64), ("data_seed", 2**32), ("eval_every", 10**19),
         ("hidden", 10**400), pytest.param("seed", int("f" * 4000, 16), id="seed-16000-bits"), ("lr", 10**300),

@@ -24,15 +24,15 @@ if not pipeline.cli.app.registered_commands:
 SPEC = """\
 name: small
 description: two tiny datasets
-base: {task: adding, seq_len: 12, train_size: 20, data_seed: 1}
+base: {task: adding, seq_len: 12, val_size: 20, data_seed: 1}
 profiles:
   quick:
     grid:
       - {seed: [0, 1]}
-      - {task: [copy], seq_len: [3], train_size: [10], data_seed: [0]}
+      - {task: [copy], seq_len: [3], val_size: [10], data_seed: [0]}
       - {task: [text], seq_len: [25]}
   full:
-    grid: {task: [temporal_order], seq_len: [40], train_size: [10], data_seed: [2]}
+    grid: {task: [temporal_order], seq_len: [40], val_size: [10], data_seed: [2]}
 """
 
 
@@ -69,14 +69,15 @@ def test_generate_writes_contracted_files(project):
     adding = manifest["datasets"]["adding_T12_N20_s1"]
     assert adding["baselines"]["mse_predict_half"] == pytest.approx(1 / 24)
     assert (adding["loss"], adding["input_dim"], adding["output_dim"], adding["seed"]) == ("mse", 2, 1, 1)
-    assert manifest["datasets"]["copy_T3_N10_s0"]["baselines"]["xent_memoryless"] == pytest.approx(
-        10 * math.log(8) / 23)
+    assert (adding["chance_loss"], adding["chance_accuracy"]) == pytest.approx((1 / 24, 0.16 - 0.16**2 / 4))
+    copy = manifest["datasets"]["copy_T3_N10_s0"]
+    assert (copy["chance_loss"], copy["chance_accuracy"]) == pytest.approx((math.log(8), 1 / 8))
     assert manifest["text"]["source"] == "stdlib-docstrings" and manifest["text"]["python_version"]
-    with np.load(data / "adding_T12_N20_s1.npz") as f:
-        assert f["x_train"].shape == (16, 12, 2) and f["x_val"].shape == (4, 12, 2)  # last 20 % for validation
-        assert f["y_train"].shape == (16, 12, 1) and f["mask_val"].shape == (4, 12)
+    with np.load(data / "adding_T12_N20_s1.npz") as f:  # validation sequences only: training draws fresh batches
+        assert sorted(f.files) == ["mask", "x", "y"]
+        assert f["x"].shape == (20, 12, 2) and f["y"].shape == (20, 12, 1) and f["mask"].shape == (20, 12)
     with np.load(data / "copy_T3_N10_s0.npz") as f:
-        assert f["y_train"].dtype == np.int64 and f["x_train"].shape == (8, 23, 10)
+        assert f["y"].dtype == np.int64 and f["x"].shape == (10, 23, 10)
 
 
 def test_rerun_is_byte_identical(project, monkeypatch):
@@ -94,6 +95,14 @@ def test_loading_from_disk_equals_building_in_memory(project, tmp_path):
     for key in datasets.DATASET_KEYS:
         assert np.array_equal(getattr(on_disk, key), getattr(in_memory, key))
     assert on_disk.meta == in_memory.meta and on_disk.meta.loss == "mse"
+
+
+def test_a_dataset_file_of_the_former_train_and_validation_layout_is_refused(tmp_path):
+    """Files with x_train/x_val keys predate fresh training batches: the run says to regenerate, not a KeyError."""
+    old = {k: np.zeros((1, 12, 2)) for k in ("x_train", "y_train", "mask_train", "x_val", "y_val", "mask_val")}
+    np.savez(tmp_path / "adding_T12_N20_s1.npz", **old)
+    with pytest.raises(UserError, match=r"adding_T12_N20_s1.npz: has no x, y, mask .*rerun `rnngrad generate`"):
+        datasets.load_dataset(tmp_path, "adding", 12, 20, 1)
 
 
 def test_profile_full_and_explicit_spec(project):
@@ -185,21 +194,21 @@ def test_text_shorter_than_a_window(project):
 @pytest.mark.parametrize("T", [0, -5])
 def test_non_positive_length_in_spec(project, T):
     bad = project / "bad.yaml"
-    bad.write_text(f"base: {{task: adding, seq_len: {T}, train_size: 8}}\nprofiles:\n  quick: {{}}\n")
+    bad.write_text(f"base: {{task: adding, seq_len: {T}, val_size: 8}}\nprofiles:\n  quick: {{}}\n")
     expect_rejected(project, ["--spec", bad], "bad.yaml", "base.seq_len", "out of range", "integer in [1, 100000]")
 
 
 def test_unknown_task_in_spec(project):
     bad = project / "bad.yaml"
-    bad.write_text("base: {task: addition, seq_len: 5, train_size: 8}\nprofiles:\n  quick: {}\n")
+    bad.write_text("base: {task: addition, seq_len: 5, val_size: 8}\nprofiles:\n  quick: {}\n")
     expect_rejected(project, ["--spec", bad], "bad.yaml", "unknown value 'addition'", "did you mean 'adding'")
 
 
 def test_dataset_too_large_for_memory(project):
     bad = project / "bad.yaml"
-    bad.write_text("base: {task: adding, seq_len: 100000, train_size: 10000000}\nprofiles:\n  quick: {}\n")
-    expect_rejected(project, ["--spec", bad], "bad.yaml: profiles.quick: cell 0 {}: adding_T100000_N10000000_s0 needs",
-                    "GiB", "lower seq_len or train_size")
+    bad.write_text("base: {task: adding, seq_len: 100000, val_size: 1000000}\nprofiles:\n  quick: {}\n")
+    expect_rejected(project, ["--spec", bad], "bad.yaml: profiles.quick: cell 0 {}: adding_T100000_N1000000_s0 needs",
+                    "GiB", "lower seq_len or val_size")
 
 
 def test_missing_text_file_of_a_text_cell(project):
@@ -213,7 +222,8 @@ def test_malformed_specs(project):
              "seed: " + "1" * 5000 + "\n": "a value YAML cannot read",
              "- just\n- a list\n": "expected a mapping",
              "profiles:\n  full: {}\n": "no profile 'quick'",
-             "profiles:\n  quick:\n    grid: {task: [copy], train_sise: [8]}\n": "did you mean 'train_size'",
+             "profiles:\n  quick:\n    grid: {task: [copy], val_sise: [8]}\n": "did you mean 'val_size'",
+             "profiles:\n  quick:\n    grid: {task: [copy], train_size: [8]}\n": "it is now val_size",
              "profiles:\n  quick:\n    data: [{task: copy, T: 5}]\n": "datasets now derive from the cells"}
     for i, (content, fragment) in enumerate(cases.items()):
         (project / f"bad{i}.yaml").write_text(content)
@@ -250,7 +260,7 @@ def test_requests_are_the_cells_data_across_specs_each_once(tmp_path):
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text(SPEC.replace("name: small", "name: a"))
     b.write_text("base: {task: text, seq_len: 50}\nprofiles:\n  quick:\n    grid:\n      - {seq_len: [10, 80]}\n"
-                 "      - {task: [adding], seq_len: [12], train_size: [20], data_seed: [1, 7]}\n")
+                 "      - {task: [adding], seq_len: [12], val_size: [20], data_seed: [1, 7]}\n")
     reqs = generate._requests([a, b], "quick")
     assert [(r.task, r.T, r.count, r.seed) for r in reqs if r.task != "text"] == [
         ("adding", 12, 20, 1), ("copy", 3, 10, 0), ("adding", 12, 20, 7)]

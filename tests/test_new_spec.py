@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 SPEC = """\
 name: my_spec
 description: A two-seed adding check that a new spec reaches every output.
-base: {task: adding, seq_len: 12, train_size: 64, hidden: 8, optimizer: adam, lr: 0.01, batch: 8, probe_len: 12}
+base: {task: adding, seq_len: 12, val_size: 64, hidden: 8, optimizer: adam, lr: 0.01, batch: 8, probe_len: 12}
 profiles:
   quick:
     base: {iters: 20}

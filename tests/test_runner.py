@@ -20,7 +20,7 @@ from pipeline.run.datasets import load_dataset
 from pipeline.errors import UserError
 from pipeline.run.files import load_model
 
-TINY = dict(seq_len=12, hidden=8, batch=8, iters=30, train_size=64, eval_every=10, probe_len=10, optimizer="adam",
+TINY = dict(seq_len=12, hidden=8, batch=8, iters=30, val_size=64, eval_every=10, probe_len=10, optimizer="adam",
             lr=0.01, samples=2, sample_len=30)
 CORPUS = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs.\n" * 40
 RUNS = {  # name -> (config overrides, input width d)
@@ -143,9 +143,14 @@ def test_chance_baselines(runs):
     assert runs["temporal_order"][1].summary["chance_loss"] == pytest.approx(math.log(4))  # 4 balanced classes
     assert runs["temporal_order"][1].summary["chance_accuracy"] == pytest.approx(0.25)
     assert runs["adding"][1].summary["chance_loss"] == pytest.approx(1 / 24)  # predict 0.5: E[((X1+X2)/4)^2]
-    vocab = len(set(CORPUS))
-    assert runs["text"][1].summary["chance_loss"] == pytest.approx(math.log(vocab))
-    assert runs["text"][1].summary["chance_accuracy"] == pytest.approx(1 / vocab)
+    assert runs["copy"][1].summary["chance_loss"] == pytest.approx(math.log(8))  # uniform guess on the recall
+    assert runs["copy"][1].summary["chance_accuracy"] == pytest.approx(1 / 8)
+    train_text = CORPUS[: len(CORPUS) - len(CORPUS) // 10]  # the text's first 90 %
+    shares = np.array([train_text.count(ch) for ch in set(CORPUS)]) / len(train_text)
+    entropy = -sum(p * math.log(p) for p in shares if p > 0)  # the unigram model of the training characters
+    assert runs["text"][1].summary["chance_loss"] == pytest.approx(entropy, rel=1e-12)
+    assert runs["text"][1].summary["chance_accuracy"] == pytest.approx(shares.max())  # the most frequent
+    assert runs["probe"][1].summary["chance_loss"] is None and runs["probe"][1].summary["chance_accuracy"] is None
     assert runs["probe"][1].summary["val_accuracy"] is None  # no loss positions: no success criterion ...
     assert runs["probe"][1].summary["final_val_loss"] is None  # ... and no validation loss (not a loss of 0)
     for name in ("adding", "temporal_order", "copy", "text"):
@@ -224,8 +229,8 @@ def test_probe_inputs_and_models(runs, name, data_dir):
     d = RUNS[name][1] or len(set(CORPUS))
     assert xs.shape == (P, d) and h0.shape == (cfg.layers, cfg.hidden) and not h0.any()
     if cfg.task != "text":  # the first validation sequence, truncated
-        ds = load_dataset(data_dir, cfg.task, cfg.seq_len, cfg.train_size, cfg.data_seed)
-        assert np.array_equal(xs, ds.x_val[0, :P])
+        ds = load_dataset(data_dir, cfg.task, cfg.seq_len, cfg.val_size, cfg.data_seed)
+        assert np.array_equal(xs, ds.x[0, :P])
     else:
         assert (xs.sum(axis=1) == 1).all()  # one-hot characters
     m0, m1 = load_model(probe / "model_init.npz"), load_model(probe / "model_final.npz")

@@ -23,7 +23,7 @@ def write(path: Path, text: str) -> Path:
 SPEC = """\
 name: weight_norms
 description: Decay of Jacobian norms against gamma_w.
-base: {task: adding, seq_len: 50, hidden: 64, iters: 200, train_size: 512}
+base: {task: adding, seq_len: 50, hidden: 64, iters: 200, val_size: 512}
 profiles:
   quick:
     base: {iters: 150}
@@ -81,7 +81,7 @@ def test_bad_list_of_grids_names_the_part(tmp_path, grid, pattern):
         load_spec(path, "quick")
 
 
-DERIVED = r"unknown key 'data': datasets now derive from the cells \(task, seq_len, train_size, data_seed"
+DERIVED = r"unknown key 'data': datasets now derive from the cells \(task, seq_len, val_size, data_seed"
 
 
 @pytest.mark.parametrize(
@@ -148,11 +148,11 @@ def test_missing_or_malformed_spec(tmp_path):
 
 
 def test_synthetic_cells_need_one_dataset_each_in_grid_order(tmp_path):
-    """long_range's shape: task x seq_len gives one dataset per cell; axes that leave (task, seq_len, train_size,
-    data_seed) alone (here seed) add none; data_seed and train_size are part of the file name."""
-    path = spec_file(tmp_path, "base: {train_size: 64}\nprofiles:\n  quick:\n    grid:\n"
+    """long_range's shape: task x seq_len gives one dataset per cell; axes that leave (task, seq_len, val_size,
+    data_seed) alone (here seed) add none; data_seed and val_size are part of the file name."""
+    path = spec_file(tmp_path, "base: {val_size: 64}\nprofiles:\n  quick:\n    grid:\n"
                                "      - {task: [adding, copy], seq_len: [10, 20], seed: [0, 1]}\n"
-                               "      - {task: [adding], seq_len: [10], data_seed: [3], train_size: [32, 64]}\n", "lr")
+                               "      - {task: [adding], seq_len: [10], data_seed: [3], val_size: [32, 64]}\n", "lr")
     spec = load_spec(path, "quick")
     assert [d.name for d in spec.data] == ["adding_T10_N64_s0", "adding_T20_N64_s0", "copy_T10_N64_s0",
                                            "copy_T20_N64_s0", "adding_T10_N32_s3", "adding_T10_N64_s3"]
@@ -177,7 +177,7 @@ def test_text_cells_need_their_corpus_and_longest_window(tmp_path):
 @pytest.mark.parametrize("profile", ["quick", "full"])
 def test_every_repository_spec_derives_one_dataset_per_distinct_cell_data(name, profile):
     spec = load_spec(ROOT / "experiments" / f"{name}.yaml", profile)
-    synthetic = {(c.task, c.seq_len, c.train_size, c.data_seed) for c in spec.cells if c.task != "text"}
+    synthetic = {(c.task, c.seq_len, c.val_size, c.data_seed) for c in spec.cells if c.task != "text"}
     assert {(d.task, d.T, d.count, d.seed) for d in spec.data if d.task != "text"} == synthetic
     assert len(spec.data) == len(synthetic) + (1 if any(c.task == "text" for c in spec.cells) else 0)
 
@@ -196,7 +196,7 @@ def test_the_readme_example_spec_derives_the_datasets_it_names(tmp_path):
     section = readme[readme.index("## Adding an experiment spec"):]
     example = section[section.index("```yaml\n") + 8:section.index("```\n", section.index("```yaml\n"))]
     path = spec_file(tmp_path, example, "my_spec")
-    for profile, count in (("quick", 512), ("full", 4096)):
+    for profile, count in (("quick", 1000), ("full", 10000)):
         assert [d.name for d in load_spec(path, profile).data] == [f"adding_T30_N{count}_s0"]
         assert f"`adding_T30_N{count}_s0`" in section
 

@@ -372,7 +372,7 @@ def test_sweep_help_explains_the_command(cli_app):
 TINY_SPEC = """\
 name: tiny
 description: two real runs, as small as they come
-base: {task: adding, seq_len: 6, train_size: 40, hidden: 4, iters: 3, batch: 4, probe_len: 6}
+base: {task: adding, seq_len: 6, val_size: 40, hidden: 4, iters: 3, batch: 4, probe_len: 6}
 profiles:
   quick:
     grid: {gamma_w: [0.5, 3.0]}

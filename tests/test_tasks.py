@@ -12,6 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.engine import tasks
+from pipeline.engine.rnn import loss_and_dy
+from pipeline.run.sources import task_accuracy
 
 N_BIG = 20_000  # sequences for statistical checks; standard errors ~ 1/sqrt(N)
 Z = 4.5  # allowed deviation in standard errors
@@ -155,7 +157,7 @@ def check_copy_structure(d, T):
     assert np.all(ids[:, T + 9] == 9)  # the delimiter
     assert np.all(ids[:, T + 10:] == 8)  # 10 blanks while answering
     assert np.all(d.y[:, :T + 10] == 8) and np.all(d.y[:, T + 10:] == ids[:, :10])
-    assert np.all(d.mask == 1)
+    assert np.all(d.mask[:, :T + 10] == 0) and np.all(d.mask[:, T + 10:] == 1)  # only the recall is scored
 
 
 @pytest.mark.parametrize("T", [1, 2, 100, 5000])
@@ -170,11 +172,42 @@ def test_copy_memoryless_baseline_from_empirical_marginal(T):
     # memoryless model: at each position, predict that position's empirical target distribution
     probs = np.stack([np.bincount(d.y[:, t], minlength=10) / N_BIG for t in range(S)])  # (S, 10)
     nll = -np.log(probs[np.arange(S)[None, :], d.y])  # (N, S)
-    expected = 10 * math.log(8) / (T + 20)
-    assert math.isclose(d.meta.baselines["xent_memoryless"], expected, rel_tol=1e-12)
+    scored = nll[d.mask > 0]  # the 10 recall positions of every sequence
+    assert scored.size == 10 * N_BIG
+    assert math.isclose(d.meta.chance_loss, math.log(8), rel_tol=1e-12) and d.meta.chance_accuracy == 1 / 8
+    assert d.meta.baselines["xent_memoryless"] == d.meta.chance_loss
     # empirical entropy of 8 classes is biased low by ~7/(2N) per answering position; SE ~ 1/sqrt(N)
-    assert abs(nll.mean() - expected) < 10 * (Z / math.sqrt(N_BIG) + 7 / (2 * N_BIG)) / S
+    assert abs(scored.mean() - math.log(8)) < Z / math.sqrt(N_BIG) + 7 / (2 * N_BIG)
     assert d.meta.loss == "xent" and d.meta.steps == S and d.meta.input_dim == 10
+
+
+@pytest.mark.parametrize("T", [5, 40])
+def test_a_memoryless_copy_model_scores_chance(T):
+    """Blanks, then equal logits for the 8 symbols on the recall: the model that remembers nothing scores the
+    chance numbers of the task's meta (accuracy: its argmax, the first symbol, is right 1/8 of the time)."""
+    d = tasks.copy(T, 2000, rng(T))
+    S = T + 20
+    logits = np.zeros((S, 2000, 10))  # (T, B, o) time-major, as the scoring takes them
+    logits[: T + 10, :, tasks.COPY_BLANK] = 50.0  # a confident blank before the recall (not scored)
+    logits[T + 10 :, :, tasks.COPY_SYMBOLS :] = -200.0  # then uniform over the 8 symbols (blank, delimiter ~0)
+    targets, mask = d.y.T, d.mask.T  # (S, N)
+    loss, _ = loss_and_dy(logits, targets, mask, "xent")
+    accuracy = task_accuracy(logits, targets, mask, "xent", None)
+    assert loss == pytest.approx(d.meta.chance_loss, rel=1e-9) and d.meta.chance_loss == pytest.approx(math.log(8))
+    assert abs(accuracy - d.meta.chance_accuracy) < 0.02 and d.meta.chance_accuracy == 1 / 8
+
+
+def test_every_task_states_its_chance():
+    """Explicit chance numbers, the ones a run reports: adding (predict 0.5), temporal order (4 balanced classes),
+    copy (uniform on the recall), none for the probe task (nothing is scored)."""
+    a = 4 * tasks.ADDING_TOLERANCE
+    assert (tasks.task_meta("adding", 30).chance_loss, tasks.task_meta("adding", 30).chance_accuracy) == \
+        pytest.approx((1 / 24, a - a * a / 4))
+    assert (tasks.task_meta("temporal_order", 30).chance_loss, tasks.task_meta("temporal_order", 30).chance_accuracy) \
+        == pytest.approx((math.log(4), 1 / 4))
+    assert (tasks.task_meta("copy", 30).chance_loss, tasks.task_meta("copy", 30).chance_accuracy) == \
+        pytest.approx((math.log(8), 1 / 8))
+    assert (tasks.task_meta("probe", 30).chance_loss, tasks.task_meta("probe", 30).chance_accuracy) == (None, None)
 
 
 # ----------------------------------------------------------------------------------------------------- probe

@@ -19,7 +19,7 @@ from pipeline.run import config
 from pipeline.run.config import FIELDS, field_docs
 from pipeline.stages.train import config_options
 
-TINY = ["--task", "adding", "--seq-len", "10", "--hidden", "8", "--batch", "8", "--iters", "20", "--train-size", "64",
+TINY = ["--task", "adding", "--seq-len", "10", "--hidden", "8", "--batch", "8", "--iters", "20", "--val-size", "64",
         "--probe-len", "8", "--optimizer", "adam", "--lr", "0.01", "--eval-every", "10"]
 
 
@@ -191,7 +191,7 @@ def test_json_run_is_logged_to_mlflow(tmp_path, env, monkeypatch):
 
 
 def test_options_override_the_config_file(tmp_path, invoke):
-    (tmp_path / "run.yaml").write_text("task: adding\nhidden: 6\niters: 5\nseq_len: 10\ntrain_size: 64\n"
+    (tmp_path / "run.yaml").write_text("task: adding\nhidden: 6\niters: 5\nseq_len: 10\nval_size: 64\n"
                                        "probe_len: 5\nbatch: 4\n")
     done = invoke(["--config", "run.yaml", "--hidden", "7", "--out", "elsewhere"])
     assert done.exit_code == 0, done.stderr

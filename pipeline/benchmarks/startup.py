@@ -22,7 +22,7 @@ import pipeline.sweep
 from pipeline.run.config import RunConfig
 from pipeline.run.runner import execute_run
 imports = time.perf_counter() - t0
-cfg = RunConfig(task="adding", seq_len=10, train_size=64, hidden=8, iters=5, batch=4, probe_len=10,
+cfg = RunConfig(task="adding", seq_len=10, val_size=64, hidden=8, iters=5, batch=4, probe_len=10,
                 optimizer="adam", lr=0.01, eval_every=0)
 folder = tempfile.mkdtemp(prefix="rnngrad-bench-")
 t1 = time.perf_counter(); execute_run(cfg, folder + "/no-data", folder + "/a"); cold = time.perf_counter() - t1

@@ -7,7 +7,9 @@ generator state gives identical arrays. Every task returns a `TaskData` with bat
     y    (N, S) int64        class targets (loss "xent"), or (N, S, o) float64 real targets (loss "mse")
     mask (N, S) float64      1 where a position counts in the loss, 0 elsewhere
 
-and a `TaskMeta` with the analytic baselines a trained model is judged against.
+and a `TaskMeta` with the analytic baselines a trained model is judged against: `chance_loss` and `chance_accuracy`
+are those of the best model that ignores the sequence's past (a constant or per-position answer), so a run that
+scores below `chance_loss` has used information carried through time.
 
 Short sequences. Adding and temporal order place two events in two windows of the sequence. For T >= 2 the windows
 are disjoint, so the events sit at distinct positions. For T = 1 both windows are the single position 0 and the
@@ -43,7 +45,9 @@ class TaskMeta:
     loss: str  # "xent" (class targets) or "mse" (real targets)
     input_dim: int  # d
     output_dim: int  # number of classes (xent) or target width o (mse)
-    baselines: dict[str, float] = field(default_factory=dict)  # name -> value of a model that learned nothing
+    chance_loss: float | None  # loss (mean over masked positions) of the memoryless model; None: nothing is scored
+    chance_accuracy: float | None  # its success rate on the masked positions; None: no criterion
+    baselines: dict[str, float] = field(default_factory=dict)  # the same numbers, named for the manifest
     tolerance: float | None = None  # adding only: |error| below this counts as correct
 
 
@@ -96,7 +100,7 @@ def adding_meta(T: int) -> TaskMeta:
         mse, acc = 1.0 / 12.0, a / 2.0
     else:
         mse, acc = 1.0 / 24.0, a - a * a / 4.0
-    return TaskMeta("adding", T, T, "mse", 2, 1, {"mse_predict_half": mse, "accuracy_predict_half": acc},
+    return TaskMeta("adding", T, T, "mse", 2, 1, mse, acc, {"mse_predict_half": mse, "accuracy_predict_half": acc},
                     ADDING_TOLERANCE)
 
 
@@ -133,8 +137,9 @@ def temporal_order_positions(T: int) -> tuple[tuple[int, int], tuple[int, int]]:
 
 def temporal_order_meta(T: int) -> TaskMeta:
     """Temporal order metadata: 4 equally likely classes, so chance error 3/4 and chance cross-entropy ln 4."""
-    return TaskMeta("temporal_order", T, T, "xent", TEMPORAL_DISTRACTORS + 2, 4,
-                    {"xent_chance": float(np.log(4.0)), "error_chance": 0.75})
+    loss = float(np.log(4.0))
+    return TaskMeta("temporal_order", T, T, "xent", TEMPORAL_DISTRACTORS + 2, 4, loss, 0.25,
+                    {"xent_chance": loss, "error_chance": 0.75})
 
 
 def temporal_order(T: int, count: int, rng: np.random.Generator) -> TaskData:
@@ -165,19 +170,21 @@ def temporal_order(T: int, count: int, rng: np.random.Generator) -> TaskData:
 
 
 def copy_meta(T: int) -> TaskMeta:
-    """Copy metadata. The memoryless strategy (blank for T + 10 steps, then uniform over 8 symbols) scores
-    cross-entropy 10 ln 8 / (T + 20) averaged over all positions (Arjovsky et al. 2016)."""
+    """Copy metadata. Only the 10 recall positions are scored, where the memoryless strategy (uniform over the 8
+    symbols) has cross-entropy ln 8 and accuracy 1/8 (Arjovsky et al. 2016 average over all T + 20 positions,
+    10 ln 8 / (T + 20); blanks are free to predict, so that average lets a model that remembers nothing look good)."""
     steps = T + 2 * COPY_MEMORY
-    return TaskMeta("copy", T, steps, "xent", COPY_DELIMITER + 1, COPY_DELIMITER + 1,
-                    {"xent_memoryless": COPY_MEMORY * float(np.log(COPY_SYMBOLS)) / steps})
+    loss, acc = float(np.log(COPY_SYMBOLS)), 1.0 / COPY_SYMBOLS
+    return TaskMeta("copy", T, steps, "xent", COPY_DELIMITER + 1, COPY_DELIMITER + 1, loss, acc,
+                    {"xent_memoryless": loss, "accuracy_memoryless": acc})
 
 
 def copy(T: int, count: int, rng: np.random.Generator) -> TaskData:
     """Copy memory problem (Arjovsky et al. 2016), length T + 20 over 10 categories (ids 0-9, one-hot inputs).
 
     Input: 10 symbols uniform from ids 0-7, then T - 1 blanks (id 8), the delimiter (id 9), 10 blanks.
-    Target: T + 10 blanks, then the 10 symbols in order. Loss over every position (mask all ones).
-    The output alphabet is the input's 10 categories (the delimiter is never a target).
+    Target: T + 10 blanks, then the 10 symbols in order. Only the last 10 steps (the recall) are scored: the mask
+    is 1 there and 0 elsewhere. The output alphabet is the input's 10 categories (the delimiter is never a target).
     """
     _check_sizes(T, count)
     steps = T + 2 * COPY_MEMORY
@@ -188,15 +195,17 @@ def copy(T: int, count: int, rng: np.random.Generator) -> TaskData:
     y = np.full((count, steps), COPY_BLANK, dtype=np.int64)
     y[:, -COPY_MEMORY:] = memory
     x = one_hot(inputs, COPY_DELIMITER + 1)  # (N, S, 10)
-    return TaskData(x, y, np.ones((count, steps), dtype=np.float64), copy_meta(T))
+    mask = np.zeros((count, steps), dtype=np.float64)
+    mask[:, -COPY_MEMORY:] = 1.0
+    return TaskData(x, y, mask, copy_meta(T))
 
 
 # ----------------------------------------------------------------------------------------------------- probe
 
 
 def probe_meta(T: int, input_dim: int = PROBE_INPUT_DIM) -> TaskMeta:
-    """Probe metadata: zero targets under a zero mask, so every loss is 0 and no gradient flows."""
-    return TaskMeta("probe", T, T, "mse", input_dim, 1, {"mse_zero": 0.0})
+    """Probe metadata: zero targets under a zero mask, so nothing is scored and no gradient flows (no chance)."""
+    return TaskMeta("probe", T, T, "mse", input_dim, 1, None, None, {})
 
 
 def probe(T: int, count: int, rng: np.random.Generator, input_dim: int = PROBE_INPUT_DIM) -> TaskData:

@@ -170,9 +170,10 @@ class RunConfig:
                           "wrote to the data folder (`data/text.npz`), else the built-in corpus of stdlib docstrings.")
     seq_len: int = _f(25, Int(1, 100_000), "Synthetic: the task length T (copy feeds T + 20 steps); "
                       "text: the training window in characters.")
-    train_size: int = _f(1000, Int(2, 10_000_000), "Synthetic: sequences generated; the last 20 % validate.")
-    data_seed: int = _f(0, Int(0, MAX_SEED), "Synthetic: seed of the dataset generator "
-                        "(`data/<task>_T<seq_len>_N<train_size>_s<data_seed>.npz`).")
+    val_size: int = _f(1000, Int(1, 1_000_000), "Synthetic: validation sequences, a fixed held-out set; training "
+                       "draws fresh sequences for every batch from the run's seed.")
+    data_seed: int = _f(0, Int(0, MAX_SEED), "Synthetic: seed of the validation set's generator "
+                        "(`data/<task>_T<seq_len>_N<val_size>_s<data_seed>.npz`).")
     # model
     form: str = _f("elman", Choice(FORMS), "Recurrence: elman h = phi(W h + U x + b); "
                    "pascanu h = W phi(h) + U x + b.")
@@ -205,7 +206,8 @@ class RunConfig:
     sample_len: int = _f(200, Int(1, 100_000), "Text: characters per sample.")
     probe_len: int = _f(50, Int(1, 2000), "Steps of the Jacobian probe sequence (cut to the length of "
                         "the validation sequences).")
-    seed: int = _f(0, Int(0, MAX_SEED), "Seed of the model init, the minibatch order and text sampling.")
+    seed: int = _f(0, Int(0, MAX_SEED), "Seed of the model init, the training batches (synthetic: fresh "
+                   "sequences; text: window offsets) and text sampling.")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -253,8 +255,15 @@ def markdown_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+# Fields that once were valid, and what replaced them: the refusal says so instead of only naming the closest key.
+RETIRED_FIELDS = {"train_size": "it is now val_size (validation sequences only; training draws fresh batches)"}
+
+
 def closest_key_hint(key: Any, valid: tuple[str, ...]) -> str:
-    """' (did you mean X?)' for a misspelt key, else a list of the valid keys."""
+    """': <what replaced it>' for a retired field, ' (did you mean X?)' for a misspelt key, else a list of the
+    valid keys."""
+    if key in RETIRED_FIELDS:
+        return f": {RETIRED_FIELDS[key]}"
     return did_you_mean(key, valid) or f"; valid keys: {', '.join(valid)}"
 
 

@@ -1,9 +1,10 @@
 """The `data/` folder both ways: what `rnngrad generate` makes, how it is written, and how runs load it.
 
-Layout (docs/internals.md, "Data on disk"): `data/<task>_T<T>_N<count>_s<seed>.npz` per synthetic dataset,
+Layout (docs/internals.md, "Data on disk"): `data/<task>_T<T>_N<count>_s<seed>.npz` per synthetic validation set,
 `data/text.npz` + `data/vocab.json` for the character corpus, `data/manifest.json` with hashes and baselines.
-A synthetic dataset is `tasks.make_task(task, T, count, np.random.default_rng(seed))`, the first 80 % of the
-sequences for training and the last 20 % for validation, so a missing file is rebuilt bit-identically in memory.
+A synthetic file holds only validation sequences, `tasks.make_task(task, T, count, np.random.default_rng(seed))`,
+so a missing file is rebuilt bit-identically in memory: training draws fresh sequences for every batch from the
+run's own seeded stream (`sources.synthetic_source`), never from this generator.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..errors import UserError
 
 TEXT_TASK = "text"
 DEFAULT_TEXT_WINDOW = 25  # characters per training window when no spec or option says otherwise
-DATASET_KEYS = ("x_train", "y_train", "mask_train", "x_val", "y_val", "mask_val")  # npz keys, in file order
+DATASET_KEYS = ("x", "y", "mask")  # npz keys, in file order
 
 
 # ------------------------------------------------------------------------------------------- synthetic data
@@ -28,15 +29,12 @@ DATASET_KEYS = ("x_train", "y_train", "mask_train", "x_val", "y_val", "mask_val"
 
 @dataclass(frozen=True)
 class Dataset:
-    """One synthetic dataset split into training and validation sequences (shapes as in `tasks`)."""
+    """One synthetic validation set (shapes as in `tasks`)."""
 
     name: str  # f"{task}_T{T}_N{count}_s{seed}"
-    x_train: np.ndarray  # (N_tr, S, d) float64
-    y_train: np.ndarray  # (N_tr, S) int64 or (N_tr, S, o) float64
-    mask_train: np.ndarray  # (N_tr, S) float64
-    x_val: np.ndarray  # (N_val, S, d)
-    y_val: np.ndarray
-    mask_val: np.ndarray
+    x: np.ndarray  # (N, S, d) float64
+    y: np.ndarray  # (N, S) int64 or (N, S, o) float64
+    mask: np.ndarray  # (N, S) float64
     meta: tasks.TaskMeta
     seed: int
 
@@ -46,17 +44,10 @@ def dataset_name(task: str, T: int, count: int, seed: int) -> str:
     return f"{task}_T{T}_N{count}_s{seed}"
 
 
-def val_count(count: int) -> int:
-    """Sequences held out for validation: 20 % rounded, at least 1 and leaving at least 1 (none if count = 1)."""
-    return 0 if count < 2 else min(max(int(round(0.2 * count)), 1), count - 1)
-
-
 def build_dataset(task: str, T: int, count: int, seed: int) -> Dataset:
-    """Generate a dataset in memory from `np.random.default_rng(seed)`."""
+    """Generate a validation set of `count` sequences in memory from `np.random.default_rng(seed)`."""
     data = tasks.make_task(task, T, count, np.random.default_rng(seed))
-    n_tr = count - val_count(count)
-    return Dataset(dataset_name(task, T, count, seed), data.x[:n_tr], data.y[:n_tr], data.mask[:n_tr],
-                   data.x[n_tr:], data.y[n_tr:], data.mask[n_tr:], data.meta, seed)
+    return Dataset(dataset_name(task, T, count, seed), data.x, data.y, data.mask, data.meta, seed)
 
 
 def dataset_arrays(ds: Dataset) -> dict[str, np.ndarray]:
@@ -74,10 +65,13 @@ def load_dataset(data_dir: Path | str, task: str, T: int, count: int, seed: int)
         return build_dataset(task, T, count, seed)
     meta = tasks.task_meta(task, T)
     with np.load(path, allow_pickle=False) as f:
+        missing = [key for key in DATASET_KEYS if key not in f.files]
+        if missing:
+            raise UserError(f"{path}: has no {', '.join(missing)} (a data folder of an older rnngrad); "
+                            "rerun `rnngrad generate`")
         arrays = {key: f[key] for key in DATASET_KEYS}
-    n_tr, n_val = len(arrays["x_train"]), len(arrays["x_val"])
-    if (n_tr + n_val, arrays["x_train"].shape[1]) != (count, meta.steps):
-        raise UserError(f"{path}: holds {n_tr + n_val} sequences of {arrays['x_train'].shape[1]} steps, expected "
+    if arrays["x"].shape[:2] != (count, meta.steps):
+        raise UserError(f"{path}: holds {len(arrays['x'])} sequences of {arrays['x'].shape[1]} steps, expected "
                         f"{count} of {meta.steps}; rerun `rnngrad generate`")
     return Dataset(name, meta=meta, seed=seed, **arrays)
 
@@ -161,8 +155,8 @@ class DataRequest:
 
     task: str  # a synthetic task or "text"
     T: int | None = None  # synthetic: the length parameter (the cells' seq_len)
-    count: int | None = None  # synthetic: number of sequences, train + validation (the cells' train_size)
-    seed: int | None = None  # synthetic: generator seed (the cells' data_seed)
+    count: int | None = None  # synthetic: validation sequences (the cells' val_size)
+    seed: int | None = None  # synthetic: the validation set's generator seed (the cells' data_seed)
     path: str | None = None  # text: the cells' UTF-8 file (None: the default corpus)
     seq_len: int | None = None  # text: the longest training window, which both splits must hold
     where: str = ""  # the first cell that needs it ("<spec>: profiles.<profile>: cell <i> {...}"), for messages

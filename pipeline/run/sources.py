@@ -1,12 +1,16 @@
 """A task's data as one run sees it (`Source`): training minibatches, the fixed validation batch and its scoring,
 the probe sequence, and the chance baselines; plus the data checks a command makes before it starts a run.
 
+Synthetic tasks train on fresh sequences, drawn for every batch from the run's seeded batch stream, as Hochreiter &
+Schmidhuber (1997) and Pascanu et al. (2013) trained: a fixed set of a few hundred sequences would be memorised
+rather than solved. They validate on the fixed held-out set of data/, made by its own generator (`data_seed`),
+which training never touches.
+
 Arrays are time-major, as the engine takes them: xs (T, B, d), targets (T, B) int or (T, B, o), mask (T, B).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -14,13 +18,13 @@ from typing import Callable
 import numpy as np
 
 from . import datasets
+from ..engine import tasks
 from ..engine.rnn import RNN, forward, loss_and_dy, one_hot
 from ..engine.text import sample_windows
 from ..errors import UserError
 from .config import RunConfig
 from .probe import ProbeInput
 
-MAX_VAL_SEQUENCES = 1000  # synthetic validation passes use at most this many sequences
 TEXT_VAL_WINDOWS = 128  # text validation: this many evenly spaced windows of the validation text
 
 
@@ -54,34 +58,23 @@ def _time_major(a: np.ndarray) -> np.ndarray:
 
 
 def synthetic_source(cfg: RunConfig, data_dir: Path) -> Source:
-    """Random minibatches (with replacement) of the training split; the probe is validation sequence 0."""
-    ds = datasets.load_dataset(data_dir, cfg.task, cfg.seq_len, cfg.train_size, cfg.data_seed)
-    meta, n_train = ds.meta, len(ds.x_train)
+    """Fresh training sequences for every batch (`tasks.make_task` on the run's batch stream); the whole held-out
+    set of data/ validates; the probe is validation sequence 0."""
+    ds = datasets.load_dataset(data_dir, cfg.task, cfg.seq_len, cfg.val_size, cfg.data_seed)
+    meta = ds.meta
 
     def draw(rng: np.random.Generator) -> tuple:
-        idx = rng.integers(0, n_train, size=cfg.batch)  # (B,)
-        return _time_major(ds.x_train[idx]), _time_major(ds.y_train[idx]), _time_major(ds.mask_train[idx])
+        batch = tasks.make_task(cfg.task, cfg.seq_len, cfg.batch, rng)
+        return _time_major(batch.x), _time_major(batch.y), _time_major(batch.mask)
 
-    val = tuple(_time_major(a[:MAX_VAL_SEQUENCES]) for a in (ds.x_val, ds.y_val, ds.mask_val))
-    steps = min(cfg.probe_len, ds.x_val.shape[1])
-    mask = ds.mask_val[0, :steps].copy()  # (P,)
+    val = tuple(_time_major(a) for a in (ds.x, ds.y, ds.mask))
+    steps = min(cfg.probe_len, ds.x.shape[1])
+    mask = ds.mask[0, :steps].copy()  # (P,)
     if not mask.any():  # the loss sits beyond the truncated probe (or the task has none): measure from its end
         mask[-1] = 1.0
-    probe = ProbeInput(ds.x_val[0, :steps], np.zeros((cfg.layers, cfg.hidden)), ds.y_val[0, :steps], mask, meta.loss)
-    chance_loss, chance_accuracy = chance_from_baselines(meta.baselines)
-    return Source(meta.loss, meta.input_dim, meta.output_dim, draw, val, probe, chance_loss, chance_accuracy,
-                  meta.tolerance)
-
-
-def chance_from_baselines(baselines: dict[str, float]) -> tuple[float | None, float | None]:
-    """(loss, accuracy) of a model that learned nothing, from a task's baselines (tasks.py names them
-    mse_* / xent_* for losses, accuracy_* or error_* for success rates); None where the task gives none."""
-    loss = next((v for k, v in baselines.items() if k.startswith(("mse_", "xent_"))), None)
-    accuracy = next((v for k, v in baselines.items() if k.startswith("accuracy_")), None)
-    error = next((v for k, v in baselines.items() if k.startswith("error_")), None)
-    if accuracy is None and error is not None:
-        accuracy = 1.0 - error
-    return loss, accuracy
+    probe = ProbeInput(ds.x[0, :steps], np.zeros((cfg.layers, cfg.hidden)), ds.y[0, :steps], mask, meta.loss)
+    return Source(meta.loss, meta.input_dim, meta.output_dim, draw, val, probe, meta.chance_loss,
+                  meta.chance_accuracy, meta.tolerance)
 
 
 # ---- text -----------------------------------------------------------------------------------------------------
@@ -133,7 +126,17 @@ def text_source(cfg: RunConfig, data_dir: Path) -> Source:
     steps = min(cfg.probe_len, len(td.ids_val) - 1)
     probe = ProbeInput(one_hot(td.ids_val[:steps], V), np.zeros((cfg.layers, cfg.hidden)), td.ids_val[1 : steps + 1],
                        np.ones(steps), "xent")
-    return Source("xent", V, V, draw, val, probe, math.log(V), 1.0 / V, vocab=list(td.vocab))
+    chance_loss, chance_accuracy = unigram_chance(td.ids_train, V)
+    return Source("xent", V, V, draw, val, probe, chance_loss, chance_accuracy, vocab=list(td.vocab))
+
+
+def unigram_chance(ids: np.ndarray, vocab_size: int) -> tuple[float, float]:
+    """(loss, accuracy) of the best model that ignores the past: predict the training characters' frequencies p.
+    Its cross-entropy is their entropy -sum p ln p (nats), and its argmax, the most frequent character, is right
+    with probability max p. (The uniform guess, ln V and 1/V, is a far lower bar: any LM beats it in a few steps.)"""
+    counts = np.bincount(ids, minlength=vocab_size).astype(np.float64)  # (V,)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum()), float(p.max())
 
 
 # ---- scoring --------------------------------------------------------------------------------------------------

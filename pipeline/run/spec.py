@@ -2,8 +2,9 @@
 derive the datasets its cells train on.
 
 This is the one parser of spec files: `rnngrad sweep` runs its cells and `rnngrad generate` makes the data they need,
-so the two cannot disagree. A spec lists no datasets: each synthetic cell needs
-`data/<task>_T<seq_len>_N<train_size>_s<data_seed>.npz`, and text cells need their corpus to hold their longest window.
+so the two cannot disagree. A spec lists no datasets: each synthetic cell validates on
+`data/<task>_T<seq_len>_N<val_size>_s<data_seed>.npz` (it trains on fresh batches), and text cells need their corpus
+to hold their longest window.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ SPEC_KEYS = ("name", "description", "base", "profiles")
 PROFILE_KEYS = ("base", "grid")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 # Keys that once were valid, and what replaced them: the refusal says so instead of only naming the closest key.
-_RETIRED_KEYS = {"data": "datasets now derive from the cells (task, seq_len, train_size, data_seed; text cells: "
+_RETIRED_KEYS = {"data": "datasets now derive from the cells (task, seq_len, val_size, data_seed; text cells: "
                          "text and their longest seq_len); remove it"}
 
 
@@ -69,7 +70,7 @@ def load_spec(path: Path | str, profile: str) -> Spec:
 
 
 def data_requests(cells: list[RunConfig], grid: list[dict], where: str) -> list[DataRequest]:
-    """What `cells` train on: per synthetic cell the dataset (task, seq_len, train_size, data_seed); per text file
+    """What `cells` need: per synthetic cell its validation set (task, seq_len, val_size, data_seed); per text file
     (cfg.text, None for the default corpus) the longest window of the text cells reading it. `where` names the
     profile, e.g. "experiments/x.yaml: profiles.quick"; each request names the first cell that needs it."""
     synthetic: dict[tuple, DataRequest] = {}
@@ -77,7 +78,7 @@ def data_requests(cells: list[RunConfig], grid: list[dict], where: str) -> list[
     for i, cfg in enumerate(cells):
         cell = f"{where}: cell {i} {grid[i]}"
         if cfg.task != TEXT_TASK:
-            key = (cfg.task, cfg.seq_len, cfg.train_size, cfg.data_seed)
+            key = (cfg.task, cfg.seq_len, cfg.val_size, cfg.data_seed)
             synthetic.setdefault(key, DataRequest(*key, where=cell))
         elif cfg.text not in windows or cfg.seq_len > windows[cfg.text].seq_len:
             first = windows[cfg.text].where if cfg.text in windows else cell

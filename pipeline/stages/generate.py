@@ -1,4 +1,4 @@
-"""`rnngrad generate`: make data/ with exactly the datasets the cells of the sweep specs train on, and a text corpus.
+"""`rnngrad generate`: make data/ with exactly the validation sets the cells of the sweep specs use, and a text corpus.
 
 The specs are read by `run.spec.load_spec`, the parser `rnngrad sweep` uses, so the data made is the data the
 cells load.
@@ -68,7 +68,7 @@ def _listed_specs(params: Path, experiments: Path) -> list[str] | None:
 
 
 def _requests(spec_paths: list[Path], profile: str) -> list[datasets.DataRequest]:
-    """The datasets the cells of `profile` train on, across the specs, each once, in first-seen order. Every spec
+    """The datasets the cells of `profile` use, across the specs, each once, in first-seen order. Every spec
     is validated whole (all its profiles), as `rnngrad sweep` would."""
     requests: dict[tuple, datasets.DataRequest] = {}
     for path in spec_paths:
@@ -99,7 +99,7 @@ def _check_sizes(requests: list[datasets.DataRequest]) -> None:
         nbytes = 8 * req.count * meta.steps * (meta.input_dim + (meta.output_dim if meta.loss == "mse" else 1) + 1)
         if nbytes > MAX_DATASET_BYTES:
             raise UserError(f"{req.where}: {req.name} needs {nbytes / 1024**3:.1f} GiB; "
-                            f"lower seq_len or train_size to stay under {MAX_DATASET_BYTES / 1024**3:.0f} GiB")
+                            f"lower seq_len or val_size to stay under {MAX_DATASET_BYTES / 1024**3:.0f} GiB")
 
 
 def _choose_text(text: Path | None, requests: list[datasets.DataRequest], seq_len: int | None) -> tuple[str, str]:
@@ -138,13 +138,13 @@ def _write_json(path: Path, obj: object) -> None:
 
 
 def _write_dataset(req: datasets.DataRequest, folder: Path) -> dict:
-    """Generate one synthetic dataset into folder; return its manifest entry."""
+    """Generate one synthetic validation set into folder; return its manifest entry."""
     ds = datasets.build_dataset(req.task, req.T, req.count, req.seed)
     files.save_npz(folder / f"{ds.name}.npz", datasets.dataset_arrays(ds))
     m = ds.meta
-    return {"task": m.task, "T": m.T, "steps": m.steps, "count": req.count, "train": len(ds.x_train),
-            "val": len(ds.x_val), "seed": req.seed, "loss": m.loss, "input_dim": m.input_dim,
-            "output_dim": m.output_dim, "baselines": m.baselines, "tolerance": m.tolerance}
+    return {"task": m.task, "T": m.T, "steps": m.steps, "count": req.count, "seed": req.seed, "loss": m.loss,
+            "input_dim": m.input_dim, "output_dim": m.output_dim, "chance_loss": m.chance_loss,
+            "chance_accuracy": m.chance_accuracy, "baselines": m.baselines, "tolerance": m.tolerance}
 
 
 def _write_text(content: str, source: str, folder: Path) -> dict:
@@ -200,9 +200,9 @@ def generate_cmd(
         help="Text window (characters) that the training and validation splits must each hold. "
         "Default: the specs' longest text seq_len, else 25.")] = None,
 ) -> None:
-    """Generate data/: the synthetic sequences the specs' cells train on
-    (<task>_T<seq_len>_N<train_size>_s<data_seed>.npz), the character corpus (text.npz, vocab.json) and
-    manifest.json with every file's sha256, the seeds and the analytic baselines.
+    """Generate data/: the synthetic validation sets of the specs' cells
+    (<task>_T<seq_len>_N<val_size>_s<data_seed>.npz; training draws fresh batches), the character corpus
+    (text.npz, vocab.json) and manifest.json with every file's sha256, the seeds and the analytic baselines.
 
     The same inputs give byte-identical files. Example: `rnngrad generate --profile quick` (a few seconds).
     """
