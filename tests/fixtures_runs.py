@@ -6,10 +6,12 @@ The numbers are computed, not invented, and independently of the pipeline's engi
   - a `linear` run with init `identity` has W = a I, so ||dh_t/dh_k|| = |a|^(t-k) exactly (a closed form);
   - the slope is a least-squares fit of log-norm against lag, the Lyapunov exponent a QR iteration.
 Task outcomes (accuracy, losses, learning, BPTT signal) follow simple stated formulas, so a test can predict the
-summaries.
+summaries; so does the spot check (probe/spot_checks.parquet): its pairs are (k+1, k) and (T, k) for k = 0 and
+T // 2, and its finite-difference value is the measured one plus SPOT_OFFSET * (t - k).
 
 Layout follows docs/internals.md: results/<spec>/runs/<config_hash>/{config,summary}.json, history.csv,
-samples.json (text), probe/jacobian.parquet, probe/signal.parquet; results/<spec>.parquet has one row per run.
+samples.json (text), probe/jacobian.parquet, probe/signal.parquet, probe/spot_checks.parquet; results/<spec>.parquet
+has one row per run.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from pipeline.engine.activations import get_activation
 CHANCE_ACCURACY = {"adding": 0.1, "temporal_order": 0.25, "copy": 0.125, "text": 1 / 30, "probe": 0.5}
 CHANCE_LOSS = {"adding": 0.167, "temporal_order": math.log(4), "copy": math.log(8), "text": math.log(30),
                "probe": 1.0}
+
+SPOT_OFFSET = 1e-9  # the fixture's finite-difference values differ from the measured ones by this per step of lag
 
 BASE_CONFIG = dict(task="adding", text=None, seq_len=20, val_size=200, data_seed=0, form="elman", activation="tanh",
                    leaky_slope=0.01, layers=1, hidden=4, init="orthogonal", gamma_w=1.0, input_scale=None,
@@ -168,6 +172,18 @@ def signal_rows(cfg: dict, whens: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["when", "layer", "k", "log10_dE_dh"])
 
 
+def spot_rows(jac: pd.DataFrame) -> pd.DataFrame:
+    """Stated formula: pairs (k+1, k) and (T, k) for k = 0 and T // 2 of every probe and layer; log_norm_fd =
+    log_norm + SPOT_OFFSET * (t - k), NaN (skipped) where the measured value is not finite."""
+    T = int(jac["t"].max())
+    pairs = {(k + 1, k) for k in (0, T // 2)} | {(T, k) for k in (0, T // 2)}
+    rows = jac[[(t, k) in pairs for t, k in zip(jac["t"], jac["k"])]]
+    fd = rows["log_norm"] + SPOT_OFFSET * rows["lag"]
+    fd = fd.where(np.isfinite(fd))
+    return pd.DataFrame({"when": rows["when"], "layer": rows["layer"], "t": rows["t"], "k": rows["k"],
+                         "log_norm": rows["log_norm"], "log_norm_fd": fd, "abs_dlog": (fd - rows["log_norm"]).abs()})
+
+
 def probe(run: FakeRun, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
     """The probe's jacobian table and the summary numbers computed from it."""
     cfg = run.config
@@ -230,6 +246,7 @@ def write_run(results_dir: Path, run: FakeRun, index: int) -> dict:
     history(cfg, run.outcome, diverged_at).to_csv(folder / "history.csv", index=False)
     jac.to_parquet(folder / "probe" / "jacobian.parquet", index=False)
     signal_rows(cfg, ("init", "final")).to_parquet(folder / "probe" / "signal.parquet", index=False)
+    spot_rows(jac).to_parquet(folder / "probe" / "spot_checks.parquet", index=False)
     if cfg["task"] == "text":
         samples = [{"iter": i, "text": f"sample at {i}: the quick brown fox"[: 10 + i // 5]} for i in (0, 50, 99)]
         (folder / "samples.json").write_text(json.dumps(samples))

@@ -72,6 +72,7 @@ def test_one_slack_for_the_runs_and_the_analysis():
 
 def test_the_probe_tables_columns_are_named_once():
     assert analysis.JACOBIAN_COLUMNS is probe.JACOBIAN_COLUMNS and analysis.SIGNAL_COLUMNS is probe.SIGNAL_COLUMNS
+    assert analysis.SPOT_COLUMNS is probe.SPOT_COLUMNS
 
 
 def test_clean_study_has_no_violations_and_counts_every_pair(study, tmp_path):
@@ -89,6 +90,64 @@ def test_clean_study_has_no_violations_and_counts_every_pair(study, tmp_path):
     assert m["n_missing_artifacts"] == 0
     failed = json.loads((tmp_path / "reports" / "analysis.json").read_text())["failed"]
     assert failed == [{"run_id": runs[-1].run_id, "spec": "mystery", "error": "FloatingPointError: planted failure"}]
+
+
+# ---- the spot check ------------------------------------------------------------------------------------------
+
+
+def spot_path(results, run):
+    return fx.run_folder(results, run) / "probe" / "spot_checks.parquet"
+
+
+def test_spot_checks_are_counted_and_the_largest_difference_reported(study, tmp_path):
+    results, runs = study
+    m = analyze_ok(results, tmp_path / "reports")
+    probed = [r for r in runs if r.outcome != "failed"]
+    T = fx.BASE_CONFIG["probe_len"]
+    # 4 pairs per probe and layer; skipped where the measured value is not finite: the diverged run's final probe
+    # (NaN) and the dead relu run's pairs (-inf)
+    spots = [fx.spot_rows(pd.read_parquet(fx.run_folder(results, r) / "probe" / "jacobian.parquet")) for r in probed]
+    total = sum(4 * 2 * r.config["layers"] for r in probed)
+    assert sum(len(s) for s in spots) == total
+    skipped = sum(int(s["abs_dlog"].isna().sum()) for s in spots)
+    assert skipped >= 4  # at least the diverged run's final probe
+    assert m["spot_checks"] == {"n": total - skipped, "skipped": skipped,
+                                "max_abs_dlog": reductions.round_metric(fx.SPOT_OFFSET * T)}
+    table = pd.read_csv(tmp_path / "reports" / "tables" / "runs.csv").set_index("run_id")
+    assert table["spot_checks"].sum() == total - skipped and table["spot_skipped"].sum() == skipped
+
+
+def test_a_planted_spot_mismatch_is_the_largest_difference_of_its_run(study, tmp_path):
+    results, runs = study
+    path = spot_path(results, runs[3])
+    spot = pd.read_parquet(path)
+    spot.loc[2, "log_norm_fd"] = spot.loc[2, "log_norm"] + 0.75
+    spot.loc[2, "abs_dlog"] = 0.75
+    spot.to_parquet(path, index=False)
+    m = analyze_ok(results, tmp_path / "reports")
+    assert m["spot_checks"]["max_abs_dlog"] == 0.75 and m["violations"] == 0  # the bound check cannot see it
+    table = pd.read_csv(tmp_path / "reports" / "tables" / "runs.csv").set_index("run_id")
+    assert table.loc[runs[3].run_id, "spot_max_abs_dlog"] == 0.75
+    assert table.drop(index=runs[3].run_id)["spot_max_abs_dlog"].max() < 1e-6
+
+
+def test_a_missing_spot_table_is_a_missing_artifact(study, tmp_path):
+    results, runs = study
+    spot_path(results, runs[5]).unlink()
+    m = analyze_ok(results, tmp_path / "reports")
+    assert m["n_missing_artifacts"] == 1
+    missing = pd.read_csv(tmp_path / "reports" / "tables" / "missing.csv")
+    assert missing["file"].str.endswith("probe/spot_checks.parquet").all()
+    assert (missing["run_id"] == runs[5].run_id).all()
+    table = pd.read_csv(tmp_path / "reports" / "tables" / "runs.csv").set_index("run_id")
+    assert table.loc[runs[5].run_id, "spot_checks"] == 0 and table.loc[runs[5].run_id, "n_checks"] > 0
+
+
+def test_spot_summary_counts_finite_differences_only():
+    spot = pd.DataFrame({"abs_dlog": [1e-9, np.nan, 3e-8, np.nan]})
+    assert reductions.spot_summary(spot) == {"spot_checks": 2, "spot_skipped": 2, "spot_max_abs_dlog": 3e-8}
+    none = reductions.spot_summary(pd.DataFrame({"abs_dlog": [np.nan]}))
+    assert none["spot_checks"] == 0 and math.isnan(none["spot_max_abs_dlog"])
 
 
 def test_planted_violations_are_counted_and_listed_with_run_and_pair(study, tmp_path):

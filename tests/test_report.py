@@ -133,7 +133,8 @@ def test_every_number_in_the_html_equals_metrics_json(built):
                 "learning.clipping.n_at_chance", "specs.long_range.headline.adding.learned_at_max_T.high",
                 "specs.clipping.headline.unstable_clipped.n", "tightness.median_gap_product_decades",
                 "tightness.median_gap_global_decades", "rate.median_abs_slope_minus_lyapunov",
-                "specs.clipping.headline.best_final_loss"):
+                "specs.clipping.headline.best_final_loss", "spot_checks.n", "spot_checks.skipped",
+                "spot_checks.max_abs_dlog"):
         assert key in shown, key
     assert "agreement" not in built["html"].lower()
 
@@ -146,6 +147,15 @@ def test_an_analysis_json_of_an_older_layout_is_refused_with_one_line(built, tmp
     result = invoke("report", "--analysis-dir", old, "--out", tmp_path / "out")
     assert result.exit_code == 2 and "not written by this version of `rnngrad analyze`" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_the_report_calls_the_bound_check_a_sanity_check_and_the_spot_check_independent(built):
+    text = re.sub(r"<[^>]+>", "", built["html"])
+    summary = text[text.index("\nSummary\n"):text.index("\nBound check\n")]
+    bound = text[text.index("\nBound check\n"):]
+    assert "holds by construction" in summary and "no φ′" in summary
+    assert "sanity check" in bound and "The independent check is the spot check" in bound
+    assert summary.index("violations of") < summary.index("holds by construction") < summary.index("Headline:")
 
 
 def test_opening_sentences_state_runs_probes_and_violations(built):

@@ -33,13 +33,14 @@ RUNS = {  # name -> (config overrides, input width d)
 }
 FILES = {"config.json", "summary.json", "history.csv", "series.parquet", "figures/jacobian_heatmap.png",
          "probe/model_init.npz", "probe/model_final.npz", "probe/inputs.npy", "probe/h0.npy",
-         "probe/jacobian.parquet", "probe/signal.parquet"}
+         "probe/jacobian.parquet", "probe/signal.parquet", "probe/spot_checks.parquet"}
 SUMMARY_KEYS = {"config_hash", "outcome", "diverged_at", "iters_done", "seconds", "final_train_loss",
                 "final_val_loss", "val_accuracy", "chance_loss", "chance_accuracy", "gamma_phi", "gamma_w_init",
                 "gamma_w_final", "spectral_radius_init", "spectral_radius_final", "log_rate_init", "log_rate_final",
                 "slope_init", "slope_final", "lyapunov_init", "lyapunov_final", "predicted_regime",
                 "observed_regime", "violations_init", "violations_final", "layers", "learned", "loss_growth",
-                "norm_growth"}
+                "norm_growth", "spot_checks_init", "spot_checks_final", "spot_skipped_init", "spot_skipped_final",
+                "spot_max_abs_dlog_init", "spot_max_abs_dlog_final"}
 STEP_KEYS = {"jacobian_init/log10_norm", "jacobian_final/log10_norm", "bound/log10_product", "bound/log10_global",
              "bptt/log10_dE_dh", "train/loss", "train/grad_norm", "train/clip_scale", "train/w_norm",
              "train/spectral_radius", "val/loss", "val/accuracy"}
@@ -236,6 +237,25 @@ def test_probe_inputs_and_models(runs, name, data_dir):
     m0, m1 = load_model(probe / "model_init.npz"), load_model(probe / "model_final.npz")
     assert np.linalg.norm(m0.params["W_hh_0"], 2) == pytest.approx(cfg.gamma_w)
     assert np.array_equal(m0.params["W_hh_0"], m1.params["W_hh_0"]) == (cfg.task == "probe")  # it has no loss
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_spot_checks_agree_with_the_probe_and_the_summary_counts_them(runs, name):
+    cfg, result, _ = runs[name]
+    spot = pd.read_parquet(result.run_dir / "probe" / "spot_checks.parquet")
+    assert list(spot.columns) == ["when", "layer", "t", "k", "log_norm", "log_norm_fd", "abs_dlog"]
+    jac = pd.read_parquet(result.run_dir / "probe" / "jacobian.parquet").set_index(["when", "layer", "t", "k"])
+    np.testing.assert_array_equal(spot["log_norm"], jac.loc[list(zip(spot["when"], spot["layer"], spot["t"],
+                                                                      spot["k"])), "log_norm"])
+    P = probe_steps(name, cfg)
+    for (when, layer), rows in spot.groupby(["when", "layer"]):
+        assert len(rows) == min(16, P * (P + 1) // 2) and ((rows["t"] == P) & (rows["k"] == 0)).any()
+    s = result.summary
+    for when in ("init", "final"):
+        rows = spot[spot["when"] == when]
+        checked = rows["abs_dlog"].notna()
+        assert s[f"spot_checks_{when}"] == checked.sum() > 0 and s[f"spot_skipped_{when}"] == (~checked).sum()
+        assert s[f"spot_max_abs_dlog_{when}"] == rows["abs_dlog"].max() < 1e-6
 
 
 @pytest.mark.parametrize("name", list(RUNS))

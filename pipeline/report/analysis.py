@@ -19,12 +19,12 @@ import pandas as pd
 
 from ..errors import UserError
 from ..run.files import write_atomic
-from ..run.probe import JACOBIAN_COLUMNS, SIGNAL_COLUMNS
+from ..run.probe import JACOBIAN_COLUMNS, SIGNAL_COLUMNS, SPOT_COLUMNS
 from . import studies
 from .reductions import (
     REGIME_PROBES, bound_violations, decay_by_lag, finite_median, heatmap_rows, label_regimes, learning_counts,
     nonfinite_summary, numeric, outcome_counts, rate_comparison, regime_confusion, regime_counts, rounded_tree,
-    run_gaps, run_labels, stacked, tightness_by_lag, with_verdicts,
+    run_gaps, run_labels, spot_summary, stacked, tightness_by_lag, with_verdicts,
 )
 
 HISTORY_COLUMNS = ("iter", "loss")
@@ -173,7 +173,8 @@ class ProbeResults:
     decay: list[pd.DataFrame] = field(default_factory=list)
     heatmaps: list[pd.DataFrame] = field(default_factory=list)
     signal: list[pd.DataFrame] = field(default_factory=list)
-    per_run: dict[str, dict] = field(default_factory=dict)  # run_id -> n_probes, n_checks, violations, gaps
+    per_run: dict[str, dict] = field(default_factory=dict)  # run_id -> n_probes, n_checks, violations, gaps,
+    # and the spot check's spot_checks, spot_skipped, spot_max_abs_dlog
 
 
 def check_probes(runs: pd.DataFrame, files: dict[str, RunFiles], heat_ids: list[str]) -> ProbeResults:
@@ -188,6 +189,9 @@ def check_probes(runs: pd.DataFrame, files: dict[str, RunFiles], heat_ids: list[
         signal = f.read("probe/signal.parquet", SIGNAL_COLUMNS)
         if signal is not None and studies.study(run.spec).keeps_signal:
             out.signal.append(signal.assign(run_id=run.run_id))
+        spot = f.read("probe/spot_checks.parquet", SPOT_COLUMNS)
+        if spot is not None:
+            out.per_run[run.run_id] = spot_summary(spot)
         if jac is None:
             continue
         viol = bound_violations(jac)
@@ -196,8 +200,8 @@ def check_probes(runs: pd.DataFrame, files: dict[str, RunFiles], heat_ids: list[
         out.decay.append(decay_by_lag(jac).assign(**tag))
         if run.run_id in heat_ids:
             out.heatmaps.append(heatmap_rows(jac).assign(**tag))
-        out.per_run[run.run_id] = {"n_probes": jac["when"].nunique(), "n_checks": len(jac),
-                                   "violations": len(viol), **run_gaps(jac)}
+        out.per_run[run.run_id] = out.per_run.get(run.run_id, {}) | {
+            "n_probes": jac["when"].nunique(), "n_checks": len(jac), "violations": len(viol), **run_gaps(jac)}
     return out
 
 
@@ -242,7 +246,7 @@ RUN_COLUMNS = ("run_id", "spec", "cell", "label", "config_hash", "outcome", "tas
                "slope_init", "lyapunov_init", "log_rate_final", "slope_final", "lyapunov_final", "predicted_regime",
                "observed_regime", "predicted_regime_final", "observed_regime_final", "verdict", "learned",
                "val_accuracy", "chance_accuracy", "final_train_loss", "final_val_loss", "chance_loss", "loss_growth",
-               "norm_growth", "n_probes", "n_checks", "violations",
+               "norm_growth", "n_probes", "n_checks", "violations", "spot_checks", "spot_skipped", "spot_max_abs_dlog",
                "gap_product", "gap_global")
 
 
@@ -251,9 +255,10 @@ def analyze(results_dir: Path, results: pd.DataFrame) -> Analysis:
     runs, files = run_records(results_dir, results)
     probes = check_probes(runs, files, pick_heatmap_runs(runs))
     per_run = pd.DataFrame.from_dict(probes.per_run, orient="index")
-    for col in ("n_probes", "n_checks", "violations", "gap_product", "gap_global"):
+    counts = ["n_probes", "n_checks", "violations", "spot_checks", "spot_skipped"]
+    for col in counts + ["gap_product", "gap_global", "spot_max_abs_dlog"]:
         runs[col] = runs["run_id"].map(per_run[col]) if col in per_run else np.nan
-    runs[["n_probes", "n_checks", "violations"]] = runs[["n_probes", "n_checks", "violations"]].fillna(0).astype(int)
+    runs[counts] = runs[counts].fillna(0).astype(int)
     tables = {
         "runs": runs[[c for c in RUN_COLUMNS if c in runs]],
         "violations": stacked(probes.violations, ["run_id", "spec", "when", "layer", "t", "k", "lag", "kind",
@@ -284,6 +289,8 @@ def assemble(runs: pd.DataFrame, tables: dict[str, pd.DataFrame], spec_heads: di
         "violations_product_gt_global": (viol["kind"] == "product>global").sum(),
         "violations_reported_by_runs": int(numeric(runs, ["violations_init", "violations_final"])[
             ["violations_init", "violations_final"]].sum().sum()),
+        "spot_checks": {"n": runs["spot_checks"].sum(), "skipped": runs["spot_skipped"].sum(),
+                        "max_abs_dlog": runs["spot_max_abs_dlog"].max()},
         "nonfinite": nonfinite["n"].sum() if len(nonfinite) else 0,
         "nonfinite_in_ok_runs": nonfinite.loc[nonfinite["outcome"] == "ok", "n"].sum() if len(nonfinite) else 0,
         "n_missing_artifacts": len(tables["missing"]), "n_runs_incomplete": tables["missing"]["run_id"].nunique(),

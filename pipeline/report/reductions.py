@@ -85,6 +85,16 @@ def nonfinite_summary(jac: pd.DataFrame) -> pd.DataFrame:
             .agg(n=("t", "size"), first_t=("t", "first"), first_k=("k", "first")))
 
 
+def spot_summary(spot: pd.DataFrame) -> dict[str, float]:
+    """The independent spot check of one run's probes (probe/spot_checks.parquet, docs/math.md 4.5): pairs checked
+    (abs_dlog finite), pairs skipped (finite differences could not resolve them, or the probe's value is not finite),
+    and the largest |log_norm - log_norm_fd| in nats (NaN when no pair was checked)."""
+    gap = spot["abs_dlog"].to_numpy(float)
+    checked = np.isfinite(gap)
+    return {"spot_checks": int(checked.sum()), "spot_skipped": int((~checked).sum()),
+            "spot_max_abs_dlog": float(gap[checked].max()) if checked.any() else math.nan}
+
+
 # ---- one run's probe, reduced -------------------------------------------------------------------------------
 
 

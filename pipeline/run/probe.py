@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..engine import jacobian, lyapunov
+from ..engine import jacobian, lyapunov, spotcheck
 from ..engine.rnn import RNN, loss_and_grads
 from .files import save_model
 
 JACOBIAN_COLUMNS = ("when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global")
 SIGNAL_COLUMNS = ("when", "layer", "k", "log10_dE_dh")
+SPOT_COLUMNS = ("when", "layer", "t", "k", "log_norm", "log_norm_fd", "abs_dlog")
 REGIME_BAND = 0.01  # |slope| below this (nats per step) is "neutral"
 RATE_ROUNDING = 1e-9  # |log(gamma_W gamma_phi)| below this is rounding of an exact 1
 LN10 = math.log(10.0)
@@ -44,18 +45,21 @@ class Probe:
     jacobian: pd.DataFrame  # JACOBIAN_COLUMNS, rows k < t, every layer
     signal: pd.DataFrame  # SIGNAL_COLUMNS, every layer, k = 0..T
     layers: list[dict]  # per layer: gamma_w, spectral_radius, log_rate, slope, lyapunov, violations
+    spot: pd.DataFrame  # SPOT_COLUMNS, every layer: the independent finite-difference check of sampled pairs
 
 
 def probe_model(model: RNN, probe: ProbeInput, when: str) -> Probe:
     """Measure every layer of `model` on the probe sequence."""
-    logmats, tables, layers = [], [], []
+    logmats, tables, layers, spots = [], [], [], []
     for layer in range(model.layers):
         logmat = jacobian.log_norm_matrix(model, probe.xs, probe.h0, layer)
         product, global_ = jacobian.log_bound_matrices(model, probe.xs, probe.h0, layer)
         logmats.append(logmat)
         tables.append(jacobian_table(when, layer, logmat, product, global_))
         layers.append(layer_numbers(model, probe, layer, logmat, product, global_))
-    return Probe(when, logmats, pd.concat(tables, ignore_index=True), signal_table(model, probe, when), layers)
+        spots.append(spot_table(when, layer, logmat, spotcheck.spot_log_norms(model, probe.xs, probe.h0, layer)))
+    return Probe(when, logmats, pd.concat(tables, ignore_index=True), signal_table(model, probe, when), layers,
+                 pd.concat(spots, ignore_index=True))
 
 
 def jacobian_table(when: str, layer: int, logmat: np.ndarray, product: np.ndarray, global_: np.ndarray) -> pd.DataFrame:
@@ -65,6 +69,26 @@ def jacobian_table(when: str, layer: int, logmat: np.ndarray, product: np.ndarra
         "when": when, "layer": layer, "t": t.astype(np.int64), "k": k.astype(np.int64), "lag": (t - k).astype(np.int64),
         "log_norm": logmat[t, k], "log_bound_product": product[t, k], "log_bound_global": global_[t, k],
     }, columns=list(JACOBIAN_COLUMNS))
+
+
+def spot_table(when: str, layer: int, logmat: np.ndarray, spot: spotcheck.SpotCheck) -> pd.DataFrame:
+    """Rows (when, layer, t, k, log_norm, log_norm_fd, abs_dlog) of the spot check: the probe's value, the finite-
+    difference one (NaN where unresolved) and their distance in nats (NaN where either is not finite)."""
+    measured = logmat[spot.t, spot.k]
+    with np.errstate(invalid="ignore"):
+        gap = np.abs(measured - spot.log_norm)
+    return pd.DataFrame({"when": when, "layer": layer, "t": spot.t, "k": spot.k, "log_norm": measured,
+                         "log_norm_fd": spot.log_norm, "abs_dlog": np.where(np.isfinite(gap), gap, np.nan)},
+                        columns=list(SPOT_COLUMNS))
+
+
+def spot_numbers(probe: Probe) -> dict:
+    """One probe's spot check: pairs checked (both values finite), pairs skipped, and the largest |difference| in
+    nats (None when nothing was checked)."""
+    gap = probe.spot["abs_dlog"].to_numpy(dtype=np.float64)
+    checked = np.isfinite(gap)
+    return {f"spot_checks_{probe.when}": int(checked.sum()), f"spot_skipped_{probe.when}": int((~checked).sum()),
+            f"spot_max_abs_dlog_{probe.when}": float(gap[checked].max()) if checked.any() else None}
 
 
 def signal_table(model: RNN, probe: ProbeInput, when: str) -> pd.DataFrame:
@@ -131,7 +155,7 @@ def summary_numbers(init: Probe, final: Probe) -> dict:
         row["violations_init"], row["violations_final"] = a["violations"], b["violations"]
         layers.append(row)
     top = {k: v for k, v in layers[-1].items() if k != "layer"}
-    return {**top, "layers": layers}
+    return {**top, **spot_numbers(init), **spot_numbers(final), "layers": layers}
 
 
 def step_series(init: Probe, final: Probe) -> pd.DataFrame:
@@ -204,8 +228,8 @@ def draw_heatmap(init: Probe, final: Probe, path: Path) -> None:
 
 
 def write_probe(folder: Path, model_init: RNN, model_final: RNN, probe: ProbeInput, init: Probe, final: Probe) -> None:
-    """probe/{model_init,model_final}.npz, inputs.npy, h0.npy, jacobian.parquet, signal.parquet and
-    figures/jacobian_heatmap.png under `folder` (a run folder being built)."""
+    """probe/{model_init,model_final}.npz, inputs.npy, h0.npy, jacobian.parquet, signal.parquet, spot_checks.parquet
+    and figures/jacobian_heatmap.png under `folder` (a run folder being built)."""
     (folder / "probe").mkdir(parents=True, exist_ok=True)
     (folder / "figures").mkdir(parents=True, exist_ok=True)
     save_model(model_init, folder / "probe" / "model_init.npz")
@@ -216,4 +240,6 @@ def write_probe(folder: Path, model_init: RNN, model_final: RNN, probe: ProbeInp
                                                                             index=False)
     pd.concat([init.signal, final.signal], ignore_index=True).to_parquet(folder / "probe" / "signal.parquet",
                                                                           index=False)
+    pd.concat([init.spot, final.spot], ignore_index=True).to_parquet(folder / "probe" / "spot_checks.parquet",
+                                                                      index=False)
     draw_heatmap(init, final, folder / "figures" / "jacobian_heatmap.png")
