@@ -16,6 +16,9 @@ bound check. This module never touches phi'. It perturbs the state and runs the 
   at each step one batched evaluation of the step equation on 4 perturbations of every direction of every run;
 - ||V_t||_2 by SVD.
 
+The states are those of `rnn.forward` (whose phi' output is not used): the same trajectory the probe measured. A
+forward pass of its own with different rounding would drift away from it in a chaotic network.
+
 Where finite differences cannot resolve a pair, it is reported as unresolved (NaN), never as agreement: a state or
 step that is not finite, a product that differences to exactly zero, or a per-step error estimate that adds up to
 more than SPOT_RESOLVE. The estimate compares the two central differences (a kink of relu, leaky_relu or hard_tanh
