@@ -136,3 +136,71 @@ def test_unknown_activation_is_named():
 def test_bad_leaky_slope(slope):
     with pytest.raises(ValueError, match="leaky_slope"):
         get_activation("leaky_relu", slope)
+
+
+# ---- saturation: phi' from z where reading it from y = phi(z) would cancel -----------------------------------
+
+
+@pytest.mark.parametrize("z", [20.0, 40.0, -20.0, -40.0, 200.0])
+def test_tanh_derivative_far_out_matches_its_asymptotics(z):
+    # tanh'(z) = 4 e / (1 + e)^2, e = exp(-2|z|): 4 exp(-2|z|) to relative 2 exp(-2|z|) < 1e-17
+    slope = get_activation("tanh").dphi(np.array([z]))[0]
+    assert slope > 0 and slope == pytest.approx(4.0 * math.exp(-2.0 * abs(z)), rel=1e-12)
+
+
+@pytest.mark.parametrize("z", [40.0, 80.0, -40.0, -80.0, 500.0])
+def test_sigmoid_derivative_far_out_matches_its_asymptotics(z):
+    # sigmoid'(z) = e / (1 + e)^2, e = exp(-|z|): exp(-|z|) to relative 2 exp(-|z|)
+    slope = get_activation("sigmoid").dphi(np.array([z]))[0]
+    assert slope > 0 and slope == pytest.approx(math.exp(-abs(z)), rel=1e-12)
+
+
+@pytest.mark.parametrize("z", [6.0, 12.0, 20.0, 40.0, 80.0])
+def test_saturated_derivatives_match_finite_differences_of_forms_without_cancellation(z):
+    # tanh(z) - 1 = -2 sigmoid(-2z) and sigmoid(-z) are computed to full relative precision far out, so their
+    # central differences check phi' where differencing phi itself (rounded to 1) cannot
+    sig = get_activation("sigmoid").phi
+    eps = 1e-5
+    z = np.array([z])
+    tanh_minus_one = lambda u: -2.0 * sig(-2.0 * u)  # noqa: E731
+    numeric_tanh = (tanh_minus_one(z + eps) - tanh_minus_one(z - eps)) / (2 * eps)
+    numeric_sigmoid = -(sig(-(z + eps)) - sig(-(z - eps))) / (2 * eps)  # sigmoid' is even
+    np.testing.assert_allclose(get_activation("tanh").dphi(z), numeric_tanh, rtol=1e-8)
+    np.testing.assert_allclose(get_activation("sigmoid").dphi(z), numeric_sigmoid, rtol=1e-8)
+
+
+@pytest.mark.parametrize("name, limit", [("tanh", 5.0), ("sigmoid", 9.0)])
+def test_the_two_formulas_meet_at_the_switch(name, limit):
+    # below the switch phi' is read from y = phi(z) as before (results unchanged); at the switch the y-formula's
+    # rounding error has grown to about 1e-12 relative (1e-16 e^(2|z|) for tanh, e^|z| for sigmoid), and that is
+    # all the two formulas differ by; 1e-15 would put the switch at |z| ~ 1.3 and change most saturated units
+    act = get_activation(name)
+    assert act.dphi_of_phi_limit == limit
+    side = np.linspace(0.0, limit * 1e-3, 2001)
+    below, beyond = limit - side, np.nextafter(limit, np.inf) + side
+    for z in (below, -below):
+        np.testing.assert_array_equal(act.dphi(z), act.dphi_of_phi(act.phi(z)))  # the y-formula itself
+    for z in (beyond, -beyond):
+        np.testing.assert_allclose(act.dphi(z), act.dphi_of_phi(act.phi(z)), rtol=2e-12, atol=0)
+
+
+def test_moderate_values_are_unchanged():
+    z = np.linspace(-5.0, 5.0, 10001)
+    np.testing.assert_array_equal(get_activation("tanh").dphi(z), 1.0 - np.tanh(z) ** 2)
+    s = get_activation("sigmoid").phi(np.linspace(-9.0, 9.0, 10001))
+    np.testing.assert_array_equal(get_activation("sigmoid").dphi(np.linspace(-9.0, 9.0, 10001)), s * (1.0 - s))
+
+
+def test_zero_dimensional_input():
+    assert float(get_activation("tanh").dphi(np.float64(30.0))) == pytest.approx(4 * math.exp(-60.0), rel=1e-12)
+    assert float(get_activation("sigmoid").dphi(50.0)) == pytest.approx(math.exp(-50.0), rel=1e-12)
+
+
+def test_only_tanh_and_sigmoid_switch_formulas():
+    for name in ACTIVATIONS:
+        act = get_activation(name, 0.3)
+        switches = name in ("tanh", "sigmoid")
+        assert (act.dphi_far is not None) == switches and np.isfinite(act.dphi_of_phi_limit) == switches
+        if switches:
+            z = np.array([-300.0, -30.0, -10.0, 10.0, 30.0, 300.0])  # beyond both switches
+            np.testing.assert_array_equal(act.dphi_far(z), act.dphi(z))

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from pipeline.engine import jacobian
 from pipeline.engine.activations import ACTIVATIONS, get_activation
-from pipeline.engine.rnn import RNN
+from pipeline.engine.rnn import RNN, step_factors
 
 # docs/math.md's table (section 5), typed in again so that the bounds are checked against the spec, not the code
 GAMMA_PHI = {"tanh": 1.0, "sigmoid": 0.25, "relu": 1.0, "hard_tanh": 1.0, "softplus": 1.0,
@@ -436,3 +436,23 @@ def test_factor_level_functions_check_their_arguments():
         jacobian.log_norms_from_factors(np.ones((3, 2)), D, "elman")
     with pytest.raises(ValueError, match="D must"):
         jacobian.log_bounds_from_factors(W, np.ones((4, 2)), 1.0)
+
+
+@pytest.mark.parametrize("form", ["elman", "pascanu"])
+def test_a_saturated_tanh_layer_has_finite_norms(form):
+    # n = 1, every argument of phi near 30: 1 - tanh^2 would be exactly 0 (log-norm -inf); tanh' = 4 e^-60 is not
+    w, T = 0.5, 8
+    params = {"W_hh_0": np.array([[w]]), "W_xh_0": np.array([[1.0]]), "b_h_0": np.array([30.0]),
+              "W_hy": np.ones((1, 1)), "b_y": np.zeros(1)}
+    model = RNN(form, "tanh", 0.0, params)
+    xs, h0 = np.linspace(-0.5, 0.5, T)[:, None], np.array([[30.0]])
+    assert np.all(step_factors(model, xs, h0)[1] > 0)
+    h = [h0[0, 0]]
+    for x in xs[:, 0]:
+        h.append(math.tanh(w * h[-1] + x + 30.0) if form == "elman" else w * math.tanh(h[-1]) + x + 30.0)
+    z = [w * h[i] + xs[i, 0] + 30.0 for i in range(T)] if form == "elman" else h[:T]
+    step = [math.log(w) + math.log(4.0) - 2.0 * abs(zi) for zi in z]  # log(w tanh'(z)), tanh' = 4 e^-2|z| to 1e-26
+    M = jacobian.log_norm_matrix(model, xs, h0)
+    for k in range(T):
+        for t in range(k + 1, T + 1):
+            assert M[t, k] == pytest.approx(sum(step[k:t]), rel=1e-12)

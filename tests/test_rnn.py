@@ -233,6 +233,26 @@ def test_step_factors_give_the_step_jacobians(form, activation):
         np.testing.assert_allclose(J, numeric, rtol=1e-7, atol=1e-10)
 
 
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+@pytest.mark.parametrize("form", ["elman", "pascanu"])
+def test_saturated_steps_keep_their_derivative(form, activation):
+    # arguments of phi around +-50: read from y = phi(z), phi' would be exactly 0 there (and 4 e^-2|z|, e^-|z|
+    # are its values to 1e-21)
+    n, T = 3, 6
+    params = {"W_hh_0": 0.1 * np.eye(n), "W_xh_0": np.eye(n), "b_h_0": np.zeros(n), "W_hy": np.ones((1, n)),
+              "b_y": np.zeros(1)}
+    model = RNN(form, activation, 0.0, params)
+    xs = 50.0 * np.array([1.0, -1.0, 0.9])[None, :] * np.ones((T, 1))
+    h0 = xs[:1]  # pascanu applies phi to h_{t-1}: start saturated too
+    W, D = step_factors(model, xs, h0)
+    trace = forward(model, xs[:, None], h0[:, None])
+    z = trace.h[0][:-1, 0] if form == "pascanu" else (trace.h[0][:-1, 0] @ W.T + xs)  # phi's arguments
+    far = np.exp(-2.0 * np.abs(z)) * 4.0 if activation == "tanh" else np.exp(-np.abs(z))
+    assert np.abs(z).min() > 40.0
+    np.testing.assert_allclose(D, far, rtol=1e-12)
+    np.testing.assert_array_equal(D, model.act.dphi(z))
+
+
 # ---- the workspace ----------------------------------------------------------------------------------------------
 
 

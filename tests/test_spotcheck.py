@@ -130,7 +130,8 @@ def test_a_halved_derivative_leaves_the_bound_check_clean_and_the_spot_check_not
     def halved_of_phi(y, out=None):
         return np.multiply(real.dphi_of_phi(y, out=out), 0.5, out=out)
 
-    halved = dataclasses.replace(real, dphi=lambda z: 0.5 * real.dphi(z), dphi_of_phi=halved_of_phi)
+    halved = dataclasses.replace(real, dphi=lambda z: 0.5 * real.dphi(z), dphi_of_phi=halved_of_phi,
+                                 dphi_far=lambda z: 0.5 * real.dphi_far(z))
     monkeypatch.setattr(rnn, "get_activation", lambda name, slope=0.01: halved if name == "tanh" else real)
     assert model.act is halved
 

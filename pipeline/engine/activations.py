@@ -4,6 +4,11 @@ Pure numpy. Every function takes and returns float64 arrays of any shape.
 `phi(z, out=None)` writes into `out` when it is given (the RNN's time loop reuses its state buffers).
 `dphi_of_phi(y, out=None)` is phi'(z) written in terms of y = phi(z), so the forward pass gets phi' from the
 state it already holds instead of re-evaluating phi; it is None where phi is not one-to-one (gaussian).
+
+Saturation: 1 - y^2 (tanh) and y (1 - y) (sigmoid) subtract from 1 a y that is rounded near 1, so their relative
+error grows like 1e-16 e^(2|z|) and e^|z|: it is 1e-12 at |z| = 5 (tanh) and 9 (sigmoid), and the result is exactly
+0 beyond |z| = 19 and 37. Beyond `Activation.dphi_of_phi_limit` phi' is therefore computed from z itself, in a form
+without cancellation (`_dtanh`, `_dsigmoid`); below it the y-formula is kept, so moderate values are unchanged.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class Activation:
     dphi: Callable[[Array], Array]  # phi'(z), same shape as z
     gamma: float  # sup_z |phi'(z)|: the constant in the bound (gamma_W gamma_phi)^(t-k)
     dphi_of_phi: Optional[Callable[..., Array]] = None  # (y = phi(z), out=None) -> phi'(z); None if not invertible
+    dphi_of_phi_limit: float = np.inf  # dphi_of_phi is accurate (1e-12 relative) for |z| <= this ...
+    dphi_far: Optional[Callable[[Array], Array]] = None  # ... and beyond it phi'(z) is dphi_far(z), computed from z
 
 
 def _out(out: Array | None, like: Array) -> Array:
@@ -61,9 +68,35 @@ def _sigmoid(z: Array, out: Array | None = None) -> Array:
     return _into(s, out)
 
 
+TANH_SWITCH = 5.0  # |z| beyond which tanh' is taken as 4 e / (1 + e)^2, e = exp(-2|z|), instead of 1 - tanh(z)^2
+SIGMOID_SWITCH = 9.0  # |z| beyond which sigmoid' is taken as e / (1 + e)^2, e = exp(-|z|), instead of s (1 - s)
+
+
+def _beyond(z: Array, limit: float, value: Array, far: Callable[[Array], Array]) -> Array:
+    """`value` (phi' from the y-formula) with its entries at |z| > limit replaced by far(z)."""
+    value = np.asarray(value)  # 0-d input: a writable 0-d array rather than a numpy scalar
+    beyond = np.abs(z) > limit
+    if beyond.any():
+        value[beyond] = far(z[beyond])
+    return value
+
+
+def _dsigmoid_far(z: Array) -> Array:
+    """sigmoid'(z) = e / (1 + e)^2 with e = exp(-|z|): no cancellation, no overflow (sigmoid' is even)."""
+    e = np.exp(-np.abs(z))
+    return e / (1.0 + e) ** 2
+
+
+def _dtanh_far(z: Array) -> Array:
+    """tanh'(z) = 1 / cosh(z)^2 = 4 e / (1 + e)^2 with e = exp(-2|z|): no cancellation, no overflow (even)."""
+    e = np.exp(-2.0 * np.abs(z))
+    return 4.0 * e / (1.0 + e) ** 2
+
+
 def _dsigmoid(z: Array) -> Array:
+    z = np.asarray(z, dtype=np.float64)
     s = _sigmoid(z)
-    return s * (1.0 - s)
+    return _beyond(z, SIGMOID_SWITCH, s * (1.0 - s), _dsigmoid_far)
 
 
 def _softplus(z: Array, out: Array | None = None) -> Array:
@@ -116,7 +149,8 @@ def _dlinear(z: Array, out: Array | None = None) -> Array:
 
 
 def _dtanh(z: Array) -> Array:
-    return _dtanh_of_phi(np.tanh(z))
+    z = np.asarray(z, dtype=np.float64)
+    return _beyond(z, TANH_SWITCH, _dtanh_of_phi(np.tanh(z)), _dtanh_far)
 
 
 def _dtanh_of_phi(y: Array, out: Array | None = None) -> Array:
@@ -163,9 +197,9 @@ def _build_activation(name: str, leaky_slope: float) -> Activation:
         if not np.isfinite(leaky_slope) or leaky_slope < 0:
             raise ValueError(f"leaky_slope must be a finite number >= 0, got {leaky_slope!r}")
         return _leaky_relu(leaky_slope)
-    table = {  # name: (phi, phi', gamma_phi, phi' in terms of phi)
-        "tanh": (np.tanh, _dtanh, 1.0, _dtanh_of_phi),
-        "sigmoid": (_sigmoid, _dsigmoid, 0.25, _dsigmoid_of_phi),
+    table = {  # name: (phi, phi', gamma_phi, phi' in terms of phi[, |z| up to which that is accurate, phi' beyond])
+        "tanh": (np.tanh, _dtanh, 1.0, _dtanh_of_phi, TANH_SWITCH, _dtanh_far),
+        "sigmoid": (_sigmoid, _dsigmoid, 0.25, _dsigmoid_of_phi, SIGMOID_SWITCH, _dsigmoid_far),
         "relu": (_relu, _drelu, 1.0, _drelu),
         "hard_tanh": (_hard_tanh, _dhard_tanh, 1.0, _dhard_tanh),
         "softplus": (_softplus, _sigmoid, 1.0, _dsoftplus_of_phi),  # supremum 1, never reached

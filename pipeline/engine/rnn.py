@@ -210,6 +210,20 @@ def _input_weight_grad(G: np.ndarray, x: np.ndarray, out: np.ndarray, workspace:
     out[:, sorted_ids[starts]] = np.add.reduceat(G_by_id, starts, axis=0).T
 
 
+def _saturated_from_z(act: Activation, z: np.ndarray, D: np.ndarray) -> None:
+    """Where |z| > act.dphi_of_phi_limit, replace D = phi'(z) read from y = phi(z) by act.dphi_far(z): read from y it
+    has lost its precision there (tanh: exactly 0 beyond |z| ~ 19). Two reductions decide whether anything is to
+    do, so a layer that never saturates pays no more than that. z and D are C-contiguous, of one shape."""
+    limit = act.dphi_of_phi_limit
+    if act.dphi_far is None or (z.max(initial=-np.inf) <= limit and z.min(initial=np.inf) >= -limit):
+        return
+    flat = z.reshape(-1)
+    far = np.greater(flat, limit)  # (not np.abs(flat) > limit: a float temporary the size of z costs page faults)
+    far |= np.less(flat, -limit)
+    far = np.flatnonzero(far)
+    D.reshape(-1)[far] = act.dphi_far(flat[far])
+
+
 def _elman_layer(act: Activation, W: np.ndarray, a: np.ndarray, h: np.ndarray, D: np.ndarray, rec: np.ndarray) -> None:
     """Run one elman layer in place.
 
@@ -224,6 +238,7 @@ def _elman_layer(act: Activation, W: np.ndarray, a: np.ndarray, h: np.ndarray, D
         phi(a_t, out=h_steps[t + 1])
     if act.dphi_of_phi is not None:
         act.dphi_of_phi(h[1:], out=D)
+        _saturated_from_z(act, a, D)
     else:
         D[...] = act.dphi(a)
 
@@ -240,6 +255,7 @@ def _pascanu_layer(act: Activation, W: np.ndarray, drive: np.ndarray, h: np.ndar
         h[t + 1] += drive[t]
     if act.dphi_of_phi is not None:
         act.dphi_of_phi(pre, out=D)
+        _saturated_from_z(act, h[:-1], D)
     else:
         D[...] = act.dphi(h[:-1])
 
