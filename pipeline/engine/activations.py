@@ -8,7 +8,8 @@ state it already holds instead of re-evaluating phi; it is None where phi is not
 Saturation: 1 - y^2 (tanh) and y (1 - y) (sigmoid) subtract from 1 a y that is rounded near 1, so their relative
 error grows like 1e-16 e^(2|z|) and e^|z|: it is 1e-12 at |z| = 5 (tanh) and 9 (sigmoid), and the result is exactly
 0 beyond |z| = 19 and 37. Beyond `Activation.dphi_of_phi_limit` phi' is therefore computed from z itself, in a form
-without cancellation (`_dtanh`, `_dsigmoid`); below it the y-formula is kept, so moderate values are unchanged.
+without cancellation (`Activation.dphi_far`; `dphi` switches to it there too); below it the y-formula is kept, so
+moderate values are unchanged.
 """
 
 from __future__ import annotations
