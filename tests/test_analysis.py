@@ -111,7 +111,7 @@ def test_spot_checks_are_counted_and_the_largest_difference_reported(study, tmp_
     assert sum(len(s) for s in spots) == total
     skipped = sum(int(s["abs_dlog"].isna().sum()) for s in spots)
     assert skipped >= 4  # at least the diverged run's final probe
-    assert m["spot_checks"] == {"n": total - skipped, "skipped": skipped,
+    assert m["spot_checks"] == {"n": total - skipped, "skipped": skipped, "mismatches": 0,
                                 "max_abs_dlog": reductions.round_metric(fx.SPOT_OFFSET * T)}
     table = pd.read_csv(tmp_path / "reports" / "tables" / "runs.csv").set_index("run_id")
     assert table["spot_checks"].sum() == total - skipped and table["spot_skipped"].sum() == skipped
@@ -125,7 +125,8 @@ def test_a_planted_spot_mismatch_is_the_largest_difference_of_its_run(study, tmp
     spot.loc[2, "abs_dlog"] = 0.75
     spot.to_parquet(path, index=False)
     m = analyze_ok(results, tmp_path / "reports")
-    assert m["spot_checks"]["max_abs_dlog"] == 0.75 and m["violations"] == 0  # the bound check cannot see it
+    assert m["spot_checks"]["max_abs_dlog"] == 0.75 and m["spot_checks"]["mismatches"] == 1
+    assert m["violations"] == 0  # the bound check cannot see it
     table = pd.read_csv(tmp_path / "reports" / "tables" / "runs.csv").set_index("run_id")
     assert table.loc[runs[3].run_id, "spot_max_abs_dlog"] == 0.75
     assert table.drop(index=runs[3].run_id)["spot_max_abs_dlog"].max() < 1e-6
@@ -143,11 +144,15 @@ def test_a_missing_spot_table_is_a_missing_artifact(study, tmp_path):
     assert table.loc[runs[5].run_id, "spot_checks"] == 0 and table.loc[runs[5].run_id, "n_checks"] > 0
 
 
-def test_spot_summary_counts_finite_differences_only():
+def test_spot_summary_counts_resolved_pairs_and_mismatches():
     spot = pd.DataFrame({"abs_dlog": [1e-9, np.nan, 3e-8, np.nan]})
-    assert reductions.spot_summary(spot) == {"spot_checks": 2, "spot_skipped": 2, "spot_max_abs_dlog": 3e-8}
+    assert reductions.spot_summary(spot) == {"spot_checks": 2, "spot_skipped": 2, "spot_mismatches": 0,
+                                             "spot_max_abs_dlog": 3e-8}
     none = reductions.spot_summary(pd.DataFrame({"abs_dlog": [np.nan]}))
     assert none["spot_checks"] == 0 and math.isnan(none["spot_max_abs_dlog"])
+    # inf: the probe said exactly zero where the differences resolved a norm; 2e-4 is above SPOT_TOLERANCE = 1e-4
+    bad = reductions.spot_summary(pd.DataFrame({"abs_dlog": [np.inf, 2e-4, 5e-5]}))
+    assert bad["spot_checks"] == 3 and bad["spot_mismatches"] == 2 and bad["spot_max_abs_dlog"] == np.inf
 
 
 def test_planted_violations_are_counted_and_listed_with_run_and_pair(study, tmp_path):

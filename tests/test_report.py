@@ -134,7 +134,7 @@ def test_every_number_in_the_html_equals_metrics_json(built):
                 "specs.clipping.headline.unstable_clipped.n", "tightness.median_gap_product_decades",
                 "tightness.median_gap_global_decades", "rate.median_abs_slope_minus_lyapunov",
                 "specs.clipping.headline.best_final_loss", "spot_checks.n", "spot_checks.skipped",
-                "spot_checks.max_abs_dlog"):
+                "spot_checks.mismatches", "spot_checks.max_abs_dlog"):
         assert key in shown, key
     assert "agreement" not in built["html"].lower()
 

@@ -40,7 +40,8 @@ SUMMARY_KEYS = {"config_hash", "outcome", "diverged_at", "iters_done", "seconds"
                 "slope_init", "slope_final", "lyapunov_init", "lyapunov_final", "predicted_regime",
                 "observed_regime", "violations_init", "violations_final", "layers", "learned", "loss_growth",
                 "norm_growth", "spot_checks_init", "spot_checks_final", "spot_skipped_init", "spot_skipped_final",
-                "spot_max_abs_dlog_init", "spot_max_abs_dlog_final"}
+                "spot_mismatches_init", "spot_mismatches_final", "spot_max_abs_dlog_init",
+                "spot_max_abs_dlog_final"}
 STEP_KEYS = {"jacobian_init/log10_norm", "jacobian_final/log10_norm", "bound/log10_product", "bound/log10_global",
              "bptt/log10_dE_dh", "train/loss", "train/grad_norm", "train/clip_scale", "train/w_norm",
              "train/spectral_radius", "val/loss", "val/accuracy"}
@@ -256,6 +257,7 @@ def test_spot_checks_agree_with_the_probe_and_the_summary_counts_them(runs, name
         checked = rows["abs_dlog"].notna()
         assert s[f"spot_checks_{when}"] == checked.sum() > 0 and s[f"spot_skipped_{when}"] == (~checked).sum()
         assert s[f"spot_max_abs_dlog_{when}"] == rows["abs_dlog"].max() < 1e-6
+        assert s[f"spot_mismatches_{when}"] == 0
 
 
 @pytest.mark.parametrize("name", list(RUNS))

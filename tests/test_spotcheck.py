@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.engine import activations, jacobian, rnn, spotcheck
 from pipeline.engine.rnn import RNN
+from pipeline.run import probe
 
 
 def random_model(rng, form="elman", activation="tanh", layers=1, n=10, d=3, scale=1.2, leaky_slope=0.1):
@@ -159,6 +160,25 @@ def test_an_off_by_one_time_index_leaves_the_bound_check_clean_and_the_spot_chec
     assert violations == []
     spot = spotcheck.spot_log_norms(model, xs, h0)
     assert np.nanmax(np.abs(spot.log_norm - M[spot.t, spot.k])) > 0.1
+
+
+def test_a_zeroed_derivative_is_a_mismatch_not_a_skip(monkeypatch):
+    # phi' = 0 everywhere: every product is exactly zero (-inf), consistently with both bounds; the differences
+    # resolve finite norms, and the probe's table counts that as an infinite difference
+    rng = np.random.default_rng(16)
+    model = random_model(rng, "elman", "tanh", n=8)
+    xs, h0 = rng.standard_normal((12, 3)), np.zeros((1, 8))
+    real = activations.get_activation("tanh")
+    zero = dataclasses.replace(real, dphi=np.zeros_like, dphi_of_phi=lambda y, out=None: np.multiply(y, 0.0, out=out),
+                               dphi_far=np.zeros_like)
+    monkeypatch.setattr(rnn, "get_activation", lambda name, slope=0.01: zero)
+    M, violations = bound_check(model, xs, h0)
+    assert violations == [] and np.all(np.isneginf(M[np.tril_indices(13, -1)]))
+    spot = spotcheck.spot_log_norms(model, xs, h0)
+    table = probe.spot_table("init", 0, M, spot)
+    assert np.isfinite(spot.log_norm).all() and np.isinf(table["abs_dlog"]).all()
+    numbers = probe.spot_numbers(probe.Probe("init", [M], None, None, [], table))
+    assert numbers["spot_checks_init"] == 16 and numbers["spot_mismatches_init"] == 16
 
 
 # ---- what finite differences cannot resolve is skipped, never counted as agreement -----------------------------

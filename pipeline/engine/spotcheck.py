@@ -41,6 +41,7 @@ SPOT_STEP = 1e-5  # difference step relative to max(1, max |h_{s-1}|): rounding 
 # more
 SPOT_RESOLVE = 1e-5  # a pair whose accumulated relative error estimate exceeds this is unresolved (the estimate is
 # dominated by rounding and sits about 100 times above the error actually found against log_norm_matrix)
+SPOT_TOLERANCE = 1e-4  # |log_norm - log_norm_fd| (nats) above this is a mismatch: ten times what SPOT_RESOLVE admits
 _OFFSETS = np.array([1.0, -1.0, 0.5, -0.5])  # the perturbations, in units of the step
 
 
@@ -187,7 +188,7 @@ def _one_step(model: RNN, W: np.ndarray, drive: np.ndarray, x: np.ndarray, V: np
         wide, narrow = (F[0] - F[1]) / (2 * h), (F[2] - F[3]) / h
         product = (4.0 * narrow - wide) / 3.0 * norms[..., None]
         kink = ((F[0] - 2 * f0 + F[1]) - 4.0 * (F[2] - 2 * f0 + F[3])) / h
-        mismatch = (np.linalg.norm(((wide - narrow) * norms[..., None]).reshape(r, -1), axis=1)
+        estimate = (np.linalg.norm(((wide - narrow) * norms[..., None]).reshape(r, -1), axis=1)
                     + np.linalg.norm((kink * norms[..., None]).reshape(r, -1), axis=1))
-        e = mismatch / np.linalg.norm(product.reshape(r, -1), axis=1)
+        e = estimate / np.linalg.norm(product.reshape(r, -1), axis=1)
     return product, np.where(np.isfinite(e), e, np.inf)

@@ -174,7 +174,7 @@ class ProbeResults:
     heatmaps: list[pd.DataFrame] = field(default_factory=list)
     signal: list[pd.DataFrame] = field(default_factory=list)
     per_run: dict[str, dict] = field(default_factory=dict)  # run_id -> n_probes, n_checks, violations, gaps,
-    # and the spot check's spot_checks, spot_skipped, spot_max_abs_dlog
+    # and the spot check's spot_checks, spot_skipped, spot_mismatches, spot_max_abs_dlog
 
 
 def check_probes(runs: pd.DataFrame, files: dict[str, RunFiles], heat_ids: list[str]) -> ProbeResults:
@@ -246,8 +246,8 @@ RUN_COLUMNS = ("run_id", "spec", "cell", "label", "config_hash", "outcome", "tas
                "slope_init", "lyapunov_init", "log_rate_final", "slope_final", "lyapunov_final", "predicted_regime",
                "observed_regime", "predicted_regime_final", "observed_regime_final", "verdict", "learned",
                "val_accuracy", "chance_accuracy", "final_train_loss", "final_val_loss", "chance_loss", "loss_growth",
-               "norm_growth", "n_probes", "n_checks", "violations", "spot_checks", "spot_skipped", "spot_max_abs_dlog",
-               "gap_product", "gap_global")
+               "norm_growth", "n_probes", "n_checks", "violations", "spot_checks", "spot_skipped", "spot_mismatches",
+               "spot_max_abs_dlog", "gap_product", "gap_global")
 
 
 def analyze(results_dir: Path, results: pd.DataFrame) -> Analysis:
@@ -255,7 +255,7 @@ def analyze(results_dir: Path, results: pd.DataFrame) -> Analysis:
     runs, files = run_records(results_dir, results)
     probes = check_probes(runs, files, pick_heatmap_runs(runs))
     per_run = pd.DataFrame.from_dict(probes.per_run, orient="index")
-    counts = ["n_probes", "n_checks", "violations", "spot_checks", "spot_skipped"]
+    counts = ["n_probes", "n_checks", "violations", "spot_checks", "spot_skipped", "spot_mismatches"]
     for col in counts + ["gap_product", "gap_global", "spot_max_abs_dlog"]:
         runs[col] = runs["run_id"].map(per_run[col]) if col in per_run else np.nan
     runs[counts] = runs[counts].fillna(0).astype(int)
@@ -290,6 +290,7 @@ def assemble(runs: pd.DataFrame, tables: dict[str, pd.DataFrame], spec_heads: di
         "violations_reported_by_runs": int(numeric(runs, ["violations_init", "violations_final"])[
             ["violations_init", "violations_final"]].sum().sum()),
         "spot_checks": {"n": runs["spot_checks"].sum(), "skipped": runs["spot_skipped"].sum(),
+                        "mismatches": runs["spot_mismatches"].sum(),
                         "max_abs_dlog": runs["spot_max_abs_dlog"].max()},
         "nonfinite": nonfinite["n"].sum() if len(nonfinite) else 0,
         "nonfinite_in_ok_runs": nonfinite.loc[nonfinite["outcome"] == "ok", "n"].sum() if len(nonfinite) else 0,

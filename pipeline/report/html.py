@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from ..engine.jacobian import BOUND_RTOL
+from ..engine.spotcheck import SPOT_TOLERANCE
 from ..run.probe import PREDICTED_REGIMES, RATE_ROUNDING, REGIME_BAND
 from ..run.verdicts import LEARNED_MARGIN, UNSTABLE_LOSS_GROWTH, UNSTABLE_NORM_GROWTH
 from . import studies
@@ -94,8 +95,9 @@ def spot_paragraph(brief: bool = False) -> Paragraph:
     m = Metric
     numbers: list[Inline] = [m("spot_checks.n"), " pairs were checked and ", m("spot_checks.skipped"),
                              " skipped (finite differences could not resolve them, or the probe's value is not "
-                             "finite); the largest |difference| in log‖∂h_t/∂h_k‖ was ", m("spot_checks.max_abs_dlog"),
-                             " nats."]
+                             "finite); ", m("spot_checks.mismatches"), " differed by more than ",
+                             format_metric(SPOT_TOLERANCE), " nats in log‖∂h_t/∂h_k‖ (expected 0), and the largest "
+                             "difference was ", m("spot_checks.max_abs_dlog"), " nats."]
     if brief:
         return Paragraph(["That check holds by construction; the independent one recomputes sampled pairs of every "
                           "probe from the forward step equations alone (finite differences, no φ′): "] + numbers)

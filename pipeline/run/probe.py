@@ -73,21 +73,24 @@ def jacobian_table(when: str, layer: int, logmat: np.ndarray, product: np.ndarra
 
 def spot_table(when: str, layer: int, logmat: np.ndarray, spot: spotcheck.SpotCheck) -> pd.DataFrame:
     """Rows (when, layer, t, k, log_norm, log_norm_fd, abs_dlog) of the spot check: the probe's value, the finite-
-    difference one (NaN where unresolved) and their distance in nats (NaN where either is not finite)."""
+    difference one (NaN where unresolved) and their distance in nats. abs_dlog is NaN (skipped) where the spot check
+    is unresolved or the probe's value is NaN, and inf where the probe says exactly zero (-inf) but the differences
+    resolved a finite norm: a mismatch, not a skip."""
     measured = logmat[spot.t, spot.k]
-    with np.errstate(invalid="ignore"):
-        gap = np.abs(measured - spot.log_norm)
+    checked = np.isfinite(spot.log_norm) & ~np.isnan(measured)
+    gap = np.full(len(measured), np.nan)
+    gap[checked] = np.abs(measured[checked] - spot.log_norm[checked])
     return pd.DataFrame({"when": when, "layer": layer, "t": spot.t, "k": spot.k, "log_norm": measured,
-                         "log_norm_fd": spot.log_norm, "abs_dlog": np.where(np.isfinite(gap), gap, np.nan)},
-                        columns=list(SPOT_COLUMNS))
+                         "log_norm_fd": spot.log_norm, "abs_dlog": gap}, columns=list(SPOT_COLUMNS))
 
 
 def spot_numbers(probe: Probe) -> dict:
-    """One probe's spot check: pairs checked (both values finite), pairs skipped, and the largest |difference| in
-    nats (None when nothing was checked)."""
+    """One probe's spot check: pairs checked (abs_dlog not NaN) and skipped, pairs that disagree by more than
+    spotcheck.SPOT_TOLERANCE, and the largest |difference| in nats (None when nothing was checked, or infinite)."""
     gap = probe.spot["abs_dlog"].to_numpy(dtype=np.float64)
-    checked = np.isfinite(gap)
+    checked = ~np.isnan(gap)
     return {f"spot_checks_{probe.when}": int(checked.sum()), f"spot_skipped_{probe.when}": int((~checked).sum()),
+            f"spot_mismatches_{probe.when}": int((gap[checked] > spotcheck.SPOT_TOLERANCE).sum()),
             f"spot_max_abs_dlog_{probe.when}": float(gap[checked].max()) if checked.any() else None}
 
 
