@@ -347,10 +347,14 @@ def numeric(runs: pd.DataFrame, cols: Iterable[str]) -> pd.DataFrame:
 
 
 def weight_norm_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Per (activation, gamma_w): median slope, Lyapunov exponent and log(gamma_W gamma_phi)."""
-    r = numeric(runs, ["gamma_w", "slope_init", "lyapunov_init", "log_rate_init"])
-    table = grouped(r, ["activation", "gamma_w"], slope=("slope_init", "median"),
-                    lyapunov=("lyapunov_init", "median"), log_rate=("log_rate_init", "median"))
+    """Per (activation, init, gamma_w): median slope, Lyapunov exponent, log(gamma_W gamma_phi), the realised
+    spectral radius (an init may fix the norm while the radius is what sets the rate) and the runs that learned."""
+    r = numeric(runs, ["gamma_w", "slope_init", "lyapunov_init", "log_rate_init", "spectral_radius_init"])
+    r = r.assign(learned=r["learned"].fillna(False).astype(bool) if "learned" in r else False)
+    keys = ["activation", "init", "gamma_w"] if "init" in r else ["activation", "gamma_w"]
+    table = grouped(r, keys, slope=("slope_init", "median"), lyapunov=("lyapunov_init", "median"),
+                    log_rate=("log_rate_init", "median"), radius=("spectral_radius_init", "median"),
+                    n_learned=("learned", "sum"))
     ok = r[np.isfinite(r[["slope_init", "log_rate_init"]].to_numpy(float)).all(axis=1)]
     corr = ok["slope_init"].corr(ok["log_rate_init"]) if len(ok) > 2 else math.nan
     regimes = regime_counts(runs, "init")

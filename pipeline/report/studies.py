@@ -166,8 +166,9 @@ def text_headline_parts(h: str, head: dict) -> list[Inline]:
 STUDIES = (  # in report order
     Study("weight_norms", "How the recurrent weight norm γ_W sets the decay rate, per activation.",
           weight_norms_summary, ("weight_norms",), weight_norms_headline,
-          table=("weight_norms", {"activation": "activation", "gamma_w": "γ_W", "slope": "slope",
-                                  "lyapunov": "Lyapunov", "log_rate": "log(γ_W γ_φ)", "n_runs": "runs"}),
+          table=("weight_norms", {"activation": "activation", "init": "init", "gamma_w": "γ_W (config)",
+                                  "radius": "ρ(W_hh)", "slope": "slope", "lyapunov": "Lyapunov",
+                                  "log_rate": "log(γ_W γ_φ)", "n_learned": "learned", "n_runs": "runs"}),
           spans_rate=True, heatmap_first=True),
     Study("activations", "Every activation (their γ_φ differ) across the γ_W grid.",
           activations_summary, ("activations",), activations_headline,
