@@ -12,10 +12,15 @@ assert any((root / "reports/figures").glob("*.png")), "no figures"
 metrics = json.loads((root / "reports/metrics.json").read_text())
 assert metrics["violations"] == 0, f"bound violations: {metrics['violations']}"
 assert (root / "reports/report.pdf").read_bytes()[:5] == b"%PDF-"
+spot = metrics["spot_checks"]  # the independent check: a mismatch is a bug in the Jacobian code
+assert spot["n"] >= 1000 and spot["mismatches"] == 0, f"spot checks: {spot}"
+for when in ("init", "final"):
+    assert metrics["regimes"][when]["contradictions"] == 0, f"theorem contradicted ({when}): {metrics['regimes'][when]}"
 
 db = sqlite3.connect(root / "mlflow.db")
 status = dict(db.execute("select status, count(*) from runs group by status").fetchall())
 assert "RUNNING" not in status, f"runs left RUNNING: {status}"
 n_runs = sum(status.values())
 assert n_runs >= metrics["n_runs"], f"store has {n_runs} runs, metrics.json counts {metrics['n_runs']}"
-print(f"study ok: {metrics['n_runs']} runs, {metrics['violations']} violations, store statuses {status}")
+print(f"study ok: {metrics['n_runs']} runs, {metrics['violations']} violations, spot checks {spot}, "
+      f"store statuses {status}")
