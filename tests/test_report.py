@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 
 import fixtures_runs as fx
 from pipeline import cli
+from pipeline.report.document import SectionLink, plain_text
+from pipeline.report.html import findings_section
 
 cli._register()
 
@@ -166,6 +168,68 @@ def test_opening_sentences_state_runs_probes_and_violations(built):
     assert "1 violations of" in text and "(expected 0)" in text
     summary = text[text.index("\nSummary\n"):text.index("\nBound check\n")]
     assert summary.index("We checked") < summary.index("violations of") < summary.index("Headline:")
+
+
+def findings(html_text: str) -> list[str]:
+    """The findings' list items as HTML."""
+    start = html_text.index('<section id="findings">')
+    return re.findall(r"<li>(.*?)</li>", html_text[start:html_text.index("</section>", start)])
+
+
+def test_the_report_opens_with_findings_that_link_to_its_sections(built):
+    page, html_text = built["page"], built["html"]
+    assert list(page.sections)[0] == "findings" and page.sections["findings"] == "Findings"
+    items = findings(html_text)
+    assert 4 <= len(items) <= 7
+    for item in items:  # each sentence quotes metrics.json and links to a section that exists
+        assert 'data-metric="' in item, item
+        hrefs = re.findall(r'<a href="#([^"]+)">', item)
+        assert hrefs and set(hrefs) <= set(page.sections), item
+    text = [re.sub(r"<[^>]+>", "", i) for i in items]
+    assert text[0].startswith("Below γ_W γ_φ = 1, all 6 runs were observed vanishing")
+    assert "0 at initialisation" in text[0]
+    assert any(t.startswith("The independent spot check recomputed 282 sampled") for t in text)
+    assert any("long_range: 4 of 6 runs learned (0.6667, 95% CI 0.3–0.9032)" in t for t in text)
+    assert any("T = 40 is the longest T at which every run learned" in t for t in text)
+    assert any(t.startswith("Of 32 runs, 30 ended ok") for t in text)  # said only because two runs did not
+
+
+def finding_texts(metrics: dict) -> list[str]:
+    section = findings_section(metrics, list(metrics["specs"]), {"regimes", "bound"})
+    return ["".join(plain_text(p, metrics) for p in item) for item in section.blocks[0].items]
+
+
+def test_the_findings_wording_follows_the_numbers(built):
+    metrics = json.loads(json.dumps(built["metrics"]))
+    regimes = finding_texts(metrics)[0]
+    assert "as the theorem requires" in regimes and "none of the 21 runs grew" in regimes
+    metrics["regimes"]["init"]["contradictions"] = 2
+    metrics["regimes"]["init"]["n_sufficient_observed_vanishing"] = 5
+    regimes = finding_texts(metrics)[0]
+    assert "as the theorem requires" not in regimes and "grew" not in regimes
+    assert regimes.startswith("Below γ_W γ_φ = 1, 5 of 6 runs were observed vanishing")
+    assert "Contradictions with the theorem: 2 at initialisation" in regimes and "contradicting runs" in regimes
+    metrics["regimes"]["init"]["n_sufficient_observed_vanishing"] = 0
+    assert finding_texts(metrics)[0].startswith("Below γ_W γ_φ = 1, none of the 6 runs were observed vanishing")
+
+    spot = next(t for t in finding_texts(metrics) if "spot check" in t)
+    assert "found 1 violations" in spot and "holds by construction" not in spot
+    metrics["violations"] = 0
+    spot = next(t for t in finding_texts(metrics) if "spot check" in t)
+    assert "the 4070-pair bound check holds by construction (0 violations)" in spot
+
+    metrics["learning"]["clipping"]["learned"] |= {"k": 0, "rate": 0.0}
+    assert any("clipping: none of the 6 runs learned (0, 95% CI" in t for t in finding_texts(metrics))
+
+    del metrics["tightness"]["median_gap_global_decades"]
+    metrics["outcomes"] |= {"ok": 32, "diverged": 0, "failed": 0}
+    texts = finding_texts(metrics)
+    assert not any("decades above" in t for t in texts) and not any(t.startswith("Of 32 runs") for t in texts)
+    links = [p for p in findings_section(metrics, list(metrics["specs"]), {"regimes"}).blocks[0].items[0]
+             if isinstance(p, SectionLink)]
+    assert [link.anchor for link in links] == ["regimes"]  # and no link to a section the report lacks
+    assert not any(isinstance(p, SectionLink) for i in findings_section(metrics, ["long_range"], set()).blocks[0].items
+                   for p in i)
 
 
 def test_html_has_no_external_references(built):

@@ -1,6 +1,7 @@
 """The report's document model, shared by the HTML and the PDF: sections made of paragraphs, bullets, tables,
 figures and preformatted text. Numbers quoted from metrics.json are `Metric(key)` parts, printed by
-`reductions.format_metric`, so the report shows exactly what metrics.json holds; run IDs are `RunRef` parts.
+`reductions.format_metric`, so the report shows exactly what metrics.json holds; run IDs are `RunRef` parts and
+links to a section are `SectionLink` parts.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ class RunRef:
     run_id: str  # full MLflow run ID; shown as its first 8 characters
 
 
-Inline = Union[str, Metric, RunRef]
+@dataclass(frozen=True)
+class SectionLink:
+    anchor: str  # the id of a section of the report
+    text: str  # the link's text (the PDF prints the text alone)
+
+
+Inline = Union[str, Metric, RunRef, SectionLink]
 
 
 @dataclass
@@ -73,6 +80,8 @@ def plain_text(part: Inline, metrics: dict) -> str:
         return format_metric(metric_value(metrics, part.key)[1])
     if isinstance(part, RunRef):
         return part.run_id[:8]
+    if isinstance(part, SectionLink):
+        return part.text
     return part
 
 

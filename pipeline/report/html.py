@@ -1,7 +1,8 @@
 """The report's content as sections (shared with the PDF), and their rendering as one self-contained HTML file.
 
-`build_sections` turns `rnngrad analyze`'s outputs into a list of `Section`s (document.py): the checks across
-all runs, then one section per sweep spec, as its study (studies.py) says. `render_html` writes them with inline
+`build_sections` turns `rnngrad analyze`'s outputs into a list of `Section`s (document.py): the findings (a few
+sentences a reader can repeat, each linking to its section), the checks across all runs, then one section per sweep
+spec, as its study (studies.py) says. `render_html` writes them with inline
 CSS and figures as base64 data URIs: the file opens offline and prints.
 """
 
@@ -19,10 +20,11 @@ from ..run.probe import PREDICTED_REGIMES, RATE_ROUNDING, REGIME_BAND
 from ..run.verdicts import LEARNED_MARGIN, UNSTABLE_LOSS_GROWTH, UNSTABLE_NORM_GROWTH
 from . import studies
 from .document import (
-    Bullets, Inline, Metric, Paragraph, Preformatted, RunRef, Section, Table, cell, frame_table, joined, metric_value,
+    Bullets, Inline, Metric, Paragraph, Preformatted, RunRef, Section, SectionLink, Table, cell, frame_table, joined,
+    metric_value,
 )
 from .figures import FigureFile
-from .studies import rate_parts
+from .studies import count_parts, interval_parts, rate_count_parts, rate_parts
 from .reductions import format_metric
 
 TITLE = "rnngrad: vanishing and exploding gradients in vanilla RNNs"
@@ -48,7 +50,145 @@ def build_sections(metrics: dict, report: dict, tables: dict[str, pd.DataFrame],
     if report["missing"]:
         sections.append(missing_section(metrics, report))
     sections.append(appendix_section(runs))
-    return sections
+    return [findings_section(metrics, specs, {s.anchor for s in sections})] + sections
+
+
+# ---- the findings: what a reader can repeat, each sentence worded after its numbers --------------------------------
+
+
+def number(metrics: dict, key: str) -> Any:
+    """The number at a dotted key of metrics.json; None when it is absent, null or not a number."""
+    found, value = metric_value(metrics, key)
+    ok = found and isinstance(value, (int, float)) and not isinstance(value, bool)
+    return value if ok else None
+
+
+def numbers(metrics: dict, *keys: str) -> bool:
+    return all(number(metrics, k) is not None for k in keys)
+
+
+def see(anchor: str, title: str) -> list[Inline]:
+    return [" ", SectionLink(anchor, f"→ {title}")]
+
+
+def findings_section(metrics: dict, specs: list[str], anchors: set[str]) -> Section:
+    """The report's opening: a few sentences, each with its numbers (from metrics.json), interval and n, linking to
+    the section that holds the detail (`anchors`: the sections there are; a link to any other is plain text). A
+    sentence whose numbers are absent is left out."""
+    found = [regime_finding(metrics), spot_finding(metrics), tightness_finding(metrics), rate_finding(metrics),
+             learning_finding(metrics, specs)]
+    found += [study_finding(metrics, s) for s in specs]
+    found.append(outcome_finding(metrics))
+    items = [[p.text if isinstance(p, SectionLink) and p.anchor not in anchors else p for p in f] for f in found if f]
+    return Section("findings", "Findings", [Bullets(items)], [])
+
+
+def regime_finding(metrics: dict) -> list[Inline] | None:
+    """The theorem at initialisation: below 1 vanishing is guaranteed, at exactly 1 growth is impossible."""
+    r = "regimes.init"
+    keys = [f"{r}.{k}" for k in ("n_sufficient", "n_sufficient_observed_vanishing", "n_bounded", "contradictions")]
+    if not numbers(metrics, *keys):
+        return None
+    n, k, bounded, c = (number(metrics, key) for key in keys)
+    parts: list[Inline] = []
+    if n:
+        parts += ["Below γ_W γ_φ = 1, "] + count_parts(keys[1], keys[0], k, n, "runs")
+        parts += [" were observed vanishing at initialisation (top layer)"]
+        parts += [", as the theorem requires" if c == 0 and k == n else ""]
+    if bounded and c == 0:  # a contradiction at exactly 1 would be growth
+        parts += ["; at exactly 1, " if parts else "At γ_W γ_φ = 1 exactly, ", "none of the " if bounded > 1 else "",
+                  Metric(f"{r}.n_bounded"), " runs grew" if bounded > 1 else " run there did not grow"]
+    parts += [". " if parts else "", "Contradictions with the theorem: ", Metric(f"{r}.contradictions"),
+              " at initialisation"]
+    if number(metrics, "regimes.final.contradictions") is not None:
+        parts += [", ", Metric("regimes.final.contradictions"), " after training"]
+    parts += [" (expected 0)." if c == 0 else " (expected 0: the contradicting runs are listed under Regimes)."]
+    return parts + see("regimes", "Regimes")
+
+
+def spot_finding(metrics: dict) -> list[Inline] | None:
+    """The independent check first; the bound check is a sanity check that holds by construction."""
+    s = "spot_checks"
+    if not numbers(metrics, f"{s}.n", f"{s}.mismatches") or not number(metrics, f"{s}.n"):
+        return None
+    parts: list[Inline] = ["The independent spot check recomputed ", Metric(f"{s}.n"), " sampled (t, k) pairs "
+                           "from the forward equations alone"]
+    if number(metrics, f"{s}.skipped"):
+        parts += [" and skipped ", Metric(f"{s}.skipped"), " it could not resolve"]
+    parts += [": "]
+    if number(metrics, f"{s}.max_abs_dlog") is not None:
+        parts += ["largest difference ", Metric(f"{s}.max_abs_dlog"), " nats, "]
+    parts += [Metric(f"{s}.mismatches"), " mismatches (expected 0)"]
+    if numbers(metrics, "n_checks", "violations"):
+        parts += ["; the ", Metric("n_checks"), "-pair bound check "]
+        held = number(metrics, "violations") == 0
+        parts += (["holds by construction (", Metric("violations"), " violations)"] if held
+                  else ["found ", Metric("violations"), " violations, though it should hold by construction"])
+    return parts + ["."] + see("bound", "Bound check")
+
+
+def tightness_finding(metrics: dict) -> list[Inline] | None:
+    t = "tightness"
+    if not numbers(metrics, f"{t}.median_gap_product_decades", f"{t}.median_gap_global_decades"):
+        return None
+    return (["The product and global bounds sit a median ", Metric(f"{t}.median_gap_product_decades"), " and ",
+             Metric(f"{t}.median_gap_global_decades"), " decades above the measured norm (initial models, top layer)."]
+            + see("tightness", "Tightness"))
+
+
+def rate_finding(metrics: dict) -> list[Inline] | None:
+    r = "rate"
+    if not numbers(metrics, f"{r}.n_runs", f"{r}.median_abs_slope_minus_lyapunov",
+                   f"{r}.median_abs_slope_minus_log_rate") or not number(metrics, f"{r}.n_runs"):
+        return None
+    return (["Over ", Metric(f"{r}.n_runs"), " runs, the fitted decay slope was within a median ",
+             Metric(f"{r}.median_abs_slope_minus_lyapunov"), " nats per step of the top Lyapunov exponent, against ",
+             Metric(f"{r}.median_abs_slope_minus_log_rate"), " of the bound's rate log(γ_W γ_φ)."]
+            + see("rates", "Decay rate"))
+
+
+def learning_finding(metrics: dict, specs: list[str]) -> list[Inline] | None:
+    """Per spec trained on a scored task: how many of its runs learned, with the rate's interval."""
+    scored, unscored = [], []
+    for spec in specs:
+        key = f"learning.{spec}.learned"
+        found, rate = metric_value(metrics, key)
+        if not found or not isinstance(rate, dict) or number(metrics, f"{key}.n") is None:
+            continue
+        link = SectionLink(f"spec-{spec}", spec)
+        if not rate["n"]:
+            unscored.append([link])
+            continue
+        group: list[Inline] = [link, ": "] + rate_count_parts(key, rate, "runs") + [" learned"]
+        scored.append(group + (interval_parts(key) if number(metrics, f"{key}.rate") is not None else []))
+    if not scored:
+        return None
+    parts = [f"Runs that learned (final validation loss at least {LEARNED_MARGIN:.0%} below chance): "]
+    parts += joined(scored)
+    if unscored:
+        parts += ["; not trained on a scored task: "] + joined(unscored, ", ")
+    return parts + ["."]
+
+
+def study_finding(metrics: dict, spec: str) -> list[Inline] | None:
+    """The spec's own finding, where its study has one (e.g. long_range: the longest T that every run learned)."""
+    h = f"specs.{spec}.headline"
+    found, head = metric_value(metrics, h)
+    finding = studies.study(spec).finding
+    if not found or not isinstance(head, dict) or finding is None:
+        return None
+    parts = finding(h, head)
+    return [f"In {spec}, "] + parts + ["."] + see(f"spec-{spec}", spec) if parts else None
+
+
+def outcome_finding(metrics: dict) -> list[Inline] | None:
+    """How the runs ended, stated only when some did not end ok (then every later number is about fewer runs)."""
+    keys = ["n_runs"] + [f"outcomes.{o}" for o in ("ok", "unstable", "diverged", "failed")]
+    if not numbers(metrics, *keys) or number(metrics, "outcomes.ok") == number(metrics, "n_runs"):
+        return None
+    parts = ["Of ", Metric("n_runs"), " runs, ", Metric("outcomes.ok"), " ended ok, ", Metric("outcomes.unstable"),
+             " unstable, ", Metric("outcomes.diverged"), " diverged and ", Metric("outcomes.failed"), " failed."]
+    return parts + (see("failed", "Failed runs") if number(metrics, "outcomes.failed") else see("appendix", "Appendix"))
 
 
 def summary_section(metrics: dict, specs: list[str], ids: list[str]) -> Section:
@@ -320,6 +460,8 @@ def inline_html(part: Inline, metrics: dict) -> str:
     if isinstance(part, RunRef):
         rid = html.escape(part.run_id)
         return f'<abbr class="run" title="{rid}">{rid[:8]}</abbr>'
+    if isinstance(part, SectionLink):
+        return f'<a href="#{html.escape(part.anchor)}">{html.escape(part.text)}</a>'
     return html.escape(part)
 
 

@@ -56,6 +56,8 @@ class Study:
     table: tuple[str, dict[str, str]] | None = None  # the section's main table: name in tables/, column -> heading
     more_tables: Callable[[str, dict, Tables], list[Table]] | None = None  # (spec, analysis.json specs.<spec>,
     # tables) -> further tables of the section, after the main one
+    finding: Callable[[str, dict], list[Inline] | None] | None = None  # the report's opening finding about the
+    # spec (after its name), from the headline's key and dict; None: the headline's numbers do not allow one
     figures: tuple[str, ...] = ()  # names of figures.draw_figures' figures shown in the section
     reads_samples: bool = False  # read each run's samples.json (text models)
     keeps_signal: bool = False  # keep each run's BPTT signal (probe/signal.parquet) for the analysis
@@ -84,6 +86,29 @@ def rate_parts(key: str, what: str = "") -> list[Inline]:
             Metric(f"{key}.low"), "–", Metric(f"{key}.high"), ")"]
 
 
+def count_parts(k_key: str, n_key: str, k: float | None, n: float | None, what: str) -> list[Inline]:
+    """A count k of n (metrics.json keys and their values) in words that follow the numbers: "all n <what>" when
+    k = n, "none of the n <what>" when k = 0, else "k of n <what>" (always so for n <= 2: "all 2" reads oddly; with
+    <what> singular for n = 1)."""
+    if n == 1 and what.endswith("s"):
+        what = what[:-1]
+    if n is not None and n > 2 and k == n:
+        return ["all ", Metric(n_key), f" {what}"]
+    if n is not None and n > 2 and k == 0:
+        return ["none of the ", Metric(n_key), f" {what}"]
+    return [Metric(k_key), " of ", Metric(n_key), f" {what}"]
+
+
+def rate_count_parts(key: str, rate: dict, what: str) -> list[Inline]:
+    """count_parts of a rate in metrics.json ({k, n, rate, low, high} at `key`, values in `rate`)."""
+    return count_parts(f"{key}.k", f"{key}.n", rate.get("k"), rate.get("n"), what)
+
+
+def interval_parts(key: str) -> list[Inline]:
+    """A rate's value and Wilson interval from metrics.json: "(rate, 95% CI low–high)"."""
+    return [" (", Metric(f"{key}.rate"), ", 95% CI ", Metric(f"{key}.low"), "–", Metric(f"{key}.high"), ")"]
+
+
 def weight_norms_headline(h: str, head: dict) -> list[Inline]:
     return ["at initialisation, of ", Metric(f"{h}.n_sufficient"), " runs with γ_W γ_φ < 1 (vanishing guaranteed) ",
             Metric(f"{h}.n_sufficient_observed_vanishing"), " were observed vanishing, ", Metric(f"{h}.n_bounded"),
@@ -110,6 +135,25 @@ def long_range_headline(h: str, head: dict) -> list[Inline]:
                    + [", at T = ", Metric(f"{h}.{t}.max_T"), ": "] + rate_parts(f"{h}.{t}.learned_at_max_T")
                    + [", longest T at which every run learned ", Metric(f"{h}.{t}.longest_T_learned")]
                    for t in head])
+
+
+def long_range_finding(h: str, head: dict) -> list[Inline] | None:
+    """Per task, the longest T at which every run learned and how many learned at the longest T tried."""
+    groups = []
+    for task, t in head.items():
+        if not isinstance(t, dict) or t.get("max_T") is None or not t.get("learned_at_max_T"):
+            continue
+        at_max = rate_count_parts(f"{h}.{task}.learned_at_max_T", t["learned_at_max_T"], "runs")
+        longest = t.get("longest_T_learned")
+        if longest is None:
+            groups.append([f"{task}: at no T did every run learn; at T = ", Metric(f"{h}.{task}.max_T"), ", "]
+                          + at_max + [" learned"])
+        elif longest == t["max_T"]:
+            groups.append([f"{task}: every run learned at T = ", Metric(f"{h}.{task}.max_T"), ", the longest tried"])
+        else:
+            groups.append([f"{task}: T = ", Metric(f"{h}.{task}.longest_T_learned"), " is the longest T at which "
+                           "every run learned; at T = ", Metric(f"{h}.{task}.max_T"), ", "] + at_max + [" learned"])
+    return joined(groups) if groups else None
 
 
 def clipping_summary(d: SpecRuns) -> SpecSummary:
@@ -187,7 +231,7 @@ STUDIES = (  # in report order
           figures=("clip_curves", "clip_final")),
     Study("long_range", "Long-range tasks: how many runs learned (final validation loss at least "
           f"{LEARNED_MARGIN:.0%} below chance) as the sequence length T grows.",
-          long_range_summary, ("success_vs_T",), long_range_headline,
+          long_range_summary, ("success_vs_T",), long_range_headline, finding=long_range_finding,
           table=("success_vs_T", {"task": "task", "label": "runs of", "T": "T", "n_learned": "learned",
                                   "n_scored": "runs", "success_rate": "learned rate",
                                   "success_rate_low": "95% CI low", "success_rate_high": "high",
