@@ -142,7 +142,8 @@ def rate_finding(metrics: dict) -> list[Inline] | None:
                    f"{r}.median_abs_slope_minus_log_rate") or not number(metrics, f"{r}.n_runs"):
         return None
     return (["Over ", Metric(f"{r}.n_runs"), " runs, the fitted decay slope was within a median ",
-             Metric(f"{r}.median_abs_slope_minus_lyapunov"), " nats per step of the top Lyapunov exponent, against ",
+             Metric(f"{r}.median_abs_slope_minus_lyapunov"), " nats per step of the top Lyapunov exponent estimated on "
+             "the same short probe (no burn-in, so not the asymptotic exponent), against ",
              Metric(f"{r}.median_abs_slope_minus_log_rate"), " of the bound's rate log(γ_W γ_φ)."]
             + see("rates", "Decay rate"))
 
