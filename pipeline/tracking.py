@@ -26,7 +26,7 @@ STATUSES = ("FINISHED", "FAILED", "KILLED")
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under this parent
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 MAX_TAG_CHARS = 8000  # and on a tag value
-REGIME_TAGS = ("outcome", "predicted_regime", "observed_regime")
+SUMMARY_TAGS = ("outcome", "learned", "predicted_regime", "observed_regime")  # what a runs table filters on
 STORE_LOCK_SECONDS = 20  # how long opening the sqlite store waits for another writer (MLflow's busy timeout)
 
 
@@ -259,7 +259,7 @@ def log_run_folder(store: Store, run_id: str, run_dir: str | Path, tags: dict | 
     config = json.loads((run_dir / "config.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     run_tags = {"config_hash": summary.get("config_hash", run_dir.name)}
-    run_tags |= {k: summary[k] for k in REGIME_TAGS + ("error",) if summary.get(k) is not None}
+    run_tags |= {k: summary[k] for k in SUMMARY_TAGS + ("error",) if summary.get(k) is not None}
     run_tags |= tags or {}
     # Artifacts first: finding a run's artifact folder reads the whole run back, which is cheapest before its
     # metrics are in.

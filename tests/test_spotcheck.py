@@ -10,18 +10,12 @@ import pytest
 from pipeline.engine import activations, jacobian, rnn, spotcheck
 from pipeline.engine.rnn import RNN
 from pipeline.run import probe
+from test_jacobian import random_model as jacobian_random_model
 
 
 def random_model(rng, form="elman", activation="tanh", layers=1, n=10, d=3, scale=1.2, leaky_slope=0.1):
-    """Gaussian weights; W_hh has entries of size scale / sqrt(n), biases are not zero."""
-    params = {}
-    for i in range(layers):
-        d_in = d if i == 0 else n
-        params[f"W_hh_{i}"] = scale * rng.standard_normal((n, n)) / np.sqrt(n)
-        params[f"W_xh_{i}"] = rng.standard_normal((n, d_in)) / np.sqrt(d_in)
-        params[f"b_h_{i}"] = 0.3 * rng.standard_normal(n)
-    params["W_hy"], params["b_y"] = rng.standard_normal((2, n)), np.zeros(2)
-    return RNN(form, activation, leaky_slope, params)
+    """test_jacobian's random model, at the sizes these tests use by default."""
+    return jacobian_random_model(rng, form, activation, layers, n, d, scale, leaky_slope)
 
 
 def orthogonal(n, rng):
