@@ -192,3 +192,14 @@ def _one_step(model: RNN, W: np.ndarray, drive: np.ndarray, x: np.ndarray, V: np
                     + np.linalg.norm((kink * norms[..., None]).reshape(r, -1), axis=1))
         e = estimate / np.linalg.norm(product.reshape(r, -1), axis=1)
     return product, np.where(np.isfinite(e), e, np.inf)
+
+
+def summarize(abs_dlog: np.ndarray) -> dict[str, float]:
+    """Spot checks (|log_norm - log_norm_fd| per pair, NaN where skipped) reduced: pairs checked and skipped, pairs
+    that disagree by more than SPOT_TOLERANCE (inf: the probe says zero, the differences do not), and the largest
+    difference in nats (NaN when no pair was checked)."""
+    gap = np.asarray(abs_dlog, dtype=np.float64)
+    checked = ~np.isnan(gap)
+    return {"spot_checks": int(checked.sum()), "spot_skipped": int((~checked).sum()),
+            "spot_mismatches": int((gap[checked] > SPOT_TOLERANCE).sum()),
+            "spot_max_abs_dlog": float(gap[checked].max()) if checked.any() else float("nan")}

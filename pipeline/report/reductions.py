@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..engine.jacobian import exceeds
-from ..engine.spotcheck import SPOT_TOLERANCE
+from ..engine import spotcheck
 from ..run.config import FIELDS as CONFIG_FIELDS
 from ..run.probe import REGIME_BAND, observed_regime, predicted_regime
 from ..run.verdicts import OUTCOMES, scored, verdict
@@ -87,15 +87,9 @@ def nonfinite_summary(jac: pd.DataFrame) -> pd.DataFrame:
 
 
 def spot_summary(spot: pd.DataFrame) -> dict[str, float]:
-    """The independent spot check of one run's probes (probe/spot_checks.parquet, docs/math.md 4.5): pairs checked
-    (abs_dlog not NaN), pairs skipped (finite differences could not resolve them, or the probe's value is NaN), pairs
-    that disagree by more than spotcheck.SPOT_TOLERANCE nats (inf: the probe says zero, the differences do not), and the
-    largest |log_norm - log_norm_fd| in nats (NaN when no pair was checked)."""
-    gap = spot["abs_dlog"].to_numpy(float)
-    checked = ~np.isnan(gap)
-    return {"spot_checks": int(checked.sum()), "spot_skipped": int((~checked).sum()),
-            "spot_mismatches": int((gap[checked] > SPOT_TOLERANCE).sum()),
-            "spot_max_abs_dlog": float(gap[checked].max()) if checked.any() else math.nan}
+    """The independent spot check of one run's probes (probe/spot_checks.parquet, docs/math.md 4.5), reduced by
+    `spotcheck.summarize`."""
+    return spotcheck.summarize(spot["abs_dlog"].to_numpy(float))
 
 
 # ---- one run's probe, reduced -------------------------------------------------------------------------------

@@ -82,8 +82,7 @@ def weight_norms_summary(d: SpecRuns) -> SpecSummary:
 
 def rate_parts(key: str, what: str = "") -> list[Inline]:
     """A rate from metrics.json ({k, n, rate, low, high} at `key`) as "k of n<what> (rate, 95% CI low–high)"."""
-    return [Metric(f"{key}.k"), " of ", Metric(f"{key}.n"), f"{what} (", Metric(f"{key}.rate"), ", 95% CI ",
-            Metric(f"{key}.low"), "–", Metric(f"{key}.high"), ")"]
+    return [Metric(f"{key}.k"), " of ", Metric(f"{key}.n"), what] + interval_parts(key)
 
 
 def count_parts(k_key: str, n_key: str, k: float | None, n: float | None, what: str) -> list[Inline]:

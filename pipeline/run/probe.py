@@ -85,13 +85,8 @@ def spot_table(when: str, layer: int, logmat: np.ndarray, spot: spotcheck.SpotCh
 
 
 def spot_numbers(probe: Probe) -> dict:
-    """One probe's spot check: pairs checked (abs_dlog not NaN) and skipped, pairs that disagree by more than
-    spotcheck.SPOT_TOLERANCE, and the largest |difference| in nats (None when nothing was checked, or infinite)."""
-    gap = probe.spot["abs_dlog"].to_numpy(dtype=np.float64)
-    checked = ~np.isnan(gap)
-    return {f"spot_checks_{probe.when}": int(checked.sum()), f"spot_skipped_{probe.when}": int((~checked).sum()),
-            f"spot_mismatches_{probe.when}": int((gap[checked] > spotcheck.SPOT_TOLERANCE).sum()),
-            f"spot_max_abs_dlog_{probe.when}": float(gap[checked].max()) if checked.any() else None}
+    """One probe's spot check (`spotcheck.summarize`), keyed by its `when` (a NaN largest difference is written null)."""
+    return {f"{k}_{probe.when}": v for k, v in spotcheck.summarize(probe.spot["abs_dlog"].to_numpy()).items()}
 
 
 def signal_table(model: RNN, probe: ProbeInput, when: str) -> pd.DataFrame:

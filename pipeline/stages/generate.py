@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Annotated
@@ -170,21 +168,6 @@ def _build_folder(folder: Path, requests: list, content: str, source: str, heade
     _write_json(folder / "manifest.json", manifest)
 
 
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Replace out by tmp: rename the old folder aside, rename tmp in, then delete the old one."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-    os.replace(out, old / out.name)
-    try:
-        os.replace(tmp, out)
-    except OSError:
-        os.replace(old / out.name, out)  # put the previous data/ back
-        raise
-    shutil.rmtree(old)
-
-
 def generate_cmd(
     spec: Annotated[list[Path] | None, typer.Option(
         "--spec", help="Sweep spec whose cells' datasets to make; repeat for several. Default: the specs named in "
@@ -217,11 +200,10 @@ def generate_cmd(
     header = {"profile": profile, "specs": [str(p) for p in spec_paths],
               "generator": {"rnngrad": __version__, "numpy": np.__version__, "python": corpus.python_version()}}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    tmp.chmod(0o755)  # mkdtemp makes it private; data/ is an ordinary folder
+    tmp = files.temp_folder(out.parent, out.name)
     try:
         _build_folder(tmp, requests, content, source, header)
-        _swap_into_place(tmp, out)
+        files.move_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     n = sum(r.task != datasets.TEXT_TASK for r in requests)
