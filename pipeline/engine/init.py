@@ -22,6 +22,7 @@ import numpy as np
 
 from .activations import get_activation
 from .jacobian import spectral_norm, spectral_radius
+from .lstm import FORGET_BIAS, GATES, LSTM, validate_lstm
 from .rnn import FORMS, RNN, validate_model
 
 INITS = ("gaussian", "orthogonal", "identity", "sparse")
@@ -120,3 +121,37 @@ def init_model(
     validate_model(model)
     Ws = [params[f"W_hh_{l}"] for l in range(layers)]
     return model, InitInfo(tuple(map(spectral_norm, Ws)), tuple(map(spectral_radius, Ws)))
+
+
+def init_lstm(
+    rng: np.random.Generator,
+    *,
+    input_dim: int,
+    output_dim: int,
+    layers: int = 1,
+    hidden: int = 100,
+    init: str = "orthogonal",
+    gamma_w: float = 1.0,
+    input_scale: float | None = None,
+    forget_bias: float = FORGET_BIAS,
+) -> LSTM:
+    """A new LSTM (engine/lstm.py): each gate's (n, n) block of W_hh_l drawn by `init` and scaled by `gamma_w` as for
+    the vanilla RNN; W_ih_l N(0, input_scale^2) (None: 1/sqrt(fan-in)); b_l zero but the forget gate's block, which
+    is `forget_bias`; W_hy N(0, 1/n), b_y zero. Draw order per layer: the four blocks of W_hh in gate order, W_ih."""
+    _check_args(input_dim, output_dim, "elman", "tanh", 0.0, layers, hidden, init, gamma_w, input_scale)
+    if not (isinstance(forget_bias, (int, float, np.number)) and math.isfinite(forget_bias)):
+        raise ValueError(f"forget_bias must be a finite number, got {forget_bias!r}")
+    draw, n = _RECURRENT_INITS[init], hidden
+    params: dict[str, np.ndarray] = {}
+    for l in range(layers):
+        fan_in = input_dim if l == 0 else hidden
+        scale = 1.0 / math.sqrt(fan_in) if input_scale is None else float(input_scale)
+        params[f"W_hh_{l}"] = np.concatenate([draw(rng, n, float(gamma_w)) for _ in GATES])  # (4n, n)
+        params[f"W_ih_{l}"] = scale * rng.standard_normal((4 * n, fan_in))
+        params[f"b_{l}"] = np.zeros(4 * n)
+        params[f"b_{l}"][n : 2 * n] = float(forget_bias)
+    params["W_hy"] = rng.standard_normal((output_dim, n)) / math.sqrt(n)
+    params["b_y"] = np.zeros(output_dim)
+    model = LSTM(params)
+    validate_lstm(model)
+    return model

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -31,6 +32,7 @@ class RNN:
     activation: str  # a name from activations.ACTIVATIONS
     leaky_slope: float  # slope of leaky_relu for z < 0; ignored by other activations
     params: dict[str, np.ndarray] = field(default_factory=dict)  # keys as in model*.npz
+    cell: ClassVar[str] = "rnn"  # the LSTM's is "lstm" (engine/cells.py)
 
     @property
     def layers(self) -> int:

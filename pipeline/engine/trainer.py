@@ -15,11 +15,12 @@ import numpy as np
 
 from .jacobian import spectral_norm, spectral_radius
 from .optim import Optimizer, check_clip, clip_gradients
-from .rnn import LOSSES, RNN, Workspace, bptt, forward, loss_and_dy
+from .cells import Model, bptt, forward, last_state
+from .rnn import LOSSES, RNN, Workspace, loss_and_dy
 
 HISTORY_COLUMNS = ("iter", "loss", "grad_norm", "clip_scale", "w_norm", "spectral_radius")  # a TrainLog.history row
 Batch = tuple  # (xs (T, B, d) or ids (T, B), targets (T, B) int | (T, B, o), mask (T, B))
-Evaluate = Callable[[RNN], tuple]  # model -> (validation loss, success rate); loss None for a task scoring nothing
+Evaluate = Callable[[Model], tuple]  # model -> (validation loss, success rate); loss None for a task scoring nothing
 
 
 @dataclass(frozen=True)
@@ -30,11 +31,11 @@ class StepStats:
     grad_norm: float  # global L2 norm of the gradient before clipping; NaN when the loss was not finite
     clip_scale: float  # post-clip norm / pre-clip norm: 1 = not clipped; NaN when the gradient was not finite
     finite: bool  # False: the loss or the gradient held inf/NaN, and the parameters were left unchanged
-    h_last: np.ndarray  # (L, B, n): each layer's final state, to carry into the next window of a stream
+    h_last: np.ndarray  # (L, B, n), an LSTM's (L, B, 2n) h then c: each layer's final state, to carry into the next window of a stream
 
 
 def train_step(
-    model: RNN,
+    model: Model,
     optimizer: Optimizer,
     xs: np.ndarray,
     targets: np.ndarray,
@@ -57,7 +58,7 @@ def train_step(
         check_clip(clip_mode, clip_threshold)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         trace = forward(model, xs, h0, workspace)
-        h_last = np.stack([h[-1] for h in trace.h])  # a copy: the workspace is reused
+        h_last = last_state(trace)  # a copy: the workspace is reused
         loss, dy = loss_and_dy(trace.y, targets, mask, loss_kind, workspace)
         if not math.isfinite(loss):
             return StepStats(loss, math.nan, math.nan, False, h_last)
@@ -89,7 +90,7 @@ class TrainSettings:
 class TrainLog:
     """What `train` did; the caller's `on_step` may read it as it grows."""
 
-    model: RNN  # after the last step; if diverged, the last model with finite parameters
+    model: Model  # after the last step; if diverged, the last model with finite parameters
     history: list[tuple] = field(default_factory=list)  # HISTORY_COLUMNS per step taken, the non-finite one included
     val: list[tuple] = field(default_factory=list)  # (iter, val_loss, val_accuracy) per validation pass
     diverged_at: int | None = None  # iteration whose loss, gradient or update, or validation loss, was non-finite
@@ -107,7 +108,7 @@ def check_settings(settings: TrainSettings) -> None:
     check_clip(settings.clip_mode, settings.clip_threshold)
 
 
-def train(model: RNN, optimizer: Optimizer, next_batch: Callable[[], Batch], evaluate: Evaluate,
+def train(model: Model, optimizer: Optimizer, next_batch: Callable[[], Batch], evaluate: Evaluate,
           settings: TrainSettings, on_step: Callable[[int, TrainLog], None] | None = None) -> TrainLog:
     """`settings.iters` steps of `train_step` on `next_batch()`, validating with `evaluate(model)` before the
     first step, after every `eval_every`-th and after the last (unless that step was just validated).
@@ -161,10 +162,11 @@ def params_finite(model: RNN) -> bool:
     return all(np.isfinite(p).all() for p in model.params.values())
 
 
-def weight_norms(model: RNN) -> tuple[float, float]:
-    """(||W_hh||_2, spectral radius) of the top layer."""
+def weight_norms(model: Model) -> tuple[float, float]:
+    """(||W_hh||_2, spectral radius) of the top layer; an LSTM's W_hh (4n, n) is not square: its radius is NaN."""
     W = model.W_hh(-1)
-    return float(spectral_norm(W)), float(spectral_radius(W))
+    radius = spectral_radius(W) if W.shape[0] == W.shape[1] else math.nan
+    return float(spectral_norm(W)), float(radius)
 
 
 def _validate(log: TrainLog, i: int, evaluate: Evaluate) -> bool:
