@@ -30,11 +30,13 @@ def forward(model: Model, xs: np.ndarray, h0: np.ndarray | None = None, workspac
 
 
 def bptt(model: Model, trace: Trace | LSTMTrace, dy: np.ndarray, workspace: Workspace | None = None,
-         with_signal: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """The cell's backpropagation through time (rnn.bptt or lstm.bptt)."""
+         with_signal: bool = True, backward: list | None = None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The cell's backpropagation through time (rnn.bptt or lstm.bptt); `backward` (vanilla only) as rnn.bptt."""
     if isinstance(model, LSTM):
+        if backward is not None:
+            raise ValueError("the per-layer backward quantities (Pascanu's regulariser) exist for cell rnn only")
         return lstm.bptt(model, trace, dy, workspace, with_signal)
-    return rnn.bptt(model, trace, dy, workspace, with_signal)
+    return rnn.bptt(model, trace, dy, workspace, with_signal, backward)
 
 
 def last_state(trace: Trace | LSTMTrace) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 from .jacobian import spectral_norm, spectral_radius
 from .optim import Optimizer, check_clip, clip_gradients
 from .cells import Model, bptt, forward, last_state
+from .omega import omega_and_grads
 from .rnn import LOSSES, RNN, Workspace, loss_and_dy
 
 HISTORY_COLUMNS = ("iter", "loss", "grad_norm", "clip_scale", "w_norm", "spectral_radius")  # a TrainLog.history row
@@ -32,6 +33,7 @@ class StepStats:
     clip_scale: float  # post-clip norm / pre-clip norm: 1 = not clipped; NaN when the gradient was not finite
     finite: bool  # False: the loss or the gradient held inf/NaN, and the parameters were left unchanged
     h_last: np.ndarray  # (L, B, n), an LSTM's (L, B, 2n) h then c: each layer's final state, to carry into the next window of a stream
+    omega: float = math.nan  # Pascanu's regulariser Omega on this batch (before its weight); NaN when not computed
 
 
 def train_step(
@@ -46,28 +48,46 @@ def train_step(
     h0: np.ndarray | None = None,
     workspace: Workspace | None = None,
     check: bool = True,
+    omega: float = 0.0,
 ) -> StepStats:
     """Update `model.params` in place from one batch xs (T, B, d), targets, mask (T, B), starting at h0 (L, B, n).
 
     Nothing is updated when the loss or gradient is not finite (finite=False): an exploding run reports it
     instead of raising or warning. Pass the same `workspace` to every step of a loop to reuse its buffers
     (about a quarter faster at the benchmark's sizes). check=False skips the check of the clip mode and threshold
-    (`train` checks them once, before its first step).
+    (`train` checks them once, before its first step). omega > 0 adds omega * dOmega/dW_hh (Pascanu's regulariser,
+    engine/omega.py; vanilla cell only) to the loss gradient before clipping.
     """
     if check:
         check_clip(clip_mode, clip_threshold)
+        check_omega(model, omega)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         trace = forward(model, xs, h0, workspace)
         h_last = last_state(trace)  # a copy: the workspace is reused
         loss, dy = loss_and_dy(trace.y, targets, mask, loss_kind, workspace)
         if not math.isfinite(loss):
             return StepStats(loss, math.nan, math.nan, False, h_last)
-        grads, _ = bptt(model, trace, dy, workspace, with_signal=False)
+        backward = [] if omega > 0 else None
+        grads, _ = bptt(model, trace, dy, workspace, with_signal=False, backward=backward)
+        reg = math.nan
+        if backward is not None:
+            reg, reg_grads = omega_and_grads(model, trace, backward)
+            for key, g in reg_grads.items():
+                grads[key] += omega * g
         clipped, grad_norm, scale = clip_gradients(grads, clip_mode, clip_threshold, check=False)
         if not math.isfinite(grad_norm):
-            return StepStats(loss, grad_norm, scale, False, h_last)
+            return StepStats(loss, grad_norm, scale, False, h_last, reg)
         optimizer.step(model.params, clipped)
-    return StepStats(loss, grad_norm, scale, True, h_last)
+    return StepStats(loss, grad_norm, scale, True, h_last, reg)
+
+
+def check_omega(model: Model, omega: float) -> None:
+    """ValueError unless omega is a finite number >= 0, and 0 for an LSTM (the regulariser is the vanilla cell's)."""
+    if isinstance(omega, bool) or not isinstance(omega, (int, float, np.number)) or not omega >= 0 \
+            or not math.isfinite(omega):
+        raise ValueError(f"omega must be a finite number >= 0, got {omega!r}")
+    if omega > 0 and model.cell != "rnn":
+        raise ValueError(f"omega (Pascanu's regulariser) is for cell rnn only, got a {model.cell} model")
 
 
 # ---- the loop -------------------------------------------------------------------------------------------------
@@ -84,6 +104,7 @@ class TrainSettings:
     eval_every: int = 0  # validate after every this many steps; 0: only before the first and after the last
     norms_every: int = 1  # w_norm and spectral_radius at every this-many-th step and the last; NaN in other rows
     scored: bool = True  # False: the task scores no position, so a history row's loss is NaN, not the step's 0
+    omega: float = 0.0  # weight of Pascanu's regulariser Omega (0: off; vanilla cell only)
 
 
 @dataclass
@@ -120,6 +141,7 @@ def train(model: Model, optimizer: Optimizer, next_batch: Callable[[], Batch], e
     validated. `model` is updated in place; after a divergence `log.model` is the last finite copy of it.
     """
     check_settings(settings)
+    check_omega(model, settings.omega)
     log = TrainLog(model)
     with np.errstate(all="ignore"):  # an exploding run overflows on purpose; the log records it
         _validate(log, 0, evaluate)
@@ -141,7 +163,7 @@ def _steps(log: TrainLog, optimizer: Optimizer, next_batch: Callable[[], Batch],
         before = model.copy()
         xs, targets, mask = next_batch()
         step = train_step(model, optimizer, xs, targets, mask, s.loss_kind, s.clip_mode, s.clip_threshold,
-                          workspace=workspace, check=False)
+                          workspace=workspace, check=False, omega=s.omega)
         finite = (bool(step.finite) and math.isfinite(step.loss) and math.isfinite(step.grad_norm)
                   and params_finite(model))
         norms = weight_norms(model) if finite and (i % s.norms_every == 0 or i == s.iters) else (math.nan, math.nan)
