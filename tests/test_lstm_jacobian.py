@@ -136,3 +136,24 @@ def test_state_cell_needs_an_lstm():
     with pytest.raises(ValueError, match="state 'hidden' is not available; valid: full, cell"):
         jacobian.log_norm_matrix(model, xs, h0, state="hidden")
     assert isinstance(model, LSTM)
+
+
+def test_the_spot_check_agrees_with_the_full_state_norms():
+    """spotcheck differences the LSTM's own step equation (no step Jacobians): it must agree with state "full"."""
+    from pipeline.engine import spotcheck
+
+    model, xs, h0 = random_lstm(6, layers=2, gamma_w=1.5)
+    for layer in (0, 1):
+        measured = jacobian.log_norm_matrix(model, xs, h0, layer)
+        spot = spotcheck.spot_log_norms(model, xs, h0, layer)
+        resolved = np.isfinite(spot.log_norm)
+        assert resolved.sum() >= 12
+        np.testing.assert_allclose(spot.log_norm[resolved], measured[spot.t, spot.k][resolved], atol=1e-6)
+
+
+def test_the_top_lyapunov_exponent_of_a_constant_step():
+    """A constant diagonal step diag(a): the exponent is log max |a| (the frame aligns with the top direction)."""
+    from pipeline.engine.lyapunov import top_lyapunov_from_steps
+
+    J = np.repeat(np.diag([0.3, 0.5, -0.95, 0.1])[None], 400, axis=0)
+    assert top_lyapunov_from_steps(J, discard=100) == pytest.approx(np.log(0.95), abs=1e-9)

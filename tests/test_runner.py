@@ -177,7 +177,9 @@ def test_jacobian_table_respects_the_bounds(runs, name):
     cfg, result, _ = runs[name]
     P = probe_steps(name, cfg)
     jac = pd.read_parquet(result.run_dir / "probe" / "jacobian.parquet")
-    assert list(jac.columns) == ["when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global"]
+    assert list(jac.columns) == ["when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global",
+                                 "log_norm_cell"]
+    assert jac["log_norm_cell"].isna().all()  # a vanilla RNN has no cell state
     assert len(jac) == 2 * cfg.layers * P * (P + 1) // 2
     assert set(jac["when"]) == {"init", "final"} and set(jac["layer"]) == set(range(cfg.layers))
     assert (jac["k"] < jac["t"]).all() and (jac["lag"] == jac["t"] - jac["k"]).all()

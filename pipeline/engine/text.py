@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .rnn import RNN, forward, one_hot
+from .cells import Model, forward, last_state
+from .rnn import one_hot
 
 VAL_FRACTION = 0.1  # the last 10 % of the characters are held out for validation
 
@@ -81,13 +82,13 @@ def sample_windows(ids: np.ndarray, seq_len: int, batch: int, rng: np.random.Gen
     return one_hot(ids[index], V), ids[index + 1]
 
 
-def sample_ids(model: RNN, first_id: int, length: int, rng: np.random.Generator) -> list[int]:
+def sample_ids(model: Model, first_id: int, length: int, rng: np.random.Generator) -> list[int]:
     """Sample `length` ids from the model's softmax, feeding each back in, starting from `first_id` and zero state.
     Stops early if the model's probabilities are not finite."""
     V, h, x, out = model.input_dim, None, first_id, []
     for _ in range(length):
         trace = forward(model, one_hot(np.array([[x]]), V), h)  # a batch of one step of one sequence
-        h = np.stack([states[-1] for states in trace.h])  # (L, 1, n)
+        h = last_state(trace)  # (L, 1, n), an LSTM's (L, 1, 2n)
         z = trace.y[0, 0] - trace.y[0, 0].max()  # (V,)
         p = np.exp(z) / np.exp(z).sum()
         if not np.all(np.isfinite(p)):

@@ -22,8 +22,10 @@ from typing import Any, Callable, ClassVar, Mapping
 import yaml
 
 from ..engine.activations import ACTIVATIONS
+from ..engine.cells import CELLS
 from ..errors import UserError, did_you_mean
 from ..engine.init import INITS
+from ..engine.lstm import FORGET_BIAS
 from ..engine.optim import CLIP_MODES, MAX_CLIP_THRESHOLD, MAX_LR, MAX_WEIGHT_DECAY, OPTIMIZERS
 from ..engine.rnn import FORMS
 
@@ -175,6 +177,9 @@ class RunConfig:
     data_seed: int = _f(0, Int(0, MAX_SEED), "Synthetic: seed of the validation set's generator "
                         "(`data/<task>_T<seq_len>_N<val_size>_s<data_seed>.npz`).")
     # model
+    cell: str = _f("rnn", Choice(CELLS), "The recurrent cell: rnn, the vanilla RNN of form and activation; lstm, "
+                   "the LSTM (gates i, f, g, o in PyTorch's layout; form, activation, leaky_slope and omega are the "
+                   "vanilla cell's and stay at their defaults).")
     form: str = _f("elman", Choice(FORMS), "Recurrence: elman h = phi(W h + U x + b); "
                    "pascanu h = W phi(h) + U x + b.")
     activation: str = _f("tanh", Choice(ACTIVATIONS), "The activation phi of every recurrent layer.")
@@ -185,6 +190,8 @@ class RunConfig:
     init: str = _f("gaussian", Choice(INITS), "How W_hh is drawn before it is scaled to gamma_w.")
     gamma_w: float = _f(1.0, Float(0.0, lo_open=True, hi=1e6), "The spectral norm ||W_hh||_2 at init, "
                         "every layer (sparse init: the spectral radius).")
+    forget_bias: float = _f(FORGET_BIAS, Float(-100.0, hi=100.0), "LSTM: the forget gate's bias at init "
+                            "(Jozefowicz et al. 2015); the vanilla cell has none.")
     input_scale: float | None = _f(None, Float(0.0, hi=1e6, optional=True), "Standard deviation of the W_xh "
                                    "entries. Unset: 1/sqrt(fan-in).")
     # optimisation
@@ -200,6 +207,9 @@ class RunConfig:
                         "[-clip_threshold, clip_threshold]; none leaves it as it is.")
     clip_threshold: float = _f(5.0, Float(0.0, lo_open=True, hi=MAX_CLIP_THRESHOLD), "The global norm cap, or "
                                "the elementwise bound (unused by clip_mode none).")
+    omega: float = _f(0.0, Float(0.0, hi=1e6), "Weight of Pascanu et al. (2013)'s regulariser Omega, which keeps "
+                      "the backpropagated error's norm from step to step; its gradient is added before clipping. "
+                      "0: off. Vanilla cell only.")
     # measurement
     eval_every: int = _f(100, Int(0, 100_000_000), "Iterations between validation passes; 0: only at the end.")
     samples: int = _f(5, Int(0, 1000), "Text: checkpoints that sample text, spread evenly, the last at the end.")
@@ -215,6 +225,28 @@ class RunConfig:
                 object.__setattr__(self, f.name, f.metadata["rule"].check(getattr(self, f.name)))
             except Invalid as e:
                 raise UserError(f"RunConfig.{f.name}: {e}") from None
+        conflict = cell_conflict(dataclasses.asdict(self))
+        if conflict:
+            raise UserError(f"RunConfig.{conflict[0]}: {conflict[1]}")
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+
+# Fields that only one cell reads: set away from its default for the other cell, the value would be silently ignored
+# (or, for omega, have no meaning), so such a config is refused.
+CELL_FIELDS = {"form": "rnn", "activation": "rnn", "leaky_slope": "rnn", "omega": "rnn", "forget_bias": "lstm"}
+
+
+def cell_conflict(values: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(field, problem) for the first field in `values` (a full set of RunConfig values) that belongs to the other
+    cell and is not at its default; None when the values agree with their cell."""
+    cell = values.get("cell", "rnn")
+    for name, owner in CELL_FIELDS.items():
+        default = _DEFAULTS[name]
+        if owner != cell and name in values and values[name] != default:
+            return name, (f"{values[name]!r} is set for cell {cell}, but {name} is read by cell {owner} only; "
+                          f"valid: {default!r} (the default) with cell {cell}")
+    return None
 
 
 @dataclass(frozen=True)
@@ -285,8 +317,13 @@ def check_values(values: Mapping[str, Any], label: Callable[[str], str]) -> dict
 
 def config_from_values(values: Mapping[str, Any], label: Callable[[str], str],
                        base: RunConfig | None = None) -> RunConfig:
-    """`base` (default RunConfig()) with `values` validated and applied."""
-    return dataclasses.replace(base or RunConfig(), **check_values(values, label))
+    """`base` (default RunConfig()) with `values` validated and applied; a field of the other cell (`cell_conflict`)
+    is refused with `label` naming it."""
+    checked = check_values(values, label)
+    conflict = cell_conflict({**dataclasses.asdict(base or RunConfig()), **checked})
+    if conflict:
+        raise UserError(f"{label(conflict[0])}: {conflict[1]}")
+    return dataclasses.replace(base or RunConfig(), **checked)
 
 
 def config_hash(cfg: RunConfig) -> str:

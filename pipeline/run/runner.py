@@ -29,9 +29,9 @@ from .probe import probe_model, series_rows, step_series, summary_numbers, write
 from .sources import Source, evaluate, make_source, scores_positions
 from .verdicts import growth, learned, run_outcome
 from ..engine import trainer
-from ..engine.init import init_model
+from ..engine.cells import Model
+from ..engine.init import init_lstm, init_model
 from ..engine.optim import make_optimizer
-from ..engine.rnn import RNN
 from ..engine.text import decode, sample_ids
 from ..engine.trainer import HISTORY_COLUMNS, TrainLog, TrainSettings
 from ..errors import UserError
@@ -94,9 +94,7 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
     """Everything a run computes and writes besides config.json and summary.json; returns the summary."""
     rng_init, rng_batch, rng_sample = (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(3))
     src = make_source(cfg, data_dir)
-    model, _ = init_model(rng_init, input_dim=src.input_dim, output_dim=src.output_dim, form=cfg.form,
-                          activation=cfg.activation, leaky_slope=cfg.leaky_slope, layers=cfg.layers,
-                          hidden=cfg.hidden, init=cfg.init, gamma_w=cfg.gamma_w, input_scale=cfg.input_scale)
+    model = new_model(cfg, src, rng_init)
     model_init = model.copy()
     log, samples = train(cfg, model, src, rng_batch, rng_sample, progress)
     history = pd.DataFrame(log.history, columns=list(HISTORY_COLUMNS))
@@ -125,15 +123,24 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
         "learned": learned(outcome, final_val[1], src.chance_loss),
         "loss_growth": loss_growth,
         "norm_growth": norm_growth,
-        "gamma_phi": model.act.gamma,
+        "gamma_phi": model.act.gamma if model.cell == "rnn" else None,  # no gamma_phi bound for a gated cell
         **probed,
     }
+
+
+def new_model(cfg: RunConfig, src: Source, rng: np.random.Generator) -> Model:
+    """The run's initial model: `init_model` for cell rnn, `init_lstm` for cell lstm."""
+    sizes = dict(input_dim=src.input_dim, output_dim=src.output_dim, layers=cfg.layers, hidden=cfg.hidden,
+                 init=cfg.init, gamma_w=cfg.gamma_w, input_scale=cfg.input_scale)
+    if cfg.cell == "lstm":
+        return init_lstm(rng, **sizes, forget_bias=cfg.forget_bias)
+    return init_model(rng, form=cfg.form, activation=cfg.activation, leaky_slope=cfg.leaky_slope, **sizes)[0]
 
 
 # ---- training -------------------------------------------------------------------------------------------------
 
 
-def train(cfg: RunConfig, model: RNN, src: Source, rng_batch: np.random.Generator, rng_sample: np.random.Generator,
+def train(cfg: RunConfig, model: Model, src: Source, rng_batch: np.random.Generator, rng_sample: np.random.Generator,
           progress: Progress | None = None) -> tuple[TrainLog, list[dict]]:
     """`engine.trainer.train` with cfg's settings on src's minibatches: (its log, the text samples {iter, text}).
 
@@ -148,7 +155,7 @@ def train(cfg: RunConfig, model: RNN, src: Source, rng_batch: np.random.Generato
             progress(_event(log, i, cfg.iters))
 
     settings = TrainSettings(cfg.iters, src.loss_kind, cfg.clip_mode, cfg.clip_threshold, cfg.eval_every,
-                             series_every(cfg.iters), scores_positions(src))
+                             series_every(cfg.iters), scores_positions(src), cfg.omega)
     optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay)
     log = trainer.train(model, optimizer, lambda: src.draw(rng_batch), lambda m: evaluate(m, src), settings, on_step)
     if src.vocab and cfg.samples and (not samples or samples[-1]["iter"] != log.iters_done):
@@ -173,7 +180,7 @@ def sample_checkpoints(iters: int, samples: int) -> set[int]:
     return {max(1, round(iters * j / samples)) for j in range(1, samples + 1)}
 
 
-def _sample(model: RNN, i: int, src: Source, length: int, rng: np.random.Generator) -> dict:
+def _sample(model: Model, i: int, src: Source, length: int, rng: np.random.Generator) -> dict:
     """{iter, text}: `length` characters sampled from the model, seeded with the first validation character."""
     ids = sample_ids(model, int(src.probe.xs[0].argmax()), length, rng)
     return {"iter": i, "text": decode(np.array(ids, dtype=np.int64), src.vocab)}

@@ -19,7 +19,8 @@ import numpy as np
 
 from . import datasets
 from ..engine import tasks
-from ..engine.rnn import RNN, forward, loss_and_dy, one_hot
+from ..engine.cells import Model, forward
+from ..engine.rnn import loss_and_dy, one_hot
 from ..engine.text import sample_windows
 from ..errors import UserError
 from .config import RunConfig
@@ -72,7 +73,7 @@ def synthetic_source(cfg: RunConfig, data_dir: Path) -> Source:
     mask = ds.mask[0, :steps].copy()  # (P,)
     if not mask.any():  # the loss sits beyond the truncated probe (or the task has none): measure from its end
         mask[-1] = 1.0
-    probe = ProbeInput(ds.x[0, :steps], np.zeros((cfg.layers, cfg.hidden)), ds.y[0, :steps], mask, meta.loss)
+    probe = ProbeInput(ds.x[0, :steps], _zero_state(cfg), ds.y[0, :steps], mask, meta.loss)
     return Source(meta.loss, meta.input_dim, meta.output_dim, draw, val, probe, meta.chance_loss,
                   meta.chance_accuracy, meta.tolerance)
 
@@ -124,7 +125,7 @@ def text_source(cfg: RunConfig, data_dir: Path) -> Source:
     index = starts[None, :] + np.arange(T)[:, None]  # (T, B)
     val = (one_hot(td.ids_val[index], V), td.ids_val[index + 1], np.ones(index.shape))
     steps = min(cfg.probe_len, len(td.ids_val) - 1)
-    probe = ProbeInput(one_hot(td.ids_val[:steps], V), np.zeros((cfg.layers, cfg.hidden)), td.ids_val[1 : steps + 1],
+    probe = ProbeInput(one_hot(td.ids_val[:steps], V), _zero_state(cfg), td.ids_val[1 : steps + 1],
                        np.ones(steps), "xent")
     chance_loss, chance_accuracy = unigram_chance(td.ids_train, V)
     return Source("xent", V, V, draw, val, probe, chance_loss, chance_accuracy, vocab=list(td.vocab))
@@ -139,6 +140,11 @@ def unigram_chance(ids: np.ndarray, vocab_size: int) -> tuple[float, float]:
     return float(-(p * np.log(p)).sum()), float(p.max())
 
 
+def _zero_state(cfg: RunConfig) -> np.ndarray:
+    """The probe's initial state: zeros (L, n), an LSTM's (L, 2n) (h and c)."""
+    return np.zeros((cfg.layers, cfg.hidden * (2 if cfg.cell == "lstm" else 1)))
+
+
 # ---- scoring --------------------------------------------------------------------------------------------------
 
 
@@ -147,7 +153,7 @@ def scores_positions(src: Source) -> bool:
     return bool((np.asarray(src.val[2]) > 0).any())
 
 
-def evaluate(model: RNN, src: Source) -> tuple[float | None, float | None]:
+def evaluate(model: Model, src: Source) -> tuple[float | None, float | None]:
     """(validation loss, task success rate) of `model` on the fixed validation batch; (None, None) for a task
     that scores no position (the probe task: its sequences only drive the Jacobian probes)."""
     xs, targets, mask = src.val
