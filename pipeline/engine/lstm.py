@@ -181,22 +181,29 @@ def _layer_backward(W: np.ndarray, gates: np.ndarray, c: np.ndarray, tc: np.ndar
     """BPTT through one layer: dh_in (T, B, n) is dE/dh_t arriving from above; dA (T, B, 4n) gets dE/da_t.
 
     signal (T+1,) gets ||(dE/dh_k, dE/dc_k)|| (Frobenius over the batch), with (h_k, c_k) the state that step
-    k+1 reads, or is None to skip the norms."""
+    k+1 reads, or is None to skip the norms. What does not depend on the error is computed for all steps at once
+    (one pass each over (T, B, n) arrays), so the loop over time holds only the recurrence."""
     T, B, n = dh_in.shape
+    i, f, g, o = (gates[..., j * n : (j + 1) * n] for j in range(4))
+    carry = o * (1.0 - tc * tc)  # (T, B, n): dh_t/dc_t
+    into_gates = np.empty((T, B, 3, n))  # da/dc for i, f, g: g i', c_{t-1} f', i g'
+    np.multiply(g, i * (1.0 - i), out=into_gates[:, :, 0])
+    np.multiply(c[:-1], f * (1.0 - f), out=into_gates[:, :, 1])
+    np.multiply(i, 1.0 - g * g, out=into_gates[:, :, 2])
+    out_gate = tc * o * (1.0 - o)  # (T, B, n): da_o/dh_t
+    forget = np.ascontiguousarray(f)
     dh_rec, dc_rec = np.zeros((B, n)), np.zeros((B, n))  # dE/dh_t and dE/dc_t through step t+1
     for t in reversed(range(T)):
-        i, f, g, o = (gates[t][:, j * n : (j + 1) * n] for j in range(4))
         dh = dh_in[t] + dh_rec  # total dE/dh_{t+1}
         if signal is not None:
             signal[t + 1] = math.sqrt(np.vdot(dh, dh) + np.vdot(dc_rec, dc_rec))
-        dc = dc_rec + dh * o * (1.0 - tc[t] * tc[t])  # dE/dc_{t+1}, h_{t+1} = o tanh(c_{t+1}) included
+        dc = dh * carry[t]
+        dc += dc_rec  # dE/dc_{t+1}, h_{t+1} = o tanh(c_{t+1}) included
         da = dA[t]
-        np.multiply(dc * g, i * (1.0 - i), out=da[:, :n])
-        np.multiply(dc * c[t], f * (1.0 - f), out=da[:, n : 2 * n])
-        np.multiply(dc * i, 1.0 - g * g, out=da[:, 2 * n : 3 * n])
-        np.multiply(dh * tc[t], o * (1.0 - o), out=da[:, 3 * n :])
+        np.multiply(into_gates[t], dc[:, None, :], out=da[:, : 3 * n].reshape(B, 3, n))
+        np.multiply(dh, out_gate[t], out=da[:, 3 * n :])
         dh_rec = da @ W
-        dc_rec = dc * f
+        dc_rec = np.multiply(dc, forget[t], out=dc)
     if signal is not None:
         signal[0] = math.sqrt(np.vdot(dh_rec, dh_rec) + np.vdot(dc_rec, dc_rec))
 
