@@ -25,7 +25,7 @@ ALTERNATIVES = dict(
     samples=2, sample_len=50, probe_len=30, seed=7, omega=0.5,
 )
 # The LSTM's own fields, each changed from a config with cell lstm (the vanilla ALTERNATIVES would conflict with it).
-LSTM_ALTERNATIVES = dict(cell="lstm", forget_bias=2.0)
+LSTM_ALTERNATIVES = dict(cell_type="lstm", forget_bias=2.0)
 
 
 def write(path: Path, text: str) -> Path:
@@ -163,23 +163,23 @@ def test_hash_changes_with_every_field(key):
 
 
 def test_hash_changes_with_the_lstm_fields():
-    rnn, lstm = RunConfig(), RunConfig(cell=LSTM_ALTERNATIVES["cell"])
+    rnn, lstm = RunConfig(), RunConfig(cell_type=LSTM_ALTERNATIVES["cell_type"])
     assert config_hash(lstm) != config_hash(rnn)
     assert config_hash(dataclasses.replace(lstm, forget_bias=LSTM_ALTERNATIVES["forget_bias"])) != config_hash(lstm)
 
 
 @pytest.mark.parametrize("values, field, owner", [
-    ({"cell": "lstm", "omega": 0.5}, "omega", "rnn"),
-    ({"cell": "lstm", "activation": "relu"}, "activation", "rnn"),
-    ({"cell": "lstm", "form": "pascanu"}, "form", "rnn"),
-    ({"cell": "lstm", "leaky_slope": 0.3}, "leaky_slope", "rnn"),
+    ({"cell_type": "lstm", "omega": 0.5}, "omega", "rnn"),
+    ({"cell_type": "lstm", "activation": "relu"}, "activation", "rnn"),
+    ({"cell_type": "lstm", "form": "pascanu"}, "form", "rnn"),
+    ({"cell_type": "lstm", "leaky_slope": 0.3}, "leaky_slope", "rnn"),
     ({"forget_bias": 2.0}, "forget_bias", "lstm"),
 ])
 def test_a_field_of_the_other_cell_is_named(values, field, owner):
     """Set away from its default for the cell that does not read it, a field would be silently ignored: refused,
     naming the field, the cell that reads it and the valid value."""
-    with pytest.raises(UserError, match=rf"^run.yaml: {field}: .* is set for cell \w+, but {field} is read by cell "
-                                        rf"{owner} only; valid: .* \(the default\)"):
+    with pytest.raises(UserError, match=rf"^run.yaml: {field}: .* is set for cell_type \w+, but {field} is read by "
+                                        rf"cell_type {owner} only; valid: .* \(the default\)"):
         in_file(values)
     with pytest.raises(UserError, match=rf"^RunConfig.{field}: "):
         RunConfig(**values)

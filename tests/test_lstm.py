@@ -177,7 +177,8 @@ def test_step_jacobians_match_finite_differences_of_one_step(layers, layer):
 
 
 def test_block_layout_with_zero_recurrent_weights():
-    """A sanity check of the block layout (not independent of the code): with W_hh = 0 the Jacobian is [[0, diag(q f)], [0, diag(f)]]."""
+    """A sanity check of the block layout (not independent of the code): with W_hh = 0 the Jacobian is
+    [[0, diag(q f)], [0, diag(f)]]."""
     n = 3
     rng = np.random.default_rng(1)
     gates = sig(rng.standard_normal((2, 4 * n)))

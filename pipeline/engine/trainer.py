@@ -32,7 +32,8 @@ class StepStats:
     grad_norm: float  # global L2 norm of the gradient before clipping; NaN when the loss was not finite
     clip_scale: float  # post-clip norm / pre-clip norm: 1 = not clipped; NaN when the gradient was not finite
     finite: bool  # False: the loss or the gradient held inf/NaN, and the parameters were left unchanged
-    h_last: np.ndarray  # (L, B, n), an LSTM's (L, B, 2n) h then c: each layer's final state, to carry into the next window of a stream
+    h_last: np.ndarray  # (L, B, n): each layer's final state, to carry into the next window of a stream (an
+    # LSTM's (L, B, 2n), h then c)
     omega: float = math.nan  # Pascanu's regulariser Omega on this batch (before its weight); NaN when not computed
 
 

@@ -100,14 +100,17 @@ def top_layer(jac: pd.DataFrame) -> pd.DataFrame:
 
 
 def decay_by_lag(jac: pd.DataFrame) -> pd.DataFrame:
-    """Top layer, per (when, lag): mean log10 norm and bounds over the finite pairs, and the gaps in decades."""
+    """Top layer, per (when, lag): mean log10 norm and bounds over the pairs whose norm and product bound are
+    finite, and the gaps in decades. An LSTM has no global bound (its log10_global and gap_global are NaN) and a
+    cell state: log10_norm_cell, the mean of its finite ||dc_t/dc_k||, NaN for the vanilla cell."""
     top = top_layer(jac)
-    logs = top[["log_norm", "log_bound_product", "log_bound_global"]]
-    top = top[np.isfinite(logs.to_numpy(float)).all(axis=1)]
+    top = top[np.isfinite(top[["log_norm", "log_bound_product"]].to_numpy(float)).all(axis=1)]
+    cell = pd.to_numeric(top["log_norm_cell"], errors="coerce") if "log_norm_cell" in top else np.nan
+    top = top.assign(log_norm_cell=cell).replace({"log_norm_cell": {np.inf: np.nan, -np.inf: np.nan}})
     out = top.groupby(["when", "lag"], as_index=False).agg(
         log10_norm=("log_norm", "mean"), log10_product=("log_bound_product", "mean"),
-        log10_global=("log_bound_global", "mean"), n_pairs=("t", "size"))
-    out[["log10_norm", "log10_product", "log10_global"]] /= LN10
+        log10_global=("log_bound_global", "mean"), n_pairs=("t", "size"), log10_norm_cell=("log_norm_cell", "mean"))
+    out[["log10_norm", "log10_product", "log10_global", "log10_norm_cell"]] /= LN10
     out["gap_product"] = out["log10_product"] - out["log10_norm"]
     out["gap_global"] = out["log10_global"] - out["log10_norm"]
     return out
@@ -459,3 +462,21 @@ def curve_rows(history: pd.DataFrame, points: int = CURVE_POINTS) -> pd.DataFram
     h["loss"] = pd.to_numeric(h["loss"], errors="coerce").replace([np.inf, -np.inf], np.nan)
     keep = np.unique(np.linspace(0, len(h) - 1, min(points, len(h))).round().astype(int)) if len(h) else []
     return h.iloc[keep]
+
+
+ARM_SLOPES = ("slope_init", "slope_final", "slope_cell_init", "slope_cell_final")  # medians an arm table shows
+
+
+def arm_table(runs: pd.DataFrame, arm: pd.Series) -> pd.DataFrame:
+    """Per task, arm (a label per run, given) and T: how many runs learned, with the Wilson interval of the rate,
+    the mean accuracy beside its chance baseline, the parameter count (the arm's largest, with its smallest as a
+    check that the arm is one size), and the median fitted decay slopes (nats per step; the cell-state ones NaN
+    but for an LSTM)."""
+    r = numeric(runs, ["seq_len", "val_accuracy", "chance_accuracy", "n_params", *ARM_SLOPES]).assign(
+        arm=arm.astype(str), scored=scored_runs(runs), diverged=runs["outcome"] == "diverged")
+    table = grouped(r.rename(columns={"seq_len": "T"}), ["task", "arm", "T"],
+                    n_learned=("learned", "sum"), n_scored=("scored", "sum"), n_diverged=("diverged", "sum"),
+                    accuracy=("val_accuracy", "mean"), chance=("chance_accuracy", "mean"),
+                    n_params=("n_params", "max"), n_params_min=("n_params", "min"),
+                    **{s: (s, finite_median) for s in ARM_SLOPES})
+    return with_rate(table, "success_rate", "n_learned", "n_scored")

@@ -177,7 +177,7 @@ class RunConfig:
     data_seed: int = _f(0, Int(0, MAX_SEED), "Synthetic: seed of the validation set's generator "
                         "(`data/<task>_T<seq_len>_N<val_size>_s<data_seed>.npz`).")
     # model
-    cell: str = _f("rnn", Choice(CELLS), "The recurrent cell: rnn, the vanilla RNN of form and activation; lstm, "
+    cell_type: str = _f("rnn", Choice(CELLS), "The recurrent cell: rnn, the vanilla RNN of form and activation; lstm, "
                    "the LSTM (gates i, f, g, o in PyTorch's layout; form, activation, leaky_slope and omega are the "
                    "vanilla cell's and stay at their defaults).")
     form: str = _f("elman", Choice(FORMS), "Recurrence: elman h = phi(W h + U x + b); "
@@ -240,12 +240,12 @@ CELL_FIELDS = {"form": "rnn", "activation": "rnn", "leaky_slope": "rnn", "omega"
 def cell_conflict(values: Mapping[str, Any]) -> tuple[str, str] | None:
     """(field, problem) for the first field in `values` (a full set of RunConfig values) that belongs to the other
     cell and is not at its default; None when the values agree with their cell."""
-    cell = values.get("cell", "rnn")
+    cell = values.get("cell_type", "rnn")
     for name, owner in CELL_FIELDS.items():
         default = _DEFAULTS[name]
         if owner != cell and name in values and values[name] != default:
-            return name, (f"{values[name]!r} is set for cell {cell}, but {name} is read by cell {owner} only; "
-                          f"valid: {default!r} (the default) with cell {cell}")
+            return name, (f"{values[name]!r} is set for cell_type {cell}, but {name} is read by cell_type {owner} "
+                          f"only; valid: {default!r} (the default) with cell_type {cell}")
     return None
 
 

@@ -22,6 +22,7 @@ from .files import save_model
 # the vanilla cell. log_bound_global is NaN for the LSTM (docs/math.md, section 13.4).
 JACOBIAN_COLUMNS = ("when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global",
                     "log_norm_cell")
+JACOBIAN_REQUIRED = JACOBIAN_COLUMNS[:-1]  # what a reader needs: run folders written before the LSTM lack the last
 SIGNAL_COLUMNS = ("when", "layer", "k", "log10_dE_dh")
 SPOT_COLUMNS = ("when", "layer", "t", "k", "log_norm", "log_norm_fd", "abs_dlog")
 REGIME_BAND = 0.01  # |slope| below this (nats per step) is "neutral"
@@ -258,7 +259,8 @@ def draw_heatmap(init: Probe, final: Probe, path: Path) -> None:
     fig.savefig(path)
 
 
-def write_probe(folder: Path, model_init: Model, model_final: Model, probe: ProbeInput, init: Probe, final: Probe) -> None:
+def write_probe(folder: Path, model_init: Model, model_final: Model, probe: ProbeInput, init: Probe,
+                final: Probe) -> None:
     """probe/{model_init,model_final}.npz, inputs.npy, h0.npy, jacobian.parquet, signal.parquet, spot_checks.parquet
     and figures/jacobian_heatmap.png under `folder` (a run folder being built)."""
     (folder / "probe").mkdir(parents=True, exist_ok=True)

@@ -124,6 +124,7 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
         "loss_growth": loss_growth,
         "norm_growth": norm_growth,
         "gamma_phi": model.act.gamma if model.cell == "rnn" else None,  # no gamma_phi bound for a gated cell
+        "n_params": int(sum(p.size for p in model.params.values())),  # arms of a comparison state their sizes
         **probed,
     }
 
@@ -132,7 +133,7 @@ def new_model(cfg: RunConfig, src: Source, rng: np.random.Generator) -> Model:
     """The run's initial model: `init_model` for cell rnn, `init_lstm` for cell lstm."""
     sizes = dict(input_dim=src.input_dim, output_dim=src.output_dim, layers=cfg.layers, hidden=cfg.hidden,
                  init=cfg.init, gamma_w=cfg.gamma_w, input_scale=cfg.input_scale)
-    if cfg.cell == "lstm":
+    if cfg.cell_type == "lstm":
         return init_lstm(rng, **sizes, forget_bias=cfg.forget_bias)
     return init_model(rng, form=cfg.form, activation=cfg.activation, leaky_slope=cfg.leaky_slope, **sizes)[0]
 

@@ -142,7 +142,7 @@ def unigram_chance(ids: np.ndarray, vocab_size: int) -> tuple[float, float]:
 
 def _zero_state(cfg: RunConfig) -> np.ndarray:
     """The probe's initial state: zeros (L, n), an LSTM's (L, 2n) (h and c)."""
-    return np.zeros((cfg.layers, cfg.hidden * (2 if cfg.cell == "lstm" else 1)))
+    return np.zeros((cfg.layers, cfg.hidden * (2 if cfg.cell_type == "lstm" else 1)))
 
 
 # ---- scoring --------------------------------------------------------------------------------------------------
