@@ -86,7 +86,7 @@ def test_the_headline_quotes_the_longest_t_per_arm(built):
 def test_the_section_has_a_sentence_per_arm_the_papers_and_both_figures(built):
     html = built["html"]
     for name in studies.REMEDY_ARMS.values():
-        assert f"{name} (" in html
+        assert f"{name} (up to " in html
     assert "Pascanu, Mikolov &amp; Bengio (2013)" in html and "Hochreiter &amp; Schmidhuber (1997)" in html
     for figure in ("remedies_success", "remedies_decay"):
         assert (built["out"] / "figures" / f"{figure}.png").is_file()

@@ -485,11 +485,12 @@ def draw_remedies_decay(tables: Tables) -> Drawn:
                 line, = ax.plot(m.index, m.to_numpy(), ls=":", lw=1.4, color=colors[row.arm_name])
                 handles[f"{row.arm_name}: cell state ‖∂c_t/∂c_k‖"] = line
         ax.set(title=f"{task}, T = {int(a['T'].max())}" if len(a) else task, xlabel="lag t − k",
-               ylabel="log10 ‖∂h_t/∂h_k‖ (median over runs)")
+               ylabel="log10 ‖∂h_t/∂h_k‖")
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=3, fontsize=8)
-    caption = ("Remedies: mean log10 ‖∂h_t/∂h_k‖ at each lag on the probe sequence (top layer), the median over "
-               "each arm's runs at the longest T; dashed at initialisation, solid after training, dotted the LSTM's "
-               "cell state after training (an LSTM's h-norm is of its whole state (h, c)).")
+    caption = ("Remedies: mean log10 ‖∂h_t/∂h_k‖ at each lag on the probe sequence (its first probe_len steps, top "
+               "layer), the median over each arm's runs at the longest T; dashed at initialisation, solid after "
+               "training, dotted the LSTM's cell state ‖∂c_t/∂c_k‖ after training (the LSTM's solid line is the norm "
+               "of its whole state (h, c)).")
     return fig, caption, ids
 
 

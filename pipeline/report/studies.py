@@ -230,7 +230,8 @@ def remedy_arm(run: dict) -> str:
 
 def remedies_summary(d: SpecRuns) -> SpecSummary:
     """The arm table (success per task, arm and T, parameter counts, median slopes) and, per arm, the headline
-    numbers its sentence quotes: the learned rate at the longest T and the median slopes before and after."""
+    numbers its sentence quotes: the learned rate at the longest T (the tasks together), its largest parameter
+    count, and the median slopes before and after training."""
     arms = pd.Series([remedy_arm(r) for r in d.runs.to_dict("records")], index=d.runs.index, dtype=object)
     table = arm_table(d.runs, arms)
     table["arm_name"] = table["arm"].map(REMEDY_ARMS)
@@ -263,14 +264,15 @@ def remedies_blocks(spec: str, report: dict, tables: Tables) -> list:
         rows = tables.get("remedies")
         if rows is None or not (rows["arm"] == key).any():
             continue
-        sentence: list[Inline] = [f"{name} (", Metric(f"{h}.{key}.n_params"), " parameters): ‖∂h_t/∂h_k‖ changes by ",
+        sentence: list[Inline] = [f"{name} (up to ", Metric(f"{h}.{key}.n_params"), " parameters): ‖∂h_t/∂h_k‖ "
+                                  "changes by ",
                                   Metric(f"{h}.{key}.slope_init"), " nats per step of lag at initialisation and by ",
                                   Metric(f"{h}.{key}.slope_final"), " after training (medians over its runs)"]
         if key == "lstm":
             sentence += ["; its cell state's ‖∂c_t/∂c_k‖ by ", Metric(f"{h}.{key}.slope_cell_init"), " and ",
                          Metric(f"{h}.{key}.slope_cell_final")]
         items.append(sentence + ["; at T = ", Metric(f"{h}.{key}.T"), " it learned in "]
-                     + rate_parts(f"{h}.{key}.learned", " runs") + ["."])
+                     + rate_parts(f"{h}.{key}.learned", " runs (the tasks together)") + ["."])
     return [Bullets(items), PAPERS] if items else [PAPERS]
 
 
