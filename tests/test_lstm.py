@@ -246,3 +246,32 @@ def test_a_vanilla_file_without_a_cell_entry_reads_as_rnn(tmp_path):
 def test_bad_model_arrays_are_named(arrays, message):
     with pytest.raises(ValueError, match=message):
         cells.model_from_arrays(arrays)
+
+
+def test_a_pytorch_state_dict_runs_as_pytorch_documents_it():
+    """nn.LSTM's documented equations, with its two biases kept apart, written out here on a state dict's arrays."""
+    from pipeline.engine.lstm import from_torch_state
+
+    rng = np.random.default_rng(8)
+    n, layers = 3, 2
+    state = {}
+    for l in range(layers):
+        d_in = D_IN if l == 0 else n
+        state |= {f"weight_ih_l{l}": rng.standard_normal((4 * n, d_in)),
+                  f"weight_hh_l{l}": rng.standard_normal((4 * n, n)), f"bias_ih_l{l}": rng.standard_normal(4 * n), f"bias_hh_l{l}": rng.standard_normal(4 * n)}
+    W_hy, b_y = rng.standard_normal((D_OUT, n)), rng.standard_normal(D_OUT)
+    model = from_torch_state(state, W_hy, b_y)
+    xs = rng.standard_normal((T, D_IN))
+    x = xs
+    for l in range(layers):
+        h, c, out = np.zeros(n), np.zeros(n), []
+        Wi, Wh = state[f"weight_ih_l{l}"], state[f"weight_hh_l{l}"]
+        bi, bh = state[f"bias_ih_l{l}"], state[f"bias_hh_l{l}"]
+        for t in range(T):
+            gi, gf, gg, go = (Wi[j * n:(j + 1) * n] @ x[t] + bi[j * n:(j + 1) * n] + Wh[j * n:(j + 1) * n] @ h
+                              + bh[j * n:(j + 1) * n] for j in range(4))
+            c = sig(gf) * c + sig(gi) * np.tanh(gg)
+            h = sig(go) * np.tanh(c)
+            out.append(h)
+        x = np.array(out)
+    np.testing.assert_allclose(forward(model, xs[:, None]).y[:, 0], x @ W_hy.T + b_y, rtol=1e-12, atol=1e-14)

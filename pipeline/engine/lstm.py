@@ -272,6 +272,22 @@ def jacobians_from_trace(W: np.ndarray, gates: np.ndarray, c: np.ndarray, tc: np
 # ---- a model as named arrays --------------------------------------------------------------------------------
 
 
+def from_torch_state(state: dict[str, np.ndarray], W_hy: np.ndarray, b_y: np.ndarray) -> LSTM:
+    """An LSTM from the arrays of a PyTorch `nn.LSTM` state dict (weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k},
+    bias_hh_l{k}, as numpy arrays) and a readout: the same gate order and layout, the two biases summed."""
+    params: dict[str, np.ndarray] = {}
+    layers = sum(1 for k in state if k.startswith("weight_hh_l"))
+    for l in range(layers):
+        params[f"W_ih_{l}"] = np.array(state[f"weight_ih_l{l}"], dtype=np.float64)
+        params[f"W_hh_{l}"] = np.array(state[f"weight_hh_l{l}"], dtype=np.float64)
+        params[f"b_{l}"] = (np.asarray(state[f"bias_ih_l{l}"], dtype=np.float64)
+                            + np.asarray(state[f"bias_hh_l{l}"], dtype=np.float64))
+    model = LSTM({**params, "W_hy": np.array(W_hy, dtype=np.float64), "b_y": np.array(b_y, dtype=np.float64)})
+    validate_lstm(model)
+    return model
+
+
+
 def lstm_arrays(model: LSTM) -> dict[str, np.ndarray]:
     """The model as the arrays of a model*.npz file: cell = "lstm" (0-d), then the parameters."""
     validate_lstm(model)
