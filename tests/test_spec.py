@@ -114,6 +114,14 @@ DERIVED = r"unknown key 'data': datasets now derive from the cells \(task, seq_l
         ("base: {task: adding", "base: {task: addition",
          r"base.task: unknown value 'addition' \(did you mean 'adding'"),
         ("  quick:\n", "  quick: 3\n  x:\n", r"profiles.quick: expected a mapping"),
+        # a field of the other cell, in any profile, before anything runs
+        ("seed: [0, 1]}", "seed: [0, 1], cell_type: [lstm], omega: [0.5]}",
+         r"profiles.quick: cell 0 .*: omega: 0.5 is set for cell_type lstm, but omega is read by cell_type rnn"),
+        ("activation: [tanh, relu]}", "activation: [tanh, relu], cell_type: [lstm]}",
+         r"profiles.full: cell 1 .*: activation: 'relu' is set for cell_type lstm"),
+        ("base: {task: adding", "base: {forget_bias: 0.0, task: adding",
+         r"profiles.quick: cell 0 .*: forget_bias: 0.0 is set for cell_type rnn"),
+        ("{iters: 150}", "{iters: 150, omega: -1}", r"profiles.quick.base.omega: -1 is out of range"),
     ],
 )
 def test_bad_spec_names_file_and_key(tmp_path, old, new, pattern):

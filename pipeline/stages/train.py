@@ -75,7 +75,8 @@ def train_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (run_id, outcome, final_train_loss, "
                                           "final_val_loss, val_accuracy, seconds) as the only stdout line.")] = False,
 ) -> None:
-    """Train one vanilla RNN, probe its Jacobians at init and at the end, and log the run to MLflow.
+    """Train one RNN (vanilla, or an LSTM with --cell-type lstm), probe its Jacobians at init and at the end, and
+    log the run to MLflow.
 
     Defaults are a min-char-rnn text run: hidden 100, 25-character windows, adagrad lr 0.1, clipping at norm 5.
 
