@@ -157,3 +157,12 @@ def test_the_top_lyapunov_exponent_of_a_constant_step():
 
     J = np.repeat(np.diag([0.3, 0.5, -0.95, 0.1])[None], 400, axis=0)
     assert top_lyapunov_from_steps(J, discard=100) == pytest.approx(np.log(0.95), abs=1e-9)
+
+
+def test_vanilla_only_functions_name_an_lstm_instead_of_failing_on_it():
+    from pipeline.engine.lyapunov import top_lyapunov
+
+    model, xs, h0 = random_lstm(0)
+    for call in (lambda: jacobian.log_norm_column(model, xs, h0), lambda: top_lyapunov(model, xs, h0)):
+        with pytest.raises(ValueError, match="expected a vanilla RNN \\(cell rnn\\), got a lstm model"):
+            call()

@@ -70,6 +70,9 @@ def param_keys(layers: int) -> list[str]:
 
 def validate_model(model: RNN) -> None:
     """Raise ValueError naming the first thing wrong with the model's form, activation or shapes."""
+    if getattr(model, "cell", "rnn") != "rnn":  # e.g. an LSTM handed to a vanilla-only function
+        raise ValueError(f"expected a vanilla RNN (cell rnn), got a {model.cell} model; its functions take its dense "
+                         "step Jacobians (lstm.step_jacobians, jacobian.log_norms_from_steps)")
     if model.form not in FORMS:
         raise ValueError(f"unknown form {model.form!r}; valid: {', '.join(FORMS)}")
     get_activation(model.activation, model.leaky_slope)
