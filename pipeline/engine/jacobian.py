@@ -171,11 +171,11 @@ def log_norms_from_steps(J: np.ndarray, blocks: list[slice | None], tol: float =
         stack /= np.where(biggest > 0, biggest, 1.0)[:, None, None]
         with np.errstate(divide="ignore"):
             log_scale = log_scale + np.log(biggest)
-        for out, block, width, noise_b, index in zip(outs, blocks, widths, noise, range(len(blocks))):
+        for index, (out, block, width) in enumerate(zip(outs, blocks, widths)):
             part = stack if block is None else np.ascontiguousarray(stack[:, block, block])
             part_size = np.max(np.abs(part), axis=(1, 2))
             part = part / np.where(part_size > 0, part_size, 1.0)[:, None, None]  # sigma in [1, sqrt(width)]
-            start = vectors[index][:n_pairs] + WARM_START_NOISE * noise_b[(k[:n_pairs] + lag) % T]
+            start = vectors[index][:n_pairs] + WARM_START_NOISE * noise[index][(k[:n_pairs] + lag) % T]
             start /= np.linalg.norm(start, axis=1, keepdims=True)
             sigma, vectors[index], _ = top_singular_values(part, start, tol, max_steps, min(8, width + 1), counts)
             with np.errstate(divide="ignore"):
