@@ -54,8 +54,8 @@ class Study:
     headline: Callable[[str, dict], list[Inline]] | None = None  # the headline sentence's tail, from the metrics
     # key of the headline ("specs.<name>.headline") and the headline dict itself (for its keys)
     table: tuple[str, dict[str, str]] | None = None  # the section's main table: name in tables/, column -> heading
-    more_tables: Callable[[str, dict, Tables], list[Table]] | None = None  # (spec, analysis.json specs.<spec>,
-    # tables) -> further tables of the section, after the main one
+    more_tables: Callable[[str, dict, Tables], list[Table | Bullets]] | None = None  # (spec, analysis.json
+    # specs.<spec>, tables) -> further tables (or bullets) of the section, after the main one
     finding: Callable[[str, dict], list[Inline] | None] | None = None  # the report's opening finding about the
     # spec (after its name), from the headline's key and dict; None: the headline's numbers do not allow one
     figures: tuple[str, ...] = ()  # names of figures.draw_figures' figures shown in the section
@@ -256,7 +256,7 @@ def remedies_headline(h: str, head: dict) -> list[Inline]:
         [[f"{REMEDY_ARMS[a]} "] + rate_parts(f"{h}.{a}.learned") for a in head])
 
 
-def remedies_blocks(spec: str, report: dict, tables: Tables) -> list:
+def remedies_blocks(spec: str, report: dict, tables: Tables) -> list[Table | Bullets]:
     """One sentence per arm on what its Jacobians show, then the papers' protocols beside this study's."""
     h = f"specs.{spec}.headline"
     items = []
