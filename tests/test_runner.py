@@ -3,6 +3,7 @@ independent numpy computation, determinism, divergence as an outcome, failures r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -18,6 +19,7 @@ from pipeline.run import runner, sources, verdicts
 from pipeline.run.config import RunConfig, config_from_json, config_hash, flatten
 from pipeline.run.datasets import load_dataset
 from pipeline.errors import UserError
+from pipeline.run import datasets
 from pipeline.run.files import load_model
 
 TINY = dict(seq_len=12, hidden=8, batch=8, iters=30, val_size=64, eval_every=10, probe_len=10, optimizer="adam",
@@ -34,7 +36,7 @@ RUNS = {  # name -> (config overrides, input width d)
 FILES = {"config.json", "summary.json", "history.csv", "series.parquet", "figures/jacobian_heatmap.png",
          "probe/model_init.npz", "probe/model_final.npz", "probe/inputs.npy", "probe/h0.npy",
          "probe/jacobian.parquet", "probe/signal.parquet", "probe/spot_checks.parquet"}
-SUMMARY_KEYS = {"config_hash", "outcome", "diverged_at", "iters_done", "seconds", "final_train_loss",
+SUMMARY_KEYS = {"config_hash", "inputs", "outcome", "diverged_at", "iters_done", "seconds", "final_train_loss",
                 "final_val_loss", "val_accuracy", "chance_loss", "chance_accuracy", "gamma_phi", "gamma_w_init",
                 "gamma_w_final", "spectral_radius_init", "spectral_radius_final", "log_rate_init", "log_rate_final",
                 "slope_init", "slope_final", "lyapunov_init", "lyapunov_final", "predicted_regime",
@@ -96,7 +98,10 @@ def test_folder_matches_the_contract(runs, name):
     files = {p.relative_to(result.run_dir).as_posix() for p in result.run_dir.rglob("*") if p.is_file()}
     assert files == FILES | ({"samples.json"} if cfg.task == "text" else set())
     assert result.outcome == "ok", result.summary.get("error")
-    assert result.config_hash == config_hash(cfg)
+    inputs = {"corpus": hashlib.sha256(CORPUS.encode()).hexdigest()} if cfg.task == "text" else {
+        "dataset": datasets.dataset_digest(datasets.build_dataset(cfg.task, cfg.seq_len, cfg.val_size, cfg.data_seed))}
+    assert result.summary["inputs"] == inputs  # the content of what the run read, not its path
+    assert result.config_hash == config_hash(cfg, inputs) != config_hash(cfg)
     assert strict_json(result.run_dir / "config.json") == flatten(cfg)
     assert config_from_json(result.run_dir / "config.json") == cfg
     summary = strict_json(result.run_dir / "summary.json")

@@ -175,10 +175,12 @@ def test_json_run_is_logged_to_mlflow(tmp_path, env, monkeypatch):
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1
     report = json.loads(lines[-1])
-    assert set(report) == {"run_id", "outcome", "final_train_loss", "final_val_loss", "val_accuracy", "seconds"}
+    assert set(report) == {"run_id", "outcome", "final_train_loss", "final_val_loss", "val_accuracy", "seconds",
+                           "run_dir"}
     assert report["outcome"] == "ok" and report["seconds"] > 0
     assert all(isinstance(report[k], float) for k in ("final_train_loss", "final_val_loss", "val_accuracy"))
-    (run_dir,) = (tmp_path / "results" / "train").iterdir()
+    (run_dir,) = (tmp_path / "runs" / "train").iterdir()  # outside results/, which the study's stages read
+    assert not (tmp_path / "results").exists() and Path(report["run_dir"]) == Path("runs/train") / run_dir.name
     summary = json.loads((run_dir / "summary.json").read_text())
     assert report["final_val_loss"] == summary["final_val_loss"] and run_dir.name == summary["config_hash"]
 

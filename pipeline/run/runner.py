@@ -26,7 +26,7 @@ from . import files
 from .config import RunConfig, config_hash, flatten
 from .files import write_json
 from .probe import probe_model, series_rows, step_series, summary_numbers, write_probe
-from .sources import Source, evaluate, make_source, scores_positions
+from .sources import Source, evaluate, input_digests, make_source, scores_positions
 from .verdicts import growth, learned, run_outcome
 from ..engine import trainer
 from ..engine.init import init_model
@@ -78,6 +78,7 @@ def execute_run(cfg: RunConfig, data_dir: Path | str, run_dir: Path | str,
 def _build_folder(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None) -> dict:
     start = time.perf_counter()
     write_json(folder / "config.json", flatten(cfg))
+    inputs = input_digests(cfg, data_dir)  # the run's identity; bad input (a corpus gone) raises UserError here
     try:
         with np.errstate(all="ignore"):  # an exploding run overflows on purpose; its outcome records it
             summary = _run(cfg, data_dir, folder, progress)
@@ -86,7 +87,8 @@ def _build_folder(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progre
     except Exception as e:  # a bug or numerical failure in this one run: recorded, not fatal to a sweep
         summary = {"outcome": "failed", "diverged_at": None, "iters_done": None, "learned": False,
                    "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-    summary = {"config_hash": config_hash(cfg), **summary, "seconds": time.perf_counter() - start}
+    summary = {"config_hash": config_hash(cfg, inputs), "inputs": inputs, **summary,
+               "seconds": time.perf_counter() - start}
     return write_json(folder / "summary.json", summary)
 
 

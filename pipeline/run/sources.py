@@ -22,7 +22,7 @@ from ..engine import tasks
 from ..engine.rnn import RNN, forward, loss_and_dy, one_hot
 from ..engine.text import sample_windows
 from ..errors import UserError
-from .config import RunConfig
+from .config import RunConfig, config_hash
 from .probe import ProbeInput
 
 TEXT_VAL_WINDOWS = 128  # text validation: this many evenly spaced windows of the validation text
@@ -42,6 +42,7 @@ class Source:
     chance_accuracy: float | None
     tolerance: float | None = None  # mse tasks: |error| below this counts as correct (adding)
     vocab: list[str] | None = None  # text only
+    inputs: dict[str, str] | None = None  # {what: sha256} of the data read (`input_digests`), the run's identity
 
 
 def make_source(cfg: RunConfig, data_dir: Path) -> Source:
@@ -74,19 +75,49 @@ def synthetic_source(cfg: RunConfig, data_dir: Path) -> Source:
         mask[-1] = 1.0
     probe = ProbeInput(ds.x[0, :steps], np.zeros((cfg.layers, cfg.hidden)), ds.y[0, :steps], mask, meta.loss)
     return Source(meta.loss, meta.input_dim, meta.output_dim, draw, val, probe, meta.chance_loss,
-                  meta.chance_accuracy, meta.tolerance)
+                  meta.chance_accuracy, meta.tolerance, inputs=_dataset_inputs(ds))
 
 
 # ---- text -----------------------------------------------------------------------------------------------------
 
 
 def load_text_data(cfg: RunConfig, data_dir: Path, option: str = "text") -> datasets.TextData:
-    """data/text.npz (or the default corpus); a `text` file other than the one data/ was made from is read directly.
-    UserError (naming `option`) for a file that is missing, a folder, empty or not UTF-8 text."""
-    generated = datasets.load_text(data_dir) if cfg.text is None or (data_dir / "text.npz").exists() else None
-    if generated is not None and (cfg.text is None or generated.source == cfg.text):
-        return generated
-    return datasets.text_data_from_string(datasets.read_text_file(Path(cfg.text), option), cfg.text)
+    """The corpus `cfg.text` names, read from its source: the embedded default or the file, never "whatever data/
+    holds". UserError (naming `option`) for a file that is missing, a folder, empty, binary or not UTF-8, and for a
+    text other than the one `rnngrad generate` recorded under that name in data/ (it changed during the study)."""
+    td = datasets.text_data_from_string(*datasets.read_corpus(cfg.text, option))
+    datasets.check_recorded(td, cfg.text, data_dir, option)
+    return td
+
+
+def input_digests(cfg: RunConfig, data_dir: Path, cache: dict | None = None,
+                  label: Callable[[str], str] = str) -> dict[str, str]:
+    """{what: sha256} of every input the run reads, for its identity (`config.config_hash(cfg, inputs)`): a text
+    run's corpus (its UTF-8 text), a synthetic run's validation set (its arrays; training batches are drawn from
+    the seed). `cache` keeps them across the cells of a sweep; `label(field)` names a field in messages."""
+    cache = {} if cache is None else cache
+    if cfg.task == "text":
+        key: tuple = ("text", cfg.text)
+        if key not in cache:
+            cache[key] = _corpus_inputs(load_text_data(cfg, Path(data_dir), label("text")))
+    else:
+        key = (cfg.task, cfg.seq_len, cfg.val_size, cfg.data_seed)
+        if key not in cache:
+            cache[key] = _dataset_inputs(datasets.load_dataset(data_dir, *key))
+    return cache[key]
+
+
+def _corpus_inputs(td: datasets.TextData) -> dict[str, str]:
+    return {"corpus": td.sha256}
+
+
+def _dataset_inputs(ds: datasets.Dataset) -> dict[str, str]:
+    return {"dataset": datasets.dataset_digest(ds)}
+
+
+def run_hash(cfg: RunConfig, data_dir: Path, cache: dict | None = None) -> str:
+    """The run's identity: its config with the content digest of every input it reads."""
+    return config_hash(cfg, input_digests(cfg, data_dir, cache))
 
 
 def check_windows(td: datasets.TextData, seq_len: int, where: str = "seq_len") -> None:
@@ -127,7 +158,8 @@ def text_source(cfg: RunConfig, data_dir: Path) -> Source:
     probe = ProbeInput(one_hot(td.ids_val[:steps], V), np.zeros((cfg.layers, cfg.hidden)), td.ids_val[1 : steps + 1],
                        np.ones(steps), "xent")
     chance_loss, chance_accuracy = unigram_chance(td.ids_train, V)
-    return Source("xent", V, V, draw, val, probe, chance_loss, chance_accuracy, vocab=list(td.vocab))
+    return Source("xent", V, V, draw, val, probe, chance_loss, chance_accuracy, vocab=list(td.vocab),
+                  inputs=_corpus_inputs(td))
 
 
 def unigram_chance(ids: np.ndarray, vocab_size: int) -> tuple[float, float]:
