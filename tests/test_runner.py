@@ -46,7 +46,7 @@ SUMMARY_KEYS = {"config_hash", "inputs", "outcome", "diverged_at", "iters_done",
                 "spot_max_abs_dlog_final"}
 STEP_KEYS = {"jacobian_init/log10_norm", "jacobian_final/log10_norm", "bound/log10_product", "bound/log10_global",
              "bptt/log10_dE_dh", "train/loss", "train/grad_norm", "train/clip_scale", "train/w_norm",
-             "train/spectral_radius", "val/loss", "val/accuracy"}
+             "train/spectral_radius", "train/loss_smoothed", "val/loss", "val/accuracy"}
 
 
 def run_quietly(cfg: RunConfig, data_dir: Path, run_dir: Path, progress=None) -> runner.RunResult:
@@ -274,7 +274,8 @@ def test_signal_and_series(runs, name):
     assert len(sig) == 2 * cfg.layers * (P + 1) and np.isfinite(sig["log10_dE_dh"]).all()
     series = pd.read_parquet(result.run_dir / "series.parquet")
     assert list(series.columns) == ["key", "step", "value"]
-    want = STEP_KEYS - ({"val/accuracy", "val/loss", "train/loss"} if cfg.task == "probe" else set())  # scores nothing
+    scores_nothing = {"val/accuracy", "val/loss", "train/loss", "train/loss_smoothed"}
+    want = STEP_KEYS - (scores_nothing if cfg.task == "probe" else set())
     assert set(series["key"]) == want
     assert np.isfinite(series["value"]).all()
     by = {key: group.sort_values("step") for key, group in series.groupby("key")}
@@ -308,6 +309,17 @@ def test_training_series_logs_at_most_series_points_per_key(iters, ran, want):
     assert by["val/loss"] == [0, ran]
     loss = series[series["key"] == "train/loss"].set_index("step")["value"]
     assert np.allclose(loss.to_numpy(), 1.0 / np.array(want))  # each point is its own iteration's value
+    smoothed = series[series["key"] == "train/loss_smoothed"].set_index("step")["value"]
+    assert smoothed.index.tolist() == want
+    starts = [0] + want[:-1]  # each point averages the iterations after the previous point, up to its own
+    assert np.allclose(smoothed.to_numpy(), [np.mean(1.0 / np.arange(a + 1, b + 1)) for a, b in zip(starts, want)])
+
+
+def test_the_smoothed_loss_of_a_block_with_an_overflow_is_not_finite():
+    history = _history(10)
+    history.loc[history["iter"] == 4, "loss"] = np.inf
+    smoothed = runner.smoothed_loss(history, np.array([5, 10]))
+    assert np.isinf(smoothed[5]) and smoothed[10] == pytest.approx(np.mean(1.0 / np.arange(6, 11)))
 
 
 def test_heatmap_decodes(runs):

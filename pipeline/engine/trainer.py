@@ -18,7 +18,10 @@ from .optim import Optimizer, check_clip, clip_gradients
 from .rnn import LOSSES, RNN, Workspace, bptt, forward, loss_and_dy
 
 HISTORY_COLUMNS = ("iter", "loss", "grad_norm", "clip_scale", "w_norm", "spectral_radius")  # a TrainLog.history row
-Batch = tuple  # (xs (T, B, d) or ids (T, B), targets (T, B) int | (T, B, o), mask (T, B))
+# (xs (T, B, d) or ids (T, B), targets (T, B) int | (T, B, o), mask (T, B)[, carry]); carry True: the batch
+# continues the previous one's sequences (text.ConsecutiveWindows), so it starts from the previous step's final
+# states instead of zeros (truncated BPTT)
+Batch = tuple
 Evaluate = Callable[[RNN], tuple]  # model -> (validation loss, success rate); loss None for a task scoring nothing
 
 
@@ -135,12 +138,15 @@ def train(model: RNN, optimizer: Optimizer, next_batch: Callable[[], Batch], eva
 def _steps(log: TrainLog, optimizer: Optimizer, next_batch: Callable[[], Batch], evaluate: Evaluate,
            settings: TrainSettings, on_step: Callable[[int, TrainLog], None] | None) -> None:
     """The loop of `train`: sets log.history, iters_done, diverged_at and, after a divergence, log.model."""
-    model, workspace, s = log.model, Workspace(), settings
+    model, workspace, s, h_last = log.model, Workspace(), settings, None
     for i in range(1, s.iters + 1):
         before = model.copy()
-        xs, targets, mask = next_batch()
+        batch = next_batch()
+        xs, targets, mask = batch[:3]
+        h0 = h_last if len(batch) > 3 and batch[3] else None
         step = train_step(model, optimizer, xs, targets, mask, s.loss_kind, s.clip_mode, s.clip_threshold,
-                          workspace=workspace, check=False)
+                          h0=h0, workspace=workspace, check=False)
+        h_last = step.h_last
         finite = (bool(step.finite) and math.isfinite(step.loss) and math.isfinite(step.grad_norm)
                   and params_finite(model))
         norms = weight_norms(model) if finite and (i % s.norms_every == 0 or i == s.iters) else (math.nan, math.nan)

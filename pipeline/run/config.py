@@ -29,6 +29,7 @@ from ..engine.rnn import FORMS
 from .corpus import DEFAULT_CORPUS
 
 TASKS = ("adding", "temporal_order", "copy", "probe", "text")
+WINDOWS = ("random", "consecutive")  # how a text run takes its training windows (run/sources.py)
 MAX_SEED = 2**32 - 1  # numpy's classic seed range; larger ints would not fit the results table's int64 columns
 
 
@@ -173,6 +174,9 @@ class RunConfig:
                    "path. A spec's text cells must name it.")
     seq_len: int = _f(25, Int(1, 100_000), "Synthetic: the task length T (copy feeds T + 20 steps); "
                       "text: the training window in characters.")
+    windows: str = _f("random", Choice(WINDOWS), "Text: how training windows are taken. random: uniform offsets, "
+                      "each from h = 0; consecutive: min-char-rnn's walk, each of the batch's streams reads its part "
+                      "of the text window after window, carrying its hidden state across them (truncated BPTT).")
     val_size: int = _f(1000, Int(1, 1_000_000), "Synthetic: validation sequences, a fixed held-out set; training "
                        "draws fresh sequences for every batch from the run's seed.")
     data_seed: int = _f(0, Int(0, MAX_SEED), "Synthetic: seed of the validation set's generator "
@@ -190,6 +194,8 @@ class RunConfig:
                         "every layer (sparse init: the spectral radius).")
     input_scale: float | None = _f(None, Float(0.0, hi=1e6, optional=True), "Standard deviation of the W_xh "
                                    "entries. Unset: 1/sqrt(fan-in).")
+    output_scale: float | None = _f(None, Float(0.0, hi=1e6, optional=True), "Standard deviation of the W_hy "
+                                    "entries. Unset: 1/sqrt(hidden); min-char-rnn draws it, like W_xh, with 0.01.")
     # optimisation
     optimizer: str = _f("adagrad", Choice(OPTIMIZERS), "Update rule: plain SGD, classical momentum 0.9, "
                         "min-char-rnn's Adagrad, or Adam (betas 0.9, 0.999).")

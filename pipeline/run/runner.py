@@ -98,7 +98,8 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
     src = make_source(cfg, data_dir)
     model, _ = init_model(rng_init, input_dim=src.input_dim, output_dim=src.output_dim, form=cfg.form,
                           activation=cfg.activation, leaky_slope=cfg.leaky_slope, layers=cfg.layers,
-                          hidden=cfg.hidden, init=cfg.init, gamma_w=cfg.gamma_w, input_scale=cfg.input_scale)
+                          hidden=cfg.hidden, init=cfg.init, gamma_w=cfg.gamma_w, input_scale=cfg.input_scale,
+                          output_scale=cfg.output_scale)
     model_init = model.copy()
     log, samples = train(cfg, model, src, rng_batch, rng_sample, progress)
     history = pd.DataFrame(log.history, columns=list(HISTORY_COLUMNS))
@@ -207,11 +208,21 @@ def series_every(iters: int) -> int:
     return max(1, math.ceil(iters / SERIES_POINTS))
 
 
+def smoothed_loss(history: pd.DataFrame, logged: np.ndarray) -> pd.Series:
+    """At each logged iteration, the mean minibatch loss over the iterations since the previous logged one: every
+    iteration counts once, so the curve is the training loss with a minibatch's noise averaged out (train/loss
+    holds single steps). A block holding a non-finite loss is non-finite: overflow is data, not averaged away."""
+    loss = history.set_index("iter")["loss"]
+    block = np.asarray(logged)[np.searchsorted(logged, loss.index.to_numpy())]  # the first logged iteration >= i
+    return loss.groupby(block).agg(lambda part: float(np.mean(part.to_numpy())))
+
+
 def training_series(history: pd.DataFrame, val: pd.DataFrame, iters: int) -> pd.DataFrame:
-    """train/* step metrics at every `series_every(iters)`-th iteration and the last one run, val/* at every
-    validation pass; step = iteration."""
+    """train/* step metrics at every `series_every(iters)`-th iteration and the last one run (`train/loss_smoothed`
+    beside `train/loss`), val/* at every validation pass; step = iteration."""
     at = history["iter"]
     keep = history[(at % series_every(iters) == 0) | (at == at.max())].set_index("iter")
     parts = [series_rows(f"train/{c}", keep[c]) for c in HISTORY_COLUMNS[1:]]
+    parts.append(series_rows("train/loss_smoothed", smoothed_loss(history, keep.index.to_numpy())))
     parts += [series_rows(f"val/{c}", val.set_index("iter")[f"val_{c}"].astype(float)) for c in ("loss", "accuracy")]
     return pd.concat(parts, ignore_index=True)

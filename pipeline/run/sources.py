@@ -20,7 +20,7 @@ import numpy as np
 from . import datasets
 from ..engine import tasks
 from ..engine.rnn import RNN, forward, loss_and_dy, one_hot
-from ..engine.text import sample_windows
+from ..engine.text import ConsecutiveWindows, sample_windows
 from ..errors import UserError
 from .config import RunConfig, config_hash
 from .probe import ProbeInput
@@ -35,7 +35,8 @@ class Source:
     loss_kind: str  # "xent" | "mse"
     input_dim: int
     output_dim: int
-    draw: Callable[[np.random.Generator], tuple]  # -> (xs (T,B,d), targets (T,B)|(T,B,o), mask (T,B))
+    draw: Callable[[np.random.Generator], tuple]  # -> (xs (T,B,d) | ids (T,B), targets (T,B)|(T,B,o), mask (T,B)
+    #   [, carry: the batch continues the previous one's streams, trainer.Batch])
     val: tuple  # a fixed validation batch, same layout
     probe: ProbeInput  # one validation sequence, h0 zeros
     chance_loss: float | None  # loss of a model that learned nothing (the task's baseline)
@@ -128,6 +129,15 @@ def check_windows(td: datasets.TextData, seq_len: int, where: str = "seq_len") -
                             "give a smaller value or a longer text")
 
 
+def check_streams(td: datasets.TextData, cfg: RunConfig, where: str = "batch") -> None:
+    """Consecutive windows cut the training text into `batch` streams, each of which must hold one window, its
+    target and min-char-rnn's spare character."""
+    part = len(td.ids_train) // cfg.batch
+    if cfg.windows == "consecutive" and part < cfg.seq_len + 2:
+        raise UserError(f"{where}: {cfg.batch} streams of consecutive windows leave {part} training characters "
+                        f"each, fewer than a window of {cfg.seq_len} + 2; give a smaller batch or seq_len")
+
+
 def check_data(cfg: RunConfig, data_dir: Path, label: Callable[[str], str] = str,
                texts: dict | None = None) -> None:
     """UserError for data the run could not use, for a command to refuse before it opens a store or starts a run: a
@@ -139,17 +149,28 @@ def check_data(cfg: RunConfig, data_dir: Path, label: Callable[[str], str] = str
     if cfg.text not in texts:
         texts[cfg.text] = load_text_data(cfg, Path(data_dir), label("text"))
     check_windows(texts[cfg.text], cfg.seq_len, label("seq_len"))
+    check_streams(texts[cfg.text], cfg, label("batch"))
 
 
 def text_source(cfg: RunConfig, data_dir: Path) -> Source:
-    """Random training windows (min-char-rnn's next-character task); fixed, evenly spaced validation windows."""
+    """Training windows of the next-character task, random or consecutive (`cfg.windows`: min-char-rnn's walk with
+    the state carried); fixed, evenly spaced validation windows from h = 0."""
     td = load_text_data(cfg, data_dir)
     V, T = len(td.vocab), cfg.seq_len
     check_windows(td, T)
+    check_streams(td, cfg)
+    mask = np.ones((T, cfg.batch))
 
     def draw(rng: np.random.Generator) -> tuple:
         xs, targets = sample_windows(td.ids_train, T, cfg.batch, rng, vocab_size=V)
-        return xs, targets, np.ones((T, cfg.batch))
+        return xs, targets, mask
+
+    if cfg.windows == "consecutive":  # min-char-rnn's walk: token ids in, the state carried across windows
+        walk = ConsecutiveWindows(td.ids_train, T, cfg.batch)
+
+        def draw(rng: np.random.Generator) -> tuple:  # noqa: F811 (the walk needs no randomness)
+            inputs, targets, carry = walk.next()
+            return inputs, targets, mask, carry
 
     starts = np.unique(np.linspace(0, len(td.ids_val) - T - 1, TEXT_VAL_WINDOWS).astype(np.int64))  # (B,)
     index = starts[None, :] + np.arange(T)[:, None]  # (T, B)
