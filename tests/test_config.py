@@ -23,6 +23,7 @@ ALTERNATIVES = dict(
     leaky_slope=0.2, layers=2, hidden=64, init="orthogonal", gamma_w=1.5, input_scale=0.5, optimizer="adam",
     lr=0.003, weight_decay=1e-4, batch=32, iters=200, clip_mode="elementwise", clip_threshold=1.0, eval_every=20,
     samples=2, sample_len=50, probe_len=30, seed=7, windows="consecutive", output_scale=0.01,
+    loss_reduction="sequence_sum",
 )
 
 

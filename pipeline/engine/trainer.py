@@ -17,6 +17,10 @@ from .jacobian import spectral_norm, spectral_radius
 from .optim import Optimizer, check_clip, clip_gradients
 from .rnn import LOSSES, RNN, Workspace, bptt, forward, loss_and_dy
 
+# How a step's loss is reduced for its gradient: the mean per scored position (the loss every history row reports),
+# or min-char-rnn's sum over each sequence's positions, averaged over the batch: a gradient seq_len times larger,
+# which the clip bound and Adagrad's epsilon see as min-char-rnn's do.
+REDUCTIONS = ("mean", "sequence_sum")
 HISTORY_COLUMNS = ("iter", "loss", "grad_norm", "clip_scale", "w_norm", "spectral_radius")  # a TrainLog.history row
 # (xs (T, B, d) or ids (T, B), targets (T, B) int | (T, B, o), mask (T, B)[, carry]); carry True: the batch
 # continues the previous one's sequences (text.ConsecutiveWindows), so it starts from the previous step's final
@@ -48,13 +52,16 @@ def train_step(
     h0: np.ndarray | None = None,
     workspace: Workspace | None = None,
     check: bool = True,
+    reduction: str = "mean",
 ) -> StepStats:
     """Update `model.params` in place from one batch xs (T, B, d), targets, mask (T, B), starting at h0 (L, B, n).
 
     Nothing is updated when the loss or gradient is not finite (finite=False): an exploding run reports it
     instead of raising or warning. Pass the same `workspace` to every step of a loop to reuse its buffers
     (about a quarter faster at the benchmark's sizes). check=False skips the check of the clip mode and threshold
-    (`train` checks them once, before its first step).
+    (`train` checks them once, before its first step). reduction "sequence_sum" takes the gradient of the loss
+    summed over each sequence's scored positions and averaged over the batch (REDUCTIONS); StepStats.loss is the
+    mean either way.
     """
     if check:
         check_clip(clip_mode, clip_threshold)
@@ -64,6 +71,8 @@ def train_step(
         loss, dy = loss_and_dy(trace.y, targets, mask, loss_kind, workspace)
         if not math.isfinite(loss):
             return StepStats(loss, math.nan, math.nan, False, h_last)
+        if reduction == "sequence_sum":
+            dy *= float(np.sum(mask)) / mask.shape[1]  # d(sum per sequence, mean over B) = positions per sequence dE
         grads, _ = bptt(model, trace, dy, workspace, with_signal=False)
         clipped, grad_norm, scale = clip_gradients(grads, clip_mode, clip_threshold, check=False)
         if not math.isfinite(grad_norm):
@@ -86,6 +95,7 @@ class TrainSettings:
     eval_every: int = 0  # validate after every this many steps; 0: only before the first and after the last
     norms_every: int = 1  # w_norm and spectral_radius at every this-many-th step and the last; NaN in other rows
     scored: bool = True  # False: the task scores no position, so a history row's loss is NaN, not the step's 0
+    reduction: str = "mean"  # the loss whose gradient a step takes (REDUCTIONS); history reports the mean
 
 
 @dataclass
@@ -107,6 +117,8 @@ def check_settings(settings: TrainSettings) -> None:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     if settings.loss_kind not in LOSSES:
         raise ValueError(f"unknown loss {settings.loss_kind!r}; valid: {', '.join(LOSSES)}")
+    if settings.reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {settings.reduction!r}; valid: {', '.join(REDUCTIONS)}")
     check_clip(settings.clip_mode, settings.clip_threshold)
 
 
@@ -145,7 +157,7 @@ def _steps(log: TrainLog, optimizer: Optimizer, next_batch: Callable[[], Batch],
         xs, targets, mask = batch[:3]
         h0 = h_last if len(batch) > 3 and batch[3] else None
         step = train_step(model, optimizer, xs, targets, mask, s.loss_kind, s.clip_mode, s.clip_threshold,
-                          h0=h0, workspace=workspace, check=False)
+                          h0=h0, workspace=workspace, check=False, reduction=s.reduction)
         h_last = step.h_last
         finite = (bool(step.finite) and math.isfinite(step.loss) and math.isfinite(step.grad_norm)
                   and params_finite(model))

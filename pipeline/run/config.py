@@ -26,6 +26,7 @@ from ..errors import UserError, did_you_mean
 from ..engine.init import INITS
 from ..engine.optim import CLIP_MODES, MAX_CLIP_THRESHOLD, MAX_LR, MAX_WEIGHT_DECAY, OPTIMIZERS
 from ..engine.rnn import FORMS
+from ..engine.trainer import REDUCTIONS
 from .corpus import DEFAULT_CORPUS
 
 TASKS = ("adding", "temporal_order", "copy", "probe", "text")
@@ -202,6 +203,10 @@ class RunConfig:
     lr: float = _f(0.1, Float(0.0, lo_open=True, hi=MAX_LR), "Learning rate (step size).")
     weight_decay: float = _f(0.0, Float(0.0, hi=MAX_WEIGHT_DECAY), "L2 coefficient: weight_decay * p is added to "
                              "the gradient of every parameter p.")
+    loss_reduction: str = _f("mean", Choice(REDUCTIONS), "The loss whose gradient training takes: the mean per "
+                             "scored position (every reported loss is this), or sequence_sum, min-char-rnn's sum over "
+                             "each window's positions averaged over the batch, a gradient seq_len times larger that the "
+                             "clip bound and Adagrad's epsilon see as min-char-rnn's do.")
     batch: int = _f(1, Int(1, 1_000_000), "Sequences (text: windows) per step; min-char-rnn uses 1.")
     iters: int = _f(1000, Int(0, 100_000_000), "Optimisation steps; 0 probes the initial model only.")
     clip_mode: str = _f("global", Choice(CLIP_MODES), "Gradient clipping: global rescales the whole gradient "

@@ -151,7 +151,7 @@ def train(cfg: RunConfig, model: RNN, src: Source, rng_batch: np.random.Generato
             progress(_event(log, i, cfg.iters))
 
     settings = TrainSettings(cfg.iters, src.loss_kind, cfg.clip_mode, cfg.clip_threshold, cfg.eval_every,
-                             series_every(cfg.iters), scores_positions(src))
+                             series_every(cfg.iters), scores_positions(src), reduction=cfg.loss_reduction)
     optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay)
     log = trainer.train(model, optimizer, lambda: src.draw(rng_batch), lambda m: evaluate(m, src), settings, on_step)
     if src.vocab and cfg.samples and (not samples or samples[-1]["iter"] != log.iters_done):
