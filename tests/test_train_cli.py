@@ -202,3 +202,19 @@ def test_options_override_the_config_file(tmp_path, invoke):
     assert (config["hidden"], config["iters"], config["task"], config["batch"]) == (7, 5, "adding", 4)
     assert config["optimizer"] == "adagrad"  # neither file nor option: the default
     assert "run folder:" in done.stdout and "mlflow ui" in done.stdout
+
+
+def test_a_text_run_prints_its_first_and_last_sample_and_json_names_its_folder(tmp_path, invoke):
+    (tmp_path / "tiny.txt").write_text("abcabd abcabd abcabe\n" * 40, encoding="utf-8")
+    args = ["--task", "text", "--text", "tiny.txt", "--seq-len", "8", "--hidden", "6", "--iters", "6", "--batch", "2",
+            "--samples", "3", "--sample-len", "12", "--probe-len", "5", "--windows", "consecutive"]
+    done = invoke(args)
+    assert done.exit_code == 0, done.stderr
+    (run_dir,) = (tmp_path / "runs" / "train").iterdir()
+    samples = json.loads((run_dir / "samples.json").read_text())
+    assert [s["iter"] for s in samples] == [2, 4, 6]
+    shown = [line for line in done.stdout.splitlines() if line.startswith("sample at iteration")]
+    assert shown == ["sample at iteration 2:", "sample at iteration 6:"]  # the first and the last
+    assert f"    {samples[-1]['text'].splitlines()[0]}" in done.stdout.splitlines()
+    report = json.loads(invoke([*args, "--json"]).stdout.strip().splitlines()[-1])
+    assert report["run_dir"] == str(Path("runs/train") / run_dir.name) and report["samples"] == [samples[0], samples[-1]]
