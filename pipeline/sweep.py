@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import tracking
-from .run.config import config_hash
+from .run.sources import run_hash
 from .run.verdicts import OUTCOMES
 from .errors import UserError
 
@@ -88,8 +88,6 @@ def cell_names(spec) -> list[str]:
 def plan_cells(spec, results_dir: Path, data_dir: Path = Path("data")) -> list[Cell]:
     """The spec's cells in grid order, each named by its run hash: its config and the content digest of every
     input it reads (load_spec has rejected duplicate configs; two corpus paths with one content are refused)."""
-    from .run.sources import run_hash
-
     runs, names, cache = Path(results_dir) / spec.name / "runs", cell_names(spec), {}
     hashes = [run_hash(cfg, Path(data_dir), cache) for cfg in spec.cells]
     for i, h in enumerate(hashes):

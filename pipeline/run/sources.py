@@ -43,7 +43,6 @@ class Source:
     chance_accuracy: float | None
     tolerance: float | None = None  # mse tasks: |error| below this counts as correct (adding)
     vocab: list[str] | None = None  # text only
-    inputs: dict[str, str] | None = None  # {what: sha256} of the data read (`input_digests`), the run's identity
 
 
 def make_source(cfg: RunConfig, data_dir: Path) -> Source:
@@ -76,7 +75,7 @@ def synthetic_source(cfg: RunConfig, data_dir: Path) -> Source:
         mask[-1] = 1.0
     probe = ProbeInput(ds.x[0, :steps], np.zeros((cfg.layers, cfg.hidden)), ds.y[0, :steps], mask, meta.loss)
     return Source(meta.loss, meta.input_dim, meta.output_dim, draw, val, probe, meta.chance_loss,
-                  meta.chance_accuracy, meta.tolerance, inputs=_dataset_inputs(ds))
+                  meta.chance_accuracy, meta.tolerance)
 
 
 # ---- text -----------------------------------------------------------------------------------------------------
@@ -159,19 +158,7 @@ def text_source(cfg: RunConfig, data_dir: Path) -> Source:
     V, T = len(td.vocab), cfg.seq_len
     check_windows(td, T)
     check_streams(td, cfg)
-    mask = np.ones((T, cfg.batch))
-
-    def draw(rng: np.random.Generator) -> tuple:
-        xs, targets = sample_windows(td.ids_train, T, cfg.batch, rng, vocab_size=V)
-        return xs, targets, mask
-
-    if cfg.windows == "consecutive":  # min-char-rnn's walk: token ids in, the state carried across windows
-        walk = ConsecutiveWindows(td.ids_train, T, cfg.batch)
-
-        def draw(rng: np.random.Generator) -> tuple:  # noqa: F811 (the walk needs no randomness)
-            inputs, targets, carry = walk.next()
-            return inputs, targets, mask, carry
-
+    draw = consecutive_draw(td, cfg) if cfg.windows == "consecutive" else random_draw(td, cfg)
     starts = np.unique(np.linspace(0, len(td.ids_val) - T - 1, TEXT_VAL_WINDOWS).astype(np.int64))  # (B,)
     index = starts[None, :] + np.arange(T)[:, None]  # (T, B)
     val = (one_hot(td.ids_val[index], V), td.ids_val[index + 1], np.ones(index.shape))
@@ -179,8 +166,30 @@ def text_source(cfg: RunConfig, data_dir: Path) -> Source:
     probe = ProbeInput(one_hot(td.ids_val[:steps], V), np.zeros((cfg.layers, cfg.hidden)), td.ids_val[1 : steps + 1],
                        np.ones(steps), "xent")
     chance_loss, chance_accuracy = unigram_chance(td.ids_train, V)
-    return Source("xent", V, V, draw, val, probe, chance_loss, chance_accuracy, vocab=list(td.vocab),
-                  inputs=_corpus_inputs(td))
+    return Source("xent", V, V, draw, val, probe, chance_loss, chance_accuracy, vocab=list(td.vocab))
+
+
+def random_draw(td: datasets.TextData, cfg: RunConfig) -> Callable[[np.random.Generator], tuple]:
+    """Batches of `cfg.batch` windows at uniform offsets of the training text, one-hot, each from h = 0."""
+    mask = np.ones((cfg.seq_len, cfg.batch))
+
+    def draw(rng: np.random.Generator) -> tuple:
+        xs, targets = sample_windows(td.ids_train, cfg.seq_len, cfg.batch, rng, vocab_size=len(td.vocab))
+        return xs, targets, mask
+
+    return draw
+
+
+def consecutive_draw(td: datasets.TextData, cfg: RunConfig) -> Callable[[np.random.Generator], tuple]:
+    """min-char-rnn's walk in `cfg.batch` streams (`text.ConsecutiveWindows`): token ids, and whether each batch
+    continues the previous one's streams, so the trainer carries their states. It needs no randomness."""
+    walk, mask = ConsecutiveWindows(td.ids_train, cfg.seq_len, cfg.batch), np.ones((cfg.seq_len, cfg.batch))
+
+    def draw(rng: np.random.Generator) -> tuple:
+        inputs, targets, carry = walk.next()
+        return inputs, targets, mask, carry
+
+    return draw
 
 
 def unigram_chance(ids: np.ndarray, vocab_size: int) -> tuple[float, float]:
