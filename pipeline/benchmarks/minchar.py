@@ -12,6 +12,12 @@ clip at 5, Adagrad lr 0.1), trained on the same number of characters; and rnngra
 trained for the wall-clock time the port took. All three are scored by one function, the mean loss per character
 (nats) on the held-out last 10 % of the text, read as parallel streams from h = 0.
 
+The batch-1 comparison is of one algorithm in two float orderings, and tests/test_minchar.py checks that their
+weights agree to 1e-9 over a hundred steps. Over tens of thousands of steps they still part: Adagrad's first steps
+(lr 0.1 on gradients near its epsilon) amplify a last-bit difference by orders of magnitude, so from then on the two
+are runs from different starts, and their losses differ as two seeds' do. `fidelity_b1_nudged_minus_b1` measures
+that spread in the same run: rnngrad against itself from initial weights changed in their last bits.
+
 rnngrad reports the mean loss per character, min-char-rnn sums it over the window; with `loss_reduction:
 sequence_sum` rnngrad takes the gradient of that sum (averaged over its streams), as the clip bound of 5 and
 Adagrad's epsilon of 1e-8 need: on the mean's gradient, 25 times smaller, clipping would act less often and the

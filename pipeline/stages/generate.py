@@ -130,7 +130,8 @@ def _choose_corpora(text: Path | None, requests: list[datasets.DataRequest], seq
     chosen = []
     for name, (window, option) in windows.items():
         content, source = datasets.read_corpus(name, option)
-        datasets.check_text_length(content, seq_len or window, f"{option} {name}" if name != "default" else option)
+        where = option if name == corpus.DEFAULT_CORPUS else f"{option} {name}"
+        datasets.check_text_length(content, seq_len or window, where)
         chosen.append(CorpusChoice(name, content, source))
     return chosen
 
