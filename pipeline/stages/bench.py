@@ -115,8 +115,8 @@ def bench_cmd(
 
     minchar: min-char-rnn fidelity on the default corpus, from the same initial weights: validation loss of a
     faithful port of min-char-rnn.py after 1 M training characters, of rnngrad with consecutive windows at batch 1
-    after the same characters (within 0.02 nats/char expected), and at batch 32 after the port's wall-clock time.
-    About 6 minutes on its own.
+    after the same characters and from last-bit-nudged weights (how far one algorithm lands from itself), and at
+    batch 32 after the port's wall-clock time. About 8 minutes on its own.
 
     All but minchar take about 5 minutes (profile 3); the machine should be otherwise idle for meaningful figures.
     """
