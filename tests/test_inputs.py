@@ -253,3 +253,10 @@ def test_the_newcomers_text_spec_on_its_own_corpus_beside_the_built_in_one(tmp_p
     assert "mine: 1 ran, 0 already done" in second and "text: 0 ran, 1 already done" in second, second
     assert len(os.listdir(tmp_path / "results" / "mine" / "runs")) == 2  # both versions' results survive
     assert (_parents(db, "rnngrad/mine"), _parents(db, "rnngrad/text")) == (2, 1)  # work for mine only
+
+
+def test_too_many_streams_for_the_corpus_are_refused(project):
+    """Consecutive windows cut the training text into `batch` streams; each must hold a window and its target."""
+    spec = write_spec(project, "streams", "task: text, text: corpora/a.txt, windows: consecutive")
+    spec.write_text(spec.read_text().replace("batch: 2", "batch: 400"))
+    _refused(project, spec, "cell seed=0: batch: 400 streams of consecutive windows leave 5 training characters each")
