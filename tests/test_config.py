@@ -22,7 +22,8 @@ ALTERNATIVES = dict(
     task="adding", text="corpus.txt", seq_len=50, val_size=512, data_seed=3, form="pascanu", activation="relu",
     leaky_slope=0.2, layers=2, hidden=64, init="orthogonal", gamma_w=1.5, input_scale=0.5, optimizer="adam",
     lr=0.003, weight_decay=1e-4, batch=32, iters=200, clip_mode="elementwise", clip_threshold=1.0, eval_every=20,
-    samples=2, sample_len=50, probe_len=30, seed=7, omega=0.5,
+    samples=2, sample_len=50, probe_len=30, seed=7, omega=0.5, windows="consecutive", output_scale=0.01,
+    loss_reduction="sequence_sum",
 )
 # The LSTM's own fields, each changed from a config with cell lstm (the vanilla ALTERNATIVES would conflict with it).
 LSTM_ALTERNATIVES = dict(cell_type="lstm", forget_bias=2.0)
@@ -61,7 +62,7 @@ def test_options_are_described_without_null():
     """An option cannot be given null (leaving it out is that): its description drops the null alternative."""
     assert describe_field("input_scale") == "a number >= 0 and <= 1e+06 (or null)"
     assert describe_field("input_scale", null=False) == "a number >= 0 and <= 1e+06"
-    assert describe_field("text", null=False) == "a path to a UTF-8 text file"
+    assert describe_field("text", null=False) == describe_field("text")  # a corpus has no null alternative
     assert describe_field("hidden", null=False) == describe_field("hidden") == "an integer in [1, 4096]"
 
 

@@ -19,8 +19,15 @@ from .cells import Model, bptt, forward, last_state
 from .omega import omega_and_grads
 from .rnn import LOSSES, RNN, Workspace, loss_and_dy
 
+# How a step's loss is reduced for its gradient: the mean per scored position (the loss every history row reports),
+# or min-char-rnn's sum over each sequence's positions, averaged over the batch: a gradient seq_len times larger,
+# which the clip bound and Adagrad's epsilon see as min-char-rnn's do.
+REDUCTIONS = ("mean", "sequence_sum")
 HISTORY_COLUMNS = ("iter", "loss", "grad_norm", "clip_scale", "w_norm", "spectral_radius")  # a TrainLog.history row
-Batch = tuple  # (xs (T, B, d) or ids (T, B), targets (T, B) int | (T, B, o), mask (T, B))
+# (xs (T, B, d) or ids (T, B), targets (T, B) int | (T, B, o), mask (T, B)[, carry]); carry True: the batch
+# continues the previous one's sequences (text.ConsecutiveWindows), so it starts from the previous step's final
+# states instead of zeros (truncated BPTT)
+Batch = tuple
 Evaluate = Callable[[Model], tuple]  # model -> (validation loss, success rate); loss None for a task scoring nothing
 
 
@@ -50,6 +57,7 @@ def train_step(
     workspace: Workspace | None = None,
     check: bool = True,
     omega: float = 0.0,
+    reduction: str = "mean",
 ) -> StepStats:
     """Update `model.params` in place from one batch xs (T, B, d), targets, mask (T, B), starting at h0 (L, B, n).
 
@@ -57,7 +65,9 @@ def train_step(
     instead of raising or warning. Pass the same `workspace` to every step of a loop to reuse its buffers
     (about a quarter faster at the benchmark's sizes). check=False skips the check of the clip mode and threshold
     (`train` checks them once, before its first step). omega > 0 adds omega * dOmega/dW_hh (Pascanu's regulariser,
-    engine/omega.py; vanilla cell only) to the loss gradient before clipping.
+    engine/omega.py; vanilla cell only) to the loss gradient before clipping. reduction "sequence_sum" takes the
+    gradient of the loss summed over each sequence's scored positions and averaged over the batch (REDUCTIONS);
+    StepStats.loss is the mean either way.
     """
     if check:
         check_clip(clip_mode, clip_threshold)
@@ -68,6 +78,8 @@ def train_step(
         loss, dy = loss_and_dy(trace.y, targets, mask, loss_kind, workspace)
         if not math.isfinite(loss):
             return StepStats(loss, math.nan, math.nan, False, h_last)
+        if reduction == "sequence_sum":
+            dy *= float(np.sum(mask)) / mask.shape[1]  # d(sum per sequence, mean over B) = positions per sequence dE
         backward = [] if omega > 0 else None
         grads, _ = bptt(model, trace, dy, workspace, with_signal=False, backward=backward)
         reg = math.nan
@@ -106,6 +118,7 @@ class TrainSettings:
     norms_every: int = 1  # w_norm and spectral_radius at every this-many-th step and the last; NaN in other rows
     scored: bool = True  # False: the task scores no position, so a history row's loss is NaN, not the step's 0
     omega: float = 0.0  # weight of Pascanu's regulariser Omega (0: off; vanilla cell only)
+    reduction: str = "mean"  # the loss whose gradient a step takes (REDUCTIONS); history reports the mean
 
 
 @dataclass
@@ -127,6 +140,8 @@ def check_settings(settings: TrainSettings) -> None:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     if settings.loss_kind not in LOSSES:
         raise ValueError(f"unknown loss {settings.loss_kind!r}; valid: {', '.join(LOSSES)}")
+    if settings.reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {settings.reduction!r}; valid: {', '.join(REDUCTIONS)}")
     check_clip(settings.clip_mode, settings.clip_threshold)
 
 
@@ -159,12 +174,15 @@ def train(model: Model, optimizer: Optimizer, next_batch: Callable[[], Batch], e
 def _steps(log: TrainLog, optimizer: Optimizer, next_batch: Callable[[], Batch], evaluate: Evaluate,
            settings: TrainSettings, on_step: Callable[[int, TrainLog], None] | None) -> None:
     """The loop of `train`: sets log.history, iters_done, diverged_at and, after a divergence, log.model."""
-    model, workspace, s = log.model, Workspace(), settings
+    model, workspace, s, h_last = log.model, Workspace(), settings, None
     for i in range(1, s.iters + 1):
         before = model.copy()
-        xs, targets, mask = next_batch()
+        batch = next_batch()
+        xs, targets, mask = batch[:3]
+        h0 = h_last if len(batch) > 3 and batch[3] else None
         step = train_step(model, optimizer, xs, targets, mask, s.loss_kind, s.clip_mode, s.clip_threshold,
-                          workspace=workspace, check=False, omega=s.omega)
+                          h0=h0, workspace=workspace, check=False, omega=s.omega, reduction=s.reduction)
+        h_last = step.h_last
         finite = (bool(step.finite) and math.isfinite(step.loss) and math.isfinite(step.grad_norm)
                   and params_finite(model))
         norms = weight_norms(model) if finite and (i % s.norms_every == 0 or i == s.iters) else (math.nan, math.nan)
@@ -181,7 +199,7 @@ def _steps(log: TrainLog, optimizer: Optimizer, next_batch: Callable[[], Batch],
             on_step(i, log)
 
 
-def params_finite(model: RNN) -> bool:
+def params_finite(model: Model) -> bool:
     return all(np.isfinite(p).all() for p in model.params.values())
 
 

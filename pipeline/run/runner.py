@@ -26,7 +26,7 @@ from . import files
 from .config import RunConfig, config_hash, flatten
 from .files import write_json
 from .probe import probe_model, series_rows, step_series, summary_numbers, write_probe
-from .sources import Source, evaluate, make_source, scores_positions
+from .sources import Source, evaluate, input_digests, make_source, scores_positions
 from .verdicts import growth, learned, run_outcome
 from ..engine import trainer
 from ..engine.cells import Model
@@ -78,6 +78,7 @@ def execute_run(cfg: RunConfig, data_dir: Path | str, run_dir: Path | str,
 def _build_folder(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None) -> dict:
     start = time.perf_counter()
     write_json(folder / "config.json", flatten(cfg))
+    inputs = input_digests(cfg, data_dir)  # the run's identity; bad input (a corpus gone) raises UserError here
     try:
         with np.errstate(all="ignore"):  # an exploding run overflows on purpose; its outcome records it
             summary = _run(cfg, data_dir, folder, progress)
@@ -86,7 +87,8 @@ def _build_folder(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progre
     except Exception as e:  # a bug or numerical failure in this one run: recorded, not fatal to a sweep
         summary = {"outcome": "failed", "diverged_at": None, "iters_done": None, "learned": False,
                    "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-    summary = {"config_hash": config_hash(cfg), **summary, "seconds": time.perf_counter() - start}
+    summary = {"config_hash": config_hash(cfg, inputs), "inputs": inputs, **summary,
+               "seconds": time.perf_counter() - start}
     return write_json(folder / "summary.json", summary)
 
 
@@ -132,7 +134,7 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
 def new_model(cfg: RunConfig, src: Source, rng: np.random.Generator) -> Model:
     """The run's initial model: `init_model` for cell rnn, `init_lstm` for cell lstm."""
     sizes = dict(input_dim=src.input_dim, output_dim=src.output_dim, layers=cfg.layers, hidden=cfg.hidden,
-                 init=cfg.init, gamma_w=cfg.gamma_w, input_scale=cfg.input_scale)
+                 init=cfg.init, gamma_w=cfg.gamma_w, input_scale=cfg.input_scale, output_scale=cfg.output_scale)
     if cfg.cell_type == "lstm":
         return init_lstm(rng, **sizes, forget_bias=cfg.forget_bias)
     return init_model(rng, form=cfg.form, activation=cfg.activation, leaky_slope=cfg.leaky_slope, **sizes)[0]
@@ -156,7 +158,8 @@ def train(cfg: RunConfig, model: Model, src: Source, rng_batch: np.random.Genera
             progress(_event(log, i, cfg.iters))
 
     settings = TrainSettings(cfg.iters, src.loss_kind, cfg.clip_mode, cfg.clip_threshold, cfg.eval_every,
-                             series_every(cfg.iters), scores_positions(src), cfg.omega)
+                             series_every(cfg.iters), scores_positions(src), cfg.omega,
+                             reduction=cfg.loss_reduction)
     optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay)
     log = trainer.train(model, optimizer, lambda: src.draw(rng_batch), lambda m: evaluate(m, src), settings, on_step)
     if src.vocab and cfg.samples and (not samples or samples[-1]["iter"] != log.iters_done):
@@ -213,11 +216,21 @@ def series_every(iters: int) -> int:
     return max(1, math.ceil(iters / SERIES_POINTS))
 
 
+def smoothed_loss(history: pd.DataFrame, logged: np.ndarray) -> pd.Series:
+    """At each logged iteration, the mean minibatch loss over the iterations since the previous logged one: every
+    iteration counts once, so the curve is the training loss with a minibatch's noise averaged out (train/loss
+    holds single steps). A block holding a non-finite loss is non-finite: overflow is data, not averaged away."""
+    loss = history.set_index("iter")["loss"]
+    block = np.asarray(logged)[np.searchsorted(logged, loss.index.to_numpy())]  # the first logged iteration >= i
+    return loss.groupby(block).agg(lambda part: float(np.mean(part.to_numpy())))
+
+
 def training_series(history: pd.DataFrame, val: pd.DataFrame, iters: int) -> pd.DataFrame:
-    """train/* step metrics at every `series_every(iters)`-th iteration and the last one run, val/* at every
-    validation pass; step = iteration."""
+    """train/* step metrics at every `series_every(iters)`-th iteration and the last one run (`train/loss_smoothed`
+    beside `train/loss`), val/* at every validation pass; step = iteration."""
     at = history["iter"]
     keep = history[(at % series_every(iters) == 0) | (at == at.max())].set_index("iter")
     parts = [series_rows(f"train/{c}", keep[c]) for c in HISTORY_COLUMNS[1:]]
+    parts.append(series_rows("train/loss_smoothed", smoothed_loss(history, keep.index.to_numpy())))
     parts += [series_rows(f"val/{c}", val.set_index("iter")[f"val_{c}"].astype(float)) for c in ("loss", "accuracy")]
     return pd.concat(parts, ignore_index=True)
