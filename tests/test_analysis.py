@@ -309,6 +309,10 @@ def test_spec_headlines_follow_the_fixture_formulas(study, tmp_path):
     assert {"k": 0, "n": 4, "rate": 0.0}.items() <= clip["diverged_clipped"].items()
     assert {"k": 4, "n": 4, "rate": 1.0}.items() <= clip["learned_clipped"].items()
     assert {"k": 1, "n": 2}.items() <= clip["learned_unclipped"].items()  # the diverged run did not learn
+    assert {"k": 1, "n": 2, "rate": 0.5}.items() <= clip["blew_up_unclipped"].items()
+    for mode in ("global", "elementwise"):  # both thresholds learn with the same validation loss: the lower wins
+        assert clip[f"best_{mode}"]["threshold"] == 0.1
+        assert {"k": 1, "n": 1, "rate": 1.0}.items() <= clip[f"best_{mode}"]["learned"].items()
     assert spec["clipping"]["outcomes"] == {"ok": 5, "unstable": 0, "diverged": 1, "failed": 0}
     depth = spec["depth"]["headline"]  # log10 signal drops 0.5 per layer below the top
     assert depth["max_layers"] == 3 and close(depth["top_minus_bottom_decades"], 1.0)
@@ -451,6 +455,15 @@ def test_unreadable_results_table_names_the_file(tmp_path):
     (tmp_path / "results" / "depth.parquet").write_bytes(b"not a parquet file")
     result = run_analyze(tmp_path / "results", tmp_path / "reports")
     assert result.exit_code == 2 and "depth.parquet" in result.output and "cannot be read" in result.output
+
+
+def test_the_best_clip_threshold_learns_most_then_validates_best_then_is_lowest():
+    table = pd.DataFrame({"clip_threshold": [0.1, 1.0, 3.0, 10.0], "n_runs": [4, 3, 3, 3],
+                          "n_learned": [3, 3, 3, 0], "final_val_loss": [0.01, 0.02, 0.02, 0.001]})
+    assert reductions.best_threshold(table)["clip_threshold"] == 1.0  # 3 of 3 beats 3 of 4; 0.02 ties; 1 < 3
+    table.loc[2, "final_val_loss"] = 0.015
+    assert reductions.best_threshold(table)["clip_threshold"] == 3.0
+    assert reductions.best_threshold(table.iloc[:0]) is None
 
 
 # ---- the number format shared by metrics.json and the report ------------------------------------------------

@@ -180,7 +180,7 @@ def test_the_report_opens_with_findings_that_link_to_its_sections(built):
     page, html_text = built["page"], built["html"]
     assert list(page.sections)[0] == "findings" and page.sections["findings"] == "Findings"
     items = findings(html_text)
-    assert 4 <= len(items) <= 7
+    assert 4 <= len(items) <= 8
     for item in items:  # each sentence quotes metrics.json and links to a section that exists
         assert 'data-metric="' in item, item
         hrefs = re.findall(r'<a href="#([^"]+)">', item)
@@ -192,6 +192,9 @@ def test_the_report_opens_with_findings_that_link_to_its_sections(built):
     assert any("long_range: 4 of 6 runs learned (0.6667, 95% CI 0.3–0.9032)" in t for t in text)
     assert any("T = 40 is the longest T at which every run learned" in t for t in text)
     assert any(t.startswith("Of 32 runs, 30 ended ok") for t in text)  # said only because two runs did not
+    assert any(t.startswith("In clipping, 1 of 2 unclipped runs blew up (1 diverged, 0 went unstable; 0.5, 95% CI")
+               and "with the global norm clipped at 0.1, 1 of 1 run learned" in t
+               and "with each entry clipped at 0.1, 1 of 1 run learned" in t for t in text)
 
 
 def finding_texts(metrics: dict) -> list[str]:
