@@ -469,13 +469,28 @@ def test_the_best_clip_threshold_learns_most_then_validates_best_then_is_lowest(
 # ---- the number format shared by metrics.json and the report ------------------------------------------------
 
 
+@pytest.mark.parametrize("x, text", [
+    (186420, "186,420"), (3936, "3,936"), (999, "999"), (-1234567, "-1,234,567"), (0, "0"),
+    (1234.0, "1,234"), (-1500.25, "-1,500"), (0.01748, "0.01748"), (2.5e-7, "2.5e-07"), (1.5e6, "1.5e+06"),
+])
+def test_large_numbers_print_with_thousands_separators(x, text):
+    assert reductions.format_metric(x) == text
+
+
+@given(st.integers(-10**15, 10**15))
+def test_separators_group_an_integer_in_threes(x):
+    text = reductions.format_metric(x)
+    groups = text.lstrip("-").split(",")
+    assert 1 <= len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:]) and "".join(groups) == str(abs(x))
+
+
 @given(st.floats(allow_nan=True, allow_infinity=True) | st.integers(-10**12, 10**12))
 def test_formatted_numbers_parse_back_to_the_stored_metric(x):
     stored, text = reductions.round_metric(x), reductions.format_metric(x)
     if stored is None:
         assert text == "n/a" and not math.isfinite(x)
     else:
-        assert float(text) == stored
+        assert reductions.parse_metric(text) == stored
         assert json.loads(json.dumps(stored)) == stored
         if isinstance(x, float):
             assert stored == pytest.approx(x, rel=1e-3, abs=0)

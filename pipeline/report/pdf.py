@@ -23,6 +23,8 @@ FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 FONTS = {("sans", ""): "DejaVuSans.ttf", ("sans", "B"): "DejaVuSans-Bold.ttf", ("sans", "I"): "DejaVuSans-Oblique.ttf",
          ("mono", ""): "DejaVuSansMono.ttf"}
 BODY_PT, SMALL_PT, TABLE_PT = 9.5, 7, 7
+BULLET_INDENT, BULLET_HANG = 3.0, 3.5  # mm: from the margin to a bullet, and from the bullet to its text (every
+# line of an item starts there: a hanging indent)
 MM_PER_INCH = 25.4
 
 
@@ -120,11 +122,14 @@ def write_block(pdf: FPDF, block: Any, metrics: dict) -> None:
     if isinstance(block, Paragraph):
         write_paragraph(pdf, line(block.parts, metrics))
     elif isinstance(block, Bullets):
-        for item in block.items:
-            pdf.set_x(pdf.l_margin + 3)
-            pdf.set_font("sans", "", BODY_PT)
-            pdf.multi_cell(pdf.epw - 3, BODY_PT * 0.5, "• " + line(item, metrics), new_x="LMARGIN", new_y="NEXT",
-                           align="L")
+        pdf.set_font("sans", "", BODY_PT)
+        for i, item in enumerate(block.items):
+            if i:
+                pdf.ln(1)  # a little air between items
+            pdf.set_x(pdf.l_margin + BULLET_INDENT)
+            pdf.cell(BULLET_HANG, BODY_PT * 0.5, "•", new_x="RIGHT", new_y="TOP")
+            pdf.multi_cell(pdf.epw - BULLET_INDENT - BULLET_HANG, BODY_PT * 0.5, line(item, metrics),
+                           new_x="LMARGIN", new_y="NEXT", align="L")
         pdf.ln(1.5)
     elif isinstance(block, Table):
         write_table(pdf, block, metrics)

@@ -42,14 +42,32 @@ def round_metric(x: Any) -> int | float | None:
 
 
 def format_metric(x: Any) -> str:
-    """How the report prints a number: float(format_metric(x)) == round_metric(x), so HTML and metrics.json agree."""
+    """How the report prints a number: the value metrics.json stores (round_metric), with thousands separators in
+    a number of four or more integer digits ("186,420"), so parse_metric(format_metric(x)) == round_metric(x) and
+    the HTML, the PDF and metrics.json agree."""
     v = round_metric(x)
     if v is None:
         return "n/a"
     if isinstance(v, int):
-        return str(v)
+        return f"{v:,}"
     text = f"{v:.{SIG_DIGITS}g}"
-    return text if float(text) == v else repr(v)
+    text = text if float(text) == v else repr(v)
+    return with_separators(text)
+
+
+def with_separators(text: str) -> str:
+    """A number's text with commas between the thousands of its integer part; exponent notation ("1.5e+06") and
+    short numbers are left as they are."""
+    sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
+    whole, dot, frac = digits.partition(".")
+    if not whole.isdigit() or len(whole) < 4 or not (frac == "" or frac.isdigit()):
+        return text
+    return f"{sign}{int(whole):,}{dot}{frac}"
+
+
+def parse_metric(text: str) -> float:
+    """The number format_metric printed (thousands separators dropped); NaN for "n/a"."""
+    return math.nan if text == "n/a" else float(text.replace(",", ""))
 
 
 def rounded_tree(tree: Any) -> Any:
