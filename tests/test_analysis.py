@@ -310,6 +310,7 @@ def test_spec_headlines_follow_the_fixture_formulas(study, tmp_path):
     assert {"k": 4, "n": 4, "rate": 1.0}.items() <= clip["learned_clipped"].items()
     assert {"k": 1, "n": 2}.items() <= clip["learned_unclipped"].items()  # the diverged run did not learn
     assert {"k": 1, "n": 2, "rate": 0.5}.items() <= clip["blew_up_unclipped"].items()
+    assert close(clip["chance_loss"], fx.CHANCE_LOSS["adding"])
     for mode in ("global", "elementwise"):  # both thresholds learn with the same validation loss: the lower wins
         assert clip[f"best_{mode}"]["threshold"] == 0.1
         assert {"k": 1, "n": 1, "rate": 1.0}.items() <= clip[f"best_{mode}"]["learned"].items()

@@ -424,7 +424,7 @@ def clip_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     The headline compares the unclipped runs with the clipped ones and, per clip mode, names its best threshold:
     the one with the largest share of runs that learned (ties: the lower median validation loss, then the lower
     threshold), so the effect clipping is for reads as "unclipped: k of n blew up; clipped at c: k of n learned"."""
-    r = numeric(runs, ["clip_threshold", "final_train_loss", "final_val_loss"])
+    r = numeric(runs, ["clip_threshold", "final_train_loss", "final_val_loss", "chance_loss"])
     r.loc[r["clip_mode"] == "none", "clip_threshold"] = np.nan
     r["is_diverged"], r["is_unstable"] = r["outcome"] == "diverged", r["outcome"] == "unstable"
     r["blew_up"] = r["is_diverged"] | r["is_unstable"]
@@ -438,7 +438,8 @@ def clip_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     clipped, unclipped = r[r["clip_mode"] != "none"], r[r["clip_mode"] == "none"]
     best = table[(table["clip_mode"] != "none") & table["final_loss"].notna()]
     best = best.loc[best["final_loss"].idxmin()] if len(best) else None
-    head = {"unclipped_final_loss": finite_median(unclipped["final_train_loss"])}
+    head = {"unclipped_final_loss": finite_median(unclipped["final_train_loss"]),
+            "chance_loss": finite_median(r["chance_loss"])}
     for name, part in (("unclipped", unclipped), ("clipped", clipped)):
         head |= {f"{what}_{name}": rate(int(part[column].sum()), len(part))
                  for what, column in (("diverged", "is_diverged"), ("unstable", "is_unstable"),

@@ -179,8 +179,9 @@ def clipping_headline(h: str, head: dict) -> list[Inline]:
         if name == "unclipped":
             for mode in clip_modes_with_best(head):
                 parts += [f"; best {mode} threshold ", Metric(f"{h}.best_{mode}.threshold"), ": learned "]
-                parts += rate_parts(f"{h}.best_{mode}.learned") + [", median validation loss ",
-                                                                   Metric(f"{h}.best_{mode}.final_val_loss")]
+                parts += rate_parts(f"{h}.best_{mode}.learned") + [
+                    ", median validation loss ", Metric(f"{h}.best_{mode}.final_val_loss"), " (chance ",
+                    Metric(f"{h}.chance_loss"), ")"]
     return parts + [", best final training loss (ok runs) ", Metric(f"{h}.best_final_loss"), " at threshold ",
                     Metric(f"{h}.best_threshold")]
 
