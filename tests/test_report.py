@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 import fixtures_runs as fx
 from pipeline import cli
-from pipeline.report.document import Bullets, Section, SectionLink, plain_text
+from pipeline.report.document import Bullets, Section, SectionLink, Table, plain_text
 from pipeline.report.html import findings_section
 from pipeline.report.pdf import render_pdf
 from pipeline.report.reductions import parse_metric
@@ -584,3 +584,16 @@ def test_the_summary_counts_each_spec_in_two_tables_and_links_it_to_its_section(
         assert (parse_metric(r[2]), parse_metric(r[3])) == (learned["n"], learned["k"])
     summary = built["html"][built["html"].index('<section id="summary">'):]
     assert '<a href="#spec-clipping">clipping</a>' in summary[:summary.index("</section>")]
+
+
+@pytest.mark.parametrize("room_mm, caption_page", [(10, 2), (120, 1)])
+def test_a_pdf_table_without_room_for_a_few_rows_starts_on_the_next_page_with_its_caption(monkeypatch, room_mm,
+                                                                                         caption_page):
+    from pipeline.report import pdf as pdf_module
+    doc = pdf_module.new_pdf(False, datetime(2024, 1, 1, tzinfo=timezone.utc))
+    doc.set_y(doc.h - doc.b_margin - room_mm)
+    captions, write = [], pdf_module.write_paragraph
+    monkeypatch.setattr(pdf_module, "write_paragraph",
+                        lambda pdf, text, *a, **k: (captions.append((text, pdf.page)), write(pdf, text, *a, **k)))
+    pdf_module.write_table(doc, Table(["a", "b"], [["1", "2"]] * 6, "the caption"), {})
+    assert captions == [("the caption", caption_page)]

@@ -87,7 +87,13 @@ def col_widths(pdf: FPDF, table: Table, metrics: dict) -> list[float]:
     return [w / sum(widths) for w in widths]
 
 
+KEEP_ROWS = 3  # a table starts on a new page unless its caption, heading and this many rows fit on the current one
+
+
 def write_table(pdf: FPDF, table: Table, metrics: dict) -> None:
+    row_mm = TABLE_PT * 0.5 + 2 * 0.8  # a one-line row: line height plus padding (as pdf.table below sets them)
+    if pdf.will_page_break((8 if table.caption else 0) + (2 + min(KEEP_ROWS, len(table.rows))) * row_mm):
+        pdf.add_page()  # no caption or heading stranded at the foot of a page
     if table.caption:
         write_paragraph(pdf, printable(table.caption), SMALL_PT + 1, style="I")
     widths = col_widths(pdf, table, metrics)
