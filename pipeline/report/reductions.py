@@ -42,14 +42,32 @@ def round_metric(x: Any) -> int | float | None:
 
 
 def format_metric(x: Any) -> str:
-    """How the report prints a number: float(format_metric(x)) == round_metric(x), so HTML and metrics.json agree."""
+    """How the report prints a number: the value metrics.json stores (round_metric), with thousands separators in
+    a number of four or more integer digits ("186,420"), so parse_metric(format_metric(x)) == round_metric(x) and
+    the HTML, the PDF and metrics.json agree."""
     v = round_metric(x)
     if v is None:
         return "n/a"
     if isinstance(v, int):
-        return str(v)
+        return f"{v:,}"
     text = f"{v:.{SIG_DIGITS}g}"
-    return text if float(text) == v else repr(v)
+    text = text if float(text) == v else repr(v)
+    return with_separators(text)
+
+
+def with_separators(text: str) -> str:
+    """A number's text with commas between the thousands of its integer part; exponent notation ("1.5e+06") and
+    short numbers are left as they are."""
+    sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
+    whole, dot, frac = digits.partition(".")
+    if not whole.isdigit() or len(whole) < 4 or not (frac == "" or frac.isdigit()):
+        return text
+    return f"{sign}{int(whole):,}{dot}{frac}"
+
+
+def parse_metric(text: str) -> float:
+    """The number format_metric printed (thousands separators dropped); NaN for "n/a"."""
+    return math.nan if text == "n/a" else float(text.replace(",", ""))
 
 
 def rounded_tree(tree: Any) -> Any:
@@ -398,27 +416,56 @@ def success_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     return table, head
 
 
+CLIP_MODES_COMPARED = ("global", "elementwise")  # the clip modes whose best threshold the clipping headline names
+
+
 def clip_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Per clip mode and threshold (none: threshold unused): the final training loss (median over the ok runs) and
-    how many runs diverged, went unstable and learned, each a rate with its Wilson interval."""
-    r = numeric(runs, ["clip_threshold", "final_train_loss"])
+    """Per clip mode and threshold (none: threshold unused): the final training loss (median over the ok runs), the
+    final validation loss (median over the runs that have one) and how many runs diverged, went unstable, blew up
+    (either) and learned, each a rate with its Wilson interval.
+
+    The headline compares the unclipped runs with the clipped ones and, per clip mode, names its best threshold:
+    the one with the largest share of runs that learned (ties: the lower median validation loss, then the lower
+    threshold), so the effect clipping is for reads as "unclipped: k of n blew up; clipped at c: k of n learned"."""
+    r = numeric(runs, ["clip_threshold", "final_train_loss", "final_val_loss", "chance_loss"])
     r.loc[r["clip_mode"] == "none", "clip_threshold"] = np.nan
     r["is_diverged"], r["is_unstable"] = r["outcome"] == "diverged", r["outcome"] == "unstable"
+    r["blew_up"] = r["is_diverged"] | r["is_unstable"]
     r.loc[r["outcome"] != "ok", "final_train_loss"] = np.nan
+    r.loc[~np.isfinite(r["final_val_loss"]), "final_val_loss"] = np.nan
     table = grouped(r, ["clip_mode", "clip_threshold"], final_loss=("final_train_loss", "median"),
-                    n_diverged=("is_diverged", "sum"), n_unstable=("is_unstable", "sum"), n_learned=("learned", "sum"))
-    for name in ("diverged", "unstable", "learned"):
+                    final_val_loss=("final_val_loss", "median"), n_diverged=("is_diverged", "sum"),
+                    n_unstable=("is_unstable", "sum"), n_blew_up=("blew_up", "sum"), n_learned=("learned", "sum"))
+    for name in ("diverged", "unstable", "blew_up", "learned"):
         table = with_rate(table, f"{name}_fraction", f"n_{name}", "n_runs")
     clipped, unclipped = r[r["clip_mode"] != "none"], r[r["clip_mode"] == "none"]
     best = table[(table["clip_mode"] != "none") & table["final_loss"].notna()]
     best = best.loc[best["final_loss"].idxmin()] if len(best) else None
-    head = {"unclipped_final_loss": finite_median(unclipped["final_train_loss"])}
+    head = {"unclipped_final_loss": finite_median(unclipped["final_train_loss"]),
+            "chance_loss": finite_median(r["chance_loss"])}
     for name, part in (("unclipped", unclipped), ("clipped", clipped)):
         head |= {f"{what}_{name}": rate(int(part[column].sum()), len(part))
-                 for what, column in (("diverged", "is_diverged"), ("unstable", "is_unstable"), ("learned", "learned"))}
+                 for what, column in (("diverged", "is_diverged"), ("unstable", "is_unstable"),
+                                      ("blew_up", "blew_up"), ("learned", "learned"))}
     head |= {"best_final_loss": None if best is None else best["final_loss"],
              "best_threshold": None if best is None else best["clip_threshold"]}
+    for mode in CLIP_MODES_COMPARED:
+        top = best_threshold(table[table["clip_mode"] == mode])
+        if top is not None:
+            head[f"best_{mode}"] = {"threshold": top["clip_threshold"], "final_val_loss": top["final_val_loss"],
+                                    "learned": rate(int(top["n_learned"]), int(top["n_runs"])),
+                                    "blew_up": rate(int(top["n_blew_up"]), int(top["n_runs"]))}
     return table, head | {"best_mode": None if best is None else str(best["clip_mode"])}
+
+
+def best_threshold(rows: pd.DataFrame) -> pd.Series | None:
+    """The row of clip_table with the largest share of runs that learned; ties: the lower median validation loss
+    (a missing one last), then the lower threshold. None when there are no rows."""
+    if not len(rows):
+        return None
+    order = rows.assign(_share=rows["n_learned"] / rows["n_runs"], _val=rows["final_val_loss"].fillna(np.inf))
+    order = order.sort_values(["_share", "_val", "clip_threshold"], ascending=[False, True, True], kind="stable")
+    return rows.loc[order.index[0]]
 
 
 DEPTH_COLUMNS = ("run_id", "layers", "when", "layer", "log10_signal_first", "log10_signal_mean")

@@ -162,14 +162,47 @@ def clipping_summary(d: SpecRuns) -> SpecSummary:
                    head, {"best_mode": best_mode})
 
 
+CLIP_WORDS = {"global": "with the global norm clipped at ", "elementwise": "with each entry clipped at "}
+
+
+def clip_modes_with_best(head: dict) -> list[str]:
+    """The clip modes whose best threshold the headline holds (reductions.clip_table: modes with runs)."""
+    return [m for m in CLIP_WORDS if isinstance(head.get(f"best_{m}"), dict)]
+
+
 def clipping_headline(h: str, head: dict) -> list[Inline]:
     parts: list[Inline] = ["unclipped: final loss (ok runs) ", Metric(f"{h}.unclipped_final_loss")]
     for name in ("unclipped", "clipped"):
-        parts += ([", " if name == "unclipped" else "; clipped: "] + ["diverged "] + rate_parts(f"{h}.diverged_{name}")
-                  + [", unstable "] + rate_parts(f"{h}.unstable_{name}") + [", learned "]
-                  + rate_parts(f"{h}.learned_{name}"))
-    return parts + [", best final loss (ok runs) ", Metric(f"{h}.best_final_loss"), " at threshold ",
+        parts += ([", " if name == "unclipped" else "; all clipped runs: "] + ["diverged "]
+                  + rate_parts(f"{h}.diverged_{name}") + [", unstable "] + rate_parts(f"{h}.unstable_{name}")
+                  + [", learned "] + rate_parts(f"{h}.learned_{name}"))
+        if name == "unclipped":
+            for mode in clip_modes_with_best(head):
+                parts += [f"; best {mode} threshold ", Metric(f"{h}.best_{mode}.threshold"), ": learned "]
+                parts += rate_parts(f"{h}.best_{mode}.learned") + [
+                    ", median validation loss ", Metric(f"{h}.best_{mode}.final_val_loss"), " (chance ",
+                    Metric(f"{h}.chance_loss"), ")"]
+    return parts + [", best final training loss (ok runs) ", Metric(f"{h}.best_final_loss"), " at threshold ",
                     Metric(f"{h}.best_threshold")]
+
+
+def clipping_finding(h: str, head: dict) -> list[Inline] | None:
+    """Clipping's effect in one sentence: how many unclipped runs blew up (diverged or went unstable) against how
+    many learned at each clip mode's best threshold, with n and Wilson intervals."""
+    blew, learned = head.get("blew_up_unclipped"), head.get("learned_unclipped")
+    best = clip_modes_with_best(head)
+    if not isinstance(blew, dict) or not blew.get("n") or not isinstance(learned, dict) or not best:
+        return None
+    b = f"{h}.blew_up_unclipped"
+    parts: list[Inline] = count_parts(f"{b}.k", f"{b}.n", blew.get("k"), blew.get("n"), "unclipped runs")
+    parts += [" blew up (", Metric(f"{h}.diverged_unclipped.k"), " diverged, ", Metric(f"{h}.unstable_unclipped.k"),
+              " went unstable; ", Metric(f"{b}.rate"), ", 95% CI ", Metric(f"{b}.low"), "–", Metric(f"{b}.high"),
+              ") and ", Metric(f"{h}.learned_unclipped.k"), " learned"]
+    for mode in best:
+        key, top = f"{h}.best_{mode}.learned", head[f"best_{mode}"]["learned"]
+        parts += ["; ", CLIP_WORDS[mode], Metric(f"{h}.best_{mode}.threshold"), ", "]
+        parts += rate_count_parts(key, top, "runs") + [" learned"] + interval_parts(key)
+    return parts
 
 
 def depth_summary(d: SpecRuns) -> SpecSummary:
@@ -312,9 +345,10 @@ STUDIES = (  # in report order
     Study("depth", "Stacked layers: the gradient signal reaching each layer.",
           depth_summary, ("depth",), depth_headline, more_tables=depth_layers, figures=("depth",), keeps_signal=True),
     Study("clipping", "Gradient clipping by global norm or elementwise, against none.",
-          clipping_summary, ("clip", "clip_curves"), clipping_headline,
+          clipping_summary, ("clip", "clip_curves"), clipping_headline, finding=clipping_finding,
           table=("clip", {"clip_mode": "mode", "clip_threshold": "threshold", "final_loss": "final loss (ok runs)",
-                          "n_runs": "runs", "n_diverged": "diverged", "n_unstable": "unstable",
+                          "final_val_loss": "val loss (median)", "n_runs": "runs", "n_diverged": "diverged",
+                          "n_unstable": "unstable",
                           "n_learned": "learned", "learned_fraction_low": "learned 95% CI low",
                           "learned_fraction_high": "high"}),
           figures=("clip_curves", "clip_final")),
