@@ -98,11 +98,14 @@ def spec_hash(cells: list[Cell]) -> str:
 
 
 def run_sweep(spec, data_dir: Path, results_dir: Path, store: tracking.Store, jobs: int | None = None,
-              progress: Progress | None = None, execute: Callable | None = None) -> SweepResult:
+              progress: Progress | None = None, execute: Callable | None = None,
+              executor: Callable[[int], Any] | None = None) -> SweepResult:
     """Run every missing cell of `spec` (a run.spec.Spec) and write `results/<spec>.parquet`.
 
     `execute(cfg, data_dir, run_dir)` computes one run folder (default `runner.execute_run`); it must be a
-    module-level function, since it is sent to worker processes.
+    module-level function, since it is sent to worker processes. `executor(jobs)` makes the pool the cells run in
+    (`submit` returning a concurrent.futures.Future, `shutdown(wait, cancel_futures)`), e.g. a Dask cluster's
+    (`cluster.Cluster.executor`); by default a local process pool of `jobs` workers.
     """
     if execute is None:
         from .run.runner import execute_run as execute
@@ -119,7 +122,8 @@ def run_sweep(spec, data_dir: Path, results_dir: Path, store: tracking.Store, jo
         try:
             run_ids = _resume(store, exp_id, parent, spec, cells, result, tick, stop)
             todo = [c for c in cells if c.config_hash not in run_ids]
-            run_ids |= _run_cells(store, exp_id, parent, spec, todo, data_dir, jobs, execute, result, tick, stop)
+            run_ids |= _run_cells(store, exp_id, parent, spec, todo, data_dir, jobs, execute, result, tick, stop,
+                                  executor)
             stop.check()  # the last point to stop at: from here the sweep only writes its table and finishes
             table = write_results_table(spec, cells, run_ids, results_dir, result.table_path)
             _close_parent(store, spec, parent, result, table)
@@ -226,14 +230,14 @@ def _log_and_finish(store, run_id: str, cell: Cell, result: SweepResult) -> str:
 
 
 def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, execute,
-               result: SweepResult, tick, stop: _StopRequest) -> dict[str, str]:
+               result: SweepResult, tick, stop: _StopRequest, executor=None) -> dict[str, str]:
     """Compute `todo` in worker processes, at most `jobs` at a time; log each as it returns. The wait for them
     wakes every POLL_SECONDS to see whether a signal asked the sweep to stop."""
     if not todo:
         return {}
     jobs = min(jobs or os.cpu_count() or 1, len(todo))
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(os.getpid(),))
+    pool = executor(jobs) if executor is not None else ProcessPoolExecutor(
+        jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init, initargs=(os.getpid(),))
     queue, inflight, run_ids = iter(todo), {}, {}
 
     def submit_next() -> None:
