@@ -10,7 +10,7 @@ Only the sweep's driver talks to MLflow. A cell can run twice (its worker died a
 result was read), so a worker never logs and never writes into `results/`: it computes the cell in a temp folder
 of its own and returns the finished run folder as tar bytes; the driver unpacks them beside
 `results/<spec>/runs/<config_hash>/` and renames the folder into place (`files.move_into_place`), then logs it.
-The data folder goes to each worker once (`Client.scatter(..., broadcast=True)`), not once per cell.
+The data folder goes to each worker once (the result of one task every cell depends on), not once per cell.
 
 Each task's key is `rnngrad-cell-<config_hash>`, and its future is released as soon as its result is read: the
 scheduler would recompute a held result whose worker died. A worker that dies mid-cell has its cell rescheduled,
@@ -201,7 +201,7 @@ class ClusterPool:
 
     def __init__(self, client, data_dir: Path) -> None:
         self._client = client
-        self._data = None  # the scattered data folder (tar bytes), sent on the first submit
+        self._data = None  # the future of the data folder (tar bytes), made on the first submit
         self._data_dir = data_dir
         self._data_key = ""
         self._futures: dict[str, Any] = {}  # key -> dask future not yet read
@@ -211,7 +211,13 @@ class ClusterPool:
         if self._data is None:
             blob = pack_folder(self._data_dir) if self._data_dir.is_dir() else b""
             self._data_key = hashlib.sha256(blob).hexdigest()[:16]
-            self._data = self._client.scatter(blob, broadcast=True, hash=False)
+            # A task rather than scattered data: the scheduler keeps the bytes in the task and recomputes the
+            # result when the workers holding it die (scattered data would be lost with them); workers fetch it
+            # from each other once, not once per cell.
+            self._data = self._client.submit(_identity, blob, key=f"rnngrad-data-{self._data_key}", pure=False)
+            # On every worker before the first cell: otherwise the scheduler queues the first cells on the one
+            # worker that holds the data rather than copy it, and the others idle.
+            self._client.replicate([self._data])
         done: concurrent.futures.Future = concurrent.futures.Future()
         key = TASK_PREFIX + run_dir.name
         future = self._client.submit(compute_remote, fn, execute, cfg, self._data, self._data_key, run_dir.name,
@@ -253,6 +259,10 @@ class ClusterPool:
         if self._data is not None:
             self._data.release()
             self._data = None
+
+
+def _identity(value):
+    return value
 
 
 def compute_remote(fn: Callable, execute: Callable, cfg, data: bytes, data_key: str, name: str) -> bytes:
