@@ -60,6 +60,9 @@ class RunRecord:
 def _mlflow():
     # Telemetry is a network call from inside a pipeline stage; off unless the user asked for it.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # Ending a run on a server otherwise prints two "View run/experiment at" lines and costs one more request per
+    # run: a sweep prints where its runs are once.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     import mlflow
 
     # "Creating initial MLflow database tables..." and "Updating database tables" on stderr for a new store: noise

@@ -1,19 +1,16 @@
 """Sweeps on a real Dask cluster logging to a real MLflow server on PostgreSQL, all on 127.0.0.1.
 
 Per module: a PostgreSQL cluster (`initdb` + `pg_ctl`, as the `postgres` user when run as root) on a free port and
-`mlflow server` on it. Per test: `dask scheduler` and `dask worker --nworkers 2 --nthreads 1` subprocesses whose
-workers run the fake runner of test_sweep (found through PYTHONPATH), and drivers as subprocesses where a test
-kills them. Every process is stopped in `finally`. Needs PostgreSQL's server binaries (Debian: `apt-get install
+`mlflow server` on it (pipeline/benchmarks/services.py, which the cluster benchmark uses too). Per test: `dask
+scheduler` and `dask worker --nworkers 2 --nthreads 1` subprocesses whose workers run the fake runner of
+test_sweep (found through PYTHONPATH), and drivers as subprocesses where a test kills them. Every process is stopped in `finally`. Needs PostgreSQL's server binaries (Debian: `apt-get install
 postgresql`); without them these tests skip, except under .ci/run (RNNGRAD_CI=1), where they fail.
 """
 
-import glob
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,10 +18,10 @@ import pandas as pd
 import pytest
 
 from pipeline import cluster, tracking
+from pipeline.benchmarks import services
 from pipeline.run.config import config_hash
 from pipeline.run.spec import load_spec
 from pipeline.sweep import run_sweep
-from test_mlflow_server import _free_port, _stop, _wait_healthy
 from test_sweep import _append, _calls, fake_execute, write_spec
 
 pytestmark = pytest.mark.slow
@@ -33,62 +30,16 @@ ROOT = TESTS.parent
 GAMMAS = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
 
 
-def _postgres_bin(name: str) -> str | None:
-    found = shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return found if isinstance(found, str) else (found[-1] if found else None)
-
-
-def _as_postgres(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    """PostgreSQL refuses to run as root: run its tools as the `postgres` user then."""
-    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    return subprocess.run(prefix + args, check=True, capture_output=True, text=True, **kwargs)
-
-
 @pytest.fixture(scope="module")
-def postgres():
-    """A throwaway PostgreSQL on 127.0.0.1 with trust authentication and a database `mlflow`; yields its URI."""
-    initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
-    if not (initdb and pg_ctl):
-        message = "PostgreSQL's server binaries (initdb, pg_ctl) are not installed: apt-get install postgresql"
+def server(tmp_path_factory):
+    """`mlflow server` on a throwaway PostgreSQL, proxying artifacts to a temp folder; yields its URL."""
+    if not services.postgres_bin("initdb"):
         if os.environ.get("RNNGRAD_CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    folder = Path(tempfile.mkdtemp(prefix="rnngrad-pg-"))  # not under pytest's 0700 tmp: postgres must enter it
-    folder.chmod(0o755)
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres", "postgres")
-    data, port = folder / "data", _free_port()
-    _as_postgres([initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"])
-    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-    _as_postgres([pg_ctl, "-D", str(data), "-l", str(folder / "server.log"), "-w", "-o", options, "start"])
-    try:
-        psql = _postgres_bin("psql") or "psql"
-        _as_postgres([psql, "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c", "CREATE DATABASE mlflow"])
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
-    finally:
-        subprocess.run((["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else [])
-                       + [pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def server(postgres, tmp_path_factory):
-    """`mlflow server` on the PostgreSQL store, proxying artifacts to a temp folder; yields its URL."""
-    folder, port = tmp_path_factory.mktemp("mlflow-server"), _free_port()
-    log = open(folder / "server.log", "w")
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
-    proc = subprocess.Popen(
-        [str(mlflow_cli), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", postgres, "--artifacts-destination", str(folder / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=folder,
-        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url, proc, seconds=180)
-        yield url
-    finally:
-        _stop(proc)
-        log.close()
+            pytest.fail(services.INSTALL_HINT)
+        pytest.skip(services.INSTALL_HINT)
+    with services.postgres() as database:
+        with services.mlflow_server(database, tmp_path_factory.mktemp("mlflow-server")) as url:
+            yield url
 
 
 def _python_path() -> str:
@@ -102,7 +53,7 @@ def start_dask(tmp_path):
     procs, logs = [], []
 
     def start(**env) -> str:
-        port = _free_port()
+        port = services.free_port()
         address = f"tcp://127.0.0.1:{port}"
         dask = str(Path(sys.executable).with_name("dask"))
         full = {**os.environ, "PYTHONPATH": _python_path(), "FAKE_CALLS_LOG": str(tmp_path / "calls.log"), **env}
@@ -119,7 +70,7 @@ def start_dask(tmp_path):
         yield start
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            services.stop_group(proc)
         for log in logs:
             log.close()
 

@@ -9,7 +9,7 @@ import typer
 
 from ..errors import UserError
 
-BENCHMARKS = ("allpairs", "train", "logging", "scaling", "profile", "startup")
+BENCHMARKS = ("allpairs", "train", "logging", "scaling", "profile", "startup", "cluster")
 
 
 def _allpairs() -> dict:
@@ -48,6 +48,17 @@ def _startup() -> dict:
     return bench_worker_startup()
 
 
+def _cluster() -> dict:
+    from ..benchmarks import services
+    from ..benchmarks.cluster import bench_cluster_scaling, bench_driver_logging
+
+    figures = bench_cluster_scaling()
+    if services.postgres_bin("initdb") is None:
+        typer.echo(f"  cluster: no driver_log_* figures: {services.INSTALL_HINT}", err=True)
+        return figures
+    return figures | bench_driver_logging()
+
+
 RUNNERS: dict[str, Callable[[], dict]] = {
     "allpairs": _allpairs,
     "train": _train,
@@ -55,6 +66,7 @@ RUNNERS: dict[str, Callable[[], dict]] = {
     "scaling": _scaling,
     "profile": _profile,
     "startup": _startup,
+    "cluster": _cluster,
 }
 
 
@@ -105,6 +117,9 @@ def bench_cmd(
 
     startup: a sweep worker's start-up (a fresh interpreter's imports and first cell, minus a warm cell) against a
     bare `python -c pass`, and the plotting or report modules a worker imports.
+
+    cluster: the quick weight-norm sweep on Dask local:1 and local:2; and cells/s the sweep's driver logs to an
+    `mlflow server` on a throwaway local PostgreSQL (needs its server binaries), with 1 and with its logging threads.
 
     All of them take about 5 minutes (profile 3); the machine should be otherwise idle for meaningful figures.
     """
