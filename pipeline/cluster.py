@@ -26,7 +26,6 @@ import concurrent.futures
 import hashlib
 import io
 import os
-import platform
 import re
 import shutil
 import socket
@@ -35,7 +34,6 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -92,40 +90,64 @@ def _unreachable(address: Address, reason: str) -> UserError:
                      "`dask scheduler` there, or use local:N")
 
 
-def code_fingerprint(root: Path = PIPELINE) -> str:
-    """sha256 over the pipeline package's source (path + bytes of every .py): two checkouts whose code differs
-    compute different numbers under the same version string."""
+def versions(packages: tuple[str, ...] = KEY_PACKAGES, root: str | None = None) -> dict[str, str]:
+    """This process's rnngrad version, its code ("rnngrad code": sha256 over path + bytes of every .py of the
+    `pipeline` package at `root`, default the one imported: two checkouts whose code differs compute different
+    numbers under the same version string), Python (major.minor) and `packages`' versions.
+
+    Self-contained (its imports inside, no module globals): it is sent to the workers by value (`_portable`),
+    since a worker with another rnngrad may not have this module at all."""
+    import hashlib
+    import platform
+    from importlib import metadata, util
+    from pathlib import Path
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    package = Path(root) if root else Path(util.find_spec("pipeline").origin).parent
     h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()[:12]
-
-
-def versions() -> dict[str, str]:
-    """This process's rnngrad version and code, Python (major.minor) and KEY_PACKAGES versions."""
-    out = {"rnngrad": _version("rnngrad"), "rnngrad code": code_fingerprint(),
+    for path in sorted(package.rglob("*.py")):
+        h.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    out = {"rnngrad": version("rnngrad"), "rnngrad code": h.hexdigest()[:12],
            "python": ".".join(platform.python_version_tuple()[:2])}
-    return out | {name: _version(name) for name in KEY_PACKAGES}
+    return out | {name: version(name) for name in packages}
 
 
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
+def code_fingerprint(root: Path = PIPELINE) -> str:
+    return versions((), str(root))["rnngrad code"]
 
 
-def _worker_versions() -> dict[str, str]:
-    return versions()  # sent to workers by reference: what runs there is the worker's own code
+def _portable(fn: Callable) -> Callable:
+    """A copy of a self-contained module-level function that cloudpickle sends by value (it has no importable
+    name), so that it runs on a worker whatever version of its module the worker has."""
+    import builtins
+    import types
+
+    copy = types.FunctionType(fn.__code__, {"__builtins__": builtins}, fn.__name__, fn.__defaults__)
+    copy.__qualname__ = f"<portable {fn.__name__}>"
+    return copy
 
 
 def version_mismatch(mine: dict[str, str], theirs: dict[str, dict[str, str]]) -> str | None:
-    """The first difference between the driver's versions and a worker's, as a phrase; None if all match."""
-    for worker, found in sorted(theirs.items()):
+    """The first difference between the driver's versions and those of a process of the cluster (keyed by a
+    name such as "worker tcp://10.0.0.7:40213"), as a phrase; None if all match."""
+    for who, found in sorted(theirs.items()):
         for name, want in mine.items():
             if found.get(name) != want:
-                return f"worker {worker} has {name} {found.get(name, 'unknown')}, this driver {want}"
+                return f"{who} has {name} {found.get(name, 'unknown')}, this driver {want}"
     return None
+
+
+def cluster_versions(client) -> dict[str, dict[str, str]]:
+    """The versions of the scheduler (which unpickles the tasks, so it needs rnngrad's code too) and of every
+    worker, each computed in its own process."""
+    check = _portable(versions)
+    theirs = {f"the scheduler at {client.scheduler.address}": client.run_on_scheduler(check)}
+    return theirs | {f"worker {worker}": found for worker, found in client.run(check).items()}
 
 
 @dataclass
@@ -149,15 +171,21 @@ def connect(text: str) -> Iterator[Cluster]:
     try:
         if address.local_workers:
             cluster = distributed.LocalCluster(n_workers=address.local_workers, threads_per_worker=1,
-                                               processes=True, dashboard_address=None, host="127.0.0.1")
+                                               processes=True, host="127.0.0.1",
+                                               dashboard_address=":0")  # any free port: 8787 may be taken
             client = distributed.Client(cluster)
         else:
             client = _client_for(distributed, address)
         slots = _wait_for_workers(client, address)
-        problem = version_mismatch(versions(), client.run(_worker_versions))
+        try:
+            theirs = cluster_versions(client)
+        except Exception as e:  # e.g. a worker without rnngrad: no `pipeline` package to fingerprint
+            problem = f"a worker cannot report its versions ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
+        else:
+            problem = version_mismatch(versions(), theirs)
         if problem:
             raise UserError(f"--cluster {address.text}: {problem}; install the same rnngrad checkout and "
-                            "packages on the workers (pip install -e \".[cluster]\")")
+                            "packages on the scheduler and the workers (pip install -e \".[cluster]\")")
         yield Cluster(client, address, slots)
     finally:
         if client is not None:
@@ -216,7 +244,15 @@ class ClusterPool:
             # from each other once, not once per cell.
             self._data = self._client.submit(_identity, blob, key=f"rnngrad-data-{self._data_key}", pure=False)
             # On every worker before the first cell: otherwise the scheduler queues the first cells on the one
-            # worker that holds the data rather than copy it, and the others idle.
+            # worker that holds the data rather than copy it, and the others idle. (Computed first: replicate
+            # can reach the scheduler before the task does.)
+            from distributed import wait
+
+            wait([self._data])
+            if self._data.status != "finished":  # the scheduler or the workers cannot unpickle rnngrad's tasks
+                error = self._data.exception()
+                raise UserError(f"the Dask cluster cannot run rnngrad's tasks ({type(error).__name__}: "
+                                f"{' '.join(str(error).split())[:160]})")
             self._client.replicate([self._data])
         done: concurrent.futures.Future = concurrent.futures.Future()
         key = TASK_PREFIX + run_dir.name

@@ -114,11 +114,11 @@ def test_a_returned_folder_cannot_write_outside_its_run_folder(tmp_path):
 def test_version_mismatch_names_the_worker_and_the_package():
     mine = cluster.versions()
     assert set(mine) >= {"rnngrad", "rnngrad code", "python", "numpy", "distributed"}
-    same = {"tcp://a:1": dict(mine), "tcp://b:2": dict(mine)}
+    same = {"worker tcp://a:1": dict(mine), "worker tcp://b:2": dict(mine)}
     assert cluster.version_mismatch(mine, same) is None
-    other = dict(same, **{"tcp://b:2": mine | {"numpy": "0.0"}})
+    other = same | {"worker tcp://b:2": mine | {"numpy": "0.0"}}
     assert cluster.version_mismatch(mine, other) == f"worker tcp://b:2 has numpy 0.0, this driver {mine['numpy']}"
-    missing = {"tcp://a:1": {k: v for k, v in mine.items() if k != "pandas"}}
+    missing = {"worker tcp://a:1": {k: v for k, v in mine.items() if k != "pandas"}}
     assert "has pandas unknown" in cluster.version_mismatch(mine, missing)
 
 
@@ -251,11 +251,16 @@ def test_a_malformed_or_dead_address_exits_2_before_the_store_is_opened(cli_app,
 
 
 def test_workers_with_other_versions_are_refused_before_any_run(cli_app, env, monkeypatch):
+    """The refusal path; what is compared is test_version_mismatch_names_the_worker_and_the_package's, and a
+    worker running another checkout is test_cluster_server's."""
     monkeypatch.chdir(env)
-    mine = cluster.versions()
-    monkeypatch.setattr(cluster, "versions", lambda: mine | {"rnngrad code": "0123456789ab"})
+    seen = []
+    monkeypatch.setattr(cluster, "version_mismatch", lambda mine, theirs: seen.append(theirs) or "numpy differs")
     line = _refused(cli_app, env, "local:1")
-    assert f"has rnngrad code {mine['rnngrad code']}, this driver 0123456789ab" in line
+    assert line.startswith("Error: --cluster local:1: numpy differs; install the same rnngrad checkout")
+    [theirs] = seen
+    assert [who.split()[0] for who in sorted(theirs)] == ["the", "worker"]  # the scheduler and the one worker
+    assert list(theirs.values()) == [cluster.versions()] * 2
     assert _calls(env, "start") == []
 
 
