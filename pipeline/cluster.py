@@ -203,7 +203,16 @@ def _import_distributed():
     return distributed
 
 
+TLS_SETTINGS = ("distributed.comm.tls.ca-file", "distributed.comm.tls.client.cert")
+
+
 def _client_for(distributed, address: Address):
+    import dask
+
+    if address.text.startswith("tls://") and not all(dask.config.get(key, None) for key in TLS_SETTINGS):
+        raise UserError(f"--cluster {address.text}: a tls:// scheduler needs this client's certificate; set "
+                        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE, DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT and "
+                        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY (docs/cluster.md, \"Dask's TLS option\")")
     try:
         return distributed.Client(address.text, timeout=CONNECT_SECONDS)
     except (OSError, TimeoutError) as e:

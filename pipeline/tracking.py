@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,9 @@ def open_store(project_root: str | Path, tracking_uri: str | None = None) -> Sto
         if store.is_embedded:
             raise
         reason = " ".join(str(e).split(". Response body")[0].split())[:120]
+        if re.search(r"error code (401|403)\b", reason):  # MLflow's basic-auth app (docs/cluster.md)
+            raise UserError(f"MLFLOW_TRACKING_URI={uri}: the server refuses this client ({reason}); set "
+                            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user it knows") from None
         raise UserError(f"MLFLOW_TRACKING_URI={uri}: the server answers, but not as an MLflow tracking server "
                         f"({reason}); give the URL of an `mlflow server`, or unset the variable") from None
     return store

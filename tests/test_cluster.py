@@ -272,3 +272,42 @@ def test_the_sweep_command_runs_on_a_local_cluster(cli_app, env, monkeypatch):
     assert "pair: 1 ran, 0 already done, 0 re-logged" in result.stdout
     again = CliRunner().invoke(cli_app, ["sweep", "pair.yaml", "--cluster", "local:1"])
     assert "pair: 0 ran, 1 already done" in again.stdout
+
+
+def test_a_tls_address_without_a_client_certificate_is_refused(monkeypatch):
+    import dask
+
+    with dask.config.set({"distributed.comm.tls.ca-file": None, "distributed.comm.tls.client.cert": None}):
+        with pytest.raises(UserError, match="a tls:// scheduler needs this client's certificate; set DASK_"):
+            with cluster.connect("tls://127.0.0.1:1"):
+                pass
+
+
+def test_a_server_that_wants_credentials_says_which_variables_to_set(tmp_path, monkeypatch):
+    """MLflow's basic-auth app answers 401 without MLFLOW_TRACKING_USERNAME/PASSWORD (docs/cluster.md)."""
+    import http.server
+    import threading
+
+    class Unauthorized(http.server.BaseHTTPRequestHandler):
+        def _refuse(self):
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="mlflow"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = _refuse
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unauthorized)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    try:
+        with pytest.raises(UserError, match=f"MLFLOW_TRACKING_URI={uri}: the server refuses this client .*401.*; "
+                                            "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"):
+            tracking.open_store(tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
