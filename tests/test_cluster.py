@@ -311,3 +311,13 @@ def test_a_server_that_wants_credentials_says_which_variables_to_set(tmp_path, m
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_cluster_benchmark_reports_local_1_against_local_2(tmp_path):
+    from pipeline.benchmarks.cluster import bench_cluster_scaling
+
+    (tmp_path / "pair.yaml").write_text(REAL_SPEC)
+    fig = bench_cluster_scaling(tmp_path / "pair.yaml", data_dir=tmp_path / "data")
+    assert fig["cluster_cells"] == 4
+    assert fig["cluster_speedup"] == pytest.approx(fig["cluster_seconds_local_1"] / fig["cluster_seconds_local_2"])
+    assert fig["cluster_start_seconds_local_2"] > 0

@@ -203,3 +203,18 @@ def test_a_sigkilled_driver_restarted_runs_only_the_missing_cells(server, start_
     assert logged and not rerun & (logged | folders)  # nothing finished (or computed and returned) ran again
     _one_finished_child_per_hash(store, "driverkill", hashes)
     assert set(pd.read_parquet(root / "results" / "driverkill.parquet")["config_hash"]) == hashes
+
+
+def test_the_driver_logging_benchmark_logs_every_cell_to_its_own_server(tmp_path, monkeypatch):
+    from pipeline.benchmarks import cluster as bench
+
+    if not services.postgres_bin("initdb") and not os.environ.get("RNNGRAD_CI"):
+        pytest.skip(services.INSTALL_HINT)
+    spec = write_spec(tmp_path, [0.5, 1.0, 2.0], name="benchlog")
+    logged = []
+    real = tracking.log_folder_and_end
+    monkeypatch.setattr(tracking, "log_folder_and_end", lambda *a: logged.append(a[0].tracking_uri) or real(*a))
+    fig = bench.bench_driver_logging(spec, data_dir=tmp_path / "data", server_workers=1)
+    assert fig["driver_log_cells"] == 3 and fig["driver_log_cells_per_s"] > 0
+    assert fig["driver_log_cells_per_s_1_thread"] > 0
+    assert len(logged) == 6 and all(uri.startswith("http://127.0.0.1:") for uri in logged)  # 2 sweeps of 3 cells
