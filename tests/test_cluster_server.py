@@ -19,10 +19,9 @@ import pytest
 
 from pipeline import cluster, tracking
 from pipeline.benchmarks import services
-from pipeline.run.config import config_hash
 from pipeline.run.spec import load_spec
 from pipeline.sweep import run_sweep
-from test_sweep import _append, _calls, fake_execute, write_spec
+from test_sweep import _append, _calls, config_hash, fake_execute, write_spec  # the hash a cell's folder is named by
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent
