@@ -28,7 +28,7 @@ import signal
 import socket
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +51,10 @@ RUNNER_TEMP_FOLDER = re.compile(r"\.[0-9a-f]{12}\.[a-z0-9_]{8}\.(tmp|old)")
 # --only scaling` reports the parent's logging time per run.)
 WORKER_NICENESS = 5
 POLL_SECONDS = 0.2  # how long a stop request can wait for the sweep to notice it
+# Returned cells logged at once to a tracking server: logging one is ~16 HTTP requests, most of it waiting on the
+# server, so one thread caps the driver at a few cells per second whatever the number of workers (`rnngrad bench
+# --only cluster`). The embedded sqlite store takes one writer at a time: one logging thread there.
+SERVER_LOG_THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ class SweepResult:
     skipped: list[str] = field(default_factory=list)  # finished before: folder + FINISHED run
     relogged: list[str] = field(default_factory=list)  # folder existed, logged again without recomputing
     crashed: dict[str, str] = field(default_factory=dict)  # cell -> error
-    logging_seconds: float = 0.0  # wall time this process spent logging run folders to MLflow
+    logging_seconds: float = 0.0  # time this process spent logging run folders to MLflow, summed over its threads
     logging_by_cell: dict[str, float] = field(default_factory=dict)  # cell -> MLflow seconds: create + log + end
 
     @property
@@ -103,11 +107,14 @@ def spec_hash(cells: list[Cell]) -> str:
 
 
 def run_sweep(spec, data_dir: Path, results_dir: Path, store: tracking.Store, jobs: int | None = None,
-              progress: Progress | None = None, execute: Callable | None = None) -> SweepResult:
+              progress: Progress | None = None, execute: Callable | None = None,
+              executor: Callable[[int], Any] | None = None) -> SweepResult:
     """Run every missing cell of `spec` (a run.spec.Spec) and write `results/<spec>.parquet`.
 
     `execute(cfg, data_dir, run_dir)` computes one run folder (default `runner.execute_run`); it must be a
-    module-level function, since it is sent to worker processes.
+    module-level function, since it is sent to worker processes. `executor(jobs)` makes the pool the cells run in
+    (`submit` returning a concurrent.futures.Future, `shutdown(wait, cancel_futures)`), e.g. a Dask cluster's
+    (`cluster.Cluster.executor`); by default a local process pool of `jobs` workers.
     """
     if execute is None:
         from .run.runner import execute_run as execute
@@ -124,7 +131,8 @@ def run_sweep(spec, data_dir: Path, results_dir: Path, store: tracking.Store, jo
         try:
             run_ids = _resume(store, exp_id, parent, spec, cells, result, tick, stop)
             todo = [c for c in cells if c.config_hash not in run_ids]
-            run_ids |= _run_cells(store, exp_id, parent, spec, todo, data_dir, jobs, execute, result, tick, stop)
+            run_ids |= _run_cells(store, exp_id, parent, spec, todo, data_dir, jobs, execute, result, tick, stop,
+                                  executor)
             stop.check()  # the last point to stop at: from here the sweep only writes its table and finishes
             table = write_results_table(spec, cells, run_ids, results_dir, result.table_path)
             _close_parent(store, spec, parent, result, table)
@@ -232,25 +240,32 @@ def _resume(store, exp_id, parent, spec, cells, result: SweepResult, tick, stop:
     return run_ids
 
 
+_RESULT_LOCK = threading.Lock()  # SweepResult's sums, added to from the logging threads
+
+
 def _log_and_finish(store, run_id: str, cell: Cell, result: SweepResult) -> str:
     start = time.perf_counter()
     tracking.log_folder_and_end(store, run_id, cell.run_dir)
     seconds = time.perf_counter() - start
-    result.logging_seconds += seconds
-    result.logging_by_cell[cell.name] = result.logging_by_cell.get(cell.name, 0.0) + seconds
+    with _RESULT_LOCK:
+        result.logging_seconds += seconds
+        result.logging_by_cell[cell.name] = result.logging_by_cell.get(cell.name, 0.0) + seconds
     return json.loads((cell.run_dir / "summary.json").read_text()).get("outcome", "ok")
 
 
 def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, execute,
-               result: SweepResult, tick, stop: _StopRequest) -> dict[str, str]:
-    """Compute `todo` in worker processes, at most `jobs` at a time; log each as it returns. The wait for them
-    wakes every POLL_SECONDS to see whether a signal asked the sweep to stop."""
+               result: SweepResult, tick, stop: _StopRequest, executor=None) -> dict[str, str]:
+    """Compute `todo` in worker processes, at most `jobs` at a time; log each as it returns, in a small thread
+    pool (SERVER_LOG_THREADS). The wait for them wakes every POLL_SECONDS to see whether a signal asked the sweep
+    to stop."""
     if not todo:
         return {}
     jobs = min(jobs or os.cpu_count() or 1, len(todo))
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(os.getpid(),))
+    pool = executor(jobs) if executor is not None else ProcessPoolExecutor(
+        jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init, initargs=(os.getpid(),))
     queue, inflight, run_ids = iter(todo), {}, {}
+    logger = ThreadPoolExecutor(1 if store.is_embedded else SERVER_LOG_THREADS, thread_name_prefix="rnngrad-log")
+    logging: dict[Future, tuple[Cell, str]] = {}  # a returned cell's logging -> (cell, run_id)
 
     def submit_next() -> None:
         for cell in queue:
@@ -268,22 +283,28 @@ def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, ex
     try:
         for _ in range(jobs):
             submit_next()
-        while inflight:
+        while inflight or logging:
             stop.check()
-            for future in wait(list(inflight), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)[0]:
+            for future in wait([*inflight, *logging], timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)[0]:
                 stop.check()
-                cell, run_id = inflight[future]
-                submit_next()  # first, so that a worker computes while this process logs
-                status = _finish_cell(store, run_id, cell, future, result)
-                del inflight[future]
+                if future in inflight:
+                    cell, run_id = inflight.pop(future)
+                    submit_next()  # first, so that a worker computes while this process logs
+                    logging[logger.submit(_finish_cell, store, run_id, cell, future, result)] = (cell, run_id)
+                    continue
+                cell, run_id = logging.pop(future)
+                status = future.result()
                 run_ids.update({cell.config_hash: run_id} if status != "crashed" else {})
                 tick(cell.name, status)
     except BaseException:
         _stop_workers(pool)
-        for _, run_id in inflight.values():
-            tracking.end_run(store, run_id, "KILLED")
+        logger.shutdown(wait=True, cancel_futures=True)  # a folder being logged is logged and ended
+        for future, (_, run_id) in [*inflight.items(), *logging.items()]:
+            if future in inflight or future.cancelled():
+                tracking.end_run(store, run_id, "KILLED")
         raise
     pool.shutdown(wait=True)
+    logger.shutdown(wait=True)
     return run_ids
 
 

@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,9 @@ class RunRecord:
 def _mlflow():
     # Telemetry is a network call from inside a pipeline stage; off unless the user asked for it.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # Ending a run on a server otherwise prints two "View run/experiment at" lines and costs one more request per
+    # run: a sweep prints where its runs are once.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     import mlflow
 
     # "Creating initial MLflow database tables..." and "Updating database tables" on stderr for a new store: noise
@@ -131,6 +135,9 @@ def open_store(project_root: str | Path, tracking_uri: str | None = None) -> Sto
         if store.is_embedded:
             raise
         reason = " ".join(str(e).split(". Response body")[0].split())[:120]
+        if re.search(r"error code (401|403)\b", reason):  # MLflow's basic-auth app (docs/cluster.md)
+            raise UserError(f"MLFLOW_TRACKING_URI={uri}: the server refuses this client ({reason}); set "
+                            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user it knows") from None
         raise UserError(f"MLFLOW_TRACKING_URI={uri}: the server answers, but not as an MLflow tracking server "
                         f"({reason}); give the URL of an `mlflow server`, or unset the variable") from None
     return store

@@ -9,7 +9,7 @@ import typer
 
 from ..errors import UserError
 
-BENCHMARKS = ("allpairs", "train", "logging", "scaling", "profile", "startup", "minchar")
+BENCHMARKS = ("allpairs", "train", "logging", "scaling", "profile", "startup", "minchar", "cluster")
 
 
 def _allpairs() -> dict:
@@ -54,6 +54,17 @@ def _minchar() -> dict:
     return bench_minchar_fidelity()
 
 
+def _cluster() -> dict:
+    from ..benchmarks import services
+    from ..benchmarks.cluster import bench_cluster_scaling, bench_driver_logging
+
+    figures = bench_cluster_scaling()
+    if services.postgres_bin("initdb") is None:
+        typer.echo(f"  cluster: no driver_log_* figures: {services.INSTALL_HINT}", err=True)
+        return figures
+    return figures | bench_driver_logging()
+
+
 RUNNERS: dict[str, Callable[[], dict]] = {
     "allpairs": _allpairs,
     "train": _train,
@@ -62,6 +73,7 @@ RUNNERS: dict[str, Callable[[], dict]] = {
     "profile": _profile,
     "startup": _startup,
     "minchar": _minchar,
+    "cluster": _cluster,
 }
 
 
@@ -117,6 +129,9 @@ def bench_cmd(
     faithful port of min-char-rnn.py after 1 M training characters, of rnngrad with consecutive windows at batch 1
     after the same characters and from last-bit-nudged weights (how far one algorithm lands from itself), and at
     batch 32 after the port's wall-clock time. About 8 minutes on its own.
+
+    cluster: the quick weight-norm sweep on Dask local:1 and local:2; and cells/s the sweep's driver logs to an
+    `mlflow server` on a throwaway local PostgreSQL (needs its server binaries), with 1 and with its logging threads.
 
     All but minchar take about 5 minutes (profile 3); the machine should be otherwise idle for meaningful figures.
     """

@@ -18,12 +18,18 @@ def sweep_cmd(
     jobs: Annotated[int, typer.Option(help="Worker processes; 0 = one per core.")] = 0,
     data_dir: Annotated[Path, typer.Option(help="Datasets written by `rnngrad generate`.")] = Path("data"),
     results_dir: Annotated[Path, typer.Option(help="Where run folders and <spec>.parquet go.")] = Path("results"),
+    cluster: Annotated[str, typer.Option(
+        metavar="ADDRESS",
+        help="Run the cells on Dask workers: local:N (N worker processes here) or tcp://HOST:PORT of a running "
+             "`dask scheduler` (docs/cluster.md; needs the [cluster] extra). Empty: the local process pool of "
+             "--jobs workers.")] = "",
 ) -> None:
     """Train every cell of a sweep spec's grid in parallel and log each as a nested MLflow run.
 
     Writes results/<spec>/runs/<config_hash>/ per cell and results/<spec>.parquet (one row per run). Runs go to
     MLFLOW_TRACKING_URI if set, else to mlflow.db and mlartifacts/ in the project root. A sweep that was killed,
-    started again, finishes the missing cells and repeats none that finished.
+    started again, finishes the missing cells and repeats none that finished. With --cluster, only this process
+    talks to MLflow: workers return finished run folders, and --jobs is ignored (every worker thread gets a cell).
     """
     from ..run.spec import load_spec
 
@@ -35,7 +41,7 @@ def sweep_cmd(
         raise UserError(f"{spec}: no such file; give a sweep spec such as experiments/weight_norms.yaml")
     loaded = load_spec(spec, profile)  # validates everything before the store is touched
     _check_paths_and_data(spec, loaded, data_dir, results_dir)
-    summary = _run(loaded, data_dir, results_dir, jobs or os.cpu_count() or 1)
+    summary = _run(loaded, data_dir, results_dir, jobs or os.cpu_count() or 1, cluster.strip())
     typer.echo(summary)
 
 
@@ -52,13 +58,25 @@ def _check_paths_and_data(path: Path, spec, data_dir: Path, results_dir: Path) -
         check_data(cfg, data_dir, lambda key, name=name: f"{path}: cell {name}: {key}", texts)
 
 
-def _run(spec, data_dir: Path, results_dir: Path, jobs: int) -> str:
+def _run(spec, data_dir: Path, results_dir: Path, jobs: int, cluster: str = "") -> str:
+    from .. import tracking
+
+    if cluster:
+        from ..cluster import check_reachable, connect
+
+        check_reachable(cluster)  # a malformed or dead address is refused before the store is opened
+    store = tracking.open_store(tracking.default_project_root())
+    if not cluster:
+        return _run_with(spec, data_dir, results_dir, store, jobs)
+    with connect(cluster) as opened:  # refuses a bad address or mismatched workers before any run is created
+        return _run_with(spec, data_dir, results_dir, store, opened.slots, opened.executor(data_dir))
+
+
+def _run_with(spec, data_dir: Path, results_dir: Path, store, jobs: int, executor=None) -> str:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .. import tracking
     from ..sweep import run_sweep
 
-    store = tracking.open_store(tracking.default_project_root())
     columns = (TextColumn(f"sweep {spec.name} ({spec.profile})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     bar = Progress(*columns, transient=False)  # shown once the sweep starts: not above a refusal
     task = bar.add_task("cells", total=len(spec.cells))
@@ -71,7 +89,7 @@ def _run(spec, data_dir: Path, results_dir: Path, jobs: int) -> str:
         bar.update(task, completed=done, total=total)
 
     try:
-        result = run_sweep(spec, data_dir, results_dir, store, jobs, progress)
+        result = run_sweep(spec, data_dir, results_dir, store, jobs, progress, executor=executor)
     finally:
         if bar.live.is_started:
             bar.stop()
