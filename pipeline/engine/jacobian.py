@@ -343,6 +343,12 @@ def log_singular_values(W: np.ndarray, D: np.ndarray, form: str) -> np.ndarray:
     return out
 
 
+def log_singular_spectrum(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, layer: int = -1) -> np.ndarray:
+    """`log_singular_values` of `layer` on one sequence xs (T, d) from h0 (L, n): the spectrum of dh_T/dh_0."""
+    W, D = step_factors(model, xs, h0, layer)
+    return log_singular_values(W, D, model.form)
+
+
 def spectrum_spread_decades(log_sigma: np.ndarray) -> float:
     """log10(sigma_1 / sigma_min) over the resolved singular values (a lower bound when some are NaN: below the
     floor); NaN when fewer than two are resolved."""

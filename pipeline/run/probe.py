@@ -13,11 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..engine import jacobian, lyapunov, spotcheck
-from ..engine.rnn import RNN, loss_and_grads
+from ..engine import jacobian, lyapunov, meanfield, spotcheck
+from ..engine.rnn import RNN, forward, loss_and_grads
 from .files import save_model
 
-JACOBIAN_COLUMNS = ("when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global")
+JACOBIAN_COLUMNS = ("when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global",
+                    "log_bound_stepnorm")
+SPECTRA_COLUMNS = ("when", "layer", "kind", "i", "value")  # kind: lyapunov | lyapunov_spread | log_singular
+GRADIENT_COLUMNS = ("iter", "layer", "k", "log10_dE_dh")
 SIGNAL_COLUMNS = ("when", "layer", "k", "log10_dE_dh")
 SPOT_COLUMNS = ("when", "layer", "t", "k", "log_norm", "log_norm_fd", "abs_dlog")
 REGIME_BAND = 0.01  # |slope| below this (nats per step) is "neutral"
@@ -37,6 +40,16 @@ class ProbeInput:
 
 
 @dataclass(frozen=True)
+class Drive:
+    """Input streams from the task's distribution that drive the Lyapunov trajectories and set the mean-field
+    input variance (docs/math.md 7.3, 7.5): task sequences drawn from a seeded stream, joined end to end."""
+
+    xs: np.ndarray  # (T, B, d): B trajectories of T = burn_in + steps inputs
+    burn_in: int  # steps before the exponents are averaged
+    k: int  # Lyapunov exponents estimated
+
+
+@dataclass(frozen=True)
 class Probe:
     """Everything measured on one model ("init" or "final")."""
 
@@ -44,31 +57,111 @@ class Probe:
     logmats: list[np.ndarray]  # per layer, (T+1, T+1) log ||dh_t/dh_k||, NaN where k >= t
     jacobian: pd.DataFrame  # JACOBIAN_COLUMNS, rows k < t, every layer
     signal: pd.DataFrame  # SIGNAL_COLUMNS, every layer, k = 0..T
-    layers: list[dict]  # per layer: gamma_w, spectral_radius, log_rate, slope, lyapunov, violations
+    layers: list[dict]  # per layer: gamma_w, spectral_radius, log_rate, slope, lyapunov, violations, ...
     spot: pd.DataFrame  # SPOT_COLUMNS, every layer: the independent finite-difference check of sampled pairs
+    spectra: pd.DataFrame  # SPECTRA_COLUMNS, every layer: Lyapunov exponents, their spread, singular values
 
 
-def probe_model(model: RNN, probe: ProbeInput, when: str) -> Probe:
-    """Measure every layer of `model` on the probe sequence."""
-    logmats, tables, layers, spots = [], [], [], []
+def probe_model(model: RNN, probe: ProbeInput, when: str, drive: Drive | None = None) -> Probe:
+    """Measure every layer of `model` on the probe sequence; with a `drive`, also its Lyapunov spectrum along the
+    driven trajectories and its mean-field rate (NaN without one)."""
+    logmats, tables, layers, spots, spectra = [], [], [], [], []
+    trace = forward(model, drive.xs) if drive is not None else None
     for layer in range(model.layers):
         logmat = jacobian.log_norm_matrix(model, probe.xs, probe.h0, layer)
         product, global_ = jacobian.log_bound_matrices(model, probe.xs, probe.h0, layer)
+        stepnorm = jacobian.log_stepnorm_bound_matrix(model, probe.xs, probe.h0, layer)
+        log_sigma = jacobian.log_singular_spectrum(model, probe.xs, probe.h0, layer)
         logmats.append(logmat)
-        tables.append(jacobian_table(when, layer, logmat, product, global_))
-        layers.append(layer_numbers(model, probe, layer, logmat, product, global_))
+        tables.append(jacobian_table(when, layer, logmat, product, global_, stepnorm))
+        numbers = layer_numbers(model, probe, layer, logmat, product, global_, stepnorm)
+        dynamics, rows = dynamics_numbers(model, trace, drive, layer)
+        layers.append(numbers | dynamics | spectrum_numbers(log_sigma))
+        spectra.append(spectra_table(when, layer, rows | {"log_singular": log_sigma}))
         spots.append(spot_table(when, layer, logmat, spotcheck.spot_log_norms(model, probe.xs, probe.h0, layer)))
     return Probe(when, logmats, pd.concat(tables, ignore_index=True), signal_table(model, probe, when), layers,
-                 pd.concat(spots, ignore_index=True))
+                 pd.concat(spots, ignore_index=True), pd.concat(spectra, ignore_index=True))
 
 
-def jacobian_table(when: str, layer: int, logmat: np.ndarray, product: np.ndarray, global_: np.ndarray) -> pd.DataFrame:
-    """Tidy rows (when, layer, t, k, lag, log_norm, log_bound_product, log_bound_global) for 0 <= k < t <= T."""
+def jacobian_table(when: str, layer: int, logmat: np.ndarray, product: np.ndarray, global_: np.ndarray,
+                   stepnorm: np.ndarray | None = None) -> pd.DataFrame:
+    """Tidy rows (when, layer, t, k, lag, log_norm, log_bound_product, log_bound_global, log_bound_stepnorm) for
+    0 <= k < t <= T (the step-norm bound NaN when not given)."""
     t, k = np.tril_indices(logmat.shape[0], -1)  # strictly below the diagonal: k < t
     return pd.DataFrame({
         "when": when, "layer": layer, "t": t.astype(np.int64), "k": k.astype(np.int64), "lag": (t - k).astype(np.int64),
         "log_norm": logmat[t, k], "log_bound_product": product[t, k], "log_bound_global": global_[t, k],
+        "log_bound_stepnorm": stepnorm[t, k] if stepnorm is not None else np.nan,
     }, columns=list(JACOBIAN_COLUMNS))
+
+
+def driving_inputs(draw, rng: np.random.Generator, steps: int, trajectories: int) -> np.ndarray:
+    """(steps, trajectories, d): task sequences from `draw(rng)` (a Source's minibatch draw, time-major (S, B, d)),
+    each trajectory the next unused sequences joined end to end, so that every step's input is from the task's
+    distribution and the state runs on across sequence boundaries, as in a stream."""
+    pool, need = [], trajectories * steps
+    while sum(x.shape[0] for x in pool) < need:
+        xs = np.asarray(draw(rng)[0], dtype=np.float64)  # (S, B, d)
+        pool += [xs[:, b] for b in range(xs.shape[1])]
+    stream = np.concatenate(pool, axis=0)[:need]  # (trajectories * steps, d)
+    return np.ascontiguousarray(stream.reshape(trajectories, steps, -1).transpose(1, 0, 2))
+
+
+def training_gradient_table(model: RNN, probe: ProbeInput, iteration: int) -> pd.DataFrame:
+    """Rows (iter, layer, k, log10_dE_dh): the BPTT signal ||dE/dh_k|| of `model` on the probe sequence, at one
+    iteration of training."""
+    table = signal_table(model, probe, "")
+    return pd.DataFrame({"iter": np.int64(iteration), "layer": table["layer"], "k": table["k"],
+                         "log10_dE_dh": table["log10_dE_dh"]}, columns=list(GRADIENT_COLUMNS))
+
+
+def spectra_table(when: str, layer: int, values: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Rows (when, layer, kind, i, value): value i (from 0) of each named vector."""
+    rows = [pd.DataFrame({"when": when, "layer": layer, "kind": kind, "i": np.arange(len(v), dtype=np.int64),
+                          "value": np.asarray(v, dtype=np.float64)}, columns=list(SPECTRA_COLUMNS))
+            for kind, v in values.items()]
+    return pd.concat(rows, ignore_index=True)
+
+
+def dynamics_numbers(model: RNN, trace, drive: Drive | None, layer: int) -> tuple[dict, dict[str, np.ndarray]]:
+    """({lyapunov, lyapunov_spread, meanfield_rate, meanfield_q, sigma_w, input_var}, {lyapunov: top-k exponents,
+    lyapunov_spread: their spread}) of one layer along the driven trajectories; NaN without a drive."""
+    if drive is None or trace is None:
+        nan = math.nan
+        return ({"lyapunov": nan, "lyapunov_spread": nan, "meanfield_rate": nan, "meanfield_q": nan,
+                 "sigma_w": nan, "input_var": nan}, {})
+    spectrum = lyapunov.spectrum_from_trace(model, trace, layer, k=drive.k, burn_in=drive.burn_in)
+    mf = meanfield.model_meanfield(model, trace, layer)
+    numbers = {
+        "lyapunov": float(spectrum.mean[0]),  # lambda_1: mean over the trajectories
+        "lyapunov_spread": float(spectrum.spread[0]),  # max - min of lambda_1 over the trajectories
+        "meanfield_rate": mf.rate,
+        "meanfield_q": mf.q_star,
+        "sigma_w": mf.sigma_w,
+        "input_var": mf.input_var,
+    }
+    return numbers, {"lyapunov": spectrum.mean, "lyapunov_spread": spectrum.spread}
+
+
+def spectrum_numbers(log_sigma: np.ndarray) -> dict:
+    """The singular spectrum of dh_T/dh_0: its spread in decades over the resolved values, and how many are
+    resolved (above jacobian.SPECTRUM_FLOOR of sigma_1; the spread is a lower bound when some are not)."""
+    return {"spectrum_spread": jacobian.spectrum_spread_decades(log_sigma),
+            "spectrum_resolved": int(np.isfinite(log_sigma).sum())}
+
+
+def gap_decomposition(logmat: np.ndarray, product: np.ndarray, global_: np.ndarray, stepnorm: np.ndarray) -> dict:
+    """The bound's gap split into its causes, each the mean over the pairs where all four logs are finite, in
+    decades (means, so that the three parts add up to the mean gap global - measured; docs/math.md 4.6):
+    global -> product (sup|phi'| against the realised max|phi'|: saturation), product -> step-norm (||W||_2 max|phi'|
+    against ||diag(phi') W||_2), step-norm -> measured (the product of step norms against the norm of the product:
+    alignment). NaN where no pair is finite."""
+    ok = np.isfinite(logmat) & np.isfinite(product) & np.isfinite(global_) & np.isfinite(stepnorm)
+    names = ("gap_global_to_product", "gap_product_to_stepnorm", "gap_stepnorm_to_measured")
+    if not ok.any():
+        return dict.fromkeys(names, math.nan)
+    parts = (global_ - product, product - stepnorm, stepnorm - logmat)
+    return {name: float(np.mean(part[ok]) / LN10) for name, part in zip(names, parts)}
 
 
 def spot_table(when: str, layer: int, logmat: np.ndarray, spot: spotcheck.SpotCheck) -> pd.DataFrame:
@@ -101,8 +194,9 @@ def signal_table(model: RNN, probe: ProbeInput, when: str) -> pd.DataFrame:
                          "log10_dE_dh": log10.ravel()}, columns=list(SIGNAL_COLUMNS))
 
 
-def layer_numbers(model: RNN, probe: ProbeInput, layer: int, logmat, product, global_) -> dict:
-    """The scalar summary of one layer: realised norms, the bound's rate, the fitted and the Lyapunov rates."""
+def layer_numbers(model: RNN, probe: ProbeInput, layer: int, logmat, product, global_, stepnorm=None) -> dict:
+    """The scalar summary of one layer: realised norms, the bound's rate, the fitted slope, the power-iteration
+    rate on the probe sequence, the bound check (all three bounds) and the gap decomposition."""
     W = model.W_hh(layer)
     gamma_w, rho = float(jacobian.spectral_norm(W)), float(jacobian.spectral_radius(W))
     with np.errstate(divide="ignore"):
@@ -112,8 +206,11 @@ def layer_numbers(model: RNN, probe: ProbeInput, layer: int, logmat, product, gl
         "spectral_radius": rho,
         "log_rate": log_rate,  # log(gamma_W gamma_phi): the global bound's slope per step
         "slope": float(jacobian.decay_slope(logmat)),
-        "lyapunov": float(lyapunov.top_lyapunov(model, probe.xs, probe.h0, layer)),
-        "violations": len(jacobian.bound_violations(logmat, product, global_)),
+        # (1/T) log ||dh_T/dh_0 q_0|| on the probe's own sequence from h0, no burn-in: a finite-T estimate that
+        # carries the transient; the Lyapunov exponent itself is `lyapunov`, from the driven trajectories
+        "lyapunov_probe": float(lyapunov.top_lyapunov(model, probe.xs, probe.h0, layer)),
+        "violations": len(jacobian.bound_violations(logmat, product, global_, stepnorm=stepnorm)),
+        **(gap_decomposition(logmat, product, global_, stepnorm) if stepnorm is not None else {}),
     }
 
 
@@ -141,13 +238,18 @@ def observed_regime(slope: float) -> str | None:
     return "exploding" if slope > REGIME_BAND else "neutral"
 
 
+PER_PROBE = ("gamma_w", "spectral_radius", "log_rate", "slope", "lyapunov", "lyapunov_spread", "lyapunov_probe",
+             "meanfield_rate", "meanfield_q", "sigma_w", "input_var", "gap_global_to_product",
+             "gap_product_to_stepnorm", "gap_stepnorm_to_measured", "spectrum_spread", "spectrum_resolved")
+
+
 def summary_numbers(init: Probe, final: Probe) -> dict:
     """summary.json's probe part: the top layer's numbers at the top level, every layer's under `layers`."""
     layers = []
     for l, (a, b) in enumerate(zip(init.layers, final.layers)):
         row = {"layer": l}
-        for name in ("gamma_w", "spectral_radius", "log_rate", "slope", "lyapunov"):
-            row[f"{name}_init"], row[f"{name}_final"] = a[name], b[name]
+        for name in PER_PROBE:
+            row[f"{name}_init"], row[f"{name}_final"] = a.get(name, math.nan), b.get(name, math.nan)
         row["predicted_regime"] = predicted_regime(a["log_rate"])
         row["observed_regime"] = observed_regime(a["slope"])
         row["violations_init"], row["violations_final"] = a["violations"], b["violations"]
@@ -167,6 +269,7 @@ def step_series(init: Probe, final: Probe) -> pd.DataFrame:
         series_rows("jacobian_final/log10_norm", b["log_norm"].mean() / LN10),
         series_rows("bound/log10_product", a["log_bound_product"].mean() / LN10),
         series_rows("bound/log10_global", a["log_bound_global"].mean() / LN10),
+        series_rows("bound/log10_stepnorm", a["log_bound_stepnorm"].mean() / LN10),
         series_rows("bptt/log10_dE_dh", pd.Series(sig["log10_dE_dh"].to_numpy(), index=sig["k"].to_numpy())),
     ]
     return pd.concat(parts, ignore_index=True)
@@ -226,8 +329,8 @@ def draw_heatmap(init: Probe, final: Probe, path: Path) -> None:
 
 
 def write_probe(folder: Path, model_init: RNN, model_final: RNN, probe: ProbeInput, init: Probe, final: Probe) -> None:
-    """probe/{model_init,model_final}.npz, inputs.npy, h0.npy, jacobian.parquet, signal.parquet, spot_checks.parquet
-    and figures/jacobian_heatmap.png under `folder` (a run folder being built)."""
+    """probe/{model_init,model_final}.npz, inputs.npy, h0.npy, jacobian.parquet, signal.parquet, spot_checks.parquet,
+    spectra.parquet and figures/jacobian_heatmap.png under `folder` (a run folder being built)."""
     (folder / "probe").mkdir(parents=True, exist_ok=True)
     (folder / "figures").mkdir(parents=True, exist_ok=True)
     save_model(model_init, folder / "probe" / "model_init.npz")
@@ -240,4 +343,6 @@ def write_probe(folder: Path, model_init: RNN, model_final: RNN, probe: ProbeInp
                                                                           index=False)
     pd.concat([init.spot, final.spot], ignore_index=True).to_parquet(folder / "probe" / "spot_checks.parquet",
                                                                       index=False)
+    pd.concat([init.spectra, final.spectra], ignore_index=True).to_parquet(folder / "probe" / "spectra.parquet",
+                                                                            index=False)
     draw_heatmap(init, final, folder / "figures" / "jacobian_heatmap.png")
