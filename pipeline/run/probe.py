@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..engine import jacobian, lyapunov, meanfield, spotcheck
-from ..engine.rnn import RNN, forward, loss_and_grads
+from ..engine.rnn import RNN, Trace, forward, loss_and_grads
 from .files import save_model
 
 JACOBIAN_COLUMNS = ("when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global",
@@ -123,7 +123,8 @@ def spectra_table(when: str, layer: int, values: dict[str, np.ndarray]) -> pd.Da
     return pd.concat(rows, ignore_index=True)
 
 
-def dynamics_numbers(model: RNN, trace, drive: Drive | None, layer: int) -> tuple[dict, dict[str, np.ndarray]]:
+def dynamics_numbers(model: RNN, trace: Trace | None, drive: Drive | None, layer: int
+                     ) -> tuple[dict, dict[str, np.ndarray]]:
     """({lyapunov, lyapunov_spread, meanfield_rate, meanfield_q, sigma_w, input_var}, {lyapunov: top-k exponents,
     lyapunov_spread: their spread}) of one layer along the driven trajectories; NaN without a drive."""
     if drive is None or trace is None:
