@@ -540,3 +540,15 @@ def test_prediction_tables_are_written(study, tmp_path):
     spectra = pd.read_csv(out / "tables" / "spectra.csv")
     assert set(spectra["run_id"]) == set(pd.read_csv(out / "tables" / "heatmaps.csv")["run_id"])
     assert (spectra.groupby(["run_id", "when"])["log10_sigma"].apply(lambda v: (np.diff(v) <= 1e-12).all())).all()
+
+
+def test_slope_above_lyapunov_and_spectrum_metrics_count_runs(tmp_path):
+    numbers = [(-0.5, -0.4, 5.0, 4), (-0.2, -0.25, 12.0, 2), (0.1, 0.05, 3.0, 4)]  # slope, lambda_1, spread, resolved
+    runs = [fx.make_run("weight_norms", seed=i, overrides={"slope_init": s, "lyapunov_init": l,
+                                                           "spectrum_spread_init": sp, "spectrum_resolved_init": k})
+            for i, (s, l, sp, k) in enumerate(numbers)]
+    results = tmp_path / "results"
+    fx.write_study(results, runs)
+    m = analyze_ok(results, tmp_path / "reports")
+    assert (m["rate"]["slope_above_lyapunov"]["k"], m["rate"]["slope_above_lyapunov"]["n"]) == (2, 3)
+    assert m["spectrum"] == {"median_spread_decades": 5.0, "n_runs": 3, "n_fully_resolved": 2}  # hidden = 4

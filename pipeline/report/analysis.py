@@ -330,6 +330,7 @@ def assemble(runs: pd.DataFrame, tables: dict[str, pd.DataFrame], spec_heads: di
                       "median_gap_global_decades": finite_median(runs["gap_global"])},
         "rate": rate_comparison(runs) | prediction.rate_metrics(runs),
         "gap_decades": prediction.gap_metrics(runs),
+        "spectrum": prediction.spectrum_metrics(runs),
         "specs": spec_heads,
     })
     report = {"format": ANALYSIS_FORMAT, "metrics": metrics, "specs": spec_extra,

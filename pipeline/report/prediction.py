@@ -50,6 +50,8 @@ def rate_metrics(runs: pd.DataFrame) -> dict:
     r = r[np.isfinite(r.to_numpy(float)).all(axis=1)]
     within = int(((r["slope_init"] - r["lyapunov_init"]).abs() <= r["lyapunov_spread_init"]).sum())
     out["slope_within_lyapunov_spread"] = rate(within, len(r))
+    # the sign of slope - lambda_1: a one-sided offset is a bias of the finite-T slope, not scatter
+    out["slope_above_lyapunov"] = rate(int((r["slope_init"] > r["lyapunov_init"]).sum()), len(r))
     out |= longest_probe_metrics(runs)
     return out
 
@@ -69,6 +71,16 @@ def longest_probe_metrics(runs: pd.DataFrame) -> dict:
                 abs_distance(longest, "slope_init", "meanfield_rate_init")),
             "lyapunov_trajectory_spread_longest": finite_median(
                 numeric(longest, ["lyapunov_spread_init"])["lyapunov_spread_init"])}
+
+
+def spectrum_metrics(runs: pd.DataFrame) -> dict:
+    """metrics.json `spectrum`: the median spread in decades of the singular values of dh_T/dh_0 (initial model, top
+    layer) over the runs, and how many runs had every singular value resolved (above jacobian.SPECTRUM_FLOOR of
+    sigma_1; where not, the run's spread is a lower bound)."""
+    r = numeric(runs, ["spectrum_spread_init", "spectrum_resolved_init", "hidden"])
+    r = r[np.isfinite(r["spectrum_spread_init"].to_numpy(float))]
+    return {"median_spread_decades": finite_median(r["spectrum_spread_init"]), "n_runs": len(r),
+            "n_fully_resolved": int((r["spectrum_resolved_init"] >= r["hidden"]).sum())}
 
 
 def gap_columns() -> list[str]:
