@@ -166,3 +166,15 @@ def test_driven_spectrum_nan_for_a_diverged_trajectory_and_bad_arguments():
         lyapunov.spectra_from_factors(np.eye(3), D, "elman", k=4, burn_in=4)
     with pytest.raises(ValueError, match="T, B, n"):
         lyapunov.spectra_from_factors(np.eye(3), D[:, 0], "elman")
+
+
+def test_a_trajectory_whose_state_overflows_gets_nan_not_the_junk_phi_prime():
+    """leaky_relu reads phi' = slope from a NaN state: the exploding trajectory must not report log(slope)."""
+    rng = np.random.default_rng(5)
+    model = one_layer(30.0 * orthogonal(4, rng), activation="leaky_relu")
+    xs = np.ones((400, 2, 1))
+    xs[:, 1] = 0.0  # the second stays at h = 0, where every phi' is the slope 0.01: J = 0.3 Q at every step
+    with np.errstate(all="ignore"):
+        got = lyapunov.driven_spectrum(model, xs, k=2)
+    assert np.isnan(got.per_trajectory[0]).all()
+    np.testing.assert_allclose(got.per_trajectory[1], np.log(0.3), rtol=0, atol=1e-9)

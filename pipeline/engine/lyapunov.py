@@ -150,8 +150,14 @@ def spectrum_from_trace(
     model: RNN, trace: Trace, layer: int = -1, k: int = TOP_K, burn_in: int = BURN_IN, qr_every: int = QR_EVERY,
     rng: np.random.Generator | None = None,
 ) -> DrivenSpectrum:
-    """`driven_spectrum` from a forward pass already made (`rnn.forward`)."""
-    D = trace.d[layer % model.layers]
+    """`driven_spectrum` from a forward pass already made (`rnn.forward`). A trajectory whose states overflowed in
+    this layer or one below gets NaN: past an overflow the phi' the forward pass reads from a NaN state is no
+    derivative of anything (relu's is 0, leaky_relu's its slope), so the frames would be driven by junk."""
+    l = layer % model.layers
+    overflowed = np.zeros(trace.d[l].shape[1], dtype=bool)
+    for h in trace.h[: l + 1]:
+        overflowed |= ~np.all(np.isfinite(h), axis=(0, 2))
+    D = np.where(overflowed[None, :, None], np.nan, trace.d[l])
     per = spectra_from_factors(model.W_hh(layer), D, model.form, min(k, model.hidden), burn_in, qr_every, rng)
     steps = D.shape[0] - burn_in - (D.shape[0] - burn_in) % qr_every
     with np.errstate(invalid="ignore"):
