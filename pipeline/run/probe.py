@@ -7,7 +7,7 @@ The probe input is one sequence xs (T, d) from h0 (L, n). All logs are natural u
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +59,8 @@ class Probe:
     signal: pd.DataFrame  # SIGNAL_COLUMNS, every layer, k = 0..T
     layers: list[dict]  # per layer: gamma_w, spectral_radius, log_rate, slope, lyapunov, violations, ...
     spot: pd.DataFrame  # SPOT_COLUMNS, every layer: the independent finite-difference check of sampled pairs
-    spectra: pd.DataFrame  # SPECTRA_COLUMNS, every layer: Lyapunov exponents, their spread, singular values
+    spectra: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(SPECTRA_COLUMNS)))
+    # SPECTRA_COLUMNS, every layer: Lyapunov exponents, their spread, singular values
 
 
 def probe_model(model: RNN, probe: ProbeInput, when: str, drive: Drive | None = None) -> Probe:
