@@ -344,8 +344,9 @@ def prediction_finding(metrics: dict) -> list[Inline] | None:
                 for name in ("orthogonal", "gaussian") if number(metrics, f"{r}.n_meanfield_{name}")]
     if per_init:
         for i, (name, key, n) in enumerate(per_init):
-            parts += [", " if i else "", Metric(key), f" nats per step from the measured slope for {name} init (n = ",
-                      Metric(n), ")"]
+            label = "Gaussian" if name == "gaussian" else name
+            parts += [", " if i else "", Metric(key), "" if i else " nats per step from the measured slope",
+                      f" for {label} init (n = ", Metric(n), ")"]
         parts += [" and ", Metric(f"{r}.median_abs_slope_minus_meanfield"), " over all ", Metric(f"{r}.n_meanfield"),
                   " runs"]
     else:
@@ -393,7 +394,8 @@ def prediction_section(metrics: dict, figures: dict[str, FigureFile]) -> Section
         Paragraph(["Why the bound is loose, in decades (median over ", m(f"{g}.n_runs"), " runs of each run's mean "
                    "over its pairs): global → product bound ", m(f"{g}.global_to_product"), " (saturation: "
                    "sup|φ′| against the realised max|φ′|), product → step-norm bound ", m(f"{g}.product_to_stepnorm"),
-                   " (‖W‖₂ max|φ′| against ‖diag(φ′) W‖₂), step-norm bound → measured ",
+                   " (‖W‖₂ max|φ′| against ‖diag(φ′) W‖₂; exactly 0 for an orthogonal W_hh, since ‖diag(d) Q‖₂ = "
+                   "max|d|), step-norm bound → measured ",
                    m(f"{g}.stepnorm_to_measured"), " (the alignment of successive steps: the product of the step "
                    "norms against the norm of the product). The step-norm bound Σ log‖J_s‖₂ is as rigorous as the "
                    "product bound and is checked in the violation count: ", m("violations_measured_gt_stepnorm"),
