@@ -4,7 +4,11 @@ The numbers are computed, not invented, and independently of the pipeline's engi
   - measured log||dh_t/dh_k||_2 comes from explicit products of the Jacobians J_t = diag(phi'(a_t)) W
     (elman form) and np.linalg.norm(., 2); the product and global bounds from their definitions;
   - a `linear` run with init `identity` has W = a I, so ||dh_t/dh_k|| = |a|^(t-k) exactly (a closed form);
-  - the slope is a least-squares fit of log-norm against lag, the Lyapunov exponent a QR iteration.
+  - the slope is a least-squares fit of log-norm against lag, the Lyapunov exponent a QR iteration;
+  - the step-norm bound sums log ||J_s||_2 by np.linalg.norm(J_s, 2), the gap parts are means over the finite
+    top-layer pairs of the initial probe, the singular spectrum is the SVD of the explicit product dh_T/dh_0.
+The mean-field rate and the Lyapunov spread follow stated formulas (MEANFIELD_OFFSET, LYAPUNOV_SPREAD), and so does
+||dE/dh_k|| over training (probe/gradients.parquet).
 Task outcomes (accuracy, losses, learning, BPTT signal) follow simple stated formulas, so a test can predict the
 summaries; so does the spot check (probe/spot_checks.parquet): its pairs are (k+1, k) and (T, k) for k = 0 and
 T // 2, and its finite-difference value is the measured one plus SPOT_OFFSET * (t - k).
@@ -32,6 +36,8 @@ CHANCE_LOSS = {"adding": 0.167, "temporal_order": math.log(4), "copy": math.log(
                "probe": 1.0}
 
 SPOT_OFFSET = 1e-9  # the fixture's finite-difference values differ from the measured ones by this per step of lag
+MEANFIELD_OFFSET = {"orthogonal": 0.02, "identity": -0.05}  # meanfield_rate = slope + this, per init
+LYAPUNOV_SPREAD = 0.005  # every run's lambda_1 spread over its trajectories
 
 BASE_CONFIG = dict(task="adding", text=None, seq_len=20, val_size=200, data_seed=0, form="elman", activation="tanh",
                    leaky_slope=0.01, layers=1, hidden=4, init="orthogonal", gamma_w=1.0, input_scale=None,
@@ -85,11 +91,13 @@ def derivatives(cfg: dict, Ws: list[np.ndarray], xs: np.ndarray, bias: float) ->
 
 
 def jacobian_rows(W: np.ndarray, D: np.ndarray, gamma_phi: float) -> list[tuple]:
-    """(t, k, lag, measured, product, global) for 0 <= k < t <= T, natural log, by explicit matrix products."""
+    """(t, k, lag, measured, product, global, stepnorm) for 0 <= k < t <= T, natural log, by explicit matrix
+    products."""
     T, rows = len(D), []
     g = spectral_norm(W)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         step = np.log(g * np.abs(D).max(axis=1))  # (T,) log(||W|| max_j |phi'_j|) at steps 1..T
+        own = np.log([spectral_norm(d[:, None] * W) for d in D])  # (T,) log ||J_s||_2
         rate = math.log(g * gamma_phi) if g * gamma_phi > 0 else -math.inf
         for k in range(T):
             P = np.eye(W.shape[0])
@@ -97,8 +105,31 @@ def jacobian_rows(W: np.ndarray, D: np.ndarray, gamma_phi: float) -> list[tuple]
                 P = (D[t - 1][:, None] * W) @ P
                 norm = spectral_norm(P)
                 measured = math.log(norm) if norm > 0 else (-math.inf if norm == 0 else math.nan)
-                rows.append((t, k, t - k, measured, float(step[k:t].sum()), (t - k) * rate))
+                rows.append((t, k, t - k, measured, float(step[k:t].sum()), (t - k) * rate, float(own[k:t].sum())))
     return rows
+
+
+def singular_logs(W: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """log of every singular value of dh_T/dh_0, descending, from the explicit product (NaN if not finite)."""
+    P = np.eye(W.shape[0])
+    for d in D:
+        P = (d[:, None] * W) @ P
+    if not np.all(np.isfinite(P)):
+        return np.full(W.shape[0], np.nan)
+    with np.errstate(divide="ignore"):
+        return np.log(np.linalg.svd(P, compute_uv=False))
+
+
+def gap_parts(rows: list[tuple]) -> dict[str, float]:
+    """The gap decomposition of one probe's top layer in decades: means over the pairs with all four logs finite."""
+    a = np.array([r[3:7] for r in rows], float)  # measured, product, global, stepnorm
+    a = a[np.isfinite(a).all(axis=1)]
+    if not len(a):
+        return dict.fromkeys(("gap_global_to_product", "gap_product_to_stepnorm", "gap_stepnorm_to_measured"),
+                             math.nan)
+    return {"gap_global_to_product": float((a[:, 2] - a[:, 1]).mean() / math.log(10)),
+            "gap_product_to_stepnorm": float((a[:, 1] - a[:, 3]).mean() / math.log(10)),
+            "gap_stepnorm_to_measured": float((a[:, 3] - a[:, 0]).mean() / math.log(10))}
 
 
 def lyapunov(W: np.ndarray, D: np.ndarray) -> float:
@@ -172,6 +203,14 @@ def signal_rows(cfg: dict, whens: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["when", "layer", "k", "log10_dE_dh"])
 
 
+def gradient_rows(cfg: dict) -> pd.DataFrame:
+    """Stated formula: at iterations 0, iters / 2 and iters, log10 ||dE/dh^l_k|| = the signal's - 0.001 iter."""
+    T, L = cfg["probe_len"], cfg["layers"]
+    rows = [(i, l, k, -0.05 * (T - k) - 0.5 * (L - 1 - l) - 0.001 * i)
+            for i in (0, cfg["iters"] // 2, cfg["iters"]) for l in range(L) for k in range(T + 1)]
+    return pd.DataFrame(rows, columns=["iter", "layer", "k", "log10_dE_dh"])
+
+
 def spot_rows(jac: pd.DataFrame) -> pd.DataFrame:
     """Stated formula: pairs (k+1, k) and (T, k) for k = 0 and T // 2 of every probe and layer; log_norm_fd =
     log_norm + SPOT_OFFSET * (t - k), NaN (skipped) where the measured value is not finite."""
@@ -184,28 +223,37 @@ def spot_rows(jac: pd.DataFrame) -> pd.DataFrame:
                          "log_norm": rows["log_norm"], "log_norm_fd": fd, "abs_dlog": (fd - rows["log_norm"]).abs()})
 
 
-def probe(run: FakeRun, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
-    """The probe's jacobian table and the summary numbers computed from it."""
+def probe(run: FakeRun, rng: np.random.Generator) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+    """The probe's jacobian table, the summary numbers computed from it, and its spectra table."""
     cfg = run.config
     gphi = get_activation(cfg["activation"], cfg["leaky_slope"]).gamma
     xs = rng.normal(scale=0.5, size=(cfg["probe_len"], cfg["hidden"]))
     W0 = initial_weights(cfg, rng)
     scale = math.nan if run.outcome == "diverged" else run.final_scale
-    frames, summary = [], {"gamma_phi": gphi}
+    frames, summary, spectra = [], {"gamma_phi": gphi}, []
     for when, Ws in (("init", W0), ("final", [scale * W for W in W0])):
         Ds = derivatives(cfg, Ws, xs, run.bias)
         for layer, (W, D) in enumerate(zip(Ws, Ds)):
             rows = jacobian_rows(W, D, gphi)
-            df = pd.DataFrame(rows, columns=["t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global"])
+            df = pd.DataFrame(rows, columns=["t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global",
+                                             "log_bound_stepnorm"])
             frames.append(df.assign(when=when, layer=layer))
+            sigma = singular_logs(W, D)
+            spectra.append(pd.DataFrame({"when": when, "layer": layer, "kind": "log_singular",
+                                         "i": np.arange(len(sigma)), "value": sigma}))
         top_W, top_D, top_rows = Ws[-1], Ds[-1], rows
         g = spectral_norm(top_W)
+        slope = fitted_slope(top_rows)
         summary |= {f"gamma_w_{when}": g, f"spectral_radius_{when}": g,
                     f"log_rate_{when}": math.log(g * gphi) if g > 0 else -math.inf,
-                    f"slope_{when}": fitted_slope(top_rows),
-                    f"lyapunov_{when}": lyapunov(top_W, top_D) if math.isfinite(g) else math.nan}
-    cols = ["when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global"]
-    return pd.concat(frames, ignore_index=True)[cols], summary
+                    f"slope_{when}": slope,
+                    f"lyapunov_{when}": lyapunov(top_W, top_D) if math.isfinite(g) else math.nan,
+                    f"lyapunov_spread_{when}": LYAPUNOV_SPREAD if math.isfinite(g) else math.nan,
+                    f"meanfield_rate_{when}": slope + MEANFIELD_OFFSET[cfg["init"]]}
+        summary |= {f"{k}_{when}": v for k, v in gap_parts(top_rows).items()}
+    cols = ["when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global",
+            "log_bound_stepnorm"]
+    return pd.concat(frames, ignore_index=True)[cols], summary, pd.concat(spectra, ignore_index=True)
 
 
 def write_run(results_dir: Path, run: FakeRun, index: int) -> dict:
@@ -226,7 +274,7 @@ def write_run(results_dir: Path, run: FakeRun, index: int) -> dict:
         return row | {"iters_done": None, "seconds": 0.1}
     (folder / "probe").mkdir()
     rng = np.random.default_rng(cfg["seed"] + 100 * index)
-    jac, numbers = probe(run, rng)
+    jac, numbers, spectra = probe(run, rng)
     diverged_at = cfg["iters"] // 2 if run.outcome == "diverged" else None
     ok = run.outcome == "ok"
     summary = {"outcome": run.outcome, "diverged_at": diverged_at, "iters_done": cfg["iters"], "seconds": 1.5,
@@ -247,6 +295,8 @@ def write_run(results_dir: Path, run: FakeRun, index: int) -> dict:
     jac.to_parquet(folder / "probe" / "jacobian.parquet", index=False)
     signal_rows(cfg, ("init", "final")).to_parquet(folder / "probe" / "signal.parquet", index=False)
     spot_rows(jac).to_parquet(folder / "probe" / "spot_checks.parquet", index=False)
+    spectra.to_parquet(folder / "probe" / "spectra.parquet", index=False)
+    gradient_rows(cfg).to_parquet(folder / "probe" / "gradients.parquet", index=False)
     if cfg["task"] == "text":
         samples = [{"iter": i, "text": f"sample at {i}: the quick brown fox"[: 10 + i // 5]} for i in (0, 50, 99)]
         (folder / "samples.json").write_text(json.dumps(samples))

@@ -170,12 +170,14 @@ def test_planted_violations_are_counted_and_listed_with_run_and_pair(study, tmp_
 
     out = tmp_path / "reports"
     m = analyze_ok(results, out)
-    assert m["violations"] == 2
+    assert m["violations"] == 3  # the planted measured value exceeds the step-norm bound too (it is below product)
     assert m["violations_measured_gt_product"] == 1 and m["violations_product_gt_global"] == 1
-    assert m["specs"][target.spec]["violations"] == 1
+    assert m["violations_measured_gt_stepnorm"] == 1 and m["violations_stepnorm_gt_product"] == 0
+    assert m["specs"][target.spec]["violations"] == 2
     table = pd.read_csv(out / "tables" / "violations.csv")
     rows = {(r.run_id, r.spec, r.when, r.layer, r.t, r.k, r.kind) for r in table.itertuples()}
     assert rows == {(target.run_id, target.spec, "init", 0, 7, 2, "measured>product"),
+                    (target.run_id, target.spec, "init", 0, 7, 2, "measured>stepnorm"),
                     (other.run_id, other.spec, "final", 0, 9, 3, "product>global")}
     listed = json.loads((out / "analysis.json").read_text())["violations"]
     assert {(v["run_id"], v["t"], v["k"]) for v in listed} == {(target.run_id, 7, 2), (other.run_id, 9, 3)}
@@ -497,3 +499,87 @@ def test_formatted_numbers_parse_back_to_the_stored_metric(x):
         assert json.loads(json.dumps(stored)) == stored
         if isinstance(x, float):
             assert stored == pytest.approx(x, rel=1e-3, abs=0)
+
+
+# ---- prediction versus measurement: the mean-field rate, lambda_1's spread, the gap decomposition ----------------
+
+
+def test_meanfield_and_lyapunov_spread_metrics_follow_the_fixture(study, tmp_path):
+    """The fixture's mean-field rate is the slope plus MEANFIELD_OFFSET[init] and every spread LYAPUNOV_SPREAD."""
+    results, runs = study
+    m = analyze_ok(results, tmp_path / "reports")["rate"]
+    with_probe = [r for r in runs if r.outcome != "failed"]
+    finite_slope = [r for r in with_probe if not (r.spec == "mystery" and r.bias < 0)]  # dead relu: no slope
+    orth = [r for r in finite_slope if r.config["init"] == "orthogonal"]
+    assert m["n_meanfield"] == len(finite_slope) and m["n_meanfield_orthogonal"] == len(orth)
+    assert m["median_abs_slope_minus_meanfield_orthogonal"] == pytest.approx(0.02)
+    assert m["n_meanfield_gaussian"] == 0 and m["median_abs_slope_minus_meanfield_gaussian"] is None
+    assert m["lyapunov_trajectory_spread"] == pytest.approx(fx.LYAPUNOV_SPREAD)
+    within = m["slope_within_lyapunov_spread"]
+    assert 0 <= within["k"] <= within["n"] and within["low"] <= within["rate"] <= within["high"]
+    assert m["longest_probe_steps"] == fx.BASE_CONFIG["probe_len"]
+
+
+def test_gap_decades_are_medians_of_the_runs_parts_and_the_gaps_table_adds_up(study, tmp_path):
+    results, runs = study
+    out = tmp_path / "reports"
+    m = analyze_ok(results, out)
+    table = pd.read_csv(out / "tables" / "runs.csv")
+    for part in ("global_to_product", "product_to_stepnorm", "stepnorm_to_measured"):
+        col = table[f"gap_{part}_init"].dropna()
+        assert m["gap_decades"][part] == pytest.approx(float(np.median(col)), rel=1e-3, abs=1e-6)  # 4 digits
+        assert m["gap_decades"][part] >= 0  # each bound lies above the next
+    gaps = pd.read_csv(out / "tables" / "gaps.csv").set_index("spec")
+    lin = next(r for r in runs if r.spec == "activations" and r.config["activation"] == "linear")
+    assert lin.run_id in gaps.loc["activations", "run_ids"]
+    # W = a I and a linear phi: the three bounds equal the measurement, every part is 0 for that run
+    row = table.set_index("run_id").loc[lin.run_id]
+    for part in ("global_to_product", "product_to_stepnorm", "stepnorm_to_measured"):
+        assert abs(row[f"gap_{part}_init"]) < 1e-9
+
+
+def test_a_planted_stepnorm_violation_is_counted(study, tmp_path):
+    results, runs = study
+    target = runs[2]
+    path = fx.run_folder(results, target) / "probe" / "jacobian.parquet"
+    jac = pd.read_parquet(path)
+    at = (jac["when"] == "init") & (jac["t"] == 6) & (jac["k"] == 4)
+    jac.loc[at, "log_bound_stepnorm"] = jac.loc[at, "log_bound_product"] + 0.1
+    jac.to_parquet(path, index=False)
+    m = analyze_ok(results, tmp_path / "reports")
+    assert m["violations"] == 1 and m["violations_stepnorm_gt_product"] == 1
+
+
+def test_a_probe_table_without_the_stepnorm_bound_is_still_checked(study, tmp_path):
+    """A run folder written before the step-norm bound existed: its pairs are checked against the two others."""
+    results, runs = study
+    path = fx.run_folder(results, runs[0]) / "probe" / "jacobian.parquet"
+    pd.read_parquet(path).drop(columns="log_bound_stepnorm").to_parquet(path, index=False)
+    m = analyze_ok(results, tmp_path / "reports")
+    assert m["violations"] == 0 and m["n_missing_artifacts"] == 0
+
+
+def test_prediction_tables_are_written(study, tmp_path):
+    results, runs = study
+    out = tmp_path / "reports"
+    analyze_ok(results, out)
+    pred = pd.read_csv(out / "tables" / "prediction.csv")
+    assert {"slope_init", "meanfield_rate_init", "lyapunov_init", "lyapunov_spread_init", "log_rate_init"} <= set(
+        pred.columns)
+    np.testing.assert_allclose(pred["meanfield_rate_init"] - pred["slope_init"],
+                               [fx.MEANFIELD_OFFSET[i] for i in pred["init"]], atol=1e-12)
+    spectra = pd.read_csv(out / "tables" / "spectra.csv")
+    assert set(spectra["run_id"]) == set(pd.read_csv(out / "tables" / "heatmaps.csv")["run_id"])
+    assert (spectra.groupby(["run_id", "when"])["log10_sigma"].apply(lambda v: (np.diff(v) <= 1e-12).all())).all()
+
+
+def test_slope_above_lyapunov_and_spectrum_metrics_count_runs(tmp_path):
+    numbers = [(-0.5, -0.4, 5.0, 4), (-0.2, -0.25, 12.0, 2), (0.1, 0.05, 3.0, 4)]  # slope, lambda_1, spread, resolved
+    runs = [fx.make_run("weight_norms", seed=i, overrides={"slope_init": s, "lyapunov_init": l,
+                                                           "spectrum_spread_init": sp, "spectrum_resolved_init": k})
+            for i, (s, l, sp, k) in enumerate(numbers)]
+    results = tmp_path / "results"
+    fx.write_study(results, runs)
+    m = analyze_ok(results, tmp_path / "reports")
+    assert (m["rate"]["slope_above_lyapunov"]["k"], m["rate"]["slope_above_lyapunov"]["n"]) == (2, 3)
+    assert m["spectrum"] == {"median_spread_decades": 5.0, "n_runs": 3, "n_fully_resolved": 2}  # hidden = 4

@@ -456,3 +456,73 @@ def test_a_saturated_tanh_layer_has_finite_norms(form):
     for k in range(T):
         for t in range(k + 1, T + 1):
             assert M[t, k] == pytest.approx(sum(step[k:t]), rel=1e-12)
+
+
+# ---- the step-norm bound and the singular spectrum at the longest lag ------------------------------------------
+
+
+@settings(max_examples=40)
+@given(bigger_network)
+def test_stepnorm_bound_lies_between_measurement_and_product_bound(case):
+    """Sub-multiplicativity and ||diag(d) W||_2 <= max|d| ||W||_2, on random models: measured <= step-norm <= product,
+    and every step norm equals the exact SVD's."""
+    model, xs, h0, layer = build(case)
+    measured = jacobian.log_norm_matrix(model, xs, h0, layer)
+    product, global_ = jacobian.log_bound_matrices(model, xs, h0, layer)
+    stepnorm = jacobian.log_stepnorm_bound_matrix(model, xs, h0, layer)
+    assert not jacobian.exceeds(measured, stepnorm).any()
+    assert not jacobian.exceeds(stepnorm, product).any()
+    assert jacobian.bound_violations(measured, product, global_, stepnorm=stepnorm) == []
+    W, D = step_factors(model, xs, h0, layer)  # the same steps, so that only the norm is compared
+    Js = [d[:, None] * W if model.form == "elman" else W * d[None, :] for d in D]
+    with np.errstate(divide="ignore"):
+        exact = np.log([np.linalg.norm(J, 2) for J in Js])
+    np.testing.assert_allclose(jacobian.log_step_norms(W, D, model.form), exact, rtol=0, atol=1e-9)
+
+
+def test_stepnorm_bound_is_the_sum_of_step_norms_and_handles_zero_and_nan():
+    steps = np.array([0.5, -1.0, -np.inf, 2.0, np.nan, 0.25])
+    got = jacobian.log_stepnorm_bound(steps)
+    assert got[2, 0] == pytest.approx(-0.5) and got[4, 3] == pytest.approx(2.0)
+    assert got[3, 1] == -np.inf and got[4, 0] == -np.inf  # spans the zero step
+    assert np.isnan(got[5, 4]) and np.isnan(got[6, 0]) and got[6, 5] == pytest.approx(0.25)
+    assert np.isnan(got[np.triu_indices(7)]).all()
+
+
+def test_bound_violations_finds_planted_stepnorm_ones():
+    measured = np.full((3, 3), np.nan)
+    measured[1, 0], measured[2, 0], measured[2, 1] = 0.0, -1.0, 0.0
+    product, global_, stepnorm = measured + 1.0, measured + 2.0, measured + 0.5
+    assert jacobian.bound_violations(measured, product, global_, stepnorm=stepnorm) == []
+    stepnorm[2, 0] = -2.0  # below the measurement
+    stepnorm[2, 1] = 1.5  # above the product bound
+    assert jacobian.bound_violations(measured, product, global_, stepnorm=stepnorm) == [
+        (2, 0, "measured>stepnorm"), (2, 1, "stepnorm>product")]
+
+
+@pytest.mark.parametrize("form", ["elman", "pascanu"])
+def test_singular_values_at_longest_lag_match_the_dense_product(form):
+    rng = np.random.default_rng(3)
+    model = random_model(rng, form, "tanh", n=6, scale=1.2)
+    xs = rng.standard_normal((25, 2))
+    W, D = step_factors(model, xs)
+    Js, _ = reference_jacobians(model, xs, None, -1)
+    P = np.eye(6)
+    for J in Js:
+        P = J @ P
+    want = np.log(np.linalg.svd(P, compute_uv=False))
+    got = jacobian.log_singular_values(W, D, form)
+    resolved = np.isfinite(got)
+    assert resolved[0] and got[0] == pytest.approx(jacobian.log_norm_matrix(model, xs)[25, 0], abs=1e-9)
+    np.testing.assert_allclose(got[resolved], want[resolved], rtol=0, atol=1e-6)
+    assert (want[~resolved] < want[0] + np.log(jacobian.SPECTRUM_FLOOR) + 1e-6).all()
+
+
+def test_singular_spectrum_of_a_diagonal_linear_map_and_its_spread():
+    d = np.array([2.0, -0.5, 0.1])
+    got = jacobian.log_singular_values(np.diag(d), np.ones((4, 3)), "elman")
+    np.testing.assert_allclose(got, 4 * np.sort(np.log(np.abs(d)))[::-1], rtol=0, atol=1e-12)
+    assert jacobian.spectrum_spread_decades(got) == pytest.approx(4 * np.log10(20.0))
+    assert np.isnan(jacobian.spectrum_spread_decades(np.array([0.0, np.nan])))
+    assert np.isnan(jacobian.log_singular_values(np.eye(2), np.array([[1.0, np.nan]]), "elman")).all()
+    assert np.isneginf(jacobian.log_singular_values(np.eye(2), np.zeros((3, 2)), "elman")).all()

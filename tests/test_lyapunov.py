@@ -113,3 +113,68 @@ def test_bad_input_raises_value_error_naming_it():
     broken = one_layer(np.ones((3, 2)))
     with pytest.raises(ValueError, match="square"):
         lyapunov.top_lyapunov(broken, xs)
+
+
+# ---- driven trajectories: burn-in, long measurement, several trajectories at once ---------------------------------
+
+
+@pytest.mark.parametrize("a", [0.3, 1.0, -1.7, 25.0])
+@pytest.mark.parametrize("form", ["elman", "pascanu"])
+def test_driven_spectrum_of_scaled_orthogonal_linear_map_is_log_a(a, form):
+    rng = np.random.default_rng(2)
+    model = one_layer(a * orthogonal(8, rng), form=form)
+    xs = np.zeros((1200, 3, 1))  # a linear map's Jacobian ignores the inputs (and zeros keep a = 25 finite)
+    got = lyapunov.driven_spectrum(model, xs, k=4)
+    np.testing.assert_allclose(got.per_trajectory, np.log(abs(a)), rtol=0, atol=1e-9)
+    assert got.per_trajectory.shape == (3, 4) and got.burn_in == 200 and got.steps == 1000
+    np.testing.assert_allclose(got.spread, 0.0, atol=1e-9)
+
+
+@pytest.mark.parametrize("qr_every", [1, 3, 4])
+def test_driven_spectrum_of_diagonal_linear_map_is_sorted_log_diag(qr_every):
+    d = np.array([1.5, -0.2, 0.9, 3.0, -1.1])
+    D = np.ones((1200, 2, 5))
+    got = lyapunov.spectra_from_factors(np.diag(d), D, "elman", k=5, burn_in=204 - 204 % qr_every, qr_every=qr_every)
+    np.testing.assert_allclose(got, np.broadcast_to(np.sort(np.log(np.abs(d)))[::-1], (2, 5)), rtol=0, atol=1e-12)
+
+
+def test_driven_spectrum_agrees_with_the_single_sequence_estimate_and_qr_interval():
+    """A nonlinear layer: the batched, every-few-steps QR gives each trajectory the exponents of the one-sequence,
+    every-step QR of `lyapunov_spectrum` with the same burn-in. The two start from different random frames, whose
+    memory decays like exp(-(lambda_k - lambda_{k+1}) t): after the burn-in it is below 1e-8 here."""
+    rng = np.random.default_rng(4)
+    W = 1.4 * orthogonal(10, rng)
+    model = one_layer(W, activation="tanh", d=2)
+    model.params["W_xh_0"] = rng.standard_normal((10, 2))
+    xs = rng.standard_normal((1200, 2, 2))
+    got = lyapunov.driven_spectrum(model, xs, k=3, qr_every=4)
+    for b in range(2):
+        one = lyapunov.lyapunov_spectrum(model, xs[:, b], k=3, discard=200)
+        np.testing.assert_allclose(got.per_trajectory[b], one, rtol=0, atol=1e-8)
+    assert got.mean == pytest.approx(got.per_trajectory.mean(axis=0))
+    assert got.spread == pytest.approx(np.ptp(got.per_trajectory, axis=0))
+
+
+def test_driven_spectrum_nan_for_a_diverged_trajectory_and_bad_arguments():
+    D = np.ones((20, 2, 3))
+    D[5, 1, 0] = np.nan
+    got = lyapunov.spectra_from_factors(np.eye(3), D, "elman", k=2, burn_in=4)
+    assert np.isfinite(got[0]).all() and np.isnan(got[1]).all()
+    with pytest.raises(ValueError, match="multiple"):
+        lyapunov.spectra_from_factors(np.eye(3), D, "elman", k=2, burn_in=5)
+    with pytest.raises(ValueError, match="k must be"):
+        lyapunov.spectra_from_factors(np.eye(3), D, "elman", k=4, burn_in=4)
+    with pytest.raises(ValueError, match="T, B, n"):
+        lyapunov.spectra_from_factors(np.eye(3), D[:, 0], "elman")
+
+
+def test_a_trajectory_whose_state_overflows_gets_nan_not_the_junk_phi_prime():
+    """leaky_relu reads phi' = slope from a NaN state: the exploding trajectory must not report log(slope)."""
+    rng = np.random.default_rng(5)
+    model = one_layer(30.0 * orthogonal(4, rng), activation="leaky_relu")
+    xs = np.ones((400, 2, 1))
+    xs[:, 1] = 0.0  # the second stays at h = 0, where every phi' is the slope 0.01: J = 0.3 Q at every step
+    with np.errstate(all="ignore"):
+        got = lyapunov.driven_spectrum(model, xs, k=2)
+    assert np.isnan(got.per_trajectory[0]).all()
+    np.testing.assert_allclose(got.per_trajectory[1], np.log(0.3), rtol=0, atol=1e-9)

@@ -166,9 +166,10 @@ def test_the_report_calls_the_bound_check_a_sanity_check_and_the_spot_check_inde
 def test_opening_sentences_state_runs_probes_and_violations(built):
     text = re.sub(r"<[^>]+>", "", built["html"])
     m = built["metrics"]
-    assert m["n_runs"] == 32 and m["n_probes"] == 62 and m["violations"] == 1
+    # the planted pair lies above the product bound and so above the step-norm bound below it: two violations
+    assert m["n_runs"] == 32 and m["n_probes"] == 62 and m["violations"] == 2
     assert "We checked 32 runs and 62 probes" in text
-    assert "1 violations of" in text and "(expected 0)" in text
+    assert "2 violations of" in text and "(expected 0)" in text
     summary = text[text.index("\nSummary\n"):text.index("\nBound check\n")]
     assert summary.index("We checked") < summary.index("violations of") < summary.index("Headline:")
 
@@ -219,7 +220,7 @@ def test_the_findings_wording_follows_the_numbers(built):
     assert finding_texts(metrics)[0].startswith("Below γ_W γ_φ = 1, none of the 6 runs were observed vanishing")
 
     spot = next(t for t in finding_texts(metrics) if "spot check" in t)
-    assert "found 1 violations" in spot and "holds by construction" not in spot
+    assert "found 2 violations" in spot and "holds by construction" not in spot
     metrics["violations"] = 0
     spot = next(t for t in finding_texts(metrics) if "spot check" in t)
     assert "the 4,070-pair bound check holds by construction (0 violations)" in spot
@@ -258,12 +259,12 @@ def test_every_figure_is_embedded_as_a_decodable_png(built):
 
 def test_planted_violation_is_counted_and_listed_with_run_and_pair(built):
     planted, page = built["planted"], built["page"]
-    assert built["metrics"]["violations"] == 1 and built["metrics"]["specs"]["weight_norms"]["violations"] == 1
+    assert built["metrics"]["violations"] == 2 and built["metrics"]["specs"]["weight_norms"]["violations"] == 2
     rows = [r for r in page.rows if r[0] == "bound" and planted.run_id in r]
-    assert len(rows) == 1
-    _, run_id, short, spec, when, layer, t, k, kind, *_ = rows[0]
-    assert (short, spec, when, layer, t, k, kind) == (planted.run_id[:8], "weight_norms", "init", "0", "6", "3",
-                                                      "measured>product")
+    assert len(rows) == 2  # above the product bound, hence above the step-norm bound too
+    got = {tuple(r[2:9]) for r in rows}
+    assert got == {(planted.run_id[:8], "weight_norms", "init", "0", "6", "3", kind)
+                   for kind in ("measured>product", "measured>stepnorm")}
 
 
 def test_missing_artifact_section_names_run_and_file(built):
@@ -597,3 +598,37 @@ def test_a_pdf_table_without_room_for_a_few_rows_starts_on_the_next_page_with_it
                         lambda pdf, text, *a, **k: (captions.append((text, pdf.page)), write(pdf, text, *a, **k)))
     pdf_module.write_table(doc, Table(["a", "b"], [["1", "2"]] * 6, "the caption"), {})
     assert captions == [("the caption", caption_page)]
+def test_prediction_section_states_the_rates_and_shows_its_figures(built):
+    page, out = built["page"], built["out"]
+    assert page.sections["prediction"] == "Prediction versus measurement"
+    for name in ("prediction", "gaps", "spectrum"):
+        assert (out / "figures" / f"{name}.png").is_file()
+    text = re.sub(r"<[^>]+>", "", built["html"])
+    section = text[text.index("\nPrediction versus measurement\n"):]
+    rate = built["metrics"]["rate"]
+    assert f"{rate['median_abs_slope_minus_meanfield_orthogonal']:.4g} for orthogonal init" in section
+    assert "global → product bound" in section and "step-norm bound → measured" in section
+
+
+def test_gradient_spike_figure_draws_the_spikiest_run_of_each_clip_mode():
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.report import figures, prediction
+
+    runs = pd.DataFrame({"run_id": ["a" * 32, "b" * 32, "c" * 32], "clip_mode": ["none", "none", "global"],
+                         "clip_threshold": [1.0, 1.0, 5.0]})
+    it = np.arange(1, 101)
+    flat, spiky = np.ones(100), np.where(it % 30 == 0, 50.0, 1.0)
+    histories = {"a" * 32: pd.DataFrame({"iter": it, "grad_norm": flat}),
+                 "b" * 32: pd.DataFrame({"iter": it, "grad_norm": spiky}),
+                 "c" * 32: pd.DataFrame({"iter": it, "grad_norm": 2 * spiky})}
+    ids = prediction.spike_runs(runs, histories)
+    assert set(ids) == {"b" * 32, "c" * 32}  # the flat unclipped run is not the spikiest of its mode
+    rows = prediction.spike_rows(runs, histories, ids)
+    assert len(rows) == 200 and set(rows["clip_mode"]) == {"none", "global"}
+    by_k = pd.DataFrame({"run_id": "b" * 32, "iter": np.repeat([0, 50, 100], 11), "k": np.tile(np.arange(11), 3),
+                         "log10_dE_dh": -0.1 * np.tile(np.arange(11)[::-1], 3)})
+    fig, caption, drawn = figures.draw_gradients({"gradient_spikes": rows, "gradient_by_k": by_k})
+    figures.png_bytes(fig)
+    assert set(drawn) == {"b" * 32, "c" * 32} and "before clipping" in caption

@@ -35,7 +35,8 @@ RUNS = {  # name -> (config overrides, input width d)
 }
 FILES = {"config.json", "summary.json", "history.csv", "series.parquet", "figures/jacobian_heatmap.png",
          "probe/model_init.npz", "probe/model_final.npz", "probe/inputs.npy", "probe/h0.npy",
-         "probe/jacobian.parquet", "probe/signal.parquet", "probe/spot_checks.parquet"}
+         "probe/jacobian.parquet", "probe/signal.parquet", "probe/spot_checks.parquet", "probe/spectra.parquet",
+         "probe/gradients.parquet"}
 SUMMARY_KEYS = {"config_hash", "inputs", "outcome", "diverged_at", "iters_done", "seconds", "final_train_loss",
                 "final_val_loss", "val_accuracy", "chance_loss", "chance_accuracy", "gamma_phi", "gamma_w_init",
                 "gamma_w_final", "spectral_radius_init", "spectral_radius_final", "log_rate_init", "log_rate_final",
@@ -43,8 +44,12 @@ SUMMARY_KEYS = {"config_hash", "inputs", "outcome", "diverged_at", "iters_done",
                 "observed_regime", "violations_init", "violations_final", "layers", "learned", "loss_growth",
                 "norm_growth", "spot_checks_init", "spot_checks_final", "spot_skipped_init", "spot_skipped_final",
                 "spot_mismatches_init", "spot_mismatches_final", "spot_max_abs_dlog_init",
-                "spot_max_abs_dlog_final"}
+                "spot_max_abs_dlog_final", "lyapunov_spread_init", "lyapunov_spread_final", "lyapunov_probe_init",
+                "lyapunov_probe_final", "meanfield_rate_init", "meanfield_rate_final", "gap_global_to_product_init",
+                "gap_product_to_stepnorm_init", "gap_stepnorm_to_measured_init", "spectrum_spread_init",
+                "spectrum_resolved_init"}
 STEP_KEYS = {"jacobian_init/log10_norm", "jacobian_final/log10_norm", "bound/log10_product", "bound/log10_global",
+             "bound/log10_stepnorm",
              "bptt/log10_dE_dh", "train/loss", "train/grad_norm", "train/clip_scale", "train/w_norm",
              "train/spectral_radius", "train/loss_smoothed", "val/loss", "val/accuracy"}
 
@@ -183,7 +188,7 @@ def test_jacobian_table_respects_the_bounds(runs, name):
     P = probe_steps(name, cfg)
     jac = pd.read_parquet(result.run_dir / "probe" / "jacobian.parquet")
     assert list(jac.columns) == ["when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global",
-                                 "log_norm_cell"]
+                                 "log_bound_stepnorm", "log_norm_cell"]
     assert jac["log_norm_cell"].isna().all()  # a vanilla RNN has no cell state
     assert len(jac) == 2 * cfg.layers * P * (P + 1) // 2
     assert set(jac["when"]) == {"init", "final"} and set(jac["layer"]) == set(range(cfg.layers))
@@ -193,6 +198,9 @@ def test_jacobian_table_respects_the_bounds(runs, name):
     assert (jac["log_norm"] <= jac["log_bound_product"] + tol).all()
     tol = 1e-9 * np.maximum(1.0, jac["log_bound_global"].abs())
     assert (jac["log_bound_product"] <= jac["log_bound_global"] + tol).all()
+    tol = 1e-9 * np.maximum(1.0, jac["log_bound_stepnorm"].abs())
+    assert (jac["log_norm"] <= jac["log_bound_stepnorm"] + tol).all()
+    assert (jac["log_bound_stepnorm"] <= jac["log_bound_product"] + tol).all()
 
 
 def elman_tanh_log_norms(model, xs: np.ndarray, layer: int) -> dict[tuple[int, int], float]:
@@ -530,3 +538,73 @@ def test_a_validation_loss_that_overflows_is_a_divergence(iters, overflow_after,
     assert not math.isfinite(log.val[-1][1]) and log.val[-1][0] == diverged_at
     assert trainer.params_finite(log.model)
     assert events[-1]["diverged"] is True and events[-1]["iter"] == diverged_at
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_dynamics_numbers_follow_from_the_models_and_tables(runs, name):
+    """The mean-field, Lyapunov, gap and spectrum numbers of summary.json against the run's own model files and
+    tables: sigma_w = ||W||_F / sqrt(n); the rate is the mean-field map's at that sigma_w and the recorded input
+    variance; lambda_1 <= log(gamma_W gamma_phi) (sub-multiplicativity); the gap parts add up to the mean gap."""
+    from pipeline.engine import meanfield
+    from pipeline.engine.activations import get_activation
+
+    cfg, result, _ = runs[name]
+    s, folder = result.summary, result.run_dir / "probe"
+    for when in ("init", "final"):
+        W = np.load(folder / f"model_{when}.npz")[f"W_hh_{cfg.layers - 1}"]
+        assert s[f"sigma_w_{when}"] == pytest.approx(np.linalg.norm(W) / math.sqrt(W.shape[0]), rel=1e-12)
+        want = meanfield.meanfield_rate(get_activation("tanh"), s[f"sigma_w_{when}"], s[f"input_var_{when}"])
+        assert s[f"meanfield_rate_{when}"] == pytest.approx(want.rate, rel=1e-12)
+        assert s[f"lyapunov_{when}"] <= s[f"log_rate_{when}"] + 1e-9 and s[f"lyapunov_spread_{when}"] >= 0
+    spectra = pd.read_parquet(folder / "spectra.parquet")
+    top = spectra[(spectra["when"] == "init") & (spectra["layer"] == cfg.layers - 1)]
+    exps = top.loc[top["kind"] == "lyapunov", "value"].to_numpy()
+    assert len(exps) == min(4, cfg.hidden) and (np.diff(exps) <= 0).all() and exps[0] == s["lyapunov_init"]
+    sigma = top.loc[top["kind"] == "log_singular", "value"].to_numpy()
+    assert len(sigma) == cfg.hidden and sigma[0] == pytest.approx(
+        pd.read_parquet(folder / "jacobian.parquet").query("when == 'init' and k == 0 and layer == @cfg.layers - 1")
+        ["log_norm"].iloc[-1], abs=1e-9)  # sigma_1 of dh_T/dh_0 is the measured norm at the longest lag
+    jac = pd.read_parquet(folder / "jacobian.parquet").query("when == 'init' and layer == @cfg.layers - 1")
+    ok = np.isfinite(jac[["log_norm", "log_bound_product", "log_bound_global", "log_bound_stepnorm"]]).all(axis=1)
+    parts = s["gap_global_to_product_init"] + s["gap_product_to_stepnorm_init"] + s["gap_stepnorm_to_measured_init"]
+    assert parts == pytest.approx(((jac["log_bound_global"] - jac["log_norm"])[ok]).mean() / math.log(10), rel=1e-9)
+    assert min(s["gap_global_to_product_init"], s["gap_product_to_stepnorm_init"],
+               s["gap_stepnorm_to_measured_init"]) >= -1e-9
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_gradients_over_training_are_recorded_at_checkpoints(runs, name):
+    cfg, result, _ = runs[name]
+    grads = pd.read_parquet(result.run_dir / "probe" / "gradients.parquet")
+    assert set(grads["iter"]) == runner.gradient_checkpoints(cfg.iters) and {0, cfg.iters} <= set(grads["iter"])
+    signal = pd.read_parquet(result.run_dir / "probe" / "signal.parquet")
+    for it, when in ((0, "init"), (cfg.iters, "final")):  # the first and last checkpoints are the probed models
+        got = grads[grads["iter"] == it].sort_values(["layer", "k"])["log10_dE_dh"].to_numpy()
+        want = signal[signal["when"] == when].sort_values(["layer", "k"])["log10_dE_dh"].to_numpy()
+        np.testing.assert_array_equal(got, want)
+
+
+def test_driving_inputs_join_task_sequences_into_streams():
+    rng = np.random.default_rng(0)
+    drawn = []
+
+    def draw(r):
+        xs = r.standard_normal((7, 3, 2))
+        drawn.append(xs)
+        return xs, None, None
+
+    got = runner.driving_inputs(draw, rng, 20, 2, 2)
+    assert got.shape == (20, 2, 2)
+    sequences = [x[:, b] for x in drawn for b in range(3)]
+    stream = np.concatenate(sequences)
+    np.testing.assert_array_equal(got[:, 0], stream[:20])
+    np.testing.assert_array_equal(got[:, 1], stream[20:40])
+
+
+def test_driving_inputs_one_hot_encode_token_ids_as_the_text_walk_draws_them():
+    ids = np.arange(12).reshape(4, 3) % 5  # (S, B) ids, as min-char-rnn's consecutive windows give them
+
+    got = runner.driving_inputs(lambda r: (ids, None, None, True), np.random.default_rng(0), 8, 1, 5)
+    assert got.shape == (8, 1, 5)
+    np.testing.assert_array_equal(got[:, 0].argmax(axis=1), np.concatenate([ids[:, 0], ids[:, 1]]))
+    assert (got.sum(axis=2) == 1).all()

@@ -368,6 +368,97 @@ def log_bounds_from_factors(W: np.ndarray, D: np.ndarray, gamma_phi: float) -> t
     return product, global_
 
 
+# ---- the step-norm bound and the singular spectrum ----------------------------------------------------------
+
+
+def log_step_norms(W: np.ndarray, D: np.ndarray, form: str) -> np.ndarray:
+    """(T,) float64: log ||J_s||_2 of every step s = 1..T, step factors W (n, n) and D (T, n) as in step_factors.
+
+    All steps in one stack through the batched Lanczos of `log_norms_from_factors`'s first lag (J_s = e^{c_s} J^_s
+    with the unit-size factors of `_normalised_steps`); -inf for an all-zero step, NaN for a non-finite one."""
+    W, D = check_factors(W, D, form)
+    T, n = D.shape
+    Wn, Dn, log_c, bad = _normalised_steps(W, D)
+    stack = np.empty((T, n, n))
+    _first_lag(np.ascontiguousarray(Wn.T), Dn, form, out=stack)
+    start = np.random.default_rng(0).standard_normal((T, n))  # fixed: results are deterministic
+    start /= np.linalg.norm(start, axis=1, keepdims=True)
+    counts = {"lanczos_steps": 0, "exact_fallbacks": 0}
+    sigma, _, _ = top_singular_values(stack, start, LANCZOS_TOL, LANCZOS_MAX_STEPS, min(8, n + 1), counts)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = log_c + np.log(sigma)
+    out[bad] = np.nan
+    return out
+
+
+def log_stepnorm_bound(step_log_norms: np.ndarray) -> np.ndarray:
+    """(T+1, T+1): [t, k] = sum_{s=k+1..t} log ||J_s||_2 for k < t, NaN elsewhere (docs/math.md 4.6).
+
+    Sub-multiplicativity makes it a bound on log ||dh_t/dh_k||_2 as rigorous as the product bound and never
+    above it (||diag(d) W||_2 <= max|d| ||W||_2). -inf for a pair spanning a zero step, NaN for one spanning a
+    non-finite step."""
+    per_step = np.asarray(step_log_norms, dtype=np.float64)
+    T = per_step.shape[0]
+    finite_sum = np.concatenate([[0.0], np.cumsum(np.where(np.isfinite(per_step), per_step, 0.0))])
+    out = finite_sum[:, None] - finite_sum[None, :]
+    out[_covers_bad_step(np.isneginf(per_step))] = -np.inf
+    out[_covers_bad_step(np.isnan(per_step) | np.isposinf(per_step))] = np.nan
+    out[~_pair_mask(T)] = np.nan
+    return out
+
+
+def log_stepnorm_bound_matrix(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, layer: int = -1) -> np.ndarray:
+    """`log_stepnorm_bound` of `layer` on one sequence xs (T, d) from h0 (L, n)."""
+    W, D = step_factors(model, xs, h0, layer)
+    return log_stepnorm_bound(log_step_norms(W, D, model.form))
+
+
+SPECTRUM_FLOOR = 1e-12  # singular values below this fraction of sigma_1 are at the rounding floor of the product
+
+
+def log_singular_values(W: np.ndarray, D: np.ndarray, form: str) -> np.ndarray:
+    """(n,) float64, descending: log of every singular value of dh_T/dh_0 = J_T ... J_1 (the longest lag).
+
+    The product is formed forwards and divided by its largest entry after every step (its log carried apart, as
+    in `log_column_from_factors`), then one SVD. The forming costs rounding of about T eps relative to sigma_1,
+    so values below SPECTRUM_FLOOR sigma_1 are NaN: not resolved. All NaN when a step is not finite; all -inf
+    when the product is exactly zero."""
+    W, D = check_factors(W, D, form)
+    T, n = D.shape
+    Wn, Dn, log_c, bad = _normalised_steps(W, D)
+    if bad.any():
+        return np.full(n, np.nan)
+    P, log_scale = np.eye(n), 0.0
+    for s in range(T):
+        P = Dn[s][:, None] * (Wn @ P) if form == "elman" else Wn @ (Dn[s][:, None] * P)
+        size = np.max(np.abs(P))
+        if size == 0 or not np.isfinite(log_c[s]):
+            return np.full(n, -np.inf)
+        P /= size
+        log_scale += log_c[s] + np.log(size)
+    sigma = np.linalg.svd(P, compute_uv=False)
+    with np.errstate(divide="ignore"):
+        out = log_scale + np.log(sigma)
+    out[sigma < SPECTRUM_FLOOR * sigma[0]] = np.nan
+    return out
+
+
+def log_singular_spectrum(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, layer: int = -1) -> np.ndarray:
+    """`log_singular_values` of `layer` on one sequence xs (T, d) from h0 (L, n): the spectrum of dh_T/dh_0."""
+    W, D = step_factors(model, xs, h0, layer)
+    return log_singular_values(W, D, model.form)
+
+
+def spectrum_spread_decades(log_sigma: np.ndarray) -> float:
+    """log10(sigma_1 / sigma_min) over the resolved singular values (a lower bound when some are NaN: below the
+    floor); NaN when fewer than two are resolved."""
+    values = np.asarray(log_sigma, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size < 2:
+        return float("nan")
+    return float((values.max() - values.min()) / np.log(10.0))
+
+
 # ---- summaries ---------------------------------------------------------------------------------------------
 
 
@@ -401,14 +492,20 @@ def decay_slope(logmat: np.ndarray) -> float:
 
 
 def bound_violations(
-    measured: np.ndarray, product: np.ndarray, global_: np.ndarray, rtol: float = BOUND_RTOL
+    measured: np.ndarray, product: np.ndarray, global_: np.ndarray, rtol: float = BOUND_RTOL,
+    stepnorm: np.ndarray | None = None,
 ) -> list[tuple[int, int, str]]:
-    """Pairs (t, k, kind) where measured > product or product > global_ beyond rounding (`exceeds`).
+    """Pairs (t, k, kind) where measured > product or product > global_ beyond rounding (`exceeds`), and, given
+    the step-norm bound, where measured > stepnorm or stepnorm > product.
 
-    kind is "measured>product" or "product>global". NaN pairs are skipped; -inf is a legitimate value.
+    kind is "measured>product", "product>global", "measured>stepnorm" or "stepnorm>product". NaN pairs are
+    skipped; -inf is a legitimate value.
     """
     found = []
-    for low, high, kind in ((measured, product, "measured>product"), (product, global_, "product>global")):
+    checks = [(measured, product, "measured>product"), (product, global_, "product>global")]
+    if stepnorm is not None:
+        checks += [(measured, stepnorm, "measured>stepnorm"), (stepnorm, product, "stepnorm>product")]
+    for low, high, kind in checks:
         for t, k in np.argwhere(exceeds(np.asarray(low), np.asarray(high), rtol)):
             found.append((int(t), int(k), kind))
     return sorted(found)

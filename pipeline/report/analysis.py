@@ -19,8 +19,8 @@ import pandas as pd
 
 from ..errors import UserError
 from ..run.files import write_atomic
-from ..run.probe import JACOBIAN_REQUIRED, SIGNAL_COLUMNS, SPOT_COLUMNS
-from . import studies
+from ..run.probe import GRADIENT_COLUMNS, JACOBIAN_REQUIRED, SIGNAL_COLUMNS, SPECTRA_COLUMNS, SPOT_COLUMNS
+from . import prediction, studies
 from .reductions import (
     REGIME_PROBES, bound_violations, decay_by_lag, finite_median, heatmap_rows, label_regimes, learning_counts,
     nonfinite_summary, numeric, outcome_counts, rate_comparison, regime_confusion, regime_counts, rounded_tree,
@@ -31,10 +31,12 @@ HISTORY_COLUMNS = ("iter", "loss")
 RESULT_COLUMNS = ("run_id", "config_hash", "outcome")
 # The layout of analysis.json: raised whenever its keys change, so that `report` refuses one an older `analyze`
 # wrote instead of printing n/a for what it lacks
-ANALYSIS_FORMAT = 2
+ANALYSIS_FORMAT = 3
 REPORT_VIOLATIONS = 1000  # violations carried into analysis.json (all of them go to tables/violations.csv)
 TABLES = ("runs", "violations", "nonfinite", "missing", "decay", "tightness", "regimes", "heatmaps",
+          "prediction", "gaps", "edge_of_chaos", "spectra", "gradient_spikes", "gradient_by_k",
           *sorted(studies.table_names()))
+# The step-norm bound column is new: a probe table written before it is still read (its pairs then check two bounds)
 
 
 # ---- reading the results and run folders --------------------------------------------------------------------
@@ -173,12 +175,16 @@ class ProbeResults:
     decay: list[pd.DataFrame] = field(default_factory=list)
     heatmaps: list[pd.DataFrame] = field(default_factory=list)
     signal: list[pd.DataFrame] = field(default_factory=list)
-    per_run: dict[str, dict] = field(default_factory=dict)  # run_id -> n_probes, n_checks, violations, gaps,
+    spectra: list[pd.DataFrame] = field(default_factory=list)  # singular spectra of the heatmap runs
+    gradients: list[pd.DataFrame] = field(default_factory=list)  # ||dE/dh_k|| over training of the spike runs
+    per_run: dict[str, dict] = field(default_factory=dict)  # run_id -> n_probes, n_checks, probe_steps, violations, gaps,
     # and the spot check's spot_checks, spot_skipped, spot_mismatches, spot_max_abs_dlog
 
 
-def check_probes(runs: pd.DataFrame, files: dict[str, RunFiles], heat_ids: list[str]) -> ProbeResults:
-    """Read each run's probe tables once and reduce them: bound check, decay, gaps, heatmaps, depth signal."""
+def check_probes(runs: pd.DataFrame, files: dict[str, RunFiles], heat_ids: list[str],
+                 spike_ids: list[str] = ()) -> ProbeResults:
+    """Read each run's probe tables once and reduce them: bound check, decay, gaps, heatmaps, depth signal; the
+    singular spectra of the heatmap runs and the gradients over training of the spike runs."""
     out = ProbeResults()
     for run in runs.itertuples():
         f = files[run.run_id]
@@ -186,6 +192,14 @@ def check_probes(runs: pd.DataFrame, files: dict[str, RunFiles], heat_ids: list[
             continue
         tag = {"run_id": run.run_id, "spec": run.spec}
         jac = f.read("probe/jacobian.parquet", JACOBIAN_REQUIRED)
+        if run.run_id in heat_ids:
+            spectra = f.read("probe/spectra.parquet", SPECTRA_COLUMNS)
+            if spectra is not None:
+                out.spectra.append(prediction.spectrum_rows(spectra).assign(**tag))
+        if run.run_id in spike_ids:
+            gradients = f.read("probe/gradients.parquet", GRADIENT_COLUMNS)
+            if gradients is not None:
+                out.gradients.append(prediction.gradient_rows(gradients).assign(**tag))
         signal = f.read("probe/signal.parquet", SIGNAL_COLUMNS)
         if signal is not None and studies.study(run.spec).keeps_signal:
             out.signal.append(signal.assign(run_id=run.run_id))
@@ -201,7 +215,8 @@ def check_probes(runs: pd.DataFrame, files: dict[str, RunFiles], heat_ids: list[
         if run.run_id in heat_ids:
             out.heatmaps.append(heatmap_rows(jac).assign(**tag))
         out.per_run[run.run_id] = out.per_run.get(run.run_id, {}) | {
-            "n_probes": jac["when"].nunique(), "n_checks": len(jac), "violations": len(viol), **run_gaps(jac)}
+            "n_probes": jac["when"].nunique(), "n_checks": len(jac), "probe_steps": int(jac["t"].max()),
+            "violations": len(viol), **run_gaps(jac)}
     return out
 
 
@@ -247,16 +262,21 @@ RUN_COLUMNS = ("run_id", "spec", "cell", "label", "config_hash", "outcome", "tas
                "observed_regime", "predicted_regime_final", "observed_regime_final", "verdict", "learned",
                "val_accuracy", "chance_accuracy", "final_train_loss", "final_val_loss", "chance_loss", "loss_growth",
                "norm_growth", "n_probes", "n_checks", "violations", "spot_checks", "spot_skipped", "spot_mismatches",
-               "spot_max_abs_dlog", "gap_product", "gap_global")
+               "spot_max_abs_dlog", "gap_product", "gap_global", "init", "probe_steps", "meanfield_rate_init",
+               "meanfield_rate_final", "lyapunov_spread_init", "lyapunov_probe_init", "gap_global_to_product_init",
+               "gap_product_to_stepnorm_init", "gap_stepnorm_to_measured_init", "spectrum_spread_init",
+               "spectrum_resolved_init")
 
 
 def analyze(results_dir: Path, results: pd.DataFrame) -> Analysis:
     """Check and summarise every run in `results` (from load_results); never raises for a missing artifact."""
     runs, files = run_records(results_dir, results)
-    probes = check_probes(runs, files, pick_heatmap_runs(runs))
+    histories = {i: f.history for i, f in files.items() if f.history is not None}
+    spike_ids = prediction.spike_runs(runs, histories)
+    probes = check_probes(runs, files, pick_heatmap_runs(runs), spike_ids)
     per_run = pd.DataFrame.from_dict(probes.per_run, orient="index")
     counts = ["n_probes", "n_checks", "violations", "spot_checks", "spot_skipped", "spot_mismatches"]
-    for col in counts + ["gap_product", "gap_global", "spot_max_abs_dlog"]:
+    for col in counts + ["gap_product", "gap_global", "spot_max_abs_dlog", "probe_steps"]:
         runs[col] = runs["run_id"].map(per_run[col]) if col in per_run else np.nan
     runs[counts] = runs[counts].fillna(0).astype(int)
     tables = {
@@ -272,6 +292,11 @@ def analyze(results_dir: Path, results: pd.DataFrame) -> Analysis:
         "heatmaps": stacked(probes.heatmaps, ["run_id", "spec", "when", "t", "k", "log10_norm"]),
     }
     tables["tightness"] = tightness_by_lag(tables["decay"])
+    tables |= {"prediction": prediction.prediction_table(runs), "gaps": prediction.gap_table(runs),
+               "edge_of_chaos": prediction.edge_of_chaos(runs),
+               "spectra": stacked(probes.spectra, ["run_id", "spec", "when", "i", "log10_sigma"]),
+               "gradient_spikes": prediction.spike_rows(runs, histories, spike_ids),
+               "gradient_by_k": stacked(probes.gradients, ["run_id", "spec", "iter", "k", "log10_dE_dh"])}
     spec_tables, spec_heads, spec_extra = spec_sections(runs, files, probes)
     tables |= spec_tables
     metrics, report = assemble(runs, tables, spec_heads, spec_extra)
@@ -287,6 +312,8 @@ def assemble(runs: pd.DataFrame, tables: dict[str, pd.DataFrame], spec_heads: di
         "n_runs": len(runs), "n_probes": runs["n_probes"].sum(), "n_checks": runs["n_checks"].sum(),
         "violations": len(viol), "violations_measured_gt_product": (viol["kind"] == "measured>product").sum(),
         "violations_product_gt_global": (viol["kind"] == "product>global").sum(),
+        "violations_measured_gt_stepnorm": (viol["kind"] == "measured>stepnorm").sum(),
+        "violations_stepnorm_gt_product": (viol["kind"] == "stepnorm>product").sum(),
         "violations_reported_by_runs": int(numeric(runs, ["violations_init", "violations_final"])[
             ["violations_init", "violations_final"]].sum().sum()),
         "spot_checks": {"n": runs["spot_checks"].sum(), "skipped": runs["spot_skipped"].sum(),
@@ -300,7 +327,9 @@ def assemble(runs: pd.DataFrame, tables: dict[str, pd.DataFrame], spec_heads: di
         "learning": {spec: learning_counts(sr) for spec, sr in runs.groupby("spec", sort=True)},
         "tightness": {"median_gap_product_decades": finite_median(runs["gap_product"]),
                       "median_gap_global_decades": finite_median(runs["gap_global"])},
-        "rate": rate_comparison(runs),
+        "rate": rate_comparison(runs) | prediction.rate_metrics(runs),
+        "gap_decades": prediction.gap_metrics(runs),
+        "spectrum": prediction.spectrum_metrics(runs),
         "specs": spec_heads,
     })
     report = {"format": ANALYSIS_FORMAT, "metrics": metrics, "specs": spec_extra,

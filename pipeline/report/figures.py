@@ -243,7 +243,8 @@ def draw_rates(tables: Tables) -> Drawn:
     if ax2.get_legend():
         sns.move_legend(ax2, "center left", bbox_to_anchor=(1, 0.5), fontsize=7, title_fontsize=7)
     caption = ("Measured decay slope (initial model, nats per step) against the global rate log(γ_W γ_φ), which "
-               "bounds it from above, and against the top Lyapunov exponent, its exact asymptotic value.")
+               "bounds it from above, and against the top Lyapunov exponent λ₁ of driven trajectories, the rate the "
+               "slope tends to for long probes in a stationary regime (a finite probe from h₀ = 0 need not reach it).")
     return fig, caption, list(r["run_id"])
 
 
@@ -269,6 +270,11 @@ def draw_phase(tables: Tables) -> Drawn:
     crit = 1 / r.groupby(r["activation"].astype(str))["gamma_phi"].first().reindex(acts).astype(float)
     ax.vlines(crit, np.arange(len(acts)) - 0.4, np.arange(len(acts)) + 0.4, color="k", lw=2,
               label="γ_W γ_φ = 1 (left of it: vanishing guaranteed)")
+    edge = table(tables, "edge_of_chaos")
+    if edge is not None:  # where the median mean-field rate changes sign along gamma_W (docs/math.md 7.5)
+        e = edge[edge["activation"].astype(str).isin(row)]
+        ax.scatter(e["gamma_w"].astype(float), e["activation"].astype(str).map(row), marker="|", s=420, color="C2",
+                   linewidths=2.5, label="λ_MF = 0 (mean-field edge of chaos, per init)", zorder=3)
     ax.set_xscale("log")
     plain_log_ticks(ax.xaxis, set(r[norm].astype(float).round(6)) | set(crit))
     ax.set_yticks(range(len(acts)), acts)
@@ -276,7 +282,9 @@ def draw_phase(tables: Tables) -> Drawn:
     fig.colorbar(pts, ax=ax, label="measured slope (nats/step)")
     ax.legend(fontsize=7, loc="upper left")
     caption = ("Phase diagram: each run at its γ_W and activation, coloured by the measured decay slope (blue: "
-               "vanishing, red: exploding). The black line marks γ_W = 1/γ_φ, Pascanu et al.'s boundary.")
+               "vanishing, red: exploding). The black line marks γ_W = 1/γ_φ, Pascanu et al.'s boundary; a green "
+               "tick, where the median mean-field rate of an activation and init changes sign along γ_W (the "
+               "mean-field edge of chaos).")
     return fig, caption, list(r["run_id"])
 
 
@@ -543,3 +551,130 @@ def draw_figures(tables: Tables, out_dir: Path) -> dict[str, FigureFile]:
         if path.stem not in drawn:  # a spec no longer in the results
             path.unlink()
     return drawn
+
+
+# ---- prediction versus measurement (docs/math.md 7.5, 4.6) ------------------------------------------------------
+
+
+def draw_prediction(tables: Tables) -> Drawn:
+    """The measured slope against the three rates that predict or bound it, one panel each."""
+    pred = table(tables, "prediction")
+    if pred is None:
+        return None
+    panels = [("meanfield_rate_init", "mean-field rate λ_MF (from init)"),
+              ("lyapunov_init", "top Lyapunov exponent λ₁ (driven)"),
+              ("log_rate_init", "log(γ_W γ_φ) (bound)")]
+    panels = [(c, label) for c, label in panels if len(finite(pred, [c, "slope_init"]))]
+    if not panels:
+        return None
+    fig = new_figure(3.0 * len(panels) + 1.4, 3.2)
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    for ax, (column, label) in zip(axes, panels):
+        r = finite(pred, [column, "slope_init"])
+        x, y = r[column].astype(float), r["slope_init"].astype(float)
+        if column == "lyapunov_init" and "lyapunov_spread_init" in r:
+            ax.errorbar(x, y, xerr=r["lyapunov_spread_init"].astype(float).fillna(0) / 2, fmt="none", ecolor="0.6",
+                        lw=0.8, zorder=1)
+        sns.scatterplot(data=r, x=column, y="slope_init", hue="activation", style="init", ax=ax, s=26,
+                        legend=ax is axes[-1], zorder=2)
+        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        ax.plot([lo, hi], [lo, hi], color="0.4", lw=1, ls="--")
+        ax.set(xlabel=label, ylabel="measured slope (nats/step)")
+    if axes[-1].get_legend():
+        sns.move_legend(axes[-1], "center left", bbox_to_anchor=(1, 0.5), fontsize=7, title_fontsize=7)
+    caption = ("Prediction versus measurement (initial model, top layer, nats per step; dashed: y = x). The "
+               "mean-field rate is computed from the initial weights and the input statistics alone; λ₁ is measured "
+               "along two driven trajectories (200 steps of burn-in, 1000 measured; bars: their spread); "
+               "log(γ_W γ_φ) only bounds the slope from above.")
+    return fig, caption, list(pred["run_id"])
+
+
+def draw_gaps(tables: Tables) -> Drawn:
+    """The bound's gap split into its causes, stacked per spec."""
+    gaps = table(tables, "gaps")
+    if gaps is None:
+        return None
+    parts = [("global_to_product", "global → product: sup|φ′| against the realised max|φ′|", "C3"),
+             ("product_to_stepnorm", "product → step norm: ‖W‖₂ max|φ′| against ‖diag(φ′) W‖₂", "C1"),
+             ("stepnorm_to_measured", "step norm → measured: alignment of the steps", "C0")]
+    fig = new_figure(6.4, 0.4 * len(gaps) + 2.0)
+    ax = fig.subplots()
+    left = np.zeros(len(gaps))
+    y = np.arange(len(gaps))
+    for column, label, color in parts:
+        width = gaps[column].astype(float).to_numpy()
+        ax.barh(y, width, left=left, color=color, label=label, height=0.6)
+        left += width
+    ax.set_yticks(y, [f"{s} (n = {n})" for s, n in zip(gaps["spec"], gaps["n_runs"])])
+    ax.invert_yaxis()
+    ax.set(xlabel="global bound − measured norm (decades)")
+    fig.legend(fontsize=7, loc="outside lower center", ncol=1)
+    caption = ("Why the bound is loose: the mean gap (global bound − measured, initial model, top layer) split into "
+               "saturation (global → product), the step's own norm (product → step norm) and the alignment of "
+               "successive steps (step norm → measured). The three parts add up to the whole bar.")
+    return fig, caption, ids_of(gaps)
+
+
+def draw_spectrum(tables: Tables) -> Drawn:
+    """Every resolved singular value of dh_T/dh_0 for a few runs."""
+    spec = table(tables, "spectra")
+    if spec is None:
+        return None
+    fig = new_figure(5.8, 3.1)
+    ax = fig.subplots()
+    for i, (rid, g) in enumerate(spec.groupby("run_id", sort=False)):
+        for when, w in g.groupby("when"):
+            ax.plot(w["i"] + 1, w["log10_sigma"], color=f"C{i}", ls="-" if when == "init" else "--", marker=".",
+                    ms=3, lw=1, label=f"{run_label(run_info(tables), rid)} ({when})")
+    ax.set(xlabel="index i of the singular value (descending)", ylabel="log10 σ_i(∂h_T/∂h_0)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=6)
+    caption = ("Singular-value spectrum of ∂h_T/∂h_0 at the probe's longest lag (top layer; solid: init, dashed: "
+               "after training). A flat spectrum is dynamical isometry; values below 10⁻¹² σ₁ are not resolved by "
+               "float64 products and are left out, so a curve that stops early spans at least 12 decades.")
+    return fig, caption, list(spec["run_id"].unique())
+
+
+def draw_gradients(tables: Tables) -> Drawn:
+    """Pre-clip gradient norm per iteration (the spikes clipping cuts), and ||dE/dh_k|| over training."""
+    spikes = table(tables, "gradient_spikes")
+    if spikes is None:
+        return None
+    by_k = table(tables, "gradient_by_k")
+    fig = new_figure(7.6 if by_k is not None else 5.2, 3.1)
+    axes = fig.subplots(1, 2 if by_k is not None else 1, squeeze=False)[0]
+    for i, (rid, g) in enumerate(spikes.groupby("run_id", sort=False)):
+        mode = str(g["clip_mode"].iloc[0])
+        axes[0].plot(g["iter"], g["grad_norm"].astype(float), color=f"C{i}", lw=0.8, label=f"{rid[:8]} clip {mode}")
+        threshold = float(pd.to_numeric(g["clip_threshold"], errors="coerce").iloc[0])
+        if mode == "global" and math.isfinite(threshold):
+            axes[0].axhline(threshold, color=f"C{i}", ls="--", lw=0.8)
+    axes[0].set_yscale("log")
+    axes[0].set(xlabel="iteration", ylabel="gradient norm before clipping")
+    axes[0].legend(fontsize=6)
+    ids = list(spikes["run_id"].unique())
+    if by_k is not None:
+        first = by_k[by_k["run_id"] == by_k["run_id"].iloc[0]]
+        for j, (it, g) in enumerate(first.groupby("iter")):
+            axes[1].plot(g["k"], g["log10_dE_dh"], color=sns.color_palette("viridis", first["iter"].nunique())[j],
+                         lw=1, label=f"iteration {it}")
+        axes[1].set(xlabel="timestep k", ylabel="log10 ‖∂E/∂h_k‖ (probe sequence)")
+        axes[1].legend(fontsize=6)
+        ids += list(by_k["run_id"].unique())
+    caption = ("Gradients over training. Left: the global gradient norm before clipping at every iteration, for the "
+               "spikiest run of each clip mode (dashed: a global clip threshold; the part above it is what clipping "
+               "cuts, the \"cliff\" of Pascanu et al. 2013). Right: the BPTT signal ‖∂E/∂h_k‖ on the probe "
+               "sequence at five points of training of the first of those runs.")
+    return fig, caption, ids
+
+
+def run_label(info: pd.DataFrame, run_id: str) -> str:
+    """A short legend label: run ID prefix, activation, init, gamma_w."""
+    if run_id not in info.index:
+        return run_id[:8]
+    r = info.loc[run_id]
+    return f"{run_id[:8]} {r.get('activation')} {r.get('init', '')} γ_W={short_value(r.get('gamma_w'))}"
+
+
+DRAWERS.update({"prediction": draw_prediction, "gaps": draw_gaps, "spectrum": draw_spectrum,
+                "gradients": draw_gradients})

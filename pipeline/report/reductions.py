@@ -88,10 +88,15 @@ def nonfinite_mask(jac: pd.DataFrame) -> np.ndarray:
 
 def bound_violations(jac: pd.DataFrame) -> pd.DataFrame:
     """Every (when, layer, t, k) where measured > product or product > global beyond rounding (`jacobian.exceeds`,
-    the check the runs themselves make): kind, value, bound."""
+    the check the runs themselves make), and measured > step-norm or step-norm > product where the table has the
+    step-norm bound: kind, value, bound."""
     parts = []
-    for kind, a, b in (("measured>product", "log_norm", "log_bound_product"),
-                       ("product>global", "log_bound_product", "log_bound_global")):
+    checks = [("measured>product", "log_norm", "log_bound_product"),
+              ("product>global", "log_bound_product", "log_bound_global")]
+    if "log_bound_stepnorm" in jac:
+        checks += [("measured>stepnorm", "log_norm", "log_bound_stepnorm"),
+                   ("stepnorm>product", "log_bound_stepnorm", "log_bound_product")]
+    for kind, a, b in checks:
         bad = jac[exceeds(jac[a].to_numpy(), jac[b].to_numpy())]
         parts.append(bad[["when", "layer", "t", "k", "lag"]].assign(kind=kind, value=bad[a], bound=bad[b]))
     return pd.concat(parts, ignore_index=True)

@@ -7,22 +7,27 @@ The probe input is one sequence xs (T, d) from h0 (L, n). All logs are natural u
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..engine import jacobian, lyapunov, spotcheck
-from ..engine.cells import Model, loss_and_grads
+from ..engine import jacobian, lyapunov, meanfield, spotcheck
+from ..engine.cells import Model, forward, loss_and_grads
 from ..engine.lstm import LSTM, step_jacobians
+from ..engine.rnn import Trace, one_hot
 from .files import save_model
 
 # log_norm is ||dh_t/dh_k|| (an LSTM's: of its whole state (h, c)); log_norm_cell an LSTM's ||dc_t/dc_k||, NaN for
-# the vanilla cell. log_bound_global is NaN for the LSTM (docs/math.md, section 13.4).
+# the vanilla cell. log_bound_global is NaN for the LSTM (docs/math.md, section 13.4), and its step-norm bound is its
+# product bound (the product of its step norms is the only bound defined for it).
 JACOBIAN_COLUMNS = ("when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global",
-                    "log_norm_cell")
-JACOBIAN_REQUIRED = JACOBIAN_COLUMNS[:-1]  # what a reader needs: run folders written before the LSTM lack the last
+                    "log_bound_stepnorm", "log_norm_cell")
+# what a reader needs: run folders written before the step-norm bound and the LSTM lack the last two
+JACOBIAN_REQUIRED = JACOBIAN_COLUMNS[:-2]
+SPECTRA_COLUMNS = ("when", "layer", "kind", "i", "value")  # kind: lyapunov | lyapunov_spread | log_singular
+GRADIENT_COLUMNS = ("iter", "layer", "k", "log10_dE_dh")
 SIGNAL_COLUMNS = ("when", "layer", "k", "log10_dE_dh")
 SPOT_COLUMNS = ("when", "layer", "t", "k", "log_norm", "log_norm_fd", "abs_dlog")
 REGIME_BAND = 0.01  # |slope| below this (nats per step) is "neutral"
@@ -42,6 +47,16 @@ class ProbeInput:
 
 
 @dataclass(frozen=True)
+class Drive:
+    """Input streams from the task's distribution that drive the Lyapunov trajectories and set the mean-field
+    input variance (docs/math.md 7.3, 7.5): task sequences drawn from a seeded stream, joined end to end."""
+
+    xs: np.ndarray  # (T, B, d): B trajectories of T = burn_in + steps inputs
+    burn_in: int  # steps before the exponents are averaged
+    k: int  # Lyapunov exponents estimated
+
+
+@dataclass(frozen=True)
 class Probe:
     """Everything measured on one model ("init" or "final")."""
 
@@ -49,31 +64,45 @@ class Probe:
     logmats: list[np.ndarray]  # per layer, (T+1, T+1) log ||dh_t/dh_k||, NaN where k >= t
     jacobian: pd.DataFrame  # JACOBIAN_COLUMNS, rows k < t, every layer
     signal: pd.DataFrame  # SIGNAL_COLUMNS, every layer, k = 0..T
-    layers: list[dict]  # per layer: gamma_w, spectral_radius, log_rate, slope, lyapunov, violations
+    layers: list[dict]  # per layer: gamma_w, spectral_radius, log_rate, slope, lyapunov, violations, ...
     spot: pd.DataFrame  # SPOT_COLUMNS, every layer: the independent finite-difference check of sampled pairs
+    spectra: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(SPECTRA_COLUMNS)))
+    # SPECTRA_COLUMNS, every layer: Lyapunov exponents, their spread, singular values
 
 
-def probe_model(model: Model, probe: ProbeInput, when: str) -> Probe:
-    """Measure every layer of `model` on the probe sequence (an LSTM: both of its states, docs/math.md 13.3)."""
-    logmats, tables, layers, spots = [], [], [], []
+def probe_model(model: Model, probe: ProbeInput, when: str, drive: Drive | None = None) -> Probe:
+    """Measure every layer of `model` on the probe sequence (an LSTM: both of its states, docs/math.md 13.3); with
+    a `drive`, also a vanilla model's Lyapunov spectrum along the driven trajectories and its mean-field rate (NaN
+    without one, and for the LSTM, which neither is defined for here)."""
+    logmats, tables, layers, spots, spectra = [], [], [], [], []
+    lstm = isinstance(model, LSTM)
+    trace = forward(model, drive.xs) if drive is not None and not lstm else None
     for layer in range(model.layers):
-        if isinstance(model, LSTM):
+        if lstm:
             logmat, cellmat, product, global_, lyap = _lstm_layer(model, probe, layer)
+            stepnorm, log_sigma = product, np.full(0, np.nan)
         else:
             logmat = jacobian.log_norm_matrix(model, probe.xs, probe.h0, layer)
             product, global_ = jacobian.log_bound_matrices(model, probe.xs, probe.h0, layer)
+            stepnorm = jacobian.log_stepnorm_bound_matrix(model, probe.xs, probe.h0, layer)
+            log_sigma = jacobian.log_singular_spectrum(model, probe.xs, probe.h0, layer)
             cellmat, lyap = None, lyapunov.top_lyapunov(model, probe.xs, probe.h0, layer)
         logmats.append(logmat)
-        tables.append(jacobian_table(when, layer, logmat, product, global_, cellmat))
-        layers.append(layer_numbers(model, probe, layer, logmat, product, global_, lyap, cellmat))
+        tables.append(jacobian_table(when, layer, logmat, product, global_, stepnorm, cellmat))
+        # an LSTM's step-norm bound is its product bound: checked once, with no gap between them to split
+        numbers = layer_numbers(model, probe, layer, logmat, product, global_, lyap, cellmat,
+                                None if lstm else stepnorm)
+        dynamics, rows = dynamics_numbers(model, trace, drive, layer)
+        layers.append(numbers | dynamics | spectrum_numbers(log_sigma))
+        spectra.append(spectra_table(when, layer, rows | {"log_singular": log_sigma}))
         spots.append(spot_table(when, layer, logmat, spotcheck.spot_log_norms(model, probe.xs, probe.h0, layer)))
     return Probe(when, logmats, pd.concat(tables, ignore_index=True), signal_table(model, probe, when), layers,
-                 pd.concat(spots, ignore_index=True))
+                 pd.concat(spots, ignore_index=True), pd.concat(spectra, ignore_index=True))
 
 
 def _lstm_layer(model: LSTM, probe: ProbeInput, layer: int) -> tuple:
     """An LSTM layer's (full-state log norms, cell-state log norms, product bound, global bound (NaN), top Lyapunov
-    exponent), all from one set of step Jacobians and one pass of products."""
+    exponent on the probe sequence), all from one set of step Jacobians and one pass of products."""
     J = step_jacobians(model, probe.xs, probe.h0, layer)
     full, cell = jacobian.log_norms_from_steps(J, [jacobian.state_block(model, s) for s in ("full", "cell")])
     product, global_ = jacobian.log_step_bounds(J)
@@ -81,15 +110,89 @@ def _lstm_layer(model: LSTM, probe: ProbeInput, layer: int) -> tuple:
 
 
 def jacobian_table(when: str, layer: int, logmat: np.ndarray, product: np.ndarray, global_: np.ndarray,
-                   cellmat: np.ndarray | None = None) -> pd.DataFrame:
-    """Tidy rows (when, layer, t, k, lag, log_norm, log_bound_product, log_bound_global, log_norm_cell) for
-    0 <= k < t <= T; log_norm_cell from `cellmat` (an LSTM's), NaN without it."""
+                   stepnorm: np.ndarray | None = None, cellmat: np.ndarray | None = None) -> pd.DataFrame:
+    """Tidy rows (when, layer, t, k, lag, log_norm, log_bound_product, log_bound_global, log_bound_stepnorm,
+    log_norm_cell) for 0 <= k < t <= T; the step-norm bound NaN when not given, log_norm_cell from `cellmat` (an
+    LSTM's), NaN without it."""
     t, k = np.tril_indices(logmat.shape[0], -1)  # strictly below the diagonal: k < t
     return pd.DataFrame({
         "when": when, "layer": layer, "t": t.astype(np.int64), "k": k.astype(np.int64), "lag": (t - k).astype(np.int64),
         "log_norm": logmat[t, k], "log_bound_product": product[t, k], "log_bound_global": global_[t, k],
+        "log_bound_stepnorm": stepnorm[t, k] if stepnorm is not None else np.nan,
         "log_norm_cell": np.nan if cellmat is None else cellmat[t, k],
     }, columns=list(JACOBIAN_COLUMNS))
+
+
+def driving_inputs(draw, rng: np.random.Generator, steps: int, trajectories: int, input_dim: int) -> np.ndarray:
+    """(steps, trajectories, d): task sequences from `draw(rng)` (a Source's minibatch draw, time-major (S, B, d),
+    or token ids (S, B) that are one-hot encoded to `input_dim`), each trajectory the next unused sequences joined end
+    to end, so that every step's input is from the task's distribution and the state runs on across sequence
+    boundaries, as in a stream."""
+    pool, need = [], trajectories * steps
+    while sum(x.shape[0] for x in pool) < need:
+        xs = np.asarray(draw(rng)[0])
+        xs = one_hot(xs, input_dim) if xs.ndim == 2 else xs.astype(np.float64)  # (S, B, d)
+        pool += [xs[:, b] for b in range(xs.shape[1])]
+    stream = np.concatenate(pool, axis=0)[:need]  # (trajectories * steps, d)
+    return np.ascontiguousarray(stream.reshape(trajectories, steps, -1).transpose(1, 0, 2))
+
+
+def training_gradient_table(model: Model, probe: ProbeInput, iteration: int) -> pd.DataFrame:
+    """Rows (iter, layer, k, log10_dE_dh): the BPTT signal ||dE/dh_k|| of `model` on the probe sequence, at one
+    iteration of training."""
+    table = signal_table(model, probe, "")
+    return pd.DataFrame({"iter": np.int64(iteration), "layer": table["layer"], "k": table["k"],
+                         "log10_dE_dh": table["log10_dE_dh"]}, columns=list(GRADIENT_COLUMNS))
+
+
+def spectra_table(when: str, layer: int, values: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Rows (when, layer, kind, i, value): value i (from 0) of each named vector."""
+    rows = [pd.DataFrame({"when": when, "layer": layer, "kind": kind, "i": np.arange(len(v), dtype=np.int64),
+                          "value": np.asarray(v, dtype=np.float64)}, columns=list(SPECTRA_COLUMNS))
+            for kind, v in values.items()]
+    return pd.concat(rows, ignore_index=True)
+
+
+def dynamics_numbers(model: Model, trace: Trace | None, drive: Drive | None, layer: int
+                     ) -> tuple[dict, dict[str, np.ndarray]]:
+    """({lyapunov, lyapunov_spread, meanfield_rate, meanfield_q, sigma_w, input_var}, {lyapunov: top-k exponents,
+    lyapunov_spread: their spread}) of one layer along the driven trajectories; NaN without a drive."""
+    if drive is None or trace is None:
+        nan = math.nan
+        return ({"lyapunov": nan, "lyapunov_spread": nan, "meanfield_rate": nan, "meanfield_q": nan,
+                 "sigma_w": nan, "input_var": nan}, {})
+    spectrum = lyapunov.spectrum_from_trace(model, trace, layer, k=drive.k, burn_in=drive.burn_in)
+    mf = meanfield.model_meanfield(model, trace, layer)
+    numbers = {
+        "lyapunov": float(spectrum.mean[0]),  # lambda_1: mean over the trajectories
+        "lyapunov_spread": float(spectrum.spread[0]),  # max - min of lambda_1 over the trajectories
+        "meanfield_rate": mf.rate,
+        "meanfield_q": mf.q_star,
+        "sigma_w": mf.sigma_w,
+        "input_var": mf.input_var,
+    }
+    return numbers, {"lyapunov": spectrum.mean, "lyapunov_spread": spectrum.spread}
+
+
+def spectrum_numbers(log_sigma: np.ndarray) -> dict:
+    """The singular spectrum of dh_T/dh_0: its spread in decades over the resolved values, and how many are
+    resolved (above jacobian.SPECTRUM_FLOOR of sigma_1; the spread is a lower bound when some are not)."""
+    return {"spectrum_spread": jacobian.spectrum_spread_decades(log_sigma),
+            "spectrum_resolved": int(np.isfinite(log_sigma).sum())}
+
+
+def gap_decomposition(logmat: np.ndarray, product: np.ndarray, global_: np.ndarray, stepnorm: np.ndarray) -> dict:
+    """The bound's gap split into its causes, each the mean over the pairs where all four logs are finite, in
+    decades (means, so that the three parts add up to the mean gap global - measured; docs/math.md 4.6):
+    global -> product (sup|phi'| against the realised max|phi'|: saturation), product -> step-norm (||W||_2 max|phi'|
+    against ||diag(phi') W||_2), step-norm -> measured (the product of step norms against the norm of the product:
+    alignment). NaN where no pair is finite."""
+    ok = np.isfinite(logmat) & np.isfinite(product) & np.isfinite(global_) & np.isfinite(stepnorm)
+    names = ("gap_global_to_product", "gap_product_to_stepnorm", "gap_stepnorm_to_measured")
+    if not ok.any():
+        return dict.fromkeys(names, math.nan)
+    parts = (global_ - product, product - stepnorm, stepnorm - logmat)
+    return {name: float(np.mean(part[ok]) / LN10) for name, part in zip(names, parts)}
 
 
 def spot_table(when: str, layer: int, logmat: np.ndarray, spot: spotcheck.SpotCheck) -> pd.DataFrame:
@@ -123,8 +226,9 @@ def signal_table(model: Model, probe: ProbeInput, when: str) -> pd.DataFrame:
 
 
 def layer_numbers(model: Model, probe: ProbeInput, layer: int, logmat, product, global_, lyap: float,
-                  cellmat: np.ndarray | None = None) -> dict:
-    """The scalar summary of one layer: realised norms, the bound's rate, the fitted and the Lyapunov rates.
+                  cellmat: np.ndarray | None = None, stepnorm: np.ndarray | None = None) -> dict:
+    """The scalar summary of one layer: realised norms, the bound's rate, the fitted slope, the power-iteration
+    rate `lyap` on the probe sequence, the bound check (all three bounds) and the gap decomposition.
 
     For an LSTM: W_hh (4n, n) has no spectral radius and the cell no gamma_phi bound (NaN for both and for
     log_rate); slope_cell is the fitted slope of ||dc_t/dc_k|| (NaN for the vanilla cell), and the violations
@@ -134,7 +238,7 @@ def layer_numbers(model: Model, probe: ProbeInput, layer: int, logmat, product, 
     rho = float(jacobian.spectral_radius(W)) if W.shape[0] == W.shape[1] else float("nan")
     with np.errstate(divide="ignore"):
         log_rate = float("nan") if isinstance(model, LSTM) else float(np.log(gamma_w * model.act.gamma))
-    violations = len(jacobian.bound_violations(logmat, product, global_))
+    violations = len(jacobian.bound_violations(logmat, product, global_, stepnorm=stepnorm))
     if cellmat is not None:
         violations += len(jacobian.bound_violations(cellmat, product, global_))
     return {
@@ -143,8 +247,11 @@ def layer_numbers(model: Model, probe: ProbeInput, layer: int, logmat, product, 
         "log_rate": log_rate,  # log(gamma_W gamma_phi): the global bound's slope per step
         "slope": float(jacobian.decay_slope(logmat)),
         "slope_cell": float("nan") if cellmat is None else float(jacobian.decay_slope(cellmat)),
-        "lyapunov": float(lyap),
+        # (1/T) log ||dh_T/dh_0 q_0|| on the probe's own sequence from h0, no burn-in: a finite-T estimate that
+        # carries the transient; the Lyapunov exponent itself is `lyapunov`, from the driven trajectories
+        "lyapunov_probe": float(lyap),
         "violations": violations,
+        **(gap_decomposition(logmat, product, global_, stepnorm) if stepnorm is not None else {}),
     }
 
 
@@ -172,13 +279,18 @@ def observed_regime(slope: float) -> str | None:
     return "exploding" if slope > REGIME_BAND else "neutral"
 
 
+PER_PROBE = ("gamma_w", "spectral_radius", "log_rate", "slope", "slope_cell", "lyapunov", "lyapunov_spread",
+             "lyapunov_probe", "meanfield_rate", "meanfield_q", "sigma_w", "input_var", "gap_global_to_product",
+             "gap_product_to_stepnorm", "gap_stepnorm_to_measured", "spectrum_spread", "spectrum_resolved")
+
+
 def summary_numbers(init: Probe, final: Probe) -> dict:
     """summary.json's probe part: the top layer's numbers at the top level, every layer's under `layers`."""
     layers = []
     for l, (a, b) in enumerate(zip(init.layers, final.layers)):
         row = {"layer": l}
-        for name in ("gamma_w", "spectral_radius", "log_rate", "slope", "slope_cell", "lyapunov"):
-            row[f"{name}_init"], row[f"{name}_final"] = a[name], b[name]
+        for name in PER_PROBE:
+            row[f"{name}_init"], row[f"{name}_final"] = a.get(name, math.nan), b.get(name, math.nan)
         row["predicted_regime"] = predicted_regime(a["log_rate"])
         row["observed_regime"] = observed_regime(a["slope"])
         row["violations_init"], row["violations_final"] = a["violations"], b["violations"]
@@ -198,6 +310,7 @@ def step_series(init: Probe, final: Probe) -> pd.DataFrame:
         series_rows("jacobian_final/log10_norm", b["log_norm"].mean() / LN10),
         series_rows("bound/log10_product", a["log_bound_product"].mean() / LN10),
         series_rows("bound/log10_global", a["log_bound_global"].mean() / LN10),
+        series_rows("bound/log10_stepnorm", a["log_bound_stepnorm"].mean() / LN10),
         series_rows("bptt/log10_dE_dh", pd.Series(sig["log10_dE_dh"].to_numpy(), index=sig["k"].to_numpy())),
     ]
     if init.jacobian["log_norm_cell"].notna().any():  # an LSTM: the cell state's decay too
@@ -261,8 +374,8 @@ def draw_heatmap(init: Probe, final: Probe, path: Path) -> None:
 
 def write_probe(folder: Path, model_init: Model, model_final: Model, probe: ProbeInput, init: Probe,
                 final: Probe) -> None:
-    """probe/{model_init,model_final}.npz, inputs.npy, h0.npy, jacobian.parquet, signal.parquet, spot_checks.parquet
-    and figures/jacobian_heatmap.png under `folder` (a run folder being built)."""
+    """probe/{model_init,model_final}.npz, inputs.npy, h0.npy, jacobian.parquet, signal.parquet, spot_checks.parquet,
+    spectra.parquet and figures/jacobian_heatmap.png under `folder` (a run folder being built)."""
     (folder / "probe").mkdir(parents=True, exist_ok=True)
     (folder / "figures").mkdir(parents=True, exist_ok=True)
     save_model(model_init, folder / "probe" / "model_init.npz")
@@ -275,4 +388,6 @@ def write_probe(folder: Path, model_init: Model, model_final: Model, probe: Prob
                                                                           index=False)
     pd.concat([init.spot, final.spot], ignore_index=True).to_parquet(folder / "probe" / "spot_checks.parquet",
                                                                       index=False)
+    pd.concat([init.spectra, final.spectra], ignore_index=True).to_parquet(folder / "probe" / "spectra.parquet",
+                                                                            index=False)
     draw_heatmap(init, final, folder / "figures" / "jacobian_heatmap.png")

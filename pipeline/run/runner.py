@@ -25,7 +25,8 @@ from threadpoolctl import threadpool_limits
 from . import files
 from .config import RunConfig, config_hash, flatten
 from .files import write_json
-from .probe import probe_model, series_rows, step_series, summary_numbers, write_probe
+from .probe import (Drive, driving_inputs, probe_model, series_rows, step_series, summary_numbers,
+                    training_gradient_table, write_probe)
 from .sources import Source, evaluate, input_digests, make_source, scores_positions
 from .verdicts import growth, learned, run_outcome
 from ..engine import trainer
@@ -45,6 +46,9 @@ SERIES_POINTS = 30
 # on 1, and those last-bit differences grow over training, so otherwise a config's numbers would depend on the
 # machine's cores and on the sweep's --jobs. (Sweeps get their parallelism from worker processes instead.)
 BLAS_THREADS = 1
+# The Lyapunov trajectories (docs/math.md 7.3): burn-in and measured steps, trajectories, exponents
+DRIVE_BURN_IN, DRIVE_STEPS, DRIVE_TRAJECTORIES, DRIVE_EXPONENTS = 200, 1000, 2, 4
+GRADIENT_POINTS = 5  # iterations (evenly spread, 0 and the last included) whose ||dE/dh_k|| by k is recorded
 
 
 @dataclass(frozen=True)
@@ -94,17 +98,26 @@ def _build_folder(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progre
 
 def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None) -> dict:
     """Everything a run computes and writes besides config.json and summary.json; returns the summary."""
-    rng_init, rng_batch, rng_sample = (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(3))
+    # spawn(4)'s first three children are spawn(3)'s: the drive's stream leaves the others' draws as they were
+    rng_init, rng_batch, rng_sample, rng_drive = (np.random.default_rng(s)
+                                                  for s in np.random.SeedSequence(cfg.seed).spawn(4))
     src = make_source(cfg, data_dir)
     model = new_model(cfg, src, rng_init)
     model_init = model.copy()
-    log, samples = train(cfg, model, src, rng_batch, rng_sample, progress)
+    gradients: list[pd.DataFrame] = []
+    log, samples = train(cfg, model, src, rng_batch, rng_sample, progress, gradients)
     history = pd.DataFrame(log.history, columns=list(HISTORY_COLUMNS))
     history.to_csv(folder / "history.csv", index=False)  # written first: a run that fails in its probe keeps it
     if cfg.task == "text":
         write_json(folder / "samples.json", samples)
-    at_init, at_end = probe_model(model_init, src.probe, "init"), probe_model(log.model, src.probe, "final")
+    drive = Drive(driving_inputs(src.draw, rng_drive, DRIVE_BURN_IN + DRIVE_STEPS, DRIVE_TRAJECTORIES,
+                                 src.input_dim),
+                  DRIVE_BURN_IN, DRIVE_EXPONENTS)
+    at_init = probe_model(model_init, src.probe, "init", drive)
+    at_end = probe_model(log.model, src.probe, "final", drive)
     write_probe(folder, model_init, log.model, src.probe, at_init, at_end)
+    if gradients:
+        pd.concat(gradients, ignore_index=True).to_parquet(folder / "probe" / "gradients.parquet", index=False)
     val = pd.DataFrame(log.val, columns=["iter", "val_loss", "val_accuracy"])
     series = pd.concat([step_series(at_init, at_end), training_series(history, val, cfg.iters)], ignore_index=True)
     series.to_parquet(folder / "series.parquet", index=False)
@@ -144,14 +157,18 @@ def new_model(cfg: RunConfig, src: Source, rng: np.random.Generator) -> Model:
 
 
 def train(cfg: RunConfig, model: Model, src: Source, rng_batch: np.random.Generator, rng_sample: np.random.Generator,
-          progress: Progress | None = None) -> tuple[TrainLog, list[dict]]:
+          progress: Progress | None = None, gradients: list | None = None) -> tuple[TrainLog, list[dict]]:
     """`engine.trainer.train` with cfg's settings on src's minibatches: (its log, the text samples {iter, text}).
 
-    Text runs sample at `sample_checkpoints` and, unless the last one was there, from the final model."""
+    Text runs sample at `sample_checkpoints` and, unless the last one was there, from the final model. Given a
+    `gradients` list, it receives ||dE/dh_k|| by k on the probe sequence at `gradient_checkpoints`."""
     samples: list[dict] = []
     sample_at = sample_checkpoints(cfg.iters, cfg.samples) if src.vocab else set()
+    gradient_at = gradient_checkpoints(cfg.iters) if gradients is not None else set()
 
     def on_step(i: int, log: TrainLog) -> None:
+        if i in gradient_at:
+            gradients.append(training_gradient_table(log.model, src.probe, i))
         if i in sample_at:
             samples.append(_sample(log.model, i, src, cfg.sample_len, rng_sample))
         if progress is not None and i > 0:
@@ -182,6 +199,11 @@ def sample_checkpoints(iters: int, samples: int) -> set[int]:
     if iters == 0:
         return {0}
     return {max(1, round(iters * j / samples)) for j in range(1, samples + 1)}
+
+
+def gradient_checkpoints(iters: int, points: int = GRADIENT_POINTS) -> set[int]:
+    """`points` iterations spread evenly over training, 0 (the untrained model) and the last included."""
+    return {round(iters * j / (points - 1)) for j in range(points)}
 
 
 def _sample(model: Model, i: int, src: Source, length: int, rng: np.random.Generator) -> dict:
