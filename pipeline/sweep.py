@@ -6,7 +6,9 @@ is created RUNNING when its cell is submitted and ended FINISHED once its folder
 
 Resume: a cell whose config_hash has a FINISHED run in the experiment and whose folder
 `results/<spec>/runs/<hash>/` exists is skipped; a folder without a FINISHED run (killed between computing and
-logging) is logged again without recomputing. Runs left RUNNING by a killed sweep end KILLED at the start (and
+logging) is logged again without recomputing. A folder whose outcome is `failed` (an exception stopped the run:
+no result) or whose summary.json does not parse is computed again ("retried"); a `diverged` or `unstable` one is a
+result and stays. Runs left RUNNING by a killed sweep end KILLED at the start (and
 the temp folders of its killed workers are removed), and SIGINT/SIGTERM end the in-flight ones KILLED. So a killed
 sweep, started again, finishes what is missing and repeats nothing that finished. One sweep of a spec at a time
 (per results folder): a second is refused while the first holds `results/<spec>/.lock`.
@@ -31,7 +33,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,7 +43,8 @@ from .run.verdicts import OUTCOMES
 from .errors import UserError
 
 # progress(done, total, cell_name, status): status is "skipped", "relogged", an outcome, or "crashed"; first, once
-# the sweep holds its spec's lock, (0, total, "", "started")
+# the sweep holds its spec's lock, (0, total, "", "started"); a warning about a cell, which does not end it, is
+# "warning: <one line>" with `done` unchanged
 Progress = Callable[[int, int, str, str], None]
 SUMMARY_LABELS = ("outcome", "predicted_regime", "observed_regime")
 # runner.execute_run's temp folders (.<config_hash>.<8 hex digits>.tmp) and files.move_into_place's (mkdtemp, .old)
@@ -51,6 +54,7 @@ RUNNER_TEMP_FOLDER = re.compile(r"\.[0-9a-f]{12}\.[a-z0-9_]{8}\.(tmp|old)")
 # --only scaling` reports the parent's logging time per run.)
 WORKER_NICENESS = 5
 POLL_SECONDS = 0.2  # how long a stop request can wait for the sweep to notice it
+FAILED = "failed"  # the outcome of a run an exception stopped: no result, so the next sweep computes it again
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class Cell:
     config: Any  # the resolved RunConfig
     config_hash: str
     run_dir: Path  # results/<spec>/runs/<config_hash>
+    redo: bool = False  # compute it even though its folder exists (a `failed` or unreadable one, replaced)
 
 
 @dataclass
@@ -69,6 +74,7 @@ class SweepResult:
     ran: list[str] = field(default_factory=list)  # cells computed now
     skipped: list[str] = field(default_factory=list)  # finished before: folder + FINISHED run
     relogged: list[str] = field(default_factory=list)  # folder existed, logged again without recomputing
+    retried: list[str] = field(default_factory=list)  # computed again: its folder said `failed` or was unreadable
     crashed: dict[str, str] = field(default_factory=dict)  # cell -> error
     logging_seconds: float = 0.0  # wall time this process spent logging run folders to MLflow
     logging_by_cell: dict[str, float] = field(default_factory=dict)  # cell -> MLflow seconds: create + log + end
@@ -76,7 +82,8 @@ class SweepResult:
     @property
     def outcome_counts(self) -> dict[str, int]:
         return {"cells_ran": len(self.ran), "cells_skipped": len(self.skipped),
-                "cells_relogged": len(self.relogged), "cells_crashed": len(self.crashed)}
+                "cells_relogged": len(self.relogged), "cells_retried": len(self.retried),
+                "cells_crashed": len(self.crashed)}
 
 
 def cell_names(spec) -> list[str]:
@@ -117,8 +124,8 @@ def run_sweep(spec, data_dir: Path, results_dir: Path, store: tracking.Store, jo
         if progress is not None:
             progress(0, len(cells), "", "started")
         try:
-            run_ids = _resume(store, exp_id, parent, spec, cells, result, tick, stop)
-            todo = [c for c in cells if c.config_hash not in run_ids]
+            run_ids, redo = _resume(store, exp_id, parent, spec, cells, result, tick, stop)
+            todo = [replace(c, redo=c.config_hash in redo) for c in cells if c.config_hash not in run_ids]
             run_ids |= _run_cells(store, exp_id, parent, spec, todo, data_dir, jobs, execute, result, tick, stop)
             stop.check()  # the last point to stop at: from here the sweep only writes its table and finishes
             table = write_results_table(spec, cells, run_ids, results_dir, result.table_path)
@@ -196,12 +203,24 @@ def _child_tags(spec, cell: Cell) -> dict:
     return {"config_hash": cell.config_hash, "spec": spec.name, "profile": spec.profile, "cell": cell.name}
 
 
-def _resume(store, exp_id, parent, spec, cells, result: SweepResult, tick, stop: _StopRequest) -> dict[str, str]:
-    """{config_hash: run_id} of cells already done: skipped if logged, logged now if only the folder exists."""
-    finished, run_ids = tracking.finished_runs(store, exp_id), {}
+def _resume(store, exp_id, parent, spec, cells, result: SweepResult, tick,
+            stop: _StopRequest) -> tuple[dict[str, str], set[str]]:
+    """({config_hash: run_id} of cells already done: skipped if logged, logged now if only the folder exists;
+    the config_hashes to compute again). A folder whose outcome is `failed` (an exception inside the run) is not a
+    result: its cell is computed again, as is one whose summary.json does not parse (with a one-line warning). A
+    `diverged` or `unstable` folder is a result and stays."""
+    finished, run_ids, redo = tracking.finished_runs(store, exp_id), {}, set()
     for cell in cells:
         stop.check()
         if not cell.run_dir.is_dir():
+            continue
+        outcome = folder_outcome(cell.run_dir)
+        if outcome is None:
+            tick.note(cell.name, f"{cell.run_dir / 'summary.json'} is missing or does not parse; computing the "
+                                 "cell again")
+        if outcome in (None, FAILED):
+            redo.add(cell.config_hash)
+            result.retried.append(cell.name)
             continue
         if cell.config_hash in finished:
             run_ids[cell.config_hash] = finished[cell.config_hash]
@@ -213,7 +232,18 @@ def _resume(store, exp_id, parent, spec, cells, result: SweepResult, tick, stop:
         run_ids[cell.config_hash] = run_id
         result.relogged.append(cell.name)
         tick(cell.name, "relogged")
-    return run_ids
+    return run_ids, redo
+
+
+def folder_outcome(run_dir: Path) -> str | None:
+    """The `outcome` in a run folder's summary.json, or None when the file is missing, does not parse, or has no
+    outcome (a disk that filled up, a hand edit): such a folder is no result."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    outcome = summary.get("outcome") if isinstance(summary, dict) else None
+    return outcome if outcome in OUTCOMES else None
 
 
 def _log_and_finish(store, run_id: str, cell: Cell, result: SweepResult) -> str:
@@ -243,7 +273,7 @@ def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, ex
             run_id = tracking.start_run(store, exp_id, cell.name, parent, _child_tags(spec, cell))
             result.logging_by_cell[cell.name] = time.perf_counter() - start
             try:
-                inflight[pool.submit(compute_cell, execute, cell.config, Path(data_dir), cell.run_dir)] = (cell, run_id)
+                inflight[pool.submit(compute_cell, execute, cell.config, Path(data_dir), cell.run_dir, cell.redo)] = (cell, run_id)
                 return
             except BrokenProcessPool as e:  # a worker died hard (e.g. out of memory): no cell can start now
                 _record_crash(store, run_id, cell, f"not started: {e}", result)
@@ -288,9 +318,9 @@ def _record_crash(store, run_id: str, cell: Cell, message: str, result: SweepRes
     result.crashed[cell.name] = message
 
 
-def compute_cell(execute: Callable, cfg, data_dir: Path, run_dir: Path) -> str:
-    """Worker side: build the run folder unless it already exists; returns its path."""
-    if not run_dir.is_dir():
+def compute_cell(execute: Callable, cfg, data_dir: Path, run_dir: Path, redo: bool = False) -> str:
+    """Worker side: build the run folder unless it already exists (`redo`: replace it); returns its path."""
+    if redo or not run_dir.is_dir():
         execute(cfg, data_dir, run_dir)
     return str(run_dir)
 
@@ -364,16 +394,25 @@ def _stop_on_signals():
             signal.signal(s, handler)
 
 
-def _ticker(total: int, progress: Progress | None) -> Callable[[str, str], None]:
-    done = 0
+class _Ticker:
+    """Counts cells as they end and reports them to `progress`; `note` reports a warning about a cell without
+    counting it."""
 
-    def tick(name: str, status: str) -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total, name, status)
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.total, self.progress, self.done = total, progress, 0
 
-    return tick
+    def __call__(self, name: str, status: str) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total, name, status)
+
+    def note(self, name: str, warning: str) -> None:
+        if self.progress is not None:
+            self.progress(self.done, self.total, name, f"warning: {warning}")
+
+
+def _ticker(total: int, progress: Progress | None) -> _Ticker:
+    return _Ticker(total, progress)
 
 
 def write_results_table(spec, cells: list[Cell], run_ids: dict[str, str], results_dir: Path, path: Path):

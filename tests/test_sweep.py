@@ -31,7 +31,8 @@ GAMMAS = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
 
 
 def fake_execute(cfg, data_dir, run_dir, progress=None):
-    """Stands in for runner.execute_run: sleeps $FAKE_RUN_SECONDS, raises for gamma_w = $FAKE_CRASH_GAMMA."""
+    """Stands in for runner.execute_run: sleeps $FAKE_RUN_SECONDS, raises for gamma_w = $FAKE_CRASH_GAMMA, writes
+    outcome `failed` for $FAKE_FAIL_GAMMA, kills its worker for $FAKE_DIE_GAMMA."""
     calls = os.environ["FAKE_CALLS_LOG"]
     _append(calls, f"start {config_hash(cfg)} {os.getpid()}")
     time.sleep(float(os.environ.get("FAKE_RUN_SECONDS", "0")))
@@ -40,6 +41,9 @@ def fake_execute(cfg, data_dir, run_dir, progress=None):
     if str(cfg.gamma_w) == os.environ.get("FAKE_DIE_GAMMA"):
         os._exit(9)  # the worker process dies, as under the out-of-memory killer
     outcome = "diverged" if cfg.gamma_w >= 3 else "unstable" if cfg.gamma_w == 2.5 else "ok"
+    if str(cfg.gamma_w) == os.environ.get("FAKE_FAIL_GAMMA"):
+        outcome = "failed"  # an exception inside the run, recorded in its folder (as the runner does)
+    shutil.rmtree(run_dir, ignore_errors=True)  # a cell computed again replaces its folder
     write_fake_run_folder(flatten(cfg), Path(run_dir), outcome=outcome)
     (Path(run_dir) / "worker.json").write_text(json.dumps({"mlflow_imported": "mlflow" in sys.modules,
                                                            "niceness": os.nice(0)}))
