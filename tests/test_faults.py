@@ -89,3 +89,91 @@ def test_the_sweep_command_says_how_many_cells_it_retried(cli_app, env, monkeypa
     result = CliRunner().invoke(cli_app, ["sweep", "mini.yaml", "--jobs", "1"])
     assert result.exit_code == 0, result.output
     assert "mini: 1 ran (1 of them retried after failing), 5 already done, 0 re-logged" in result.stdout
+
+
+# ---- bad paths and data: exit 2, one line, nothing created ---------------------------------------------------
+
+LONG = "a" * 300  # one name beyond every file system's 255 bytes
+
+
+@pytest.mark.parametrize("args", [
+    ["generate", "--out", LONG], ["generate", "--out", f"x/{LONG}/data"],
+    ["sweep", "mini.yaml", "--results-dir", LONG], ["sweep", "mini.yaml", "--data-dir", LONG],
+    ["analyze", "--out", LONG], ["analyze", "--results-dir", LONG],
+    ["report", "--out", LONG], ["report", "--analysis-dir", LONG],
+    ["train", "--task", "adding", "--out", LONG],
+])
+def test_a_path_with_a_name_too_long_is_one_line(cli_app, env, monkeypatch, args):
+    monkeypatch.chdir(env)
+    before = sorted(p.name for p in env.iterdir())
+    line = _one_error_line(CliRunner().invoke(cli_app, args))
+    assert "a name of 300 bytes" in line and len(line) < 300
+    assert sorted(p.name for p in env.iterdir()) == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["generate", "--out", "afile/data"], "--out afile/data: afile is a file, not a folder"),
+    (["generate", "--out", "afile"], "--out afile: afile is a file, not a folder"),
+    (["generate", "--out", "ro/data"], "--out ro/data: ro is not writable"),
+    (["analyze", "--out", "afile"], "--out afile: afile is a file, not a folder"),
+    (["analyze", "--out", "afile/x"], "--out afile/x: afile is a file, not a folder"),
+    (["analyze", "--out", "ro/reports"], "--out ro/reports: ro is not writable"),
+    (["report", "--out", "afile/x"], "--out afile/x: afile is a file, not a folder"),
+    (["sweep", "mini.yaml", "--results-dir", "res"], "--results-dir res: res/mini/runs is a file, not a folder"),
+])
+def test_an_output_folder_at_a_file_or_read_only_is_one_line(cli_app, env, monkeypatch, args, message):
+    import pipeline.run.paths as paths
+
+    monkeypatch.chdir(env)
+    (env / "afile").write_text("x")
+    (env / "ro").mkdir()
+    (env / "res" / "mini").mkdir(parents=True)
+    (env / "res" / "mini" / "runs").write_text("a file where the run folders go")
+    real_access = os.access  # root may write anywhere: stand in for a read-only folder
+    monkeypatch.setattr(paths.os, "access", lambda p, mode: Path(p).name != "ro" and real_access(p, mode))
+    before = sorted(str(p) for p in env.rglob("*"))
+    assert message in _one_error_line(CliRunner().invoke(cli_app, args))
+    assert sorted(str(p) for p in env.rglob("*")) == before
+
+
+def test_a_bad_source_date_epoch_is_one_line_in_a_fresh_process(tmp_path):
+    """In a fresh process: a library the report imports reads SOURCE_DATE_EPOCH on import, before any check made
+    later would run (an in-process test, with it imported already, misses that)."""
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "abc", "PYTHONPATH": str(TESTS.parent)}
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "report", "--analysis-dir", str(tmp_path / "a"),
+                           "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "Error: SOURCE_DATE_EPOCH=abc: not a date; expected whole seconds since 1970 (e.g. 1700000000), or unset "
+        "it to date the PDF by the analysis"]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("x", "array x is float64 (40, 6, 3), expected numbers of shape (40, 6, 2)"),
+    ("y", "array y is float64 (40, 6), expected numbers of shape (40, 6, 1)"),
+    ("truncated", "not a readable dataset (BadZipFile)"),
+])
+def test_a_data_file_of_the_wrong_shape_is_refused_before_any_run_is_created(cli_app, env, monkeypatch, damage,
+                                                                              message):
+    import numpy as np
+
+    from pipeline.run import datasets
+
+    monkeypatch.chdir(env)
+    (env / "mini.yaml").write_text((env / "mini.yaml").read_text().replace("hidden: 4", "hidden: 4, val_size: 40"))
+    ds = datasets.build_dataset("adding", 6, 40, 0)
+    arrays = datasets.dataset_arrays(ds)
+    path = env / "data" / f"{ds.name}.npz"
+    path.parent.mkdir()
+    if damage == "truncated":
+        np.savez(path, **arrays)
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        arrays[damage] = np.zeros((40, 6, 3)) if damage == "x" else np.zeros((40, 6))
+        np.savez(path, **arrays)
+    line = _one_error_line(CliRunner().invoke(cli_app, ["sweep", "mini.yaml"]))
+    assert f"{path.relative_to(env)}: {message}" in line
+    assert not (env / "results").exists()
+    assert not tracking.find_runs(tracking.open_store(env), tracking.ensure_experiment(
+        tracking.open_store(env), "rnngrad/mini"))

@@ -24,6 +24,7 @@ from .. import __version__
 from ..run import datasets
 from ..run import corpus, files
 from ..run.config import as_mapping, read_yaml
+from ..run.paths import check_output_folder, option_label
 from ..run.spec import load_spec
 from ..engine import tasks
 from ..errors import UserError, did_you_mean
@@ -77,6 +78,7 @@ def _requests(spec_paths: list[Path], profile: str) -> list[datasets.DataRequest
 
 def _check_options(profile: str, seq_len: int | None, out: Path) -> None:
     """Reject option values before reading anything else."""
+    check_output_folder(out, option_label("--out", out))  # a file in the way, read-only, a name too long
     if profile not in PROFILES:
         raise UserError(f"--profile {profile!r}: unknown profile; valid: {', '.join(PROFILES)}")
     if seq_len is not None and seq_len < 1:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UserError
-from ..run.paths import check_data_dir, check_output_folder
+from ..run.paths import check_data_dir, check_output_folder, option_label
 
 
 def sweep_cmd(
@@ -46,7 +46,8 @@ def _check_paths_and_data(path: Path, spec, data_dir: Path, results_dir: Path) -
     from ..sweep import cell_names
 
     check_data_dir(data_dir)
-    check_output_folder(results_dir / spec.name, f"--results-dir {results_dir}")  # the spec's runs and lock go there
+    # the spec's runs and lock go there
+    check_output_folder(results_dir / spec.name / "runs", option_label("--results-dir", results_dir))
     texts: dict = {}  # each text file read once
     for name, cfg in zip(cell_names(spec), spec.cells):
         check_data(cfg, data_dir, lambda key, name=name: f"{path}: cell {name}: {key}", texts)
