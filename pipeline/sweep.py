@@ -28,6 +28,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -39,6 +40,7 @@ from typing import Any, Callable
 
 from . import tracking
 from .run.config import config_hash
+from .run.files import atomic_file
 from .run.verdicts import OUTCOMES
 from .errors import UserError
 
@@ -53,6 +55,9 @@ RUNNER_TEMP_FOLDER = re.compile(r"\.[0-9a-f]{12}\.[a-z0-9_]{8}\.(tmp|old)")
 # as cores the parent would otherwise wait for CPU, and finished runs would queue up unlogged. (`rnngrad bench
 # --only scaling` reports the parent's logging time per run.)
 WORKER_NICENESS = 5
+# What a sweep writes in its lock file, and so the only content it will overwrite there
+LOCK_NOTE = re.compile(r"pid [0-9]+ on [^\n]{0,255}\n?")
+LOCK_NOTE_BYTES = 300
 POLL_SECONDS = 0.2  # how long a stop request can wait for the sweep to notice it
 FAILED = "failed"  # the outcome of a run an exception stopped: no result, so the next sweep computes it again
 
@@ -140,30 +145,48 @@ def run_sweep(spec, data_dir: Path, results_dir: Path, store: tracking.Store, jo
 def _one_sweep_per_spec(spec_dir: Path):
     """Hold an exclusive lock on <results>/<spec>/.lock while the sweep runs. A second sweep of the same spec
     would end the first one's in-flight runs KILLED and delete its temp folders, so it is refused instead. The
-    kernel drops the lock when the holder exits, however it exits (SIGKILL included): no stale lock to clear."""
+    kernel drops the lock when the holder exits, however it exits (SIGKILL included): no stale lock to clear.
+    The lock file is never a symbolic link followed (the sweep would write its pid into whatever file the link
+    names) nor a file some other program wrote: both are refused."""
     try:
         import fcntl
     except ImportError:  # Windows: no flock; one sweep of a spec at a time is then up to the user
         yield
         return
+    lock = spec_dir / ".lock"
     try:
         spec_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(spec_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:  # not a folder, read-only, no permission: the sweep cannot write its results here
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as e:  # not a folder, read-only, no permission, a symbolic link: no results can go here
+        if lock.is_symlink():
+            raise UserError(f"{lock}: is a symbolic link, which the sweep will not write through; remove it "
+                            "(the sweep makes its own lock file)") from None
         raise UserError(f"{spec_dir}: cannot write the sweep's results there ({e.strerror}); give a writable "
                         "--results-dir") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UserError(f"{lock}: is not a regular file; remove it (the sweep makes its own lock file)")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            holder = _short_text(os.read(fd, 200).decode(errors="replace").strip()) or "another process"
             raise UserError(f"{spec_dir}: another `rnngrad sweep` of this spec is running ({holder}); wait for it "
                             "to finish or stop it, then run this again") from None
+        held = os.read(fd, LOCK_NOTE_BYTES + 1).decode(errors="replace")
+        if held and not LOCK_NOTE.fullmatch(held):
+            raise UserError(f"{lock}: a file the sweep did not write ({_short_text(held)}); move it aside "
+                            "(the sweep makes its own lock file)")
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _short_text(text: str, limit: int = 60) -> str:
+    """`text` on one line, cut to `limit` characters for a message."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)"
 
 
 def _remove_runner_temp_folders(runs_dir: Path) -> None:
@@ -420,11 +443,9 @@ def write_results_table(spec, cells: list[Cell], run_ids: dict[str, str], result
     import pandas as pd
 
     rows = [_result_row(spec, c, run_ids[c.config_hash], results_dir) for c in cells if c.config_hash in run_ids]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     table = pd.DataFrame(rows)
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_file(path) as f:  # a new temp file (never one that is there, nor a link's target), renamed
+        table.to_parquet(f, index=False)
     return table
 
 

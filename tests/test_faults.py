@@ -177,3 +177,55 @@ def test_a_data_file_of_the_wrong_shape_is_refused_before_any_run_is_created(cli
     assert not (env / "results").exists()
     assert not tracking.find_runs(tracking.open_store(env), tracking.ensure_experiment(
         tracking.open_store(env), "rnngrad/mini"))
+
+
+@pytest.mark.parametrize("umask, folder, file", [(0o077, 0o700, 0o600), (0o022, 0o755, 0o644)])
+def test_generate_gives_data_the_umasks_permissions(cli_app, tmp_path, monkeypatch, umask, folder, file):
+    """A lab that keeps its data private (umask 077) must not find it opened to everyone (0755)."""
+    import stat
+
+    monkeypatch.chdir(tmp_path)  # no params.yaml, no experiments/: the text corpus only
+    previous = os.umask(umask)
+    try:
+        result = CliRunner().invoke(cli_app, ["generate", "--out", "data"])
+    finally:
+        os.umask(previous)
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == folder
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "data").iterdir()} == {file}
+
+
+# ---- lock and output files: no symbolic link followed, no foreign file overwritten -----------------------------
+
+
+@pytest.mark.parametrize("kind", ["symlink", "foreign", "fifo"])
+def test_the_lock_never_follows_a_link_nor_overwrites_a_file_it_did_not_write(cli_app, env, monkeypatch, kind):
+    monkeypatch.chdir(env)
+    target = env / "precious.txt"
+    target.write_text("a file elsewhere\n")
+    lock = env / "results" / "mini" / ".lock"
+    lock.parent.mkdir(parents=True)
+    if kind == "symlink":
+        lock.symlink_to(target)
+    elif kind == "foreign":
+        lock.write_text("notes someone keeps here\n")
+    else:
+        os.mkfifo(lock)
+    line = _one_error_line(CliRunner().invoke(cli_app, ["sweep", "mini.yaml"]))
+    assert {"symlink": "is a symbolic link, which the sweep will not write through",
+            "foreign": "a file the sweep did not write (notes someone keeps here)",
+            "fifo": "is not a regular file"}[kind] in line
+    assert target.read_text() == "a file elsewhere\n"
+    assert kind != "foreign" or lock.read_text() == "notes someone keeps here\n"
+    assert _calls(env, "start") == []
+
+
+def test_the_results_table_is_written_to_a_new_file_never_through_a_link(env):
+    target = env / "precious.txt"
+    target.write_text("a file elsewhere\n")
+    (env / "results").mkdir()
+    (env / "results" / ".mini.parquet.tmp").symlink_to(target)  # where the table's temp file once went
+    _sweep(env)
+    assert target.read_text() == "a file elsewhere\n"
+    assert len(pd.read_parquet(env / "results" / "mini.parquet")) == 6
+    assert (env / "results" / "mini" / ".lock").read_text().startswith(f"pid {os.getpid()} on ")
