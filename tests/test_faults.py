@@ -229,3 +229,104 @@ def test_the_results_table_is_written_to_a_new_file_never_through_a_link(env):
     assert target.read_text() == "a file elsewhere\n"
     assert len(pd.read_parquet(env / "results" / "mini.parquet")) == 6
     assert (env / "results" / "mini" / ".lock").read_text().startswith(f"pid {os.getpid()} on ")
+
+
+# ---- limits and hostile YAML: refused before anything runs, in a line of bounded length -------------------------
+
+
+def _bomb(levels: int, use: str) -> str:
+    """A 'billion laughs' spec: each level an anchored list of nine aliases to the level below (9**levels values)."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + f"\nname: bomb\nbase: {{task: adding, hidden: {use}}}\nprofiles: {{quick: {{}}}}\n"
+
+
+@pytest.mark.parametrize("levels", [3, 6, 8, 12])
+def test_a_yaml_alias_bomb_is_refused_in_one_short_line(cli_app, env, monkeypatch, levels):
+    monkeypatch.chdir(env)
+    (env / "bomb.yaml").write_text(_bomb(levels, f"*l{levels}"))
+    assert (env / "bomb.yaml").stat().st_size < 1024
+    line = _one_error_line(CliRunner().invoke(cli_app, ["sweep", "bomb.yaml"]))
+    if levels > 3:
+        assert "its aliases expand to more than 100000 values" in line
+    else:  # 9**4 values: small enough to read, and refused for what it says
+        assert "bomb.yaml: unknown key 'l0'" in line
+    assert len(line) < 400 and not (env / "results").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: mini\nname: mini\nprofiles: {quick: {}}\n", "line 2, column 1 (the key 'name' appears twice"),
+    ("name: mini\nbase: {hidden: 4, hidden: 8}\nprofiles: {quick: {}}\n", "the key 'hidden' appears twice"),
+    ("name: mini\nprofiles:\n  quick: {grid: {seed: [0]}}\n  quick: {grid: {seed: [1]}}\n",
+     "line 4, column 3 (the key 'quick' appears twice"),
+])
+def test_a_key_given_twice_is_refused(cli_app, env, monkeypatch, text, message):
+    monkeypatch.chdir(env)
+    (env / "mini.yaml").write_text(text)
+    assert message in _one_error_line(CliRunner().invoke(cli_app, ["sweep", "mini.yaml"]))
+
+
+def test_keys_a_merge_brings_in_may_be_overridden(env):
+    (env / "mini.yaml").write_text("name: mini\nshared: &s {task: adding, hidden: 4}\n"
+                                   "profiles: {quick: {base: {<<: *s, hidden: 8}}}\n".replace("shared", "base"))
+    assert load_spec(env / "mini.yaml", "quick").cells[0].hidden == 8
+
+
+@pytest.mark.parametrize("grid, cells", [("{gamma_w: [0.5, 1.0], seed: [0, 1, 2]}", 6),
+                                         ("[{seed: [0, 1]}, {seed: [2, 3, 4], gamma_w: [2.0]}]", 5)])
+def test_a_grid_beyond_max_cells_is_refused_before_it_is_expanded_and_the_option_raises_it(
+        cli_app, env, monkeypatch, grid, cells):
+    import pipeline.sweep as sweep_module
+    from test_sweep import fake_execute
+
+    real = sweep_module.run_sweep
+    monkeypatch.setattr(sweep_module, "run_sweep", lambda *a, **k: real(*a, **k, execute=fake_execute))
+    monkeypatch.chdir(env)
+    (env / "mini.yaml").write_text(f"name: mini\nbase: {{task: adding, seq_len: 6, hidden: 4}}\n"
+                                   f"profiles: {{quick: {{grid: {grid}}}}}\n")
+    line = _one_error_line(CliRunner().invoke(cli_app, ["sweep", "mini.yaml", "--max-cells", str(cells - 1)]))
+    assert f"mini.yaml: profiles.quick.grid: {cells} cells, more than the {cells - 1}" in line
+    assert f"--max-cells {cells}" in line and not (env / "results").exists()
+    result = CliRunner().invoke(cli_app, ["sweep", "mini.yaml", "--max-cells", str(cells), "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    assert len(_calls(env, "done")) == cells
+
+
+def test_a_grid_of_a_trillion_cells_is_refused_at_once_and_only_the_chosen_profile_must_fit(env):
+    from pipeline.errors import UserError
+
+    axis = "[" + ", ".join(str(i) for i in range(1, 101)) + "]"
+    huge = f"{{seed: {axis}, data_seed: {axis}, hidden: {axis}, batch: {axis}, iters: {axis}, eval_every: {axis}}}"
+    (env / "mini.yaml").write_text(f"name: mini\nbase: {{task: adding, seq_len: 6}}\n"
+                                   f"profiles: {{quick: {{grid: {{seed: [0]}}}}, full: {{grid: {huge}}}}}\n")
+    assert len(load_spec(env / "mini.yaml", "quick").cells) == 1  # the full profile is validated, not expanded
+    with pytest.raises(UserError, match=r"profiles.full.grid: 1000000000000 cells, more than the 10000 a sweep"):
+        load_spec(env / "mini.yaml", "full")
+    bad = huge.replace("hidden: [1,", "hidden: [0,")  # still validated value by value
+    (env / "mini.yaml").write_text((env / "mini.yaml").read_text().replace(huge, bad))
+    with pytest.raises(UserError, match=r"profiles.full.grid.hidden\[0\]: 0 is out of range"):
+        load_spec(env / "mini.yaml", "quick")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sweep", "mini.yaml", "--max-cells", "0"], "--max-cells: 0 is below 1"),
+    (["generate", "--max-cells", "-3"], "--max-cells: -3 is below 1"),
+    (["sweep", "big.yaml"], "big.yaml: 1048600 bytes; a sweep spec (docs/internals.md, Sweep specs) is at most 1024 KiB"),
+    (["train", "--config", "big.yaml"], "big.yaml: 1048600 bytes; a YAML mapping of RunConfig fields is at most"),
+])
+def test_limits_on_options_and_file_sizes(cli_app, env, monkeypatch, args, message):
+    monkeypatch.chdir(env)
+    (env / "big.yaml").write_text("# " + "x" * (1048600 - 3) + "\n")
+    assert message in _one_error_line(CliRunner().invoke(cli_app, args))
+
+
+def test_messages_shorten_a_huge_value_before_formatting_it(env):
+    from pipeline.errors import UserError, shown
+
+    many = list(range(90_000))
+    assert len(shown(many)) <= 80 and len(shown(10 ** 5000)) < 40 and shown("ab") == "'ab'"
+    (env / "mini.yaml").write_text(f"name: mini\ndescription: {many}\nprofiles: {{quick: {{}}}}\n")
+    with pytest.raises(UserError) as e:
+        load_spec(env / "mini.yaml", "quick")
+    assert "description: expected one sentence of text, got [0, 1, 2, 3, ...]" in str(e.value)
+    assert len(str(e.value)) < 200

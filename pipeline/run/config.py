@@ -22,10 +22,12 @@ from typing import Any, Callable, ClassVar, Mapping
 import yaml
 
 from ..engine.activations import ACTIVATIONS
-from ..errors import UserError, did_you_mean
+from ..errors import UserError, did_you_mean, shown
 from ..engine.init import INITS
 from ..engine.optim import CLIP_MODES, MAX_CLIP_THRESHOLD, MAX_LR, MAX_WEIGHT_DECAY, OPTIMIZERS
 from ..engine.rnn import FORMS
+from . import safeyaml
+from .safeyaml import MAX_YAML_BYTES
 
 TASKS = ("adding", "temporal_order", "copy", "probe", "text")
 MAX_SEED = 2**32 - 1  # numpy's classic seed range; larger ints would not fit the results table's int64 columns
@@ -101,6 +103,8 @@ def _short(value: Any) -> str:
     """repr(value), cut to a readable length (a YAML integer can have thousands of digits, beyond repr's limit)."""
     if isinstance(value, int) and value.bit_length() > 128:
         return f"{'-' if value < 0 else ''}an integer of {value.bit_length()} bits"
+    if not isinstance(value, (str, int, float, type(None))):  # a list or mapping, of any size: shortened first
+        return shown(value)
     text = repr(value)
     return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
 
@@ -115,7 +119,7 @@ class Choice:
 
     def check(self, value: Any) -> str:
         if value not in self.values:
-            raise Invalid(f"unknown value {value!r}{did_you_mean(value, self.values)}", self.describe())
+            raise Invalid(f"unknown value {_short(value)}{did_you_mean(value, self.values)}", self.describe())
         return value
 
 
@@ -130,7 +134,7 @@ class OptionalPath:
         if value is None:
             return None
         if not isinstance(value, (str, Path)) or not str(value).strip():
-            raise Invalid(f"{value!r} is not a path", self.describe())
+            raise Invalid(f"{_short(value)} is not a path", self.describe())
         return str(value)
 
 
@@ -317,7 +321,10 @@ def read_yaml(path: Path | str, what: str) -> Any:
     if not path.is_file():
         raise UserError(f"{path}: no such file; give an existing {what}")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise UserError(f"{path}: {size} bytes; a {what} is at most {MAX_YAML_BYTES // 1024} KiB")
+        return safeyaml.load(path.read_text(encoding="utf-8"))  # aliases bounded, duplicate keys refused
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -334,7 +341,7 @@ def as_mapping(value: Any, where: str, example: str) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise UserError(f"{where}: expected a mapping like {example}, got {type(value).__name__} {value!r}")
+        raise UserError(f"{where}: expected a mapping like {example}, got {type(value).__name__} {_short(value)}")
     return value
 
 

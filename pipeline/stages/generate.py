@@ -25,7 +25,8 @@ from ..run import datasets
 from ..run import corpus, files
 from ..run.config import as_mapping, read_yaml
 from ..run.paths import check_output_folder, option_label
-from ..run.spec import load_spec
+from .sweep import check_max_cells
+from ..run.spec import MAX_CELLS, load_spec
 from ..engine import tasks
 from ..errors import UserError, did_you_mean
 
@@ -66,12 +67,12 @@ def _listed_specs(params: Path, experiments: Path) -> list[str] | None:
     return names
 
 
-def _requests(spec_paths: list[Path], profile: str) -> list[datasets.DataRequest]:
+def _requests(spec_paths: list[Path], profile: str, max_cells: int = MAX_CELLS) -> list[datasets.DataRequest]:
     """The datasets the cells of `profile` use, across the specs, each once, in first-seen order. Every spec
     is validated whole (all its profiles), as `rnngrad sweep` would."""
     requests: dict[tuple, datasets.DataRequest] = {}
     for path in spec_paths:
-        for req in load_spec(path, profile).data:
+        for req in load_spec(path, profile, max_cells).data:
             requests.setdefault((req.task, req.T, req.count, req.seed, req.path, req.seq_len), req)
     return list(requests.values())
 
@@ -184,6 +185,8 @@ def generate_cmd(
     seq_len: Annotated[int | None, typer.Option(
         help="Text window (characters) that the training and validation splits must each hold. "
         "Default: the specs' longest text seq_len, else 25.")] = None,
+    max_cells: Annotated[int, typer.Option(help="Refuse a spec whose grid has more cells than this, as "
+                                           "`rnngrad sweep --max-cells` does.")] = MAX_CELLS,
 ) -> None:
     """Generate data/: the synthetic validation sets of the specs' cells
     (<task>_T<seq_len>_N<val_size>_s<data_seed>.npz; training draws fresh batches), the character corpus
@@ -193,8 +196,9 @@ def generate_cmd(
     """
     start = time.perf_counter()
     _check_options(profile, seq_len, out)
+    check_max_cells(max_cells)
     spec_paths = _spec_paths(spec)
-    requests = _requests(spec_paths, profile)
+    requests = _requests(spec_paths, profile, max_cells)
     _check_sizes([r for r in requests if r.task != datasets.TEXT_TASK])
     content, source = _choose_text(text, requests, seq_len)
     if not spec_paths:

@@ -10,6 +10,7 @@ import typer
 
 from ..errors import UserError
 from ..run.paths import check_data_dir, check_output_folder, option_label
+from ..run.spec import MAX_CELLS
 
 
 def sweep_cmd(
@@ -18,6 +19,8 @@ def sweep_cmd(
     jobs: Annotated[int, typer.Option(help="Worker processes; 0 = one per core.")] = 0,
     data_dir: Annotated[Path, typer.Option(help="Datasets written by `rnngrad generate`.")] = Path("data"),
     results_dir: Annotated[Path, typer.Option(help="Where run folders and <spec>.parquet go.")] = Path("results"),
+    max_cells: Annotated[int, typer.Option(help="Refuse a grid of more cells than this (a typo in an axis can "
+                                           "make millions); raise it for a larger sweep.")] = MAX_CELLS,
 ) -> None:
     """Train every cell of a sweep spec's grid in parallel and log each as a nested MLflow run.
 
@@ -27,13 +30,14 @@ def sweep_cmd(
     """
     from ..run.spec import load_spec
 
+    check_max_cells(max_cells)
     if jobs < 0:
         raise UserError(f"--jobs: {jobs} is negative; give a number of worker processes >= 1, or 0 for one per core")
     if spec.is_dir():
         raise UserError(f"{spec}: is a folder, not a file; give a sweep spec such as experiments/weight_norms.yaml")
     if not spec.is_file():
         raise UserError(f"{spec}: no such file; give a sweep spec such as experiments/weight_norms.yaml")
-    loaded = load_spec(spec, profile)  # validates everything before the store is touched
+    loaded = load_spec(spec, profile, max_cells)  # validates everything before the store is touched
     _check_paths_and_data(spec, loaded, data_dir, results_dir)
     summary = _run(loaded, data_dir, results_dir, jobs or os.cpu_count() or 1)
     typer.echo(summary)
@@ -88,3 +92,9 @@ def _run(spec, data_dir: Path, results_dir: Path, jobs: int) -> str:
         typer.echo(f"Error: {len(result.crashed)} cell(s) crashed ({crashed}); run the sweep again to retry them", err=True)
         raise typer.Exit(1)
     return "\n".join(lines)
+
+
+def check_max_cells(max_cells: int) -> None:
+    if max_cells < 1:
+        raise UserError(f"--max-cells: {max_cells} is below 1; give the largest number of cells to run, "
+                        f"e.g. {MAX_CELLS} (the default)")
