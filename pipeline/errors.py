@@ -35,3 +35,8 @@ def shown(value: Any, limit: int = 80) -> str:
         return f"{'-' if value < 0 else ''}an integer of {value.bit_length()} bits"
     text = _REPR.repr(value)
     return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def clip(text: str, limit: int = 120) -> str:
+    """A text (a path, say) cut to `limit` characters for a message."""
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."

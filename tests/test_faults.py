@@ -330,3 +330,40 @@ def test_messages_shorten_a_huge_value_before_formatting_it(env):
         load_spec(env / "mini.yaml", "quick")
     assert "description: expected one sentence of text, got [0, 1, 2, 3, ...]" in str(e.value)
     assert len(str(e.value)) < 200
+
+
+# ---- specs read only inside the project ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["sweep", "generate"])
+@pytest.mark.parametrize("text", ["absolute", "../else/secret.txt", "inside_link.txt"])
+def test_a_spec_reading_a_file_outside_the_project_is_refused_unless_its_folder_is_allowed(
+        cli_app, tmp_path, monkeypatch, command, text):
+    project, elsewhere = tmp_path / "project", tmp_path / "else"
+    project.mkdir(), elsewhere.mkdir()
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    secret = elsewhere / "secret.txt"
+    secret.write_text("the lab's private notes\n" * 20)
+    (project / "inside_link.txt").symlink_to(secret)  # a link inside the project to a file outside it
+    if text == "absolute":
+        text = str(secret)
+    (project / "peek.yaml").write_text(f"name: peek\nbase: {{task: text, text: {text}, seq_len: 5, hidden: 4, "
+                                       "iters: 1, samples: 1}\nprofiles: {quick: {}}\n")
+    args = ["sweep", "peek.yaml"] if command == "sweep" else ["generate", "--spec", "peek.yaml"]
+    line = _one_error_line(CliRunner().invoke(cli_app, args))
+    assert f"peek.yaml: profiles.quick: cell 0 {{}}: text {text}: outside the project ({project})" in line
+    assert f"--data-root {elsewhere.resolve()}" in line
+    assert sorted(p.name for p in project.iterdir()) == ["inside_link.txt", "peek.yaml"]
+    allowed = CliRunner().invoke(cli_app, [*args, "--data-root", str(elsewhere)])
+    assert "outside the project" not in allowed.output
+
+
+def test_a_spec_reading_a_file_inside_the_project_needs_no_option(cli_app, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("some text to learn from. " * 40)
+    (tmp_path / "ok.yaml").write_text("name: ok\nbase: {task: text, text: texts/a.txt, seq_len: 5}\n"
+                                      "profiles: {quick: {}}\n")
+    result = CliRunner().invoke(cli_app, ["generate", "--spec", "ok.yaml"])
+    assert result.exit_code == 0, result.output

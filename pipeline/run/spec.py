@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Mapping
 from .config import (FIELDS, RunConfig, as_mapping, check_values, closest_key_hint, config_from_values, config_hash,
                      read_yaml)
 from .datasets import TEXT_TASK, DataRequest
-from ..errors import UserError, did_you_mean, shown
+from ..errors import UserError, clip, did_you_mean, shown
 
 SPEC_KEYS = ("name", "description", "base", "profiles")
 PROFILE_KEYS = ("base", "grid")
@@ -167,3 +168,19 @@ def _check_unique(cells: list[RunConfig], grid: list[dict], where: str) -> None:
             raise UserError(f"{where}.grid: cells {seen[h]} {grid[seen[h]]} and {i} {grid[i]} are the same run; "
                             "remove the duplicate value")
         seen[h] = i
+
+
+def check_files_inside(requests: list[DataRequest], roots: list[Path]) -> None:
+    """A spec reads files only inside `roots` (the project, and any folder the command line allows with
+    --data-root): a spec is a file anyone can hand over, and what its cells read (their text) is sampled into the
+    run's outputs and sent to the tracking server, which may be shared. Links are followed before the check, so a
+    link inside the project to /etc does not pass. Nothing is read here."""
+    real_roots = [Path(os.path.realpath(root)) for root in roots]
+    for req in requests:
+        if req.path is None:
+            continue
+        real = Path(os.path.realpath(req.path))
+        if not any(real.is_relative_to(root) for root in real_roots):
+            raise UserError(f"{req.where}: text {clip(req.path)}: outside the project ({roots[0]}); a spec reads "
+                            f"files only there: move the file into it, or allow its folder with --data-root "
+                            f"{clip(str(real.parent))}")

@@ -25,7 +25,7 @@ from ..run import datasets
 from ..run import corpus, files
 from ..run.config import as_mapping, read_yaml
 from ..run.paths import check_output_folder, option_label
-from .sweep import check_max_cells
+from .sweep import check_max_cells, check_spec_reads
 from ..run.spec import MAX_CELLS, load_spec
 from ..engine import tasks
 from ..errors import UserError, did_you_mean
@@ -187,6 +187,9 @@ def generate_cmd(
         "Default: the specs' longest text seq_len, else 25.")] = None,
     max_cells: Annotated[int, typer.Option(help="Refuse a spec whose grid has more cells than this, as "
                                            "`rnngrad sweep --max-cells` does.")] = MAX_CELLS,
+    data_root: Annotated[list[Path] | None, typer.Option(
+        help="A folder outside the project whose files the specs may read; repeat for several (as for `rnngrad "
+        "sweep`).")] = None,
 ) -> None:
     """Generate data/: the synthetic validation sets of the specs' cells
     (<task>_T<seq_len>_N<val_size>_s<data_seed>.npz; training draws fresh batches), the character corpus
@@ -199,6 +202,7 @@ def generate_cmd(
     check_max_cells(max_cells)
     spec_paths = _spec_paths(spec)
     requests = _requests(spec_paths, profile, max_cells)
+    check_spec_reads(requests, data_root)  # before a spec's text file is read
     _check_sizes([r for r in requests if r.task != datasets.TEXT_TASK])
     content, source = _choose_text(text, requests, seq_len)
     if not spec_paths:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import UserError
+from ..errors import UserError, clip
 from ..run.paths import check_data_dir, check_output_folder, option_label
 from ..run.spec import MAX_CELLS
 
@@ -21,6 +21,9 @@ def sweep_cmd(
     results_dir: Annotated[Path, typer.Option(help="Where run folders and <spec>.parquet go.")] = Path("results"),
     max_cells: Annotated[int, typer.Option(help="Refuse a grid of more cells than this (a typo in an axis can "
                                            "make millions); raise it for a larger sweep.")] = MAX_CELLS,
+    data_root: Annotated[list[Path] | None, typer.Option(
+        help="A folder outside the project whose files the spec may read (its cells' text); repeat for several. "
+        "Without it a spec reads only files inside the project.")] = None,
 ) -> None:
     """Train every cell of a sweep spec's grid in parallel and log each as a nested MLflow run.
 
@@ -38,6 +41,7 @@ def sweep_cmd(
     if not spec.is_file():
         raise UserError(f"{spec}: no such file; give a sweep spec such as experiments/weight_norms.yaml")
     loaded = load_spec(spec, profile, max_cells)  # validates everything before the store is touched
+    check_spec_reads(loaded.data, data_root)
     _check_paths_and_data(spec, loaded, data_dir, results_dir)
     summary = _run(loaded, data_dir, results_dir, jobs or os.cpu_count() or 1)
     typer.echo(summary)
@@ -98,3 +102,15 @@ def check_max_cells(max_cells: int) -> None:
     if max_cells < 1:
         raise UserError(f"--max-cells: {max_cells} is below 1; give the largest number of cells to run, "
                         f"e.g. {MAX_CELLS} (the default)")
+
+
+def check_spec_reads(requests: list, data_root: list[Path] | None) -> None:
+    """The files the specs' cells read lie inside the project or a --data-root folder (run.spec.check_files_inside)."""
+    from ..run.spec import check_files_inside
+    from ..tracking import default_project_root
+
+    for root in data_root or []:
+        if not root.is_dir():
+            raise UserError(f"--data-root {clip(str(root))}: not a folder; give a folder whose files specs "
+                            "may read")
+    check_files_inside(requests, [default_project_root(), *(data_root or [])])
