@@ -33,6 +33,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -58,6 +59,7 @@ WORKER_NICENESS = 5
 # What a sweep writes in its lock file, and so the only content it will overwrite there
 LOCK_NOTE = re.compile(r"pid [0-9]+ on [^\n]{0,255}\n?")
 LOCK_NOTE_BYTES = 300
+MAX_POOL_BREAKS = 2  # a cell caught in this many broken pools without being seen to cause one ends FAILED
 POLL_SECONDS = 0.2  # how long a stop request can wait for the sweep to notice it
 FAILED = "failed"  # the outcome of a run an exception stopped: no result, so the next sweep computes it again
 
@@ -281,56 +283,151 @@ def _log_and_finish(store, run_id: str, cell: Cell, result: SweepResult) -> str:
 def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, execute,
                result: SweepResult, tick, stop: _StopRequest) -> dict[str, str]:
     """Compute `todo` in worker processes, at most `jobs` at a time; log each as it returns. The wait for them
-    wakes every POLL_SECONDS to see whether a signal asked the sweep to stop."""
+    wakes every POLL_SECONDS to see whether a signal asked the sweep to stop.
+
+    A worker that dies (the out-of-memory killer, a SIGKILL, a crash in native code) breaks the whole process
+    pool, and the pool stops its other workers. Only the cell of the worker that died ends FAILED, with the
+    reason; the pool is replaced, and the other cells it was running are started again in the new one (at most
+    MAX_POOL_BREAKS times each, in case the dead worker cannot be told apart)."""
     if not todo:
         return {}
     jobs = min(jobs or os.cpu_count() or 1, len(todo))
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(os.getpid(),))
-    queue, inflight, run_ids = iter(todo), {}, {}
+    pool = _CellPool(jobs)
+    pending: deque[tuple[Cell, str | None]] = deque((cell, None) for cell in todo)  # (cell, its run if created)
+    inflight: dict[Future, tuple[Cell, str]] = {}
+    breaks: dict[str, int] = {}  # config_hash -> pool breaks the cell was caught in
+    run_ids: dict[str, str] = {}
 
     def submit_next() -> None:
-        for cell in queue:
+        while pending:
             stop.check()
-            start = time.perf_counter()
-            run_id = tracking.start_run(store, exp_id, cell.name, parent, _child_tags(spec, cell))
-            result.logging_by_cell[cell.name] = time.perf_counter() - start
+            cell, run_id = pending.popleft()
+            if run_id is None:
+                start = time.perf_counter()
+                run_id = tracking.start_run(store, exp_id, cell.name, parent, _child_tags(spec, cell))
+                result.logging_by_cell[cell.name] = time.perf_counter() - start
             try:
-                inflight[pool.submit(compute_cell, execute, cell.config, Path(data_dir), cell.run_dir, cell.redo)] = (cell, run_id)
+                inflight[pool.submit(execute, cell, Path(data_dir))] = (cell, run_id)
                 return
-            except BrokenProcessPool as e:  # a worker died hard (e.g. out of memory): no cell can start now
-                _record_crash(store, run_id, cell, f"not started: {e}", result)
-                tick(cell.name, "crashed")
+            except BrokenProcessPool:  # broken since the last wait: its futures say why; this cell goes first
+                pending.appendleft((cell, run_id))
+                return
+
+    def after_break() -> None:
+        """The pool broke: settle every cell it held, then start a new pool."""
+        nonlocal pool
+        wait(list(inflight), timeout=30)  # the executor fails all its futures at once; this only waits for that
+        for future in [f for f in inflight if f.done()]:
+            cell, run_id = inflight.pop(future)
+            death = None
+            if isinstance(future.exception(), BrokenProcessPool):
+                death = pool.death_of(cell)
+                breaks[cell.config_hash] = breaks.get(cell.config_hash, 0) + 1
+                if death is None and breaks[cell.config_hash] < MAX_POOL_BREAKS:
+                    pending.appendleft((cell, run_id))  # stopped with the pool, not its cause: computed again
+                    continue
+                death = death or f"its worker process was stopped with {MAX_POOL_BREAKS} broken process pools"
+            status = _finish_cell(store, run_id, cell, future, result, death)
+            run_ids.update({cell.config_hash: run_id} if status != "crashed" else {})
+            tick(cell.name, status)
+        pool.stop()
+        pool = _CellPool(jobs)
 
     try:
         for _ in range(jobs):
             submit_next()
-        while inflight:
+        while inflight or pending:
             stop.check()
+            if pool.broken:
+                after_break()
+                for _ in range(jobs - len(inflight)):
+                    submit_next()
+                continue
             for future in wait(list(inflight), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)[0]:
                 stop.check()
-                cell, run_id = inflight[future]
+                if isinstance(future.exception(), BrokenProcessPool):
+                    break  # the pool is broken: after_break settles its cells
+                cell, run_id = inflight.pop(future)
                 submit_next()  # first, so that a worker computes while this process logs
                 status = _finish_cell(store, run_id, cell, future, result)
-                del inflight[future]
                 run_ids.update({cell.config_hash: run_id} if status != "crashed" else {})
                 tick(cell.name, status)
+            if not inflight and pending and not pool.broken:
+                submit_next()
     except BaseException:
-        _stop_workers(pool)
+        pool.stop()
         for _, run_id in inflight.values():
             tracking.end_run(store, run_id, "KILLED")
+        for _, run_id in pending:
+            if run_id is not None:
+                tracking.end_run(store, run_id, "KILLED")
         raise
-    pool.shutdown(wait=True)
+    pool.shutdown()
     return run_ids
 
 
-def _finish_cell(store, run_id: str, cell: Cell, future: Future, result: SweepResult) -> str:
-    """Log a returned cell; a worker exception (or a dead worker) ends the run FAILED."""
+class _CellPool:
+    """A ProcessPoolExecutor of `jobs` workers that also learns which worker process computes which cell (each
+    worker reports (config_hash, pid) as it starts one), so that when the pool breaks the sweep can tell the cell
+    whose worker died from those the pool stopped with it (their workers end by the executor's SIGTERM)."""
+
+    def __init__(self, jobs: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.started = context.SimpleQueue()  # written by a worker in one small write, read only here
+        self.executor = ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
+                                            initargs=(os.getpid(), self.started))
+        self.processes: dict[int, Any] = {}  # pid -> multiprocessing.Process, every worker this pool started
+        self.worker_of: dict[str, int] = {}  # config_hash -> pid of the worker that started it
+
+    def submit(self, execute: Callable, cell: Cell, data_dir: Path) -> Future:
+        future = self.executor.submit(compute_cell, execute, cell.config, data_dir, cell.run_dir, cell.redo,
+                                      cell.config_hash)
+        self.processes.update(getattr(self.executor, "_processes", None) or {})
+        return future
+
+    @property
+    def broken(self) -> bool:
+        return bool(getattr(self.executor, "_broken", False))
+
+    def death_of(self, cell: Cell) -> str | None:
+        """Why the worker computing `cell` died, or None when it did not die on its own (stopped with the pool,
+        or never started the cell, or unknown)."""
+        while not self.started.empty():
+            config_hash, pid = self.started.get()
+            self.worker_of[config_hash] = pid
+        process = self.processes.get(self.worker_of.get(cell.config_hash, -1))
+        if process is None:
+            return None
+        process.join(timeout=5)
+        code = process.exitcode
+        if code is None or code == -signal.SIGTERM:  # alive, or stopped by the executor once another died
+            return None
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            hint = " (the out-of-memory killer sends it, as does kill -9)" if -code == signal.SIGKILL else ""
+            return f"its worker process was killed by {name}{hint}"
+        return f"its worker process exited with code {code} while computing it"
+
+    def stop(self) -> None:
+        _stop_workers(self.executor)
+        self.started.close()
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.started.close()
+
+
+def _finish_cell(store, run_id: str, cell: Cell, future: Future, result: SweepResult,
+                 death: str | None = None) -> str:
+    """Log a returned cell; a worker exception (or a dead worker: `death` says why it died) ends the run FAILED."""
     error = future.exception()
     if error is None and cell.run_dir.is_dir():
         result.ran.append(cell.name)
         return _log_and_finish(store, run_id, cell, result)
-    message = f"{type(error).__name__}: {error}" if error else f"no run folder at {cell.run_dir}"
+    if death is not None:
+        message = f"{death}; the sweep went on with the other cells"
+    else:
+        message = f"{type(error).__name__}: {error}" if error else f"no run folder at {cell.run_dir}"
     _record_crash(store, run_id, cell, message, result)
     return "crashed"
 
@@ -341,17 +438,26 @@ def _record_crash(store, run_id: str, cell: Cell, message: str, result: SweepRes
     result.crashed[cell.name] = message
 
 
-def compute_cell(execute: Callable, cfg, data_dir: Path, run_dir: Path, redo: bool = False) -> str:
-    """Worker side: build the run folder unless it already exists (`redo`: replace it); returns its path."""
+def compute_cell(execute: Callable, cfg, data_dir: Path, run_dir: Path, redo: bool = False,
+                 config_hash: str = "") -> str:
+    """Worker side: build the run folder unless it already exists (`redo`: replace it); returns its path. First
+    it tells the parent which cell this worker process computes (`_CellPool.death_of`)."""
+    if _STARTED is not None:
+        _STARTED.put((config_hash, os.getpid()))
     if redo or not run_dir.is_dir():
         execute(cfg, data_dir, run_dir)
     return str(run_dir)
 
 
-def _worker_init(parent_pid: int) -> None:
+_STARTED = None  # in a worker: the pool's queue of (config_hash, pid) of the cells started
+
+
+def _worker_init(parent_pid: int, started=None) -> None:
     """Workers leave Ctrl-C to the parent (which ends the runs KILLED and stops them), exit when the parent is gone
     (SIGKILL), so that no orphan keeps computing beside a restarted sweep, and yield the CPU to the parent
     (WORKER_NICENESS). (Each run uses one BLAS thread, runner.BLAS_THREADS, so workers do not fight over cores.)"""
+    global _STARTED
+    _STARTED = started
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(os, "nice"):
         os.nice(WORKER_NICENESS)

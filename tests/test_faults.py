@@ -367,3 +367,43 @@ def test_a_spec_reading_a_file_inside_the_project_needs_no_option(cli_app, tmp_p
                                       "profiles: {quick: {}}\n")
     result = CliRunner().invoke(cli_app, ["generate", "--spec", "ok.yaml"])
     assert result.exit_code == 0, result.output
+
+
+# ---- a worker's death costs one cell ---------------------------------------------------------------------------
+
+
+def test_a_worker_killed_from_outside_costs_its_cell_only_and_the_sweep_goes_on(env, monkeypatch):
+    import signal
+    import threading
+    import time
+
+    monkeypatch.setenv("FAKE_RUN_SECONDS", "1.0")
+    victim = config_hash(load_spec(env / "mini.yaml", "quick").cells[2])  # gamma_w=1.5
+
+    def kill_its_worker() -> None:  # as the out-of-memory killer would, while the cell computes
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            lines = (env / "calls.log").read_text().splitlines() if (env / "calls.log").exists() else []
+            pids = [int(line.split()[2]) for line in lines if line.startswith(f"start {victim}")]
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_its_worker)
+    killer.start()
+    store, _, result = _sweep(env, jobs=2)
+    killer.join()
+    assert list(result.crashed) == ["gamma_w=1.5,seed=0"]
+    assert "its worker process was killed by SIGKILL (the out-of-memory killer sends it" in result.crashed[
+        "gamma_w=1.5,seed=0"]
+    assert sorted(result.ran) == sorted(f"gamma_w={g},seed=0" for g in GAMMAS if g != 1.5)
+    parents, children = _runs(store)
+    assert [p.status for p in parents] == ["FAILED"] and not [c for c in children if c.status == "RUNNING"]
+    failed = [c for c in children if c.status == "FAILED"]
+    assert [c.run_name for c in failed] == ["gamma_w=1.5,seed=0"] and failed[0].tags["outcome"] == "failed"
+    # the cell stopped with the pool (it shared it with the victim) was computed again, and logged once
+    assert sorted(c.tags["config_hash"] for c in children if c.status == "FINISHED") == sorted(
+        h for h in map(config_hash, load_spec(env / "mini.yaml", "quick").cells) if h != victim)
+    _, _, again = _sweep(env)
+    assert again.ran == ["gamma_w=1.5,seed=0"] and not again.crashed
