@@ -15,6 +15,8 @@ import functools
 import json
 import logging
 import os
+import secrets
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,19 +123,110 @@ def open_store(project_root: str | Path, tracking_uri: str | None = None) -> Sto
             raise UserError(f"{artifacts}: is a file, but the MLflow store keeps run artifacts in a folder there; "
                             "move the file aside")
         db.parent.mkdir(parents=True, exist_ok=True)
+        ensure_sqlite_store(db)
         _use_write_ahead_log(db)
     else:
         _check_server_answers(uri)
     store = Store(uri, artifact_root)
     try:
         client(store).search_experiments(max_results=1)  # creates the tables / checks the server answers
-    except _mlflow().exceptions.MlflowException as e:
+    except Exception as e:
         if store.is_embedded:
+            raise _unusable_store(uri, e) from None
+        if not isinstance(e, _mlflow().exceptions.MlflowException):
             raise
         reason = " ".join(str(e).split(". Response body")[0].split())[:120]
         raise UserError(f"MLFLOW_TRACKING_URI={uri}: the server answers, but not as an MLflow tracking server "
                         f"({reason}); give the URL of an `mlflow server`, or unset the variable") from None
     return store
+
+
+# ---- the embedded store: made whole or not at all -------------------------------------------------------------
+
+STALE_CREATION_SECONDS = 600  # a temp store older than this is a killed creation's leftover, not another's work
+
+
+def ensure_sqlite_store(db: Path) -> None:
+    """Make sure `db` is an MLflow store: create it if missing (or an empty file), refuse it if it is another
+    application's database (tables, but no MLflow migration record), and touch nothing in that case.
+
+    MLflow creates a store in place: its tables, then some forty schema migrations, over seconds. A process killed
+    meanwhile left a half-migrated `mlflow.db` that every later command failed on ("table ... already exists").
+    So the store is created and migrated under a temporary name beside `db` and linked into place only when
+    complete; `os.link` never replaces, so of two processes creating it at once, the first one's stands."""
+    tables = _sqlite_tables(db)
+    if tables and "alembic_version" not in tables:
+        raise UserError(f"{db}: an SQLite database of another application ({len(tables)} tables, none of them "
+                        "MLflow's migration record); rnngrad leaves it as it is: move it aside, or set "
+                        "MLFLOW_TRACKING_URI to another store")
+    if tables:
+        return
+    _remove_stale_creations(db)
+    tmp = db.with_name(f".{db.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        _create_tables(f"sqlite:///{tmp}")
+        if db.exists() and not _sqlite_tables(db):  # an empty file (a creation killed under an older rnngrad)
+            os.replace(tmp, db)
+        else:
+            try:
+                os.link(tmp, db)
+            except FileExistsError:  # another process finished first: its store is as good as this one
+                pass
+    except (OSError, sqlite3.Error) as e:
+        raise UserError(f"{db}: cannot create the MLflow store there ({getattr(e, 'strerror', None) or e}); "
+                        "check that the folder is writable and the disk not full") from None
+    finally:
+        for leftover in db.parent.glob(f"{tmp.name}*"):  # the temp store and its rollback journal
+            leftover.unlink(missing_ok=True)
+
+
+def _sqlite_tables(db: Path) -> set[str]:
+    """The tables of an existing SQLite file, read without writing to it (none for a missing or empty file)."""
+    if not db.exists() or db.stat().st_size == 0:
+        return set()
+    try:
+        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=STORE_LOCK_SECONDS)
+    except sqlite3.Error as e:
+        raise UserError(f"{db}: cannot open the MLflow store ({e}); check the file's permissions") from None
+    try:
+        return {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.OperationalError as e:  # locked by another writer past the busy timeout, unreadable
+        raise UserError(f"{db}: cannot write the MLflow store ({e}); check that no other process holds it and "
+                        "that the file and its folder are writable") from None
+    except sqlite3.DatabaseError as e:  # not an SQLite file at all
+        raise UserError(f"{db}: not an SQLite database ({e}); move it aside or set MLFLOW_TRACKING_URI") from None
+    finally:
+        con.close()
+
+
+def _create_tables(uri: str) -> None:
+    """Create and migrate MLflow's schema in the (new) SQLite file at `uri`, and close every connection to it."""
+    _mlflow()  # its settings (telemetry off, quiet creation) first
+    from mlflow.store.db import utils as db_utils
+
+    engine = db_utils.create_sqlalchemy_engine(uri)
+    try:
+        db_utils._initialize_tables(engine)  # the tables, then every migration up to this MLflow's head
+    finally:
+        engine.dispose()
+
+
+def _remove_stale_creations(db: Path) -> None:
+    """Delete temp stores that killed creations left beside `db` (only old ones: a young one may be another
+    process's creation under way)."""
+    for leftover in db.parent.glob(f".{db.name}.*.tmp*"):
+        try:
+            if time.time() - leftover.stat().st_mtime > STALE_CREATION_SECONDS:
+                leftover.unlink()
+        except OSError:
+            pass
+
+
+def _unusable_store(uri: str, error: Exception) -> UserError:
+    """One line for an embedded store MLflow cannot use (a schema of another MLflow version, a damaged file)."""
+    reason = " ".join(str(error).split())[:160]
+    return UserError(f"{uri}: MLflow cannot use this store ({type(error).__name__}: {reason}); if an older MLflow "
+                     f"made it, run `mlflow db upgrade {uri}`, else move the file aside")
 
 
 def _use_write_ahead_log(db: Path) -> None:

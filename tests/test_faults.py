@@ -407,3 +407,79 @@ def test_a_worker_killed_from_outside_costs_its_cell_only_and_the_sweep_goes_on(
         h for h in map(config_hash, load_spec(env / "mini.yaml", "quick").cells) if h != victim)
     _, _, again = _sweep(env)
     assert again.ran == ["gamma_w=1.5,seed=0"] and not again.crashed
+
+
+# ---- a store that cannot be half-made, and is never another application's --------------------------------------
+
+
+def test_another_applications_sqlite_file_named_mlflow_db_is_refused_untouched(cli_app, env, monkeypatch):
+    import sqlite3
+
+    monkeypatch.chdir(env)
+    (env / "mlflow.db").unlink()
+    with sqlite3.connect(env / "mlflow.db") as con:
+        con.execute("CREATE TABLE experiments (id INTEGER, note TEXT)")  # even a name MLflow uses
+        con.execute("INSERT INTO experiments VALUES (1, 'the lab inventory')")
+    con.close()
+    before = (env / "mlflow.db").read_bytes()
+    line = _one_error_line(CliRunner().invoke(cli_app, ["sweep", "mini.yaml"]))
+    assert "mlflow.db: an SQLite database of another application (1 tables, none of them MLflow's migration" in line
+    assert (env / "mlflow.db").read_bytes() == before
+    assert sorted(p.name for p in env.iterdir() if p.name.startswith(("mlflow", ".mlflow"))) == ["mlflow.db"]
+    assert not (env / "results").exists() and _calls(env, "start") == []
+
+
+def test_an_empty_mlflow_db_left_by_a_killed_creation_becomes_a_store(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "mlflow.db").write_bytes(b"")
+    store = tracking.open_store(tmp_path)
+    assert tracking.ensure_experiment(store, "rnngrad/x")
+    assert sorted(p.name for p in tmp_path.iterdir() if "mlflow.db" in p.name and "-" not in p.name) == ["mlflow.db"]
+
+
+def _store_is_whole(db: Path) -> bool:
+    import sqlite3
+
+    con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+    try:
+        return bool(con.execute("SELECT version_num FROM alembic_version").fetchall())
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_kills_while_the_first_sweep_creates_the_store_never_leave_it_half_made(tmp_path, monkeypatch):
+    """kill -9 at spread-out moments while the first sweep in a fresh folder creates and migrates mlflow.db; then
+    a sweep exits 0 and every cell finishes."""
+    import signal
+    import time
+
+    from test_sweep import _start_sweep_process, _wait_for, write_spec
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("FAKE_CALLS_LOG", str(tmp_path / "calls.log"))
+    write_spec(tmp_path)
+    kills = []
+    for delay in (0.0, 0.3, 0.7, 1.2, 2.0, 3.0, 4.5, 6.5):
+        proc = _start_sweep_process(tmp_path, jobs=2)
+        try:
+            _wait_for(lambda: list(tmp_path.glob(".mlflow.db.*.tmp")) or (tmp_path / "mlflow.db").exists()
+                      or proc.poll() is not None, "the store's creation to start", 120)
+            if (tmp_path / "mlflow.db").exists():
+                break  # made whole by an earlier run: nothing more to kill during creation
+            time.sleep(delay)
+            created = (tmp_path / "mlflow.db").exists()
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            kills.append((delay, created))
+        finally:
+            proc.kill()
+            proc.wait()
+        db = tmp_path / "mlflow.db"
+        assert not db.exists() or _store_is_whole(db), f"a half-made store after a kill {delay} s into creation"
+    assert len(kills) >= 3  # most kills fell inside the creation
+    proc = _start_sweep_process(tmp_path, jobs=2)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
+    store = tracking.open_store(tmp_path)
+    finished = tracking.finished_runs(store, tracking.ensure_experiment(store, "rnngrad/mini"))
+    assert sorted(finished) == sorted(config_hash(c) for c in load_spec(tmp_path / "mini.yaml", "quick").cells)
