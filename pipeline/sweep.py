@@ -138,7 +138,8 @@ def run_sweep(spec, data_dir: Path, results_dir: Path, store: tracking.Store, jo
             table = write_results_table(spec, cells, run_ids, results_dir, result.table_path)
             _close_parent(store, spec, parent, result, table)
         except BaseException as e:
-            tracking.end_run(store, parent, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            with tracking.hurry():  # seconds, even when the tracking server is gone
+                _end_runs(store, [parent], "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
             raise
     return result
 
@@ -356,14 +357,21 @@ def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, ex
                 submit_next()
     except BaseException:
         pool.stop()
-        for _, run_id in inflight.values():
-            tracking.end_run(store, run_id, "KILLED")
-        for _, run_id in pending:
-            if run_id is not None:
-                tracking.end_run(store, run_id, "KILLED")
+        with tracking.hurry():  # seconds, even when the tracking server is gone
+            _end_runs(store, [r for _, r in [*inflight.values(), *pending] if r is not None], "KILLED")
         raise
     pool.shutdown()
     return run_ids
+
+
+def _end_runs(store, run_ids: list[str], status: str) -> None:
+    """End runs as the sweep stops; a tracking server that stopped answering leaves them RUNNING (the next sweep
+    ends them KILLED), and the error that stopped the sweep is the one reported."""
+    for run_id in run_ids:
+        try:
+            tracking.end_run(store, run_id, status)
+        except tracking.ServerUnreachable:
+            return
 
 
 class _CellPool:
@@ -498,7 +506,10 @@ class _StopRequest:
         self.signum: int | None = None
 
     def __call__(self, signum: int, frame) -> None:
-        if self.signum is not None:  # asked twice: the sweep is stuck in a long call, so stop right here
+        # asked twice: the sweep is stuck in a long call, so stop right here; waiting on a tracking server (up to
+        # tracking.SERVER_PATIENCE_SECONDS): stop it now, it holds no lock the cleanup needs
+        if self.signum is not None or tracking.in_server_call():
+            self.signum = signum
             raise KeyboardInterrupt(f"signal {signum}")
         self.signum = signum
 

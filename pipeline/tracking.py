@@ -11,6 +11,7 @@ mlflow is imported lazily: it costs about a second, and other commands never pay
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -73,7 +74,8 @@ def _mlflow():
 
 @functools.lru_cache(maxsize=8)
 def _client_for(tracking_uri: str):
-    return _mlflow().MlflowClient(tracking_uri=tracking_uri)
+    inner = _mlflow().MlflowClient(tracking_uri=tracking_uri)
+    return inner if tracking_uri.startswith("sqlite:") else _ServerClient(inner, tracking_uri)
 
 
 def client(store: Store):
@@ -126,6 +128,8 @@ def open_store(project_root: str | Path, tracking_uri: str | None = None) -> Sto
         ensure_sqlite_store(db)
         _use_write_ahead_log(db)
     else:
+        for name, value in SERVER_HTTP_SETTINGS.items():  # the user's own settings win
+            os.environ.setdefault(name, value)
         _check_server_answers(uri)
     store = Store(uri, artifact_root)
     try:
@@ -266,6 +270,97 @@ def _check_server_answers(uri: str) -> None:
                         "or unset the variable to use the embedded store") from None
 
 
+# ---- a tracking server: bounded waits ----------------------------------------------------------------------------
+
+SERVER_PATIENCE_SECONDS = 60  # the longest one call waits for a tracking server that stopped answering
+# MLflow's HTTP settings for a tracking server unless the user set them: at most 3 attempts of at most 15 s, 1 + 2 s
+# apart (about 50 s, within SERVER_PATIENCE_SECONDS). MLflow's own, 7 retries with exponential backoff and a 120 s
+# timeout, wait about 4 minutes on a server that refuses connections and a quarter of an hour on one that hangs.
+SERVER_HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "15", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5"}
+# ... and while a stopping sweep ends its runs KILLED: one attempt of 3 s (MLflow reads them for every request)
+HURRIED_HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "3", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+_server_calls = 0  # tracking-server calls under way in this process (a signal may interrupt those at once)
+
+
+class ServerUnreachable(UserError):
+    """The tracking server stopped answering: the sweep ends, its finished run folders stay for the next one."""
+
+
+class _ServerClient:
+    """An MlflowClient for a tracking server whose calls fail in one line, naming the URI, once the server does not
+    answer within SERVER_PATIENCE_SECONDS; after that every call on it fails at once, so that a sweep ending its
+    runs does not wait that long again for each of them."""
+
+    def __init__(self, inner, uri: str) -> None:
+        self._inner, self._uri, self._dead = inner, uri, ""
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args, **kwargs):
+            global _server_calls
+            if self._dead:
+                raise ServerUnreachable(self._dead)
+            _server_calls += 1
+            try:
+                return attr(*args, **kwargs)
+            except Exception as e:
+                reason = _unreachable_reason(e)
+                if reason is None:
+                    raise
+                self._dead = (f"MLFLOW_TRACKING_URI={self._uri}: the tracking server stopped answering ({reason}); "
+                              "the run folders computed stay under the results folder, and the next sweep logs "
+                              "them once the server is back")
+                raise ServerUnreachable(self._dead) from None
+            finally:
+                _server_calls -= 1
+
+        return call
+
+
+def _unreachable_reason(error: BaseException) -> str | None:
+    """A short reason when `error` (or what caused it) is a failed HTTP exchange: refused, timed out, or too many
+    retries; None for an answer the server gave (an MLflow error such as a missing run)."""
+    import requests
+
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, (requests.exceptions.RequestException, ConnectionError, TimeoutError)):
+            kind = "no answer in time" if isinstance(seen, (requests.exceptions.Timeout, TimeoutError)) else \
+                "connection refused or lost"
+            return f"{kind}, gave up after {SERVER_PATIENCE_SECONDS} s at most"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def in_server_call() -> bool:
+    """Whether this process is waiting on a tracking server now (a signal handler may stop such a wait at once:
+    unlike an sqlite call, it holds no lock that the cleanup after it would need)."""
+    return _server_calls > 0
+
+
+@contextlib.contextmanager
+def hurry():
+    """Calls to a tracking server in this block try once, for 3 s (HURRIED_HTTP_SETTINGS): for ending runs KILLED
+    while a sweep stops, which must take seconds even if the server is gone."""
+    saved = {name: os.environ.get(name) for name in HURRIED_HTTP_SETTINGS}
+    os.environ.update(HURRIED_HTTP_SETTINGS)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def ensure_experiment(store: Store, name: str) -> str:
     """The id of experiment `name`, created (or restored from the trash) if needed."""
     c = client(store)
@@ -376,7 +471,11 @@ def log_folder_and_end(store: Store, run_id: str, run_dir: str | Path) -> None:
     try:
         log_run_folder(store, run_id, run_dir)
     except BaseException as e:
-        end_run(store, run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        with hurry():  # seconds, even when a tracking server is gone
+            try:
+                end_run(store, run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            except ServerUnreachable:
+                pass  # the run stays RUNNING until the next sweep ends it; `e` is the error to report
         raise
     end_run(store, run_id, "FINISHED")
 

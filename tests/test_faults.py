@@ -483,3 +483,123 @@ def test_kills_while_the_first_sweep_creates_the_store_never_leave_it_half_made(
     store = tracking.open_store(tmp_path)
     finished = tracking.finished_runs(store, tracking.ensure_experiment(store, "rnngrad/mini"))
     assert sorted(finished) == sorted(config_hash(c) for c in load_spec(tmp_path / "mini.yaml", "quick").cells)
+
+
+# ---- a tracking server that dies: bounded waits, one line, nothing lost ----------------------------------------
+
+
+def _cli_sweep_process(root: Path, url: str, seconds: str = "1.0") -> subprocess.Popen:
+    """`rnngrad sweep mini.yaml --jobs 2` with the fake runner, in its own process, logging to `url`."""
+    code = ("import sys, test_sweep, pipeline.sweep as s; real = s.run_sweep; "
+            "s.run_sweep = lambda *a, **k: real(*a, **k, execute=test_sweep.fake_execute); "
+            "sys.argv = ['rnngrad', 'sweep', 'mini.yaml', '--jobs', '2']; from pipeline.cli import main; main()")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)]), "FAKE_RUN_SECONDS": seconds,
+           "MLFLOW_TRACKING_URI": url, "FAKE_CALLS_LOG": str(root / "calls.log")}
+    return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _server(tmp_path: Path):
+    """(start, url) of a real `mlflow server` on a free local port (its own process group)."""
+    from test_mlflow_server import _free_port, _wait_healthy
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path}/srv.db", "--artifacts-destination",
+               str(tmp_path / "art")]
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                cwd=tmp_path, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+        _wait_healthy(url, proc)
+        return proc
+
+    return start, url
+
+
+def _resume_server(proc: subprocess.Popen) -> None:
+    import signal
+
+    from test_mlflow_server import _stop
+
+    try:
+        os.killpg(proc.pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
+    _stop(proc)
+
+
+@pytest.mark.slow
+def test_a_tracking_server_killed_mid_sweep_ends_it_in_one_line_and_the_next_sweep_loses_nothing(tmp_path):
+    """A real `mlflow server` killed after two cells: the sweep ends (within tracking.SERVER_PATIENCE_SECONDS per
+    call) with one line naming the URI; with the server back, the next sweep logs the folders computed meanwhile
+    and runs the rest."""
+    import signal
+    import time
+
+    from test_sweep import _wait_for, write_spec
+
+    write_spec(tmp_path)
+    start, url = _server(tmp_path)
+    server = start()
+    try:
+        sweep = _cli_sweep_process(tmp_path, url)
+        try:
+            _wait_for(lambda: len(_calls(tmp_path, "done")) >= 2 or sweep.poll() is not None, "two cells", 120)
+            assert sweep.poll() is None, sweep.stderr.read()
+            os.killpg(server.pid, signal.SIGKILL)
+            died = time.monotonic()
+            out, err = sweep.communicate(timeout=4 * tracking.SERVER_PATIENCE_SECONDS)
+            took = time.monotonic() - died
+        finally:
+            sweep.kill()
+            sweep.wait()
+        assert sweep.returncode == 2, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        assert lines[0].startswith(f"Error: MLFLOW_TRACKING_URI={url}: the tracking server stopped answering ("), err
+        print(f"server killed: the sweep exited {took:.1f} s later")  # the figure for the notes (pytest -s)
+        _resume_server(server)
+        server = start()
+        again = _cli_sweep_process(tmp_path, url, seconds="0")
+        out, err = again.communicate(timeout=300)
+        assert again.returncode == 0, err
+        store = tracking.open_store(tmp_path, url)
+        finished = tracking.finished_runs(store, tracking.ensure_experiment(store, "rnngrad/mini"))
+        assert sorted(finished) == sorted(config_hash(c) for c in load_spec(tmp_path / "mini.yaml", "quick").cells)
+        assert len(_calls(tmp_path, "start")) - len(set(_calls(tmp_path, "done"))) <= 2  # only cells cut short redone
+    finally:
+        _resume_server(server)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_sweep_waiting_on_a_frozen_tracking_server_within_seconds(tmp_path):
+    """A server frozen mid-sweep (SIGSTOP: a hung host) holds the sweep inside an HTTP call; SIGTERM stops it there
+    instead of after the call's patience runs out, and ending its runs KILLED tries each once, briefly."""
+    import signal
+    import time
+
+    from test_sweep import _wait_for, write_spec
+
+    write_spec(tmp_path)
+    start, url = _server(tmp_path)
+    server = start()
+    try:
+        sweep = _cli_sweep_process(tmp_path, url)
+        try:
+            _wait_for(lambda: len(_calls(tmp_path, "done")) >= 2 or sweep.poll() is not None, "two cells", 120)
+            assert sweep.poll() is None, sweep.stderr.read()
+            os.killpg(server.pid, signal.SIGSTOP)
+            time.sleep(4)  # the sweep's next call to the server is now waiting for an answer
+            sweep.send_signal(signal.SIGTERM)
+            asked = time.monotonic()
+            out, err = sweep.communicate(timeout=tracking.SERVER_PATIENCE_SECONDS)  # far less: see the figure
+            took = time.monotonic() - asked
+        finally:
+            sweep.kill()
+            sweep.wait()
+        assert sweep.returncode != 0 and "Traceback" not in err, err
+        print(f"SIGTERM while the server hangs: the sweep exited {took:.1f} s later")  # for the notes (pytest -s)
+    finally:
+        _resume_server(server)
