@@ -311,7 +311,7 @@ def test_a_grid_of_a_trillion_cells_is_refused_at_once_and_only_the_chosen_profi
 @pytest.mark.parametrize("args, message", [
     (["sweep", "mini.yaml", "--max-cells", "0"], "--max-cells: 0 is below 1"),
     (["generate", "--max-cells", "-3"], "--max-cells: -3 is below 1"),
-    (["sweep", "big.yaml"], "big.yaml: 1048600 bytes; a sweep spec (docs/internals.md, Sweep specs) is at most 1024 KiB"),
+    (["sweep", "big.yaml"], "big.yaml: 1048600 bytes; a sweep spec (docs/internals.md, Sweep specs) is at most 256 KiB"),
     (["train", "--config", "big.yaml"], "big.yaml: 1048600 bytes; a YAML mapping of RunConfig fields is at most"),
 ])
 def test_limits_on_options_and_file_sizes(cli_app, env, monkeypatch, args, message):

@@ -18,7 +18,7 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 
 from ..errors import shown
 
-MAX_YAML_BYTES = 1024**2  # a spec is a few hundred bytes; the largest useful ones are a few KB
+MAX_YAML_BYTES = 256 * 1024  # a spec is about a kilobyte; PyYAML reads this much in a second or two, not more
 MAX_YAML_NODES = 100_000  # values after alias expansion; a grid of 10 000 cells needs far fewer
 _MERGE = "tag:yaml.org,2002:merge"
 
