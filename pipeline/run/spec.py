@@ -184,3 +184,19 @@ def check_files_inside(requests: list[DataRequest], roots: list[Path]) -> None:
             raise UserError(f"{req.where}: text {clip(req.path)}: outside the project ({roots[0]}); a spec reads "
                             f"files only there: move the file into it, or allow its folder with --data-root "
                             f"{clip(str(real.parent))}")
+
+
+def check_spec_reads(requests: list[DataRequest], data_root: list[Path] | None) -> None:
+    """`check_files_inside` the project (the working folder, where `dvc repro` and every command run) and the
+    --data-root folders, which must be folders."""
+    for root in data_root or []:
+        if not root.is_dir():
+            raise UserError(f"--data-root {clip(str(root))}: not a folder; give a folder whose files specs may read")
+    check_files_inside(requests, [Path.cwd(), *(data_root or [])])
+
+
+def check_max_cells(max_cells: int) -> None:
+    """The --max-cells option: at least 1."""
+    if max_cells < 1:
+        raise UserError(f"--max-cells: {max_cells} is below 1; give the largest number of cells to run, "
+                        f"e.g. {MAX_CELLS} (the default)")

@@ -25,8 +25,7 @@ from ..run import datasets
 from ..run import corpus, files
 from ..run.config import as_mapping, read_yaml
 from ..run.paths import check_output_folder, option_label
-from .sweep import check_max_cells, check_spec_reads
-from ..run.spec import MAX_CELLS, load_spec
+from ..run.spec import MAX_CELLS, check_max_cells, check_spec_reads, load_spec
 from ..engine import tasks
 from ..errors import UserError, did_you_mean
 

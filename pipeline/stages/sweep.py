@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from ..errors import UserError, clip
+from ..errors import UserError
 from ..run.paths import check_data_dir, check_output_folder, option_label
-from ..run.spec import MAX_CELLS
+from ..run.spec import MAX_CELLS, check_max_cells, check_spec_reads
 
 
 def sweep_cmd(
@@ -97,20 +97,3 @@ def _run(spec, data_dir: Path, results_dir: Path, jobs: int) -> str:
         raise typer.Exit(1)
     return "\n".join(lines)
 
-
-def check_max_cells(max_cells: int) -> None:
-    if max_cells < 1:
-        raise UserError(f"--max-cells: {max_cells} is below 1; give the largest number of cells to run, "
-                        f"e.g. {MAX_CELLS} (the default)")
-
-
-def check_spec_reads(requests: list, data_root: list[Path] | None) -> None:
-    """The files the specs' cells read lie inside the project or a --data-root folder (run.spec.check_files_inside)."""
-    from ..run.spec import check_files_inside
-    from ..tracking import default_project_root
-
-    for root in data_root or []:
-        if not root.is_dir():
-            raise UserError(f"--data-root {clip(str(root))}: not a folder; give a folder whose files specs "
-                            "may read")
-    check_files_inside(requests, [default_project_root(), *(data_root or [])])
