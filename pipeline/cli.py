@@ -10,7 +10,7 @@ import functools
 import sys
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 try:  # Typer >= 0.29 vendors its own click; its exceptions live there
     from typer._click import exceptions as click_exceptions
@@ -43,6 +43,17 @@ class _OneLineErrors(TyperGroup):
             typer.echo("Aborted!", err=True)
             code = 1
         sys.exit(code if isinstance(code, int) else 0)
+
+
+class _FlagsAsFlags(TyperCommand):
+    """Typer 0.29's help shows a flag's type as `<bool>` (`--json <bool>`, even `--help <bool>`), as though it took
+    a value, which it refuses: a flag is shown bare, as `--json`."""
+
+    def format_help(self, ctx, formatter):
+        for param in self.get_params(ctx):
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return super().format_help(ctx, formatter)
 
 
 app = typer.Typer(
@@ -80,7 +91,7 @@ def _register() -> None:
         ("report", report.report_cmd),
         ("bench", bench.bench_cmd),
     ]:
-        app.command(name)(_user_errors_exit_2(fn))
+        app.command(name, cls=_FlagsAsFlags)(_user_errors_exit_2(fn))
 
 
 def main() -> None:

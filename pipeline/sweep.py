@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import tracking
-from .run.config import config_hash
 from .run.files import atomic_file
+from .run.sources import run_hash
 from .run.verdicts import OUTCOMES
 from .errors import UserError
 
@@ -99,11 +99,16 @@ def cell_names(spec) -> list[str]:
     return [",".join(f"{k}={v}" for k, v in g.items()) or "base" for g in grid]
 
 
-def plan_cells(spec, results_dir: Path) -> list[Cell]:
-    """The spec's cells in grid order (load_spec has rejected duplicate configs)."""
-    runs = Path(results_dir) / spec.name / "runs"
-    hashes = [config_hash(cfg) for cfg in spec.cells]
-    return [Cell(n, cfg, h, runs / h) for n, cfg, h in zip(cell_names(spec), spec.cells, hashes)]
+def plan_cells(spec, results_dir: Path, data_dir: Path = Path("data")) -> list[Cell]:
+    """The spec's cells in grid order, each named by its run hash: its config and the content digest of every
+    input it reads (load_spec has rejected duplicate configs; two corpus paths with one content are refused)."""
+    runs, names, cache = Path(results_dir) / spec.name / "runs", cell_names(spec), {}
+    hashes = [run_hash(cfg, Path(data_dir), cache) for cfg in spec.cells]
+    for i, h in enumerate(hashes):
+        if h in hashes[:i]:
+            raise UserError(f"{getattr(spec, 'path', spec.name)}: cells {names[hashes.index(h)]} and {names[i]} are "
+                            "the same run (their corpora have the same content); remove one")
+    return [Cell(n, cfg, h, runs / h) for n, cfg, h in zip(names, spec.cells, hashes)]
 
 
 def spec_hash(cells: list[Cell]) -> str:
@@ -120,12 +125,12 @@ def run_sweep(spec, data_dir: Path, results_dir: Path, store: tracking.Store, jo
     """
     if execute is None:
         from .run.runner import execute_run as execute
-    results_dir, cells = Path(results_dir), plan_cells(spec, results_dir)
+    results_dir, cells = Path(results_dir), plan_cells(spec, results_dir, data_dir)
     with _one_sweep_per_spec(results_dir / spec.name), _stop_on_signals() as stop:
         exp_id = tracking.ensure_experiment(store, f"rnngrad/{spec.name}")
         tracking.end_stale_runs(store, exp_id)
         _remove_runner_temp_folders(results_dir / spec.name / "runs")
-        parent = _open_parent(store, exp_id, spec, spec_hash(cells))
+        parent = _open_parent(store, exp_id, spec, spec_hash(cells), _has_work(store, exp_id, cells))
         result = SweepResult(exp_id, parent, results_dir / f"{spec.name}.parquet")
         tick = _ticker(len(cells), progress)
         if progress is not None:
@@ -202,13 +207,27 @@ def _remove_runner_temp_folders(runs_dir: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _open_parent(store, exp_id: str, spec, shash: str) -> str:
-    """The unfinished parent run of this same sweep (spec, profile, configs) reopened, else a new one."""
+def _has_work(store, exp_id: str, cells: list[Cell]) -> bool:
+    """Whether a cell must be computed or logged: its folder is missing, has no FINISHED run, or is no result
+    (`failed` or unreadable: computed again)."""
+    finished = tracking.finished_runs(store, exp_id)
+    done = [c.run_dir.is_dir() and c.config_hash in finished and folder_outcome(c.run_dir) not in (None, FAILED)
+            for c in cells]
+    return not all(done)
+
+
+def _open_parent(store, exp_id: str, spec, shash: str, work: bool = True) -> str:
+    """The unfinished parent run of this same sweep (spec, profile, configs) reopened; with no work, the finished
+    one (so repeating a done sweep adds no empty parent); else a new one."""
     same = f"tags.spec_hash = '{shash}' and tags.profile = '{spec.profile}' and tags.spec = '{spec.name}'"
-    unfinished = tracking.find_runs(store, exp_id, f"{same} and attributes.status != 'FINISHED'")
+    previous = tracking.find_runs(store, exp_id, same)
+    unfinished = [r for r in previous if r.status != "FINISHED"]
     if unfinished:
         tracking.reopen_run(store, unfinished[0].run_id)
         return unfinished[0].run_id
+    if previous and not work:
+        tracking.reopen_run(store, previous[0].run_id)  # closed again with the same table: one parent per sweep
+        return previous[0].run_id
     tags = {"spec": spec.name, "profile": spec.profile, "spec_hash": shash}
     if getattr(spec, "description", ""):
         tags["mlflow.note.content"] = spec.description  # shown as the run's description in the UI

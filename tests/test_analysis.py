@@ -71,8 +71,10 @@ def test_one_slack_for_the_runs_and_the_analysis():
 
 
 def test_the_probe_tables_columns_are_named_once():
-    assert analysis.JACOBIAN_COLUMNS is probe.JACOBIAN_COLUMNS and analysis.SIGNAL_COLUMNS is probe.SIGNAL_COLUMNS
+    assert analysis.JACOBIAN_REQUIRED is probe.JACOBIAN_REQUIRED and analysis.SIGNAL_COLUMNS is probe.SIGNAL_COLUMNS
     assert analysis.SPOT_COLUMNS is probe.SPOT_COLUMNS
+    # the reader asks for every column but the LSTM's cell-state norm, which folders from before it lack
+    assert probe.JACOBIAN_REQUIRED == tuple(c for c in probe.JACOBIAN_COLUMNS if c != "log_norm_cell")
 
 
 def test_clean_study_has_no_violations_and_counts_every_pair(study, tmp_path):
@@ -309,6 +311,11 @@ def test_spec_headlines_follow_the_fixture_formulas(study, tmp_path):
     assert {"k": 0, "n": 4, "rate": 0.0}.items() <= clip["diverged_clipped"].items()
     assert {"k": 4, "n": 4, "rate": 1.0}.items() <= clip["learned_clipped"].items()
     assert {"k": 1, "n": 2}.items() <= clip["learned_unclipped"].items()  # the diverged run did not learn
+    assert {"k": 1, "n": 2, "rate": 0.5}.items() <= clip["blew_up_unclipped"].items()
+    assert close(clip["chance_loss"], fx.CHANCE_LOSS["adding"])
+    for mode in ("global", "elementwise"):  # both thresholds learn with the same validation loss: the lower wins
+        assert clip[f"best_{mode}"]["threshold"] == 0.1
+        assert {"k": 1, "n": 1, "rate": 1.0}.items() <= clip[f"best_{mode}"]["learned"].items()
     assert spec["clipping"]["outcomes"] == {"ok": 5, "unstable": 0, "diverged": 1, "failed": 0}
     depth = spec["depth"]["headline"]  # log10 signal drops 0.5 per layer below the top
     assert depth["max_layers"] == 3 and close(depth["top_minus_bottom_decades"], 1.0)
@@ -453,7 +460,31 @@ def test_unreadable_results_table_names_the_file(tmp_path):
     assert result.exit_code == 2 and "depth.parquet" in result.output and "cannot be read" in result.output
 
 
+def test_the_best_clip_threshold_learns_most_then_validates_best_then_is_lowest():
+    table = pd.DataFrame({"clip_threshold": [0.1, 1.0, 3.0, 10.0], "n_runs": [4, 3, 3, 3],
+                          "n_learned": [3, 3, 3, 0], "final_val_loss": [0.01, 0.02, 0.02, 0.001]})
+    assert reductions.best_threshold(table)["clip_threshold"] == 1.0  # 3 of 3 beats 3 of 4; 0.02 ties; 1 < 3
+    table.loc[2, "final_val_loss"] = 0.015
+    assert reductions.best_threshold(table)["clip_threshold"] == 3.0
+    assert reductions.best_threshold(table.iloc[:0]) is None
+
+
 # ---- the number format shared by metrics.json and the report ------------------------------------------------
+
+
+@pytest.mark.parametrize("x, text", [
+    (186420, "186,420"), (3936, "3,936"), (999, "999"), (-1234567, "-1,234,567"), (0, "0"),
+    (1234.0, "1,234"), (-1500.25, "-1,500"), (0.01748, "0.01748"), (2.5e-7, "2.5e-07"), (1.5e6, "1.5e+06"),
+])
+def test_large_numbers_print_with_thousands_separators(x, text):
+    assert reductions.format_metric(x) == text
+
+
+@given(st.integers(-10**15, 10**15))
+def test_separators_group_an_integer_in_threes(x):
+    text = reductions.format_metric(x)
+    groups = text.lstrip("-").split(",")
+    assert 1 <= len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:]) and "".join(groups) == str(abs(x))
 
 
 @given(st.floats(allow_nan=True, allow_infinity=True) | st.integers(-10**12, 10**12))
@@ -462,7 +493,7 @@ def test_formatted_numbers_parse_back_to_the_stored_metric(x):
     if stored is None:
         assert text == "n/a" and not math.isfinite(x)
     else:
-        assert float(text) == stored
+        assert reductions.parse_metric(text) == stored
         assert json.loads(json.dumps(stored)) == stored
         if isinstance(x, float):
             assert stored == pytest.approx(x, rel=1e-3, abs=0)

@@ -22,8 +22,11 @@ ALTERNATIVES = dict(
     task="adding", text="corpus.txt", seq_len=50, val_size=512, data_seed=3, form="pascanu", activation="relu",
     leaky_slope=0.2, layers=2, hidden=64, init="orthogonal", gamma_w=1.5, input_scale=0.5, optimizer="adam",
     lr=0.003, weight_decay=1e-4, batch=32, iters=200, clip_mode="elementwise", clip_threshold=1.0, eval_every=20,
-    samples=2, sample_len=50, probe_len=30, seed=7,
+    samples=2, sample_len=50, probe_len=30, seed=7, omega=0.5, windows="consecutive", output_scale=0.01,
+    loss_reduction="sequence_sum",
 )
+# The LSTM's own fields, each changed from a config with cell lstm (the vanilla ALTERNATIVES would conflict with it).
+LSTM_ALTERNATIVES = dict(cell_type="lstm", forget_bias=2.0)
 
 
 def write(path: Path, text: str) -> Path:
@@ -59,7 +62,7 @@ def test_options_are_described_without_null():
     """An option cannot be given null (leaving it out is that): its description drops the null alternative."""
     assert describe_field("input_scale") == "a number >= 0 and <= 1e+06 (or null)"
     assert describe_field("input_scale", null=False) == "a number >= 0 and <= 1e+06"
-    assert describe_field("text", null=False) == "a path to a UTF-8 text file"
+    assert describe_field("text", null=False) == describe_field("text")  # a corpus has no null alternative
     assert describe_field("hidden", null=False) == describe_field("hidden") == "an integer in [1, 4096]"
 
 
@@ -92,7 +95,7 @@ def test_config_and_engine_share_one_set_of_bounds(field, check):
 
 
 def test_alternatives_cover_every_field():
-    assert set(ALTERNATIVES) == set(FIELDS)
+    assert set(ALTERNATIVES) | set(LSTM_ALTERNATIVES) == set(FIELDS)
 
 
 @pytest.mark.parametrize(
@@ -158,6 +161,34 @@ def test_hash_is_stable_across_processes():
 def test_hash_changes_with_every_field(key):
     base = RunConfig()
     assert config_hash(dataclasses.replace(base, **{key: ALTERNATIVES[key]})) != config_hash(base)
+
+
+def test_hash_changes_with_the_lstm_fields():
+    rnn, lstm = RunConfig(), RunConfig(cell_type=LSTM_ALTERNATIVES["cell_type"])
+    assert config_hash(lstm) != config_hash(rnn)
+    assert config_hash(dataclasses.replace(lstm, forget_bias=LSTM_ALTERNATIVES["forget_bias"])) != config_hash(lstm)
+
+
+@pytest.mark.parametrize("values, field, owner", [
+    ({"cell_type": "lstm", "omega": 0.5}, "omega", "rnn"),
+    ({"cell_type": "lstm", "activation": "relu"}, "activation", "rnn"),
+    ({"cell_type": "lstm", "form": "pascanu"}, "form", "rnn"),
+    ({"cell_type": "lstm", "leaky_slope": 0.3}, "leaky_slope", "rnn"),
+    ({"forget_bias": 2.0}, "forget_bias", "lstm"),
+])
+def test_a_field_of_the_other_cell_is_named(values, field, owner):
+    """Set away from its default for the cell that does not read it, a field would be silently ignored: refused,
+    naming the field, the cell that reads it and the valid value."""
+    with pytest.raises(UserError, match=rf"^run.yaml: {field}: .* is set for cell_type \w+, but {field} is read by "
+                                        rf"cell_type {owner} only; valid: .* \(the default\)"):
+        in_file(values)
+    with pytest.raises(UserError, match=rf"^RunConfig.{field}: "):
+        RunConfig(**values)
+
+
+def test_omega_below_zero_is_named():
+    with pytest.raises(UserError, match=r"^run.yaml: omega: -0.1 is out of range; valid: a number >= 0"):
+        in_file({"omega": -0.1})
 
 
 def test_flatten_has_every_field_and_is_json():

@@ -30,7 +30,7 @@ profiles:
     grid:
       - {seed: [0, 1]}
       - {task: [copy], seq_len: [3], val_size: [10], data_seed: [0]}
-      - {task: [text], seq_len: [25]}
+      - {task: [text], text: [default], seq_len: [25]}
   full:
     grid: {task: [temporal_order], seq_len: [40], val_size: [10], data_seed: [2]}
 """
@@ -62,7 +62,8 @@ def test_generate_writes_contracted_files(project):
     manifest = json.loads((data / "manifest.json").read_text())
     names = {"adding_T12_N20_s1", "copy_T3_N10_s0"}  # the adding cells differ in seed only: one dataset
     assert set(manifest["datasets"]) == names
-    assert set(manifest["files"]) == {f"{n}.npz" for n in names} | {"text.npz", "vocab.json"}
+    stem = datasets.text_file_stem(manifest["corpora"]["default"]["sha256"])  # the spec's text cell: text: default
+    assert set(manifest["files"]) == {f"{n}.npz" for n in names} | {f"{stem}.npz", f"{stem}.vocab.json"}
     for name, entry in manifest["files"].items():
         raw = (data / name).read_bytes()
         assert entry == {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
@@ -72,7 +73,9 @@ def test_generate_writes_contracted_files(project):
     assert (adding["chance_loss"], adding["chance_accuracy"]) == pytest.approx((1 / 24, 0.16 - 0.16**2 / 4))
     copy = manifest["datasets"]["copy_T3_N10_s0"]
     assert (copy["chance_loss"], copy["chance_accuracy"]) == pytest.approx((math.log(8), 1 / 8))
-    assert manifest["text"]["source"] == "stdlib-docstrings" and manifest["text"]["python_version"]
+    assert list(manifest["corpora"]) == ["default"]
+    assert manifest["corpora"]["default"]["source"] == "stdlib-docstrings"
+    assert manifest["corpora"]["default"]["python_version"]
     with np.load(data / "adding_T12_N20_s1.npz") as f:  # validation sequences only: training draws fresh batches
         assert sorted(f.files) == ["mask", "x", "y"]
         assert f["x"].shape == (20, 12, 2) and f["y"].shape == (20, 12, 1) and f["mask"].shape == (20, 12)
@@ -115,7 +118,10 @@ def test_no_specs_writes_text_only(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = invoke()
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["manifest.json", "text.npz", "vocab.json"]
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    stem = datasets.text_file_stem(manifest["corpora"]["default"]["sha256"])  # the default corpus, `train`'s
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["manifest.json", f"{stem}.npz",
+                                                                     f"{stem}.vocab.json"]
 
 
 def real_text_file(folder: Path) -> Path:
@@ -136,9 +142,12 @@ def test_new_user_text_file(tmp_path, monkeypatch):
     result = invoke("--text", path)
     assert result.exit_code == 0, result.output
     content = path.read_text(encoding="utf-8")
-    vocab = json.loads((tmp_path / "data" / "vocab.json").read_text())
+    sha = hashlib.sha256(content.encode()).hexdigest()
+    entry = json.loads((tmp_path / "data" / "manifest.json").read_text())["corpora"][str(path)]
+    assert entry["sha256"] == sha and entry["chars"] == len(content)
+    vocab = json.loads((tmp_path / "data" / f"text_{sha[:12]}.vocab.json").read_text())
     assert vocab == sorted(set(content))
-    td = datasets.load_text(tmp_path / "data")
+    td = datasets.load_text(tmp_path / "data", sha)
     assert td.vocab == vocab and td.source == str(path)
     assert len(td.ids_val) == len(content) // 10  # the last 10 %
     assert "".join(vocab[i] for i in np.concatenate([td.ids_train, td.ids_val])) == content
@@ -259,7 +268,7 @@ def test_failure_while_writing_leaves_data_untouched(project, monkeypatch):
 def test_requests_are_the_cells_data_across_specs_each_once(tmp_path):
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text(SPEC.replace("name: small", "name: a"))
-    b.write_text("base: {task: text, seq_len: 50}\nprofiles:\n  quick:\n    grid:\n      - {seq_len: [10, 80]}\n"
+    b.write_text("base: {task: text, text: default, seq_len: 50}\nprofiles:\n  quick:\n    grid:\n      - {seq_len: [10, 80]}\n"
                  "      - {task: [adding], seq_len: [12], val_size: [20], data_seed: [1, 7]}\n")
     reqs = generate._requests([a, b], "quick")
     assert [(r.task, r.T, r.count, r.seed) for r in reqs if r.task != "text"] == [
@@ -271,11 +280,12 @@ def test_requests_are_the_cells_data_across_specs_each_once(tmp_path):
 
 def test_text_window_is_the_longest_text_cell(project):
     spec = project / "c.yaml"
-    spec.write_text("base: {task: adding, seq_len: 50}\nprofiles:\n  quick:\n    grid:\n"
+    spec.write_text("base: {task: adding, seq_len: 50, text: short.txt}\nprofiles:\n  quick:\n    grid:\n"
                     "      - {seq_len: [5000]}\n      - {task: [text], seq_len: [20, 90]}\n      - {task: [text]}\n")
     (project / "short.txt").write_text("x" * 500)  # 10 % of 500 = 50 holds 20 + 1, not 90 + 1 (adding 5000: no window)
-    expect_rejected(project, ["--spec", spec, "--text", "short.txt"], "500 characters", "window of 90", "at least 910")
-    assert invoke("--spec", spec, "--text", "short.txt", "--seq-len", "49", "--out", "ok").exit_code == 0
+    expect_rejected(project, ["--spec", spec], "c.yaml: profiles.quick: cell 1", "text short.txt: 500 characters",
+                    "window of 90", "at least 910")
+    assert invoke("--spec", spec, "--seq-len", "49", "--out", "ok").exit_code == 0
 
 
 # ------------------------------------------------------------------------------ which specs: params.yaml

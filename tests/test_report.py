@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import warnings
+from datetime import datetime, timezone
 from html.parser import HTMLParser
 
 import pytest
@@ -18,8 +19,10 @@ from typer.testing import CliRunner
 
 import fixtures_runs as fx
 from pipeline import cli
-from pipeline.report.document import SectionLink, plain_text
+from pipeline.report.document import Bullets, Section, SectionLink, Table, plain_text
 from pipeline.report.html import findings_section
+from pipeline.report.pdf import render_pdf
+from pipeline.report.reductions import parse_metric
 
 cli._register()
 
@@ -126,7 +129,7 @@ def test_every_number_in_the_html_equals_metrics_json(built):
     assert len(page.metrics) > 40
     for key, text in page.metrics:
         value = lookup(metrics, key)
-        assert (text == "n/a") if value is None else (float(text) == value), (key, text, value)
+        assert (text == "n/a") if value is None else (parse_metric(text) == value), (key, text, value)
     shown = {k for k, _ in page.metrics}
     for key in ("n_runs", "n_probes", "violations", "n_missing_artifacts", "regimes.init.n_sufficient",
                 "regimes.init.n_sufficient_observed_vanishing", "regimes.init.n_bounded", "regimes.init.contradictions",
@@ -180,7 +183,7 @@ def test_the_report_opens_with_findings_that_link_to_its_sections(built):
     page, html_text = built["page"], built["html"]
     assert list(page.sections)[0] == "findings" and page.sections["findings"] == "Findings"
     items = findings(html_text)
-    assert 4 <= len(items) <= 7
+    assert 4 <= len(items) <= 8
     for item in items:  # each sentence quotes metrics.json and links to a section that exists
         assert 'data-metric="' in item, item
         hrefs = re.findall(r'<a href="#([^"]+)">', item)
@@ -192,6 +195,9 @@ def test_the_report_opens_with_findings_that_link_to_its_sections(built):
     assert any("long_range: 4 of 6 runs learned (0.6667, 95% CI 0.3–0.9032)" in t for t in text)
     assert any("T = 40 is the longest T at which every run learned" in t for t in text)
     assert any(t.startswith("Of 32 runs, 30 ended ok") for t in text)  # said only because two runs did not
+    assert any(t.startswith("In clipping, 1 of 2 unclipped runs blew up (1 diverged, 0 went unstable; 0.5, 95% CI")
+               and "with the global norm clipped at 0.1, 1 of 1 run learned" in t
+               and "with each entry clipped at 0.1, 1 of 1 run learned" in t for t in text)
 
 
 def finding_texts(metrics: dict) -> list[str]:
@@ -216,7 +222,7 @@ def test_the_findings_wording_follows_the_numbers(built):
     assert "found 1 violations" in spot and "holds by construction" not in spot
     metrics["violations"] = 0
     spot = next(t for t in finding_texts(metrics) if "spot check" in t)
-    assert "the 4070-pair bound check holds by construction (0 violations)" in spot
+    assert "the 4,070-pair bound check holds by construction (0 violations)" in spot
 
     metrics["learning"]["clipping"]["learned"] |= {"k": 0, "rate": 0.0}
     assert any("clipping: none of the 6 runs learned (0, 95% CI" in t for t in finding_texts(metrics))
@@ -546,3 +552,48 @@ def test_activation_figure_has_an_accuracy_panel_only_with_accuracies(accuracy, 
     heights = sorted(round(p.get_height(), 2) for p in fig.axes[0].patches)
     assert heights == [-0.52, -0.5, -0.4, -0.31, -0.3, -0.2]  # slope, Lyapunov exponent and bound rate per activation
     assert ("accuracy" in caption) == (panels == 2)
+
+
+def test_pdf_bullets_hang_every_line_of_an_item_at_its_text_not_under_the_bullet():
+    long_item, short_item = ["word " * 80], ["short"]
+    pdf = render_pdf([Section("s", "Title", [Bullets([long_item, short_item])])], {},
+                     datetime(2024, 1, 1, tzinfo=timezone.utc), compress=False)
+    starts = [(float(x), float(y)) for x, y in re.findall(rb"BT ([0-9.]+) ([0-9.]+) Td", pdf)]
+    body = [(x, y) for x, y in starts if y > 100]  # the footer sits lower
+    margin, bullet_x, text_x = sorted({x for x, _ in body})  # headings at the margin, then bullets, then text
+    at_bullet = [y for x, y in body if x == bullet_x]
+    at_text = [y for x, y in body if x == text_x]
+    assert text_x - bullet_x > 2 * 72 / 25.4  # at least 2 mm between a bullet and its text
+    assert len(at_bullet) == 2  # one bullet per item, and no wrapped line starts under it
+    long_lines = [y for y in at_text if y > at_bullet[1]]
+    assert len(long_lines) >= 3 and max(long_lines) == at_bullet[0]  # wrapped; the first line beside its bullet
+    assert at_bullet[1] in at_text  # the short item beside its bullet
+
+
+def test_the_summary_counts_each_spec_in_two_tables_and_links_it_to_its_section(built):
+    page, metrics = built["page"], built["metrics"]
+    ended = [r for r in page.rows if r[0] == "summary" and len(r) == 10 and r[1] in metrics["specs"]]
+    learning = [r for r in page.rows if r[0] == "summary" and len(r) == 8 and r[1] in metrics["specs"]]
+    assert {r[1] for r in ended} == {r[1] for r in learning} == set(metrics["specs"])
+    for r in ended:  # runs, ok, unstable, diverged, failed as metrics.json counts them
+        s = metrics["specs"][r[1]]
+        assert [parse_metric(x) for x in r[2:7]] == [s["n_runs"], *(s["outcomes"][o] for o in
+                                                                   ("ok", "unstable", "diverged", "failed"))]
+    for r in learning:
+        learned = metrics["learning"][r[1]]["learned"]
+        assert (parse_metric(r[2]), parse_metric(r[3])) == (learned["n"], learned["k"])
+    summary = built["html"][built["html"].index('<section id="summary">'):]
+    assert '<a href="#spec-clipping">clipping</a>' in summary[:summary.index("</section>")]
+
+
+@pytest.mark.parametrize("room_mm, caption_page", [(10, 2), (120, 1)])
+def test_a_pdf_table_without_room_for_a_few_rows_starts_on_the_next_page_with_its_caption(monkeypatch, room_mm,
+                                                                                         caption_page):
+    from pipeline.report import pdf as pdf_module
+    doc = pdf_module.new_pdf(False, datetime(2024, 1, 1, tzinfo=timezone.utc))
+    doc.set_y(doc.h - doc.b_margin - room_mm)
+    captions, write = [], pdf_module.write_paragraph
+    monkeypatch.setattr(pdf_module, "write_paragraph",
+                        lambda pdf, text, *a, **k: (captions.append((text, pdf.page)), write(pdf, text, *a, **k)))
+    pdf_module.write_table(doc, Table(["a", "b"], [["1", "2"]] * 6, "the caption"), {})
+    assert captions == [("the caption", caption_page)]

@@ -3,6 +3,7 @@ independent numpy computation, determinism, divergence as an outcome, failures r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -18,6 +19,7 @@ from pipeline.run import runner, sources, verdicts
 from pipeline.run.config import RunConfig, config_from_json, config_hash, flatten
 from pipeline.run.datasets import load_dataset
 from pipeline.errors import UserError
+from pipeline.run import datasets
 from pipeline.run.files import load_model
 
 TINY = dict(seq_len=12, hidden=8, batch=8, iters=30, val_size=64, eval_every=10, probe_len=10, optimizer="adam",
@@ -34,7 +36,7 @@ RUNS = {  # name -> (config overrides, input width d)
 FILES = {"config.json", "summary.json", "history.csv", "series.parquet", "figures/jacobian_heatmap.png",
          "probe/model_init.npz", "probe/model_final.npz", "probe/inputs.npy", "probe/h0.npy",
          "probe/jacobian.parquet", "probe/signal.parquet", "probe/spot_checks.parquet"}
-SUMMARY_KEYS = {"config_hash", "outcome", "diverged_at", "iters_done", "seconds", "final_train_loss",
+SUMMARY_KEYS = {"config_hash", "inputs", "outcome", "diverged_at", "iters_done", "seconds", "final_train_loss",
                 "final_val_loss", "val_accuracy", "chance_loss", "chance_accuracy", "gamma_phi", "gamma_w_init",
                 "gamma_w_final", "spectral_radius_init", "spectral_radius_final", "log_rate_init", "log_rate_final",
                 "slope_init", "slope_final", "lyapunov_init", "lyapunov_final", "predicted_regime",
@@ -44,7 +46,7 @@ SUMMARY_KEYS = {"config_hash", "outcome", "diverged_at", "iters_done", "seconds"
                 "spot_max_abs_dlog_final"}
 STEP_KEYS = {"jacobian_init/log10_norm", "jacobian_final/log10_norm", "bound/log10_product", "bound/log10_global",
              "bptt/log10_dE_dh", "train/loss", "train/grad_norm", "train/clip_scale", "train/w_norm",
-             "train/spectral_radius", "val/loss", "val/accuracy"}
+             "train/spectral_radius", "train/loss_smoothed", "val/loss", "val/accuracy"}
 
 
 def run_quietly(cfg: RunConfig, data_dir: Path, run_dir: Path, progress=None) -> runner.RunResult:
@@ -96,7 +98,10 @@ def test_folder_matches_the_contract(runs, name):
     files = {p.relative_to(result.run_dir).as_posix() for p in result.run_dir.rglob("*") if p.is_file()}
     assert files == FILES | ({"samples.json"} if cfg.task == "text" else set())
     assert result.outcome == "ok", result.summary.get("error")
-    assert result.config_hash == config_hash(cfg)
+    inputs = {"corpus": hashlib.sha256(CORPUS.encode()).hexdigest()} if cfg.task == "text" else {
+        "dataset": datasets.dataset_digest(datasets.build_dataset(cfg.task, cfg.seq_len, cfg.val_size, cfg.data_seed))}
+    assert result.summary["inputs"] == inputs  # the content of what the run read, not its path
+    assert result.config_hash == config_hash(cfg, inputs) != config_hash(cfg)
     assert strict_json(result.run_dir / "config.json") == flatten(cfg)
     assert config_from_json(result.run_dir / "config.json") == cfg
     summary = strict_json(result.run_dir / "summary.json")
@@ -177,7 +182,9 @@ def test_jacobian_table_respects_the_bounds(runs, name):
     cfg, result, _ = runs[name]
     P = probe_steps(name, cfg)
     jac = pd.read_parquet(result.run_dir / "probe" / "jacobian.parquet")
-    assert list(jac.columns) == ["when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global"]
+    assert list(jac.columns) == ["when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global",
+                                 "log_norm_cell"]
+    assert jac["log_norm_cell"].isna().all()  # a vanilla RNN has no cell state
     assert len(jac) == 2 * cfg.layers * P * (P + 1) // 2
     assert set(jac["when"]) == {"init", "final"} and set(jac["layer"]) == set(range(cfg.layers))
     assert (jac["k"] < jac["t"]).all() and (jac["lag"] == jac["t"] - jac["k"]).all()
@@ -269,7 +276,8 @@ def test_signal_and_series(runs, name):
     assert len(sig) == 2 * cfg.layers * (P + 1) and np.isfinite(sig["log10_dE_dh"]).all()
     series = pd.read_parquet(result.run_dir / "series.parquet")
     assert list(series.columns) == ["key", "step", "value"]
-    want = STEP_KEYS - ({"val/accuracy", "val/loss", "train/loss"} if cfg.task == "probe" else set())  # scores nothing
+    scores_nothing = {"val/accuracy", "val/loss", "train/loss", "train/loss_smoothed"}
+    want = STEP_KEYS - (scores_nothing if cfg.task == "probe" else set())
     assert set(series["key"]) == want
     assert np.isfinite(series["value"]).all()
     by = {key: group.sort_values("step") for key, group in series.groupby("key")}
@@ -303,6 +311,17 @@ def test_training_series_logs_at_most_series_points_per_key(iters, ran, want):
     assert by["val/loss"] == [0, ran]
     loss = series[series["key"] == "train/loss"].set_index("step")["value"]
     assert np.allclose(loss.to_numpy(), 1.0 / np.array(want))  # each point is its own iteration's value
+    smoothed = series[series["key"] == "train/loss_smoothed"].set_index("step")["value"]
+    assert smoothed.index.tolist() == want
+    starts = [0] + want[:-1]  # each point averages the iterations after the previous point, up to its own
+    assert np.allclose(smoothed.to_numpy(), [np.mean(1.0 / np.arange(a + 1, b + 1)) for a, b in zip(starts, want)])
+
+
+def test_the_smoothed_loss_of_a_block_with_an_overflow_is_not_finite():
+    history = _history(10)
+    history.loc[history["iter"] == 4, "loss"] = np.inf
+    smoothed = runner.smoothed_loss(history, np.array([5, 10]))
+    assert np.isinf(smoothed[5]) and smoothed[10] == pytest.approx(np.mean(1.0 / np.arange(6, 11)))
 
 
 def test_heatmap_decodes(runs):

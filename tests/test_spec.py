@@ -51,10 +51,10 @@ def test_spec_grid_is_the_cartesian_product_in_order(tmp_path):
 
 def test_full_profile_and_empty_grid(tmp_path):
     assert len(load_spec(spec_file(tmp_path), "full").cells) == 8
-    one = spec_file(tmp_path, "name: one\nbase: {task: text, iters: 5}\nprofiles: {quick: {}}\n", "one")
+    one = spec_file(tmp_path, "name: one\nbase: {task: text, text: default, iters: 5}\nprofiles: {quick: {}}\n", "one")
     spec = load_spec(one, "quick")
     assert len(spec.cells) == 1 and spec.cells[0].iters == 5
-    assert [(d.task, d.path, d.seq_len) for d in spec.data] == [("text", None, 25)]  # the default corpus, window 25
+    assert [(d.task, d.path, d.seq_len) for d in spec.data] == [("text", "default", 25)]  # the embedded one, window 25
 
 
 def test_a_list_of_grids_runs_each_product_in_turn(tmp_path):
@@ -114,6 +114,14 @@ DERIVED = r"unknown key 'data': datasets now derive from the cells \(task, seq_l
         ("base: {task: adding", "base: {task: addition",
          r"base.task: unknown value 'addition' \(did you mean 'adding'"),
         ("  quick:\n", "  quick: 3\n  x:\n", r"profiles.quick: expected a mapping"),
+        # a field of the other cell, in any profile, before anything runs
+        ("seed: [0, 1]}", "seed: [0, 1], cell_type: [lstm], omega: [0.5]}",
+         r"profiles.quick: cell 0 .*: omega: 0.5 is set for cell_type lstm, but omega is read by cell_type rnn"),
+        ("activation: [tanh, relu]}", "activation: [tanh, relu], cell_type: [lstm]}",
+         r"profiles.full: cell 1 .*: activation: 'relu' is set for cell_type lstm"),
+        ("base: {task: adding", "base: {forget_bias: 0.0, task: adding",
+         r"profiles.quick: cell 0 .*: forget_bias: 0.0 is set for cell_type rnn"),
+        ("{iters: 150}", "{iters: 150, omega: -1}", r"profiles.quick.base.omega: -1 is out of range"),
     ],
 )
 def test_bad_spec_names_file_and_key(tmp_path, old, new, pattern):
@@ -161,16 +169,24 @@ def test_synthetic_cells_need_one_dataset_each_in_grid_order(tmp_path):
 
 
 def test_text_cells_need_their_corpus_and_longest_window(tmp_path):
-    """One request per text file (None: the default corpus) with the longest window of the cells reading it; a grid
+    """One request per corpus (a file, or `default`) with the longest window of the cells reading it; a grid
     part that trains a synthetic task needs a dataset, however long its seq_len."""
-    path = spec_file(tmp_path, "base: {task: adding, seq_len: 50}\nprofiles:\n  quick:\n    grid:\n"
+    path = spec_file(tmp_path, "base: {task: adding, seq_len: 50, text: default}\nprofiles:\n  quick:\n    grid:\n"
                                "      - {seq_len: [500]}\n      - {task: [text], seq_len: [20, 90]}\n"
                                "      - {task: [text]}\n      - {task: [text], text: [my.txt], seq_len: [30, 40]}\n",
                      "c")
     data = load_spec(path, "quick").data
     assert [(d.task, d.T, d.path, d.seq_len) for d in data] == [
-        ("adding", 500, None, None), ("text", None, None, 90), ("text", None, "my.txt", 40)]
+        ("adding", 500, None, None), ("text", None, "default", 90), ("text", None, "my.txt", 40)]
     assert data[1].where.endswith("cell 1 {'task': 'text', 'seq_len': 20}")  # the first cell reading it
+
+
+@pytest.mark.parametrize("text", ["", "text: null, "])
+def test_a_text_cell_must_name_its_corpus(tmp_path, text):
+    """Unset, or null, the corpus would be implicit (once: "whatever generate last wrote"); a spec says which."""
+    path = spec_file(tmp_path, f"base: {{task: text, {text}iters: 5}}\nprofiles: {{quick: {{}}}}\n", "t")
+    with pytest.raises(UserError, match=r"t.yaml.*(must name its corpus; add text: default|null is not a corpus)"):
+        load_spec(path, "quick")
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml")))

@@ -117,3 +117,36 @@ def test_corpus_build_imports_nothing():
     new = set(json.loads(out))
     assert not new & {"antigravity", "this", "idlelib", "tkinter", "turtle", "webbrowser"}
     assert not {m for m in new if m.startswith(("email", "http", "smtplib", "asyncio"))}
+
+
+def minchar_pointer_walk(ids, seq_len: int, steps: int):
+    """min-char-rnn.py's loop, literally: `if p+seq_length+1 >= len(data) or n == 0: hprev = 0; p = 0`."""
+    p, out = 0, []
+    for n in range(steps):
+        reset = p + seq_len + 1 >= len(ids) or n == 0
+        if reset:
+            p = 0
+        out.append((list(ids[p : p + seq_len]), list(ids[p + 1 : p + seq_len + 1]), not reset))
+        p += seq_len
+    return out
+
+
+@pytest.mark.parametrize("n, seq_len", [(100, 7), (27, 25), (60, 1)])
+def test_consecutive_windows_with_one_stream_are_min_char_rnns(n, seq_len):
+    ids = np.random.default_rng(n).integers(0, 9, size=n)
+    walk = text.ConsecutiveWindows(ids, seq_len, 1)
+    for inputs, targets, carry in minchar_pointer_walk(ids, seq_len, 40):
+        xs, ys, c = walk.next()
+        assert (xs[:, 0].tolist(), ys[:, 0].tolist(), c) == (inputs, targets, carry)
+
+
+def test_consecutive_windows_of_parallel_streams_each_walk_their_own_part():
+    ids, B, T = np.arange(1003), 4, 10
+    walk, part = text.ConsecutiveWindows(ids, T, B), 1003 // 4
+    for inputs, _, carry in minchar_pointer_walk(np.arange(part), T, 60):
+        xs, ys, c = walk.next()
+        assert c == carry and (ys == xs + 1).all()
+        for b in range(B):
+            assert xs[:, b].tolist() == [b * part + i for i in inputs]  # stream b: its part, min-char-rnn's walk
+    with pytest.raises(ValueError, match="fewer than one window"):
+        text.ConsecutiveWindows(np.arange(40), 10, 4)  # 10 per stream < 10 + 2

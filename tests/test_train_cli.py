@@ -58,6 +58,7 @@ def test_help_lists_every_config_field(invoke):
     for name in FIELDS:
         assert f"--{name.replace('_', '-')}" in done.stdout
     assert "--config" in done.stdout and "--json" in done.stdout
+    assert "<bool>" not in done.stdout  # a flag is shown as one (Typer 0.29 showed `--json <bool>`)
 
 
 def test_help_of_each_field_is_its_meaning_values_and_default(invoke):
@@ -175,10 +176,12 @@ def test_json_run_is_logged_to_mlflow(tmp_path, env, monkeypatch):
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1
     report = json.loads(lines[-1])
-    assert set(report) == {"run_id", "outcome", "final_train_loss", "final_val_loss", "val_accuracy", "seconds"}
+    assert set(report) == {"run_id", "outcome", "final_train_loss", "final_val_loss", "val_accuracy", "seconds",
+                           "run_dir"}
     assert report["outcome"] == "ok" and report["seconds"] > 0
     assert all(isinstance(report[k], float) for k in ("final_train_loss", "final_val_loss", "val_accuracy"))
-    (run_dir,) = (tmp_path / "results" / "train").iterdir()
+    (run_dir,) = (tmp_path / "runs" / "train").iterdir()  # outside results/, which the study's stages read
+    assert not (tmp_path / "results").exists() and Path(report["run_dir"]) == Path("runs/train") / run_dir.name
     summary = json.loads((run_dir / "summary.json").read_text())
     assert report["final_val_loss"] == summary["final_val_loss"] and run_dir.name == summary["config_hash"]
 
@@ -200,3 +203,19 @@ def test_options_override_the_config_file(tmp_path, invoke):
     assert (config["hidden"], config["iters"], config["task"], config["batch"]) == (7, 5, "adding", 4)
     assert config["optimizer"] == "adagrad"  # neither file nor option: the default
     assert "run folder:" in done.stdout and "mlflow ui" in done.stdout
+
+
+def test_a_text_run_prints_its_first_and_last_sample_and_json_names_its_folder(tmp_path, invoke):
+    (tmp_path / "tiny.txt").write_text("abcabd abcabd abcabe\n" * 40, encoding="utf-8")
+    args = ["--task", "text", "--text", "tiny.txt", "--seq-len", "8", "--hidden", "6", "--iters", "6", "--batch", "2",
+            "--samples", "3", "--sample-len", "12", "--probe-len", "5", "--windows", "consecutive"]
+    done = invoke(args)
+    assert done.exit_code == 0, done.stderr
+    (run_dir,) = (tmp_path / "runs" / "train").iterdir()
+    samples = json.loads((run_dir / "samples.json").read_text())
+    assert [s["iter"] for s in samples] == [2, 4, 6]
+    shown = [line for line in done.stdout.splitlines() if line.startswith("sample at iteration")]
+    assert shown == ["sample at iteration 2:", "sample at iteration 6:"]  # the first and the last
+    assert f"    {samples[-1]['text'].splitlines()[0]}" in done.stdout.splitlines()
+    report = json.loads(invoke([*args, "--json"]).stdout.strip().splitlines()[-1])
+    assert report["run_dir"] == str(Path("runs/train") / run_dir.name) and report["samples"] == [samples[0], samples[-1]]

@@ -29,6 +29,7 @@ from ..engine.init import init_model
 from ..engine.optim import make_optimizer
 from ..engine.rnn import Workspace
 from ..engine.trainer import train_step
+from .minchar import MinCharRNN
 
 VOCAB = 65  # characters in the vocabulary (tiny-shakespeare's size)
 HIDDEN = 100  # hidden units
@@ -64,62 +65,11 @@ class _PipelineTrainer:
         self.pos, self.h = self.pos + SEQ_LEN, stats.h_last
 
 
-class _MinCharRNN:
-    """Karpathy's min-char-rnn (2015) training loop, ported line for line: lossFun plus its Adagrad update."""
+class _MinCharRNN(MinCharRNN):
+    """Karpathy's min-char-rnn (2015) training loop (`minchar.MinCharRNN`, ported line for line) at these settings."""
 
     def __init__(self, ids: np.ndarray, rng: np.random.Generator) -> None:
-        self.ids = [int(i) for i in ids]
-        self.Wxh = rng.standard_normal((HIDDEN, VOCAB)) * 0.01  # input to hidden
-        self.Whh = rng.standard_normal((HIDDEN, HIDDEN)) * 0.01  # hidden to hidden
-        self.Why = rng.standard_normal((VOCAB, HIDDEN)) * 0.01  # hidden to output
-        self.bh = np.zeros((HIDDEN, 1))
-        self.by = np.zeros((VOCAB, 1))
-        self.mem = [np.zeros_like(p) for p in (self.Wxh, self.Whh, self.Why, self.bh, self.by)]
-        self.p, self.hprev = 0, np.zeros((HIDDEN, 1))
-
-    def loss_fun(self, inputs: list[int], targets: list[int], hprev: np.ndarray):
-        """min-char-rnn's lossFun: forward, backward and clipping for one window, one character at a time."""
-        Wxh, Whh, Why, bh, by = self.Wxh, self.Whh, self.Why, self.bh, self.by
-        xs, hs, ys, ps = {}, {}, {}, {}
-        hs[-1] = np.copy(hprev)
-        loss = 0
-        for t in range(len(inputs)):
-            xs[t] = np.zeros((VOCAB, 1))  # encode in 1-of-k representation
-            xs[t][inputs[t]] = 1
-            hs[t] = np.tanh(np.dot(Wxh, xs[t]) + np.dot(Whh, hs[t - 1]) + bh)
-            ys[t] = np.dot(Why, hs[t]) + by
-            ps[t] = np.exp(ys[t]) / np.sum(np.exp(ys[t]))
-            loss += -np.log(ps[t][targets[t], 0])
-        dWxh, dWhh, dWhy = np.zeros_like(Wxh), np.zeros_like(Whh), np.zeros_like(Why)
-        dbh, dby = np.zeros_like(bh), np.zeros_like(by)
-        dhnext = np.zeros_like(hs[0])
-        for t in reversed(range(len(inputs))):
-            dy = np.copy(ps[t])
-            dy[targets[t]] -= 1
-            dWhy += np.dot(dy, hs[t].T)
-            dby += dy
-            dh = np.dot(Why.T, dy) + dhnext
-            dhraw = (1 - hs[t] * hs[t]) * dh
-            dbh += dhraw
-            dWxh += np.dot(dhraw, xs[t].T)
-            dWhh += np.dot(dhraw, hs[t - 1].T)
-            dhnext = np.dot(Whh.T, dhraw)
-        for dparam in [dWxh, dWhh, dWhy, dbh, dby]:
-            np.clip(dparam, -5, 5, out=dparam)
-        return loss, dWxh, dWhh, dWhy, dbh, dby, hs[len(inputs) - 1]
-
-    def step(self) -> None:
-        """min-char-rnn's main loop body, without its sampling and printing."""
-        if self.p + SEQ_LEN + 1 >= len(self.ids):
-            self.p, self.hprev = 0, np.zeros((HIDDEN, 1))
-        inputs = self.ids[self.p : self.p + SEQ_LEN]
-        targets = self.ids[self.p + 1 : self.p + SEQ_LEN + 1]
-        loss, dWxh, dWhh, dWhy, dbh, dby, self.hprev = self.loss_fun(inputs, targets, self.hprev)
-        params = (self.Wxh, self.Whh, self.Why, self.bh, self.by)
-        for param, dparam, mem in zip(params, (dWxh, dWhh, dWhy, dbh, dby), self.mem):
-            mem += dparam * dparam
-            param += -LR * dparam / np.sqrt(mem + 1e-8)  # adagrad update
-        self.p += SEQ_LEN
+        super().__init__(ids, VOCAB, rng, hidden=HIDDEN, seq_length=SEQ_LEN, learning_rate=LR)
 
 
 class _GemmFloor:

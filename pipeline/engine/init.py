@@ -10,7 +10,9 @@ Recurrent inits (`init`), each scaled by `gamma_w`:
   sparse:     Sutskever et al. (2013)'s init used by Pascanu et al. (2013): each unit gets SPARSE_FAN_IN nonzero
               N(0, 1) incoming weights, then the matrix is rescaled so that its spectral RADIUS
               max |eig(W_hh)| = gamma_w. For sparse, gamma_w is the target spectral radius, not the norm.
-W_xh: N(0, input_scale^2) entries with input_scale = 1/sqrt(fan-in) by default; W_hy: N(0, 1/n); biases zero.
+W_xh: N(0, input_scale^2) entries with input_scale = 1/sqrt(fan-in) by default; W_hy: N(0, output_scale^2) with
+output_scale = 1/sqrt(n) by default; biases zero. (min-char-rnn: every matrix 0.01 N(0, 1), which is gaussian with
+input_scale = output_scale = 0.01 and gamma_w = 0.01 ||N(0,1)^{n x n}||_2, about 0.2 at n = 100.)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 
 from .activations import get_activation
 from .jacobian import spectral_norm, spectral_radius
+from .lstm import FORGET_BIAS, GATES, LSTM, validate_lstm
 from .rnn import FORMS, RNN, validate_model
 
 INITS = ("gaussian", "orthogonal", "identity", "sparse")
@@ -99,13 +102,16 @@ def init_model(
     init: str = "orthogonal",
     gamma_w: float = 1.0,
     input_scale: float | None = None,
+    output_scale: float | None = None,
 ) -> tuple[RNN, InitInfo]:
     """A new RNN with every W_hh_l drawn by `init` and scaled by `gamma_w` (see the module docstring).
 
     input_scale: std of the W_xh entries; None means 1/sqrt(fan-in) (input_dim for layer 0, hidden above).
+    output_scale: std of the W_hy entries; None means 1/sqrt(hidden).
     Draw order (fixed, so a seed fixes the model): per layer W_hh then W_xh, then W_hy.
     """
     _check_args(input_dim, output_dim, form, activation, leaky_slope, layers, hidden, init, gamma_w, input_scale)
+    _check_output_scale(output_scale)
     draw = _RECURRENT_INITS[init]
     params: dict[str, np.ndarray] = {}
     for l in range(layers):
@@ -114,9 +120,53 @@ def init_model(
         params[f"W_hh_{l}"] = draw(rng, hidden, float(gamma_w))  # (n, n)
         params[f"W_xh_{l}"] = scale * rng.standard_normal((hidden, fan_in))  # (n, d_l)
         params[f"b_h_{l}"] = np.zeros(hidden)
-    params["W_hy"] = rng.standard_normal((output_dim, hidden)) / math.sqrt(hidden)  # (o, n)
+    W_hy = rng.standard_normal((output_dim, hidden))  # (o, n)
+    params["W_hy"] = W_hy / math.sqrt(hidden) if output_scale is None else float(output_scale) * W_hy
     params["b_y"] = np.zeros(output_dim)
     model = RNN(form, activation, float(leaky_slope), params)
     validate_model(model)
     Ws = [params[f"W_hh_{l}"] for l in range(layers)]
     return model, InitInfo(tuple(map(spectral_norm, Ws)), tuple(map(spectral_radius, Ws)))
+
+
+def _check_output_scale(output_scale: float | None) -> None:
+    if output_scale is not None and not (isinstance(output_scale, (int, float, np.number))
+                                         and math.isfinite(output_scale) and output_scale >= 0):
+        raise ValueError(f"output_scale must be a finite number >= 0 or None, got {output_scale!r}")
+
+
+def init_lstm(
+    rng: np.random.Generator,
+    *,
+    input_dim: int,
+    output_dim: int,
+    layers: int = 1,
+    hidden: int = 100,
+    init: str = "orthogonal",
+    gamma_w: float = 1.0,
+    input_scale: float | None = None,
+    forget_bias: float = FORGET_BIAS,
+    output_scale: float | None = None,
+) -> LSTM:
+    """A new LSTM (engine/lstm.py): each gate's (n, n) block of W_hh_l drawn by `init` and scaled by `gamma_w` as for
+    the vanilla RNN; W_ih_l N(0, input_scale^2) (None: 1/sqrt(fan-in)); b_l zero but the forget gate's block, which
+    is `forget_bias`; W_hy N(0, output_scale^2) (None: 1/sqrt(n)), b_y zero. Draw order per layer: the four blocks of W_hh in gate order, W_ih."""
+    _check_args(input_dim, output_dim, "elman", "tanh", 0.0, layers, hidden, init, gamma_w, input_scale)
+    _check_output_scale(output_scale)
+    if not (isinstance(forget_bias, (int, float, np.number)) and math.isfinite(forget_bias)):
+        raise ValueError(f"forget_bias must be a finite number, got {forget_bias!r}")
+    draw, n = _RECURRENT_INITS[init], hidden
+    params: dict[str, np.ndarray] = {}
+    for l in range(layers):
+        fan_in = input_dim if l == 0 else hidden
+        scale = 1.0 / math.sqrt(fan_in) if input_scale is None else float(input_scale)
+        params[f"W_hh_{l}"] = np.concatenate([draw(rng, n, float(gamma_w)) for _ in GATES])  # (4n, n)
+        params[f"W_ih_{l}"] = scale * rng.standard_normal((4 * n, fan_in))
+        params[f"b_{l}"] = np.zeros(4 * n)
+        params[f"b_{l}"][n : 2 * n] = float(forget_bias)
+    W_hy = rng.standard_normal((output_dim, n))
+    params["W_hy"] = W_hy / math.sqrt(n) if output_scale is None else float(output_scale) * W_hy
+    params["b_y"] = np.zeros(output_dim)
+    model = LSTM(params)
+    validate_lstm(model)
+    return model

@@ -1,4 +1,4 @@
-"""Jacobian norms log ||dh_t/dh_k||_2 of one layer of a vanilla RNN, their bounds, and summaries.
+"""Jacobian norms log ||dh_t/dh_k||_2 of one layer of a vanilla RNN or an LSTM, their bounds, and summaries.
 
 Indexing (docs/math.md, section 3.1): dh_t/dh_k = J_t J_{t-1} ... J_{k+1} for 0 <= k < t <= T, with the step
 Jacobians of `rnn.step_factors`: elman J_t = diag(D[t-1]) W, pascanu J_t = W diag(D[t-1]). Every (T+1, T+1) matrix here
@@ -18,7 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from .linalg import top_singular_values
+from .lstm import LSTM, step_jacobians
 from .rnn import FORMS, RNN, step_factors
+
+STATES = ("full", "cell")  # which state an LSTM's norms are of: (h, c) together, or c alone (h held fixed)
 
 LANCZOS_TOL = 1e-12  # stop when the estimated relative error of sigma_1^2 is below this
 LANCZOS_MAX_STEPS = 60  # pairs not converged by then get an exact SVD
@@ -102,13 +105,107 @@ def _pair_mask(T: int) -> np.ndarray:
 # ---- all pairs, lag by lag ---------------------------------------------------------------------------------
 
 
-def log_norm_matrix(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, layer: int = -1) -> np.ndarray:
+def log_norm_matrix(model: RNN | LSTM, xs: np.ndarray, h0: np.ndarray | None = None, layer: int = -1,
+                    state: str = "full") -> np.ndarray:
     """(T+1, T+1) float64: [t, k] = log ||dh_t/dh_k||_2 of `layer`'s state for k < t, NaN elsewhere.
 
-    xs (T, d) is one input sequence and h0 (L, n) the initial states (zeros if None).
+    xs (T, d) is one input sequence and h0 (L, n) the initial states (zeros if None). For an LSTM, h0 is (L, 2n),
+    h then c, and `state` says which norm: "full" ||d(h_t, c_t)/d(h_k, c_k)||_2, "cell" ||dc_t/dc_k||_2 with h_k
+    held fixed (the c-to-c block of the full product). A vanilla RNN's state is h alone: only "full".
     """
+    check_state(model, state)
+    if isinstance(model, LSTM):
+        return log_norms_from_steps(step_jacobians(model, xs, h0, layer), [state_block(model, state)])[0]
     W, D = step_factors(model, xs, h0, layer)
     return log_norms_from_factors(W, D, model.form)
+
+
+def check_state(model: RNN | LSTM, state: str) -> None:
+    """ValueError unless `state` names a state the model's cell has ("cell" needs an LSTM)."""
+    valid = STATES if isinstance(model, LSTM) else ("full",)
+    if state not in valid:
+        why = "" if state not in STATES else " (a vanilla RNN has no cell state)"
+        raise ValueError(f"state {state!r} is not available{why}; valid: {', '.join(valid)}")
+
+
+def state_block(model: LSTM, state: str) -> slice | None:
+    """The rows and columns of the (2n, 2n) product that `state` measures: None for all, c's for "cell"."""
+    n = model.hidden
+    return None if state == "full" else slice(n, 2 * n)
+
+
+def log_norms_from_steps(J: np.ndarray, blocks: list[slice | None], tol: float = LANCZOS_TOL,
+                         max_steps: int = LANCZOS_MAX_STEPS) -> list[np.ndarray]:
+    """All pairs from dense step Jacobians J (T, m, m) (the LSTM's, which are not diag(D) W): for each block in
+    `blocks` (None: the whole product; a slice: that square sub-block of it), the (T+1, T+1) matrix of log norms
+    of the block of J_t ... J_{k+1} (docs/math.md, section 13.3). One pass of products serves every block.
+
+    As in `log_norms_from_factors`: lag by lag, one batched product per lag, products kept at unit size with their
+    log scale carried apart (here the size is the largest entry, so that a block's norm may be far below the
+    whole product's), spectral norms by warm-started batched Lanczos; -inf for an exactly zero block, NaN for the
+    pairs that span a step that is not finite.
+    """
+    J = np.asarray(J, dtype=np.float64)
+    if J.ndim != 3 or J.shape[1] != J.shape[2] or J.shape[0] < 1:
+        raise ValueError(f"J must have shape (T, m, m) with T >= 1, got {J.shape}")
+    T, m, _ = J.shape
+    bad = ~np.all(np.isfinite(J), axis=(1, 2))
+    size = np.where(bad, 0.0, np.max(np.abs(np.where(np.isfinite(J), J, 0.0)), axis=(1, 2)))  # (T,)
+    JnT = np.where(size[:, None, None] > 0, J / np.where(size > 0, size, 1.0)[:, None, None], 0.0).transpose(0, 2, 1)
+    with np.errstate(divide="ignore"):
+        log_c = np.log(size)
+    rng = np.random.default_rng(0)  # fixed: results are deterministic
+    outs = [np.full((T + 1, T + 1), np.nan) for _ in blocks]
+    widths = [m if b is None else len(range(*b.indices(m))) for b in blocks]
+    noise = [rng.standard_normal((T, w)) for w in widths]
+    vectors = [v / np.linalg.norm(v, axis=1, keepdims=True) for v in noise]
+    stack, log_scale = JnT.copy(), log_c.copy()  # stack[k] = P_{k+lag,k}^T / exp(log_scale[k])
+    counts = {"lanczos_steps": 0, "exact_fallbacks": 0}
+    k = np.arange(T)
+    for lag in range(1, T + 1):
+        n_pairs = T - lag + 1
+        if lag > 1:  # P_{k+lag,k}^T = P_{k+lag-1,k}^T J_{k+lag}^T
+            stack = np.matmul(stack[:n_pairs], JnT[lag - 1 : lag - 1 + n_pairs])
+            log_scale = log_scale[:n_pairs] + log_c[lag - 1 : lag - 1 + n_pairs]
+        biggest = np.max(np.abs(stack), axis=(1, 2))
+        stack /= np.where(biggest > 0, biggest, 1.0)[:, None, None]
+        with np.errstate(divide="ignore"):
+            log_scale = log_scale + np.log(biggest)
+        for index, (out, block, width) in enumerate(zip(outs, blocks, widths)):
+            part = stack if block is None else np.ascontiguousarray(stack[:, block, block])
+            part_size = np.max(np.abs(part), axis=(1, 2))
+            part = part / np.where(part_size > 0, part_size, 1.0)[:, None, None]  # sigma in [1, sqrt(width)]
+            start = vectors[index][:n_pairs] + WARM_START_NOISE * noise[index][(k[:n_pairs] + lag) % T]
+            start /= np.linalg.norm(start, axis=1, keepdims=True)
+            sigma, vectors[index], _ = top_singular_values(part, start, tol, max_steps, min(8, width + 1), counts)
+            with np.errstate(divide="ignore"):
+                value = log_scale + np.log(part_size) + np.log(np.where(part_size > 0, sigma, 1.0))
+            out[k[:n_pairs] + lag, k[:n_pairs]] = value
+    spans_bad = _covers_bad_step(bad) & _pair_mask(T)
+    for out in outs:
+        out[spans_bad] = np.nan
+    return outs
+
+
+def log_step_bounds(J: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(product, global_) for dense step Jacobians J (T, m, m): product[t, k] = sum_{i=k+1..t} log ||J_i||_2, the
+    bound that holds for every cell (and for any block of the product); global_ is NaN everywhere: no
+    gamma_W gamma_phi bound holds for a gated cell (docs/math.md, section 13.4)."""
+    J = np.asarray(J, dtype=np.float64)
+    T = J.shape[0]
+    finite = np.all(np.isfinite(J), axis=(1, 2))
+    norms = np.full(T, np.nan)
+    if finite.any():
+        norms[finite] = np.linalg.svd(J[finite], compute_uv=False)[:, 0]
+    with np.errstate(divide="ignore"):
+        per_step = np.log(norms)
+    zero = np.isneginf(per_step)
+    finite_sum = np.concatenate([[0.0], np.cumsum(np.where(np.isfinite(per_step), per_step, 0.0))])
+    product = finite_sum[:, None] - finite_sum[None, :]
+    product[_covers_bad_step(zero)] = -np.inf
+    product[_covers_bad_step(np.isnan(per_step))] = np.nan
+    product[~_pair_mask(T)] = np.nan
+    return product, np.full((T + 1, T + 1), np.nan)
 
 
 def log_norms_from_factors(
@@ -236,13 +333,16 @@ def log_column_from_factors(W: np.ndarray, D: np.ndarray, form: str, chunk: int 
 
 
 def log_bound_matrices(
-    model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, layer: int = -1
+    model: RNN | LSTM, xs: np.ndarray, h0: np.ndarray | None = None, layer: int = -1
 ) -> tuple[np.ndarray, np.ndarray]:
     """(product, global_), both (T+1, T+1) float64 in natural log, NaN outside k < t:
 
     product[t, k] = sum_{i=k+1..t} log(||W_hh||_2 * max_j |D[i-1, j]|)   (D = phi' at step i, as in step_factors)
     global_[t, k] = (t - k) log(gamma_W gamma_phi)
+    For an LSTM, `log_step_bounds` of its step Jacobians: the product of the step norms, and no global bound (NaN).
     """
+    if isinstance(model, LSTM):
+        return log_step_bounds(step_jacobians(model, xs, h0, layer))
     W, D = step_factors(model, xs, h0, layer)
     return log_bounds_from_factors(W, D, model.act.gamma)
 

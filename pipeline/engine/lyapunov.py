@@ -40,6 +40,30 @@ def top_lyapunov(
     return float(lyapunov_spectrum(model, xs, h0, layer, k=1, discard=discard)[0])
 
 
+def top_lyapunov_from_steps(J: np.ndarray, discard: int = 0) -> float:
+    """The largest Lyapunov exponent from dense step Jacobians J (T, m, m) (an LSTM's, `lstm.step_jacobians`):
+    the same QR iteration as `spectrum_from_factors` with a frame of one vector, so log ||J_t q|| averaged."""
+    J = np.asarray(J, dtype=np.float64)
+    if J.ndim != 3 or J.shape[1] != J.shape[2] or J.shape[0] < 1:
+        raise ValueError(f"J must have shape (T, m, m) with T >= 1, got {J.shape}")
+    if not 0 <= discard < J.shape[0]:
+        raise ValueError(f"discard must be in [0, {J.shape[0] - 1}], got {discard}")
+    if not np.all(np.isfinite(J)):
+        return float("nan")
+    q = np.random.default_rng(0).standard_normal(J.shape[1])
+    q /= np.linalg.norm(q)
+    total = 0.0
+    for t, step in enumerate(J):
+        z = step @ q
+        size = np.linalg.norm(z)
+        if size == 0:
+            return float("-inf")
+        q = z / size
+        if t >= discard:
+            total += np.log(size)
+    return float(total / (J.shape[0] - discard))
+
+
 def spectrum_from_factors(
     W: np.ndarray, D: np.ndarray, form: str, k: int | None = None, discard: int = 0,
     rng: np.random.Generator | None = None,

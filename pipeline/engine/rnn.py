@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -31,6 +32,7 @@ class RNN:
     activation: str  # a name from activations.ACTIVATIONS
     leaky_slope: float  # slope of leaky_relu for z < 0; ignored by other activations
     params: dict[str, np.ndarray] = field(default_factory=dict)  # keys as in model*.npz
+    cell: ClassVar[str] = "rnn"  # the LSTM's is "lstm" (engine/cells.py)
 
     @property
     def layers(self) -> int:
@@ -68,6 +70,9 @@ def param_keys(layers: int) -> list[str]:
 
 def validate_model(model: RNN) -> None:
     """Raise ValueError naming the first thing wrong with the model's form, activation or shapes."""
+    if getattr(model, "cell", "rnn") != "rnn":  # e.g. an LSTM handed to a vanilla-only function
+        raise ValueError(f"expected a vanilla RNN (cell rnn), got a {model.cell} model; its functions take its dense "
+                         "step Jacobians (lstm.step_jacobians, jacobian.log_norms_from_steps)")
     if model.form not in FORMS:
         raise ValueError(f"unknown form {model.form!r}; valid: {', '.join(FORMS)}")
     get_activation(model.activation, model.leaky_slope)
@@ -349,12 +354,14 @@ def loss_and_dy(
 
 
 def _elman_backward(
-    W: np.ndarray, D: np.ndarray, dh_in: np.ndarray, carry: np.ndarray, signal: np.ndarray | None
+    W: np.ndarray, D: np.ndarray, dh_in: np.ndarray, carry: np.ndarray, signal: np.ndarray | None,
+    per_sequence: np.ndarray | None = None,
 ) -> None:
     """BPTT through one elman layer, in place: dh_in (T, B, n), dE/dh_t arriving from above, becomes dE/da_t
     (the G of this form, written over the total dE/dh_t: no second buffer to stream through).
 
-    carry (B, n) is scratch; signal (T+1,) gets ||dE/dh_t|| for t >= 1, or is None to skip the norms.
+    carry (B, n) is scratch; signal (T+1,) gets ||dE/dh_t|| for t >= 1, or is None to skip the norms;
+    per_sequence (T, B), if given, gets ||dE/dh_{t+1}||^2 of each sequence (what Pascanu's regulariser divides by).
     """
     T = D.shape[0]
     for t in reversed(range(T)):
@@ -363,15 +370,19 @@ def _elman_backward(
             g += np.matmul(dh_in[t + 1], W, out=carry)  # total dE/dh_{t+1}: from above and through the recurrence
         if signal is not None:
             signal[t + 1] = math.sqrt(np.vdot(g, g))
+        if per_sequence is not None:
+            np.einsum("bn,bn->b", g, g, out=per_sequence[t])
         g *= D[t]
 
 
 def _pascanu_backward(
-    W: np.ndarray, D: np.ndarray, dh_in: np.ndarray, carry: np.ndarray, signal: np.ndarray | None
+    W: np.ndarray, D: np.ndarray, dh_in: np.ndarray, carry: np.ndarray, signal: np.ndarray | None,
+    per_sequence: np.ndarray | None = None,
 ) -> None:
     """BPTT through one pascanu layer, in place: dh_in (T, B, n) becomes the total dE/dh_t (the G of this form).
 
-    carry (B, n) is scratch; signal (T+1,) gets ||dE/dh_t|| for t >= 1, or is None to skip the norms.
+    carry (B, n) is scratch; signal (T+1,) gets ||dE/dh_t|| for t >= 1, or is None to skip the norms;
+    per_sequence (T, B), if given, gets ||dE/dh_{t+1}||^2 of each sequence.
     """
     T = D.shape[0]
     for t in reversed(range(T)):
@@ -381,6 +392,8 @@ def _pascanu_backward(
             g += np.multiply(carry, D[t + 1], out=carry)  # total dE/dh_{t+1}
         if signal is not None:
             signal[t + 1] = math.sqrt(np.vdot(g, g))
+        if per_sequence is not None:
+            np.einsum("bn,bn->b", g, g, out=per_sequence[t])
 
 
 def _initial_state_norm(form: str, W: np.ndarray, D: np.ndarray, G: np.ndarray) -> float:
@@ -391,13 +404,22 @@ def _initial_state_norm(form: str, W: np.ndarray, D: np.ndarray, G: np.ndarray) 
     return math.sqrt(np.vdot(back, back))
 
 
+@dataclass(frozen=True)
+class Backward:
+    """One layer's BPTT quantities, for Pascanu's regulariser (engine/omega.py)."""
+
+    G: np.ndarray  # (T, B, n): elman dE/da_t = phi'(a_t) * dE/dh_t; pascanu dE/dh_t (both for t = 1..T, total)
+    g_sq: np.ndarray  # (T, B): ||dE/dh_t||^2 (total) of each sequence for t = 1..T
+
+
 def _grad_buffers(model: RNN, workspace: Workspace | None) -> dict[str, np.ndarray]:
     """One array per parameter, shaped like it, for the gradients."""
     return {k: _empty(workspace, f"grad:{k}", v.shape) for k, v in model.params.items()}
 
 
 def bptt(
-    model: RNN, trace: Trace, dy: np.ndarray, workspace: Workspace | None = None, with_signal: bool = True
+    model: RNN, trace: Trace, dy: np.ndarray, workspace: Workspace | None = None, with_signal: bool = True,
+    backward: list | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Backpropagation through time.
 
@@ -405,6 +427,8 @@ def bptt(
     the Frobenius norm over the batch of the total derivative of E with respect to layer l's state h_k.
     with_signal=False returns None for the signal and skips its norms (a training step has no use for them).
     With a `workspace`, grads live in its buffers (see Workspace).
+    `backward`, if a list, receives per layer (bottom first) a `Backward` of that layer (what Pascanu's regulariser,
+    engine/omega.py, is computed from); valid, like the grads, until the workspace is used again.
     """
     p, L, (T, B, _) = model.params, model.layers, dy.shape
     n = model.hidden
@@ -419,10 +443,13 @@ def bptt(
     for l in reversed(range(L)):
         W, D, G = p[f"W_hh_{l}"], trace.d[l], dh_in  # G: dE/da_t (elman) or dE/dh_t (pascanu), in dh_in's buffer
         sig = None if signal is None else signal[l]
+        per_sequence = None if backward is None else np.empty((T, B))
         if model.form == "elman":
-            _elman_backward(W, D, dh_in, carry, sig)
+            _elman_backward(W, D, dh_in, carry, sig, per_sequence)
         else:
-            _pascanu_backward(W, D, dh_in, carry, sig)
+            _pascanu_backward(W, D, dh_in, carry, sig, per_sequence)
+        if backward is not None:
+            backward.insert(0, Backward(G, per_sequence))
         if sig is not None:
             sig[0] = _initial_state_norm(model.form, W, D, G)
         prev = trace.h[l][:-1] if model.form == "elman" else trace.pre[l]  # (T, B, n): what W_hh multiplied

@@ -6,7 +6,9 @@ bound check. This module never touches phi'. It perturbs the state and runs the 
 
     elman:   h_s = phi(W_hh h_{s-1} + W_xh x_s + b_h)      pascanu: h_s = W_hh phi(h_{s-1}) + W_xh x_s + b_h
 
-(with phi only) from the forward pass's states, and differentiates numerically (docs/math.md, section 4.5):
+(with phi only) from the forward pass's states, and differentiates numerically (docs/math.md, section 4.5). For an
+LSTM the state is (h, c) and the step is the cell's own equation (sigmoid and tanh only, never
+`lstm.step_jacobians`): the check is of the norms of state "full".
 
 - forward mode: V_k = I, V_s = J_s V_{s-1} for s = k+1..t, so V_t = dh_t/dh_k; each product J_s V is taken by
   central differences of one step along the (normalised) columns of V, with Richardson extrapolation over the
@@ -33,7 +35,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .rnn import RNN, forward, is_token_ids
+from .cells import forward
+from .lstm import LSTM, sigmoid
+from .rnn import RNN, is_token_ids
 
 SPOT_PAIRS = 16  # pairs per probe and layer (fewer only when the sequence has fewer)
 SPOT_STEP = 1e-5  # difference step relative to max(1, max |h_{s-1}|): rounding ~1e-11 per step, truncation below
@@ -92,7 +96,9 @@ def spot_log_norms(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, lay
     if not -model.layers <= layer < model.layers:
         raise ValueError(f"layer must be in [{-model.layers}, {model.layers - 1}], got {layer}")
     l = layer % model.layers
-    states = np.array(trace.h[l][:, 0, :])  # (T+1, n)
+    states = np.array(trace.h[l][:, 0, :])  # (T+1, n); an LSTM's state is (h, c): (T+1, 2n)
+    if isinstance(model, LSTM):
+        states = np.concatenate([states, trace.c[l][:, 0, :]], axis=1)
     drive = _input_drive(model, l, trace.inputs[l])
     T = drive.shape[0]
     pairs = spot_pairs(T) if pairs is None else np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
@@ -107,15 +113,26 @@ def spot_log_norms(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, lay
 
 
 def _input_drive(model: RNN, layer: int, inputs: np.ndarray) -> np.ndarray:
-    """(T, n) W_xh x_s + b_h of `layer` from what it read in the forward pass ((T, 1) ids or (T, 1, d) vectors)."""
-    U, b = model.params[f"W_xh_{layer}"], model.params[f"b_h_{layer}"]
+    """(T, n) W_xh x_s + b_h of `layer` from what it read in the forward pass ((T, 1) ids or (T, 1, d) vectors);
+    an LSTM's (T, 4n) W_ih x_s + b."""
+    if isinstance(model, LSTM):
+        U, b = model.params[f"W_ih_{layer}"], model.params[f"b_{layer}"]
+    else:
+        U, b = model.params[f"W_xh_{layer}"], model.params[f"b_h_{layer}"]
     if inputs.ndim == 2:  # token ids stand for one-hot vectors: W_xh one_hot(id) is column `id` of W_xh
         return U[:, inputs[:, 0]].T + b
     return inputs[:, 0, :] @ U.T + b
 
 
-def _step(model: RNN, W: np.ndarray, drive: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """The layer's step equation on rows z (r, n) with the input drive of that step (n,): only phi, no phi'."""
+def _step(model: RNN | LSTM, W: np.ndarray, drive: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """The layer's step equation on rows z (r, n) with the input drive of that step (n,): only phi, no phi'.
+    An LSTM's rows are states (h, c) (r, 2n), its drive (4n,), and it returns the next (h, c)."""
+    if isinstance(model, LSTM):
+        n = W.shape[1]
+        a = z[:, :n] @ W.T + drive
+        i, f, o = sigmoid(a[:, :n]), sigmoid(a[:, n : 2 * n]), sigmoid(a[:, 3 * n :])
+        c = f * z[:, n:] + i * np.tanh(a[:, 2 * n : 3 * n])
+        return np.concatenate([o * np.tanh(c), c], axis=1)
     phi = model.act.phi
     if model.form == "elman":
         return phi(z @ W.T + drive)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .rnn import RNN, forward, one_hot
+from .cells import Model, forward, last_state
+from .rnn import one_hot
 
 VAL_FRACTION = 0.1  # the last 10 % of the characters are held out for validation
 
@@ -81,13 +82,43 @@ def sample_windows(ids: np.ndarray, seq_len: int, batch: int, rng: np.random.Gen
     return one_hot(ids[index], V), ids[index + 1]
 
 
-def sample_ids(model: RNN, first_id: int, length: int, rng: np.random.Generator) -> list[int]:
+class ConsecutiveWindows:
+    """min-char-rnn's walk through a text (Karpathy 2015), as `batch` parallel streams: the text is cut into `batch`
+    equal parts, and every step takes the next `seq_len` characters of each part, so that a window starts where the
+    previous one ended and the caller can carry each stream's hidden state across (truncated BPTT). When a window
+    and its target would reach the end of a part (min-char-rnn: `p + seq_length + 1 >= len(data)`), every stream
+    starts over at its part's beginning from h = 0. With batch 1 this is min-char-rnn's own sequence of windows."""
+
+    def __init__(self, ids: np.ndarray, seq_len: int, batch: int) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        if seq_len < 1 or batch < 1:
+            raise ValueError(f"seq_len and batch must be >= 1, got {seq_len}, {batch}")
+        part = len(ids) // batch  # characters per stream
+        if part < seq_len + 2:
+            raise ValueError(f"{len(ids)} ids cut into {batch} streams leave {part} per stream, fewer than one "
+                             f"window of {seq_len} plus its target and min-char-rnn's spare character")
+        self.seq_len, self.part = seq_len, part
+        self.lanes = np.ascontiguousarray(ids[: part * batch].reshape(batch, part).T)  # (part, B): stream b is column b
+        self.pos = 0
+
+    def next(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(inputs (T, B) ids, targets (T, B) ids, carry): carry is False when the streams (re)start, where the
+        hidden state must be zero, and True when each window continues its stream's previous one."""
+        carry = self.pos > 0
+        if self.pos + self.seq_len + 1 >= self.part:
+            self.pos, carry = 0, False
+        window = self.lanes[self.pos : self.pos + self.seq_len + 1]  # (T+1, B)
+        self.pos += self.seq_len
+        return window[:-1], window[1:], carry
+
+
+def sample_ids(model: Model, first_id: int, length: int, rng: np.random.Generator) -> list[int]:
     """Sample `length` ids from the model's softmax, feeding each back in, starting from `first_id` and zero state.
     Stops early if the model's probabilities are not finite."""
     V, h, x, out = model.input_dim, None, first_id, []
     for _ in range(length):
         trace = forward(model, one_hot(np.array([[x]]), V), h)  # a batch of one step of one sequence
-        h = np.stack([states[-1] for states in trace.h])  # (L, 1, n)
+        h = last_state(trace)  # (L, 1, n), an LSTM's (L, 1, 2n)
         z = trace.y[0, 0] - trace.y[0, 0].max()  # (V,)
         p = np.exp(z) / np.exp(z).sum()
         if not np.all(np.isfinite(p)):

@@ -15,11 +15,20 @@ import numpy as np
 
 from .jacobian import spectral_norm, spectral_radius
 from .optim import Optimizer, check_clip, clip_gradients
-from .rnn import LOSSES, RNN, Workspace, bptt, forward, loss_and_dy
+from .cells import Model, bptt, forward, last_state
+from .omega import omega_and_grads
+from .rnn import LOSSES, RNN, Workspace, loss_and_dy
 
+# How a step's loss is reduced for its gradient: the mean per scored position (the loss every history row reports),
+# or min-char-rnn's sum over each sequence's positions, averaged over the batch: a gradient seq_len times larger,
+# which the clip bound and Adagrad's epsilon see as min-char-rnn's do.
+REDUCTIONS = ("mean", "sequence_sum")
 HISTORY_COLUMNS = ("iter", "loss", "grad_norm", "clip_scale", "w_norm", "spectral_radius")  # a TrainLog.history row
-Batch = tuple  # (xs (T, B, d) or ids (T, B), targets (T, B) int | (T, B, o), mask (T, B))
-Evaluate = Callable[[RNN], tuple]  # model -> (validation loss, success rate); loss None for a task scoring nothing
+# (xs (T, B, d) or ids (T, B), targets (T, B) int | (T, B, o), mask (T, B)[, carry]); carry True: the batch
+# continues the previous one's sequences (text.ConsecutiveWindows), so it starts from the previous step's final
+# states instead of zeros (truncated BPTT)
+Batch = tuple
+Evaluate = Callable[[Model], tuple]  # model -> (validation loss, success rate); loss None for a task scoring nothing
 
 
 @dataclass(frozen=True)
@@ -30,11 +39,13 @@ class StepStats:
     grad_norm: float  # global L2 norm of the gradient before clipping; NaN when the loss was not finite
     clip_scale: float  # post-clip norm / pre-clip norm: 1 = not clipped; NaN when the gradient was not finite
     finite: bool  # False: the loss or the gradient held inf/NaN, and the parameters were left unchanged
-    h_last: np.ndarray  # (L, B, n): each layer's final state, to carry into the next window of a stream
+    h_last: np.ndarray  # (L, B, n): each layer's final state, to carry into the next window of a stream (an
+    # LSTM's (L, B, 2n), h then c)
+    omega: float = math.nan  # Pascanu's regulariser Omega on this batch (before its weight); NaN when not computed
 
 
 def train_step(
-    model: RNN,
+    model: Model,
     optimizer: Optimizer,
     xs: np.ndarray,
     targets: np.ndarray,
@@ -45,28 +56,51 @@ def train_step(
     h0: np.ndarray | None = None,
     workspace: Workspace | None = None,
     check: bool = True,
+    omega: float = 0.0,
+    reduction: str = "mean",
 ) -> StepStats:
     """Update `model.params` in place from one batch xs (T, B, d), targets, mask (T, B), starting at h0 (L, B, n).
 
     Nothing is updated when the loss or gradient is not finite (finite=False): an exploding run reports it
     instead of raising or warning. Pass the same `workspace` to every step of a loop to reuse its buffers
     (about a quarter faster at the benchmark's sizes). check=False skips the check of the clip mode and threshold
-    (`train` checks them once, before its first step).
+    (`train` checks them once, before its first step). omega > 0 adds omega * dOmega/dW_hh (Pascanu's regulariser,
+    engine/omega.py; vanilla cell only) to the loss gradient before clipping. reduction "sequence_sum" takes the
+    gradient of the loss summed over each sequence's scored positions and averaged over the batch (REDUCTIONS);
+    StepStats.loss is the mean either way.
     """
     if check:
         check_clip(clip_mode, clip_threshold)
+        check_omega(model, omega)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         trace = forward(model, xs, h0, workspace)
-        h_last = np.stack([h[-1] for h in trace.h])  # a copy: the workspace is reused
+        h_last = last_state(trace)  # a copy: the workspace is reused
         loss, dy = loss_and_dy(trace.y, targets, mask, loss_kind, workspace)
         if not math.isfinite(loss):
             return StepStats(loss, math.nan, math.nan, False, h_last)
-        grads, _ = bptt(model, trace, dy, workspace, with_signal=False)
+        if reduction == "sequence_sum":
+            dy *= float(np.sum(mask)) / mask.shape[1]  # d(sum per sequence, mean over B) = positions per sequence dE
+        backward = [] if omega > 0 else None
+        grads, _ = bptt(model, trace, dy, workspace, with_signal=False, backward=backward)
+        reg = math.nan
+        if backward is not None:
+            reg, reg_grads = omega_and_grads(model, trace, backward)
+            for key, g in reg_grads.items():
+                grads[key] += omega * g
         clipped, grad_norm, scale = clip_gradients(grads, clip_mode, clip_threshold, check=False)
         if not math.isfinite(grad_norm):
-            return StepStats(loss, grad_norm, scale, False, h_last)
+            return StepStats(loss, grad_norm, scale, False, h_last, reg)
         optimizer.step(model.params, clipped)
-    return StepStats(loss, grad_norm, scale, True, h_last)
+    return StepStats(loss, grad_norm, scale, True, h_last, reg)
+
+
+def check_omega(model: Model, omega: float) -> None:
+    """ValueError unless omega is a finite number >= 0, and 0 for an LSTM (the regulariser is the vanilla cell's)."""
+    if isinstance(omega, bool) or not isinstance(omega, (int, float, np.number)) or not omega >= 0 \
+            or not math.isfinite(omega):
+        raise ValueError(f"omega must be a finite number >= 0, got {omega!r}")
+    if omega > 0 and model.cell != "rnn":
+        raise ValueError(f"omega (Pascanu's regulariser) is for cell rnn only, got a {model.cell} model")
 
 
 # ---- the loop -------------------------------------------------------------------------------------------------
@@ -83,13 +117,15 @@ class TrainSettings:
     eval_every: int = 0  # validate after every this many steps; 0: only before the first and after the last
     norms_every: int = 1  # w_norm and spectral_radius at every this-many-th step and the last; NaN in other rows
     scored: bool = True  # False: the task scores no position, so a history row's loss is NaN, not the step's 0
+    omega: float = 0.0  # weight of Pascanu's regulariser Omega (0: off; vanilla cell only)
+    reduction: str = "mean"  # the loss whose gradient a step takes (REDUCTIONS); history reports the mean
 
 
 @dataclass
 class TrainLog:
     """What `train` did; the caller's `on_step` may read it as it grows."""
 
-    model: RNN  # after the last step; if diverged, the last model with finite parameters
+    model: Model  # after the last step; if diverged, the last model with finite parameters
     history: list[tuple] = field(default_factory=list)  # HISTORY_COLUMNS per step taken, the non-finite one included
     val: list[tuple] = field(default_factory=list)  # (iter, val_loss, val_accuracy) per validation pass
     diverged_at: int | None = None  # iteration whose loss, gradient or update, or validation loss, was non-finite
@@ -104,10 +140,12 @@ def check_settings(settings: TrainSettings) -> None:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     if settings.loss_kind not in LOSSES:
         raise ValueError(f"unknown loss {settings.loss_kind!r}; valid: {', '.join(LOSSES)}")
+    if settings.reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {settings.reduction!r}; valid: {', '.join(REDUCTIONS)}")
     check_clip(settings.clip_mode, settings.clip_threshold)
 
 
-def train(model: RNN, optimizer: Optimizer, next_batch: Callable[[], Batch], evaluate: Evaluate,
+def train(model: Model, optimizer: Optimizer, next_batch: Callable[[], Batch], evaluate: Evaluate,
           settings: TrainSettings, on_step: Callable[[int, TrainLog], None] | None = None) -> TrainLog:
     """`settings.iters` steps of `train_step` on `next_batch()`, validating with `evaluate(model)` before the
     first step, after every `eval_every`-th and after the last (unless that step was just validated).
@@ -119,6 +157,7 @@ def train(model: RNN, optimizer: Optimizer, next_batch: Callable[[], Batch], eva
     validated. `model` is updated in place; after a divergence `log.model` is the last finite copy of it.
     """
     check_settings(settings)
+    check_omega(model, settings.omega)
     log = TrainLog(model)
     with np.errstate(all="ignore"):  # an exploding run overflows on purpose; the log records it
         _validate(log, 0, evaluate)
@@ -135,12 +174,15 @@ def train(model: RNN, optimizer: Optimizer, next_batch: Callable[[], Batch], eva
 def _steps(log: TrainLog, optimizer: Optimizer, next_batch: Callable[[], Batch], evaluate: Evaluate,
            settings: TrainSettings, on_step: Callable[[int, TrainLog], None] | None) -> None:
     """The loop of `train`: sets log.history, iters_done, diverged_at and, after a divergence, log.model."""
-    model, workspace, s = log.model, Workspace(), settings
+    model, workspace, s, h_last = log.model, Workspace(), settings, None
     for i in range(1, s.iters + 1):
         before = model.copy()
-        xs, targets, mask = next_batch()
+        batch = next_batch()
+        xs, targets, mask = batch[:3]
+        h0 = h_last if len(batch) > 3 and batch[3] else None
         step = train_step(model, optimizer, xs, targets, mask, s.loss_kind, s.clip_mode, s.clip_threshold,
-                          workspace=workspace, check=False)
+                          h0=h0, workspace=workspace, check=False, omega=s.omega, reduction=s.reduction)
+        h_last = step.h_last
         finite = (bool(step.finite) and math.isfinite(step.loss) and math.isfinite(step.grad_norm)
                   and params_finite(model))
         norms = weight_norms(model) if finite and (i % s.norms_every == 0 or i == s.iters) else (math.nan, math.nan)
@@ -157,14 +199,15 @@ def _steps(log: TrainLog, optimizer: Optimizer, next_batch: Callable[[], Batch],
             on_step(i, log)
 
 
-def params_finite(model: RNN) -> bool:
+def params_finite(model: Model) -> bool:
     return all(np.isfinite(p).all() for p in model.params.values())
 
 
-def weight_norms(model: RNN) -> tuple[float, float]:
-    """(||W_hh||_2, spectral radius) of the top layer."""
+def weight_norms(model: Model) -> tuple[float, float]:
+    """(||W_hh||_2, spectral radius) of the top layer; an LSTM's W_hh (4n, n) is not square: its radius is NaN."""
     W = model.W_hh(-1)
-    return float(spectral_norm(W)), float(spectral_radius(W))
+    radius = spectral_radius(W) if W.shape[0] == W.shape[1] else math.nan
+    return float(spectral_norm(W)), float(radius)
 
 
 def _validate(log: TrainLog, i: int, evaluate: Evaluate) -> bool:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..errors import UserError
 from ..run.files import write_atomic
-from ..run.probe import JACOBIAN_COLUMNS, SIGNAL_COLUMNS, SPOT_COLUMNS
+from ..run.probe import JACOBIAN_REQUIRED, SIGNAL_COLUMNS, SPOT_COLUMNS
 from . import studies
 from .reductions import (
     REGIME_PROBES, bound_violations, decay_by_lag, finite_median, heatmap_rows, label_regimes, learning_counts,
@@ -185,7 +185,7 @@ def check_probes(runs: pd.DataFrame, files: dict[str, RunFiles], heat_ids: list[
         if not f.folder.is_dir() or run.outcome == "failed":  # a failed run has no probe
             continue
         tag = {"run_id": run.run_id, "spec": run.spec}
-        jac = f.read("probe/jacobian.parquet", JACOBIAN_COLUMNS)
+        jac = f.read("probe/jacobian.parquet", JACOBIAN_REQUIRED)
         signal = f.read("probe/signal.parquet", SIGNAL_COLUMNS)
         if signal is not None and studies.study(run.spec).keeps_signal:
             out.signal.append(signal.assign(run_id=run.run_id))
@@ -267,7 +267,7 @@ def analyze(results_dir: Path, results: pd.DataFrame) -> Analysis:
                                                 "first_k"]),
         "missing": missing_table(runs, files),
         "decay": stacked(probes.decay, ["run_id", "spec", "when", "lag", "log10_norm", "log10_product",
-                                        "log10_global", "n_pairs", "gap_product", "gap_global"]),
+                                        "log10_global", "n_pairs", "log10_norm_cell", "gap_product", "gap_global"]),
         "regimes": regime_confusion(runs),
         "heatmaps": stacked(probes.heatmaps, ["run_id", "spec", "when", "t", "k", "log10_norm"]),
     }

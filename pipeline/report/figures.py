@@ -427,6 +427,73 @@ def draw_success(tables: Tables) -> Drawn:
     return fig, caption, ids_of(succ)
 
 
+def draw_remedies_success(tables: Tables) -> Drawn:
+    """The remedies spec: per task, the fraction of each arm's runs that learned against T, with Wilson intervals."""
+    arms = table(tables, "remedies")
+    if arms is None:
+        return None
+    order = {name: i for i, name in enumerate(studies.REMEDY_ARMS.values())}
+    succ = arms.assign(label=arms["arm_name"].astype(str)).sort_values("label", key=lambda s: s.map(order))
+    tasks = list(dict.fromkeys(succ["task"].astype(str)))
+    labels = list(dict.fromkeys(succ["label"]))
+    colors = dict(zip(labels, sns.color_palette(n_colors=len(labels))))
+    fig, axes = panel_row(len(tasks), 3.2, 3.0, margin=1.0)
+    handles = {}
+    for ax, task in zip(axes, tasks):
+        s = succ[succ["task"].astype(str) == task]
+        for i, (label, g) in enumerate(s.groupby("label", sort=False)):
+            g = finite(g.sort_values("T"), ["T", "success_rate", "success_rate_low", "success_rate_high"])
+            x = g["T"].astype(float) * (1 + 0.012 * (i - len(labels) / 2))  # a nudge, so equal rates stay apart
+            y = g["success_rate"].astype(float)
+            yerr = [y - g["success_rate_low"].astype(float), g["success_rate_high"].astype(float) - y]
+            ax.errorbar(x, y, yerr=yerr, color=colors[label], marker="o", ms=4, lw=1.2, capsize=3, label=label)
+        ax.set(title=task, xlabel="sequence length T", ylabel="fraction of runs that learned", ylim=(-0.03, 1.04))
+        handles |= dict(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(len(handles), 6), fontsize=8)
+    caption = ("Remedies: the fraction of each arm's runs that learned (final validation loss below "
+               f"{1 - LEARNED_MARGIN:g}× chance) against sequence length T, with Wilson 95% intervals (points nudged "
+               "sideways so that equal rates stay visible); tables/remedies.csv gives the counts.")
+    return fig, caption, ids_of(arms)
+
+
+def draw_remedies_decay(tables: Tables) -> Drawn:
+    """The remedies spec: per task, at its longest T, each arm's median over runs of log10 ||dh_t/dh_k|| by lag,
+    at init (dashed) and after training (solid); for the LSTM also its cell state's ||dc_t/dc_k|| (dotted)."""
+    arms, decay = table(tables, "remedies"), table(tables, "decay")
+    if arms is None or decay is None:
+        return None
+    tasks = list(dict.fromkeys(arms["task"].astype(str)))
+    names = list(studies.REMEDY_ARMS.values())
+    colors = dict(zip(names, sns.color_palette(n_colors=len(names))))
+    fig, axes = panel_row(len(tasks), 3.6, 3.2, margin=1.1)
+    handles, ids = {}, []
+    for ax, task in zip(axes, tasks):
+        a = arms[arms["task"].astype(str) == task]
+        a = a[a["T"] == a["T"].max()]
+        for row in a.itertuples():
+            runs = str(row.run_ids).split(";")
+            ids += runs
+            d = decay[decay["run_id"].isin(runs)]
+            for when, style in (("init", "--"), ("final", "-")):
+                m = d[d["when"] == when].groupby("lag")["log10_norm"].median()
+                line, = ax.plot(m.index, m.to_numpy(), ls=style, lw=1.1, color=colors[row.arm_name],
+                                label=f"{row.arm_name}" if when == "final" else None)
+                if when == "final":
+                    handles[row.arm_name] = line
+            if "log10_norm_cell" in d and d["log10_norm_cell"].notna().any():
+                m = d[d["when"] == "final"].groupby("lag")["log10_norm_cell"].median()
+                line, = ax.plot(m.index, m.to_numpy(), ls=":", lw=1.4, color=colors[row.arm_name])
+                handles[f"{row.arm_name}: cell state ‖∂c_t/∂c_k‖"] = line
+        ax.set(title=f"{task}, T = {int(a['T'].max())}" if len(a) else task, xlabel="lag t − k",
+               ylabel="log10 ‖∂h_t/∂h_k‖")
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=3, fontsize=8)
+    caption = ("Remedies: mean log10 ‖∂h_t/∂h_k‖ at each lag on the probe sequence (its first probe_len steps, top "
+               "layer), the median over each arm's runs at the longest T; dashed at initialisation, solid after "
+               "training, dotted the LSTM's cell state ‖∂c_t/∂c_k‖ after training (the LSTM's solid line is the norm "
+               "of its whole state (h, c)).")
+    return fig, caption, ids
+
+
 def draw_text(tables: Tables) -> Drawn:
     curve = table(tables, "text_curve")
     if curve is None:
@@ -449,6 +516,7 @@ DRAWERS: dict[str, Callable[[Tables], Drawn]] = {
     "heatmaps": draw_heatmaps, "decay": draw_decay, "tightness": draw_tightness, "rates": draw_rates,
     "phase": draw_phase, "activations": draw_activations, "clip_curves": draw_clip_curves,
     "clip_final": draw_clip_final, "depth": draw_depth, "success_vs_T": draw_success, "text_curve": draw_text,
+    "remedies_success": draw_remedies_success, "remedies_decay": draw_remedies_decay,
 }
 
 

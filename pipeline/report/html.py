@@ -220,14 +220,42 @@ def summary_section(metrics: dict, specs: list[str], ids: list[str]) -> Section:
                    f"‖W_hh‖₂ grew more than {UNSTABLE_NORM_GROWTH:g}×), ", m("outcomes.diverged"),
                    " diverged (inf or NaN), ", m("outcomes.failed"), " failed (an error). A run learned when its "
                    f"final validation loss is below {1 - LEARNED_MARGIN:g}× its task's chance loss; within "
-                   f"{LEARNED_MARGIN:.0%} either side of chance it is at chance. Per sweep spec:"]),
+                   f"{LEARNED_MARGIN:.0%} either side of chance it is at chance."]),
     ]
-    items = [[f"{s}: "] + spec_headline(s, metrics) for s in specs]
-    blocks.append(Bullets(items))
+    blocks += spec_overview(specs, metrics)
     if metrics.get("n_missing_artifacts"):
         blocks.append(Paragraph([m("n_missing_artifacts"), " artifacts were missing in ", m("n_runs_incomplete"),
                                  " runs; they are listed under Missing artifacts."]))
     return Section("summary", "Summary", blocks, ids)
+
+
+def spec_overview(specs: list[str], metrics: dict) -> list:
+    """The summary's per-spec part: two tables of counts, one row per spec (a link to its section): how its runs
+    ended with the bound check and the theorem, and how many learned; then a bullet per spec with a study of its
+    own, its headline numbers (the sentence its section opens with)."""
+    def row(spec: str, prefix: str, keys: tuple[str, ...]) -> list[Inline]:
+        return [SectionLink(f"spec-{spec}", spec)] + [Metric(f"{prefix}.{k}") for k in keys]
+
+    ended = ("n_runs", "outcomes.ok", "outcomes.unstable", "outcomes.diverged", "outcomes.failed", "violations",
+             "contradictions.init", "contradictions.final")
+    learning = ("learned.n", "learned.k", "learned.low", "learned.high", "n_at_chance", "n_worse_than_chance")
+    blocks: list = [
+        Table(["spec", "runs", "ok", "unstable", "diverged", "failed", "bound violations",
+               "contradictions at init", "after training"],
+              [row(s, f"specs.{s}", ended) for s in specs],
+              "Per sweep spec: how its runs ended, bound violations and contradictions of the theorem (expected 0)"),
+        Table(["spec", "runs on a scored task", "learned", "95% CI low", "high", "at chance", "worse than chance"],
+              [row(s, f"learning.{s}", learning) for s in specs],
+              "Per sweep spec: the runs that learned, with the Wilson 95% interval of their share"),
+    ]
+    items = []
+    for spec in specs:
+        h = f"specs.{spec}.headline"
+        found, head = metric_value(metrics, h)
+        tail = studies.study(spec).headline
+        if found and isinstance(head, dict) and tail is not None and (parts := tail(h, head)):
+            items.append([SectionLink(f"spec-{spec}", spec), ": "] + parts + ["."])
+    return blocks + ([Bullets(items)] if items else [])
 
 
 def spot_paragraph(brief: bool = False) -> Paragraph:

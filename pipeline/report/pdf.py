@@ -23,6 +23,8 @@ FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 FONTS = {("sans", ""): "DejaVuSans.ttf", ("sans", "B"): "DejaVuSans-Bold.ttf", ("sans", "I"): "DejaVuSans-Oblique.ttf",
          ("mono", ""): "DejaVuSansMono.ttf"}
 BODY_PT, SMALL_PT, TABLE_PT = 9.5, 7, 7
+BULLET_INDENT, BULLET_HANG = 3.0, 3.5  # mm: from the margin to a bullet, and from the bullet to its text (every
+# line of an item starts there: a hanging indent)
 MM_PER_INCH = 25.4
 
 
@@ -85,7 +87,13 @@ def col_widths(pdf: FPDF, table: Table, metrics: dict) -> list[float]:
     return [w / sum(widths) for w in widths]
 
 
+KEEP_ROWS = 3  # a table starts on a new page unless its caption, heading and this many rows fit on the current one
+
+
 def write_table(pdf: FPDF, table: Table, metrics: dict) -> None:
+    row_mm = TABLE_PT * 0.5 + 2 * 0.8  # a one-line row: line height plus padding (as pdf.table below sets them)
+    if pdf.will_page_break((8 if table.caption else 0) + (2 + min(KEEP_ROWS, len(table.rows))) * row_mm):
+        pdf.add_page()  # no caption or heading stranded at the foot of a page
     if table.caption:
         write_paragraph(pdf, printable(table.caption), SMALL_PT + 1, style="I")
     widths = col_widths(pdf, table, metrics)
@@ -120,11 +128,14 @@ def write_block(pdf: FPDF, block: Any, metrics: dict) -> None:
     if isinstance(block, Paragraph):
         write_paragraph(pdf, line(block.parts, metrics))
     elif isinstance(block, Bullets):
-        for item in block.items:
-            pdf.set_x(pdf.l_margin + 3)
-            pdf.set_font("sans", "", BODY_PT)
-            pdf.multi_cell(pdf.epw - 3, BODY_PT * 0.5, "• " + line(item, metrics), new_x="LMARGIN", new_y="NEXT",
-                           align="L")
+        pdf.set_font("sans", "", BODY_PT)
+        for i, item in enumerate(block.items):
+            if i:
+                pdf.ln(1)  # a little air between items
+            pdf.set_x(pdf.l_margin + BULLET_INDENT)
+            pdf.cell(BULLET_HANG, BODY_PT * 0.5, "•", new_x="RIGHT", new_y="TOP")
+            pdf.multi_cell(pdf.epw - BULLET_INDENT - BULLET_HANG, BODY_PT * 0.5, line(item, metrics),
+                           new_x="LMARGIN", new_y="NEXT", align="L")
         pdf.ln(1.5)
     elif isinstance(block, Table):
         write_table(pdf, block, metrics)

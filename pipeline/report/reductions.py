@@ -42,14 +42,32 @@ def round_metric(x: Any) -> int | float | None:
 
 
 def format_metric(x: Any) -> str:
-    """How the report prints a number: float(format_metric(x)) == round_metric(x), so HTML and metrics.json agree."""
+    """How the report prints a number: the value metrics.json stores (round_metric), with thousands separators in
+    a number of four or more integer digits ("186,420"), so parse_metric(format_metric(x)) == round_metric(x) and
+    the HTML, the PDF and metrics.json agree."""
     v = round_metric(x)
     if v is None:
         return "n/a"
     if isinstance(v, int):
-        return str(v)
+        return f"{v:,}"
     text = f"{v:.{SIG_DIGITS}g}"
-    return text if float(text) == v else repr(v)
+    text = text if float(text) == v else repr(v)
+    return with_separators(text)
+
+
+def with_separators(text: str) -> str:
+    """A number's text with commas between the thousands of its integer part; exponent notation ("1.5e+06") and
+    short numbers are left as they are."""
+    sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
+    whole, dot, frac = digits.partition(".")
+    if not whole.isdigit() or len(whole) < 4 or not (frac == "" or frac.isdigit()):
+        return text
+    return f"{sign}{int(whole):,}{dot}{frac}"
+
+
+def parse_metric(text: str) -> float:
+    """The number format_metric printed (thousands separators dropped); NaN for "n/a"."""
+    return math.nan if text == "n/a" else float(text.replace(",", ""))
 
 
 def rounded_tree(tree: Any) -> Any:
@@ -100,14 +118,17 @@ def top_layer(jac: pd.DataFrame) -> pd.DataFrame:
 
 
 def decay_by_lag(jac: pd.DataFrame) -> pd.DataFrame:
-    """Top layer, per (when, lag): mean log10 norm and bounds over the finite pairs, and the gaps in decades."""
+    """Top layer, per (when, lag): mean log10 norm and bounds over the pairs whose norm and product bound are
+    finite, and the gaps in decades. An LSTM has no global bound (its log10_global and gap_global are NaN) and a
+    cell state: log10_norm_cell, the mean of its finite ||dc_t/dc_k||, NaN for the vanilla cell."""
     top = top_layer(jac)
-    logs = top[["log_norm", "log_bound_product", "log_bound_global"]]
-    top = top[np.isfinite(logs.to_numpy(float)).all(axis=1)]
+    top = top[np.isfinite(top[["log_norm", "log_bound_product"]].to_numpy(float)).all(axis=1)]
+    cell = pd.to_numeric(top["log_norm_cell"], errors="coerce") if "log_norm_cell" in top else np.nan
+    top = top.assign(log_norm_cell=cell).replace({"log_norm_cell": {np.inf: np.nan, -np.inf: np.nan}})
     out = top.groupby(["when", "lag"], as_index=False).agg(
         log10_norm=("log_norm", "mean"), log10_product=("log_bound_product", "mean"),
-        log10_global=("log_bound_global", "mean"), n_pairs=("t", "size"))
-    out[["log10_norm", "log10_product", "log10_global"]] /= LN10
+        log10_global=("log_bound_global", "mean"), n_pairs=("t", "size"), log10_norm_cell=("log_norm_cell", "mean"))
+    out[["log10_norm", "log10_product", "log10_global", "log10_norm_cell"]] /= LN10
     out["gap_product"] = out["log10_product"] - out["log10_norm"]
     out["gap_global"] = out["log10_global"] - out["log10_norm"]
     return out
@@ -395,27 +416,56 @@ def success_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     return table, head
 
 
+CLIP_MODES_COMPARED = ("global", "elementwise")  # the clip modes whose best threshold the clipping headline names
+
+
 def clip_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Per clip mode and threshold (none: threshold unused): the final training loss (median over the ok runs) and
-    how many runs diverged, went unstable and learned, each a rate with its Wilson interval."""
-    r = numeric(runs, ["clip_threshold", "final_train_loss"])
+    """Per clip mode and threshold (none: threshold unused): the final training loss (median over the ok runs), the
+    final validation loss (median over the runs that have one) and how many runs diverged, went unstable, blew up
+    (either) and learned, each a rate with its Wilson interval.
+
+    The headline compares the unclipped runs with the clipped ones and, per clip mode, names its best threshold:
+    the one with the largest share of runs that learned (ties: the lower median validation loss, then the lower
+    threshold), so the effect clipping is for reads as "unclipped: k of n blew up; clipped at c: k of n learned"."""
+    r = numeric(runs, ["clip_threshold", "final_train_loss", "final_val_loss", "chance_loss"])
     r.loc[r["clip_mode"] == "none", "clip_threshold"] = np.nan
     r["is_diverged"], r["is_unstable"] = r["outcome"] == "diverged", r["outcome"] == "unstable"
+    r["blew_up"] = r["is_diverged"] | r["is_unstable"]
     r.loc[r["outcome"] != "ok", "final_train_loss"] = np.nan
+    r.loc[~np.isfinite(r["final_val_loss"]), "final_val_loss"] = np.nan
     table = grouped(r, ["clip_mode", "clip_threshold"], final_loss=("final_train_loss", "median"),
-                    n_diverged=("is_diverged", "sum"), n_unstable=("is_unstable", "sum"), n_learned=("learned", "sum"))
-    for name in ("diverged", "unstable", "learned"):
+                    final_val_loss=("final_val_loss", "median"), n_diverged=("is_diverged", "sum"),
+                    n_unstable=("is_unstable", "sum"), n_blew_up=("blew_up", "sum"), n_learned=("learned", "sum"))
+    for name in ("diverged", "unstable", "blew_up", "learned"):
         table = with_rate(table, f"{name}_fraction", f"n_{name}", "n_runs")
     clipped, unclipped = r[r["clip_mode"] != "none"], r[r["clip_mode"] == "none"]
     best = table[(table["clip_mode"] != "none") & table["final_loss"].notna()]
     best = best.loc[best["final_loss"].idxmin()] if len(best) else None
-    head = {"unclipped_final_loss": finite_median(unclipped["final_train_loss"])}
+    head = {"unclipped_final_loss": finite_median(unclipped["final_train_loss"]),
+            "chance_loss": finite_median(r["chance_loss"])}
     for name, part in (("unclipped", unclipped), ("clipped", clipped)):
         head |= {f"{what}_{name}": rate(int(part[column].sum()), len(part))
-                 for what, column in (("diverged", "is_diverged"), ("unstable", "is_unstable"), ("learned", "learned"))}
+                 for what, column in (("diverged", "is_diverged"), ("unstable", "is_unstable"),
+                                      ("blew_up", "blew_up"), ("learned", "learned"))}
     head |= {"best_final_loss": None if best is None else best["final_loss"],
              "best_threshold": None if best is None else best["clip_threshold"]}
+    for mode in CLIP_MODES_COMPARED:
+        top = best_threshold(table[table["clip_mode"] == mode])
+        if top is not None:
+            head[f"best_{mode}"] = {"threshold": top["clip_threshold"], "final_val_loss": top["final_val_loss"],
+                                    "learned": rate(int(top["n_learned"]), int(top["n_runs"])),
+                                    "blew_up": rate(int(top["n_blew_up"]), int(top["n_runs"]))}
     return table, head | {"best_mode": None if best is None else str(best["clip_mode"])}
+
+
+def best_threshold(rows: pd.DataFrame) -> pd.Series | None:
+    """The row of clip_table with the largest share of runs that learned; ties: the lower median validation loss
+    (a missing one last), then the lower threshold. None when there are no rows."""
+    if not len(rows):
+        return None
+    order = rows.assign(_share=rows["n_learned"] / rows["n_runs"], _val=rows["final_val_loss"].fillna(np.inf))
+    order = order.sort_values(["_share", "_val", "clip_threshold"], ascending=[False, True, True], kind="stable")
+    return rows.loc[order.index[0]]
 
 
 DEPTH_COLUMNS = ("run_id", "layers", "when", "layer", "log10_signal_first", "log10_signal_mean")
@@ -459,3 +509,21 @@ def curve_rows(history: pd.DataFrame, points: int = CURVE_POINTS) -> pd.DataFram
     h["loss"] = pd.to_numeric(h["loss"], errors="coerce").replace([np.inf, -np.inf], np.nan)
     keep = np.unique(np.linspace(0, len(h) - 1, min(points, len(h))).round().astype(int)) if len(h) else []
     return h.iloc[keep]
+
+
+ARM_SLOPES = ("slope_init", "slope_final", "slope_cell_init", "slope_cell_final")  # medians an arm table shows
+
+
+def arm_table(runs: pd.DataFrame, arm: pd.Series) -> pd.DataFrame:
+    """Per task, arm (a label per run, given) and T: how many runs learned, with the Wilson interval of the rate,
+    the mean accuracy beside its chance baseline, the parameter count (the arm's largest, with its smallest as a
+    check that the arm is one size), and the median fitted decay slopes (nats per step; the cell-state ones NaN
+    but for an LSTM)."""
+    r = numeric(runs, ["seq_len", "val_accuracy", "chance_accuracy", "n_params", *ARM_SLOPES]).assign(
+        arm=arm.astype(str), scored=scored_runs(runs), diverged=runs["outcome"] == "diverged")
+    table = grouped(r.rename(columns={"seq_len": "T"}), ["task", "arm", "T"],
+                    n_learned=("learned", "sum"), n_scored=("scored", "sum"), n_diverged=("diverged", "sum"),
+                    accuracy=("val_accuracy", "mean"), chance=("chance_accuracy", "mean"),
+                    n_params=("n_params", "max"), n_params_min=("n_params", "min"),
+                    **{s: (s, finite_median) for s in ARM_SLOPES})
+    return with_rate(table, "success_rate", "n_learned", "n_scored")

@@ -15,10 +15,10 @@ from typing import Callable
 import pandas as pd
 
 from ..run.verdicts import LEARNED_MARGIN
-from .document import Inline, Metric, RunRef, Table, cell, frame_table, joined
+from .document import Bullets, Inline, Metric, RunRef, Table, cell, frame_table, joined
 from .reductions import (
-    activation_table, clip_table, curve_rows, depth_table, outcome_table, stacked, success_table, text_headline,
-    weight_norm_table,
+    activation_table, arm_table, clip_table, curve_rows, depth_table, finite_median, outcome_table, rate, stacked,
+    success_table, text_headline, weight_norm_table,
 )
 
 Tables = dict[str, pd.DataFrame]
@@ -54,8 +54,8 @@ class Study:
     headline: Callable[[str, dict], list[Inline]] | None = None  # the headline sentence's tail, from the metrics
     # key of the headline ("specs.<name>.headline") and the headline dict itself (for its keys)
     table: tuple[str, dict[str, str]] | None = None  # the section's main table: name in tables/, column -> heading
-    more_tables: Callable[[str, dict, Tables], list[Table]] | None = None  # (spec, analysis.json specs.<spec>,
-    # tables) -> further tables of the section, after the main one
+    more_tables: Callable[[str, dict, Tables], list[Table | Bullets]] | None = None  # (spec, analysis.json
+    # specs.<spec>, tables) -> further tables (or bullets) of the section, after the main one
     finding: Callable[[str, dict], list[Inline] | None] | None = None  # the report's opening finding about the
     # spec (after its name), from the headline's key and dict; None: the headline's numbers do not allow one
     figures: tuple[str, ...] = ()  # names of figures.draw_figures' figures shown in the section
@@ -162,14 +162,47 @@ def clipping_summary(d: SpecRuns) -> SpecSummary:
                    head, {"best_mode": best_mode})
 
 
+CLIP_WORDS = {"global": "with the global norm clipped at ", "elementwise": "with each entry clipped at "}
+
+
+def clip_modes_with_best(head: dict) -> list[str]:
+    """The clip modes whose best threshold the headline holds (reductions.clip_table: modes with runs)."""
+    return [m for m in CLIP_WORDS if isinstance(head.get(f"best_{m}"), dict)]
+
+
 def clipping_headline(h: str, head: dict) -> list[Inline]:
     parts: list[Inline] = ["unclipped: final loss (ok runs) ", Metric(f"{h}.unclipped_final_loss")]
     for name in ("unclipped", "clipped"):
-        parts += ([", " if name == "unclipped" else "; clipped: "] + ["diverged "] + rate_parts(f"{h}.diverged_{name}")
-                  + [", unstable "] + rate_parts(f"{h}.unstable_{name}") + [", learned "]
-                  + rate_parts(f"{h}.learned_{name}"))
-    return parts + [", best final loss (ok runs) ", Metric(f"{h}.best_final_loss"), " at threshold ",
+        parts += ([", " if name == "unclipped" else "; all clipped runs: "] + ["diverged "]
+                  + rate_parts(f"{h}.diverged_{name}") + [", unstable "] + rate_parts(f"{h}.unstable_{name}")
+                  + [", learned "] + rate_parts(f"{h}.learned_{name}"))
+        if name == "unclipped":
+            for mode in clip_modes_with_best(head):
+                parts += [f"; best {mode} threshold ", Metric(f"{h}.best_{mode}.threshold"), ": learned "]
+                parts += rate_parts(f"{h}.best_{mode}.learned") + [
+                    ", median validation loss ", Metric(f"{h}.best_{mode}.final_val_loss"), " (chance ",
+                    Metric(f"{h}.chance_loss"), ")"]
+    return parts + [", best final training loss (ok runs) ", Metric(f"{h}.best_final_loss"), " at threshold ",
                     Metric(f"{h}.best_threshold")]
+
+
+def clipping_finding(h: str, head: dict) -> list[Inline] | None:
+    """Clipping's effect in one sentence: how many unclipped runs blew up (diverged or went unstable) against how
+    many learned at each clip mode's best threshold, with n and Wilson intervals."""
+    blew, learned = head.get("blew_up_unclipped"), head.get("learned_unclipped")
+    best = clip_modes_with_best(head)
+    if not isinstance(blew, dict) or not blew.get("n") or not isinstance(learned, dict) or not best:
+        return None
+    b = f"{h}.blew_up_unclipped"
+    parts: list[Inline] = count_parts(f"{b}.k", f"{b}.n", blew.get("k"), blew.get("n"), "unclipped runs")
+    parts += [" blew up (", Metric(f"{h}.diverged_unclipped.k"), " diverged, ", Metric(f"{h}.unstable_unclipped.k"),
+              " went unstable; ", Metric(f"{b}.rate"), ", 95% CI ", Metric(f"{b}.low"), "–", Metric(f"{b}.high"),
+              ") and ", Metric(f"{h}.learned_unclipped.k"), " learned"]
+    for mode in best:
+        key, top = f"{h}.best_{mode}.learned", head[f"best_{mode}"]["learned"]
+        parts += ["; ", CLIP_WORDS[mode], Metric(f"{h}.best_{mode}.threshold"), ", "]
+        parts += rate_count_parts(key, top, "runs") + [" learned"] + interval_parts(key)
+    return parts
 
 
 def depth_summary(d: SpecRuns) -> SpecSummary:
@@ -206,6 +239,96 @@ def text_headline_parts(h: str, head: dict) -> list[Inline]:
             "), validation accuracy ", Metric(f"{h}.val_accuracy")]
 
 
+# ---- remedies: one arm per remedy ------------------------------------------------------------------------------
+
+# key (metrics.json) -> what the report calls the arm, in report order
+REMEDY_ARMS = {"tanh_unclipped": "tanh, unclipped", "tanh_clipped": "tanh, clipped",
+               "tanh_clipped_omega": "tanh, clipped + Ω", "irnn": "IRNN", "orthogonal_tanh": "orthogonal tanh",
+               "lstm": "LSTM"}
+
+
+def remedy_arm(run: dict) -> str:
+    """The remedies spec's arm of a run (a REMEDY_ARMS key), from its config: the cell, then the activation and
+    init, then Omega and clipping."""
+    if str(run.get("cell_type", "rnn")) == "lstm":
+        return "lstm"
+    if run.get("activation") == "relu" and run.get("init") == "identity":
+        return "irnn"
+    if float(run.get("omega", 0.0) or 0.0) > 0:
+        return "tanh_clipped_omega"
+    if run.get("init") == "orthogonal":
+        return "orthogonal_tanh"
+    return "tanh_unclipped" if run.get("clip_mode") == "none" else "tanh_clipped"
+
+
+def remedies_summary(d: SpecRuns) -> SpecSummary:
+    """The arm table (success per task, arm and T, parameter counts, median slopes) and, per arm, the headline
+    numbers its sentence quotes: the learned rate at the longest T (the tasks together), its largest parameter
+    count, and the median slopes before and after training."""
+    arms = pd.Series([remedy_arm(r) for r in d.runs.to_dict("records")], index=d.runs.index, dtype=object)
+    table = arm_table(d.runs, arms)
+    table["arm_name"] = table["arm"].map(REMEDY_ARMS)
+    longest = pd.to_numeric(d.runs["seq_len"], errors="coerce").max()
+    head = {}
+    for key in REMEDY_ARMS:
+        rows = d.runs[arms == key]
+        if rows.empty:
+            continue
+        at_longest = rows[pd.to_numeric(rows["seq_len"], errors="coerce") == longest]
+        scored = at_longest["outcome"] != "failed"
+        head[key] = {"T": int(longest), "learned": rate(int(at_longest["learned"].sum()), int(scored.sum())),
+                     "n_params": int(pd.to_numeric(rows.get("n_params"), errors="coerce").max())
+                     if "n_params" in rows else None,
+                     **{s: finite_median(pd.to_numeric(rows[s], errors="coerce")) if s in rows else None
+                        for s in ("slope_init", "slope_final", "slope_cell_init", "slope_cell_final")}}
+    return SpecSummary({"remedies": table}, head)
+
+
+def remedies_headline(h: str, head: dict) -> list[Inline]:
+    return ["runs that learned at the longest T, per arm: "] + joined(
+        [[f"{REMEDY_ARMS[a]} "] + rate_parts(f"{h}.{a}.learned") for a in head])
+
+
+def remedies_blocks(spec: str, report: dict, tables: Tables) -> list[Table | Bullets]:
+    """One sentence per arm on what its Jacobians show, then the papers' protocols beside this study's."""
+    h = f"specs.{spec}.headline"
+    items = []
+    for key, name in REMEDY_ARMS.items():
+        rows = tables.get("remedies")
+        if rows is None or not (rows["arm"] == key).any():
+            continue
+        sentence: list[Inline] = [f"{name} (up to ", Metric(f"{h}.{key}.n_params"), " parameters): ‖∂h_t/∂h_k‖ "
+                                  "changes by ",
+                                  Metric(f"{h}.{key}.slope_init"), " nats per step of lag at initialisation and by ",
+                                  Metric(f"{h}.{key}.slope_final"), " after training (medians over its runs)"]
+        if key == "lstm":
+            sentence += ["; its cell state's ‖∂c_t/∂c_k‖ by ", Metric(f"{h}.{key}.slope_cell_init"), " and ",
+                         Metric(f"{h}.{key}.slope_cell_final")]
+        items.append(sentence + ["; at T = ", Metric(f"{h}.{key}.T"), " it learned in "]
+                     + rate_parts(f"{h}.{key}.learned", " runs (the tasks together)") + ["."])
+    return [Bullets(items), PAPERS] if items else [PAPERS]
+
+
+# What the papers did, as read from the sources named; the numbers of their result tables are not quoted here
+# (not read for this report), so the comparison is of protocols.
+PAPERS = Table(
+    ["source", "arms", "protocol", "how this study differs"],
+    [["Pascanu, Mikolov & Bengio (2013), code github.com/pascanur/trainingRNNs (RNN.py)",
+      "tanh RNN, with gradient clipping and with the regulariser Ω",
+      "50 hidden units, sparse W_hh at spectral radius 0.95, SGD lr 0.01, batches of 20, clipping at norm 1, "
+      "Ω weight 2, lengths drawn from 50–200 per batch",
+      "Adam for every arm, fixed T per run, fewer iterations; the same init, clipping cutoff and Ω weight"],
+     ["Le, Jaitly & Hinton (2015), arXiv:1504.00941 (abstract)",
+      "IRNN: ReLU with W_hh initialised to the identity",
+      "reported comparable to a standard LSTM on two long-range toy problems (the adding problem among them)",
+      "learning rate ten times below the other arms' (their advice of a small one), Adam instead of SGD"],
+     ["Hochreiter & Schmidhuber (1997); the adding problem as on people.idsia.ch/~juergen/nipslstm",
+      "LSTM",
+      "target 0.5 + (X_1 + X_2)/4, a sequence correct when |error| < 0.04, lengths T to T + T/10",
+      "the same target and criterion at fixed T; a modern LSTM with a forget gate (bias 1), PyTorch's layout"]],
+    "The papers' protocols beside this study's (docs/math.md section 13 and experiments/remedies.yaml)")
+
+
 STUDIES = (  # in report order
     Study("weight_norms", "How the recurrent weight norm γ_W sets the decay rate, per activation.",
           weight_norms_summary, ("weight_norms",), weight_norms_headline,
@@ -222,9 +345,10 @@ STUDIES = (  # in report order
     Study("depth", "Stacked layers: the gradient signal reaching each layer.",
           depth_summary, ("depth",), depth_headline, more_tables=depth_layers, figures=("depth",), keeps_signal=True),
     Study("clipping", "Gradient clipping by global norm or elementwise, against none.",
-          clipping_summary, ("clip", "clip_curves"), clipping_headline,
+          clipping_summary, ("clip", "clip_curves"), clipping_headline, finding=clipping_finding,
           table=("clip", {"clip_mode": "mode", "clip_threshold": "threshold", "final_loss": "final loss (ok runs)",
-                          "n_runs": "runs", "n_diverged": "diverged", "n_unstable": "unstable",
+                          "final_val_loss": "val loss (median)", "n_runs": "runs", "n_diverged": "diverged",
+                          "n_unstable": "unstable",
                           "n_learned": "learned", "learned_fraction_low": "learned 95% CI low",
                           "learned_fraction_high": "high"}),
           figures=("clip_curves", "clip_final")),
@@ -236,6 +360,16 @@ STUDIES = (  # in report order
                                   "success_rate_low": "95% CI low", "success_rate_high": "high",
                                   "accuracy": "mean accuracy", "chance": "chance accuracy"}),
           figures=("success_vs_T",)),
+    Study("remedies", "The remedies side by side: how many runs of each arm learned as T grows (Wilson 95% "
+          "intervals), the parameter counts at one hidden size, and the decay of the Jacobian norms per arm.",
+          remedies_summary, ("remedies",), remedies_headline, more_tables=remedies_blocks,
+          table=("remedies", {"task": "task", "arm_name": "arm", "T": "T", "n_params": "parameters",
+                              "n_learned": "learned", "n_scored": "runs", "success_rate": "learned rate",
+                              "success_rate_low": "95% CI low", "success_rate_high": "high",
+                              "accuracy": "mean accuracy", "chance": "chance accuracy", "n_diverged": "diverged",
+                              "slope_init": "slope init", "slope_final": "slope final",
+                              "slope_cell_final": "cell slope final"}),
+          figures=("remedies_success", "remedies_decay")),
     Study("text", "A character-level text model (min-char-rnn style): loss and samples over training.",
           text_summary, ("text_curve",), text_headline_parts, figures=("text_curve",), reads_samples=True),
 )

@@ -22,14 +22,19 @@ from typing import Any, Callable, ClassVar, Mapping
 import yaml
 
 from ..engine.activations import ACTIVATIONS
+from ..engine.cells import CELLS
 from ..errors import UserError, did_you_mean, shown
 from ..engine.init import INITS
+from ..engine.lstm import FORGET_BIAS
 from ..engine.optim import CLIP_MODES, MAX_CLIP_THRESHOLD, MAX_LR, MAX_WEIGHT_DECAY, OPTIMIZERS
 from ..engine.rnn import FORMS
+from ..engine.trainer import REDUCTIONS
 from . import safeyaml
+from .corpus import DEFAULT_CORPUS
 from .safeyaml import MAX_YAML_BYTES
 
 TASKS = ("adding", "temporal_order", "copy", "probe", "text")
+WINDOWS = ("random", "consecutive")  # how a text run takes its training windows (run/sources.py)
 MAX_SEED = 2**32 - 1  # numpy's classic seed range; larger ints would not fit the results table's int64 columns
 
 
@@ -124,17 +129,18 @@ class Choice:
 
 
 @dataclass(frozen=True)
-class OptionalPath:
+class Corpus:
+    """A text corpus, named explicitly: `default` (the embedded one) or a file path. Null is refused rather than
+    read as "whatever was generated last", which made a result depend on history."""
+
     kind: ClassVar[type] = str
 
     def describe(self, null: bool = True) -> str:
-        return "a path to a UTF-8 text file" + (", or null for the default corpus" if null else "")
+        return f"{DEFAULT_CORPUS} (the embedded stdlib docstrings) or a path to a UTF-8 text file"
 
-    def check(self, value: Any) -> str | None:
-        if value is None:
-            return None
+    def check(self, value: Any) -> str:
         if not isinstance(value, (str, Path)) or not str(value).strip():
-            raise Invalid(f"{_short(value)} is not a path", self.describe())
+            raise Invalid(f"{'null' if value is None else _short(value)} is not a corpus", self.describe())
         return str(value)
 
 
@@ -170,15 +176,22 @@ class RunConfig:
     # data
     task: str = _f("text", Choice(TASKS), "What to learn: a synthetic long-range task, or the next character "
                    "of a text.")
-    text: str | None = _f(None, OptionalPath(), "Text task: the corpus file. Unset: the text `rnngrad generate` "
-                          "wrote to the data folder (`data/text.npz`), else the built-in corpus of stdlib docstrings.")
+    text: str = _f(DEFAULT_CORPUS, Corpus(), "Text task: the corpus, `default` (the embedded docstrings of this "
+                   "Python's standard library) or a UTF-8 file; a run is identified by the corpus's content, not its "
+                   "path. A spec's text cells must name it.")
     seq_len: int = _f(25, Int(1, 100_000), "Synthetic: the task length T (copy feeds T + 20 steps); "
                       "text: the training window in characters.")
+    windows: str = _f("random", Choice(WINDOWS), "Text: how training windows are taken. random: uniform offsets, "
+                      "each from h = 0; consecutive: min-char-rnn's walk, each of the batch's streams reads its part "
+                      "of the text window after window, carrying its hidden state across them (truncated BPTT).")
     val_size: int = _f(1000, Int(1, 1_000_000), "Synthetic: validation sequences, a fixed held-out set; training "
                        "draws fresh sequences for every batch from the run's seed.")
     data_seed: int = _f(0, Int(0, MAX_SEED), "Synthetic: seed of the validation set's generator "
                         "(`data/<task>_T<seq_len>_N<val_size>_s<data_seed>.npz`).")
     # model
+    cell_type: str = _f("rnn", Choice(CELLS), "The recurrent cell: rnn, the vanilla RNN of form and activation; lstm, "
+                   "the LSTM (gates i, f, g, o in PyTorch's layout; form, activation, leaky_slope and omega are the "
+                   "vanilla cell's and stay at their defaults).")
     form: str = _f("elman", Choice(FORMS), "Recurrence: elman h = phi(W h + U x + b); "
                    "pascanu h = W phi(h) + U x + b.")
     activation: str = _f("tanh", Choice(ACTIVATIONS), "The activation phi of every recurrent layer.")
@@ -189,14 +202,22 @@ class RunConfig:
     init: str = _f("gaussian", Choice(INITS), "How W_hh is drawn before it is scaled to gamma_w.")
     gamma_w: float = _f(1.0, Float(0.0, lo_open=True, hi=1e6), "The spectral norm ||W_hh||_2 at init, "
                         "every layer (sparse init: the spectral radius).")
+    forget_bias: float = _f(FORGET_BIAS, Float(-100.0, hi=100.0), "LSTM: the forget gate's bias at init "
+                            "(Jozefowicz et al. 2015); the vanilla cell has none.")
     input_scale: float | None = _f(None, Float(0.0, hi=1e6, optional=True), "Standard deviation of the W_xh "
                                    "entries. Unset: 1/sqrt(fan-in).")
+    output_scale: float | None = _f(None, Float(0.0, hi=1e6, optional=True), "Standard deviation of the W_hy "
+                                    "entries. Unset: 1/sqrt(hidden); min-char-rnn draws it, like W_xh, with 0.01.")
     # optimisation
     optimizer: str = _f("adagrad", Choice(OPTIMIZERS), "Update rule: plain SGD, classical momentum 0.9, "
                         "min-char-rnn's Adagrad, or Adam (betas 0.9, 0.999).")
     lr: float = _f(0.1, Float(0.0, lo_open=True, hi=MAX_LR), "Learning rate (step size).")
     weight_decay: float = _f(0.0, Float(0.0, hi=MAX_WEIGHT_DECAY), "L2 coefficient: weight_decay * p is added to "
                              "the gradient of every parameter p.")
+    loss_reduction: str = _f("mean", Choice(REDUCTIONS), "The loss whose gradient training takes: the mean per "
+                             "scored position (every reported loss is this), or sequence_sum, min-char-rnn's sum over "
+                             "each window's positions averaged over the batch, a gradient seq_len times larger that the "
+                             "clip bound and Adagrad's epsilon see as min-char-rnn's do.")
     batch: int = _f(1, Int(1, 1_000_000), "Sequences (text: windows) per step; min-char-rnn uses 1.")
     iters: int = _f(1000, Int(0, 100_000_000), "Optimisation steps; 0 probes the initial model only.")
     clip_mode: str = _f("global", Choice(CLIP_MODES), "Gradient clipping: global rescales the whole gradient "
@@ -204,6 +225,9 @@ class RunConfig:
                         "[-clip_threshold, clip_threshold]; none leaves it as it is.")
     clip_threshold: float = _f(5.0, Float(0.0, lo_open=True, hi=MAX_CLIP_THRESHOLD), "The global norm cap, or "
                                "the elementwise bound (unused by clip_mode none).")
+    omega: float = _f(0.0, Float(0.0, hi=1e6), "Weight of Pascanu et al. (2013)'s regulariser Omega, which keeps "
+                      "the backpropagated error's norm from step to step; its gradient is added before clipping. "
+                      "0: off. Vanilla cell only.")
     # measurement
     eval_every: int = _f(100, Int(0, 100_000_000), "Iterations between validation passes; 0: only at the end.")
     samples: int = _f(5, Int(0, 1000), "Text: checkpoints that sample text, spread evenly, the last at the end.")
@@ -219,6 +243,28 @@ class RunConfig:
                 object.__setattr__(self, f.name, f.metadata["rule"].check(getattr(self, f.name)))
             except Invalid as e:
                 raise UserError(f"RunConfig.{f.name}: {e}") from None
+        conflict = cell_conflict(dataclasses.asdict(self))
+        if conflict:
+            raise UserError(f"RunConfig.{conflict[0]}: {conflict[1]}")
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+
+# Fields that only one cell reads: set away from its default for the other cell, the value would be silently ignored
+# (or, for omega, have no meaning), so such a config is refused.
+CELL_FIELDS = {"form": "rnn", "activation": "rnn", "leaky_slope": "rnn", "omega": "rnn", "forget_bias": "lstm"}
+
+
+def cell_conflict(values: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(field, problem) for the first field in `values` (a full set of RunConfig values) that belongs to the other
+    cell and is not at its default; None when the values agree with their cell."""
+    cell = values.get("cell_type", "rnn")
+    for name, owner in CELL_FIELDS.items():
+        default = _DEFAULTS[name]
+        if owner != cell and name in values and values[name] != default:
+            return name, (f"{values[name]!r} is set for cell_type {cell}, but {name} is read by cell_type {owner} "
+                          f"only; valid: {default!r} (the default) with cell_type {cell}")
+    return None
 
 
 @dataclass(frozen=True)
@@ -228,7 +274,7 @@ class FieldDoc:
     name: str
     default: Any  # None: unset (`help` says what that means)
     help: str  # what the field means, in which units
-    rule: Any  # Int, Float, Choice, OptionalPath or Bool: accepted values (`describe`), option type (`kind`)
+    rule: Any  # Int, Float, Choice, Corpus or Bool: accepted values (`describe`), option type (`kind`)
 
 
 def field_docs(cls: type = RunConfig) -> tuple[FieldDoc, ...]:
@@ -289,13 +335,26 @@ def check_values(values: Mapping[str, Any], label: Callable[[str], str]) -> dict
 
 def config_from_values(values: Mapping[str, Any], label: Callable[[str], str],
                        base: RunConfig | None = None) -> RunConfig:
-    """`base` (default RunConfig()) with `values` validated and applied."""
-    return dataclasses.replace(base or RunConfig(), **check_values(values, label))
+    """`base` (default RunConfig()) with `values` validated and applied; a field of the other cell (`cell_conflict`)
+    is refused with `label` naming it."""
+    checked = check_values(values, label)
+    conflict = cell_conflict({**dataclasses.asdict(base or RunConfig()), **checked})
+    if conflict:
+        raise UserError(f"{label(conflict[0])}: {conflict[1]}")
+    return dataclasses.replace(base or RunConfig(), **checked)
 
 
-def config_hash(cfg: RunConfig) -> str:
-    """Short, stable id of a resolved config: the first 12 hex digits of sha256 of its canonical JSON."""
-    canonical = json.dumps(dataclasses.asdict(cfg), sort_keys=True, separators=(",", ":"))
+def config_hash(cfg: RunConfig, inputs: Mapping[str, str] | None = None) -> str:
+    """Short, stable id: the first 12 hex digits of sha256 of canonical JSON.
+
+    With `inputs` ({what: sha256} of every dataset and corpus the run reads, `run.sources.input_digests`) it is
+    the run's identity, the name of its folder and its MLflow tag: the data enter by content, so a corpus enters
+    by its digest and not by its path (the `text` field is left out), and a changed byte of it is a new run.
+    Without, it identifies the config alone (e.g. to find duplicate cells in a spec)."""
+    identity: dict[str, Any] = dataclasses.asdict(cfg)
+    if inputs is not None:
+        identity = {**identity, "text": None, "inputs": dict(inputs)}
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
 
 

@@ -19,7 +19,8 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
-SOURCE_NAME = "stdlib-docstrings"  # how the manifest names this corpus
+DEFAULT_CORPUS = "default"  # the `text` value that names this corpus in a config or spec
+SOURCE_NAME = "stdlib-docstrings"  # how the manifest names its source
 # no docstrings worth learning (easter eggs), GUI toolkits, the test suite, demos and deprecated tooling
 _SKIP = frozenset({"antigravity", "this", "idlelib", "tkinter", "turtledemo", "test", "lib2to3", "ensurepip",
                    "distutils", "site-packages", "pydoc_data"})

@@ -1,7 +1,9 @@
 """The `data/` folder both ways: what `rnngrad generate` makes, how it is written, and how runs load it.
 
 Layout (docs/internals.md, "Data on disk"): `data/<task>_T<T>_N<count>_s<seed>.npz` per synthetic validation set,
-`data/text.npz` + `data/vocab.json` for the character corpus, `data/manifest.json` with hashes and baselines.
+`data/text_<sha12>.npz` + `data/text_<sha12>.vocab.json` per character corpus (several coexist, each named by its
+content), `data/manifest.json` with hashes, baselines and, under `corpora`, the digest of every corpus by the name
+the specs give it (a path or `default`). A run reads its corpus from its source and checks it against that record.
 A synthetic file holds only validation sequences, `tasks.make_task(task, T, count, np.random.default_rng(seed))`,
 so a missing file is rebuilt bit-identically in memory: training draws fresh sequences for every batch from the
 run's own seeded stream (`sources.synthetic_source`), never from this generator.
@@ -9,6 +11,7 @@ run's own seeded stream (`sources.synthetic_source`), never from this generator.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +56,17 @@ def build_dataset(task: str, T: int, count: int, seed: int) -> Dataset:
 def dataset_arrays(ds: Dataset) -> dict[str, np.ndarray]:
     """The arrays of a dataset file, keyed and ordered by DATASET_KEYS."""
     return {key: getattr(ds, key) for key in DATASET_KEYS}
+
+
+def dataset_digest(ds: Dataset) -> str:
+    """sha256 of a dataset's arrays (dtype, shape and bytes of each, in DATASET_KEYS order): its identity, the same
+    whether it was read from data/ or built in memory, and different when the generator's output changes."""
+    digest = hashlib.sha256()
+    for key, a in dataset_arrays(ds).items():
+        a = np.ascontiguousarray(a)
+        digest.update(f"{key}:{a.dtype.str}:{a.shape};".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
 
 
 def load_dataset(data_dir: Path | str, task: str, T: int, count: int, seed: int) -> Dataset:
@@ -108,7 +122,7 @@ class TextData:
     ids_val: np.ndarray  # (n_val,) int64, the last 10 % of the text
     vocab: list[str]  # id -> character
     source: str  # file path as given, or corpus.SOURCE_NAME
-    sha256: str  # of the UTF-8 text
+    sha256: str  # of the UTF-8 text: the corpus's identity
 
 
 def text_data_from_string(content: str, source: str) -> TextData:
@@ -135,6 +149,8 @@ def read_text_file(path: Path, option: str = "--text") -> str:
                         "give a UTF-8 text file (e.g. convert it with iconv -t UTF-8)") from None
     if "\x00" in content or _control_share(content) > 0.01:
         raise UserError(f"{where}: looks binary (NUL or control characters); give a UTF-8 text file")
+    if not content.strip():
+        raise UserError(f"{where}: holds only whitespace; give a UTF-8 text file with some text in it")
     return content
 
 
@@ -153,18 +169,49 @@ def check_text_length(content: str, seq_len: int, where: str) -> None:
                         f"give at least {need} characters or a smaller --seq-len")
 
 
-def load_text(data_dir: Path | str) -> TextData:
-    """Read data/text.npz, data/vocab.json (and the source from data/manifest.json); without them, the default
-    corpus in memory."""
-    data_dir = Path(data_dir)
-    if not (data_dir / "text.npz").exists():
-        return text_data_from_string(corpus.default_corpus(), corpus.SOURCE_NAME)
-    with np.load(data_dir / "text.npz", allow_pickle=False) as f:
+def read_corpus(name: str, option: str = "text") -> tuple[str, str]:
+    """(content, source) of the corpus a `text` value names: `default`, the embedded one, else a UTF-8 file
+    (UserError naming `option` if it is missing, a folder, empty, binary or not UTF-8)."""
+    if name == corpus.DEFAULT_CORPUS:
+        return corpus.default_corpus(), corpus.SOURCE_NAME
+    return read_text_file(Path(name), option), name
+
+
+def text_file_stem(sha256: str) -> str:
+    """The stem of a corpus's files in data/: named by content, so corpora of several specs coexist."""
+    return f"text_{sha256[:12]}"
+
+
+def recorded_corpora(data_dir: Path | str) -> dict[str, dict]:
+    """data/manifest.json's `corpora`: {name (a path or `default`): {sha256, source, chars, ...}}; {} without it."""
+    manifest = Path(data_dir) / "manifest.json"
+    if not manifest.is_file():
+        return {}
+    try:
+        entries = json.loads(manifest.read_text(encoding="utf-8")).get("corpora", {})
+    except (ValueError, OSError, AttributeError):
+        raise UserError(f"{manifest}: not the JSON `rnngrad generate` writes; rerun `rnngrad generate`") from None
+    return entries if isinstance(entries, dict) else {}
+
+
+def check_recorded(td: TextData, name: str, data_dir: Path | str, option: str = "text") -> None:
+    """UserError if `rnngrad generate` recorded a different text under `name` in data/: the file changed during
+    a study (or since data/ was made), and the runs of one study would read two versions of it."""
+    entry = recorded_corpora(data_dir).get(name)
+    if entry and entry.get("sha256") != td.sha256:
+        raise UserError(f"{option} {name}: its content changed since `rnngrad generate` recorded it in "
+                        f"{Path(data_dir) / 'manifest.json'} (sha256 {str(entry.get('sha256'))[:12]} then, "
+                        f"{td.sha256[:12]} now); rerun `dvc repro` or `rnngrad generate` so every run reads one version")
+
+
+def load_text(data_dir: Path | str, sha256: str) -> TextData:
+    """The encoded copy of a corpus in data/ (`text_<sha12>.npz` and `.vocab.json`), by its digest."""
+    stem, data_dir = text_file_stem(sha256), Path(data_dir)
+    with np.load(data_dir / f"{stem}.npz", allow_pickle=False) as f:
         ids_train, ids_val = f["ids_train"], f["ids_val"]
-    vocab = json.loads((data_dir / "vocab.json").read_text(encoding="utf-8"))
-    manifest = data_dir / "manifest.json"
-    info = json.loads(manifest.read_text(encoding="utf-8")).get("text", {}) if manifest.exists() else {}
-    return TextData(ids_train, ids_val, vocab, info.get("source", "unknown"), info.get("sha256", ""))
+    vocab = json.loads((data_dir / f"{stem}.vocab.json").read_text(encoding="utf-8"))
+    source = next((e.get("source", "") for e in recorded_corpora(data_dir).values() if e.get("sha256") == sha256), "")
+    return TextData(ids_train, ids_val, vocab, source, sha256)
 
 
 # ---------------------------------------------------------------------------------------- what to generate
@@ -178,7 +225,7 @@ class DataRequest:
     T: int | None = None  # synthetic: the length parameter (the cells' seq_len)
     count: int | None = None  # synthetic: validation sequences (the cells' val_size)
     seed: int | None = None  # synthetic: the validation set's generator seed (the cells' data_seed)
-    path: str | None = None  # text: the cells' UTF-8 file (None: the default corpus)
+    path: str | None = None  # text: the cells' corpus, a file path or `default` (corpus.DEFAULT_CORPUS)
     seq_len: int | None = None  # text: the longest training window, which both splits must hold
     where: str = ""  # the first cell that needs it ("<spec>: profiles.<profile>: cell <i> {...}"), for messages
 

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
-from ..engine.rnn import RNN, model_arrays, model_from_arrays
+from ..engine.cells import Model, model_arrays, model_from_arrays
 
 _FIXED_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # zip timestamps pinned so that rewriting the same arrays gives the same bytes
 
@@ -95,16 +95,16 @@ def save_npz(path: Path | str, arrays: dict[str, np.ndarray]) -> None:
 # ---- model files ----------------------------------------------------------------------------------------------
 
 
-def save_model(model: RNN, path: Path | str) -> None:
-    """Write `model` as a model*.npz file (keys: form, activation, leaky_slope, W_hh_l, W_xh_l, b_h_l, W_hy, b_y),
-    atomically."""
+def save_model(model: Model, path: Path | str) -> None:
+    """Write `model` as a model*.npz file, atomically. Vanilla keys: form, activation, leaky_slope, W_hh_l, W_xh_l,
+    b_h_l, W_hy, b_y; LSTM keys: cell ("lstm"), W_ih_l, W_hh_l, b_l, W_hy, b_y (engine/cells.py)."""
     arrays = model_arrays(model)  # validates the model before anything is written
     with atomic_file(path) as f:
         np.savez(f, **arrays)
 
 
-def load_model(path: Path | str) -> RNN:
-    """Read a model*.npz file; ValueError naming the file and what is wrong with it."""
+def load_model(path: Path | str) -> Model:
+    """Read a model*.npz file of either cell; ValueError naming the file and what is wrong with it."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"model file {path!r} does not exist or is not a file")

@@ -33,7 +33,7 @@ def check_data_dir(data_dir: Path, option: str = "--data-dir") -> None:
 
 def check_output_folder(folder: Path, label: str) -> None:
     """`folder` must be a folder this process can write in, or one it can create: its nearest existing ancestor
-    is then a writable folder. `label` starts the message, e.g. "--out results/train"."""
+    is then a writable folder. `label` starts the message, e.g. "--out runs/train"."""
     check_path_names(folder, label)
     for parent in (folder, *folder.parents):
         if parent.is_symlink() and not parent.exists():

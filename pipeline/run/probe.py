@@ -14,10 +14,15 @@ import numpy as np
 import pandas as pd
 
 from ..engine import jacobian, lyapunov, spotcheck
-from ..engine.rnn import RNN, loss_and_grads
+from ..engine.cells import Model, loss_and_grads
+from ..engine.lstm import LSTM, step_jacobians
 from .files import save_model
 
-JACOBIAN_COLUMNS = ("when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global")
+# log_norm is ||dh_t/dh_k|| (an LSTM's: of its whole state (h, c)); log_norm_cell an LSTM's ||dc_t/dc_k||, NaN for
+# the vanilla cell. log_bound_global is NaN for the LSTM (docs/math.md, section 13.4).
+JACOBIAN_COLUMNS = ("when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global",
+                    "log_norm_cell")
+JACOBIAN_REQUIRED = JACOBIAN_COLUMNS[:-1]  # what a reader needs: run folders written before the LSTM lack the last
 SIGNAL_COLUMNS = ("when", "layer", "k", "log10_dE_dh")
 SPOT_COLUMNS = ("when", "layer", "t", "k", "log_norm", "log_norm_fd", "abs_dlog")
 REGIME_BAND = 0.01  # |slope| below this (nats per step) is "neutral"
@@ -30,7 +35,7 @@ class ProbeInput:
     """One probe sequence with the targets the BPTT signal is measured against."""
 
     xs: np.ndarray  # (T, d) inputs
-    h0: np.ndarray  # (L, n) initial state
+    h0: np.ndarray  # (L, n) initial state; an LSTM's (L, 2n), h then c
     targets: np.ndarray  # (T,) int classes (xent) or (T, o) reals (mse)
     mask: np.ndarray  # (T,) loss weights; at least one nonzero, so that a gradient flows
     loss_kind: str  # "xent" | "mse"
@@ -48,26 +53,42 @@ class Probe:
     spot: pd.DataFrame  # SPOT_COLUMNS, every layer: the independent finite-difference check of sampled pairs
 
 
-def probe_model(model: RNN, probe: ProbeInput, when: str) -> Probe:
-    """Measure every layer of `model` on the probe sequence."""
+def probe_model(model: Model, probe: ProbeInput, when: str) -> Probe:
+    """Measure every layer of `model` on the probe sequence (an LSTM: both of its states, docs/math.md 13.3)."""
     logmats, tables, layers, spots = [], [], [], []
     for layer in range(model.layers):
-        logmat = jacobian.log_norm_matrix(model, probe.xs, probe.h0, layer)
-        product, global_ = jacobian.log_bound_matrices(model, probe.xs, probe.h0, layer)
+        if isinstance(model, LSTM):
+            logmat, cellmat, product, global_, lyap = _lstm_layer(model, probe, layer)
+        else:
+            logmat = jacobian.log_norm_matrix(model, probe.xs, probe.h0, layer)
+            product, global_ = jacobian.log_bound_matrices(model, probe.xs, probe.h0, layer)
+            cellmat, lyap = None, lyapunov.top_lyapunov(model, probe.xs, probe.h0, layer)
         logmats.append(logmat)
-        tables.append(jacobian_table(when, layer, logmat, product, global_))
-        layers.append(layer_numbers(model, probe, layer, logmat, product, global_))
+        tables.append(jacobian_table(when, layer, logmat, product, global_, cellmat))
+        layers.append(layer_numbers(model, probe, layer, logmat, product, global_, lyap, cellmat))
         spots.append(spot_table(when, layer, logmat, spotcheck.spot_log_norms(model, probe.xs, probe.h0, layer)))
     return Probe(when, logmats, pd.concat(tables, ignore_index=True), signal_table(model, probe, when), layers,
                  pd.concat(spots, ignore_index=True))
 
 
-def jacobian_table(when: str, layer: int, logmat: np.ndarray, product: np.ndarray, global_: np.ndarray) -> pd.DataFrame:
-    """Tidy rows (when, layer, t, k, lag, log_norm, log_bound_product, log_bound_global) for 0 <= k < t <= T."""
+def _lstm_layer(model: LSTM, probe: ProbeInput, layer: int) -> tuple:
+    """An LSTM layer's (full-state log norms, cell-state log norms, product bound, global bound (NaN), top Lyapunov
+    exponent), all from one set of step Jacobians and one pass of products."""
+    J = step_jacobians(model, probe.xs, probe.h0, layer)
+    full, cell = jacobian.log_norms_from_steps(J, [jacobian.state_block(model, s) for s in ("full", "cell")])
+    product, global_ = jacobian.log_step_bounds(J)
+    return full, cell, product, global_, lyapunov.top_lyapunov_from_steps(J)
+
+
+def jacobian_table(when: str, layer: int, logmat: np.ndarray, product: np.ndarray, global_: np.ndarray,
+                   cellmat: np.ndarray | None = None) -> pd.DataFrame:
+    """Tidy rows (when, layer, t, k, lag, log_norm, log_bound_product, log_bound_global, log_norm_cell) for
+    0 <= k < t <= T; log_norm_cell from `cellmat` (an LSTM's), NaN without it."""
     t, k = np.tril_indices(logmat.shape[0], -1)  # strictly below the diagonal: k < t
     return pd.DataFrame({
         "when": when, "layer": layer, "t": t.astype(np.int64), "k": k.astype(np.int64), "lag": (t - k).astype(np.int64),
         "log_norm": logmat[t, k], "log_bound_product": product[t, k], "log_bound_global": global_[t, k],
+        "log_norm_cell": np.nan if cellmat is None else cellmat[t, k],
     }, columns=list(JACOBIAN_COLUMNS))
 
 
@@ -89,7 +110,7 @@ def spot_numbers(probe: Probe) -> dict:
     return {f"{k}_{probe.when}": v for k, v in spotcheck.summarize(probe.spot["abs_dlog"].to_numpy()).items()}
 
 
-def signal_table(model: RNN, probe: ProbeInput, when: str) -> pd.DataFrame:
+def signal_table(model: Model, probe: ProbeInput, when: str) -> pd.DataFrame:
     """log10 ||dE/dh_k|| per layer for k = 0..T (-inf where the gradient is exactly zero)."""
     targets = probe.targets[:, None]  # (T, 1) or (T, 1, o): a batch of one
     _, _, signal, _ = loss_and_grads(model, probe.xs[:, None, :], targets, probe.mask[:, None], probe.loss_kind,
@@ -101,19 +122,29 @@ def signal_table(model: RNN, probe: ProbeInput, when: str) -> pd.DataFrame:
                          "log10_dE_dh": log10.ravel()}, columns=list(SIGNAL_COLUMNS))
 
 
-def layer_numbers(model: RNN, probe: ProbeInput, layer: int, logmat, product, global_) -> dict:
-    """The scalar summary of one layer: realised norms, the bound's rate, the fitted and the Lyapunov rates."""
+def layer_numbers(model: Model, probe: ProbeInput, layer: int, logmat, product, global_, lyap: float,
+                  cellmat: np.ndarray | None = None) -> dict:
+    """The scalar summary of one layer: realised norms, the bound's rate, the fitted and the Lyapunov rates.
+
+    For an LSTM: W_hh (4n, n) has no spectral radius and the cell no gamma_phi bound (NaN for both and for
+    log_rate); slope_cell is the fitted slope of ||dc_t/dc_k|| (NaN for the vanilla cell), and the violations
+    count both states against the product bound, the only bound defined for it."""
     W = model.W_hh(layer)
-    gamma_w, rho = float(jacobian.spectral_norm(W)), float(jacobian.spectral_radius(W))
+    gamma_w = float(jacobian.spectral_norm(W))
+    rho = float(jacobian.spectral_radius(W)) if W.shape[0] == W.shape[1] else float("nan")
     with np.errstate(divide="ignore"):
-        log_rate = float(np.log(gamma_w * model.act.gamma))
+        log_rate = float("nan") if isinstance(model, LSTM) else float(np.log(gamma_w * model.act.gamma))
+    violations = len(jacobian.bound_violations(logmat, product, global_))
+    if cellmat is not None:
+        violations += len(jacobian.bound_violations(cellmat, product, global_))
     return {
         "gamma_w": gamma_w,
         "spectral_radius": rho,
         "log_rate": log_rate,  # log(gamma_W gamma_phi): the global bound's slope per step
         "slope": float(jacobian.decay_slope(logmat)),
-        "lyapunov": float(lyapunov.top_lyapunov(model, probe.xs, probe.h0, layer)),
-        "violations": len(jacobian.bound_violations(logmat, product, global_)),
+        "slope_cell": float("nan") if cellmat is None else float(jacobian.decay_slope(cellmat)),
+        "lyapunov": float(lyap),
+        "violations": violations,
     }
 
 
@@ -146,7 +177,7 @@ def summary_numbers(init: Probe, final: Probe) -> dict:
     layers = []
     for l, (a, b) in enumerate(zip(init.layers, final.layers)):
         row = {"layer": l}
-        for name in ("gamma_w", "spectral_radius", "log_rate", "slope", "lyapunov"):
+        for name in ("gamma_w", "spectral_radius", "log_rate", "slope", "slope_cell", "lyapunov"):
             row[f"{name}_init"], row[f"{name}_final"] = a[name], b[name]
         row["predicted_regime"] = predicted_regime(a["log_rate"])
         row["observed_regime"] = observed_regime(a["slope"])
@@ -169,6 +200,9 @@ def step_series(init: Probe, final: Probe) -> pd.DataFrame:
         series_rows("bound/log10_global", a["log_bound_global"].mean() / LN10),
         series_rows("bptt/log10_dE_dh", pd.Series(sig["log10_dE_dh"].to_numpy(), index=sig["k"].to_numpy())),
     ]
+    if init.jacobian["log_norm_cell"].notna().any():  # an LSTM: the cell state's decay too
+        parts += [series_rows("jacobian_init/log10_norm_cell", a["log_norm_cell"].mean() / LN10),
+                  series_rows("jacobian_final/log10_norm_cell", b["log_norm_cell"].mean() / LN10)]
     return pd.concat(parts, ignore_index=True)
 
 
@@ -225,7 +259,8 @@ def draw_heatmap(init: Probe, final: Probe, path: Path) -> None:
     fig.savefig(path)
 
 
-def write_probe(folder: Path, model_init: RNN, model_final: RNN, probe: ProbeInput, init: Probe, final: Probe) -> None:
+def write_probe(folder: Path, model_init: Model, model_final: Model, probe: ProbeInput, init: Probe,
+                final: Probe) -> None:
     """probe/{model_init,model_final}.npz, inputs.npy, h0.npy, jacobian.parquet, signal.parquet, spot_checks.parquet
     and figures/jacobian_heatmap.png under `folder` (a run folder being built)."""
     (folder / "probe").mkdir(parents=True, exist_ok=True)

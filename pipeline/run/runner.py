@@ -26,12 +26,12 @@ from . import files
 from .config import RunConfig, config_hash, flatten
 from .files import write_json
 from .probe import probe_model, series_rows, step_series, summary_numbers, write_probe
-from .sources import Source, evaluate, make_source, scores_positions
+from .sources import Source, evaluate, input_digests, make_source, scores_positions
 from .verdicts import growth, learned, run_outcome
 from ..engine import trainer
-from ..engine.init import init_model
+from ..engine.cells import Model
+from ..engine.init import init_lstm, init_model
 from ..engine.optim import make_optimizer
-from ..engine.rnn import RNN
 from ..engine.text import decode, sample_ids
 from ..engine.trainer import HISTORY_COLUMNS, TrainLog, TrainSettings
 from ..errors import UserError
@@ -78,6 +78,7 @@ def execute_run(cfg: RunConfig, data_dir: Path | str, run_dir: Path | str,
 def _build_folder(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None) -> dict:
     start = time.perf_counter()
     write_json(folder / "config.json", flatten(cfg))
+    inputs = input_digests(cfg, data_dir)  # the run's identity; bad input (a corpus gone) raises UserError here
     try:
         with np.errstate(all="ignore"):  # an exploding run overflows on purpose; its outcome records it
             summary = _run(cfg, data_dir, folder, progress)
@@ -86,7 +87,8 @@ def _build_folder(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progre
     except Exception as e:  # a bug or numerical failure in this one run: recorded, not fatal to a sweep
         summary = {"outcome": "failed", "diverged_at": None, "iters_done": None, "learned": False,
                    "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-    summary = {"config_hash": config_hash(cfg), **summary, "seconds": time.perf_counter() - start}
+    summary = {"config_hash": config_hash(cfg, inputs), "inputs": inputs, **summary,
+               "seconds": time.perf_counter() - start}
     return write_json(folder / "summary.json", summary)
 
 
@@ -94,9 +96,7 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
     """Everything a run computes and writes besides config.json and summary.json; returns the summary."""
     rng_init, rng_batch, rng_sample = (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(3))
     src = make_source(cfg, data_dir)
-    model, _ = init_model(rng_init, input_dim=src.input_dim, output_dim=src.output_dim, form=cfg.form,
-                          activation=cfg.activation, leaky_slope=cfg.leaky_slope, layers=cfg.layers,
-                          hidden=cfg.hidden, init=cfg.init, gamma_w=cfg.gamma_w, input_scale=cfg.input_scale)
+    model = new_model(cfg, src, rng_init)
     model_init = model.copy()
     log, samples = train(cfg, model, src, rng_batch, rng_sample, progress)
     history = pd.DataFrame(log.history, columns=list(HISTORY_COLUMNS))
@@ -125,15 +125,25 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
         "learned": learned(outcome, final_val[1], src.chance_loss),
         "loss_growth": loss_growth,
         "norm_growth": norm_growth,
-        "gamma_phi": model.act.gamma,
+        "gamma_phi": model.act.gamma if model.cell == "rnn" else None,  # no gamma_phi bound for a gated cell
+        "n_params": int(sum(p.size for p in model.params.values())),  # arms of a comparison state their sizes
         **probed,
     }
+
+
+def new_model(cfg: RunConfig, src: Source, rng: np.random.Generator) -> Model:
+    """The run's initial model: `init_model` for cell rnn, `init_lstm` for cell lstm."""
+    sizes = dict(input_dim=src.input_dim, output_dim=src.output_dim, layers=cfg.layers, hidden=cfg.hidden,
+                 init=cfg.init, gamma_w=cfg.gamma_w, input_scale=cfg.input_scale, output_scale=cfg.output_scale)
+    if cfg.cell_type == "lstm":
+        return init_lstm(rng, **sizes, forget_bias=cfg.forget_bias)
+    return init_model(rng, form=cfg.form, activation=cfg.activation, leaky_slope=cfg.leaky_slope, **sizes)[0]
 
 
 # ---- training -------------------------------------------------------------------------------------------------
 
 
-def train(cfg: RunConfig, model: RNN, src: Source, rng_batch: np.random.Generator, rng_sample: np.random.Generator,
+def train(cfg: RunConfig, model: Model, src: Source, rng_batch: np.random.Generator, rng_sample: np.random.Generator,
           progress: Progress | None = None) -> tuple[TrainLog, list[dict]]:
     """`engine.trainer.train` with cfg's settings on src's minibatches: (its log, the text samples {iter, text}).
 
@@ -148,7 +158,8 @@ def train(cfg: RunConfig, model: RNN, src: Source, rng_batch: np.random.Generato
             progress(_event(log, i, cfg.iters))
 
     settings = TrainSettings(cfg.iters, src.loss_kind, cfg.clip_mode, cfg.clip_threshold, cfg.eval_every,
-                             series_every(cfg.iters), scores_positions(src))
+                             series_every(cfg.iters), scores_positions(src), cfg.omega,
+                             reduction=cfg.loss_reduction)
     optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay)
     log = trainer.train(model, optimizer, lambda: src.draw(rng_batch), lambda m: evaluate(m, src), settings, on_step)
     if src.vocab and cfg.samples and (not samples or samples[-1]["iter"] != log.iters_done):
@@ -173,7 +184,7 @@ def sample_checkpoints(iters: int, samples: int) -> set[int]:
     return {max(1, round(iters * j / samples)) for j in range(1, samples + 1)}
 
 
-def _sample(model: RNN, i: int, src: Source, length: int, rng: np.random.Generator) -> dict:
+def _sample(model: Model, i: int, src: Source, length: int, rng: np.random.Generator) -> dict:
     """{iter, text}: `length` characters sampled from the model, seeded with the first validation character."""
     ids = sample_ids(model, int(src.probe.xs[0].argmax()), length, rng)
     return {"iter": i, "text": decode(np.array(ids, dtype=np.int64), src.vocab)}
@@ -205,11 +216,21 @@ def series_every(iters: int) -> int:
     return max(1, math.ceil(iters / SERIES_POINTS))
 
 
+def smoothed_loss(history: pd.DataFrame, logged: np.ndarray) -> pd.Series:
+    """At each logged iteration, the mean minibatch loss over the iterations since the previous logged one: every
+    iteration counts once, so the curve is the training loss with a minibatch's noise averaged out (train/loss
+    holds single steps). A block holding a non-finite loss is non-finite: overflow is data, not averaged away."""
+    loss = history.set_index("iter")["loss"]
+    block = np.asarray(logged)[np.searchsorted(logged, loss.index.to_numpy())]  # the first logged iteration >= i
+    return loss.groupby(block).agg(lambda part: float(np.mean(part.to_numpy())))
+
+
 def training_series(history: pd.DataFrame, val: pd.DataFrame, iters: int) -> pd.DataFrame:
-    """train/* step metrics at every `series_every(iters)`-th iteration and the last one run, val/* at every
-    validation pass; step = iteration."""
+    """train/* step metrics at every `series_every(iters)`-th iteration and the last one run (`train/loss_smoothed`
+    beside `train/loss`), val/* at every validation pass; step = iteration."""
     at = history["iter"]
     keep = history[(at % series_every(iters) == 0) | (at == at.max())].set_index("iter")
     parts = [series_rows(f"train/{c}", keep[c]) for c in HISTORY_COLUMNS[1:]]
+    parts.append(series_rows("train/loss_smoothed", smoothed_loss(history, keep.index.to_numpy())))
     parts += [series_rows(f"val/{c}", val.set_index("iter")[f"val_{c}"].astype(float)) for c in ("loss", "accuracy")]
     return pd.concat(parts, ignore_index=True)

@@ -19,10 +19,11 @@ import numpy as np
 
 from . import datasets
 from ..engine import tasks
-from ..engine.rnn import RNN, forward, loss_and_dy, one_hot
-from ..engine.text import sample_windows
+from ..engine.cells import Model, forward
+from ..engine.rnn import loss_and_dy, one_hot
+from ..engine.text import ConsecutiveWindows, sample_windows
 from ..errors import UserError
-from .config import RunConfig
+from .config import RunConfig, config_hash
 from .probe import ProbeInput
 
 TEXT_VAL_WINDOWS = 128  # text validation: this many evenly spaced windows of the validation text
@@ -35,7 +36,8 @@ class Source:
     loss_kind: str  # "xent" | "mse"
     input_dim: int
     output_dim: int
-    draw: Callable[[np.random.Generator], tuple]  # -> (xs (T,B,d), targets (T,B)|(T,B,o), mask (T,B))
+    draw: Callable[[np.random.Generator], tuple]  # -> (xs (T,B,d) | ids (T,B), targets (T,B)|(T,B,o), mask (T,B)
+    #   [, carry: the batch continues the previous one's streams, trainer.Batch])
     val: tuple  # a fixed validation batch, same layout
     probe: ProbeInput  # one validation sequence, h0 zeros
     chance_loss: float | None  # loss of a model that learned nothing (the task's baseline)
@@ -72,7 +74,7 @@ def synthetic_source(cfg: RunConfig, data_dir: Path) -> Source:
     mask = ds.mask[0, :steps].copy()  # (P,)
     if not mask.any():  # the loss sits beyond the truncated probe (or the task has none): measure from its end
         mask[-1] = 1.0
-    probe = ProbeInput(ds.x[0, :steps], np.zeros((cfg.layers, cfg.hidden)), ds.y[0, :steps], mask, meta.loss)
+    probe = ProbeInput(ds.x[0, :steps], _zero_state(cfg), ds.y[0, :steps], mask, meta.loss)
     return Source(meta.loss, meta.input_dim, meta.output_dim, draw, val, probe, meta.chance_loss,
                   meta.chance_accuracy, meta.tolerance)
 
@@ -81,12 +83,42 @@ def synthetic_source(cfg: RunConfig, data_dir: Path) -> Source:
 
 
 def load_text_data(cfg: RunConfig, data_dir: Path, option: str = "text") -> datasets.TextData:
-    """data/text.npz (or the default corpus); a `text` file other than the one data/ was made from is read directly.
-    UserError (naming `option`) for a file that is missing, a folder, empty or not UTF-8 text."""
-    generated = datasets.load_text(data_dir) if cfg.text is None or (data_dir / "text.npz").exists() else None
-    if generated is not None and (cfg.text is None or generated.source == cfg.text):
-        return generated
-    return datasets.text_data_from_string(datasets.read_text_file(Path(cfg.text), option), cfg.text)
+    """The corpus `cfg.text` names, read from its source: the embedded default or the file, never "whatever data/
+    holds". UserError (naming `option`) for a file that is missing, a folder, empty, binary or not UTF-8, and for a
+    text other than the one `rnngrad generate` recorded under that name in data/ (it changed during the study)."""
+    td = datasets.text_data_from_string(*datasets.read_corpus(cfg.text, option))
+    datasets.check_recorded(td, cfg.text, data_dir, option)
+    return td
+
+
+def input_digests(cfg: RunConfig, data_dir: Path, cache: dict | None = None,
+                  label: Callable[[str], str] = str) -> dict[str, str]:
+    """{what: sha256} of every input the run reads, for its identity (`config.config_hash(cfg, inputs)`): a text
+    run's corpus (its UTF-8 text), a synthetic run's validation set (its arrays; training batches are drawn from
+    the seed). `cache` keeps them across the cells of a sweep; `label(field)` names a field in messages."""
+    cache = {} if cache is None else cache
+    if cfg.task == "text":
+        key: tuple = ("text", cfg.text)
+        if key not in cache:
+            cache[key] = _corpus_inputs(load_text_data(cfg, Path(data_dir), label("text")))
+    else:
+        key = (cfg.task, cfg.seq_len, cfg.val_size, cfg.data_seed)
+        if key not in cache:
+            cache[key] = _dataset_inputs(datasets.load_dataset(data_dir, *key))
+    return cache[key]
+
+
+def _corpus_inputs(td: datasets.TextData) -> dict[str, str]:
+    return {"corpus": td.sha256}
+
+
+def _dataset_inputs(ds: datasets.Dataset) -> dict[str, str]:
+    return {"dataset": datasets.dataset_digest(ds)}
+
+
+def run_hash(cfg: RunConfig, data_dir: Path, cache: dict | None = None) -> str:
+    """The run's identity: its config with the content digest of every input it reads."""
+    return config_hash(cfg, input_digests(cfg, data_dir, cache))
 
 
 def check_windows(td: datasets.TextData, seq_len: int, where: str = "seq_len") -> None:
@@ -95,6 +127,15 @@ def check_windows(td: datasets.TextData, seq_len: int, where: str = "seq_len") -
         if len(ids) < seq_len + 1:
             raise UserError(f"{where}: {seq_len} needs {seq_len + 1} characters, the {name} text has {len(ids)}; "
                             "give a smaller value or a longer text")
+
+
+def check_streams(td: datasets.TextData, cfg: RunConfig, where: str = "batch") -> None:
+    """Consecutive windows cut the training text into `batch` streams, each of which must hold one window, its
+    target and min-char-rnn's spare character."""
+    part = len(td.ids_train) // cfg.batch
+    if cfg.windows == "consecutive" and part < cfg.seq_len + 2:
+        raise UserError(f"{where}: {cfg.batch} streams of consecutive windows leave {part} training characters "
+                        f"each, fewer than a window of {cfg.seq_len} + 2; give a smaller batch or seq_len")
 
 
 def check_data(cfg: RunConfig, data_dir: Path, label: Callable[[str], str] = str,
@@ -115,26 +156,48 @@ def check_data(cfg: RunConfig, data_dir: Path, label: Callable[[str], str] = str
     if cfg.text not in texts:
         texts[cfg.text] = load_text_data(cfg, Path(data_dir), label("text"))
     check_windows(texts[cfg.text], cfg.seq_len, label("seq_len"))
+    check_streams(texts[cfg.text], cfg, label("batch"))
 
 
 def text_source(cfg: RunConfig, data_dir: Path) -> Source:
-    """Random training windows (min-char-rnn's next-character task); fixed, evenly spaced validation windows."""
+    """Training windows of the next-character task, random or consecutive (`cfg.windows`: min-char-rnn's walk with
+    the state carried); fixed, evenly spaced validation windows from h = 0."""
     td = load_text_data(cfg, data_dir)
     V, T = len(td.vocab), cfg.seq_len
     check_windows(td, T)
-
-    def draw(rng: np.random.Generator) -> tuple:
-        xs, targets = sample_windows(td.ids_train, T, cfg.batch, rng, vocab_size=V)
-        return xs, targets, np.ones((T, cfg.batch))
-
+    check_streams(td, cfg)
+    draw = consecutive_draw(td, cfg) if cfg.windows == "consecutive" else random_draw(td, cfg)
     starts = np.unique(np.linspace(0, len(td.ids_val) - T - 1, TEXT_VAL_WINDOWS).astype(np.int64))  # (B,)
     index = starts[None, :] + np.arange(T)[:, None]  # (T, B)
     val = (one_hot(td.ids_val[index], V), td.ids_val[index + 1], np.ones(index.shape))
     steps = min(cfg.probe_len, len(td.ids_val) - 1)
-    probe = ProbeInput(one_hot(td.ids_val[:steps], V), np.zeros((cfg.layers, cfg.hidden)), td.ids_val[1 : steps + 1],
+    probe = ProbeInput(one_hot(td.ids_val[:steps], V), _zero_state(cfg), td.ids_val[1 : steps + 1],
                        np.ones(steps), "xent")
     chance_loss, chance_accuracy = unigram_chance(td.ids_train, V)
     return Source("xent", V, V, draw, val, probe, chance_loss, chance_accuracy, vocab=list(td.vocab))
+
+
+def random_draw(td: datasets.TextData, cfg: RunConfig) -> Callable[[np.random.Generator], tuple]:
+    """Batches of `cfg.batch` windows at uniform offsets of the training text, one-hot, each from h = 0."""
+    mask = np.ones((cfg.seq_len, cfg.batch))
+
+    def draw(rng: np.random.Generator) -> tuple:
+        xs, targets = sample_windows(td.ids_train, cfg.seq_len, cfg.batch, rng, vocab_size=len(td.vocab))
+        return xs, targets, mask
+
+    return draw
+
+
+def consecutive_draw(td: datasets.TextData, cfg: RunConfig) -> Callable[[np.random.Generator], tuple]:
+    """min-char-rnn's walk in `cfg.batch` streams (`text.ConsecutiveWindows`): token ids, and whether each batch
+    continues the previous one's streams, so the trainer carries their states. It needs no randomness."""
+    walk, mask = ConsecutiveWindows(td.ids_train, cfg.seq_len, cfg.batch), np.ones((cfg.seq_len, cfg.batch))
+
+    def draw(rng: np.random.Generator) -> tuple:
+        inputs, targets, carry = walk.next()
+        return inputs, targets, mask, carry
+
+    return draw
 
 
 def unigram_chance(ids: np.ndarray, vocab_size: int) -> tuple[float, float]:
@@ -146,6 +209,11 @@ def unigram_chance(ids: np.ndarray, vocab_size: int) -> tuple[float, float]:
     return float(-(p * np.log(p)).sum()), float(p.max())
 
 
+def _zero_state(cfg: RunConfig) -> np.ndarray:
+    """The probe's initial state: zeros (L, n), an LSTM's (L, 2n) (h and c)."""
+    return np.zeros((cfg.layers, cfg.hidden * (2 if cfg.cell_type == "lstm" else 1)))
+
+
 # ---- scoring --------------------------------------------------------------------------------------------------
 
 
@@ -154,7 +222,7 @@ def scores_positions(src: Source) -> bool:
     return bool((np.asarray(src.val[2]) > 0).any())
 
 
-def evaluate(model: RNN, src: Source) -> tuple[float | None, float | None]:
+def evaluate(model: Model, src: Source) -> tuple[float | None, float | None]:
     """(validation loss, task success rate) of `model` on the fixed validation batch; (None, None) for a task
     that scores no position (the probe task: its sequences only drive the Jacobian probes)."""
     xs, targets, mask = src.val

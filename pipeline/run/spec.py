@@ -76,11 +76,11 @@ def load_spec(path: Path | str, profile: str, max_cells: int = MAX_CELLS) -> Spe
 
 
 def data_requests(cells: list[RunConfig], grid: list[dict], where: str) -> list[DataRequest]:
-    """What `cells` need: per synthetic cell its validation set (task, seq_len, val_size, data_seed); per text file
-    (cfg.text, None for the default corpus) the longest window of the text cells reading it. `where` names the
+    """What `cells` need: per synthetic cell its validation set (task, seq_len, val_size, data_seed); per corpus
+    (cfg.text: a path or `default`) the longest window of the text cells reading it. `where` names the
     profile, e.g. "experiments/x.yaml: profiles.quick"; each request names the first cell that needs it."""
     synthetic: dict[tuple, DataRequest] = {}
-    windows: dict[str | None, DataRequest] = {}
+    windows: dict[str, DataRequest] = {}
     for i, cfg in enumerate(cells):
         cell = f"{where}: cell {i} {grid[i]}"
         if cfg.task != TEXT_TASK:
@@ -127,6 +127,7 @@ def _expand_profile(section: Any, base: dict, path: Path, profile: str, max_cell
                         f"shrink the grid, or give --max-cells {size} if you mean it")
     grid = [cell for axes in parts for cell in _product(axes)]
     cells = [config_from_values({**merged, **g}, lambda k: f"{where}: cell {i} {g}: {k}") for i, g in enumerate(grid)]
+    _check_corpus_named(cells, grid, merged, where)
     _check_unique(cells, grid, where)
     return cells, grid
 
@@ -157,6 +158,14 @@ def _grid_axes(grid: Mapping, where: str) -> dict[str, list]:
             raise UserError(f"{where}.{key}: expected a non-empty list of values, e.g. [a, b], got {shown(values)}")
         axes[key] = [check_values({key: v}, lambda k, i=i: f"{where}.{k}[{i}]")[key] for i, v in enumerate(values)]
     return axes
+
+
+def _check_corpus_named(cells: list[RunConfig], grid: list[dict], merged: dict, where: str) -> None:
+    """A text cell names its corpus (a path or `default`): left unset, which text it read would be implicit."""
+    for i, (cfg, g) in enumerate(zip(cells, grid)):
+        if cfg.task == TEXT_TASK and "text" not in merged and "text" not in g:
+            raise UserError(f"{where}: cell {i} {g}: a text cell must name its corpus; add text: default (the "
+                            "embedded stdlib docstrings) or text: <path to a UTF-8 file> to the spec's base")
 
 
 def _check_unique(cells: list[RunConfig], grid: list[dict], where: str) -> None:

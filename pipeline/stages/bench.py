@@ -9,7 +9,7 @@ import typer
 
 from ..errors import UserError
 
-BENCHMARKS = ("allpairs", "train", "logging", "scaling", "profile", "startup")
+BENCHMARKS = ("allpairs", "train", "logging", "scaling", "profile", "startup", "minchar")
 
 
 def _allpairs() -> dict:
@@ -48,6 +48,12 @@ def _startup() -> dict:
     return bench_worker_startup()
 
 
+def _minchar() -> dict:
+    from ..benchmarks.minchar import bench_minchar_fidelity
+
+    return bench_minchar_fidelity()
+
+
 RUNNERS: dict[str, Callable[[], dict]] = {
     "allpairs": _allpairs,
     "train": _train,
@@ -55,6 +61,7 @@ RUNNERS: dict[str, Callable[[], dict]] = {
     "scaling": _scaling,
     "profile": _profile,
     "startup": _startup,
+    "minchar": _minchar,
 }
 
 
@@ -106,7 +113,12 @@ def bench_cmd(
     startup: a sweep worker's start-up (a fresh interpreter's imports and first cell, minus a warm cell) against a
     bare `python -c pass`, and the plotting or report modules a worker imports.
 
-    All of them take about 5 minutes (profile 3); the machine should be otherwise idle for meaningful figures.
+    minchar: min-char-rnn fidelity on the default corpus, from the same initial weights: validation loss of a
+    faithful port of min-char-rnn.py after 1 M training characters, of rnngrad with consecutive windows at batch 1
+    after the same characters and from last-bit-nudged weights (how far one algorithm lands from itself), and at
+    batch 32 after the port's wall-clock time. About 8 minutes on its own.
+
+    All but minchar take about 5 minutes (profile 3); the machine should be otherwise idle for meaningful figures.
     """
     figures: dict = {}
     for name in _parse_only(only):

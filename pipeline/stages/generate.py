@@ -14,6 +14,7 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -31,6 +32,9 @@ from ..errors import UserError, did_you_mean
 
 PROFILES = ("quick", "full")
 MAX_DATASET_BYTES = 2 * 1024**3  # refuse a dataset whose arrays exceed 2 GiB in memory
+# Where the specs of params.yaml keep their corpus files: dvc.yaml's generate stage depends on this folder, so an
+# edited corpus reruns generate, then the sweeps, then exactly the runs that read it (their hashes hold its digest).
+CORPORA_DIR = Path("corpora")
 
 
 def _spec_paths(spec: list[Path] | None, params: Path = Path("params.yaml"),
@@ -102,25 +106,43 @@ def _check_sizes(requests: list[datasets.DataRequest]) -> None:
                             f"lower seq_len or val_size to stay under {MAX_DATASET_BYTES / 1024**3:.0f} GiB")
 
 
-def _choose_text(text: Path | None, requests: list[datasets.DataRequest], seq_len: int | None) -> tuple[str, str]:
-    """(content, source) of the corpus, validated: --text, else the text file of the specs' text cells, else the
-    stdlib docstrings."""
-    text_reqs = [r for r in requests if r.task == datasets.TEXT_TASK]
-    window = seq_len or max([r.seq_len for r in text_reqs if r.seq_len] or [datasets.DEFAULT_TEXT_WINDOW])
-    files = sorted({r.path for r in text_reqs if r.path})
-    if text is None and len(files) > 1:
-        raise UserError(f"text cells ask for several text files ({', '.join(files)}); data/ holds one text: "
-                        "make them agree or pass --text")
+@dataclass(frozen=True)
+class CorpusChoice:
+    """One corpus data/ records: named as the specs name it, read and validated."""
+
+    name: str  # a path as the specs give it, or `default`
+    content: str
+    source: str  # the path, or corpus.SOURCE_NAME
+
+
+def _choose_corpora(text: Path | None, requests: list[datasets.DataRequest], seq_len: int | None,
+                    watched: Path | None) -> list[CorpusChoice]:
+    """Every corpus the specs' text cells name, plus --text, plus the default one (`rnngrad train`'s), each read
+    and checked to hold its longest window. `watched`: the folder DVC's stages depend on (the specs came from
+    params.yaml); a spec's corpus file outside it is refused, since DVC would not see it change."""
+    windows: dict[str, tuple[int, str]] = {corpus.DEFAULT_CORPUS: (datasets.DEFAULT_TEXT_WINDOW, "the default corpus")}
+    for r in requests:
+        if r.task == datasets.TEXT_TASK:
+            option = f"{r.where}: text"
+            if watched is not None and r.path != corpus.DEFAULT_CORPUS:
+                _check_watched(Path(r.path), watched, option)
+            windows[r.path] = (max(r.seq_len, windows.get(r.path, (0, ""))[0]), option)
     if text is not None:
-        content, source, where = datasets.read_text_file(text, "--text"), str(text), f"--text {text}"
-    elif files:
-        option = next(r.where for r in text_reqs if r.path == files[0]) + ": text"
-        where = f"{option} {files[0]}"
-        content, source = datasets.read_text_file(Path(files[0]), option), files[0]
-    else:
-        content, source, where = corpus.default_corpus(), corpus.SOURCE_NAME, "the default corpus"
-    datasets.check_text_length(content, window, where)
-    return content, source
+        windows[str(text)] = (max(datasets.DEFAULT_TEXT_WINDOW, windows.get(str(text), (0, ""))[0]), "--text")
+    chosen = []
+    for name, (window, option) in windows.items():
+        content, source = datasets.read_corpus(name, option)
+        where = option if name == corpus.DEFAULT_CORPUS else f"{option} {name}"
+        datasets.check_text_length(content, seq_len or window, where)
+        chosen.append(CorpusChoice(name, content, source))
+    return chosen
+
+
+def _check_watched(path: Path, watched: Path, option: str) -> None:
+    """A spec's corpus must lie in the folder DVC's generate stage depends on, or editing it would go unnoticed."""
+    if not path.resolve().is_relative_to(watched.resolve()):
+        raise UserError(f"{option} {path}: lies outside {watched}/, the folder dvc.yaml's stages depend on, so DVC "
+                        f"would not see it change; move it into {watched}/ and name it {watched}/{path.name}")
 
 
 def _file_entry(path: Path) -> dict:
@@ -147,23 +169,27 @@ def _write_dataset(req: datasets.DataRequest, folder: Path) -> dict:
             "chance_accuracy": m.chance_accuracy, "baselines": m.baselines, "tolerance": m.tolerance}
 
 
-def _write_text(content: str, source: str, folder: Path) -> dict:
-    """text.npz and vocab.json into folder; return the manifest's text entry."""
-    td = datasets.text_data_from_string(content, source)
-    files.save_npz(folder / "text.npz", {"ids_train": td.ids_train, "ids_val": td.ids_val})
-    _write_json(folder / "vocab.json", td.vocab)
-    return {"source": source, "sha256": td.sha256, "python_version": corpus.python_version(), "chars": len(content),
-            "vocab_size": len(td.vocab), "train_chars": len(td.ids_train), "val_chars": len(td.ids_val)}
+def _write_corpus(choice: CorpusChoice, folder: Path) -> dict:
+    """text_<sha12>.npz and .vocab.json into folder; return the manifest's `corpora` entry."""
+    td = datasets.text_data_from_string(choice.content, choice.source)
+    stem = datasets.text_file_stem(td.sha256)
+    files.save_npz(folder / f"{stem}.npz", {"ids_train": td.ids_train, "ids_val": td.ids_val})
+    _write_json(folder / f"{stem}.vocab.json", td.vocab)
+    entry = {"source": choice.source, "sha256": td.sha256, "file": f"{stem}.npz", "chars": len(choice.content),
+             "vocab_size": len(td.vocab), "train_chars": len(td.ids_train), "val_chars": len(td.ids_val)}
+    if choice.name == corpus.DEFAULT_CORPUS:
+        entry["python_version"] = corpus.python_version()  # the default corpus is this Python's docstrings
+    return entry
 
 
-def _build_folder(folder: Path, requests: list, content: str, source: str, header: dict) -> None:
+def _build_folder(folder: Path, requests: list, corpora: list[CorpusChoice], header: dict) -> None:
     """Write every file of data/ into folder, then the manifest with their hashes."""
     synthetic = [r for r in requests if r.task != datasets.TEXT_TASK]
-    manifest = {**header, "datasets": {}, "files": {}}
-    with typer.progressbar(synthetic + ["text"], label="generating", file=sys.stderr) as jobs:
+    manifest = {**header, "datasets": {}, "corpora": {}, "files": {}}
+    with typer.progressbar(synthetic + corpora, label="generating", file=sys.stderr) as jobs:
         for job in jobs:
-            if job == "text":
-                manifest["text"] = _write_text(content, source, folder)
+            if isinstance(job, CorpusChoice):
+                manifest["corpora"][job.name] = _write_corpus(job, folder)
             else:
                 manifest["datasets"][job.name] = _write_dataset(job, folder)
     manifest["files"] = {p.name: _file_entry(p) for p in sorted(folder.iterdir())}
@@ -177,8 +203,8 @@ def generate_cmd(
         "only).")] = None,
     profile: Annotated[str, typer.Option(help="Whose cells' datasets to make: quick or full.")] = "quick",
     text: Annotated[Path | None, typer.Option(
-        help="A UTF-8 text file for the character-level task. Default: the `text` file of the specs' text cells, "
-        "else the docstrings of this Python's standard library (about 0.8 MB).")] = None,
+        help="Also record this UTF-8 text file. Always recorded: every corpus the specs' text cells name (`text:`) "
+        "and the default one, the docstrings of this Python's standard library (about 0.8 MB).")] = None,
     out: Annotated[Path, typer.Option(help="Output folder; replaced as a whole once every file is written.")]
     = Path("data"),
     seq_len: Annotated[int | None, typer.Option(
@@ -191,8 +217,9 @@ def generate_cmd(
         "sweep`).")] = None,
 ) -> None:
     """Generate data/: the synthetic validation sets of the specs' cells
-    (<task>_T<seq_len>_N<val_size>_s<data_seed>.npz; training draws fresh batches), the character corpus
-    (text.npz, vocab.json) and manifest.json with every file's sha256, the seeds and the analytic baselines.
+    (<task>_T<seq_len>_N<val_size>_s<data_seed>.npz; training draws fresh batches), every corpus they name and
+    the default one (text_<sha12>.npz, text_<sha12>.vocab.json) and manifest.json with every file's sha256, each
+    corpus's digest by name, the seeds and the analytic baselines.
 
     The same inputs give byte-identical files. Example: `rnngrad generate --profile quick` (a few seconds).
     """
@@ -203,7 +230,8 @@ def generate_cmd(
     requests = _requests(spec_paths, profile, max_cells)
     check_spec_reads(requests, data_root)  # before a spec's text file is read
     _check_sizes([r for r in requests if r.task != datasets.TEXT_TASK])
-    content, source = _choose_text(text, requests, seq_len)
+    watched = CORPORA_DIR if not spec and _listed_specs(Path("params.yaml"), Path("experiments")) else None
+    corpora = _choose_corpora(text, requests, seq_len, watched)
     if not spec_paths:
         typer.echo("no experiments/*.yaml and no --spec: writing the text corpus only", err=True)
     header = {"profile": profile, "specs": [str(p) for p in spec_paths],
@@ -211,10 +239,10 @@ def generate_cmd(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = files.temp_folder(out.parent, out.name)
     try:
-        _build_folder(tmp, requests, content, source, header)
+        _build_folder(tmp, requests, corpora, header)
         files.move_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     n = sum(r.task != datasets.TEXT_TASK for r in requests)
-    typer.echo(f"wrote {out}/: {n} datasets + text ({len(content)} chars from {source}) "
-               f"in {time.perf_counter() - start:.1f} s")
+    texts = ", ".join(f"{c.source} ({len(c.content)} chars)" for c in corpora)
+    typer.echo(f"wrote {out}/: {n} datasets + {len(corpora)} corpora: {texts} in {time.perf_counter() - start:.1f} s")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 import typer
 
 from .. import tracking
-from ..run.config import FieldDoc, RunConfig, config_from_values, config_hash, field_docs, load_config_file
+from ..run.config import FieldDoc, RunConfig, config_from_values, field_docs, load_config_file
 from ..errors import UserError
 from ..run.paths import check_data_dir, check_output_folder, option_label
 
@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # the runner pulls in pandas and the engine: imported when a 
 
 EXPERIMENT = "rnngrad/train"
 JSON_KEYS = ("run_id", "outcome", "final_train_loss", "final_val_loss", "val_accuracy", "seconds")
+# Outside results/, which the analyze stage depends on: a run of `train` is no part of the study and must not make
+# `dvc status` report the study changed (nor appear in its report).
+DEFAULT_OUT = Path("runs/train")
 CONFIG_PANEL = "Run config (overrides --config)"
 
 
@@ -70,12 +73,14 @@ def train_cmd(
                                                    "options given explicitly override it.")] = None,
     data_dir: Annotated[Path, typer.Option(help="Folder written by `rnngrad generate`; a dataset missing there "
                                            "is built in memory from its seed.")] = Path("data"),
-    out: Annotated[Path, typer.Option(help="Parent folder of run folders; this run goes to OUT/<config_hash>/.")]
-    = Path("results/train"),
+    out: Annotated[Path, typer.Option(help="Parent folder of run folders; this run goes to OUT/<config_hash>/ "
+                                      "(outside results/, so the study's DVC stages do not see it).")] = DEFAULT_OUT,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (run_id, outcome, final_train_loss, "
-                                          "final_val_loss, val_accuracy, seconds) as the only stdout line.")] = False,
+                                          "final_val_loss, val_accuracy, seconds, run_dir; text: samples, the first "
+                                          "and the last) as the only stdout line.")] = False,
 ) -> None:
-    """Train one vanilla RNN, probe its Jacobians at init and at the end, and log the run to MLflow.
+    """Train one RNN (vanilla, or an LSTM with --cell-type lstm), probe its Jacobians at init and at the end, and
+    log the run to MLflow.
 
     Defaults are a min-char-rnn text run: hidden 100, 25-character windows, adagrad lr 0.1, clipping at norm 5.
 
@@ -87,15 +92,18 @@ def train_cmd(
     inside it) exits 1.
     """
     cfg = resolve_config(config, given)
-    _check_paths(cfg, data_dir, out)
+    run_hash = _check_paths(cfg, data_dir, out)
     store = tracking.open_store(tracking.default_project_root())
     experiment_id = tracking.ensure_experiment(store, EXPERIMENT)
     try:
-        result = _run_with_progress_bar(cfg, data_dir, out / config_hash(cfg))
+        result = _run_with_progress_bar(cfg, data_dir, out / run_hash)
     except OSError as e:  # creating or renaming the run folder (errors inside the run are its `failed` outcome)
         raise UserError(f"--out {out}: cannot write the run folder there ({e.strerror or e})") from None
     run_id = _log_run(store, experiment_id, result)
-    report = {"run_id": run_id, **{k: result.summary.get(k) for k in JSON_KEYS[1:]}}
+    report = {"run_id": run_id, **{k: result.summary.get(k) for k in JSON_KEYS[1:]}, "run_dir": str(result.run_dir)}
+    samples = first_and_last_samples(result.run_dir)
+    if samples:
+        report["samples"] = samples
     if as_json:
         typer.echo(json.dumps(report))
     else:
@@ -113,13 +121,22 @@ def resolve_config(config_file: Path | None, given: dict) -> RunConfig:
     return config_from_values(given, lambda k: f"--{k.replace('_', '-')}", base=base)
 
 
-def _check_paths(cfg: RunConfig, data_dir: Path, out: Path) -> None:
-    """Path and data problems are found before the MLflow store is opened or anything runs."""
-    from ..run.sources import check_data
+def _check_paths(cfg: RunConfig, data_dir: Path, out: Path) -> str:
+    """Path and data problems are found before the MLflow store is opened or anything runs; returns the run's hash
+    (its config and the content digest of its data)."""
+    from ..run.sources import check_data, run_hash
 
     check_data_dir(data_dir)
     check_output_folder(out, option_label("--out", out))
     check_data(cfg, data_dir, lambda key: f"--{key.replace('_', '-')}")
+    return run_hash(cfg, data_dir)
+
+
+def first_and_last_samples(run_dir: Path) -> list[dict]:
+    """A text run's first and last sample ({iter, text}; one if it sampled once), from samples.json; [] else."""
+    path = run_dir / "samples.json"
+    samples = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    return samples[:1] + samples[1:][-1:]
 
 
 def _run_with_progress_bar(cfg: RunConfig, data_dir: Path, run_dir: Path) -> RunResult:
@@ -159,5 +176,12 @@ def _print_human(result: RunResult, run_id: str, store: tracking.Store) -> None:
                f"val accuracy {num('val_accuracy')} (chance {num('chance_accuracy')}) in {s['seconds']:.1f} s")
     if s.get("diverged_at") is not None:
         typer.echo(f"diverged at iteration {s['diverged_at']} (non-finite loss, gradient, update or validation loss)")
+    for sample in first_and_last_samples(result.run_dir):
+        typer.echo(f"sample at iteration {sample['iter']}:\n{_indented(sample['text'])}")
     typer.echo(f"run folder: {result.run_dir}")
     typer.echo(f"mlflow run {run_id} in {EXPERIMENT}: {store.ui_command()}")
+
+
+def _indented(text: str) -> str:
+    """A sample as a block set off from the command's own lines."""
+    return "\n".join(f"    {line}" for line in text.splitlines() or [""])

@@ -1,0 +1,104 @@
+"""The report's remedies section on a fake sweep whose learning is planted per arm (tests/fixtures_runs.py): each arm
+is recognised from its config, the success counts and Wilson intervals match the planted pattern and an
+independent formula, every number the section prints is in metrics.json, and its figures are drawn."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import fixtures_runs as fx
+from pipeline import cli
+from pipeline.report import studies
+
+cli._register()
+
+# arm -> (config, parameter count to plant, runs that learn at T = 50 and T = 100, of 3 seeds each)
+ARMS = {
+    "tanh_unclipped": (dict(init="sparse", gamma_w=0.95, clip_mode="none"), 100, (0, 0)),
+    "tanh_clipped": (dict(init="sparse", gamma_w=0.95, clip_mode="global"), 100, (1, 0)),
+    "tanh_clipped_omega": (dict(init="sparse", gamma_w=0.95, clip_mode="global", omega=2.0), 100, (2, 0)),
+    "irnn": (dict(activation="relu", init="identity", clip_mode="global", lr=0.001), 100, (3, 1)),
+    "orthogonal_tanh": (dict(init="orthogonal", clip_mode="global"), 100, (1, 1)),
+    "lstm": (dict(cell_type="lstm", init="orthogonal", clip_mode="global"), 400, (3, 2)),
+}
+TS = (50, 100)
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval at z = 1.96 (two-sided 95 %), written out here from Wilson (1927)."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def remedies_runs() -> list[fx.FakeRun]:
+    runs = []
+    for arm, (config, n_params, learned) in ARMS.items():
+        for T, k in zip(TS, learned):
+            for seed in range(3):
+                cfg = {**fx.BASE_CONFIG, "task": "temporal_order", "seq_len": T, "seed": seed, **config}
+                chance = fx.CHANCE_LOSS["temporal_order"]
+                loss = 0.2 * chance if seed < k else chance  # below 0.9 x chance: learned
+                runs.append(fx.FakeRun("remedies", cfg, overrides={"final_val_loss": loss, "n_params": n_params}))
+    return runs
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("remedies")
+    results, out = root / "results", root / "reports"
+    fx.write_study(results, remedies_runs())
+    runner = CliRunner()
+    assert runner.invoke(cli.app, ["analyze", "--results-dir", str(results), "--out", str(out)]).exit_code == 0
+    result = runner.invoke(cli.app, ["report", "--analysis-dir", str(out), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return {"out": out, "table": pd.read_csv(out / "tables" / "remedies.csv"),
+            "metrics": json.loads((out / "metrics.json").read_text()),
+            "html": (out / "report.html").read_text(encoding="utf-8")}
+
+
+def test_every_arm_is_recognised_and_counted_with_its_wilson_interval(built):
+    table = built["table"]
+    assert set(table["arm"]) == set(ARMS)
+    for arm, (_, n_params, learned) in ARMS.items():
+        for T, k in zip(TS, learned):
+            row = table[(table["arm"] == arm) & (table["T"] == T)].iloc[0]
+            assert (row["n_learned"], row["n_scored"], row["n_params"]) == (k, 3, n_params)
+            low, high = wilson(k, 3)
+            assert row["success_rate"] == pytest.approx(k / 3)
+            assert (row["success_rate_low"], row["success_rate_high"]) == (pytest.approx(low), pytest.approx(high))
+
+
+def test_the_headline_quotes_the_longest_t_per_arm(built):
+    head = built["metrics"]["specs"]["remedies"]["headline"]
+    assert list(head) == list(ARMS)  # in report order
+    for arm, (_, n_params, learned) in ARMS.items():
+        assert head[arm]["T"] == 100 and head[arm]["n_params"] == n_params
+        assert (head[arm]["learned"]["k"], head[arm]["learned"]["n"]) == (learned[1], 3)
+
+
+def test_the_section_has_a_sentence_per_arm_the_papers_and_both_figures(built):
+    html = built["html"]
+    for name in studies.REMEDY_ARMS.values():
+        assert f"{name} (up to " in html
+    assert "Pascanu, Mikolov &amp; Bengio (2013)" in html and "Hochreiter &amp; Schmidhuber (1997)" in html
+    for figure in ("remedies_success", "remedies_decay"):
+        assert (built["out"] / "figures" / f"{figure}.png").is_file()
+
+
+@pytest.mark.parametrize("config, arm", [
+    ({"cell_type": "lstm", "clip_mode": "none"}, "lstm"),
+    ({"activation": "relu", "init": "identity", "omega": 0.0}, "irnn"),
+    ({"activation": "tanh", "init": "sparse", "omega": 2.0, "clip_mode": "global"}, "tanh_clipped_omega"),
+    ({"activation": "tanh", "init": "orthogonal", "clip_mode": "global"}, "orthogonal_tanh"),
+    ({"activation": "tanh", "init": "gaussian", "clip_mode": "none"}, "tanh_unclipped"),
+    ({"activation": "tanh", "init": "gaussian", "clip_mode": "elementwise"}, "tanh_clipped"),
+])
+def test_remedy_arm_reads_the_config(config, arm):
+    assert studies.remedy_arm(config) == arm
