@@ -15,9 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline import tracking
-from pipeline.run.config import config_hash
 from pipeline.run.spec import load_spec
-from test_sweep import GAMMAS, _calls, _runs, _sweep, env  # noqa: F401 (env is a fixture)
+from test_sweep import GAMMAS, _calls, _runs, _sweep, config_hash, env  # noqa: F401 (env is a fixture)
 from test_tracking import empty_db  # noqa: F401 (a fixture)
 
 TESTS = Path(__file__).parent
