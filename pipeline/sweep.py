@@ -6,7 +6,9 @@ is created RUNNING when its cell is submitted and ended FINISHED once its folder
 
 Resume: a cell whose config_hash has a FINISHED run in the experiment and whose folder
 `results/<spec>/runs/<hash>/` exists is skipped; a folder without a FINISHED run (killed between computing and
-logging) is logged again without recomputing. Runs left RUNNING by a killed sweep end KILLED at the start (and
+logging) is logged again without recomputing. A folder whose outcome is `failed` (an exception stopped the run:
+no result) or whose summary.json does not parse is computed again ("retried"); a `diverged` or `unstable` one is a
+result and stays. Runs left RUNNING by a killed sweep end KILLED at the start (and
 the temp folders of its killed workers are removed), and SIGINT/SIGTERM end the in-flight ones KILLED. So a killed
 sweep, started again, finishes what is missing and repeats nothing that finished. One sweep of a spec at a time
 (per results folder): a second is refused while the first holds `results/<spec>/.lock`.
@@ -22,26 +24,31 @@ import hashlib
 import json
 import multiprocessing
 import os
+import queue
 import re
 import shutil
 import signal
 import socket
+import stat
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from . import tracking
+from .run.files import atomic_file
 from .run.sources import run_hash
 from .run.verdicts import OUTCOMES
 from .errors import UserError
 
 # progress(done, total, cell_name, status): status is "skipped", "relogged", an outcome, or "crashed"; first, once
-# the sweep holds its spec's lock, (0, total, "", "started")
+# the sweep holds its spec's lock, (0, total, "", "started"); a warning about a cell, which does not end it, is
+# "warning: <one line>" with `done` unchanged
 Progress = Callable[[int, int, str, str], None]
 SUMMARY_LABELS = ("outcome", "predicted_regime", "observed_regime")
 # runner.execute_run's temp folders (.<config_hash>.<8 hex digits>.tmp) and files.move_into_place's (mkdtemp, .old)
@@ -50,11 +57,17 @@ RUNNER_TEMP_FOLDER = re.compile(r"\.[0-9a-f]{12}\.[a-z0-9_]{8}\.(tmp|old)")
 # as cores the parent would otherwise wait for CPU, and finished runs would queue up unlogged. (`rnngrad bench
 # --only scaling` reports the parent's logging time per run.)
 WORKER_NICENESS = 5
+# What a sweep writes in its lock file, and so the only content it will overwrite there
+LOCK_NOTE = re.compile(r"pid [0-9]+ on [^\n]{0,255}\n?")
+LOCK_NOTE_BYTES = 300
+MAX_POOL_BREAKS = 2  # a cell caught in this many broken pools without being seen to cause one ends FAILED
 POLL_SECONDS = 0.2  # how long a stop request can wait for the sweep to notice it
 # Returned cells logged at once to a tracking server: logging one is ~16 HTTP requests, most of it waiting on the
 # server, so one thread caps the driver at a few cells per second whatever the number of workers (`rnngrad bench
 # --only cluster`). The embedded sqlite store takes one writer at a time: one logging thread there.
 SERVER_LOG_THREADS = 8
+LOG_DRAIN_SECONDS = 3.0  # how long a stopping sweep waits for a cell being logged to a server
+FAILED = "failed"  # the outcome of a run an exception stopped: no result, so the next sweep computes it again
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,7 @@ class Cell:
     config: Any  # the resolved RunConfig
     config_hash: str
     run_dir: Path  # results/<spec>/runs/<config_hash>
+    redo: bool = False  # compute it even though its folder exists (a `failed` or unreadable one, replaced)
 
 
 @dataclass
@@ -73,6 +87,7 @@ class SweepResult:
     ran: list[str] = field(default_factory=list)  # cells computed now
     skipped: list[str] = field(default_factory=list)  # finished before: folder + FINISHED run
     relogged: list[str] = field(default_factory=list)  # folder existed, logged again without recomputing
+    retried: list[str] = field(default_factory=list)  # computed again: its folder said `failed` or was unreadable
     crashed: dict[str, str] = field(default_factory=dict)  # cell -> error
     logging_seconds: float = 0.0  # time this process spent logging run folders to MLflow, summed over its threads
     logging_by_cell: dict[str, float] = field(default_factory=dict)  # cell -> MLflow seconds: create + log + end
@@ -80,7 +95,8 @@ class SweepResult:
     @property
     def outcome_counts(self) -> dict[str, int]:
         return {"cells_ran": len(self.ran), "cells_skipped": len(self.skipped),
-                "cells_relogged": len(self.relogged), "cells_crashed": len(self.crashed)}
+                "cells_relogged": len(self.relogged), "cells_retried": len(self.retried),
+                "cells_crashed": len(self.crashed)}
 
 
 def cell_names(spec) -> list[str]:
@@ -129,15 +145,16 @@ def run_sweep(spec, data_dir: Path, results_dir: Path, store: tracking.Store, jo
         if progress is not None:
             progress(0, len(cells), "", "started")
         try:
-            run_ids = _resume(store, exp_id, parent, spec, cells, result, tick, stop)
-            todo = [c for c in cells if c.config_hash not in run_ids]
+            run_ids, redo = _resume(store, exp_id, parent, spec, cells, result, tick, stop)
+            todo = [replace(c, redo=c.config_hash in redo) for c in cells if c.config_hash not in run_ids]
             run_ids |= _run_cells(store, exp_id, parent, spec, todo, data_dir, jobs, execute, result, tick, stop,
                                   executor)
             stop.check()  # the last point to stop at: from here the sweep only writes its table and finishes
             table = write_results_table(spec, cells, run_ids, results_dir, result.table_path)
             _close_parent(store, spec, parent, result, table)
         except BaseException as e:
-            tracking.end_run(store, parent, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            with tracking.hurry():  # seconds, even when the tracking server is gone
+                _end_runs(store, [parent], "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
             raise
     return result
 
@@ -146,30 +163,48 @@ def run_sweep(spec, data_dir: Path, results_dir: Path, store: tracking.Store, jo
 def _one_sweep_per_spec(spec_dir: Path):
     """Hold an exclusive lock on <results>/<spec>/.lock while the sweep runs. A second sweep of the same spec
     would end the first one's in-flight runs KILLED and delete its temp folders, so it is refused instead. The
-    kernel drops the lock when the holder exits, however it exits (SIGKILL included): no stale lock to clear."""
+    kernel drops the lock when the holder exits, however it exits (SIGKILL included): no stale lock to clear.
+    The lock file is never a symbolic link followed (the sweep would write its pid into whatever file the link
+    names) nor a file some other program wrote: both are refused."""
     try:
         import fcntl
     except ImportError:  # Windows: no flock; one sweep of a spec at a time is then up to the user
         yield
         return
+    lock = spec_dir / ".lock"
     try:
         spec_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(spec_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:  # not a folder, read-only, no permission: the sweep cannot write its results here
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as e:  # not a folder, read-only, no permission, a symbolic link: no results can go here
+        if lock.is_symlink():
+            raise UserError(f"{lock}: is a symbolic link, which the sweep will not write through; remove it "
+                            "(the sweep makes its own lock file)") from None
         raise UserError(f"{spec_dir}: cannot write the sweep's results there ({e.strerror}); give a writable "
                         "--results-dir") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UserError(f"{lock}: is not a regular file; remove it (the sweep makes its own lock file)")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            holder = _short_text(os.read(fd, 200).decode(errors="replace").strip()) or "another process"
             raise UserError(f"{spec_dir}: another `rnngrad sweep` of this spec is running ({holder}); wait for it "
                             "to finish or stop it, then run this again") from None
+        held = os.read(fd, LOCK_NOTE_BYTES + 1).decode(errors="replace")
+        if held and not LOCK_NOTE.fullmatch(held):
+            raise UserError(f"{lock}: a file the sweep did not write ({_short_text(held)}); move it aside "
+                            "(the sweep makes its own lock file)")
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _short_text(text: str, limit: int = 60) -> str:
+    """`text` on one line, cut to `limit` characters for a message."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)"
 
 
 def _remove_runner_temp_folders(runs_dir: Path) -> None:
@@ -183,9 +218,12 @@ def _remove_runner_temp_folders(runs_dir: Path) -> None:
 
 
 def _has_work(store, exp_id: str, cells: list[Cell]) -> bool:
-    """Whether a cell must be computed or logged: its folder is missing, or has no FINISHED run."""
+    """Whether a cell must be computed or logged: its folder is missing, has no FINISHED run, or is no result
+    (`failed` or unreadable: computed again)."""
     finished = tracking.finished_runs(store, exp_id)
-    return any(not (c.run_dir.is_dir() and c.config_hash in finished) for c in cells)
+    done = [c.run_dir.is_dir() and c.config_hash in finished and folder_outcome(c.run_dir) not in (None, FAILED)
+            for c in cells]
+    return not all(done)
 
 
 def _open_parent(store, exp_id: str, spec, shash: str, work: bool = True) -> str:
@@ -220,12 +258,24 @@ def _child_tags(spec, cell: Cell) -> dict:
     return {"config_hash": cell.config_hash, "spec": spec.name, "profile": spec.profile, "cell": cell.name}
 
 
-def _resume(store, exp_id, parent, spec, cells, result: SweepResult, tick, stop: _StopRequest) -> dict[str, str]:
-    """{config_hash: run_id} of cells already done: skipped if logged, logged now if only the folder exists."""
-    finished, run_ids = tracking.finished_runs(store, exp_id), {}
+def _resume(store, exp_id, parent, spec, cells, result: SweepResult, tick,
+            stop: _StopRequest) -> tuple[dict[str, str], set[str]]:
+    """({config_hash: run_id} of cells already done: skipped if logged, logged now if only the folder exists;
+    the config_hashes to compute again). A folder whose outcome is `failed` (an exception inside the run) is not a
+    result: its cell is computed again, as is one whose summary.json does not parse (with a one-line warning). A
+    `diverged` or `unstable` folder is a result and stays."""
+    finished, run_ids, redo = tracking.finished_runs(store, exp_id), {}, set()
     for cell in cells:
         stop.check()
         if not cell.run_dir.is_dir():
+            continue
+        outcome = folder_outcome(cell.run_dir)
+        if outcome is None:
+            tick.note(cell.name, f"{cell.run_dir / 'summary.json'} is missing or does not parse; computing the "
+                                 "cell again")
+        if outcome in (None, FAILED):
+            redo.add(cell.config_hash)
+            result.retried.append(cell.name)
             continue
         if cell.config_hash in finished:
             run_ids[cell.config_hash] = finished[cell.config_hash]
@@ -237,7 +287,18 @@ def _resume(store, exp_id, parent, spec, cells, result: SweepResult, tick, stop:
         run_ids[cell.config_hash] = run_id
         result.relogged.append(cell.name)
         tick(cell.name, "relogged")
-    return run_ids
+    return run_ids, redo
+
+
+def folder_outcome(run_dir: Path) -> str | None:
+    """The `outcome` in a run folder's summary.json, or None when the file is missing, does not parse, or has no
+    outcome (a disk that filled up, a hand edit): such a folder is no result."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    outcome = summary.get("outcome") if isinstance(summary, dict) else None
+    return outcome if outcome in OUTCOMES else None
 
 
 _RESULT_LOCK = threading.Lock()  # SweepResult's sums, added to from the logging threads
@@ -255,39 +316,80 @@ def _log_and_finish(store, run_id: str, cell: Cell, result: SweepResult) -> str:
 
 def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, execute,
                result: SweepResult, tick, stop: _StopRequest, executor=None) -> dict[str, str]:
-    """Compute `todo` in worker processes, at most `jobs` at a time; log each as it returns, in a small thread
-    pool (SERVER_LOG_THREADS). The wait for them wakes every POLL_SECONDS to see whether a signal asked the sweep
-    to stop."""
+    """Compute `todo` in worker processes (or in the pool `executor(jobs)` makes, a Dask cluster's), at most `jobs`
+    at a time; log each as it returns, in a small thread pool (SERVER_LOG_THREADS). The wait for them wakes every
+    POLL_SECONDS to see whether a signal asked the sweep to stop.
+
+    A worker that dies (the out-of-memory killer, a SIGKILL, a crash in native code) breaks the whole process
+    pool, and the pool stops its other workers. Only the cell of the worker that died ends FAILED, with the
+    reason; the pool is replaced, and the other cells it was running are started again in the new one (at most
+    MAX_POOL_BREAKS times each, in case the dead worker cannot be told apart). (A cluster reschedules a dead
+    worker's cell itself, up to its allowed failures, and never breaks.)"""
     if not todo:
         return {}
     jobs = min(jobs or os.cpu_count() or 1, len(todo))
-    pool = executor(jobs) if executor is not None else ProcessPoolExecutor(
-        jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init, initargs=(os.getpid(),))
-    queue, inflight, run_ids = iter(todo), {}, {}
-    logger = ThreadPoolExecutor(1 if store.is_embedded else SERVER_LOG_THREADS, thread_name_prefix="rnngrad-log")
+
+    def new_pool():
+        return _ExecutorPool(executor(jobs)) if executor is not None else _CellPool(jobs)
+
+    pool = new_pool()
+    pending: deque[tuple[Cell, str | None]] = deque((cell, None) for cell in todo)  # (cell, its run if created)
+    inflight: dict[Future, tuple[Cell, str]] = {}
+    breaks: dict[str, int] = {}  # config_hash -> pool breaks the cell was caught in
+    run_ids: dict[str, str] = {}
+    logger = _LogThreads(1 if store.is_embedded else SERVER_LOG_THREADS)
     logging: dict[Future, tuple[Cell, str]] = {}  # a returned cell's logging -> (cell, run_id)
 
     def submit_next() -> None:
-        for cell in queue:
+        while pending:
             stop.check()
-            start = time.perf_counter()
-            run_id = tracking.start_run(store, exp_id, cell.name, parent, _child_tags(spec, cell))
-            result.logging_by_cell[cell.name] = time.perf_counter() - start
+            cell, run_id = pending.popleft()
+            if run_id is None:
+                start = time.perf_counter()
+                run_id = tracking.start_run(store, exp_id, cell.name, parent, _child_tags(spec, cell))
+                result.logging_by_cell[cell.name] = time.perf_counter() - start
             try:
-                inflight[pool.submit(compute_cell, execute, cell.config, Path(data_dir), cell.run_dir)] = (cell, run_id)
+                inflight[pool.submit(execute, cell, Path(data_dir))] = (cell, run_id)
                 return
-            except BrokenProcessPool as e:  # a worker died hard (e.g. out of memory): no cell can start now
-                _record_crash(store, run_id, cell, f"not started: {e}", result)
-                tick(cell.name, "crashed")
+            except BrokenProcessPool:  # broken since the last wait: its futures say why; this cell goes first
+                pending.appendleft((cell, run_id))
+                return
+
+    def after_break() -> None:
+        """The pool broke: settle every cell it held, then start a new pool."""
+        nonlocal pool
+        wait(list(inflight), timeout=30)  # the executor fails all its futures at once; this only waits for that
+        for future in [f for f in inflight if f.done()]:
+            cell, run_id = inflight.pop(future)
+            death = None
+            if isinstance(future.exception(), BrokenProcessPool):
+                death = pool.death_of(cell)
+                breaks[cell.config_hash] = breaks.get(cell.config_hash, 0) + 1
+                if death is None and breaks[cell.config_hash] < MAX_POOL_BREAKS:
+                    pending.appendleft((cell, run_id))  # stopped with the pool, not its cause: computed again
+                    continue
+                death = death or f"its worker process was stopped with {MAX_POOL_BREAKS} broken process pools"
+            status = _finish_cell(store, run_id, cell, future, result, death)
+            run_ids.update({cell.config_hash: run_id} if status != "crashed" else {})
+            tick(cell.name, status)
+        pool.stop()
+        pool = new_pool()
 
     try:
         for _ in range(jobs):
             submit_next()
-        while inflight or logging:
+        while inflight or pending or logging:
             stop.check()
+            if pool.broken:
+                after_break()
+                for _ in range(jobs - len(inflight)):
+                    submit_next()
+                continue
             for future in wait([*inflight, *logging], timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)[0]:
                 stop.check()
                 if future in inflight:
+                    if isinstance(future.exception(), BrokenProcessPool):
+                        break  # the pool is broken: after_break settles its cells
                     cell, run_id = inflight.pop(future)
                     submit_next()  # first, so that a worker computes while this process logs
                     logging[logger.submit(_finish_cell, store, run_id, cell, future, result)] = (cell, run_id)
@@ -296,25 +398,156 @@ def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, ex
                 status = future.result()
                 run_ids.update({cell.config_hash: run_id} if status != "crashed" else {})
                 tick(cell.name, status)
+            if not inflight and pending and not pool.broken:
+                submit_next()
     except BaseException:
-        _stop_workers(pool)
-        logger.shutdown(wait=True, cancel_futures=True)  # a folder being logged is logged and ended
-        for future, (_, run_id) in [*inflight.items(), *logging.items()]:
-            if future in inflight or future.cancelled():
-                tracking.end_run(store, run_id, "KILLED")
+        pool.stop()
+        # a folder being logged to sqlite is logged and ended (a call holds the store's lock for milliseconds);
+        # one being logged to a server is given LOG_DRAIN_SECONDS, since a hung server holds it for minutes
+        logger.stop(None if store.is_embedded else LOG_DRAIN_SECONDS)
+        unlogged = [r for f, (_, r) in logging.items() if not f.done() or f.cancelled()]
+        with tracking.hurry():  # seconds, even when the tracking server is gone
+            _end_runs(store, [r for _, r in [*inflight.values(), *pending] if r is not None] + unlogged, "KILLED")
         raise
-    pool.shutdown(wait=True)
-    logger.shutdown(wait=True)
+    pool.shutdown()
+    logger.stop(None)
     return run_ids
 
 
-def _finish_cell(store, run_id: str, cell: Cell, future: Future, result: SweepResult) -> str:
-    """Log a returned cell; a worker exception (or a dead worker) ends the run FAILED."""
+def _end_runs(store, run_ids: list[str], status: str) -> None:
+    """End runs as the sweep stops; a tracking server that stopped answering leaves them RUNNING (the next sweep
+    ends them KILLED), and the error that stopped the sweep is the one reported."""
+    for run_id in run_ids:
+        try:
+            tracking.end_run(store, run_id, status)
+        except tracking.ServerUnreachable:
+            return
+
+
+class _CellPool:
+    """A ProcessPoolExecutor of `jobs` workers that also learns which worker process computes which cell (each
+    worker reports (config_hash, pid) as it starts one), so that when the pool breaks the sweep can tell the cell
+    whose worker died from those the pool stopped with it (their workers end by the executor's SIGTERM)."""
+
+    def __init__(self, jobs: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.started = context.SimpleQueue()  # written by a worker in one small write, read only here
+        self.executor = ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
+                                            initargs=(os.getpid(), self.started))
+        self.processes: dict[int, Any] = {}  # pid -> multiprocessing.Process, every worker this pool started
+        self.worker_of: dict[str, int] = {}  # config_hash -> pid of the worker that started it
+
+    def submit(self, execute: Callable, cell: Cell, data_dir: Path) -> Future:
+        future = self.executor.submit(compute_cell, execute, cell.config, data_dir, cell.run_dir, cell.redo,
+                                      cell.config_hash)
+        self.processes.update(getattr(self.executor, "_processes", None) or {})
+        return future
+
+    @property
+    def broken(self) -> bool:
+        return bool(getattr(self.executor, "_broken", False))
+
+    def death_of(self, cell: Cell) -> str | None:
+        """Why the worker computing `cell` died, or None when it did not die on its own (stopped with the pool,
+        or never started the cell, or unknown)."""
+        while not self.started.empty():
+            config_hash, pid = self.started.get()
+            self.worker_of[config_hash] = pid
+        process = self.processes.get(self.worker_of.get(cell.config_hash, -1))
+        if process is None:
+            return None
+        process.join(timeout=5)
+        code = process.exitcode
+        if code is None or code == -signal.SIGTERM:  # alive, or stopped by the executor once another died
+            return None
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            hint = " (the out-of-memory killer sends it, as does kill -9)" if -code == signal.SIGKILL else ""
+            return f"its worker process was killed by {name}{hint}"
+        return f"its worker process exited with code {code} while computing it"
+
+    def stop(self) -> None:
+        _stop_workers(self.executor)
+        self.started.close()
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.started.close()
+
+
+class _LogThreads:
+    """The threads that log returned cells (SERVER_LOG_THREADS). Daemon threads, unlike a ThreadPoolExecutor's: a
+    sweep stopped while one of them waits on a hung tracking server exits at once instead of waiting out the call
+    at interpreter exit; its run is ended KILLED, and the next sweep logs the folder again."""
+
+    def __init__(self, threads: int) -> None:
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"rnngrad-log-{i}", daemon=True)
+                         for i in range(threads)]
+        self._futures: list[Future] = []
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable, *args) -> Future:
+        future: Future = Future()
+        self._futures.append(future)
+        self._tasks.put((future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        while (task := self._tasks.get()) is not None:
+            future, fn, args = task
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as e:  # handed to the sweep's main thread, which re-raises it
+                future.set_exception(e)
+
+    def stop(self, timeout: float | None) -> None:
+        """Cancel what has not started, then wait for what has (at most `timeout` seconds; None: until done)."""
+        for future in self._futures:
+            future.cancel()
+        for _ in self._threads:
+            self._tasks.put(None)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+
+class _ExecutorPool:
+    """The pool of run_sweep's `executor` (a Dask cluster's, pipeline/cluster.py) behind _CellPool's interface. The
+    cluster reschedules a dead worker's cell itself, so this pool never breaks."""
+
+    broken = False
+
+    def __init__(self, executor) -> None:
+        self.executor = executor
+
+    def submit(self, execute: Callable, cell: Cell, data_dir: Path) -> Future:
+        return self.executor.submit(compute_cell, execute, cell.config, data_dir, cell.run_dir)
+
+    def death_of(self, cell: Cell) -> str | None:
+        return None
+
+    def stop(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
+def _finish_cell(store, run_id: str, cell: Cell, future: Future, result: SweepResult,
+                 death: str | None = None) -> str:
+    """Log a returned cell; a worker exception (or a dead worker: `death` says why it died) ends the run FAILED."""
     error = future.exception()
     if error is None and cell.run_dir.is_dir():
         result.ran.append(cell.name)
         return _log_and_finish(store, run_id, cell, result)
-    message = f"{type(error).__name__}: {error}" if error else f"no run folder at {cell.run_dir}"
+    if death is not None:
+        message = f"{death}; the sweep went on with the other cells"
+    else:
+        message = f"{type(error).__name__}: {error}" if error else f"no run folder at {cell.run_dir}"
     _record_crash(store, run_id, cell, message, result)
     return "crashed"
 
@@ -325,17 +558,26 @@ def _record_crash(store, run_id: str, cell: Cell, message: str, result: SweepRes
     result.crashed[cell.name] = message
 
 
-def compute_cell(execute: Callable, cfg, data_dir: Path, run_dir: Path) -> str:
-    """Worker side: build the run folder unless it already exists; returns its path."""
-    if not run_dir.is_dir():
+def compute_cell(execute: Callable, cfg, data_dir: Path, run_dir: Path, redo: bool = False,
+                 config_hash: str = "") -> str:
+    """Worker side: build the run folder unless it already exists (`redo`: replace it); returns its path. First
+    it tells the parent which cell this worker process computes (`_CellPool.death_of`)."""
+    if _STARTED is not None:
+        _STARTED.put((config_hash, os.getpid()))
+    if redo or not run_dir.is_dir():
         execute(cfg, data_dir, run_dir)
     return str(run_dir)
 
 
-def _worker_init(parent_pid: int) -> None:
+_STARTED = None  # in a worker: the pool's queue of (config_hash, pid) of the cells started
+
+
+def _worker_init(parent_pid: int, started=None) -> None:
     """Workers leave Ctrl-C to the parent (which ends the runs KILLED and stops them), exit when the parent is gone
     (SIGKILL), so that no orphan keeps computing beside a restarted sweep, and yield the CPU to the parent
     (WORKER_NICENESS). (Each run uses one BLAS thread, runner.BLAS_THREADS, so workers do not fight over cores.)"""
+    global _STARTED
+    _STARTED = started
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(os, "nice"):
         os.nice(WORKER_NICENESS)
@@ -376,7 +618,10 @@ class _StopRequest:
         self.signum: int | None = None
 
     def __call__(self, signum: int, frame) -> None:
-        if self.signum is not None:  # asked twice: the sweep is stuck in a long call, so stop right here
+        # asked twice: the sweep is stuck in a long call, so stop right here; waiting on a tracking server (up to
+        # tracking.SERVER_PATIENCE_SECONDS): stop it now, it holds no lock the cleanup needs
+        if self.signum is not None or tracking.in_server_call():
+            self.signum = signum
             raise KeyboardInterrupt(f"signal {signum}")
         self.signum = signum
 
@@ -401,16 +646,25 @@ def _stop_on_signals():
             signal.signal(s, handler)
 
 
-def _ticker(total: int, progress: Progress | None) -> Callable[[str, str], None]:
-    done = 0
+class _Ticker:
+    """Counts cells as they end and reports them to `progress`; `note` reports a warning about a cell without
+    counting it."""
 
-    def tick(name: str, status: str) -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total, name, status)
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.total, self.progress, self.done = total, progress, 0
 
-    return tick
+    def __call__(self, name: str, status: str) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total, name, status)
+
+    def note(self, name: str, warning: str) -> None:
+        if self.progress is not None:
+            self.progress(self.done, self.total, name, f"warning: {warning}")
+
+
+def _ticker(total: int, progress: Progress | None) -> _Ticker:
+    return _Ticker(total, progress)
 
 
 def write_results_table(spec, cells: list[Cell], run_ids: dict[str, str], results_dir: Path, path: Path):
@@ -418,11 +672,9 @@ def write_results_table(spec, cells: list[Cell], run_ids: dict[str, str], result
     import pandas as pd
 
     rows = [_result_row(spec, c, run_ids[c.config_hash], results_dir) for c in cells if c.config_hash in run_ids]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     table = pd.DataFrame(rows)
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_file(path) as f:  # a new temp file (never one that is there, nor a link's target), renamed
+        table.to_parquet(f, index=False)
     return table
 
 

@@ -11,11 +11,14 @@ mlflow is imported lazily: it costs about a second, and other commands never pay
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import re
+import secrets
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +78,8 @@ def _mlflow():
 
 @functools.lru_cache(maxsize=8)
 def _client_for(tracking_uri: str):
-    return _mlflow().MlflowClient(tracking_uri=tracking_uri)
+    inner = _mlflow().MlflowClient(tracking_uri=tracking_uri)
+    return inner if tracking_uri.startswith("sqlite:") else _ServerClient(inner, tracking_uri)
 
 
 def client(store: Store):
@@ -125,14 +129,19 @@ def open_store(project_root: str | Path, tracking_uri: str | None = None) -> Sto
             raise UserError(f"{artifacts}: is a file, but the MLflow store keeps run artifacts in a folder there; "
                             "move the file aside")
         db.parent.mkdir(parents=True, exist_ok=True)
+        ensure_sqlite_store(db)
         _use_write_ahead_log(db)
     else:
+        for name, value in SERVER_HTTP_SETTINGS.items():  # the user's own settings win
+            os.environ.setdefault(name, value)
         _check_server_answers(uri)
     store = Store(uri, artifact_root)
     try:
         client(store).search_experiments(max_results=1)  # creates the tables / checks the server answers
-    except _mlflow().exceptions.MlflowException as e:
+    except Exception as e:
         if store.is_embedded:
+            raise _unusable_store(uri, e) from None
+        if not isinstance(e, _mlflow().exceptions.MlflowException):
             raise
         reason = " ".join(str(e).split(". Response body")[0].split())[:120]
         if re.search(r"error code (401|403)\b", reason):  # MLflow's basic-auth app (docs/cluster.md)
@@ -141,6 +150,94 @@ def open_store(project_root: str | Path, tracking_uri: str | None = None) -> Sto
         raise UserError(f"MLFLOW_TRACKING_URI={uri}: the server answers, but not as an MLflow tracking server "
                         f"({reason}); give the URL of an `mlflow server`, or unset the variable") from None
     return store
+
+
+# ---- the embedded store: made whole or not at all -------------------------------------------------------------
+
+STALE_CREATION_SECONDS = 600  # a temp store older than this is a killed creation's leftover, not another's work
+
+
+def ensure_sqlite_store(db: Path) -> None:
+    """Make sure `db` is an MLflow store: create it if missing (or an empty file), refuse it if it is another
+    application's database (tables, but no MLflow migration record), and touch nothing in that case.
+
+    MLflow creates a store in place: its tables, then some forty schema migrations, over seconds. A process killed
+    meanwhile left a half-migrated `mlflow.db` that every later command failed on ("table ... already exists").
+    So the store is created and migrated under a temporary name beside `db` and linked into place only when
+    complete; `os.link` never replaces, so of two processes creating it at once, the first one's stands."""
+    tables = _sqlite_tables(db)
+    if tables and "alembic_version" not in tables:
+        raise UserError(f"{db}: an SQLite database of another application ({len(tables)} tables, none of them "
+                        "MLflow's migration record); rnngrad leaves it as it is: move it aside, or set "
+                        "MLFLOW_TRACKING_URI to another store")
+    if tables:
+        return
+    _remove_stale_creations(db)
+    tmp = db.with_name(f".{db.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        _create_tables(f"sqlite:///{tmp}")
+        if db.exists() and not _sqlite_tables(db):  # an empty file (a creation killed under an older rnngrad)
+            os.replace(tmp, db)
+        else:
+            try:
+                os.link(tmp, db)
+            except FileExistsError:  # another process finished first: its store is as good as this one
+                pass
+    except (OSError, sqlite3.Error) as e:
+        raise UserError(f"{db}: cannot create the MLflow store there ({getattr(e, 'strerror', None) or e}); "
+                        "check that the folder is writable and the disk not full") from None
+    finally:
+        for leftover in db.parent.glob(f"{tmp.name}*"):  # the temp store and its rollback journal
+            leftover.unlink(missing_ok=True)
+
+
+def _sqlite_tables(db: Path) -> set[str]:
+    """The tables of an existing SQLite file, read without writing to it (none for a missing or empty file)."""
+    if not db.exists() or db.stat().st_size == 0:
+        return set()
+    try:
+        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=STORE_LOCK_SECONDS)
+    except sqlite3.Error as e:
+        raise UserError(f"{db}: cannot open the MLflow store ({e}); check the file's permissions") from None
+    try:
+        return {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.OperationalError as e:  # locked by another writer past the busy timeout, unreadable
+        raise UserError(f"{db}: cannot write the MLflow store ({e}); check that no other process holds it and "
+                        "that the file and its folder are writable") from None
+    except sqlite3.DatabaseError as e:  # not an SQLite file at all
+        raise UserError(f"{db}: not an SQLite database ({e}); move it aside or set MLFLOW_TRACKING_URI") from None
+    finally:
+        con.close()
+
+
+def _create_tables(uri: str) -> None:
+    """Create and migrate MLflow's schema in the (new) SQLite file at `uri`, and close every connection to it."""
+    _mlflow()  # its settings (telemetry off, quiet creation) first
+    from mlflow.store.db import utils as db_utils
+
+    engine = db_utils.create_sqlalchemy_engine(uri)
+    try:
+        db_utils._initialize_tables(engine)  # the tables, then every migration up to this MLflow's head
+    finally:
+        engine.dispose()
+
+
+def _remove_stale_creations(db: Path) -> None:
+    """Delete temp stores that killed creations left beside `db` (only old ones: a young one may be another
+    process's creation under way)."""
+    for leftover in db.parent.glob(f".{db.name}.*.tmp*"):
+        try:
+            if time.time() - leftover.stat().st_mtime > STALE_CREATION_SECONDS:
+                leftover.unlink()
+        except OSError:
+            pass
+
+
+def _unusable_store(uri: str, error: Exception) -> UserError:
+    """One line for an embedded store MLflow cannot use (a schema of another MLflow version, a damaged file)."""
+    reason = " ".join(str(error).split())[:160]
+    return UserError(f"{uri}: MLflow cannot use this store ({type(error).__name__}: {reason}); if an older MLflow "
+                     f"made it, run `mlflow db upgrade {uri}`, else move the file aside")
 
 
 def _use_write_ahead_log(db: Path) -> None:
@@ -178,6 +275,97 @@ def _check_server_answers(uri: str) -> None:
         reason = getattr(e, "reason", e)
         raise UserError(f"MLFLOW_TRACKING_URI={uri}: no server answers ({reason}); start `mlflow server` there, "
                         "or unset the variable to use the embedded store") from None
+
+
+# ---- a tracking server: bounded waits ----------------------------------------------------------------------------
+
+SERVER_PATIENCE_SECONDS = 60  # the longest one call waits for a tracking server that stopped answering
+# MLflow's HTTP settings for a tracking server unless the user set them: at most 3 attempts of at most 15 s, 1 + 2 s
+# apart (about 50 s, within SERVER_PATIENCE_SECONDS). MLflow's own, 7 retries with exponential backoff and a 120 s
+# timeout, wait about 4 minutes on a server that refuses connections and a quarter of an hour on one that hangs.
+SERVER_HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "15", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5"}
+# ... and while a stopping sweep ends its runs KILLED: one attempt of 3 s (MLflow reads them for every request)
+HURRIED_HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "3", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+_server_calls = 0  # tracking-server calls under way in this process (a signal may interrupt those at once)
+
+
+class ServerUnreachable(UserError):
+    """The tracking server stopped answering: the sweep ends, its finished run folders stay for the next one."""
+
+
+class _ServerClient:
+    """An MlflowClient for a tracking server whose calls fail in one line, naming the URI, once the server does not
+    answer within SERVER_PATIENCE_SECONDS; after that every call on it fails at once, so that a sweep ending its
+    runs does not wait that long again for each of them."""
+
+    def __init__(self, inner, uri: str) -> None:
+        self._inner, self._uri, self._dead = inner, uri, ""
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args, **kwargs):
+            global _server_calls
+            if self._dead:
+                raise ServerUnreachable(self._dead)
+            _server_calls += 1
+            try:
+                return attr(*args, **kwargs)
+            except Exception as e:
+                reason = _unreachable_reason(e)
+                if reason is None:
+                    raise
+                self._dead = (f"MLFLOW_TRACKING_URI={self._uri}: the tracking server stopped answering ({reason}); "
+                              "the run folders computed stay under the results folder, and the next sweep logs "
+                              "them once the server is back")
+                raise ServerUnreachable(self._dead) from None
+            finally:
+                _server_calls -= 1
+
+        return call
+
+
+def _unreachable_reason(error: BaseException) -> str | None:
+    """A short reason when `error` (or what caused it) is a failed HTTP exchange: refused, timed out, or too many
+    retries; None for an answer the server gave (an MLflow error such as a missing run)."""
+    import requests
+
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, (requests.exceptions.RequestException, ConnectionError, TimeoutError)):
+            kind = "no answer in time" if isinstance(seen, (requests.exceptions.Timeout, TimeoutError)) else \
+                "connection refused or lost"
+            return f"{kind}, gave up after {SERVER_PATIENCE_SECONDS} s at most"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def in_server_call() -> bool:
+    """Whether this process is waiting on a tracking server now (a signal handler may stop such a wait at once:
+    unlike an sqlite call, it holds no lock that the cleanup after it would need)."""
+    return _server_calls > 0
+
+
+@contextlib.contextmanager
+def hurry():
+    """Calls to a tracking server in this block try once, for 3 s (HURRIED_HTTP_SETTINGS): for ending runs KILLED
+    while a sweep stops, which must take seconds even if the server is gone."""
+    saved = {name: os.environ.get(name) for name in HURRIED_HTTP_SETTINGS}
+    os.environ.update(HURRIED_HTTP_SETTINGS)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def ensure_experiment(store: Store, name: str) -> str:
@@ -290,7 +478,11 @@ def log_folder_and_end(store: Store, run_id: str, run_dir: str | Path) -> None:
     try:
         log_run_folder(store, run_id, run_dir)
     except BaseException as e:
-        end_run(store, run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        with hurry():  # seconds, even when a tracking server is gone
+            try:
+                end_run(store, run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            except ServerUnreachable:
+                pass  # the run stays RUNNING until the next sweep ends it; `e` is the error to report
         raise
     end_run(store, run_id, "FINISHED")
 

@@ -38,7 +38,8 @@ GAMMAS = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
 
 
 def fake_execute(cfg, data_dir, run_dir, progress=None):
-    """Stands in for runner.execute_run: sleeps $FAKE_RUN_SECONDS, raises for gamma_w = $FAKE_CRASH_GAMMA."""
+    """Stands in for runner.execute_run: sleeps $FAKE_RUN_SECONDS, raises for gamma_w = $FAKE_CRASH_GAMMA, writes
+    outcome `failed` for $FAKE_FAIL_GAMMA, kills its worker for $FAKE_DIE_GAMMA."""
     calls = os.environ["FAKE_CALLS_LOG"]
     _append(calls, f"start {config_hash(cfg)} {os.getpid()}")
     time.sleep(float(os.environ.get("FAKE_RUN_SECONDS", "0")))
@@ -47,6 +48,9 @@ def fake_execute(cfg, data_dir, run_dir, progress=None):
     if str(cfg.gamma_w) == os.environ.get("FAKE_DIE_GAMMA"):
         os._exit(9)  # the worker process dies, as under the out-of-memory killer
     outcome = "diverged" if cfg.gamma_w >= 3 else "unstable" if cfg.gamma_w == 2.5 else "ok"
+    if str(cfg.gamma_w) == os.environ.get("FAKE_FAIL_GAMMA"):
+        outcome = "failed"  # an exception inside the run, recorded in its folder (as the runner does)
+    shutil.rmtree(run_dir, ignore_errors=True)  # a cell computed again replaces its folder
     write_fake_run_folder(flatten(cfg), Path(run_dir), outcome=outcome)
     (Path(run_dir) / "worker.json").write_text(json.dumps({"mlflow_imported": "mlflow" in sys.modules,
                                                            "niceness": os.nice(0)}))
@@ -196,10 +200,11 @@ def test_a_crashing_cell_ends_failed_and_is_retried_by_the_next_sweep(env, monke
     assert len(pd.read_parquet(env / "results" / "mini.parquet")) == 6
 
 
-def test_a_dead_worker_fails_the_cells_it_takes_down_and_leaves_nothing_running(env, monkeypatch):
+def test_a_dead_worker_fails_the_cell_it_was_computing_and_leaves_nothing_running(env, monkeypatch):
     monkeypatch.setenv("FAKE_DIE_GAMMA", "1.0")
     store, _, result = _sweep(env)
-    assert "gamma_w=1.0,seed=0" in result.crashed and "BrokenProcessPool" in result.crashed["gamma_w=1.0,seed=0"]
+    assert list(result.crashed) == ["gamma_w=1.0,seed=0"]  # the other cells went on in a new pool
+    assert "its worker process exited with code 9 while computing it" in result.crashed["gamma_w=1.0,seed=0"]
     parents, children = _runs(store)
     assert [p.status for p in parents] == ["FAILED"]
     assert {c.status for c in children} <= {"FINISHED", "FAILED"}

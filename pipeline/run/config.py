@@ -23,13 +23,15 @@ import yaml
 
 from ..engine.activations import ACTIVATIONS
 from ..engine.cells import CELLS
-from ..errors import UserError, did_you_mean
+from ..errors import UserError, did_you_mean, shown
 from ..engine.init import INITS
 from ..engine.lstm import FORGET_BIAS
 from ..engine.optim import CLIP_MODES, MAX_CLIP_THRESHOLD, MAX_LR, MAX_WEIGHT_DECAY, OPTIMIZERS
 from ..engine.rnn import FORMS
 from ..engine.trainer import REDUCTIONS
+from . import safeyaml
 from .corpus import DEFAULT_CORPUS
+from .safeyaml import MAX_YAML_BYTES
 
 TASKS = ("adding", "temporal_order", "copy", "probe", "text")
 WINDOWS = ("random", "consecutive")  # how a text run takes its training windows (run/sources.py)
@@ -106,6 +108,8 @@ def _short(value: Any) -> str:
     """repr(value), cut to a readable length (a YAML integer can have thousands of digits, beyond repr's limit)."""
     if isinstance(value, int) and value.bit_length() > 128:
         return f"{'-' if value < 0 else ''}an integer of {value.bit_length()} bits"
+    if not isinstance(value, (str, int, float, type(None))):  # a list or mapping, of any size: shortened first
+        return shown(value)
     text = repr(value)
     return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
 
@@ -120,7 +124,7 @@ class Choice:
 
     def check(self, value: Any) -> str:
         if value not in self.values:
-            raise Invalid(f"unknown value {value!r}{did_you_mean(value, self.values)}", self.describe())
+            raise Invalid(f"unknown value {_short(value)}{did_you_mean(value, self.values)}", self.describe())
         return value
 
 
@@ -376,7 +380,10 @@ def read_yaml(path: Path | str, what: str) -> Any:
     if not path.is_file():
         raise UserError(f"{path}: no such file; give an existing {what}")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise UserError(f"{path}: {size} bytes; a {what} is at most {MAX_YAML_BYTES // 1024} KiB")
+        return safeyaml.load(path.read_text(encoding="utf-8"))  # aliases bounded, duplicate keys refused
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -393,7 +400,7 @@ def as_mapping(value: Any, where: str, example: str) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise UserError(f"{where}: expected a mapping like {example}, got {type(value).__name__} {value!r}")
+        raise UserError(f"{where}: expected a mapping like {example}, got {type(value).__name__} {_short(value)}")
     return value
 
 

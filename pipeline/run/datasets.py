@@ -78,16 +78,37 @@ def load_dataset(data_dir: Path | str, task: str, T: int, count: int, seed: int)
     if not path.exists():
         return build_dataset(task, T, count, seed)
     meta = tasks.task_meta(task, T)
-    with np.load(path, allow_pickle=False) as f:
-        missing = [key for key in DATASET_KEYS if key not in f.files]
-        if missing:
-            raise UserError(f"{path}: has no {', '.join(missing)} (a data folder of an older rnngrad); "
-                            "rerun `rnngrad generate`")
-        arrays = {key: f[key] for key in DATASET_KEYS}
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [key for key in DATASET_KEYS if key not in f.files]
+            if missing:
+                raise UserError(f"{path}: has no {', '.join(missing)} (a data folder of an older rnngrad); "
+                                "rerun `rnngrad generate`")
+            arrays = {key: f[key] for key in DATASET_KEYS}
+    except UserError:
+        raise
+    except Exception as e:  # a truncated or foreign file: zipfile, format and pickle errors
+        raise UserError(f"{path}: not a readable dataset ({type(e).__name__}); rerun `rnngrad generate`") from None
     if arrays["x"].shape[:2] != (count, meta.steps):
         raise UserError(f"{path}: holds {len(arrays['x'])} sequences of {arrays['x'].shape[1]} steps, expected "
                         f"{count} of {meta.steps}; rerun `rnngrad generate`")
+    _check_shapes(path, arrays, dataset_shapes(meta, count))
     return Dataset(name, meta=meta, seed=seed, **arrays)
+
+
+def dataset_shapes(meta: tasks.TaskMeta, count: int) -> dict[str, tuple[int, ...]]:
+    """The shape of each array of a dataset file: x (N, S, d), y (N, S) class ids or (N, S, o), mask (N, S)."""
+    y = (count, meta.steps) if meta.loss == "xent" else (count, meta.steps, meta.output_dim)
+    return {"x": (count, meta.steps, meta.input_dim), "y": y, "mask": (count, meta.steps)}
+
+
+def _check_shapes(path: Path, arrays: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> None:
+    """A file whose arrays have another shape or a non-numeric type would fail inside every run that reads it."""
+    for key, want in shapes.items():
+        a = arrays[key]
+        if a.shape != want or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+            raise UserError(f"{path}: array {key} is {a.dtype} {a.shape}, expected numbers of shape {want}; "
+                            "rerun `rnngrad generate`")
 
 
 # -------------------------------------------------------------------------------------------------- text

@@ -9,8 +9,24 @@ from pathlib import Path
 from ..errors import UserError
 
 
+NAME_MAX = 255  # bytes in one file name: the limit of ext4, XFS, btrfs, APFS and NTFS
+PATH_MAX = 4096  # bytes in a whole path (Linux)
+
+
+def check_path_names(path: Path, label: str) -> None:
+    """A path the file system could not even look up (a name of more than NAME_MAX bytes, a path of more than
+    PATH_MAX) is refused before it is used: os.stat would raise ENAMETOOLONG instead of answering."""
+    for part in path.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise UserError(f"{label}: a name of {len(os.fsencode(part))} bytes ({part[:20]}...); file systems allow "
+                            f"{NAME_MAX}: give a shorter path")
+    if len(os.fsencode(os.path.abspath(path))) > PATH_MAX:
+        raise UserError(f"{label}: the path is longer than {PATH_MAX} bytes; give a shorter one")
+
+
 def check_data_dir(data_dir: Path, option: str = "--data-dir") -> None:
     """A data folder that exists must be a folder (a missing one is fine: datasets are then built in memory)."""
+    check_path_names(data_dir, f"{option} {_short(data_dir)}")
     if data_dir.exists() and not data_dir.is_dir():
         raise UserError(f"{option} {data_dir}: is a file; give the data folder written by `rnngrad generate`")
 
@@ -18,6 +34,7 @@ def check_data_dir(data_dir: Path, option: str = "--data-dir") -> None:
 def check_output_folder(folder: Path, label: str) -> None:
     """`folder` must be a folder this process can write in, or one it can create: its nearest existing ancestor
     is then a writable folder. `label` starts the message, e.g. "--out runs/train"."""
+    check_path_names(folder, label)
     for parent in (folder, *folder.parents):
         if parent.is_symlink() and not parent.exists():
             raise UserError(f"{label}: {parent} is a broken symbolic link; remove it or give another folder")
@@ -29,3 +46,14 @@ def check_output_folder(folder: Path, label: str) -> None:
             raise UserError(f"{label}: {parent} is not writable (permissions or a read-only file system); "
                             "give a folder you can write in")
         return
+
+
+def _short(path: Path) -> str:
+    """A path as a message shows it: at most 60 characters."""
+    text = str(path)
+    return text if len(text) <= 60 else f"{text[:40]}...({len(text)} characters)"
+
+
+def option_label(option: str, path: Path) -> str:
+    """'--out <path>' for a message, the path shortened (a 300-character path must not fill the line)."""
+    return f"{option} {_short(path)}"

@@ -141,11 +141,18 @@ def check_streams(td: datasets.TextData, cfg: RunConfig, where: str = "batch") -
 def check_data(cfg: RunConfig, data_dir: Path, label: Callable[[str], str] = str,
                texts: dict | None = None) -> None:
     """UserError for data the run could not use, for a command to refuse before it opens a store or starts a run: a
-    text task's file (missing, a folder, empty, not UTF-8) or a seq_len longer than a split of its text. `label(field)`
-    says where a field came from (e.g. "--seq-len"); `texts` keeps loaded texts across the cells of a sweep."""
-    if cfg.task != "text":
-        return
+    synthetic task's data/ file that does not read or has the wrong shapes, a text task's file (missing, a folder,
+    empty, not UTF-8) or a seq_len longer than a split of its text. `label(field)` says where a field came from
+    (e.g. "--seq-len"); `texts` keeps loaded texts (and checked datasets) across the cells of a sweep."""
     texts = {} if texts is None else texts
+    if cfg.task != "text":  # the validation set in data/ (if there) must be readable and of the task's shapes
+        key = (cfg.task, cfg.seq_len, cfg.val_size, cfg.data_seed)
+        if key not in texts:
+            path = Path(data_dir) / f"{datasets.dataset_name(*key)}.npz"
+            if path.exists():
+                datasets.load_dataset(data_dir, *key)
+            texts[key] = True
+        return
     if cfg.text not in texts:
         texts[cfg.text] = load_text_data(cfg, Path(data_dir), label("text"))
     check_windows(texts[cfg.text], cfg.seq_len, label("seq_len"))

@@ -19,7 +19,10 @@ def analyze_cmd(
     reports/analysis.json and tidy CSV tables in reports/tables/ for `rnngrad report` and DVC plots.
     A run with missing files is listed and skipped; no runs at all is an error."""
     from ..report import analysis  # pandas: imported when the stage runs, not for every --help
+    from ..run.paths import check_output_folder, check_path_names, option_label
 
+    check_path_names(results_dir, option_label("--results-dir", results_dir))
+    check_output_folder(out, option_label("--out", out))  # before the analysis: nothing computed in vain
     results = analysis.load_results(results_dir)
     result = analysis.analyze(results_dir, results)
     analysis.write_analysis(result, out)

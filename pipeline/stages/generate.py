@@ -25,7 +25,8 @@ from .. import __version__
 from ..run import datasets
 from ..run import corpus, files
 from ..run.config import as_mapping, read_yaml
-from ..run.spec import load_spec
+from ..run.paths import check_output_folder, option_label
+from ..run.spec import MAX_CELLS, check_max_cells, check_spec_reads, load_spec
 from ..engine import tasks
 from ..errors import UserError, did_you_mean
 
@@ -69,18 +70,19 @@ def _listed_specs(params: Path, experiments: Path) -> list[str] | None:
     return names
 
 
-def _requests(spec_paths: list[Path], profile: str) -> list[datasets.DataRequest]:
+def _requests(spec_paths: list[Path], profile: str, max_cells: int = MAX_CELLS) -> list[datasets.DataRequest]:
     """The datasets the cells of `profile` use, across the specs, each once, in first-seen order. Every spec
     is validated whole (all its profiles), as `rnngrad sweep` would."""
     requests: dict[tuple, datasets.DataRequest] = {}
     for path in spec_paths:
-        for req in load_spec(path, profile).data:
+        for req in load_spec(path, profile, max_cells).data:
             requests.setdefault((req.task, req.T, req.count, req.seed, req.path, req.seq_len), req)
     return list(requests.values())
 
 
 def _check_options(profile: str, seq_len: int | None, out: Path) -> None:
     """Reject option values before reading anything else."""
+    check_output_folder(out, option_label("--out", out))  # a file in the way, read-only, a name too long
     if profile not in PROFILES:
         raise UserError(f"--profile {profile!r}: unknown profile; valid: {', '.join(PROFILES)}")
     if seq_len is not None and seq_len < 1:
@@ -208,6 +210,11 @@ def generate_cmd(
     seq_len: Annotated[int | None, typer.Option(
         help="Text window (characters) that the training and validation splits must each hold. "
         "Default: the specs' longest text seq_len, else 25.")] = None,
+    max_cells: Annotated[int, typer.Option(help="Refuse a spec whose grid has more cells than this, as "
+                                           "`rnngrad sweep --max-cells` does.")] = MAX_CELLS,
+    data_root: Annotated[list[Path] | None, typer.Option(
+        help="A folder outside the project whose files the specs may read; repeat for several (as for `rnngrad "
+        "sweep`).")] = None,
 ) -> None:
     """Generate data/: the synthetic validation sets of the specs' cells
     (<task>_T<seq_len>_N<val_size>_s<data_seed>.npz; training draws fresh batches), every corpus they name and
@@ -218,8 +225,10 @@ def generate_cmd(
     """
     start = time.perf_counter()
     _check_options(profile, seq_len, out)
+    check_max_cells(max_cells)
     spec_paths = _spec_paths(spec)
-    requests = _requests(spec_paths, profile)
+    requests = _requests(spec_paths, profile, max_cells)
+    check_spec_reads(requests, data_root)  # before a spec's text file is read
     _check_sizes([r for r in requests if r.task != datasets.TEXT_TASK])
     watched = CORPORA_DIR if not spec and _listed_specs(Path("params.yaml"), Path("experiments")) else None
     corpora = _choose_corpora(text, requests, seq_len, watched)

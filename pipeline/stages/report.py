@@ -20,11 +20,16 @@ def report_cmd(
 ) -> None:
     """Write reports/figures/*.png, reports/report.html (self-contained: opens offline, prints) and
     reports/report.pdf (same sections and figures) from the analysis outputs."""
+    from ..run.paths import check_output_folder, check_path_names, option_label
+
+    epoch = _source_date_epoch()  # before the report's libraries load: one of them reads it on import, unchecked
+    check_path_names(analysis_dir, option_label("--analysis-dir", analysis_dir))
+    check_output_folder(out, option_label("--out", out))
     from ..report import analysis, figures, html as report_html, pdf as report_pdf  # seaborn, fpdf: not for --help
     from ..run.files import write_atomic
 
     metrics, report, tables = analysis.read_analysis(analysis_dir)
-    created = _report_date(analysis_dir)  # checked before anything is written
+    created = _report_date(analysis_dir, epoch)  # checked before anything is written
     drawn = figures.draw_figures(tables, out / "figures")
     sections = report_html.build_sections(metrics, report, tables, drawn)
     write_atomic(out / "report.html", report_html.render_html(sections, metrics))
@@ -34,19 +39,28 @@ def report_cmd(
     typer.echo(f"Runs:   {_mlflow_ui_hint()}")
 
 
-def _report_date(analysis_dir: Path) -> datetime:
+def _report_date(analysis_dir: Path, epoch: datetime | None = None) -> datetime:
     """When the analysis was written (metrics.json's modification time), or SOURCE_DATE_EPOCH if set (the
     reproducible-builds convention): never the wall clock, so rendering the same analysis twice gives the same
     PDF bytes and DVC sees no change."""
+    epoch = epoch or _source_date_epoch()
+    if epoch is not None:
+        return epoch
+    return datetime.fromtimestamp(int((analysis_dir / "metrics.json").stat().st_mtime), timezone.utc)
+
+
+def _source_date_epoch() -> datetime | None:
+    """SOURCE_DATE_EPOCH as a date (None when unset); UserError when it is not whole seconds since 1970."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
     if not epoch:
-        return datetime.fromtimestamp(int((analysis_dir / "metrics.json").stat().st_mtime), timezone.utc)
+        return None
     try:
         if not epoch.isdigit():
             raise ValueError(epoch)
         return datetime.fromtimestamp(int(epoch), timezone.utc)
     except (ValueError, OverflowError, OSError):
-        raise UserError(f"SOURCE_DATE_EPOCH={epoch}: not a date; expected whole seconds since 1970 "
+        shown = epoch if len(epoch) <= 40 else f"{epoch[:20]}...({len(epoch)} characters)"
+        raise UserError(f"SOURCE_DATE_EPOCH={shown}: not a date; expected whole seconds since 1970 "
                         "(e.g. 1700000000), or unset it to date the PDF by the analysis") from None
 
 

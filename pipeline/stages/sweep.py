@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from ..errors import UserError
-from ..run.paths import check_data_dir, check_output_folder
+from ..run.paths import check_data_dir, check_output_folder, option_label
+from ..run.spec import MAX_CELLS, check_max_cells, check_spec_reads
 
 
 def sweep_cmd(
@@ -23,6 +24,11 @@ def sweep_cmd(
         help="Run the cells on Dask workers: local:N (N worker processes here) or tcp://HOST:PORT of a running "
              "`dask scheduler` (docs/cluster.md; needs the [cluster] extra). Empty: the local process pool of "
              "--jobs workers.")] = "",
+    max_cells: Annotated[int, typer.Option(help="Refuse a grid of more cells than this (a typo in an axis can "
+                                           "make millions); raise it for a larger sweep.")] = MAX_CELLS,
+    data_root: Annotated[list[Path] | None, typer.Option(
+        help="A folder outside the project whose files the spec may read (its cells' text); repeat for several. "
+        "Without it a spec reads only files inside the project.")] = None,
 ) -> None:
     """Train every cell of a sweep spec's grid in parallel and log each as a nested MLflow run.
 
@@ -33,13 +39,15 @@ def sweep_cmd(
     """
     from ..run.spec import load_spec
 
+    check_max_cells(max_cells)
     if jobs < 0:
         raise UserError(f"--jobs: {jobs} is negative; give a number of worker processes >= 1, or 0 for one per core")
     if spec.is_dir():
         raise UserError(f"{spec}: is a folder, not a file; give a sweep spec such as experiments/weight_norms.yaml")
     if not spec.is_file():
         raise UserError(f"{spec}: no such file; give a sweep spec such as experiments/weight_norms.yaml")
-    loaded = load_spec(spec, profile)  # validates everything before the store is touched
+    loaded = load_spec(spec, profile, max_cells)  # validates everything before the store is touched
+    check_spec_reads(loaded.data, data_root)
     _check_paths_and_data(spec, loaded, data_dir, results_dir)
     summary = _run(loaded, data_dir, results_dir, jobs or os.cpu_count() or 1, cluster.strip())
     typer.echo(summary)
@@ -52,7 +60,8 @@ def _check_paths_and_data(path: Path, spec, data_dir: Path, results_dir: Path) -
     from ..sweep import cell_names
 
     check_data_dir(data_dir)
-    check_output_folder(results_dir / spec.name, f"--results-dir {results_dir}")  # the spec's runs and lock go there
+    # the spec's runs and lock go there
+    check_output_folder(results_dir / spec.name / "runs", option_label("--results-dir", results_dir))
     texts: dict = {}  # each text file read once
     for name, cfg in zip(cell_names(spec), spec.cells):
         check_data(cfg, data_dir, lambda key, name=name: f"{path}: cell {name}: {key}", texts)
@@ -94,7 +103,8 @@ def _run_with(spec, data_dir: Path, results_dir: Path, store, jobs: int, executo
         if bar.live.is_started:
             bar.stop()
     lines = [
-        f"{spec.name}: {len(result.ran)} ran, {len(result.skipped)} already done, {len(result.relogged)} re-logged",
+        f"{spec.name}: {len(result.ran)} ran ({len(result.retried)} of them retried after failing), "
+        f"{len(result.skipped)} already done, {len(result.relogged)} re-logged",
         f"results: {result.table_path} and {results_dir / spec.name / 'runs'}/",
         f"MLflow experiment rnngrad/{spec.name}, parent run {result.parent_run_id}; open with: {store.ui_command()}",
     ]
@@ -104,3 +114,4 @@ def _run_with(spec, data_dir: Path, results_dir: Path, store, jobs: int, executo
         typer.echo(f"Error: {len(result.crashed)} cell(s) crashed ({crashed}); run the sweep again to retry them", err=True)
         raise typer.Exit(1)
     return "\n".join(lines)
+

@@ -13,7 +13,7 @@ import typer
 from .. import tracking
 from ..run.config import FieldDoc, RunConfig, config_from_values, field_docs, load_config_file
 from ..errors import UserError
-from ..run.paths import check_data_dir, check_output_folder
+from ..run.paths import check_data_dir, check_output_folder, option_label
 
 if TYPE_CHECKING:  # the runner pulls in pandas and the engine: imported when a run starts, not for --help
     from ..run.runner import RunResult
@@ -127,7 +127,7 @@ def _check_paths(cfg: RunConfig, data_dir: Path, out: Path) -> str:
     from ..run.sources import check_data, run_hash
 
     check_data_dir(data_dir)
-    check_output_folder(out, f"--out {out}")
+    check_output_folder(out, option_label("--out", out))
     check_data(cfg, data_dir, lambda key: f"--{key.replace('_', '-')}")
     return run_hash(cfg, data_dir)
 
