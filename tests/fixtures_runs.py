@@ -36,7 +36,7 @@ CHANCE_LOSS = {"adding": 0.167, "temporal_order": math.log(4), "copy": math.log(
                "probe": 1.0}
 
 SPOT_OFFSET = 1e-9  # the fixture's finite-difference values differ from the measured ones by this per step of lag
-MEANFIELD_OFFSET = {"orthogonal": 0.02, "identity": -0.05}  # meanfield_rate = slope + this, per init
+MEANFIELD_OFFSET = {"orthogonal": 0.02, "identity": -0.05, "gaussian": 0.04, "sparse": 0.03}  # rate = slope + this
 LYAPUNOV_SPREAD = 0.005  # every run's lambda_1 spread over its trajectories
 
 BASE_CONFIG = dict(task="adding", text=None, seq_len=20, val_size=200, data_seed=0, form="elman", activation="tanh",

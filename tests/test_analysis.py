@@ -73,8 +73,10 @@ def test_one_slack_for_the_runs_and_the_analysis():
 def test_the_probe_tables_columns_are_named_once():
     assert analysis.JACOBIAN_REQUIRED is probe.JACOBIAN_REQUIRED and analysis.SIGNAL_COLUMNS is probe.SIGNAL_COLUMNS
     assert analysis.SPOT_COLUMNS is probe.SPOT_COLUMNS
-    # the reader asks for every column but the LSTM's cell-state norm, which folders from before it lack
-    assert probe.JACOBIAN_REQUIRED == tuple(c for c in probe.JACOBIAN_COLUMNS if c != "log_norm_cell")
+    # the reader asks for every column but the step-norm bound and the LSTM's cell-state norm, which folders from
+    # before them lack
+    assert probe.JACOBIAN_REQUIRED == tuple(c for c in probe.JACOBIAN_COLUMNS
+                                            if c not in ("log_bound_stepnorm", "log_norm_cell"))
 
 
 def test_clean_study_has_no_violations_and_counts_every_pair(study, tmp_path):

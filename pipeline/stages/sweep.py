@@ -103,8 +103,9 @@ def _run_with(spec, data_dir: Path, results_dir: Path, store, jobs: int, executo
         if bar.live.is_started:
             bar.stop()
     lines = [
-        f"{spec.name}: {len(result.ran)} ran ({len(result.retried)} of them retried after failing), "
-        f"{len(result.skipped)} already done, {len(result.relogged)} re-logged",
+        f"{spec.name}: {len(result.ran)} ran"
+        + (f" ({len(result.retried)} of them retried after failing)" if result.retried else "")
+        + f", {len(result.skipped)} already done, {len(result.relogged)} re-logged",
         f"results: {result.table_path} and {results_dir / spec.name / 'runs'}/",
         f"MLflow experiment rnngrad/{spec.name}, parent run {result.parent_run_id}; open with: {store.ui_command()}",
     ]
