@@ -42,9 +42,9 @@ SUMMARY_KEYS = {"config_hash", "outcome", "diverged_at", "iters_done", "seconds"
                 "norm_growth", "spot_checks_init", "spot_checks_final", "spot_skipped_init", "spot_skipped_final",
                 "spot_mismatches_init", "spot_mismatches_final", "spot_max_abs_dlog_init",
                 "spot_max_abs_dlog_final"}
-STEP_KEYS = {"jacobian_init/log10_norm", "jacobian_final/log10_norm", "bound/log10_product", "bound/log10_global",
-             "bptt/log10_dE_dh", "train/loss", "train/grad_norm", "train/clip_scale", "train/w_norm",
-             "train/spectral_radius", "val/loss", "val/accuracy"}
+STEP_KEYS = {"by_lag/log10_norm_init", "by_lag/log10_norm_final", "by_lag/log10_bound_product_init", "by_lag/log10_bound_global_init",
+             "by_k/log10_dE_dh", "by_iter/train_loss", "by_iter/grad_norm", "by_iter/clip_scale", "by_iter/w_norm",
+             "by_iter/spectral_radius", "by_iter/val_loss", "by_iter/val_accuracy"}
 
 
 def run_quietly(cfg: RunConfig, data_dir: Path, run_dir: Path, progress=None) -> runner.RunResult:
@@ -269,17 +269,17 @@ def test_signal_and_series(runs, name):
     assert len(sig) == 2 * cfg.layers * (P + 1) and np.isfinite(sig["log10_dE_dh"]).all()
     series = pd.read_parquet(result.run_dir / "series.parquet")
     assert list(series.columns) == ["key", "step", "value"]
-    want = STEP_KEYS - ({"val/accuracy", "val/loss", "train/loss"} if cfg.task == "probe" else set())  # scores nothing
+    want = STEP_KEYS - ({"by_iter/val_accuracy", "by_iter/val_loss", "by_iter/train_loss"} if cfg.task == "probe" else set())  # scores nothing
     assert set(series["key"]) == want
     assert np.isfinite(series["value"]).all()
     by = {key: group.sort_values("step") for key, group in series.groupby("key")}
-    assert by["jacobian_init/log10_norm"]["step"].tolist() == list(range(1, P + 1))
-    assert by["bptt/log10_dE_dh"]["step"].tolist() == list(range(P + 1))
-    assert by["train/grad_norm"]["step"].tolist() == list(range(1, cfg.iters + 1))
+    assert by["by_lag/log10_norm_init"]["step"].tolist() == list(range(1, P + 1))
+    assert by["by_k/log10_dE_dh"]["step"].tolist() == list(range(P + 1))
+    assert by["by_iter/grad_norm"]["step"].tolist() == list(range(1, cfg.iters + 1))
     if cfg.task != "probe":
-        assert by["val/loss"]["step"].tolist() == [0, 10, 20, 30]
+        assert by["by_iter/val_loss"]["step"].tolist() == [0, 10, 20, 30]
     rate = math.log10(cfg.gamma_w * 1.0)
-    assert np.allclose(by["bound/log10_global"]["value"], rate * np.arange(1, P + 1), atol=1e-9)
+    assert np.allclose(by["by_lag/log10_bound_global_init"]["value"], rate * np.arange(1, P + 1), atol=1e-9)
 
 
 def _history(iters: int) -> pd.DataFrame:
@@ -297,11 +297,11 @@ def test_training_series_logs_at_most_series_points_per_key(iters, ran, want):
     val = pd.DataFrame({"iter": [0, ran], "val_loss": [1.0, 0.5], "val_accuracy": [0.1, 0.2]})
     series = runner.training_series(_history(ran), val, iters)
     by = {key: group["step"].tolist() for key, group in series.groupby("key")}
-    for key in ("train/loss", "train/grad_norm", "train/clip_scale", "train/w_norm", "train/spectral_radius"):
+    for key in ("by_iter/train_loss", "by_iter/grad_norm", "by_iter/clip_scale", "by_iter/w_norm", "by_iter/spectral_radius"):
         assert by[key] == want, key
     assert len(want) <= runner.SERIES_POINTS + 1
-    assert by["val/loss"] == [0, ran]
-    loss = series[series["key"] == "train/loss"].set_index("step")["value"]
+    assert by["by_iter/val_loss"] == [0, ran]
+    loss = series[series["key"] == "by_iter/train_loss"].set_index("step")["value"]
     assert np.allclose(loss.to_numpy(), 1.0 / np.array(want))  # each point is its own iteration's value
 
 

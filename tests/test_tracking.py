@@ -38,9 +38,9 @@ def write_fake_run_folder(config: dict, run_dir: Path, iters: int = 20, outcome:
     (tmp / "summary.json").write_text(json.dumps(summary))
     (tmp / "history.csv").write_text("iter,loss\n" + "".join(f"{i},{1.0 / (i + 1)}\n" for i in range(iters)))
     lags = np.arange(1, T + 1)
-    series = [("jacobian_init/log10_norm", lags, -0.1 * lags), ("bound/log10_global", lags, 0.2 * lags),
-              ("bptt/log10_dE_dh", np.arange(T + 1), np.zeros(T + 1)),
-              ("train/loss", np.arange(iters), 1.0 / (1 + np.arange(iters)))]
+    series = [("by_lag/log10_norm_init", lags, -0.1 * lags), ("by_lag/log10_bound_global_init", lags, 0.2 * lags),
+              ("by_k/log10_dE_dh", np.arange(T + 1), np.zeros(T + 1)),
+              ("by_iter/train_loss", np.arange(iters), 1.0 / (1 + np.arange(iters)))]
     pd.DataFrame({"key": np.concatenate([[k] * len(s) for k, s, _ in series]),
                   "step": np.concatenate([s for _, s, _ in series]).astype("int64"),
                   "value": np.concatenate([v for _, _, v in series]).astype(float)}).to_parquet(tmp / "series.parquet")
@@ -185,21 +185,24 @@ def test_log_run_folder_params_tags_and_scalar_metrics(store, tmp_path):
                                "lr": "0.003", "layers": "2"}
     tags = run.data.tags
     assert (tags["config_hash"], tags["outcome"], tags["spec"], tags["cell"]) == ("abc123", "ok", "test", "gamma_w=1.5")
-    assert (tags["predicted_regime"], tags["observed_regime"]) == ("unconstrained", "exploding")
-    m = run.data.metrics
+    assert (tags["predicted_regime"], tags["observed_regime_init"]) == ("unconstrained", "exploding")
+    assert "observed_regime_final" not in tags  # the fake folder has no slope_final: no label to give
+    m = {k.removeprefix("summary/"): v for k, v in run.data.metrics.items() if k.startswith("summary/")}
     assert m["gamma_w_init"] == 1.5 and m["iters_done"] == 20 and m["violations_init"] == 0
-    assert np.isclose(m["slope_init"], np.log(1.5)) and np.isnan(m["lyapunov_final"])
+    assert np.isclose(m["slope_init"], np.log(1.5), rtol=1e-3) and np.isnan(m["lyapunov_final"])
+    assert m["slope_init"] == float(f"{np.log(1.5):.4g}")  # four significant digits: a legible table column
     assert "diverged_at" not in m  # null is not a number
     assert m["learned"] == 1.0  # a bool is a 0/1 metric: filterable in the MLflow UI
+    assert not [k for k in run.data.metrics if "/" not in k]  # every key names its axis or says it is a summary
 
 
 def test_step_metrics_have_steps_along_lags_and_layers(store, tmp_path):
     run = _logged_run(store, tmp_path, iters=1500)  # > 1000 points: log_batch must split it into requests
     c = tracking.client(store)
-    decay = c.get_metric_history(run.info.run_id, "jacobian_init/log10_norm")
+    decay = c.get_metric_history(run.info.run_id, "by_lag/log10_norm_init")
     assert sorted((p.step, round(p.value, 9)) for p in decay) == [(lag, round(-0.1 * lag, 9)) for lag in range(1, 7)]
-    assert len(c.get_metric_history(run.info.run_id, "train/loss")) == 1500
-    layers = c.get_metric_history(run.info.run_id, "layers/slope_init")
+    assert len(c.get_metric_history(run.info.run_id, "by_iter/train_loss")) == 1500
+    layers = c.get_metric_history(run.info.run_id, "by_layer/slope_init")
     assert sorted((p.step, p.value) for p in layers) == [(0, -0.1), (1, 0.2)]
 
 
@@ -211,7 +214,7 @@ def test_a_single_layer_logs_no_layers_keys_that_repeat_the_top_level_ones(store
     run_id = tracking.start_run(store, tracking.ensure_experiment(store, "rnngrad/test"), "one layer")
     tracking.log_run_folder(store, run_id, run_dir)
     metrics = tracking.client(store).get_run(run_id).data.metrics
-    assert "slope_init" in metrics and not [k for k in metrics if k.startswith("layers/")]
+    assert "summary/slope_init" in metrics and not [k for k in metrics if k.startswith("by_layer/")]
 
 
 def test_artifacts_hold_the_whole_folder_with_probe_under_probe(store, tmp_path):
@@ -241,7 +244,7 @@ def test_everything_goes_through_one_log_batch_and_no_log_metric(store, tmp_path
         monkeypatch.setattr(MlflowClient, name, spy)
     run = _logged_run(store, tmp_path, iters=300)
     assert calls == {"log_batch": 1, "log_metric": 0, "log_param": 0}
-    assert len(tracking.client(store).get_metric_history(run.info.run_id, "train/loss")) == 300
+    assert len(tracking.client(store).get_metric_history(run.info.run_id, "by_iter/train_loss")) == 300
 
 
 def test_finished_runs_and_end_stale_runs(store):

@@ -157,17 +157,19 @@ def summary_numbers(init: Probe, final: Probe) -> dict:
 
 
 def step_series(init: Probe, final: Probe) -> pd.DataFrame:
-    """The probe's step metrics (key, step, value), top layer, log10: decay curves by lag, the BPTT signal by k."""
+    """The probe's step metrics (key, step, value), top layer, log10: decay curves and their bounds by lag
+    (`by_lag/...`, step = t - k), the BPTT signal by timestep (`by_k/...`, step = k). Measurement and bounds share
+    a prefix, so the MLflow UI draws them in one chart section."""
     top = len(init.layers) - 1
     a = init.jacobian[init.jacobian["layer"] == top].groupby("lag")
     b = final.jacobian[final.jacobian["layer"] == top].groupby("lag")
     sig = final.signal[final.signal["layer"] == top]
     parts = [
-        series_rows("jacobian_init/log10_norm", a["log_norm"].mean() / LN10),
-        series_rows("jacobian_final/log10_norm", b["log_norm"].mean() / LN10),
-        series_rows("bound/log10_product", a["log_bound_product"].mean() / LN10),
-        series_rows("bound/log10_global", a["log_bound_global"].mean() / LN10),
-        series_rows("bptt/log10_dE_dh", pd.Series(sig["log10_dE_dh"].to_numpy(), index=sig["k"].to_numpy())),
+        series_rows("by_lag/log10_norm_init", a["log_norm"].mean() / LN10),
+        series_rows("by_lag/log10_norm_final", b["log_norm"].mean() / LN10),
+        series_rows("by_lag/log10_bound_product_init", a["log_bound_product"].mean() / LN10),
+        series_rows("by_lag/log10_bound_global_init", a["log_bound_global"].mean() / LN10),
+        series_rows("by_k/log10_dE_dh", pd.Series(sig["log10_dE_dh"].to_numpy(), index=sig["k"].to_numpy())),
     ]
     return pd.concat(parts, ignore_index=True)
 

@@ -37,7 +37,7 @@ from ..engine.trainer import HISTORY_COLUMNS, TrainLog, TrainSettings
 from ..errors import UserError
 
 Progress = Callable[[dict], None]
-# train/* step metrics, w_norm and spectral_radius included, at this many evenly spaced iterations (plus the last):
+# by_iter/* step metrics from the history, w_norm and spectral_radius included, at this many evenly spaced iterations (plus the last):
 # each point costs a weight-norm eigensolve in the run and a row in MLflow's store, and a short quick run must not
 # spend more than a tenth of its time logging (`rnngrad bench --only logging`). history.csv keeps every iteration.
 SERIES_POINTS = 30
@@ -201,15 +201,21 @@ def first_train_loss(history: pd.DataFrame) -> float | None:
 
 
 def series_every(iters: int) -> int:
-    """The stride of the iterations whose train/* numbers reach MLflow (at most SERIES_POINTS of them)."""
+    """The stride of the iterations whose history numbers reach MLflow as by_iter/* (at most SERIES_POINTS of them)."""
     return max(1, math.ceil(iters / SERIES_POINTS))
 
 
+def iteration_key(column: str) -> str:
+    """The step-metric key of a history.csv column: `by_iter/<column>`, the loss as `by_iter/train_loss` beside
+    `by_iter/val_loss` (the prefix names the step's axis: the iteration)."""
+    return f"by_iter/{'train_loss' if column == 'loss' else column}"
+
+
 def training_series(history: pd.DataFrame, val: pd.DataFrame, iters: int) -> pd.DataFrame:
-    """train/* step metrics at every `series_every(iters)`-th iteration and the last one run, val/* at every
-    validation pass; step = iteration."""
+    """by_iter/* step metrics: the history's at every `series_every(iters)`-th iteration and the last one run,
+    validation loss and accuracy at every validation pass; step = iteration."""
     at = history["iter"]
     keep = history[(at % series_every(iters) == 0) | (at == at.max())].set_index("iter")
-    parts = [series_rows(f"train/{c}", keep[c]) for c in HISTORY_COLUMNS[1:]]
-    parts += [series_rows(f"val/{c}", val.set_index("iter")[f"val_{c}"].astype(float)) for c in ("loss", "accuracy")]
+    parts = [series_rows(iteration_key(c), keep[c]) for c in HISTORY_COLUMNS[1:]]
+    parts += [series_rows(f"by_iter/val_{c}", val.set_index("iter")[f"val_{c}"].astype(float)) for c in ("loss", "accuracy")]
     return pd.concat(parts, ignore_index=True)
