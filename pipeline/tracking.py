@@ -567,3 +567,40 @@ def hide_empty_default_experiment(store: Store) -> None:
         return
     if not c.search_runs(["0"], max_results=1, run_view_type=3):  # ViewType.ALL: a deleted run still counts
         c.delete_experiment("0")
+
+
+def link_lines(store: Store, sweeps: list[tuple[str, str, str | None]]) -> list[str]:
+    """What a command prints last: per (experiment name, experiment id, parent run id or None) the link to its
+    runs table and to its sweep's run page, then how to start the UI the links open in (embedded store)."""
+    lines = []
+    for name, experiment_id, parent in sweeps:
+        lines.append(f"MLflow {name}: {experiment_link(store, experiment_id)}")
+        if parent:
+            lines.append(f"  sweep run: {run_link(store, experiment_id, parent)}")
+    if store.is_embedded:
+        lines.append(f"open the links after starting the UI: {store.ui_command()}")
+    return lines
+
+
+def existing_store(project_root: str | Path) -> Store | None:
+    """The store `open_store` would open, but only if it already exists and answers: None for an embedded store
+    not yet created (nothing to link to; none is created) or a tracking server that does not answer."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if not uri or uri.startswith("sqlite:///"):
+        db = _sqlite_path(uri) if uri else Path(project_root).resolve() / "mlflow.db"
+        if not db.is_file():
+            return None
+    try:
+        return open_store(project_root)
+    except UserError:
+        return None
+
+
+def experiment_ids(store: Store, names: list[str]) -> dict[str, str]:
+    """{name: id} of the active experiments among `names` (absent or deleted ones are left out)."""
+    c, ids = client(store), {}
+    for name in names:
+        exp = c.get_experiment_by_name(name)
+        if exp is not None and exp.lifecycle_stage == "active":
+            ids[name] = exp.experiment_id
+    return ids

@@ -20,8 +20,8 @@ from ..run.probe import PREDICTED_REGIMES, RATE_ROUNDING, REGIME_BAND
 from ..run.verdicts import LEARNED_MARGIN, UNSTABLE_LOSS_GROWTH, UNSTABLE_NORM_GROWTH
 from . import studies
 from .document import (
-    Bullets, Inline, Metric, Paragraph, Preformatted, RunRef, Section, SectionLink, Table, cell, frame_table, joined,
-    metric_value,
+    Bullets, Inline, Link, Metric, MlflowLinks, Paragraph, Preformatted, RunRef, Section, SectionLink, Table, cell,
+    frame_table, joined, metric_value,
 )
 from .figures import FigureFile
 from .studies import count_parts, interval_parts, rate_count_parts, rate_parts
@@ -35,8 +35,9 @@ MAX_LISTED = 200  # violation / missing-artifact rows shown in the report (the C
 
 
 def build_sections(metrics: dict, report: dict, tables: dict[str, pd.DataFrame],
-                   figures: dict[str, FigureFile]) -> list[Section]:
-    """Every section of the report, in order; sections without data are left out."""
+                   figures: dict[str, FigureFile], links: MlflowLinks | None = None) -> list[Section]:
+    """Every section of the report, in order; sections without data are left out. `links` (where the runs open
+    in the MLflow UI) makes the appendix's run IDs links."""
     runs = tables["runs"]
     all_ids = runs["run_id"].tolist()
     checked = runs.loc[runs["n_probes"] > 0, "run_id"].tolist()
@@ -49,7 +50,7 @@ def build_sections(metrics: dict, report: dict, tables: dict[str, pd.DataFrame],
         sections.append(failed_section(report))
     if report["missing"]:
         sections.append(missing_section(metrics, report))
-    sections.append(appendix_section(runs))
+    sections.append(appendix_section(runs, links))
     return [findings_section(metrics, specs, {s.anchor for s in sections})] + sections
 
 
@@ -412,15 +413,32 @@ def failed_section(report: dict) -> Section:
     return Section("failed", "Failed runs", blocks, [r["run_id"] for r in report["failed"]])
 
 
-def appendix_section(runs: pd.DataFrame) -> Section:
+def appendix_section(runs: pd.DataFrame, links: MlflowLinks | None = None) -> Section:
+    """Every run once, its ID a link to its MLflow run page when the store was found, after one link per spec to
+    its experiment's runs table."""
+    links = links or MlflowLinks("")
     names = runs["cell"].where(runs["cell"].notna(), runs["label"]) if "cell" in runs else runs["label"]
     verdicts = runs["verdict"] if "verdict" in runs else pd.Series("–", index=runs.index)
-    rows = [[r.run_id, r.spec, str(name), str(r.outcome), str(v), str(r.config_hash)]
-            for r, name, v in zip(runs.itertuples(), names, verdicts)]
-    return Section("appendix", "Appendix: MLflow runs",
-                   [Paragraph(["Every run in this report, with its full MLflow run ID (open it in `mlflow ui`), its "
-                               "outcome and whether it learned."]),
-                    Table(["run ID", "spec", "cell", "outcome", "learning", "config hash"], rows)], [])
+    rows = [[Link(r.run_id, links.runs[r.run_id]) if r.run_id in links.runs else r.run_id, r.spec, str(name),
+             str(r.outcome), str(v), str(r.config_hash)] for r, name, v in zip(runs.itertuples(), names, verdicts)]
+    blocks = [Paragraph(["Every run in this report once, with its full MLflow run ID, its outcome and whether it "
+                         "learned." + (" Each ID links to its run page in the MLflow UI." if links.runs else ""))])]
+    if links.experiments:
+        start = [f" (start it with `{links.ui_command}`)"] if links.ui_command else []
+        blocks.append(Paragraph(["The runs table of each spec's MLflow experiment"] + start + [":"]))
+        blocks.append(Bullets([[f"rnngrad/{spec}: ", Link(url, url)] for spec, url in links.experiments.items()]))
+    elif links.ui_command:
+        blocks.append(Paragraph([f"Open them with `{links.ui_command}`."]))
+    blocks.append(Table(["run ID", "spec", "cell", "outcome", "learning", "config hash"], rows))
+    return Section("appendix", "Appendix: MLflow runs", blocks, [])
+
+
+def runs_note(section: Section) -> list[Inline]:
+    """The line under a section that names how many runs it rests on; their IDs are listed once, in the
+    appendix (with links), not under every section."""
+    n = len(section.run_ids)
+    return [f"MLflow runs behind this section: {n} ({'listed' if n > 1 else 'its ID is'} in the ",
+            SectionLink("appendix", "appendix"), ")."]
 
 
 # ---- HTML -----------------------------------------------------------------------------------------------------
@@ -463,6 +481,8 @@ def inline_html(part: Inline, metrics: dict) -> str:
         return f'<abbr class="run" title="{rid}">{rid[:8]}</abbr>'
     if isinstance(part, SectionLink):
         return f'<a href="#{html.escape(part.anchor)}">{html.escape(part.text)}</a>'
+    if isinstance(part, Link):
+        return f'<a href="{html.escape(part.url)}">{html.escape(part.text)}</a>'
     return html.escape(part)
 
 
@@ -494,8 +514,7 @@ def section_html(section: Section, metrics: dict) -> str:
     body = "\n".join(block_html(b, metrics) for b in section.blocks)
     runs = ""
     if section.run_ids:
-        refs = " ".join(inline_html(RunRef(r), metrics) for r in section.run_ids)
-        runs = f'<p class="runs">MLflow runs ({len(section.run_ids)}): {refs}</p>'
+        runs = f'<p class="runs">{parts_html(runs_note(section), metrics)}</p>'
     return f'<section id="{section.anchor}">\n<h2>{html.escape(section.title)}</h2>\n{body}\n{runs}\n</section>'
 
 

@@ -16,8 +16,8 @@ from fpdf import FPDF, FontFace
 from PIL import Image
 
 from .figures import DPI, FigureFile
-from .document import Bullets, Inline, Paragraph, Preformatted, Section, Table, plain_text
-from .html import TITLE
+from .document import Bullets, Inline, Link, Paragraph, Preformatted, Section, Table, plain_text
+from .html import TITLE, runs_note
 
 FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 FONTS = {("sans", ""): "DejaVuSans.ttf", ("sans", "B"): "DejaVuSans-Bold.ttf", ("sans", "I"): "DejaVuSans-Oblique.ttf",
@@ -95,7 +95,9 @@ def write_table(pdf: FPDF, table: Table, metrics: dict) -> None:
                    line_height=TABLE_PT * 0.5, borders_layout="HORIZONTAL_LINES", padding=0.8) as t:
         t.row([printable(c) for c in table.columns])
         for r in table.rows:
-            t.row([printable(plain_text(c, metrics)) for c in r])
+            row = t.row()
+            for c in r:  # a Link cell stays a link in the PDF
+                row.cell(printable(plain_text(c, metrics)), link=c.url if isinstance(c, Link) else None)
     pdf.ln(3)
 
 
@@ -147,8 +149,7 @@ def write_section(pdf: FPDF, section: Section, metrics: dict) -> None:
         write_block(pdf, block, metrics)
     if section.run_ids:
         pdf.set_text_color(90)
-        write_paragraph(pdf, f"MLflow runs ({len(section.run_ids)}): " + " ".join(r[:8] for r in section.run_ids),
-                        SMALL_PT - 0.5, family="mono")
+        write_paragraph(pdf, line(runs_note(section), metrics), SMALL_PT + 0.5)
         pdf.set_text_color(0)
     pdf.ln(3)
 

@@ -183,13 +183,23 @@ def series_rows(key: str, values: pd.Series) -> pd.DataFrame:
 
 
 HEATMAP_LABEL = "log10 ‖∂h_t/∂h_k‖"
+# A diverging scale centred at 0 (norm 1): red where the norm grows with the lag, blue where it decays, white
+# where it neither grows nor decays, so an exploding and a vanishing run read apart at a glance.
+HEATMAP_COLOURS = "RdBu_r"
+MIN_COLOUR_RANGE = 0.1  # decades: a matrix of exact ones (rounding around 0) is drawn white, not as noise
+
+
+def centred_range(vmin: float, vmax: float) -> tuple[float, float]:
+    """The symmetric colour range [-m, m] around 0 that holds [vmin, vmax] (m at least MIN_COLOUR_RANGE)."""
+    m = max(abs(vmin), abs(vmax), MIN_COLOUR_RANGE)
+    return -m, m
 
 
 def draw_heatmap_panel(ax, log10: np.ndarray, title: str, vmin: float | None = None, vmax: float | None = None,
                        colorbar: bool = True) -> None:
     """Draw log10 ||dh_t/dh_k|| on the matplotlib axes `ax`: a (T+1, T+1) matrix indexed [t, k], t down the rows
-    and k across; cells that are not finite (k >= t, NaN, -inf) are left blank. The colour range is [vmin, vmax],
-    by default this matrix's finite range. The one heatmap drawing of the package: a run's
+    and k across; cells that are not finite (k >= t, NaN, -inf) are left blank. The colour scale is centred at 0
+    (`centred_range`) and holds [vmin, vmax], by default this matrix's finite range. The one heatmap drawing of the package: a run's
     figures/jacobian_heatmap.png and the report's heatmaps figure both come from here.
 
     Plain matplotlib (imshow), no seaborn: run/ must not need it. Nothing is imported until a heatmap is drawn, so
@@ -201,7 +211,8 @@ def draw_heatmap_panel(ax, log10: np.ndarray, title: str, vmin: float | None = N
     if vmin is None or vmax is None:
         lo, hi = (data[shown].min(), data[shown].max()) if shown.any() else (-1.0, 1.0)  # all hidden: empty panel
         vmin, vmax = (lo if vmin is None else vmin), (hi if vmax is None else vmax)
-    image = ax.imshow(np.ma.masked_array(data, ~shown), cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto",
+    vmin, vmax = centred_range(vmin, vmax)
+    image = ax.imshow(np.ma.masked_array(data, ~shown), cmap=HEATMAP_COLOURS, vmin=vmin, vmax=vmax, aspect="auto",
                       interpolation="nearest")
     ax.set(title=title + ("" if shown.any() else " (no finite values)"), xlabel="k", ylabel="t")
     ax.grid(False)  # a style's grid (the report's whitegrid) would be drawn over the cells

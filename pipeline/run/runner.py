@@ -25,7 +25,8 @@ from threadpoolctl import threadpool_limits
 from . import files
 from .config import RunConfig, config_hash, flatten
 from .files import write_json
-from .probe import probe_model, series_rows, step_series, summary_numbers, write_probe
+from . import plots
+from .probe import Probe, probe_model, series_rows, step_series, summary_numbers, write_probe
 from .sources import Source, evaluate, make_source, scores_positions
 from .verdicts import growth, learned, run_outcome
 from ..engine import trainer
@@ -106,6 +107,7 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
     at_init, at_end = probe_model(model_init, src.probe, "init"), probe_model(log.model, src.probe, "final")
     write_probe(folder, model_init, log.model, src.probe, at_init, at_end)
     val = pd.DataFrame(log.val, columns=["iter", "val_loss", "val_accuracy"])
+    draw_run_figures(folder, at_init, at_end, history, val, src.chance_loss, trained=cfg.iters > 0)
     series = pd.concat([step_series(at_init, at_end), training_series(history, val, cfg.iters)], ignore_index=True)
     series.to_parquet(folder / "series.parquet", index=False)
     final_val = log.val[-1]  # (iter, loss, accuracy) of the final model
@@ -180,6 +182,17 @@ def _sample(model: RNN, i: int, src: Source, length: int, rng: np.random.Generat
 
 
 # ---- outputs --------------------------------------------------------------------------------------------------
+
+
+def draw_run_figures(folder: Path, at_init: Probe, at_end: Probe, history: pd.DataFrame, val: pd.DataFrame,
+                     chance_loss: float | None, trained: bool) -> None:
+    """figures/decay.png (decay against lag with both bounds, at init and after training) and figures/loss.png
+    (loss against iterations with the chance baseline; not for a task that scores nothing), beside the heatmap:
+    the images the MLflow run page shows."""
+    jacobian = pd.concat([at_init.jacobian, at_end.jacobian], ignore_index=True)
+    plots.draw_decay(jacobian, trained, folder / "figures" / plots.DECAY_FIGURE)
+    if trained:
+        plots.draw_loss(history, val, chance_loss, folder / "figures" / plots.LOSS_FIGURE)
 
 
 def final_train_loss(history: pd.DataFrame, iters_done: int) -> float | None:

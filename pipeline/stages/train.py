@@ -99,7 +99,7 @@ def train_cmd(
     if as_json:
         typer.echo(json.dumps(report))
     else:
-        _print_human(result, run_id, store)
+        _print_human(result, run_id, store, experiment_id)
     if result.outcome == "failed":
         typer.echo(f"run failed: {result.summary.get('error')}", err=True)
         raise typer.Exit(1)
@@ -149,7 +149,7 @@ def _log_run(store: tracking.Store, experiment_id: str, result: RunResult) -> st
     return run_id
 
 
-def _print_human(result: RunResult, run_id: str, store: tracking.Store) -> None:
+def _print_human(result: RunResult, run_id: str, store: tracking.Store, experiment_id: str) -> None:
     s = result.summary
 
     def num(key: str) -> str:
@@ -160,4 +160,6 @@ def _print_human(result: RunResult, run_id: str, store: tracking.Store) -> None:
     if s.get("diverged_at") is not None:
         typer.echo(f"diverged at iteration {s['diverged_at']} (non-finite loss, gradient, update or validation loss)")
     typer.echo(f"run folder: {result.run_dir}")
-    typer.echo(f"mlflow run {run_id} in {EXPERIMENT}: {store.ui_command()}")
+    typer.echo(f"mlflow run {run_id} in {EXPERIMENT}: {tracking.run_link(store, experiment_id, run_id)}")
+    if store.is_embedded:
+        typer.echo(f"(the link works once the UI runs: {store.ui_command()})")
