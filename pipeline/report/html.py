@@ -43,7 +43,7 @@ def build_sections(metrics: dict, report: dict, tables: dict[str, pd.DataFrame],
     checked = runs.loc[runs["n_probes"] > 0, "run_id"].tolist()
     specs = studies.report_order(report["specs"])
     sections = [summary_section(metrics, specs, all_ids), bound_section(metrics, report, figures, checked),
-                tightness_section(figures, checked), rate_section(figures, runs),
+                tightness_section(figures, checked, metrics), rate_section(figures, runs),
                 regime_section(metrics, report, tables)]
     sections += [spec_section(s, metrics, report, tables, figures) for s in specs]
     if report["failed"]:
@@ -215,7 +215,8 @@ def summary_section(metrics: dict, specs: list[str], ids: list[str]) -> Section:
                    "within a median ", m("rate.median_abs_slope_minus_lyapunov"), " nats per step of the top "
                    "Lyapunov exponent; the product and global bounds sat a median ",
                    m("tightness.median_gap_product_decades"), " and ", m("tightness.median_gap_global_decades"),
-                   " decades above the measured norm."]),
+                   " decades above the measured norm"] + ([" (the same: ", SectionLink("tightness", "why"), ")"]
+                                                          if gaps_coincide(metrics) else []) + ["."]),
         Paragraph(["Outcomes: ", m("outcomes.ok"), " ok, ", m("outcomes.unstable"), " unstable (finite, but the "
                    f"training loss ended more than {UNSTABLE_LOSS_GROWTH:g}× its first value or the top layer's "
                    f"‖W_hh‖₂ grew more than {UNSTABLE_NORM_GROWTH:g}×), ", m("outcomes.diverged"),
@@ -256,7 +257,10 @@ def spec_headline(spec: str, metrics: dict) -> list[Inline]:
     p = f"specs.{spec}"
     h = f"{p}.headline"
     found, head = metric_value(metrics, h)
-    base: list[Inline] = [Metric(f"{p}.n_runs"), " runs (", Metric(f"{p}.outcomes.ok"), " ok, ",
+    seeds_found, seeds = metric_value(metrics, f"{p}.n_seeds")
+    per_seed: list[Inline] = ([" over ", Metric(f"{p}.n_seeds"), " seed" + ("" if seeds == 1 else "s")]
+                              if seeds_found else [])
+    base: list[Inline] = [Metric(f"{p}.n_runs"), " runs"] + per_seed + [" (", Metric(f"{p}.outcomes.ok"), " ok, ",
                           Metric(f"{p}.outcomes.unstable"), " unstable, ", Metric(f"{p}.outcomes.diverged"),
                           " diverged, ", Metric(f"{p}.outcomes.failed"), " failed), ", Metric(f"{p}.violations"),
                           " bound violations, ", Metric(f"{p}.contradictions.init"), " regime contradictions at "
@@ -307,15 +311,29 @@ def bound_section(metrics: dict, report: dict, figures: dict[str, FigureFile], i
     return Section("bound", "Bound check", blocks, ids)
 
 
-def tightness_section(figures: dict[str, FigureFile], ids: list[str]) -> Section:
+def tightness_section(figures: dict[str, FigureFile], ids: list[str], metrics: dict | None = None) -> Section:
     blocks: list = [Paragraph([
         "How far above the measured norm each bound sits, in decades (1 = ten times too large), median over the "
         "top-layer pairs of each run's initial model, then over runs: product bound ",
         Metric("tightness.median_gap_product_decades"), ", global bound ",
         Metric("tightness.median_gap_global_decades"),
-        ". Per-run gaps are in tables/runs.csv, per-lag gaps in tables/tightness.csv."])]
+        ". Per-run gaps are in tables/runs.csv, per-lag gaps in tables/tightness.csv."] +
+        gaps_coincide(metrics or {}))]
     blocks += [figures["tightness"]] if "tightness" in figures else []
     return Section("tightness", "Tightness of the bounds", blocks, ids)
+
+
+def gaps_coincide(metrics: dict) -> list[Inline]:
+    """A sentence saying why, when the two bounds' median gaps print the same: they differ only where no unit sits
+    at its activation's steepest slope (docs/math.md section 4); empty when the gaps differ or are missing."""
+    product = number(metrics, "tightness.median_gap_product_decades")
+    global_ = number(metrics, "tightness.median_gap_global_decades")
+    if product is None or global_ is None or format_metric(product) != format_metric(global_):
+        return []
+    return [" The two medians coincide. Both bounds use the same ‖W_hh‖₂ at every step and differ only by each "
+            "step's max_j |φ′_j| against its supremum γ_φ (docs/math.md, section 4), so equal medians say that in "
+            "the typical probe some unit sits at its activation's steepest slope at every step (a ReLU-like or "
+            "linear unit on its linear piece, a tanh unit near 0), where max_j |φ′_j| = γ_φ to the digits shown."]
 
 
 def rate_section(figures: dict[str, FigureFile], runs: pd.DataFrame) -> Section:
@@ -422,7 +440,7 @@ def appendix_section(runs: pd.DataFrame, links: MlflowLinks | None = None) -> Se
     rows = [[Link(r.run_id, links.runs[r.run_id]) if r.run_id in links.runs else r.run_id, r.spec, str(name),
              str(r.outcome), str(v), str(r.config_hash)] for r, name, v in zip(runs.itertuples(), names, verdicts)]
     blocks = [Paragraph(["Every run in this report once, with its full MLflow run ID, its outcome and whether it "
-                         "learned." + (" Each ID links to its run page in the MLflow UI." if links.runs else ""))])]
+                         "learned." + (" Each ID links to its run page in the MLflow UI." if links.runs else "")])]
     if links.experiments:
         start = [f" (start it with `{links.ui_command}`)"] if links.ui_command else []
         blocks.append(Paragraph(["The runs table of each spec's MLflow experiment"] + start + [":"]))

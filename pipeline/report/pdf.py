@@ -101,17 +101,30 @@ def write_table(pdf: FPDF, table: Table, metrics: dict) -> None:
     pdf.ln(3)
 
 
-def write_figure(pdf: FPDF, fig: FigureFile) -> None:
+MIN_FIGURE_SCALE = 0.8  # a figure shrinks to this share of its size to stay on the page its text is on
+
+
+def figure_size(pdf: FPDF, fig: FigureFile) -> tuple[float, float]:
+    """(width, height) in mm of a figure at its printed size: its pixels at DPI, at most the text width."""
     with Image.open(fig.path) as im:
         w_px, h_px = im.size
     w = min(pdf.epw, w_px / DPI * MM_PER_INCH)
-    h = w * h_px / w_px
+    return w, w * h_px / w_px
+
+
+def write_figure(pdf: FPDF, fig: FigureFile) -> None:
+    w, h = figure_size(pdf, fig)
     room = pdf.h - pdf.b_margin - pdf.get_y()
     if h + 10 > room:
-        if h + 10 > pdf.h - pdf.t_margin - pdf.b_margin:  # taller than a page: shrink to fit one
+        if h * MIN_FIGURE_SCALE + 10 <= room:  # a little smaller keeps it beside its text, with no page left blank
+            w, h = w * (room - 10) / h, room - 10
+        elif h + 10 > pdf.h - pdf.t_margin - pdf.b_margin:  # taller than a page: shrink to fit one
+            ratio = w / h
             h = pdf.h - pdf.t_margin - pdf.b_margin - 14
-            w = h * w_px / h_px
-        pdf.add_page()
+            w = h * ratio
+            pdf.add_page()
+        else:
+            pdf.add_page()
     pdf.image(str(fig.path), x=pdf.l_margin + (pdf.epw - w) / 2, w=w, h=h)
     pdf.ln(1)
     write_paragraph(pdf, printable(fig.caption), SMALL_PT + 1, style="I")
@@ -139,8 +152,31 @@ def write_block(pdf: FPDF, block: Any, metrics: dict) -> None:
         raise TypeError(f"unknown report block {type(block).__name__}")
 
 
+def lead_height(pdf: FPDF, section: Section, metrics: dict) -> float:
+    """The height (mm) a section's start needs on one page: its heading, the text up to its first figure and that
+    figure at the smallest size write_figure gives it; the heading and first block when a table comes first."""
+    height = 16.0  # the heading and the space around it
+    for block in section.blocks:
+        if isinstance(block, Paragraph):
+            pdf.set_font("sans", "", BODY_PT)
+            height += pdf.multi_cell(0, BODY_PT * 0.5, line(block.parts, metrics), dry_run=True,
+                                     output="HEIGHT") + 1.5
+        elif isinstance(block, Bullets):
+            pdf.set_font("sans", "", BODY_PT)
+            height += sum(pdf.multi_cell(pdf.epw - 3, BODY_PT * 0.5, "• " + line(i, metrics), dry_run=True,
+                                         output="HEIGHT") for i in block.items) + 1.5
+        elif isinstance(block, FigureFile):
+            return height + figure_size(pdf, block)[1] * MIN_FIGURE_SCALE + 12
+        else:
+            return height + 20  # a table or listing: keep the heading with its first rows
+    return height
+
+
 def write_section(pdf: FPDF, section: Section, metrics: dict) -> None:
-    if pdf.get_y() > pdf.h * 0.75:
+    """A section; it starts on a new page when its heading, opening text and first figure would not fit on
+    this one but fit on a page (no heading at the foot of a page with its figure on the next)."""
+    needed, page = lead_height(pdf, section, metrics), pdf.h - pdf.t_margin - pdf.b_margin
+    if pdf.get_y() + needed > pdf.h - pdf.b_margin and needed <= page:
         pdf.add_page()
     pdf.start_section(section.title)
     pdf.ln(2)
