@@ -142,9 +142,10 @@ def decay_runs(tables: Tables) -> pd.DataFrame:
 
 
 def draw_decay(tables: Tables) -> Drawn:
-    """Decay by lag, one panel per activation (all of them, tanh first), one colour per γ_W: the median over runs
-    (inits, seeds, specs) of log10 ‖∂h_t/∂h_k‖ at init, the global bound at init, and after training where the runs
-    trained (their final probe differs from the initial one)."""
+    """Decay by lag, one panel per activation at init (all of them, tanh first) and one per activation after
+    training where its runs trained, one colour per γ_W: the median over runs (inits, seeds, specs) of
+    log10 ‖∂h_t/∂h_k‖ and of the global bound of the same models. A run trained when its final probe differs from
+    its initial one."""
     decay, runs = table(tables, "decay"), decay_runs(tables)
     if decay is None or runs.empty:
         return None
@@ -152,48 +153,46 @@ def draw_decay(tables: Tables) -> Drawn:
         gamma=lambda r: r["gamma_w"].astype(float), act=lambda r: r["activation"].astype(str))
     if runs.empty:
         return None
+    trained = trained_runs(decay)
     d = decay.merge(runs[["run_id", "act", "gamma"]], on="run_id")
+    d = d[(d["when"] == "init") | d["run_id"].isin(trained)]
     acts = sorted(set(runs["act"]), key=lambda a: (a != "tanh", a))  # tanh, every trained spec's, first
+    with_training = [a for a in acts if a in set(runs.loc[runs["run_id"].isin(trained), "act"])]
+    panels = [(a, "init") for a in acts] + [(a, "final") for a in with_training]
     gammas = sorted(set(runs["gamma"]))
     colours = dict(zip(gammas, sns.color_palette("viridis", len(gammas))))
-    trained = trained_runs(decay)
-    ncol = min(PANEL_COLUMNS, len(acts))
-    nrow = math.ceil(len(acts) / ncol)
-    fig = new_figure(2.6 * ncol + 0.3, 2.3 * nrow + 0.8)
-    axes = fig.subplots(nrow, ncol, squeeze=False, sharex=True).ravel()
+    ncol = min(PANEL_COLUMNS + (len(panels) > 2 * PANEL_COLUMNS), len(panels))  # 9 or 10 panels: two rows of 5
+    nrow = math.ceil(len(panels) / ncol)
+    fig = new_figure(2.4 * ncol + 0.3, 2.3 * nrow + 0.8)
+    axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
     flattened = set()
-    for ax, act in zip(axes, acts):
+    for ax, (act, when) in zip(axes, panels):
         for g in gammas:
-            sel = d[(d["act"] == act) & (d["gamma"] == g)]
+            sel = d[(d["act"] == act) & (d["gamma"] == g) & (d["when"] == when)]
             if sel.empty:
                 continue
-            init = sel[sel["when"] == "init"].groupby("lag")[["log10_norm", "log10_global"]].median()
-            measured, noise = flat_if_rounding(init["log10_norm"])
+            med = sel.groupby("lag")[["log10_norm", "log10_global"]].median()
+            measured, noise = flat_if_rounding(med["log10_norm"])
             flattened |= {(act, g)} if noise else set()
-            ax.plot(init.index, measured, color=colours[g], lw=1.3)
-            ax.plot(init.index, init["log10_global"], color=colours[g], ls=":", lw=1.0)
-            done = sel[(sel["when"] == "final") & sel["run_id"].isin(trained)]
-            if len(done):
-                final = flat_if_rounding(done.groupby("lag")["log10_norm"].median())[0]
-                ax.plot(final.index, final, color=colours[g], ls="--", lw=1.1, alpha=0.8)
-        ax.set_title(act, fontsize=9)
+            ax.plot(med.index, measured, color=colours[g], lw=1.3)
+            ax.plot(med.index, med["log10_global"], color=colours[g], ls=":", lw=1.0)
+        ax.set_title(f"{act}, {'at init' if when == 'init' else 'after training'}", fontsize=9)
         ax.set(xlabel="lag t − k", ylabel="log10 norm")
         keep_min_span(ax)
-    for ax in axes[len(acts):]:
+    for ax in axes[len(panels):]:
         ax.set_visible(False)
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=colours[g], lw=2) for g in gammas]
     labels = [f"γ_W = {short_value(g)}" for g in gammas]
-    handles += [Line2D([], [], color="0.3", lw=1.3), Line2D([], [], color="0.3", ls="--", lw=1.1),
-                Line2D([], [], color="0.3", ls=":", lw=1.0)]
-    labels += ["measured at init", "measured after training", "global bound (t−k) log(γ_W γ_φ)"]
+    handles += [Line2D([], [], color="0.3", lw=1.3), Line2D([], [], color="0.3", ls=":", lw=1.0)]
+    labels += ["measured", "global bound (t−k) log(γ_W γ_φ)"]
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=7)
-    with_training = sorted(set(runs.loc[runs["run_id"].isin(trained), "act"]))
-    caption = ("Median log10 ‖∂h_t/∂h_k‖ at each lag (top layer; median over the runs at one activation and γ_W: "
-               "inits, seeds and specs together) for every activation, with the global bound at init (dotted)"
-               + (f"; dashed: after training, where runs trained ({', '.join(with_training)})" if with_training
-                  else "; no run drawn here trained") + ".")
+    caption = ("Median log10 ‖∂h_t/∂h_k‖ at each lag (top layer; median over the runs at one activation and γ_W "
+               "in config: inits, seeds and specs together) and the global bound of the same models (dotted), for "
+               "every activation at initialisation"
+               + (f", and after training for the activations whose runs trained ({', '.join(with_training)})"
+                  if with_training else "; no run drawn here trained") + ".")
     if flattened:
         cells = ", ".join(f"{a} at γ_W = {short_value(g)}" for a, g in sorted(flattened))
         caption += (f" Flat at 0: {cells}, whose norm is 1 to rounding (|log10| below {ROUNDING_DECADES:g} at "
