@@ -131,6 +131,19 @@ def test_sweep_logs_a_parent_with_nested_children_and_writes_the_table(env):
     assert set(result.logging_by_cell) == set(result.ran) and min(result.logging_by_cell.values()) > 0
     assert sum(result.logging_by_cell.values()) > result.logging_seconds  # creating the runs counts too
 
+    c = tracking.client(store)
+    experiment = c.get_experiment(result.experiment_id)
+    assert experiment.tags["mlflow.note.content"] == "a tiny grid for tests"  # shown above the runs table
+    summary = json.loads(Path(c.download_artifacts(parent.run_id, "summary_table.json", str(env))).read_text())
+    rows = [dict(zip(summary["columns"], r)) for r in summary["data"]]
+    assert [r["run"] for r in rows] == [f"γW={g:g}" for g in GAMMAS]  # grid order, the children's names
+    assert [r["gamma_w"] for r in rows] == [str(g) for g in GAMMAS] and "seed" not in summary["columns"]
+    assert [r["outcome"] for r in rows] == ["ok"] * 4 + ["unstable", "diverged"]
+    child_inputs = c.get_run(children[0].run_id).inputs.dataset_inputs
+    assert [i.dataset.name for i in child_inputs] == ["adding_T6_N1000_s0"]  # its held-out validation set
+    assert {c.tags["mlflow.source.name"] for c in children} == {
+        f"rnngrad sweep {(env / 'mini.yaml').as_posix()}"}
+
     table = pd.read_parquet(env / "results" / "mini.parquet")
     assert list(table["cell"]) == [f"gamma_w={g},seed=0" for g in GAMMAS]  # grid order
     assert set(table["run_id"]) == {c.run_id for c in children}

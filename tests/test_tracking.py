@@ -282,3 +282,85 @@ def test_log_folder_and_end_never_leaves_a_run_running(store, tmp_path, monkeypa
     tracking.log_folder_and_end(store, run_id, tmp_path / "runs" / "abc123")
     run = tracking.client(store).get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "ok"
+
+
+# ---- what the MLflow UI shows ------------------------------------------------------------------------------------
+
+
+def test_short_run_names_keep_only_the_axes_that_vary_and_join_a_threshold_to_its_mode():
+    grid = [{"clip_mode": "none", "seed": 0}] + [
+        {"clip_mode": m, "clip_threshold": t, "seed": s} for m in ("global", "elementwise") for t in (0.1, 100.0)
+        for s in (0, 1)]
+    names = tracking.short_run_names(grid)
+    assert names[:3] == ["no clip s0", "global·0.1 s0", "global·0.1 s1"]
+    assert names[-1] == "elem·100 s1"
+    assert len(set(names)) == len(grid)  # every cell told apart
+    assert tracking.short_run_names([{"task": "adding", "seq_len": 10, "seed": 0},
+                                     {"task": "copy", "seq_len": 40, "seed": 0}]) == ["adding T=10", "copy T=40"]
+    assert tracking.short_run_names([{"gamma_w": 3.0, "init": "orthogonal"}]) == ["base"]  # nothing varies
+
+
+def test_links_open_the_runs_table_of_the_store_that_was_used(tmp_path):
+    embedded = tracking.Store(f"sqlite:///{tmp_path}/mlflow.db", None)
+    server = tracking.Store("http://mlflow.example:8080/", None)
+    assert tracking.experiment_link(embedded, "3") == \
+        "http://127.0.0.1:5000/#/experiments/3?workflowType=machine_learning"
+    assert tracking.run_link(server, "3", "abc") == \
+        "http://mlflow.example:8080/#/experiments/3/runs/abc?workflowType=machine_learning"
+    lines = tracking.link_lines(embedded, [("rnngrad/x", "3", "abc")])
+    assert lines[0].endswith("#/experiments/3?workflowType=machine_learning") and "runs/abc" in lines[1]
+    assert lines[-1].endswith(embedded.ui_command())
+
+
+def test_an_experiment_is_described_and_opens_on_its_runs_and_the_empty_default_is_hidden(store):
+    c = tracking.client(store)
+    assert c.get_experiment("0").lifecycle_stage == "active"  # MLflow made it with the store
+    exp = tracking.ensure_experiment(store, "rnngrad/test")
+    tracking.describe_experiment(store, exp, "How   gamma_W\n sets the regime.")
+    tags = c.get_experiment(exp).tags
+    assert tags["mlflow.note.content"] == "How gamma_W sets the regime."
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    tracking.hide_empty_default_experiment(store)
+    assert c.get_experiment("0").lifecycle_stage == "deleted"
+    assert [e.name for e in c.search_experiments()] == ["rnngrad/test"]
+
+
+def test_a_default_experiment_with_runs_is_left_alone(store):
+    c = tracking.client(store)
+    c.create_run("0")
+    tracking.hide_empty_default_experiment(store)
+    assert c.get_experiment("0").lifecycle_stage == "active"
+
+
+def test_datasets_are_logged_as_run_inputs(store):
+    run_id = tracking.start_run(store, tracking.ensure_experiment(store, "rnngrad/test"), "r")
+    ref = tracking.DatasetRef("adding_T30_N1000_s0", "7a44b3d0a7c0", "/data/adding_T30_N1000_s0.npz",
+                              {"task": "adding", "T": 30, "count": 1000, "seed": 0})
+    tracking.log_datasets(store, run_id, [ref])
+    inputs = tracking.client(store).get_run(run_id).inputs.dataset_inputs
+    assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("adding_T30_N1000_s0", "7a44b3d0a7c0")]
+    assert json.loads(inputs[0].dataset.profile) == {"task": "adding", "T": 30, "count": 1000, "seed": 0}
+    assert [(t.key, t.value) for t in inputs[0].tags] == [("mlflow.data.context", "validation")]
+
+
+def test_the_summary_table_is_replaced_not_appended_and_marked_a_table(store, tmp_path):
+    run_id = tracking.start_run(store, tracking.ensure_experiment(store, "rnngrad/test"), "sweep")
+    tracking.log_summary_table(store, run_id, pd.DataFrame({"run": ["a", "b"], "outcome": ["ok", "diverged"]}))
+    tracking.log_summary_table(store, run_id, pd.DataFrame({"run": ["a", "b", "c"], "outcome": ["ok"] * 3}))
+    c = tracking.client(store)
+    table = json.loads(Path(c.download_artifacts(run_id, tracking.SUMMARY_TABLE, str(tmp_path))).read_text())
+    assert table["columns"] == ["run", "outcome"] and [r[0] for r in table["data"]] == ["a", "b", "c"]
+    logged = json.loads(c.get_run(run_id).data.tags["mlflow.loggedArtifacts"])
+    assert logged == [{"path": tracking.SUMMARY_TABLE, "type": "table"}]
+
+
+@pytest.mark.parametrize("slope_final, regime", [(-0.5, "vanishing"), (0.0, "neutral"), (0.3, "exploding")])
+def test_the_regime_after_training_is_named_apart_from_the_initial_one(slope_final, regime):
+    tags = tracking.regime_tags({"observed_regime": "exploding", "slope_init": 0.4, "slope_final": slope_final})
+    assert tags == {"observed_regime_init": "exploding", "observed_regime_final": regime}
+
+
+def test_summary_numbers_round_to_four_significant_digits():
+    assert tracking.round_significant(1.903456e-9) == 1.903e-9
+    assert tracking.round_significant(-123456.0) == -123500.0
+    assert np.isnan(tracking.round_significant(float("nan"))) and tracking.round_significant(0.0) == 0.0
