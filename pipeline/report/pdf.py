@@ -155,21 +155,21 @@ def write_block(pdf: FPDF, block: Any, metrics: dict) -> None:
 def lead_height(pdf: FPDF, section: Section, metrics: dict) -> float:
     """The height (mm) a section's start needs on one page: its heading, the text up to its first figure and that
     figure at the smallest size write_figure gives it; the heading and first block when a table comes first."""
-    height = 16.0  # the heading and the space around it
+    heading, texts = 16.0, []  # the heading and the space around it; the text blocks before the first figure
     for block in section.blocks:
         if isinstance(block, Paragraph):
             pdf.set_font("sans", "", BODY_PT)
-            height += pdf.multi_cell(0, BODY_PT * 0.5, line(block.parts, metrics), dry_run=True,
-                                     output="HEIGHT") + 1.5
+            texts.append(pdf.multi_cell(0, BODY_PT * 0.5, line(block.parts, metrics), dry_run=True,
+                                        output="HEIGHT") + 1.5)
         elif isinstance(block, Bullets):
             pdf.set_font("sans", "", BODY_PT)
-            height += sum(pdf.multi_cell(pdf.epw - 3, BODY_PT * 0.5, "• " + line(i, metrics), dry_run=True,
-                                         output="HEIGHT") for i in block.items) + 1.5
+            texts.append(sum(pdf.multi_cell(pdf.epw - 3, BODY_PT * 0.5, "• " + line(i, metrics), dry_run=True,
+                                            output="HEIGHT") for i in block.items) + 1.5)
         elif isinstance(block, FigureFile):
-            return height + figure_size(pdf, block)[1] * MIN_FIGURE_SCALE + 12
+            return heading + sum(texts) + figure_size(pdf, block)[1] * MIN_FIGURE_SCALE + 12
         else:
-            return height + 20  # a table or listing: keep the heading with its first rows
-    return height
+            break  # a table or listing before any figure: the text may run on over the page
+    return heading + min(texts[:1] or [20.0], default=20.0)  # no figure to keep: the heading with its first block
 
 
 def write_section(pdf: FPDF, section: Section, metrics: dict) -> None:
