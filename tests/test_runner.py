@@ -32,6 +32,7 @@ RUNS = {  # name -> (config overrides, input width d)
     "text": (dict(task="text"), None),
 }
 FILES = {"config.json", "summary.json", "history.csv", "series.parquet", "figures/jacobian_heatmap.png",
+         "figures/decay.png",
          "probe/model_init.npz", "probe/model_final.npz", "probe/inputs.npy", "probe/h0.npy",
          "probe/jacobian.parquet", "probe/signal.parquet", "probe/spot_checks.parquet"}
 SUMMARY_KEYS = {"config_hash", "outcome", "diverged_at", "iters_done", "seconds", "final_train_loss",
@@ -94,7 +95,9 @@ def probe_steps(name: str, cfg: RunConfig) -> int:
 def test_folder_matches_the_contract(runs, name):
     cfg, result, _ = runs[name]
     files = {p.relative_to(result.run_dir).as_posix() for p in result.run_dir.rglob("*") if p.is_file()}
-    assert files == FILES | ({"samples.json"} if cfg.task == "text" else set())
+    scored = cfg.task != "probe" and cfg.iters > 0  # a loss against chance to draw
+    assert files == FILES | ({"samples.json"} if cfg.task == "text" else set()) | (
+        {"figures/loss.png"} if scored else set())
     assert result.outcome == "ok", result.summary.get("error")
     assert result.config_hash == config_hash(cfg)
     assert strict_json(result.run_dir / "config.json") == flatten(cfg)

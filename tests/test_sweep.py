@@ -402,6 +402,8 @@ def test_sweep_command_runs_the_real_runner_and_says_where_results_are(cli_app, 
     result = CliRunner().invoke(cli_app, ["sweep", "experiments/tiny.yaml", "--jobs", "2"])
     assert result.exit_code == 0, result.output
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow.db" in result.stdout
+    assert "MLflow rnngrad/tiny: http://127.0.0.1:5000/#/experiments/" in result.stdout  # the runs table
+    assert "?workflowType=machine_learning" in result.stdout
     assert "results/tiny.parquet" in result.stdout and "[2/2]" in result.stdout
     table = pd.read_parquet(tmp_path / "results" / "tiny.parquet")
     assert list(table["cell"]) == ["gamma_w=0.5", "gamma_w=3.0"]
@@ -414,7 +416,8 @@ def test_sweep_command_runs_the_real_runner_and_says_where_results_are(cli_app, 
         probe = {a.path for a in c.list_artifacts(child.run_id, "probe")}
         assert {"probe/model_init.npz", "probe/model_final.npz", "probe/inputs.npy", "probe/h0.npy",
                 "probe/jacobian.parquet"} <= probe
-        assert [a.path for a in c.list_artifacts(child.run_id, "figures")] == ["figures/jacobian_heatmap.png"]
+        assert sorted(a.path for a in c.list_artifacts(child.run_id, "figures")) == [  # images on the run page
+            "figures/decay.png", "figures/jacobian_heatmap.png", "figures/loss.png"]
         lags = [p.step for p in c.get_metric_history(child.run_id, "by_lag/log10_norm_init")]
         assert sorted(lags) == list(range(1, 7))
 
