@@ -77,6 +77,7 @@ class Cell:
     config_hash: str
     run_dir: Path  # results/<spec>/runs/<config_hash>
     redo: bool = False  # compute it even though its folder exists (a `failed` or unreadable one, replaced)
+    label: str = ""  # the MLflow run name: the values of the axes that vary, short (e.g. "γW=3 s1")
 
 
 @dataclass
@@ -114,7 +115,8 @@ def plan_cells(spec, results_dir: Path, data_dir: Path = Path("data")) -> list[C
         if h in hashes[:i]:
             raise UserError(f"{getattr(spec, 'path', spec.name)}: cells {names[hashes.index(h)]} and {names[i]} are "
                             "the same run (their corpora have the same content); remove one")
-    return [Cell(n, cfg, h, runs / h) for n, cfg, h in zip(names, spec.cells, hashes)]
+    labels = tracking.short_run_names(getattr(spec, "grid", None) or [{} for _ in spec.cells])
+    return [Cell(n, cfg, h, runs / h, label=label) for n, cfg, h, label in zip(names, spec.cells, hashes, labels)]
 
 
 def spec_hash(cells: list[Cell]) -> str:
@@ -137,6 +139,8 @@ def run_sweep(spec, data_dir: Path, results_dir: Path, store: tracking.Store, jo
     results_dir, cells = Path(results_dir), plan_cells(spec, results_dir, data_dir)
     with _one_sweep_per_spec(results_dir / spec.name), _stop_on_signals() as stop:
         exp_id = tracking.ensure_experiment(store, f"rnngrad/{spec.name}")
+        _present_experiment(store, exp_id, spec)
+        inputs = dataset_refs(cells, Path(data_dir))
         tracking.end_stale_runs(store, exp_id)
         _remove_runner_temp_folders(results_dir / spec.name / "runs")
         parent = _open_parent(store, exp_id, spec, spec_hash(cells), _has_work(store, exp_id, cells))
@@ -145,12 +149,13 @@ def run_sweep(spec, data_dir: Path, results_dir: Path, store: tracking.Store, jo
         if progress is not None:
             progress(0, len(cells), "", "started")
         try:
-            run_ids, redo = _resume(store, exp_id, parent, spec, cells, result, tick, stop)
+            run_ids, redo = _resume(store, exp_id, parent, spec, cells, result, tick, stop, inputs)
             todo = [replace(c, redo=c.config_hash in redo) for c in cells if c.config_hash not in run_ids]
             run_ids |= _run_cells(store, exp_id, parent, spec, todo, data_dir, jobs, execute, result, tick, stop,
-                                  executor)
+                                  inputs, executor)
             stop.check()  # the last point to stop at: from here the sweep only writes its table and finishes
             table = write_results_table(spec, cells, run_ids, results_dir, result.table_path)
+            _present_parent(store, parent, cells, table, inputs)
             _close_parent(store, spec, parent, result, table)
         except BaseException as e:
             with tracking.hurry():  # seconds, even when the tracking server is gone
@@ -238,7 +243,7 @@ def _open_parent(store, exp_id: str, spec, shash: str, work: bool = True) -> str
     if previous and not work:
         tracking.reopen_run(store, previous[0].run_id)  # closed again with the same table: one parent per sweep
         return previous[0].run_id
-    tags = {"spec": spec.name, "profile": spec.profile, "spec_hash": shash}
+    tags = {"spec": spec.name, "profile": spec.profile, "spec_hash": shash} | _source(spec)
     if getattr(spec, "description", ""):
         tags["mlflow.note.content"] = spec.description  # shown as the run's description in the UI
     return tracking.start_run(store, exp_id, f"{spec.name} ({spec.profile})", tags=tags)
@@ -255,11 +260,25 @@ def _close_parent(store, spec, parent: str, result: SweepResult, table) -> None:
 
 
 def _child_tags(spec, cell: Cell) -> dict:
-    return {"config_hash": cell.config_hash, "spec": spec.name, "profile": spec.profile, "cell": cell.name}
+    return {"config_hash": cell.config_hash, "spec": spec.name, "profile": spec.profile, "cell": cell.name} | \
+        _source(spec)
 
 
-def _resume(store, exp_id, parent, spec, cells, result: SweepResult, tick,
-            stop: _StopRequest) -> tuple[dict[str, str], set[str]]:
+def _source(spec) -> dict:
+    """The user, the command and the git commit, for the runs table's User and Source columns."""
+    path = getattr(spec, "path", None)
+    return tracking.source_tags(f"rnngrad sweep {path.as_posix() if path else spec.name}")
+
+
+def _start_child(store, exp_id: str, parent: str, spec, cell: Cell, inputs: dict) -> str:
+    """Create a cell's RUNNING child run, named by its varying grid values, with its datasets as inputs."""
+    run_id = tracking.start_run(store, exp_id, cell.label or cell.name, parent, _child_tags(spec, cell))
+    tracking.log_datasets(store, run_id, inputs.get(cell.config_hash, []))
+    return run_id
+
+
+def _resume(store, exp_id, parent, spec, cells, result: SweepResult, tick, stop: _StopRequest,
+            inputs: dict) -> tuple[dict[str, str], set[str]]:
     """({config_hash: run_id} of cells already done: skipped if logged, logged now if only the folder exists;
     the config_hashes to compute again). A folder whose outcome is `failed` (an exception inside the run) is not a
     result: its cell is computed again, as is one whose summary.json does not parse (with a one-line warning). A
@@ -282,7 +301,7 @@ def _resume(store, exp_id, parent, spec, cells, result: SweepResult, tick,
             result.skipped.append(cell.name)
             tick(cell.name, "skipped")
             continue
-        run_id = tracking.start_run(store, exp_id, cell.name, parent, _child_tags(spec, cell))
+        run_id = _start_child(store, exp_id, parent, spec, cell, inputs)
         _log_and_finish(store, run_id, cell, result)
         run_ids[cell.config_hash] = run_id
         result.relogged.append(cell.name)
@@ -315,7 +334,7 @@ def _log_and_finish(store, run_id: str, cell: Cell, result: SweepResult) -> str:
 
 
 def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, execute,
-               result: SweepResult, tick, stop: _StopRequest, executor=None) -> dict[str, str]:
+               result: SweepResult, tick, stop: _StopRequest, inputs: dict, executor=None) -> dict[str, str]:
     """Compute `todo` in worker processes (or in the pool `executor(jobs)` makes, a Dask cluster's), at most `jobs`
     at a time; log each as it returns, in a small thread pool (SERVER_LOG_THREADS). The wait for them wakes every
     POLL_SECONDS to see whether a signal asked the sweep to stop.
@@ -346,7 +365,7 @@ def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, ex
             cell, run_id = pending.popleft()
             if run_id is None:
                 start = time.perf_counter()
-                run_id = tracking.start_run(store, exp_id, cell.name, parent, _child_tags(spec, cell))
+                run_id = _start_child(store, exp_id, parent, spec, cell, inputs)
                 result.logging_by_cell[cell.name] = time.perf_counter() - start
             try:
                 inflight[pool.submit(execute, cell, Path(data_dir))] = (cell, run_id)
@@ -689,3 +708,91 @@ def _result_row(spec, cell: Cell, run_id: str, results_dir: Path) -> dict:
         if (v is None or isinstance(v, (int, float)) or k in SUMMARY_LABELS) and k not in row:
             row[k] = v
     return row
+
+
+# ---- what the MLflow UI shows of a sweep ------------------------------------------------------------------------
+
+def _present_experiment(store, exp_id: str, spec) -> None:
+    """The experiment's description (the spec's) and its runs-table view; MLflow's empty Default experiment out of
+    the list."""
+    tracking.describe_experiment(store, exp_id, getattr(spec, "description", ""))
+    tracking.hide_empty_default_experiment(store)
+
+
+def dataset_refs(cells: list[Cell], data_dir: Path) -> dict[str, list[tracking.DatasetRef]]:
+    """{config_hash: the datasets the cell reads}, with the digests `rnngrad generate` wrote in data/manifest.json:
+    a synthetic cell's held-out validation set (its training sequences are drawn fresh from its seed, so they are
+    no file), a text cell's corpus. A digest the manifest lacks (data built in memory) is left empty."""
+    from .run.datasets import TEXT_TASK, dataset_name
+
+    try:
+        manifest = json.loads((data_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    files = manifest.get("files") or {}
+    refs: dict[str, list[tracking.DatasetRef]] = {}
+    for cell in cells:
+        cfg = cell.config
+        if cfg.task == TEXT_TASK:
+            source = cfg.text or str((data_dir / "text.npz").resolve())
+            text = manifest.get("text") or {}
+            digest = (text.get("sha256") or "")[:12] if not cfg.text else ""
+            profile = {"task": TEXT_TASK, "window": cfg.seq_len, "source": text.get("source", source)}
+            refs[cell.config_hash] = [tracking.DatasetRef(Path(source).stem if cfg.text else "text", digest, source,
+                                                          profile, "training")]
+            continue
+        name = dataset_name(cfg.task, cfg.seq_len, cfg.val_size, cfg.data_seed)
+        digest = ((files.get(f"{name}.npz") or {}).get("sha256") or "")[:12]
+        profile = {"task": cfg.task, "T": cfg.seq_len, "count": cfg.val_size, "seed": cfg.data_seed}
+        refs[cell.config_hash] = [tracking.DatasetRef(name, digest, str((data_dir / f"{name}.npz").resolve()),
+                                                      profile)]
+    return refs
+
+
+def _present_parent(store, parent: str, cells: list[Cell], table, inputs: dict) -> None:
+    """The parent run's summary table of its cells (rendered by the UI) and the union of its cells' datasets."""
+    if len(table):
+        tracking.log_summary_table(store, parent, summary_table(cells, table))
+    seen = {}
+    for refs in inputs.values():
+        seen |= {(r.name, r.digest): r for r in refs}
+    tracking.log_datasets(store, parent, list(seen.values()))
+
+
+def summary_table(cells: list[Cell], table):
+    """One row per run: its short name, the grid axes that vary, its outcome, whether it learned (verdict), its
+    final validation loss over the chance loss, and the regime predicted at init and observed at init and after
+    training. Numbers rounded to 4 significant digits: a table to read, not to recompute from."""
+    import pandas as pd
+
+    from .run.probe import observed_regime
+    from .run.verdicts import verdict
+
+    axes = {c.name: dict(part.split("=", 1) for part in c.name.split(",") if "=" in part) for c in cells}
+    keys = list(dict.fromkeys(k for values in axes.values() for k in values))
+    varying = [k for k in keys if len({values.get(k) for values in axes.values()}) > 1]
+    labels = {c.config_hash: c.label or c.name for c in cells}
+    rows = []
+    for r in table.to_dict("records"):
+        loss, chance, slope_final = (_number(r.get(k)) for k in ("final_val_loss", "chance_loss", "slope_final"))
+        rows.append({"run": labels.get(r["config_hash"], r["cell"])}
+                    | {k: axes.get(r["cell"], {}).get(k) for k in varying}
+                    | {"outcome": r.get("outcome"),
+                       "verdict": verdict(r.get("outcome"), loss, chance),
+                       "val_loss": _rounded(loss), "chance_loss": _rounded(chance),
+                       "val_over_chance": _rounded(loss / chance if loss is not None and chance else None),
+                       "predicted_regime": r.get("predicted_regime"),
+                       "observed_regime_init": r.get("observed_regime"),
+                       "observed_regime_final": None if slope_final is None else observed_regime(slope_final),
+                       "run_id": r["run_id"]})
+    return pd.DataFrame(rows)
+
+
+def _number(v) -> float | None:
+    import math
+
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _rounded(v: float | None) -> float | None:
+    return None if v is None else tracking.round_significant(v)

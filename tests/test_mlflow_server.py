@@ -95,7 +95,8 @@ def test_sweep_against_a_tracking_server(server, tmp_path, monkeypatch):
     exp = tracking.ensure_experiment(store, "rnngrad/mini")
     runs = tracking.find_runs(store, exp)
     children = [r for r in runs if "config_hash" in r.tags]
-    assert sorted(r.run_name for r in children) == ["gamma_w=0.5,seed=0", "gamma_w=2.0,seed=0", "gamma_w=3.0,seed=0"]
+    assert sorted(r.tags["cell"] for r in children) == ["gamma_w=0.5,seed=0", "gamma_w=2.0,seed=0", "gamma_w=3.0,seed=0"]
+    assert sorted(r.run_name for r in children) == ["γW=0.5", "γW=2", "γW=3"]
     assert {r.status for r in runs} == {"FINISHED"} and len(runs) == 4
     assert {r.tags["mlflow.parentRunId"] for r in children} == {result.parent_run_id}
 
@@ -105,7 +106,7 @@ def test_sweep_against_a_tracking_server(server, tmp_path, monkeypatch):
     assert {"probe/model_init.npz", "probe/model_final.npz", "probe/inputs.npy", "probe/h0.npy",
             "probe/jacobian.parquet"} <= probe
     assert len(list(artifact_dir.rglob("jacobian_heatmap.png"))) == 3  # stored by the server, not the client
-    assert [p.step for p in c.get_metric_history(run_id, "jacobian_init/log10_norm")] == list(range(1, 7))
+    assert [p.step for p in c.get_metric_history(run_id, "by_lag/log10_norm_init")] == list(range(1, 7))
     table = pd.read_parquet(project / "results" / "mini.parquet")
     assert set(table["run_id"]) == {r.run_id for r in children}
 

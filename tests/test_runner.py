@@ -34,6 +34,7 @@ RUNS = {  # name -> (config overrides, input width d)
     "text": (dict(task="text"), None),
 }
 FILES = {"config.json", "summary.json", "history.csv", "series.parquet", "figures/jacobian_heatmap.png",
+         "figures/decay.png",
          "probe/model_init.npz", "probe/model_final.npz", "probe/inputs.npy", "probe/h0.npy",
          "probe/jacobian.parquet", "probe/signal.parquet", "probe/spot_checks.parquet", "probe/spectra.parquet",
          "probe/gradients.parquet"}
@@ -48,10 +49,10 @@ SUMMARY_KEYS = {"config_hash", "inputs", "outcome", "diverged_at", "iters_done",
                 "lyapunov_probe_final", "meanfield_rate_init", "meanfield_rate_final", "gap_global_to_product_init",
                 "gap_product_to_stepnorm_init", "gap_stepnorm_to_measured_init", "spectrum_spread_init",
                 "spectrum_resolved_init"}
-STEP_KEYS = {"jacobian_init/log10_norm", "jacobian_final/log10_norm", "bound/log10_product", "bound/log10_global",
-             "bound/log10_stepnorm",
-             "bptt/log10_dE_dh", "train/loss", "train/grad_norm", "train/clip_scale", "train/w_norm",
-             "train/spectral_radius", "train/loss_smoothed", "val/loss", "val/accuracy"}
+STEP_KEYS = {"by_lag/log10_norm_init", "by_lag/log10_norm_final", "by_lag/log10_bound_product_init",
+             "by_lag/log10_bound_global_init", "by_lag/log10_bound_stepnorm_init", "by_k/log10_dE_dh",
+             "by_iter/train_loss", "by_iter/grad_norm", "by_iter/clip_scale", "by_iter/w_norm",
+             "by_iter/spectral_radius", "by_iter/train_loss_smoothed", "by_iter/val_loss", "by_iter/val_accuracy"}
 
 
 def run_quietly(cfg: RunConfig, data_dir: Path, run_dir: Path, progress=None) -> runner.RunResult:
@@ -101,7 +102,9 @@ def probe_steps(name: str, cfg: RunConfig) -> int:
 def test_folder_matches_the_contract(runs, name):
     cfg, result, _ = runs[name]
     files = {p.relative_to(result.run_dir).as_posix() for p in result.run_dir.rglob("*") if p.is_file()}
-    assert files == FILES | ({"samples.json"} if cfg.task == "text" else set())
+    scored = cfg.task != "probe" and cfg.iters > 0  # a loss against chance to draw
+    assert files == FILES | ({"samples.json"} if cfg.task == "text" else set()) | (
+        {"figures/loss.png"} if scored else set())
     assert result.outcome == "ok", result.summary.get("error")
     inputs = {"corpus": hashlib.sha256(CORPUS.encode()).hexdigest()} if cfg.task == "text" else {
         "dataset": datasets.dataset_digest(datasets.build_dataset(cfg.task, cfg.seq_len, cfg.val_size, cfg.data_seed))}
@@ -284,18 +287,18 @@ def test_signal_and_series(runs, name):
     assert len(sig) == 2 * cfg.layers * (P + 1) and np.isfinite(sig["log10_dE_dh"]).all()
     series = pd.read_parquet(result.run_dir / "series.parquet")
     assert list(series.columns) == ["key", "step", "value"]
-    scores_nothing = {"val/accuracy", "val/loss", "train/loss", "train/loss_smoothed"}
+    scores_nothing = {"by_iter/val_accuracy", "by_iter/val_loss", "by_iter/train_loss", "by_iter/train_loss_smoothed"}
     want = STEP_KEYS - (scores_nothing if cfg.task == "probe" else set())
     assert set(series["key"]) == want
     assert np.isfinite(series["value"]).all()
     by = {key: group.sort_values("step") for key, group in series.groupby("key")}
-    assert by["jacobian_init/log10_norm"]["step"].tolist() == list(range(1, P + 1))
-    assert by["bptt/log10_dE_dh"]["step"].tolist() == list(range(P + 1))
-    assert by["train/grad_norm"]["step"].tolist() == list(range(1, cfg.iters + 1))
+    assert by["by_lag/log10_norm_init"]["step"].tolist() == list(range(1, P + 1))
+    assert by["by_k/log10_dE_dh"]["step"].tolist() == list(range(P + 1))
+    assert by["by_iter/grad_norm"]["step"].tolist() == list(range(1, cfg.iters + 1))
     if cfg.task != "probe":
-        assert by["val/loss"]["step"].tolist() == [0, 10, 20, 30]
+        assert by["by_iter/val_loss"]["step"].tolist() == [0, 10, 20, 30]
     rate = math.log10(cfg.gamma_w * 1.0)
-    assert np.allclose(by["bound/log10_global"]["value"], rate * np.arange(1, P + 1), atol=1e-9)
+    assert np.allclose(by["by_lag/log10_bound_global_init"]["value"], rate * np.arange(1, P + 1), atol=1e-9)
 
 
 def _history(iters: int) -> pd.DataFrame:
@@ -313,11 +316,11 @@ def test_training_series_logs_at_most_series_points_per_key(iters, ran, want):
     val = pd.DataFrame({"iter": [0, ran], "val_loss": [1.0, 0.5], "val_accuracy": [0.1, 0.2]})
     series = runner.training_series(_history(ran), val, iters)
     by = {key: group["step"].tolist() for key, group in series.groupby("key")}
-    for key in ("train/loss", "train/grad_norm", "train/clip_scale", "train/w_norm", "train/spectral_radius"):
+    for key in ("by_iter/train_loss", "by_iter/grad_norm", "by_iter/clip_scale", "by_iter/w_norm", "by_iter/spectral_radius"):
         assert by[key] == want, key
     assert len(want) <= runner.SERIES_POINTS + 1
-    assert by["val/loss"] == [0, ran]
-    loss = series[series["key"] == "train/loss"].set_index("step")["value"]
+    assert by["by_iter/val_loss"] == [0, ran]
+    loss = series[series["key"] == "by_iter/train_loss"].set_index("step")["value"]
     assert np.allclose(loss.to_numpy(), 1.0 / np.array(want))  # each point is its own iteration's value
     smoothed = series[series["key"] == "train/loss_smoothed"].set_index("step")["value"]
     assert smoothed.index.tolist() == want

@@ -128,18 +128,32 @@ def test_sweep_logs_a_parent_with_nested_children_and_writes_the_table(env):
             metrics["cells_ran"]) == (4, 1, 1, 0, 6)
     assert (parent.tags["spec"], parent.tags["profile"], parent.tags["mlflow.note.content"]) == (
         "mini", "quick", "a tiny grid for tests")
-    assert sorted(c.run_name for c in children) == sorted(f"gamma_w={g},seed=0" for g in GAMMAS)
+    assert sorted(c.run_name for c in children) == sorted(f"γW={g:g}" for g in GAMMAS)  # seed does not vary
+    assert sorted(c.tags["cell"] for c in children) == sorted(f"gamma_w={g},seed=0" for g in GAMMAS)
     assert {c.status for c in children} == {"FINISHED"}
     assert {c.tags["mlflow.parentRunId"] for c in children} == {parent.run_id}
     hashes = {config_hash(cfg) for cfg in spec.cells}
     assert {c.tags["config_hash"] for c in children} == hashes
-    assert {c.tags["outcome"] for c in children if c.run_name.startswith("gamma_w=3.0")} == {"diverged"}
-    assert {c.tags["outcome"] for c in children if c.run_name.startswith("gamma_w=2.5")} == {"unstable"}
+    assert {c.tags["outcome"] for c in children if c.tags["cell"].startswith("gamma_w=3.0")} == {"diverged"}
+    assert {c.tags["outcome"] for c in children if c.tags["cell"].startswith("gamma_w=2.5")} == {"unstable"}
     assert sorted(_calls(env, "done")) == sorted(hashes)
     assert [(done, total) for done, total, _, _ in seen] == [(i, 6) for i in range(0, 7)]
     assert seen[0][2:] == ("", "started")
     assert set(result.logging_by_cell) == set(result.ran) and min(result.logging_by_cell.values()) > 0
     assert sum(result.logging_by_cell.values()) > result.logging_seconds  # creating the runs counts too
+
+    c = tracking.client(store)
+    experiment = c.get_experiment(result.experiment_id)
+    assert experiment.tags["mlflow.note.content"] == "a tiny grid for tests"  # shown above the runs table
+    summary = json.loads(Path(c.download_artifacts(parent.run_id, "summary_table.json", str(env))).read_text())
+    rows = [dict(zip(summary["columns"], r)) for r in summary["data"]]
+    assert [r["run"] for r in rows] == [f"γW={g:g}" for g in GAMMAS]  # grid order, the children's names
+    assert [r["gamma_w"] for r in rows] == [str(g) for g in GAMMAS] and "seed" not in summary["columns"]
+    assert [r["outcome"] for r in rows] == ["ok"] * 4 + ["unstable", "diverged"]
+    child_inputs = c.get_run(children[0].run_id).inputs.dataset_inputs
+    assert [i.dataset.name for i in child_inputs] == ["adding_T6_N1000_s0"]  # its held-out validation set
+    assert {c.tags["mlflow.source.name"] for c in children} == {
+        f"rnngrad sweep {(env / 'mini.yaml').as_posix()}"}
 
     table = pd.read_parquet(env / "results" / "mini.parquet")
     assert list(table["cell"]) == [f"gamma_w={g},seed=0" for g in GAMMAS]  # grid order
@@ -175,7 +189,7 @@ def test_a_folder_without_a_finished_run_is_logged_again_not_recomputed(env):
     victim = children[0]
     tracking.end_run(store, victim.run_id, "KILLED")  # as if killed between computing and logging
     _, _, result = _sweep(env)
-    assert len(_calls(env, "start")) == 6 and result.relogged == [victim.run_name]
+    assert len(_calls(env, "start")) == 6 and result.relogged == [victim.tags["cell"]]
     _, children = _runs(store)
     same_cell = [c for c in children if c.tags["config_hash"] == victim.tags["config_hash"]]
     assert sorted(c.status for c in same_cell) == ["FINISHED", "KILLED"]
@@ -189,7 +203,7 @@ def test_a_crashing_cell_ends_failed_and_is_retried_by_the_next_sweep(env, monke
     assert list(result.crashed) == ["gamma_w=1.5,seed=0"] and "fake crash" in result.crashed["gamma_w=1.5,seed=0"]
     parents, children = _runs(store)
     assert [p.status for p in parents] == ["FAILED"]
-    crashed = [c for c in children if c.run_name == "gamma_w=1.5,seed=0"]
+    crashed = [c for c in children if c.tags["cell"] == "gamma_w=1.5,seed=0"]
     assert [(c.status, c.tags["outcome"]) for c in crashed] == [("FAILED", "failed")]
     assert len(pd.read_parquet(env / "results" / "mini.parquet")) == 5
     monkeypatch.delenv("FAKE_CRASH_GAMMA")
@@ -208,7 +222,7 @@ def test_a_dead_worker_fails_the_cell_it_was_computing_and_leaves_nothing_runnin
     parents, children = _runs(store)
     assert [p.status for p in parents] == ["FAILED"]
     assert {c.status for c in children} <= {"FINISHED", "FAILED"}
-    assert {c.run_name for c in children if c.status == "FAILED"} == set(result.crashed)
+    assert {c.tags["cell"] for c in children if c.status == "FAILED"} == set(result.crashed)
     assert len(result.ran) + len(result.crashed) == 6
     monkeypatch.delenv("FAKE_DIE_GAMMA")
     _, _, again = _sweep(env)
@@ -400,6 +414,8 @@ def test_sweep_command_runs_the_real_runner_and_says_where_results_are(cli_app, 
     result = CliRunner().invoke(cli_app, ["sweep", "experiments/tiny.yaml", "--jobs", "2"])
     assert result.exit_code == 0, result.output
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow.db" in result.stdout
+    assert "MLflow rnngrad/tiny: http://127.0.0.1:5000/#/experiments/" in result.stdout  # the runs table
+    assert "?workflowType=machine_learning" in result.stdout
     assert "results/tiny.parquet" in result.stdout and "[2/2]" in result.stdout
     table = pd.read_parquet(tmp_path / "results" / "tiny.parquet")
     assert list(table["cell"]) == ["gamma_w=0.5", "gamma_w=3.0"]
@@ -412,8 +428,9 @@ def test_sweep_command_runs_the_real_runner_and_says_where_results_are(cli_app, 
         probe = {a.path for a in c.list_artifacts(child.run_id, "probe")}
         assert {"probe/model_init.npz", "probe/model_final.npz", "probe/inputs.npy", "probe/h0.npy",
                 "probe/jacobian.parquet"} <= probe
-        assert [a.path for a in c.list_artifacts(child.run_id, "figures")] == ["figures/jacobian_heatmap.png"]
-        lags = [p.step for p in c.get_metric_history(child.run_id, "jacobian_init/log10_norm")]
+        assert sorted(a.path for a in c.list_artifacts(child.run_id, "figures")) == [  # images on the run page
+            "figures/decay.png", "figures/jacobian_heatmap.png", "figures/loss.png"]
+        lags = [p.step for p in c.get_metric_history(child.run_id, "by_lag/log10_norm_init")]
         assert sorted(lags) == list(range(1, 7))
 
 

@@ -38,9 +38,9 @@ def write_fake_run_folder(config: dict, run_dir: Path, iters: int = 20, outcome:
     (tmp / "summary.json").write_text(json.dumps(summary))
     (tmp / "history.csv").write_text("iter,loss\n" + "".join(f"{i},{1.0 / (i + 1)}\n" for i in range(iters)))
     lags = np.arange(1, T + 1)
-    series = [("jacobian_init/log10_norm", lags, -0.1 * lags), ("bound/log10_global", lags, 0.2 * lags),
-              ("bptt/log10_dE_dh", np.arange(T + 1), np.zeros(T + 1)),
-              ("train/loss", np.arange(iters), 1.0 / (1 + np.arange(iters)))]
+    series = [("by_lag/log10_norm_init", lags, -0.1 * lags), ("by_lag/log10_bound_global_init", lags, 0.2 * lags),
+              ("by_k/log10_dE_dh", np.arange(T + 1), np.zeros(T + 1)),
+              ("by_iter/train_loss", np.arange(iters), 1.0 / (1 + np.arange(iters)))]
     pd.DataFrame({"key": np.concatenate([[k] * len(s) for k, s, _ in series]),
                   "step": np.concatenate([s for _, s, _ in series]).astype("int64"),
                   "value": np.concatenate([v for _, _, v in series]).astype(float)}).to_parquet(tmp / "series.parquet")
@@ -185,21 +185,24 @@ def test_log_run_folder_params_tags_and_scalar_metrics(store, tmp_path):
                                "lr": "0.003", "layers": "2"}
     tags = run.data.tags
     assert (tags["config_hash"], tags["outcome"], tags["spec"], tags["cell"]) == ("abc123", "ok", "test", "gamma_w=1.5")
-    assert (tags["predicted_regime"], tags["observed_regime"]) == ("unconstrained", "exploding")
-    m = run.data.metrics
+    assert (tags["predicted_regime"], tags["observed_regime_init"]) == ("unconstrained", "exploding")
+    assert "observed_regime_final" not in tags  # the fake folder has no slope_final: no label to give
+    m = {k.removeprefix("summary/"): v for k, v in run.data.metrics.items() if k.startswith("summary/")}
     assert m["gamma_w_init"] == 1.5 and m["iters_done"] == 20 and m["violations_init"] == 0
-    assert np.isclose(m["slope_init"], np.log(1.5)) and np.isnan(m["lyapunov_final"])
+    assert np.isclose(m["slope_init"], np.log(1.5), rtol=1e-3) and np.isnan(m["lyapunov_final"])
+    assert m["slope_init"] == float(f"{np.log(1.5):.4g}")  # four significant digits: a legible table column
     assert "diverged_at" not in m  # null is not a number
     assert m["learned"] == 1.0  # a bool is a 0/1 metric: filterable in the MLflow UI
+    assert not [k for k in run.data.metrics if "/" not in k]  # every key names its axis or says it is a summary
 
 
 def test_step_metrics_have_steps_along_lags_and_layers(store, tmp_path):
     run = _logged_run(store, tmp_path, iters=1500)  # > 1000 points: log_batch must split it into requests
     c = tracking.client(store)
-    decay = c.get_metric_history(run.info.run_id, "jacobian_init/log10_norm")
+    decay = c.get_metric_history(run.info.run_id, "by_lag/log10_norm_init")
     assert sorted((p.step, round(p.value, 9)) for p in decay) == [(lag, round(-0.1 * lag, 9)) for lag in range(1, 7)]
-    assert len(c.get_metric_history(run.info.run_id, "train/loss")) == 1500
-    layers = c.get_metric_history(run.info.run_id, "layers/slope_init")
+    assert len(c.get_metric_history(run.info.run_id, "by_iter/train_loss")) == 1500
+    layers = c.get_metric_history(run.info.run_id, "by_layer/slope_init")
     assert sorted((p.step, p.value) for p in layers) == [(0, -0.1), (1, 0.2)]
 
 
@@ -211,7 +214,7 @@ def test_a_single_layer_logs_no_layers_keys_that_repeat_the_top_level_ones(store
     run_id = tracking.start_run(store, tracking.ensure_experiment(store, "rnngrad/test"), "one layer")
     tracking.log_run_folder(store, run_id, run_dir)
     metrics = tracking.client(store).get_run(run_id).data.metrics
-    assert "slope_init" in metrics and not [k for k in metrics if k.startswith("layers/")]
+    assert "summary/slope_init" in metrics and not [k for k in metrics if k.startswith("by_layer/")]
 
 
 def test_artifacts_hold_the_whole_folder_with_probe_under_probe(store, tmp_path):
@@ -241,7 +244,7 @@ def test_everything_goes_through_one_log_batch_and_no_log_metric(store, tmp_path
         monkeypatch.setattr(MlflowClient, name, spy)
     run = _logged_run(store, tmp_path, iters=300)
     assert calls == {"log_batch": 1, "log_metric": 0, "log_param": 0}
-    assert len(tracking.client(store).get_metric_history(run.info.run_id, "train/loss")) == 300
+    assert len(tracking.client(store).get_metric_history(run.info.run_id, "by_iter/train_loss")) == 300
 
 
 def test_finished_runs_and_end_stale_runs(store):
@@ -279,3 +282,85 @@ def test_log_folder_and_end_never_leaves_a_run_running(store, tmp_path, monkeypa
     tracking.log_folder_and_end(store, run_id, tmp_path / "runs" / "abc123")
     run = tracking.client(store).get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "ok"
+
+
+# ---- what the MLflow UI shows ------------------------------------------------------------------------------------
+
+
+def test_short_run_names_keep_only_the_axes_that_vary_and_join_a_threshold_to_its_mode():
+    grid = [{"clip_mode": "none", "seed": 0}] + [
+        {"clip_mode": m, "clip_threshold": t, "seed": s} for m in ("global", "elementwise") for t in (0.1, 100.0)
+        for s in (0, 1)]
+    names = tracking.short_run_names(grid)
+    assert names[:3] == ["no clip s0", "global·0.1 s0", "global·0.1 s1"]
+    assert names[-1] == "elem·100 s1"
+    assert len(set(names)) == len(grid)  # every cell told apart
+    assert tracking.short_run_names([{"task": "adding", "seq_len": 10, "seed": 0},
+                                     {"task": "copy", "seq_len": 40, "seed": 0}]) == ["adding T=10", "copy T=40"]
+    assert tracking.short_run_names([{"gamma_w": 3.0, "init": "orthogonal"}]) == ["base"]  # nothing varies
+
+
+def test_links_open_the_runs_table_of_the_store_that_was_used(tmp_path):
+    embedded = tracking.Store(f"sqlite:///{tmp_path}/mlflow.db", None)
+    server = tracking.Store("http://mlflow.example:8080/", None)
+    assert tracking.experiment_link(embedded, "3") == \
+        "http://127.0.0.1:5000/#/experiments/3?workflowType=machine_learning"
+    assert tracking.run_link(server, "3", "abc") == \
+        "http://mlflow.example:8080/#/experiments/3/runs/abc?workflowType=machine_learning"
+    lines = tracking.link_lines(embedded, [("rnngrad/x", "3", "abc")])
+    assert lines[0].endswith("#/experiments/3?workflowType=machine_learning") and "runs/abc" in lines[1]
+    assert lines[-1].endswith(embedded.ui_command())
+
+
+def test_an_experiment_is_described_and_opens_on_its_runs_and_the_empty_default_is_hidden(store):
+    c = tracking.client(store)
+    assert c.get_experiment("0").lifecycle_stage == "active"  # MLflow made it with the store
+    exp = tracking.ensure_experiment(store, "rnngrad/test")
+    tracking.describe_experiment(store, exp, "How   gamma_W\n sets the regime.")
+    tags = c.get_experiment(exp).tags
+    assert tags["mlflow.note.content"] == "How gamma_W sets the regime."
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    tracking.hide_empty_default_experiment(store)
+    assert c.get_experiment("0").lifecycle_stage == "deleted"
+    assert [e.name for e in c.search_experiments()] == ["rnngrad/test"]
+
+
+def test_a_default_experiment_with_runs_is_left_alone(store):
+    c = tracking.client(store)
+    c.create_run("0")
+    tracking.hide_empty_default_experiment(store)
+    assert c.get_experiment("0").lifecycle_stage == "active"
+
+
+def test_datasets_are_logged_as_run_inputs(store):
+    run_id = tracking.start_run(store, tracking.ensure_experiment(store, "rnngrad/test"), "r")
+    ref = tracking.DatasetRef("adding_T30_N1000_s0", "7a44b3d0a7c0", "/data/adding_T30_N1000_s0.npz",
+                              {"task": "adding", "T": 30, "count": 1000, "seed": 0})
+    tracking.log_datasets(store, run_id, [ref])
+    inputs = tracking.client(store).get_run(run_id).inputs.dataset_inputs
+    assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("adding_T30_N1000_s0", "7a44b3d0a7c0")]
+    assert json.loads(inputs[0].dataset.profile) == {"task": "adding", "T": 30, "count": 1000, "seed": 0}
+    assert [(t.key, t.value) for t in inputs[0].tags] == [("mlflow.data.context", "validation")]
+
+
+def test_the_summary_table_is_replaced_not_appended_and_marked_a_table(store, tmp_path):
+    run_id = tracking.start_run(store, tracking.ensure_experiment(store, "rnngrad/test"), "sweep")
+    tracking.log_summary_table(store, run_id, pd.DataFrame({"run": ["a", "b"], "outcome": ["ok", "diverged"]}))
+    tracking.log_summary_table(store, run_id, pd.DataFrame({"run": ["a", "b", "c"], "outcome": ["ok"] * 3}))
+    c = tracking.client(store)
+    table = json.loads(Path(c.download_artifacts(run_id, tracking.SUMMARY_TABLE, str(tmp_path))).read_text())
+    assert table["columns"] == ["run", "outcome"] and [r[0] for r in table["data"]] == ["a", "b", "c"]
+    logged = json.loads(c.get_run(run_id).data.tags["mlflow.loggedArtifacts"])
+    assert logged == [{"path": tracking.SUMMARY_TABLE, "type": "table"}]
+
+
+@pytest.mark.parametrize("slope_final, regime", [(-0.5, "vanishing"), (0.0, "neutral"), (0.3, "exploding")])
+def test_the_regime_after_training_is_named_apart_from_the_initial_one(slope_final, regime):
+    tags = tracking.regime_tags({"observed_regime": "exploding", "slope_init": 0.4, "slope_final": slope_final})
+    assert tags == {"observed_regime_init": "exploding", "observed_regime_final": regime}
+
+
+def test_summary_numbers_round_to_four_significant_digits():
+    assert tracking.round_significant(1.903456e-9) == 1.903e-9
+    assert tracking.round_significant(-123456.0) == -123500.0
+    assert np.isnan(tracking.round_significant(float("nan"))) and tracking.round_significant(0.0) == 0.0

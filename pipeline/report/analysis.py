@@ -233,7 +233,8 @@ def spec_sections(runs: pd.DataFrame, files: dict[str, RunFiles], probes: ProbeR
     tables, heads, extra = {}, {}, {}
     signal = stacked(probes.signal, SIGNAL_COLUMNS + ("run_id",))
     for spec, sr in runs.groupby("spec", sort=True):
-        heads[spec] = {"n_runs": len(sr), "violations": int(sr["violations"].sum()), "outcomes": outcome_counts(sr),
+        heads[spec] = {"n_runs": len(sr), "n_seeds": int(sr["seed"].nunique()) if "seed" in sr else 1,
+                       "violations": int(sr["violations"].sum()), "outcomes": outcome_counts(sr),
                        "contradictions": {w: regime_counts(sr, w)["contradictions"] for w in REGIME_PROBES}}
         ids = sr["run_id"].tolist()
         extra[spec] = {"run_ids": ids} | spec_description(sr)

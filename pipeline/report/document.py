@@ -31,7 +31,22 @@ class SectionLink:
     text: str  # the link's text (the PDF prints the text alone)
 
 
-Inline = Union[str, Metric, RunRef, SectionLink]
+@dataclass(frozen=True)
+class Link:
+    text: str  # what is printed
+    url: str  # where it leads (an MLflow UI page); the HTML and the PDF both link it
+
+
+@dataclass(frozen=True)
+class MlflowLinks:
+    """Where the report's runs open in the MLflow UI (the report stage finds them in the tracking store)."""
+
+    ui_command: str  # how to start the UI the links open in ("" for a tracking server, which serves its own)
+    experiments: dict = field(default_factory=dict)  # spec -> link to its experiment's runs table
+    runs: dict = field(default_factory=dict)  # run ID -> link to its run page
+
+
+Inline = Union[str, Metric, RunRef, SectionLink, Link]
 
 
 @dataclass
@@ -80,7 +95,7 @@ def plain_text(part: Inline, metrics: dict) -> str:
         return format_metric(metric_value(metrics, part.key)[1])
     if isinstance(part, RunRef):
         return part.run_id[:8]
-    if isinstance(part, SectionLink):
+    if isinstance(part, (SectionLink, Link)):
         return part.text
     return part
 

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
 from ..run.files import write_atomic
+from ..run.plots import keep_min_span
 from ..run.probe import draw_heatmap_panel
 from ..run.verdicts import LEARNED_MARGIN
 from . import studies
@@ -31,7 +32,7 @@ from .reductions import format_metric, short_value
 
 DPI = 110
 LOSS_CEILING = 1e12  # loss curves are drawn up to here: beyond, a log axis's margins overflow float64
-MAX_PANELS, PANEL_COLUMNS = 16, 4  # decay curves: at most 16 (activation, gamma_W) panels, 4 to a row
+MAX_PANELS, PANEL_COLUMNS = 16, 4  # decay curves: at most 16 panels (a spec's runs, an activation each), 4 to a row
 Tables = dict[str, pd.DataFrame]
 Drawn = tuple[Figure, str, list[str]] | None
 
@@ -141,19 +142,84 @@ def decay_runs(tables: Tables) -> pd.DataFrame:
 
 
 def draw_decay(tables: Tables) -> Drawn:
+    """Decay by lag, one panel per activation at init (all of them, tanh first) and one per activation after
+    training where its runs trained, one colour per γ_W: the median over runs (inits, seeds, specs) of
+    log10 ‖∂h_t/∂h_k‖ and of the global bound of the same models. A run trained when its final probe differs from
+    its initial one."""
     decay, runs = table(tables, "decay"), decay_runs(tables)
     if decay is None or runs.empty:
         return None
-    runs = runs[runs["run_id"].isin(set(decay["run_id"]))].assign(gamma=lambda r: r["gamma_w"].astype(float))
-    cells = runs.groupby([runs["activation"].astype(str), "gamma"]).groups  # (activation, gamma_W) -> rows
-    panels = [(f"{act}, γ_W = {short_value(g)}", runs.loc[cells[(act, g)], "run_id"]) for act, g in sorted(cells)]
-    drawn = decay_panels(decay, panels)
-    if drawn is None:
+    runs = runs[runs["run_id"].isin(set(decay["run_id"]))].reset_index(drop=True).assign(
+        gamma=lambda r: r["gamma_w"].astype(float), act=lambda r: r["activation"].astype(str))
+    if runs.empty:
         return None
-    caption = ("Mean log10 ‖∂h_t/∂h_k‖ over the pairs at each lag (top layer) with the product bound "
-               "Σ log(‖W‖ max|φ'|) and the global bound (t−k) log(γ_W γ_φ), per activation and γ_W; "
-               "the faint line is the trained model.")
-    return drawn[0], caption, drawn[1]
+    trained = trained_runs(decay)
+    d = decay.merge(runs[["run_id", "act", "gamma"]], on="run_id")
+    d = d[(d["when"] == "init") | d["run_id"].isin(trained)]
+    acts = sorted(set(runs["act"]), key=lambda a: (a != "tanh", a))  # tanh, every trained spec's, first
+    with_training = [a for a in acts if a in set(runs.loc[runs["run_id"].isin(trained), "act"])]
+    panels = [(a, "init") for a in acts] + [(a, "final") for a in with_training]
+    gammas = sorted(set(runs["gamma"]))
+    colours = dict(zip(gammas, sns.color_palette("viridis", len(gammas))))
+    ncol = min(PANEL_COLUMNS + (len(panels) > 2 * PANEL_COLUMNS), len(panels))  # 9 or 10 panels: two rows of 5
+    nrow = math.ceil(len(panels) / ncol)
+    fig = new_figure(2.4 * ncol + 0.3, 2.3 * nrow + 0.8)
+    axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
+    flattened = set()
+    for ax, (act, when) in zip(axes, panels):
+        for g in gammas:
+            sel = d[(d["act"] == act) & (d["gamma"] == g) & (d["when"] == when)]
+            if sel.empty:
+                continue
+            med = sel.groupby("lag")[["log10_norm", "log10_global"]].median()
+            measured, noise = flat_if_rounding(med["log10_norm"])
+            flattened |= {(act, g)} if noise else set()
+            ax.plot(med.index, measured, color=colours[g], lw=1.3)
+            ax.plot(med.index, med["log10_global"], color=colours[g], ls=":", lw=1.0)
+        ax.set_title(f"{act}, {'at init' if when == 'init' else 'after training'}", fontsize=9)
+        ax.set(xlabel="lag t − k", ylabel="log10 norm")
+        keep_min_span(ax)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colours[g], lw=2) for g in gammas]
+    labels = [f"γ_W = {short_value(g)}" for g in gammas]
+    handles += [Line2D([], [], color="0.3", lw=1.3), Line2D([], [], color="0.3", ls=":", lw=1.0)]
+    labels += ["measured", "global bound (t−k) log(γ_W γ_φ)"]
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=7)
+    caption = ("Median log10 ‖∂h_t/∂h_k‖ at each lag (top layer; median over the runs at one activation and γ_W "
+               "in config: inits, seeds and specs together) and the global bound of the same models (dotted), for "
+               "every activation at initialisation"
+               + (f", and after training for the activations whose runs trained ({', '.join(with_training)})"
+                  if with_training else "; no run drawn here trained") + ".")
+    if flattened:
+        cells = ", ".join(f"{a} at γ_W = {short_value(g)}" for a, g in sorted(flattened))
+        caption += (f" Flat at 0: {cells}, whose norm is 1 to rounding (|log10| below {ROUNDING_DECADES:g} at "
+                    "every lag); the rounding is not drawn as a trend.")
+    return fig, caption, runs["run_id"].tolist()
+
+
+ROUNDING_DECADES = 1e-9  # a log10 norm this close to 0 at every lag is an exact 1 up to float64 rounding
+
+
+def flat_if_rounding(curve: pd.Series) -> tuple[pd.Series, bool]:
+    """(the curve, False), or (zeros, True) when every point is within ROUNDING_DECADES of 0: a norm of exactly 1
+    (a linear RNN with an orthogonal W at γ_W = 1) whose last-bit rounding would otherwise be drawn as a trend."""
+    values = curve.to_numpy(float)
+    finite = values[np.isfinite(values)]
+    if finite.size and np.all(np.abs(finite) < ROUNDING_DECADES):
+        return curve * 0.0, True
+    return curve, False
+
+
+def trained_runs(decay: pd.DataFrame) -> set[str]:
+    """Runs whose final probe differs from the initial one: they trained (an untrained run probes one model twice)."""
+    wide = decay.pivot_table(index=["run_id", "lag"], columns="when", values="log10_norm", aggfunc="first")
+    if not {"init", "final"} <= set(wide.columns):
+        return set()
+    moved = (wide["final"] - wide["init"]).abs() > 0
+    return set(moved[moved].index.get_level_values("run_id"))
 
 
 def draw_spec_decay(tables: Tables, spec: str) -> Drawn:
@@ -396,7 +462,9 @@ def draw_depth(tables: Tables) -> Drawn:
     depth = table(tables, "depth")
     if depth is None:
         return None
-    med = depth.groupby(["when", "layers", "layer"], as_index=False)["log10_signal_first"].median()
+    groups = depth.groupby(["when", "layers", "layer"], as_index=False)
+    med = groups["log10_signal_first"].median()
+    seeds = int(groups.size()["size"].max()) if len(med) else 0
     whens = [w for w in ("init", "final") if w in set(med["when"])]
     fig, axes = panel_row(len(whens), 3.2, 3.0)
     for ax, when in zip(axes, whens):
@@ -404,7 +472,8 @@ def draw_depth(tables: Tables) -> Drawn:
         sns.lineplot(data=m, x="layer", y="log10_signal_first", hue="depth", marker="o", ax=ax)
         ax.set(title=when, xlabel="layer (0 = input side)", ylabel="log10 ‖∂E/∂h^l_0‖")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    caption = ("Gradient signal reaching the first state of each layer, by network depth (median over seeds); "
+    over = "one seed" if seeds == 1 else f"median over {seeds} seeds"
+    caption = (f"Gradient signal reaching the first state of each layer, by network depth ({over}); "
                "the loss enters at the top layer.")
     return fig, caption, list(depth["run_id"].unique())
 
@@ -414,6 +483,8 @@ def draw_success(tables: Tables) -> Drawn:
     if succ is None:
         return None
     tasks = list(dict.fromkeys(succ["task"].astype(str)))
+    if "label" not in succ:  # one group of runs per task and T: nothing to tell apart in a legend
+        succ = succ.assign(label="learned rate, Wilson 95% CI")
     labels = list(dict.fromkeys(succ["label"].astype(str)))
     colors = dict(zip(labels, sns.color_palette(n_colors=len(labels))))
     fig, axes = panel_row(len(tasks), 3.2, 3.0, margin=1.0)

@@ -20,8 +20,8 @@ from ..run.probe import PREDICTED_REGIMES, RATE_ROUNDING, REGIME_BAND
 from ..run.verdicts import LEARNED_MARGIN, UNSTABLE_LOSS_GROWTH, UNSTABLE_NORM_GROWTH
 from . import studies
 from .document import (
-    Bullets, Inline, Metric, Paragraph, Preformatted, RunRef, Section, SectionLink, Table, cell, frame_table, joined,
-    metric_value,
+    Bullets, Inline, Link, Metric, MlflowLinks, Paragraph, Preformatted, RunRef, Section, SectionLink, Table, cell,
+    frame_table, joined, metric_value,
 )
 from .figures import FigureFile
 from .studies import count_parts, interval_parts, rate_count_parts, rate_parts
@@ -35,21 +35,22 @@ MAX_LISTED = 200  # violation / missing-artifact rows shown in the report (the C
 
 
 def build_sections(metrics: dict, report: dict, tables: dict[str, pd.DataFrame],
-                   figures: dict[str, FigureFile]) -> list[Section]:
-    """Every section of the report, in order; sections without data are left out."""
+                   figures: dict[str, FigureFile], links: MlflowLinks | None = None) -> list[Section]:
+    """Every section of the report, in order; sections without data are left out. `links` (where the runs open
+    in the MLflow UI) makes the appendix's run IDs links."""
     runs = tables["runs"]
     all_ids = runs["run_id"].tolist()
     checked = runs.loc[runs["n_probes"] > 0, "run_id"].tolist()
     specs = studies.report_order(report["specs"])
     sections = [summary_section(metrics, specs, all_ids), bound_section(metrics, report, figures, checked),
-                tightness_section(figures, checked), rate_section(figures, runs),
+                tightness_section(figures, checked, metrics), rate_section(figures, runs),
                 prediction_section(metrics, figures), regime_section(metrics, report, tables)]
     sections += [spec_section(s, metrics, report, tables, figures) for s in specs]
     if report["failed"]:
         sections.append(failed_section(report))
     if report["missing"]:
         sections.append(missing_section(metrics, report))
-    sections.append(appendix_section(runs))
+    sections.append(appendix_section(runs, links))
     return [findings_section(metrics, specs, {s.anchor for s in sections})] + sections
 
 
@@ -214,7 +215,8 @@ def summary_section(metrics: dict, specs: list[str], ids: list[str]) -> Section:
                    "within a median ", m("rate.median_abs_slope_minus_lyapunov"), " nats per step of the top "
                    "Lyapunov exponent; the product and global bounds sat a median ",
                    m("tightness.median_gap_product_decades"), " and ", m("tightness.median_gap_global_decades"),
-                   " decades above the measured norm."]),
+                   " decades above the measured norm"] + ([" (the same: ", SectionLink("tightness", "why"), ")"]
+                                                          if gaps_coincide(metrics) else []) + ["."]),
         Paragraph(["Outcomes: ", m("outcomes.ok"), " ok, ", m("outcomes.unstable"), " unstable (finite, but the "
                    f"training loss ended more than {UNSTABLE_LOSS_GROWTH:g}× its first value or the top layer's "
                    f"‖W_hh‖₂ grew more than {UNSTABLE_NORM_GROWTH:g}×), ", m("outcomes.diverged"),
@@ -283,7 +285,10 @@ def spec_headline(spec: str, metrics: dict) -> list[Inline]:
     p = f"specs.{spec}"
     h = f"{p}.headline"
     found, head = metric_value(metrics, h)
-    base: list[Inline] = [Metric(f"{p}.n_runs"), " runs (", Metric(f"{p}.outcomes.ok"), " ok, ",
+    seeds_found, seeds = metric_value(metrics, f"{p}.n_seeds")
+    per_seed: list[Inline] = ([" over ", Metric(f"{p}.n_seeds"), " seed" + ("" if seeds == 1 else "s")]
+                              if seeds_found else [])
+    base: list[Inline] = [Metric(f"{p}.n_runs"), " runs"] + per_seed + [" (", Metric(f"{p}.outcomes.ok"), " ok, ",
                           Metric(f"{p}.outcomes.unstable"), " unstable, ", Metric(f"{p}.outcomes.diverged"),
                           " diverged, ", Metric(f"{p}.outcomes.failed"), " failed), ", Metric(f"{p}.violations"),
                           " bound violations, ", Metric(f"{p}.contradictions.init"), " regime contradictions at "
@@ -334,15 +339,29 @@ def bound_section(metrics: dict, report: dict, figures: dict[str, FigureFile], i
     return Section("bound", "Bound check", blocks, ids)
 
 
-def tightness_section(figures: dict[str, FigureFile], ids: list[str]) -> Section:
+def tightness_section(figures: dict[str, FigureFile], ids: list[str], metrics: dict | None = None) -> Section:
     blocks: list = [Paragraph([
         "How far above the measured norm each bound sits, in decades (1 = ten times too large), median over the "
         "top-layer pairs of each run's initial model, then over runs: product bound ",
         Metric("tightness.median_gap_product_decades"), ", global bound ",
         Metric("tightness.median_gap_global_decades"),
-        ". Per-run gaps are in tables/runs.csv, per-lag gaps in tables/tightness.csv."])]
+        ". Per-run gaps are in tables/runs.csv, per-lag gaps in tables/tightness.csv."] +
+        gaps_coincide(metrics or {}))]
     blocks += [figures["tightness"]] if "tightness" in figures else []
     return Section("tightness", "Tightness of the bounds", blocks, ids)
+
+
+def gaps_coincide(metrics: dict) -> list[Inline]:
+    """A sentence saying why, when the two bounds' median gaps print the same: they differ only where no unit sits
+    at its activation's steepest slope (docs/math.md section 4); empty when the gaps differ or are missing."""
+    product = number(metrics, "tightness.median_gap_product_decades")
+    global_ = number(metrics, "tightness.median_gap_global_decades")
+    if product is None or global_ is None or format_metric(product) != format_metric(global_):
+        return []
+    return [" The two medians coincide. Both bounds use the same ‖W_hh‖₂ at every step and differ only by each "
+            "step's max_j |φ′_j| against its supremum γ_φ (docs/math.md, section 4), so equal medians say that in "
+            "the typical probe some unit sits at its activation's steepest slope at every step (a ReLU-like or "
+            "linear unit on its linear piece, a tanh unit near 0), where max_j |φ′_j| = γ_φ to the digits shown."]
 
 
 def rate_section(figures: dict[str, FigureFile], runs: pd.DataFrame) -> Section:
@@ -524,15 +543,32 @@ def failed_section(report: dict) -> Section:
     return Section("failed", "Failed runs", blocks, [r["run_id"] for r in report["failed"]])
 
 
-def appendix_section(runs: pd.DataFrame) -> Section:
+def appendix_section(runs: pd.DataFrame, links: MlflowLinks | None = None) -> Section:
+    """Every run once, its ID a link to its MLflow run page when the store was found, after one link per spec to
+    its experiment's runs table."""
+    links = links or MlflowLinks("")
     names = runs["cell"].where(runs["cell"].notna(), runs["label"]) if "cell" in runs else runs["label"]
     verdicts = runs["verdict"] if "verdict" in runs else pd.Series("–", index=runs.index)
-    rows = [[r.run_id, r.spec, str(name), str(r.outcome), str(v), str(r.config_hash)]
-            for r, name, v in zip(runs.itertuples(), names, verdicts)]
-    return Section("appendix", "Appendix: MLflow runs",
-                   [Paragraph(["Every run in this report, with its full MLflow run ID (open it in `mlflow ui`), its "
-                               "outcome and whether it learned."]),
-                    Table(["run ID", "spec", "cell", "outcome", "learning", "config hash"], rows)], [])
+    rows = [[Link(r.run_id, links.runs[r.run_id]) if r.run_id in links.runs else r.run_id, r.spec, str(name),
+             str(r.outcome), str(v), str(r.config_hash)] for r, name, v in zip(runs.itertuples(), names, verdicts)]
+    blocks = [Paragraph(["Every run in this report once, with its full MLflow run ID, its outcome and whether it "
+                         "learned." + (" Each ID links to its run page in the MLflow UI." if links.runs else "")])]
+    if links.experiments:
+        start = [f" (start it with `{links.ui_command}`)"] if links.ui_command else []
+        blocks.append(Paragraph(["The runs table of each spec's MLflow experiment"] + start + [":"]))
+        blocks.append(Bullets([[f"rnngrad/{spec}: ", Link(url, url)] for spec, url in links.experiments.items()]))
+    elif links.ui_command:
+        blocks.append(Paragraph([f"Open them with `{links.ui_command}`."]))
+    blocks.append(Table(["run ID", "spec", "cell", "outcome", "learning", "config hash"], rows))
+    return Section("appendix", "Appendix: MLflow runs", blocks, [])
+
+
+def runs_note(section: Section) -> list[Inline]:
+    """The line under a section that names how many runs it rests on; their IDs are listed once, in the
+    appendix (with links), not under every section."""
+    n = len(section.run_ids)
+    return [f"MLflow runs behind this section: {n} ({'listed' if n > 1 else 'its ID is'} in the ",
+            SectionLink("appendix", "appendix"), ")."]
 
 
 # ---- HTML -----------------------------------------------------------------------------------------------------
@@ -575,6 +611,8 @@ def inline_html(part: Inline, metrics: dict) -> str:
         return f'<abbr class="run" title="{rid}">{rid[:8]}</abbr>'
     if isinstance(part, SectionLink):
         return f'<a href="#{html.escape(part.anchor)}">{html.escape(part.text)}</a>'
+    if isinstance(part, Link):
+        return f'<a href="{html.escape(part.url)}">{html.escape(part.text)}</a>'
     return html.escape(part)
 
 
@@ -606,8 +644,7 @@ def section_html(section: Section, metrics: dict) -> str:
     body = "\n".join(block_html(b, metrics) for b in section.blocks)
     runs = ""
     if section.run_ids:
-        refs = " ".join(inline_html(RunRef(r), metrics) for r in section.run_ids)
-        runs = f'<p class="runs">MLflow runs ({len(section.run_ids)}): {refs}</p>'
+        runs = f'<p class="runs">{parts_html(runs_note(section), metrics)}</p>'
     return f'<section id="{section.anchor}">\n<h2>{html.escape(section.title)}</h2>\n{body}\n{runs}\n</section>'
 
 

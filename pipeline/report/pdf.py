@@ -16,8 +16,8 @@ from fpdf import FPDF, FontFace
 from PIL import Image
 
 from .figures import DPI, FigureFile
-from .document import Bullets, Inline, Paragraph, Preformatted, Section, Table, plain_text
-from .html import TITLE
+from .document import Bullets, Inline, Link, Paragraph, Preformatted, Section, Table, plain_text
+from .html import TITLE, runs_note
 
 FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 FONTS = {("sans", ""): "DejaVuSans.ttf", ("sans", "B"): "DejaVuSans-Bold.ttf", ("sans", "I"): "DejaVuSans-Oblique.ttf",
@@ -103,21 +103,36 @@ def write_table(pdf: FPDF, table: Table, metrics: dict) -> None:
                    line_height=TABLE_PT * 0.5, borders_layout="HORIZONTAL_LINES", padding=0.8) as t:
         t.row([printable(c) for c in table.columns])
         for r in table.rows:
-            t.row([printable(plain_text(c, metrics)) for c in r])
+            row = t.row()
+            for c in r:  # a Link cell stays a link in the PDF
+                row.cell(printable(plain_text(c, metrics)), link=c.url if isinstance(c, Link) else None)
     pdf.ln(3)
 
 
-def write_figure(pdf: FPDF, fig: FigureFile) -> None:
+MIN_FIGURE_SCALE = 0.8  # a figure shrinks to this share of its size to stay on the page its text is on
+
+
+def figure_size(pdf: FPDF, fig: FigureFile) -> tuple[float, float]:
+    """(width, height) in mm of a figure at its printed size: its pixels at DPI, at most the text width."""
     with Image.open(fig.path) as im:
         w_px, h_px = im.size
     w = min(pdf.epw, w_px / DPI * MM_PER_INCH)
-    h = w * h_px / w_px
+    return w, w * h_px / w_px
+
+
+def write_figure(pdf: FPDF, fig: FigureFile) -> None:
+    w, h = figure_size(pdf, fig)
     room = pdf.h - pdf.b_margin - pdf.get_y()
     if h + 10 > room:
-        if h + 10 > pdf.h - pdf.t_margin - pdf.b_margin:  # taller than a page: shrink to fit one
+        if h * MIN_FIGURE_SCALE + 10 <= room:  # a little smaller keeps it beside its text, with no page left blank
+            w, h = w * (room - 10) / h, room - 10
+        elif h + 10 > pdf.h - pdf.t_margin - pdf.b_margin:  # taller than a page: shrink to fit one
+            ratio = w / h
             h = pdf.h - pdf.t_margin - pdf.b_margin - 14
-            w = h * w_px / h_px
-        pdf.add_page()
+            w = h * ratio
+            pdf.add_page()
+        else:
+            pdf.add_page()
     pdf.image(str(fig.path), x=pdf.l_margin + (pdf.epw - w) / 2, w=w, h=h)
     pdf.ln(1)
     write_paragraph(pdf, printable(fig.caption), SMALL_PT + 1, style="I")
@@ -148,8 +163,31 @@ def write_block(pdf: FPDF, block: Any, metrics: dict) -> None:
         raise TypeError(f"unknown report block {type(block).__name__}")
 
 
+def lead_height(pdf: FPDF, section: Section, metrics: dict) -> float:
+    """The height (mm) a section's start needs on one page: its heading, the text up to its first figure and that
+    figure at the smallest size write_figure gives it; the heading and first block when a table comes first."""
+    heading, texts = 16.0, []  # the heading and the space around it; the text blocks before the first figure
+    for block in section.blocks:
+        if isinstance(block, Paragraph):
+            pdf.set_font("sans", "", BODY_PT)
+            texts.append(pdf.multi_cell(0, BODY_PT * 0.5, line(block.parts, metrics), dry_run=True,
+                                        output="HEIGHT") + 1.5)
+        elif isinstance(block, Bullets):
+            pdf.set_font("sans", "", BODY_PT)
+            texts.append(sum(pdf.multi_cell(pdf.epw - 3, BODY_PT * 0.5, "• " + line(i, metrics), dry_run=True,
+                                            output="HEIGHT") for i in block.items) + 1.5)
+        elif isinstance(block, FigureFile):
+            return heading + sum(texts) + figure_size(pdf, block)[1] * MIN_FIGURE_SCALE + 12
+        else:
+            break  # a table or listing before any figure: the text may run on over the page
+    return heading + min(texts[:1] or [20.0], default=20.0)  # no figure to keep: the heading with its first block
+
+
 def write_section(pdf: FPDF, section: Section, metrics: dict) -> None:
-    if pdf.get_y() > pdf.h * 0.75:
+    """A section; it starts on a new page when its heading, opening text and first figure would not fit on
+    this one but fit on a page (no heading at the foot of a page with its figure on the next)."""
+    needed, page = lead_height(pdf, section, metrics), pdf.h - pdf.t_margin - pdf.b_margin
+    if pdf.get_y() + needed > pdf.h - pdf.b_margin and needed <= page:
         pdf.add_page()
     pdf.start_section(section.title)
     pdf.ln(2)
@@ -158,8 +196,7 @@ def write_section(pdf: FPDF, section: Section, metrics: dict) -> None:
         write_block(pdf, block, metrics)
     if section.run_ids:
         pdf.set_text_color(90)
-        write_paragraph(pdf, f"MLflow runs ({len(section.run_ids)}): " + " ".join(r[:8] for r in section.run_ids),
-                        SMALL_PT - 0.5, family="mono")
+        write_paragraph(pdf, line(runs_note(section), metrics), SMALL_PT + 0.5)
         pdf.set_text_color(0)
     pdf.ln(3)
 

@@ -403,13 +403,15 @@ def success_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Task success against sequence length T (= seq_len), per task and label: the fraction of runs that learned
     (final validation loss below (1 - LEARNED_MARGIN) x chance) with its Wilson interval, beside the mean accuracy
     and its chance baseline. The headline gives, per task, the learned rate at the shortest and longest T and the
-    longest T at which every run learned."""
+    longest T at which every run learned. The label column is left out when every run has the same one."""
     r = numeric(runs, ["seq_len", "val_accuracy", "chance_accuracy"]).assign(
         label=run_labels(runs, exclude=("task", "seq_len")), scored=scored_runs(runs))
     table = grouped(r.rename(columns={"seq_len": "T"}), ["task", "label", "T"],
                     n_learned=("learned", "sum"), n_scored=("scored", "sum"), accuracy=("val_accuracy", "mean"),
                     chance=("chance_accuracy", "mean"))
     table = with_rate(table, "success_rate", "n_learned", "n_scored")
+    if table["label"].nunique(dropna=False) <= 1:  # nothing varies beside task and T: no column of one value
+        table = table.drop(columns="label")
     head = {}
     for task, t in table.groupby("task"):
         by_T = t.groupby("T")[["n_learned", "n_scored"]].sum()

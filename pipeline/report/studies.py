@@ -222,10 +222,13 @@ def depth_layers(spec: str, report: dict, tables: Tables) -> list[Table]:
     if depth is None or not len(depth):
         return []
     init = depth[depth["when"] == "init"]
-    med = init.groupby(["layers", "layer"], as_index=False)[["log10_signal_first", "log10_signal_mean"]].median()
+    groups = init.groupby(["layers", "layer"], as_index=False)
+    med = groups[["log10_signal_first", "log10_signal_mean"]].median()
+    seeds = int(groups.size()["size"].max()) if len(med) else 0
+    over = "one seed" if seeds == 1 else f"median over {seeds} seeds"
     return [frame_table(med, {"layers": "depth", "layer": "layer", "log10_signal_first": "log10 ‖∂E/∂h_0‖",
                               "log10_signal_mean": "mean over k"},
-                        "Initial model, median over seeds (layer 0 reads the input)")]
+                        f"Initial model, {over} (layer 0 reads the input)")]
 
 
 def text_summary(d: SpecRuns) -> SpecSummary:

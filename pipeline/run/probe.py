@@ -300,22 +300,24 @@ def summary_numbers(init: Probe, final: Probe) -> dict:
 
 
 def step_series(init: Probe, final: Probe) -> pd.DataFrame:
-    """The probe's step metrics (key, step, value), top layer, log10: decay curves by lag, the BPTT signal by k."""
+    """The probe's step metrics (key, step, value), top layer, log10: decay curves and their bounds by lag
+    (`by_lag/...`, step = t - k), the BPTT signal by timestep (`by_k/...`, step = k). Measurement and bounds share
+    a prefix, so the MLflow UI draws them in one chart section."""
     top = len(init.layers) - 1
     a = init.jacobian[init.jacobian["layer"] == top].groupby("lag")
     b = final.jacobian[final.jacobian["layer"] == top].groupby("lag")
     sig = final.signal[final.signal["layer"] == top]
     parts = [
-        series_rows("jacobian_init/log10_norm", a["log_norm"].mean() / LN10),
-        series_rows("jacobian_final/log10_norm", b["log_norm"].mean() / LN10),
-        series_rows("bound/log10_product", a["log_bound_product"].mean() / LN10),
-        series_rows("bound/log10_global", a["log_bound_global"].mean() / LN10),
-        series_rows("bound/log10_stepnorm", a["log_bound_stepnorm"].mean() / LN10),
-        series_rows("bptt/log10_dE_dh", pd.Series(sig["log10_dE_dh"].to_numpy(), index=sig["k"].to_numpy())),
+        series_rows("by_lag/log10_norm_init", a["log_norm"].mean() / LN10),
+        series_rows("by_lag/log10_norm_final", b["log_norm"].mean() / LN10),
+        series_rows("by_lag/log10_bound_product_init", a["log_bound_product"].mean() / LN10),
+        series_rows("by_lag/log10_bound_global_init", a["log_bound_global"].mean() / LN10),
+        series_rows("by_lag/log10_bound_stepnorm_init", a["log_bound_stepnorm"].mean() / LN10),
+        series_rows("by_k/log10_dE_dh", pd.Series(sig["log10_dE_dh"].to_numpy(), index=sig["k"].to_numpy())),
     ]
     if init.jacobian["log_norm_cell"].notna().any():  # an LSTM: the cell state's decay too
-        parts += [series_rows("jacobian_init/log10_norm_cell", a["log_norm_cell"].mean() / LN10),
-                  series_rows("jacobian_final/log10_norm_cell", b["log_norm_cell"].mean() / LN10)]
+        parts += [series_rows("by_lag/log10_norm_cell_init", a["log_norm_cell"].mean() / LN10),
+                  series_rows("by_lag/log10_norm_cell_final", b["log_norm_cell"].mean() / LN10)]
     return pd.concat(parts, ignore_index=True)
 
 
@@ -328,13 +330,23 @@ def series_rows(key: str, values: pd.Series) -> pd.DataFrame:
 
 
 HEATMAP_LABEL = "log10 ‖∂h_t/∂h_k‖"
+# A diverging scale centred at 0 (norm 1): red where the norm grows with the lag, blue where it decays, white
+# where it neither grows nor decays, so an exploding and a vanishing run read apart at a glance.
+HEATMAP_COLOURS = "RdBu_r"
+MIN_COLOUR_RANGE = 0.1  # decades: a matrix of exact ones (rounding around 0) is drawn white, not as noise
+
+
+def centred_range(vmin: float, vmax: float) -> tuple[float, float]:
+    """The symmetric colour range [-m, m] around 0 that holds [vmin, vmax] (m at least MIN_COLOUR_RANGE)."""
+    m = max(abs(vmin), abs(vmax), MIN_COLOUR_RANGE)
+    return -m, m
 
 
 def draw_heatmap_panel(ax, log10: np.ndarray, title: str, vmin: float | None = None, vmax: float | None = None,
                        colorbar: bool = True) -> None:
     """Draw log10 ||dh_t/dh_k|| on the matplotlib axes `ax`: a (T+1, T+1) matrix indexed [t, k], t down the rows
-    and k across; cells that are not finite (k >= t, NaN, -inf) are left blank. The colour range is [vmin, vmax],
-    by default this matrix's finite range. The one heatmap drawing of the package: a run's
+    and k across; cells that are not finite (k >= t, NaN, -inf) are left blank. The colour scale is centred at 0
+    (`centred_range`) and holds [vmin, vmax], by default this matrix's finite range. The one heatmap drawing of the package: a run's
     figures/jacobian_heatmap.png and the report's heatmaps figure both come from here.
 
     Plain matplotlib (imshow), no seaborn: run/ must not need it. Nothing is imported until a heatmap is drawn, so
@@ -346,7 +358,8 @@ def draw_heatmap_panel(ax, log10: np.ndarray, title: str, vmin: float | None = N
     if vmin is None or vmax is None:
         lo, hi = (data[shown].min(), data[shown].max()) if shown.any() else (-1.0, 1.0)  # all hidden: empty panel
         vmin, vmax = (lo if vmin is None else vmin), (hi if vmax is None else vmax)
-    image = ax.imshow(np.ma.masked_array(data, ~shown), cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto",
+    vmin, vmax = centred_range(vmin, vmax)
+    image = ax.imshow(np.ma.masked_array(data, ~shown), cmap=HEATMAP_COLOURS, vmin=vmin, vmax=vmax, aspect="auto",
                       interpolation="nearest")
     ax.set(title=title + ("" if shown.any() else " (no finite values)"), xlabel="k", ylabel="t")
     ax.grid(False)  # a style's grid (the report's whitegrid) would be drawn over the cells

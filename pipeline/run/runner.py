@@ -25,7 +25,8 @@ from threadpoolctl import threadpool_limits
 from . import files
 from .config import RunConfig, config_hash, flatten
 from .files import write_json
-from .probe import (Drive, driving_inputs, probe_model, series_rows, step_series, summary_numbers,
+from . import plots
+from .probe import (Drive, Probe, driving_inputs, probe_model, series_rows, step_series, summary_numbers,
                     training_gradient_table, write_probe)
 from .sources import Source, evaluate, input_digests, make_source, scores_positions
 from .verdicts import growth, learned, run_outcome
@@ -38,7 +39,7 @@ from ..engine.trainer import HISTORY_COLUMNS, TrainLog, TrainSettings
 from ..errors import UserError
 
 Progress = Callable[[dict], None]
-# train/* step metrics, w_norm and spectral_radius included, at this many evenly spaced iterations (plus the last):
+# by_iter/* step metrics from the history, w_norm and spectral_radius included, at this many evenly spaced iterations (plus the last):
 # each point costs a weight-norm eigensolve in the run and a row in MLflow's store, and a short quick run must not
 # spend more than a tenth of its time logging (`rnngrad bench --only logging`). history.csv keeps every iteration.
 SERIES_POINTS = 30
@@ -119,6 +120,7 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
     if gradients:
         pd.concat(gradients, ignore_index=True).to_parquet(folder / "probe" / "gradients.parquet", index=False)
     val = pd.DataFrame(log.val, columns=["iter", "val_loss", "val_accuracy"])
+    draw_run_figures(folder, at_init, at_end, history, val, src.chance_loss, trained=cfg.iters > 0)
     series = pd.concat([step_series(at_init, at_end), training_series(history, val, cfg.iters)], ignore_index=True)
     series.to_parquet(folder / "series.parquet", index=False)
     final_val = log.val[-1]  # (iter, loss, accuracy) of the final model
@@ -215,6 +217,17 @@ def _sample(model: Model, i: int, src: Source, length: int, rng: np.random.Gener
 # ---- outputs --------------------------------------------------------------------------------------------------
 
 
+def draw_run_figures(folder: Path, at_init: Probe, at_end: Probe, history: pd.DataFrame, val: pd.DataFrame,
+                     chance_loss: float | None, trained: bool) -> None:
+    """figures/decay.png (decay against lag with both bounds, at init and after training) and figures/loss.png
+    (loss against iterations with the chance baseline; not for a task that scores nothing), beside the heatmap:
+    the images the MLflow run page shows."""
+    jacobian = pd.concat([at_init.jacobian, at_end.jacobian], ignore_index=True)
+    plots.draw_decay(jacobian, trained, folder / "figures" / plots.DECAY_FIGURE)
+    if trained:
+        plots.draw_loss(history, val, chance_loss, folder / "figures" / plots.LOSS_FIGURE)
+
+
 def final_train_loss(history: pd.DataFrame, iters_done: int) -> float | None:
     """Mean minibatch loss over the last 10 % of the finite steps (at least 1, at most 50)."""
     done = history[history["iter"] <= iters_done]
@@ -234,25 +247,34 @@ def first_train_loss(history: pd.DataFrame) -> float | None:
 
 
 def series_every(iters: int) -> int:
-    """The stride of the iterations whose train/* numbers reach MLflow (at most SERIES_POINTS of them)."""
+    """The stride of the iterations whose history numbers reach MLflow as by_iter/* (at most SERIES_POINTS of them)."""
     return max(1, math.ceil(iters / SERIES_POINTS))
 
 
 def smoothed_loss(history: pd.DataFrame, logged: np.ndarray) -> pd.Series:
     """At each logged iteration, the mean minibatch loss over the iterations since the previous logged one: every
-    iteration counts once, so the curve is the training loss with a minibatch's noise averaged out (train/loss
-    holds single steps). A block holding a non-finite loss is non-finite: overflow is data, not averaged away."""
+    iteration counts once, so the curve is the training loss with a minibatch's noise averaged out (the training
+    loss key holds single steps). A block holding a non-finite loss is non-finite: overflow is data, not averaged
+    away."""
     loss = history.set_index("iter")["loss"]
     block = np.asarray(logged)[np.searchsorted(logged, loss.index.to_numpy())]  # the first logged iteration >= i
     return loss.groupby(block).agg(lambda part: float(np.mean(part.to_numpy())))
 
 
+def iteration_key(column: str) -> str:
+    """The step-metric key of a history.csv column: `by_iter/<column>`, the loss as `by_iter/train_loss` beside
+    `by_iter/val_loss` (the prefix names the step's axis: the iteration)."""
+    return f"by_iter/{'train_loss' if column == 'loss' else column}"
+
+
 def training_series(history: pd.DataFrame, val: pd.DataFrame, iters: int) -> pd.DataFrame:
-    """train/* step metrics at every `series_every(iters)`-th iteration and the last one run (`train/loss_smoothed`
-    beside `train/loss`), val/* at every validation pass; step = iteration."""
+    """by_iter/* step metrics: the history's at every `series_every(iters)`-th iteration and the last one run
+    (`by_iter/train_loss_smoothed` beside `by_iter/train_loss`), validation loss and accuracy at every validation
+    pass; step = iteration."""
     at = history["iter"]
     keep = history[(at % series_every(iters) == 0) | (at == at.max())].set_index("iter")
-    parts = [series_rows(f"train/{c}", keep[c]) for c in HISTORY_COLUMNS[1:]]
-    parts.append(series_rows("train/loss_smoothed", smoothed_loss(history, keep.index.to_numpy())))
-    parts += [series_rows(f"val/{c}", val.set_index("iter")[f"val_{c}"].astype(float)) for c in ("loss", "accuracy")]
+    parts = [series_rows(iteration_key(c), keep[c]) for c in HISTORY_COLUMNS[1:]]
+    parts.append(series_rows("by_iter/train_loss_smoothed", smoothed_loss(history, keep.index.to_numpy())))
+    parts += [series_rows(f"by_iter/val_{c}", val.set_index("iter")[f"val_{c}"].astype(float))
+              for c in ("loss", "accuracy")]
     return pd.concat(parts, ignore_index=True)

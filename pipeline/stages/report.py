@@ -31,12 +31,59 @@ def report_cmd(
     metrics, report, tables = analysis.read_analysis(analysis_dir)
     created = _report_date(analysis_dir, epoch)  # checked before anything is written
     drawn = figures.draw_figures(tables, out / "figures")
-    sections = report_html.build_sections(metrics, report, tables, drawn)
+    store, links = _mlflow_links(tables["runs"])
+    sections = report_html.build_sections(metrics, report, tables, drawn, links)
     write_atomic(out / "report.html", report_html.render_html(sections, metrics))
     write_atomic(out / "report.pdf", report_pdf.render_pdf(sections, metrics, created))
     typer.echo(f"wrote {out / 'report.html'}, {out / 'report.pdf'} and {len(drawn)} figures in {out / 'figures'}")
+    logged = _log_to_sweeps(store, tables["runs"], drawn, [out / "report.html", out / "report.pdf"])
+    if logged:
+        typer.echo(f"logged the report and its figures to the sweep runs of {logged} MLflow experiment(s)")
     typer.echo(f"\nReport: {(out / 'report.html').resolve()}")
-    typer.echo(f"Runs:   {_mlflow_ui_hint()}")
+    if links is None or not links.experiments:
+        typer.echo(f"Runs:   {_mlflow_ui_hint()}")
+        return
+    typer.echo("Runs (each experiment's runs table in the MLflow UI):")
+    for spec, url in links.experiments.items():
+        typer.echo(f"  rnngrad/{spec}: {url}")
+    if links.ui_command:
+        typer.echo(f"  open the links after starting the UI: {links.ui_command}")
+
+
+def _mlflow_links(runs):
+    """(the tracking store, where the report's experiments and runs open in the MLflow UI), or (None, None) when
+    no store holds them: the report is then written without links."""
+    from .. import tracking
+    from ..report.document import MlflowLinks
+
+    store = tracking.existing_store(tracking.default_project_root())
+    if store is None:
+        return None, None
+    specs = list(dict.fromkeys(runs["spec"].astype(str)))
+    ids = tracking.experiment_ids(store, [f"rnngrad/{s}" for s in specs])
+    experiments = {s: tracking.experiment_link(store, ids[f"rnngrad/{s}"]) for s in specs if f"rnngrad/{s}" in ids}
+    run_links = {r.run_id: tracking.run_link(store, ids[f"rnngrad/{r.spec}"], r.run_id)
+                 for r in runs.itertuples() if f"rnngrad/{r.spec}" in ids}
+    return store, MlflowLinks(store.ui_command() if store.is_embedded else "", experiments, run_links)
+
+
+def _log_to_sweeps(store, runs, drawn: dict, documents: list[Path]) -> int:
+    """Log the report (HTML and PDF) and each spec's figures (those drawn from its runs) to the sweep (parent)
+    run of each spec, under report/; returns how many sweep runs got them."""
+    if store is None or runs.empty:
+        return 0
+    from .. import tracking
+
+    by_spec = runs.groupby(runs["spec"].astype(str))["run_id"].apply(list).to_dict()
+    done = 0
+    for spec, ids in by_spec.items():
+        parents = tracking.parents_of(store, ids[:1])
+        figures = [f.path for f in drawn.values() if set(f.run_ids) & set(ids)]
+        for parent in parents:
+            tracking.log_files(store, parent, documents, "report")
+            tracking.log_files(store, parent, figures, "report/figures")
+            done += 1
+    return done
 
 
 def _report_date(analysis_dir: Path, epoch: datetime | None = None) -> datetime:

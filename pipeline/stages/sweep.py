@@ -107,8 +107,7 @@ def _run_with(spec, data_dir: Path, results_dir: Path, store, jobs: int, executo
         + (f" ({len(result.retried)} of them retried after failing)" if result.retried else "")
         + f", {len(result.skipped)} already done, {len(result.relogged)} re-logged",
         f"results: {result.table_path} and {results_dir / spec.name / 'runs'}/",
-        f"MLflow experiment rnngrad/{spec.name}, parent run {result.parent_run_id}; open with: {store.ui_command()}",
-    ]
+    ] + tracking.link_lines(store, [(f"rnngrad/{spec.name}", result.experiment_id, result.parent_run_id)])
     if result.crashed:
         typer.echo("\n".join(lines), err=True)
         crashed = "; ".join(f"{cell}: {error}" for cell, error in result.crashed.items())

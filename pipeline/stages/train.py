@@ -107,7 +107,7 @@ def train_cmd(
     if as_json:
         typer.echo(json.dumps(report))
     else:
-        _print_human(result, run_id, store)
+        _print_human(result, run_id, store, experiment_id)
     if result.outcome == "failed":
         typer.echo(f"run failed: {result.summary.get('error')}", err=True)
         raise typer.Exit(1)
@@ -166,7 +166,7 @@ def _log_run(store: tracking.Store, experiment_id: str, result: RunResult) -> st
     return run_id
 
 
-def _print_human(result: RunResult, run_id: str, store: tracking.Store) -> None:
+def _print_human(result: RunResult, run_id: str, store: tracking.Store, experiment_id: str) -> None:
     s = result.summary
 
     def num(key: str) -> str:
@@ -179,7 +179,9 @@ def _print_human(result: RunResult, run_id: str, store: tracking.Store) -> None:
     for sample in first_and_last_samples(result.run_dir):
         typer.echo(f"sample at iteration {sample['iter']}:\n{_indented(sample['text'])}")
     typer.echo(f"run folder: {result.run_dir}")
-    typer.echo(f"mlflow run {run_id} in {EXPERIMENT}: {store.ui_command()}")
+    typer.echo(f"mlflow run {run_id} in {EXPERIMENT}: {tracking.run_link(store, experiment_id, run_id)}")
+    if store.is_embedded:
+        typer.echo(f"(the link works once the UI runs: {store.ui_command()})")
 
 
 def _indented(text: str) -> str:

@@ -1,0 +1,106 @@
+"""A run's own figures, drawn into its folder's figures/ beside the heatmap (probe.draw_heatmap) so that the MLflow
+run page shows the story of the run as images: the decay of ||dh_t/dh_k|| against lag with both bounds, at init and
+after training (figures/decay.png), and the loss over the iterations against the task's chance loss
+(figures/loss.png).
+
+Drawn on bare matplotlib `Figure`s with an Agg canvas (no pyplot, no global backend, no layout engine: safe and
+cheap in worker processes); matplotlib is imported only when a figure is drawn.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .verdicts import LEARNED_MARGIN, scored
+
+LN10 = math.log(10.0)
+# The least span, in decades, of a log10-norm axis. A curve that is exactly 0 up to rounding (a linear RNN with an
+# orthogonal W at gamma_W = 1 measures 1e-14) would otherwise fill the axis and read as a trend; within this span
+# it is drawn flat, as it is.
+MIN_DECADES_SPAN = 1.0
+DECAY_FIGURE, LOSS_FIGURE = "decay.png", "loss.png"  # under a run folder's figures/
+
+
+def keep_min_span(ax, span: float = MIN_DECADES_SPAN) -> None:
+    """Widen the y range of `ax` to at least `span` around its middle (a narrower range is drawn as it is)."""
+    lo, hi = ax.get_ylim()
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi - lo >= span:
+        return
+    mid = (lo + hi) / 2
+    ax.set_ylim(mid - span / 2, mid + span / 2)
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def decay_by_lag(jacobian: pd.DataFrame, when: str) -> pd.DataFrame:
+    """Top layer, one probe: the mean over pairs at each lag of log10 ||dh_t/dh_k|| and of both bounds
+    (columns lag, measured, product, global), non-finite pairs left out of each mean."""
+    top = jacobian[(jacobian["when"] == when) & (jacobian["layer"] == jacobian["layer"].max())]
+    cols = {"measured": "log_norm", "product": "log_bound_product", "global": "log_bound_global"}
+    out = {}
+    for name, col in cols.items():
+        values = top[col].to_numpy(np.float64) / LN10
+        ok = np.isfinite(values)
+        out[name] = pd.Series(values[ok]).groupby(top["lag"].to_numpy()[ok]).mean()
+    return pd.DataFrame(out).rename_axis("lag").reset_index()
+
+
+def draw_decay(jacobian: pd.DataFrame, trained: bool, path: Path) -> None:
+    """figures/decay.png: mean log10 ||dh_t/dh_k|| against lag t - k with the product and global bounds, at init
+    and (when the run trained) after training, side by side on one y scale."""
+    whens = ("init", "final") if trained else ("init",)
+    fig = _figure(4.6 * len(whens) + 0.4, 3.6)
+    fig.subplots_adjust(left=0.1 if trained else 0.16, right=0.98, bottom=0.27, top=0.9, wspace=0.22)
+    axes = fig.subplots(1, len(whens), sharey=True, squeeze=False)[0]
+    for ax, when in zip(axes, whens):
+        d = decay_by_lag(jacobian, when)
+        ax.plot(d["lag"], d["measured"], color="C0", lw=1.6, label="measured (mean over pairs)")
+        ax.plot(d["lag"], d["product"], color="C1", ls="--", lw=1.2, label="product bound Σ log(‖W‖ max|φ'|)")
+        ax.plot(d["lag"], d["global"], color="C3", ls=":", lw=1.5, label="global bound (t−k) log(γ_W γ_φ)")
+        ax.set_title("at init" if when == "init" else "after training", fontsize=10)
+        ax.set_xlabel("lag t − k")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("log10 ‖∂h_t/∂h_k‖")
+    keep_min_span(axes[0])
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.savefig(path)
+
+
+def draw_loss(history: pd.DataFrame, val: pd.DataFrame, chance_loss: float | None, path: Path) -> bool:
+    """figures/loss.png: the minibatch loss at every iteration and the held-out validation loss at each validation
+    pass, against the chance loss and the `learned` threshold below it. Returns False (nothing drawn) for a task
+    that scores nothing or a run with no finite loss."""
+    loss = history[["iter", "loss"]].astype(float)
+    loss = loss[np.isfinite(loss["loss"])]
+    val = val[["iter", "val_loss"]].astype(float)
+    val = val[np.isfinite(val["val_loss"])]
+    if (loss.empty and val.empty) or not scored(chance_loss):
+        return False
+    fig = _figure(6.4, 3.6)
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.3, top=0.93)
+    ax = fig.subplots()
+    ax.plot(loss["iter"], loss["loss"], color="C0", lw=0.8, alpha=0.7, label="training minibatch loss")
+    ax.plot(val["iter"], val["val_loss"], color="C2", marker="o", ms=4, lw=1.4, label="validation loss (held out)")
+    ax.axhline(chance_loss, color="k", ls="--", lw=1.1, label="chance loss")
+    ax.axhline((1 - LEARNED_MARGIN) * chance_loss, color="0.5", ls=":", lw=1.1,
+               label=f"learned below {1 - LEARNED_MARGIN:g} × chance")
+    values = np.concatenate([loss["loss"].to_numpy(), val["val_loss"].to_numpy(), [chance_loss]])
+    if values.min() > 0 and values.max() / values.min() > 30:  # a run that learns or blows up spans decades
+        ax.set_yscale("log")
+    ax.set(xlabel="iteration", ylabel="loss")
+    ax.grid(alpha=0.3)
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.savefig(path)
+    return True
