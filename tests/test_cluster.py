@@ -195,7 +195,7 @@ def test_a_crashing_cell_on_the_cluster_ends_failed_and_the_rest_finish(env, mon
     assert len(result.ran) == 5
     parents, children = _runs(store)
     failed = [c for c in children if c.status == "FAILED"]
-    assert [c.run_name for c in failed] == ["gamma_w=1.5,seed=0"] and failed[0].tags["error"] == "RuntimeError: fake crash"
+    assert [c.tags["cell"] for c in failed] == ["gamma_w=1.5,seed=0"] and failed[0].tags["error"] == "RuntimeError: fake crash"
     assert sorted(c.status for c in children) == ["FAILED"] + ["FINISHED"] * 5
     assert [p.status for p in parents] == ["FAILED"]
     assert len(pd.read_parquet(result.table_path)) == 5

@@ -400,7 +400,7 @@ def test_a_worker_killed_from_outside_costs_its_cell_only_and_the_sweep_goes_on(
     parents, children = _runs(store)
     assert [p.status for p in parents] == ["FAILED"] and not [c for c in children if c.status == "RUNNING"]
     failed = [c for c in children if c.status == "FAILED"]
-    assert [c.run_name for c in failed] == ["gamma_w=1.5,seed=0"] and failed[0].tags["outcome"] == "failed"
+    assert [c.tags["cell"] for c in failed] == ["gamma_w=1.5,seed=0"] and failed[0].tags["outcome"] == "failed"
     # the cell stopped with the pool (it shared it with the victim) was computed again, and logged once
     assert sorted(c.tags["config_hash"] for c in children if c.status == "FINISHED") == sorted(
         h for h in map(config_hash, load_spec(env / "mini.yaml", "quick").cells) if h != victim)

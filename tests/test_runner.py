@@ -322,7 +322,7 @@ def test_training_series_logs_at_most_series_points_per_key(iters, ran, want):
     assert by["by_iter/val_loss"] == [0, ran]
     loss = series[series["key"] == "by_iter/train_loss"].set_index("step")["value"]
     assert np.allclose(loss.to_numpy(), 1.0 / np.array(want))  # each point is its own iteration's value
-    smoothed = series[series["key"] == "train/loss_smoothed"].set_index("step")["value"]
+    smoothed = series[series["key"] == "by_iter/train_loss_smoothed"].set_index("step")["value"]
     assert smoothed.index.tolist() == want
     starts = [0] + want[:-1]  # each point averages the iterations after the previous point, up to its own
     assert np.allclose(smoothed.to_numpy(), [np.mean(1.0 / np.arange(a + 1, b + 1)) for a, b in zip(starts, want)])

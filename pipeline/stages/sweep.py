@@ -84,6 +84,7 @@ def _run(spec, data_dir: Path, results_dir: Path, jobs: int, cluster: str = "") 
 def _run_with(spec, data_dir: Path, results_dir: Path, store, jobs: int, executor=None) -> str:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .. import tracking
     from ..sweep import run_sweep
 
     columns = (TextColumn(f"sweep {spec.name} ({spec.profile})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
