@@ -733,13 +733,13 @@ def dataset_refs(cells: list[Cell], data_dir: Path) -> dict[str, list[tracking.D
     refs: dict[str, list[tracking.DatasetRef]] = {}
     for cell in cells:
         cfg = cell.config
-        if cfg.task == TEXT_TASK:
-            source = cfg.text or str((data_dir / "text.npz").resolve())
-            text = manifest.get("text") or {}
-            digest = (text.get("sha256") or "")[:12] if not cfg.text else ""
-            profile = {"task": TEXT_TASK, "window": cfg.seq_len, "source": text.get("source", source)}
-            refs[cell.config_hash] = [tracking.DatasetRef(Path(source).stem if cfg.text else "text", digest, source,
-                                                          profile, "training")]
+        if cfg.task == TEXT_TASK:  # the corpus `generate` recorded under the name the cell gives (`default` or a path)
+            entry = (manifest.get("corpora") or {}).get(cfg.text) or {}
+            source = entry.get("source") or str(cfg.text)
+            profile = {"task": TEXT_TASK, "window": cfg.seq_len, "source": source}
+            name = "text" if cfg.text == "default" else Path(str(cfg.text)).stem
+            refs[cell.config_hash] = [tracking.DatasetRef(name, (entry.get("sha256") or "")[:12], source, profile,
+                                                          "training")]
             continue
         name = dataset_name(cfg.task, cfg.seq_len, cfg.val_size, cfg.data_seed)
         digest = ((files.get(f"{name}.npz") or {}).get("sha256") or "")[:12]

@@ -533,3 +533,21 @@ def test_a_stop_request_waits_for_a_safe_point_unless_asked_twice():
         stop.check()
     with pytest.raises(KeyboardInterrupt, match="signal 2"):
         stop(signal.SIGINT, None)  # a second one: stop at once, wherever the sweep is stuck
+
+
+def test_a_text_cells_dataset_input_carries_the_digest_of_the_corpus_generate_recorded(tmp_path):
+    from types import SimpleNamespace
+
+    from pipeline.sweep import Cell, dataset_refs
+
+    digest = "ab" * 32
+    manifest = {"corpora": {"default": {"source": "stdlib docstrings", "sha256": digest},
+                            "corpora/mine.txt": {"source": "corpora/mine.txt", "sha256": "cd" * 32}}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    cells = [Cell("a", SimpleNamespace(task="text", text="default", seq_len=25), "h1", tmp_path / "h1"),
+             Cell("b", SimpleNamespace(task="text", text="corpora/mine.txt", seq_len=25), "h2", tmp_path / "h2"),
+             Cell("c", SimpleNamespace(task="text", text="corpora/other.txt", seq_len=25), "h3", tmp_path / "h3")]
+    refs = dataset_refs(cells, tmp_path)
+    assert (refs["h1"][0].name, refs["h1"][0].digest) == ("text", digest[:12])
+    assert (refs["h2"][0].name, refs["h2"][0].digest) == ("mine", "cd" * 6)
+    assert refs["h3"][0].digest == ""  # a corpus the manifest does not record has no digest to show
