@@ -228,7 +228,7 @@ def test_the_newcomers_text_spec_on_its_own_corpus_beside_the_built_in_one(tmp_p
     (tmp_path / "experiments").mkdir()
     write_spec(tmp_path, "mine", "task: text, text: corpora/mine.txt")
     write_spec(tmp_path, "text", "task: text, text: default, windows: consecutive")
-    (tmp_path / "params.yaml").write_text("profile: quick\nspecs: [mine, text]\njobs: 1\n")
+    (tmp_path / "params.yaml").write_text("profile: quick\nspecs: [mine, text]\njobs: 1\ncluster: \"\"\n")
     run(["git", "init", "-q"], tmp_path)
 
     first = run(["dvc", "repro"], tmp_path)
