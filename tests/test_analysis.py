@@ -585,3 +585,14 @@ def test_slope_above_lyapunov_and_spectrum_metrics_count_runs(tmp_path):
     m = analyze_ok(results, tmp_path / "reports")
     assert (m["rate"]["slope_above_lyapunov"]["k"], m["rate"]["slope_above_lyapunov"]["n"]) == (2, 3)
     assert m["spectrum"] == {"median_spread_decades": 5.0, "n_runs": 3, "n_fully_resolved": 2}  # hidden = 4
+
+
+def test_a_missing_global_bound_is_not_finite_for_a_vanilla_row_and_expected_for_an_lstm_row():
+    from pipeline.report.reductions import nonfinite_mask
+
+    nan, inf = float("nan"), float("inf")
+    jac = pd.DataFrame({"log_norm": [-1.0, -1.0, nan, -1.0, -1.0], "log_bound_product": [0.0, 0.0, 0.0, 0.0, inf],
+                        "log_bound_global": [nan, nan, nan, 1.0, 1.0],
+                        "log_norm_cell": [nan, -2.0, -2.0, nan, nan]})  # rows 1 and 2 are an LSTM's
+    assert nonfinite_mask(jac).tolist() == [True, False, True, False, True]
+    assert nonfinite_mask(jac.drop(columns="log_norm_cell")).tolist() == [True, True, True, False, True]

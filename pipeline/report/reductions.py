@@ -81,9 +81,13 @@ def rounded_tree(tree: Any) -> Any:
 
 
 def nonfinite_mask(jac: pd.DataFrame) -> np.ndarray:
-    """Rows with NaN or +inf in any log column (-inf is an exact zero norm, which is fine)."""
-    vals = jac[["log_norm", "log_bound_product", "log_bound_global"]].to_numpy(float)
-    return (np.isnan(vals) | np.isposinf(vals)).any(axis=1)
+    """Rows with NaN or +inf in any log column (-inf is an exact zero norm, which is fine). An LSTM's rows (those with
+    a cell-state norm) have no global bound: its NaN there is not a failed measurement."""
+    vals = jac[["log_norm", "log_bound_product"]].to_numpy(float)
+    bad = (np.isnan(vals) | np.isposinf(vals)).any(axis=1)
+    glob = jac["log_bound_global"].to_numpy(float)
+    no_global = jac["log_norm_cell"].notna().to_numpy() if "log_norm_cell" in jac else np.zeros(len(jac), bool)
+    return bad | (np.isnan(glob) & ~no_global) | np.isposinf(glob)
 
 
 def bound_violations(jac: pd.DataFrame) -> pd.DataFrame:
