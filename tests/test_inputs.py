@@ -234,7 +234,9 @@ def test_the_newcomers_text_spec_on_its_own_corpus_beside_the_built_in_one(tmp_p
     first = run(["dvc", "repro"], tmp_path)
     lines = [line for line in first.stdout.splitlines() if line.strip()]
     at = max(i for i, line in enumerate(lines) if line.startswith("Report: "))  # the report stage ends on these,
-    assert lines[at].endswith("reports/report.html") and lines[at + 1].startswith("Runs:")
+    assert lines[at].endswith("reports/report.html") and lines[at + 1].startswith("Runs (each experiment's runs")
+    assert any(line.strip().startswith("rnngrad/mine: http") and "workflowType=machine_learning" in line
+               for line in lines[at:])
     assert not [line for line in lines[at:] if line.startswith("Running stage")]  # the last stage's last lines
     mine, text = (pd.read_parquet(tmp_path / "results" / f"{s}.parquet") for s in ("mine", "text"))
     assert set(mine["config_hash"]).isdisjoint(text["config_hash"])
