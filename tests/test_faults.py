@@ -376,7 +376,9 @@ def test_a_worker_killed_from_outside_costs_its_cell_only_and_the_sweep_goes_on(
     import threading
     import time
 
-    monkeypatch.setenv("FAKE_RUN_SECONDS", "1.0")
+    # long enough that the killer below, polling every 50 ms, finds the victim still computing even on a loaded
+    # machine (a kill that lands after the cell finished hits an idle worker, and no cell is to blame)
+    monkeypatch.setenv("FAKE_RUN_SECONDS", "3.0")
     victim = config_hash(load_spec(env / "mini.yaml", "quick").cells[2])  # gamma_w=1.5
 
     def kill_its_worker() -> None:  # as the out-of-memory killer would, while the cell computes
