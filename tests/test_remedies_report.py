@@ -55,8 +55,11 @@ def built(tmp_path_factory):
     results, out = root / "results", root / "reports"
     fx.write_study(results, remedies_runs())
     runner = CliRunner()
-    assert runner.invoke(cli.app, ["analyze", "--results-dir", str(results), "--out", str(out)]).exit_code == 0
-    result = runner.invoke(cli.app, ["report", "--analysis-dir", str(out), "--out", str(out)])
+    with pytest.MonkeyPatch.context() as mp:  # not the developer's MLflow store: report links and logs to the cwd's
+        mp.chdir(root)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        assert runner.invoke(cli.app, ["analyze", "--results-dir", str(results), "--out", str(out)]).exit_code == 0
+        result = runner.invoke(cli.app, ["report", "--analysis-dir", str(out), "--out", str(out)])
     assert result.exit_code == 0, result.output
     return {"out": out, "table": pd.read_csv(out / "tables" / "remedies.csv"),
             "metrics": json.loads((out / "metrics.json").read_text()),

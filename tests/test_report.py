@@ -9,6 +9,7 @@ import io
 import json
 import re
 import shutil
+import tempfile
 import warnings
 from datetime import datetime, timezone
 from html.parser import HTMLParser
@@ -28,7 +29,13 @@ cli._register()
 
 
 def invoke(*args):
-    return CliRunner().invoke(cli.app, [str(a) for a in args])
+    """The CLI, run from an empty folder without a tracking URI: `report` links and logs to the MLflow store of the
+    folder it runs in, and a test must neither read nor write the developer's own store (a `dvc repro` leaves one
+    in the repository)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tempfile.mkdtemp(prefix="rnngrad-test-"))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        return CliRunner().invoke(cli.app, [str(a) for a in args])
 
 
 class Page(HTMLParser):
