@@ -159,7 +159,7 @@ def test_generate_refuses_a_listed_specs_corpus_that_dvc_does_not_watch(project)
 # ---- bad input ------------------------------------------------------------------------------------------------
 
 
-def _refused(project: Path, spec: Path, *fragments: str) -> None:
+def assert_refused(project: Path, spec: Path, *fragments: str) -> None:
     """Exit 2, one line naming the problem, and nothing written: no results, no MLflow run."""
     db_before = (project / "mlflow.db").read_bytes()
     result = invoke("sweep", spec, "--jobs", "1")
@@ -183,7 +183,7 @@ def test_a_bad_corpus_is_refused_before_anything_is_written(project, content, fr
     if content is not None:
         bad.write_bytes(content)
     spec = write_spec(project, "bad", "task: text, text: corpora/bad.txt")
-    _refused(project, spec, "bad.yaml: cell seed=0: text corpora/bad.txt", fragment)
+    assert_refused(project, spec, "bad.yaml: cell seed=0: text corpora/bad.txt", fragment)
 
 
 def test_a_corpus_changed_since_generate_is_refused(project):
@@ -192,7 +192,7 @@ def test_a_corpus_changed_since_generate_is_refused(project):
     spec = write_spec(project, "on_b", "task: text, text: corpora/b.txt")
     assert invoke("generate", "--spec", spec).exit_code == 0
     (project / "corpora" / "b.txt").write_text(TEXT_B + "one more line\n")
-    _refused(project, spec, "text corpora/b.txt: its content changed since `rnngrad generate` recorded it",
+    assert_refused(project, spec, "text corpora/b.txt: its content changed since `rnngrad generate` recorded it",
              "rerun `dvc repro` or `rnngrad generate`")
 
 
@@ -261,4 +261,4 @@ def test_too_many_streams_for_the_corpus_are_refused(project):
     """Consecutive windows cut the training text into `batch` streams; each must hold a window and its target."""
     spec = write_spec(project, "streams", "task: text, text: corpora/a.txt, windows: consecutive")
     spec.write_text(spec.read_text().replace("batch: 2", "batch: 400"))
-    _refused(project, spec, "cell seed=0: batch: 400 streams of consecutive windows leave 5 training characters each")
+    assert_refused(project, spec, "cell seed=0: batch: 400 streams of consecutive windows leave 5 training characters each")

@@ -7,42 +7,20 @@ always stops the server (its own process group) in `finally`.
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from pipeline import tracking
+from pipeline.benchmarks import services
 from pipeline.run.spec import load_spec
 from pipeline.sweep import run_sweep
 from test_sweep import fake_execute, write_spec
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"mlflow server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"mlflow server at {url} not healthy after {seconds} s")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -61,7 +39,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture
 def server(tmp_path):
-    port = _free_port()
+    port = services.free_port()
     mlflow_cli = Path(sys.executable).with_name("mlflow")
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(
@@ -72,7 +50,7 @@ def server(tmp_path):
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url, proc)
+        services.wait_healthy(url, proc, 90)
         yield url, tmp_path / "art"
     finally:
         _stop(proc)
