@@ -6,7 +6,6 @@ The slow tests against a real scheduler, workers, PostgreSQL and `mlflow server`
 import io
 import json
 import shutil
-import socket
 import tarfile
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from hypothesis import given, strategies as st
 from typer.testing import CliRunner
 
 from pipeline import cluster, tracking
+from pipeline.benchmarks import services
 from pipeline.errors import UserError
 from pipeline.run.spec import load_spec
 from pipeline.sweep import run_sweep
@@ -52,15 +52,9 @@ def test_malformed_addresses_are_a_user_error_naming_what_is_valid(text):
         cluster.parse_address(text)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_port_where_nothing_listens_is_refused_at_once():
     with pytest.raises(UserError, match="no Dask scheduler answers there"):
-        cluster.check_reachable(f"tcp://127.0.0.1:{_free_port()}")
+        cluster.check_reachable(f"tcp://127.0.0.1:{services.free_port()}")
 
 
 names = st.text(st.characters(codec="ascii", categories=["L", "N"]), min_size=1, max_size=8)
@@ -246,7 +240,7 @@ def test_a_malformed_or_dead_address_exits_2_before_the_store_is_opened(cli_app,
     monkeypatch.chdir(env)
     (env / "mlflow.db").unlink()
     assert "not a cluster address" in _refused(cli_app, env, "local:0")
-    assert "no Dask scheduler answers there" in _refused(cli_app, env, f"tcp://127.0.0.1:{_free_port()}")
+    assert "no Dask scheduler answers there" in _refused(cli_app, env, f"tcp://127.0.0.1:{services.free_port()}")
     assert not (env / "mlflow.db").exists()
 
 

@@ -5,7 +5,6 @@ The sweep tests use test_sweep's fake runner (`fake_execute`) and mini spec agai
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -502,9 +501,9 @@ def _cli_sweep_process(root: Path, url: str, seconds: str = "1.0") -> subprocess
 
 def _server(tmp_path: Path):
     """(start, url) of a real `mlflow server` on a free local port (its own process group)."""
-    from test_mlflow_server import _free_port, _wait_healthy
+    from pipeline.benchmarks import services
 
-    port = _free_port()
+    port = services.free_port()
     url = f"http://127.0.0.1:{port}"
     command = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
                "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path}/srv.db", "--artifacts-destination",
@@ -513,7 +512,7 @@ def _server(tmp_path: Path):
     def start() -> subprocess.Popen:
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                                 cwd=tmp_path, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
-        _wait_healthy(url, proc)
+        services.wait_healthy(url, proc, 90)
         return proc
 
     return start, url
@@ -522,13 +521,13 @@ def _server(tmp_path: Path):
 def _resume_server(proc: subprocess.Popen) -> None:
     import signal
 
-    from test_mlflow_server import _stop
+    from pipeline.benchmarks import services
 
     try:
         os.killpg(proc.pid, signal.SIGCONT)
     except ProcessLookupError:
         pass
-    _stop(proc)
+    services.stop_group(proc)
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ always stops the server (its own process group) in `finally`.
 """
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,20 +20,6 @@ from pipeline.sweep import run_sweep
 from test_sweep import fake_execute, write_spec
 
 pytestmark = pytest.mark.slow
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's process group (uvicorn runs as its child), SIGKILL it if it lingers."""
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @pytest.fixture
@@ -53,7 +38,7 @@ def server(tmp_path):
         services.wait_healthy(url, proc, 90)
         yield url, tmp_path / "art"
     finally:
-        _stop(proc)
+        services.stop_group(proc)
         log.close()
 
 

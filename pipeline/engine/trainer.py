@@ -17,7 +17,7 @@ from .jacobian import spectral_norm, spectral_radius
 from .optim import Optimizer, check_clip, clip_gradients
 from .cells import Model, bptt, forward, last_state
 from .omega import omega_and_grads
-from .rnn import LOSSES, RNN, Workspace, loss_and_dy
+from .rnn import LOSSES, Workspace, loss_and_dy
 
 # How a step's loss is reduced for its gradient: the mean per scored position (the loss every history row reports),
 # or min-char-rnn's sum over each sequence's positions, averaged over the batch: a gradient seq_len times larger,
