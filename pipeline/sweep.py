@@ -60,6 +60,7 @@ WORKER_NICENESS = 5
 # What a sweep writes in its lock file, and so the only content it will overwrite there
 LOCK_NOTE = re.compile(r"pid [0-9]+ on [^\n]{0,255}\n?")
 LOCK_NOTE_BYTES = 300
+DEATH_WAIT_SECONDS = 10  # how long a broken pool's worker is given to report its exit code
 MAX_POOL_BREAKS = 2  # a cell caught in this many broken pools without being seen to cause one ends FAILED
 POLL_SECONDS = 0.2  # how long a stop request can wait for the sweep to notice it
 # Returned cells logged at once to a tracking server: logging one is ~16 HTTP requests, most of it waiting on the
@@ -443,6 +444,19 @@ def _end_runs(store, run_ids: list[str], status: str) -> None:
             return
 
 
+def _exit_code(process, seconds: float) -> int | None:
+    """The exit code of a worker of a broken pool, once it has one (None: still alive after `seconds`).
+
+    The executor's own thread joins the same processes as it shuts the broken pool down. Of two threads waiting
+    for one child, the one that loses the race gets ECHILD, and multiprocessing then reports the exit code as None
+    until the winner has stored it: so exitcode is read again until it appears, not once after a join."""
+    deadline = time.monotonic() + seconds
+    process.join(timeout=seconds)
+    while (code := process.exitcode) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return code
+
+
 class _CellPool:
     """A ProcessPoolExecutor of `jobs` workers that also learns which worker process computes which cell (each
     worker reports (config_hash, pid) as it starts one), so that when the pool breaks the sweep can tell the cell
@@ -475,8 +489,7 @@ class _CellPool:
         process = self.processes.get(self.worker_of.get(cell.config_hash, -1))
         if process is None:
             return None
-        process.join(timeout=5)
-        code = process.exitcode
+        code = _exit_code(process, DEATH_WAIT_SECONDS)
         if code is None or code == -signal.SIGTERM:  # alive, or stopped by the executor once another died
             return None
         if code < 0:

@@ -232,6 +232,35 @@ def test_a_dead_worker_fails_the_cell_it_was_computing_and_leaves_nothing_runnin
     assert len(tracking.finished_runs(store, tracking.ensure_experiment(store, "rnngrad/mini"))) == 6
 
 
+class _RacedProcess:
+    """A dead worker whose exit code another thread is still storing: multiprocessing reports None until then."""
+
+    def __init__(self, code: int, unknown_reads: int) -> None:
+        self.code, self.unknown_reads = code, unknown_reads
+
+    def join(self, timeout=None) -> None:
+        pass
+
+    @property
+    def exitcode(self):
+        self.unknown_reads -= 1
+        return None if self.unknown_reads >= 0 else self.code
+
+
+@pytest.mark.parametrize("code, reason", [(9, "exited with code 9"), (-signal.SIGKILL, "killed by SIGKILL"),
+                                          (-signal.SIGTERM, None)])
+def test_a_dead_workers_exit_code_is_read_again_until_the_executor_has_stored_it(code, reason):
+    """The executor's thread and the sweep both wait for the broken pool's workers; the loser of that race sees no
+    exit code at first. Under load this once blamed the wrong cells (two broken pools for one death)."""
+    from pipeline.sweep import Cell, _CellPool
+
+    pool = _CellPool.__new__(_CellPool)  # no executor: only the bookkeeping death_of reads
+    pool.started = type("Empty", (), {"empty": staticmethod(lambda: True)})()
+    pool.processes, pool.worker_of = {123: _RacedProcess(code, unknown_reads=3)}, {"abc": 123}
+    death = pool.death_of(Cell(name="gamma_w=1.0", config=None, config_hash="abc", run_dir=Path("unused")))
+    assert (death is None) if reason is None else (reason in death)
+
+
 def _start_sweep_process(root: Path, jobs: int) -> subprocess.Popen:
     code = f"import test_sweep; test_sweep.sweep_main({str(root)!r}, {str(jobs)!r})"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
