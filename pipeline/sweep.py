@@ -410,6 +410,8 @@ def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, ex
                 if future in inflight:
                     if isinstance(future.exception(), BrokenProcessPool):
                         break  # the pool is broken: after_break settles its cells
+                    if isinstance(future.exception(), UserError):
+                        raise future.exception()  # an input changed under the sweep: stop, as for bad input
                     cell, run_id = inflight.pop(future)
                     submit_next()  # first, so that a worker computes while this process logs
                     logging[logger.submit(_finish_cell, store, run_id, cell, future, result)] = (cell, run_id)
@@ -557,6 +559,7 @@ class _ExecutorPool:
         self.executor = executor
 
     def submit(self, execute: Callable, cell: Cell, data_dir: Path) -> Future:
+        # a worker computes in a fresh folder of its own, from the data shipped at the sweep's start
         return self.executor.submit(compute_cell, execute, cell.config, data_dir, cell.run_dir)
 
     def death_of(self, cell: Cell) -> str | None:
@@ -593,12 +596,25 @@ def _record_crash(store, run_id: str, cell: Cell, message: str, result: SweepRes
 def compute_cell(execute: Callable, cfg, data_dir: Path, run_dir: Path, redo: bool = False,
                  config_hash: str = "") -> str:
     """Worker side: build the run folder unless it already exists (`redo`: replace it); returns its path. First
-    it tells the parent which cell this worker process computes (`_CellPool.death_of`)."""
+    it tells the parent which cell this worker process computes (`_CellPool.death_of`), and checks that the inputs
+    still are those the sweep planned the cell on (`config_hash`, the folder's name)."""
     if _STARTED is not None:
         _STARTED.put((config_hash, os.getpid()))
     if redo or not run_dir.is_dir():
+        if config_hash:
+            _check_inputs_unchanged(cfg, data_dir, config_hash)
         execute(cfg, data_dir, run_dir)
     return str(run_dir)
+
+
+def _check_inputs_unchanged(cfg, data_dir: Path, planned: str) -> None:
+    """UserError when a corpus or dataset the cell reads changed after the sweep planned it: its result would be
+    filed under the hash of content it never read."""
+    now = run_hash(cfg, Path(data_dir))
+    if now != planned:
+        what = f"text {cfg.text}" if cfg.task == "text" else f"the {cfg.task} validation set in {data_dir}"
+        raise UserError(f"{what}: its content changed while the sweep ran (planned as run {planned}, now {now}); "
+                        "leave the study's inputs alone during a sweep and run it again")
 
 
 _STARTED = None  # in a worker: the pool's queue of (config_hash, pid) of the cells started

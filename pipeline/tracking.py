@@ -526,7 +526,9 @@ def _series_metrics(path: Path):
     import pyarrow.parquet as pq  # a third of pandas' time for a table this small
 
     table = pq.ParquetFile(path).read(columns=["key", "step", "value"]).to_pydict()
-    yield from zip(map(str, table["key"]), map(int, table["step"]), map(float, table["value"]))
+    # rounded as the summaries are: the runs table shows each curve's last value (series.parquet keeps them all)
+    yield from zip(map(str, table["key"]), map(int, table["step"]),
+                   (round_significant(float(v)) for v in table["value"]))
 
 
 def _samples_text(path: Path) -> str:
@@ -553,7 +555,7 @@ def _now_ms() -> int:
 # logging above, so that the runs table, the run pages and the links printed by the commands tell the story.
 
 SUMMARY_PREFIX = "summary/"  # single numbers (step 0): one chart-view section of bar charts, apart from the curves
-SUMMARY_DIGITS = 4  # significant digits of a summary metric as logged (summary.json keeps them all)
+SUMMARY_DIGITS = 4  # significant digits of a metric as logged (summary.json and series.parquet keep them all)
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` serves unless told otherwise
 # MLflow 3 opens an experiment on its GenAI overview (traces) unless the link asks for the runs table
 RUNS_VIEW = "workflowType=machine_learning"

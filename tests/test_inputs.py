@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 import pipeline.cli
 from pipeline import tracking
+from pipeline.errors import UserError
 from pipeline.run.config import RunConfig, config_hash, flatten
 from pipeline.run.sources import input_digests, run_hash
 from pipeline.run.spec import load_spec
@@ -95,6 +96,14 @@ def test_a_synthetic_run_is_identified_by_its_validation_sets_content(project, m
     make = tasks.make_task
     monkeypatch.setattr(tasks, "make_task", lambda *a: dataclasses.replace(make(*a), x=make(*a).x * 2))
     assert run_hash(cfg, project / "data") != before  # a generator that changed makes other data: another run
+
+
+def editing_execute(cfg, data_dir, run_dir, progress=None):
+    """fake_execute that, as it computes seed 0, appends a line to the cell's corpus (an edit during the sweep)."""
+    if cfg.seed == 0:
+        with open(cfg.text, "a", encoding="utf-8") as f:
+            f.write("An edit made while the sweep ran.\n")
+    fake_execute(cfg, data_dir, run_dir)
 
 
 def _sweep(root: Path, spec_path: Path):
@@ -194,6 +203,27 @@ def test_a_corpus_changed_since_generate_is_refused(project):
     (project / "corpora" / "b.txt").write_text(TEXT_B + "one more line\n")
     assert_refused(project, spec, "text corpora/b.txt: its content changed since `rnngrad generate` recorded it",
              "rerun `dvc repro` or `rnngrad generate`")
+
+
+def test_a_corpus_edited_during_a_sweep_stops_it_before_a_result_is_filed_under_the_old_content(project):
+    """The cell planned on the old text is not computed on the new one: the sweep stops with the one line a bad
+    input gets, the cell that saw the change writes no folder and its run ends KILLED; the next sweep plans both
+    cells on the new text."""
+    spec_path = write_spec(project, "edited", "task: text, text: corpora/a.txt", "{seed: [0, 1]}")
+    store, spec = tracking.open_store(project), load_spec(spec_path, "quick")
+    planned = {cfg.seed: run_hash(cfg, project / "data") for cfg in spec.cells}
+    with pytest.raises(UserError, match=r"text corpora/a.txt: its content changed while the sweep ran \(planned as "
+                                        rf"run {planned[1]}, now [0-9a-f]{{12}}\); leave the study's inputs alone"):
+        run_sweep(spec, project / "data", project / "results", store, 1, execute=editing_execute)
+    runs = project / "results" / "edited" / "runs"
+    assert sorted(os.listdir(runs)) == [planned[0]]  # computed before the edit: a result of the content it planned
+    assert not (project / "results" / "edited.parquet").exists()
+    children = [r for r in tracking.find_runs(store, tracking.ensure_experiment(store, "rnngrad/edited"))
+                if "spec_hash" not in r.tags]
+    assert sorted(r.status for r in children) == ["FINISHED", "KILLED"]
+    again = run_sweep(spec, project / "data", project / "results", store, 1, execute=fake_execute)
+    assert sorted(again.ran) == ["seed=0", "seed=1"]  # the new text is new input for both
+    assert {run_hash(cfg, project / "data") for cfg in spec.cells}.isdisjoint(planned.values())
 
 
 # ---- DVC, end to end -------------------------------------------------------------------------------------------

@@ -201,7 +201,10 @@ def test_step_metrics_have_steps_along_lags_and_layers(store, tmp_path):
     c = tracking.client(store)
     decay = c.get_metric_history(run.info.run_id, "by_lag/log10_norm_init")
     assert sorted((p.step, round(p.value, 9)) for p in decay) == [(lag, round(-0.1 * lag, 9)) for lag in range(1, 7)]
-    assert len(c.get_metric_history(run.info.run_id, "by_iter/train_loss")) == 1500
+    losses = {p.step: p.value for p in c.get_metric_history(run.info.run_id, "by_iter/train_loss")}
+    assert len(losses) == 1500 and losses[2] == 0.3333 and losses[1499] == 0.0006667  # rounded as shown
+    on_disk = pd.read_parquet(tmp_path / "runs" / "abc123" / "series.parquet").set_index(["key", "step"])["value"]
+    assert on_disk["by_iter/train_loss", 2] == 1.0 / 3.0  # the folder keeps every digit
     layers = c.get_metric_history(run.info.run_id, "by_layer/slope_init")
     assert sorted((p.step, p.value) for p in layers) == [(0, -0.1), (1, 0.2)]
 
