@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 import fixtures_runs as fx
 from pipeline import cli
-from pipeline.report.document import Bullets, Section, SectionLink, Table, plain_text
+from pipeline.report.document import Bullets, Link, Paragraph, Section, SectionLink, Table, plain_text
 from pipeline.report.html import findings_section
 from pipeline.report.pdf import render_pdf
 from pipeline.report.reductions import parse_metric
@@ -641,3 +641,20 @@ def test_gradient_spike_figure_draws_the_spikiest_run_of_each_clip_mode():
     fig, caption, drawn = figures.draw_gradients({"gradient_spikes": rows, "gradient_by_k": by_k})
     figures.png_bytes(fig)
     assert set(drawn) == {"b" * 32, "c" * 32} and "before clipping" in caption
+
+
+def test_pdf_links_in_bullets_and_paragraphs_are_clickable_and_wrap_at_the_bullets_text():
+    url = "http://127.0.0.1:5000/#/experiments/3?workflowType=machine_learning"
+    item = ["rnngrad/weight_norms: " + "long words " * 30, Link(url, url)]
+    pdf = render_pdf([Section("s", "Title", [Paragraph(["See ", Link("the UI", url + "&p=1"), "."]),
+                                             Bullets([item, ["plain"]])])], {},
+                     datetime(2024, 1, 1, tzinfo=timezone.utc), compress=False)
+    assert pdf.count(f"/URI ({url})".encode()) >= 1 and f"/URI ({url}&p=1)".encode() in pdf
+    starts = [(float(x), float(y)) for x, y in re.findall(rb"BT ([0-9.]+) ([0-9.]+) Td", pdf)]
+    first_x: dict[float, float] = {}
+    for x, y in starts:
+        if y > 100:  # the footer sits lower
+            first_x[y] = min(x, first_x.get(y, x))
+    margin, bullet_x, text_x = sorted(set(first_x.values()))  # each line starts at one of three places
+    wrapped = [y for y, x in first_x.items() if x == text_x]
+    assert len(wrapped) >= 2 and text_x - bullet_x > 2 * 72 / 25.4  # the long item wraps under its own text

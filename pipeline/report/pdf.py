@@ -139,8 +139,29 @@ def write_figure(pdf: FPDF, fig: FigureFile) -> None:
     pdf.ln(2)
 
 
+def write_linked(pdf: FPDF, parts: list[Inline], metrics: dict, indent: float = 0.0) -> None:
+    """Text with links (`Link` parts clickable, as in the HTML), wrapped at `indent` from the left margin."""
+    margin = pdf.l_margin
+    pdf.set_left_margin(margin + indent)  # write() wraps to the left margin: a hanging indent for bullets
+    try:
+        for part in parts:
+            pdf.write(BODY_PT * 0.5, printable(plain_text(part, metrics)),
+                      link=part.url if isinstance(part, Link) else "")
+    finally:
+        pdf.set_left_margin(margin)
+    pdf.ln(BODY_PT * 0.5)
+
+
+def has_links(parts: list[Inline]) -> bool:
+    return any(isinstance(p, Link) for p in parts)
+
+
 def write_block(pdf: FPDF, block: Any, metrics: dict) -> None:
-    if isinstance(block, Paragraph):
+    if isinstance(block, Paragraph) and has_links(block.parts):
+        pdf.set_font("sans", "", BODY_PT)
+        write_linked(pdf, block.parts, metrics)
+        pdf.ln(1.5)
+    elif isinstance(block, Paragraph):
         write_paragraph(pdf, line(block.parts, metrics))
     elif isinstance(block, Bullets):
         pdf.set_font("sans", "", BODY_PT)
@@ -149,8 +170,11 @@ def write_block(pdf: FPDF, block: Any, metrics: dict) -> None:
                 pdf.ln(1)  # a little air between items
             pdf.set_x(pdf.l_margin + BULLET_INDENT)
             pdf.cell(BULLET_HANG, BODY_PT * 0.5, "•", new_x="RIGHT", new_y="TOP")
-            pdf.multi_cell(pdf.epw - BULLET_INDENT - BULLET_HANG, BODY_PT * 0.5, line(item, metrics),
-                           new_x="LMARGIN", new_y="NEXT", align="L")
+            if has_links(item):
+                write_linked(pdf, item, metrics, BULLET_INDENT + BULLET_HANG)
+            else:
+                pdf.multi_cell(pdf.epw - BULLET_INDENT - BULLET_HANG, BODY_PT * 0.5, line(item, metrics),
+                               new_x="LMARGIN", new_y="NEXT", align="L")
         pdf.ln(1.5)
     elif isinstance(block, Table):
         write_table(pdf, block, metrics)
