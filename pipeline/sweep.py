@@ -814,7 +814,16 @@ def summary_table(cells: list[Cell], table):
                        "observed_regime_init": r.get("observed_regime"),
                        "observed_regime_final": None if slope_final is None else observed_regime(slope_final),
                        "run_id": r["run_id"]})
+    rows.sort(key=lambda row: tuple(_axis_order(row[k]) for k in varying))  # read down an axis, not grid order
     return pd.DataFrame(rows)
+
+
+def _axis_order(value) -> tuple:
+    """Numbers by value (0.5 before 4, 4 before 10), then words, then missing values."""
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (2, 0.0, "") if value is None else (1, 0.0, str(value))
 
 
 def _number(v) -> float | None:

@@ -580,3 +580,19 @@ def test_a_text_cells_dataset_input_carries_the_digest_of_the_corpus_generate_re
     assert (refs["h1"][0].name, refs["h1"][0].digest) == ("text", digest[:12])
     assert (refs["h2"][0].name, refs["h2"][0].digest) == ("mine", "cd" * 6)
     assert refs["h3"][0].digest == ""  # a corpus the manifest does not record has no digest to show
+
+
+def test_the_summary_table_reads_down_its_axes_in_numeric_order_not_in_grid_order():
+    import pandas as pd
+
+    from pipeline.sweep import Cell, summary_table
+
+    names = ["init=orthogonal,gamma_w=4.0", "init=orthogonal,gamma_w=0.5", "init=gaussian,gamma_w=10.0",
+             "init=gaussian,gamma_w=1.5", "init=orthogonal,gamma_w=1.5"]
+    cells = [Cell(name=n, config=None, config_hash=f"h{i}", run_dir=Path("unused")) for i, n in enumerate(names)]
+    table = pd.DataFrame({"cell": names, "config_hash": [c.config_hash for c in cells], "run_id": names,
+                          "outcome": "ok", "final_val_loss": 0.5, "chance_loss": 1.0})
+    rows = summary_table(cells, table)
+    assert list(zip(rows["init"], rows["gamma_w"])) == [("gaussian", "1.5"), ("gaussian", "10.0"),
+                                                        ("orthogonal", "0.5"), ("orthogonal", "1.5"),
+                                                        ("orthogonal", "4.0")]
