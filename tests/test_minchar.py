@@ -58,3 +58,20 @@ def test_loss_per_char_reads_parallel_streams_from_zero_state(ids):
                           ids[b * part + 1 : (b + 1) * part + 1, None], np.ones((part, 1)), "xent")[0]
               for b in range(4)]
     assert loss_per_char(model, ids, streams=4) == pytest.approx(np.mean(losses), rel=1e-12)
+
+
+def test_in_lockstep_rnngrad_stays_closer_to_the_port_than_the_port_from_last_bit_changed_weights(ids, monkeypatch):
+    """The bench's lockstep figure, on the small model: a different algorithm (the mean loss's gradient) departs
+    from the port by far more than the nudged port does, the same algorithm by less."""
+    import pipeline.benchmarks.minchar as minchar
+
+    monkeypatch.setattr(minchar, "SEQ_LEN", 7)
+    monkeypatch.setattr(minchar, "MinCharRNN", lambda ids, V, rng: port_on(ids, V))
+    ours, twin = minchar.lockstep(ids, 9, seed=0, steps=20)
+    assert 0 < twin < 1e-6 and ours < twin
+    from pipeline.engine import trainer
+
+    original = trainer.TrainSettings
+    monkeypatch.setattr(minchar, "TrainSettings", lambda *a, **k: original(*a, **{**k, "reduction": "mean"}))
+    other, _ = minchar.lockstep(ids, 9, seed=0, steps=20)
+    assert other > 1e3 * twin

@@ -13,10 +13,16 @@ trained for the wall-clock time the port took. All three are scored by one funct
 (nats) on the held-out last 10 % of the text, read as parallel streams from h = 0.
 
 The batch-1 comparison is of one algorithm in two float orderings, and tests/test_minchar.py checks that their
-weights agree to 1e-9 over a hundred steps. Over tens of thousands of steps they still part: Adagrad's first steps
-(lr 0.1 on gradients near its epsilon) amplify a last-bit difference by orders of magnitude, so from then on the two
-are runs from different starts, and their losses differ as two seeds' do. `fidelity_b1_nudged_minus_b1` measures
-that spread in the same run: rnngrad against itself from initial weights changed in their last bits.
+weights agree to 1e-9 over a hundred steps on a small model. On min-char-rnn's own settings the training is chaotic:
+Adagrad's first steps (lr 0.1 on gradients near its epsilon) amplify a last-bit difference by about ten orders of
+magnitude in tens of steps, so after a few hundred steps two runs of the port itself, one from weights changed in their
+last bits (ROUNDING_NUDGE), are as far apart as two seeds. Their losses after 1 M characters then differ as two
+seeds' do, so the losses alone cannot tell a faithful reimplementation from a slightly different algorithm. Two
+figures can: `fidelity_port_nudged_minus_port`, the port against itself at 1 M characters (the floor any
+reimplementation's difference sits on), and the lockstep figures: after LOCKSTEP_STEPS steps, while differences are
+still resolvable, the relative weight distance of rnngrad (batch 1) from the port over that of the nudged port from
+the port (`fidelity_lockstep_ratio`; below 1: rnngrad departs from the port less than a change in the last bits of
+its initial weights does).
 
 rnngrad reports the mean loss per character, min-char-rnn sums it over the window; with `loss_reduction:
 sequence_sum` rnngrad takes the gradient of that sum (averaged over its streams), as the clip bound of 5 and
@@ -44,6 +50,7 @@ CLIP = 5.0  # its elementwise bound
 EVAL_STREAMS = 16  # the validation text is read as this many parallel streams from h = 0
 TOLERANCE = 0.02  # nats/char: batch 1 is min-char-rnn's algorithm, so its loss should agree to this
 ROUNDING_NUDGE = 1e-12  # relative change of every initial weight that measures the rounding floor
+LOCKSTEP_STEPS = 20  # steps of the lockstep comparison: differences grow ~1e10-fold in this many, yet stay below 1
 
 
 class MinCharRNN:
@@ -153,21 +160,46 @@ def _train_rnngrad(model: RNN, ids: np.ndarray, batch: int, iters: int | None, s
     return done
 
 
+def nudged(port: MinCharRNN, seed: int) -> MinCharRNN:
+    """The port with every initial weight changed in its last bits (relative ROUNDING_NUDGE)."""
+    for name in ("Wxh", "Whh", "Why"):
+        weights = getattr(port, name)
+        weights *= 1.0 + ROUNDING_NUDGE * np.random.default_rng(seed + 1).standard_normal(weights.shape)
+    return port
+
+
+def relative_distance(a: RNN, b: RNN) -> float:
+    """The largest relative Frobenius distance between two models' weight matrices (biases start at 0)."""
+    return max(float(np.linalg.norm(a.params[k] - b.params[k]) / np.linalg.norm(b.params[k]))
+               for k in ("W_xh_0", "W_hh_0", "W_hy"))
+
+
+def lockstep(ids: np.ndarray, vocab_size: int, seed: int, steps: int = LOCKSTEP_STEPS) -> tuple[float, float]:
+    """(rnngrad's distance from the port, the nudged port's distance from the port) after `steps` steps of
+    each from the port's initial weights (rnngrad at batch 1)."""
+    port = MinCharRNN(ids, vocab_size, np.random.default_rng(seed))
+    twin = nudged(MinCharRNN(ids, vocab_size, np.random.default_rng(seed)), seed)
+    ours = port.as_rnn()
+    for _ in range(steps):
+        port.step()
+        twin.step()
+    _train_rnngrad(ours, ids, 1, steps, None)
+    reference = port.as_rnn()
+    return relative_distance(ours, reference), relative_distance(twin.as_rnn(), reference)
+
+
 def bench_minchar_fidelity(chars: int = 1_000_000, batch: int = 32, seed: int = 0,
                            blas_threads: int | None = 1, rounding_floor: bool = True) -> dict:
     """Validation loss (nats/char) of min-char-rnn's port after `chars` training characters, of rnngrad at batch 1
     after the same characters, and of rnngrad at `batch` streams after the port's wall-clock time; all from the
-    port's initial weights on the default corpus. With `rounding_floor`, also how far rnngrad at batch 1 lands from
-    itself when its initial weights differ in the last bits (fidelity_b1_nudged_minus_b1): the two orderings of one
-    algorithm's float sums drift apart the same way over tens of thousands of steps, so that is the floor under
-    fidelity_b1_minus_minchar."""
+    port's initial weights on the default corpus. With `rounding_floor`, also the port against itself from initial
+    weights changed in their last bits (fidelity_port_nudged_minus_port: the floor under
+    fidelity_b1_minus_minchar, see the module's docstring) and the lockstep figures."""
     td = datasets.text_data_from_string(corpus.default_corpus(), corpus.SOURCE_NAME)
     V, iters = len(td.vocab), max(1, chars // SEQ_LEN)
     with threadpool_limits(limits=blas_threads, user_api="blas"):
         port = MinCharRNN(td.ids_train, V, np.random.default_rng(seed))
-        ours_b1, ours_batched, nudged = port.as_rnn(), port.as_rnn(), port.as_rnn()
-        for p in nudged.params.values():  # the last bits only: where two float orderings of one algorithm differ
-            p *= 1.0 + ROUNDING_NUDGE * np.random.default_rng(seed + 1).standard_normal(p.shape)
+        ours_b1, ours_batched = port.as_rnn(), port.as_rnn()
         start = time.perf_counter()
         for _ in range(iters):
             port.step()
@@ -175,12 +207,21 @@ def bench_minchar_fidelity(chars: int = 1_000_000, batch: int = 32, seed: int = 
         start = time.perf_counter()
         _train_rnngrad(ours_b1, td.ids_train, 1, iters, None)
         b1_seconds = time.perf_counter() - start
+        floor = {}
         if rounding_floor:
-            _train_rnngrad(nudged, td.ids_train, 1, iters, None)
+            twin = nudged(MinCharRNN(td.ids_train, V, np.random.default_rng(seed)), seed)
+            for _ in range(iters):
+                twin.step()
+            ours_gap, twin_gap = lockstep(td.ids_train, V, seed)
+            floor = {"fidelity_port_nudged_minus_port": loss_per_char(twin.as_rnn(), td.ids_val)
+                     - loss_per_char(port.as_rnn(), td.ids_val),
+                     "fidelity_lockstep_steps": LOCKSTEP_STEPS,
+                     "fidelity_lockstep_b1_from_port": ours_gap,
+                     "fidelity_lockstep_nudged_port_from_port": twin_gap,
+                     "fidelity_lockstep_ratio": ours_gap / twin_gap}
         batched_steps = _train_rnngrad(ours_batched, td.ids_train, batch, None, port_seconds)
     minchar = loss_per_char(port.as_rnn(), td.ids_val)
     b1, batched = loss_per_char(ours_b1, td.ids_val), loss_per_char(ours_batched, td.ids_val)
-    floor = {"fidelity_b1_nudged_minus_b1": loss_per_char(nudged, td.ids_val) - b1} if rounding_floor else {}
     return {
         "fidelity_chars": iters * SEQ_LEN,
         "fidelity_minchar_val_loss": minchar,
