@@ -315,3 +315,23 @@ def test_the_cluster_benchmark_reports_local_1_against_local_2(tmp_path):
     assert fig["cluster_cells"] == 4
     assert fig["cluster_speedup"] == pytest.approx(fig["cluster_seconds_local_1"] / fig["cluster_seconds_local_2"])
     assert fig["cluster_start_seconds_local_2"] > 0
+
+
+def test_a_servers_cpu_seconds_add_up_its_process_tree():
+    """The bench's server_cpu_s_per_cell: CPU of the server's leader and its children (uvicorn runs as one)."""
+    import subprocess
+    import sys
+    import time
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\ntime.sleep(30)"
+    leader = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, "
+                               f"'-c', {burn!r}])"], start_new_session=True)
+    try:
+        server = services.Server("http://127.0.0.1:1", leader.pid)
+        deadline = time.monotonic() + 20
+        while server.cpu_seconds() < 0.4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert 0.4 <= server.cpu_seconds() < 5  # the child's 0.4 s (and the two interpreters' start-up)
+    finally:
+        services.stop_group(leader)
+    assert services.Server("http://127.0.0.1:1", leader.pid).cpu_seconds() == 0.0  # gone: nothing to add

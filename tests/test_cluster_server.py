@@ -37,8 +37,8 @@ def server(tmp_path_factory):
             pytest.fail(services.INSTALL_HINT)
         pytest.skip(services.INSTALL_HINT)
     with services.postgres() as database:
-        with services.mlflow_server(database, tmp_path_factory.mktemp("mlflow-server")) as url:
-            yield url
+        with services.mlflow_server(database, tmp_path_factory.mktemp("mlflow-server")) as server:
+            yield server.url
 
 
 def _python_path() -> str:

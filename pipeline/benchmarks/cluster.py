@@ -56,27 +56,37 @@ def bench_cluster_scaling(spec_path: str | Path = DEFAULT_SPEC, profile: str = "
 def bench_driver_logging(spec_path: str | Path = DEFAULT_SPEC, profile: str = "quick",
                          data_dir: str | Path = ROOT / "data", server_workers: int = 2) -> dict:
     """driver_log_cells_per_s (the sweep's logging threads) and driver_log_cells_per_s_1_thread, against an
-    `mlflow server --workers server_workers` on a local PostgreSQL; driver_log_cells is the sweep's cell count."""
+    `mlflow server --workers server_workers` on a local PostgreSQL; driver_log_cells is the sweep's cell count.
+
+    Where the time goes, for the capacity model of docs/cluster.md: the CPU seconds per cell of the driver process
+    (its logging, and the copying that stands in for the workers' computation) and of the server's processes, with
+    the logging threads. cells/s per CPU second is how many cells one core of each sustains; on a machine where
+    driver, server and PostgreSQL share few cores, the server's share sets the measured rate."""
     from ..run.runner import execute_run
     from . import services
 
     spec = load_spec(spec_path, profile)
-    figures = {"driver_log_cells": len(spec.cells), "driver_log_threads": sweep.SERVER_LOG_THREADS}
+    cells = len(spec.cells)
+    figures = {"driver_log_cells": cells, "driver_log_threads": sweep.SERVER_LOG_THREADS}
     with tempfile.TemporaryDirectory(prefix="rnngrad-bench-") as tmp:
         template = Path(tmp) / "template"
         execute_run(spec.cells[0], Path(data_dir), template)
         with services.postgres() as database, services.mlflow_server(database, Path(tmp) / "server",
-                                                                      workers=server_workers) as url:
-            store = tracking.open_store(tmp, tracking_uri=url)
+                                                                      workers=server_workers) as server:
+            store = tracking.open_store(tmp, tracking_uri=server.url)
             for threads, key in ((1, "driver_log_cells_per_s_1_thread"),
                                  (sweep.SERVER_LOG_THREADS, "driver_log_cells_per_s")):
                 results = Path(tmp) / f"results-{threads}"
                 with mock.patch.object(sweep, "SERVER_LOG_THREADS", threads), \
                         mock.patch.dict(os.environ, {TEMPLATE_ENV: str(template)}):
+                    driver_cpu, server_cpu = time.process_time(), server.cpu_seconds()
                     start = time.perf_counter()
                     sweep.run_sweep(dataclasses.replace(spec, name=f"bench{threads}"), Path(data_dir), results,
-                                    store, len(spec.cells), execute=copy_template, executor=ThreadPoolExecutor)
-                    figures[key] = len(spec.cells) / (time.perf_counter() - start)
+                                    store, cells, execute=copy_template, executor=ThreadPoolExecutor)
+                    figures[key] = cells / (time.perf_counter() - start)
+                    driver_cpu, server_cpu = time.process_time() - driver_cpu, server.cpu_seconds() - server_cpu
+            figures |= {"driver_cpu_s_per_cell": driver_cpu / cells, "server_cpu_s_per_cell": server_cpu / cells,
+                        "driver_cells_per_cpu_s": cells / driver_cpu, "server_cells_per_cpu_s": cells / server_cpu}
     return figures
 
 

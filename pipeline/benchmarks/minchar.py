@@ -213,8 +213,8 @@ def bench_minchar_fidelity(chars: int = 1_000_000, batch: int = 32, seed: int = 
             for _ in range(iters):
                 twin.step()
             ours_gap, twin_gap = lockstep(td.ids_train, V, seed)
-            floor = {"fidelity_port_nudged_minus_port": loss_per_char(twin.as_rnn(), td.ids_val)
-                     - loss_per_char(port.as_rnn(), td.ids_val),
+            port_floor = loss_per_char(twin.as_rnn(), td.ids_val) - loss_per_char(port.as_rnn(), td.ids_val)
+            floor = {"fidelity_port_nudged_minus_port": port_floor,
                      "fidelity_lockstep_steps": LOCKSTEP_STEPS,
                      "fidelity_lockstep_b1_from_port": ours_gap,
                      "fidelity_lockstep_nudged_port_from_port": twin_gap,
@@ -236,4 +236,6 @@ def bench_minchar_fidelity(chars: int = 1_000_000, batch: int = 32, seed: int = 
         "fidelity_batch": batch,
         "fidelity_chance_loss": float(np.log(V)),
         **floor,
+        **({"fidelity_b1_within_port_floor": abs(b1 - minchar) <= abs(floor["fidelity_port_nudged_minus_port"])}
+           if floor else {}),
     }

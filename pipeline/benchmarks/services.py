@@ -15,7 +15,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+import contextlib
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -76,10 +78,32 @@ def _check(args: list[str]) -> None:
         raise RuntimeError(f"{' '.join(args)} exited {done.returncode}: {done.stderr.strip()[-500:]}")
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str  # http://127.0.0.1:PORT
+    pid: int  # the `mlflow server` process, leader of its process group (uvicorn workers, job runner)
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system) the server's processes have used so far: the leader and every descendant
+        still alive (psutil, which the cluster extra brings)."""
+        import psutil
+
+        total = 0.0
+        try:
+            leader = psutil.Process(self.pid)
+            for process in [leader, *leader.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    times = process.cpu_times()
+                    total += times.user + times.system
+        except psutil.Error:
+            pass
+        return total
+
+
 @contextmanager
-def mlflow_server(backend_uri: str, folder: Path, workers: int = 1, seconds: float = 180) -> Iterator[str]:
+def mlflow_server(backend_uri: str, folder: Path, workers: int = 1, seconds: float = 180) -> Iterator[Server]:
     """`mlflow server` on 127.0.0.1 with `backend_uri`, proxying artifacts to folder/artifacts (its log in
-    folder/server.log); yields its URL once /health answers."""
+    folder/server.log); yields it once /health answers."""
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
     mlflow_cli = Path(sys.executable).with_name("mlflow")
@@ -92,7 +116,7 @@ def mlflow_server(backend_uri: str, folder: Path, workers: int = 1, seconds: flo
         try:
             url = f"http://127.0.0.1:{port}"
             wait_healthy(url, proc, seconds)
-            yield url
+            yield Server(url, proc.pid)
         finally:
             stop_group(proc)
 

@@ -132,7 +132,8 @@ def bench_cmd(
     rnngrad's distance from the port over the nudged port's (below 1: closer than a last-bit change). About 6 minutes.
 
     cluster: the quick weight-norm sweep on Dask local:1 and local:2; and cells/s the sweep's driver logs to an
-    `mlflow server` on a throwaway local PostgreSQL (needs its server binaries), with 1 and with its logging threads.
+    `mlflow server` on a throwaway local PostgreSQL (needs its server binaries), with 1 and with its logging threads,
+    and the CPU seconds one cell costs the driver and the server (docs/cluster.md, "Capacity").
 
     All but minchar take about 5 minutes (profile 3); the machine should be otherwise idle for meaningful figures.
     """
