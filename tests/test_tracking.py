@@ -367,3 +367,17 @@ def test_summary_numbers_round_to_four_significant_digits():
     assert tracking.round_significant(1.903456e-9) == 1.903e-9
     assert tracking.round_significant(-123456.0) == -123500.0
     assert np.isnan(tracking.round_significant(float("nan"))) and tracking.round_significant(0.0) == 0.0
+
+
+def test_modules_mlflow_probes_on_every_request_fail_at_once_when_absent_and_stay_when_installed(monkeypatch):
+    import sys
+
+    monkeypatch.delitem(sys.modules, "rnngrad_no_such_module", raising=False)
+    monkeypatch.delitem(sys.modules, "json", raising=False)  # installed: imported again as usual, never blocked
+    tracking._skip_absent_modules(("rnngrad_no_such_module", "json"))
+    assert sys.modules["rnngrad_no_such_module"] is None and "json" not in sys.modules
+    with pytest.raises(ImportError):
+        import rnngrad_no_such_module  # noqa: F401
+    import json  # noqa: F401
+
+    monkeypatch.delitem(sys.modules, "rnngrad_no_such_module")
