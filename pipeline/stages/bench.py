@@ -129,7 +129,7 @@ def bench_cmd(
     faithful port of min-char-rnn.py after 1 M training characters and of the port from last-bit-nudged weights
     (how far the algorithm lands from itself: its training is chaotic), of rnngrad with consecutive windows at batch
     1 after the same characters, and at batch 32 after the port's wall-clock time; and, after 20 steps in lockstep,
-    rnngrad's distance from the port over the nudged port's (below 1: closer than a last-bit change). About 6 minutes.
+    rnngrad's distance from the port over the nudged port's (below 1: closer than a last-bit change). About 3 minutes.
 
     cluster: the quick weight-norm sweep on Dask local:1 and local:2; and cells/s the sweep's driver logs to an
     `mlflow server` on a throwaway local PostgreSQL (needs its server binaries), with 1 and with its logging threads,
