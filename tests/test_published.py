@@ -77,13 +77,13 @@ def expected(task: str, arm: str, T_range: tuple[int, int]) -> str:
     name = studies.REMEDY_ARMS[arm]
     ran = [T for T in TS if T_range[0] <= T <= T_range[1]]
     if not ran:
-        return f"{name}: not run at this length (T here: {', '.join(map(str, TS))})"
+        return f"{name}: not run at this length (T here: {' and '.join(map(str, TS))})"
     T = max(ran)
     learned, accurate = PLANTED[(task, arm)][1][T]
     (ll, lh), (al, ah) = wilson(learned, SEEDS), wilson(accurate, SEEDS)
     mean = float(np.mean([accuracy(s, accurate) for s in range(SEEDS)]))
     f = format_metric
-    return (f"{name}, T = {T}: learned {learned} of {SEEDS} (95% CI {f(ll)}–{f(lh)}); at ≥ 99% accuracy "
+    return (f"{name} (T = {T}): learned {learned} of {SEEDS} (95% CI {f(ll)}–{f(lh)}); at ≥ 99% accuracy "
             f"{accurate} of {SEEDS} (95% CI {f(al)}–{f(ah)}); mean accuracy {f(mean)} "
             f"(chance {f(fx.CHANCE_ACCURACY[task])})")
 

@@ -62,19 +62,22 @@ PUBLISHED = (
               "of 20 trials", ("lstm",), (100, 100)),
 )
 
-# The protocols as published, one line per aspect a reader needs before comparing: (aspect, what the papers did).
-# The remedies section follows each with this study's own setting, read from its results.
+# The protocols as published, one line per aspect a reader needs before comparing: (aspect, what the papers did),
+# citing by short name (the table above them gives the full citations). The remedies section follows each line
+# with this study's own setting, read from its results.
+PASCANU, CODE, HS = "Pascanu et al. 2013", "their code (RNN.py)", "Hochreiter & Schmidhuber 1997"
 PROTOCOLS = (
-    ("success", f"{PASCANU_411}: a run succeeds when under 1% of 10,000 fresh sequences are misclassified (their "
-                f"code, {PASCANU_CODE}, stops only at 0 errors); {PASCANU_412}: an adding sequence is wrong when its "
-                f"squared error exceeds 0.04; {HS_TABLE_7}: a sequence is correct when |error| < 0.04, and results "
-                f"are mean counts of wrong test sequences, not success rates"),
-    ("budget", f"{PASCANU_411}: at most 5,000,000 updates of 20 sequences (100 million sequences); {HS_TABLE_7}: "
-               f"74,000 to 853,000 training sequences (means), until the training error is below 0.01 and the last "
-               f"2000 sequences were right"),
-    ("size", f"{PASCANU_411}: 50 hidden units; {HS_TABLE_7}: 2 memory blocks of 2 cells, 93 weights in all"),
-    ("optimiser", f"{PASCANU_411}: SGD, learning rate 0.01, no momentum, clipping at norm 1, Ω weight 4 (weight 2 "
-                  f"in {PASCANU_CODE}); {HS_TABLE_7}: learning rate 0.5"),
-    ("seeds", f"{PASCANU_411}: 5 runs per point (rates in steps of 20%); {HS_TABLE_7}: 10 trials per T"),
-    ("lengths", f"{PASCANU_CODE}: each minibatch's length drawn from 50–200; {HS_TABLE_7}: lengths T to T + T/10"),
+    ("success", f"{PASCANU} (§4.1.1): a run succeeds when under 1% of 10,000 fresh sequences are misclassified, "
+                f"and {CODE} stops only at 0 errors; (§4.1.2): an adding sequence is wrong when its squared error "
+                f"exceeds 0.04. {HS} (Table 7): a sequence is correct when |error| < 0.04, and the results are mean "
+                f"counts of wrong test sequences, not success rates"),
+    ("budget", f"{PASCANU} (§4.1.1): at most 5,000,000 updates of 20 sequences (100 million sequences). {HS} "
+               f"(Table 7): 74,000 to 853,000 training sequences (means), until the training error is below 0.01 "
+               f"and the last 2000 sequences were right"),
+    ("size", f"{PASCANU} (§4.1.1): 50 hidden units. {HS} (Table 7): 2 memory blocks of 2 cells, 93 weights in all"),
+    ("optimiser", f"{PASCANU} (§4.1.1): SGD, learning rate 0.01, no momentum, clipping at norm 1, Ω weight 4 "
+                  f"(weight 2 in {CODE}). {HS} (Table 7): learning rate 0.5"),
+    ("seeds", f"{PASCANU} (§4.1.1): 5 runs per point (rates in steps of 20%). {HS} (Table 7): 10 trials per T"),
+    ("lengths", f"{PASCANU}, {CODE}: each minibatch's length drawn from 50–200. {HS} (Table 7): lengths T to "
+                f"T + T/10"),
 )

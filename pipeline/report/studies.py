@@ -353,16 +353,17 @@ def remedies_summary(d: SpecRuns) -> SpecSummary:
                      if "n_params" in rows else None,
                      **{s: finite_median(pd.to_numeric(rows[s], errors="coerce")) if s in rows else None
                         for s in ("slope_init", "slope_final", "slope_cell_init", "slope_cell_final")}}
-    return SpecSummary({"remedies": table}, head, {"protocol": remedies_protocol(d.runs, table)})
+    return SpecSummary({"remedies": table}, head, {"protocol": remedies_protocol(d.runs, arms, table)})
 
 
 PROTOCOL_FIELDS = ("iters", "batch", "hidden", "optimizer", "lr", "clip_threshold", "omega", "val_size", "seq_len")
 
 
-def remedies_protocol(runs: pd.DataFrame, table: pd.DataFrame) -> dict:
+def remedies_protocol(runs: pd.DataFrame, arms: pd.Series, table: pd.DataFrame) -> dict:
     """This study's side of the protocol comparison, from its runs: each PROTOCOL_FIELDS field's distinct values
-    (omega: the non-zero ones; clip_threshold: of the clipped runs), the sequences each run trained on (iters x
-    batch), and the fewest and most scored runs per task, arm and T."""
+    (omega: the non-zero ones; clip_threshold: of the clipped runs; lr: of the arms but the IRNN, whose own are
+    lr_irnn), the sequences each run trained on (iters x batch), and the fewest and most scored runs per task, arm
+    and T."""
     def values(column: str, rows: pd.DataFrame = runs) -> list:
         if column not in rows:
             return []
@@ -372,6 +373,7 @@ def remedies_protocol(runs: pd.DataFrame, table: pd.DataFrame) -> dict:
 
     out = {f: values(f) for f in PROTOCOL_FIELDS}
     out["omega"] = [w for w in out["omega"] if w > 0]
+    out["lr"], out["lr_irnn"] = values("lr", runs[arms != "irnn"]), values("lr", runs[arms == "irnn"])
     if "clip_mode" in runs:
         out["clip_threshold"] = values("clip_threshold", runs[runs["clip_mode"].astype(str) != "none"])
     if {"iters", "batch"} <= set(runs.columns):
@@ -417,7 +419,9 @@ def spans(values: list) -> str:
     if len(shown) == 1:
         return str(shown[0])
     numeric_values = all(isinstance(v, (int, float)) for v in values)
-    return f"{shown[0]}–{shown[-1]}" if numeric_values and len(values) > 2 else ", ".join(map(str, shown))
+    if numeric_values and len(values) > 2:
+        return f"{shown[0]}–{shown[-1]}"
+    return ", ".join(map(str, shown[:-1])) + " and " + str(shown[-1])
 
 
 def study_result(rows: pd.DataFrame, arm: str, T_range: tuple[int, int]) -> str:
@@ -430,9 +434,10 @@ def study_result(rows: pd.DataFrame, arm: str, T_range: tuple[int, int]) -> str:
     a = a[(T >= T_range[0]) & (T <= T_range[1])]
     if a.empty:
         ran = pd.to_numeric(rows["T"], errors="coerce").dropna()
-        return f"{name}: not run at this length (T here: {spans(sorted(set(ran.astype(int))))})"
+        return f"{name}: not run at this length (T here: {spans(sorted(set(ran.astype(int))))})" if len(ran) \
+            else f"{name}: this task not run"
     r = a.loc[pd.to_numeric(a["T"], errors="coerce").idxmax()]
-    parts = [f"{name}, T = ", cell(int(r["T"])), ": learned ", cell(int(r["n_learned"])), " of ",
+    parts = [f"{name} (T = ", cell(int(r["T"])), "): learned ", cell(int(r["n_learned"])), " of ",
                            cell(int(r["n_scored"])), " (95% CI ", cell(r["success_rate_low"]), "–",
                            cell(r["success_rate_high"]), ")"]
     if "n_accurate" in r:
@@ -467,9 +472,10 @@ def published_blocks(report: dict, tables: Tables) -> list[Table | Bullets | Par
                    spans(ours.get("sequences", [])), " sequences per run"],
         "size": [spans(ours.get("hidden", [])), " hidden units in every arm (the parameter counts are in the arm "
                  "table above)"],
-        "optimiser": [spans(ours.get("optimizer", [])), " for every arm, learning rate ", spans(ours.get("lr", [])),
-                      " (the IRNN's the smaller), clipping at norm ", spans(ours.get("clip_threshold", [])),
-                      " but in the unclipped arm, Ω weight ", spans(ours.get("omega", []))],
+        "optimiser": [spans(ours.get("optimizer", [])), " for every arm, learning rate ", spans(ours.get("lr", []))]
+        + ([" (the IRNN's ", spans(ours["lr_irnn"]), ")"] if ours.get("lr_irnn") else [])
+        + [", clipping at norm ", spans(ours.get("clip_threshold", [])), " (none in the unclipped arm), Ω weight ",
+           spans(ours.get("omega", []))],
         "seeds": [" to ".join(map(str, ours.get("seeds", []))) or "–", " runs per arm and T"],
         "lengths": ["one fixed T per run: ", spans(ours.get("seq_len", []))],
     }
