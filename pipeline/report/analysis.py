@@ -31,7 +31,7 @@ HISTORY_COLUMNS = ("iter", "loss")
 RESULT_COLUMNS = ("run_id", "config_hash", "outcome")
 # The layout of analysis.json: raised whenever its keys change, so that `report` refuses one an older `analyze`
 # wrote instead of printing n/a for what it lacks
-ANALYSIS_FORMAT = 3
+ANALYSIS_FORMAT = 4
 REPORT_VIOLATIONS = 1000  # violations carried into analysis.json (all of them go to tables/violations.csv)
 TABLES = ("runs", "violations", "nonfinite", "missing", "decay", "tightness", "regimes", "heatmaps",
           "prediction", "gaps", "edge_of_chaos", "spectra", "gradient_spikes", "gradient_by_k",
