@@ -446,6 +446,11 @@ def study_result(rows: pd.DataFrame, arm: str, T_range: tuple[int, int]) -> str:
     return "".join(map(str, parts + ["; mean accuracy ", cell(r["accuracy"]), " (chance ", cell(r["chance"]), ")"]))
 
 
+# This study's tasks as the protocol list states them (docs/math.md, sections 11.1 and 11.2; engine/tasks.py)
+OWN_TASKS = ("adding's values from U[−1, 1] and Hochreiter & Schmidhuber's target, the first marker in the first half "
+             "and the second in the second half; temporal order's symbols where Pascanu et al.'s code puts them")
+
+
 def published_blocks(report: dict, tables: Tables) -> list[Table | Bullets | Paragraph]:
     """The published results (papers.PUBLISHED) each beside this study's counterpart from the results being
     reported, then the protocol differences: the papers' settings (papers.PROTOCOLS) and this study's."""
@@ -478,6 +483,7 @@ def published_blocks(report: dict, tables: Tables) -> list[Table | Bullets | Par
            spans(ours.get("omega", []))],
         "seeds": [" to ".join(map(str, ours.get("seeds", []))) or "–", " runs per arm and T"],
         "lengths": ["one fixed T per run: ", spans(ours.get("seq_len", []))],
+        "tasks": [OWN_TASKS],
     }
     items = [[f"{aspect}: {theirs}. This study: "] + mine.get(aspect, ["–"]) + ["."]
              for aspect, theirs in papers.PROTOCOLS]
