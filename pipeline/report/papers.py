@@ -80,7 +80,7 @@ PROTOCOLS = (
     ("seeds", f"{PASCANU} (§4.1.1): 5 runs per point (rates in steps of 20%). {HS} (Table 7): 10 trials per T"),
     ("lengths", f"{PASCANU}, {CODE}: each minibatch's length drawn from 50–200. {HS} (Table 7): lengths T to "
                 f"T + T/10"),
-    ("tasks", f"{PASCANU}, {CODE} (addition.py, tempOrder.py): adding's values drawn from U[0, 1], target "
+    ("tasks", f"{PASCANU}, their code (addition.py, tempOrder.py): adding's values drawn from U[0, 1], target "
               f"(x1 + x2)/2, the first marker in the first 10% of the sequence and the second in [10%, 50%); "
               f"temporal order's two symbols in [10%, 20%) and [50%, 60%) of it. {HS} (§5.4): adding's values from "
               f"U[−1, 1], target 0.5 + (X1 + X2)/4, the first marker on one of the first 10 steps and the second on "
