@@ -13,8 +13,9 @@ Task outcomes (accuracy, losses, learning, BPTT signal) follow simple stated for
 summaries; so does the spot check (probe/spot_checks.parquet): its pairs are (k+1, k) and (T, k) for k = 0 and
 T // 2, and its finite-difference value is the measured one plus SPOT_OFFSET * (t - k).
 
+A text run's validation losses over training (series.parquet) follow a stated formula too (val_losses).
 Layout follows docs/internals.md: results/<spec>/runs/<config_hash>/{config,summary}.json, history.csv,
-samples.json (text), probe/jacobian.parquet, probe/signal.parquet, probe/spot_checks.parquet; results/<spec>.parquet
+samples.json and series.parquet (text), probe/jacobian.parquet, probe/signal.parquet, probe/spot_checks.parquet; results/<spec>.parquet
 has one row per run.
 """
 
@@ -196,6 +197,22 @@ def history(cfg: dict, outcome: str, diverged_at: int | None) -> pd.DataFrame:
                          "w_norm": cfg["gamma_w"] + 0 * it, "spectral_radius": cfg["gamma_w"] + 0 * it})
 
 
+def val_losses(cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Stated formula for a text run's validation passes: at every eval_every-th iteration and the last, the loss
+    falls from chance to the final validation loss as exp(-iter / 20)."""
+    at = np.unique(np.append(np.arange(0, cfg["iters"], cfg["eval_every"]), cfg["iters"]))
+    end, chance = validation_loss(cfg), CHANCE_LOSS[cfg["task"]]
+    return at, end + (chance - end) * np.exp(-at / 20)
+
+
+def series_rows(cfg: dict) -> pd.DataFrame:
+    """series.parquet of a text run: its validation losses (val_losses) as by_iter/val_loss, beside a training
+    loss series that a reader of the validation curve must skip."""
+    at, val = val_losses(cfg)
+    return pd.DataFrame({"key": ["by_iter/val_loss"] * len(at) + ["by_iter/train_loss"] * len(at),
+                         "step": np.concatenate([at, at]), "value": np.concatenate([val, val + 1.0])})
+
+
 def signal_rows(cfg: dict, whens: tuple[str, ...]) -> pd.DataFrame:
     """Stated formula: log10 ||dE/dh^l_k|| = -0.05 (T - k) - 0.5 (L - 1 - l)."""
     T, L = cfg["probe_len"], cfg["layers"]
@@ -298,6 +315,7 @@ def write_run(results_dir: Path, run: FakeRun, index: int) -> dict:
     spectra.to_parquet(folder / "probe" / "spectra.parquet", index=False)
     gradient_rows(cfg).to_parquet(folder / "probe" / "gradients.parquet", index=False)
     if cfg["task"] == "text":
+        series_rows(cfg).to_parquet(folder / "series.parquet", index=False)
         samples = [{"iter": i, "text": f"sample at {i}: the quick brown fox"[: 10 + i // 5]} for i in (0, 50, 99)]
         (folder / "samples.json").write_text(json.dumps(samples))
     row |= {k: v for k, v in summary.items() if k not in row and k != "layers"}

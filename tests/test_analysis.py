@@ -324,7 +324,7 @@ def test_spec_headlines_follow_the_fixture_formulas(study, tmp_path):
     depth = spec["depth"]["headline"]  # log10 signal drops 0.5 per layer below the top
     assert depth["max_layers"] == 3 and close(depth["top_minus_bottom_decades"], 1.0)
     text = spec["text"]["headline"]
-    assert close(text["final_train_loss"], 1.5) and close(text["chance_loss"], math.log(30))
+    assert close(text["rnn"]["final_train_loss"], 1.5) and close(text["chance_loss"], math.log(30))  # per arm
     assert set(spec["activations"]["headline"]) == {"tanh", "sigmoid", "relu", "linear"}
     assert close(spec["activations"]["headline"]["linear"]["slope"], math.log(0.8))
     assert spec["mystery"]["n_runs"] == 3 and "headline" not in spec["mystery"]

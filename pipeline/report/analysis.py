@@ -31,7 +31,7 @@ HISTORY_COLUMNS = ("iter", "loss")
 RESULT_COLUMNS = ("run_id", "config_hash", "outcome")
 # The layout of analysis.json: raised whenever its keys change, so that `report` refuses one an older `analyze`
 # wrote instead of printing n/a for what it lacks
-ANALYSIS_FORMAT = 3
+ANALYSIS_FORMAT = 4
 REPORT_VIOLATIONS = 1000  # violations carried into analysis.json (all of them go to tables/violations.csv)
 TABLES = ("runs", "violations", "nonfinite", "missing", "decay", "tightness", "regimes", "heatmaps",
           "prediction", "gaps", "edge_of_chaos", "spectra", "gradient_spikes", "gradient_by_k",
@@ -95,6 +95,7 @@ class RunFiles:
     summary: dict = field(default_factory=dict)
     history: pd.DataFrame | None = None
     samples: list | None = None
+    val_curve: pd.DataFrame | None = None  # text runs: iter, val_loss (series.parquet's by_iter/val_loss)
     problems: list[tuple[str, str]] = field(default_factory=list)
 
     def read(self, name: str, columns: Iterable[str] = ()) -> Any:
@@ -117,7 +118,20 @@ def read_run_files(folder: Path, is_text: bool, failed: bool) -> RunFiles:
     if not failed:
         files.history = files.read("history.csv", HISTORY_COLUMNS)
         files.samples = files.read("samples.json") if is_text else None
+        files.val_curve = val_curve(files.read("series.parquet", SERIES_COLUMNS)) if is_text else None
     return files
+
+
+SERIES_COLUMNS = ("key", "step", "value")  # series.parquet: one row per step metric and step (runner.py)
+
+
+def val_curve(series: pd.DataFrame | None) -> pd.DataFrame | None:
+    """A run's validation loss over training (iter, val_loss) from its series.parquet; None when not read."""
+    if series is None:
+        return None
+    rows = series[series["key"] == "by_iter/val_loss"]
+    return pd.DataFrame({"iter": pd.to_numeric(rows["step"], errors="coerce").to_numpy(),
+                         "val_loss": pd.to_numeric(rows["value"], errors="coerce").to_numpy()})
 
 
 # ---- the whole analysis ------------------------------------------------------------------------------------
@@ -239,7 +253,8 @@ def spec_sections(runs: pd.DataFrame, files: dict[str, RunFiles], probes: ProbeR
         ids = sr["run_id"].tolist()
         extra[spec] = {"run_ids": ids} | spec_description(sr)
         given = studies.SpecRuns(sr, {i: files[i].history for i in ids if files[i].history is not None},
-                         {i: files[i].samples for i in ids}, signal[signal["run_id"].isin(ids)])
+                         {i: files[i].samples for i in ids}, signal[signal["run_id"].isin(ids)],
+                         {i: files[i].val_curve for i in ids if files[i].val_curve is not None})
         summary = studies.study(spec).analyse(given)
         for name, table in summary.tables.items():
             tables[name] = stacked([tables[name], table], table.columns) if name in tables else table

@@ -574,20 +574,33 @@ def draw_remedies_decay(tables: Tables) -> Drawn:
 
 
 def draw_text(tables: Tables) -> Drawn:
-    curve = table(tables, "text_curve")
+    """Each text run's validation loss against characters seen, coloured by arm (vanilla RNN, LSTM), with the chance
+    loss and the learned bar below it."""
+    curve = table(tables, "text_val_curve")
     if curve is None:
         return None
     info = run_info(tables)
+    c = curve.assign(arm=curve["arm"].astype(str).map(studies.TEXT_ARMS).fillna(curve["arm"].astype(str)),
+                     chars=pd.to_numeric(curve["chars"], errors="coerce") / 1e6)
     fig = new_figure(5.6, 3.0)
     ax = fig.subplots()
-    sns.lineplot(data=curve, x="iter", y="loss", units="run_id", estimator=None, ax=ax, lw=1)
+    order = [a for a in studies.TEXT_ARMS.values() if a in set(c["arm"])]
+    order += sorted(set(c["arm"]) - set(order))
+    sns.lineplot(data=c, x="chars", y="val_loss", hue="arm", hue_order=order, units="run_id", estimator=None, ax=ax,
+                 lw=1.2)
     chance = pd.to_numeric(info.reindex(curve["run_id"].unique()).get("chance_loss"), errors="coerce") \
         if "chance_loss" in info else pd.Series(dtype=float)
     if chance.notna().any():
-        ax.axhline(float(chance.median()), color="0.3", ls="--", label="chance (uniform over vocabulary)")
-        ax.legend(fontsize=8)
-    ax.set(xlabel="iteration", ylabel="training loss (nats/char)")
-    caption = "Text model: training loss per character over training."
+        level = float(chance.median())
+        ax.axhline(level, color="0.3", ls="--", lw=1, label="chance (unigram model)")
+        ax.axhline((1 - LEARNED_MARGIN) * level, color="0.5", ls=":", lw=1,
+                   label=f"learned below {1 - LEARNED_MARGIN:g}× chance")
+    ax.legend(fontsize=8)
+    ax.set(xlabel="characters seen (millions)", ylabel="validation loss (nats/char)")
+    caption = ("Text models: validation loss per character on the held-out end of the corpus against characters "
+               "seen in training (iteration × batch × window), one line per run, coloured by arm; dashed: chance, "
+               "the loss of the unigram model (the training characters' frequencies, no context); dotted: "
+               f"{1 - LEARNED_MARGIN:g}× chance, the bar below which a run learned.")
     return fig, caption, list(curve["run_id"].unique())
 
 

@@ -520,10 +520,13 @@ def spec_section(spec: str, metrics: dict, report: dict, tables: dict[str, pd.Da
         blocks.append(frame_table(t, {k: v for k, v in columns.items() if k in t and t[k].notna().any()}))
     blocks += study.more_tables(spec, given, tables) if study.more_tables else []
     blocks += [figures[n] for n in study.figures if n in figures]
-    for run_id, samples in given.get("samples", {}).items():
-        for s in samples:
-            blocks.append(Preformatted(f"Sample from run {run_id[:8]} at iteration {s.get('iter')}",
-                                       str(s.get("text", ""))))
+    if "shown_samples" in given:  # the study chose which samples to show, each with its heading
+        blocks += [Preformatted(str(s.get("heading", "")), str(s.get("text", ""))) for s in given["shown_samples"]]
+    else:
+        for run_id, samples in given.get("samples", {}).items():
+            for s in samples:
+                blocks.append(Preformatted(f"Sample from run {run_id[:8]} at iteration {s.get('iter')}",
+                                           str(s.get("text", ""))))
     return Section(f"spec-{spec}", f"Sweep: {spec}", blocks, given["run_ids"])
 
 

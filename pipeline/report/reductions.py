@@ -497,9 +497,24 @@ def depth_table(signal: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame,
     return s[list(DEPTH_COLUMNS)], head
 
 
-def text_headline(runs: pd.DataFrame) -> dict:
-    r = numeric(runs, ["final_train_loss", "final_val_loss", "chance_loss", "val_accuracy"])
-    return {k: finite_median(r[k]) for k in ("final_train_loss", "final_val_loss", "chance_loss", "val_accuracy")}
+def text_headline(runs: pd.DataFrame, arm: pd.Series) -> dict:
+    """The chance loss and accuracy (medians over the runs: one corpus gives one value), and per arm (a label per
+    run, given): its hidden size and parameter count (largest), median final losses and accuracy, the learned rate
+    over its scored runs, and how many ended at chance or worse."""
+    cols = ["final_train_loss", "final_val_loss", "chance_loss", "chance_accuracy", "val_accuracy", "hidden",
+            "n_params"]
+    r = numeric(runs, cols)
+    head: dict[str, Any] = {"chance_loss": finite_median(r["chance_loss"]),
+                            "chance_accuracy": finite_median(r["chance_accuracy"])}
+    for key in dict.fromkeys(arm.astype(str)):
+        a = r[arm.astype(str) == key]
+        scored, v = scored_runs(a), a["verdict"]
+        head[key] = {"n_runs": len(a), "hidden": a["hidden"].max(), "n_params": a["n_params"].max(),
+                     **{k: finite_median(a[k]) for k in ("final_train_loss", "final_val_loss", "val_accuracy")},
+                     "learned": rate(int((v[scored] == "learned").sum()), int(scored.sum())),
+                     "n_at_chance": int((v == "at chance").sum()),
+                     "n_worse_than_chance": int((v == "worse than chance").sum())}
+    return head
 
 
 OUTCOME_COLUMNS = ("outcome", "verdict", "final_val_loss", "val_accuracy", "chance_loss", "chance_accuracy")
@@ -525,16 +540,22 @@ def curve_rows(history: pd.DataFrame, points: int = CURVE_POINTS) -> pd.DataFram
 ARM_SLOPES = ("slope_init", "slope_final", "slope_cell_init", "slope_cell_final")  # medians an arm table shows
 
 
-def arm_table(runs: pd.DataFrame, arm: pd.Series) -> pd.DataFrame:
+def arm_table(runs: pd.DataFrame, arm: pd.Series, accurate_at: float | None = None) -> pd.DataFrame:
     """Per task, arm (a label per run, given) and T: how many runs learned, with the Wilson interval of the rate,
     the mean accuracy beside its chance baseline, the parameter count (the arm's largest, with its smallest as a
     check that the arm is one size), and the median fitted decay slopes (nats per step; the cell-state ones NaN
-    but for an LSTM)."""
+    but for an LSTM). Given `accurate_at`, also how many scored runs reached that validation accuracy
+    (n_accurate, with its rate and Wilson interval as accurate_rate*)."""
     r = numeric(runs, ["seq_len", "val_accuracy", "chance_accuracy", "n_params", *ARM_SLOPES]).assign(
         arm=arm.astype(str), scored=scored_runs(runs), diverged=runs["outcome"] == "diverged")
+    extra = {}
+    if accurate_at is not None:
+        r["accurate"] = r["scored"] & (r["val_accuracy"] >= accurate_at)
+        extra["n_accurate"] = ("accurate", "sum")
     table = grouped(r.rename(columns={"seq_len": "T"}), ["task", "arm", "T"],
                     n_learned=("learned", "sum"), n_scored=("scored", "sum"), n_diverged=("diverged", "sum"),
                     accuracy=("val_accuracy", "mean"), chance=("chance_accuracy", "mean"),
                     n_params=("n_params", "max"), n_params_min=("n_params", "min"),
-                    **{s: (s, finite_median) for s in ARM_SLOPES})
-    return with_rate(table, "success_rate", "n_learned", "n_scored")
+                    **{s: (s, finite_median) for s in ARM_SLOPES}, **extra)
+    table = with_rate(table, "success_rate", "n_learned", "n_scored")
+    return with_rate(table, "accurate_rate", "n_accurate", "n_scored") if accurate_at is not None else table

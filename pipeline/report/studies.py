@@ -14,8 +14,10 @@ from typing import Callable
 
 import pandas as pd
 
+from ..engine.tasks import ADDING_TOLERANCE
 from ..run.verdicts import LEARNED_MARGIN
-from .document import Bullets, Inline, Metric, RunRef, Table, cell, frame_table, joined
+from . import papers
+from .document import Bullets, Inline, Metric, Paragraph, RunRef, Table, cell, frame_table, joined
 from .reductions import (
     activation_table, arm_table, clip_table, curve_rows, depth_table, finite_median, outcome_table, rate, stacked,
     success_table, text_headline, weight_norm_table,
@@ -32,6 +34,8 @@ class SpecRuns:
     histories: dict[str, pd.DataFrame]  # run_id -> history.csv, for the runs with a readable one, in run order
     samples: dict[str, list | None]  # run_id -> samples.json for every run (None: not read, or unreadable)
     signal: pd.DataFrame  # SIGNAL_COLUMNS + run_id of the spec's runs (empty unless the study keeps_signal)
+    val_curves: dict[str, pd.DataFrame] = field(default_factory=dict)  # run_id -> iter, val_loss (text runs with a
+    # readable series.parquet)
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,8 @@ class Study:
     headline: Callable[[str, dict], list[Inline]] | None = None  # the headline sentence's tail, from the metrics
     # key of the headline ("specs.<name>.headline") and the headline dict itself (for its keys)
     table: tuple[str, dict[str, str]] | None = None  # the section's main table: name in tables/, column -> heading
-    more_tables: Callable[[str, dict, Tables], list[Table | Bullets]] | None = None  # (spec, analysis.json
-    # specs.<spec>, tables) -> further tables (or bullets) of the section, after the main one
+    more_tables: Callable[[str, dict, Tables], list[Table | Bullets | Paragraph]] | None = None  # (spec,
+    # analysis.json specs.<spec>, tables) -> further tables (or bullets, paragraphs) of the section, after the main one
     finding: Callable[[str, dict], list[Inline] | None] | None = None  # the report's opening finding about the
     # spec (after its name), from the headline's key and dict; None: the headline's numbers do not allow one
     figures: tuple[str, ...] = ()  # names of figures.draw_figures' figures shown in the section
@@ -231,15 +235,80 @@ def depth_layers(spec: str, report: dict, tables: Tables) -> list[Table]:
                         f"Initial model, {over} (layer 0 reads the input)")]
 
 
+# ---- text: a vanilla RNN and an LSTM of about its parameter count -------------------------------------------------
+
+# cell_type -> what the report calls the text spec's arm, in report order
+TEXT_ARMS = {"rnn": "vanilla RNN", "lstm": "LSTM"}
+
+
+def text_arm(runs: pd.DataFrame) -> pd.Series:
+    """Each run's text arm (a TEXT_ARMS key): its cell_type, rnn when the results predate the field."""
+    cell_type = runs["cell_type"] if "cell_type" in runs else pd.Series("rnn", index=runs.index)
+    return cell_type.fillna("rnn").astype(str)
+
+
 def text_summary(d: SpecRuns) -> SpecSummary:
-    return SpecSummary({"text_curve": curves(d)}, text_headline(d.runs),
-                   {"samples": {rid: s or [] for rid, s in d.samples.items()}})
+    """The training-loss curves, each run's validation loss against characters seen, the headline per arm, and
+    per arm the last sample of its first run (the section shows those; analysis.json keeps every sample)."""
+    arms = text_arm(d.runs)
+    info = d.runs.assign(arm=arms).set_index("run_id")
+    per_char = pd.to_numeric(info["batch"], errors="coerce") * pd.to_numeric(info["seq_len"], errors="coerce") \
+        if {"batch", "seq_len"} <= set(info.columns) else pd.Series(float("nan"), index=info.index)
+    val = stacked([c.assign(run_id=rid, arm=info.at[rid, "arm"], seed=info.at[rid, "seed"],
+                            chars=c["iter"] * per_char.get(rid, float("nan")))
+                   for rid, c in d.val_curves.items() if len(c)],
+                  ["run_id", "arm", "seed", "iter", "chars", "val_loss"])
+    shown = []
+    for key, name in TEXT_ARMS.items():
+        first = next((rid for rid, a in zip(d.runs["run_id"], arms) if a == key and d.samples.get(rid)), None)
+        if first is not None:
+            last = d.samples[first][-1]
+            shown.append({"arm": key, "run_id": first, "iter": last.get("iter"),
+                          "heading": f"{name} (seed {info.at[first, 'seed']}): its last sample, at iteration "
+                                     f"{last.get('iter')}",
+                          "text": str(last.get("text", ""))})
+    head = text_headline(d.runs, arms)
+    counts = {k: {"learned_k": v["learned"]["k"], "learned_n": v["learned"]["n"]} for k, v in head.items()
+              if k in TEXT_ARMS}
+    return SpecSummary({"text_curve": curves(d), "text_val_curve": val}, head,
+                       {"samples": {rid: s or [] for rid, s in d.samples.items()}, "shown_samples": shown,
+                        "text_arms": counts})
 
 
 def text_headline_parts(h: str, head: dict) -> list[Inline]:
-    return ["final training loss ", Metric(f"{h}.final_train_loss"), ", validation loss ",
-            Metric(f"{h}.final_val_loss"), " nats/char (chance ", Metric(f"{h}.chance_loss"),
-            "), validation accuracy ", Metric(f"{h}.val_accuracy")]
+    return joined([[f"{name} (hidden ", Metric(f"{h}.{key}.hidden"), ", ", Metric(f"{h}.{key}.n_params"),
+                    " parameters): final training loss ", Metric(f"{h}.{key}.final_train_loss"), ", validation loss ",
+                    Metric(f"{h}.{key}.final_val_loss"), " nats/char (chance ", Metric(f"{h}.chance_loss"),
+                    "), validation accuracy ", Metric(f"{h}.{key}.val_accuracy"), " (chance ",
+                    Metric(f"{h}.chance_accuracy"), ")"]
+                   for key, name in TEXT_ARMS.items() if isinstance(head.get(key), dict)])
+
+
+def text_blocks(spec: str, report: dict, tables: Tables) -> list[Bullets]:
+    """One sentence per arm: whether its runs learned (final validation loss below (1 - LEARNED_MARGIN) x chance),
+    with n and the Wilson interval, and its median loss against chance; said plainly when at chance."""
+    h = f"specs.{spec}.headline"
+    heads = report.get("text_arms", {})
+    items = []
+    for key, name in TEXT_ARMS.items():
+        arm = heads.get(key)
+        if not isinstance(arm, dict):
+            continue
+        k, n, learned = arm.get("learned_k"), arm.get("learned_n"), f"{h}.{key}.learned"
+        sentence: list[Inline] = [f"{name}: "] + count_parts(f"{learned}.k", f"{learned}.n", k, n, "seeds")
+        sentence += [" learned"] + interval_parts(learned)
+        not_learned: list[Inline] = [Metric(f"{h}.{key}.n_at_chance"), " ended at chance and ",
+                                     Metric(f"{h}.{key}.n_worse_than_chance"), " worse than chance"]
+        if k:
+            sentence += [": the median final validation loss, ", Metric(f"{h}.{key}.final_val_loss"),
+                         " nats/char, is below ", f"{1 - LEARNED_MARGIN:g}", " × the chance ",
+                         Metric(f"{h}.chance_loss"), " nats/char of the unigram model"]
+            sentence += (["; "] + not_learned) if n and k < n else []
+        else:
+            sentence += [": "] + not_learned + [" (median final validation loss ", Metric(f"{h}.{key}.final_val_loss"),
+                                                " nats/char; chance ", Metric(f"{h}.chance_loss"), ")"]
+        items.append(sentence + ["."])
+    return [Bullets(items)] if items else []
 
 
 # ---- remedies: one arm per remedy ------------------------------------------------------------------------------
@@ -269,7 +338,7 @@ def remedies_summary(d: SpecRuns) -> SpecSummary:
     numbers its sentence quotes: the learned rate at the longest T (the tasks together), its largest parameter
     count, and the median slopes before and after training."""
     arms = pd.Series([remedy_arm(r) for r in d.runs.to_dict("records")], index=d.runs.index, dtype=object)
-    table = arm_table(d.runs, arms)
+    table = arm_table(d.runs, arms, accurate_at=papers.PAPER_ACCURACY)
     table["arm_name"] = table["arm"].map(REMEDY_ARMS)
     longest = pd.to_numeric(d.runs["seq_len"], errors="coerce").max()
     head = {}
@@ -284,7 +353,35 @@ def remedies_summary(d: SpecRuns) -> SpecSummary:
                      if "n_params" in rows else None,
                      **{s: finite_median(pd.to_numeric(rows[s], errors="coerce")) if s in rows else None
                         for s in ("slope_init", "slope_final", "slope_cell_init", "slope_cell_final")}}
-    return SpecSummary({"remedies": table}, head)
+    return SpecSummary({"remedies": table}, head, {"protocol": remedies_protocol(d.runs, arms, table)})
+
+
+PROTOCOL_FIELDS = ("iters", "batch", "hidden", "optimizer", "lr", "clip_threshold", "omega", "val_size", "seq_len")
+
+
+def remedies_protocol(runs: pd.DataFrame, arms: pd.Series, table: pd.DataFrame) -> dict:
+    """This study's side of the protocol comparison, from its runs: each PROTOCOL_FIELDS field's distinct values
+    (omega: the non-zero ones; clip_threshold: of the clipped runs; lr: of the arms but the IRNN, whose own are
+    lr_irnn), the sequences each run trained on (iters x batch), and the fewest and most scored runs per task, arm
+    and T."""
+    def values(column: str, rows: pd.DataFrame = runs) -> list:
+        if column not in rows:
+            return []
+        v = rows[column].dropna()
+        v = pd.to_numeric(v, errors="coerce").dropna() if column != "optimizer" else v.astype(str)
+        return sorted({x.item() if hasattr(x, "item") else x for x in v})
+
+    out = {f: values(f) for f in PROTOCOL_FIELDS}
+    out["omega"] = [w for w in out["omega"] if w > 0]
+    out["lr"], out["lr_irnn"] = values("lr", runs[arms != "irnn"]), values("lr", runs[arms == "irnn"])
+    if "clip_mode" in runs:
+        out["clip_threshold"] = values("clip_threshold", runs[runs["clip_mode"].astype(str) != "none"])
+    if {"iters", "batch"} <= set(runs.columns):
+        seen = pd.to_numeric(runs["iters"], errors="coerce") * pd.to_numeric(runs["batch"], errors="coerce")
+        out["sequences"] = sorted({int(x) for x in seen.dropna()})
+    n = pd.to_numeric(table["n_scored"], errors="coerce") if len(table) else pd.Series(dtype=float)
+    out["seeds"] = sorted({int(n.min()), int(n.max())}) if n.notna().any() else []  # the fewest and the most
+    return out
 
 
 def remedies_headline(h: str, head: dict) -> list[Inline]:
@@ -292,8 +389,9 @@ def remedies_headline(h: str, head: dict) -> list[Inline]:
         [[f"{REMEDY_ARMS[a]} "] + rate_parts(f"{h}.{a}.learned") for a in head])
 
 
-def remedies_blocks(spec: str, report: dict, tables: Tables) -> list[Table | Bullets]:
-    """One sentence per arm on what its Jacobians show, then the papers' protocols beside this study's."""
+def remedies_blocks(spec: str, report: dict, tables: Tables) -> list[Table | Bullets | Paragraph]:
+    """One sentence per arm on what its Jacobians show, then the published results beside this study's and the
+    protocol differences (published_blocks)."""
     h = f"specs.{spec}.headline"
     items = []
     for key, name in REMEDY_ARMS.items():
@@ -309,27 +407,87 @@ def remedies_blocks(spec: str, report: dict, tables: Tables) -> list[Table | Bul
                          Metric(f"{h}.{key}.slope_cell_final")]
         items.append(sentence + ["; at T = ", Metric(f"{h}.{key}.T"), " it learned in "]
                      + rate_parts(f"{h}.{key}.learned", " runs (the tasks together)") + ["."])
-    return [Bullets(items), PAPERS] if items else [PAPERS]
+    published = published_blocks(report, tables)
+    return ([Bullets(items)] if items else []) + published
 
 
-# What the papers did, as read from the sources named; the numbers of their result tables are not quoted here
-# (not read for this report), so the comparison is of protocols.
-PAPERS = Table(
-    ["source", "arms", "protocol", "how this study differs"],
-    [["Pascanu, Mikolov & Bengio (2013), code github.com/pascanur/trainingRNNs (RNN.py)",
-      "tanh RNN, with gradient clipping and with the regulariser Ω",
-      "50 hidden units, sparse W_hh at spectral radius 0.95, SGD lr 0.01, batches of 20, clipping at norm 1, "
-      "Ω weight 2, lengths drawn from 50–200 per batch",
-      "Adam for every arm, fixed T per run, fewer iterations; the same init, clipping cutoff and Ω weight"],
-     ["Le, Jaitly & Hinton (2015), arXiv:1504.00941 (abstract)",
-      "IRNN: ReLU with W_hh initialised to the identity",
-      "reported comparable to a standard LSTM on two long-range toy problems (the adding problem among them)",
-      "learning rate ten times below the other arms' (their advice of a small one), Adam instead of SGD"],
-     ["Hochreiter & Schmidhuber (1997); the adding problem as on people.idsia.ch/~juergen/nipslstm",
-      "LSTM",
-      "target 0.5 + (X_1 + X_2)/4, a sequence correct when |error| < 0.04, lengths T to T + T/10",
-      "the same target and criterion at fixed T; a modern LSTM with a forget gate (bias 1), PyTorch's layout"]],
-    "The papers' protocols beside this study's (docs/math.md section 13 and experiments/remedies.yaml)")
+def spans(values: list) -> str:
+    """A field's values as the protocol list prints them: one value, "a–b" for a range of numbers, or a list."""
+    shown = [cell(v) for v in values]
+    if not shown:
+        return "–"
+    if len(shown) == 1:
+        return str(shown[0])
+    numeric_values = all(isinstance(v, (int, float)) for v in values)
+    if numeric_values and len(values) > 2:
+        return f"{shown[0]}–{shown[-1]}"
+    return ", ".join(map(str, shown[:-1])) + " and " + str(shown[-1])
+
+
+def study_result(rows: pd.DataFrame, arm: str, T_range: tuple[int, int]) -> str:
+    """This study's counterpart of a published result: the arm's runs at its longest T within T_range (the learned
+    count and the count at papers.PAPER_ACCURACY, each with its Wilson interval, and the mean accuracy beside
+    chance); or that no such T was run."""
+    name = REMEDY_ARMS.get(arm, arm)
+    a = rows[(rows["arm"].astype(str) == arm)]
+    T = pd.to_numeric(a["T"], errors="coerce")
+    a = a[(T >= T_range[0]) & (T <= T_range[1])]
+    if a.empty:
+        ran = pd.to_numeric(rows["T"], errors="coerce").dropna()
+        return f"{name}: not run at this length (T here: {spans(sorted(set(ran.astype(int))))})" if len(ran) \
+            else f"{name}: this task not run"
+    r = a.loc[pd.to_numeric(a["T"], errors="coerce").idxmax()]
+    parts = [f"{name} (T = ", cell(int(r["T"])), "): learned ", cell(int(r["n_learned"])), " of ",
+             cell(int(r["n_scored"])), " (95% CI ", cell(r["success_rate_low"]), "–", cell(r["success_rate_high"]), ")"]
+    if "n_accurate" in r:
+        parts += [f"; at ≥ {papers.PAPER_ACCURACY:.0%} accuracy ", cell(int(r["n_accurate"])), " of ",
+                  cell(int(r["n_scored"])), " (95% CI ", cell(r["accurate_rate_low"]), "–",
+                  cell(r["accurate_rate_high"]), ")"]
+    return "".join(map(str, parts + ["; mean accuracy ", cell(r["accuracy"]), " (chance ", cell(r["chance"]), ")"]))
+
+
+# This study's tasks as the protocol list states them (docs/math.md, sections 11.1 and 11.2; engine/tasks.py)
+OWN_TASKS = ("adding's values from U[−1, 1] and Hochreiter & Schmidhuber's target, the first marker in the first half "
+             "and the second in the second half; temporal order's symbols where Pascanu et al.'s code puts them")
+
+
+def published_blocks(report: dict, tables: Tables) -> list[Table | Bullets | Paragraph]:
+    """The published results (papers.PUBLISHED) each beside this study's counterpart from the results being
+    reported, then the protocol differences: the papers' settings (papers.PROTOCOLS) and this study's."""
+    rows = tables.get("remedies")
+    if rows is None or not len(rows):
+        return []
+    table_rows = []
+    for p in papers.PUBLISHED:
+        ours = "; ".join(study_result(rows[rows["task"].astype(str) == p.task], arm, p.T_range) for arm in p.arms)
+        table_rows.append([f"{p.task}, {p.lengths}", f"{p.model}: {p.result}", p.citation, ours])
+    table = Table(["task, lengths", "published model and result", "source", "this study (same task)"], table_rows,
+                  "Published results: the numbers as the cited text states them, beside this study's runs of the "
+                  "matching arm at its longest T within the published lengths. Learned: final validation loss below "
+                  f"{1 - LEARNED_MARGIN:g}× chance; ≥ {papers.PAPER_ACCURACY:.0%} accuracy: under "
+                  f"{1 - papers.PAPER_ACCURACY:.0%} of the validation sequences wrong, the papers' bar")
+    ours = report.get("protocol", {})
+    mine = {
+        "success": [f"a run learned when its final validation loss is below {1 - LEARNED_MARGIN:g}× chance, a far "
+                    f"lower bar than the papers'; the table also counts the runs with under "
+                    f"{1 - papers.PAPER_ACCURACY:.0%} of their ",
+                    spans(ours.get("val_size", [])), " held-out sequences wrong (adding: wrong when |error| ≥ ",
+                    f"{ADDING_TOLERANCE:g}, as Hochreiter & Schmidhuber's)"],
+        "budget": [spans(ours.get("iters", [])), " updates of ", spans(ours.get("batch", [])), " sequences, ",
+                   spans(ours.get("sequences", [])), " sequences per run"],
+        "size": [spans(ours.get("hidden", [])), " hidden units in every arm (the parameter counts are in the arm "
+                 "table above)"],
+        "optimiser": [spans(ours.get("optimizer", [])), " for every arm, learning rate ", spans(ours.get("lr", []))]
+        + ([" (the IRNN's ", spans(ours["lr_irnn"]), ")"] if ours.get("lr_irnn") else [])
+        + [", clipping at norm ", spans(ours.get("clip_threshold", [])), " (none in the unclipped arm), Ω weight ",
+           spans(ours.get("omega", []))],
+        "seeds": [" to ".join(map(str, ours.get("seeds", []))) or "–", " runs per arm and T"],
+        "lengths": ["one fixed T per run: ", spans(ours.get("seq_len", []))],
+        "tasks": [OWN_TASKS],
+    }
+    items = [[f"{aspect}: {theirs}. This study: "] + mine.get(aspect, ["–"]) + ["."]
+             for aspect, theirs in papers.PROTOCOLS]
+    return [table, Paragraph(["Where the protocols differ (read before comparing the rows above):"]), Bullets(items)]
 
 
 STUDIES = (  # in report order
@@ -373,8 +531,10 @@ STUDIES = (  # in report order
                               "slope_init": "slope init", "slope_final": "slope final",
                               "slope_cell_final": "cell slope final"}),
           figures=("remedies_success", "remedies_decay")),
-    Study("text", "A character-level text model (min-char-rnn style): loss and samples over training.",
-          text_summary, ("text_curve",), text_headline_parts, figures=("text_curve",), reads_samples=True),
+    Study("text", "Character-level text models (min-char-rnn style), a vanilla RNN and an LSTM of about its "
+          "parameter count: validation loss against characters seen, and the last sample of each.",
+          text_summary, ("text_curve", "text_val_curve"), text_headline_parts, more_tables=text_blocks,
+          figures=("text_curve",), reads_samples=True),
 )
 KNOWN = {s.name: s for s in STUDIES}
 

@@ -1,0 +1,88 @@
+"""Published results and protocols that the remedies section puts beside this study's own numbers.
+
+These are facts about papers, so they live here only, each with the place that states it. Only numbers read in the
+cited text (or in the authors' released code, for its defaults) are here. Numbers read off a figure are left out, and
+so are papers whose result section was not read (Le, Jaitly & Hinton 2015 among them). docs/math.md's references
+give the full entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PASCANU_411 = "Pascanu, Mikolov & Bengio (2013), ICML, §4.1.1"
+PASCANU_412 = "Pascanu, Mikolov & Bengio (2013), ICML, §4.1.2"
+PASCANU_CODE = "github.com/pascanur/trainingRNNs @3f5df3f, RNN.py l.447–506"
+HS_TABLE_7 = "Hochreiter & Schmidhuber (1997), Neural Computation 9(8), §5.4, Table 7"
+HS_TABLE_9 = "Hochreiter & Schmidhuber (1997), Neural Computation 9(8), §5.6, Table 9"
+
+# Pascanu et al. (2013, §4.1.1) call a run successful when under 1 % of 10 000 fresh test sequences are misclassified;
+# this study's runs that reach the same validation accuracy are counted beside its own (looser) learned verdict
+PAPER_ACCURACY = 0.99
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published result, and where in this study's results its counterpart is."""
+
+    citation: str  # where the numbers are stated
+    task: str  # this project's task that it matches (engine/tasks.py)
+    lengths: str  # the sequence lengths, as the paper gives them
+    model: str  # the model and training method
+    result: str  # the published outcome, with the paper's own numbers
+    arms: tuple[str, ...]  # the remedies arms (studies.REMEDY_ARMS keys) that correspond to the model
+    T_range: tuple[int, int]  # this study's T compared with it: the longest T run in this range (inclusive)
+
+
+PUBLISHED = (
+    Published(PASCANU_411, "temporal_order", "trained on lengths drawn from 50–200 (one model)",
+              "tanh RNN, 50 units, “basic tanh” init, SGD (the passage does not say whether with clipping alone or with "
+              "clipping and Ω)",
+              "5 of 5 seeds succeeded; 0 of 10,000 test sequences misclassified at every length tested, "
+              "T = 50 up to 5000", ("tanh_clipped", "tanh_clipped_omega"), (50, 200)),
+    Published(PASCANU_412, "adding", "lengths up to 200 (one model)",
+              "tanh RNN, SGD with clipping and Ω (MSGD-CR)",
+              "5 of 5 runs succeeded (a sequence wrong when its squared error exceeds 0.04); generalised to 500 steps "
+              "with under 1% error", ("tanh_clipped_omega",), (1, 200)),
+    Published(HS_TABLE_7, "adding", "T = 100 (lengths 100–110)",
+              "LSTM, 2 blocks of 2 cells (93 weights), learning rate 0.5",
+              "1 of 2560 test sequences wrong (|error| ≥ 0.04), after 74,000 training sequences; means of 10 trials",
+              ("lstm",), (100, 100)),
+    Published(HS_TABLE_7, "adding", "T = 500 (lengths 500–550)",
+              "LSTM, 2 blocks of 2 cells (93 weights), learning rate 0.5",
+              "0 of 2560 test sequences wrong, after 209,000 training sequences; means of 10 trials",
+              ("lstm",), (500, 500)),
+    Published(HS_TABLE_7, "adding", "T = 1000 (lengths 1000–1100)",
+              "LSTM, 2 blocks of 2 cells (93 weights), learning rate 0.5",
+              "1 of 2560 test sequences wrong, after 853,000 training sequences (370,000 to 2,020,000); means of "
+              "10 trials", ("lstm",), (1000, 1000)),
+    Published(HS_TABLE_9, "temporal_order", "lengths 100–110 (task 6a: 2 symbols, 4 classes)",
+              "LSTM, 156 weights, learning rate 0.5",
+              "1 of 2560 test sequences wrong (an output's |error| ≥ 0.3), after 31,390 training sequences; means "
+              "of 20 trials", ("lstm",), (100, 100)),
+)
+
+# The protocols as published, one line per aspect a reader needs before comparing: (aspect, what the papers did),
+# citing by short name (the table above them gives the full citations). The remedies section follows each line
+# with this study's own setting, read from its results.
+PASCANU, CODE, HS = "Pascanu et al. 2013", "their code (RNN.py)", "Hochreiter & Schmidhuber 1997"
+PROTOCOLS = (
+    ("success", f"{PASCANU} (§4.1.1): a run succeeds when under 1% of 10,000 fresh sequences are misclassified, "
+                f"and {CODE} stops only at 0 errors; (§4.1.2): an adding sequence is wrong when its squared error "
+                f"exceeds 0.04. {HS} (Table 7): a sequence is correct when |error| < 0.04, and the results are mean "
+                f"counts of wrong test sequences, not success rates"),
+    ("budget", f"{PASCANU} (§4.1.1): at most 5,000,000 updates of 20 sequences (100 million sequences). {HS} "
+               f"(Table 7): 74,000 to 853,000 training sequences (means), until the training error is below 0.01 "
+               f"and the last 2000 sequences were right"),
+    ("size", f"{PASCANU} (§4.1.1): 50 hidden units. {HS} (Table 7): 2 memory blocks of 2 cells, 93 weights in all"),
+    ("optimiser", f"{PASCANU} (§4.1.1): SGD, learning rate 0.01, no momentum, clipping at norm 1, Ω weight 4 "
+                  f"(weight 2 in {CODE}). {HS} (Table 7): learning rate 0.5"),
+    ("seeds", f"{PASCANU} (§4.1.1): 5 runs per point (rates in steps of 20%). {HS} (Table 7): 10 trials per T"),
+    ("lengths", f"{PASCANU}, {CODE}: each minibatch's length drawn from 50–200. {HS} (Table 7): lengths T to "
+                f"T + T/10"),
+    ("tasks", f"{PASCANU}, their code (addition.py, tempOrder.py): adding's values drawn from U[0, 1], target "
+              f"(x1 + x2)/2, the first marker in the first 10% of the sequence and the second in [10%, 50%); "
+              f"temporal order's two symbols in [10%, 20%) and [50%, 60%) of it. {HS} (§5.4): adding's values from "
+              f"U[−1, 1], target 0.5 + (X1 + X2)/4, the first marker on one of the first 10 steps and the second on "
+              f"one of the first T/2 − 1"),
+)

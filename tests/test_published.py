@@ -1,0 +1,112 @@
+"""The remedies section's "Published results" table on a fake sweep whose learning and accuracy are planted per
+task, arm and T (tests/fixtures_runs.py): every published row (report/papers.py) is rendered with its citation, and
+this study's counterpart in each row is the planted count with its Wilson interval (computed here), at the longest T
+the study ran within the published lengths, or "not run" where it ran none; the protocol list follows it."""
+
+from __future__ import annotations
+
+import html as htmllib
+import re
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import fixtures_runs as fx
+from pipeline import cli
+from pipeline.report import papers, studies
+from pipeline.report.reductions import format_metric
+from test_remedies_report import wilson
+
+cli._register()
+
+TS = (50, 100)
+SEEDS = 4
+# (task, arm) -> config, and per T: (runs that learned, runs at >= 99 % validation accuracy), of SEEDS seeds
+PLANTED = {
+    ("temporal_order", "tanh_clipped"): (dict(init="sparse", gamma_w=0.95, clip_mode="global"), {50: (2, 1), 100: (1, 0)}),
+    ("temporal_order", "tanh_clipped_omega"): (dict(init="sparse", gamma_w=0.95, clip_mode="global", omega=2.0),
+                                               {50: (3, 2), 100: (2, 1)}),
+    ("temporal_order", "lstm"): (dict(cell_type="lstm", init="orthogonal", clip_mode="global"), {50: (4, 4), 100: (3, 2)}),
+    ("adding", "tanh_clipped_omega"): (dict(init="sparse", gamma_w=0.95, clip_mode="global", omega=2.0),
+                                       {50: (1, 1), 100: (0, 0)}),
+    ("adding", "lstm"): (dict(cell_type="lstm", init="orthogonal", clip_mode="global"), {50: (4, 3), 100: (4, 1)}),
+}
+
+
+def accuracy(seed: int, accurate: int) -> float:
+    return 0.995 if seed < accurate else 0.5
+
+
+def planted_runs() -> list[fx.FakeRun]:
+    runs = []
+    for (task, _), (config, by_T) in PLANTED.items():
+        for T, (learned, accurate) in by_T.items():
+            for seed in range(SEEDS):
+                cfg = {**fx.BASE_CONFIG, "task": task, "seq_len": T, "seed": seed, **config}
+                chance = fx.CHANCE_LOSS[task]
+                runs.append(fx.FakeRun("remedies", cfg, overrides={
+                    "final_val_loss": 0.2 * chance if seed < learned else chance,
+                    "val_accuracy": accuracy(seed, accurate), "n_params": 100}))
+    return runs
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory) -> dict[str, list[str]]:
+    """The rendered Published results table: the text of each row's cells, keyed by its first two cells."""
+    root = tmp_path_factory.mktemp("published")
+    results, out = root / "results", root / "reports"
+    fx.write_study(results, planted_runs())
+    runner = CliRunner()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        assert runner.invoke(cli.app, ["analyze", "--results-dir", str(results), "--out", str(out)]).exit_code == 0
+        result = runner.invoke(cli.app, ["report", "--analysis-dir", str(out), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    page = (out / "report.html").read_text(encoding="utf-8")
+    start = page.index("<caption>Published results")
+    body = page[page.index("<tbody>", start):page.index("</tbody>", start)]
+    cells = [[htmllib.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td>(.*?)</td>", tr, re.S)]
+             for tr in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
+    return {"rows": cells, "page": page}
+
+
+def expected(task: str, arm: str, T_range: tuple[int, int]) -> str:
+    """This study's counterpart, written out from the planted pattern."""
+    name = studies.REMEDY_ARMS[arm]
+    ran = [T for T in TS if T_range[0] <= T <= T_range[1]]
+    if not ran:
+        return f"{name}: not run at this length (T here: {' and '.join(map(str, TS))})"
+    T = max(ran)
+    learned, accurate = PLANTED[(task, arm)][1][T]
+    (ll, lh), (al, ah) = wilson(learned, SEEDS), wilson(accurate, SEEDS)
+    mean = float(np.mean([accuracy(s, accurate) for s in range(SEEDS)]))
+    f = format_metric
+    return (f"{name} (T = {T}): learned {learned} of {SEEDS} (95% CI {f(ll)}–{f(lh)}); at ≥ 99% accuracy "
+            f"{accurate} of {SEEDS} (95% CI {f(al)}–{f(ah)}); mean accuracy {f(mean)} "
+            f"(chance {f(fx.CHANCE_ACCURACY[task])})")
+
+
+def test_every_published_row_is_rendered_with_its_citation(rows):
+    assert len(rows["rows"]) == len(papers.PUBLISHED)
+    for cells, p in zip(rows["rows"], papers.PUBLISHED):
+        assert cells[0] == f"{p.task}, {p.lengths}"
+        assert cells[1] == f"{p.model}: {p.result}"
+        assert cells[2] == p.citation
+
+
+def test_this_studys_numbers_are_the_planted_ones(rows):
+    for cells, p in zip(rows["rows"], papers.PUBLISHED):
+        assert cells[3] == "; ".join(expected(p.task, arm, p.T_range) for arm in p.arms), p.citation
+
+
+def test_the_protocol_differences_follow_with_this_studys_settings(rows):
+    unescaped = htmllib.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", rows["page"])))
+    for aspect, theirs in papers.PROTOCOLS:
+        assert f"{aspect}: {theirs}. This study: " in unescaped
+    iters, batch = fx.BASE_CONFIG["iters"], fx.BASE_CONFIG["batch"]
+    assert f"This study: {iters} updates of {batch} sequences, {iters * batch} " \
+        "sequences per run." in unescaped
+    assert f"This study: {SEEDS} runs per arm and T." in unescaped
+    assert "Le, Jaitly" not in unescaped  # its numbers were not read in the paper: never quoted
