@@ -82,6 +82,7 @@ def _mlflow():
 DATABRICKS_ONLY_MODULES = ("dbruntime", "pyspark", "IPython")
 
 
+@functools.cache  # once per process: _mlflow() is called for every tracking call
 def _skip_absent_modules(names: tuple[str, ...]) -> None:
     """Record modules that are not installed as absent (None in sys.modules), so that importing them fails at
     once, as it would anyway; installed ones are left alone."""

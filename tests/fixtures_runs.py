@@ -365,6 +365,27 @@ def write_study(results_dir: Path, runs: list[FakeRun], described: bool = True) 
     return runs
 
 
+def report_of(root: Path, runs: list[FakeRun]) -> Path:
+    """`runs` written under root/results, then `rnngrad analyze` and `rnngrad report` into root/reports (returned),
+    run from root without a tracking URI: the report stage links and logs to the cwd's MLflow store, never the
+    developer's."""
+    import pytest
+    from typer.testing import CliRunner
+
+    from pipeline import cli
+
+    results, out = root / "results", root / "reports"
+    write_study(results, runs)
+    runner = CliRunner()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        assert runner.invoke(cli.app, ["analyze", "--results-dir", str(results), "--out", str(out)]).exit_code == 0
+        result = runner.invoke(cli.app, ["report", "--analysis-dir", str(out), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
 def plant_violation(results_dir: Path, run: FakeRun, when: str, layer: int, t: int, k: int, excess: float) -> float:
     """Raise one logged log_norm above its product bound by `excess` nats; returns the new value."""
     path = results_dir / run.spec / "runs" / run.config_hash / "probe" / "jacobian.parquet"

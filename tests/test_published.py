@@ -10,7 +10,6 @@ import re
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 import fixtures_runs as fx
 from pipeline import cli
@@ -54,16 +53,7 @@ def planted_runs() -> list[fx.FakeRun]:
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory) -> dict[str, list[str]]:
     """The rendered Published results table: the text of each row's cells, keyed by its first two cells."""
-    root = tmp_path_factory.mktemp("published")
-    results, out = root / "results", root / "reports"
-    fx.write_study(results, planted_runs())
-    runner = CliRunner()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        assert runner.invoke(cli.app, ["analyze", "--results-dir", str(results), "--out", str(out)]).exit_code == 0
-        result = runner.invoke(cli.app, ["report", "--analysis-dir", str(out), "--out", str(out)])
-    assert result.exit_code == 0, result.output
+    out = fx.report_of(tmp_path_factory.mktemp("published"), planted_runs())
     page = (out / "report.html").read_text(encoding="utf-8")
     start = page.index("<caption>Published results")
     body = page[page.index("<tbody>", start):page.index("</tbody>", start)]

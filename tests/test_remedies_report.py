@@ -9,7 +9,6 @@ import math
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 import fixtures_runs as fx
 from pipeline import cli
@@ -51,16 +50,7 @@ def remedies_runs() -> list[fx.FakeRun]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("remedies")
-    results, out = root / "results", root / "reports"
-    fx.write_study(results, remedies_runs())
-    runner = CliRunner()
-    with pytest.MonkeyPatch.context() as mp:  # not the developer's MLflow store: report links and logs to the cwd's
-        mp.chdir(root)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        assert runner.invoke(cli.app, ["analyze", "--results-dir", str(results), "--out", str(out)]).exit_code == 0
-        result = runner.invoke(cli.app, ["report", "--analysis-dir", str(out), "--out", str(out)])
-    assert result.exit_code == 0, result.output
+    out = fx.report_of(tmp_path_factory.mktemp("remedies"), remedies_runs())
     return {"out": out, "table": pd.read_csv(out / "tables" / "remedies.csv"),
             "metrics": json.loads((out / "metrics.json").read_text()),
             "html": (out / "report.html").read_text(encoding="utf-8")}

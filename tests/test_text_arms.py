@@ -13,7 +13,6 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 import fixtures_runs as fx
 from pipeline import cli
@@ -72,16 +71,8 @@ def text_runs() -> list[fx.FakeRun]:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("text_arms")
-    results, out = root / "results", root / "reports"
-    runs = fx.write_study(results, text_runs())
-    runner = CliRunner()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        assert runner.invoke(cli.app, ["analyze", "--results-dir", str(results), "--out", str(out)]).exit_code == 0
-        result = runner.invoke(cli.app, ["report", "--analysis-dir", str(out), "--out", str(out)])
-    assert result.exit_code == 0, result.output
+    runs = text_runs()
+    out = fx.report_of(tmp_path_factory.mktemp("text_arms"), runs)
     html = (out / "report.html").read_text(encoding="utf-8")
     start = html.index('<section id="spec-text">')
     return {"runs": runs, "out": out, "curve": pd.read_csv(out / "tables" / "text_val_curve.csv"),
