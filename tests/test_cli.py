@@ -1,5 +1,6 @@
 """The command line as a user meets it: help everywhere, and bad input answered in one line with exit code 2."""
 
+import os
 import subprocess
 import sys
 
@@ -50,3 +51,20 @@ def test_help_and_refusals_do_not_import_the_heavy_libraries(tmp_path):
         assert "numpy" in imported or "typer" in imported  # -X importtime did list the imports
         assert not imported & set(heavy), (args, sorted(imported & set(heavy)))
         assert done.returncode == code and answer in done.stdout + done.stderr, (args, done.stderr[-500:])
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_options_help_is_shown_whole(command):
+    # the help is rendered as rich markup: an unescaped [word] in a help string would vanish from the screen
+    import typer
+
+    from pipeline.cli import _register, app
+
+    if not app.registered_commands:  # main() registers them on first use
+        _register()
+    params = typer.main.get_command(app).commands[command].params
+    helps = [" ".join(p.help.replace("\\[", "[").split()) for p in params if getattr(p, "help", None)]
+    done = subprocess.run([sys.executable, "-m", "pipeline", command, "--help"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "COLUMNS": "3000"})  # one line per option: no wrapping
+    shown = " ".join(done.stdout.split())
+    assert helps and [h for h in helps if h not in shown] == []

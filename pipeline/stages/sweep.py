@@ -22,7 +22,7 @@ def sweep_cmd(
     cluster: Annotated[str, typer.Option(
         metavar="ADDRESS",
         help="Run the cells on Dask workers: local:N (N worker processes here) or tcp://HOST:PORT of a running "
-             "`dask scheduler` (docs/cluster.md; needs the [cluster] extra). Empty: the local process pool of "
+             "`dask scheduler` (docs/cluster.md; needs the \\[cluster] extra). Empty: the local process pool of "
              "--jobs workers.")] = "",
     max_cells: Annotated[int, typer.Option(help="Refuse a grid of more cells than this (a typo in an axis can "
                                            "make millions); raise it for a larger sweep.")] = MAX_CELLS,
