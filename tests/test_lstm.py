@@ -2,6 +2,7 @@
 equations of docs/math.md (section 13) written out plainly, one-hot inputs; plus its init and model files."""
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -275,3 +276,55 @@ def test_a_pytorch_state_dict_runs_as_pytorch_documents_it():
             out.append(h)
         x = np.array(out)
     np.testing.assert_allclose(forward(model, xs[:, None]).y[:, 0], x @ W_hy.T + b_y, rtol=1e-12, atol=1e-14)
+
+
+TORCH = Path(__file__).parent / "references" / "torch_lstm.npz"  # written by references/make_torch_lstm.py
+
+
+def _torch_reference(prefix: str) -> tuple[dict, LSTM]:
+    """The reference's arrays, and its model under `prefix` (torch_: as initialised, trained_: after the steps)."""
+    from pipeline.engine.lstm import from_torch_state
+
+    ref = dict(np.load(TORCH))
+    state = {k.removeprefix(prefix): v for k, v in ref.items() if k.startswith(prefix)}
+    return ref, from_torch_state(state, state["W_hy"], state["b_y"])
+
+
+def _last_step_batch(ref: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    T, B = ref["xs"].shape[:2]
+    targets, mask = np.zeros((T, B), dtype=np.int64), np.zeros((T, B))
+    targets[-1], mask[-1] = ref["targets"], 1.0
+    return ref["xs"], targets, mask
+
+
+def test_forward_and_gradients_match_pytorchs_nn_lstm():
+    """PyTorch computed these (tests/references): a 2-layer nn.LSTM with both biases, scored at the last step."""
+    ref, model = _torch_reference("torch_")
+    xs, targets, mask = _last_step_batch(ref)
+    trace = forward(model, xs)
+    np.testing.assert_allclose(trace.y[-1], ref["y_last"], rtol=1e-12, atol=1e-14)
+    n = model.hidden
+    final = last_state(trace)  # (L, B, 2n): h then c
+    np.testing.assert_allclose(final[..., :n], ref["h_n"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(final[..., n:], ref["c_n"], rtol=1e-12, atol=1e-14)
+    loss, dy = loss_and_dy(trace.y, targets, mask, "xent")
+    assert loss == pytest.approx(float(ref["loss"]), rel=1e-13)
+    grads, _ = bptt(model, trace, dy)
+    for l in range(model.layers):
+        for ours, theirs in ((f"W_ih_{l}", f"weight_ih_l{l}"), (f"W_hh_{l}", f"weight_hh_l{l}"),
+                             (f"b_{l}", f"bias_ih_l{l}"), (f"b_{l}", f"bias_hh_l{l}")):
+            np.testing.assert_allclose(grads[ours], ref[f"grad_{theirs}"], rtol=1e-10, atol=1e-14, err_msg=ours)
+    for key in ("W_hy", "b_y"):
+        np.testing.assert_allclose(grads[key], ref[f"grad_{key}"], rtol=1e-10, atol=1e-14, err_msg=key)
+
+
+def test_three_clipped_adam_steps_land_where_pytorchs_do():
+    ref, model = _torch_reference("torch_")  # b = b_ih + b_hh: the one bias per layer the reference trained
+    xs, targets, mask = _last_step_batch(ref)
+    optimizer = make_optimizer("adam", float(ref["lr"]))
+    for _ in range(int(ref["steps"])):
+        stats = train_step(model, optimizer, xs, targets, mask, "xent", "global", float(ref["clip"]))
+        assert stats.finite and stats.clip_scale < 1  # the clip acted at every step, so it is compared too
+    _, trained = _torch_reference("trained_")
+    for key, value in trained.params.items():
+        np.testing.assert_allclose(model.params[key], value, rtol=1e-10, atol=1e-13, err_msg=key)
