@@ -4,8 +4,10 @@ independent formula, every number the section prints is in metrics.json, and its
 
 from __future__ import annotations
 
+import html as htmllib
 import json
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -95,3 +97,27 @@ def test_the_section_has_a_sentence_per_arm_the_papers_and_both_figures(built):
 ])
 def test_remedy_arm_reads_the_config(config, arm):
     assert studies.remedy_arm(config) == arm
+
+
+def test_each_arms_sentence_says_how_far_its_norm_falls_over_the_longest_lag(built):
+    head = built["metrics"]["specs"]["remedies"]["headline"]
+    html = " ".join(htmllib.unescape(re.sub(r"<(?!/li>)[^>]+>", "", built["html"])).split())  # text and </li>
+    lag = min(fx.BASE_CONFIG["probe_len"], min(TS)) - 1  # every run probes its first probe_len steps
+    for arm, name in studies.REMEDY_ARMS.items():
+        h = head[arm]
+        assert h["max_lag"] == lag
+        for phase in ("init", "final"):
+            d = h[f"slope_{phase}"] * lag / math.log(10)  # orders of magnitude over the longest lag, written out
+            assert h[f"orders_{phase}"] == pytest.approx(round(abs(d), 1), abs=1e-12)
+        start = html.index(f"{name} (up to ")
+        sentence = html[start:html.index("</li>", start)]
+        d = h["slope_init"] * lag / math.log(10)
+        words = "stays within one order of magnitude" if abs(round(d, 1)) < 1 else \
+            f"{'falls' if d < 0 else 'grows'} by {h['orders_init']:g} orders of magnitude"
+        assert f"‖∂h_t/∂h_k‖ {words} over {lag} steps of lag at initialisation" in sentence, sentence
+
+
+@pytest.mark.parametrize("slope, lag, orders", [(-0.2578, 49, -5.5), (0.0, 49, 0.0), (0.1, 23, 1.0),
+                                                (None, 49, None), (-0.1, None, None), (math.nan, 9, None)])
+def test_decades_is_the_slope_times_the_lag_in_powers_of_ten(slope, lag, orders):
+    assert studies.decades(slope, lag) == orders

@@ -660,3 +660,23 @@ def test_pdf_links_in_bullets_and_paragraphs_are_clickable_and_wrap_at_the_bulle
     margin, bullet_x, text_x = sorted(set(first_x.values()))  # each line starts at one of three places
     wrapped = [y for y, x in first_x.items() if x == text_x]
     assert len(wrapped) >= 2 and text_x - bullet_x > 2 * 72 / 25.4  # the long item wraps under its own text
+
+
+def test_pdf_columns_are_never_narrower_than_their_longest_word_when_the_page_has_room():
+    from datetime import datetime
+
+    from pipeline.report import pdf as pdf_module
+    from pipeline.report.document import Table
+
+    doc = pdf_module.new_pdf(False, datetime(2026, 1, 1))
+    long_number = "0.6667 (0.2077–0.9385)"  # one word wider than a fair share: "(0.2077–0.9385)"
+    table = Table(["task", "a long heading that may wrap", "learned rate (95% CI)"] + [f"c{i}" for i in range(8)],
+                  [["adding", "x " * 60, long_number] + ["-0.0774 → -0.0152"] * 8])
+    fractions = pdf_module.col_widths(doc, table, {})
+    assert sum(fractions) == pytest.approx(1.0)
+    doc.set_font("sans", "B", pdf_module.TABLE_PT)
+    widths = [f * doc.epw for f in fractions]
+    for col, width in enumerate(widths):
+        words = [w for text in [table.columns[col], table.rows[0][col]] for w in text.split()]
+        assert width >= max(doc.get_string_width(w) for w in words), (col, table.columns[col])
+    assert widths[1] < doc.get_string_width("x " * 60)  # the long text wraps: the room went to the numbers

@@ -68,22 +68,27 @@ def write_paragraph(pdf: FPDF, text: str, size: float = BODY_PT, family: str = "
 
 
 def col_widths(pdf: FPDF, table: Table, metrics: dict) -> list[float]:
-    """Column widths as fractions of the page: each column's longest text, the widest ones squeezed to fit."""
+    """Column widths as fractions of the page, as a browser lays out a table: every column gets at least its
+    longest word (so no number is cut in two while the page has room), and the room left goes to the columns whose
+    texts would wrap, in proportion to what they lack. A heading may wrap at its spaces; a cell's whole text is what
+    its column would like."""
     pdf.set_font("sans", "B", TABLE_PT)
-    texts = [[c] + [printable(plain_text(r[i], metrics)) for r in table.rows] for i, c in enumerate(table.columns)]
-    natural = [max(pdf.get_string_width(t) for t in col) + 2.5 for col in texts]
-    widths, left, room = [0.0] * len(natural), set(range(len(natural))), pdf.epw
-    while left:  # water-filling: columns narrower than a fair share keep their width
-        fair = room / len(left)
-        narrow = {i for i in left if natural[i] <= fair}
-        if not narrow:
-            for i in left:
-                widths[i] = fair
-            break
-        for i in narrow:
-            widths[i] = natural[i]
-            room -= natural[i]
-        left -= narrow
+    pad = 2.5  # the cell's padding on both sides, with a little air
+
+    def width(text: str) -> float:
+        return pdf.get_string_width(text) + pad
+
+    cells = [[printable(plain_text(r[i], metrics)) for r in table.rows] for i in range(len(table.columns))]
+    words = [[w for t in [printable(c)] + col for w in t.split()] or [""] for c, col in zip(table.columns, cells)]
+    least = [max(width(w) for w in ws) for ws in words]
+    natural = [max([width(t) for t in col] + [m]) for col, m in zip(cells, least)]
+    room = pdf.epw
+    if sum(natural) <= room:
+        return [w / sum(natural) for w in natural]
+    if sum(least) >= room:  # even the longest words do not fit: they are cut, in proportion
+        return [w / sum(least) for w in least]
+    share = (room - sum(least)) / sum(n - m for n, m in zip(natural, least))
+    widths = [m + (n - m) * share for n, m in zip(natural, least)]
     return [w / sum(widths) for w in widths]
 
 

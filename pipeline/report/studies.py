@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+import math
+
 import pandas as pd
 
 from ..engine.tasks import ADDING_TOLERANCE
@@ -19,8 +21,8 @@ from ..run.verdicts import LEARNED_MARGIN
 from . import papers
 from .document import Bullets, Inline, Metric, Paragraph, RunRef, Table, cell, frame_table, joined
 from .reductions import (
-    activation_table, arm_table, clip_table, curve_rows, depth_table, finite_median, outcome_table, rate, stacked,
-    success_table, text_headline, weight_norm_table,
+    SLOPE_DECIMALS, activation_table, arm_table, clip_table, curve_rows, depth_table, finite_median, outcome_table,
+    rate, stacked, success_table, text_headline, weight_norm_table,
 )
 
 Tables = dict[str, pd.DataFrame]
@@ -336,24 +338,47 @@ def remedy_arm(run: dict) -> str:
 def remedies_summary(d: SpecRuns) -> SpecSummary:
     """The arm table (success per task, arm and T, parameter counts, median slopes) and, per arm, the headline
     numbers its sentence quotes: the learned rate at the longest T (the tasks together), its largest parameter
-    count, and the median slopes before and after training."""
+    count, the median slopes before and after training, and the orders of magnitude they change a norm by over the
+    longest lag measured (analysis.json keeps their signs under "decades")."""
     arms = pd.Series([remedy_arm(r) for r in d.runs.to_dict("records")], index=d.runs.index, dtype=object)
     table = arm_table(d.runs, arms, accurate_at=papers.PAPER_ACCURACY)
     table["arm_name"] = table["arm"].map(REMEDY_ARMS)
     longest = pd.to_numeric(d.runs["seq_len"], errors="coerce").max()
-    head = {}
+    head, signed = {}, {}  # signed: per arm, the orders of magnitude each slope changes a norm by (decades)
     for key in REMEDY_ARMS:
         rows = d.runs[arms == key]
         if rows.empty:
             continue
         at_longest = rows[pd.to_numeric(rows["seq_len"], errors="coerce") == longest]
         scored = at_longest["outcome"] != "failed"
+        slopes = {s: finite_median(pd.to_numeric(rows[s], errors="coerce")) if s in rows else None
+                  for s in ("slope_init", "slope_final", "slope_cell_init", "slope_cell_final")}
+        slopes = {s: None if v is None else round(v, SLOPE_DECIMALS) for s, v in slopes.items()}
+        lag = max_probe_lag(rows)
+        signed[key] = {s.removeprefix("slope"): decades(v, lag) for s, v in slopes.items()}  # "_init", "_cell_init"
         head[key] = {"T": int(longest), "learned": rate(int(at_longest["learned"].sum()), int(scored.sum())),
                      "n_params": int(pd.to_numeric(rows.get("n_params"), errors="coerce").max())
-                     if "n_params" in rows else None,
-                     **{s: finite_median(pd.to_numeric(rows[s], errors="coerce")) if s in rows else None
-                        for s in ("slope_init", "slope_final", "slope_cell_init", "slope_cell_final")}}
-    return SpecSummary({"remedies": table}, head, {"protocol": remedies_protocol(d.runs, arms, table)})
+                     if "n_params" in rows else None, **slopes, "max_lag": lag,
+                     **{f"orders{k}": None if v is None else abs(v) for k, v in signed[key].items()}}
+    return SpecSummary({"remedies": table}, head,
+                       {"protocol": remedies_protocol(d.runs, arms, table), "decades": signed})
+
+
+def max_probe_lag(runs: pd.DataFrame) -> int | None:
+    """The longest lag t - k measured on the runs' probe sequences: min(probe_len, seq_len) - 1, the largest over
+    the runs; None when the runs table lacks either column."""
+    if not {"probe_len", "seq_len"} <= set(runs.columns):
+        return None
+    steps = pd.concat([pd.to_numeric(runs["probe_len"], errors="coerce"),
+                       pd.to_numeric(runs["seq_len"], errors="coerce")], axis=1).min(axis=1).dropna()
+    return int(steps.max()) - 1 if len(steps) else None
+
+
+def decades(slope: float | None, lag: int | None) -> float | None:
+    """Orders of magnitude a norm changes by over `lag` steps at a fitted slope (nats per step), to one decimal."""
+    if slope is None or lag is None or not math.isfinite(slope):
+        return None
+    return round(slope * lag / math.log(10), 1)
 
 
 PROTOCOL_FIELDS = ("iters", "batch", "hidden", "optimizer", "lr", "clip_threshold", "omega", "val_size", "seq_len")
@@ -393,22 +418,62 @@ def remedies_blocks(spec: str, report: dict, tables: Tables) -> list[Table | Bul
     """One sentence per arm on what its Jacobians show, then the published results beside this study's and the
     protocol differences (published_blocks)."""
     h = f"specs.{spec}.headline"
+    signed = report.get("decades", {})
+    rows = tables.get("remedies")
     items = []
     for key, name in REMEDY_ARMS.items():
-        rows = tables.get("remedies")
         if rows is None or not (rows["arm"] == key).any():
             continue
-        sentence: list[Inline] = [f"{name} (up to ", Metric(f"{h}.{key}.n_params"), " parameters): ‖∂h_t/∂h_k‖ "
-                                  "changes by ",
-                                  Metric(f"{h}.{key}.slope_init"), " nats per step of lag at initialisation and by ",
-                                  Metric(f"{h}.{key}.slope_final"), " after training (medians over its runs)"]
+        arm, at = signed.get(key, {}), f"{h}.{key}"
+        sentence: list[Inline] = [f"{name} (up to ", Metric(f"{at}.n_params"), " parameters): ‖∂h_t/∂h_k‖ "]
+        sentence += decay_reading(at, arm, "")
         if key == "lstm":
-            sentence += ["; its cell state's ‖∂c_t/∂c_k‖ by ", Metric(f"{h}.{key}.slope_cell_init"), " and ",
-                         Metric(f"{h}.{key}.slope_cell_final")]
-        items.append(sentence + ["; at T = ", Metric(f"{h}.{key}.T"), " it learned in "]
-                     + rate_parts(f"{h}.{key}.learned", " runs (the tasks together)") + ["."])
-    published = published_blocks(report, tables)
-    return ([Bullets(items)] if items else []) + published
+            sentence += ["; its cell state's ‖∂c_t/∂c_k‖ "] + decay_reading(at, arm, "_cell")
+        items.append(sentence + ["; at T = ", Metric(f"{at}.T"), " it learned in "]
+                     + rate_parts(f"{at}.learned", " runs (the tasks together)") + ["."])
+    table = [remedies_table(rows)] if rows is not None and len(rows) else []
+    return table + ([Bullets(items)] if items else []) + published_blocks(report, tables)
+
+
+def decay_reading(at: str, arm: dict, state: str) -> list[Inline]:
+    """How a norm's median decay reads in words: "falls by 5.6 orders of magnitude over 49 steps of lag at
+    initialisation (slope -0.2578 nats per step) and by 5.5 after training (-0.2537)"; "stays within one order of
+    magnitude" when it changes by less; "grows" for a positive slope. Medians over the arm's runs."""
+    def change(phase: str) -> list[Inline]:
+        d = arm.get(f"{state}_{phase}")
+        if d is None:
+            return ["n/a"]
+        if abs(d) < 1:
+            return ["stays within one order of magnitude"]
+        return [("falls" if d < 0 else "grows") + " by ", Metric(f"{at}.orders{state}_{phase}"),
+                " orders of magnitude"]
+    return (change("init") + [" over ", Metric(f"{at}.max_lag"), " steps of lag at initialisation (slope ",
+                              Metric(f"{at}.slope{state}_init"), " nats per step) and "]
+            + change("final") + [" after training (", Metric(f"{at}.slope{state}_final"), "; medians over its runs)"])
+
+
+REMEDIES_COLUMNS = ["task", "arm", "T", "parameters", "learned", "learned rate (95% CI)",
+                    f"≥ {papers.PAPER_ACCURACY:.0%} accuracy", "mean accuracy (chance)", "diverged",
+                    "slope init → final", "cell slope init → final"]
+
+
+def remedies_table(rows: pd.DataFrame) -> Table:
+    """tables/remedies.csv as the section shows it: counts as "k of n", each rate with its interval, accuracy beside
+    chance and each slope pair in one cell, so the table fits a page (the CSV keeps a column per number)."""
+    def pair(a, b, sep: str) -> str:
+        return "–" if pd.isna(a) and pd.isna(b) else f"{cell(a)}{sep}{cell(b)}"
+
+    lines = []
+    for r in rows.to_dict("records"):
+        n = cell(int(r["n_scored"]))
+        lines.append([str(r["task"]).replace("_", " "), r.get("arm_name") or str(r["arm"]), cell(int(r["T"])),
+                      cell(r.get("n_params")), f"{cell(int(r['n_learned']))} of {n}",
+                      f"{cell(r['success_rate'])} ({pair(r['success_rate_low'], r['success_rate_high'], '–')})",
+                      f"{cell(int(r['n_accurate']))} of {n}" if "n_accurate" in r else "–",
+                      f"{cell(r['accuracy'])} ({cell(r['chance'])})", cell(int(r["n_diverged"])),
+                      pair(r.get("slope_init"), r.get("slope_final"), " → "),
+                      pair(r.get("slope_cell_init"), r.get("slope_cell_final"), " → ")])
+    return Table(REMEDIES_COLUMNS, lines)
 
 
 def spans(values: list) -> str:
@@ -462,7 +527,7 @@ def published_blocks(report: dict, tables: Tables) -> list[Table | Bullets | Par
         ours = "; ".join(study_result(rows[rows["task"].astype(str) == p.task], arm, p.T_range) for arm in p.arms)
         table_rows.append([f"{p.task}, {p.lengths}", f"{p.model}: {p.result}", p.citation, ours])
     table = Table(["task, lengths", "published model and result", "source", "this study (same task)"], table_rows,
-                  "Published results: the numbers as the cited text states them, beside this study's runs of the "
+                  "Published results as the cited text states them, beside this study's runs of the "
                   "matching arm at its longest T within the published lengths. Learned: final validation loss below "
                   f"{1 - LEARNED_MARGIN:g}× chance; ≥ {papers.PAPER_ACCURACY:.0%} accuracy: under "
                   f"{1 - papers.PAPER_ACCURACY:.0%} of the validation sequences wrong, the papers' bar")
@@ -524,12 +589,6 @@ STUDIES = (  # in report order
     Study("remedies", "The remedies side by side: how many runs of each arm learned as T grows (Wilson 95% "
           "intervals), the parameter counts at one hidden size, and the decay of the Jacobian norms per arm.",
           remedies_summary, ("remedies",), remedies_headline, more_tables=remedies_blocks,
-          table=("remedies", {"task": "task", "arm_name": "arm", "T": "T", "n_params": "parameters",
-                              "n_learned": "learned", "n_scored": "runs", "success_rate": "learned rate",
-                              "success_rate_low": "95% CI low", "success_rate_high": "high",
-                              "accuracy": "mean accuracy", "chance": "chance accuracy", "n_diverged": "diverged",
-                              "slope_init": "slope init", "slope_final": "slope final",
-                              "slope_cell_final": "cell slope final"}),
           figures=("remedies_success", "remedies_decay")),
     Study("text", "Character-level text models (min-char-rnn style), a vanilla RNN and an LSTM of about its "
           "parameter count: validation loss against characters seen, and the last sample of each.",
