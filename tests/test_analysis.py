@@ -306,6 +306,7 @@ def test_spec_headlines_follow_the_fixture_formulas(study, tmp_path):
     for task in ("adding", "temporal_order"):  # one run per T; learned iff 1 - exp(-T/20) < 0.9, i.e. T < 46
         h = spec["long_range"]["headline"][task]
         assert (h["min_T"], h["max_T"]) == (10, 80) and h["longest_T_learned"] == 40
+        assert h["n_at_longest_T_learned"] == 1
         assert one_of_one.items() <= h["learned_at_min_T"].items() and none_of_one.items() <= h["learned_at_max_T"].items()
         assert close(h["learned_at_max_T"]["high"], 0.7935)  # Wilson, k = 0 of n = 1
     clip = spec["clipping"]["headline"]
@@ -596,3 +597,14 @@ def test_a_missing_global_bound_is_not_finite_for_a_vanilla_row_and_expected_for
                         "log_norm_cell": [nan, -2.0, -2.0, nan, nan]})  # rows 1 and 2 are an LSTM's
     assert nonfinite_mask(jac).tolist() == [True, False, True, False, True]
     assert nonfinite_mask(jac.drop(columns="log_norm_cell")).tolist() == [True, True, True, False, True]
+
+
+def test_the_activation_tables_lyapunov_median_counts_its_own_runs():
+    # an exploding run's lambda_1 overflows to NaN: its median covers fewer runs than the slope's, and says how many
+    runs = pd.DataFrame({"run_id": list("abcdef"), "activation": ["tanh"] * 3 + ["linear"] * 3, "outcome": ["ok"] * 6,
+                         "slope_init": [-0.1, -0.2, -0.3, 0.1, 0.7, 1.4], "lyapunov_init": [-0.1, -0.2, -0.3, 0.1, np.nan, np.nan],
+                         "log_rate_init": [0.0] * 6, "val_accuracy": [np.nan] * 6, "final_val_loss": [1.0] * 6})
+    table, _ = reductions.activation_table(runs)
+    linear, tanh = (table[table["activation"] == a].iloc[0] for a in ("linear", "tanh"))
+    assert (linear["n_lyapunov"], linear["lyapunov"], linear["slope"]) == (1, 0.1, 0.7)
+    assert (tanh["n_lyapunov"], tanh["lyapunov"]) == (3, -0.2)

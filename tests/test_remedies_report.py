@@ -25,7 +25,7 @@ ARMS = {
     "tanh_clipped_omega": (dict(init="sparse", gamma_w=0.95, clip_mode="global", omega=2.0), 100, (2, 0)),
     "irnn": (dict(activation="relu", init="identity", clip_mode="global", lr=0.001), 100, (3, 1)),
     "orthogonal_tanh": (dict(init="orthogonal", clip_mode="global"), 100, (1, 1)),
-    "lstm": (dict(cell_type="lstm", init="orthogonal", clip_mode="global"), 400, (3, 2)),
+    "lstm": (dict(cell_type="lstm", init="orthogonal", clip_mode="global", forget_bias=1.0), 400, (3, 2)),
 }
 TS = (50, 100)
 
@@ -76,12 +76,27 @@ def test_the_headline_quotes_the_longest_t_per_arm(built):
     for arm, (_, n_params, learned) in ARMS.items():
         assert head[arm]["T"] == 100 and head[arm]["n_params"] == n_params
         assert (head[arm]["learned"]["k"], head[arm]["learned"]["n"]) == (learned[1], 3)
+        by_task = head[arm]["tasks"]["temporal_order"]["learned"]  # every planted run is temporal order
+        assert (by_task["k"], by_task["n"]) == (learned[1], 3)
+
+
+def test_each_arms_sentence_states_its_settings_and_rates_per_task(built):
+    html = " ".join(htmllib.unescape(re.sub(r"<(?!/?li>)[^>]+>", "", built["html"])).split())
+    for arm, (config, _, learned) in ARMS.items():
+        name = studies.REMEDY_ARMS[arm]
+        start = html.index(f"<li>{name} (")
+        sentence = html[start:html.index("</li>", start)]
+        assert f"{config['init']} W_hh" in sentence and f"lr {config.get('lr', fx.BASE_CONFIG['lr']):g}" in sentence
+        assert ("unclipped" in sentence) == (config["clip_mode"] == "none")
+        assert ("Ω weight 2" in sentence) == ("omega" in config)
+        assert ("forget bias" in sentence) == (arm == "lstm")
+        assert f"At T = 100, temporal order: learned in {learned[1]} of 3 runs" in sentence, sentence
 
 
 def test_the_section_has_a_sentence_per_arm_the_papers_and_both_figures(built):
     html = built["html"]
     for name in studies.REMEDY_ARMS.values():
-        assert f"{name} (up to " in html
+        assert f"<li>{name} (" in html
     assert "Pascanu, Mikolov &amp; Bengio (2013)" in html and "Hochreiter &amp; Schmidhuber (1997)" in html
     for figure in ("remedies_success", "remedies_decay"):
         assert (built["out"] / "figures" / f"{figure}.png").is_file()
@@ -101,7 +116,7 @@ def test_remedy_arm_reads_the_config(config, arm):
 
 def test_each_arms_sentence_says_how_far_its_norm_falls_over_the_longest_lag(built):
     head = built["metrics"]["specs"]["remedies"]["headline"]
-    html = " ".join(htmllib.unescape(re.sub(r"<(?!/li>)[^>]+>", "", built["html"])).split())  # text and </li>
+    html = " ".join(htmllib.unescape(re.sub(r"<(?!/?li>)[^>]+>", "", built["html"])).split())  # text and <li>s
     lag = min(fx.BASE_CONFIG["probe_len"], min(TS)) - 1  # every run probes its first probe_len steps
     for arm, name in studies.REMEDY_ARMS.items():
         h = head[arm]
@@ -109,7 +124,7 @@ def test_each_arms_sentence_says_how_far_its_norm_falls_over_the_longest_lag(bui
         for phase in ("init", "final"):
             d = h[f"slope_{phase}"] * lag / math.log(10)  # orders of magnitude over the longest lag, written out
             assert h[f"orders_{phase}"] == pytest.approx(round(abs(d), 1), abs=1e-12)
-        start = html.index(f"{name} (up to ")
+        start = html.index(f"<li>{name} (")
         sentence = html[start:html.index("</li>", start)]
         d = h["slope_init"] * lag / math.log(10)
         words = "stays within one order of magnitude" if abs(round(d, 1)) < 1 else \

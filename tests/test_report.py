@@ -199,9 +199,10 @@ def test_the_report_opens_with_findings_that_link_to_its_sections(built):
     text = [re.sub(r"<[^>]+>", "", i) for i in items]
     assert text[0].startswith("Below γ_W γ_φ = 1, all 6 runs were observed vanishing")
     assert "0 at initialisation" in text[0]
+    assert "(a consistency check, not independent evidence: the bound holds by construction" in text[0]
     assert any(t.startswith("The independent spot check recomputed 282 sampled") for t in text)
     assert any("long_range: 4 of 6 runs learned (0.6667, 95% CI 0.3–0.9032)" in t for t in text)
-    assert any("T = 40 is the longest T at which every run learned" in t for t in text)
+    assert any("T = 40 is the longest T at which every run learned (1 of 1 run)" in t for t in text)  # one seed
     assert any(t.startswith("Of 32 runs, 30 ended ok") for t in text)  # said only because two runs did not
     assert any(t.startswith("In clipping, 1 of 2 unclipped runs blew up (1 diverged, 0 went unstable; 0.5, 95% CI")
                and "with the global norm clipped at 0.1, 1 of 1 run learned" in t

@@ -566,8 +566,9 @@ def draw_remedies_decay(tables: Tables) -> Drawn:
         ax.set(title=f"{task}, T = {int(a['T'].max())}" if len(a) else task, xlabel="lag t − k",
                ylabel="log10 ‖∂h_t/∂h_k‖")
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=3, fontsize=8)
-    caption = ("Remedies: mean log10 ‖∂h_t/∂h_k‖ at each lag on the probe sequence (its first probe_len steps, top "
-               "layer), the median over each arm's runs at the longest T; dashed at initialisation, solid after "
+    caption = ("Remedies: each line is, at each lag t − k, the median over an arm's runs at the longest T of the "
+               "run's mean log10 ‖∂h_t/∂h_k‖ over the pairs at that lag (its probe: the first min(probe_len, T) steps "
+               "of a validation sequence, top layer); dashed at initialisation, solid after "
                "training, dotted the LSTM's cell state ‖∂c_t/∂c_k‖ after training (the LSTM's solid line is the norm "
                "of its whole state (h, c)).")
     return fig, caption, ids

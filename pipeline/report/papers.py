@@ -36,12 +36,12 @@ class Published:
 
 
 PUBLISHED = (
-    Published(PASCANU_411, "temporal_order", "trained on lengths drawn from 50–200 (one model)",
+    Published(PASCANU_411, "temporal_order", "trained on lengths drawn from 50–200 (one network for every length)",
               "tanh RNN, 50 units, “basic tanh” init, SGD (the passage does not say whether with clipping alone or with "
               "clipping and Ω)",
               "5 of 5 seeds succeeded; 0 of 10,000 test sequences misclassified at every length tested, "
               "T = 50 up to 5000", ("tanh_clipped", "tanh_clipped_omega"), (50, 200)),
-    Published(PASCANU_412, "adding", "lengths up to 200 (one model)",
+    Published(PASCANU_412, "adding", "lengths up to 200 (one network for every length)",
               "tanh RNN, SGD with clipping and Ω (MSGD-CR)",
               "5 of 5 runs succeeded (a sequence wrong when its squared error exceeds 0.04); generalised to 500 steps "
               "with under 1% error", ("tanh_clipped_omega",), (1, 200)),

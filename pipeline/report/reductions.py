@@ -387,9 +387,11 @@ def weight_norm_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
 
 
 def activation_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Per activation: decay slope, Lyapunov exponent, task accuracy and final loss."""
+    """Per activation: decay slope, Lyapunov exponent, task accuracy and final loss (medians). A run whose λ₁
+    overflowed (an exploding net) has none, so the Lyapunov median has its own count, n_lyapunov, beside n_runs."""
     r = numeric(runs, ["slope_init", "lyapunov_init", "log_rate_init", "val_accuracy", "final_val_loss"])
     table = grouped(r, ["activation"], slope=("slope_init", "median"), lyapunov=("lyapunov_init", "median"),
+                    n_lyapunov=("lyapunov_init", lambda s: int(np.isfinite(s).sum())),
                     log_rate=("log_rate_init", "median"), accuracy=("val_accuracy", "mean"),
                     final_val_loss=("final_val_loss", "median"), n_ok=("outcome", lambda s: int((s == "ok").sum())))
     head = {str(row.activation): {"slope": row.slope, "accuracy": row.accuracy} for row in table.itertuples()}
@@ -423,7 +425,8 @@ def success_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
         head[str(task)] = {"min_T": by_T.index.min(), "max_T": by_T.index.max(),
                            "learned_at_min_T": rate(by_T["n_learned"].iloc[0], by_T["n_scored"].iloc[0]),
                            "learned_at_max_T": rate(by_T["n_learned"].iloc[-1], by_T["n_scored"].iloc[-1]),
-                           "longest_T_learned": every.max() if len(every) else None}
+                           "longest_T_learned": every.max() if len(every) else None,
+                           "n_at_longest_T_learned": int(by_T.at[every.max(), "n_scored"]) if len(every) else None}
     return table, head
 
 

@@ -154,11 +154,22 @@ def long_range_finding(h: str, head: dict) -> list[Inline] | None:
             groups.append([f"{task}: at no T did every run learn; at T = ", Metric(f"{h}.{task}.max_T"), ", "]
                           + at_max + [" learned"])
         elif longest == t["max_T"]:
-            groups.append([f"{task}: every run learned at T = ", Metric(f"{h}.{task}.max_T"), ", the longest tried"])
+            groups.append([f"{task}: every run learned at T = ", Metric(f"{h}.{task}.max_T"), ", the longest tried ("]
+                          + all_of(f"{h}.{task}", t) + [")"])
         else:
             groups.append([f"{task}: T = ", Metric(f"{h}.{task}.longest_T_learned"), " is the longest T at which "
-                           "every run learned; at T = ", Metric(f"{h}.{task}.max_T"), ", "] + at_max + [" learned"])
+                           "every run learned ("] + all_of(f"{h}.{task}", t)
+                          + ["); at T = ", Metric(f"{h}.{task}.max_T"), ", "] + at_max + [" learned"])
     return joined(groups) if groups else None
+
+
+def all_of(key: str, task: dict) -> list[Inline]:
+    """ "n of n runs" at the longest T that every run learned: one seed reads as one run, not as "every run"."""
+    n = task.get("n_at_longest_T_learned")
+    if n is None:
+        return ["runs there: n/a"]
+    return [Metric(f"{key}.n_at_longest_T_learned"), " of ", Metric(f"{key}.n_at_longest_T_learned"),
+            " run" if n == 1 else " runs"]
 
 
 def clipping_summary(d: SpecRuns) -> SpecSummary:
@@ -344,24 +355,55 @@ def remedies_summary(d: SpecRuns) -> SpecSummary:
     table = arm_table(d.runs, arms, accurate_at=papers.PAPER_ACCURACY)
     table["arm_name"] = table["arm"].map(REMEDY_ARMS)
     longest = pd.to_numeric(d.runs["seq_len"], errors="coerce").max()
-    head, signed = {}, {}  # signed: per arm, the orders of magnitude each slope changes a norm by (decades)
+    head, signed, settings = {}, {}, {}  # signed: per arm, the orders of magnitude each slope changes a norm by
     for key in REMEDY_ARMS:
         rows = d.runs[arms == key]
         if rows.empty:
             continue
         at_longest = rows[pd.to_numeric(rows["seq_len"], errors="coerce") == longest]
         scored = at_longest["outcome"] != "failed"
+        accurate = scored & (pd.to_numeric(at_longest["val_accuracy"], errors="coerce") >= papers.PAPER_ACCURACY)
+        tasks = {str(task): {"learned": rate(int(t["learned"].sum()), int(scored[t.index].sum())),
+                             "accurate": rate(int(accurate[t.index].sum()), int(scored[t.index].sum()))}
+                 for task, t in at_longest.groupby("task", sort=True)}
+        settings[key] = arm_settings(rows)
         slopes = {s: finite_median(pd.to_numeric(rows[s], errors="coerce")) if s in rows else None
                   for s in ("slope_init", "slope_final", "slope_cell_init", "slope_cell_final")}
         slopes = {s: None if v is None else round(v, SLOPE_DECIMALS) for s, v in slopes.items()}
         lag = max_probe_lag(rows)
         signed[key] = {s.removeprefix("slope"): decades(v, lag) for s, v in slopes.items()}  # "_init", "_cell_init"
         head[key] = {"T": int(longest), "learned": rate(int(at_longest["learned"].sum()), int(scored.sum())),
+                     "tasks": tasks,
                      "n_params": int(pd.to_numeric(rows.get("n_params"), errors="coerce").max())
                      if "n_params" in rows else None, **slopes, "max_lag": lag,
                      **{f"orders{k}": None if v is None else abs(v) for k, v in signed[key].items()}}
     return SpecSummary({"remedies": table}, head,
-                       {"protocol": remedies_protocol(d.runs, arms, table), "decades": signed})
+                       {"protocol": remedies_protocol(d.runs, arms, table), "decades": signed,
+                        "settings": settings, "tasks": {k: list(v["tasks"]) for k, v in head.items()}})
+
+
+def arm_settings(runs: pd.DataFrame) -> str:
+    """What sets an arm apart besides its name, from its runs' configs: the recurrent init and γ_W, the activation
+    of a vanilla cell, the optimiser and learning rate, the clipping and Ω ("sparse W_hh, γ_W 0.95, tanh, adam lr
+    0.01, clipped at 1"); a field whose runs disagree lists its values."""
+    def values(column: str) -> str:
+        if column not in runs:
+            return "–"
+        v = sorted({str(cell(x.item() if hasattr(x, "item") else x)) for x in runs[column].dropna()})
+        return "/".join(v) or "–"
+
+    lstm = str(runs["cell_type"].iloc[0]) == "lstm" if "cell_type" in runs else False
+    parts = [f"{values('init')} W_hh, γ_W {values('gamma_w')}"]
+    if lstm:
+        parts += [f"forget bias {values('forget_bias')}"] if "forget_bias" in runs else []
+    else:
+        parts += [values("activation")]
+    parts += [f"{values('optimizer')} lr {values('lr')}"]
+    clip = values("clip_mode")
+    parts += ["unclipped" if clip == "none" else f"clipped at {values('clip_threshold')} ({clip})"]
+    omega = pd.to_numeric(runs.get("omega", pd.Series(dtype=float)), errors="coerce").fillna(0)
+    parts += [f"Ω weight {values('omega')}"] if (omega > 0).any() else []
+    return ", ".join(parts)
 
 
 def max_probe_lag(runs: pd.DataFrame) -> int | None:
@@ -410,8 +452,9 @@ def remedies_protocol(runs: pd.DataFrame, arms: pd.Series, table: pd.DataFrame) 
 
 
 def remedies_headline(h: str, head: dict) -> list[Inline]:
-    return ["runs that learned at the longest T, per arm: "] + joined(
-        [[f"{REMEDY_ARMS[a]} "] + rate_parts(f"{h}.{a}.learned") for a in head])
+    return ["runs that learned at the longest T, per arm and task: "] + joined(
+        [[f"{REMEDY_ARMS[a]}: "] + joined([[f"{task.replace('_', ' ')} "] + rate_parts(f"{h}.{a}.tasks.{task}.learned")
+                                          for task in head[a].get("tasks", {})], ", ") for a in head])
 
 
 def remedies_blocks(spec: str, report: dict, tables: Tables) -> list[Table | Bullets | Paragraph]:
@@ -425,14 +468,23 @@ def remedies_blocks(spec: str, report: dict, tables: Tables) -> list[Table | Bul
         if rows is None or not (rows["arm"] == key).any():
             continue
         arm, at = signed.get(key, {}), f"{h}.{key}"
-        sentence: list[Inline] = [f"{name} (up to ", Metric(f"{at}.n_params"), " parameters): ‖∂h_t/∂h_k‖ "]
+        setting = report.get("settings", {}).get(key)
+        sentence: list[Inline] = [f"{name} ({setting + '; ' if setting else ''}up to ", Metric(f"{at}.n_params"),
+                                  " parameters): ‖∂h_t/∂h_k‖ "]
         sentence += decay_reading(at, arm, "")
         if key == "lstm":
             sentence += ["; its cell state's ‖∂c_t/∂c_k‖ "] + decay_reading(at, arm, "_cell")
-        items.append(sentence + ["; at T = ", Metric(f"{at}.T"), " it learned in "]
-                     + rate_parts(f"{at}.learned", " runs (the tasks together)") + ["."])
+        sentence += [". At T = ", Metric(f"{at}.T"), ", "]
+        sentence += joined([[f"{task.replace('_', ' ')}: learned in "] + rate_parts(f"{at}.tasks.{task}.learned", " runs")
+                            + [f", ≥ {papers.PAPER_ACCURACY:.0%} accuracy in "] + rate_parts(f"{at}.tasks.{task}.accurate")
+                            for task in report.get("tasks", {}).get(key, [])])
+        items.append(sentence + ["."])
     table = [remedies_table(rows)] if rows is not None and len(rows) else []
-    return table + ([Bullets(items)] if items else []) + published_blocks(report, tables)
+    budget = report.get("protocol", {}).get("sequences", [])
+    caveat = [Paragraph([f"Every run trained on {spans(budget)} sequences: an arm at chance here did not learn "
+                         "within that budget, which says how fast it learns, not whether it can (the protocol list "
+                         "below compares the budgets with the papers')."])] if budget else []
+    return table + ([Bullets(items)] if items else []) + caveat + published_blocks(report, tables)
 
 
 def decay_reading(at: str, arm: dict, state: str) -> list[Inline]:
@@ -565,7 +617,7 @@ STUDIES = (  # in report order
     Study("activations", "Every activation (their γ_φ differ) across the γ_W grid.",
           activations_summary, ("activations",), activations_headline,
           table=("activations", {"activation": "activation", "slope": "slope", "lyapunov": "Lyapunov",
-                                 "log_rate": "log(γ_W γ_φ)", "accuracy": "accuracy",
+                                 "n_lyapunov": "runs with a finite Lyapunov", "log_rate": "log(γ_W γ_φ)", "accuracy": "accuracy",
                                  "final_val_loss": "val loss", "n_ok": "ok", "n_runs": "runs"}),
           figures=("activations",), spans_rate=True),
     Study("depth", "Stacked layers: the gradient signal reaching each layer.",
