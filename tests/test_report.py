@@ -168,6 +168,8 @@ def test_the_report_calls_the_bound_check_a_sanity_check_and_the_spot_check_inde
     assert "holds by construction" in summary and "no φ′" in summary
     assert "sanity check" in bound and "The independent check is the spot check" in bound
     assert summary.index("violations of") < summary.index("holds by construction") < summary.index("Headline:")
+    assert re.search(r"Lyapunov exponent and lay above it in \d+ of \d+ runs \([^)]*95% CI [^)]*\), a one-sided bias",
+                     " ".join(summary.split()))
 
 
 def test_opening_sentences_state_runs_probes_and_violations(built):
@@ -203,6 +205,8 @@ def test_the_report_opens_with_findings_that_link_to_its_sections(built):
     assert any(t.startswith("The independent spot check recomputed 282 sampled") for t in text)
     assert any("long_range: 4 of 6 runs learned (0.6667, 95% CI 0.3–0.9032)" in t for t in text)
     assert any("T = 40 is the longest T at which every run learned (1 of 1 run)" in t for t in text)  # one seed
+    assert any(re.search(r"clipped at [\d.]+, .* learned .*\(the best of its \d+ thresholds, chosen on these same runs\)",
+                         t) for t in text)
     assert any(t.startswith("Of 32 runs, 30 ended ok") for t in text)  # said only because two runs did not
     assert any(t.startswith("In clipping, 1 of 2 unclipped runs blew up (1 diverged, 0 went unstable; 0.5, 95% CI")
                and "with the global norm clipped at 0.1, 1 of 1 run learned" in t

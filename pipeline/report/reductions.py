@@ -468,7 +468,8 @@ def clip_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
         if top is not None:
             head[f"best_{mode}"] = {"threshold": top["clip_threshold"], "final_val_loss": top["final_val_loss"],
                                     "learned": rate(int(top["n_learned"]), int(top["n_runs"])),
-                                    "blew_up": rate(int(top["n_blew_up"]), int(top["n_runs"]))}
+                                    "blew_up": rate(int(top["n_blew_up"]), int(top["n_runs"])),
+                                    "n_thresholds": int((table["clip_mode"] == mode).sum())}
     return table, head | {"best_mode": None if best is None else str(best["clip_mode"])}
 
 

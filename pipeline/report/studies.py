@@ -219,6 +219,9 @@ def clipping_finding(h: str, head: dict) -> list[Inline] | None:
         key, top = f"{h}.best_{mode}.learned", head[f"best_{mode}"]["learned"]
         parts += ["; ", CLIP_WORDS[mode], Metric(f"{h}.best_{mode}.threshold"), ", "]
         parts += rate_count_parts(key, top, "runs") + [" learned"] + interval_parts(key)
+        if head[f"best_{mode}"].get("n_thresholds", 1) > 1:  # picked after the fact: its rate is optimistic
+            parts += [" (the best of its ", Metric(f"{h}.best_{mode}.n_thresholds"), " thresholds, chosen on these "
+                      "same runs)"]
     return parts
 
 
@@ -608,7 +611,7 @@ def published_blocks(report: dict, tables: Tables) -> list[Table | Bullets | Par
 
 
 STUDIES = (  # in report order
-    Study("weight_norms", "How the recurrent weight norm γ_W sets the decay rate, per activation.",
+    Study("weight_norms", "How the recurrent weight norm γ_W sets the decay rate.",
           weight_norms_summary, ("weight_norms",), weight_norms_headline,
           table=("weight_norms", {"activation": "activation", "init": "init", "gamma_w": "γ_W (config)",
                                   "radius": "ρ(W_hh)", "slope": "slope", "lyapunov": "Lyapunov",
