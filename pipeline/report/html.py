@@ -601,7 +601,7 @@ nav ol { columns: 2; font-size: .9rem; } a { color: var(--accent); text-decorati
 .table-wrap { overflow-x: auto; margin: .6rem 0 1rem; }
 table { border-collapse: collapse; font-size: .82rem; font-variant-numeric: tabular-nums; }
 th, td { border-bottom: 1px solid var(--rule); padding: .22rem .55rem; text-align: left; vertical-align: top; }
-td { max-width: 26rem; overflow-wrap: anywhere; }
+td { max-width: 26rem; overflow-wrap: break-word; }  /* anywhere would let the layout cut "100" into "1 0 0" */
 th { background: #f3f5f7; } caption { caption-side: top; text-align: left; color: var(--muted); padding: .2rem 0; }
 figure { margin: 1rem 0 1.4rem; } figure img { max-width: 100%; height: auto; display: block; }
 figcaption { color: var(--muted); font-size: .86rem; margin-top: .3rem; }
