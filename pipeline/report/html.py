@@ -453,7 +453,8 @@ def prediction_section(metrics: dict, figures: dict[str, FigureFile]) -> Section
                    "h₀ = 0, where the units are less saturated and the steps gain more than on the stationary "
                    "trajectory; the bias shrinks as the probe grows."]),
         Paragraph(["Why the bound is loose, in decades (median over ", m(f"{g}.n_runs"), " runs of each run's mean "
-                   "over its pairs): global → product bound ", m(f"{g}.global_to_product"), " (saturation: "
+                   "over its pairs, where the Tightness section takes each run's median over its pairs, so these parts "
+                   "need not add up to its gaps): global → product bound ", m(f"{g}.global_to_product"), " (saturation: "
                    "sup|φ′| against the realised max|φ′|), product → step-norm bound ", m(f"{g}.product_to_stepnorm"),
                    " (‖W‖₂ max|φ′| against ‖diag(φ′) W‖₂; exactly 0 for an orthogonal W_hh, since ‖diag(d) Q‖₂ = "
                    "max|d|), step-norm bound → measured ",
