@@ -101,6 +101,8 @@ def test_the_protocol_differences_follow_with_this_studys_settings(rows):
     assert f"This study: {iters} updates of {batch} sequences, {iters * batch} " \
         "sequences per run." in unescaped
     assert f"This study: {SEEDS} runs per arm and T." in unescaped
+    # the IRNN trains at 0.001, the other planted arms at the fixture's rate: only the exception is named
+    assert f"for every arm, learning rate {fx.BASE_CONFIG['lr']:g} (IRNN: 0.001), clipping" in unescaped
     # Le, Jaitly & Hinton (2015): only its abstract was read, so its row quotes a claim and no number
     (le,) = [p for p in papers.PUBLISHED if p.citation.startswith("Le, Jaitly")]
     assert le.citation.endswith("abstract") and not re.search(r"\d", le.model + le.result)

@@ -431,9 +431,9 @@ PROTOCOL_FIELDS = ("iters", "batch", "hidden", "optimizer", "lr", "clip_threshol
 
 def remedies_protocol(runs: pd.DataFrame, arms: pd.Series, table: pd.DataFrame) -> dict:
     """This study's side of the protocol comparison, from its runs: each PROTOCOL_FIELDS field's distinct values
-    (omega: the non-zero ones; clip_threshold: of the clipped runs; lr: of the arms but the IRNN, whose own are
-    lr_irnn), the sequences each run trained on (iters x batch), and the fewest and most scored runs per task, arm
-    and T."""
+    (omega: the non-zero ones; clip_threshold: of the clipped runs), the learning rates per arm (lr_by_arm, in
+    REMEDY_ARMS order), the sequences each run trained on (iters x batch), and the fewest and most scored runs per
+    task, arm and T."""
     def values(column: str, rows: pd.DataFrame = runs) -> list:
         if column not in rows:
             return []
@@ -443,7 +443,7 @@ def remedies_protocol(runs: pd.DataFrame, arms: pd.Series, table: pd.DataFrame) 
 
     out = {f: values(f) for f in PROTOCOL_FIELDS}
     out["omega"] = [w for w in out["omega"] if w > 0]
-    out["lr"], out["lr_irnn"] = values("lr", runs[arms != "irnn"]), values("lr", runs[arms == "irnn"])
+    out["lr_by_arm"] = {a: values("lr", runs[arms == a]) for a in REMEDY_ARMS if (arms == a).any()}
     if "clip_mode" in runs:
         out["clip_threshold"] = values("clip_threshold", runs[runs["clip_mode"].astype(str) != "none"])
     if {"iters", "batch"} <= set(runs.columns):
@@ -571,6 +571,19 @@ OWN_TASKS = ("adding's values from U[−1, 1] and Hochreiter & Schmidhuber's tar
              "and the second in the second half; temporal order's symbols where Pascanu et al.'s code puts them")
 
 
+def learning_rates(protocol: dict) -> str:
+    """The arms' learning rates: the one most arms used, then the others with their arms ("0.01 (IRNN and LSTM:
+    0.001)"); arm names hold commas, so only the exceptions are named."""
+    groups: dict[str, list[str]] = {}
+    for arm, lrs in protocol.get("lr_by_arm", {}).items():
+        groups.setdefault(spans(lrs), []).append(REMEDY_ARMS.get(arm, arm))
+    if not groups:
+        return "–"
+    common = max(groups, key=lambda lr: len(groups[lr]))
+    others = [f"{' and '.join(names)}: {lr}" for lr, names in groups.items() if lr != common]
+    return common + (f" ({'; '.join(others)})" if others else "")
+
+
 def published_blocks(report: dict, tables: Tables) -> list[Table | Bullets | Paragraph]:
     """The published results (papers.PUBLISHED) each beside this study's counterpart from the results being
     reported, then the protocol differences: the papers' settings (papers.PROTOCOLS) and this study's."""
@@ -597,8 +610,7 @@ def published_blocks(report: dict, tables: Tables) -> list[Table | Bullets | Par
                    spans(ours.get("sequences", [])), " sequences per run"],
         "size": [spans(ours.get("hidden", [])), " hidden units in every arm (the parameter counts are in the arm "
                  "table above)"],
-        "optimiser": [spans(ours.get("optimizer", [])), " for every arm, learning rate ", spans(ours.get("lr", []))]
-        + ([" (the IRNN's ", spans(ours["lr_irnn"]), ")"] if ours.get("lr_irnn") else [])
+        "optimiser": [spans(ours.get("optimizer", [])), " for every arm, learning rate ", learning_rates(ours)]
         + [", clipping at norm ", spans(ours.get("clip_threshold", [])), " (none in the unclipped arm), Ω weight ",
            spans(ours.get("omega", []))],
         "seeds": [" to ".join(map(str, ours.get("seeds", []))) or "–", " runs per arm and T"],
