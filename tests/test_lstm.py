@@ -9,7 +9,9 @@ import pytest
 
 from pipeline.engine import cells
 from pipeline.engine.init import init_lstm
-from pipeline.engine.lstm import LSTM, bptt, forward, jacobians_from_trace, last_state, step_jacobians
+from pipeline.engine.lstm import (
+    LSTM, bptt, forward, from_torch_state, jacobians_from_trace, last_state, step_jacobians,
+)
 from pipeline.engine.optim import make_optimizer
 from pipeline.engine.rnn import loss_and_dy, one_hot
 from pipeline.engine.trainer import train_step
@@ -283,8 +285,6 @@ TORCH = Path(__file__).parent / "references" / "torch_lstm.npz"  # written by re
 
 def _torch_reference(prefix: str) -> tuple[dict, LSTM]:
     """The reference's arrays, and its model under `prefix` (torch_: as initialised, trained_: after the steps)."""
-    from pipeline.engine.lstm import from_torch_state
-
     ref = dict(np.load(TORCH))
     state = {k.removeprefix(prefix): v for k, v in ref.items() if k.startswith(prefix)}
     return ref, from_torch_state(state, state["W_hy"], state["b_y"])

@@ -422,11 +422,12 @@ def success_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     for task, t in table.groupby("task"):
         by_T = t.groupby("T")[["n_learned", "n_scored"]].sum()
         every = by_T.index[(by_T["n_learned"] == by_T["n_scored"]) & (by_T["n_scored"] > 0)]
+        longest = every.max() if len(every) else None
         head[str(task)] = {"min_T": by_T.index.min(), "max_T": by_T.index.max(),
                            "learned_at_min_T": rate(by_T["n_learned"].iloc[0], by_T["n_scored"].iloc[0]),
                            "learned_at_max_T": rate(by_T["n_learned"].iloc[-1], by_T["n_scored"].iloc[-1]),
-                           "longest_T_learned": every.max() if len(every) else None,
-                           "n_at_longest_T_learned": int(by_T.at[every.max(), "n_scored"]) if len(every) else None}
+                           "longest_T_learned": longest,
+                           "n_at_longest_T_learned": None if longest is None else int(by_T.at[longest, "n_scored"])}
     return table, head
 
 
@@ -547,6 +548,11 @@ ARM_SLOPES = ("slope_init", "slope_final", "slope_cell_init", "slope_cell_final"
 SLOPE_DECIMALS = 4
 
 
+def slope_median(values: pd.Series) -> float:
+    """The median of the finite fitted slopes, to SLOPE_DECIMALS (NaN when there is none)."""
+    return round(finite_median(pd.to_numeric(values, errors="coerce")), SLOPE_DECIMALS)
+
+
 def arm_table(runs: pd.DataFrame, arm: pd.Series, accurate_at: float | None = None) -> pd.DataFrame:
     """Per task, arm (a label per run, given) and T: how many runs learned, with the Wilson interval of the rate,
     the mean accuracy beside its chance baseline, the parameter count (the arm's largest, with its smallest as a
@@ -563,7 +569,6 @@ def arm_table(runs: pd.DataFrame, arm: pd.Series, accurate_at: float | None = No
                     n_learned=("learned", "sum"), n_scored=("scored", "sum"), n_diverged=("diverged", "sum"),
                     accuracy=("val_accuracy", "mean"), chance=("chance_accuracy", "mean"),
                     n_params=("n_params", "max"), n_params_min=("n_params", "min"),
-                    **{s: (s, finite_median) for s in ARM_SLOPES}, **extra)
-    table[list(ARM_SLOPES)] = table[list(ARM_SLOPES)].round(SLOPE_DECIMALS)
+                    **{s: (s, slope_median) for s in ARM_SLOPES}, **extra)
     table = with_rate(table, "success_rate", "n_learned", "n_scored")
     return with_rate(table, "accurate_rate", "n_accurate", "n_scored") if accurate_at is not None else table

@@ -9,10 +9,9 @@ or not, opens with the spec's own `description` (the results table's `descriptio
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Callable
-
-import math
 
 import pandas as pd
 
@@ -21,8 +20,8 @@ from ..run.verdicts import LEARNED_MARGIN
 from . import papers
 from .document import Bullets, Inline, Metric, Paragraph, RunRef, Table, cell, frame_table, joined
 from .reductions import (
-    SLOPE_DECIMALS, activation_table, arm_table, clip_table, curve_rows, depth_table, finite_median, outcome_table,
-    rate, stacked, success_table, text_headline, weight_norm_table,
+    ARM_SLOPES, activation_table, arm_table, clip_table, curve_rows, depth_table, outcome_table, rate, slope_median,
+    stacked, success_table, text_headline, weight_norm_table,
 )
 
 Tables = dict[str, pd.DataFrame]
@@ -165,11 +164,8 @@ def long_range_finding(h: str, head: dict) -> list[Inline] | None:
 
 def all_of(key: str, task: dict) -> list[Inline]:
     """ "n of n runs" at the longest T that every run learned: one seed reads as one run, not as "every run"."""
-    n = task.get("n_at_longest_T_learned")
-    if n is None:
-        return ["runs there: n/a"]
-    return [Metric(f"{key}.n_at_longest_T_learned"), " of ", Metric(f"{key}.n_at_longest_T_learned"),
-            " run" if n == 1 else " runs"]
+    n = Metric(f"{key}.n_at_longest_T_learned")
+    return [n, " of ", n, " run" if task.get("n_at_longest_T_learned") == 1 else " runs"]
 
 
 def clipping_summary(d: SpecRuns) -> SpecSummary:
@@ -370,9 +366,7 @@ def remedies_summary(d: SpecRuns) -> SpecSummary:
                              "accurate": rate(int(accurate[t.index].sum()), int(scored[t.index].sum()))}
                  for task, t in at_longest.groupby("task", sort=True)}
         settings[key] = arm_settings(rows)
-        slopes = {s: finite_median(pd.to_numeric(rows[s], errors="coerce")) if s in rows else None
-                  for s in ("slope_init", "slope_final", "slope_cell_init", "slope_cell_final")}
-        slopes = {s: None if v is None else round(v, SLOPE_DECIMALS) for s, v in slopes.items()}
+        slopes = {s: slope_median(rows[s]) if s in rows else None for s in ARM_SLOPES}
         lag = max_probe_lag(rows)
         signed[key] = {s.removeprefix("slope"): decades(v, lag) for s, v in slopes.items()}  # "_init", "_cell_init"
         head[key] = {"T": int(longest), "learned": rate(int(at_longest["learned"].sum()), int(scored.sum())),
