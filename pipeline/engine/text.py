@@ -117,21 +117,22 @@ class ConsecutiveWindows:
 
 @dataclass(frozen=True)
 class CarriedRead:
-    """A text read once from h = 0 with the state carried from each character to the next."""
+    """A text read once with the state carried from each character to the next."""
 
     loss: float  # mean next-character cross-entropy (nats/char) over the len(ids) - 1 predictions
     accuracy: float  # share of those predictions whose argmax is the next character
     state: np.ndarray  # (L, 1, width): the state after the last input, ids[-2] (width n, an LSTM's 2n)
 
 
-def read_carried(model: Model, ids: np.ndarray, chunk: int = READ_CHUNK) -> CarriedRead:
+def read_carried(model: Model, ids: np.ndarray, chunk: int = READ_CHUNK, h0: np.ndarray | None = None) -> CarriedRead:
     """Score `ids` (n,) as one stream, as min-char-rnn walks its data without resetting: input ids[t] from the state
-    left by ids[0..t-1], target ids[t + 1], for t = 0..n-2, starting from h = 0. The forward runs in chunks of
-    `chunk` characters, each starting from the previous one's last state, which is the same recurrence."""
+    left by ids[0..t-1], target ids[t + 1], for t = 0..n-2, starting from h0 (L, 1, width), zeros if None. The
+    forward runs in chunks of `chunk` characters, each starting from the previous one's last state, which is the
+    same recurrence."""
     ids = np.asarray(ids, dtype=np.int64)
     if len(ids) < 2 or chunk < 1:
         raise ValueError(f"need at least 2 ids and chunk >= 1, got {len(ids)} ids and chunk {chunk}")
-    h, loss_sum, correct = None, 0.0, 0
+    h, loss_sum, correct = h0, 0.0, 0
     for start in range(0, len(ids) - 1, chunk):
         inputs = ids[start : min(start + chunk, len(ids) - 1)]  # (C,)
         targets = ids[start + 1 : start + 1 + len(inputs)]  # (C,)

@@ -611,7 +611,7 @@ def draw_text(tables: Tables, spec: str = "text") -> Drawn:
     caption = (f"Text models ({spec}): validation loss per character on the held-out end of the corpus against "
                "characters seen in training (iteration × batch × window), one line per run, coloured by arm, each "
                "read as it was trained: solid, a run on consecutive windows, which reads the whole held-out text "
-               "once with its state carried; dash-dot, a run on random windows, read on 128 held-out windows from "
+               "once with its state carried, going on from its training walk's state; dash-dot, a run on random windows, read on 128 held-out windows from "
                "h = 0; dashed grey: chance, the "
                "loss of the unigram model (the training characters' frequencies, no context); dotted: "
                f"{1 - LEARNED_MARGIN:g}× chance, the bar below which a run learned.")

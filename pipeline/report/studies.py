@@ -633,7 +633,7 @@ STUDIES = (  # in report order
     Study("text", "Character-level text models (min-char-rnn style), a vanilla RNN and an LSTM of about its "
           "parameter count: validation loss against characters seen, and the last sample of each. A model is "
           "validated as it was trained: on consecutive windows, by reading the whole held-out text once with the "
-          "state carried (its samples continue that text); on random windows, on 128 held-out windows from h = 0.",
+          "state carried, going on from its training walk's state (its samples continue that text); on random windows, on 128 held-out windows from h = 0.",
           text_summary, ("text_curve", "text_val_curve", READS_TABLE), text_headline_parts, more_tables=text_blocks,
           figures=("text_curve",), reads_samples=True),
 )

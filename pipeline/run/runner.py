@@ -144,7 +144,7 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
         "norm_growth": norm_growth,
         "gamma_phi": model.act.gamma if model.cell == "rnn" else None,  # no gamma_phi bound for a gated cell
         "n_params": int(sum(p.size for p in model.params.values())),  # arms of a comparison state their sizes
-        **(text_scores(log.model, validation) if src.vocab else {}),
+        **(text_scores(log.model, validation, log.state) if src.vocab else {}),
         **probed,
     }
 
@@ -178,7 +178,7 @@ def train(cfg: RunConfig, model: Model, src: Source, rng_batch: np.random.Genera
         if i in gradient_at:
             gradients.append(training_gradient_table(log.model, src.probe, i))
         if i in sample_at:
-            samples.append(_sample(log.model, i, src, cfg.sample_len, rng_sample, validation))
+            samples.append(_sample(log, i, src, cfg.sample_len, rng_sample, validation))
         if progress is not None and i > 0:
             progress(_event(log, i, cfg.iters))
 
@@ -188,7 +188,7 @@ def train(cfg: RunConfig, model: Model, src: Source, rng_batch: np.random.Genera
     optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay)
     log = trainer.train(model, optimizer, lambda: src.draw(rng_batch), validation, settings, on_step)
     if src.vocab and cfg.samples and (not samples or samples[-1]["iter"] != log.iters_done):
-        samples.append(_sample(log.model, log.iters_done, src, cfg.sample_len, rng_sample, validation))
+        samples.append(_sample(log, log.iters_done, src, cfg.sample_len, rng_sample, validation))
     if progress is not None and log.diverged_at is not None:
         progress({**_event(log, log.diverged_at, cfg.iters), "diverged": True})
     return log, samples
@@ -214,11 +214,11 @@ def gradient_checkpoints(iters: int, points: int = GRADIENT_POINTS) -> set[int]:
     return {round(iters * j / (points - 1)) for j in range(points)}
 
 
-def _sample(model: Model, i: int, src: Source, length: int, rng: np.random.Generator, validation: Validation) -> dict:
-    """{iter, text}: `length` characters sampled from the model, from where `validation.sample_start` puts it (a
-    model trained on consecutive windows continues the held-out text from its carried state)."""
-    first_id, h0 = validation.sample_start(model)
-    ids = sample_ids(model, first_id, length, rng, h0)
+def _sample(log: TrainLog, i: int, src: Source, length: int, rng: np.random.Generator, validation: Validation) -> dict:
+    """{iter, text}: `length` characters sampled from the log's model, from where `validation.sample_start` puts it
+    (a model trained on consecutive windows continues the held-out text from its carried state)."""
+    first_id, h0 = validation.sample_start(log.model, log.state)
+    ids = sample_ids(log.model, first_id, length, rng, h0)
     return {"iter": i, "text": decode(np.array(ids, dtype=np.int64), src.vocab)}
 
 
