@@ -60,8 +60,10 @@ def test_a_users_text_spec_gets_the_validation_curve_and_samples(built):
     assert not (out / "figures" / "text-mystery.png").exists()  # not a text spec: no text figure
     assert len(page.images_by_section["spec-mystery"]) == 1
     html = (out / "report.html").read_text(encoding="utf-8")
-    assert "vanilla RNN (seed 0): its last sample, at iteration 99, continuing the held-out text from its " \
-           "carried state" in html
+    assert "vanilla RNN (seed 0, consecutive windows): its last sample, at iteration 99, continuing the held-out " \
+           "text from its carried state" in html
+    assert "vanilla RNN (seed 1, random windows): its last sample, at iteration 99, from h = 0" in html
+    assert "vanilla RNN (seed 0): its last sample, at iteration 99, continuing the held-out" in html  # text: one way
 
 
 def test_each_text_run_shows_both_readings_of_its_validation_loss(built):

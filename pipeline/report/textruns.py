@@ -49,22 +49,30 @@ def val_curve_rows(runs: pd.DataFrame, val_curves: dict[str, pd.DataFrame]) -> p
 
 
 def shown_samples(runs: pd.DataFrame, samples: dict[str, list | None]) -> list[dict]:
-    """Per arm, the last sample of its first run that has samples (run_id -> samples.json), with its heading
-    (where the sample starts)."""
-    arms, shown = text_arm(runs), []
-    info = runs.assign(arm=arms, read=val_read(runs)).set_index("run_id")
-    for key in dict.fromkeys([*TEXT_ARMS, *arms]):
-        first = next((rid for rid, a in zip(runs["run_id"], arms) if a == key and samples.get(rid)), None)
+    """Per arm, and per way of taking windows when the spec has both, the last sample of its first run that has
+    samples (run_id -> samples.json), with its heading (which run, and where the sample starts)."""
+    info = runs.assign(arm=text_arm(runs), read=val_read(runs))
+    both = info["read"].nunique() > 1
+    groups = sorted(set(zip(info["arm"], info["read"])), key=lambda g: (_arm_order(g[0]), g[1]))
+    shown = []
+    for arm, read in groups:
+        mine = info[(info["arm"] == arm) & (info["read"] == read)]
+        first = next((rid for rid in mine["run_id"] if samples.get(rid)), None)
         if first is None:
             continue
-        last = samples[first][-1]
-        start = ("continuing the held-out text from its carried state" if info.at[first, "read"] == "carried"
-                 else "from h = 0")
-        shown.append({"arm": key, "run_id": first, "iter": last.get("iter"),
-                      "heading": f"{TEXT_ARMS.get(key, key)} (seed {info.at[first, 'seed']}): its last sample, at "
-                                 f"iteration {last.get('iter')}, {start}",
+        last, seed = samples[first][-1], mine.set_index("run_id").at[first, "seed"]
+        windows = f", {'consecutive' if read == 'carried' else 'random'} windows" if both else ""
+        start = "continuing the held-out text from its carried state" if read == "carried" else "from h = 0"
+        shown.append({"arm": arm, "run_id": first, "iter": last.get("iter"),
+                      "heading": f"{TEXT_ARMS.get(arm, arm)} (seed {seed}{windows}): its last sample, at iteration "
+                                 f"{last.get('iter')}, {start}",
                       "text": str(last.get("text", ""))})
     return shown
+
+
+def _arm_order(arm: str) -> tuple[int, str]:
+    """TEXT_ARMS' order first, then any other arm by name."""
+    return (list(TEXT_ARMS).index(arm), "") if arm in TEXT_ARMS else (len(TEXT_ARMS), arm)
 
 
 def reads_table(runs: pd.DataFrame) -> pd.DataFrame:
