@@ -465,7 +465,7 @@ def test_zero_iterations_probe_the_initial_model(data_dir, tmp_path):
 
 
 def test_the_sweep_recognises_the_runners_temp_folder(data_dir, tmp_path):
-    """sweep.py removes temp folders left by killed workers by name: the name the runner really uses."""
+    """The sweep removes temp folders left by killed workers by name: the name the runner really uses."""
     from pipeline.sweep import RUNNER_TEMP_FOLDER
 
     cfg = RunConfig(**{**TINY, "task": "adding", "iters": 2})
