@@ -43,13 +43,13 @@ def dataset_refs(cells: list[Cell], data_dir: Path) -> dict[str, list[ui.Dataset
             profile = {"task": TEXT_TASK, "window": cfg.seq_len, "source": source}
             name = "text" if cfg.text == "default" else Path(str(cfg.text)).stem
             refs[cell.config_hash] = [ui.DatasetRef(name, (entry.get("sha256") or "")[:12], source, profile,
-                                                          "training")]
+                                                    "training")]
             continue
         name = dataset_name(cfg.task, cfg.seq_len, cfg.val_size, cfg.data_seed)
         digest = ((files.get(f"{name}.npz") or {}).get("sha256") or "")[:12]
         profile = {"task": cfg.task, "T": cfg.seq_len, "count": cfg.val_size, "seed": cfg.data_seed}
         refs[cell.config_hash] = [ui.DatasetRef(name, digest, str((data_dir / f"{name}.npz").resolve()),
-                                                      profile)]
+                                                profile)]
     return refs
 
 
