@@ -704,7 +704,7 @@ STUDIES = (  # in report order
                                   "accuracy": "mean accuracy", "chance": "chance accuracy"}),
           figures=("success_vs_T",)),
     Study("remedies", "The remedies side by side: how many runs of each arm learned as T grows (Wilson 95% "
-          "intervals), the parameter counts at one hidden size, and the decay of the Jacobian norms per arm.",
+          "intervals), the parameter counts (matched across arms), and the decay of the Jacobian norms per arm.",
           remedies_summary, ("remedies",), remedies_headline, more_tables=remedies_blocks,
           figures=("remedies_success", "remedies_decay")),
     Study("remedies_rates", "The remedies' learning-rate selection: every arm at every candidate rate, on seeds "
