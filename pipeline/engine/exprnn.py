@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
-from scipy.linalg import expm, expm_frechet
 
 from . import rnn
 from .activations import Activation, get_activation
@@ -81,6 +80,8 @@ def orthogonal_of(U: np.ndarray) -> np.ndarray:
     """W = exp(skew_of(U)), in SO(n); all NaN when U is not finite (a diverged run is data, not an exception)."""
     if not np.all(np.isfinite(U)):
         return np.full(U.shape, np.nan)
+    from scipy.linalg import expm  # on first use: importing scipy costs every command its startup
+
     return expm(skew_of(U))
 
 
@@ -89,6 +90,8 @@ def grad_through_exp(U: np.ndarray, G: np.ndarray) -> np.ndarray:
     NaN where U or G is not finite."""
     if not (np.all(np.isfinite(U)) and np.all(np.isfinite(G))):
         return np.full(U.shape, np.nan)
+    from scipy.linalg import expm_frechet
+
     A = skew_of(U)
     G_A = expm_frechet(A.T, G, compute_expm=False)
     return np.triu(G_A - G_A.T, 1)
