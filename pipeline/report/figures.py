@@ -563,6 +563,9 @@ def draw_remedies_decay(tables: Tables) -> Drawn:
                 m = d[d["when"] == "final"].groupby("lag")["log10_norm_cell"].median()
                 line, = ax.plot(m.index, m.to_numpy(), ls=":", lw=1.4, color=colors[row.arm_name])
                 handles[f"{row.arm_name}: cell state ‖∂c_t/∂c_k‖"] = line
+        if (a["arm"] == "exprnn").any():  # its ||W_hh||_2 is 1: its bound is gamma_phi^(t-k) = 1 for tanh
+            exp_name = studies.REMEDY_ARMS["exprnn"]
+            handles[f"{exp_name}'s bound γ_φ^(t−k) = 1"] = ax.axhline(0.0, color=colors[exp_name], ls="-.", lw=0.9)
         ax.set(title=f"{task}, T = {int(a['T'].max())}" if len(a) else task, xlabel="lag t − k",
                ylabel="log10 ‖∂h_t/∂h_k‖")
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=3, fontsize=8)
@@ -570,7 +573,8 @@ def draw_remedies_decay(tables: Tables) -> Drawn:
                "run's mean log10 ‖∂h_t/∂h_k‖ over the pairs at that lag (its probe: the first min(probe_len, T) steps "
                "of a validation sequence, top layer); dashed at initialisation, solid after "
                "training, dotted the LSTM's cell state ‖∂c_t/∂c_k‖ after training (the LSTM's solid line is the norm "
-               "of its whole state (h, c)).")
+               "of its whole state (h, c)); dash-dotted at 0, the expRNN's bound γ_φ^(t−k) = 1 (its ‖W_hh‖₂ is 1 and "
+               "tanh's γ_φ is 1).")
     return fig, caption, ids
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 from ..engine.tasks import ADDING_TOLERANCE
 from ..run.verdicts import LEARNED_MARGIN
 from . import papers
+from .rate_selection import chosen_rates, selection_blocks, selection_table
 from .document import Bullets, Inline, Metric, Paragraph, RunRef, Table, cell, frame_table, joined
 from .reductions import (
     ARM_SLOPES, activation_table, arm_table, clip_table, curve_rows, depth_table, outcome_table, rate, slope_median,
@@ -328,14 +329,14 @@ def text_blocks(spec: str, report: dict, tables: Tables) -> list[Bullets]:
 # key (metrics.json) -> what the report calls the arm, in report order
 REMEDY_ARMS = {"tanh_unclipped": "tanh, unclipped", "tanh_clipped": "tanh, clipped",
                "tanh_clipped_omega": "tanh, clipped + Ω", "irnn": "IRNN", "orthogonal_tanh": "orthogonal tanh",
-               "lstm": "LSTM"}
+               "exprnn": "expRNN", "lstm": "LSTM", "gru": "GRU"}
 
 
 def remedy_arm(run: dict) -> str:
     """The remedies spec's arm of a run (a REMEDY_ARMS key), from its config: the cell, then the activation and
     init, then Omega and clipping."""
-    if str(run.get("cell_type", "rnn")) == "lstm":
-        return "lstm"
+    if str(run.get("cell_type", "rnn")) in ("lstm", "gru", "exprnn"):
+        return str(run["cell_type"])
     if run.get("activation") == "relu" and run.get("init") == "identity":
         return "irnn"
     if float(run.get("omega", 0.0) or 0.0) > 0:
@@ -374,9 +375,32 @@ def remedies_summary(d: SpecRuns) -> SpecSummary:
                      "n_params": int(pd.to_numeric(rows.get("n_params"), errors="coerce").max())
                      if "n_params" in rows else None, **slopes, "max_lag": lag,
                      **{f"orders{k}": None if v is None else abs(v) for k, v in signed[key].items()}}
+        if key == "exprnn":  # its bound is gamma_phi^(t-k): how far ||W_hh||_2 is from 1, as measured
+            norms = pd.to_numeric(pd.concat([rows.get("gamma_w_init"), rows.get("gamma_w_final")]), errors="coerce")
+            head[key]["w_norm_off"] = float((norms - 1).abs().max()) if norms.notna().any() else None
     return SpecSummary({"remedies": table}, head,
                        {"protocol": remedies_protocol(d.runs, arms, table), "decades": signed,
-                        "settings": settings, "tasks": {k: list(v["tasks"]) for k, v in head.items()}})
+                        "settings": settings, "tasks": {k: list(v["tasks"]) for k, v in head.items()},
+                        "ranking": separated_arms(table)})
+
+
+def separated_arms(table: pd.DataFrame) -> dict[str, dict]:
+    """Per task, at its longest T: the pairs of arms whose learned rates' 95% intervals do not overlap ([above,
+    below], by REMEDY_ARMS key), and that T. No pair: this budget cannot rank the arms on that task."""
+    out = {}
+    for task, rows in table.groupby(table["task"].astype(str), sort=True):
+        top = rows[rows["T"] == rows["T"].max()]
+        low, high = top.set_index("arm")["success_rate_low"], top.set_index("arm")["success_rate_high"]
+        pairs = [[a, b] for a in low.index for b in high.index if a != b and low[a] > high[b]]
+        out[task] = {"T": int(rows["T"].max()), "pairs": pairs}
+    return out
+
+
+def remedies_rates_summary(d: SpecRuns) -> SpecSummary:
+    """The remedies spec's rate selection (run/rates.py): every arm's runs at every candidate rate, the chosen one
+    marked (rate_selection.selection_table)."""
+    arms = pd.Series([remedy_arm(r) for r in d.runs.to_dict("records")], index=d.runs.index, dtype=object)
+    return SpecSummary({"rate_selection": selection_table(d.runs, arms, REMEDY_ARMS)}, None, {})
 
 
 def arm_settings(runs: pd.DataFrame) -> str:
@@ -389,11 +413,13 @@ def arm_settings(runs: pd.DataFrame) -> str:
         v = sorted({str(cell(x.item() if hasattr(x, "item") else x)) for x in runs[column].dropna()})
         return "/".join(v) or "–"
 
-    lstm = str(runs["cell_type"].iloc[0]) == "lstm" if "cell_type" in runs else False
-    parts = [f"{values('init')} W_hh, γ_W {values('gamma_w')}"]
-    if lstm:
+    cell_type = str(runs["cell_type"].iloc[0]) if "cell_type" in runs else "rnn"
+    parts = [f"{values('hidden')} units", f"{values('init')} W_hh, γ_W {values('gamma_w')}"]
+    if cell_type == "lstm":
         parts += [f"forget bias {values('forget_bias')}"] if "forget_bias" in runs else []
-    else:
+    elif cell_type == "exprnn":
+        parts += [f"{values('activation')}, W_hh = exp(A) with A skew-symmetric, trained through A"]
+    elif cell_type != "gru":
         parts += [values("activation")]
     parts += [f"{values('optimizer')} lr {values('lr')}"]
     clip = values("clip_mode")
@@ -438,6 +464,7 @@ def remedies_protocol(runs: pd.DataFrame, arms: pd.Series, table: pd.DataFrame) 
     out = {f: values(f) for f in PROTOCOL_FIELDS}
     out["omega"] = [w for w in out["omega"] if w > 0]
     out["lr_by_arm"] = {a: values("lr", runs[arms == a]) for a in REMEDY_ARMS if (arms == a).any()}
+    out["hidden_by_arm"] = {a: values("hidden", runs[arms == a]) for a in REMEDY_ARMS if (arms == a).any()}
     if "clip_mode" in runs:
         out["clip_threshold"] = values("clip_threshold", runs[runs["clip_mode"].astype(str) != "none"])
     if {"iters", "batch"} <= set(runs.columns):
@@ -471,6 +498,10 @@ def remedies_blocks(spec: str, report: dict, tables: Tables) -> list[Table | Bul
         sentence += decay_reading(at, arm, "")
         if key == "lstm":
             sentence += ["; its cell state's ‖∂c_t/∂c_k‖ "] + decay_reading(at, arm, "_cell")
+        if key == "exprnn":
+            sentence += ["; its ‖W_hh‖₂, measured before and after training, is 1 within ", Metric(f"{at}.w_norm_off"),
+                         " in every run, so its bound (γ_W γ_φ)^(t−k) is γ_φ^(t−k) = 1 with no slack from γ_W, and "
+                         "the orders of magnitude above are its whole distance below that bound"]
         sentence += [". At T = ", Metric(f"{at}.T"), ", "]
         sentence += joined([[f"{task.replace('_', ' ')}: learned in "] + rate_parts(f"{at}.tasks.{task}.learned", " runs")
                             + [f", ≥ {papers.PAPER_ACCURACY:.0%} accuracy in "] + rate_parts(f"{at}.tasks.{task}.accurate")
@@ -481,7 +512,32 @@ def remedies_blocks(spec: str, report: dict, tables: Tables) -> list[Table | Bul
     caveat = [Paragraph([f"Every run trained on {spans(budget)} sequences: an arm at chance here did not learn "
                          "within that budget, which says how fast it learns, not whether it can (the protocol list "
                          "below compares the budgets with the papers')."])] if budget else []
-    return table + ([Bullets(items)] if items else []) + caveat + published_blocks(report, tables)
+    return (table + ([Bullets(items)] if items else []) + caveat + ranking_blocks(report, tables)
+            + published_blocks(report, tables))
+
+
+def ranking_blocks(report: dict, tables: Tables) -> list[Paragraph]:
+    """Whether the rates were chosen per arm (the rate-selection table) or fixed, and, per task at its longest T,
+    which arms' learned intervals separate: none means this budget cannot rank the arms."""
+    selected = chosen_rates(tables.get("rate_selection"))
+    if selected:
+        how = [f"Each arm trained at its own learning rate, chosen per task among {spans(selected['rates'])} on seeds "
+               f"{spans(selected['seeds'])} at T = {spans(selected['T'])} (the rate-selection section); those seeds "
+               "are not among the seeds of the runs reported here. "]
+    else:
+        how = ["The learning rates here were fixed, not chosen per arm (the quick profile; the full profile chooses "
+               "each arm's rate on separate seeds), so a difference between arms may be a difference of rates. "]
+    parts: list[Inline] = []
+    for task, r in report.get("ranking", {}).items():
+        name = task.replace("_", " ")
+        if not r["pairs"]:
+            parts.append(f"On {name} at T = {r['T']} every two arms' 95% intervals overlap: this budget cannot "
+                         "rank the arms there. ")
+        else:
+            shown = "; ".join(f"{REMEDY_ARMS.get(a, a)} above {REMEDY_ARMS.get(b, b)}" for a, b in r["pairs"])
+            parts.append(f"On {name} at T = {r['T']} only these pairs of arms have learned rates whose 95% "
+                         f"intervals do not overlap: {shown}; every other pair is not ranked. ")
+    return [Paragraph(how + parts)]
 
 
 def decay_reading(at: str, arm: dict, state: str) -> list[Inline]:
@@ -565,11 +621,11 @@ OWN_TASKS = ("adding's values from U[−1, 1] and Hochreiter & Schmidhuber's tar
              "and the second in the second half; temporal order's symbols where Pascanu et al.'s code puts them")
 
 
-def learning_rates(protocol: dict) -> str:
-    """The arms' learning rates: the one most arms used, then the others with their arms ("0.01 (IRNN and LSTM:
-    0.001)"); arm names hold commas, so only the exceptions are named."""
+def learning_rates(protocol: dict, key: str = "lr_by_arm") -> str:
+    """The arms' learning rates (or another `key` of the protocol by arm): the one most arms used, then the others
+    with their arms ("0.01 (IRNN and LSTM: 0.001)"); arm names hold commas, so only the exceptions are named."""
     groups: dict[str, list[str]] = {}
-    for arm, lrs in protocol.get("lr_by_arm", {}).items():
+    for arm, lrs in protocol.get(key, {}).items():
         groups.setdefault(spans(lrs), []).append(REMEDY_ARMS.get(arm, arm))
     if not groups:
         return "–"
@@ -602,8 +658,8 @@ def published_blocks(report: dict, tables: Tables) -> list[Table | Bullets | Par
                     f"{ADDING_TOLERANCE:g}, as Hochreiter & Schmidhuber's)"],
         "budget": [spans(ours.get("iters", [])), " updates of ", spans(ours.get("batch", [])), " sequences, ",
                    spans(ours.get("sequences", [])), " sequences per run"],
-        "size": [spans(ours.get("hidden", [])), " hidden units in every arm (the parameter counts are in the arm "
-                 "table above)"],
+        "size": ["hidden units per arm: ", learning_rates(ours, "hidden_by_arm"), ", chosen so that the arms' "
+                 "parameter counts match (the arm table above gives them)"],
         "optimiser": [spans(ours.get("optimizer", [])), " for every arm, learning rate ", learning_rates(ours)]
         + [", clipping at norm ", spans(ours.get("clip_threshold", [])), " (none in the unclipped arm), Ω weight ",
            spans(ours.get("omega", []))],
@@ -648,9 +704,13 @@ STUDIES = (  # in report order
                                   "accuracy": "mean accuracy", "chance": "chance accuracy"}),
           figures=("success_vs_T",)),
     Study("remedies", "The remedies side by side: how many runs of each arm learned as T grows (Wilson 95% "
-          "intervals), the parameter counts at one hidden size, and the decay of the Jacobian norms per arm.",
+          "intervals), the parameter counts (matched across arms), and the decay of the Jacobian norms per arm.",
           remedies_summary, ("remedies",), remedies_headline, more_tables=remedies_blocks,
           figures=("remedies_success", "remedies_decay")),
+    Study("remedies_rates", "The remedies' learning-rate selection: every arm at every candidate rate, on seeds "
+          "that the remedies runs do not use; the rate each arm then trained at is marked.",
+          remedies_rates_summary, ("rate_selection",),
+          more_tables=lambda spec, report, tables: selection_blocks(tables.get("rate_selection"))),
     Study("text", "Character-level text models (min-char-rnn style), a vanilla RNN and an LSTM of about its "
           "parameter count: validation loss against characters seen, and the last sample of each.",
           text_summary, ("text_curve", "text_val_curve"), text_headline_parts, more_tables=text_blocks,

@@ -31,8 +31,8 @@ from .probe import (Drive, Probe, driving_inputs, probe_model, series_rows, step
 from .sources import Source, evaluate, input_digests, make_source, scores_positions
 from .verdicts import growth, learned, run_outcome
 from ..engine import trainer
-from ..engine.cells import Model
-from ..engine.init import init_lstm, init_model
+from ..engine.cells import Model, n_params
+from ..engine.init import init_exprnn, init_gru, init_lstm, init_model
 from ..engine.optim import make_optimizer
 from ..engine.text import decode, sample_ids
 from ..engine.trainer import HISTORY_COLUMNS, TrainLog, TrainSettings
@@ -140,19 +140,24 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
         "learned": learned(outcome, final_val[1], src.chance_loss),
         "loss_growth": loss_growth,
         "norm_growth": norm_growth,
-        "gamma_phi": model.act.gamma if model.cell == "rnn" else None,  # no gamma_phi bound for a gated cell
-        "n_params": int(sum(p.size for p in model.params.values())),  # arms of a comparison state their sizes
+        "gamma_phi": model.act.gamma if model.cell in ("rnn", "exprnn") else None,  # none for a gated cell
+        "n_params": n_params(model),  # arms of a comparison state their sizes
         **probed,
     }
 
 
 def new_model(cfg: RunConfig, src: Source, rng: np.random.Generator) -> Model:
-    """The run's initial model: `init_model` for cell rnn, `init_lstm` for cell lstm."""
+    """The run's initial model: `init_model` for cell rnn, `init_lstm`, `init_gru` or `init_exprnn` for the others."""
     sizes = dict(input_dim=src.input_dim, output_dim=src.output_dim, layers=cfg.layers, hidden=cfg.hidden,
-                 init=cfg.init, gamma_w=cfg.gamma_w, input_scale=cfg.input_scale, output_scale=cfg.output_scale)
+                 init=cfg.init, input_scale=cfg.input_scale, output_scale=cfg.output_scale)
+    vanilla = dict(form=cfg.form, activation=cfg.activation, leaky_slope=cfg.leaky_slope)
     if cfg.cell_type == "lstm":
-        return init_lstm(rng, **sizes, forget_bias=cfg.forget_bias)
-    return init_model(rng, form=cfg.form, activation=cfg.activation, leaky_slope=cfg.leaky_slope, **sizes)[0]
+        return init_lstm(rng, **sizes, gamma_w=cfg.gamma_w, forget_bias=cfg.forget_bias)
+    if cfg.cell_type == "gru":
+        return init_gru(rng, **sizes, gamma_w=cfg.gamma_w)
+    if cfg.cell_type == "exprnn":
+        return init_exprnn(rng, **vanilla, **sizes)  # ||W_hh||_2 = 1: config.cell_conflict refuses another gamma_w
+    return init_model(rng, **vanilla, **sizes, gamma_w=cfg.gamma_w)[0]
 
 
 # ---- training -------------------------------------------------------------------------------------------------

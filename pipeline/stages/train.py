@@ -79,8 +79,8 @@ def train_cmd(
                                           "final_val_loss, val_accuracy, seconds, run_dir; text: samples, the first "
                                           "and the last) as the only stdout line.")] = False,
 ) -> None:
-    """Train one RNN (vanilla, or an LSTM with --cell-type lstm), probe its Jacobians at init and at the end, and
-    log the run to MLflow.
+    """Train one RNN (vanilla; an LSTM or a GRU with --cell-type lstm or gru; an orthogonal-constrained expRNN with
+    --cell-type exprnn --init orthogonal), probe its Jacobians at init and at the end, and log the run to MLflow.
 
     Defaults are a min-char-rnn text run: hidden 100, 25-character windows, adagrad lr 0.1, clipping at norm 5.
 
