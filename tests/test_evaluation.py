@@ -73,7 +73,7 @@ def test_chunk_sizes_fit_the_budget_in_multiples_of_the_alignment():
     assert evaluation.chunk_sequences(10_000, 10**9, 1000) == evaluation.CHUNK_ALIGN  # at least one aligned chunk
     assert evaluation.chunk_sequences(5, 1000, 10**9) == 5  # never more than the batch
     # a long_range validation set (10,000 sequences of 200 steps, 128 units) in chunks of at most CHUNK_BYTES
-    per_sequence = evaluation.trace_bytes_per_sequence("rnn", 1, 128, 1, 200)
+    per_sequence = evaluation.trace_bytes_per_sequence("rnn", "elman", 1, 128, 1, 200)
     chunk = evaluation.chunk_sequences(10_000, per_sequence, evaluation.CHUNK_BYTES)
     assert chunk % evaluation.CHUNK_ALIGN == 0 and chunk * per_sequence <= evaluation.CHUNK_BYTES < 10_000 * per_sequence
 

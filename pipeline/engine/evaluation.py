@@ -24,7 +24,8 @@ from . import cells, rnn
 from .rnn import LOSSES, Workspace, check_loss_inputs
 
 CHUNK_ALIGN = 8  # a chunk holds a multiple of this many sequences (see the module's note on BLAS's last rows)
-CHUNK_BYTES = 128 * 2**20  # a chunk's trace at most this (above a few MB per step, a larger chunk is no faster)
+CHUNK_BYTES = 32 * 2**20  # a chunk's trace at most this: a larger chunk is no faster (a few thousand sequence-steps
+# per numpy call already hide its overhead)
 FLOAT_BYTES = 8
 
 
@@ -35,17 +36,18 @@ def chunk_sequences(batch: int, bytes_per_sequence: int, budget_bytes: int) -> i
     return min(batch, fit)
 
 
-def trace_bytes_per_sequence(cell: str, layers: int, hidden: int, output_dim: int, steps: int) -> int:
-    """The bytes one sequence of `steps` takes in a validation pass's trace: per layer, the vanilla cell's h, drive
-    and phi(h) (pascanu's; 3 (T+1) n floats), the LSTM's h, c, tanh(c) and four gates (7 (T+1) n); the readout and
-    the per-position loss (2 T o)."""
-    per_layer = 7 if cell == "lstm" else 3
+def trace_bytes_per_sequence(cell: str, form: str, layers: int, hidden: int, output_dim: int, steps: int) -> int:
+    """The bytes one sequence of `steps` takes in a validation pass's trace: per layer, the vanilla cell's h and
+    drive (2 (T+1) n floats; pascanu's phi(h) too), the LSTM's h, c, tanh(c) and four gates (7 (T+1) n); the readout
+    and the per-position loss (2 T o)."""
+    per_layer = 7 if cell == "lstm" else (3 if form == "pascanu" else 2)
     return FLOAT_BYTES * (steps + 1) * (layers * per_layer * hidden + 2 * output_dim)
 
 
 def validation_chunk(model: cells.Model, batch: int, steps: int, budget_bytes: int = CHUNK_BYTES) -> int:
     """The sequences per chunk of `evaluate_in_chunks` for `model` on a batch of `batch` sequences of `steps`."""
-    per_sequence = trace_bytes_per_sequence(model.cell, model.layers, model.hidden, model.output_dim, steps)
+    form = getattr(model, "form", "elman")
+    per_sequence = trace_bytes_per_sequence(model.cell, form, model.layers, model.hidden, model.output_dim, steps)
     return chunk_sequences(batch, per_sequence, budget_bytes)
 
 
