@@ -105,7 +105,7 @@ def baseline_code(commit: str, into: Path) -> Path:
 
 
 def _run_child(code_path: str, values: dict, folder: Path) -> dict:
-    """One run in a fresh interpreter whose `pipeline` is `code_path`'s ("" for this checkout's)."""
+    """One run in a fresh interpreter whose `pipeline` is the one under `code_path`."""
     env = {**os.environ, "PYTHONPATH": code_path}
     done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(values), str(folder / "no-data"),
                            str(folder / "run")], capture_output=True, text=True, env=env, cwd=folder)
@@ -131,7 +131,7 @@ def time_representative(rep: Representative, cfg, baseline: str, scratch: Path) 
     rss = {"before": 0, "after": 0}
     for iters in dict.fromkeys(rep.iters):
         values = {**flatten(cfg), "iters": iters}
-        for version, code in (("before", baseline), ("after", "")):
+        for version, code in (("before", baseline), ("after", str(ROOT))):
             folder = Path(tempfile.mkdtemp(dir=scratch))
             child = _run_child(code, values, folder)
             points[version][iters], rss[version] = child["cpu"], max(rss[version], child["rss"])
