@@ -77,9 +77,11 @@ class Calibration:
 
     def units(self, cfg: RunConfig, sizes: cost.RunSizes) -> UnitCosts:
         """The unit costs of `cfg` (timed now unless a cell of its kind was timed already)."""
-        per_sequence = self._timed(("validation", *validation_kind(cfg, sizes)), lambda: self._validation(cfg, sizes))
+        per_sequence = 0.0 if not sizes.val_sequences else self._timed(
+            ("validation", *validation_kind(cfg, sizes)), lambda: self._validation(cfg, sizes))
         return UnitCosts(
-            train_step=self._timed(("train", *training_kind(cfg, sizes)), lambda: self._training(cfg, sizes)),
+            train_step=0.0 if not cfg.iters else self._timed(("train", *training_kind(cfg, sizes)),
+                                                             lambda: self._training(cfg, sizes)),
             validation_pass=per_sequence * sizes.val_sequences,
             probe=self._timed(("probe", *probe_kind(cfg, sizes)), lambda: self._probe(cfg, sizes)),
             fixed=self._timed(("fixed",), self._fixed))
@@ -126,8 +128,6 @@ class Calibration:
 
     def _validation(self, cfg: RunConfig, sizes: cost.RunSizes) -> float:
         """CPU seconds of one validation sequence (a chunk's pass over the chunk's sequences)."""
-        if not sizes.val_sequences:
-            return 0.0
         src, model = self._twin(cfg, sizes)
         return cpu_seconds(lambda: evaluate(model, src)) / src.val[2].shape[1]
 
