@@ -62,32 +62,32 @@ def _vanilla_remedy(grid: dict) -> bool:
 
 REPRESENTATIVES = (
     Representative("weight_norms", "weight_norms", {"init": "orthogonal", "gamma_w": 1.0, "seed": 0}, _always,
-                   (100, 200)),
+                   (100, 400)),
     Representative("activations elman", "activations", {"activation": "tanh", "gamma_w": 1.5, "form": "elman"},
                    lambda g: g["form"] == "elman", (0, 0)),
     Representative("activations pascanu", "activations", {"activation": "relu", "gamma_w": 4.0, "form": "pascanu"},
                    lambda g: g["form"] == "pascanu", (0, 0)),
-    Representative("depth", "depth", {"layers": 4, "seed": 0}, _always, (100, 200)),
+    Representative("depth", "depth", {"layers": 4, "seed": 0}, _always, (100, 400)),
     Representative("clipping", "clipping", {"clip_mode": "global", "clip_threshold": 1.0, "seed": 0}, _always,
-                   (100, 200)),
+                   (100, 500)),
     Representative("long_range adding/order", "long_range", {"task": "adding", "seq_len": 200},
-                   lambda g: g["task"] != "copy", (100, 200)),
+                   lambda g: g["task"] != "copy", (100, 300)),
     Representative("long_range copy", "long_range", {"task": "copy", "seq_len": 50}, lambda g: g["task"] == "copy",
-                   (100, 200)),
-    Representative("text rnn", "text", {"seed": 0}, lambda g: g.get("cell_type") != "lstm", (100, 200)),
+                   (100, 300)),
+    Representative("text rnn", "text", {"seed": 0}, lambda g: g.get("cell_type") != "lstm", (500, 1500)),
     Representative("text lstm", "text", {"seed": 0, "cell_type": "lstm", "hidden": 44},
-                   lambda g: g.get("cell_type") == "lstm", (100, 200)),
+                   lambda g: g.get("cell_type") == "lstm", (500, 1500)),
     Representative("remedies tanh", "remedies", {"task": "adding", "seq_len": 100, "seed": 0, "init": "sparse",
-                                                 "gamma_w": 0.95, "clip_mode": "global"}, _vanilla_remedy, (50, 100)),
+                                                 "gamma_w": 0.95, "clip_mode": "global"}, _vanilla_remedy, (100, 300)),
     Representative("remedies omega", "remedies", {"task": "adding", "seq_len": 100, "seed": 0, "init": "sparse",
                                                   "gamma_w": 0.95, "clip_mode": "global", "omega": 2.0},
-                   lambda g: "omega" in g, (50, 100)),
+                   lambda g: "omega" in g, (100, 300)),
     Representative("remedies irnn", "remedies", {"task": "adding", "seq_len": 100, "seed": 0, "activation": "relu",
                                                  "init": "identity", "gamma_w": 1.0, "clip_mode": "global",
-                                                 "lr": 0.001}, lambda g: g.get("activation") == "relu", (50, 100)),
+                                                 "lr": 0.001}, lambda g: g.get("activation") == "relu", (100, 300)),
     Representative("remedies lstm", "remedies", {"task": "adding", "seq_len": 100, "seed": 0, "cell_type": "lstm",
                                                  "init": "orthogonal", "gamma_w": 1.0, "clip_mode": "global",
-                                                 "lr": 0.001}, lambda g: g.get("cell_type") == "lstm", (50, 100)),
+                                                 "lr": 0.001}, lambda g: g.get("cell_type") == "lstm", (100, 300)),
 )
 
 
@@ -140,35 +140,44 @@ def time_representative(rep: Representative, cfg, baseline: str, scratch: Path) 
 
 
 def _cell(spec, grid: dict):
-    for cfg, values in zip(spec.cells, spec.grid):
-        if all(values.get(k) == v for k, v in grid.items()) and len(values) == len(grid):
-            return cfg
+    """The spec's cell whose grid values are `grid`."""
+    return spec.cells[spec.grid.index(_grid_of(spec, grid))]
+
+
+def _grid_of(spec, grid: dict) -> dict:
+    """The grid values of the spec's cell that `grid` names (LookupError when none)."""
+    for values in spec.grid:
+        if values == grid:
+            return values
     raise LookupError(f"{spec.name}: no full-profile cell {grid}")
 
 
-def bench_study(baseline: str = BASELINE, progress: Callable[[str], None] = lambda message: None) -> dict:
+def bench_study(baseline: str = BASELINE, progress: Callable[[str], None] = lambda message: None,
+                spec_dir: Path = SPECS, representatives: tuple[Representative, ...] = REPRESENTATIVES) -> dict:
     """Figures `study/<representative>/...` (before, after, ratio, planned_over_measured, peak RSS) and the study's
     core-hours before and after (`study_core_hours_*`, `study_ratio`), baseline timed in the same run."""
     from ..run import cost
     from ..run.calibrate import Calibration, estimate_seconds
     from ..run.spec import load_spec
 
-    specs = {path.stem: load_spec(path, "full") for path in sorted(SPECS.glob("*.yaml"))}
+    specs = {path.stem: load_spec(path, "full") for path in sorted(Path(spec_dir).glob("*.yaml"))}
     figures, measured = {}, {}
     with tempfile.TemporaryDirectory(prefix="rnngrad-bench-study-") as scratch:
         code = str(baseline_code(baseline, Path(scratch) / "baseline"))
         no_data = Path(scratch) / "no-data"  # datasets are built in memory, by both codes alike
-        calibration = Calibration(no_data, progress=progress)
+        calibration, sizes_of = Calibration(no_data, progress=progress), cost.sizes_reader(no_data)
         try:
-            for rep in REPRESENTATIVES:
+            for rep in representatives:
                 if rep.spec not in specs:
                     continue
                 progress(f"study: {rep.name}")
                 cfg = _cell(specs[rep.spec], rep.cell)
                 result = time_representative(rep, cfg, code, Path(scratch))
                 measured[rep.name] = result
-                sizes = cost.run_sizes(cfg)
+                sizes = sizes_of(cfg)
                 planned = estimate_seconds(cost.work_counts(cfg, sizes), calibration.units(cfg, sizes))
+                progress(f"study: {rep.name}: {result['before']:,.1f} core-s before, {result['after']:,.1f} after, "
+                         f"{planned:,.1f} planned")
                 figures.update({f"study/{rep.name}/before_core_s": result["before"],
                                 f"study/{rep.name}/after_core_s": result["after"],
                                 f"study/{rep.name}/ratio": result["before"] / result["after"],
@@ -176,13 +185,15 @@ def bench_study(baseline: str = BASELINE, progress: Callable[[str], None] = lamb
                                 f"study/{rep.name}/peak_rss_before_mib": result["rss_before"] / cost.MIB,
                                 f"study/{rep.name}/peak_rss_after_mib": result["rss_after"] / cost.MIB})
             progress("study: the plan of every full-profile cell")
-            figures |= _study_totals(specs, measured, calibration, no_data) | {"study_baseline": baseline}
+            figures |= _study_totals(specs, representatives, measured, calibration, no_data)
+            figures["study_baseline"] = baseline
         finally:
             calibration.close()
     return figures
 
 
-def _study_totals(specs: dict, measured: dict, calibration, data_dir: Path) -> dict:
+def _study_totals(specs: dict, representatives: tuple[Representative, ...], measured: dict, calibration,
+                  data_dir: Path) -> dict:
     """Every full-profile cell's planned core-seconds (after), and those times its representative's ratio (before),
     summed per spec and over the study."""
     from ..run import cost
@@ -190,7 +201,7 @@ def _study_totals(specs: dict, measured: dict, calibration, data_dir: Path) -> d
 
     sizes_of, out, before_total, after_total = cost.sizes_reader(data_dir), {}, 0.0, 0.0
     for name, spec in specs.items():
-        reps = [r for r in REPRESENTATIVES if r.spec == name and r.name in measured]
+        reps = [r for r in representatives if r.spec == name and r.name in measured]
         before = after = 0.0
         for cfg, grid in zip(spec.cells, spec.grid):
             rep = next((r for r in reps if r.stands_for(grid)), None)
