@@ -7,7 +7,7 @@ The probe input is one sequence xs (T, d) from h0 (L, n). All logs are natural u
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..engine import jacobian, lyapunov, meanfield, spotcheck
 from ..engine import gru
-from ..engine.cells import Model, as_vanilla, forward, loss_and_grads
+from ..engine.cells import Model, as_vanilla, forward, loss_and_grads, model_arrays
 from ..engine.lstm import LSTM, step_jacobians
 from ..engine.rnn import Trace, one_hot
 from .files import save_model
@@ -101,6 +101,20 @@ def probe_model(model: Model, probe: ProbeInput, when: str, drive: Drive | None 
         spots.append(spot_table(when, layer, logmat, spotcheck.spot_log_norms(model, probe.xs, probe.h0, layer)))
     return Probe(when, logmats, pd.concat(tables, ignore_index=True), signal_table(model, probe, when), layers,
                  pd.concat(spots, ignore_index=True), pd.concat(spectra, ignore_index=True))
+
+
+def same_model(a: Model, b: Model) -> bool:
+    """Whether two models are one model: the same cell, settings and parameters, bit for bit."""
+    x, y = model_arrays(a), model_arrays(b)  # the cell and its settings are entries too
+    return x.keys() == y.keys() and all(np.array_equal(v, y[k]) for k, v in x.items())
+
+
+def relabelled(probe: Probe, when: str) -> Probe:
+    """`probe` as the probe of `when`: what `probe_model` returns for the same model (it is deterministic), without
+    measuring it again. A run whose final model is its initial one (iters 0, or a divergence at the first step)
+    probes it once."""
+    tables = {name: getattr(probe, name).assign(when=when) for name in ("jacobian", "signal", "spot", "spectra")}
+    return replace(probe, when=when, **tables)
 
 
 def _gated_layer(model: LSTM | gru.GRU, probe: ProbeInput, layer: int) -> tuple:

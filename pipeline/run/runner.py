@@ -26,8 +26,8 @@ from . import files
 from .config import RunConfig, config_hash, flatten
 from .files import write_json
 from . import plots
-from .probe import (Drive, Probe, driving_inputs, probe_model, series_rows, step_series, summary_numbers,
-                    training_gradient_table, write_probe)
+from .probe import (Drive, Probe, driving_inputs, probe_model, relabelled, same_model, series_rows, step_series,
+                    summary_numbers, training_gradient_table, write_probe)
 from .sources import Source, evaluate, input_digests, make_source, scores_positions
 from .verdicts import growth, learned, run_outcome
 from ..engine import trainer
@@ -115,7 +115,8 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
                                  src.input_dim),
                   DRIVE_BURN_IN, DRIVE_EXPONENTS)
     at_init = probe_model(model_init, src.probe, "init", drive)
-    at_end = probe_model(log.model, src.probe, "final", drive)
+    at_end = (relabelled(at_init, "final") if same_model(model_init, log.model)
+              else probe_model(log.model, src.probe, "final", drive))
     write_probe(folder, model_init, log.model, src.probe, at_init, at_end)
     if gradients:
         pd.concat(gradients, ignore_index=True).to_parquet(folder / "probe" / "gradients.parquet", index=False)
