@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+LANCZOS_TOL = 1e-12  # stop when the estimated relative error of sigma_1^2 is below this
+LANCZOS_MAX_STEPS = 60  # pairs not converged by then get an exact SVD
+WARM_START_NOISE = 1e-2  # weight of a fixed pseudo-random vector mixed into every warm start
+
 
 def top_singular_values(
     stack: np.ndarray, start: np.ndarray, tol: float, max_steps: int, first_check: int, counts: dict
