@@ -234,7 +234,7 @@ def test_a_non_finite_step_makes_only_the_pairs_whose_paths_cross_it_nan():
     F = depth.grid_factors(random_model(rng, layers=3), rng.standard_normal((8, 2)))
     d = F.d.copy()
     d[1, 4] = np.nan  # the edges into node (1, 5)
-    grid = gridpairs.log_norms_of_grid(gridpairs.GridFactors(F.form, F.W, F.U, d, F.gamma_phi))
+    grid = gridpairs.log_norms_of_grid(gridpairs.GridFactors(F.form, F.W, F.U, d, d, F.gamma_phi))
     clean = gridpairs.log_norms_of_grid(F)
     for l, t, k in grid_pairs(8, 2):
         crosses = l <= 1 and k <= 5 <= t and not (l == 1 and k == 5)

@@ -46,8 +46,9 @@ def grid_factors(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, layer
     batched = xs[:, None] if is_token_ids(xs) else xs[:, None, :]
     trace = forward(model, batched, h0[:, None, :])
     p = model.params
+    d = np.stack([trace.d[l][:, 0, :] for l in range(top + 1)])  # (top+1, T, n)
     return GridFactors(model.form, [p[f"W_hh_{l}"] for l in range(top + 1)], [p[f"W_xh_{l}"] for l in range(top + 1)],
-                       np.stack([trace.d[l][:, 0, :] for l in range(top + 1)]), model.act.gamma)
+                       d, d if model.form == "elman" else np.ones_like(d), model.act.gamma)
 
 
 # ---- all pairs ------------------------------------------------------------------------------------------------
@@ -77,17 +78,17 @@ def log_bound_grid(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, lay
 
 
 def log_bounds_from_factors(F: GridFactors) -> GridBounds:
-    """`log_bound_grid` from the edge factors: per edge a bound, summed over paths by `path_log_sums`."""
+    """`log_bound_grid` from the edge factors: per edge a bound, summed over paths by `path_log_sums`. The vertical
+    edge's diagonal v is phi' (elman, at most gamma_phi) or 1 (pascanu)."""
     top, T = F.top, F.steps
-    elman = F.form == "elman"
+    sup_v = F.gamma_phi if F.form == "elman" else 1.0
     with np.errstate(divide="ignore", invalid="ignore"):
         log_w = np.log([_norm2(W) for W in F.W])[:, None]  # (top+1, 1)
         log_x = np.log([_norm2(U) for U in F.U])[:, None]
-        log_d = np.log(np.max(np.abs(F.d), axis=2))  # (top+1, T): NaN propagates, +inf is made NaN below
-        log_phi = np.log(F.gamma_phi)
-        product = (log_w + log_d, log_x + log_d if elman else np.broadcast_to(log_x, (top + 1, T)))
-        global_ = (np.broadcast_to(log_w + log_phi, (top + 1, T)), np.broadcast_to(log_x + (log_phi if elman else 0.0),
-                                                                                  (top + 1, T)))
+        log_d, log_v = (np.log(np.max(np.abs(D), axis=2)) for D in (F.d, F.v))  # (top+1, T); +inf made NaN below
+        product = (log_w + log_d, log_x + log_v)
+        global_ = (np.broadcast_to(log_w + np.log(F.gamma_phi), (top + 1, T)),
+                   np.broadcast_to(log_x + np.log(sup_v), (top + 1, T)))
         stepnorm = _edge_log_norms(F)
     sums = [path_log_sums(*(np.where(np.isposinf(e), np.nan, e) for e in edges), top)
             for edges in (stepnorm, product, global_)]
@@ -109,7 +110,7 @@ def _edge_log_norms(F: GridFactors) -> tuple[np.ndarray, np.ndarray]:
         H = d[:, :, None] * F.W[l] if F.form == "elman" else F.W[l] * d[:, None, :]
         h[l] = _log_norms(H)
         if l > 0:
-            v[l] = _log_norms(d[:, :, None] * F.U[l]) if F.form == "elman" else np.log(_norm2(F.U[l]))
+            v[l] = _log_norms(F.v[l][:, :, None] * F.U[l])
     return h, v
 
 

@@ -4,7 +4,7 @@ log ||dh^top_t/dh^l_k||_2 by the adjoint recursion, and sums over the grid's pat
 Node (l, s) is layer l's state after step s. Its two in-edges have the Jacobians
 
     elman:   H(l, s) = diag(phi'(a^l_s)) W^l_hh         V(l, s) = diag(phi'(a^l_s)) W^l_xh
-    pascanu: H(l, s) = W^l_hh diag(phi'(h^l_{s-1}))     V(l, s) = W^l_xh
+    pascanu: H(l, s) = W^l_hh diag(phi'(h^l_{s-1}))     V(l, s) = W^l_xh    (diag(1) W^l_xh)
 
 and no vertical edge leaves step 0. For a target (top, t), A_t(l, k) = dh^top_t/dh^l_k satisfies
 
@@ -37,7 +37,8 @@ class GridFactors:
     form: str  # "elman" | "pascanu"
     W: list[np.ndarray]  # W_hh per layer, (n, n)
     U: list[np.ndarray]  # W_xh per layer; U[0] (n, d) reads the input and is no edge of the grid
-    d: np.ndarray  # (top+1, T, n): phi' of every layer's steps, row s-1 for step s (as rnn.step_factors)
+    d: np.ndarray  # (top+1, T, n): the diagonal of H(l, s) at [l, s-1]: phi' of step s (as rnn.step_factors)
+    v: np.ndarray  # (top+1, T, n): the diagonal of V(l, s) = diag(v) W^l_xh: elman phi'(a^l_s), pascanu 1
     gamma_phi: float  # sup |phi'| of the activation
 
     @property
@@ -142,12 +143,8 @@ class _Adjoint:
         U, self.cU, bad_U = zip(*(_unit(M) for M in F.U))
         self.WT, self.UT = [np.ascontiguousarray(M.T) for M in W], [np.ascontiguousarray(M.T) for M in U]
         self.bad_W, self.bad_U = np.array(bad_W), np.array(bad_U)
-        finite = np.all(np.isfinite(F.d), axis=2)  # (top+1, T)
-        size = np.where(finite, np.max(np.abs(np.where(np.isfinite(F.d), F.d, 0.0)), axis=2), 0.0)
-        self.d = np.where(size[..., None] > 0, F.d / np.where(size > 0, size, 1.0)[..., None], 0.0)
-        with np.errstate(divide="ignore"):
-            self.cd = np.log(size)  # (top+1, T); -inf for an all-zero (or bad) row
-        self.bad_d = ~finite
+        self.d, self.cd, self.bad_d = _unit_rows(F.d)
+        self.v, self.cv, self.bad_v = _unit_rows(F.v)
         self.joint_T = [np.concatenate([self.WT[l], self.UT[l + 1]], axis=1) for l in range(self.top)]  # (n, 2n)
         self.n, self.T = n, T
         self.operand = np.empty(2 * n * (T + 1) * n)  # the (2n, m, n) right-hand side of a layer's gemm
@@ -156,7 +153,7 @@ class _Adjoint:
     def bad_edges(self) -> tuple[np.ndarray, np.ndarray]:
         """(h, v) (top+1, T): NaN on the edges whose factor is not finite, 0 elsewhere (for `path_log_sums`)."""
         bad_h = self.bad_d | self.bad_W[:, None]
-        bad_v = (self.bad_d if self.form == "elman" else np.zeros_like(self.bad_d)) | self.bad_U[:, None]
+        bad_v = self.bad_v | self.bad_U[:, None]
         return np.where(bad_h, np.nan, 0.0), np.where(bad_v, np.nan, 0.0)
 
     def identity(self, m: int) -> _Stack:
@@ -174,7 +171,7 @@ class _Adjoint:
         e_h = np.full(m, -np.inf) if last is None else last.log_size[1 : m + 1] + self.cW[l] + self.cd[l, :m]
         e_v = np.full(m, -np.inf)
         if above is not None:  # the vertical edge into (l+1, k), k >= 1: row k-1 of layer l+1's phi'
-            e_v[1:] = above.log_size[1:] + self.cU[l + 1] + (self.cd[l + 1, : m - 1] if self.form == "elman" else 0.0)
+            e_v[1:] = above.log_size[1:] + self.cU[l + 1] + self.cv[l + 1, : m - 1]
         e = np.maximum(e_h, e_v)
         w_h = _weight(e_h, e) * (last.inv_size[1 : m + 1] if last is not None else 0.0)
         w_v = _weight(e_v, e) * (above.inv_size if above is not None else 0.0)
@@ -186,7 +183,7 @@ class _Adjoint:
         return Z, e
 
     def _elman(self, l: int, Z: np.ndarray, last, above, w_h: np.ndarray, w_v: np.ndarray) -> None:
-        """Z_i = W^T diag(d w_h) Zlast_{i+1} + U^T diag(d' w_v) Zabove_i, as one gemm when both terms are there."""
+        """Z_i = W^T diag(d w_h) Zlast_{i+1} + U^T diag(v w_v) Zabove_i, as one gemm when both terms are there."""
         n, m = self.n, Z.shape[1]
         rows = np.zeros((n, m)) if last is None else (self.d[l, :m] * w_h[:, None]).T  # (n, m): row scaling
         operand = self.operand[: 2 * n * m * n].reshape(2 * n, m, n)
@@ -198,13 +195,17 @@ class _Adjoint:
             operand[:n] = 0.0
         else:
             np.multiply(last.Z[:, 1 : m + 1, :], rows[:, :, None], out=operand[:n])
-        below = np.zeros((n, m))
-        below[:, 1:] = (self.d[l + 1, : m - 1] * w_v[1:, None]).T
-        np.multiply(above.Z, below[:, :, None], out=operand[n:])
+        np.multiply(above.Z, self._vertical_rows(l, m, w_v)[:, :, None], out=operand[n:])
         np.matmul(self.joint_T[l], operand.reshape(2 * n, m * n), out=Z.reshape(n, m * n))
 
+    def _vertical_rows(self, l: int, m: int, w_v: np.ndarray) -> np.ndarray:
+        """(n, m): the row scaling diag(v w_v) of the vertical edge into (l+1, k) for pair k (0 for k = 0)."""
+        below = np.zeros((self.n, m))
+        below[:, 1:] = (self.v[l + 1, : m - 1] * w_v[1:, None]).T
+        return below
+
     def _pascanu(self, l: int, Z: np.ndarray, last, above, w_h: np.ndarray, w_v: np.ndarray) -> None:
-        """Z_i = diag(d) W^T (w_h Zlast_{i+1}) + U^T (w_v Zabove_i): two gemms (the diag(phi') follows W)."""
+        """Z_i = diag(d) W^T (w_h Zlast_{i+1}) + U^T diag(v w_v) Zabove_i: two gemms (the diag(phi') follows W)."""
         n, m = self.n, Z.shape[1]
         flat = Z.reshape(n, m * n)
         if last is not None:
@@ -213,7 +214,7 @@ class _Adjoint:
         else:
             flat[...] = 0.0
         if above is not None:
-            flat += self.UT[l + 1] @ (above.Z * w_v[None, :, None]).reshape(n, m * n)
+            flat += self.UT[l + 1] @ (above.Z * self._vertical_rows(l, m, w_v)[:, :, None]).reshape(n, m * n)
 
     def _buffer(self, l: int, lag: int, m: int) -> np.ndarray:
         """Layer l's stack at `lag`, (n, m, n): two buffers per layer, alternating with the lag's parity."""
@@ -224,6 +225,16 @@ def _weight(scale: np.ndarray, top: np.ndarray) -> np.ndarray:
     """exp(scale - top), 0 where scale is -inf (top >= scale, so it is at most 1)."""
     gone = np.isneginf(scale)
     return np.where(gone, 0.0, np.exp(np.where(gone, 0.0, scale - np.where(np.isfinite(top), top, 0.0))))
+
+
+def _unit_rows(D: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(D with each row (last axis) divided by its largest |entry|, the log of that entry (-inf for a zero row),
+    rows not finite); a row that is not finite is zeroed (its pairs are made NaN through `bad_edges`)."""
+    finite = np.all(np.isfinite(D), axis=-1)
+    size = np.where(finite, np.max(np.abs(np.where(np.isfinite(D), D, 0.0)), axis=-1), 0.0)
+    unit = np.where(size[..., None] > 0, D / np.where(size > 0, size, 1.0)[..., None], 0.0)
+    with np.errstate(divide="ignore"):
+        return unit, np.log(size), ~finite
 
 
 def _unit(M: np.ndarray) -> tuple[np.ndarray, float, bool]:
