@@ -114,9 +114,11 @@ def nonfinite_summary(jac: pd.DataFrame) -> pd.DataFrame:
 
 
 def spot_summary(spot: pd.DataFrame) -> dict[str, float]:
-    """The independent spot check of one run's probes (probe/spot_checks.parquet, docs/math.md 4.5), reduced by
-    `spotcheck.summarize`."""
-    return spotcheck.summarize(spot["abs_dlog"].to_numpy(float))
+    """The independent spot check of one run's probes (probe/spot_checks.parquet, docs/math.md 4.5 and 4.8), reduced
+    by `spotcheck.summarize`, and how many of the pairs checked lie across layers (`spot_cross_layer`)."""
+    cross = spot["source_layer"].notna() & (spot["source_layer"] != spot["layer"]) if "source_layer" in spot else False
+    return spotcheck.summarize(spot["abs_dlog"].to_numpy(float)) | {
+        "spot_cross_layer": int((spot["abs_dlog"].notna() & cross).sum())}
 
 
 # ---- one run's probe, reduced -------------------------------------------------------------------------------
