@@ -69,7 +69,7 @@ def blocks(spec: str, report: dict, tables: dict[str, pd.DataFrame]) -> list:
     if runs is None or not len(runs):
         return []
     h = "specs.depth.headline"
-    out: list = [Paragraph(READING), depth_table(runs)]
+    out: list = [Paragraph(READING), by_depth_table(runs)]
     for act in sorted(set(runs["activation"].astype(str))):
         a = f"{h}.{act}"
         out.append(Paragraph([f"{act}."]))
@@ -88,7 +88,7 @@ READING = ["How to read it. The rate through time is the least-squares slope, th
            "so a Jacobian across layers may exceed every single path (docs/math.md, sections 3.7 and 4.7)."]
 
 
-def depth_table(runs: pd.DataFrame) -> Table:
+def by_depth_table(runs: pd.DataFrame) -> Table:
     """Per activation and depth: runs, measured γ_X, the two rates, learned k of n with its interval, loss and
     accuracy."""
     rows = []

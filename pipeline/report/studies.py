@@ -225,7 +225,7 @@ def clipping_finding(h: str, head: dict) -> list[Inline] | None:
 
 def depth_summary(d: SpecRuns) -> SpecSummary:
     """The BPTT signal per layer (tables/depth.csv) and the probe across layers (report/depth.py)."""
-    signal, _ = depth_table(d.signal, d.runs)
+    signal = depth_table(d.signal, d.runs)
     tables, head = depth.summarise(d.runs, d.signal, d.depth)
     return SpecSummary({"depth": signal, **tables}, head)
 
