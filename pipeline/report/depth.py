@@ -20,7 +20,7 @@ from ..engine.jacobian import exceeds
 from ..run.depthprobe import BOUND_CHECKS, DEPTH_COLUMNS, WEIGHT_GRADIENT_COLUMNS
 from .reductions import LN10, finite_median, numeric, rate, scored_runs, stacked
 
-RUN_COLUMNS = ("run_id", "activation", "layers", "seed", "T", "gamma_phi", "gamma_w", "gamma_x", "gamma_x_min", "gamma_x_max",
+RUN_COLUMNS = ("run_id", "activation", "init", "layers", "seed", "T", "gamma_phi", "gamma_w", "gamma_x", "gamma_x_min", "gamma_x_max",
                "rate_time", "rate_depth", "rate_time_final", "rate_depth_final", "learned", "verdict",
                "val_over_chance", "val_accuracy", "signal_input_minus_top", "jacobian_input_minus_top",
                "log10_paths", "wgrad_input_minus_top", "n_cross_checks", "violations_cross")
@@ -109,7 +109,8 @@ def run_table(runs: pd.DataFrame, signal: pd.DataFrame, per_run: dict[str, RunDe
         numbers = d.numbers if d is not None else {}
         top = int(row["layers"]) - 1 if math.isfinite(row["layers"]) else 0
         rows.append({
-            "run_id": row["run_id"], "activation": row.get("activation"), "layers": row["layers"],
+            "run_id": row["run_id"], "activation": row.get("activation"), "init": row.get("init"),
+            "layers": row["layers"],
             "seed": row["seed"], "T": numbers.get("T"), "gamma_phi": row["gamma_phi"], "gamma_w": row["gamma_w_init"],
             **{k: numbers.get(k, math.nan) for k in ("gamma_x", "gamma_x_min", "gamma_x_max")},
             "rate_time": row["rate_time_init"], "rate_depth": row["rate_depth_init"],

@@ -73,13 +73,16 @@ def blocks(spec: str, report: dict, tables: dict[str, pd.DataFrame]) -> list:
     for act in sorted(set(runs["activation"].astype(str))):
         a = f"{h}.{act}"
         out.append(Paragraph([f"{act}."]))
-        out.append(Bullets([direction_sentence(a), chain_sentence(a), input_sentence(a), training_sentence(a)]))
+        inits = sorted(set(runs.loc[runs["activation"].astype(str) == act, "init"].astype(str)))
+        out.append(Bullets([direction_sentence(a), chain_sentence(a, " and ".join(inits)), input_sentence(a),
+                            training_sentence(a)]))
     out.append(input_table(runs))
     out.append(Paragraph(checks_sentence()))
     return out
 
 
-READING = ["How to read it. The rate through time is the least-squares slope, through the origin, of the top layer's "
+READING = ["How to read it. Every number is of the initial model on the run's probe sequence unless it says otherwise. "
+           "The rate through time is the least-squares slope, through the origin, of the top layer's "
            "mean log ‖∂h^L_t/∂h^L_k‖ against the lag t − k (nats per step); the rate through depth is that of the depth "
            "chain's mean log ‖∂h^L_t/∂h^l_t‖ against the layers crossed L − l (nats per layer): each is the log of a "
            "product of that many factors, 0 at none. The per-factor bounds are log(γ_W γ_φ) for a step and "
@@ -118,13 +121,15 @@ def direction_sentence(a: str) -> list[Inline]:
         "range ", Metric(f"{a}.difference_min"), " to ", Metric(f"{a}.difference_max"), ")."]
 
 
-def chain_sentence(a: str) -> list[Inline]:
+def chain_sentence(a: str, init: str) -> list[Inline]:
     return ["Why: at L = ", Metric(f"{a}.max_layers"), " the depth chain from the input layer to the top measures "
             "10^", Metric(f"{a}.chain"), " against its global bound (γ_X γ_φ)^(L−1) = 10^", Metric(f"{a}.chain_bound"),
             "; of that gap ", Metric(f"{a}.chain_saturation"), " decades are saturation (φ′ below its supremum), ",
             Metric(f"{a}.chain_own_norms"), " the edges' own norms, and ", Metric(f"{a}.chain_alignment"),
-            " the alignment of successive layers (the top direction one layer sends is not the one the next "
-            "amplifies; each layer has its own W_xh)."]
+            " the alignment of successive layers: the top direction one layer sends is not the one the next "
+            f"amplifies. Each layer has its own W_xh, drawn Gaussian (its singular values spread below γ_X), while "
+            f"time reuses one W_hh ({init} here): the comparison is of these initialisations, not of time and depth "
+            "as such."]
 
 
 def input_sentence(a: str) -> list[Inline]:
