@@ -47,18 +47,18 @@ def across_layers(model_init: Model, model_final: Model, probe: ProbeInput, init
         numbers = {"rate_time": through_origin(jacobian.lag_profile(at.logmats[-1]))}
         spots = [at.spot.assign(source_layer=at.spot["layer"])]  # the spot rows within a layer: source = target
         if not isinstance(model, LSTM) and model.layers > 1:
-            grid, table, spot = cross_layer(model, probe, at.when)
+            table, spot = cross_layer(model, probe, at.when)
             tables.append(table)
             spots.append(spot)
-            numbers |= depth_numbers(grid, table, spot)
+            numbers |= depth_numbers(table, spot)
         probes.append(replace(at, spot=pd.concat(spots, ignore_index=True)))
         summary |= {f"{name}_{at.when}": value for name, value in numbers.items()}
     series = depth_series(tables[0]) if tables else pd.DataFrame(columns=["key", "step", "value"])
     return Across(probes[0], probes[1], tables, summary, series)
 
 
-def cross_layer(model, probe: ProbeInput, when: str) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
-    """(the grid (top+1, T+1, T+1) of log norms, its DEPTH_COLUMNS rows, the spot check's SPOT_COLUMNS rows)."""
+def cross_layer(model, probe: ProbeInput, when: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(DEPTH_COLUMNS rows of every pair across layers, the cross-layer spot check's SPOT_COLUMNS + source_layer rows)."""
     F = depth.grid_factors(model, probe.xs, probe.h0)
     grid = gridpairs.log_norms_of_grid(F, with_top=False)  # the top layer's own pairs are jacobian.parquet's
     bounds = depth.log_bounds_from_factors(F)
@@ -78,7 +78,7 @@ def cross_layer(model, probe: ProbeInput, when: str) -> tuple[np.ndarray, pd.Dat
     spot = pd.DataFrame({"when": when, "layer": np.int64(top), "t": check.t, "k": check.k, "log_norm": measured,
                          "log_norm_fd": check.log_norm, "abs_dlog": gap, "source_layer": check.source},
                         columns=[*SPOT_COLUMNS, "source_layer"])
-    return grid, table, spot
+    return table, spot
 
 
 def through_origin(profile: dict[str, np.ndarray], x: str = "lag", y: str = "mean") -> float:
@@ -89,10 +89,9 @@ def through_origin(profile: dict[str, np.ndarray], x: str = "lag", y: str = "mea
     return float(np.sum(xs[ok] * ys[ok]) / np.sum(xs[ok] ** 2)) if ok.any() else math.nan
 
 
-def depth_numbers(grid: np.ndarray, table: pd.DataFrame, spot: pd.DataFrame) -> dict:
+def depth_numbers(table: pd.DataFrame, spot: pd.DataFrame) -> dict:
     """One probe's numbers across layers: the depth chain's rate per layer, its mean log norm from the input layer
     to the top and that pair's global bound, the bound check of every pair, the spot pairs checked."""
-    top = grid.shape[0] - 1
     chain = table[table["lag"] == 0]
     by_depth = chain.groupby("depth")["log_norm"].agg(lambda v: _finite_mean(v.to_numpy()))
     full = chain[chain["source_layer"] == 0]
@@ -104,7 +103,6 @@ def depth_numbers(grid: np.ndarray, table: pd.DataFrame, spot: pd.DataFrame) -> 
                                     for _, a, b in BOUND_CHECKS)),
         "cross_pairs": len(table),
         "spot_cross_layer": int(spot["abs_dlog"].notna().sum()),
-        "layers_probed": top + 1,
     }
 
 
