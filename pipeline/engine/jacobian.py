@@ -18,16 +18,14 @@ from __future__ import annotations
 import numpy as np
 
 from . import gru
+from .depth import check_layers, cross_layer_log_norms
 from .exprnn import ExpRNN
-from .linalg import top_singular_values
+from .linalg import LANCZOS_MAX_STEPS, LANCZOS_TOL, WARM_START_NOISE, top_singular_values
 from .lstm import LSTM, step_jacobians
 from .rnn import FORMS, RNN, step_factors
 
 STATES = ("full", "cell")  # which state an LSTM's norms are of: (h, c) together, or c alone (h held fixed)
 
-LANCZOS_TOL = 1e-12  # stop when the estimated relative error of sigma_1^2 is below this
-LANCZOS_MAX_STEPS = 60  # pairs not converged by then get an exact SVD
-WARM_START_NOISE = 1e-2  # weight of a fixed pseudo-random vector mixed into every warm start
 BOUND_RTOL = 1e-9  # rounding allowed in measured <= product <= global, relative to the magnitudes (docs/math.md 4.3)
 _SAFE_SIGMA = (1e-150, 1e150)  # sigma^2 stays a normal float64; outside, a product is rescaled and re-measured
 
@@ -108,20 +106,28 @@ def _pair_mask(T: int) -> np.ndarray:
 
 
 def log_norm_matrix(model: RNN | LSTM | gru.GRU | ExpRNN, xs: np.ndarray, h0: np.ndarray | None = None,
-                    layer: int = -1, state: str = "full") -> np.ndarray:
+                    layer: int = -1, state: str = "full", source_layer: int | None = None) -> np.ndarray:
     """(T+1, T+1) float64: [t, k] = log ||dh_t/dh_k||_2 of `layer`'s state for k < t, NaN elsewhere.
 
     xs (T, d) is one input sequence and h0 (L, n) the initial states (zeros if None). For an LSTM, h0 is (L, 2n),
     h then c, and `state` says which norm: "full" ||d(h_t, c_t)/d(h_k, c_k)||_2, "cell" ||dc_t/dc_k||_2 with h_k
     held fixed (the c-to-c block of the full product). A vanilla RNN's or a GRU's state is h alone: only "full"
     (a GRU's norms come from its dense step Jacobians, an expRNN's are its vanilla RNN's).
+    `source_layer` (a vanilla RNN's or an expRNN's layer at or below `layer`; default: `layer` itself) gives the
+    norms across layers, [t, k] = log ||dh^layer_t/dh^source_layer_k||_2, defined for k <= t with t >= 1 (`depth.py`).
     """
     check_state(model, state)
+    model = model.as_rnn() if isinstance(model, ExpRNN) else model
+    if source_layer is not None and isinstance(model, RNN):
+        top, source = check_layers(model, layer, source_layer)
+        if source != top:
+            return cross_layer_log_norms(model, xs, h0, top, source)
+    elif source_layer is not None:
+        raise ValueError("source_layer needs a vanilla RNN: a gated cell's norms are measured within one layer")
     if isinstance(model, LSTM):
         return log_norms_from_steps(step_jacobians(model, xs, h0, layer), [state_block(model, state)])[0]
     if isinstance(model, gru.GRU):
         return log_norms_from_steps(gru.step_jacobians(model, xs, h0, layer), [None])[0]
-    model = model.as_rnn() if isinstance(model, ExpRNN) else model
     W, D = step_factors(model, xs, h0, layer)
     return log_norms_from_factors(W, D, model.form)
 

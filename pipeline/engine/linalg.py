@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 MATVEC_CHUNK_BYTES = 2**20  # products per pass of `_normal_matvecs`: about a megabyte of them (a core's L2 cache)
+LANCZOS_TOL = 1e-12  # stop when the estimated relative error of sigma_1^2 is below this
+LANCZOS_MAX_STEPS = 60  # pairs not converged by then get an exact SVD
+WARM_START_NOISE = 1e-2  # weight of a fixed pseudo-random vector mixed into every warm start
 
 
 def top_singular_values(

@@ -27,7 +27,7 @@ from ..run.files import write_atomic
 from ..run.plots import keep_min_span
 from ..run.probe import draw_heatmap_panel
 from ..run.verdicts import LEARNED_MARGIN
-from . import studies
+from . import depthfigures, studies
 from .reductions import format_metric, short_value
 
 DPI = 110
@@ -458,26 +458,6 @@ def outcome_words(row: pd.Series) -> str:
     return ", ".join(parts)
 
 
-def draw_depth(tables: Tables) -> Drawn:
-    depth = table(tables, "depth")
-    if depth is None:
-        return None
-    groups = depth.groupby(["when", "layers", "layer"], as_index=False)
-    med = groups["log10_signal_first"].median()
-    seeds = int(groups.size()["size"].max()) if len(med) else 0
-    whens = [w for w in ("init", "final") if w in set(med["when"])]
-    fig, axes = panel_row(len(whens), 3.2, 3.0)
-    for ax, when in zip(axes, whens):
-        m = med[med["when"] == when].assign(depth=lambda d: d["layers"].map(short_value))
-        sns.lineplot(data=m, x="layer", y="log10_signal_first", hue="depth", marker="o", ax=ax)
-        ax.set(title=when, xlabel="layer (0 = input side)", ylabel="log10 ‖∂E/∂h^l_0‖")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    over = "one seed" if seeds == 1 else f"median over {seeds} seeds"
-    caption = (f"Gradient signal reaching the first state of each layer, by network depth ({over}); "
-               "the loss enters at the top layer.")
-    return fig, caption, list(depth["run_id"].unique())
-
-
 def draw_success(tables: Tables) -> Drawn:
     succ = table(tables, "success_vs_T")
     if succ is None:
@@ -612,7 +592,7 @@ def draw_text(tables: Tables) -> Drawn:
 DRAWERS: dict[str, Callable[[Tables], Drawn]] = {
     "heatmaps": draw_heatmaps, "decay": draw_decay, "tightness": draw_tightness, "rates": draw_rates,
     "phase": draw_phase, "activations": draw_activations, "clip_curves": draw_clip_curves,
-    "clip_final": draw_clip_final, "depth": draw_depth, "success_vs_T": draw_success, "text_curve": draw_text,
+    "clip_final": draw_clip_final, "success_vs_T": draw_success, "text_curve": draw_text,
     "remedies_success": draw_remedies_success, "remedies_decay": draw_remedies_decay,
 }
 
@@ -767,3 +747,4 @@ def run_label(info: pd.DataFrame, run_id: str) -> str:
 
 DRAWERS.update({"prediction": draw_prediction, "gaps": draw_gaps, "spectrum": draw_spectrum,
                 "gradients": draw_gradients})
+DRAWERS.update(depthfigures.drawers(new_figure))  # the depth study's (report/depthfigures.py)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..engine.tasks import ADDING_TOLERANCE
 from ..run.verdicts import LEARNED_MARGIN
-from . import papers
+from . import depth, depthtext, papers
 from .rate_selection import chosen_rates, selection_blocks, selection_table
 from .document import Bullets, Inline, Metric, Paragraph, RunRef, Table, cell, frame_table, joined
 from .reductions import (
@@ -38,6 +38,7 @@ class SpecRuns:
     signal: pd.DataFrame  # SIGNAL_COLUMNS + run_id of the spec's runs (empty unless the study keeps_signal)
     val_curves: dict[str, pd.DataFrame] = field(default_factory=dict)  # run_id -> iter, val_loss (text runs with a
     # readable series.parquet)
+    depth: dict = field(default_factory=dict)  # run_id -> depth.RunDepth (a study that keeps_depth)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Study:
     figures: tuple[str, ...] = ()  # names of figures.draw_figures' figures shown in the section
     reads_samples: bool = False  # read each run's samples.json (text models)
     keeps_signal: bool = False  # keep each run's BPTT signal (probe/signal.parquet) for the analysis
+    keeps_depth: bool = False  # read each run's probe across layers and weight gradients (report/depth.py)
     spans_rate: bool = False  # its runs span gamma_W: the bound section's decay panels are drawn from them
     heatmap_first: bool = False  # its runs are the first choice for the bound section's heatmaps
 
@@ -223,29 +225,10 @@ def clipping_finding(h: str, head: dict) -> list[Inline] | None:
 
 
 def depth_summary(d: SpecRuns) -> SpecSummary:
-    table, head = depth_table(d.signal, d.runs)
-    return SpecSummary({"depth": table}, head)
-
-
-def depth_headline(h: str, head: dict) -> list[Inline]:
-    return ["with ", Metric(f"{h}.max_layers"), " layers, log10 ‖∂E/∂h_0‖ at the top layer minus that at the "
-            "bottom (input) layer is ", Metric(f"{h}.top_minus_bottom_decades"),
-            " decades (negative: the gradient reaching the top layer's first state is the smaller)"]
-
-
-def depth_layers(spec: str, report: dict, tables: Tables) -> list[Table]:
-    """The initial model's signal per depth and layer, median over seeds."""
-    depth = tables.get("depth")
-    if depth is None or not len(depth):
-        return []
-    init = depth[depth["when"] == "init"]
-    groups = init.groupby(["layers", "layer"], as_index=False)
-    med = groups[["log10_signal_first", "log10_signal_mean"]].median()
-    seeds = int(groups.size()["size"].max()) if len(med) else 0
-    over = "one seed" if seeds == 1 else f"median over {seeds} seeds"
-    return [frame_table(med, {"layers": "depth", "layer": "layer", "log10_signal_first": "log10 ‖∂E/∂h_0‖",
-                              "log10_signal_mean": "mean over k"},
-                        f"Initial model, {over} (layer 0 reads the input)")]
+    """The BPTT signal per layer (tables/depth.csv) and the probe across layers (report/depth.py)."""
+    signal = depth_table(d.signal, d.runs)
+    tables, head = depth.summarise(d.runs, d.signal, d.depth)
+    return SpecSummary({"depth": signal, **tables}, head)
 
 
 # ---- text: a vanilla RNN and an LSTM of about its parameter count -------------------------------------------------
@@ -685,8 +668,9 @@ STUDIES = (  # in report order
                                  "n_lyapunov": "runs with a finite Lyapunov", "log_rate": "log(γ_W γ_φ)", "accuracy": "accuracy",
                                  "final_val_loss": "val loss", "n_ok": "ok", "n_runs": "runs"}),
           figures=("activations",), spans_rate=True),
-    Study("depth", "Stacked layers: the gradient signal reaching each layer.",
-          depth_summary, ("depth",), depth_headline, more_tables=depth_layers, figures=("depth",), keeps_signal=True),
+    Study("depth", "Stacked layers: the gradient across layers and time, and whether depth changes learning.",
+          depth_summary, ("depth", *depth.TABLES), depthtext.headline_parts, finding=depthtext.finding,
+          more_tables=depthtext.blocks, figures=depthtext.FIGURES, keeps_signal=True, keeps_depth=True),
     Study("clipping", "Gradient clipping by global norm or elementwise, against none.",
           clipping_summary, ("clip", "clip_curves"), clipping_headline, finding=clipping_finding,
           table=("clip", {"clip_mode": "mode", "clip_threshold": "threshold", "final_loss": "final loss (ok runs)",

@@ -265,6 +265,7 @@ def layer_numbers(model: Model, probe: ProbeInput, layer: int, logmat, product, 
         violations += len(jacobian.bound_violations(cellmat, product, global_))
     return {
         "gamma_w": gamma_w,
+        "gamma_x": float(jacobian.spectral_norm(model.params.get(f"W_xh_{layer}", model.params.get(f"W_ih_{layer}")))),
         "spectral_radius": rho,
         "log_rate": log_rate,  # log(gamma_W gamma_phi): the global bound's slope per step
         "slope": float(jacobian.decay_slope(logmat)),
@@ -301,7 +302,7 @@ def observed_regime(slope: float) -> str | None:
     return "exploding" if slope > REGIME_BAND else "neutral"
 
 
-PER_PROBE = ("gamma_w", "spectral_radius", "log_rate", "slope", "slope_cell", "lyapunov", "lyapunov_spread",
+PER_PROBE = ("gamma_w", "gamma_x", "spectral_radius", "log_rate", "slope", "slope_cell", "lyapunov", "lyapunov_spread",
              "lyapunov_probe", "meanfield_rate", "meanfield_q", "sigma_w", "input_var", "gap_global_to_product",
              "gap_product_to_stepnorm", "gap_stepnorm_to_measured", "spectrum_spread", "spectrum_resolved")
 

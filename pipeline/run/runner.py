@@ -26,6 +26,7 @@ from . import files
 from .config import RunConfig, config_hash, flatten
 from .files import write_json
 from . import plots
+from .depthprobe import across_layers, weight_gradient_table, write_across, write_weight_gradients
 from .probe import (Drive, Probe, driving_inputs, probe_model, relabelled, same_model, series_rows, step_series,
                     summary_numbers, training_gradient_table, write_probe)
 from .sources import Source, evaluate, input_digests, make_source, scores_positions
@@ -106,7 +107,8 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
     model = new_model(cfg, src, rng_init)
     model_init = model.copy()
     gradients: list[pd.DataFrame] = []
-    log, samples = train(cfg, model, src, rng_batch, rng_sample, progress, gradients)
+    weight_gradients: list[pd.DataFrame] = []
+    log, samples = train(cfg, model, src, rng_batch, rng_sample, progress, gradients, weight_gradients)
     history = pd.DataFrame(log.history, columns=list(HISTORY_COLUMNS))
     history.to_csv(folder / "history.csv", index=False)  # written first: a run that fails in its probe keeps it
     if cfg.task == "text":
@@ -117,12 +119,17 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
     at_init = probe_model(model_init, src.probe, "init", drive)
     at_end = (relabelled(at_init, "final") if same_model(model_init, log.model)
               else probe_model(log.model, src.probe, "final", drive))
+    across = across_layers(model_init, log.model, src.probe, at_init, at_end)
+    at_init, at_end = across.init, across.final
     write_probe(folder, model_init, log.model, src.probe, at_init, at_end)
+    write_across(folder, across, pd.concat([at_init.jacobian, at_end.jacobian], ignore_index=True))
+    write_weight_gradients(folder, weight_gradients)
     if gradients:
         pd.concat(gradients, ignore_index=True).to_parquet(folder / "probe" / "gradients.parquet", index=False)
     val = pd.DataFrame(log.val, columns=["iter", "val_loss", "val_accuracy"])
     draw_run_figures(folder, at_init, at_end, history, val, src.chance_loss, trained=cfg.iters > 0)
-    series = pd.concat([step_series(at_init, at_end), training_series(history, val, cfg.iters)], ignore_index=True)
+    series = pd.concat([step_series(at_init, at_end), across.series, training_series(history, val, cfg.iters)],
+                       ignore_index=True)
     series.to_parquet(folder / "series.parquet", index=False)
     final_val = log.val[-1]  # (iter, loss, accuracy) of the final model
     probed, train_loss = summary_numbers(at_init, at_end), final_train_loss(history, log.iters_done)
@@ -144,6 +151,7 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
         "gamma_phi": model.act.gamma if model.cell in ("rnn", "exprnn") else None,  # none for a gated cell
         "n_params": n_params(model),  # arms of a comparison state their sizes
         **probed,
+        **across.summary,
     }
 
 
@@ -165,11 +173,13 @@ def new_model(cfg: RunConfig, src: Source, rng: np.random.Generator) -> Model:
 
 
 def train(cfg: RunConfig, model: Model, src: Source, rng_batch: np.random.Generator, rng_sample: np.random.Generator,
-          progress: Progress | None = None, gradients: list | None = None) -> tuple[TrainLog, list[dict]]:
+          progress: Progress | None = None, gradients: list | None = None, weight_gradients: list | None = None
+          ) -> tuple[TrainLog, list[dict]]:
     """`engine.trainer.train` with cfg's settings on src's minibatches: (its log, the text samples {iter, text}).
 
     Text runs sample at `sample_checkpoints` and, unless the last one was there, from the final model. Given a
-    `gradients` list, it receives ||dE/dh_k|| by k on the probe sequence at `gradient_checkpoints`."""
+    `gradients` list, it receives ||dE/dh_k|| by k on the probe sequence at `gradient_checkpoints`, and a
+    `weight_gradients` list each layer's ||dE/dW_hh|| and ||dE/dW_xh|| on the first validation sequences there."""
     samples: list[dict] = []
     sample_at = sample_checkpoints(cfg.iters, cfg.samples) if src.vocab else set()
     gradient_at = gradient_checkpoints(cfg.iters) if gradients is not None else set()
@@ -177,6 +187,8 @@ def train(cfg: RunConfig, model: Model, src: Source, rng_batch: np.random.Genera
     def on_step(i: int, log: TrainLog) -> None:
         if i in gradient_at:
             gradients.append(training_gradient_table(log.model, src.probe, i))
+            if weight_gradients is not None and scores_positions(src):
+                weight_gradients.append(weight_gradient_table(log.model, src.val, src.loss_kind, i))
         if i in sample_at:
             samples.append(_sample(log.model, i, src, cfg.sample_len, rng_sample))
         if progress is not None and i > 0:

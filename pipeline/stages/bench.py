@@ -9,7 +9,9 @@ import typer
 
 from ..errors import UserError
 
-BENCHMARKS = ("allpairs", "train", "logging", "scaling", "profile", "startup", "minchar", "cluster", "study")
+BENCHMARKS = (
+    "allpairs", "crosslayer", "train", "logging", "scaling", "profile", "startup", "minchar", "cluster", "study",
+)
 DEFAULT = tuple(name for name in BENCHMARKS if name != "study")  # study takes half an hour or more: asked for by name
 
 
@@ -17,6 +19,12 @@ def _allpairs() -> dict:
     from ..benchmarks.allpairs import bench_allpairs
 
     return bench_allpairs()
+
+
+def _crosslayer() -> dict:
+    from ..benchmarks.crosslayer import bench_crosslayer
+
+    return bench_crosslayer()
 
 
 def _train() -> dict:
@@ -74,6 +82,7 @@ def _study() -> dict:
 
 RUNNERS: dict[str, Callable[[], dict]] = {
     "allpairs": _allpairs,
+    "crosslayer": _crosslayer,
     "train": _train,
     "logging": _logging,
     "scaling": _scaling,
@@ -118,6 +127,10 @@ def bench_cmd(
     """Run the benchmarks and print their figures with ratios to baselines timed in the same run.
 
     allpairs: log_norm_matrix at T = 128, n = 128 against dense products + np.linalg.norm(P, 2) per pair.
+
+    crosslayer: every cross-layer pair ||dh^L_t/dh^l_k|| (l < L, k <= t) of a 4-layer stack at n = 64, T = 128, lag
+    by lag, against explicit products of the whole stack's (4n x 4n) step Jacobians with an SVD per block; wall-clock
+    and CPU ratios (about 1.5 minutes, the dense route most of it).
 
     train: training chars/s (vocab 65, H 100, S 25, batch 32, Adagrad, clip 5) against min-char-rnn's loop.
 
