@@ -558,11 +558,18 @@ def draw_remedies_decay(tables: Tables) -> Drawn:
     return fig, caption, ids
 
 
-def draw_text(tables: Tables) -> Drawn:
-    """Each text run's validation loss against characters seen, coloured by arm (vanilla RNN, LSTM), with the chance
-    loss and the learned bar below it."""
+TEXT_READS = {"carried": "state carried through the held-out text", "windows": "windows from h = 0"}  # legend
+TEXT_READ_DASHES = {TEXT_READS["carried"]: "", TEXT_READS["windows"]: (4, 1, 1, 1)}  # solid, dash-dot
+
+
+def draw_text(tables: Tables, spec: str = "text") -> Drawn:
+    """Each of a text spec's runs' validation loss against characters seen, coloured by arm (vanilla RNN, LSTM),
+    solid where it was read with the state carried (a consecutive-window run), dash-dot on windows from h = 0 (a
+    random-window run), with the chance loss and the learned bar below it."""
     curve = table(tables, "text_val_curve")
-    if curve is None:
+    if curve is not None and "spec" in curve:  # tables from before the column hold the text spec's rows only
+        curve = curve[curve["spec"].astype(str) == spec]
+    if curve is None or not len(curve):
         return None
     info = run_info(tables)
     c = curve.assign(arm=curve["arm"].astype(str).map(studies.TEXT_ARMS).fillna(curve["arm"].astype(str)),
@@ -571,8 +578,11 @@ def draw_text(tables: Tables) -> Drawn:
     ax = fig.subplots()
     order = [a for a in studies.TEXT_ARMS.values() if a in set(c["arm"])]
     order += sorted(set(c["arm"]) - set(order))
-    sns.lineplot(data=c, x="chars", y="val_loss", hue="arm", hue_order=order, units="run_id", estimator=None, ax=ax,
-                 lw=1.2)
+    reads = c["read"].astype(str) if "read" in c else pd.Series("windows", index=c.index)
+    style = reads.map(TEXT_READS).fillna(TEXT_READS["windows"])
+    sns.lineplot(data=c.assign(read=style), x="chars", y="val_loss", hue="arm", hue_order=order, units="run_id",
+                 estimator=None, ax=ax, lw=1.2, style="read", dashes=TEXT_READ_DASHES,
+                 style_order=[r for r in TEXT_READS.values() if r in set(style)])
     chance = pd.to_numeric(info.reindex(curve["run_id"].unique()).get("chance_loss"), errors="coerce") \
         if "chance_loss" in info else pd.Series(dtype=float)
     if chance.notna().any():
@@ -582,9 +592,12 @@ def draw_text(tables: Tables) -> Drawn:
                    label=f"learned below {1 - LEARNED_MARGIN:g}× chance")
     ax.legend(fontsize=8)
     ax.set(xlabel="characters seen (millions)", ylabel="validation loss (nats/char)")
-    caption = ("Text models: validation loss per character on the held-out end of the corpus against characters "
-               "seen in training (iteration × batch × window), one line per run, coloured by arm; dashed: chance, "
-               "the loss of the unigram model (the training characters' frequencies, no context); dotted: "
+    caption = (f"Text models ({spec}): validation loss per character on the held-out end of the corpus against "
+               "characters seen in training (iteration × batch × window), one line per run, coloured by arm, each "
+               "read as it was trained: solid, a run on consecutive windows, which reads the whole held-out text "
+               "once with its state carried, going on from its training walk's state; dash-dot, a run on random windows, read on 128 held-out windows from "
+               "h = 0; dashed grey: chance, the "
+               "loss of the unigram model (the training characters' frequencies, no context); dotted: "
                f"{1 - LEARNED_MARGIN:g}× chance, the bar below which a run learned.")
     return fig, caption, list(curve["run_id"].unique())
 
@@ -605,6 +618,7 @@ def draw_figures(tables: Tables, out_dir: Path) -> dict[str, FigureFile]:
     for spec in dict.fromkeys(specs):
         if not studies.is_known(spec):
             drawers[studies.decay_figure(spec)] = partial(draw_spec_decay, spec=spec)
+            drawers[studies.text_figure(spec)] = partial(draw_text, spec=spec)  # none unless its runs are text
     drawn = {}
     with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=0.95):
         for name, draw in drawers.items():
@@ -616,7 +630,7 @@ def draw_figures(tables: Tables, out_dir: Path) -> dict[str, FigureFile]:
             fig, caption, ids = result
             write_atomic(path, png_bytes(fig))
             drawn[name] = FigureFile(name, path, caption, tuple(dict.fromkeys(ids)))
-    for path in out_dir.glob(studies.decay_figure("*") + ".png"):
+    for path in [*out_dir.glob(studies.decay_figure("*") + ".png"), *out_dir.glob(studies.text_figure("*") + ".png")]:
         if path.stem not in drawn:  # a spec no longer in the results
             path.unlink()
     return drawn

@@ -24,6 +24,8 @@ from .reductions import (
     ARM_SLOPES, activation_table, arm_table, clip_table, curve_rows, depth_table, outcome_table, rate, slope_median,
     stacked, success_table, text_headline, weight_norm_table,
 )
+from .textruns import (READS_TABLE, TEXT_ARMS, is_text_spec, reads_block, reads_table, shown_samples, text_arm,
+                       val_curve_rows)
 
 Tables = dict[str, pd.DataFrame]
 
@@ -233,42 +235,19 @@ def depth_summary(d: SpecRuns) -> SpecSummary:
 
 # ---- text: a vanilla RNN and an LSTM of about its parameter count -------------------------------------------------
 
-# cell_type -> what the report calls the text spec's arm, in report order
-TEXT_ARMS = {"rnn": "vanilla RNN", "lstm": "LSTM"}
-
-
-def text_arm(runs: pd.DataFrame) -> pd.Series:
-    """Each run's text arm (a TEXT_ARMS key): its cell_type, rnn when the results predate the field."""
-    cell_type = runs["cell_type"] if "cell_type" in runs else pd.Series("rnn", index=runs.index)
-    return cell_type.fillna("rnn").astype(str)
-
 
 def text_summary(d: SpecRuns) -> SpecSummary:
-    """The training-loss curves, each run's validation loss against characters seen, the headline per arm, and
-    per arm the last sample of its first run (the section shows those; analysis.json keeps every sample)."""
+    """The training-loss curves, each run's validation loss against characters seen and read both ways, the
+    headline per arm, and per arm the last sample of its first run (the section shows those; analysis.json keeps
+    every sample)."""
     arms = text_arm(d.runs)
-    info = d.runs.assign(arm=arms).set_index("run_id")
-    per_char = pd.to_numeric(info["batch"], errors="coerce") * pd.to_numeric(info["seq_len"], errors="coerce") \
-        if {"batch", "seq_len"} <= set(info.columns) else pd.Series(float("nan"), index=info.index)
-    val = stacked([c.assign(run_id=rid, arm=info.at[rid, "arm"], seed=info.at[rid, "seed"],
-                            chars=c["iter"] * per_char.get(rid, float("nan")))
-                   for rid, c in d.val_curves.items() if len(c)],
-                  ["run_id", "arm", "seed", "iter", "chars", "val_loss"])
-    shown = []
-    for key, name in TEXT_ARMS.items():
-        first = next((rid for rid, a in zip(d.runs["run_id"], arms) if a == key and d.samples.get(rid)), None)
-        if first is not None:
-            last = d.samples[first][-1]
-            shown.append({"arm": key, "run_id": first, "iter": last.get("iter"),
-                          "heading": f"{name} (seed {info.at[first, 'seed']}): its last sample, at iteration "
-                                     f"{last.get('iter')}",
-                          "text": str(last.get("text", ""))})
     head = text_headline(d.runs, arms)
     counts = {k: {"learned_k": v["learned"]["k"], "learned_n": v["learned"]["n"]} for k, v in head.items()
               if k in TEXT_ARMS}
-    return SpecSummary({"text_curve": curves(d), "text_val_curve": val}, head,
-                       {"samples": {rid: s or [] for rid, s in d.samples.items()}, "shown_samples": shown,
-                        "text_arms": counts})
+    return SpecSummary({"text_curve": curves(d), "text_val_curve": val_curve_rows(d.runs, d.val_curves),
+                        READS_TABLE: reads_table(d.runs)},
+                       head, {"samples": {rid: s or [] for rid, s in d.samples.items()},
+                              "shown_samples": shown_samples(d.runs, d.samples), "text_arms": counts})
 
 
 def text_headline_parts(h: str, head: dict) -> list[Inline]:
@@ -304,7 +283,7 @@ def text_blocks(spec: str, report: dict, tables: Tables) -> list[Bullets]:
             sentence += [": "] + not_learned + [" (median final validation loss ", Metric(f"{h}.{key}.final_val_loss"),
                                                 " nats/char; chance ", Metric(f"{h}.chance_loss"), ")"]
         items.append(sentence + ["."])
-    return [Bullets(items)] if items else []
+    return ([Bullets(items)] if items else []) + reads_block(spec, tables)
 
 
 # ---- remedies: one arm per remedy ------------------------------------------------------------------------------
@@ -696,8 +675,10 @@ STUDIES = (  # in report order
           remedies_rates_summary, ("rate_selection",),
           more_tables=lambda spec, report, tables: selection_blocks(tables.get("rate_selection"))),
     Study("text", "Character-level text models (min-char-rnn style), a vanilla RNN and an LSTM of about its "
-          "parameter count: validation loss against characters seen, and the last sample of each.",
-          text_summary, ("text_curve", "text_val_curve"), text_headline_parts, more_tables=text_blocks,
+          "parameter count: validation loss against characters seen, and the last sample of each. A model is "
+          "validated as it was trained: on consecutive windows, by reading the whole held-out text once with the "
+          "state carried, going on from its training walk's state (its samples continue that text); on random windows, on 128 held-out windows from h = 0.",
+          text_summary, ("text_curve", "text_val_curve", READS_TABLE), text_headline_parts, more_tables=text_blocks,
           figures=("text_curve",), reads_samples=True),
 )
 KNOWN = {s.name: s for s in STUDIES}
@@ -709,8 +690,14 @@ OUTCOMES_TABLE = "outcomes"  # tables/outcomes.csv: one row per run of every spe
 
 
 def generic_summary(d: SpecRuns) -> SpecSummary:
+    """Every run's grid values and outcome; for a spec of text runs also, as the text study has them, the validation
+    loss against characters seen, both readings of it and a sample per arm."""
     table, varied = outcome_table(d.runs)
-    return SpecSummary({OUTCOMES_TABLE: table}, None, {"varied": varied})
+    if not is_text_spec(d.runs):
+        return SpecSummary({OUTCOMES_TABLE: table}, None, {"varied": varied})
+    return SpecSummary({OUTCOMES_TABLE: table, "text_val_curve": val_curve_rows(d.runs, d.val_curves),
+                        READS_TABLE: reads_table(d.runs)},
+                       None, {"varied": varied, "shown_samples": shown_samples(d.runs, d.samples)})
 
 
 def generic_tables(spec: str, report: dict, tables: Tables) -> list[Table]:
@@ -728,6 +715,7 @@ def generic_tables(spec: str, report: dict, tables: Tables) -> list[Table]:
         out.append(Table(["run"] + varied + ["outcome"] + list(shown.values()), rows,
                          "Every run: the grid values that vary, its outcome, whether it learned, and validation "
                          "loss and accuracy against chance"))
+    out += reads_block(spec, tables)
     runs = tables["runs"][tables["runs"]["spec"] == spec]
     out.append(frame_table(runs, {"label": "run", "outcome": "outcome", "log_rate_init": "log(γ_W γ_φ)",
                                   "slope_init": "slope", "predicted_regime": "predicted",
@@ -737,12 +725,17 @@ def generic_tables(spec: str, report: dict, tables: Tables) -> list[Table]:
     return out
 
 
-GENERIC = Study("", "", generic_summary, (OUTCOMES_TABLE,), more_tables=generic_tables)
+GENERIC = Study("", "", generic_summary, (OUTCOMES_TABLE, "text_val_curve", READS_TABLE), more_tables=generic_tables)
 
 
 def decay_figure(spec: str) -> str:
     """The name of a generic spec's decay figure (figures/decay-<spec>.png); known figure names have no hyphen."""
     return f"decay-{spec}"
+
+
+def text_figure(spec: str) -> str:
+    """The name of a generic text spec's validation-loss figure (figures/text-<spec>.png)."""
+    return f"text-{spec}"
 
 
 # ---- what the rest of report/ asks -----------------------------------------------------------------------------
@@ -752,7 +745,7 @@ def study(spec: str) -> Study:
     """The spec's study: its own, else the generic one (named after it, with its decay figure)."""
     if spec in KNOWN:
         return KNOWN[spec]
-    return replace(GENERIC, name=spec, text=f"Sweep spec {spec!r}.", figures=(decay_figure(spec),))
+    return replace(GENERIC, name=spec, text=f"Sweep spec {spec!r}.", figures=(text_figure(spec), decay_figure(spec)))
 
 
 def is_known(spec: str) -> bool:

@@ -181,9 +181,13 @@ class RunConfig:
                    "path. A spec's text cells must name it.")
     seq_len: int = _f(25, Int(1, 100_000), "Synthetic: the task length T (copy feeds T + 20 steps); "
                       "text: the training window in characters.")
-    windows: str = _f("random", Choice(WINDOWS), "Text: how training windows are taken. random: uniform offsets, "
-                      "each from h = 0; consecutive: min-char-rnn's walk, each of the batch's streams reads its part "
-                      "of the text window after window, carrying its hidden state across them (truncated BPTT).")
+    windows: str = _f("random", Choice(WINDOWS), "Text: how training windows are taken, and so how the model is "
+                      "validated. random: uniform offsets, each from h = 0, validated on 128 held-out windows from "
+                      "h = 0; consecutive: min-char-rnn's walk, each of the batch's streams reads its part of the "
+                      "text window after window, carrying its hidden state across them (truncated BPTT), validated "
+                      "by reading the whole held-out text once with the state carried, going on from the state the "
+                      "walk carries, and sampled from where that read ends. final_val_loss is that reading; "
+                      "summary.json has both, val_loss_windows and val_loss_carried.")
     val_size: int = _f(1000, Int(1, 1_000_000), "Synthetic: validation sequences, a fixed held-out set; training "
                        "draws fresh sequences for every batch from the run's seed.")
     data_seed: int = _f(0, Int(0, MAX_SEED), "Synthetic: seed of the validation set's generator "

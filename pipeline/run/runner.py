@@ -29,7 +29,8 @@ from . import plots
 from .depthprobe import across_layers, weight_gradient_table, write_across, write_weight_gradients
 from .probe import (Drive, Probe, driving_inputs, probe_model, relabelled, same_model, series_rows, step_series,
                     summary_numbers, training_gradient_table, write_probe)
-from .sources import Source, evaluate, input_digests, make_source, scores_positions
+from .sources import Source, input_digests, make_source, scores_positions
+from .textscore import Validation, text_scores
 from .verdicts import growth, learned, run_outcome
 from ..engine import trainer
 from ..engine.cells import Model, n_params
@@ -108,7 +109,8 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
     model_init = model.copy()
     gradients: list[pd.DataFrame] = []
     weight_gradients: list[pd.DataFrame] = []
-    log, samples = train(cfg, model, src, rng_batch, rng_sample, progress, gradients, weight_gradients)
+    validation = Validation(src)
+    log, samples = train(cfg, model, src, rng_batch, rng_sample, progress, gradients, weight_gradients, validation)
     history = pd.DataFrame(log.history, columns=list(HISTORY_COLUMNS))
     history.to_csv(folder / "history.csv", index=False)  # written first: a run that fails in its probe keeps it
     if cfg.task == "text":
@@ -150,6 +152,7 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
         "norm_growth": norm_growth,
         "gamma_phi": model.act.gamma if model.cell in ("rnn", "exprnn") else None,  # none for a gated cell
         "n_params": n_params(model),  # arms of a comparison state their sizes
+        **(text_scores(log.model, validation, log.state) if src.vocab else {}),
         **probed,
         **across.summary,
     }
@@ -173,13 +176,16 @@ def new_model(cfg: RunConfig, src: Source, rng: np.random.Generator) -> Model:
 
 
 def train(cfg: RunConfig, model: Model, src: Source, rng_batch: np.random.Generator, rng_sample: np.random.Generator,
-          progress: Progress | None = None, gradients: list | None = None, weight_gradients: list | None = None
-          ) -> tuple[TrainLog, list[dict]]:
+    weight_gradients: list[pd.DataFrame] = []
+    validation = Validation(src)
+    log, samples = train(cfg, model, src, rng_batch, rng_sample, progress, gradients, weight_gradients, validation)
     """`engine.trainer.train` with cfg's settings on src's minibatches: (its log, the text samples {iter, text}).
 
+    Validation passes are `validation`'s (default: Validation(src), which reads a text model as it was trained).
     Text runs sample at `sample_checkpoints` and, unless the last one was there, from the final model. Given a
     `gradients` list, it receives ||dE/dh_k|| by k on the probe sequence at `gradient_checkpoints`, and a
     `weight_gradients` list each layer's ||dE/dW_hh|| and ||dE/dW_xh|| on the first validation sequences there."""
+        **(text_scores(log.model, validation, log.state) if src.vocab else {}),
     samples: list[dict] = []
     sample_at = sample_checkpoints(cfg.iters, cfg.samples) if src.vocab else set()
     gradient_at = gradient_checkpoints(cfg.iters) if gradients is not None else set()
@@ -190,7 +196,7 @@ def train(cfg: RunConfig, model: Model, src: Source, rng_batch: np.random.Genera
             if weight_gradients is not None and scores_positions(src):
                 weight_gradients.append(weight_gradient_table(log.model, src.val, src.loss_kind, i))
         if i in sample_at:
-            samples.append(_sample(log.model, i, src, cfg.sample_len, rng_sample))
+            samples.append(_sample(log, i, src, cfg.sample_len, rng_sample, validation))
         if progress is not None and i > 0:
             progress(_event(log, i, cfg.iters))
 
@@ -198,9 +204,9 @@ def train(cfg: RunConfig, model: Model, src: Source, rng_batch: np.random.Genera
                              series_every(cfg.iters), scores_positions(src), cfg.omega,
                              reduction=cfg.loss_reduction)
     optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay)
-    log = trainer.train(model, optimizer, lambda: src.draw(rng_batch), lambda m: evaluate(m, src), settings, on_step)
+    log = trainer.train(model, optimizer, lambda: src.draw(rng_batch), validation, settings, on_step)
     if src.vocab and cfg.samples and (not samples or samples[-1]["iter"] != log.iters_done):
-        samples.append(_sample(log.model, log.iters_done, src, cfg.sample_len, rng_sample))
+        samples.append(_sample(log, log.iters_done, src, cfg.sample_len, rng_sample, validation))
     if progress is not None and log.diverged_at is not None:
         progress({**_event(log, log.diverged_at, cfg.iters), "diverged": True})
     return log, samples
@@ -226,9 +232,11 @@ def gradient_checkpoints(iters: int, points: int = GRADIENT_POINTS) -> set[int]:
     return {round(iters * j / (points - 1)) for j in range(points)}
 
 
-def _sample(model: Model, i: int, src: Source, length: int, rng: np.random.Generator) -> dict:
-    """{iter, text}: `length` characters sampled from the model, seeded with the first validation character."""
-    ids = sample_ids(model, int(src.probe.xs[0].argmax()), length, rng)
+def _sample(log: TrainLog, i: int, src: Source, length: int, rng: np.random.Generator, validation: Validation) -> dict:
+    """{iter, text}: `length` characters sampled from the log's model, from where `validation.sample_start` puts it
+    (a model trained on consecutive windows continues the held-out text from its carried state)."""
+    first_id, h0 = validation.sample_start(log.model, log.state)
+    ids = sample_ids(log.model, first_id, length, rng, h0)
     return {"iter": i, "text": decode(np.array(ids, dtype=np.int64), src.vocab)}
 
 

@@ -27,6 +27,7 @@ from .config import RunConfig, config_hash
 from .probe import ProbeInput
 
 TEXT_VAL_WINDOWS = 128  # text validation: this many evenly spaced windows of the validation text
+VAL_READS = {"random": "windows", "consecutive": "carried"}  # a text model's `windows` -> how it is validated
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class Source:
     chance_accuracy: float | None
     tolerance: float | None = None  # mse tasks: |error| below this counts as correct (adding)
     vocab: list[str] | None = None  # text only
+    val_ids: np.ndarray | None = None  # text only: the held-out text (n_val,) ids, for the carried read
+    val_read: str = "windows"  # how validation reads: "windows" (`val`, each from h = 0) or "carried" (`val_ids` once
+    # with the state carried, run/textscore.py): a text model is scored as it was trained (VAL_READS)
 
 
 def make_source(cfg: RunConfig, data_dir: Path) -> Source:
@@ -161,7 +165,8 @@ def check_data(cfg: RunConfig, data_dir: Path, label: Callable[[str], str] = str
 
 def text_source(cfg: RunConfig, data_dir: Path) -> Source:
     """Training windows of the next-character task, random or consecutive (`cfg.windows`: min-char-rnn's walk with
-    the state carried); fixed, evenly spaced validation windows from h = 0."""
+    the state carried); validation as the model was trained: fixed, evenly spaced windows from h = 0, or the whole
+    held-out text read once with the state carried (`val_read`)."""
     td = load_text_data(cfg, data_dir)
     V, T = len(td.vocab), cfg.seq_len
     check_windows(td, T)
@@ -174,7 +179,8 @@ def text_source(cfg: RunConfig, data_dir: Path) -> Source:
     probe = ProbeInput(one_hot(td.ids_val[:steps], V), _zero_state(cfg), td.ids_val[1 : steps + 1],
                        np.ones(steps), "xent")
     chance_loss, chance_accuracy = unigram_chance(td.ids_train, V)
-    return Source("xent", V, V, draw, val, probe, chance_loss, chance_accuracy, vocab=list(td.vocab))
+    return Source("xent", V, V, draw, val, probe, chance_loss, chance_accuracy, vocab=list(td.vocab),
+                  val_ids=td.ids_val, val_read=VAL_READS[cfg.windows])
 
 
 def random_draw(td: datasets.TextData, cfg: RunConfig) -> Callable[[np.random.Generator], tuple]:
