@@ -27,7 +27,7 @@ from ..run.files import write_atomic
 from ..run.plots import keep_min_span
 from ..run.probe import draw_heatmap_panel
 from ..run.verdicts import LEARNED_MARGIN
-from . import studies
+from . import depthfigures, studies
 from .reductions import format_metric, short_value
 
 DPI = 110
@@ -458,26 +458,6 @@ def outcome_words(row: pd.Series) -> str:
     return ", ".join(parts)
 
 
-def draw_depth(tables: Tables) -> Drawn:
-    depth = table(tables, "depth")
-    if depth is None:
-        return None
-    groups = depth.groupby(["when", "layers", "layer"], as_index=False)
-    med = groups["log10_signal_first"].median()
-    seeds = int(groups.size()["size"].max()) if len(med) else 0
-    whens = [w for w in ("init", "final") if w in set(med["when"])]
-    fig, axes = panel_row(len(whens), 3.2, 3.0)
-    for ax, when in zip(axes, whens):
-        m = med[med["when"] == when].assign(depth=lambda d: d["layers"].map(short_value))
-        sns.lineplot(data=m, x="layer", y="log10_signal_first", hue="depth", marker="o", ax=ax)
-        ax.set(title=when, xlabel="layer (0 = input side)", ylabel="log10 ‖∂E/∂h^l_0‖")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    over = "one seed" if seeds == 1 else f"median over {seeds} seeds"
-    caption = (f"Gradient signal reaching the first state of each layer, by network depth ({over}); "
-               "the loss enters at the top layer.")
-    return fig, caption, list(depth["run_id"].unique())
-
-
 def draw_success(tables: Tables) -> Drawn:
     succ = table(tables, "success_vs_T")
     if succ is None:
@@ -563,6 +543,9 @@ def draw_remedies_decay(tables: Tables) -> Drawn:
                 m = d[d["when"] == "final"].groupby("lag")["log10_norm_cell"].median()
                 line, = ax.plot(m.index, m.to_numpy(), ls=":", lw=1.4, color=colors[row.arm_name])
                 handles[f"{row.arm_name}: cell state ‖∂c_t/∂c_k‖"] = line
+        if (a["arm"] == "exprnn").any():  # its ||W_hh||_2 is 1: its bound is gamma_phi^(t-k) = 1 for tanh
+            exp_name = studies.REMEDY_ARMS["exprnn"]
+            handles[f"{exp_name}'s bound γ_φ^(t−k) = 1"] = ax.axhline(0.0, color=colors[exp_name], ls="-.", lw=0.9)
         ax.set(title=f"{task}, T = {int(a['T'].max())}" if len(a) else task, xlabel="lag t − k",
                ylabel="log10 ‖∂h_t/∂h_k‖")
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=3, fontsize=8)
@@ -570,7 +553,8 @@ def draw_remedies_decay(tables: Tables) -> Drawn:
                "run's mean log10 ‖∂h_t/∂h_k‖ over the pairs at that lag (its probe: the first min(probe_len, T) steps "
                "of a validation sequence, top layer); dashed at initialisation, solid after "
                "training, dotted the LSTM's cell state ‖∂c_t/∂c_k‖ after training (the LSTM's solid line is the norm "
-               "of its whole state (h, c)).")
+               "of its whole state (h, c)); dash-dotted at 0, the expRNN's bound γ_φ^(t−k) = 1 (its ‖W_hh‖₂ is 1 and "
+               "tanh's γ_φ is 1).")
     return fig, caption, ids
 
 
@@ -621,7 +605,7 @@ def draw_text(tables: Tables, spec: str = "text") -> Drawn:
 DRAWERS: dict[str, Callable[[Tables], Drawn]] = {
     "heatmaps": draw_heatmaps, "decay": draw_decay, "tightness": draw_tightness, "rates": draw_rates,
     "phase": draw_phase, "activations": draw_activations, "clip_curves": draw_clip_curves,
-    "clip_final": draw_clip_final, "depth": draw_depth, "success_vs_T": draw_success, "text_curve": draw_text,
+    "clip_final": draw_clip_final, "success_vs_T": draw_success, "text_curve": draw_text,
     "remedies_success": draw_remedies_success, "remedies_decay": draw_remedies_decay,
 }
 
@@ -777,3 +761,4 @@ def run_label(info: pd.DataFrame, run_id: str) -> str:
 
 DRAWERS.update({"prediction": draw_prediction, "gaps": draw_gaps, "spectrum": draw_spectrum,
                 "gradients": draw_gradients})
+DRAWERS.update(depthfigures.drawers(new_figure))  # the depth study's (report/depthfigures.py)

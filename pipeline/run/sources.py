@@ -18,9 +18,9 @@ from typing import Callable
 import numpy as np
 
 from . import datasets
-from ..engine import tasks
-from ..engine.cells import Model, forward
-from ..engine.rnn import loss_and_dy, one_hot
+from ..engine import evaluation, tasks
+from ..engine.cells import Model
+from ..engine.rnn import one_hot
 from ..engine.text import ConsecutiveWindows, sample_windows
 from ..errors import UserError
 from .config import RunConfig, config_hash
@@ -230,24 +230,17 @@ def scores_positions(src: Source) -> bool:
 
 def evaluate(model: Model, src: Source) -> tuple[float | None, float | None]:
     """(validation loss, task success rate) of `model` on the fixed validation batch; (None, None) for a task
-    that scores no position (the probe task: its sequences only drive the Jacobian probes)."""
+    that scores no position (the probe task: its sequences only drive the Jacobian probes). The batch goes through
+    the model in chunks (`engine.evaluation`): the numbers of one pass over all of it, in bounded memory."""
     xs, targets, mask = src.val
     if not scores_positions(src):
         return None, None  # not a loss of 0
-    y = forward(model, xs).y  # (T, B, o)
-    loss, _ = loss_and_dy(y, targets, mask, src.loss_kind)
-    return loss, task_accuracy(y, targets, mask, src.loss_kind, src.tolerance)
+    chunk = evaluation.validation_chunk(model, mask.shape[1], mask.shape[0])
+    return evaluation.evaluate_in_chunks(model, xs, targets, mask, src.loss_kind, src.tolerance, chunk)
 
 
 def task_accuracy(y: np.ndarray, targets: np.ndarray, mask: np.ndarray, kind: str,
                   tolerance: float | None) -> float | None:
     """Share of masked positions answered correctly: argmax = class (xent), or every |error| < tolerance (mse).
     None when there is no criterion (an mse task without tolerance) or no masked position."""
-    counted = mask > 0
-    if not counted.any() or (kind == "mse" and tolerance is None):
-        return None
-    if kind == "xent":
-        correct = y.argmax(axis=-1) == targets
-    else:
-        correct = (np.abs(y - targets) < tolerance).all(axis=-1)
-    return float(correct[counted].mean())
+    return evaluation.success_rate(evaluation.position_correct(y, targets, kind, tolerance), mask)

@@ -90,9 +90,12 @@ def train_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (run_id, outcome, final_train_loss, "
                                           "final_val_loss, val_accuracy, seconds, run_dir; text: samples, the first "
                                           "and the last) as the only stdout line.")] = False,
+    max_memory: Annotated[str, typer.Option(
+        metavar="SIZE", help="Refuse the run before it starts if it would need more memory than this, e.g. 1.5G or "
+        "2Gi (binary units). Default: this machine's RAM.")] = "",
 ) -> None:
-    """Train one RNN (vanilla, or an LSTM with --cell-type lstm), probe its Jacobians at init and at the end, and
-    log the run to MLflow.
+    """Train one RNN (vanilla; an LSTM or a GRU with --cell-type lstm or gru; an orthogonal-constrained expRNN with
+    --cell-type exprnn --init orthogonal), probe its Jacobians at init and at the end, and log the run to MLflow.
 
     Defaults are min-char-rnn's sizes (hidden 100, 25-character windows, adagrad lr 0.1, batch 1), but random
     windows from h = 0 and rnngrad's usual init, loss and clipping; --preset min-char-rnn gives min-char-rnn's
@@ -107,6 +110,7 @@ def train_cmd(
     """
     cfg = resolve_config(config, given, preset)
     run_hash = _check_paths(cfg, data_dir, out)
+    _check_memory(cfg, data_dir, max_memory)
     store = tracking.open_store(tracking.default_project_root())
     experiment_id = tracking.ensure_experiment(store, EXPERIMENT)
     try:
@@ -145,6 +149,13 @@ def _check_paths(cfg: RunConfig, data_dir: Path, out: Path) -> str:
     check_output_folder(out, option_label("--out", out))
     check_data(cfg, data_dir, lambda key: f"--{key.replace('_', '-')}")
     return run_hash(cfg, data_dir)
+
+
+def _check_memory(cfg: RunConfig, data_dir: Path, max_memory: str) -> None:
+    """The run fits --max-memory (`run.cost.check_cells_memory`), before the store is opened."""
+    from ..run.cost import check_cells_memory, memory_limit
+
+    check_cells_memory([("this run", cfg)], data_dir, memory_limit(max_memory, 1))
 
 
 def first_and_last_samples(run_dir: Path) -> list[dict]:
