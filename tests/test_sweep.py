@@ -20,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline import tracking
+from pipeline.tracking import artifacts
 from pipeline.run.config import flatten
 from pipeline.run.sources import run_hash
 from pipeline.run.spec import load_spec
@@ -145,7 +146,7 @@ def test_sweep_logs_a_parent_with_nested_children_and_writes_the_table(env):
     c = tracking.client(store)
     experiment = c.get_experiment(result.experiment_id)
     assert experiment.tags["mlflow.note.content"] == "a tiny grid for tests"  # shown above the runs table
-    summary = json.loads(Path(c.download_artifacts(parent.run_id, "summary_table.json", str(env))).read_text())
+    summary = json.loads(artifacts.download(store, parent.run_id, "summary_table.json", env).read_text())
     rows = [dict(zip(summary["columns"], r)) for r in summary["data"]]
     assert [r["run"] for r in rows] == [f"γW={g:g}" for g in GAMMAS]  # grid order, the children's names
     assert [r["gamma_w"] for r in rows] == [str(g) for g in GAMMAS] and "seed" not in summary["columns"]
@@ -443,7 +444,8 @@ def test_sweep_command_runs_the_real_runner_and_says_where_results_are(cli_app, 
     (tmp_path / "experiments" / "tiny.yaml").write_text(TINY_SPEC)
     result = CliRunner().invoke(cli_app, ["sweep", "experiments/tiny.yaml", "--jobs", "2"])
     assert result.exit_code == 0, result.output
-    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow.db" in result.stdout
+    assert (f"mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow.db --artifacts-destination "
+            f"{tmp_path.resolve()}/mlartifacts") in result.stdout
     assert "MLflow rnngrad/tiny: http://127.0.0.1:5000/#/experiments/" in result.stdout  # the runs table
     assert "?workflowType=machine_learning" in result.stdout
     assert "results/tiny.parquet" in result.stdout and "[2/2]" in result.stdout
@@ -455,10 +457,10 @@ def test_sweep_command_runs_the_real_runner_and_says_where_results_are(cli_app, 
     _, children = _runs(store, "tiny")
     c = tracking.client(store)
     for child in children:
-        probe = {a.path for a in c.list_artifacts(child.run_id, "probe")}
+        probe = {a.path for a in artifacts.list_files(store, child.run_id, "probe")}
         assert {"probe/model_init.npz", "probe/model_final.npz", "probe/inputs.npy", "probe/h0.npy",
                 "probe/jacobian.parquet"} <= probe
-        assert sorted(a.path for a in c.list_artifacts(child.run_id, "figures")) == [  # images on the run page
+        assert sorted(a.path for a in artifacts.list_files(store, child.run_id, "figures")) == [  # images
             "figures/decay.png", "figures/jacobian_heatmap.png", "figures/loss.png"]
         lags = [p.step for p in c.get_metric_history(child.run_id, "by_lag/log10_norm_init")]
         assert sorted(lags) == list(range(1, 7))

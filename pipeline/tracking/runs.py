@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import artifacts
 from .connection import Store, _mlflow, client
 from .server import ServerUnreachable, hurry
 from .values import (MAX_PARAM_CHARS, MAX_TAG_CHARS, _samples_text, _series_metrics, _summary_metrics, _text,
@@ -37,8 +38,7 @@ def ensure_experiment(store: Store, name: str) -> str:
     c = client(store)
     exp = c.get_experiment_by_name(name)
     if exp is None:
-        location = f"{store.artifact_root}/{name}" if store.artifact_root else None
-        return c.create_experiment(name, artifact_location=location)
+        return c.create_experiment(name, artifact_location=artifacts.experiment_location(store, name))
     if exp.lifecycle_stage == "deleted":
         c.restore_experiment(exp.experiment_id)
     return exp.experiment_id
@@ -108,7 +108,7 @@ def log_values(store: Store, run_id: str, metrics: dict | None = None, tags: dic
 
 
 def log_artifact(store: Store, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
-    client(store).log_artifact(run_id, str(path), artifact_path)
+    artifacts.log_file(store, run_id, path, artifact_path)
 
 
 def log_run_folder(store: Store, run_id: str, run_dir: str | Path, tags: dict | None = None) -> None:
@@ -123,9 +123,9 @@ def log_run_folder(store: Store, run_id: str, run_dir: str | Path, tags: dict | 
     run_tags |= tags or {}
     # Artifacts first: finding a run's artifact folder reads the whole run back, which is cheapest before its
     # metrics are in.
-    client(store).log_artifacts(run_id, str(run_dir))
+    artifacts.log_folder(store, run_id, run_dir)
     if (run_dir / "samples.json").exists():
-        client(store).log_text(run_id, _samples_text(run_dir / "samples.json"), "samples.txt")
+        artifacts.log_text(store, run_id, _samples_text(run_dir / "samples.json"), "samples.txt")
     m, now = _mlflow().entities, _now_ms()
     metrics = [m.Metric(k, v, now, step) for k, step, v in _summary_metrics(summary)]
     metrics += [m.Metric(k, v, now, step) for k, step, v in _series_metrics(run_dir / "series.parquet")]
