@@ -305,7 +305,24 @@ def test_short_run_names_keep_only_the_axes_that_vary_and_join_a_threshold_to_it
     assert len(set(names)) == len(grid)  # every cell told apart
     assert tracking.short_run_names([{"task": "adding", "seq_len": 10, "seed": 0},
                                      {"task": "copy", "seq_len": 40, "seed": 0}]) == ["adding T=10", "copy T=40"]
-    assert tracking.short_run_names([{"gamma_w": 3.0, "init": "orthogonal"}]) == ["base"]  # nothing varies
+    assert tracking.short_run_names([{}]) == ["base"]  # nothing to name it by
+
+
+def test_an_arm_that_leaves_an_axis_to_the_base_and_a_single_cell_are_named_by_what_they_are():
+    arms = [{"seed": 0}, {"seed": 0, "cell_type": "lstm", "hidden": 44}]  # experiments/text.yaml's two arms
+    configs = [{"cell_type": "rnn", "hidden": 100, "seed": 0}, {"cell_type": "lstm", "hidden": 44, "seed": 0}]
+    assert tracking.short_run_names(arms, configs) == ["rnn n=100", "lstm n=44"]
+    assert tracking.short_run_names([{"seed": 0}], configs[:1]) == ["rnn s0"]  # one cell: its arm, its values
+    assert tracking.short_run_names([{"gamma_w": 3.0, "init": "orthogonal"}]) == ["γW=3 orth"]
+
+
+def test_the_text_specs_runs_are_named_by_their_arms():
+    from pipeline.run.spec import load_spec
+    from pipeline.sweep import plan_cells
+
+    spec = load_spec(Path(__file__).parents[1] / "experiments" / "text.yaml", "full")
+    labels = [c.label for c in plan_cells(spec, Path("results"))]
+    assert labels == ["rnn n=100 s0", "rnn n=100 s1", "lstm n=44 s0", "lstm n=44 s1"]
 
 
 def test_links_open_the_runs_table_of_the_store_that_was_used(tmp_path):
