@@ -183,8 +183,10 @@ def _logged_run(store, tmp_path, **folder_kw):
 def test_log_run_folder_params_tags_and_scalar_metrics(store, tmp_path):
     run = _logged_run(store, tmp_path)
     assert run.info.status == "FINISHED"
-    assert run.data.params == {"task": "adding", "text": "null", "seq_len": "6", "hidden": "4", "gamma_w": "1.5",
-                               "lr": "0.003", "layers": "2"}
+    assert run.data.params == {"task": "adding", "seq_len": "6", "hidden": "4", "gamma_w": "1.5",
+                               "lr": "0.003", "layers": "2"}  # no corpus on a synthetic run
+    config = json.loads((tmp_path / "runs" / "abc123" / "config.json").read_text())
+    assert config["text"] is None  # config.json keeps every field
     tags = run.data.tags
     assert (tags["config_hash"], tags["outcome"], tags["spec"], tags["cell"]) == ("abc123", "ok", "test", "gamma_w=1.5")
     assert (tags["predicted_regime"], tags["observed_regime_init"]) == ("unconstrained", "exploding")
@@ -448,3 +450,17 @@ def test_an_artifact_location_that_leaves_the_artifact_folder_is_refused(store):
     assert artifacts.run_folder(hostile, "mlflow-artifacts:/rnngrad/x/abc/artifacts") == \
         store.artifacts_folder / "rnngrad" / "x" / "abc" / "artifacts"
     assert artifacts.run_folder(tracking.Store("http://127.0.0.1:5000", None), "mlflow-artifacts:/x") is None
+
+
+def test_a_run_logs_the_config_fields_that_apply_to_it():
+    from pipeline.run.config import RunConfig, applicable, flatten
+
+    synthetic = flatten(RunConfig(task="adding", seq_len=10, clip_mode="none"))
+    shown = applicable(synthetic)
+    assert not {"text", "windows", "samples", "sample_len", "clip_threshold", "forget_bias", "leaky_slope"} & set(shown)
+    assert {"val_size", "data_seed", "activation", "gamma_w", "seed"} <= set(shown)
+    text = applicable(flatten(RunConfig(task="text", cell_type="lstm", clip_mode="global")))
+    assert {"text", "windows", "samples", "clip_threshold", "forget_bias"} <= set(text)
+    assert not {"val_size", "data_seed", "form", "activation", "leaky_slope"} & set(text)
+    assert "leaky_slope" in applicable(flatten(RunConfig(activation="leaky_relu")))
+    assert len(shown) < len(synthetic) and all(synthetic[k] == v for k, v in shown.items())

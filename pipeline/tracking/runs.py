@@ -58,6 +58,11 @@ def reopen_run(store: Store, run_id: str) -> None:
     client(store).update_run(run_id, status="RUNNING")
 
 
+def run_status(store: Store, run_id: str) -> str:
+    """RUNNING, SCHEDULED, FINISHED, FAILED or KILLED."""
+    return client(store).get_run(run_id).info.status
+
+
 def end_run(store: Store, run_id: str, status: str = "FINISHED") -> None:
     if status not in STATUSES:
         raise ValueError(f"status {status!r}: expected one of {STATUSES}")
@@ -112,8 +117,11 @@ def log_artifact(store: Store, run_id: str, path: str | Path, artifact_path: str
 
 
 def log_run_folder(store: Store, run_id: str, run_dir: str | Path, tags: dict | None = None) -> None:
-    """Log a finished run folder: config.json as params, summary.json as tags + metrics, series.parquet as
+    """Log a finished run folder: config.json's fields that apply to the run as params (run.config.applicable;
+    config.json keeps every field), summary.json as tags + metrics, series.parquet as
     step metrics (one log_batch for all of it), every file as an artifact at its relative path."""
+    from ..run.config import applicable
+
     run_dir = Path(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -132,7 +140,7 @@ def log_run_folder(store: Store, run_id: str, run_dir: str | Path, tags: dict | 
     client(store).log_batch(
         run_id,
         metrics=metrics,
-        params=[m.Param(k, _text(v, MAX_PARAM_CHARS)) for k, v in flatten_json(config).items()],
+        params=[m.Param(k, _text(v, MAX_PARAM_CHARS)) for k, v in flatten_json(applicable(config)).items()],
         tags=[m.RunTag(k, _text(v, MAX_TAG_CHARS)) for k, v in run_tags.items()],
     )
 

@@ -122,6 +122,11 @@ def short_run_names(grid: list[dict], configs: list[dict] | None = None, base: s
     return names
 
 
+def short_values(values: dict) -> str:
+    """Config values as a run name writes them: `n=64 lr=0.01` ({hidden: 64, lr: 0.01})."""
+    return " ".join(_AXIS_LABELS.get(k, f"{k}={{v}}").format(v=_short_value(v)) for k, v in values.items())
+
+
 @dataclass(frozen=True)
 class DatasetRef:
     """A dataset a run reads, as MLflow's Dataset column shows it (no data: name, digest and where it lives)."""
