@@ -1,10 +1,11 @@
 """rnngrad: measure, bound and explain vanishing and exploding gradients in vanilla RNNs.
 
-The Python API (README, "The Python API"): `from pipeline import load_model, log_norm_matrix`.
+The Python API (README, "The Python API"): `from pipeline import load_model, log_norm_matrix, results` (or
+`from rnngrad import ...`: the same objects).
 """
 
 __version__ = "0.1.0"
-__all__ = ["load_model", "log_norm_matrix"]
+__all__ = ["load_model", "log_norm_matrix", "results"]
 
 
 def __getattr__(name: str):
@@ -13,6 +14,8 @@ def __getattr__(name: str):
         from .run.files import load_model as value
     elif name == "log_norm_matrix":
         from .engine.jacobian import log_norm_matrix as value
+    elif name == "results":
+        from . import results as value
     else:
         raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
     globals()[name] = value  # found directly from now on
