@@ -632,6 +632,9 @@ def test_a_sweep_of_changed_base_values_is_named_by_them(env):
     names = [c.get_run(r.parent_run_id).info.run_name for r in (first, second)]
     assert names == ["mini (quick)", "mini (quick) n=5"]
     assert json.loads(c.get_run(second.parent_run_id).data.tags["base_values"])["hidden"] == 5
+    params = [c.get_run(r.parent_run_id).data.params for r in (first, second)]
+    assert [(p["hidden"], p["seq_len"]) for p in params] == [("4", "6"), ("5", "6")]  # they compare in the UI
+    assert "gamma_w" not in params[0] and "text" not in params[0]  # a grid axis; a field that does not apply
 
 
 def test_a_parent_name_falls_back_to_the_sweeps_hash_when_only_the_grid_changed():

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..run.config import applicable, flatten
 from ..run.verdicts import OUTCOMES
 from ..tracking import runs, server, ui
 from ..tracking.values import round_significant
@@ -71,7 +72,9 @@ def _open_parent(store, exp_id: str, spec, shash: str, work: bool = True) -> str
     if getattr(spec, "description", ""):
         tags["mlflow.note.content"] = spec.description  # shown as the run's description in the UI
     name = parent_name(spec, shash, base, _earlier_bases(store, exp_id, spec, shash))
-    return runs.start_run(store, exp_id, name, tags=tags)
+    parent = runs.start_run(store, exp_id, name, tags=tags)
+    runs.log_values(store, parent, params=applicable(base))  # two parents compare by what they share
+    return parent
 
 
 BASE_TAG = "base_values"  # a parent's values every cell shares, as JSON: what the next sweep's name is told from
@@ -80,8 +83,6 @@ MAX_NAME_PARTS = 4  # more changed values than this: the name gives the sweep's 
 
 def shared_values(configs) -> dict:
     """The config values every cell of the sweep shares (flattened): the spec's base as it resolved."""
-    from ..run.config import flatten
-
     flat = [flatten(cfg) for cfg in configs]
     return {k: v for k, v in flat[0].items() if all(f.get(k) == v for f in flat[1:])} if flat else {}
 
