@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from ..errors import UserError
-from ..run.cost import usable_cpus
 from ..run.paths import check_data_dir, check_output_folder, option_label
 from ..run.spec import MAX_CELLS, check_max_cells, check_spec_reads
 
@@ -45,6 +44,7 @@ def sweep_cmd(
     A profile with a `select` block runs in two stages: first the spec <name>_rates (every arm at every candidate
     learning rate, on seeds the grid does not use), then the grid, each arm at the rate chosen from those runs.
     """
+    from ..run.cost import usable_cpus
     from ..run.spec import load_spec
 
     check_max_cells(max_cells)
