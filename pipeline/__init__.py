@@ -5,7 +5,7 @@ The Python API (README, "The Python API"): `from pipeline import load_model, log
 """
 
 __version__ = "0.1.0"
-__all__ = ["load_model", "log_norm_matrix", "results"]
+__all__ = ["load_model", "log_norm_matrix"]  # and the submodule `results` (`from pipeline import results`)
 
 
 def __getattr__(name: str):
@@ -14,8 +14,6 @@ def __getattr__(name: str):
         from .run.files import load_model as value
     elif name == "log_norm_matrix":
         from .engine.jacobian import log_norm_matrix as value
-    elif name == "results":
-        from . import results as value
     else:
         raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
     globals()[name] = value  # found directly from now on

@@ -25,9 +25,10 @@ def study(tmp_path_factory):
 def test_import_names_rnngrad_and_pipeline_give_the_same_api():
     import pipeline
     import rnngrad
+    from pipeline import results as own
     from rnngrad import results
 
-    assert results.runs is pipeline.results.runs and rnngrad.results.load_run is pipeline.results.load_run
+    assert results.runs is own.runs is pipeline.results.runs and rnngrad.results.load_run is pipeline.results.load_run
     assert rnngrad.load_model is pipeline.load_model and rnngrad.log_norm_matrix is pipeline.log_norm_matrix
 
 
