@@ -2,8 +2,9 @@
 
 Usage: check_mlflow_ui.py PROJECT_DIR REPRO_LOG OUT_DIR
 
-Starts `mlflow ui` on PROJECT_DIR/mlflow.db (127.0.0.1, a free port), takes the link `dvc repro` printed for the
-weight_norms experiment (REPRO_LOG holds that output), and checks that:
+Copies the study's store (mlflow.db and mlartifacts/) to another folder, as a user moving or sharing a study would,
+and starts `mlflow ui` there with the command rnngrad prints (127.0.0.1, a free port, from outside both folders);
+takes the link `dvc repro` printed for the weight_norms experiment (REPRO_LOG holds that output), and checks that:
 - the link opens the runs table (not MLflow 3's GenAI overview) with the sweep's parent run;
 - expanded, the parent lists every child run under its short name (e.g. "γW=3 s1");
 - a child's decay figure (figures/decay.png) loads as an image on its artifacts page;
@@ -13,9 +14,12 @@ Screenshots of the runs table, the child's figure and the parent's table go to O
 
 import json
 import re
+import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -40,9 +44,18 @@ with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
 base = f"http://127.0.0.1:{port}"
-server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{project}/mlflow.db",
-                           "--host", "127.0.0.1", "--port", str(port)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+# the store copied elsewhere: every artifact must still show (it names them relative to the folder the UI serves)
+moved = Path(tempfile.mkdtemp(prefix="rnngrad-moved-study-"))
+for name in ("mlflow.db", "mlflow.db-wal", "mlflow.db-shm"):
+    if (project / name).exists():
+        shutil.copy2(project / name, moved / name)
+shutil.copytree(project / "mlartifacts", moved / "mlartifacts")
+printed_ui = re.findall(r"open the links after starting the UI: (mlflow ui .*)", log.read_text())
+assert printed_ui, f"{log}: no `mlflow ui` command printed"
+ui_command = shlex.split(printed_ui[-1].replace(str(project), str(moved)))
+assert "--artifacts-destination" in ui_command, ui_command
+server = subprocess.Popen([sys.executable, "-m", "mlflow", *ui_command[1:], "--host", "127.0.0.1", "--port", str(port)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir())
 
 
 def api(path: str, body: dict) -> dict:
@@ -128,5 +141,6 @@ try:
 finally:
     server.terminate()
     server.wait(timeout=30)
+    shutil.rmtree(moved, ignore_errors=True)
 print(f"mlflow ui ok: {link} lists {len(children)} child runs by short name; {names[child]}'s decay figure and "
-      f"the parent's summary table load; screenshots in {out}")
+      f"the parent's summary table load from a copy of the store; screenshots in {out}")

@@ -1,10 +1,11 @@
 """rnngrad: measure, bound and explain vanishing and exploding gradients in vanilla RNNs.
 
-The Python API (README, "The Python API"): `from pipeline import load_model, log_norm_matrix`.
+The Python API (README, "The Python API"): `from pipeline import load_model, log_norm_matrix, results` (or
+`from rnngrad import ...`: the same objects).
 """
 
 __version__ = "0.1.0"
-__all__ = ["load_model", "log_norm_matrix"]
+__all__ = ["load_model", "log_norm_matrix"]  # and the submodule `results` (`from pipeline import results`)
 
 
 def __getattr__(name: str):

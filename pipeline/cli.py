@@ -44,15 +44,24 @@ class _OneLineErrors(TyperGroup):
             code = 1
         sys.exit(code if isinstance(code, int) else 0)
 
+    def format_help(self, ctx, formatter):  # `rnngrad --help`: its --help shown bare too
+        _bare_flags(self.get_params(ctx))
+        return super().format_help(ctx, formatter)
 
-class _FlagsAsFlags(TyperCommand):
+
+def _bare_flags(params) -> None:
     """Typer 0.29's help shows a flag's type as `<bool>` (`--json <bool>`, even `--help <bool>`), as though it took
     a value, which it refuses: a flag is shown bare, as `--json`."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+
+
+class _FlagsAsFlags(TyperCommand):
+    """A command whose help shows its flags bare (`_bare_flags`)."""
 
     def format_help(self, ctx, formatter):
-        for param in self.get_params(ctx):
-            if getattr(param, "is_flag", False) and param.metavar is None:
-                param.metavar = ""
+        _bare_flags(self.get_params(ctx))
         return super().format_help(ctx, formatter)
 
 

@@ -614,3 +614,16 @@ def test_the_activation_tables_lyapunov_median_counts_its_own_runs():
     linear, tanh = (table[table["activation"] == a].iloc[0] for a in ("linear", "tanh"))
     assert (linear["n_lyapunov"], linear["lyapunov"], linear["slope"]) == (1, 0.1, 0.7)
     assert (tanh["n_lyapunov"], tanh["lyapunov"]) == (3, -0.2)
+
+
+def test_run_labels_name_each_run_by_its_varied_axes_seed_included_and_a_lone_arm_by_its_cell():
+    runs = pd.DataFrame({"cell_type": ["rnn", "rnn", "lstm", "lstm"], "hidden": [100, 100, 44, 44],
+                         "seed": [0, 1, 0, 1], "gamma_w": [0.2] * 4})
+    assert list(reductions.run_labels(runs)) == ["cell_type=rnn hidden=100"] * 2 + ["cell_type=lstm hidden=44"] * 2
+    assert list(reductions.run_labels(runs, seeds=True)) == [  # one per run: the two seeds told apart
+        "cell_type=rnn hidden=100 seed=0", "cell_type=rnn hidden=100 seed=1",
+        "cell_type=lstm hidden=44 seed=0", "cell_type=lstm hidden=44 seed=1"]
+    lone = runs.iloc[:1]
+    assert list(reductions.run_labels(lone)) == ["cell_type=rnn"]  # not "all": the run's arm
+    assert list(reductions.run_labels(runs.iloc[:2])) == ["cell_type=rnn"] * 2  # seeds of one arm: one group
+    assert list(reductions.run_labels(runs.iloc[:2], seeds=True)) == ["seed=0", "seed=1"]

@@ -19,6 +19,12 @@ def test_every_command_has_help(command):
     done = rnngrad(command, "--help")
     assert done.returncode == 0
     assert f"rnngrad {command}" in done.stdout and len(done.stdout.splitlines()) > 5
+    assert "<bool>" not in done.stdout  # a flag takes no value: shown bare
+
+
+def test_the_top_level_help_shows_its_flag_bare():
+    done = rnngrad("--help")
+    assert done.returncode == 0 and "--help" in done.stdout and "<bool>" not in done.stdout
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from hypothesis import given, strategies as st
 from typer.testing import CliRunner
 
 from pipeline import cluster, tracking
+from pipeline.tracking import artifacts
 from pipeline.benchmarks import services
 from pipeline.errors import UserError
 from pipeline.run.spec import load_spec
@@ -138,14 +139,14 @@ def _child_runs(store, spec_name: str) -> dict:
         tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") or k == "mlflow.runName"}
         metrics = {k: v for k, v in run.data.metrics.items() if "seconds" not in k}
         out[child.tags["config_hash"]] = {"status": run.info.status, "params": run.data.params, "tags": tags,
-                                          "metrics": metrics, "artifacts": _artifacts(c, child.run_id)}
+                                          "metrics": metrics, "artifacts": _artifacts(store, child.run_id)}
     return out
 
 
-def _artifacts(c, run_id: str, path: str | None = None) -> list[str]:
+def _artifacts(store, run_id: str, path: str | None = None) -> list[str]:
     out = []
-    for a in c.list_artifacts(run_id, path):
-        out += _artifacts(c, run_id, a.path) if a.is_dir else [a.path]
+    for a in artifacts.list_files(store, run_id, path):
+        out += _artifacts(store, run_id, a.path) if a.is_dir else [a.path]
     return sorted(out)
 
 

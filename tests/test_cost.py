@@ -103,3 +103,13 @@ def test_the_default_limit_is_the_machines_memory_shared_by_its_workers(monkeypa
     assert cost.memory_limit("", None) is None  # workers elsewhere: no default
     assert cost.memory_limit("3G", None) == 3 * cost.GIB
     assert cost.format_bytes(1.5 * cost.GIB) == "1.50 GiB" and cost.format_bytes(300 * cost.MIB) == "300 MiB"
+
+
+def test_jobs_0_counts_the_cpus_this_process_may_use(monkeypatch):
+    from pipeline.run import cost
+
+    monkeypatch.setattr(cost.os, "sched_getaffinity", lambda pid: {1}, raising=False)  # as under `taskset -c 1`
+    monkeypatch.setattr(cost.os, "cpu_count", lambda: 8)
+    assert cost.usable_cpus() == 1
+    monkeypatch.delattr(cost.os, "sched_getaffinity")  # no affinity on this system (macOS): every CPU
+    assert cost.usable_cpus() == 8

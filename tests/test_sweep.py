@@ -20,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline import tracking
+from pipeline.tracking import artifacts
 from pipeline.run.config import flatten
 from pipeline.run.sources import run_hash
 from pipeline.run.spec import load_spec
@@ -118,6 +119,8 @@ def _runs(store, spec_name="mini"):
 
 
 def test_sweep_logs_a_parent_with_nested_children_and_writes_the_table(env):
+    from pipeline.sweep.present import parent_metrics
+
     seen = []
     store, spec, result = _sweep(env, progress=lambda *a: seen.append(a))
     parents, children = _runs(store)
@@ -126,6 +129,8 @@ def test_sweep_logs_a_parent_with_nested_children_and_writes_the_table(env):
     metrics = tracking.client(store).get_run(parent.run_id).data.metrics
     assert (metrics["runs_ok"], metrics["runs_unstable"], metrics["runs_diverged"], metrics["runs_failed"],
             metrics["cells_ran"]) == (4, 1, 1, 0, 6)
+    found = parent_metrics(pd.read_parquet(env / "results" / "mini.parquet"))
+    assert {k: metrics[k] for k in found} == found and "runs_learned" in found  # parents compare in the runs table
     assert (parent.tags["spec"], parent.tags["profile"], parent.tags["mlflow.note.content"]) == (
         "mini", "quick", "a tiny grid for tests")
     assert sorted(c.run_name for c in children) == sorted(f"γW={g:g}" for g in GAMMAS)  # seed does not vary
@@ -145,7 +150,7 @@ def test_sweep_logs_a_parent_with_nested_children_and_writes_the_table(env):
     c = tracking.client(store)
     experiment = c.get_experiment(result.experiment_id)
     assert experiment.tags["mlflow.note.content"] == "a tiny grid for tests"  # shown above the runs table
-    summary = json.loads(Path(c.download_artifacts(parent.run_id, "summary_table.json", str(env))).read_text())
+    summary = json.loads(artifacts.download(store, parent.run_id, "summary_table.json", env).read_text())
     rows = [dict(zip(summary["columns"], r)) for r in summary["data"]]
     assert [r["run"] for r in rows] == [f"γW={g:g}" for g in GAMMAS]  # grid order, the children's names
     assert [r["gamma_w"] for r in rows] == [str(g) for g in GAMMAS] and "seed" not in summary["columns"]
@@ -174,12 +179,15 @@ def test_sweep_logs_a_parent_with_nested_children_and_writes_the_table(env):
 def test_a_finished_sweep_run_again_repeats_nothing(env):
     store, _, first = _sweep(env)
     table = pd.read_parquet(env / "results" / "mini.parquet")
+    times = tracking.client(store).get_run(first.parent_run_id).info
     _, _, second = _sweep(env)
     assert len(_calls(env, "start")) == 6  # nothing computed the second time
     assert (second.ran, len(second.skipped)) == ([], 6)
     parents, children = _runs(store)
     assert len(children) == 6
     assert [p.status for p in parents] == ["FINISHED"]  # nothing to do: no second, empty parent run
+    again = tracking.client(store).get_run(first.parent_run_id).info
+    assert (again.start_time, again.end_time) == (times.start_time, times.end_time)  # the sweep's duration, kept
     pd.testing.assert_frame_equal(pd.read_parquet(env / "results" / "mini.parquet"), table)
 
 
@@ -443,7 +451,8 @@ def test_sweep_command_runs_the_real_runner_and_says_where_results_are(cli_app, 
     (tmp_path / "experiments" / "tiny.yaml").write_text(TINY_SPEC)
     result = CliRunner().invoke(cli_app, ["sweep", "experiments/tiny.yaml", "--jobs", "2"])
     assert result.exit_code == 0, result.output
-    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow.db" in result.stdout
+    assert (f"mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow.db --artifacts-destination "
+            f"{tmp_path.resolve()}/mlartifacts") in result.stdout
     assert "MLflow rnngrad/tiny: http://127.0.0.1:5000/#/experiments/" in result.stdout  # the runs table
     assert "?workflowType=machine_learning" in result.stdout
     assert "results/tiny.parquet" in result.stdout and "[2/2]" in result.stdout
@@ -455,10 +464,10 @@ def test_sweep_command_runs_the_real_runner_and_says_where_results_are(cli_app, 
     _, children = _runs(store, "tiny")
     c = tracking.client(store)
     for child in children:
-        probe = {a.path for a in c.list_artifacts(child.run_id, "probe")}
+        probe = {a.path for a in artifacts.list_files(store, child.run_id, "probe")}
         assert {"probe/model_init.npz", "probe/model_final.npz", "probe/inputs.npy", "probe/h0.npy",
                 "probe/jacobian.parquet"} <= probe
-        assert sorted(a.path for a in c.list_artifacts(child.run_id, "figures")) == [  # images on the run page
+        assert sorted(a.path for a in artifacts.list_files(store, child.run_id, "figures")) == [  # images
             "figures/decay.png", "figures/jacobian_heatmap.png", "figures/loss.png"]
         lags = [p.step for p in c.get_metric_history(child.run_id, "by_lag/log10_norm_init")]
         assert sorted(lags) == list(range(1, 7))
@@ -597,3 +606,44 @@ def test_the_summary_table_reads_down_its_axes_in_numeric_order_not_in_grid_orde
     assert list(zip(rows["init"], rows["gamma_w"])) == [("gaussian", "1.5"), ("gaussian", "10.0"),
                                                         ("orthogonal", "0.5"), ("orthogonal", "1.5"),
                                                         ("orthogonal", "4.0")]
+
+
+def test_the_parent_logs_what_the_sweep_found_as_metrics():
+    from pipeline.sweep.present import parent_metrics
+
+    table = pd.DataFrame({  # learned and solved; learned only; at chance; diverged; the probe task (not scored)
+        "outcome": ["ok", "unstable", "ok", "diverged", "ok"],
+        "final_val_loss": [0.01, 0.5, 0.95, float("nan"), 0.0],
+        "chance_loss": [1.0, 1.0, 1.0, 1.0, 0.0],
+        "val_accuracy": [0.995, 0.7, 0.5, None, None],
+        "slope_init": [-0.5, -0.1, 0.2, 0.4, None],
+        "slope_final": [None] * 5})
+    assert parent_metrics(table) == {"runs_scored": 4, "runs_learned": 2, "runs_solved": 1,
+                                     "slope_init_median": (-0.1 + 0.2) / 2}
+    assert parent_metrics(table.iloc[:0]) == {"runs_scored": 0, "runs_learned": 0, "runs_solved": 0}
+
+
+def test_a_sweep_of_changed_base_values_is_named_by_them(env):
+    store, _, first = _sweep(env)
+    spec_file = env / "mini.yaml"
+    spec_file.write_text(spec_file.read_text().replace("hidden: 4", "hidden: 5"))
+    _, _, second = _sweep(env)
+    c = tracking.client(store)
+    names = [c.get_run(r.parent_run_id).info.run_name for r in (first, second)]
+    assert names == ["mini (quick)", "mini (quick) n=5"]
+    assert json.loads(c.get_run(second.parent_run_id).data.tags["base_values"])["hidden"] == 5
+    params = [c.get_run(r.parent_run_id).data.params for r in (first, second)]
+    assert [(p["hidden"], p["seq_len"]) for p in params] == [("4", "6"), ("5", "6")]  # they compare in the UI
+    assert "gamma_w" not in params[0] and "text" not in params[0]  # a grid axis; a field that does not apply
+
+
+def test_a_parent_name_falls_back_to_the_sweeps_hash_when_only_the_grid_changed():
+    from types import SimpleNamespace
+
+    from pipeline.sweep.present import parent_name
+
+    spec = SimpleNamespace(name="mini", profile="quick")
+    assert parent_name(spec, "3f2a1c9d", {"hidden": 4}, []) == "mini (quick)"
+    assert parent_name(spec, "3f2a1c9d", {"hidden": 4}, [{"hidden": 4}]) == "mini (quick) #3f2a1c"
+    assert parent_name(spec, "3f2a1c9d", {"hidden": 4, "lr": 0.01}, [{"hidden": 8, "lr": 0.01}]) == \
+        "mini (quick) n=4"

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from pipeline import tracking
+from pipeline.tracking import artifacts
 from pipeline.errors import UserError
 
 PROBE_FILES = ("model_init.npz", "model_final.npz", "inputs.npy", "h0.npy", "jacobian.parquet")
@@ -81,7 +82,8 @@ def test_open_store_creates_absolute_sqlite_store_and_artifact_root(tmp_path, mo
     assert store.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     assert (tmp_path / "mlflow.db").is_file()  # created now, before any worker could race to create it
     assert store.artifact_root == (tmp_path.resolve() / "mlartifacts").as_uri()
-    assert store.ui_command() == f"mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert store.ui_command() == (f"mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow.db "
+                                  f"--artifacts-destination {tmp_path.resolve()}/mlartifacts")
     with sqlite3.connect(tmp_path / "mlflow.db") as con:  # readers never block the sweep's writes
         assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
@@ -181,8 +183,10 @@ def _logged_run(store, tmp_path, **folder_kw):
 def test_log_run_folder_params_tags_and_scalar_metrics(store, tmp_path):
     run = _logged_run(store, tmp_path)
     assert run.info.status == "FINISHED"
-    assert run.data.params == {"task": "adding", "text": "null", "seq_len": "6", "hidden": "4", "gamma_w": "1.5",
-                               "lr": "0.003", "layers": "2"}
+    assert run.data.params == {"task": "adding", "seq_len": "6", "hidden": "4", "gamma_w": "1.5",
+                               "lr": "0.003", "layers": "2"}  # no corpus on a synthetic run
+    config = json.loads((tmp_path / "runs" / "abc123" / "config.json").read_text())
+    assert config["text"] is None  # config.json keeps every field
     tags = run.data.tags
     assert (tags["config_hash"], tags["outcome"], tags["spec"], tags["cell"]) == ("abc123", "ok", "test", "gamma_w=1.5")
     assert (tags["predicted_regime"], tags["observed_regime_init"]) == ("unconstrained", "exploding")
@@ -222,14 +226,17 @@ def test_a_single_layer_logs_no_layers_keys_that_repeat_the_top_level_ones(store
 
 def test_artifacts_hold_the_whole_folder_with_probe_under_probe(store, tmp_path):
     run = _logged_run(store, tmp_path, text=True)
-    c = tracking.client(store)
-    top = {a.path for a in c.list_artifacts(run.info.run_id)}
+    run_id = run.info.run_id
+    top = {a.path for a in artifacts.list_files(store, run_id)}
     assert {"config.json", "summary.json", "series.parquet", "history.csv", "samples.json", "samples.txt",
             "probe", "figures"} <= top
-    assert {a.path for a in c.list_artifacts(run.info.run_id, "probe")} == {f"probe/{f}" for f in PROBE_FILES}
-    assert [a.path for a in c.list_artifacts(run.info.run_id, "figures")] == ["figures/jacobian_heatmap.png"]
-    assert run.info.artifact_uri.startswith((tmp_path.resolve() / "mlartifacts").as_uri())
-    local = Path(c.download_artifacts(run.info.run_id, "samples.txt", str(tmp_path)))
+    assert {a.path for a in artifacts.list_files(store, run_id, "probe")} == {f"probe/{f}" for f in PROBE_FILES}
+    assert [a.path for a in artifacts.list_files(store, run_id, "figures")] == ["figures/jacobian_heatmap.png"]
+    # named relative to the artifact root `mlflow ui --artifacts-destination` is given: the study folder can move
+    assert run.info.artifact_uri == f"mlflow-artifacts:/rnngrad/test/{run_id}/artifacts"
+    on_disk = tmp_path / "mlartifacts" / "rnngrad" / "test" / run_id / "artifacts"
+    assert (on_disk / "figures" / "jacobian_heatmap.png").read_bytes().startswith(b"\x89PNG")
+    local = artifacts.download(store, run_id, "samples.txt", tmp_path)
     assert "hello" in local.read_text()
 
 
@@ -300,7 +307,24 @@ def test_short_run_names_keep_only_the_axes_that_vary_and_join_a_threshold_to_it
     assert len(set(names)) == len(grid)  # every cell told apart
     assert tracking.short_run_names([{"task": "adding", "seq_len": 10, "seed": 0},
                                      {"task": "copy", "seq_len": 40, "seed": 0}]) == ["adding T=10", "copy T=40"]
-    assert tracking.short_run_names([{"gamma_w": 3.0, "init": "orthogonal"}]) == ["base"]  # nothing varies
+    assert tracking.short_run_names([{}]) == ["base"]  # nothing to name it by
+
+
+def test_an_arm_that_leaves_an_axis_to_the_base_and_a_single_cell_are_named_by_what_they_are():
+    arms = [{"seed": 0}, {"seed": 0, "cell_type": "lstm", "hidden": 44}]  # experiments/text.yaml's two arms
+    configs = [{"cell_type": "rnn", "hidden": 100, "seed": 0}, {"cell_type": "lstm", "hidden": 44, "seed": 0}]
+    assert tracking.short_run_names(arms, configs) == ["rnn n=100", "lstm n=44"]
+    assert tracking.short_run_names([{"seed": 0}], configs[:1]) == ["rnn s0"]  # one cell: its arm, its values
+    assert tracking.short_run_names([{"gamma_w": 3.0, "init": "orthogonal"}]) == ["γW=3 orth"]
+
+
+def test_the_text_specs_runs_are_named_by_their_arms():
+    from pipeline.run.spec import load_spec
+    from pipeline.sweep import plan_cells
+
+    spec = load_spec(Path(__file__).parents[1] / "experiments" / "text.yaml", "full")
+    labels = [c.label for c in plan_cells(spec, Path("results"))]
+    assert labels == ["rnn n=100 s0", "rnn n=100 s1", "lstm n=44 s0", "lstm n=44 s1"]
 
 
 def test_links_open_the_runs_table_of_the_store_that_was_used(tmp_path):
@@ -351,7 +375,7 @@ def test_the_summary_table_is_replaced_not_appended_and_marked_a_table(store, tm
     tracking.log_summary_table(store, run_id, pd.DataFrame({"run": ["a", "b"], "outcome": ["ok", "diverged"]}))
     tracking.log_summary_table(store, run_id, pd.DataFrame({"run": ["a", "b", "c"], "outcome": ["ok"] * 3}))
     c = tracking.client(store)
-    table = json.loads(Path(c.download_artifacts(run_id, tracking.SUMMARY_TABLE, str(tmp_path))).read_text())
+    table = json.loads(artifacts.download(store, run_id, tracking.SUMMARY_TABLE, tmp_path).read_text())
     assert table["columns"] == ["run", "outcome"] and [r[0] for r in table["data"]] == ["a", "b", "c"]
     logged = json.loads(c.get_run(run_id).data.tags["mlflow.loggedArtifacts"])
     assert logged == [{"path": tracking.SUMMARY_TABLE, "type": "table"}]
@@ -383,3 +407,60 @@ def test_modules_mlflow_probes_on_every_request_fail_at_once_when_absent_and_sta
     import json  # noqa: F401
 
     monkeypatch.delitem(sys.modules, "rnngrad_no_such_module")
+
+
+# ---- a portable store --------------------------------------------------------------------------------------------
+
+
+def _store_of_an_earlier_rnngrad(root: Path, empty_db: Path) -> tuple[str, str]:
+    """A store laid out as rnngrad made them before the artifact proxy: absolute file URIs into root/mlartifacts,
+    plus an experiment of someone else's with its own location. Returns (rnngrad's run id, the other location)."""
+    from mlflow import MlflowClient
+
+    root.mkdir(parents=True)
+    shutil.copy(empty_db, root / "mlflow.db")
+    c = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    exp = c.create_experiment("rnngrad/old", artifact_location=(root / "mlartifacts" / "rnngrad" / "old").as_uri())
+    run_id = c.create_run(exp, run_name="γW=3").info.run_id
+    (root / "decay.png").write_bytes(b"\x89PNG old")
+    c.log_artifact(run_id, str(root / "decay.png"), "figures")
+    other = (root / "elsewhere").as_uri()
+    c.create_experiment("theirs", artifact_location=other)
+    return run_id, other
+
+
+def test_a_store_of_an_earlier_rnngrad_moved_elsewhere_opens_with_its_artifacts(tmp_path, monkeypatch, empty_db):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run_id, other = _store_of_an_earlier_rnngrad(tmp_path / "before", empty_db)
+    shutil.move(tmp_path / "before", tmp_path / "after")  # the old absolute URIs now point nowhere
+    store = tracking.open_store(tmp_path / "after")
+    c = tracking.client(store)
+    assert c.get_experiment_by_name("rnngrad/old").artifact_location == "mlflow-artifacts:/rnngrad/old"
+    assert c.get_run(run_id).info.artifact_uri == f"mlflow-artifacts:/rnngrad/old/{run_id}/artifacts"
+    assert c.get_experiment_by_name("theirs").artifact_location == other  # not rnngrad's layout: left alone
+    assert [a.path for a in artifacts.list_files(store, run_id, "figures")] == ["figures/decay.png"]
+    tracking.open_store(tmp_path / "after")  # a second opening finds nothing to rewrite
+    assert c.get_run(run_id).info.artifact_uri == f"mlflow-artifacts:/rnngrad/old/{run_id}/artifacts"
+
+
+def test_an_artifact_location_that_leaves_the_artifact_folder_is_refused(store):
+    hostile = tracking.Store(store.tracking_uri, store.artifact_root)
+    with pytest.raises(UserError, match=r"leaves .*mlartifacts"):
+        artifacts.run_folder(hostile, "mlflow-artifacts:/rnngrad/../../etc/artifacts")
+    assert artifacts.run_folder(hostile, "mlflow-artifacts:/rnngrad/x/abc/artifacts") == \
+        store.artifacts_folder / "rnngrad" / "x" / "abc" / "artifacts"
+    assert artifacts.run_folder(tracking.Store("http://127.0.0.1:5000", None), "mlflow-artifacts:/x") is None
+
+
+def test_a_run_logs_the_config_fields_that_apply_to_it():
+    from pipeline.run.config import RunConfig, applicable, flatten
+
+    synthetic = flatten(RunConfig(task="adding", seq_len=10, clip_mode="none"))
+    shown = applicable(synthetic)
+    assert not {"text", "windows", "samples", "sample_len", "clip_threshold", "forget_bias", "leaky_slope"} & set(shown)
+    assert {"val_size", "data_seed", "activation", "gamma_w", "seed"} <= set(shown)
+    text = applicable(flatten(RunConfig(task="text", cell_type="lstm", clip_mode="global")))
+    assert {"text", "windows", "samples", "clip_threshold", "forget_bias"} <= set(text)
+    assert not {"val_size", "data_seed", "form", "activation", "leaky_slope"} & set(text)
+    assert "leaky_slope" in applicable(flatten(RunConfig(activation="leaky_relu")))
+    assert len(shown) < len(synthetic) and all(synthetic[k] == v for k, v in shown.items())

@@ -241,3 +241,45 @@ def test_an_exprnn_with_the_default_gaussian_init_is_refused_in_one_line(invoke)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "'gaussian' is not possible for cell_type exprnn" in lines[0], done.stderr
     assert "valid: 'orthogonal', 'identity'" in lines[0]
+
+
+def test_no_track_leaves_the_run_folder_and_no_store(tmp_path, invoke, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the embedded store would be tmp_path/mlflow.db
+    done = invoke(TINY + ["--no-track"])
+    assert done.exit_code == 0, done.stderr
+    (run_dir,) = (tmp_path / "runs" / "train").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # no mlflow.db, no mlartifacts
+    from pipeline.run.verdicts import verdict
+
+    judged = verdict(summary["outcome"], summary["final_val_loss"], summary["chance_loss"])
+    first = done.stdout.splitlines()[0]  # the outcome, the verdict, and the loss beside its chance loss
+    assert first.startswith(f"{summary['outcome']}, {judged}: train loss")
+    assert f"(chance {summary['chance_loss']:.4g})" in first
+    assert "not logged to MLflow (--no-track)" in done.stdout and "mlflow run" not in done.stdout
+    report = json.loads(invoke(TINY + ["--no-track", "--json"]).stdout.strip().splitlines()[-1])
+    assert report["run_id"] is None and sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+def test_the_progress_bar_shows_the_summarys_loss_beside_chance_and_names_each_phase():
+    import pandas as pd
+
+    from pipeline.run.runner import final_train_loss
+    from pipeline.stages.train import _ProgressBar
+
+    cfg = config.RunConfig(iters=40)
+    losses = [2.5, 5.3] * 20  # one step's loss jumps; the bar's does not
+    bar = _ProgressBar(cfg)
+    task = bar.bar.tasks[0]
+    for i, loss in enumerate(losses[:20], start=1):
+        bar.step({"iter": i, "loss": loss, "grad_norm": 1.0, "chance_loss": 3.4})
+    assert task.description == "training" and task.fields["chance"] == 3.4
+    for i, loss in enumerate(losses[20:], start=21):
+        bar.step({"iter": i, "loss": loss, "grad_norm": 1.0, "chance_loss": 3.4})
+    history = pd.DataFrame({"iter": range(1, 41), "loss": losses})
+    assert task.fields["loss"] == pytest.approx(final_train_loss(history, 40))  # what the summary will say
+    assert task.description == "probing"  # training is over; the runner probes before it returns
+    bar.phase("written", {"final_train_loss": 3.9, "chance_loss": 3.4})
+    assert (task.description, task.fields["loss"]) == ("written", 3.9)
+    bar.phase("logging")
+    assert task.description == "logging"

@@ -162,9 +162,10 @@ def run_records(results_dir: Path, results: pd.DataFrame) -> tuple[pd.DataFrame,
         if col not in runs:
             runs[col] = None
     runs = with_verdicts(label_regimes(runs))
-    runs["label"] = None
+    runs["label"], runs["name"] = None, None
     for spec, idx in runs.groupby("spec").groups.items():
-        runs.loc[idx, "label"] = run_labels(runs.loc[idx])
+        runs.loc[idx, "label"] = run_labels(runs.loc[idx])  # a group: its seeds together
+        runs.loc[idx, "name"] = run_labels(runs.loc[idx], seeds=True)  # one run: the seed too
     return runs, files
 
 
@@ -277,8 +278,8 @@ def spec_description(runs: pd.DataFrame) -> dict[str, str]:
     return {"description": given[-1].strip()} if given else {}
 
 
-RUN_COLUMNS = ("run_id", "spec", "cell", "label", "config_hash", "outcome", "task", "activation", "form", "layers",
-               "gamma_w", "gamma_phi", "clip_mode", "clip_threshold", "seq_len", "seed", "log_rate_init",
+RUN_COLUMNS = ("run_id", "spec", "cell", "label", "name", "config_hash", "outcome", "task", "activation", "form",
+               "layers", "gamma_w", "gamma_phi", "clip_mode", "clip_threshold", "seq_len", "seed", "log_rate_init",
                "slope_init", "lyapunov_init", "log_rate_final", "slope_final", "lyapunov_final", "predicted_regime",
                "observed_regime", "predicted_regime_final", "observed_regime_final", "verdict", "learned",
                "val_accuracy", "chance_accuracy", "final_train_loss", "final_val_loss", "chance_loss", "loss_growth",

@@ -333,9 +333,9 @@ def varied_fields(runs: pd.DataFrame) -> list[str]:
     return [c for c in CONFIG_FIELDS if c in runs and runs[c].astype(str).nunique() > 1]
 
 
-def label_fields(runs: pd.DataFrame, exclude: Iterable[str] = ()) -> list[str]:
-    """RunConfig fields that vary across these runs, seeds and `exclude` left out."""
-    skip = set(exclude) | set(SEED_FIELDS)
+def label_fields(runs: pd.DataFrame, exclude: Iterable[str] = (), seeds: bool = False) -> list[str]:
+    """RunConfig fields that vary across these runs, `exclude` (and seeds, unless `seeds`) left out."""
+    skip = set(exclude) | (set() if seeds else set(SEED_FIELDS))
     return [c for c in varied_fields(runs) if c not in skip]
 
 
@@ -345,9 +345,11 @@ def short_value(v: Any) -> str:
     return format_metric(v) if isinstance(v, float) else str(v)
 
 
-def run_labels(runs: pd.DataFrame, exclude: Iterable[str] = ()) -> pd.Series:
-    """'activation=tanh gamma_w=2' from the varying fields; 'all' when nothing varies."""
-    fields = label_fields(runs, exclude)
+def run_labels(runs: pd.DataFrame, exclude: Iterable[str] = (), seeds: bool = False) -> pd.Series:
+    """'activation=tanh gamma_w=2' from the varying fields, seeds left out (runs that differ only by seed share a
+    label: a group) unless `seeds` (a label per run: 'cell_type=lstm hidden=44 seed=1'). When nothing varies, the
+    runs' arm, their cell type ('cell_type=rnn'); 'all' only for a table without one."""
+    fields = label_fields(runs, exclude, seeds) or [c for c in ("cell_type",) if c in runs]
     if not fields:
         return pd.Series("all", index=runs.index, dtype=object)
     return runs[fields].apply(lambda r: " ".join(f"{f}={short_value(r[f])}" for f in fields), axis=1).astype(object)

@@ -717,7 +717,7 @@ def generic_tables(spec: str, report: dict, tables: Tables) -> list[Table]:
                          "loss and accuracy against chance"))
     out += reads_block(spec, tables)
     runs = tables["runs"][tables["runs"]["spec"] == spec]
-    out.append(frame_table(runs, {"label": "run", "outcome": "outcome", "log_rate_init": "log(γ_W γ_φ)",
+    out.append(frame_table(runs, {"name": "run", "outcome": "outcome", "log_rate_init": "log(γ_W γ_φ)",
                                   "slope_init": "slope", "predicted_regime": "predicted",
                                   "observed_regime": "observed", "violations": "violations"},
                            "Every run's initial model: the bound's rate, the fitted decay slope, the regimes and the "

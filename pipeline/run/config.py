@@ -378,6 +378,30 @@ def flatten(cfg: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+# Fields that only some runs use: {field: whether a run's flat config uses it}. A field not listed applies to every
+# run. MLflow logs a run's applicable fields as params (config.json keeps them all), so the runs table shows no
+# corpus on a synthetic run and no threshold on an unclipped one.
+_APPLIES = {
+    "text": lambda c: c.get("task") == "text",
+    "windows": lambda c: c.get("task") == "text",
+    "samples": lambda c: c.get("task") == "text",
+    "sample_len": lambda c: c.get("task") == "text" and c.get("samples") != 0,
+    "val_size": lambda c: c.get("task") != "text",
+    "data_seed": lambda c: c.get("task") != "text",
+    "clip_threshold": lambda c: c.get("clip_mode") != "none",
+    "forget_bias": lambda c: c.get("cell_type") == "lstm",
+    "form": lambda c: c.get("cell_type") in ("rnn", "exprnn", None),  # a gated cell has its own equations
+    "activation": lambda c: c.get("cell_type") in ("rnn", "exprnn", None),
+    "leaky_slope": lambda c: c.get("cell_type") in ("rnn", "exprnn", None) and c.get("activation") == "leaky_relu",
+}
+
+
+def applicable(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a flat config (`flatten`, or a config.json) that affect its run: a synthetic run's corpus, an
+    unclipped run's threshold, a vanilla cell's forget bias and the like left out."""
+    return {k: v for k, v in flat.items() if _APPLIES.get(k, lambda c: True)(flat)}
+
+
 def config_from_json(path: Path | str) -> RunConfig:
     """Read a run folder's config.json back (written by the runner from `flatten`)."""
     path = Path(path)

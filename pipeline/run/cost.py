@@ -186,6 +186,15 @@ def physical_memory() -> int | None:
         return None
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, as `taskset` or a container's cpuset sets it), which `--jobs
+    0` means; os.cpu_count() where the system has no affinity (macOS, Windows)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def memory_limit(option_value: str, workers: int | None, option: str = "--max-memory") -> int | None:
     """The memory a cell may need, in bytes: `option_value` parsed (`parse_bytes`), else this machine's RAM shared
     by its `workers` (None when the workers are elsewhere, or the RAM is unknown: no limit)."""

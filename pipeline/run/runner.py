@@ -67,7 +67,7 @@ def execute_run(cfg: RunConfig, data_dir: Path | str, run_dir: Path | str,
     """Train and probe `cfg`, writing `run_dir` (replacing an existing folder only once the new one is complete).
 
     `progress(event)` is called once per iteration with {iter, iters, loss, grad_norm, clip_scale, val_loss,
-    val_accuracy} (the val numbers from the latest validation pass), and after a divergence once more with
+    val_accuracy, chance_loss} (the val numbers from the latest validation pass), and after a divergence once more with
     {..., diverged: True}."""
     run_dir = Path(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -197,7 +197,7 @@ def train(cfg: RunConfig, model: Model, src: Source, rng_batch: np.random.Genera
         if i in sample_at:
             samples.append(_sample(log, i, src, cfg.sample_len, rng_sample, validation))
         if progress is not None and i > 0:
-            progress(_event(log, i, cfg.iters))
+            progress(_event(log, i, cfg.iters) | {"chance_loss": src.chance_loss})
 
     settings = TrainSettings(cfg.iters, src.loss_kind, cfg.clip_mode, cfg.clip_threshold, cfg.eval_every,
                              series_every(cfg.iters), scores_positions(src), cfg.omega,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -23,7 +22,8 @@ def plan_cmd(
         metavar="[SPEC]...", help="Sweep specs, e.g. experiments/remedies.yaml; default: the specs params.yaml names "
         "(else every experiments/*.yaml).")] = None,
     profile: Annotated[str, typer.Option(help="Which profile of the specs: quick or full.")] = "quick",
-    jobs: Annotated[int, typer.Option(help="Workers the wall time is given for; 0 = one per core.")] = 0,
+    jobs: Annotated[int, typer.Option(help="Workers the wall time is given for; 0 = one per CPU this process may "
+                                      "use (its affinity).")] = 0,
     data_dir: Annotated[Path, typer.Option(help="Datasets written by `rnngrad generate` (text corpora are checked "
                                            "against its manifest).")] = Path("data"),
     max_cells: Annotated[int, typer.Option(help="Refuse a grid of more cells than this, as `rnngrad sweep` "
@@ -65,7 +65,7 @@ def plan_cmd(
                 for spec, name, cfg, sizes in named]
     finally:
         calibration.close()
-    report = summarise(rows, profile, jobs or os.cpu_count() or 1, time.perf_counter() - start)
+    report = summarise(rows, profile, jobs or cost.usable_cpus(), time.perf_counter() - start)
     typer.echo(json.dumps(report) if as_json else render(report, cells))
 
 

@@ -113,9 +113,9 @@ def _source_date_epoch() -> datetime | None:
 
 def _mlflow_ui_hint() -> str:
     """How to open the runs: the tracking server if one is set, else the embedded sqlite store's `mlflow ui`."""
-    from ..tracking import default_project_root
+    from ..tracking import Store, default_project_root
 
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri and not uri.startswith("sqlite:"):
         return f"open {uri} (the MLflow server in MLFLOW_TRACKING_URI)"
-    return f"mlflow ui --backend-store-uri {uri or 'sqlite:///' + str(default_project_root() / 'mlflow.db')}"
+    return Store(uri or f"sqlite:///{default_project_root() / 'mlflow.db'}", None).ui_command()

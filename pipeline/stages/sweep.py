@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +15,8 @@ from ..run.spec import MAX_CELLS, check_max_cells, check_spec_reads
 def sweep_cmd(
     spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Sweep spec, e.g. experiments/weight_norms.yaml.")],
     profile: Annotated[str, typer.Option(help="Which profile of the spec: quick (minutes) or full (hours).")] = "quick",
-    jobs: Annotated[int, typer.Option(help="Worker processes; 0 = one per core.")] = 0,
+    jobs: Annotated[int, typer.Option(help="Worker processes; 0 = one per CPU this process may use (its "
+                                      "affinity).")] = 0,
     data_dir: Annotated[Path, typer.Option(help="Datasets written by `rnngrad generate`.")] = Path("data"),
     results_dir: Annotated[Path, typer.Option(help="Where run folders and <spec>.parquet go.")] = Path("results"),
     cluster: Annotated[str, typer.Option(
@@ -44,6 +44,7 @@ def sweep_cmd(
     A profile with a `select` block runs in two stages: first the spec <name>_rates (every arm at every candidate
     learning rate, on seeds the grid does not use), then the grid, each arm at the rate chosen from those runs.
     """
+    from ..run.cost import usable_cpus
     from ..run.spec import load_spec
 
     check_max_cells(max_cells)
@@ -56,7 +57,7 @@ def sweep_cmd(
     loaded = load_spec(spec, profile, max_cells)  # validates everything before the store is touched
     check_spec_reads(loaded.data, data_root)
     _check_paths_and_data(spec, loaded, data_dir, results_dir)
-    workers = jobs or os.cpu_count() or 1
+    workers = jobs or usable_cpus()
     _check_memory(spec, loaded, data_dir, max_memory, workers, cluster.strip())
     if loaded.selection is not None:
         stage = loaded.selection_stage()

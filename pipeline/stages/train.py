@@ -93,6 +93,8 @@ def train_cmd(
     max_memory: Annotated[str, typer.Option(
         metavar="SIZE", help="Refuse the run before it starts if it would need more memory than this, e.g. 1.5G or "
         "2Gi (binary units). Default: this machine's RAM.")] = "",
+    track: Annotated[bool, typer.Option("--track/--no-track", help="Log the run to MLflow; --no-track writes only "
+                                        "the run folder (no store is opened or made; run_id is null).")] = True,
 ) -> None:
     """Train one RNN (vanilla; an LSTM or a GRU with --cell-type lstm or gru; an orthogonal-constrained expRNN with
     --cell-type exprnn --init orthogonal), probe its Jacobians at init and at the end, and log the run to MLflow.
@@ -111,13 +113,16 @@ def train_cmd(
     cfg = resolve_config(config, given, preset)
     run_hash = _check_paths(cfg, data_dir, out)
     _check_memory(cfg, data_dir, max_memory)
-    store = tracking.open_store(tracking.default_project_root())
-    experiment_id = tracking.ensure_experiment(store, EXPERIMENT)
-    try:
-        result = _run_with_progress_bar(cfg, data_dir, out / run_hash)
-    except OSError as e:  # creating or renaming the run folder (errors inside the run are its `failed` outcome)
-        raise UserError(f"--out {out}: cannot write the run folder there ({e.strerror or e})") from None
-    run_id = _log_run(store, experiment_id, result)
+    store = tracking.open_store(tracking.default_project_root()) if track else None
+    experiment_id = tracking.ensure_experiment(store, EXPERIMENT) if store else None
+    with _ProgressBar(cfg) as bar:
+        try:
+            result = _run_with_progress_bar(cfg, data_dir, out / run_hash, bar)
+        except OSError as e:  # creating or renaming the run folder (errors inside the run are its `failed` outcome)
+            raise UserError(f"--out {out}: cannot write the run folder there ({e.strerror or e})") from None
+        bar.phase("logging" if store else "done")
+        run_id = _log_run(store, experiment_id, result) if store else None
+        bar.phase("done")
     report = {"run_id": run_id, **{k: result.summary.get(k) for k in JSON_KEYS[1:]}, "run_dir": str(result.run_dir)}
     samples = first_and_last_samples(result.run_dir)
     if samples:
@@ -165,23 +170,58 @@ def first_and_last_samples(run_dir: Path) -> list[dict]:
     return samples[:1] + samples[1:][-1:]
 
 
-def _run_with_progress_bar(cfg: RunConfig, data_dir: Path, run_dir: Path) -> RunResult:
-    """execute_run with a progress bar (loss, grad norm) on stderr when stderr is a terminal."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+class _ProgressBar:
+    """The run's progress on stderr when stderr is a terminal: its phase (training, probing, logging), the
+    iteration, and the training loss as the summary gives it (the mean over the last steps, `runner.final_train_loss`'s
+    window, not one step's jumpy loss) beside its chance loss and the gradient norm. Its last numbers are the ones the
+    command prints."""
 
+    def __init__(self, cfg: RunConfig) -> None:
+        from collections import deque
+
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        console = Console(stderr=True)
+        columns = (TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("loss {task.fields[loss]:.4g} (chance {task.fields[chance]:.4g})  "
+                              "|g| {task.fields[grad_norm]:.3g}"))
+        self.bar = Progress(*columns, console=console, disable=not console.is_terminal)
+        self.iters, self.recent = cfg.iters, deque(maxlen=max(1, min(50, cfg.iters // 10)))
+        self.job = self.bar.add_task("training", total=max(cfg.iters, 1), loss=float("nan"), chance=float("nan"),
+                                     grad_norm=float("nan"))
+
+    def __enter__(self) -> "_ProgressBar":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def step(self, event: dict) -> None:
+        """A training step's event (runner.execute_run's `progress`)."""
+        self.recent.append(event["loss"])
+        done = event.get("diverged") or event["iter"] >= self.iters
+        self.bar.update(self.job, completed=event["iter"], loss=sum(self.recent) / len(self.recent),
+                        chance=event.get("chance_loss", float("nan")), grad_norm=event["grad_norm"],
+                        description="probing" if done else "training")
+
+    def phase(self, name: str, summary: dict | None = None) -> None:
+        """A phase after training; given the summary, the bar shows its numbers."""
+        fields = {}
+        if summary is not None:
+            fields = {k: v for k, v in (("loss", summary.get("final_train_loss")),
+                                        ("chance", summary.get("chance_loss"))) if v is not None}
+        self.bar.update(self.job, description=name, **fields)
+
+
+def _run_with_progress_bar(cfg: RunConfig, data_dir: Path, run_dir: Path, bar: _ProgressBar) -> RunResult:
+    """execute_run, its steps shown on `bar`."""
     from ..run.runner import execute_run
 
-    console = Console(stderr=True)
-    columns = (TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-               TextColumn("loss {task.fields[loss]:.4g}  |g| {task.fields[grad_norm]:.3g}"))
-    with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
-        job = bar.add_task("train", total=cfg.iters, loss=float("nan"), grad_norm=float("nan"))
-
-        def update(event: dict) -> None:
-            bar.update(job, completed=event["iter"], loss=event["loss"], grad_norm=event["grad_norm"])
-
-        return execute_run(cfg, data_dir, run_dir, progress=update)
+    result = execute_run(cfg, data_dir, run_dir, progress=bar.step)
+    bar.phase("written", result.summary)
+    return result
 
 
 def _log_run(store: tracking.Store, experiment_id: str, result: RunResult) -> str:
@@ -192,19 +232,27 @@ def _log_run(store: tracking.Store, experiment_id: str, result: RunResult) -> st
     return run_id
 
 
-def _print_human(result: RunResult, run_id: str, store: tracking.Store, experiment_id: str) -> None:
+def _print_human(result: RunResult, run_id: str | None, store: tracking.Store | None, experiment_id: str | None
+                 ) -> None:
+    from ..run.verdicts import verdict
+
     s = result.summary
 
     def num(key: str) -> str:
         return "n/a" if s.get(key) is None else f"{s[key]:.4g}"
 
-    typer.echo(f"{result.outcome}: train loss {num('final_train_loss')}, val loss {num('final_val_loss')}, "
-               f"val accuracy {num('val_accuracy')} (chance {num('chance_accuracy')}) in {s['seconds']:.1f} s")
+    judged = verdict(result.outcome, s.get("final_val_loss"), s.get("chance_loss"))
+    typer.echo(f"{result.outcome}, {judged}: train loss {num('final_train_loss')}, val loss "
+               f"{num('final_val_loss')} (chance {num('chance_loss')}), val accuracy {num('val_accuracy')} "
+               f"(chance {num('chance_accuracy')}) in {s['seconds']:.1f} s")
     if s.get("diverged_at") is not None:
         typer.echo(f"diverged at iteration {s['diverged_at']} (non-finite loss, gradient, update or validation loss)")
     for sample in first_and_last_samples(result.run_dir):
         typer.echo(f"sample at iteration {sample['iter']}:\n{_indented(sample['text'])}")
     typer.echo(f"run folder: {result.run_dir}")
+    if store is None:
+        typer.echo("not logged to MLflow (--no-track)")
+        return
     typer.echo(f"mlflow run {run_id} in {EXPERIMENT}: {tracking.run_link(store, experiment_id, run_id)}")
     if store.is_embedded:
         typer.echo(f"(the link works once the UI runs: {store.ui_command()})")

@@ -5,7 +5,6 @@ worker died ends FAILED) and replaced; on a stop, the runs in flight end KILLED.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -13,6 +12,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from ..errors import UserError
+from ..run.cost import usable_cpus
 from ..tracking import server
 from .plan import Cell, SweepResult
 from .pool import _CellPool, _ExecutorPool, _LogThreads
@@ -42,7 +42,7 @@ def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, ex
     worker's cell itself, up to its allowed failures, and never breaks.)"""
     if not todo:
         return {}
-    jobs = min(jobs or os.cpu_count() or 1, len(todo))
+    jobs = min(jobs or usable_cpus(), len(todo))
 
     def new_pool():
         return _ExecutorPool(executor(jobs)) if executor is not None else _CellPool(jobs)

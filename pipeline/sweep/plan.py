@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..run.config import flatten
 from ..run.sources import run_hash
 from ..tracking import ui
 
@@ -60,7 +61,8 @@ def plan_cells(spec, results_dir: Path, data_dir: Path = Path("data")) -> list[C
         if h in hashes[:i]:
             raise UserError(f"{getattr(spec, 'path', spec.name)}: cells {names[hashes.index(h)]} and {names[i]} are "
                             "the same run (their corpora have the same content); remove one")
-    labels = ui.short_run_names(getattr(spec, "grid", None) or [{} for _ in spec.cells])
+    labels = ui.short_run_names(getattr(spec, "grid", None) or [{} for _ in spec.cells],
+                                [flatten(cfg) for cfg in spec.cells])
     return [Cell(n, cfg, h, runs / h, label=label) for n, cfg, h, label in zip(names, spec.cells, hashes, labels)]
 
 

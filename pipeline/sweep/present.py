@@ -6,10 +6,12 @@ logged (or FAILED with the reason), and the parent's summary table of its cells.
 from __future__ import annotations
 
 import json
+import statistics
 import threading
 import time
 from pathlib import Path
 
+from ..run.config import applicable, flatten
 from ..run.verdicts import OUTCOMES
 from ..tracking import runs, server, ui
 from ..tracking.values import round_significant
@@ -62,23 +64,92 @@ def _open_parent(store, exp_id: str, spec, shash: str, work: bool = True) -> str
     if unfinished:
         runs.reopen_run(store, unfinished[0].run_id)
         return unfinished[0].run_id
-    if previous and not work:
-        runs.reopen_run(store, previous[0].run_id)  # closed again with the same table: one parent per sweep
+    if previous and not work:  # one parent per sweep: it gets the same table again, and keeps its times
         return previous[0].run_id
-    tags = {"spec": spec.name, "profile": spec.profile, "spec_hash": shash} | _source(spec)
+    base = shared_values(spec.cells)
+    tags = {"spec": spec.name, "profile": spec.profile, "spec_hash": shash, BASE_TAG: json.dumps(base, default=str)}
+    tags |= _source(spec)
     if getattr(spec, "description", ""):
         tags["mlflow.note.content"] = spec.description  # shown as the run's description in the UI
-    return runs.start_run(store, exp_id, f"{spec.name} ({spec.profile})", tags=tags)
+    name = parent_name(spec, shash, base, _earlier_bases(store, exp_id, spec, shash))
+    parent = runs.start_run(store, exp_id, name, tags=tags)
+    runs.log_values(store, parent, params=applicable(base))  # two parents compare by what they share
+    return parent
+
+
+BASE_TAG = "base_values"  # a parent's values every cell shares, as JSON: what the next sweep's name is told from
+MAX_NAME_PARTS = 4  # more changed values than this: the name gives the sweep's hash instead
+
+
+def shared_values(configs) -> dict:
+    """The config values every cell of the sweep shares (flattened): the spec's base as it resolved."""
+    flat = [flatten(cfg) for cfg in configs]
+    return {k: v for k, v in flat[0].items() if all(f.get(k) == v for f in flat[1:])} if flat else {}
+
+
+def _earlier_bases(store, exp_id: str, spec, shash: str) -> list[dict]:
+    """The shared values of this spec and profile's earlier sweeps of other cells, newest first."""
+    same = f"tags.profile = '{spec.profile}' and tags.spec = '{spec.name}'"
+    bases = []
+    for r in runs.find_runs(store, exp_id, same):
+        if r.tags.get("spec_hash") != shash and BASE_TAG in r.tags:
+            try:
+                bases.append(json.loads(r.tags[BASE_TAG]))
+            except ValueError:
+                continue
+    return bases
+
+
+def parent_name(spec, shash: str, base: dict, earlier: list[dict]) -> str:
+    """`<spec> (<profile>)`, and when the spec was swept before with other cells, what sets this sweep apart: the
+    shared values that differ from the newest earlier sweep's (`sat_acts (quick) n=64`), or the sweep's short hash
+    when the difference is in the grid or too long to read (`sat_acts (quick) #3f2a1c`)."""
+    name = f"{spec.name} ({spec.profile})"
+    if not earlier:
+        return name
+    base = json.loads(json.dumps(base, default=str))  # as the earlier sweeps' tags hold their values
+    changed = {k: v for k, v in base.items() if earlier[0].get(k, v) != v or k not in earlier[0]}
+    if not changed or len(changed) > MAX_NAME_PARTS:
+        return f"{name} #{shash[:6]}"
+    return f"{name} {ui.short_values(changed)}"
 
 
 def _close_parent(store, spec, parent: str, result: SweepResult, table) -> None:
+    """The parent's counts as metrics (so that parents compare in the runs table and in `mlflow.search_runs`), its
+    results table and spec as artifacts; then it ends. A parent a repeated, finished sweep found already FINISHED
+    keeps its end time, so its duration stays the sweep's."""
     outcomes = table["outcome"].value_counts() if len(table) else {}
     run_counts = {f"runs_{o}": int(outcomes.get(o, 0)) for o in OUTCOMES}
-    runs.log_values(store, parent, metrics=result.outcome_counts | run_counts)
+    runs.log_values(store, parent, metrics=result.outcome_counts | run_counts | parent_metrics(table))
     runs.log_artifact(store, parent, result.table_path)
     if getattr(spec, "path", None):
         runs.log_artifact(store, parent, spec.path)
-    runs.end_run(store, parent, "FAILED" if result.crashed else "FINISHED")
+    if result.crashed or runs.run_status(store, parent) != "FINISHED":
+        runs.end_run(store, parent, "FAILED" if result.crashed else "FINISHED")
+
+
+def parent_metrics(table) -> dict[str, float]:
+    """What a sweep found, as numbers a runs table compares across parents: how many runs were scored (their task
+    has a chance loss), learned (final validation loss 10 % below chance), solved (>= 99 % validation accuracy, the
+    papers' bar) and diverged, and the median fitted decay slopes at init and after training (nats per step, over
+    the runs that have one; left out when none has)."""
+    from ..report.papers import PAPER_ACCURACY
+    from ..run.verdicts import learned, scored
+
+    rows = table.to_dict("records") if len(table) else []
+    is_scored = [scored(_number(r.get("chance_loss"))) for r in rows]
+    out: dict[str, float] = {
+        "runs_scored": sum(is_scored),
+        "runs_learned": sum(learned(r.get("outcome"), _number(r.get("final_val_loss")), _number(r.get("chance_loss")))
+                            for r in rows),
+        "runs_solved": sum(s and r.get("outcome") in ("ok", "unstable")
+                           and (_number(r.get("val_accuracy")) or 0.0) >= PAPER_ACCURACY
+                           for s, r in zip(is_scored, rows))}
+    for key in ("slope_init", "slope_final"):
+        slopes = [v for v in (_number(r.get(key)) for r in rows) if v is not None]
+        if slopes:
+            out[f"{key}_median"] = statistics.median(slopes)
+    return out
 
 
 def _child_tags(spec, cell: Cell) -> dict:

@@ -8,6 +8,8 @@ One job per module:
 - `connection`: `Store`, mlflow imported with rnngrad's settings, and the MlflowClient of a store;
 - `server`: reaching a tracking server (does it answer, bounded waits, the client wrapper that fails in one line);
 - `store`: opening a store (the embedded SQLite file made whole or not at all, in WAL mode);
+- `artifacts`: where a run's artifacts live (the embedded store's portable layout under MLflow's artifact proxy)
+  and how they are written and read;
 - `values`: a run folder's contents as MLflow values (no mlflow);
 - `runs`: experiments and runs (start, end, find; values, artifacts and run folders logged);
 - `ui`: what a person sees in the MLflow UI (short names, links, descriptions, datasets, tables).

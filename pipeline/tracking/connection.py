@@ -9,24 +9,38 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shlex
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
 
 from .server import _ServerClient
+
+ARTIFACTS_FOLDER = "mlartifacts"  # beside mlflow.db: also `mlflow ui`'s default --artifacts-destination
 
 
 @dataclass(frozen=True)
 class Store:
     tracking_uri: str  # sqlite:////abs/mlflow.db or http(s)://host:port
-    artifact_root: str | None  # file URI that experiment artifacts go under; None: the server decides
+    artifact_root: str | None  # file URI of the folder artifacts are kept in; None: the server decides
 
     @property
     def is_embedded(self) -> bool:
         return self.tracking_uri.startswith("sqlite:")
 
+    @property
+    def artifacts_folder(self) -> Path | None:
+        """The embedded store's artifact folder, `mlartifacts` beside its database file; None for a server."""
+        if not self.is_embedded:
+            return None
+        return Path(unquote(self.tracking_uri[len("sqlite:///"):])).parent / ARTIFACTS_FOLDER
+
     def ui_command(self) -> str:
-        """The one command that opens these runs in a browser."""
+        """The one command that opens these runs in a browser: for the embedded store, `mlflow ui` serving the
+        store's artifact folder (its runs name their artifacts relative to it: tracking/artifacts.py)."""
         if self.is_embedded:
-            return f"mlflow ui --backend-store-uri {self.tracking_uri}"
+            return (f"mlflow ui --backend-store-uri {shlex.quote(self.tracking_uri)} "
+                    f"--artifacts-destination {shlex.quote(str(self.artifacts_folder))}")
         return f"open {self.tracking_uri} (the MLflow server in MLFLOW_TRACKING_URI)"
 
 

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import artifacts
 from .connection import Store, _mlflow, client
 from .server import ServerUnreachable, hurry
 from .values import (MAX_PARAM_CHARS, MAX_TAG_CHARS, _samples_text, _series_metrics, _summary_metrics, _text,
@@ -37,8 +38,7 @@ def ensure_experiment(store: Store, name: str) -> str:
     c = client(store)
     exp = c.get_experiment_by_name(name)
     if exp is None:
-        location = f"{store.artifact_root}/{name}" if store.artifact_root else None
-        return c.create_experiment(name, artifact_location=location)
+        return c.create_experiment(name, artifact_location=artifacts.experiment_location(store, name))
     if exp.lifecycle_stage == "deleted":
         c.restore_experiment(exp.experiment_id)
     return exp.experiment_id
@@ -56,6 +56,11 @@ def start_run(store: Store, experiment_id: str, run_name: str, parent_run_id: st
 def reopen_run(store: Store, run_id: str) -> None:
     """Mark an ended run RUNNING again (a resumed sweep's parent)."""
     client(store).update_run(run_id, status="RUNNING")
+
+
+def run_status(store: Store, run_id: str) -> str:
+    """RUNNING, SCHEDULED, FINISHED, FAILED or KILLED."""
+    return client(store).get_run(run_id).info.status
 
 
 def end_run(store: Store, run_id: str, status: str = "FINISHED") -> None:
@@ -108,12 +113,15 @@ def log_values(store: Store, run_id: str, metrics: dict | None = None, tags: dic
 
 
 def log_artifact(store: Store, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
-    client(store).log_artifact(run_id, str(path), artifact_path)
+    artifacts.log_file(store, run_id, path, artifact_path)
 
 
 def log_run_folder(store: Store, run_id: str, run_dir: str | Path, tags: dict | None = None) -> None:
-    """Log a finished run folder: config.json as params, summary.json as tags + metrics, series.parquet as
+    """Log a finished run folder: config.json's fields that apply to the run as params (run.config.applicable;
+    config.json keeps every field), summary.json as tags + metrics, series.parquet as
     step metrics (one log_batch for all of it), every file as an artifact at its relative path."""
+    from ..run.config import applicable
+
     run_dir = Path(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -123,16 +131,16 @@ def log_run_folder(store: Store, run_id: str, run_dir: str | Path, tags: dict | 
     run_tags |= tags or {}
     # Artifacts first: finding a run's artifact folder reads the whole run back, which is cheapest before its
     # metrics are in.
-    client(store).log_artifacts(run_id, str(run_dir))
+    artifacts.log_folder(store, run_id, run_dir)
     if (run_dir / "samples.json").exists():
-        client(store).log_text(run_id, _samples_text(run_dir / "samples.json"), "samples.txt")
+        artifacts.log_text(store, run_id, _samples_text(run_dir / "samples.json"), "samples.txt")
     m, now = _mlflow().entities, _now_ms()
     metrics = [m.Metric(k, v, now, step) for k, step, v in _summary_metrics(summary)]
     metrics += [m.Metric(k, v, now, step) for k, step, v in _series_metrics(run_dir / "series.parquet")]
     client(store).log_batch(
         run_id,
         metrics=metrics,
-        params=[m.Param(k, _text(v, MAX_PARAM_CHARS)) for k, v in flatten_json(config).items()],
+        params=[m.Param(k, _text(v, MAX_PARAM_CHARS)) for k, v in flatten_json(applicable(config)).items()],
         tags=[m.RunTag(k, _text(v, MAX_TAG_CHARS)) for k, v in run_tags.items()],
     )
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from ..errors import UserError
+from .artifacts import adopt_proxy_layout
 from .connection import Store, _mlflow, client
 from .server import SERVER_HTTP_SETTINGS, _check_server_answers
 
@@ -68,6 +69,7 @@ def open_store(project_root: str | Path, tracking_uri: str | None = None) -> Sto
         db.parent.mkdir(parents=True, exist_ok=True)
         ensure_sqlite_store(db)
         _use_write_ahead_log(db)
+        adopt_proxy_layout(db, STORE_LOCK_SECONDS)  # a store of an earlier rnngrad: its artifacts made portable
     else:
         for name, value in SERVER_HTTP_SETTINGS.items():  # the user's own settings win
             os.environ.setdefault(name, value)

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import artifacts
 from .connection import Store, _mlflow, client
 from .runs import PARENT_TAG
 from .values import MAX_TAG_CHARS, _text
@@ -81,6 +82,7 @@ _AXIS_LABELS = {
     "gamma_w": "γW={v}", "seq_len": "T={v}", "task": "{v}", "activation": "{v}", "init": "{v}", "form": "{v}",
     "clip_mode": "{v}", "clip_threshold": "·{v}", "layers": "L={v}", "hidden": "n={v}", "seed": "s{v}",
     "optimizer": "{v}", "lr": "lr={v}", "batch": "B={v}", "iters": "{v} it", "weight_decay": "wd={v}",
+    "cell_type": "{v}",
 }
 _VALUE_WORDS = {"elementwise": "elem", "global": "global", "none": "no clip", "orthogonal": "orth",
                 "gaussian": "gauss", "leaky_relu": "leaky", "hard_tanh": "hardtanh", "temporal_order": "order"}
@@ -94,14 +96,20 @@ def _short_value(v) -> str:
     return _VALUE_WORDS.get(v, str(v)) if isinstance(v, str) else str(v)
 
 
-def short_run_names(grid: list[dict], base: str = "base") -> list[str]:
+def short_run_names(grid: list[dict], configs: list[dict] | None = None, base: str = "base") -> list[str]:
     """One short, readable name per grid cell from the axes whose values differ between cells (e.g. `γW=3 s1`,
     `elem·100 s2`, `copy T=40`): the runs table cuts long names, so an axis every cell shares is left out.
-    A clipping threshold joins its mode (`elem·100`). A grid of one cell is `base`."""
-    keys = list(dict.fromkeys(k for cell in grid for k in cell))
-    varying = [k for k in keys if len({json.dumps(cell.get(k), sort_keys=True, default=str) for cell in grid}) > 1]
+    A clipping threshold joins its mode (`elem·100`). `configs` (each cell's resolved config, flat) give the value
+    of an axis a cell leaves to the base: in a grid of two arms, `{seed: [0]}` and `{seed: [0], cell_type: [lstm],
+    hidden: [44]}`, the first is `rnn n=100`, not nameless. A single cell is named by its arm (its cell type) and
+    its own grid values (`rnn s0`); `base` only when there is nothing to name it by."""
+    values = [{**(configs[i] if configs else {}), **cell} for i, cell in enumerate(grid)]
+    keys = sorted(dict.fromkeys(k for cell in grid for k in cell), key=lambda k: (k != "cell_type", k == "seed"))
+    varying = [k for k in keys if len({json.dumps(v.get(k), sort_keys=True, default=str) for v in values}) > 1]
+    if len(grid) == 1:  # the arm first, then the cell's own values
+        varying = (["cell_type"] if "cell_type" in values[0] and "cell_type" not in keys else []) + keys
     names = []
-    for cell in grid:
+    for cell in values:
         parts = {k: _AXIS_LABELS.get(k, f"{k}={{v}}").format(v=_short_value(cell[k])) for k in varying if k in cell}
         if "clip_threshold" in parts:
             threshold = parts.pop("clip_threshold")
@@ -112,6 +120,11 @@ def short_run_names(grid: list[dict], base: str = "base") -> list[str]:
         parts = list(parts.values())
         names.append(" ".join(parts) or base)
     return names
+
+
+def short_values(values: dict) -> str:
+    """Config values as a run name writes them: `n=64 lr=0.01` ({hidden: 64, lr: 0.01})."""
+    return " ".join(_AXIS_LABELS.get(k, f"{k}={{v}}").format(v=_short_value(v)) for k, v in values.items())
 
 
 @dataclass(frozen=True)
@@ -148,7 +161,7 @@ def log_summary_table(store: Store, run_id: str, table, artifact_file: str = SUM
         path = Path(tmp) / Path(artifact_file).name
         path.write_text(table.to_json(orient="split", index=False, date_format="iso"))
         parent = str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None
-        c.log_artifact(run_id, str(path), parent)
+        artifacts.log_file(store, run_id, path, parent)
     tags = dict(c.get_run(run_id).data.tags)
     logged = json.loads(tags.get("mlflow.loggedArtifacts", "[]"))
     entry = {"path": artifact_file, "type": "table"}
@@ -158,9 +171,8 @@ def log_summary_table(store: Store, run_id: str, table, artifact_file: str = SUM
 
 def log_files(store: Store, run_id: str, paths: list[Path], artifact_path: str | None = None) -> None:
     """Log existing files under `artifact_path` of a run (the report's figures and documents on a sweep's parent)."""
-    c = client(store)
     for path in paths:
-        c.log_artifact(run_id, str(path), artifact_path)
+        artifacts.log_file(store, run_id, path, artifact_path)
 
 
 def parents_of(store: Store, run_ids: list[str]) -> dict[str, str]:
