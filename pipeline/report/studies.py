@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..engine.tasks import ADDING_TOLERANCE
 from ..run.verdicts import LEARNED_MARGIN
-from . import depth, depthtext, papers
+from . import depth, depthtext, dynamics, papers
 from .rate_selection import chosen_rates, selection_blocks, selection_table
 from .document import Bullets, Inline, Metric, Paragraph, RunRef, Table, cell, frame_table, joined
 from .reductions import (
@@ -41,6 +41,8 @@ class SpecRuns:
     val_curves: dict[str, pd.DataFrame] = field(default_factory=dict)  # run_id -> iter, val_loss (text runs with a
     # readable series.parquet)
     depth: dict = field(default_factory=dict)  # run_id -> depth.RunDepth (a study that keeps_depth)
+    dynamics: pd.DataFrame = field(default_factory=pd.DataFrame)  # run/dynamics.DYNAMICS_COLUMNS + run_id (a study
+    # that keeps_dynamics)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Study:
     reads_samples: bool = False  # read each run's samples.json (text models)
     keeps_signal: bool = False  # keep each run's BPTT signal (probe/signal.parquet) for the analysis
     keeps_depth: bool = False  # read each run's probe across layers and weight gradients (report/depth.py)
+    keeps_dynamics: bool = False  # read each run's probe/dynamics.parquet (report/dynamics.py)
     spans_rate: bool = False  # its runs span gamma_W: the bound section's decay panels are drawn from them
     heatmap_first: bool = False  # its runs are the first choice for the bound section's heatmaps
 
@@ -87,7 +90,9 @@ def curves(d: SpecRuns, *columns: str) -> pd.DataFrame:
 
 def weight_norms_summary(d: SpecRuns) -> SpecSummary:
     table, head = weight_norm_table(d.runs)
-    return SpecSummary({"weight_norms": table}, head)
+    trajectories, training = dynamics.summary(d.runs, d.dynamics)
+    return SpecSummary({"weight_norms": table, dynamics.TABLE: trajectories},
+                       head | ({"training": training} if training else {}))
 
 
 def rate_parts(key: str, what: str = "") -> list[Inline]:
@@ -636,11 +641,11 @@ def published_blocks(report: dict, tables: Tables) -> list[Table | Bullets | Par
 
 STUDIES = (  # in report order
     Study("weight_norms", "How the recurrent weight norm γ_W sets the decay rate.",
-          weight_norms_summary, ("weight_norms",), weight_norms_headline,
+          weight_norms_summary, ("weight_norms", dynamics.TABLE), weight_norms_headline, finding=dynamics.finding,
           table=("weight_norms", {"activation": "activation", "init": "init", "gamma_w": "γ_W (config)",
                                   "radius": "ρ(W_hh)", "slope": "slope", "lyapunov": "Lyapunov",
                                   "log_rate": "log(γ_W γ_φ)", "n_learned": "learned", "n_runs": "runs"}),
-          spans_rate=True, heatmap_first=True),
+          figures=(dynamics.FIGURE,), spans_rate=True, heatmap_first=True, keeps_dynamics=True),
     Study("activations", "Every activation (their γ_φ differ) across the γ_W grid.",
           activations_summary, ("activations",), activations_headline,
           table=("activations", {"activation": "activation", "slope": "slope", "lyapunov": "Lyapunov",
