@@ -115,3 +115,49 @@ def test_the_figure_draws_one_line_per_run_at_its_checkpoints():
     assert len(set(map(str, colours.values()))) == 3  # three starting norms, three colours
     assert lines["run:a"].get_linestyle() == "-" and lines["run:b"].get_linestyle() == "--"
     assert dynamics.draw({dynamics.TABLE: table.iloc[:0]}, figures.new_figure) is None
+
+
+# ---- the clipping control (report/clipcontrol.py) ----------------------------------------------------------------
+
+
+def clip_history(scales: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"iter": range(1, len(scales) + 1), "loss": 0.1, "grad_norm": 1.0, "clip_scale": scales})
+
+
+def test_the_effective_step_is_the_mean_of_lr_times_the_clip_scale_over_completed_steps():
+    from pipeline.report.clipcontrol import effective_step
+
+    assert effective_step(clip_history([1.0, 0.5, 0.25, np.nan]), 0.4) == pytest.approx(0.4 * 1.75 / 3, rel=1e-15)
+    assert math.isnan(effective_step(clip_history([np.nan]), 0.4))
+
+
+def test_the_control_is_compared_with_the_global_arm_whose_step_it_matches_and_kept_out_of_the_unclipped():
+    from pipeline.report import clipcontrol, studies
+
+    rows, histories = [], {}
+    arms = [("global", 1.0, 0.3, [1.0, 1.0, 0.9, 1.0]), ("global", 0.1, 0.3, [0.2, 0.2, 0.2, 0.2]),
+            ("elementwise", 0.01, 0.3, [0.98, 0.98, 0.98, 0.98]), ("none", 1.0, 0.3, [1.0, 1.0, np.nan]),
+            ("none", 1.0, 0.06, [1.0, 1.0, 1.0, 1.0])]
+    for a, (mode, threshold, lr, scales) in enumerate(arms):
+        for seed in (0, 1, 2):
+            rid = f"r{a}{seed}"
+            diverged = mode == "none" and lr == 0.3
+            rows.append({"run_id": rid, "spec": "clipping", "clip_mode": mode, "clip_threshold": threshold, "lr": lr,
+                         "seed": seed, "outcome": "diverged" if diverged else "ok",
+                         "learned": mode == "global" and seed < 2, "final_val_loss": np.nan if diverged else 0.1,
+                         "final_train_loss": np.nan if diverged else 0.1, "chance_loss": 0.17})
+            histories[rid] = clip_history(scales)
+    runs = pd.DataFrame(rows)
+    assert clipcontrol.is_control(runs).tolist() == [False] * 12 + [True] * 3
+    table, head = clipcontrol.summary(runs, histories)
+    c = head["control_1"]  # 0.06 = 0.3 x 0.2: global 0.1's step, not the elementwise arm's 0.294 nor global 1's
+    assert (c["mode"], c["threshold"], c["n_seeds"]) == ("global", 0.1, 3)
+    assert c["effective_step"] == pytest.approx(0.06, rel=1e-12) and c["lr_over_step"] == pytest.approx(1.0)
+    assert {"k": 2, "n": 3}.items() <= c["clipped"]["learned"].items()
+    assert {"k": 0, "n": 3}.items() <= c["control"]["learned"].items()
+    assert table["arm"].tolist() == ["global clip 0.1", "unclipped, lr 0.06"]
+    summary = studies.clipping_summary(studies.SpecRuns(runs, histories, {}, pd.DataFrame()))
+    none = summary.tables["clip"][summary.tables["clip"]["clip_mode"] == "none"]
+    assert none["n_runs"].tolist() == [3] and none["n_diverged"].tolist() == [3]  # the control is not pooled in
+    assert set(summary.tables["clip_curves"]["run_id"]) == {r for r in histories if not r.startswith("r4")}
+    assert summary.headline["control_1"] == c

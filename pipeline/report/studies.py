@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..engine.tasks import ADDING_TOLERANCE
 from ..run.verdicts import LEARNED_MARGIN
-from . import depth, depthtext, dynamics, papers
+from . import clipcontrol, depth, depthtext, dynamics, papers
 from .rate_selection import chosen_rates, selection_blocks, selection_table
 from .document import Bullets, Inline, Metric, Paragraph, RunRef, Table, cell, frame_table, joined
 from .reductions import (
@@ -179,10 +179,16 @@ def all_of(key: str, task: dict) -> list[Inline]:
 
 
 def clipping_summary(d: SpecRuns) -> SpecSummary:
+    """The clip table and curves of the spec's modes and thresholds; the control arm (unclipped at a clipped arm's
+    mean effective step, report/clipcontrol.py) apart, beside the arm it matches, never pooled with the unclipped."""
+    control, control_head = clipcontrol.summary(d.runs, d.histories)
+    if "lr" in d.runs:
+        kept = d.runs[~clipcontrol.is_control(d.runs)]
+        d = replace(d, runs=kept, histories={i: h for i, h in d.histories.items() if i in set(kept["run_id"])})
     table, head = clip_table(d.runs)
     best_mode = head.pop("best_mode")
-    return SpecSummary({"clip": table, "clip_curves": curves(d, "clip_mode", "clip_threshold")},
-                   head, {"best_mode": best_mode})
+    return SpecSummary({"clip": table, "clip_curves": curves(d, "clip_mode", "clip_threshold"),
+                        clipcontrol.TABLE: control}, head | control_head, {"best_mode": best_mode})
 
 
 CLIP_WORDS = {"global": "with the global norm clipped at ", "elementwise": "with each entry clipped at "}
@@ -228,7 +234,7 @@ def clipping_finding(h: str, head: dict) -> list[Inline] | None:
         if head[f"best_{mode}"].get("n_thresholds", 1) > 1:  # picked after the fact: its rate is optimistic
             parts += [" (the best of its ", Metric(f"{h}.best_{mode}.n_thresholds"), " thresholds, chosen on these "
                       "same runs)"]
-    return parts
+    return parts + clipcontrol.finding_parts(h, head)
 
 
 def depth_summary(d: SpecRuns) -> SpecSummary:
@@ -656,7 +662,8 @@ STUDIES = (  # in report order
           depth_summary, ("depth", *depth.TABLES), depthtext.headline_parts, finding=depthtext.finding,
           more_tables=depthtext.blocks, figures=depthtext.FIGURES, keeps_signal=True, keeps_depth=True),
     Study("clipping", "Gradient clipping by global norm or elementwise, against none.",
-          clipping_summary, ("clip", "clip_curves"), clipping_headline, finding=clipping_finding,
+          clipping_summary, ("clip", "clip_curves", clipcontrol.TABLE), clipping_headline, finding=clipping_finding,
+          more_tables=lambda spec, report, tables: clipcontrol.blocks(tables.get(clipcontrol.TABLE)),
           table=("clip", {"clip_mode": "mode", "clip_threshold": "threshold", "final_loss": "final loss (ok runs)",
                           "final_val_loss": "val loss (median)", "n_runs": "runs", "n_diverged": "diverged",
                           "n_unstable": "unstable",
