@@ -1,4 +1,4 @@
-"""The clipping control: clipping told apart from a smaller step (docs/math.md 9.4).
+"""The clipping control: clipping told apart from a smaller step (docs/math.md 10.5).
 
 A clipped SGD step moves the weights by lr * s_i * g_i, with s_i the step's clip_scale (history.csv; for the global
 norm min(1, c / ||g_i||)), so a clipped run's mean effective step is the mean of lr * s_i over its steps. The control
