@@ -76,6 +76,7 @@ def test_the_headline_counts_each_side_on_the_runs_where_both_ends_are_finite(an
         assert got[side]["closer"]["low"] == pytest.approx(want["low"], abs=1e-4)
         assert got[side]["n_crossed"] == sum(np.sign(a) != np.sign(b) for a, b in mine)
         assert got[side]["lyap_end"] == pytest.approx(np.median([b for _, b in mine]), rel=1e-3)
+        assert got[side]["lyap_start_q1"] == pytest.approx(np.quantile([a for a, _ in mine], 0.25), rel=1e-3)
     unit = [(w1, b) for a, b, w0, w1 in ends if w0 <= 1 + 1e-9]
     assert got["unit_start"]["n"] == len(unit)
     assert got["unit_start"]["w_end_high"] == pytest.approx(max(w for w, _ in unit), rel=1e-3)

@@ -59,13 +59,16 @@ def ends(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def side_numbers(e: pd.DataFrame) -> dict:
-    """Of the runs `e` (one side of the edge): how many ended closer to lambda_1 = 0 than they started (a rate with
-    its Wilson interval), how many crossed it, and the median lambda_1 at the start and the end."""
+    """Of the runs `e` (one side of the edge, at least one): how many ended closer to lambda_1 = 0 than they started
+    (a rate with its Wilson interval), how many crossed it, and lambda_1's median and quartiles at the start and the
+    end (a run far from the edge and one near it may move opposite ways: the quartiles show the spread closing)."""
     closer = int((e["lyap_end"].abs() < e["lyap_start"].abs()).sum())
     crossed = int((np.sign(e["lyap_end"]) != np.sign(e["lyap_start"])).sum())
-    return {"closer": rate(closer, len(e)), "n_crossed": crossed,
-            "lyap_start": float(e["lyap_start"].median()) if len(e) else math.nan,
-            "lyap_end": float(e["lyap_end"].median()) if len(e) else math.nan}
+    out = {"closer": rate(closer, len(e)), "n_crossed": crossed}
+    for end in ("start", "end"):
+        q1, median, q3 = np.quantile(e[f"lyap_{end}"].to_numpy(float), [0.25, 0.5, 0.75])
+        out |= {f"lyap_{end}": float(median), f"lyap_{end}_q1": float(q1), f"lyap_{end}_q3": float(q3)}
+    return out
 
 
 def headline(table: pd.DataFrame) -> dict:
@@ -117,8 +120,9 @@ def finding(h: str, head: dict) -> list[Inline] | None:
         parts += ([] if parts[-1].endswith(": ") else ["; "]) + ["of "] + runs + [f"{words}, ", Metric(f"{key}.closer.k"),
             " ended closer to λ₁ = 0 (", Metric(f"{key}.closer.rate"), ", 95% CI ", Metric(f"{key}.closer.low"), "–",
             Metric(f"{key}.closer.high"), "; ", Metric(f"{key}.n_crossed"), " crossed it), median λ₁ ",
-            Metric(f"{key}.lyap_start"), " → ", Metric(f"{key}.lyap_end"), " nats/step: ",
-            direction(s["closer"])]
+            Metric(f"{key}.lyap_start"), " (quartiles ", Metric(f"{key}.lyap_start_q1"), " to ",
+            Metric(f"{key}.lyap_start_q3"), ") → ", Metric(f"{key}.lyap_end"), " (", Metric(f"{key}.lyap_end_q1"),
+            " to ", Metric(f"{key}.lyap_end_q3"), ") nats/step: ", direction(s["closer"])]
     if isinstance(t.get("unit_start"), dict):
         u = f"{k}.unit_start"
         parts += ["; the ", Metric(f"{u}.n"), " runs that started at ‖W_hh‖₂ ≤ 1 ended at ‖W_hh‖₂ ",
