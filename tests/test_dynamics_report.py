@@ -65,18 +65,19 @@ def test_the_headline_counts_each_side_on_the_runs_where_both_ends_are_finite(an
             ends.append((start, end, s["gamma_w_init"], s["gamma_w_init"] if r.outcome == "diverged"
                          else s["gamma_w_final"]))
     assert got["n_runs"] == len(runs) and got["n_matched"] == len(ends) == len(runs) - 1
+    assert list(got["by_init"]) == ["orthogonal"]  # the one Gaussian run has no final lambda_1
     for side, keep in (("ordered", lambda a: a < 0), ("chaotic", lambda a: a > 0)):
         mine = [(a, b) for a, b, _, _ in ends if keep(a)]
         if not mine:
-            assert side not in got
+            assert side not in got["by_init"]["orthogonal"]
             continue
         closer = sum(abs(b) < abs(a) for a, b in mine)
         want = rate(closer, len(mine))
-        assert got[side]["closer"]["k"] == closer and got[side]["closer"]["n"] == len(mine)
-        assert got[side]["closer"]["low"] == pytest.approx(want["low"], abs=1e-4)
-        assert got[side]["n_crossed"] == sum(np.sign(a) != np.sign(b) for a, b in mine)
-        assert got[side]["lyap_end"] == pytest.approx(np.median([b for _, b in mine]), rel=1e-3)
-        assert got[side]["lyap_start_q1"] == pytest.approx(np.quantile([a for a, _ in mine], 0.25), rel=1e-3)
+        assert got["by_init"]["orthogonal"][side]["closer"]["k"] == closer and got["by_init"]["orthogonal"][side]["closer"]["n"] == len(mine)
+        assert got["by_init"]["orthogonal"][side]["closer"]["low"] == pytest.approx(want["low"], abs=1e-4)
+        assert got["by_init"]["orthogonal"][side]["n_crossed"] == sum(np.sign(a) != np.sign(b) for a, b in mine)
+        assert got["by_init"]["orthogonal"][side]["lyap_end"] == pytest.approx(np.median([b for _, b in mine]), rel=1e-3)
+        assert got["by_init"]["orthogonal"][side]["lyap_start_q1"] == pytest.approx(np.quantile([a for a, _ in mine], 0.25), rel=1e-3)
     unit = [(w1, b) for a, b, w0, w1 in ends if w0 <= 1 + 1e-9]
     assert got["unit_start"]["n"] == len(unit)
     assert got["unit_start"]["w_end_high"] == pytest.approx(max(w for w, _ in unit), rel=1e-3)
@@ -84,11 +85,11 @@ def test_the_headline_counts_each_side_on_the_runs_where_both_ends_are_finite(an
 
 @pytest.mark.parametrize("closer, n, answer", [(9, 10, "towards"), (1, 10, "away"), (2, 3, "no direction")])
 def test_the_finding_answers_by_a_sign_test_per_side(closer, n, answer):
-    head = {"training": {"n_runs": n + 1, "n_matched": n,
-                         "ordered": {"closer": rate(closer, n), "n_crossed": 0, "lyap_start": -0.3, "lyap_end": -0.1}}}
+    side = {"closer": rate(closer, n), "n_crossed": 0, "lyap_start": -0.3, "lyap_end": -0.1}
+    head = {"training": {"n_runs": n + 1, "n_matched": n, "by_init": {"gaussian": {"ordered": side}}}}
     parts = dynamics.finding("specs.weight_norms.headline", head)
     text = "".join(p for p in parts if isinstance(p, str))
-    assert answer in text and "started ordered" in text and "started chaotic" not in text
+    assert answer in text and "gaussian-init runs that started ordered" in text and "started chaotic" not in text
     assert dynamics.finding("h", {"training": {"n_runs": 2, "n_matched": 0}}) is None
 
 

@@ -5,8 +5,8 @@ lambda_1 and lambda_MF at the gradient checkpoints), for a study that `keeps_dyn
 tables/training_dynamics.csv, the headline numbers (docs/math.md 7.6), the finding's sentence and the figure.
 
 A run counts when lambda_1 is finite at its first checkpoint (iteration 0) and its last (the last iteration it
-completed), so the start and the end are always compared on the same runs. Runs are split by the side of the edge
-they started on, since "towards 0" means up from below and down from above: pooled, the two could cancel.
+completed), so the start and the end are always compared on the same runs. Runs are split by their init and the side of
+the edge they started on, since "towards 0" means up from below and down from above: pooled, the two could cancel.
 """
 
 from __future__ import annotations
@@ -53,9 +53,10 @@ def ends(table: pd.DataFrame) -> pd.DataFrame:
         first, last = g.iloc[0], g.iloc[-1]
         if first["iter"] != 0 or len(g) < 2 or not (math.isfinite(first["lyap"]) and math.isfinite(last["lyap"])):
             continue
-        rows.append({"run_id": rid, "w_start": float(first["w_norm"]), "w_end": float(last["w_norm"]),
-                     "lyap_start": float(first["lyap"]), "lyap_end": float(last["lyap"]), "last_iter": int(last["iter"])})
-    return pd.DataFrame(rows, columns=["run_id", "w_start", "w_end", "lyap_start", "lyap_end", "last_iter"])
+        rows.append({"run_id": rid, "init": str(first["init"]), "w_start": float(first["w_norm"]),
+                     "w_end": float(last["w_norm"]), "lyap_start": float(first["lyap"]),
+                     "lyap_end": float(last["lyap"]), "last_iter": int(last["iter"])})
+    return pd.DataFrame(rows, columns=["run_id", "init", "w_start", "w_end", "lyap_start", "lyap_end", "last_iter"])
 
 
 def side_numbers(e: pd.DataFrame) -> dict:
@@ -73,13 +74,15 @@ def side_numbers(e: pd.DataFrame) -> dict:
 
 def headline(table: pd.DataFrame) -> dict:
     """metrics.json specs.<spec>.headline.training: n_runs (runs with a dynamics table), n_matched (a finite lambda_1
-    at both ends), per side of the edge `side_numbers`, and the runs that started at ||W_hh||_2 <= 1: how many, the
-    range of the norm they ended at, and their median lambda_1 at the end."""
+    at both ends), `by_init.<init>.<side>` the `side_numbers` of each init and side of the edge (a Gaussian and an
+    orthogonal W_hh of one norm train differently: pooled, their answers would mix), and the runs that started at
+    ||W_hh||_2 <= 1: how many, the range of the norm they ended at, and their median lambda_1 at the end."""
     e = ends(table)
-    out: dict = {"n_runs": int(table["run_id"].nunique()), "n_matched": len(e)}
-    for side, rows in (("ordered", e[e["lyap_start"] < 0]), ("chaotic", e[e["lyap_start"] > 0])):
-        if len(rows):
-            out[side] = side_numbers(rows)
+    out: dict = {"n_runs": int(table["run_id"].nunique()), "n_matched": len(e), "by_init": {}}
+    for init, part in e.groupby("init", sort=True):
+        for side, rows in (("ordered", part[part["lyap_start"] < 0]), ("chaotic", part[part["lyap_start"] > 0])):
+            if len(rows):
+                out["by_init"].setdefault(str(init), {})[side] = side_numbers(rows)
     small = e[e["w_start"] <= UNIT_NORM]
     if len(small):
         out["unit_start"] = {"n": len(small), "w_end_low": float(small["w_end"].min()),
@@ -102,6 +105,18 @@ def direction(r: dict) -> str:
     return "no direction is established at this n"
 
 
+def side_parts(key: str, s: dict, kind: str, words: str) -> list[Inline]:
+    """"of the n <kind> runs that <words>, k ended closer to lambda_1 = 0 (rate, CI; c crossed it), median lambda_1
+    a -> b nats/step: <the answer>"."""
+    runs = [f"the one {kind} run that "] if s["closer"].get("n") == 1 else [
+        "the ", Metric(f"{key}.closer.n"), f" {kind} runs that "]
+    return ["of "] + runs + [
+        f"{words}, ", Metric(f"{key}.closer.k"), " ended closer to λ₁ = 0 (", Metric(f"{key}.closer.rate"), ", 95% CI ",
+        Metric(f"{key}.closer.low"), "–", Metric(f"{key}.closer.high"), "; ", Metric(f"{key}.n_crossed"),
+        " crossed it), median λ₁ ", Metric(f"{key}.lyap_start"), " → ", Metric(f"{key}.lyap_end"), " nats/step: ",
+        direction(s["closer"])]
+
+
 def finding(h: str, head: dict) -> list[Inline] | None:
     """The answer to "does training move runs towards the edge of chaos?", per side, with n and intervals."""
     t = head.get("training")
@@ -111,18 +126,11 @@ def finding(h: str, head: dict) -> list[Inline] | None:
     parts: list[Inline] = ["during training (top layer, λ₁ at the first and the last gradient checkpoint, on the ",
                            Metric(f"{k}.n_matched"), " of ", Metric(f"{k}.n_runs"),
                            " runs where both are finite): "]
-    for side, words in SIDES.items():
-        if not isinstance(t.get(side), dict):
-            continue
-        s, key = t[side], f"{k}.{side}"
-        runs = ["the one run that "] if s["closer"].get("n") == 1 else [
-            "the ", Metric(f"{key}.closer.n"), " runs that "]
-        parts += ([] if parts[-1].endswith(": ") else ["; "]) + ["of "] + runs + [f"{words}, ", Metric(f"{key}.closer.k"),
-            " ended closer to λ₁ = 0 (", Metric(f"{key}.closer.rate"), ", 95% CI ", Metric(f"{key}.closer.low"), "–",
-            Metric(f"{key}.closer.high"), "; ", Metric(f"{key}.n_crossed"), " crossed it), median λ₁ ",
-            Metric(f"{key}.lyap_start"), " (quartiles ", Metric(f"{key}.lyap_start_q1"), " to ",
-            Metric(f"{key}.lyap_start_q3"), ") → ", Metric(f"{key}.lyap_end"), " (", Metric(f"{key}.lyap_end_q1"),
-            " to ", Metric(f"{key}.lyap_end_q3"), ") nats/step: ", direction(s["closer"])]
+    for init, sides in (t.get("by_init") or {}).items():
+        for side, words in SIDES.items():
+            if isinstance(sides.get(side), dict):
+                parts += ([] if parts[-1].endswith(": ") else ["; "]) + side_parts(f"{k}.by_init.{init}.{side}",
+                                                                                 sides[side], f"{init}-init", words)
     if isinstance(t.get("unit_start"), dict):
         u = f"{k}.unit_start"
         parts += ["; the ", Metric(f"{u}.n"), " runs that started at ‖W_hh‖₂ ≤ 1 ended at ‖W_hh‖₂ ",
