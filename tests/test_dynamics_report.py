@@ -153,7 +153,7 @@ def test_the_control_is_compared_with_the_global_arm_whose_step_it_matches_and_k
     assert clipcontrol.is_control(runs).tolist() == [False] * 12 + [True] * 3
     table, head = clipcontrol.summary(runs, histories)
     c = head["control_1"]  # 0.06 = 0.3 x 0.2: global 0.1's step, not the elementwise arm's 0.294 nor global 1's
-    assert (c["mode"], c["threshold"], c["n_seeds"]) == ("global", 0.1, 3)
+    assert (c["threshold"], c["n_seeds"]) == (0.1, 3)
     assert c["effective_step"] == pytest.approx(0.06, rel=1e-12) and c["lr_over_step"] == pytest.approx(1.0)
     assert {"k": 2, "n": 3}.items() <= c["clipped"]["learned"].items()
     assert {"k": 0, "n": 3}.items() <= c["control"]["learned"].items()

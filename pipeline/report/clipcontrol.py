@@ -77,7 +77,7 @@ def summary(runs: pd.DataFrame, histories: dict[str, pd.DataFrame]) -> tuple[pd.
         b = arm_row(control[control["seed"].isin(seeds)], steps, pair, f"unclipped, lr {lr:g}")
         rows += [a, b]
         head[f"control_{pair}"] = {
-            "mode": key[0], "threshold": key[1], "effective_step": a["mean_effective_step"], "lr": lr,
+            "threshold": key[1], "effective_step": a["mean_effective_step"], "lr": lr,
             "lr_over_step": lr / a["mean_effective_step"], "n_seeds": len(seeds),
             "clipped": {"learned": rate(a["n_learned"], a["n_runs"]), "blew_up": rate(a["n_blew_up"], a["n_runs"]),
                         "final_val_loss": a["final_val_loss"]},
@@ -91,7 +91,7 @@ def finding_parts(h: str, head: dict) -> list[Inline]:
     parts: list[Inline] = []
     for name in sorted(k for k in head if k.startswith("control_")):
         key = f"{h}.{name}"
-        parts += ["; against a smaller step: clipped (", head[name]["mode"], " norm at ", Metric(f"{key}.threshold"),
+        parts += [f"; against a smaller step: clipped ({MATCHED_MODE} norm at ", Metric(f"{key}.threshold"),
                   ", mean effective step ", Metric(f"{key}.effective_step"), ") ", Metric(f"{key}.clipped.learned.k"),
                   " of ", Metric(f"{key}.clipped.learned.n"), " learned and ", Metric(f"{key}.clipped.blew_up.k"),
                   " blew up; unclipped at that step (lr ", Metric(f"{key}.lr"), ", ",
