@@ -139,18 +139,18 @@ def test_the_control_is_compared_with_the_global_arm_whose_step_it_matches_and_k
     rows, histories = [], {}
     arms = [("global", 1.0, 0.3, [1.0, 1.0, 0.9, 1.0]), ("global", 0.1, 0.3, [0.2, 0.2, 0.2, 0.2]),
             ("elementwise", 0.01, 0.3, [0.98, 0.98, 0.98, 0.98]), ("none", 1.0, 0.3, [1.0, 1.0, np.nan]),
-            ("none", 1.0, 0.06, [1.0, 1.0, 1.0, 1.0])]
+            ("none", 1.0, 0.06, [1.0, 1.0, 1.0, 1.0]), ("none", 1.0, 5.0, [1.0])]  # the last: faster, no control
     for a, (mode, threshold, lr, scales) in enumerate(arms):
         for seed in (0, 1, 2):
             rid = f"r{a}{seed}"
-            diverged = mode == "none" and lr == 0.3
+            diverged = mode == "none" and lr >= 0.3
             rows.append({"run_id": rid, "spec": "clipping", "clip_mode": mode, "clip_threshold": threshold, "lr": lr,
                          "seed": seed, "outcome": "diverged" if diverged else "ok",
                          "learned": mode == "global" and seed < 2, "final_val_loss": np.nan if diverged else 0.1,
                          "final_train_loss": np.nan if diverged else 0.1, "chance_loss": 0.17})
             histories[rid] = clip_history(scales)
     runs = pd.DataFrame(rows)
-    assert clipcontrol.is_control(runs).tolist() == [False] * 12 + [True] * 3
+    assert clipcontrol.is_control(runs).tolist() == [False] * 12 + [True] * 3 + [False] * 3
     table, head = clipcontrol.summary(runs, histories)
     c = head["control_1"]  # 0.06 = 0.3 x 0.2: global 0.1's step, not the elementwise arm's 0.294 nor global 1's
     assert (c["threshold"], c["n_seeds"]) == (0.1, 3)
@@ -160,6 +160,6 @@ def test_the_control_is_compared_with_the_global_arm_whose_step_it_matches_and_k
     assert table["arm"].tolist() == ["global clip 0.1", "unclipped, lr 0.06"]
     summary = studies.clipping_summary(studies.SpecRuns(runs, histories, {}, pd.DataFrame()))
     none = summary.tables["clip"][summary.tables["clip"]["clip_mode"] == "none"]
-    assert none["n_runs"].tolist() == [3] and none["n_diverged"].tolist() == [3]  # the control is not pooled in
+    assert none["n_runs"].tolist() == [6] and none["n_diverged"].tolist() == [6]  # the control is not pooled in
     assert set(summary.tables["clip_curves"]["run_id"]) == {r for r in histories if not r.startswith("r4")}
     assert summary.headline["control_1"] == c

@@ -4,7 +4,7 @@ A clipped SGD step moves the weights by lr * s_i * g_i, with s_i the step's clip
 norm min(1, c / ||g_i||)), so a clipped run's mean effective step is the mean of lr * s_i over its steps. The control
 arm trains unclipped at a learning rate equal to that mean: if clipping helped only by taking smaller steps on
 average, the control would do as well. A control run is an unclipped run whose learning rate differs from the
-clipped runs' (the spec's plain unclipped arm shares their rate); it is compared with the clipped arm whose measured
+clipped runs' and lies below the largest of them (the spec's plain unclipped arm shares their rate); it is compared with the clipped arm whose measured
 mean effective step is nearest to its rate (on a log scale; global-norm arms only: an elementwise cap also turns
 the step, so a matched rate alone does not mimic it), on the same seeds, and the ratio of the two is shown,
 so a control whose rate no longer matches (a changed spec, another profile) is visible rather than assumed.
@@ -35,9 +35,11 @@ def effective_step(history: pd.DataFrame, lr: float) -> float:
 
 
 def is_control(runs: pd.DataFrame) -> pd.Series:
-    """The control runs: unclipped, at a learning rate none of the clipped runs has."""
+    """The control runs: unclipped, at a learning rate none of the clipped runs has and below the largest of theirs
+    (an effective step is at most its lr; an unclipped run at a larger rate is an arm of its own, not a control)."""
     clipped_rates = set(runs.loc[runs["clip_mode"] != "none", "lr"].astype(float))
-    return (runs["clip_mode"] == "none") & ~runs["lr"].astype(float).isin(clipped_rates)
+    lr = runs["lr"].astype(float)
+    return (runs["clip_mode"] == "none") & ~lr.isin(clipped_rates) & (lr < max(clipped_rates, default=-math.inf))
 
 
 def arm_row(rows: pd.DataFrame, steps: pd.Series, pair: int, arm: str) -> dict:
