@@ -8,7 +8,8 @@ The numbers are computed, not invented, and independently of the pipeline's engi
   - the step-norm bound sums log ||J_s||_2 by np.linalg.norm(J_s, 2), the gap parts are means over the finite
     top-layer pairs of the initial probe, the singular spectrum is the SVD of the explicit product dh_T/dh_0.
 The mean-field rate and the Lyapunov spread follow stated formulas (MEANFIELD_OFFSET, LYAPUNOV_SPREAD), and so does
-||dE/dh_k|| over training (probe/gradients.parquet) and the weight gradients (probe/weight_gradients.parquet). A
+||dE/dh_k|| over training (probe/gradients.parquet), the weight gradients (probe/weight_gradients.parquet) and the
+training dynamics (probe/dynamics.parquet). A
 stack's Jacobians across layers (probe/jacobian_depth.parquet) are explicit products over the (time, layer) grid
 and their bounds explicit sums over its paths (node_jacobians, path_bound).
 Task outcomes (accuracy, losses, learning, BPTT signal) follow simple stated formulas, so a test can predict the
@@ -231,6 +232,19 @@ def gradient_rows(cfg: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["iter", "layer", "k", "log10_dE_dh"])
 
 
+def dynamics_rows(cfg: dict, summary: dict, diverged_at: int | None) -> pd.DataFrame:
+    """Stated formula (probe/dynamics.parquet): every layer at iterations 0, iters / 2 and iters carries the
+    summary's top-layer numbers, at 0 the initial ones, at iters the final ones and halfway their mean; a diverged
+    run has iteration 0 and iters / 4 only, both at the initial numbers."""
+    names = ("gamma_w", "spectral_radius", "lyapunov", "meanfield_rate")
+    start, end = ([float(summary[f"{n}_{when}"]) for n in names] for when in ("init", "final"))
+    middle = [(a + b) / 2 for a, b in zip(start, end)]
+    points = ([(0, start), (cfg["iters"] // 4, start)] if diverged_at is not None
+              else [(0, start), (cfg["iters"] // 2, middle), (cfg["iters"], end)])
+    rows = [(i, l, *values) for i, values in points for l in range(cfg["layers"])]
+    return pd.DataFrame(rows, columns=["iter", "layer", "w_norm", "rho", "lyap", "lyap_mf"])
+
+
 def spot_rows(jac: pd.DataFrame) -> pd.DataFrame:
     """Stated formula: pairs (k+1, k) and (T, k) for k = 0 and T // 2 of every probe and layer; log_norm_fd =
     log_norm + SPOT_OFFSET * (t - k), NaN (skipped) where the measured value is not finite."""
@@ -419,6 +433,8 @@ def write_run(results_dir: Path, run: FakeRun, index: int) -> dict:
     spectra.to_parquet(folder / "probe" / "spectra.parquet", index=False)
     gradient_rows(cfg).to_parquet(folder / "probe" / "gradients.parquet", index=False)
     weight_gradient_rows(cfg).to_parquet(folder / "probe" / "weight_gradients.parquet", index=False)
+    dynamics_rows(cfg, {**numbers, **run.overrides}, diverged_at).to_parquet(folder / "probe" / "dynamics.parquet",
+                                                                             index=False)
     if cfg["layers"] > 1:
         run.cross.to_parquet(folder / "probe" / "jacobian_depth.parquet", index=False)
     if cfg["task"] == "text":

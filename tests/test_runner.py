@@ -37,7 +37,7 @@ FILES = {"config.json", "summary.json", "history.csv", "series.parquet", "figure
          "figures/decay.png",
          "probe/model_init.npz", "probe/model_final.npz", "probe/inputs.npy", "probe/h0.npy",
          "probe/jacobian.parquet", "probe/signal.parquet", "probe/spot_checks.parquet", "probe/spectra.parquet",
-         "probe/gradients.parquet"}
+         "probe/gradients.parquet", "probe/dynamics.parquet"}
 SUMMARY_KEYS = {"config_hash", "inputs", "outcome", "diverged_at", "iters_done", "seconds", "final_train_loss",
                 "final_val_loss", "val_accuracy", "chance_loss", "chance_accuracy", "gamma_phi", "gamma_w_init",
                 "gamma_w_final", "spectral_radius_init", "spectral_radius_final", "log_rate_init", "log_rate_final",
@@ -52,7 +52,8 @@ SUMMARY_KEYS = {"config_hash", "inputs", "outcome", "diverged_at", "iters_done",
 STEP_KEYS = {"by_lag/log10_norm_init", "by_lag/log10_norm_final", "by_lag/log10_bound_product_init",
              "by_lag/log10_bound_global_init", "by_lag/log10_bound_stepnorm_init", "by_k/log10_dE_dh",
              "by_iter/train_loss", "by_iter/grad_norm", "by_iter/clip_scale", "by_iter/w_norm",
-             "by_iter/spectral_radius", "by_iter/train_loss_smoothed", "by_iter/val_loss", "by_iter/val_accuracy"}
+             "by_iter/spectral_radius", "by_iter/train_loss_smoothed", "by_iter/val_loss", "by_iter/val_accuracy",
+             "by_iter/lyapunov", "by_iter/lyapunov_mf"}
 
 
 def run_quietly(cfg: RunConfig, data_dir: Path, run_dir: Path, progress=None) -> runner.RunResult:
@@ -601,6 +602,46 @@ def test_gradients_over_training_are_recorded_at_checkpoints(runs, name):
         got = grads[grads["iter"] == it].sort_values(["layer", "k"])["log10_dE_dh"].to_numpy()
         want = signal[signal["when"] == when].sort_values(["layer", "k"])["log10_dE_dh"].to_numpy()
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_the_dynamics_over_training_start_at_the_initial_probe_and_end_at_the_final_one(runs, name):
+    """probe/dynamics.parquet at the gradient checkpoints: every layer's ||W_hh||_2, rho, lambda_1 and lambda_MF,
+    computed during training, equal at iteration 0 to the initial probe's numbers (computed after training, from
+    the saved initial model) and at the last iteration to the final probe's; by_iter/lyapunov is the top layer's."""
+    cfg, result, _ = runs[name]
+    table = pd.read_parquet(result.run_dir / "probe" / "dynamics.parquet")
+    assert list(table.columns) == ["iter", "layer", "w_norm", "rho", "lyap", "lyap_mf"]
+    assert set(table["iter"]) == runner.gradient_checkpoints(cfg.iters)
+    assert len(table) == len(runner.gradient_checkpoints(cfg.iters)) * cfg.layers
+    names = {"w_norm": "gamma_w", "rho": "spectral_radius", "lyap": "lyapunov", "lyap_mf": "meanfield_rate"}
+    for it, when in ((0, "init"), (cfg.iters, "final")):
+        for layer, numbers in enumerate(result.summary["layers"]):
+            row = table[(table["iter"] == it) & (table["layer"] == layer)].iloc[0]
+            for column, key in names.items():
+                assert row[column] == pytest.approx(numbers[f"{key}_{when}"], rel=1e-12, abs=1e-15), (column, when)
+    W = load_model(result.run_dir / "probe" / "model_final.npz").W_hh(cfg.layers - 1)
+    assert table["w_norm"].iloc[-1] == pytest.approx(np.linalg.svd(W, compute_uv=False)[0], rel=1e-12)
+    series = pd.read_parquet(result.run_dir / "series.parquet")
+    lyap = series[series["key"] == "by_iter/lyapunov"].sort_values("step")
+    top = table[table["layer"] == cfg.layers - 1]
+    assert lyap["step"].tolist() == top["iter"].tolist()
+    np.testing.assert_array_equal(lyap["value"].to_numpy(), top["lyap"].to_numpy())
+
+
+def test_the_dynamics_of_a_gated_cell_are_its_weight_norms_only():
+    """An LSTM's W_hh (4n, n) has a norm but no spectral radius, and the probe defines neither lambda_1 nor
+    lambda_MF for it: NaN, not a number of another cell's."""
+    from pipeline.engine.init import init_lstm
+    from pipeline.run.dynamics import dynamics_table
+    from pipeline.run.probe import Drive
+
+    rng = np.random.default_rng(0)
+    model = init_lstm(rng, input_dim=2, output_dim=1, layers=1, hidden=5, init="orthogonal", gamma_w=1.0)
+    table = dynamics_table(model, Drive(rng.uniform(-1, 1, (16, 2, 2)), 4, 2), 7)
+    assert table[["iter", "layer"]].values.tolist() == [[7, 0]]
+    assert table["w_norm"].iloc[0] == pytest.approx(np.linalg.norm(model.W_hh(0), 2), rel=1e-12)
+    assert table[["rho", "lyap", "lyap_mf"]].isna().all(axis=None)
 
 
 def test_driving_inputs_join_task_sequences_into_streams():

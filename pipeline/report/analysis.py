@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..errors import UserError
 from ..run.files import write_atomic
+from ..run.dynamics import DYNAMICS_COLUMNS, DYNAMICS_FILE
 from ..run.probe import GRADIENT_COLUMNS, JACOBIAN_REQUIRED, SIGNAL_COLUMNS, SPECTRA_COLUMNS, SPOT_COLUMNS
 from . import depth, prediction, studies
 from .reductions import (
@@ -195,6 +196,7 @@ class ProbeResults:
     per_run: dict[str, dict] = field(default_factory=dict)  # run_id -> n_probes, n_checks, probe_steps, violations, gaps,
     # and the spot check's spot_checks, spot_skipped, spot_mismatches, spot_max_abs_dlog, spot_cross_layer
     depth: dict[str, depth.RunDepth] = field(default_factory=dict)  # run_id -> the probe across layers, reduced
+    dynamics: list[pd.DataFrame] = field(default_factory=list)  # probe/dynamics.parquet + run_id (keeps_dynamics)
 
 
 def check_probes(runs: pd.DataFrame, files: dict[str, RunFiles], heat_ids: list[str],
@@ -222,6 +224,10 @@ def check_probes(runs: pd.DataFrame, files: dict[str, RunFiles], heat_ids: list[
         spot = f.read("probe/spot_checks.parquet", SPOT_COLUMNS)
         if spot is not None:
             out.per_run[run.run_id] = spot_summary(spot)
+        if studies.study(run.spec).keeps_dynamics:
+            trajectory = f.read(DYNAMICS_FILE, DYNAMICS_COLUMNS)
+            if trajectory is not None:
+                out.dynamics.append(trajectory.assign(run_id=run.run_id))
         if studies.study(run.spec).keeps_depth:
             layers = int(run.layers) if pd.notna(run.layers) else 1
             out.depth[run.run_id] = depth.read_run(f.read, layers, f.summary, jac)
@@ -251,6 +257,7 @@ def spec_sections(runs: pd.DataFrame, files: dict[str, RunFiles], probes: ProbeR
     summarised by its study (studies.py); a table several specs write holds all their rows."""
     tables, heads, extra = {}, {}, {}
     signal = stacked(probes.signal, SIGNAL_COLUMNS + ("run_id",))
+    trajectories = stacked(probes.dynamics, DYNAMICS_COLUMNS + ("run_id",))
     for spec, sr in runs.groupby("spec", sort=True):
         heads[spec] = {"n_runs": len(sr), "n_seeds": int(sr["seed"].nunique()) if "seed" in sr else 1,
                        "violations": int(sr["violations"].sum()), "outcomes": outcome_counts(sr),
@@ -260,7 +267,8 @@ def spec_sections(runs: pd.DataFrame, files: dict[str, RunFiles], probes: ProbeR
         given = studies.SpecRuns(sr, {i: files[i].history for i in ids if files[i].history is not None},
                          {i: files[i].samples for i in ids}, signal[signal["run_id"].isin(ids)],
                          {i: files[i].val_curve for i in ids if files[i].val_curve is not None},
-                         {i: probes.depth[i] for i in ids if i in probes.depth})
+                         {i: probes.depth[i] for i in ids if i in probes.depth},
+                         trajectories[trajectories["run_id"].isin(ids)])
         summary = studies.study(spec).analyse(given)
         for name, table in summary.tables.items():
             tables[name] = stacked([tables[name], table], table.columns) if name in tables else table

@@ -27,7 +27,7 @@ from ..run.files import write_atomic
 from ..run.plots import keep_min_span
 from ..run.probe import draw_heatmap_panel
 from ..run.verdicts import LEARNED_MARGIN
-from . import depthfigures, studies
+from . import depthfigures, dynamics, studies
 from .reductions import format_metric, short_value
 
 DPI = 110
@@ -762,3 +762,4 @@ def run_label(info: pd.DataFrame, run_id: str) -> str:
 DRAWERS.update({"prediction": draw_prediction, "gaps": draw_gaps, "spectrum": draw_spectrum,
                 "gradients": draw_gradients})
 DRAWERS.update(depthfigures.drawers(new_figure))  # the depth study's (report/depthfigures.py)
+DRAWERS.update(dynamics.drawers(new_figure))  # training dynamics (report/dynamics.py)

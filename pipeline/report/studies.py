@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..engine.tasks import ADDING_TOLERANCE
 from ..run.verdicts import LEARNED_MARGIN
-from . import depth, depthtext, papers
+from . import clipcontrol, depth, depthtext, dynamics, papers
 from .rate_selection import chosen_rates, selection_blocks, selection_table
 from .document import Bullets, Inline, Metric, Paragraph, RunRef, Table, cell, frame_table, joined
 from .reductions import (
@@ -41,6 +41,8 @@ class SpecRuns:
     val_curves: dict[str, pd.DataFrame] = field(default_factory=dict)  # run_id -> iter, val_loss (text runs with a
     # readable series.parquet)
     depth: dict = field(default_factory=dict)  # run_id -> depth.RunDepth (a study that keeps_depth)
+    dynamics: pd.DataFrame = field(default_factory=pd.DataFrame)  # run/dynamics.DYNAMICS_COLUMNS + run_id (a study
+    # that keeps_dynamics)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Study:
     reads_samples: bool = False  # read each run's samples.json (text models)
     keeps_signal: bool = False  # keep each run's BPTT signal (probe/signal.parquet) for the analysis
     keeps_depth: bool = False  # read each run's probe across layers and weight gradients (report/depth.py)
+    keeps_dynamics: bool = False  # read each run's probe/dynamics.parquet (report/dynamics.py)
     spans_rate: bool = False  # its runs span gamma_W: the bound section's decay panels are drawn from them
     heatmap_first: bool = False  # its runs are the first choice for the bound section's heatmaps
 
@@ -87,7 +90,9 @@ def curves(d: SpecRuns, *columns: str) -> pd.DataFrame:
 
 def weight_norms_summary(d: SpecRuns) -> SpecSummary:
     table, head = weight_norm_table(d.runs)
-    return SpecSummary({"weight_norms": table}, head)
+    trajectories, training = dynamics.summary(d.runs, d.dynamics)
+    return SpecSummary({"weight_norms": table, dynamics.TABLE: trajectories},
+                       head | ({"training": training} if training else {}))
 
 
 def rate_parts(key: str, what: str = "") -> list[Inline]:
@@ -174,10 +179,16 @@ def all_of(key: str, task: dict) -> list[Inline]:
 
 
 def clipping_summary(d: SpecRuns) -> SpecSummary:
+    """The clip table and curves of the spec's modes and thresholds; the control arm (unclipped at a clipped arm's
+    mean effective step, report/clipcontrol.py) apart, beside the arm it matches, never pooled with the unclipped."""
+    control, control_head = clipcontrol.summary(d.runs, d.histories)
+    if "lr" in d.runs:
+        kept = d.runs[~clipcontrol.is_control(d.runs)]
+        d = replace(d, runs=kept, histories={i: h for i, h in d.histories.items() if i in set(kept["run_id"])})
     table, head = clip_table(d.runs)
     best_mode = head.pop("best_mode")
-    return SpecSummary({"clip": table, "clip_curves": curves(d, "clip_mode", "clip_threshold")},
-                   head, {"best_mode": best_mode})
+    return SpecSummary({"clip": table, "clip_curves": curves(d, "clip_mode", "clip_threshold"),
+                        clipcontrol.TABLE: control}, head | control_head, {"best_mode": best_mode})
 
 
 CLIP_WORDS = {"global": "with the global norm clipped at ", "elementwise": "with each entry clipped at "}
@@ -223,7 +234,7 @@ def clipping_finding(h: str, head: dict) -> list[Inline] | None:
         if head[f"best_{mode}"].get("n_thresholds", 1) > 1:  # picked after the fact: its rate is optimistic
             parts += [" (the best of its ", Metric(f"{h}.best_{mode}.n_thresholds"), " thresholds, chosen on these "
                       "same runs)"]
-    return parts
+    return parts + clipcontrol.finding_parts(h, head)
 
 
 def depth_summary(d: SpecRuns) -> SpecSummary:
@@ -636,11 +647,11 @@ def published_blocks(report: dict, tables: Tables) -> list[Table | Bullets | Par
 
 STUDIES = (  # in report order
     Study("weight_norms", "How the recurrent weight norm γ_W sets the decay rate.",
-          weight_norms_summary, ("weight_norms",), weight_norms_headline,
+          weight_norms_summary, ("weight_norms", dynamics.TABLE), weight_norms_headline, finding=dynamics.finding,
           table=("weight_norms", {"activation": "activation", "init": "init", "gamma_w": "γ_W (config)",
                                   "radius": "ρ(W_hh)", "slope": "slope", "lyapunov": "Lyapunov",
                                   "log_rate": "log(γ_W γ_φ)", "n_learned": "learned", "n_runs": "runs"}),
-          spans_rate=True, heatmap_first=True),
+          figures=(dynamics.FIGURE,), spans_rate=True, heatmap_first=True, keeps_dynamics=True),
     Study("activations", "Every activation (their γ_φ differ) across the γ_W grid.",
           activations_summary, ("activations",), activations_headline,
           table=("activations", {"activation": "activation", "slope": "slope", "lyapunov": "Lyapunov",
@@ -651,7 +662,8 @@ STUDIES = (  # in report order
           depth_summary, ("depth", *depth.TABLES), depthtext.headline_parts, finding=depthtext.finding,
           more_tables=depthtext.blocks, figures=depthtext.FIGURES, keeps_signal=True, keeps_depth=True),
     Study("clipping", "Gradient clipping by global norm or elementwise, against none.",
-          clipping_summary, ("clip", "clip_curves"), clipping_headline, finding=clipping_finding,
+          clipping_summary, ("clip", "clip_curves", clipcontrol.TABLE), clipping_headline, finding=clipping_finding,
+          more_tables=lambda spec, report, tables: clipcontrol.blocks(tables.get(clipcontrol.TABLE)),
           table=("clip", {"clip_mode": "mode", "clip_threshold": "threshold", "final_loss": "final loss (ok runs)",
                           "final_val_loss": "val loss (median)", "n_runs": "runs", "n_diverged": "diverged",
                           "n_unstable": "unstable",

@@ -255,9 +255,7 @@ def layer_numbers(model: Model, probe: ProbeInput, layer: int, logmat, product, 
     For an LSTM: W_hh (4n, n) has no spectral radius and the cell no gamma_phi bound (NaN for both and for
     log_rate); slope_cell is the fitted slope of ||dc_t/dc_k|| (NaN for the vanilla cell), and the violations
     count both states against the product bound, the only bound defined for it."""
-    W = model.W_hh(layer)
-    gamma_w = float(jacobian.spectral_norm(W))
-    rho = float(jacobian.spectral_radius(W)) if W.shape[0] == W.shape[1] else float("nan")
+    gamma_w, rho = weight_numbers(model.W_hh(layer))
     with np.errstate(divide="ignore"):
         log_rate = float("nan") if model.cell in ("lstm", "gru") else float(np.log(gamma_w * model.act.gamma))
     violations = len(jacobian.bound_violations(logmat, product, global_, stepnorm=stepnorm))
@@ -276,6 +274,13 @@ def layer_numbers(model: Model, probe: ProbeInput, layer: int, logmat, product, 
         "violations": violations,
         **(gap_decomposition(logmat, product, global_, stepnorm) if stepnorm is not None else {}),
     }
+
+
+def weight_numbers(W: np.ndarray) -> tuple[float, float]:
+    """(||W||_2, spectral radius) of a layer's recurrent matrix as measured; the radius is NaN for a W that is not
+    square (an LSTM's (4n, n), a GRU's (3n, n))."""
+    rho = float(jacobian.spectral_radius(W)) if W.shape[0] == W.shape[1] else float("nan")
+    return float(jacobian.spectral_norm(W)), rho
 
 
 PREDICTED_REGIMES = ("vanishing", "bounded", "unconstrained")  # what predicted_regime returns (docs/math.md 6)

@@ -26,6 +26,7 @@ from . import files
 from .config import RunConfig, config_hash, flatten
 from .files import write_json
 from . import plots
+from .dynamics import dynamics_series, dynamics_table, write_dynamics
 from .depthprobe import across_layers, weight_gradient_table, write_across, write_weight_gradients
 from .probe import (Drive, Probe, driving_inputs, probe_model, relabelled, same_model, series_rows, step_series,
                     summary_numbers, training_gradient_table, write_probe)
@@ -52,6 +53,15 @@ BLAS_THREADS = 1
 # The Lyapunov trajectories (docs/math.md 7.3): burn-in and measured steps, trajectories, exponents
 DRIVE_BURN_IN, DRIVE_STEPS, DRIVE_TRAJECTORIES, DRIVE_EXPONENTS = 200, 1000, 2, 4
 GRADIENT_POINTS = 5  # iterations (evenly spread, 0 and the last included) whose ||dE/dh_k|| by k is recorded
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """Where `train` records the training dynamics at its gradient checkpoints: the driven trajectories the
+    Lyapunov and mean-field numbers are measured on, and the list that receives each checkpoint's table."""
+
+    drive: Drive
+    tables: list[pd.DataFrame]
 
 
 @dataclass(frozen=True)
@@ -109,15 +119,17 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
     model_init = model.copy()
     gradients: list[pd.DataFrame] = []
     weight_gradients: list[pd.DataFrame] = []
+    dynamics: list[pd.DataFrame] = []
     validation = Validation(src)
-    log, samples = train(cfg, model, src, rng_batch, rng_sample, progress, gradients, weight_gradients, validation)
+    drive = Drive(driving_inputs(src.draw, rng_drive, DRIVE_BURN_IN + DRIVE_STEPS, DRIVE_TRAJECTORIES,
+                                 src.input_dim),
+                  DRIVE_BURN_IN, DRIVE_EXPONENTS)
+    log, samples = train(cfg, model, src, rng_batch, rng_sample, progress, gradients, weight_gradients, validation,
+                         Checkpoints(drive, dynamics))
     history = pd.DataFrame(log.history, columns=list(HISTORY_COLUMNS))
     history.to_csv(folder / "history.csv", index=False)  # written first: a run that fails in its probe keeps it
     if cfg.task == "text":
         write_json(folder / "samples.json", samples)
-    drive = Drive(driving_inputs(src.draw, rng_drive, DRIVE_BURN_IN + DRIVE_STEPS, DRIVE_TRAJECTORIES,
-                                 src.input_dim),
-                  DRIVE_BURN_IN, DRIVE_EXPONENTS)
     at_init = probe_model(model_init, src.probe, "init", drive)
     at_end = (relabelled(at_init, "final") if same_model(model_init, log.model)
               else probe_model(log.model, src.probe, "final", drive))
@@ -126,12 +138,13 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
     write_probe(folder, model_init, log.model, src.probe, at_init, at_end)
     write_across(folder, across, pd.concat([at_init.jacobian, at_end.jacobian], ignore_index=True))
     write_weight_gradients(folder, weight_gradients)
+    trajectory = write_dynamics(folder, dynamics)
     if gradients:
         pd.concat(gradients, ignore_index=True).to_parquet(folder / "probe" / "gradients.parquet", index=False)
     val = pd.DataFrame(log.val, columns=["iter", "val_loss", "val_accuracy"])
     draw_run_figures(folder, at_init, at_end, history, val, src.chance_loss, trained=cfg.iters > 0)
-    series = pd.concat([step_series(at_init, at_end), across.series, training_series(history, val, cfg.iters)],
-                       ignore_index=True)
+    series = pd.concat([step_series(at_init, at_end), across.series, training_series(history, val, cfg.iters),
+                        dynamics_series(trajectory)], ignore_index=True)
     series.to_parquet(folder / "series.parquet", index=False)
     final_val = log.val[-1]  # (iter, loss, accuracy) of the final model
     probed, train_loss = summary_numbers(at_init, at_end), final_train_loss(history, log.iters_done)
@@ -177,23 +190,26 @@ def new_model(cfg: RunConfig, src: Source, rng: np.random.Generator) -> Model:
 
 def train(cfg: RunConfig, model: Model, src: Source, rng_batch: np.random.Generator, rng_sample: np.random.Generator,
           progress: Progress | None = None, gradients: list | None = None, weight_gradients: list | None = None,
-          validation: Validation | None = None) -> tuple[TrainLog, list[dict]]:
+          validation: Validation | None = None, dynamics: Checkpoints | None = None) -> tuple[TrainLog, list[dict]]:
     """`engine.trainer.train` with cfg's settings on src's minibatches: (its log, the text samples {iter, text}).
 
     Validation passes are `validation`'s (default: Validation(src), which reads a text model as it was trained).
     Text runs sample at `sample_checkpoints` and, unless the last one was there, from the final model. Given a
     `gradients` list, it receives ||dE/dh_k|| by k on the probe sequence at `gradient_checkpoints`, and a
-    `weight_gradients` list each layer's ||dE/dW_hh|| and ||dE/dW_xh|| on the first validation sequences there."""
+    `weight_gradients` list each layer's ||dE/dW_hh|| and ||dE/dW_xh|| on the first validation sequences there, and
+    given `dynamics`, its tables list each layer's ||W_hh||_2, rho, lambda_1 and lambda_MF there (run/dynamics.py)."""
     validation = Validation(src) if validation is None else validation
     samples: list[dict] = []
     sample_at = sample_checkpoints(cfg.iters, cfg.samples) if src.vocab else set()
-    gradient_at = gradient_checkpoints(cfg.iters) if gradients is not None else set()
+    gradient_at = gradient_checkpoints(cfg.iters) if gradients is not None or dynamics is not None else set()
 
     def on_step(i: int, log: TrainLog) -> None:
-        if i in gradient_at:
+        if i in gradient_at and gradients is not None:
             gradients.append(training_gradient_table(log.model, src.probe, i))
             if weight_gradients is not None and scores_positions(src):
                 weight_gradients.append(weight_gradient_table(log.model, src.val, src.loss_kind, i))
+        if i in gradient_at and dynamics is not None:
+            dynamics.tables.append(dynamics_table(log.model, dynamics.drive, i))
         if i in sample_at:
             samples.append(_sample(log, i, src, cfg.sample_len, rng_sample, validation))
         if progress is not None and i > 0:
