@@ -56,7 +56,7 @@ def test_validation_passes_are_counted_as_the_trainer_validates(iters, every):
     rng = np.random.default_rng(0)
     model = init_model(rng, input_dim=2, output_dim=1, hidden=3)[0]
     batch = (rng.standard_normal((4, 2, 2)), rng.standard_normal((4, 2, 1)), np.ones((4, 2)))
-    trainer.train(model, make_optimizer("sgd", 0.01), lambda: batch, lambda m: seen.append(1) or (1.0, None), settings)
+    trainer.train(model, make_optimizer("sgd", 0.01), lambda: batch, lambda m, state: seen.append(1) or (1.0, None), settings)
     counts = cost.work_counts(dataclasses.replace(SMALL, iters=iters, eval_every=every), cost.run_sizes(SMALL))
     assert counts.validation_passes == len(seen) and counts.train_steps == iters
     assert counts.probes == (1 if iters == 0 else 2)

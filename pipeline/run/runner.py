@@ -176,16 +176,15 @@ def new_model(cfg: RunConfig, src: Source, rng: np.random.Generator) -> Model:
 
 
 def train(cfg: RunConfig, model: Model, src: Source, rng_batch: np.random.Generator, rng_sample: np.random.Generator,
-    weight_gradients: list[pd.DataFrame] = []
-    validation = Validation(src)
-    log, samples = train(cfg, model, src, rng_batch, rng_sample, progress, gradients, weight_gradients, validation)
+          progress: Progress | None = None, gradients: list | None = None, weight_gradients: list | None = None,
+          validation: Validation | None = None) -> tuple[TrainLog, list[dict]]:
     """`engine.trainer.train` with cfg's settings on src's minibatches: (its log, the text samples {iter, text}).
 
     Validation passes are `validation`'s (default: Validation(src), which reads a text model as it was trained).
     Text runs sample at `sample_checkpoints` and, unless the last one was there, from the final model. Given a
     `gradients` list, it receives ||dE/dh_k|| by k on the probe sequence at `gradient_checkpoints`, and a
     `weight_gradients` list each layer's ||dE/dW_hh|| and ||dE/dW_xh|| on the first validation sequences there."""
-        **(text_scores(log.model, validation, log.state) if src.vocab else {}),
+    validation = Validation(src) if validation is None else validation
     samples: list[dict] = []
     sample_at = sample_checkpoints(cfg.iters, cfg.samples) if src.vocab else set()
     gradient_at = gradient_checkpoints(cfg.iters) if gradients is not None else set()
