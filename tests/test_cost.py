@@ -2,6 +2,7 @@
 work that `rnngrad plan` prices; the counts against the trainer itself, the memory bound against every spec."""
 
 import dataclasses
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,10 @@ from pipeline.engine import evaluation, trainer
 from pipeline.engine.init import init_model
 from pipeline.engine.optim import make_optimizer
 from pipeline.errors import UserError
-from pipeline.run import cost
+from pipeline.engine.cells import forward
+from pipeline.run import cost, depthprobe, runner
+from pipeline.run.depthprobe import cross_layer
+from pipeline.run.sources import make_source, scores_positions
 from pipeline.run.config import RunConfig
 from pipeline.run.spec import load_spec
 
@@ -113,3 +117,76 @@ def test_jobs_0_counts_the_cpus_this_process_may_use(monkeypatch):
     assert cost.usable_cpus() == 1
     monkeypatch.delattr(cost.os, "sched_getaffinity")  # no affinity on this system (macOS): every CPU
     assert cost.usable_cpus() == 8
+
+
+# ---- the other cells and the probe across layers: the estimate against what numpy allocates ----------------------
+
+MEASURED = RunConfig(task="adding", seq_len=60, probe_len=60, hidden=48, batch=32, val_size=512, iters=3,
+                     init="orthogonal", gamma_w=1.0, clip_mode="global", clip_threshold=1.0)
+
+
+def traced_peak(work) -> int:
+    """The peak of the bytes Python and numpy allocate while `work()` runs, above what was held before."""
+    tracemalloc.start()
+    try:
+        held = tracemalloc.get_traced_memory()[0]
+        work()
+        return tracemalloc.get_traced_memory()[1] - held
+    finally:
+        tracemalloc.stop()
+
+
+def twin(cfg: RunConfig, tmp_path: Path):
+    src = make_source(cfg, tmp_path)  # nothing written there: a synthetic task is built in memory
+    return src, runner.new_model(cfg, src, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("cell, layers", [("rnn", 1), ("rnn", 3), ("lstm", 2), ("gru", 1), ("gru", 3),
+                                          ("exprnn", 2)])
+def test_a_training_step_needs_what_the_estimate_says(cell, layers, tmp_path):
+    cfg = dataclasses.replace(MEASURED, cell_type=cell, layers=layers, form="elman")
+    sizes = cost.run_sizes(cfg)
+    src, model = twin(cfg, tmp_path)
+    batch = src.draw(np.random.default_rng(1))
+    settings = trainer.TrainSettings(3, src.loss_kind, "global", 1.0, 0, 1, scores_positions(src))
+    used = traced_peak(lambda: trainer.train(model.copy(), make_optimizer("adam", 0.001), lambda: batch,
+                                             lambda m, state: (None, None), settings))
+    assert used <= cost.training_bytes(cfg, sizes) <= 2 * used, (used, cost.training_bytes(cfg, sizes))
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_a_validation_chunk_holds_the_trace_the_chunk_size_assumes(cell, tmp_path):
+    cfg = dataclasses.replace(MEASURED, cell_type=cell, layers=2)
+    src, model = twin(cfg, tmp_path)
+    xs = src.val[0][:, :8]
+    trace = forward(model, xs)
+    arrays = [a for part in vars(trace).values() for a in (part if isinstance(part, list) else [part])
+              if isinstance(a, np.ndarray)]
+    owners = {id(a.base if a.base is not None else a): a.base if a.base is not None else a for a in arrays}
+    held = sum(a.nbytes for a in owners.values() if not np.shares_memory(a, xs)) / xs.shape[1]  # each buffer once
+    per_sequence = evaluation.trace_bytes_per_sequence(cell, "elman", 2, cfg.hidden, 1, cfg.seq_len)
+    assert held <= per_sequence <= 1.5 * held, (held, per_sequence)
+
+
+@pytest.mark.parametrize("layers, form", [(3, "elman"), (4, "pascanu")])
+def test_the_probe_across_layers_needs_what_the_estimate_says(layers, form, tmp_path):
+    cfg = dataclasses.replace(MEASURED, layers=layers, form=form)
+    sizes = cost.run_sizes(cfg)
+    src, model = twin(cfg, tmp_path)
+    used = traced_peak(lambda: cross_layer(model, src.probe, "init"))
+    assert used <= cost.across_bytes(cfg, sizes) <= 2 * used, (used, cost.across_bytes(cfg, sizes))
+    assert cost.peak_bytes(cfg, sizes) >= cost.BASE_BYTES + cost.across_bytes(cfg, sizes)
+
+
+def test_only_a_stacked_vanilla_run_probes_across_layers_and_does_so_twice(tmp_path, monkeypatch):
+    calls = []
+    real = depthprobe.cross_layer
+    monkeypatch.setattr(depthprobe, "cross_layer", lambda *a: calls.append(1) or real(*a))
+    for cfg in (RunConfig(task="adding", seq_len=5, hidden=4, batch=2, iters=2, val_size=8, probe_len=5, layers=l,
+                          cell_type=c, init="orthogonal", gamma_w=1.0, eval_every=0)
+                for c, l in (("rnn", 2), ("exprnn", 2), ("rnn", 1), ("gru", 2))):
+        calls.clear()
+        runner.execute_run(cfg, tmp_path, tmp_path / f"{cfg.cell_type}{cfg.layers}")
+        counts = cost.work_counts(cfg, cost.run_sizes(cfg))
+        assert counts.across_probes == len(calls) == (2 if cfg.layers > 1 and cfg.cell_type != "gru" else 0)
+        assert (cost.across_bytes(cfg, cost.run_sizes(cfg)) > 0) == (counts.across_probes > 0)

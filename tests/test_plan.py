@@ -88,8 +88,9 @@ def test_bad_input_is_one_line_and_exit_2(project, args, words):
 
 
 def test_a_run_is_priced_by_its_counts():
-    units = UnitCosts(train_step=0.01, validation_pass=0.5, probe=2.0, fixed=1.0)
+    units = UnitCosts(train_step=0.01, validation_pass=0.5, probe=2.0, fixed=1.0, across_probe=3.0)
     assert estimate_seconds(cost.WorkCounts(100, 3, 2), units) == pytest.approx(1.0 + 1.5 + 4.0 + 1.0)
+    assert estimate_seconds(cost.WorkCounts(100, 3, 2, 2), units) == pytest.approx(1.0 + 1.5 + 4.0 + 6.0 + 1.0)
 
 
 def test_train_refuses_a_run_above_max_memory_before_it_starts(project):

@@ -38,9 +38,10 @@ def chunk_sequences(batch: int, bytes_per_sequence: int, budget_bytes: int) -> i
 
 def trace_bytes_per_sequence(cell: str, form: str, layers: int, hidden: int, output_dim: int, steps: int) -> int:
     """The bytes one sequence of `steps` takes in a validation pass's trace: per layer, the vanilla cell's h and
-    drive (2 (T+1) n floats; pascanu's phi(h) too), the LSTM's h, c, tanh(c) and four gates (7 (T+1) n); the readout
-    and the per-position loss (2 T o)."""
-    per_layer = 7 if cell == "lstm" else (3 if form == "pascanu" else 2)
+    drive (2 (T+1) n floats; pascanu's phi(h) too; an expRNN's are its vanilla RNN's), the LSTM's h, c, tanh(c) and
+    four gates (7 (T+1) n), the GRU's h, three gates and hidden drive W_hn h + b_hn (5 (T+1) n); the readout and the
+    per-position loss (2 T o)."""
+    per_layer = {"lstm": 7, "gru": 5}.get(cell, 3 if form == "pascanu" else 2)
     return FLOAT_BYTES * (steps + 1) * (layers * per_layer * hidden + 2 * output_dim)
 
 

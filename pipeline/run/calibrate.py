@@ -3,7 +3,7 @@
 For each kind of cell (what the cost of a unit depends on: the cell, its sizes, the optimiser; not the seed or the
 learning rate), a small twin of the cell runs the engine's own code for a moment: a few training steps, one
 validation chunk, one probe (at 32 and 64 steps for a longer probe, whose cost then grows as P^alpha with alpha fitted
-from the two), and once per calibration a tiny whole run for what every run pays besides (figures, files). A cell's
+from the two), a stacked vanilla RNN's probe across its layers (likewise), and once per calibration a tiny whole run for what every run pays besides (figures, files). A cell's
 estimate is its counts times those prices. Times are CPU seconds of this process on one BLAS thread, as a run
 computes (`runner.BLAS_THREADS`), so they add up to core-seconds.
 """
@@ -21,10 +21,12 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..engine import evaluation, trainer
+from ..engine.cells import as_vanilla
 from ..engine.optim import make_optimizer
 from . import cost, runner
 from .config import RunConfig
 from .datasets import TEXT_TASK
+from .depthprobe import cross_layer
 from .probe import Drive, driving_inputs, probe_model
 from .sources import Source, evaluate, make_source, scores_positions
 
@@ -42,12 +44,13 @@ class UnitCosts:
     validation_pass: float
     probe: float
     fixed: float  # what every run pays besides: figures, files, data
+    across_probe: float = 0.0  # a probe across layers (a stacked vanilla RNN's)
 
 
 def estimate_seconds(counts: cost.WorkCounts, units: UnitCosts) -> float:
     """A run's core-seconds: its counts priced."""
     return (counts.train_steps * units.train_step + counts.validation_passes * units.validation_pass
-            + counts.probes * units.probe + units.fixed)
+            + counts.probes * units.probe + counts.across_probes * units.across_probe + units.fixed)
 
 
 def cpu_seconds(work: Callable[[], object], at_least: float = MIN_SECONDS, warm: bool = True) -> float:
@@ -84,7 +87,9 @@ class Calibration:
                                                              lambda: self._training(cfg, sizes)),
             validation_pass=per_sequence * sizes.val_sequences,
             probe=self._timed(("probe", *probe_kind(cfg, sizes)), lambda: self._probe(cfg, sizes)),
-            fixed=self._timed(("fixed",), self._fixed))
+            fixed=self._timed(("fixed",), self._fixed),
+            across_probe=0.0 if not cost.probed_across_layers(cfg) else self._timed(
+                ("across", *across_kind(cfg, sizes)), lambda: self._across(cfg, sizes)))
 
     def close(self) -> None:
         self._scratch.cleanup()
@@ -144,16 +149,34 @@ class Calibration:
             return cpu_seconds(lambda: probe_model(model, src.probe, "init", drive), warm=False)
         short, full = (cpu_seconds(lambda p=p: probe_model(model, p, "init", None), warm=False)
                        for p in (cut_probe(src.probe, DIRECT_PROBE // 2), src.probe))
-        alpha = min(2.0, max(1.0, math.log2(full / short))) if short > 0 and full > 0 else 2.0
+        alpha = growth_exponent(short, full)
         trajectories = cpu_seconds(lambda: probe_model(model, cut_probe(src.probe, SHORT_PROBE), "init", drive),
                                    warm=False)
         return full * (P / DIRECT_PROBE) ** alpha + trajectories
+
+    def _across(self, cfg: RunConfig, sizes: cost.RunSizes) -> float:
+        """CPU seconds of one probe across layers of the initial model (`depthprobe.cross_layer`: every pair across
+        layers, its bounds and spot check); a longer probe than DIRECT_PROBE grown from two as `_probe`'s is."""
+        P = sizes.probe_steps
+        src, model = self._twin(cfg, sizes, probe_len=min(P, DIRECT_PROBE))
+        vanilla = as_vanilla(model)
+        if P <= DIRECT_PROBE:
+            return cpu_seconds(lambda: cross_layer(vanilla, src.probe, "init"), warm=False)
+        short, full = (cpu_seconds(lambda p=p: cross_layer(vanilla, p, "init"), warm=False)
+                       for p in (cut_probe(src.probe, DIRECT_PROBE // 2), src.probe))
+        return full * (P / DIRECT_PROBE) ** growth_exponent(short, full)
 
     def _fixed(self) -> float:
         """A tiny whole run (a few steps of a few units): its figures, files and bookkeeping, which every run pays."""
         cfg = RunConfig(task="adding", seq_len=4, hidden=4, batch=2, iters=2, val_size=8, probe_len=4, eval_every=0)
         out = Path(self._scratch.name) / "tiny"
         return cpu_seconds(lambda: runner.execute_run(cfg, Path(self._scratch.name), out), at_least=0.0)
+
+
+def growth_exponent(short: float, full: float) -> float:
+    """alpha of a cost that grows as P^alpha, from its times at DIRECT_PROBE / 2 and DIRECT_PROBE steps, held to
+    [1, 2] (2 when a time is 0)."""
+    return min(2.0, max(1.0, math.log2(full / short))) if short > 0 and full > 0 else 2.0
 
 
 def cut_probe(probe, steps: int):
@@ -173,6 +196,13 @@ def training_kind(cfg: RunConfig, sizes: cost.RunSizes) -> tuple:
     """What a training step's cost depends on."""
     return (*validation_kind(cfg, sizes), cfg.batch, cfg.optimizer, cfg.clip_mode, cfg.omega > 0,
             cfg.loss_reduction, cfg.windows)
+
+
+def across_kind(cfg: RunConfig, sizes: cost.RunSizes) -> tuple:
+    """What a probe across layers costs depends on: the stack's form, activation, depth and width, the probe's
+    length (a short one per init and gamma_W too, as `probe_kind`)."""
+    kind = (cfg.form, cfg.activation, cfg.layers, cfg.hidden, sizes.probe_steps, sizes.input_dim)
+    return kind + ((cfg.init, cfg.gamma_w) if sizes.probe_steps <= DIRECT_PROBE else ())
 
 
 def probe_kind(cfg: RunConfig, sizes: cost.RunSizes) -> tuple:

@@ -3,8 +3,9 @@
 `peak_bytes` is the one memory estimate: `rnngrad plan` prints it, and `rnngrad train` and `rnngrad sweep` refuse a
 cell whose estimate is above their --max-memory before anything starts (`check_memory`). It adds to a process's
 base (`BASE_BYTES`) the arrays a run holds at its peak: its validation data, then either training (the step's
-workspace beside one validation chunk, `engine.evaluation`) or a probe (the stacks of products of
-`jacobian.log_norm_matrix`, its Lanczos vectors and the tables), whichever is larger; they never overlap.
+workspace beside one validation chunk, `engine.evaluation`), a probe of one layer (the stacks of products of
+`jacobian.log_norm_matrix`, its Lanczos vectors and the tables) or, for a stacked vanilla RNN, the probe across its
+layers (`run/depthprobe.py`: the stacks of every layer at once), whichever is largest; they never overlap.
 
 The time a run takes is counted here in units (`WorkCounts`: training steps, validation passes, probes); what a
 unit costs on a machine is timed by `run/calibrate.py`.
@@ -85,21 +86,37 @@ def sizes_reader(data_dir: Path | str) -> Callable[[RunConfig], RunSizes]:
 
 def peak_bytes(cfg: RunConfig, sizes: RunSizes) -> int:
     """The estimated peak RSS of a process that runs `cfg`: its base, the validation data (held twice: as read
-    and time-major), and the larger of training (with a validation chunk beside it) and one probe."""
+    and time-major), and the largest of training (with a validation chunk beside it), one probe and the probe
+    across layers."""
     data = 2 * sizes.data_bytes
     return int(BASE_BYTES + data + max(training_bytes(cfg, sizes) + validation_bytes(cfg, sizes),
-                                       probe_bytes(cfg, sizes)))
+                                       probe_bytes(cfg, sizes), across_bytes(cfg, sizes)))
+
+
+def probed_across_layers(cfg: RunConfig) -> bool:
+    """Whether a run probes across layers (`depthprobe.across_layers`): a stacked vanilla RNN or expRNN."""
+    return cfg.cell_type in ("rnn", "exprnn") and cfg.layers > 1
+
+
+# Floats per unit, step and sequence of a training step's trace and backward pass (measured with tracemalloc): the
+# vanilla cell's h, drive, phi' and dE/dh (pascanu's phi(h) too; an expRNN's are its vanilla RNN's), the LSTM's
+# gates, states and the temporaries of its backward pass, the GRU's three gates, h and hidden drive with the six
+# gate gradients of its backward pass and the factors of every step
+TRACE_FLOATS = {"lstm": 22, "gru": 17}
+# n x n arrays an expRNN's layer holds at once in a training step: W = exp(A) (formed in the forward pass and again
+# in the backward one) and the Pade workspace of scipy's expm_frechet, which differentiates through it
+EXPONENTIAL_MATRICES = 40
 
 
 def training_bytes(cfg: RunConfig, sizes: RunSizes) -> int:
-    """A training step's workspace: per layer the trace and its gradient buffers (the vanilla cell's h, drive, phi'
-    and dE/dh, pascanu's phi(h) too; the LSTM's gates, states and the temporaries of its backward pass), the
-    readout and its gradient, a batch; and two copies of the parameters (the gradient, the model kept in case the
-    step diverges)."""
+    """A training step's workspace: per layer the trace and its gradient buffers (`TRACE_FLOATS`), the readout and
+    its gradient, a batch; two copies of the parameters (the gradient, the model kept in case the step diverges);
+    an expRNN's matrix exponentials and their Frechet derivative, one layer at a time."""
     T, B, n, L = sizes.steps, cfg.batch, cfg.hidden, cfg.layers
-    per_unit = 22 if cfg.cell_type == "lstm" else (5 if cfg.form == "pascanu" else 4)
+    per_unit = TRACE_FLOATS.get(cfg.cell_type, 5.5 if cfg.form == "pascanu" else 4.5)
     trace = (L * per_unit * n + 2 * sizes.output_dim + sizes.input_dim + 2) * T * B
-    return FLOAT * (trace + 2 * parameter_count(cfg, sizes))
+    exponential = (L + EXPONENTIAL_MATRICES) * n * n if cfg.cell_type == "exprnn" else 0
+    return int(FLOAT * (trace + 2 * parameter_count(cfg, sizes) + exponential))
 
 
 def validation_bytes(cfg: RunConfig, sizes: RunSizes) -> int:
@@ -116,21 +133,37 @@ def validation_bytes(cfg: RunConfig, sizes: RunSizes) -> int:
 
 def probe_bytes(cfg: RunConfig, sizes: RunSizes) -> int:
     """One probe of one layer at a time: all pairs' products (`jacobian.log_norm_matrix`: the stack and its spare,
-    a compacted copy, the Lanczos vectors and tridiagonals; an LSTM's dense step Jacobians (2n x 2n) and their
-    copies), and the (P+1) x (P+1) matrices and tidy tables of every layer."""
+    a compacted copy, the Lanczos vectors and tridiagonals; a gated cell's dense step Jacobians, 2n x 2n for the
+    LSTM and n x n for the GRU, and their copies), and the (P+1) x (P+1) matrices and tidy tables of every
+    layer."""
     P, n, L = sizes.probe_steps, cfg.hidden, cfg.layers
     m = 2 * n if cfg.cell_type == "lstm" else n  # the state's width
-    products = (5 if cfg.cell_type == "lstm" else 2.6) * P * m * m
+    products = (5 if cfg.cell_type in ("lstm", "gru") else 2.6) * P * m * m
     lanczos = P * LANCZOS_MAX_STEPS * (m + LANCZOS_MAX_STEPS)
     tables = L * (P + 1) ** 2 * (6 + 3 * 10 / 2)  # six matrices per layer; 10 columns for half the pairs, 3 copies
     return int(FLOAT * (products + lanczos + tables))
 
 
+def across_bytes(cfg: RunConfig, sizes: RunSizes) -> int:
+    """The probe across the layers of a stacked vanilla RNN (`depthprobe.cross_layer`; 0 for any other run): every
+    layer's two stacks of products at once and the gemm's operand (`engine.gridpairs`: 2L + 2 stacks of
+    n x n x (P+1)), the step Jacobians whose norms bound the edges, the (L, P+1, P+1) grids of norms and bounds and
+    the table of every pair across layers, with its copies."""
+    if not probed_across_layers(cfg):
+        return 0
+    P, n, L = sizes.probe_steps, cfg.hidden, cfg.layers
+    stacks = (2 * L + 2) * n * n * (P + 1)
+    edges = 3 * P * n * n
+    grids = L * (P + 1) ** 2 * (8 + 3 * 11 / 2)  # eight grids; 11 columns for half the pairs, 3 copies
+    return int(FLOAT * (stacks + edges + grids))
+
+
 def parameter_count(cfg: RunConfig, sizes: RunSizes) -> int:
-    """Trained parameters: per layer W_hh, W_xh (W_ih) and the bias, four times over for the LSTM's gates; the
-    readout."""
-    n, gates = cfg.hidden, 4 if cfg.cell_type == "lstm" else 1
-    layers = gates * n * (n + sizes.input_dim + 1) + (cfg.layers - 1) * gates * n * (2 * n + 1)
+    """Trained parameters: per layer W_hh, W_xh (W_ih) and the bias, four times over for the LSTM's gates and three
+    for the GRU's (whose two biases count as one more); the readout."""
+    n, gates = cfg.hidden, {"lstm": 4, "gru": 3}.get(cfg.cell_type, 1)
+    bias = 2 if cfg.cell_type == "gru" else 1
+    layers = gates * n * (n + sizes.input_dim + bias) + (cfg.layers - 1) * gates * n * (2 * n + bias)
     return layers + sizes.output_dim * (n + 1)
 
 
@@ -144,6 +177,7 @@ class WorkCounts:
     train_steps: int
     validation_passes: int  # over the whole validation batch
     probes: int  # 1 when the final model is the initial one (iters 0), else 2
+    across_probes: int = 0  # probes across layers: 2 for a stacked vanilla RNN (init and final), else 0
 
 
 def work_counts(cfg: RunConfig, sizes: RunSizes) -> WorkCounts:
@@ -154,7 +188,7 @@ def work_counts(cfg: RunConfig, sizes: RunSizes) -> WorkCounts:
         every = cfg.eval_every
         passes = 1 + (cfg.iters // every if every else 0)
         passes += cfg.iters > 0 and (not every or cfg.iters % every != 0)
-    return WorkCounts(cfg.iters, int(passes), 1 if cfg.iters == 0 else 2)
+    return WorkCounts(cfg.iters, int(passes), 1 if cfg.iters == 0 else 2, 2 if probed_across_layers(cfg) else 0)
 
 
 # ---- limits -------------------------------------------------------------------------------------------------
