@@ -59,7 +59,7 @@ def _always(grid: dict) -> bool:
 
 
 def _vanilla_remedy(grid: dict) -> bool:
-    return grid.get("cell_type") != "lstm" and "omega" not in grid and grid.get("activation") != "relu"
+    return "cell_type" not in grid and "omega" not in grid and grid.get("activation") != "relu"
 
 
 REPRESENTATIVES = (
@@ -69,7 +69,8 @@ REPRESENTATIVES = (
                    lambda g: g["form"] == "elman", (0, 0)),
     Representative("activations pascanu", "activations", {"activation": "relu", "gamma_w": 4.0, "form": "pascanu"},
                    lambda g: g["form"] == "pascanu", (0, 0)),
-    Representative("depth", "depth", {"layers": 4, "seed": 0}, _always, (100, 400)),
+    Representative("depth", "depth", {"activation": "tanh", "gamma_w": 1.0, "seq_len": 30, "probe_len": 30, "layers": 4,
+                                    "seed": 0}, _always, (100, 400)),
     Representative("clipping", "clipping", {"clip_mode": "global", "clip_threshold": 1.0, "seed": 0}, _always,
                    (100, 500)),
     Representative("long_range adding/order", "long_range", {"task": "adding", "seq_len": 200},
@@ -85,11 +86,20 @@ REPRESENTATIVES = (
                                                   "gamma_w": 0.95, "clip_mode": "global", "omega": 2.0},
                    lambda g: "omega" in g, (100, 300)),
     Representative("remedies irnn", "remedies", {"task": "adding", "seq_len": 100, "seed": 0, "activation": "relu",
-                                                 "init": "identity", "gamma_w": 1.0, "clip_mode": "global",
-                                                 "lr": 0.001}, lambda g: g.get("activation") == "relu", (100, 300)),
+                                                 "init": "identity", "gamma_w": 1.0, "clip_mode": "global"},
+                   lambda g: g.get("activation") == "relu", (100, 300)),
     Representative("remedies lstm", "remedies", {"task": "adding", "seq_len": 100, "seed": 0, "cell_type": "lstm",
-                                                 "init": "orthogonal", "gamma_w": 1.0, "clip_mode": "global",
-                                                 "lr": 0.001}, lambda g: g.get("cell_type") == "lstm", (100, 300)),
+                                                 "hidden": 24, "init": "orthogonal", "gamma_w": 1.0,
+                                                 "clip_mode": "global"}, lambda g: g.get("cell_type") == "lstm",
+                   (100, 300)),
+    Representative("remedies gru", "remedies", {"task": "adding", "seq_len": 100, "seed": 0, "cell_type": "gru",
+                                                "hidden": 28, "init": "orthogonal", "gamma_w": 1.0,
+                                                "clip_mode": "global"}, lambda g: g.get("cell_type") == "gru",
+                   (100, 300)),
+    Representative("remedies exprnn", "remedies", {"task": "adding", "seq_len": 100, "seed": 0,
+                                                   "cell_type": "exprnn", "hidden": 69, "init": "orthogonal",
+                                                   "gamma_w": 1.0, "clip_mode": "global"},
+                   lambda g: g.get("cell_type") == "exprnn", (100, 300)),
 )
 
 
