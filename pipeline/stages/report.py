@@ -112,10 +112,11 @@ def _source_date_epoch() -> datetime | None:
 
 
 def _mlflow_ui_hint() -> str:
-    """How to open the runs: the tracking server if one is set, else the embedded sqlite store's `mlflow ui`."""
+    """How to open the runs: the tracking server if one is set, else the store's `mlflow ui`."""
     from ..tracking import default_project_root
+    from ..tracking.uri import parse_tracking_uri
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri and not uri.startswith("sqlite:"):
-        return f"open {uri} (the MLflow server in MLFLOW_TRACKING_URI)"
-    return f"mlflow ui --backend-store-uri {uri or 'sqlite:///' + str(default_project_root() / 'mlflow.db')}"
+    parsed = parse_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"), default_project_root())
+    if parsed.kind == "server":
+        return f"open {parsed.uri} (the MLflow server in MLFLOW_TRACKING_URI)"
+    return f"mlflow ui --backend-store-uri {parsed.uri}"

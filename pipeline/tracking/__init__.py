@@ -19,7 +19,7 @@ the module that owns a name.
 from .connection import Store, client
 from .runs import (RunRecord, end_run, end_stale_runs, ensure_experiment, find_runs, finished_runs,
                    log_folder_and_end, log_run_folder, start_run)
-from .server import SERVER_PATIENCE_SECONDS, ServerUnreachable
+from .server import SERVER_PATIENCE_SECONDS, ServerUnreachable, StoreUnreachable
 from .store import default_project_root, existing_store, open_store
 from .ui import (SUMMARY_TABLE, DatasetRef, describe_experiment, experiment_ids, experiment_link,
                  hide_empty_default_experiment, link_lines, log_datasets, log_files, log_summary_table, parents_of,
@@ -27,6 +27,7 @@ from .ui import (SUMMARY_TABLE, DatasetRef, describe_experiment, experiment_ids,
 from .values import regime_tags, round_significant
 
 __all__ = ["SERVER_PATIENCE_SECONDS", "SUMMARY_TABLE", "DatasetRef", "RunRecord", "ServerUnreachable", "Store",
+           "StoreUnreachable",
            "client", "default_project_root", "describe_experiment", "end_run", "end_stale_runs", "ensure_experiment",
            "existing_store", "experiment_ids", "experiment_link", "find_runs", "finished_runs",
            "hide_empty_default_experiment", "link_lines", "log_datasets", "log_files", "log_folder_and_end",

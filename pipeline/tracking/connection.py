@@ -11,17 +11,18 @@ import logging
 import os
 from dataclasses import dataclass
 
-from .server import _ServerClient
+from .server import _DatabaseClient, _ServerClient
 
 
 @dataclass(frozen=True)
 class Store:
-    tracking_uri: str  # sqlite:////abs/mlflow.db or http(s)://host:port
+    tracking_uri: str  # sqlite:////abs/mlflow.db, http(s)://host:port or postgresql://... (tracking/uri.py)
     artifact_root: str | None  # file URI that experiment artifacts go under; None: the server decides
 
     @property
     def is_embedded(self) -> bool:
-        return self.tracking_uri.startswith("sqlite:")
+        """A database this process opens itself (SQLite, PostgreSQL), which `mlflow ui` serves; not a server."""
+        return not self.tracking_uri.startswith(("http://", "https://"))
 
     def ui_command(self) -> str:
         """The one command that opens these runs in a browser."""
@@ -66,7 +67,9 @@ def _skip_absent_modules(names: tuple[str, ...]) -> None:
 @functools.lru_cache(maxsize=8)
 def _client_for(tracking_uri: str):
     inner = _mlflow().MlflowClient(tracking_uri=tracking_uri)
-    return inner if tracking_uri.startswith("sqlite:") else _ServerClient(inner, tracking_uri)
+    if tracking_uri.startswith(("http://", "https://")):
+        return _ServerClient(inner, tracking_uri)
+    return _DatabaseClient(inner, tracking_uri)
 
 
 def client(store: Store):
