@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 
 from pipeline import tracking
 from pipeline.errors import UserError
+from test_sweep import env  # noqa: F401 (a fixture: a project with a fresh store and the mini spec)
+from test_tracking import empty_db  # noqa: F401 (a fixture)
 
 TINY = ["--task", "adding", "--seq-len", "10", "--hidden", "8", "--batch", "8", "--iters", "5", "--val-size", "50",
         "--probe-len", "8"]
@@ -174,3 +176,180 @@ def test_the_parser_accepts_a_file_path_a_server_and_postgresql(tmp_path, uri, k
     assert parsed.kind == kind
     if kind == "sqlite":
         assert parsed.path.is_absolute() and parsed.uri == f"sqlite:///{parsed.path}"
+
+
+# ---- 2. nothing from data runs in the report; the report goes only to the sweep that planned its runs ------------
+
+HOSTILE = 'x"><img src=x onerror=alert(1)>'
+
+
+def test_the_html_escapes_section_ids_links_and_titles_made_from_data():
+    from pipeline.report.document import Paragraph, RunRef, Section, SectionLink
+    from pipeline.report.html import render_html
+
+    section = Section(f"spec-{HOSTILE}", f"Sweep: {HOSTILE}",
+                      [Paragraph([SectionLink(f"spec-{HOSTILE}", HOSTILE), RunRef(HOSTILE)])], [HOSTILE])
+    page = render_html([section], {})
+    assert "<img" not in page  # no element made from the data: every id, link and text is escaped
+    assert 'id="spec-x&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"' in page
+    assert 'href="#spec-x&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"' in page
+
+
+@pytest.mark.parametrize("where", ["spec column", "file name"])
+def test_a_results_table_with_a_hostile_spec_name_is_refused_by_analyze(cli_app, tmp_path, monkeypatch, where):
+    import fixtures_runs as fx
+    import pandas as pd
+
+    results = tmp_path / "results"
+    runs = fx.write_study(results, [fx.make_run("weight_norms", gamma_w=1.0, seed=0)])
+    table = pd.read_parquet(results / "weight_norms.parquet")
+    if where == "spec column":
+        table["spec"] = HOSTILE
+        table.to_parquet(results / "weight_norms.parquet", index=False)
+    else:
+        (results / "weight_norms.parquet").unlink()
+        table.drop(columns="spec").to_parquet(results / 'x"><svg onload=alert(document.domain)>.parquet')
+    monkeypatch.chdir(tmp_path)
+    line = one_line_refusal(CliRunner().invoke(cli_app, ["analyze", "--results-dir", str(results), "--out",
+                                                         str(tmp_path / "reports")]))
+    assert "is not a valid spec name" in line
+    assert not (tmp_path / "reports").exists()
+    assert runs
+
+
+def test_a_results_table_listing_a_null_spec_a_path_as_hash_or_a_markup_run_id_is_refused(tmp_path):
+    import fixtures_runs as fx
+    import pandas as pd
+
+    from pipeline.report.analysis import load_results
+
+    results = tmp_path / "results"
+    fx.write_study(results, [fx.make_run("weight_norms", gamma_w=1.0, seed=0)])
+    good = pd.read_parquet(results / "weight_norms.parquet")
+    for column, value, says in [("spec", None, "is not a valid spec name"), ("spec", "..", "is not a valid spec name"),
+                                ("config_hash", "../../etc", "is not a run's hash"),
+                                ("run_id", '"><script>', "is not an MLflow run id")]:
+        bad = good.copy()
+        bad[column] = value
+        bad.to_parquet(results / "weight_norms.parquet", index=False)
+        with pytest.raises(UserError, match=says):
+            load_results(results)
+
+
+def test_the_report_is_logged_only_to_the_sweep_that_planned_exactly_the_tables_runs(env):
+    from test_sweep import _sweep
+
+    store, spec, result = _sweep(env)
+    import pandas as pd
+
+    ids = list(pd.read_parquet(env / "results" / "mini.parquet")["run_id"])
+    assert tracking.sweep_parent(store, "mini", ids) == result.parent_run_id
+    other = tracking.start_run(store, tracking.ensure_experiment(store, "rnngrad/train"), "someone else's")
+    assert tracking.sweep_parent(store, "mini", ids[:-1]) is None  # not the set the sweep planned
+    assert tracking.sweep_parent(store, "mini", ids + [other]) is None  # a run of another experiment
+    assert tracking.sweep_parent(store, "mini", [other]) is None
+    assert tracking.sweep_parent(store, "other", ids) is None  # another spec's name on this sweep's runs
+
+
+# ---- 7. no stray writes: `..` as a spec, empty folder options, run folders outside results/ --------------------
+
+
+def test_a_spec_named_dot_dot_is_refused_before_anything_is_written(cli_app, tmp_path, monkeypatch):
+    (tmp_path / "experiments").mkdir()
+    spec = tmp_path / "experiments" / "...yaml"
+    spec.write_text("name: ..\nbase: {task: adding, seq_len: 5, hidden: 4, iters: 1}\n"
+                    "profiles: {quick: {grid: {seed: [0]}}}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    line = one_line_refusal(CliRunner().invoke(cli_app, ["sweep", str(spec)]))
+    assert "'..' is not a valid spec name" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiments"]
+
+
+def test_analyze_never_reads_a_run_folder_outside_the_results_folder(tmp_path):
+    import fixtures_runs as fx
+    import pandas as pd
+
+    from pipeline.report.analysis import load_results, run_folder
+
+    results = tmp_path / "results"
+    (run,) = fx.write_study(results, [fx.make_run("weight_norms", gamma_w=1.0, seed=0)])
+    outside = tmp_path / "elsewhere"
+    (results / "weight_norms" / "runs" / run.config_hash).rename(outside)
+    for given in (str(outside), "../elsewhere"):
+        table = pd.read_parquet(results / "weight_norms.parquet").assign(run_dir=given)
+        table.to_parquet(results / "weight_norms.parquet", index=False)
+        row = load_results(results).iloc[0].to_dict()
+        assert run_folder(results, row) == results / "weight_norms" / "runs" / run.config_hash  # not `outside`
+
+
+# ---- 4. sizes from headers: a results table's row count is read from its footer first -----------------------
+
+
+def test_a_results_table_declaring_more_rows_than_the_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    import fixtures_runs as fx
+    import pandas as pd
+
+    from pipeline.report import artifacts
+    from pipeline.report.analysis import load_results
+
+    results = tmp_path / "results"
+    fx.write_study(results, [fx.make_run("weight_norms", gamma_w=g, seed=0) for g in (0.5, 1.0, 2.0)])
+    read = []
+    monkeypatch.setattr(artifacts.pd, "read_parquet", lambda *a, **k: read.append(a) or pd.DataFrame())
+    monkeypatch.setattr(artifacts, "RESULTS_MAX_ROWS", 2)  # the table has 3 rows: one over
+    with pytest.raises(UserError, match="3 rows, more than the 2 rnngrad reads"):
+        load_results(results)
+    assert read == []  # refused from the footer, nothing loaded
+
+
+def test_a_run_table_with_a_list_column_or_text_norms_is_a_problem_of_that_run_not_a_traceback(tmp_path):
+    import pandas as pd
+
+    from pipeline.report.analysis import read_artifact
+
+    nested = tmp_path / "nested.parquet"
+    pd.DataFrame({"t": [[1, 2]], "k": [0]}).to_parquet(nested)
+    texty = tmp_path / "texty.parquet"
+    pd.DataFrame({"t": ["a"], "k": [0]}).to_parquet(texty)
+    empty = tmp_path / "empty.parquet"
+    pd.DataFrame({"t": pd.Series([], dtype=float), "k": pd.Series([], dtype=float)}).to_parquet(empty)
+    assert read_artifact(nested, ["t", "k"]) == (None, "refused (column 't' holds lists or records; rnngrad's "
+                                                        "tables hold plain values)")
+    assert read_artifact(texty, ["t", "k"]) == (None, "refused (column 't' holds text, not numbers)")
+    assert read_artifact(empty, ["t", "k"], nonempty=True) == (None, "empty")
+
+
+# ---- 6. the analysis's outputs are one set: report refuses a mix a stopped analyze left ----------------------
+
+
+def test_report_refuses_new_tables_beside_an_older_metrics_json(cli_app, tmp_path):
+    import fixtures_runs as fx
+
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    fx.write_study(results, [fx.make_run("weight_norms", gamma_w=g, seed=0) for g in (0.5, 2.0)])
+    analyze = ["analyze", "--results-dir", str(results), "--out", str(reports)]
+    assert CliRunner().invoke(cli_app, analyze).exit_code == 0
+    older = (reports / "metrics.json").read_text(encoding="utf-8")
+    more = tmp_path / "more"
+    fx.write_study(more, [fx.make_run("weight_norms", gamma_w=g, seed=0) for g in (0.5, 1.0, 2.0)])
+    assert CliRunner().invoke(cli_app, ["analyze", "--results-dir", str(more), "--out", str(reports)]).exit_code == 0
+    assert (reports / "metrics.json").read_text(encoding="utf-8") != older
+    (reports / "metrics.json").write_text(older, encoding="utf-8")  # what a SIGTERM between two writes leaves
+    line = one_line_refusal(CliRunner().invoke(cli_app, ["report", "--analysis-dir", str(reports), "--out",
+                                                         str(tmp_path / "out")]))
+    assert "metrics.json: not the file analysis.json records" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_analyze_refuses_tables_that_are_a_file_before_computing_anything(cli_app, tmp_path):
+    import fixtures_runs as fx
+
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    fx.write_study(results, [fx.make_run("weight_norms", gamma_w=1.0, seed=0)])
+    reports.mkdir()
+    (reports / "tables").write_text("mine", encoding="utf-8")
+    line = one_line_refusal(CliRunner().invoke(cli_app, ["analyze", "--results-dir", str(results), "--out",
+                                                         str(reports)]))
+    assert "is a file or a link" in line
+    assert sorted(p.name for p in reports.iterdir()) == ["tables"]

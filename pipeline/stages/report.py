@@ -69,20 +69,24 @@ def _mlflow_links(runs):
 
 def _log_to_sweeps(store, runs, drawn: dict, documents: list[Path]) -> int:
     """Log the report (HTML and PDF) and each spec's figures (those drawn from its runs) to the sweep (parent)
-    run of each spec, under report/; returns how many sweep runs got them."""
+    run of each spec under report/, only where every run id the table lists for the spec is a child run of that
+    one sweep (`tracking.sweep_parent`); returns how many sweep runs got them."""
     if store is None or runs.empty:
         return 0
     from .. import tracking
 
-    by_spec = runs.groupby(runs["spec"].astype(str))["run_id"].apply(list).to_dict()
+    by_spec = runs.groupby(runs["spec"].astype(str))["run_id"].apply(lambda ids: [str(i) for i in ids]).to_dict()
     done = 0
     for spec, ids in by_spec.items():
-        parents = tracking.parents_of(store, ids[:1])
+        parent = tracking.sweep_parent(store, spec, ids)
+        if parent is None:
+            typer.echo(f"not logged to MLflow for {spec}: its runs in the table are not the runs of one sweep of "
+                       f"rnngrad/{spec} in this store")
+            continue
         figures = [f.path for f in drawn.values() if set(f.run_ids) & set(ids)]
-        for parent in parents:
-            tracking.log_files(store, parent, documents, "report")
-            tracking.log_files(store, parent, figures, "report/figures")
-            done += 1
+        tracking.log_files(store, parent, documents, "report")
+        tracking.log_files(store, parent, figures, "report/figures")
+        done += 1
     return done
 
 
