@@ -74,7 +74,7 @@ def run_folder(results_dir: Path, row: dict) -> Path:
     return candidate if inside and candidate.is_dir() else canonical
 
 
-TEXT_COLUMNS = ("when", "kind", "key")  # the text columns of a run's tables; their other columns hold numbers
+TEXT_COLUMNS = ("when", "kind", "key", "param")  # the text columns of a run's tables; their others hold numbers
 
 
 def read_artifact(path: Path, columns: Iterable[str] = (), nonempty: bool = False) -> tuple[Any, str | None]:
