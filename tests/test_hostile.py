@@ -9,10 +9,12 @@ otherwise): no test points the store at a real /dev node."""
 from __future__ import annotations
 
 import json
+from re import escape as re_escape
 import os
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -353,3 +355,115 @@ def test_analyze_refuses_tables_that_are_a_file_before_computing_anything(cli_ap
                                                          str(reports)]))
     assert "is a file or a link" in line
     assert sorted(p.name for p in reports.iterdir()) == ["tables"]
+
+
+# ---- 4 and 8. a model file: sizes from its headers, then real finite values, each refused as a ValueError -------
+
+
+def _model_arrays() -> dict:
+    import numpy as np
+
+    from pipeline.engine.cells import model_arrays
+    from pipeline.engine.init import init_model
+
+    return model_arrays(init_model(np.random.default_rng(0), input_dim=2, output_dim=2, hidden=3)[0])
+
+
+def _npy_header_only(path: Path, arrays: dict, key: str, shape: tuple) -> None:
+    """An .npz whose member `key` declares `shape` (float64) but holds only its header: what a deflated bomb's
+    member says before its stream is read."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for k, a in arrays.items():
+            buf = io.BytesIO()
+            if k == key:
+                np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": shape})
+            else:
+                np.lib.format.write_array(buf, np.asarray(a), allow_pickle=False)
+            zf.writestr(f"{k}.npy", buf.getvalue())
+
+
+def test_load_model_refuses_a_model_larger_than_the_config_allows_from_its_headers(tmp_path, monkeypatch):
+    import numpy as np
+
+    from pipeline import load_model
+
+    path = tmp_path / "model.npz"
+    _npy_header_only(path, _model_arrays(), "W_hh_0", (16384, 16384))
+    monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("np.load called before the headers were read"))
+    with pytest.raises(ValueError, match="W_hh_0 has 16,384 units, more than the 4096"):
+        load_model(path)
+    _npy_header_only(path, _model_arrays(), "W_hy", (2**20, 2**20))  # 8 TiB in one array
+    with pytest.raises(ValueError, match="TiB|GiB"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("W_hh_0", lambda a: a.astype(complex), "complex128, expected real numbers"),
+    ("W_hh_0", lambda a: np.where(np.eye(3) > 0, np.nan, a), "W_hh_0 holds 3 NaN or infinite values"),
+    ("b_y", lambda a: a + np.inf, "b_y holds 2 NaN or infinite values"),
+    ("leaky_slope", lambda a: np.float64("nan"), "leaky_slope holds 1 NaN or infinite value"),
+    ("leaky_slope", lambda a: np.float64(-1e308), "leaky_slope -1e\\+308 is out of range"),
+    ("leaky_slope", lambda a: np.array([0.1, 0.2]), "leaky_slope has shape \\(2,\\), expected one number"),
+    ("W_xh_0", lambda a: np.zeros(a.shape, dtype=[("re", "f8"), ("im", "f8")]), "expected real numbers"),
+])
+def test_load_model_refuses_values_no_model_has_with_a_value_error(tmp_path, key, value, says):
+    from pipeline import load_model
+
+    arrays = _model_arrays()
+    arrays[key] = value(np.asarray(arrays[key]))
+    np.savez(tmp_path / "model.npz", **arrays)
+    with pytest.raises(ValueError, match=says):
+        load_model(tmp_path / "model.npz")
+
+
+# ---- 4, 8, 9. a data file: its headers read first, then real finite values; one line, never a traceback ---------
+
+
+def _dataset_file(data: Path, change=None, key="x", header_shape=None) -> None:
+    from pipeline.run import datasets
+
+    ds = datasets.build_dataset("adding", 10, 50, 0)
+    arrays = {k: np.asarray(v) for k, v in datasets.dataset_arrays(ds).items()}
+    data.mkdir(exist_ok=True)
+    path = data / f"{datasets.dataset_name('adding', 10, 50, 0)}.npz"
+    if header_shape is not None:
+        _npy_header_only(path, arrays, key, header_shape)
+        return
+    arrays[key] = change(arrays[key])
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("case, says", [
+    ("bomb", "its arrays would take 74.5 GiB, more than the 4 GiB"),
+    ("1-D", "array x is float64 (50,), expected numbers of shape (50, 10, 2)"),
+    ("NaN", "array x holds NaN or infinite values"),
+    ("complex", "array x is complex128 (50, 10, 2), expected numbers"),
+])
+def test_a_data_file_is_checked_from_its_headers_then_for_finite_real_values(tmp_path, monkeypatch, case, says):
+    from pipeline.run import datasets
+
+    data = tmp_path / "data"
+    if case == "bomb":
+        _dataset_file(data, header_shape=(10**6, 10**4, 1))
+        monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("np.load called before the headers were read"))
+    else:
+        change = {"1-D": lambda x: x[:, 0, 0].copy(), "NaN": lambda x: np.where(x == x.max(), np.nan, x),
+                  "complex": lambda x: x.astype(complex)}[case]
+        _dataset_file(data, change)
+    with pytest.raises(UserError, match=re_escape(says)):
+        datasets.load_dataset(data, "adding", 10, 50, 0)
+
+
+def test_a_fifo_named_like_a_data_file_is_refused_without_blocking(tmp_path):
+    from pipeline.run import datasets
+
+    data = tmp_path / "data"
+    data.mkdir()
+    os.mkfifo(data / f"{datasets.dataset_name('adding', 10, 50, 0)}.npz")
+    with pytest.raises(UserError, match="not a regular file"):
+        datasets.load_dataset(data, "adding", 10, 50, 0)
