@@ -467,3 +467,25 @@ def test_a_fifo_named_like_a_data_file_is_refused_without_blocking(tmp_path):
     os.mkfifo(data / f"{datasets.dataset_name('adding', 10, 50, 0)}.npz")
     with pytest.raises(UserError, match="not a regular file"):
         datasets.load_dataset(data, "adding", 10, 50, 0)
+
+
+# ---- 3. train reads a corpus only from the project or a --data-root, as a sweep does --------------------------
+
+
+@pytest.mark.parametrize("via", ["option", "config"])
+def test_train_refuses_a_corpus_outside_the_project_before_reading_it(cli_app, tmp_path, monkeypatch, via):
+    project, secret = tmp_path / "project", tmp_path / "secret" / "creds.txt"
+    project.mkdir()
+    secret.parent.mkdir()
+    secret.write_text("password=hunter2\n" * 50, encoding="utf-8")
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    args = ["train", "--task", "text", "--iters", "1", "--hidden", "4"]
+    if via == "config":
+        (project / "cfg.yaml").write_text(f"task: text\ntext: {secret}\n", encoding="utf-8")
+        args += ["--config", str(project / "cfg.yaml")]
+    else:
+        args += ["--text", str(secret)]
+    line = one_line_refusal(CliRunner().invoke(cli_app, args))
+    assert "outside the project" in line and "--data-root" in line
+    assert sorted(p.name for p in project.iterdir()) == (["cfg.yaml"] if via == "config" else [])
