@@ -489,3 +489,21 @@ def test_train_refuses_a_corpus_outside_the_project_before_reading_it(cli_app, t
     line = one_line_refusal(CliRunner().invoke(cli_app, args))
     assert "outside the project" in line and "--data-root" in line
     assert sorted(p.name for p in project.iterdir()) == (["cfg.yaml"] if via == "config" else [])
+
+
+@pytest.mark.parametrize("in_the_way", ["report.html", "report.pdf", "figures"])
+def test_report_refuses_an_output_in_the_way_before_drawing_anything(cli_app, tmp_path, in_the_way):
+    import fixtures_runs as fx
+
+    results, reports, out = tmp_path / "results", tmp_path / "reports", tmp_path / "out"
+    fx.write_study(results, [fx.make_run("weight_norms", gamma_w=g, seed=0) for g in (0.5, 2.0)])
+    assert CliRunner().invoke(cli_app, ["analyze", "--results-dir", str(results), "--out", str(reports)]).exit_code == 0
+    out.mkdir()
+    if in_the_way == "figures":
+        (out / "figures").write_text("mine", encoding="utf-8")
+    else:
+        (out / in_the_way).mkdir()
+    line = one_line_refusal(CliRunner().invoke(cli_app, ["report", "--analysis-dir", str(reports), "--out",
+                                                         str(out)]))
+    assert f"{out / in_the_way} is in the way" in line
+    assert [p.name for p in out.iterdir()] == [in_the_way]

@@ -20,11 +20,12 @@ def report_cmd(
 ) -> None:
     """Write reports/figures/*.png, reports/report.html (self-contained: opens offline, prints) and
     reports/report.pdf (same sections and figures) from the analysis outputs."""
-    from ..run.paths import check_output_folder, check_path_names, option_label
+    from ..run.paths import check_output_files, check_output_folder, check_path_names, option_label
 
     epoch = _source_date_epoch()  # before the report's libraries load: one of them reads it on import, unchecked
     check_path_names(analysis_dir, option_label("--analysis-dir", analysis_dir))
     check_output_folder(out, option_label("--out", out))
+    check_output_files(out, ("report.html", "report.pdf"), ("figures",), option_label("--out", out))
     from ..report import analysis, figures, html as report_html, pdf as report_pdf  # seaborn, fpdf: not for --help
     from ..run.files import write_atomic
 
