@@ -119,7 +119,7 @@ class Calibration:
                                              runner.series_every(cfg.iters), scores_positions(src), cfg.omega,
                                              reduction=cfg.loss_reduction)
             log = trainer.train(model.copy(), make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay),
-                                lambda: src.draw(rng), lambda m: (None, None), settings)
+                                lambda: src.draw(rng), lambda m, state=None: (None, None), settings)
             done.append(max(1, len(log.history)))  # a cell that diverges stops early: what was timed is what ran
 
         one = cpu_seconds(lambda: steps(1), at_least=0.0)
