@@ -350,7 +350,7 @@ def test_report_without_analysis_is_a_one_line_error(tmp_path):
     result = invoke("report", "--analysis-dir", tmp_path / "nothing", "--out", tmp_path / "reports")
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "metrics.json" in lines[0] and "rnngrad analyze" in lines[0]
+    assert len(lines) == 1 and "analysis.json: missing" in lines[0] and "rnngrad analyze" in lines[0]
     assert not (tmp_path / "reports").exists()
 
 

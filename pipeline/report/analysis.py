@@ -17,9 +17,9 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from ..errors import UserError
-from ..run.files import write_atomic
 from ..run.dynamics import DYNAMICS_COLUMNS, DYNAMICS_FILE
+from .artifacts import load_results, read_artifact, run_folder  # noqa: F401 (the stage and tests read them here)
+from .outputs import ANALYSIS_FORMAT, read_analysis, write_set  # noqa: F401
 from ..run.probe import GRADIENT_COLUMNS, JACOBIAN_REQUIRED, SIGNAL_COLUMNS, SPECTRA_COLUMNS, SPOT_COLUMNS
 from . import depth, prediction, studies
 from .reductions import (
@@ -29,10 +29,6 @@ from .reductions import (
 )
 
 HISTORY_COLUMNS = ("iter", "loss")
-RESULT_COLUMNS = ("run_id", "config_hash", "outcome")
-# The layout of analysis.json: raised whenever its keys change, so that `report` refuses one an older `analyze`
-# wrote instead of printing n/a for what it lacks
-ANALYSIS_FORMAT = 4
 REPORT_VIOLATIONS = 1000  # violations carried into analysis.json (all of them go to tables/violations.csv)
 TABLES = ("runs", "violations", "nonfinite", "missing", "decay", "tightness", "regimes", "heatmaps",
           "prediction", "gaps", "edge_of_chaos", "spectra", "gradient_spikes", "gradient_by_k",
@@ -41,51 +37,6 @@ TABLES = ("runs", "violations", "nonfinite", "missing", "decay", "tightness", "r
 
 
 # ---- reading the results and run folders --------------------------------------------------------------------
-
-
-def load_results(results_dir: Path) -> pd.DataFrame:
-    """Every results/<spec>.parquet stacked (a missing `spec` column is the file stem); UserError when no runs."""
-    files = sorted(results_dir.glob("*.parquet")) if results_dir.is_dir() else []
-    frames = []
-    for f in files:
-        try:
-            df = pd.read_parquet(f)
-        except (OSError, ValueError) as e:
-            raise UserError(f"{f}: cannot be read ({e}); re-run `rnngrad sweep experiments/{f.stem}.yaml`") from None
-        lacking = [c for c in RESULT_COLUMNS if c not in df.columns]
-        if lacking and len(df):
-            raise UserError(f"{f}: lacks columns {', '.join(lacking)}; a results table has {', '.join(RESULT_COLUMNS)}")
-        frames.append(df.assign(spec=df["spec"].astype(str)) if "spec" in df else df.assign(spec=f.stem))
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        raise UserError(f"{results_dir}/: no runs found; run `rnngrad sweep experiments/<spec>.yaml` first")
-    return pd.concat(frames, ignore_index=True).drop_duplicates("run_id", keep="last")
-
-
-def run_folder(results_dir: Path, row: dict) -> Path:
-    """results/<spec>/runs/<config_hash>; else the row's run_dir (relative to results/, or absolute)."""
-    canonical = results_dir / str(row["spec"]) / "runs" / str(row["config_hash"])
-    given = row.get("run_dir")
-    if canonical.is_dir() or not isinstance(given, str) or not given:
-        return canonical
-    return next((p for p in (results_dir / given, Path(given)) if p.is_dir()), canonical)
-
-
-def read_artifact(path: Path, columns: Iterable[str] = ()) -> tuple[Any, str | None]:
-    """(content, None) or (None, what is wrong): missing, unreadable, or lacking columns."""
-    if not path.is_file():
-        return None, "missing"
-    try:
-        if path.suffix == ".json":
-            value = json.loads(path.read_text(encoding="utf-8"))
-        elif path.suffix == ".csv":
-            value = pd.read_csv(path)
-        else:
-            value = pd.read_parquet(path)
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        return None, f"unreadable ({type(e).__name__}: {str(e)[:120]})"
-    lacking = [c for c in columns if c not in getattr(value, "columns", ())]
-    return (None, f"lacks columns {', '.join(lacking)}") if lacking else (value, None)
 
 
 @dataclass
@@ -99,8 +50,8 @@ class RunFiles:
     val_curve: pd.DataFrame | None = None  # text runs: iter, val_loss (series.parquet's by_iter/val_loss)
     problems: list[tuple[str, str]] = field(default_factory=list)
 
-    def read(self, name: str, columns: Iterable[str] = ()) -> Any:
-        value, problem = read_artifact(self.folder / name, columns)
+    def read(self, name: str, columns: Iterable[str] = (), nonempty: bool = False) -> Any:
+        value, problem = read_artifact(self.folder / name, columns, nonempty)
         if problem:
             self.problems.append((name, problem))
         return value
@@ -209,7 +160,7 @@ def check_probes(runs: pd.DataFrame, files: dict[str, RunFiles], heat_ids: list[
         if not f.folder.is_dir() or run.outcome == "failed":  # a failed run has no probe
             continue
         tag = {"run_id": run.run_id, "spec": run.spec}
-        jac = f.read("probe/jacobian.parquet", JACOBIAN_REQUIRED)
+        jac = f.read("probe/jacobian.parquet", JACOBIAN_REQUIRED, nonempty=True)
         if run.run_id in heat_ids:
             spectra = f.read("probe/spectra.parquet", SPECTRA_COLUMNS)
             if spectra is not None:
@@ -382,31 +333,5 @@ def records(df: pd.DataFrame) -> list[dict]:
 
 
 def write_analysis(result: Analysis, out_dir: Path) -> None:
-    """reports/metrics.json, reports/analysis.json, reports/tables/<name>.csv (stale known tables removed)."""
-    for name, table in result.tables.items():
-        write_atomic(out_dir / "tables" / f"{name}.csv", table.to_csv(index=False))
-    for name in set(TABLES) - set(result.tables):
-        (out_dir / "tables" / f"{name}.csv").unlink(missing_ok=True)
-    write_atomic(out_dir / "analysis.json", json.dumps(result.report, indent=1, allow_nan=False))
-    write_atomic(out_dir / "metrics.json", json.dumps(result.metrics, indent=2, allow_nan=False))
-
-
-def read_analysis(analysis_dir: Path) -> tuple[dict, dict, dict[str, pd.DataFrame]]:
-    """(metrics, analysis.json, tables) as `rnngrad analyze` wrote them; UserError naming what is missing."""
-    hint = "run `rnngrad analyze` first"
-    out = []
-    for name in ("metrics.json", "analysis.json"):
-        value, problem = read_artifact(analysis_dir / name)
-        if problem:
-            raise UserError(f"{analysis_dir / name}: {problem}; {hint}")
-        out.append(value)
-    metrics, report = out
-    if not isinstance(report, dict) or report.get("format") != ANALYSIS_FORMAT:
-        raise UserError(f"{analysis_dir / 'analysis.json'}: not written by this version of `rnngrad analyze`; {hint}")
-    tables = {}
-    for name in report.get("tables", []):
-        value, problem = read_artifact(analysis_dir / "tables" / f"{name}.csv")
-        if problem:
-            raise UserError(f"{analysis_dir / 'tables' / name}.csv: {problem}; {hint}")
-        tables[name] = value
-    return metrics, report, tables
+    """The analysis's files as one set (outputs.write_set); stale tables of known names removed."""
+    write_set(out_dir, result.tables, result.metrics, result.report, TABLES)

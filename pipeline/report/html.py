@@ -665,12 +665,12 @@ def section_html(section: Section, metrics: dict) -> str:
     runs = ""
     if section.run_ids:
         runs = f'<p class="runs">{parts_html(runs_note(section), metrics)}</p>'
-    return f'<section id="{section.anchor}">\n<h2>{html.escape(section.title)}</h2>\n{body}\n{runs}\n</section>'
+    return f'<section id="{html.escape(section.anchor)}">\n<h2>{html.escape(section.title)}</h2>\n{body}\n{runs}\n</section>'
 
 
 def render_html(sections: list[Section], metrics: dict) -> str:
     """The whole report as one HTML document with no external references."""
-    toc = "".join(f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in sections)
+    toc = "".join(f'<li><a href="#{html.escape(s.anchor)}">{html.escape(s.title)}</a></li>' for s in sections)
     body = "\n".join(section_html(s, metrics) for s in sections)
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'

@@ -15,12 +15,14 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
 from . import corpus
 from ..engine import tasks, text
 from ..errors import UserError
+from .headers import HeaderError, npz_headers
 
 TEXT_TASK = "text"
 DEFAULT_TEXT_WINDOW = 25  # characters per training window when no spec or option says otherwise
@@ -79,20 +81,26 @@ def load_dataset(data_dir: Path | str, task: str, T: int, count: int, seed: int)
         return build_dataset(task, T, count, seed)
     meta = tasks.task_meta(task, T)
     try:
+        headers = npz_headers(path)  # shapes and types before anything is decompressed
+    except HeaderError as e:
+        raise UserError(f"{path}: {e}; rerun `rnngrad generate`") from None
+    missing = [key for key in DATASET_KEYS if key not in headers]
+    if missing:
+        raise UserError(f"{path}: has no {', '.join(missing)} (a data folder of an older rnngrad); "
+                        "rerun `rnngrad generate`")
+    x = headers["x"].shape
+    if len(x) == 3 and x[:2] != (count, meta.steps):
+        raise UserError(f"{path}: holds {x[0]} sequences of {x[1]} steps, expected {count} of {meta.steps}; "
+                        "rerun `rnngrad generate`")
+    _check_shapes(path, headers, dataset_shapes(meta, count))
+    try:
         with np.load(path, allow_pickle=False) as f:
-            missing = [key for key in DATASET_KEYS if key not in f.files]
-            if missing:
-                raise UserError(f"{path}: has no {', '.join(missing)} (a data folder of an older rnngrad); "
-                                "rerun `rnngrad generate`")
             arrays = {key: f[key] for key in DATASET_KEYS}
-    except UserError:
-        raise
-    except Exception as e:  # a truncated or foreign file: zipfile, format and pickle errors
+    except Exception as e:  # a truncated or foreign file: zipfile and format errors
         raise UserError(f"{path}: not a readable dataset ({type(e).__name__}); rerun `rnngrad generate`") from None
-    if arrays["x"].shape[:2] != (count, meta.steps):
-        raise UserError(f"{path}: holds {len(arrays['x'])} sequences of {arrays['x'].shape[1]} steps, expected "
-                        f"{count} of {meta.steps}; rerun `rnngrad generate`")
-    _check_shapes(path, arrays, dataset_shapes(meta, count))
+    for key, a in arrays.items():
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise UserError(f"{path}: array {key} holds NaN or infinite values; rerun `rnngrad generate`")
     return Dataset(name, meta=meta, seed=seed, **arrays)
 
 
@@ -102,11 +110,12 @@ def dataset_shapes(meta: tasks.TaskMeta, count: int) -> dict[str, tuple[int, ...
     return {"x": (count, meta.steps, meta.input_dim), "y": y, "mask": (count, meta.steps)}
 
 
-def _check_shapes(path: Path, arrays: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> None:
-    """A file whose arrays have another shape or a non-numeric type would fail inside every run that reads it."""
+def _check_shapes(path: Path, arrays: Mapping[str, Any], shapes: dict[str, tuple[int, ...]]) -> None:
+    """A file whose arrays (or their headers: anything with dtype and shape) have another shape or a type other
+    than real numbers would fail inside every run that reads it."""
     for key, want in shapes.items():
         a = arrays[key]
-        if a.shape != want or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        if tuple(a.shape) != want or a.dtype.names is not None or a.dtype.kind not in "fiub":
             raise UserError(f"{path}: array {key} is {a.dtype} {a.shape}, expected numbers of shape {want}; "
                             "rerun `rnngrad generate`")
 
@@ -207,6 +216,10 @@ def check_recorded(td: TextData, name: str, data_dir: Path | str, option: str = 
 def load_text(data_dir: Path | str, sha256: str) -> TextData:
     """The encoded copy of a corpus in data/ (`text_<sha12>.npz` and `.vocab.json`), by its digest."""
     stem, data_dir = text_file_stem(sha256), Path(data_dir)
+    try:
+        npz_headers(data_dir / f"{stem}.npz")
+    except HeaderError as e:
+        raise UserError(f"{data_dir / f'{stem}.npz'}: {e}; rerun `rnngrad generate`") from None
     with np.load(data_dir / f"{stem}.npz", allow_pickle=False) as f:
         ids_train, ids_val = f["ids_train"], f["ids_val"]
     vocab = json.loads((data_dir / f"{stem}.vocab.json").read_text(encoding="utf-8"))

@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, Iterator
 import numpy as np
 
 from ..engine.cells import Model, model_arrays, model_from_arrays
+from .modelcheck import check_model_headers, check_model_values
 
 _FIXED_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # zip timestamps pinned so that rewriting the same arrays gives the same bytes
 
@@ -109,11 +110,16 @@ def load_model(path: Path | str) -> Model:
     if not os.path.isfile(path):
         raise ValueError(f"model file {path!r} does not exist or is not a file")
     try:
+        check_model_headers(path)  # sizes and types from the headers, before anything is loaded
+    except ValueError as e:
+        raise ValueError(f"model file {path!r}: {e}") from None
+    try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except Exception as e:  # zipfile/format errors: say which file and why
         raise ValueError(f"model file {path!r} is not a readable .npz archive ({e})") from None
     try:
+        check_model_values(arrays)
         return model_from_arrays(arrays)
     except ValueError as e:
         raise ValueError(f"model file {path!r}: {e}") from None

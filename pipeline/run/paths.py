@@ -57,3 +57,17 @@ def _short(path: Path) -> str:
 def option_label(option: str, path: Path) -> str:
     """'--out <path>' for a message, the path shortened (a 300-character path must not fill the line)."""
     return f"{option} {_short(path)}"
+
+
+def check_output_files(folder: Path, files: tuple[str, ...], folders: tuple[str, ...], label: str) -> None:
+    """Each of `files` in `folder` is absent or a regular file and each of `folders` absent or a folder (no link,
+    device or FIFO in either): checked before anything is computed, so a command never writes half its outputs and
+    then fails on the last."""
+    for name in files + folders:
+        path = folder / name
+        if not os.path.lexists(path):
+            continue
+        ok = path.is_dir() if name in folders else path.is_file()
+        if path.is_symlink() or not ok:
+            kind = "folder" if name in folders else "regular file"
+            raise UserError(f"{label}: {path} is in the way (not a {kind}, or a link); move it aside")

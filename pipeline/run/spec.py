@@ -28,7 +28,11 @@ PROFILE_KEYS = ("base", "grid", "select")
 # Cells a sweep runs unless told otherwise (`rnngrad sweep --max-cells`): the specs' largest grid has 160; a grid
 # of millions is a typo in an axis, and would spend minutes and gigabytes planning before it ran anything.
 MAX_CELLS = 10_000
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# A spec's name, wherever one is read (a spec file, a results table's file name or `spec` column, the report's
+# tables): it names folders (results/<name>/), files and MLflow experiments, and the report's section ids, so it
+# never starts with a dot (`..` would climb out of results/) and holds nothing HTML or a shell would read
+SPEC_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+SPEC_NAME_RULE = "letters, digits, '_', '-', '.' (not first), at most 100"
 # Keys that once were valid, and what replaced them: the refusal says so instead of only naming the closest key.
 _RETIRED_KEYS = {"data": "datasets now derive from the cells (task, seq_len, val_size, data_seed; text cells: "
                          "text and their longest seq_len); remove it"}
@@ -126,10 +130,15 @@ def _check_keys(raw: Mapping, valid: tuple[str, ...], where: str) -> None:
             raise UserError(f"{where}unknown key {shown(key)}{closest_key_hint(key, valid)}")
 
 
+def check_spec_name(name: Any, where: str) -> str:
+    """`name` if it is a valid spec name (SPEC_NAME), else UserError naming `where` it was read."""
+    if not isinstance(name, str) or not SPEC_NAME.fullmatch(name):
+        raise UserError(f"{where}: {shown(name)} is not a valid spec name; use {SPEC_NAME_RULE}")
+    return name
+
+
 def _spec_name(raw: Mapping, path: Path) -> str:
-    name = raw.get("name", path.stem)
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise UserError(f"{path}: name: {shown(name)} is not a valid name; use letters, digits, '_', '-', '.'")
+    name = check_spec_name(raw.get("name", path.stem), f"{path}: name")
     if name != path.stem:
         raise UserError(f"{path}: name: {shown(name)} differs from the file name; set name: {path.stem}")
     return name

@@ -20,11 +20,12 @@ def report_cmd(
 ) -> None:
     """Write reports/figures/*.png, reports/report.html (self-contained: opens offline, prints) and
     reports/report.pdf (same sections and figures) from the analysis outputs."""
-    from ..run.paths import check_output_folder, check_path_names, option_label
+    from ..run.paths import check_output_files, check_output_folder, check_path_names, option_label
 
     epoch = _source_date_epoch()  # before the report's libraries load: one of them reads it on import, unchecked
     check_path_names(analysis_dir, option_label("--analysis-dir", analysis_dir))
     check_output_folder(out, option_label("--out", out))
+    check_output_files(out, ("report.html", "report.pdf"), ("figures",), option_label("--out", out))
     from ..report import analysis, figures, html as report_html, pdf as report_pdf  # seaborn, fpdf: not for --help
     from ..run.files import write_atomic
 
@@ -69,20 +70,24 @@ def _mlflow_links(runs):
 
 def _log_to_sweeps(store, runs, drawn: dict, documents: list[Path]) -> int:
     """Log the report (HTML and PDF) and each spec's figures (those drawn from its runs) to the sweep (parent)
-    run of each spec, under report/; returns how many sweep runs got them."""
+    run of each spec under report/, only where every run id the table lists for the spec is a child run of that
+    one sweep (`tracking.sweep_parent`); returns how many sweep runs got them."""
     if store is None or runs.empty:
         return 0
     from .. import tracking
 
-    by_spec = runs.groupby(runs["spec"].astype(str))["run_id"].apply(list).to_dict()
+    by_spec = runs.groupby(runs["spec"].astype(str))["run_id"].apply(lambda ids: [str(i) for i in ids]).to_dict()
     done = 0
     for spec, ids in by_spec.items():
-        parents = tracking.parents_of(store, ids[:1])
+        parent = tracking.sweep_parent(store, spec, ids)
+        if parent is None:
+            typer.echo(f"not logged to MLflow for {spec}: its runs in the table are not the runs of one sweep of "
+                       f"rnngrad/{spec} in this store")
+            continue
         figures = [f.path for f in drawn.values() if set(f.run_ids) & set(ids)]
-        for parent in parents:
-            tracking.log_files(store, parent, documents, "report")
-            tracking.log_files(store, parent, figures, "report/figures")
-            done += 1
+        tracking.log_files(store, parent, documents, "report")
+        tracking.log_files(store, parent, figures, "report/figures")
+        done += 1
     return done
 
 
@@ -112,10 +117,13 @@ def _source_date_epoch() -> datetime | None:
 
 
 def _mlflow_ui_hint() -> str:
-    """How to open the runs: the tracking server if one is set, else the embedded sqlite store's `mlflow ui`."""
-    from ..tracking import Store, default_project_root
+    """How to open the runs: the tracking server if one is set, else the store's `mlflow ui` (serving its artifact
+    folder)."""
+    from ..tracking import ARTIFACTS_FOLDER, Store, default_project_root
+    from ..tracking.uri import parse_tracking_uri
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri and not uri.startswith("sqlite:"):
-        return f"open {uri} (the MLflow server in MLFLOW_TRACKING_URI)"
-    return Store(uri or f"sqlite:///{default_project_root() / 'mlflow.db'}", None).ui_command()
+    parsed = parse_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"), default_project_root())
+    if parsed.kind == "server":
+        return f"open {parsed.uri} (the MLflow server in MLFLOW_TRACKING_URI)"
+    folder = (parsed.path.parent if parsed.kind == "sqlite" else default_project_root()) / ARTIFACTS_FOLDER
+    return Store(parsed.uri, folder.as_uri()).ui_command()

@@ -95,6 +95,9 @@ def train_cmd(
         "2Gi (binary units). Default: this machine's RAM.")] = "",
     track: Annotated[bool, typer.Option("--track/--no-track", help="Log the run to MLflow; --no-track writes only "
                                         "the run folder (no store is opened or made; run_id is null).")] = True,
+    data_root: Annotated[list[Path] | None, typer.Option(
+        help="A folder outside the project whose files the run may read (its --text); repeat for several. Without "
+        "it a run reads only files inside the project, as a sweep does.")] = None,
 ) -> None:
     """Train one RNN (vanilla; an LSTM or a GRU with --cell-type lstm or gru; an orthogonal-constrained expRNN with
     --cell-type exprnn --init orthogonal), probe its Jacobians at init and at the end, and log the run to MLflow.
@@ -111,6 +114,7 @@ def train_cmd(
     inside it) exits 1.
     """
     cfg = resolve_config(config, given, preset)
+    _check_reads(cfg, data_root)
     run_hash = _check_paths(cfg, data_dir, out)
     _check_memory(cfg, data_dir, max_memory)
     store = tracking.open_store(tracking.default_project_root()) if track else None
@@ -143,6 +147,17 @@ def resolve_config(config_file: Path | None, given: dict, preset: str | None = N
     if config_file is not None:
         base = config_from_values(load_config_file(config_file), lambda k: f"{config_file}: {k}", base=base)
     return config_from_values(given, lambda k: f"--{k.replace('_', '-')}", base=base)
+
+
+def _check_reads(cfg: RunConfig, data_root: list[Path] | None) -> None:
+    """A text run's corpus is inside the project or a --data-root, as for a sweep (`spec.check_spec_reads`): its
+    samples are logged to the store, which may be shared, so a config must not make it read /etc/shadow."""
+    from ..run.datasets import TEXT_TASK, DataRequest
+    from ..run.spec import check_spec_reads
+
+    where = "--text (or --config's text)"
+    reads = [DataRequest(TEXT_TASK, path=cfg.text, where=where)] if cfg.task == TEXT_TASK else []
+    check_spec_reads(reads, data_root)
 
 
 def _check_paths(cfg: RunConfig, data_dir: Path, out: Path) -> str:

@@ -195,7 +195,7 @@ def _end_runs(store, run_ids: list[str], status: str) -> None:
     for run_id in run_ids:
         try:
             runs.end_run(store, run_id, status)
-        except server.ServerUnreachable:
+        except server.StoreUnreachable:
             return
 
 

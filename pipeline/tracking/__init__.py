@@ -18,19 +18,20 @@ The names below are the package's face for the stages, the benchmarks and the te
 the module that owns a name.
 """
 
-from .connection import Store, client
+from .connection import ARTIFACTS_FOLDER, Store, client
 from .runs import (RunRecord, end_run, end_stale_runs, ensure_experiment, find_runs, finished_runs,
                    log_folder_and_end, log_run_folder, start_run)
-from .server import SERVER_PATIENCE_SECONDS, ServerUnreachable
+from .server import SERVER_PATIENCE_SECONDS, ServerUnreachable, StoreUnreachable
 from .store import default_project_root, existing_store, open_store
 from .ui import (SUMMARY_TABLE, DatasetRef, describe_experiment, experiment_ids, experiment_link,
-                 hide_empty_default_experiment, link_lines, log_datasets, log_files, log_summary_table, parents_of,
+                 hide_empty_default_experiment, link_lines, log_datasets, log_files, log_summary_table, sweep_parent,
                  run_link, short_run_names, source_tags)
 from .values import regime_tags, round_significant
 
-__all__ = ["SERVER_PATIENCE_SECONDS", "SUMMARY_TABLE", "DatasetRef", "RunRecord", "ServerUnreachable", "Store",
+__all__ = ["ARTIFACTS_FOLDER", "SERVER_PATIENCE_SECONDS", "SUMMARY_TABLE", "DatasetRef", "RunRecord", "ServerUnreachable", "Store",
+           "StoreUnreachable",
            "client", "default_project_root", "describe_experiment", "end_run", "end_stale_runs", "ensure_experiment",
            "existing_store", "experiment_ids", "experiment_link", "find_runs", "finished_runs",
            "hide_empty_default_experiment", "link_lines", "log_datasets", "log_files", "log_folder_and_end",
-           "log_run_folder", "log_summary_table", "open_store", "parents_of", "regime_tags", "round_significant",
-           "run_link", "short_run_names", "source_tags", "start_run"]
+           "log_run_folder", "log_summary_table", "open_store", "regime_tags", "round_significant",
+           "run_link", "short_run_names", "source_tags", "start_run", "sweep_parent"]

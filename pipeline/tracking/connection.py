@@ -12,28 +12,30 @@ import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, urlparse
 
-from .server import _ServerClient
+from .server import _DatabaseClient, _ServerClient
 
 ARTIFACTS_FOLDER = "mlartifacts"  # beside mlflow.db: also `mlflow ui`'s default --artifacts-destination
 
 
 @dataclass(frozen=True)
 class Store:
-    tracking_uri: str  # sqlite:////abs/mlflow.db or http(s)://host:port
-    artifact_root: str | None  # file URI of the folder artifacts are kept in; None: the server decides
+    tracking_uri: str  # sqlite:////abs/mlflow.db, http(s)://host:port or postgresql://... (tracking/uri.py)
+    artifact_root: str | None  # file URI that experiment artifacts go under; None: the server decides
 
     @property
     def is_embedded(self) -> bool:
-        return self.tracking_uri.startswith("sqlite:")
+        """A database this process opens itself (SQLite, PostgreSQL), which `mlflow ui` serves; not a server."""
+        return not self.tracking_uri.startswith(("http://", "https://"))
 
     @property
     def artifacts_folder(self) -> Path | None:
-        """The embedded store's artifact folder, `mlartifacts` beside its database file; None for a server."""
-        if not self.is_embedded:
+        """The embedded store's artifact folder (`mlartifacts` beside an SQLite file, in the project for PostgreSQL);
+        None for a server."""
+        if not self.is_embedded or self.artifact_root is None:
             return None
-        return Path(unquote(self.tracking_uri[len("sqlite:///"):])).parent / ARTIFACTS_FOLDER
+        return Path(unquote(urlparse(self.artifact_root).path))
 
     def ui_command(self) -> str:
         """The one command that opens these runs in a browser: for the embedded store, `mlflow ui` serving the
@@ -80,7 +82,9 @@ def _skip_absent_modules(names: tuple[str, ...]) -> None:
 @functools.lru_cache(maxsize=8)
 def _client_for(tracking_uri: str):
     inner = _mlflow().MlflowClient(tracking_uri=tracking_uri)
-    return inner if tracking_uri.startswith("sqlite:") else _ServerClient(inner, tracking_uri)
+    if tracking_uri.startswith(("http://", "https://")):
+        return _ServerClient(inner, tracking_uri)
+    return _DatabaseClient(inner, tracking_uri)
 
 
 def client(store: Store):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import artifacts
 from .connection import Store, _mlflow, client
-from .server import ServerUnreachable, hurry
+from .server import StoreUnreachable, hurry
 from .values import (MAX_PARAM_CHARS, MAX_TAG_CHARS, _samples_text, _series_metrics, _summary_metrics, _text,
                      flatten_json, regime_tags)
 
@@ -154,7 +154,7 @@ def log_folder_and_end(store: Store, run_id: str, run_dir: str | Path) -> None:
         with hurry():  # seconds, even when a tracking server is gone
             try:
                 end_run(store, run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-            except ServerUnreachable:
+            except StoreUnreachable:
                 pass  # the run stays RUNNING until the next sweep ends it; `e` is the error to report
         raise
     end_run(store, run_id, "FINISHED")

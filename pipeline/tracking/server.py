@@ -37,8 +37,17 @@ HURRIED_HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "3", "MLFLOW_HTTP_REQUES
 _server_calls = 0  # tracking-server calls under way in this process (a signal may interrupt those at once)
 
 
-class ServerUnreachable(UserError):
-    """The tracking server stopped answering: the sweep ends, its finished run folders stay for the next one."""
+class StoreUnreachable(UserError):
+    """The store stopped answering (a server gone silent, a database locked, damaged or full): the sweep ends, its
+    finished run folders stay for the next one."""
+
+
+class ServerUnreachable(StoreUnreachable):
+    """The tracking server stopped answering."""
+
+
+class DatabaseUnusable(StoreUnreachable):
+    """The store's database refused a call (locked past its busy timeout, damaged, full, read-only)."""
 
 
 class _ServerClient:
@@ -74,6 +83,65 @@ class _ServerClient:
                 _server_calls -= 1
 
         return call
+
+
+# What SQLite and PostgreSQL say when the database itself, not the call, is the problem
+DATABASE_TROUBLE = ("database is locked", "malformed", "disk is full", "disk i/o error", "readonly database",
+                    "unable to open database", "not a database", "could not connect", "connection refused",
+                    "server closed the connection", "no space left")
+
+
+class _DatabaseClient:
+    """An MlflowClient for a database store (SQLite, PostgreSQL) whose calls fail in one line, naming the store,
+    when the database refuses them (locked past the busy timeout, damaged, full); after that every call fails at
+    once, so that a sweep ending its runs does not wait on it again for each of them."""
+
+    def __init__(self, inner, uri: str) -> None:
+        self._inner, self._uri, self._dead = inner, uri, ""
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args, **kwargs):
+            if self._dead:
+                raise DatabaseUnusable(self._dead)
+            try:
+                return attr(*args, **kwargs)
+            except Exception as e:
+                reason = _database_reason(e)
+                if reason is None:
+                    raise
+                self._dead = (f"{_shown_uri(self._uri)}: the store refused a call ({reason}); the run folders "
+                              "computed stay under the results folder: free the store (another process holding "
+                              "it, a full disk) or repair it, and run the command again")
+                raise DatabaseUnusable(self._dead) from None
+
+        return call
+
+
+def _database_reason(error: BaseException) -> str | None:
+    """The database's own words when `error` (or what caused it) says the database is unusable; else None."""
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            return None
+        text = " ".join(str(seen).split())
+        lowered = text.lower()
+        for phrase in DATABASE_TROUBLE:
+            if phrase in lowered:
+                return phrase
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _shown_uri(uri: str) -> str:
+    """A store URI for a message, without a password (postgresql://user:secret@host/db)."""
+    import re
+
+    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", uri)[:160]
 
 
 def _unreachable_reason(error: BaseException) -> str | None:

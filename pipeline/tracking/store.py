@@ -13,20 +13,16 @@ import secrets
 import sqlite3
 import time
 from pathlib import Path
-from urllib.parse import unquote
 
 from ..errors import UserError
 from .artifacts import adopt_proxy_layout
-from .connection import Store, _mlflow, client
+from .connection import ARTIFACTS_FOLDER, Store, _mlflow, client
 from .server import SERVER_HTTP_SETTINGS, _check_server_answers
+from .uri import check_store_file, parse_tracking_uri
 
 
 STORE_LOCK_SECONDS = 20  # how long opening the sqlite store waits for another writer (MLflow's busy timeout)
 STALE_CREATION_SECONDS = 600  # a temp store older than this is a killed creation's leftover, not another's work
-
-
-def _sqlite_path(uri: str) -> Path:
-    return Path(unquote(uri[len("sqlite:///") :])).resolve()
 
 
 def default_project_root(cwd: str | Path | None = None) -> Path:
@@ -40,36 +36,27 @@ def default_project_root(cwd: str | Path | None = None) -> Path:
     return cwd
 
 
-def _resolve_uri(project_root: Path, uri: str | None) -> tuple[str, str | None]:
-    uri = (uri if uri is not None else os.environ.get("MLFLOW_TRACKING_URI", "")).strip()
-    if not uri:
-        db = project_root / "mlflow.db"
-    elif uri.startswith("sqlite:///"):
-        db = _sqlite_path(uri)
-    elif uri.startswith(("http://", "https://")):
-        return uri, None
-    else:
-        raise UserError(
-            f"MLFLOW_TRACKING_URI={uri}: not a store rnngrad can use (MLflow 3.13+ refuses the file store); "
-            "use sqlite:////abs/path/mlflow.db, an http(s):// server URL, or unset it for the embedded store"
-        )
-    return f"sqlite:///{db}", (db.parent / "mlartifacts").as_uri()
-
-
 def open_store(project_root: str | Path, tracking_uri: str | None = None) -> Store:
     """Open (and, for sqlite, create now: before any worker exists) the store runs are logged to.
     `tracking_uri` overrides MLFLOW_TRACKING_URI; "" means the embedded store in `project_root`."""
-    uri, artifact_root = _resolve_uri(Path(project_root).resolve(), tracking_uri)
-    if uri.startswith("sqlite:///"):
-        db = _sqlite_path(uri)
-        artifacts = db.parent / "mlartifacts"
-        if artifacts.exists() and not artifacts.is_dir():
-            raise UserError(f"{artifacts}: is a file, but the MLflow store keeps run artifacts in a folder there; "
-                            "move the file aside")
-        db.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(project_root).resolve()
+    parsed = parse_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") if tracking_uri is None else tracking_uri,
+                                root)
+    uri, artifact_root = parsed.uri, None
+    if parsed.kind == "sqlite":
+        db = parsed.path
+        check_store_file(db)
+        artifact_root = (db.parent / ARTIFACTS_FOLDER).as_uri()
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"{db.parent}: cannot make the store's folder ({e.strerror}); give a writable "
+                            "place for MLFLOW_TRACKING_URI") from None
         ensure_sqlite_store(db)
         _use_write_ahead_log(db)
         adopt_proxy_layout(db, STORE_LOCK_SECONDS)  # a store of an earlier rnngrad: its artifacts made portable
+    elif parsed.kind == "postgresql":
+        artifact_root = (root / ARTIFACTS_FOLDER).as_uri()
     else:
         for name, value in SERVER_HTTP_SETTINGS.items():  # the user's own settings win
             os.environ.setdefault(name, value)
@@ -77,28 +64,31 @@ def open_store(project_root: str | Path, tracking_uri: str | None = None) -> Sto
     store = Store(uri, artifact_root)
     try:
         client(store).search_experiments(max_results=1)  # creates the tables / checks the server answers
+    except UserError:
+        raise
     except Exception as e:
-        if store.is_embedded:
+        if parsed.kind == "sqlite":
             raise _unusable_store(uri, e) from None
-        if not isinstance(e, _mlflow().exceptions.MlflowException):
-            raise
         reason = " ".join(str(e).split(". Response body")[0].split())[:120]
+        if parsed.kind == "postgresql":
+            raise UserError(f"MLFLOW_TRACKING_URI: the PostgreSQL store does not answer as MLflow's "
+                            f"({type(e).__name__}: {reason}); check the host, the database and the user, or unset "
+                            "the variable") from None
         if re.search(r"error code (401|403)\b", reason):  # MLflow's basic-auth app (docs/cluster.md)
             raise UserError(f"MLFLOW_TRACKING_URI={uri}: the server refuses this client ({reason}); set "
                             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user it knows") from None
         raise UserError(f"MLFLOW_TRACKING_URI={uri}: the server answers, but not as an MLflow tracking server "
-                        f"({reason}); give the URL of an `mlflow server`, or unset the variable") from None
+                        f"({type(e).__name__}: {reason}); give the URL of an `mlflow server`, or unset the "
+                        "variable") from None
     return store
 
 
 def existing_store(project_root: str | Path) -> Store | None:
     """The store `open_store` would open, but only if it already exists and answers: None for an embedded store
     not yet created (nothing to link to; none is created) or a tracking server that does not answer."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    if not uri or uri.startswith("sqlite:///"):
-        db = _sqlite_path(uri) if uri else Path(project_root).resolve() / "mlflow.db"
-        if not db.is_file():
-            return None
+    parsed = parse_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"), Path(project_root).resolve())
+    if parsed.kind == "sqlite" and not parsed.path.is_file():
+        return None
     try:
         return open_store(project_root)
     except UserError:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import artifacts
 from .connection import Store, _mlflow, client
-from .runs import PARENT_TAG
+from .runs import PARENT_TAG, find_runs
 from .values import MAX_TAG_CHARS, _text
 
 
@@ -175,21 +175,37 @@ def log_files(store: Store, run_id: str, paths: list[Path], artifact_path: str |
         artifacts.log_file(store, run_id, path, artifact_path)
 
 
-def parents_of(store: Store, run_ids: list[str]) -> dict[str, str]:
-    """{parent run id: experiment id} of the sweeps these child runs belong to (one lookup per experiment seen)."""
-    c, parents, seen = client(store), {}, set()
-    for run_id in run_ids:
+def sweep_parent(store: Store, spec: str, run_ids: list[str]) -> str | None:
+    """The sweep (parent) run of experiment `rnngrad/<spec>` in this store that planned exactly `run_ids`: the
+    results table it logged lists those runs. None when no sweep of that spec here did. A results table is a file
+    anyone can hand over: the report is logged only to the sweep whose runs it shows, never to whatever run an id
+    in a table names."""
+    exp = experiment_ids(store, [f"rnngrad/{spec}"]).get(f"rnngrad/{spec}")
+    if exp is None or not run_ids:
+        return None
+    found = {r.run_id: r.tags for r in find_runs(store, exp)}
+    wanted = set(run_ids)
+    candidates = dict.fromkeys(found[i].get(PARENT_TAG) for i in run_ids if i in found)
+    for parent in candidates:
+        tags = found.get(parent) or {}
+        if tags.get("spec") == spec and tags.get("spec_hash") and _planned_runs(store, parent, spec) == wanted:
+            return parent
+    return None
+
+
+def _planned_runs(store: Store, parent: str, spec: str) -> set[str]:
+    """The run ids of the results table `<spec>.parquet` a sweep logged to its parent run (empty without one)."""
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory(prefix="rnngrad-planned-") as tmp:
         try:
-            run = c.get_run(run_id)
-        except _mlflow().exceptions.MlflowException:  # not in this store (e.g. logged to another tracking server)
-            continue
-        if run.info.experiment_id in seen:
-            continue
-        seen.add(run.info.experiment_id)
-        parent = run.data.tags.get(PARENT_TAG)
-        if parent:
-            parents[parent] = run.info.experiment_id
-    return parents
+            path = client(store).download_artifacts(parent, f"{spec}.parquet", tmp)
+            return {str(i) for i in pq.read_table(path, columns=["run_id"]).column("run_id").to_pylist()}
+        except (_mlflow().exceptions.MlflowException, OSError, pa.ArrowException, KeyError):
+            return set()  # no table logged (a sweep stopped before its end), or not one a sweep wrote
 
 
 def hide_empty_default_experiment(store: Store) -> None:
