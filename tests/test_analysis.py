@@ -34,6 +34,14 @@ def analyze_ok(results, out) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
+def analyze_violated(results, out) -> dict:
+    """A bound violation is a bug: analyze writes its outputs, prints the violations and exits 1."""
+    result = run_analyze(results, out)
+    assert result.exit_code == 1, result.output
+    assert "violation: run " in result.output and "so this is a bug" in result.output
+    return json.loads((out / "metrics.json").read_text())
+
+
 @pytest.fixture
 def study(tmp_path):
     results = tmp_path / "results"
@@ -171,7 +179,7 @@ def test_planted_violations_are_counted_and_listed_with_run_and_pair(study, tmp_
     jac.to_parquet(path, index=False)
 
     out = tmp_path / "reports"
-    m = analyze_ok(results, out)
+    m = analyze_violated(results, out)
     assert m["violations"] == 3  # the planted measured value exceeds the step-norm bound too (it is below product)
     assert m["violations_measured_gt_product"] == 1 and m["violations_product_gt_global"] == 1
     assert m["violations_measured_gt_stepnorm"] == 1 and m["violations_stepnorm_gt_product"] == 0
@@ -183,6 +191,26 @@ def test_planted_violations_are_counted_and_listed_with_run_and_pair(study, tmp_
                     (other.run_id, other.spec, "final", 0, 9, 3, "product>global")}
     listed = json.loads((out / "analysis.json").read_text())["violations"]
     assert {(v["run_id"], v["t"], v["k"]) for v in listed} == {(target.run_id, 7, 2), (other.run_id, 9, 3)}
+
+
+def test_a_violation_is_printed_at_full_precision_with_the_bound_it_broke(study, tmp_path):
+    """The newcomer's case: a measured value 3.9e-9 above its step-norm bound at -1.386, four times the rounding
+    allowed; rounded to 4 digits both sides read -1.386."""
+    results, runs = study
+    path = fx.run_folder(results, runs[2]) / "probe" / "jacobian.parquet"
+    jac = pd.read_parquet(path)
+    at = (jac["when"] == "init") & (jac["t"] == 7) & (jac["k"] == 6)
+    jac.loc[at, ["log_norm", "log_bound_stepnorm"]] = [-1.3862943730, -1.3862943770]
+    jac.loc[at, ["log_bound_product", "log_bound_global"]] = [-1.0, 0.0]
+    jac.to_parquet(path, index=False)
+    result = run_analyze(results, tmp_path / "reports")
+    assert result.exit_code == 1
+    line = next(x for x in result.output.splitlines() if x.startswith("violation: run "))
+    assert "t = 7, k = 6" in line and runs[2].run_id in line
+    assert "measured log-norm -1.386294373 > step-norm bound -1.386294377 by 4e-09 nats" in line
+    assert "(rounding allowed 1.39e-09)" in line
+    listed = json.loads((tmp_path / "reports" / "analysis.json").read_text())["violations"]
+    assert [(v["value"], v["bound"]) for v in listed] == [(-1.3862943730, -1.3862943770)]  # every digit kept
 
 
 def test_linear_identity_run_decays_at_exactly_log_a(study, tmp_path):
@@ -549,7 +577,7 @@ def test_a_planted_stepnorm_violation_is_counted(study, tmp_path):
     at = (jac["when"] == "init") & (jac["t"] == 6) & (jac["k"] == 4)
     jac.loc[at, "log_bound_stepnorm"] = jac.loc[at, "log_bound_product"] + 0.1
     jac.to_parquet(path, index=False)
-    m = analyze_ok(results, tmp_path / "reports")
+    m = analyze_violated(results, tmp_path / "reports")
     assert m["violations"] == 1 and m["violations_stepnorm_gt_product"] == 1
 
 

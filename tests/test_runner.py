@@ -611,3 +611,21 @@ def test_driving_inputs_one_hot_encode_token_ids_as_the_text_walk_draws_them():
     assert got.shape == (8, 1, 5)
     np.testing.assert_array_equal(got[:, 0].argmax(axis=1), np.concatenate([ids[:, 0], ids[:, 1]]))
     assert (got.sum(axis=2) == 1).all()
+
+
+def test_a_newcomers_sigmoid_run_has_no_bound_violation(data_dir, tmp_path):
+    """`rnngrad train --task adding --seq-len 50 --hidden 32 --init orthogonal --activation sigmoid --gamma-w 1
+    --probe-len 50 --iters 0`: phi' is close to 1/4 in every unit, so each step's top singular values cluster
+    (0.25, 0.25, 0.2499977, ...); its step norms must equal an exact SVD's and violate nothing."""
+    from pipeline.engine.jacobian import log_step_norms
+    from pipeline.engine.rnn import step_factors
+
+    cfg = RunConfig(task="adding", seq_len=50, hidden=32, init="orthogonal", activation="sigmoid", gamma_w=1.0,
+                    probe_len=50, iters=0)
+    result = run_quietly(cfg, data_dir, tmp_path / "run")
+    assert result.summary["violations_init"] == 0 and result.summary["violations_final"] == 0
+    probe = tmp_path / "run" / "probe"
+    model = load_model(probe / "model_init.npz")
+    W, D = step_factors(model, np.load(probe / "inputs.npy"), np.load(probe / "h0.npy"), -1)
+    exact = np.log(np.linalg.svd(D[:, :, None] * W[None], compute_uv=False)[:, 0])
+    np.testing.assert_allclose(log_step_norms(W, D, model.form), exact, rtol=0, atol=1e-12)

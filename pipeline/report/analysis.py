@@ -357,8 +357,17 @@ def assemble(runs: pd.DataFrame, tables: dict[str, pd.DataFrame], spec_heads: di
 
 
 def records(df: pd.DataFrame) -> list[dict]:
-    """JSON-safe rows: NaN/inf become None, numpy scalars plain Python."""
-    return json.loads(df.to_json(orient="records"))
+    """JSON-safe rows at full precision: NaN/inf become None, numpy scalars plain Python (pandas' to_json would
+    keep 10 digits, and a violation's two sides can agree to more)."""
+    return [{str(k): _plain(v) for k, v in row.items()} for row in df.to_dict("records")]
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    return v
 
 
 # ---- writing -----------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from ..engine.jacobian import exceeds
+from ..engine.jacobian import bound_slack, exceeds
 from ..engine import spotcheck
 from ..run.config import FIELDS as CONFIG_FIELDS
 from ..run.probe import REGIME_BAND, observed_regime, predicted_regime
@@ -104,6 +104,24 @@ def bound_violations(jac: pd.DataFrame) -> pd.DataFrame:
         bad = jac[exceeds(jac[a].to_numpy(), jac[b].to_numpy())]
         parts.append(bad[["when", "layer", "t", "k", "lag"]].assign(kind=kind, value=bad[a], bound=bad[b]))
     return pd.concat(parts, ignore_index=True)
+
+
+# what each kind of violation compares: (the quantity above, the bound it broke)
+VIOLATION_SIDES = {"measured>product": ("measured log-norm", "product bound"),
+                   "product>global": ("product bound", "global bound"),
+                   "measured>stepnorm": ("measured log-norm", "step-norm bound"),
+                   "stepnorm>product": ("step-norm bound", "product bound")}
+
+
+def violation_text(v: dict) -> str:
+    """One violation at full precision (the shortest digits that read back as the same float, natural log) with the
+    bound it broke, by how much, and the rounding the check allowed: rounded to 4 digits both sides often read the
+    same."""
+    above, bound = VIOLATION_SIDES.get(v["kind"], (v["kind"], "bound"))
+    value, limit = float(v["value"]), float(v["bound"])
+    slack = float(bound_slack(np.array(value), np.array(limit)))
+    return (f"{above} {value!r} > {bound} {limit!r} by {value - limit:.3g} nats "
+            f"(rounding allowed {slack:.3g})")
 
 
 def nonfinite_summary(jac: pd.DataFrame) -> pd.DataFrame:
