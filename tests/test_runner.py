@@ -43,6 +43,7 @@ SUMMARY_KEYS = {"config_hash", "inputs", "outcome", "diverged_at", "iters_done",
                 "gamma_w_final", "spectral_radius_init", "spectral_radius_final", "log_rate_init", "log_rate_final",
                 "slope_init", "slope_final", "lyapunov_init", "lyapunov_final", "predicted_regime",
                 "observed_regime", "violations_init", "violations_final", "layers", "learned", "loss_growth",
+                "beat_chance", "solved", "partial_loss", "partial_accuracy", "val_sequences_right",
                 "norm_growth", "spot_checks_init", "spot_checks_final", "spot_skipped_init", "spot_skipped_final",
                 "spot_mismatches_init", "spot_mismatches_final", "spot_max_abs_dlog_init",
                 "spot_max_abs_dlog_final", "lyapunov_spread_init", "lyapunov_spread_final", "lyapunov_probe_init",
@@ -144,7 +145,10 @@ def test_summary_numbers_follow_from_the_config(runs, name):
 def test_the_summary_says_whether_the_run_learned_and_how_far_loss_and_weights_moved(runs, name):
     cfg, result, _ = runs[name]
     s = result.summary
-    assert s["learned"] is verdicts.learned(s["outcome"], s["final_val_loss"], s["chance_loss"])
+    assert s["beat_chance"] is verdicts.beat_chance(s["outcome"], s["final_val_loss"], s["chance_loss"])
+    assert s["learned"] is verdicts.learned(s["outcome"], s["final_val_loss"], s["chance_loss"], s["partial_loss"])
+    assert s["solved"] is verdicts.solved(s["outcome"], s["final_val_loss"], s["chance_loss"], s["partial_loss"],
+                                          s["val_sequences_right"])
     assert s["norm_growth"] == pytest.approx(s["gamma_w_final"] / s["gamma_w_init"], rel=1e-12)
     history = pd.read_csv(result.run_dir / "history.csv")
     if cfg.task == "probe":  # scores nothing: no loss to grow, no verdict to give
@@ -168,6 +172,18 @@ def test_chance_baselines(runs):
     assert runs["probe"][1].summary["chance_loss"] is None and runs["probe"][1].summary["chance_accuracy"] is None
     assert runs["probe"][1].summary["val_accuracy"] is None  # no loss positions: no success criterion ...
     assert runs["probe"][1].summary["final_val_loss"] is None  # ... and no validation loss (not a loss of 0)
+    # the partial baselines: one adding value known, one temporal-order symbol known, copy's memoryless model
+    assert runs["adding"][1].summary["partial_loss"] == pytest.approx(1 / 48)
+    assert runs["temporal_order"][1].summary["partial_loss"] == pytest.approx(math.log(2))
+    assert runs["temporal_order"][1].summary["partial_accuracy"] == pytest.approx(0.5)
+    assert runs["copy"][1].summary["partial_loss"] == pytest.approx(math.log(8))
+    pairs = [train_text[i : i + 2] for i in range(len(train_text) - 1)]  # the bigram model of the training text
+    firsts = {a: sum(1 for p in pairs if p[0] == a) for a in set(train_text[:-1])}
+    counts = {p: pairs.count(p) for p in set(pairs)}
+    conditional = -sum(c / len(pairs) * math.log(c / firsts[p[0]]) for p, c in counts.items())
+    assert runs["text"][1].summary["partial_loss"] == pytest.approx(conditional, rel=1e-12)
+    assert runs["text"][1].summary["val_sequences_right"] is None  # a stream, not sequences
+    assert runs["probe"][1].summary["partial_loss"] is None
     for name in ("adding", "temporal_order", "copy", "text"):
         assert 0.0 <= runs[name][1].summary["val_accuracy"] <= 1.0
 

@@ -492,9 +492,9 @@ def draw_success(tables: Tables) -> Drawn:
     for ax, task in zip(axes, tasks):
         s = succ[succ["task"].astype(str) == task]
         for label, g in s.groupby(s["label"].astype(str), sort=False):
-            g = finite(g.sort_values("T"), ["T", "success_rate", "success_rate_low", "success_rate_high"])
-            y = g["success_rate"].astype(float)
-            yerr = [y - g["success_rate_low"].astype(float), g["success_rate_high"].astype(float) - y]
+            g = finite(g.sort_values("T"), ["T", "learned_rate", "learned_rate_low", "learned_rate_high"])
+            y = g["learned_rate"].astype(float)
+            yerr = [y - g["learned_rate_low"].astype(float), g["learned_rate_high"].astype(float) - y]
             ax.errorbar(g["T"].astype(float), y, yerr=yerr, color=colors[label], marker="o", ms=4, lw=1.2,
                         capsize=3, label=label)
         ax.set(title=task, xlabel="sequence length T", ylabel="fraction of runs that learned", ylim=(-0.03, 1.04))
@@ -521,10 +521,10 @@ def draw_remedies_success(tables: Tables) -> Drawn:
     for ax, task in zip(axes, tasks):
         s = succ[succ["task"].astype(str) == task]
         for i, (label, g) in enumerate(s.groupby("label", sort=False)):
-            g = finite(g.sort_values("T"), ["T", "success_rate", "success_rate_low", "success_rate_high"])
+            g = finite(g.sort_values("T"), ["T", "learned_rate", "learned_rate_low", "learned_rate_high"])
             x = g["T"].astype(float) * (1 + 0.012 * (i - len(labels) / 2))  # a nudge, so equal rates stay apart
-            y = g["success_rate"].astype(float)
-            yerr = [y - g["success_rate_low"].astype(float), g["success_rate_high"].astype(float) - y]
+            y = g["learned_rate"].astype(float)
+            yerr = [y - g["learned_rate_low"].astype(float), g["learned_rate_high"].astype(float) - y]
             ax.errorbar(x, y, yerr=yerr, color=colors[label], marker="o", ms=4, lw=1.2, capsize=3, label=label)
         ax.set(title=task, xlabel="sequence length T", ylabel="fraction of runs that learned", ylim=(-0.03, 1.04))
         handles |= dict(zip(*reversed(ax.get_legend_handles_labels())))

@@ -28,8 +28,8 @@ from .files import write_json
 from . import plots
 from .probe import (Drive, Probe, driving_inputs, probe_model, series_rows, step_series, summary_numbers,
                     training_gradient_table, write_probe)
-from .sources import Source, evaluate, input_digests, make_source, scores_positions
-from .verdicts import growth, learned, run_outcome
+from .sources import Source, evaluate, input_digests, make_source, scores_positions, sequences_right
+from .verdicts import LEVELS, growth, levels, run_outcome
 from ..engine import trainer
 from ..engine.cells import Model
 from ..engine.init import init_lstm, init_model
@@ -90,7 +90,8 @@ def _build_folder(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progre
     except UserError:
         raise
     except Exception as e:  # a bug or numerical failure in this one run: recorded, not fatal to a sweep
-        summary = {"outcome": "failed", "diverged_at": None, "iters_done": None, "learned": False,
+        summary = {"outcome": "failed", "diverged_at": None, "iters_done": None,
+                   **dict.fromkeys(LEVELS, False),
                    "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
     summary = {"config_hash": config_hash(cfg, inputs), "inputs": inputs, **summary,
                "seconds": time.perf_counter() - start}
@@ -120,7 +121,8 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
     if gradients:
         pd.concat(gradients, ignore_index=True).to_parquet(folder / "probe" / "gradients.parquet", index=False)
     val = pd.DataFrame(log.val, columns=["iter", "val_loss", "val_accuracy"])
-    draw_run_figures(folder, at_init, at_end, history, val, src.chance_loss, trained=cfg.iters > 0)
+    draw_run_figures(folder, at_init, at_end, history, val, src.chance_loss, trained=cfg.iters > 0,
+                     partial_loss=src.partial_loss)
     series = pd.concat([step_series(at_init, at_end), training_series(history, val, cfg.iters)], ignore_index=True)
     series.to_parquet(folder / "series.parquet", index=False)
     final_val = log.val[-1]  # (iter, loss, accuracy) of the final model
@@ -128,6 +130,7 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
     loss_growth = growth(first_train_loss(history), train_loss)
     norm_growth = growth(probed["gamma_w_init"], probed["gamma_w_final"])
     outcome = run_outcome(log.diverged_at is not None, loss_growth, norm_growth)
+    right = sequences_right(log.model, src) if log.diverged_at is None else None
     return {
         "outcome": outcome,
         "diverged_at": log.diverged_at,
@@ -135,9 +138,12 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
         "final_train_loss": train_loss,
         "final_val_loss": final_val[1],
         "val_accuracy": final_val[2],
+        "val_sequences_right": right,
         "chance_loss": src.chance_loss,
         "chance_accuracy": src.chance_accuracy,
-        "learned": learned(outcome, final_val[1], src.chance_loss),
+        "partial_loss": src.partial_loss,
+        "partial_accuracy": src.partial_accuracy,
+        **levels(outcome, final_val[1], src.chance_loss, src.partial_loss, right),
         "loss_growth": loss_growth,
         "norm_growth": norm_growth,
         "gamma_phi": model.act.gamma if model.cell == "rnn" else None,  # no gamma_phi bound for a gated cell
@@ -218,14 +224,14 @@ def _sample(model: Model, i: int, src: Source, length: int, rng: np.random.Gener
 
 
 def draw_run_figures(folder: Path, at_init: Probe, at_end: Probe, history: pd.DataFrame, val: pd.DataFrame,
-                     chance_loss: float | None, trained: bool) -> None:
+                     chance_loss: float | None, trained: bool, partial_loss: float | None = None) -> None:
     """figures/decay.png (decay against lag with both bounds, at init and after training) and figures/loss.png
     (loss against iterations with the chance baseline; not for a task that scores nothing), beside the heatmap:
     the images the MLflow run page shows."""
     jacobian = pd.concat([at_init.jacobian, at_end.jacobian], ignore_index=True)
     plots.draw_decay(jacobian, trained, folder / "figures" / plots.DECAY_FIGURE)
     if trained:
-        plots.draw_loss(history, val, chance_loss, folder / "figures" / plots.LOSS_FIGURE)
+        plots.draw_loss(history, val, chance_loss, folder / "figures" / plots.LOSS_FIGURE, partial_loss)
 
 
 def final_train_loss(history: pd.DataFrame, iters_done: int) -> float | None:
