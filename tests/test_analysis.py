@@ -357,7 +357,8 @@ def test_spec_headlines_follow_the_fixture_formulas(study, tmp_path):
     text = spec["text"]["headline"]
     assert close(text["rnn"]["final_train_loss"], 1.5) and close(text["chance_loss"], math.log(30))  # per arm
     assert set(spec["activations"]["headline"]) == {"tanh", "sigmoid", "relu", "linear"}
-    assert close(spec["activations"]["headline"]["linear"]["slope"], math.log(0.8))
+    linear = spec["activations"]["headline"]["linear"]  # W = 0.8 I: slope = lambda_1 = log 0.8 on the one run
+    assert linear["n_both"] == 1 and linear["median_abs_slope_minus_lyapunov"] < 1e-9
     assert spec["mystery"]["n_runs"] == 3 and "headline" not in spec["mystery"]
     success = pd.read_csv(out / "tables" / "success_vs_T.csv")
     assert len(success) == 6 and set(success["T"]) == {10, 40, 80}
@@ -642,12 +643,18 @@ def test_a_missing_global_bound_is_not_finite_for_a_vanilla_row_and_expected_for
     assert nonfinite_mask(jac.drop(columns="log_norm_cell")).tolist() == [True, True, True, False, True]
 
 
-def test_the_activation_tables_lyapunov_median_counts_its_own_runs():
-    # an exploding run's lambda_1 overflows to NaN: its median covers fewer runs than the slope's, and says how many
+def test_the_activation_table_is_per_gamma_and_compares_slope_and_lambda_1_on_matched_runs():
+    """No median runs across the gamma_W grid; an exploding run whose lambda_1 is NaN is left out of |slope - lambda_1|
+    and the n says so (on matched runs linear's slope and lambda_1 agree where the old medians did not)."""
     runs = pd.DataFrame({"run_id": list("abcdef"), "activation": ["tanh"] * 3 + ["linear"] * 3, "outcome": ["ok"] * 6,
-                         "slope_init": [-0.1, -0.2, -0.3, 0.1, 0.7, 1.4], "lyapunov_init": [-0.1, -0.2, -0.3, 0.1, np.nan, np.nan],
-                         "log_rate_init": [0.0] * 6, "val_accuracy": [np.nan] * 6, "final_val_loss": [1.0] * 6})
-    table, _ = reductions.activation_table(runs)
-    linear, tanh = (table[table["activation"] == a].iloc[0] for a in ("linear", "tanh"))
-    assert (linear["n_lyapunov"], linear["lyapunov"], linear["slope"]) == (1, 0.1, 0.7)
-    assert (tanh["n_lyapunov"], tanh["lyapunov"]) == (3, -0.2)
+                         "gamma_w": [0.5, 1.0, 2.0] * 2, "w_norm_init": [0.5, 1.0, 2.0] * 2,
+                         "slope_init": [-0.7, -0.2, -0.1, -0.69, 0.0, 0.69],
+                         "lyapunov_init": [-0.6, -0.25, -0.1, -0.693, 0.0, np.nan],
+                         "log_rate_init": list(np.log([0.5, 1.0, 2.0])) * 2, "val_accuracy": [np.nan] * 6,
+                         "final_val_loss": [1.0] * 6})
+    table, head = reductions.activation_table(runs)
+    assert len(table) == 6 and set(table["gamma_w"]) == {0.5, 1.0, 2.0}
+    row = table[(table["activation"] == "linear") & (table["gamma_w"] == 2.0)].iloc[0]
+    assert (row["n_both"], row["slope"], row["w_norm"]) == (0, 0.69, 2.0) and np.isnan(row["lyapunov"])
+    assert head["linear"]["n_both"] == 2 and head["linear"]["median_abs_slope_minus_lyapunov"] == pytest.approx(0.0015)
+    assert head["tanh"]["n_both"] == 3 and head["tanh"]["median_abs_slope_minus_lyapunov"] == pytest.approx(0.05)

@@ -561,21 +561,6 @@ def test_log_ticks_skip_values_too_close_to_label_apart():
     assert ax.xaxis.get_major_formatter()(1.1658, 0) == "1.17"
 
 
-@pytest.mark.parametrize("accuracy, panels", [([float("nan")] * 2, 1), ([0.5, 0.9], 2)])
-def test_activation_figure_has_an_accuracy_panel_only_with_accuracies(accuracy, panels):
-    import pandas as pd
-
-    from pipeline.report import figures
-
-    act = pd.DataFrame({"activation": ["relu", "tanh"], "slope": [-0.3, -0.5], "lyapunov": [-0.31, -0.52],
-                        "log_rate": [-0.2, -0.4], "accuracy": accuracy, "run_ids": ["a", "b"]})
-    fig, caption, ids = figures.draw_activations({"activations": act})
-    assert len(fig.axes) == panels
-    heights = sorted(round(p.get_height(), 2) for p in fig.axes[0].patches)
-    assert heights == [-0.52, -0.5, -0.4, -0.31, -0.3, -0.2]  # slope, Lyapunov exponent and bound rate per activation
-    assert ("accuracy" in caption) == (panels == 2)
-
-
 def test_pdf_bullets_hang_every_line_of_an_item_at_its_text_not_under_the_bullet():
     long_item, short_item = ["word " * 80], ["short"]
     pdf = render_pdf([Section("s", "Title", [Bullets([long_item, short_item])])], {},

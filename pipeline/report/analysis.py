@@ -34,7 +34,7 @@ RESULT_COLUMNS = ("run_id", "config_hash", "outcome")
 ANALYSIS_FORMAT = 4
 REPORT_VIOLATIONS = 1000  # violations carried into analysis.json (all of them go to tables/violations.csv)
 TABLES = ("runs", "violations", "nonfinite", "missing", "decay", "tightness", "regimes", "heatmaps",
-          "prediction", "gaps", "edge_of_chaos", "spectra", "gradient_spikes", "gradient_by_k",
+          "prediction", "gaps", "edge_of_chaos", "phase", "spectra", "gradient_spikes", "gradient_by_k",
           *sorted(studies.table_names()))
 # The step-norm bound column is new: a probe table written before it is still read (its pairs then check two bounds)
 
@@ -150,6 +150,11 @@ def summary_scalars(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if k not in skip and (v is None or isinstance(v, (str, int, float)))}
 
 
+# the top layer's W_hh as measured (summary.json), and the older names of the same numbers
+MEASURED_NORMS = {"w_norm_init": "gamma_w_init", "w_norm_final": "gamma_w_final", "rho_init": "spectral_radius_init",
+                  "rho_final": "spectral_radius_final"}
+
+
 def run_records(results_dir: Path, results: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, RunFiles]]:
     """One record per run (results row updated with summary.json) and each run's readable files."""
     records, files = [], {}
@@ -161,6 +166,9 @@ def run_records(results_dir: Path, results: pd.DataFrame) -> tuple[pd.DataFrame,
     for col in ("activation", "task", "clip_mode", "error", "final_val_loss", "chance_loss"):
         if col not in runs:
             runs[col] = None
+    for measured, older in MEASURED_NORMS.items():  # summaries written before the measured norms had these names
+        if measured not in runs and older in runs:
+            runs[measured] = runs[older]
     runs = with_verdicts(label_regimes(runs))
     runs["label"] = None
     for spec, idx in runs.groupby("spec").groups.items():
@@ -273,9 +281,11 @@ def spec_description(runs: pd.DataFrame) -> dict[str, str]:
 
 
 RUN_COLUMNS = ("run_id", "spec", "cell", "label", "config_hash", "outcome", "task", "activation", "form", "layers",
-               "gamma_w", "gamma_phi", "clip_mode", "clip_threshold", "seq_len", "seed", "log_rate_init",
+               "gamma_w", "w_norm_init", "w_norm_final", "rho_init", "rho_final", "gamma_phi", "clip_mode",
+               "clip_threshold", "seq_len", "seed", "log_rate_init",
                "slope_init", "lyapunov_init", "log_rate_final", "slope_final", "lyapunov_final", "predicted_regime",
-               "observed_regime", "predicted_regime_final", "observed_regime_final", "verdict", "learned",
+               "observed_regime", "predicted_regime_final", "observed_regime_final", "verdict", "partial_loss",
+               "beat_chance", "learned", "solved", "val_sequences_right",
                "val_accuracy", "chance_accuracy", "final_train_loss", "final_val_loss", "chance_loss", "loss_growth",
                "norm_growth", "n_probes", "n_checks", "violations", "spot_checks", "spot_skipped", "spot_mismatches",
                "spot_max_abs_dlog", "gap_product", "gap_global", "init", "probe_steps", "meanfield_rate_init",
@@ -309,7 +319,7 @@ def analyze(results_dir: Path, results: pd.DataFrame) -> Analysis:
     }
     tables["tightness"] = tightness_by_lag(tables["decay"])
     tables |= {"prediction": prediction.prediction_table(runs), "gaps": prediction.gap_table(runs),
-               "edge_of_chaos": prediction.edge_of_chaos(runs),
+               "edge_of_chaos": prediction.edge_of_chaos(runs), "phase": prediction.phase_table(runs),
                "spectra": stacked(probes.spectra, ["run_id", "spec", "when", "i", "log10_sigma"]),
                "gradient_spikes": prediction.spike_rows(runs, histories, spike_ids),
                "gradient_by_k": stacked(probes.gradients, ["run_id", "spec", "iter", "k", "log10_dE_dh"])}

@@ -7,90 +7,31 @@ when its table is absent or empty, so any subset of sweep specs gives the figure
 
 from __future__ import annotations
 
-import io
 import math
 import textwrap
 from functools import partial
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
+from matplotlib.ticker import MaxNLocator
 
 from ..run.files import write_atomic
+from .rate_figures import draw_activations, draw_phase
+from .canvas import (  # noqa: F401  (FigureFile, Drawn: the figure API the report stage and tests use)
+    DPI, Drawn, FigureFile, Tables, finite, new_figure, panel_row, plain_log_ticks, png_bytes, run_info, table,
+)
 from ..run.plots import keep_min_span
 from ..run.probe import draw_heatmap_panel
 from ..run.verdicts import LEARNED_MARGIN
 from . import studies
 from .reductions import format_metric, short_value
 
-DPI = 110
 LOSS_CEILING = 1e12  # loss curves are drawn up to here: beyond, a log axis's margins overflow float64
 MAX_PANELS, PANEL_COLUMNS = 16, 4  # decay curves: at most 16 panels (a spec's runs, an activation each), 4 to a row
-Tables = dict[str, pd.DataFrame]
-Drawn = tuple[Figure, str, list[str]] | None
-
-
-@dataclass(frozen=True)
-class FigureFile:
-    name: str  # file stem in reports/figures/
-    path: Path
-    caption: str
-    run_ids: tuple[str, ...]  # the runs drawn
-
-
-def new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def panel_row(panels: int, panel_width: float, height: float, margin: float = 0.8) -> tuple[Figure, list]:
-    """A figure of `panels` side-by-side axes sharing their y axis (one panel per mode, depth or task)."""
-    fig = new_figure(panel_width * panels + margin, height)
-    return fig, list(fig.subplots(1, panels, squeeze=False, sharey=True)[0])
-
-
-def png_bytes(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    return buf.getvalue()
-
-
-def plain_log_ticks(axis, values: Iterable[float], min_ratio: float = 1.12) -> None:
-    """Ticks at the given values, printed plainly (0.5, 2) rather than as powers of ten; of values closer than
-    `min_ratio` to the last one kept (e.g. 1.1 and 1.17), only the first gets a tick, so labels never overlap."""
-    kept: list[float] = []
-    for v in sorted(values):
-        if not kept or v >= kept[-1] * min_ratio:
-            kept.append(v)
-    axis.set_major_locator(FixedLocator(kept))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-    axis.set_minor_locator(NullLocator())
-
-
-def table(tables: Tables, name: str) -> pd.DataFrame | None:
-    t = tables.get(name)
-    return t if t is not None and len(t) else None
-
-
-def run_info(tables: Tables) -> pd.DataFrame:
-    runs = tables.get("runs", pd.DataFrame(columns=["run_id"]))
-    return runs.set_index("run_id", drop=False)
-
-
-def finite(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
-    """Rows where every column in `cols` is a finite number (none when a column is absent)."""
-    if any(c not in df for c in cols):
-        return df.iloc[:0]
-    vals = df[cols].apply(pd.to_numeric, errors="coerce")
-    return df[np.isfinite(vals.to_numpy(float)).all(axis=1)]
 
 
 # ---- the bound --------------------------------------------------------------------------------------------
@@ -314,77 +255,7 @@ def draw_rates(tables: Tables) -> Drawn:
     return fig, caption, list(r["run_id"])
 
 
-def draw_phase(tables: Tables) -> Drawn:
-    runs = table(tables, "runs")
-    if runs is None or "gamma_phi" not in runs:
-        return None
-    # the realised ||W_hh||_2: an init that fixes the spectral radius (sparse) leaves the norm elsewhere than gamma_w
-    norm = "gamma_w_init" if "gamma_w_init" in runs else "gamma_w"
-    r = finite(runs, [norm, "slope_init", "gamma_phi"]).copy()
-    r = r[r[norm].astype(float) > 0]
-    if r.empty:
-        return None
-    acts = sorted(set(r["activation"].astype(str)))
-    row = {a: i for i, a in enumerate(acts)}
-    y = r["activation"].astype(str).map(row) + np.random.default_rng(0).uniform(-0.15, 0.15, len(r))
-    fig = new_figure(6.4, 0.55 * len(acts) + 1.8)
-    ax = fig.subplots()
-    s = r["slope_init"].astype(float)
-    span = max(float(s.abs().max()), 1e-3)
-    pts = ax.scatter(r[norm].astype(float), y, c=s, cmap="coolwarm", norm=TwoSlopeNorm(0, -span, span), s=36,
-                     edgecolors="0.3", linewidths=0.4)
-    crit = 1 / r.groupby(r["activation"].astype(str))["gamma_phi"].first().reindex(acts).astype(float)
-    ax.vlines(crit, np.arange(len(acts)) - 0.4, np.arange(len(acts)) + 0.4, color="k", lw=2,
-              label="γ_W γ_φ = 1 (left of it: vanishing guaranteed)")
-    edge = table(tables, "edge_of_chaos")
-    if edge is not None:  # where the median mean-field rate changes sign along gamma_W (docs/math.md 7.5)
-        e = edge[edge["activation"].astype(str).isin(row)]
-        ax.scatter(e["gamma_w"].astype(float), e["activation"].astype(str).map(row), marker="|", s=420, color="C2",
-                   linewidths=2.5, label="λ_MF = 0 (mean-field edge of chaos, per init)", zorder=3)
-    ax.set_xscale("log")
-    plain_log_ticks(ax.xaxis, set(r[norm].astype(float).round(6)) | set(crit))
-    ax.set_yticks(range(len(acts)), acts)
-    ax.set(xlabel="γ_W = ‖W_hh‖₂ at init (measured)", ylim=(-0.6, len(acts) - 0.4))
-    fig.colorbar(pts, ax=ax, label="measured slope (nats/step)")
-    ax.legend(fontsize=7, loc="upper left")
-    caption = ("Phase diagram: each run at its γ_W and activation, coloured by the measured decay slope (blue: "
-               "vanishing, red: exploding). The black line marks γ_W = 1/γ_φ, Pascanu et al.'s boundary; a green "
-               "tick, where the median mean-field rate of an activation and init changes sign along γ_W (the "
-               "mean-field edge of chaos).")
-    return fig, caption, list(r["run_id"])
-
-
 # ---- per spec -----------------------------------------------------------------------------------------------
-
-
-def draw_activations(tables: Tables) -> Drawn:
-    act = table(tables, "activations")
-    if act is None:
-        return None
-    accuracy = act["accuracy"].astype(float)
-    trained = bool(np.isfinite(accuracy).any())  # an init-only spec (iters 0) has no accuracy to show
-    fig = new_figure(7.2 if trained else 5.2, 2.8)
-    axes = fig.subplots(1, 2 if trained else 1, squeeze=False)[0]
-    x = np.arange(len(act))
-    bars = [("slope", "measured slope", "C0", 1.0), ("lyapunov", "top Lyapunov exponent", "C2", 1.0),
-            ("log_rate", "log(γ_W γ_φ) (bound)", "C3", 0.7)]
-    bars = [b for b in bars if b[0] in act]
-    width = 0.8 / len(bars)
-    for i, (column, label, color, alpha) in enumerate(bars):
-        axes[0].bar(x + (i - (len(bars) - 1) / 2) * width, act[column].astype(float), width=width, label=label,
-                    color=color, alpha=alpha)
-    axes[0].set_xticks(x, act["activation"], rotation=30)
-    axes[0].set(ylabel="nats per step")
-    axes[0].axhline(0, color="0.3", lw=0.8)
-    axes[0].legend(fontsize=7)
-    caption = ("Results by activation (medians over the γ_W grid): decay slope and top Lyapunov exponent at init, "
-               "against the bound rate log(γ_W γ_φ)")
-    if trained:
-        axes[1].bar(x, accuracy, color="C2")
-        axes[1].set_xticks(x, act["activation"], rotation=30)
-        axes[1].set(ylabel="mean task accuracy", ylim=(0, 1))
-        caption += ", and mean task accuracy"
-    return fig, caption + ".", ids_of(act)
 
 
 def ids_of(t: pd.DataFrame) -> list[str]:

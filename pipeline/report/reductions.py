@@ -392,14 +392,18 @@ def numeric(runs: pd.DataFrame, cols: Iterable[str]) -> pd.DataFrame:
     return out
 
 
+MEASURED = ("w_norm_init", "w_norm_final", "rho_init", "rho_final")  # the top layer's W_hh as measured (summary.json)
+
+
 def weight_norm_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Per (activation, init, gamma_w): median slope, Lyapunov exponent, log(gamma_W gamma_phi), the realised
-    spectral radius (an init may fix the norm while the radius is what sets the rate) and the runs that learned."""
-    r = numeric(runs, ["gamma_w", "slope_init", "lyapunov_init", "log_rate_init", "spectral_radius_init"])
+    """Per (activation, init, gamma_w): the measured ||W_hh||_2 and spectral radius at init and at the end (medians:
+    the config's gamma_w fixed one of them, training moves both), the median slope, Lyapunov exponent and
+    log(gamma_W gamma_phi), and the runs that learned."""
+    r = numeric(runs, ["gamma_w", "slope_init", "lyapunov_init", "log_rate_init", *MEASURED])
     keys = ["activation", "init", "gamma_w"] if "init" in r else ["activation", "gamma_w"]
-    table = grouped(r, keys, slope=("slope_init", "median"), lyapunov=("lyapunov_init", "median"),
-                    log_rate=("log_rate_init", "median"), radius=("spectral_radius_init", "median"),
-                    n_learned=("learned", "sum"))
+    table = grouped(r, keys, **{m: (m, "median") for m in MEASURED}, slope=("slope_init", "median"),
+                    lyapunov=("lyapunov_init", "median"), log_rate=("log_rate_init", "median"),
+                    radius=("rho_init", "median"), n_learned=("learned", "sum"))
     ok = r[np.isfinite(r[["slope_init", "log_rate_init"]].to_numpy(float)).all(axis=1)]
     corr = ok["slope_init"].corr(ok["log_rate_init"]) if len(ok) > 2 else math.nan
     regimes = regime_counts(runs, "init")
@@ -408,14 +412,22 @@ def weight_norm_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
 
 
 def activation_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Per activation: decay slope, Lyapunov exponent, task accuracy and final loss (medians). A run whose λ₁
-    overflowed (an exploding net) has none, so the Lyapunov median has its own count, n_lyapunov, beside n_runs."""
-    r = numeric(runs, ["slope_init", "lyapunov_init", "log_rate_init", "val_accuracy", "final_val_loss"])
-    table = grouped(r, ["activation"], slope=("slope_init", "median"), lyapunov=("lyapunov_init", "median"),
-                    n_lyapunov=("lyapunov_init", lambda s: int(np.isfinite(s).sum())),
-                    log_rate=("log_rate_init", "median"), accuracy=("val_accuracy", "mean"),
+    """Per activation and gamma_w (the slope depends on gamma_W, so no median runs across it): the measured
+    ||W_hh||_2 and log(gamma_W gamma_phi), the decay slope and the Lyapunov exponent (medians), with n_both, the
+    runs where both are finite; task accuracy and final loss where trained. The headline, per activation: the
+    median |slope - lambda_1| over the runs where both exist, and that n."""
+    r = numeric(runs, ["gamma_w", "w_norm_init", "slope_init", "lyapunov_init", "log_rate_init", "val_accuracy",
+                       "final_val_loss"])
+    r["both"] = np.isfinite(r[["slope_init", "lyapunov_init"]].to_numpy(float)).all(axis=1)
+    table = grouped(r, ["activation", "gamma_w"], w_norm=("w_norm_init", "median"),
+                    log_rate=("log_rate_init", "median"), slope=("slope_init", "median"),
+                    lyapunov=("lyapunov_init", "median"), n_both=("both", "sum"), accuracy=("val_accuracy", "mean"),
                     final_val_loss=("final_val_loss", "median"), n_ok=("outcome", lambda s: int((s == "ok").sum())))
-    head = {str(row.activation): {"slope": row.slope, "accuracy": row.accuracy} for row in table.itertuples()}
+    head = {}
+    for act, a in r.groupby(r["activation"].astype(str)):
+        both = a[a["both"]]
+        head[act] = {"n_runs": len(a), "n_both": len(both),
+                     "median_abs_slope_minus_lyapunov": finite_median((both["slope_init"] - both["lyapunov_init"]).abs())}
     return table, head
 
 

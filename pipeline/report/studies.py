@@ -126,7 +126,9 @@ def activations_summary(d: SpecRuns) -> SpecSummary:
 
 
 def activations_headline(h: str, head: dict) -> list[Inline]:
-    return ["median decay slope (nats/step) "] + joined([[f"{a} ", Metric(f"{h}.{a}.slope")] for a in head])
+    return ["|slope − λ₁| (nats/step), median over the runs where both are finite: "] + joined(
+        [[f"{a} ", Metric(f"{h}.{a}.median_abs_slope_minus_lyapunov"), " (n = ", Metric(f"{h}.{a}.n_both"), ")"]
+         for a in head])
 
 
 def long_range_summary(d: SpecRuns) -> SpecSummary:
@@ -393,9 +395,10 @@ def remedies_summary(d: SpecRuns) -> SpecSummary:
 
 
 def arm_settings(runs: pd.DataFrame) -> str:
-    """What sets an arm apart besides its name, from its runs' configs: the recurrent init and γ_W, the activation
-    of a vanilla cell, the optimiser and learning rate, the clipping and Ω ("sparse W_hh, γ_W 0.95, tanh, adam lr
-    0.01, clipped at 1"); a field whose runs disagree lists its values."""
+    """What sets an arm apart besides its name, from its runs' configs: the recurrent init, what its gamma_w fixed
+    and the norms measured, the activation of a vanilla cell, the optimiser and learning rate, the clipping and Ω
+    ("sparse W_hh with ρ(W_hh) set to 0.95 (measured ‖W_hh‖₂ 1.73 → 2.1, ρ 0.95 → 1.02 at init → end, medians),
+    tanh, adam lr 0.01, clipped at 1"); a field whose runs disagree lists its values."""
     def values(column: str) -> str:
         if column not in runs:
             return "–"
@@ -403,7 +406,8 @@ def arm_settings(runs: pd.DataFrame) -> str:
         return "/".join(v) or "–"
 
     lstm = str(runs["cell_type"].iloc[0]) == "lstm" if "cell_type" in runs else False
-    parts = [f"{values('init')} W_hh, γ_W {values('gamma_w')}"]
+    parts = [f"{values('init')} W_hh with {fixed_by_init(values('init'))} set to {values('gamma_w')} "
+             f"({measured_words(runs)})"]
     if lstm:
         parts += [f"forget bias {values('forget_bias')}"] if "forget_bias" in runs else []
     else:
@@ -414,6 +418,24 @@ def arm_settings(runs: pd.DataFrame) -> str:
     omega = pd.to_numeric(runs.get("omega", pd.Series(dtype=float)), errors="coerce").fillna(0)
     parts += [f"Ω weight {values('omega')}"] if (omega > 0).any() else []
     return ", ".join(parts)
+
+
+def fixed_by_init(init: str) -> str:
+    """What the config's gamma_w fixed for an init (docs/math.md 9): the spectral radius for sparse, else the norm."""
+    return "ρ(W_hh)" if init == "sparse" else "‖W_hh‖₂"
+
+
+def measured_words(runs: pd.DataFrame) -> str:
+    """The measured ||W_hh||_2 and spectral radius at init and at the end, medians over the runs ("measured
+    ‖W_hh‖₂ 1.73 → 2.1, ρ 0.95 → 1.02"); an LSTM's W_hh is its 4n x n gate block: its norm only."""
+    def median(column: str) -> str:
+        v = pd.to_numeric(runs.get(column, pd.Series(dtype=float)), errors="coerce").dropna()
+        return cell(float(v.median())) if len(v) else "–"
+
+    words = f"measured ‖W_hh‖₂ {median('w_norm_init')} → {median('w_norm_final')}"
+    rho = pd.to_numeric(runs.get("rho_init", pd.Series(dtype=float)), errors="coerce")
+    return words + (f", ρ {median('rho_init')} → {median('rho_final')}" if rho.notna().any() else "") + \
+        " at init → end, medians"
 
 
 def max_probe_lag(runs: pd.DataFrame) -> int | None:
@@ -640,15 +662,18 @@ def published_blocks(report: dict, tables: Tables) -> list[Table | Bullets | Par
 STUDIES = (  # in report order
     Study("weight_norms", "How the recurrent weight norm γ_W sets the decay rate.",
           weight_norms_summary, ("weight_norms",), weight_norms_headline,
-          table=("weight_norms", {"activation": "activation", "init": "init", "gamma_w": "γ_W (config)",
-                                  "radius": "ρ(W_hh)", "slope": "slope", "lyapunov": "Lyapunov",
+          table=("weight_norms", {"activation": "activation", "init": "init",
+                                  "gamma_w": "gamma_w (config: fixes ‖W_hh‖₂)",
+                                  "w_norm_init": "‖W_hh‖₂ init", "w_norm_final": "‖W_hh‖₂ end", "rho_init": "ρ init",
+                                  "rho_final": "ρ end", "slope": "slope", "lyapunov": "λ₁",
                                   "log_rate": "log(γ_W γ_φ)", "n_learned": "learned", "n_runs": "runs"}),
           spans_rate=True, heatmap_first=True),
     Study("activations", "Every activation (their γ_φ differ) across the γ_W grid.",
           activations_summary, ("activations",), activations_headline,
-          table=("activations", {"activation": "activation", "slope": "slope", "lyapunov": "Lyapunov",
-                                 "n_lyapunov": "runs with a finite Lyapunov", "log_rate": "log(γ_W γ_φ)", "accuracy": "accuracy",
-                                 "final_val_loss": "val loss", "n_ok": "ok", "n_runs": "runs"}),
+          table=("activations", {"activation": "activation", "gamma_w": "gamma_w (config)",
+                                 "w_norm": "‖W_hh‖₂ (measured)", "log_rate": "log(γ_W γ_φ)", "slope": "slope",
+                                 "lyapunov": "λ₁", "n_both": "runs with both", "accuracy": "accuracy",
+                                 "final_val_loss": "val loss", "n_runs": "runs"}),
           figures=("activations",), spans_rate=True),
     Study("depth", "Stacked layers: the gradient signal reaching each layer.",
           depth_summary, ("depth",), depth_headline, more_tables=depth_layers, figures=("depth",), keeps_signal=True),

@@ -148,8 +148,16 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
         "norm_growth": norm_growth,
         "gamma_phi": model.act.gamma if model.cell == "rnn" else None,  # no gamma_phi bound for a gated cell
         "n_params": int(sum(p.size for p in model.params.values())),  # arms of a comparison state their sizes
+        **measured_norms(probed),
         **probed,
     }
+
+
+def measured_norms(probed: dict) -> dict:
+    """The top layer's W_hh as measured, under names no one reads as the config's `gamma_w` (which fixed the norm,
+    or for a sparse init the spectral radius): w_norm_* = ||W_hh||_2, rho_* its spectral radius, at init and end."""
+    return {"w_norm_init": probed["gamma_w_init"], "w_norm_final": probed["gamma_w_final"],
+            "rho_init": probed["spectral_radius_init"], "rho_final": probed["spectral_radius_final"]}
 
 
 def new_model(cfg: RunConfig, src: Source, rng: np.random.Generator) -> Model:
