@@ -81,12 +81,13 @@ def _user_errors_exit_2(fn):
 
 
 def _register() -> None:
-    from .stages import analyze, bench, generate, report, sweep, train
+    from .stages import analyze, bench, generate, plan, report, sweep, train
 
     for name, fn in [
         ("generate", generate.generate_cmd),
         ("train", train.train_cmd),
         ("sweep", sweep.sweep_cmd),
+        ("plan", plan.plan_cmd),
         ("analyze", analyze.analyze_cmd),
         ("report", report.report_cmd),
         ("bench", bench.bench_cmd),

@@ -229,7 +229,7 @@ def _wait_for_workers(client, address: Address) -> int:
 
 
 class ClusterPool:
-    """The subset of concurrent.futures.Executor that sweep._run_cells uses, over a distributed Client.
+    """The subset of concurrent.futures.Executor that sweep.compute._run_cells uses, over a distributed Client.
 
     `submit(fn, execute, cfg, data_dir, run_dir)` runs `fn(execute, cfg, <worker's data>, <worker temp>/<name>)`
     on a worker and returns a concurrent Future that is done once the driver has moved the returned run folder to

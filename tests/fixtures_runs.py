@@ -8,7 +8,9 @@ The numbers are computed, not invented, and independently of the pipeline's engi
   - the step-norm bound sums log ||J_s||_2 by np.linalg.norm(J_s, 2), the gap parts are means over the finite
     top-layer pairs of the initial probe, the singular spectrum is the SVD of the explicit product dh_T/dh_0.
 The mean-field rate and the Lyapunov spread follow stated formulas (MEANFIELD_OFFSET, LYAPUNOV_SPREAD), and so does
-||dE/dh_k|| over training (probe/gradients.parquet).
+||dE/dh_k|| over training (probe/gradients.parquet) and the weight gradients (probe/weight_gradients.parquet). A
+stack's Jacobians across layers (probe/jacobian_depth.parquet) are explicit products over the (time, layer) grid
+and their bounds explicit sums over its paths (node_jacobians, path_bound).
 Task outcomes (accuracy, losses, learning, BPTT signal) follow simple stated formulas, so a test can predict the
 summaries; so does the spot check (probe/spot_checks.parquet): its pairs are (k+1, k) and (T, k) for k = 0 and
 T // 2, and its finite-difference value is the measured one plus SPOT_OFFSET * (t - k).
@@ -56,6 +58,7 @@ class FakeRun:
     overrides: dict = field(default_factory=dict)  # summary fields forced to a value (e.g. a contradiction)
     run_id: str = ""
     config_hash: str = ""
+    cross: pd.DataFrame | None = None  # probe/jacobian_depth.parquet's rows (a stack's), set by `probe`
 
 
 def spectral_norm(W: np.ndarray) -> float:
@@ -243,6 +246,95 @@ def spot_rows(jac: pd.DataFrame) -> pd.DataFrame:
                          "log_norm": rows["log_norm"], "log_norm_fd": fd, "abs_dlog": (fd - rows["log_norm"]).abs()})
 
 
+def node_jacobians(Ws: list[np.ndarray], Ds: list[np.ndarray], source: int, k: int) -> dict[tuple[int, int], np.ndarray]:
+    """dh^j_s/dh^source_k for every node the source reaches, forward over the grid by explicit products: the layers
+    read the state below through the identity (`derivatives`), so the vertical edge is diag(phi'), the horizontal
+    diag(phi') W; no vertical edge leaves step 0."""
+    n, T, L = Ws[0].shape[0], len(Ds[0]), len(Ws)
+    N = {(source, k): np.eye(n)}
+    for s in range(k, T + 1):
+        for j in range(source, L):
+            if (j, s) == (source, k):
+                continue
+            total, reached = np.zeros((n, n)), False
+            if s > k and (j, s - 1) in N:
+                total, reached = total + (Ds[j][s - 1][:, None] * Ws[j]) @ N[(j, s - 1)], True
+            if j > source and s >= 1 and (j - 1, s) in N:
+                total, reached = total + Ds[j][s - 1][:, None] * N[(j - 1, s)], True
+            if reached:
+                N[(j, s)] = total
+    return N
+
+
+def path_bound(edge_h: np.ndarray, edge_v: np.ndarray, source: int, k: int, top: int, t: int) -> float:
+    """log of the sum over the grid's paths from (source, k) to (top, t) of the product of per-edge bounds, with
+    edge_h[j, s-1], edge_v[j, s-1] the bounds on the edges into (j, s), by explicit summation over nodes."""
+    total = {(source, k): 1.0}
+    for s in range(k, t + 1):
+        for j in range(source, top + 1):
+            if (j, s) == (source, k):
+                continue
+            value = (total.get((j, s - 1), 0.0) * edge_h[j, s - 1] if s > k else 0.0) + (
+                total.get((j - 1, s), 0.0) * edge_v[j, s - 1] if j > source and s >= 1 else 0.0)
+            total[(j, s)] = value
+    with np.errstate(divide="ignore"):
+        return float(np.log(total[(top, t)]))
+
+
+def depth_rows(Ws: list[np.ndarray], Ds: list[np.ndarray], gamma_phi: float) -> list[tuple]:
+    """(source_layer, t, k, log_norm, stepnorm, product, global) for every source below the top and k <= t, t >= 1."""
+    T, top, rows = len(Ds[0]), len(Ws) - 1, []
+    maxd = np.array([np.abs(D).max(axis=1) for D in Ds])  # (L, T)
+    own = np.array([[spectral_norm(d[:, None] * W) for d in D] for W, D in zip(Ws, Ds)])
+    g = np.array([spectral_norm(W) for W in Ws])[:, None]
+    bounds = {"stepnorm": (own, maxd), "product": (g * maxd, maxd),
+              "global": (np.broadcast_to(g * gamma_phi, maxd.shape), np.full(maxd.shape, gamma_phi))}
+    for source in range(top):
+        for k in range(T + 1):
+            N = node_jacobians(Ws, Ds, source, k)
+            for t in range(max(k, 1), T + 1):
+                measured = math.log(spectral_norm(N[(top, t)]))
+                rows.append((source, t, k, measured, *(path_bound(*bounds[b], source, k, top, t)
+                                                       for b in ("stepnorm", "product", "global"))))
+    return rows
+
+
+def through_origin(x: np.ndarray, y: np.ndarray) -> float:
+    """Least-squares slope through the origin, written out; NaN without a finite point."""
+    ok = np.isfinite(y)
+    return float((x[ok] * y[ok]).sum() / (x[ok] ** 2).sum()) if ok.any() else math.nan
+
+
+def depth_numbers(top_rows: list[tuple], cross: pd.DataFrame) -> dict:
+    """rate_time from the top layer's own pairs (mean per lag), rate_depth from the depth chain (mean per depth)."""
+    lag_means = pd.DataFrame(top_rows, columns=["t", "k", "lag", "m", "p", "g", "s"]).groupby("lag")["m"].mean()
+    out = {"rate_time": through_origin(lag_means.index.to_numpy(float), lag_means.to_numpy())}
+    if len(cross):
+        chain = cross[cross["lag"] == 0].groupby("depth")["log_norm"].mean()
+        out["rate_depth"] = through_origin(chain.index.to_numpy(float), chain.to_numpy())
+    return out
+
+
+def weight_gradient_rows(cfg: dict) -> pd.DataFrame:
+    """Stated formula: at iterations 0, iters / 2 and iters, log10 ||dE/dW_hh^l|| = -0.5 (L - 1 - l) - 0.001 iter and
+    ||dE/dW_xh^l|| 0.1 below it."""
+    L = cfg["layers"]
+    rows = [(i, l, p, -0.5 * (L - 1 - l) - 0.001 * i - (0.1 if p == "W_xh" else 0.0))
+            for i in (0, cfg["iters"] // 2, cfg["iters"]) for l in range(L) for p in ("W_hh", "W_xh")]
+    return pd.DataFrame(rows, columns=["iter", "layer", "param", "log10_norm"])
+
+
+def cross_spot_rows(cross: pd.DataFrame) -> pd.DataFrame:
+    """Stated formula for a stack's spot rows across layers: pairs (T, 0) and (T, T) of every probe and source layer,
+    log_norm_fd = log_norm + SPOT_OFFSET * (t - k)."""
+    T = int(cross["t"].max()) if len(cross) else 0
+    rows = cross[(cross["t"] == T) & ((cross["k"] == 0) | (cross["k"] == T))]
+    fd = rows["log_norm"] + SPOT_OFFSET * rows["lag"]
+    return pd.DataFrame({"when": rows["when"], "layer": rows["layer"], "t": rows["t"], "k": rows["k"],
+                         "log_norm": rows["log_norm"], "log_norm_fd": fd, "abs_dlog": (fd - rows["log_norm"]).abs(),
+                         "source_layer": rows["source_layer"]})
+
+
 def probe(run: FakeRun, rng: np.random.Generator) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     """The probe's jacobian table, the summary numbers computed from it, and its spectra table."""
     cfg = run.config
@@ -250,9 +342,15 @@ def probe(run: FakeRun, rng: np.random.Generator) -> tuple[pd.DataFrame, dict, p
     xs = rng.normal(scale=0.5, size=(cfg["probe_len"], cfg["hidden"]))
     W0 = initial_weights(cfg, rng)
     scale = math.nan if run.outcome == "diverged" else run.final_scale
-    frames, summary, spectra = [], {"gamma_phi": gphi}, []
+    frames, summary, spectra, cross_frames = [], {"gamma_phi": gphi}, [], []
     for when, Ws in (("init", W0), ("final", [scale * W for W in W0])):
         Ds = derivatives(cfg, Ws, xs, run.bias)
+        cross = pd.DataFrame(depth_rows(Ws, Ds, gphi) if len(Ws) > 1 and run.outcome != "diverged" else [],
+                             columns=["source_layer", "t", "k", "log_norm", "log_bound_stepnorm", "log_bound_product",
+                                      "log_bound_global"])
+        cross = cross.assign(when=when, layer=len(Ws) - 1, lag=cross["t"] - cross["k"],
+                             depth=len(Ws) - 1 - cross["source_layer"])
+        cross_frames.append(cross)
         for layer, (W, D) in enumerate(zip(Ws, Ds)):
             rows = jacobian_rows(W, D, gphi)
             df = pd.DataFrame(rows, columns=["t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global",
@@ -271,8 +369,12 @@ def probe(run: FakeRun, rng: np.random.Generator) -> tuple[pd.DataFrame, dict, p
                     f"lyapunov_spread_{when}": LYAPUNOV_SPREAD if math.isfinite(g) else math.nan,
                     f"meanfield_rate_{when}": slope + MEANFIELD_OFFSET[cfg["init"]]}
         summary |= {f"{k}_{when}": v for k, v in gap_parts(top_rows).items()}
+        summary |= {f"{k}_{when}": v for k, v in depth_numbers(top_rows, cross).items()}
     cols = ["when", "layer", "t", "k", "lag", "log_norm", "log_bound_product", "log_bound_global",
             "log_bound_stepnorm"]
+    depth_cols = ["when", "source_layer", "layer", "t", "k", "lag", "depth", "log_norm", "log_bound_stepnorm",
+                  "log_bound_product", "log_bound_global"]
+    run.cross = pd.concat(cross_frames, ignore_index=True)[depth_cols]
     return pd.concat(frames, ignore_index=True)[cols], summary, pd.concat(spectra, ignore_index=True)
 
 
@@ -314,14 +416,19 @@ def write_run(results_dir: Path, run: FakeRun, index: int) -> dict:
     summary["violations_init"] = summary["violations_final"] = 0
     summary |= run.overrides
     summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
-    summary["layers"] = [{"layer": l} for l in range(cfg["layers"])]
+    summary["layers"] = [{"layer": l, "gamma_x_init": 1.0} for l in range(cfg["layers"])]  # W_xh = I
     (folder / "summary.json").write_text(json.dumps(summary))
     history(cfg, run.outcome, diverged_at).to_csv(folder / "history.csv", index=False)
     jac.to_parquet(folder / "probe" / "jacobian.parquet", index=False)
     signal_rows(cfg, ("init", "final")).to_parquet(folder / "probe" / "signal.parquet", index=False)
-    spot_rows(jac).to_parquet(folder / "probe" / "spot_checks.parquet", index=False)
+    within = spot_rows(jac)
+    pd.concat([within.assign(source_layer=within["layer"]), cross_spot_rows(run.cross)],
+              ignore_index=True).to_parquet(folder / "probe" / "spot_checks.parquet", index=False)
     spectra.to_parquet(folder / "probe" / "spectra.parquet", index=False)
     gradient_rows(cfg).to_parquet(folder / "probe" / "gradients.parquet", index=False)
+    weight_gradient_rows(cfg).to_parquet(folder / "probe" / "weight_gradients.parquet", index=False)
+    if cfg["layers"] > 1:
+        run.cross.to_parquet(folder / "probe" / "jacobian_depth.parquet", index=False)
     if cfg["task"] == "text":
         series_rows(cfg).to_parquet(folder / "series.parquet", index=False)
         samples = [{"iter": i, "text": f"sample at {i}: the quick brown fox"[: 10 + i // 5]} for i in (0, 50, 99)]

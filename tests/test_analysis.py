@@ -119,12 +119,14 @@ def test_spot_checks_are_counted_and_the_largest_difference_reported(study, tmp_
     # 4 pairs per probe and layer; skipped where the measured value is not finite: the diverged run's final probe
     # (NaN) and the dead relu run's pairs (-inf)
     spots = [fx.spot_rows(pd.read_parquet(fx.run_folder(results, r) / "probe" / "jacobian.parquet")) for r in probed]
-    total = sum(4 * 2 * r.config["layers"] for r in probed)
-    assert sum(len(s) for s in spots) == total
+    within = sum(4 * 2 * r.config["layers"] for r in probed)
+    cross = sum(2 * 2 * (r.config["layers"] - 1) for r in probed)  # (T, 0) and (T, T) per probe and source layer
+    total = within + cross
+    assert sum(len(s) for s in spots) == within
     skipped = sum(int(s["abs_dlog"].isna().sum()) for s in spots)
     assert skipped >= 4  # at least the diverged run's final probe
     assert m["spot_checks"] == {"n": total - skipped, "skipped": skipped, "mismatches": 0,
-                                "max_abs_dlog": reductions.round_metric(fx.SPOT_OFFSET * T)}
+                                "max_abs_dlog": reductions.round_metric(fx.SPOT_OFFSET * T), "n_cross_layer": cross}
     table = pd.read_csv(tmp_path / "reports" / "tables" / "runs.csv").set_index("run_id")
     assert table["spot_checks"].sum() == total - skipped and table["spot_skipped"].sum() == skipped
 
@@ -159,7 +161,9 @@ def test_a_missing_spot_table_is_a_missing_artifact(study, tmp_path):
 def test_spot_summary_counts_resolved_pairs_and_mismatches():
     spot = pd.DataFrame({"abs_dlog": [1e-9, np.nan, 3e-8, np.nan]})
     assert reductions.spot_summary(spot) == {"spot_checks": 2, "spot_skipped": 2, "spot_mismatches": 0,
-                                             "spot_max_abs_dlog": 3e-8}
+                                             "spot_max_abs_dlog": 3e-8, "spot_cross_layer": 0}
+    across = spot.assign(layer=[1, 1, 1, 1], source_layer=[1, 0, 0, 1])  # the second and third pairs cross layers
+    assert reductions.spot_summary(across)["spot_cross_layer"] == 1  # of those, one was resolved
     none = reductions.spot_summary(pd.DataFrame({"abs_dlog": [np.nan]}))
     assert none["spot_checks"] == 0 and math.isnan(none["spot_max_abs_dlog"])
     # inf: the probe said exactly zero where the differences resolved a norm; 2e-4 is above SPOT_TOLERANCE = 1e-4
@@ -352,8 +356,10 @@ def test_spec_headlines_follow_the_fixture_formulas(study, tmp_path):
         assert clip[f"best_{mode}"]["threshold"] == 0.1
         assert {"k": 1, "n": 1, "rate": 1.0}.items() <= clip[f"best_{mode}"]["beat_chance"].items()
     assert spec["clipping"]["outcomes"] == {"ok": 5, "unstable": 0, "diverged": 1, "failed": 0}
-    depth = spec["depth"]["headline"]  # log10 signal drops 0.5 per layer below the top
-    assert depth["max_layers"] == 3 and close(depth["top_minus_bottom_decades"], 1.0)
+    depth = spec["depth"]["headline"]["tanh"]  # log10 signal and weight gradient drop 0.5 per layer below the top
+    assert depth["max_layers"] == 3 and close(depth["signal_input_minus_top"], -1.0)
+    assert close(depth["wgrad_input_minus_top"], -1.0) and depth["n_stacked"] == 4
+    assert close(depth["log10_paths"], math.log10(math.comb(10 - 1 + 2, 2)))  # from (0, 0) to (2, T = 10)
     text = spec["text"]["headline"]
     assert close(text["rnn"]["final_train_loss"], 1.5) and close(text["chance_loss"], math.log(30))  # per arm
     assert set(spec["activations"]["headline"]) == {"tanh", "sigmoid", "relu", "linear"}

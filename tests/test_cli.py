@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-COMMANDS = ["generate", "train", "sweep", "analyze", "report", "bench"]
+COMMANDS = ["generate", "train", "sweep", "plan", "analyze", "report", "bench"]
 
 
 def rnngrad(*args, cwd=None):

@@ -212,7 +212,8 @@ def test_the_driver_logging_benchmark_logs_every_cell_to_its_own_server(tmp_path
     spec = write_spec(tmp_path, [0.5, 1.0, 2.0], name="benchlog")
     logged = []
     real = tracking.log_folder_and_end
-    monkeypatch.setattr(tracking, "log_folder_and_end", lambda *a: logged.append(a[0].tracking_uri) or real(*a))
+    monkeypatch.setattr("pipeline.tracking.runs.log_folder_and_end",  # where the sweep reads it
+                        lambda *a: logged.append(a[0].tracking_uri) or real(*a))
     fig = bench.bench_driver_logging(spec, data_dir=tmp_path / "data", server_workers=1)
     assert fig["driver_log_cells"] == 3 and fig["driver_log_cells_per_s"] > 0
     assert fig["driver_log_cells_per_s_1_thread"] > 0

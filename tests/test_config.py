@@ -171,10 +171,12 @@ def test_hash_changes_with_the_lstm_fields():
 
 @pytest.mark.parametrize("values, field, owner", [
     ({"cell_type": "lstm", "omega": 0.5}, "omega", "rnn"),
-    ({"cell_type": "lstm", "activation": "relu"}, "activation", "rnn"),
-    ({"cell_type": "lstm", "form": "pascanu"}, "form", "rnn"),
-    ({"cell_type": "lstm", "leaky_slope": 0.3}, "leaky_slope", "rnn"),
+    ({"cell_type": "exprnn", "init": "orthogonal", "omega": 0.5}, "omega", "rnn"),
+    ({"cell_type": "lstm", "activation": "relu"}, "activation", "rnn and exprnn"),
+    ({"cell_type": "gru", "form": "pascanu"}, "form", "rnn and exprnn"),
+    ({"cell_type": "lstm", "leaky_slope": 0.3}, "leaky_slope", "rnn and exprnn"),
     ({"forget_bias": 2.0}, "forget_bias", "lstm"),
+    ({"cell_type": "gru", "forget_bias": 2.0}, "forget_bias", "lstm"),
 ])
 def test_a_field_of_the_other_cell_is_named(values, field, owner):
     """Set away from its default for the cell that does not read it, a field would be silently ignored: refused,
@@ -184,6 +186,18 @@ def test_a_field_of_the_other_cell_is_named(values, field, owner):
         in_file(values)
     with pytest.raises(UserError, match=rf"^RunConfig.{field}: "):
         RunConfig(**values)
+
+
+@pytest.mark.parametrize("values, field, valid", [
+    ({"cell_type": "exprnn", "init": "orthogonal", "gamma_w": 0.9}, "gamma_w", "1.0"),
+    ({"cell_type": "exprnn"}, "init", "'orthogonal', 'identity'"),  # the default init, gaussian, is not in SO(n)
+    ({"cell_type": "exprnn", "init": "sparse"}, "init", "'orthogonal', 'identity'"),
+])
+def test_a_value_the_exprnn_cannot_take_is_named(values, field, valid):
+    with pytest.raises(UserError, match=rf"^run.yaml: {field}: .* is not possible for cell_type exprnn \(its W_hh = "
+                                        rf"exp\(A\) is orthogonal\); valid: {valid}$"):
+        in_file(values)
+    assert RunConfig(cell_type="exprnn", init="identity", activation="relu").cell_type == "exprnn"
 
 
 def test_omega_below_zero_is_named():

@@ -562,3 +562,20 @@ def test_all_pairs_are_exact_where_top_singular_values_cluster(n):
         np.testing.assert_allclose(got, dense_log_norms(Js), rtol=0, atol=1e-12)
         stepnorm = jacobian.log_stepnorm_bound(jacobian.log_step_norms(W, D, "elman"))
         assert not jacobian.exceeds(got, stepnorm).any()
+
+
+def test_step_norms_are_exact_in_a_tight_cluster_of_singular_values():
+    """An orthogonal W with phi' within 1e-6 of 1 in a few units (an expRNN near h = 0 in them): the top singular
+    values of a step lie within 1e-6 of each other, where an iterative estimate can stop at the second (a Lanczos
+    estimate was 6.8e-7 low on this case). The step-norm bound is a bound: it must be the top singular value itself,
+    or the measured lag-1 norm stands above it."""
+    rng = np.random.default_rng(15)
+    n, T = 44, 40
+    W, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    D = rng.uniform(0.1, 1.0, (T, n))
+    D[:, :6] = 1.0 - 1e-6 * rng.random((T, 6))
+    exact = np.log([np.linalg.svd(D[s][:, None] * W, compute_uv=False)[0] for s in range(T)])
+    np.testing.assert_allclose(jacobian.log_step_norms(W, D, "elman"), exact, rtol=0, atol=1e-14)
+    measured = jacobian.log_norms_from_factors(W, D, "elman")
+    bound = jacobian.log_stepnorm_bound(jacobian.log_step_norms(W, D, "elman"))
+    assert not jacobian.exceeds(measured, bound).any()

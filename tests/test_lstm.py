@@ -241,7 +241,7 @@ def test_a_vanilla_file_without_a_cell_entry_reads_as_rnn(tmp_path):
 
 
 @pytest.mark.parametrize("arrays, message", [
-    ({"cell": np.array("gru")}, "unknown cell 'gru'; valid: rnn, lstm"),
+    ({"cell": np.array("elman")}, "unknown cell 'elman'; valid: rnn, lstm, gru"),
     ({"cell": np.array("lstm"), "W_hh_0": np.zeros((8, 2))}, "missing keys: W_ih_0, b_0, W_hy, b_y"),
     ({"cell": np.array("lstm"), "W_hh_0": np.zeros((8, 2)), "W_ih_0": np.zeros((8, 3)), "b_0": np.zeros(7),
       "W_hy": np.zeros((1, 2)), "b_y": np.zeros(1)}, r"b_0 must have shape \(8,\)"),

@@ -25,7 +25,9 @@ ARMS = {
     "tanh_clipped_omega": (dict(init="sparse", gamma_w=0.95, clip_mode="global", omega=2.0), 100, (2, 0)),
     "irnn": (dict(activation="relu", init="identity", clip_mode="global", lr=0.001), 100, (3, 1)),
     "orthogonal_tanh": (dict(init="orthogonal", clip_mode="global"), 100, (1, 1)),
+    "exprnn": (dict(cell_type="exprnn", init="orthogonal", clip_mode="global", hidden=44), 90, (0, 1)),
     "lstm": (dict(cell_type="lstm", init="orthogonal", clip_mode="global", forget_bias=1.0), 400, (3, 2)),
+    "gru": (dict(cell_type="gru", init="orthogonal", clip_mode="global", hidden=17), 110, (3, 3)),
 }
 TS = (50, 100)
 
@@ -136,3 +138,52 @@ def test_each_arms_sentence_says_how_far_its_norm_falls_over_the_longest_lag(bui
                                                 (None, 49, None), (-0.1, None, None), (math.nan, 9, None)])
 def test_decades_is_the_slope_times_the_lag_in_powers_of_ten(slope, lag, orders):
     assert studies.decades(slope, lag) == orders
+
+
+def section_text(html: str, spec: str = "remedies") -> str:
+    sec = html[html.index(f'id="spec-{spec}"'):]
+    return " ".join(htmllib.unescape(re.sub(r"<[^>]+>", " ", sec[:sec.index("</section>")])).split())
+
+
+def test_the_exprnns_sentence_reads_its_measured_norm_against_its_bound(built):
+    head = built["metrics"]["specs"]["remedies"]["headline"]["exprnn"]
+    assert head["w_norm_off"] is not None
+    text = section_text(built["html"])
+    assert "its ‖W_hh‖₂, measured before and after training, is 1 within" in text
+    assert "γ_φ^(t−k) = 1 with no slack from γ_W" in text
+
+
+def test_fixed_rates_and_overlapping_intervals_are_said_plainly(built):
+    """Three seeds per arm: every interval at T = 100 overlaps every other, and the rates were not chosen."""
+    text = section_text(built["html"])
+    assert "The learning rates here were fixed, not chosen per arm" in text
+    assert "On temporal order at T = 100 every two arms' 95% intervals overlap: this budget cannot rank the arms" in text
+
+
+def rate_runs() -> list[fx.FakeRun]:
+    """The rate-selection stage: two arms at two rates on seeds 100-101; the IRNN learns only at 0.001, the GRU at
+    both (then the lower median loss, planted at 0.01, wins)."""
+    runs = []
+    for arm, lr, seed, loss in [("irnn", 0.001, 100, 0.2), ("irnn", 0.001, 101, 0.2), ("irnn", 0.01, 100, 1.0),
+                                ("irnn", 0.01, 101, 1.0), ("gru", 0.001, 100, 0.5), ("gru", 0.001, 101, 0.5),
+                                ("gru", 0.01, 100, 0.3), ("gru", 0.01, 101, 0.3)]:
+        config = {**ARMS[arm][0], "lr": lr}
+        cfg = {**fx.BASE_CONFIG, "task": "temporal_order", "seq_len": 100, "seed": seed, **config}
+        chance = fx.CHANCE_LOSS["temporal_order"]
+        runs.append(fx.FakeRun("remedies_rates", cfg, overrides={"final_val_loss": loss * chance}))
+    return runs
+
+
+def test_a_rate_selection_is_shown_with_its_choice_and_named_in_the_remedies_section(tmp_path):
+    out = fx.report_of(tmp_path, remedies_runs() + rate_runs())
+    table = pd.read_csv(out / "tables" / "rate_selection.csv")
+    chosen = table[table["chosen"]].set_index("arm")["lr"].to_dict()
+    assert chosen == {"irnn": 0.001, "gru": 0.01}
+    assert table.set_index(["arm", "lr"])["n_learned"].to_dict() == {
+        ("irnn", 0.001): 2, ("irnn", 0.01): 0, ("gru", 0.001): 2, ("gru", 0.01): 2}
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "Learning-rate selection: every arm at every candidate rate on its own seeds" in section_text(
+        html, "remedies_rates")
+    assert ("Each arm trained at its own learning rate, chosen per task among 0.001 and 0.01 on seeds 100 and 101 at "
+            "T = 100 (the rate-selection section); those seeds are not among the seeds of the runs reported here"
+            in section_text(html))

@@ -49,7 +49,7 @@ SUMMARY_KEYS = {"config_hash", "inputs", "outcome", "diverged_at", "iters_done",
                 "spot_max_abs_dlog_final", "lyapunov_spread_init", "lyapunov_spread_final", "lyapunov_probe_init",
                 "lyapunov_probe_final", "meanfield_rate_init", "meanfield_rate_final", "gap_global_to_product_init",
                 "gap_product_to_stepnorm_init", "gap_stepnorm_to_measured_init", "spectrum_spread_init",
-                "spectrum_resolved_init"}
+                "spectrum_resolved_init", "rate_time_init", "rate_time_final"}
 STEP_KEYS = {"by_lag/log10_norm_init", "by_lag/log10_norm_final", "by_lag/log10_bound_product_init",
              "by_lag/log10_bound_global_init", "by_lag/log10_bound_stepnorm_init", "by_k/log10_dE_dh",
              "by_iter/train_loss", "by_iter/grad_norm", "by_iter/clip_scale", "by_iter/w_norm",
@@ -104,8 +104,9 @@ def test_folder_matches_the_contract(runs, name):
     cfg, result, _ = runs[name]
     files = {p.relative_to(result.run_dir).as_posix() for p in result.run_dir.rglob("*") if p.is_file()}
     scored = cfg.task != "probe" and cfg.iters > 0  # a loss against chance to draw
+    stacked = {"probe/jacobian_depth.parquet", "figures/jacobian_depth.png"} if cfg.layers > 1 else set()
     assert files == FILES | ({"samples.json"} if cfg.task == "text" else set()) | (
-        {"figures/loss.png"} if scored else set())
+        {"figures/loss.png", "probe/weight_gradients.parquet"} if scored else set()) | stacked
     assert result.outcome == "ok", result.summary.get("error")
     inputs = {"corpus": hashlib.sha256(CORPUS.encode()).hexdigest()} if cfg.task == "text" else {
         "dataset": datasets.dataset_digest(datasets.build_dataset(cfg.task, cfg.seq_len, cfg.val_size, cfg.data_seed))}
@@ -277,14 +278,28 @@ def test_probe_inputs_and_models(runs, name, data_dir):
 @pytest.mark.parametrize("name", list(RUNS))
 def test_spot_checks_agree_with_the_probe_and_the_summary_counts_them(runs, name):
     cfg, result, _ = runs[name]
-    spot = pd.read_parquet(result.run_dir / "probe" / "spot_checks.parquet")
-    assert list(spot.columns) == ["when", "layer", "t", "k", "log_norm", "log_norm_fd", "abs_dlog"]
+    everything = pd.read_parquet(result.run_dir / "probe" / "spot_checks.parquet")
+    assert list(everything.columns) == ["when", "layer", "t", "k", "log_norm", "log_norm_fd", "abs_dlog",
+                                        "source_layer"]
+    spot = everything[everything["source_layer"] == everything["layer"]]
     jac = pd.read_parquet(result.run_dir / "probe" / "jacobian.parquet").set_index(["when", "layer", "t", "k"])
     np.testing.assert_array_equal(spot["log_norm"], jac.loc[list(zip(spot["when"], spot["layer"], spot["t"],
                                                                       spot["k"])), "log_norm"])
     P = probe_steps(name, cfg)
     for (when, layer), rows in spot.groupby(["when", "layer"]):
         assert len(rows) == min(16, P * (P + 1) // 2) and ((rows["t"] == P) & (rows["k"] == 0)).any()
+    cross = everything[everything["source_layer"] != everything["layer"]]
+    if cfg.layers > 1:  # the pairs across layers, against probe/jacobian_depth.parquet
+        depth = pd.read_parquet(result.run_dir / "probe" / "jacobian_depth.parquet").set_index(
+            ["when", "source_layer", "t", "k"])
+        keys = list(zip(cross["when"], cross["source_layer"], cross["t"], cross["k"]))
+        np.testing.assert_array_equal(cross["log_norm"], depth.loc[keys, "log_norm"])
+        assert (cross["t"] == cross["k"]).any() and len(cross) == 2 * 5 * (cfg.layers - 1)
+        for when in ("init", "final"):
+            assert result.summary[f"spot_cross_layer_{when}"] == cross[cross["when"] == when]["abs_dlog"].notna().sum()
+    else:
+        assert cross.empty
+    spot = everything
     s = result.summary
     for when in ("init", "final"):
         rows = spot[spot["when"] == when]
@@ -305,6 +320,7 @@ def test_signal_and_series(runs, name):
     assert list(series.columns) == ["key", "step", "value"]
     scores_nothing = {"by_iter/val_accuracy", "by_iter/val_loss", "by_iter/train_loss", "by_iter/train_loss_smoothed"}
     want = STEP_KEYS - (scores_nothing if cfg.task == "probe" else set())
+    want |= {f"by_lag/log10_norm_from_layer_{l}_init" for l in range(cfg.layers - 1)}  # a stack: from each layer below
     assert set(series["key"]) == want
     assert np.isfinite(series["value"]).all()
     by = {key: group.sort_values("step") for key, group in series.groupby("key")}
@@ -481,7 +497,7 @@ def test_zero_iterations_probe_the_initial_model(data_dir, tmp_path):
 
 
 def test_the_sweep_recognises_the_runners_temp_folder(data_dir, tmp_path):
-    """sweep.py removes temp folders left by killed workers by name: the name the runner really uses."""
+    """The sweep removes temp folders left by killed workers by name: the name the runner really uses."""
     from pipeline.sweep import RUNNER_TEMP_FOLDER
 
     cfg = RunConfig(**{**TINY, "task": "adding", "iters": 2})
@@ -645,3 +661,30 @@ def test_a_newcomers_sigmoid_run_has_no_bound_violation(data_dir, tmp_path):
     W, D = step_factors(model, np.load(probe / "inputs.npy"), np.load(probe / "h0.npy"), -1)
     exact = np.log(np.linalg.svd(D[:, :, None] * W[None], compute_uv=False)[:, 0])
     np.testing.assert_allclose(log_step_norms(W, D, model.form), exact, rtol=0, atol=1e-12)
+
+
+def test_the_probe_across_layers_and_the_weight_gradients(runs):
+    """probe/jacobian_depth.parquet of a 2-layer run: every pair k <= t from layer 0 to the top, at both probes, equal
+    to depth.log_norm_grid of the saved models, the bounds holding; weight_gradients.parquet at the 5 checkpoints."""
+    from pipeline.engine import depth
+    from pipeline.run.depthprobe import DEPTH_COLUMNS, WEIGHT_GRADIENT_COLUMNS
+    cfg, result, _ = runs["adding2"]
+    folder, P = result.run_dir / "probe", probe_steps("adding2", cfg)
+    table = pd.read_parquet(folder / "jacobian_depth.parquet")
+    assert list(table.columns) == list(DEPTH_COLUMNS)
+    assert len(table) == 2 * (P * (P + 1) // 2 + P) and set(table["source_layer"]) == {0} and set(table["depth"]) == {1}
+    xs, h0 = np.load(folder / "inputs.npy"), np.load(folder / "h0.npy")
+    for when in ("init", "final"):
+        grid = depth.log_norm_grid(load_model(folder / f"model_{when}.npz"), xs, h0)
+        rows = table[table["when"] == when]
+        np.testing.assert_allclose(rows["log_norm"], grid[0, rows["t"], rows["k"]], atol=1e-10)
+        assert result.summary[f"violations_cross_{when}"] == 0 and result.summary[f"cross_pairs_{when}"] == len(rows)
+    for low, high in (("log_norm", "log_bound_stepnorm"), ("log_bound_stepnorm", "log_bound_product"),
+                      ("log_bound_product", "log_bound_global")):
+        assert (table[low] <= table[high] + 1e-9 * np.maximum(1, table[high].abs())).all()
+    assert all(np.isfinite(result.summary[f"{k}_{w}"]) for k in ("rate_time", "rate_depth", "depth_chain")
+               for w in ("init", "final"))
+    grads = pd.read_parquet(folder / "weight_gradients.parquet")
+    assert list(grads.columns) == list(WEIGHT_GRADIENT_COLUMNS)
+    assert sorted(set(grads["iter"])) == sorted(runner.gradient_checkpoints(cfg.iters))
+    assert len(grads) == 5 * cfg.layers * 2 and np.isfinite(grads["log10_norm"]).all()

@@ -252,7 +252,8 @@ class _RacedProcess:
 def test_a_dead_workers_exit_code_is_read_again_until_the_executor_has_stored_it(code, reason):
     """The executor's thread and the sweep both wait for the broken pool's workers; the loser of that race sees no
     exit code at first. Under load this once blamed the wrong cells (two broken pools for one death)."""
-    from pipeline.sweep import Cell, _CellPool
+    from pipeline.sweep import Cell
+    from pipeline.sweep.pool import _CellPool
 
     pool = _CellPool.__new__(_CellPool)  # no executor: only the bookkeeping death_of reads
     pool.started = type("Empty", (), {"empty": staticmethod(lambda: True)})()
@@ -537,14 +538,14 @@ def test_the_unlogged_sweep_variant_still_ends_every_run_but_logs_no_folder(tmp_
             run = tracking.client(store).get_run(run_id)
             seen.setdefault("runs", []).append((run.info.status, "outcome" in run.data.tags))
 
-        m.setattr(tracking, "end_run", end_and_look)
+        m.setattr("pipeline.tracking.runs.end_run", end_and_look)  # where the sweep reads it
         wall, logging_seconds, per_run = _sweep_once(spec, tmp_path / "data", 1, log_folders=False)
     assert wall > 0 and logging_seconds >= 0 and len(per_run) == 2
     assert seen["runs"] == [("FINISHED", False)] * 3  # two cells and the parent ended; no folder's tags logged
 
 
 def test_a_results_folder_the_sweep_cannot_write_is_a_user_error(tmp_path):
-    from pipeline.sweep import _one_sweep_per_spec
+    from pipeline.sweep.results import _one_sweep_per_spec
 
     (tmp_path / "afile").write_text("x")
     with pytest.raises(UserError, match=r"afile/mini: cannot write the sweep's results there \(Not a directory\)"):
@@ -553,7 +554,7 @@ def test_a_results_folder_the_sweep_cannot_write_is_a_user_error(tmp_path):
 
 
 def test_a_stop_request_waits_for_a_safe_point_unless_asked_twice():
-    from pipeline.sweep import _StopRequest
+    from pipeline.sweep.stop import _StopRequest
 
     stop = _StopRequest()
     stop.check()  # nothing asked: nothing raised

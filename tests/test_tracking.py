@@ -96,7 +96,7 @@ def test_a_store_file_that_is_not_sqlite_is_a_user_error_and_left_alone(tmp_path
 
 def test_a_store_locked_by_another_writer_is_a_user_error_that_says_so(tmp_path, monkeypatch, empty_db):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(tracking, "STORE_LOCK_SECONDS", 0.1)
+    monkeypatch.setattr("pipeline.tracking.store.STORE_LOCK_SECONDS", 0.1)
     shutil.copy(empty_db, tmp_path / "mlflow.db")
     with sqlite3.connect(tmp_path / "mlflow.db") as con:
         con.execute("PRAGMA journal_mode=DELETE")
@@ -278,7 +278,7 @@ def test_log_folder_and_end_never_leaves_a_run_running(store, tmp_path, monkeypa
         raise error("interrupted mid-logging")
 
     with monkeypatch.context() as m, pytest.raises(error):
-        m.setattr(tracking, "log_run_folder", broken)
+        m.setattr("pipeline.tracking.runs.log_run_folder", broken)
         tracking.log_folder_and_end(store, run_id, tmp_path / "runs" / "abc123")
     assert tracking.client(store).get_run(run_id).info.status == status
     run_id = tracking.start_run(store, tracking.ensure_experiment(store, "rnngrad/test"), "y")
@@ -372,9 +372,11 @@ def test_summary_numbers_round_to_four_significant_digits():
 def test_modules_mlflow_probes_on_every_request_fail_at_once_when_absent_and_stay_when_installed(monkeypatch):
     import sys
 
+    from pipeline.tracking.connection import _skip_absent_modules
+
     monkeypatch.delitem(sys.modules, "rnngrad_no_such_module", raising=False)
     monkeypatch.delitem(sys.modules, "json", raising=False)  # installed: imported again as usual, never blocked
-    tracking._skip_absent_modules(("rnngrad_no_such_module", "json"))
+    _skip_absent_modules(("rnngrad_no_such_module", "json"))
     assert sys.modules["rnngrad_no_such_module"] is None and "json" not in sys.modules
     with pytest.raises(ImportError):
         import rnngrad_no_such_module  # noqa: F401

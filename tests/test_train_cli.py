@@ -219,3 +219,25 @@ def test_a_text_run_prints_its_first_and_last_sample_and_json_names_its_folder(t
     assert f"    {samples[-1]['text'].splitlines()[0]}" in done.stdout.splitlines()
     report = json.loads(invoke([*args, "--json"]).stdout.strip().splitlines()[-1])
     assert report["run_dir"] == str(Path("runs/train") / run_dir.name) and report["samples"] == [samples[0], samples[-1]]
+
+
+@pytest.mark.parametrize("cell", [["--cell-type", "gru"], ["--cell-type", "exprnn", "--init", "orthogonal"]])
+def test_the_gru_and_the_exprnn_train_and_are_probed_like_any_cell(invoke, tmp_path, cell):
+    done = invoke([*TINY, *cell, "--json", "--out", str(tmp_path / "runs")])
+    assert done.exit_code == 0, done.output
+    run_dir = Path(json.loads(done.stdout.strip().splitlines()[-1])["run_dir"])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["outcome"] == "ok" and summary["violations_init"] == summary["violations_final"] == 0
+    assert summary["spot_mismatches_init"] == summary["spot_mismatches_final"] == 0
+    if cell[1] == "exprnn":  # its W_hh stays orthogonal, and its global bound is gamma_phi^(t-k) = 1
+        assert abs(summary["gamma_w_final"] - 1) < 1e-12 and abs(summary["log_rate_init"]) < 1e-12
+    else:  # a gated cell: no gamma_W gamma_phi bound
+        assert summary["log_rate_init"] is None and summary["gamma_phi"] is None
+
+
+def test_an_exprnn_with_the_default_gaussian_init_is_refused_in_one_line(invoke):
+    done = invoke([*TINY, "--cell-type", "exprnn"])
+    assert done.exit_code == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'gaussian' is not possible for cell_type exprnn" in lines[0], done.stderr
+    assert "valid: 'orthogonal', 'identity'" in lines[0]

@@ -159,7 +159,7 @@ def delayed_copy_source(seed=0):
     rng = np.random.default_rng(seed)
     xs, targets, mask = delayed_copy_batch(np.random.default_rng(99), B=32)
 
-    def evaluate(model):
+    def evaluate(model, state=None):
         y = forward(model, xs).y
         loss, _ = loss_and_dy(y, targets, mask, "xent")
         return loss, float((y.argmax(-1) == targets)[mask > 0].mean())
@@ -207,7 +207,7 @@ def test_a_non_finite_step_stops_the_loop_and_keeps_the_last_finite_model():
     model = exploding_linear_model()
     batch = (np.ones((4, 1, 2)), np.zeros((4, 1), dtype=int), np.ones((4, 1)))
     seen = []
-    log = train(model, make_optimizer("sgd", 0.1), lambda: batch, lambda m: (1.0, None),
+    log = train(model, make_optimizer("sgd", 0.1), lambda: batch, lambda m, state: (1.0, None),
                 TrainSettings(iters=5, loss_kind="xent", clip_mode="none"), lambda i, log: seen.append(i))
     assert (log.diverged_at, log.iters_done, len(log.history)) == (1, 0, 1)
     assert not math.isfinite(log.history[0][1]) and np.isnan(log.history[0][4:]).all()  # no norms of a bad model
@@ -225,7 +225,7 @@ def overflowing_validation(overflow_after_steps):
         drawn.append(1)
         return np.full((4, 2, 2), 0.1), np.zeros((4, 2, 1)), np.ones((4, 2))
 
-    def evaluate(model):
+    def evaluate(model, state=None):
         return (math.inf if len(drawn) >= overflow_after_steps else 0.5), None
 
     return next_batch, evaluate
@@ -251,7 +251,7 @@ def test_a_validation_loss_that_overflows_is_a_divergence(iters, overflow_after,
 def test_a_task_that_scores_nothing_has_no_loss():
     """A mask of zeros gives the step a loss of 0; with scored=False the history says NaN instead."""
     xs, targets, mask = delayed_copy_batch(np.random.default_rng(3))
-    log = train(small_model(), make_optimizer("sgd", 0.1), lambda: (xs, targets, 0 * mask), lambda m: (None, None),
+    log = train(small_model(), make_optimizer("sgd", 0.1), lambda: (xs, targets, 0 * mask), lambda m, state: (None, None),
                 TrainSettings(iters=3, loss_kind="xent", scored=False))
     assert all(math.isnan(row[1]) and row[2] == 0.0 for row in log.history)
     assert (log.diverged_at, log.iters_done) == (None, 3)  # a None validation loss is no divergence
@@ -295,7 +295,7 @@ def test_a_carried_batch_starts_from_the_previous_steps_final_state():
     mask = np.ones((T, B))
     per_position = [loss_and_dy(reference.y[t : t + 1], ids[t + 1 : t + 2], mask[:1], "xent")[0] for t in range(2 * T)]
     batches = iter([(ids[:T], ids[1 : T + 1], mask, False), (ids[T:-1], ids[T + 1 :], mask, True)])
-    log = train(model, make_optimizer("sgd", 1e-12), lambda: next(batches), lambda m: (0.0, None),
+    log = train(model, make_optimizer("sgd", 1e-12), lambda: next(batches), lambda m, state: (0.0, None),
                 TrainSettings(2, "xent", "none"))
     assert log.history[0][1] == pytest.approx(np.mean(per_position[:T]), rel=1e-9)
     assert log.history[1][1] == pytest.approx(np.mean(per_position[T:]), rel=1e-9)  # not from h = 0

@@ -5,7 +5,7 @@ single-threaded worker processes), each into a fresh temp sqlite store; the clus
 `bench_driver_logging`: the driver's side alone. A throwaway PostgreSQL and `mlflow server` on it are started on
 127.0.0.1 (benchmarks/services.py); one real quick run folder is made, and a sweep of the weight-norm spec's cells
 whose "computation" copies that folder (in threads: no worker start-up, no CPU taken from the logging) is logged
-through the sweep's own loop with 1 logging thread and with sweep.SERVER_LOG_THREADS. cells/s = cells / wall
+through the sweep's own loop with 1 logging thread and with sweep.compute.SERVER_LOG_THREADS. cells/s = cells / wall
 time of the sweep: the rate at which one driver turns returned folders into FINISHED runs.
 """
 
@@ -22,6 +22,7 @@ from pathlib import Path
 from unittest import mock
 
 from .. import sweep, tracking
+from ..sweep import compute
 from ..run.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +68,7 @@ def bench_driver_logging(spec_path: str | Path = DEFAULT_SPEC, profile: str = "q
 
     spec = load_spec(spec_path, profile)
     cells = len(spec.cells)
-    figures = {"driver_log_cells": cells, "driver_log_threads": sweep.SERVER_LOG_THREADS}
+    figures = {"driver_log_cells": cells, "driver_log_threads": compute.SERVER_LOG_THREADS}
     with tempfile.TemporaryDirectory(prefix="rnngrad-bench-") as tmp:
         template = Path(tmp) / "template"
         execute_run(spec.cells[0], Path(data_dir), template)
@@ -75,9 +76,9 @@ def bench_driver_logging(spec_path: str | Path = DEFAULT_SPEC, profile: str = "q
                                                                       workers=server_workers) as server:
             store = tracking.open_store(tmp, tracking_uri=server.url)
             for threads, key in ((1, "driver_log_cells_per_s_1_thread"),
-                                 (sweep.SERVER_LOG_THREADS, "driver_log_cells_per_s")):
+                                 (compute.SERVER_LOG_THREADS, "driver_log_cells_per_s")):
                 results = Path(tmp) / f"results-{threads}"
-                with mock.patch.object(sweep, "SERVER_LOG_THREADS", threads), \
+                with mock.patch.object(compute, "SERVER_LOG_THREADS", threads), \
                         mock.patch.dict(os.environ, {TEMPLATE_ENV: str(template)}):
                     driver_cpu, server_cpu = time.process_time(), server.cpu_seconds()
                     start = time.perf_counter()

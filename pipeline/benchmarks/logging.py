@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import tracking
+from ..tracking import runs as tracking_runs
 from ..run.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,8 +103,8 @@ def _sweep_once(spec, data_dir: Path, jobs: int, log_folders: bool = True) -> tu
 
     with tempfile.TemporaryDirectory(prefix="rnngrad-bench-") as tmp:
         store = tracking.open_store(tmp, tracking_uri="")  # created before the clock starts
-        end_only = mock.patch.object(tracking, "log_folder_and_end",
-                                     lambda store, run_id, run_dir: tracking.end_run(store, run_id, "FINISHED"))
+        end_only = mock.patch.object(tracking_runs, "log_folder_and_end",  # where the sweep reads it
+                                     lambda store, run_id, run_dir: tracking_runs.end_run(store, run_id, "FINISHED"))
         with end_only if not log_folders else contextlib.nullcontext():
             start = time.perf_counter()
             result = run_sweep(spec, data_dir, Path(tmp) / "results", store, jobs)

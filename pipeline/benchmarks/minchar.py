@@ -154,7 +154,7 @@ def _train_rnngrad(model: RNN, ids: np.ndarray, batch: int, iters: int | None, s
 
     settings = TrainSettings(steps, "xent", "elementwise", CLIP, norms_every=steps, reduction="sequence_sum")
     try:
-        train(model, make_optimizer("adagrad", LR), next_batch, lambda m: (0.0, None), settings)
+        train(model, make_optimizer("adagrad", LR), next_batch, lambda m, state: (0.0, None), settings)
     except _TimeUp:  # the model was updated in place by every step taken
         pass
     return done

@@ -24,6 +24,7 @@ import numpy as np
 
 from .activations import get_activation
 from .jacobian import spectral_norm, spectral_radius
+from . import exprnn, gru
 from .lstm import FORGET_BIAS, GATES, LSTM, validate_lstm
 from .rnn import FORMS, RNN, validate_model
 
@@ -169,4 +170,87 @@ def init_lstm(
     params["b_y"] = np.zeros(output_dim)
     model = LSTM(params)
     validate_lstm(model)
+    return model
+
+
+def init_gru(
+    rng: np.random.Generator,
+    *,
+    input_dim: int,
+    output_dim: int,
+    layers: int = 1,
+    hidden: int = 100,
+    init: str = "orthogonal",
+    gamma_w: float = 1.0,
+    input_scale: float | None = None,
+    output_scale: float | None = None,
+) -> gru.GRU:
+    """A new GRU (engine/gru.py): each gate's (n, n) block of W_hh_l drawn by `init` and scaled by `gamma_w` as for the
+    vanilla RNN; W_ih_l N(0, input_scale^2) (None: 1/sqrt(fan-in)); b_ih_l and b_hh_l zero; W_hy N(0, output_scale^2)
+    (None: 1/sqrt(n)), b_y zero. Draw order per layer: the three blocks of W_hh in gate order (r, z, n), W_ih."""
+    _check_args(input_dim, output_dim, "elman", "tanh", 0.0, layers, hidden, init, gamma_w, input_scale)
+    _check_output_scale(output_scale)
+    draw, n = _RECURRENT_INITS[init], hidden
+    params: dict[str, np.ndarray] = {}
+    for l in range(layers):
+        fan_in = input_dim if l == 0 else hidden
+        scale = 1.0 / math.sqrt(fan_in) if input_scale is None else float(input_scale)
+        params[f"W_hh_{l}"] = np.concatenate([draw(rng, n, float(gamma_w)) for _ in gru.GATES])  # (3n, n)
+        params[f"W_ih_{l}"] = scale * rng.standard_normal((3 * n, fan_in))
+        params[f"b_ih_{l}"], params[f"b_hh_{l}"] = np.zeros(3 * n), np.zeros(3 * n)
+    W_hy = rng.standard_normal((output_dim, n))
+    params["W_hy"] = W_hy / math.sqrt(n) if output_scale is None else float(output_scale) * W_hy
+    params["b_y"] = np.zeros(output_dim)
+    model = gru.GRU(params)
+    gru.validate_gru(model)
+    return model
+
+
+EXPRNN_INITS = ("orthogonal", "identity")  # the inits whose W_hh is in SO(n), the set exp(skew) reaches
+
+
+def _special_orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A Haar-distributed matrix of SO(n): a Haar orthogonal Q, its first row negated when det Q = -1 (a bijection
+    from the other component onto SO(n) that keeps the Haar measure)."""
+    Q = _orthogonal(rng, n, 1.0)
+    if np.linalg.det(Q) < 0:
+        Q[0] = -Q[0]
+    return Q
+
+
+def init_exprnn(
+    rng: np.random.Generator,
+    *,
+    input_dim: int,
+    output_dim: int,
+    form: str = "elman",
+    activation: str = "tanh",
+    leaky_slope: float = 0.01,
+    layers: int = 1,
+    hidden: int = 100,
+    init: str = "orthogonal",
+    input_scale: float | None = None,
+    output_scale: float | None = None,
+) -> exprnn.ExpRNN:
+    """A new expRNN (engine/exprnn.py): A_hh_l such that W_hh_l = exp(A_l) is a Haar-distributed matrix of SO(n)
+    (init orthogonal: A_l its principal logarithm) or the identity (init identity: A_l = 0); W_xh_l, b_h_l, W_hy and
+    b_y as `init_model`'s. Draw order per layer: W_hh then W_xh, then W_hy. ||W_hh||_2 is 1 by construction, so
+    there is no gamma_w."""
+    _check_args(input_dim, output_dim, form, activation, leaky_slope, layers, hidden, "orthogonal", 1.0, input_scale)
+    _check_output_scale(output_scale)
+    if init not in EXPRNN_INITS:
+        raise ValueError(f"init {init!r} has no W_hh in SO(n) for an expRNN; valid: {', '.join(EXPRNN_INITS)}")
+    params: dict[str, np.ndarray] = {}
+    for l in range(layers):
+        fan_in = input_dim if l == 0 else hidden
+        scale = 1.0 / math.sqrt(fan_in) if input_scale is None else float(input_scale)
+        Q = _special_orthogonal(rng, hidden) if init == "orthogonal" else None
+        params[f"{exprnn.SKEW_KEY}_{l}"] = np.zeros((hidden, hidden)) if Q is None else exprnn.skew_from_orthogonal(Q)
+        params[f"W_xh_{l}"] = scale * rng.standard_normal((hidden, fan_in))
+        params[f"b_h_{l}"] = np.zeros(hidden)
+    W_hy = rng.standard_normal((output_dim, hidden))
+    params["W_hy"] = W_hy / math.sqrt(hidden) if output_scale is None else float(output_scale) * W_hy
+    params["b_y"] = np.zeros(output_dim)
+    model = exprnn.ExpRNN(form, activation, float(leaky_slope), params)
+    exprnn.validate_exprnn(model)
     return model

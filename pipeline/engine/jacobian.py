@@ -1,4 +1,4 @@
-"""Jacobian norms log ||dh_t/dh_k||_2 of one layer of a vanilla RNN or an LSTM, their bounds, and summaries.
+"""Jacobian norms log ||dh_t/dh_k||_2 of one layer of a vanilla RNN, an LSTM or a GRU, their bounds, and summaries.
 
 Indexing (docs/math.md, section 3.1): dh_t/dh_k = J_t J_{t-1} ... J_{k+1} for 0 <= k < t <= T, with the step
 Jacobians of `rnn.step_factors`: elman J_t = diag(D[t-1]) W, pascanu J_t = W diag(D[t-1]). Every (T+1, T+1) matrix here
@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .linalg import top_singular_values
+from . import gru
+from .depth import check_layers, cross_layer_log_norms
+from .exprnn import ExpRNN
+from .linalg import LANCZOS_MAX_STEPS, LANCZOS_TOL, WARM_START_NOISE, top_singular_values
 from .lstm import LSTM, step_jacobians
 from .rnn import FORMS, RNN, step_factors
 
 STATES = ("full", "cell")  # which state an LSTM's norms are of: (h, c) together, or c alone (h held fixed)
 
-LANCZOS_TOL = 1e-12  # stop when the estimated relative error of sigma_1^2 is below this
-LANCZOS_MAX_STEPS = 60  # pairs not converged by then get an exact SVD
-WARM_START_NOISE = 1e-2  # weight of a fixed pseudo-random vector mixed into every warm start
 BOUND_RTOL = 1e-9  # rounding allowed in measured <= product <= global, relative to the magnitudes (docs/math.md 4.3)
 _SAFE_SIGMA = (1e-150, 1e150)  # sigma^2 stays a normal float64; outside, a product is rescaled and re-measured
 
@@ -105,26 +105,39 @@ def _pair_mask(T: int) -> np.ndarray:
 # ---- all pairs, lag by lag ---------------------------------------------------------------------------------
 
 
-def log_norm_matrix(model: RNN | LSTM, xs: np.ndarray, h0: np.ndarray | None = None, layer: int = -1,
-                    state: str = "full") -> np.ndarray:
+def log_norm_matrix(model: RNN | LSTM | gru.GRU | ExpRNN, xs: np.ndarray, h0: np.ndarray | None = None,
+                    layer: int = -1, state: str = "full", source_layer: int | None = None) -> np.ndarray:
     """(T+1, T+1) float64: [t, k] = log ||dh_t/dh_k||_2 of `layer`'s state for k < t, NaN elsewhere.
 
     xs (T, d) is one input sequence and h0 (L, n) the initial states (zeros if None). For an LSTM, h0 is (L, 2n),
     h then c, and `state` says which norm: "full" ||d(h_t, c_t)/d(h_k, c_k)||_2, "cell" ||dc_t/dc_k||_2 with h_k
-    held fixed (the c-to-c block of the full product). A vanilla RNN's state is h alone: only "full".
+    held fixed (the c-to-c block of the full product). A vanilla RNN's or a GRU's state is h alone: only "full"
+    (a GRU's norms come from its dense step Jacobians, an expRNN's are its vanilla RNN's).
+    `source_layer` (a vanilla RNN's or an expRNN's layer at or below `layer`; default: `layer` itself) gives the
+    norms across layers, [t, k] = log ||dh^layer_t/dh^source_layer_k||_2, defined for k <= t with t >= 1 (`depth.py`).
     """
     check_state(model, state)
+    model = model.as_rnn() if isinstance(model, ExpRNN) else model
+    if source_layer is not None and isinstance(model, RNN):
+        top, source = check_layers(model, layer, source_layer)
+        if source != top:
+            return cross_layer_log_norms(model, xs, h0, top, source)
+    elif source_layer is not None:
+        raise ValueError("source_layer needs a vanilla RNN: a gated cell's norms are measured within one layer")
     if isinstance(model, LSTM):
         return log_norms_from_steps(step_jacobians(model, xs, h0, layer), [state_block(model, state)])[0]
+    if isinstance(model, gru.GRU):
+        return log_norms_from_steps(gru.step_jacobians(model, xs, h0, layer), [None])[0]
     W, D = step_factors(model, xs, h0, layer)
     return log_norms_from_factors(W, D, model.form)
 
 
-def check_state(model: RNN | LSTM, state: str) -> None:
+def check_state(model: RNN | LSTM | gru.GRU | ExpRNN, state: str) -> None:
     """ValueError unless `state` names a state the model's cell has ("cell" needs an LSTM)."""
     valid = STATES if isinstance(model, LSTM) else ("full",)
     if state not in valid:
-        why = "" if state not in STATES else " (a vanilla RNN has no cell state)"
+        cell = "GRU" if isinstance(model, gru.GRU) else "vanilla RNN"
+        why = "" if state not in STATES else f" (a {cell} has no cell state)"
         raise ValueError(f"state {state!r} is not available{why}; valid: {', '.join(valid)}")
 
 
@@ -333,16 +346,20 @@ def log_column_from_factors(W: np.ndarray, D: np.ndarray, form: str, chunk: int 
 
 
 def log_bound_matrices(
-    model: RNN | LSTM, xs: np.ndarray, h0: np.ndarray | None = None, layer: int = -1
+    model: RNN | LSTM | gru.GRU | ExpRNN, xs: np.ndarray, h0: np.ndarray | None = None, layer: int = -1
 ) -> tuple[np.ndarray, np.ndarray]:
     """(product, global_), both (T+1, T+1) float64 in natural log, NaN outside k < t:
 
     product[t, k] = sum_{i=k+1..t} log(||W_hh||_2 * max_j |D[i-1, j]|)   (D = phi' at step i, as in step_factors)
     global_[t, k] = (t - k) log(gamma_W gamma_phi)
-    For an LSTM, `log_step_bounds` of its step Jacobians: the product of the step norms, and no global bound (NaN).
+    For an LSTM or a GRU, `log_step_bounds` of its step Jacobians: the product of the step norms, and no global
+    bound (NaN).
     """
     if isinstance(model, LSTM):
         return log_step_bounds(step_jacobians(model, xs, h0, layer))
+    if isinstance(model, gru.GRU):
+        return log_step_bounds(gru.step_jacobians(model, xs, h0, layer))
+    model = model.as_rnn() if isinstance(model, ExpRNN) else model
     W, D = step_factors(model, xs, h0, layer)
     return log_bounds_from_factors(W, D, model.act.gamma)
 
@@ -374,16 +391,16 @@ def log_bounds_from_factors(W: np.ndarray, D: np.ndarray, gamma_phi: float) -> t
 def log_step_norms(W: np.ndarray, D: np.ndarray, form: str) -> np.ndarray:
     """(T,) float64: log ||J_s||_2 of every step s = 1..T, step factors W (n, n) and D (T, n) as in step_factors.
 
-    By exact SVD of the unit-size steps (J_s = e^{c_s} J^_s with the factors of `_normalised_steps`): the bound
-    must hold by construction, and the top singular values of a single step often cluster (diag(phi') W with phi'
-    nearly constant across units), where Lanczos cannot certify its answer; T SVDs cost about what the Lanczos
-    of one lag does (docs/math.md 4.6). -inf for an all-zero step, NaN for a non-finite one."""
+    Each step by exact SVD (J_s = e^{c_s} J^_s with the unit-size factors of `_normalised_steps`), not by Lanczos: a
+    bound must not under-estimate, and Lanczos can stop at the second singular value of a tight cluster (an
+    orthogonal W with phi' near 1 has every singular value within 1e-6 of the top one). -inf for an all-zero step,
+    NaN for a non-finite one."""
     W, D = check_factors(W, D, form)
     T, n = D.shape
     Wn, Dn, log_c, bad = _normalised_steps(W, D)
     stack = np.empty((T, n, n))
     _first_lag(np.ascontiguousarray(Wn.T), Dn, form, out=stack)
-    sigma = np.linalg.svd(stack, compute_uv=False)[:, 0]
+    sigma = np.linalg.svd(stack, compute_uv=False)[:, 0] if T else np.zeros(0)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = log_c + np.log(sigma)
     out[bad] = np.nan

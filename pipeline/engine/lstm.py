@@ -132,19 +132,36 @@ class LSTMTrace:
 def _lstm_layer(W: np.ndarray, gates: np.ndarray, h: np.ndarray, c: np.ndarray, tc: np.ndarray) -> None:
     """Run one layer in place: gates (T, B, 4n) holds W_ih x_t + b on entry and the activated gates on exit;
     h, c (T+1, B, n) have h[0], c[0] set and are filled; tc (T, B, n) gets tanh(c_t)."""
-    n = W.shape[1]
+    T, B, n = gates.shape[0], gates.shape[1], W.shape[1]
     WT = np.ascontiguousarray(W.T)  # (n, 4n)
-    for t in range(gates.shape[0]):
+    scale, shift = _gate_affine(n)
+    rec, ig = np.empty((B, 4 * n)), np.empty((B, n))
+    for t in range(T):
         a = gates[t]
-        a += h[t] @ WT
-        sigmoid(a[:, : 2 * n], out=a[:, : 2 * n])  # i, f
-        np.tanh(a[:, 2 * n : 3 * n], out=a[:, 2 * n : 3 * n])  # g
-        sigmoid(a[:, 3 * n :], out=a[:, 3 * n :])  # o
+        np.matmul(h[t], WT, out=rec)
+        a += rec
+        _activate_gates(a, scale, shift)
         i, f, g, o = a[:, :n], a[:, n : 2 * n], a[:, 2 * n : 3 * n], a[:, 3 * n :]
         np.multiply(f, c[t], out=c[t + 1])
-        c[t + 1] += i * g
+        c[t + 1] += np.multiply(i, g, out=ig)
         np.tanh(c[t + 1], out=tc[t])
         np.multiply(o, tc[t], out=h[t + 1])
+
+
+def _gate_affine(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, shift) (4n,) of `_activate_gates`: 1/2 and 1 on the sigmoid gates i, f, o; 1 and 0 on g."""
+    half, one, zero = np.full(n, 0.5), np.ones(n), np.zeros(n)
+    return np.concatenate([half, half, one, half]), np.concatenate([one, one, zero, one])
+
+
+def _activate_gates(a: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> None:
+    """i, f, o = sigmoid and g = tanh of the pre-activations a (B, 4n), in place, in four passes over all four gates
+    instead of one per gate: (tanh(a scale) + shift) scale is `sigmoid`'s (1 + tanh(z/2)) / 2 on i, f, o and tanh
+    on g, where multiplying by 1 and adding 0 change no bit (but a zero's sign)."""
+    a *= scale
+    np.tanh(a, out=a)
+    a += shift
+    a *= scale
 
 
 def forward(model: LSTM, xs: np.ndarray, h0: np.ndarray | None = None, workspace: Workspace | None = None
@@ -177,21 +194,26 @@ def last_state(trace: LSTMTrace) -> np.ndarray:
 
 
 def _layer_backward(W: np.ndarray, gates: np.ndarray, c: np.ndarray, tc: np.ndarray, dh_in: np.ndarray,
-                    dA: np.ndarray, signal: np.ndarray | None) -> None:
+                    dA: np.ndarray, signal: np.ndarray | None, workspace: Workspace | None = None) -> None:
     """BPTT through one layer: dh_in (T, B, n) is dE/dh_t arriving from above; dA (T, B, 4n) gets dE/da_t.
 
     signal (T+1,) gets ||(dE/dh_k, dE/dc_k)|| (Frobenius over the batch), with (h_k, c_k) the state that step
     k+1 reads, or is None to skip the norms. What does not depend on the error is computed for all steps at once
-    (one pass each over (T, B, n) arrays), so the loop over time holds only the recurrence."""
+    (one pass each over (T, B, n) arrays, in the workspace's buffers when given), so the loop over time holds only
+    the recurrence."""
     T, B, n = dh_in.shape
     i, f, g, o = (gates[..., j * n : (j + 1) * n] for j in range(4))
-    carry = o * (1.0 - tc * tc)  # (T, B, n): dh_t/dc_t
-    into_gates = np.empty((T, B, 3, n))  # da/dc for i, f, g: g i', c_{t-1} f', i g'
-    np.multiply(g, i * (1.0 - i), out=into_gates[:, :, 0])
-    np.multiply(c[:-1], f * (1.0 - f), out=into_gates[:, :, 1])
-    np.multiply(i, 1.0 - g * g, out=into_gates[:, :, 2])
-    out_gate = tc * o * (1.0 - o)  # (T, B, n): da_o/dh_t
-    forget = np.ascontiguousarray(f)
+    tmp = _empty(workspace, "lstm:tmp", (T, B, n))
+    carry = np.multiply(tc, tc, out=_empty(workspace, "lstm:carry", (T, B, n)))  # dh_t/dc_t = o (1 - tc^2)
+    np.multiply(o, np.subtract(1.0, carry, out=carry), out=carry)
+    into_gates = _empty(workspace, "lstm:into_gates", (T, B, 3, n))  # da/dc for i, f, g: g i', c_{t-1} f', i g'
+    np.multiply(g, np.multiply(i, np.subtract(1.0, i, out=tmp), out=tmp), out=into_gates[:, :, 0])
+    np.multiply(c[:-1], np.multiply(f, np.subtract(1.0, f, out=tmp), out=tmp), out=into_gates[:, :, 1])
+    np.multiply(i, np.subtract(1.0, np.multiply(g, g, out=tmp), out=tmp), out=into_gates[:, :, 2])
+    out_gate = np.multiply(tc, o, out=_empty(workspace, "lstm:out_gate", (T, B, n)))  # da_o/dh_t = tc o (1 - o)
+    np.multiply(out_gate, np.subtract(1.0, o, out=tmp), out=out_gate)
+    forget = _empty(workspace, "lstm:forget", (T, B, n))
+    np.copyto(forget, f)
     dh_rec, dc_rec = np.zeros((B, n)), np.zeros((B, n))  # dE/dh_t and dE/dc_t through step t+1
     for t in reversed(range(T)):
         dh = dh_in[t] + dh_rec  # total dE/dh_{t+1}
@@ -222,7 +244,7 @@ def bptt(model: LSTM, trace: LSTMTrace, dy: np.ndarray, workspace: Workspace | N
     for l in reversed(range(L)):
         dA = _empty(workspace, f"dA{l}", (T, B, 4 * n))
         _layer_backward(p[f"W_hh_{l}"], trace.gates[l], trace.c[l], trace.tc[l], dh_in, dA,
-                        None if signal is None else signal[l])
+                        None if signal is None else signal[l], workspace)
         np.matmul(_flat(dA).T, _flat(trace.h[l][:-1]), out=grads[f"W_hh_{l}"])
         _input_weight_grad(_flat(dA), trace.inputs[l], grads[f"W_ih_{l}"], workspace)
         grads[f"b_{l}"][...] = _flat(dA).sum(axis=0)

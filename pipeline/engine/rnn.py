@@ -229,11 +229,13 @@ def _saturated_from_z(act: Activation, z: np.ndarray, D: np.ndarray) -> None:
     D.reshape(-1)[far] = act.dphi_far(flat[far])
 
 
-def _elman_layer(act: Activation, W: np.ndarray, a: np.ndarray, h: np.ndarray, D: np.ndarray, rec: np.ndarray) -> None:
+def _elman_layer(act: Activation, W: np.ndarray, a: np.ndarray, h: np.ndarray, D: np.ndarray | None,
+                 rec: np.ndarray) -> None:
     """Run one elman layer in place.
 
     a (T, B, n) holds the input drives W_xh x_t + b_h and leaves holding the pre-activations a_t;
-    h (T+1, B, n) has h[0] = h0 set and is filled; D (T, B, n) gets phi'(a_t); rec (B, n) is scratch.
+    h (T+1, B, n) has h[0] = h0 set and is filled; D (T, B, n) gets phi'(a_t) (None: not computed); rec (B, n) is
+    scratch.
     """
     WT = np.ascontiguousarray(W.T)  # h_t @ W.T as a plain row-major gemm
     phi, h_steps = act.phi, list(h)  # (B, n) views, made once
@@ -241,6 +243,8 @@ def _elman_layer(act: Activation, W: np.ndarray, a: np.ndarray, h: np.ndarray, D
         np.matmul(h_steps[t], WT, out=rec)  # (B, n): W_hh h_{t-1}
         a_t += rec
         phi(a_t, out=h_steps[t + 1])
+    if D is None:
+        return
     if act.dphi_of_phi is not None:
         act.dphi_of_phi(h[1:], out=D)
         _saturated_from_z(act, a, D)
@@ -248,16 +252,20 @@ def _elman_layer(act: Activation, W: np.ndarray, a: np.ndarray, h: np.ndarray, D
         D[...] = act.dphi(a)
 
 
-def _pascanu_layer(act: Activation, W: np.ndarray, drive: np.ndarray, h: np.ndarray, D: np.ndarray, pre: np.ndarray) -> None:
+def _pascanu_layer(act: Activation, W: np.ndarray, drive: np.ndarray, h: np.ndarray, D: np.ndarray | None,
+                   pre: np.ndarray) -> None:
     """Run one pascanu layer in place from drive (T, B, n) = W_xh x_t + b_h.
 
-    h (T+1, B, n) has h[0] = h0 set and is filled; D (T, B, n) gets phi'(h_{t-1}); pre (T, B, n) gets phi(h_{t-1}).
+    h (T+1, B, n) has h[0] = h0 set and is filled; D (T, B, n) gets phi'(h_{t-1}) (None: not computed); pre (T, B, n)
+    gets phi(h_{t-1}).
     """
     WT = np.ascontiguousarray(W.T)
     for t in range(drive.shape[0]):
         act.phi(h[t], out=pre[t])
         np.matmul(pre[t], WT, out=h[t + 1])  # (B, n): W_hh phi(h_{t-1})
         h[t + 1] += drive[t]
+    if D is None:
+        return
     if act.dphi_of_phi is not None:
         act.dphi_of_phi(pre, out=D)
         _saturated_from_z(act, h[:-1], D)
@@ -265,10 +273,12 @@ def _pascanu_layer(act: Activation, W: np.ndarray, drive: np.ndarray, h: np.ndar
         D[...] = act.dphi(h[:-1])
 
 
-def forward(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, workspace: Workspace | None = None) -> Trace:
+def forward(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, workspace: Workspace | None = None,
+            derivatives: bool = True) -> Trace:
     """Run the stack over a batch xs (T, B, d) from h0 (L, B, n) (zeros if None).
 
-    With a `workspace`, the returned Trace lives in its buffers (see Workspace).
+    With a `workspace`, the returned Trace lives in its buffers (see Workspace). derivatives=False skips phi' (the
+    Trace's `d` is then empty): a pass that only reads the readout (validation) has no use for it.
     """
     validate_model(model)
     xs, h0 = check_inputs(model, xs, h0, batched=True)
@@ -281,7 +291,7 @@ def forward(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, workspace:
         _input_drive(x, p[f"W_xh_{l}"], p[f"b_h_{l}"], drive)
         h = _empty(workspace, f"h{l}", (T + 1, B, n))
         h[0] = h0[l]
-        D = _empty(workspace, f"d{l}", (T, B, n))
+        D = _empty(workspace, f"d{l}", (T, B, n)) if derivatives else None
         if model.form == "elman":
             _elman_layer(act, p[f"W_hh_{l}"], drive, h, D, _empty(workspace, "rec", (B, n)))
         else:
@@ -289,7 +299,8 @@ def forward(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, workspace:
             _pascanu_layer(act, p[f"W_hh_{l}"], drive, h, D, trace.pre[-1])
         trace.inputs.append(x)
         trace.h.append(h)
-        trace.d.append(D)
+        if D is not None:
+            trace.d.append(D)
         x = h[1:]
     trace.y = _empty(workspace, "y", (T, B, model.output_dim))
     np.matmul(_flat(x), np.ascontiguousarray(p["W_hy"].T), out=_flat(trace.y))

@@ -8,7 +8,8 @@ bound check. This module never touches phi'. It perturbs the state and runs the 
 
 (with phi only) from the forward pass's states, and differentiates numerically (docs/math.md, section 4.5). For an
 LSTM the state is (h, c) and the step is the cell's own equation (sigmoid and tanh only, never
-`lstm.step_jacobians`): the check is of the norms of state "full".
+`lstm.step_jacobians`): the check is of the norms of state "full"; for a GRU the state is h and the step is
+`gru.step`, never `gru.step_jacobians`. An expRNN is checked as the vanilla RNN it computes.
 
 - forward mode: V_k = I, V_s = J_s V_{s-1} for s = k+1..t, so V_t = dh_t/dh_k; each product J_s V is taken by
   central differences of one step along the (normalised) columns of V, with Richardson extrapolation over the
@@ -35,7 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cells import forward
+from . import gru
+from .cells import as_vanilla, forward
 from .lstm import LSTM, sigmoid
 from .rnn import RNN, is_token_ids
 
@@ -89,6 +91,7 @@ def spot_log_norms(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, lay
 
     xs (T, d) or (T,) token ids is one sequence, h0 (L, n) the initial states (zeros if None), as for
     `jacobian.log_norm_matrix`."""
+    model = as_vanilla(model)
     xs = np.asarray(xs)
     batched_xs = xs[:, None] if is_token_ids(xs) else np.asarray(xs, dtype=np.float64)[:, None, :]
     batched_h0 = None if h0 is None else np.asarray(h0, dtype=np.float64)[:, None, :]
@@ -114,9 +117,11 @@ def spot_log_norms(model: RNN, xs: np.ndarray, h0: np.ndarray | None = None, lay
 
 def _input_drive(model: RNN, layer: int, inputs: np.ndarray) -> np.ndarray:
     """(T, n) W_xh x_s + b_h of `layer` from what it read in the forward pass ((T, 1) ids or (T, 1, d) vectors);
-    an LSTM's (T, 4n) W_ih x_s + b."""
+    an LSTM's (T, 4n) W_ih x_s + b, a GRU's (T, 3n) W_ih x_s + b_ih."""
     if isinstance(model, LSTM):
         U, b = model.params[f"W_ih_{layer}"], model.params[f"b_{layer}"]
+    elif isinstance(model, gru.GRU):
+        U, b = model.params[f"W_ih_{layer}"], model.params[f"b_ih_{layer}"]
     else:
         U, b = model.params[f"W_xh_{layer}"], model.params[f"b_h_{layer}"]
     if inputs.ndim == 2:  # token ids stand for one-hot vectors: W_xh one_hot(id) is column `id` of W_xh
@@ -124,9 +129,12 @@ def _input_drive(model: RNN, layer: int, inputs: np.ndarray) -> np.ndarray:
     return inputs[:, 0, :] @ U.T + b
 
 
-def _step(model: RNN | LSTM, W: np.ndarray, drive: np.ndarray, z: np.ndarray) -> np.ndarray:
+def _step(model: RNN | LSTM | gru.GRU, W: np.ndarray, drive: np.ndarray, z: np.ndarray, layer: int) -> np.ndarray:
     """The layer's step equation on rows z (r, n) with the input drive of that step (n,): only phi, no phi'.
-    An LSTM's rows are states (h, c) (r, 2n), its drive (4n,), and it returns the next (h, c)."""
+    An LSTM's rows are states (h, c) (r, 2n), its drive (4n,), and it returns the next (h, c); a GRU's drive is
+    (3n,) and its step adds the layer's hidden bias b_hh."""
+    if isinstance(model, gru.GRU):
+        return gru.step(W, model.params[f"b_hh_{layer}"], drive, z)
     if isinstance(model, LSTM):
         n = W.shape[1]
         a = z[:, :n] @ W.T + drive
@@ -160,7 +168,7 @@ def _forward_mode(model: RNN, layer: int, states: np.ndarray, drive: np.ndarray,
         if not (np.all(np.isfinite(x)) and np.all(np.isfinite(drive[s - 1]))):
             alive[active] = False
             continue
-        new, e = _one_step(model, W, drive[s - 1], x, V[active], step)
+        new, e = _one_step(model, layer, W, drive[s - 1], x, V[active], step)
         size = np.max(np.abs(new), axis=(1, 2))
         ok = np.isfinite(size) & (size > 0) & np.isfinite(e)
         alive[active[~ok]] = False
@@ -182,7 +190,7 @@ def _forward_mode(model: RNN, layer: int, states: np.ndarray, drive: np.ndarray,
     return log_norm, error
 
 
-def _one_step(model: RNN, W: np.ndarray, drive: np.ndarray, x: np.ndarray, V: np.ndarray, step: float
+def _one_step(model: RNN, layer: int, W: np.ndarray, drive: np.ndarray, x: np.ndarray, V: np.ndarray, step: float
               ) -> tuple[np.ndarray, np.ndarray]:
     """J_s V for a stack V (r, n, n) of direction rows, by central differences of the step equation at the state x
     with Richardson extrapolation; and each product's relative error estimate (r,).
@@ -200,7 +208,7 @@ def _one_step(model: RNN, W: np.ndarray, drive: np.ndarray, x: np.ndarray, V: np
     z[:-1] += x
     z[-1] = x
     with np.errstate(all="ignore"):  # an exploding state overflows; the estimate below turns it into "unresolved"
-        F = _step(model, W, drive, z)
+        F = _step(model, W, drive, z, layer)
         f0, F = F[-1], F[:-1].reshape(4, r, n, n)
         wide, narrow = (F[0] - F[1]) / (2 * h), (F[2] - F[3]) / h
         product = (4.0 * narrow - wide) / 3.0 * norms[..., None]

@@ -1,17 +1,20 @@
-"""Character-level text: vocabulary, encoding, train/validation split, next-character windows, and sampling
-characters from a model.
+"""Character-level text: vocabulary, encoding, train/validation split, next-character windows, reading a text with
+the state carried, and sampling characters from a model.
 
 Pure numpy, no I/O; randomness only from the `np.random.Generator` argument.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .cells import Model, forward, last_state
-from .rnn import one_hot
+from .rnn import loss_and_dy, one_hot
 
 VAL_FRACTION = 0.1  # the last 10 % of the characters are held out for validation
+READ_CHUNK = 4096  # characters per forward call of `read_carried`: its trace stays a few MB however long the text
 
 
 def build_vocab(text: str) -> list[str]:
@@ -112,10 +115,41 @@ class ConsecutiveWindows:
         return window[:-1], window[1:], carry
 
 
-def sample_ids(model: Model, first_id: int, length: int, rng: np.random.Generator) -> list[int]:
-    """Sample `length` ids from the model's softmax, feeding each back in, starting from `first_id` and zero state.
-    Stops early if the model's probabilities are not finite."""
-    V, h, x, out = model.input_dim, None, first_id, []
+@dataclass(frozen=True)
+class CarriedRead:
+    """A text read once with the state carried from each character to the next."""
+
+    loss: float  # mean next-character cross-entropy (nats/char) over the len(ids) - 1 predictions
+    accuracy: float  # share of those predictions whose argmax is the next character
+    state: np.ndarray  # (L, 1, width): the state after the last input, ids[-2] (width n, an LSTM's 2n)
+
+
+def read_carried(model: Model, ids: np.ndarray, chunk: int = READ_CHUNK, h0: np.ndarray | None = None) -> CarriedRead:
+    """Score `ids` (n,) as one stream, as min-char-rnn walks its data without resetting: input ids[t] from the state
+    left by ids[0..t-1], target ids[t + 1], for t = 0..n-2, starting from h0 (L, 1, width), zeros if None. The
+    forward runs in chunks of `chunk` characters, each starting from the previous one's last state, which is the
+    same recurrence."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) < 2 or chunk < 1:
+        raise ValueError(f"need at least 2 ids and chunk >= 1, got {len(ids)} ids and chunk {chunk}")
+    h, loss_sum, correct = h0, 0.0, 0
+    for start in range(0, len(ids) - 1, chunk):
+        inputs = ids[start : min(start + chunk, len(ids) - 1)]  # (C,)
+        targets = ids[start + 1 : start + 1 + len(inputs)]  # (C,)
+        trace = forward(model, inputs[:, None], h)  # ids (C, 1): one stream
+        h = last_state(trace)
+        loss, _ = loss_and_dy(trace.y, targets[:, None], np.ones((len(inputs), 1)), "xent")
+        loss_sum += loss * len(inputs)
+        correct += int((trace.y[:, 0].argmax(axis=-1) == targets).sum())
+    n = len(ids) - 1
+    return CarriedRead(loss_sum / n, correct / n, h)
+
+
+def sample_ids(model: Model, first_id: int, length: int, rng: np.random.Generator,
+               h0: np.ndarray | None = None) -> list[int]:
+    """Sample `length` ids from the model's softmax, feeding each back in, starting from `first_id` and the state
+    h0 (L, 1, width), zeros if None. Stops early if the model's probabilities are not finite."""
+    V, h, x, out = model.input_dim, h0, first_id, []
     for _ in range(length):
         trace = forward(model, one_hot(np.array([[x]]), V), h)  # a batch of one step of one sequence
         h = last_state(trace)  # (L, 1, n), an LSTM's (L, 1, 2n)

@@ -28,7 +28,9 @@ HISTORY_COLUMNS = ("iter", "loss", "grad_norm", "clip_scale", "w_norm", "spectra
 # continues the previous one's sequences (text.ConsecutiveWindows), so it starts from the previous step's final
 # states instead of zeros (truncated BPTT)
 Batch = tuple
-Evaluate = Callable[[Model], tuple]  # model -> (validation loss, success rate); loss None for a task scoring nothing
+# (model, state) -> (validation loss, success rate), loss None for a task scoring nothing; state is TrainLog.state, the
+# training streams' carried state, so that a model trained on carried state can be validated from it
+Evaluate = Callable[[Model, "np.ndarray | None"], tuple]
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,8 @@ class TrainLog:
     val: list[tuple] = field(default_factory=list)  # (iter, val_loss, val_accuracy) per validation pass
     diverged_at: int | None = None  # iteration whose loss, gradient or update, or validation loss, was non-finite
     iters_done: int = 0  # completed finite steps
+    state: np.ndarray | None = None  # (L, B, width): the streams' final states after the latest step, when batches
+    # carry their state (text.ConsecutiveWindows); None before the first step and for batches that do not
 
 
 def check_settings(settings: TrainSettings) -> None:
@@ -147,8 +151,8 @@ def check_settings(settings: TrainSettings) -> None:
 
 def train(model: Model, optimizer: Optimizer, next_batch: Callable[[], Batch], evaluate: Evaluate,
           settings: TrainSettings, on_step: Callable[[int, TrainLog], None] | None = None) -> TrainLog:
-    """`settings.iters` steps of `train_step` on `next_batch()`, validating with `evaluate(model)` before the
-    first step, after every `eval_every`-th and after the last (unless that step was just validated).
+    """`settings.iters` steps of `train_step` on `next_batch()`, validating with `evaluate(model, log.state)`
+    before the first step, after every `eval_every`-th and after the last (unless that step was just validated).
 
     Stops at the first non-finite step (its loss, gradient or update) or validation loss; a final model whose
     validation loss is not finite is a divergence too. The untrained model's alone is not: training may bring an
@@ -192,6 +196,7 @@ def _steps(log: TrainLog, optimizer: Optimizer, next_batch: Callable[[], Batch],
             log.diverged_at, log.model = i, before  # keep the last model with finite parameters
             return
         log.iters_done = i
+        log.state = h_last if len(batch) > 3 else None  # where a carrying source's streams go on from
         if s.eval_every and i % s.eval_every == 0 and not _validate(log, i, evaluate):
             log.diverged_at = i  # finite parameters and minibatch loss, but the validation loss overflows
             return
@@ -212,7 +217,7 @@ def weight_norms(model: Model) -> tuple[float, float]:
 
 def _validate(log: TrainLog, i: int, evaluate: Evaluate) -> bool:
     """Evaluate the current model; False if its validation loss is not finite (a divergence, like a training one)."""
-    log.val.append((i, *evaluate(log.model)))
+    log.val.append((i, *evaluate(log.model, log.state)))
     return _finite_or_none(log.val[-1][1])
 
 

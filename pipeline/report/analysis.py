@@ -20,7 +20,7 @@ import pandas as pd
 from ..errors import UserError
 from ..run.files import write_atomic
 from ..run.probe import GRADIENT_COLUMNS, JACOBIAN_REQUIRED, SIGNAL_COLUMNS, SPECTRA_COLUMNS, SPOT_COLUMNS
-from . import prediction, studies
+from . import depth, prediction, studies
 from .reductions import (
     REGIME_PROBES, bound_violations, decay_by_lag, finite_median, heatmap_rows, label_regimes, learning_counts,
     nonfinite_summary, numeric, outcome_counts, rate_comparison, regime_confusion, regime_counts, rounded_tree,
@@ -200,7 +200,8 @@ class ProbeResults:
     spectra: list[pd.DataFrame] = field(default_factory=list)  # singular spectra of the heatmap runs
     gradients: list[pd.DataFrame] = field(default_factory=list)  # ||dE/dh_k|| over training of the spike runs
     per_run: dict[str, dict] = field(default_factory=dict)  # run_id -> n_probes, n_checks, probe_steps, violations, gaps,
-    # and the spot check's spot_checks, spot_skipped, spot_mismatches, spot_max_abs_dlog
+    # and the spot check's spot_checks, spot_skipped, spot_mismatches, spot_max_abs_dlog, spot_cross_layer
+    depth: dict[str, depth.RunDepth] = field(default_factory=dict)  # run_id -> the probe across layers, reduced
 
 
 def check_probes(runs: pd.DataFrame, files: dict[str, RunFiles], heat_ids: list[str],
@@ -228,6 +229,9 @@ def check_probes(runs: pd.DataFrame, files: dict[str, RunFiles], heat_ids: list[
         spot = f.read("probe/spot_checks.parquet", SPOT_COLUMNS)
         if spot is not None:
             out.per_run[run.run_id] = spot_summary(spot)
+        if studies.study(run.spec).keeps_depth:
+            layers = int(run.layers) if pd.notna(run.layers) else 1
+            out.depth[run.run_id] = depth.read_run(f.read, layers, f.summary, jac)
         if jac is None:
             continue
         viol = bound_violations(jac)
@@ -262,7 +266,8 @@ def spec_sections(runs: pd.DataFrame, files: dict[str, RunFiles], probes: ProbeR
         extra[spec] = {"run_ids": ids} | spec_description(sr)
         given = studies.SpecRuns(sr, {i: files[i].history for i in ids if files[i].history is not None},
                          {i: files[i].samples for i in ids}, signal[signal["run_id"].isin(ids)],
-                         {i: files[i].val_curve for i in ids if files[i].val_curve is not None})
+                         {i: files[i].val_curve for i in ids if files[i].val_curve is not None},
+                         {i: probes.depth[i] for i in ids if i in probes.depth})
         summary = studies.study(spec).analyse(given)
         for name, table in summary.tables.items():
             tables[name] = stacked([tables[name], table], table.columns) if name in tables else table
@@ -301,7 +306,8 @@ def analyze(results_dir: Path, results: pd.DataFrame) -> Analysis:
     spike_ids = prediction.spike_runs(runs, histories)
     probes = check_probes(runs, files, pick_heatmap_runs(runs), spike_ids)
     per_run = pd.DataFrame.from_dict(probes.per_run, orient="index")
-    counts = ["n_probes", "n_checks", "violations", "spot_checks", "spot_skipped", "spot_mismatches"]
+    counts = ["n_probes", "n_checks", "violations", "spot_checks", "spot_skipped", "spot_mismatches",
+              "spot_cross_layer"]
     for col in counts + ["gap_product", "gap_global", "spot_max_abs_dlog", "probe_steps"]:
         runs[col] = runs["run_id"].map(per_run[col]) if col in per_run else np.nan
     runs[counts] = runs[counts].fillna(0).astype(int)
@@ -344,7 +350,8 @@ def assemble(runs: pd.DataFrame, tables: dict[str, pd.DataFrame], spec_heads: di
             ["violations_init", "violations_final"]].sum().sum()),
         "spot_checks": {"n": runs["spot_checks"].sum(), "skipped": runs["spot_skipped"].sum(),
                         "mismatches": runs["spot_mismatches"].sum(),
-                        "max_abs_dlog": runs["spot_max_abs_dlog"].max()},
+                        "max_abs_dlog": runs["spot_max_abs_dlog"].max(),
+                        "n_cross_layer": runs["spot_cross_layer"].sum()},
         "nonfinite": nonfinite["n"].sum() if len(nonfinite) else 0,
         "nonfinite_in_ok_runs": nonfinite.loc[nonfinite["outcome"] == "ok", "n"].sum() if len(nonfinite) else 0,
         "n_missing_artifacts": len(tables["missing"]), "n_runs_incomplete": tables["missing"]["run_id"].nunique(),
@@ -356,6 +363,7 @@ def assemble(runs: pd.DataFrame, tables: dict[str, pd.DataFrame], spec_heads: di
         "rate": rate_comparison(runs) | prediction.rate_metrics(runs),
         "gap_decades": prediction.gap_metrics(runs),
         "spectrum": prediction.spectrum_metrics(runs),
+        "depth": depth.lift_metrics(spec_heads),
         "specs": spec_heads,
     })
     report = {"format": ANALYSIS_FORMAT, "metrics": metrics, "specs": spec_extra,

@@ -27,7 +27,7 @@ from .canvas import (  # noqa: F401  (FigureFile, Drawn: the figure API the repo
 from ..run.plots import keep_min_span
 from ..run.probe import draw_heatmap_panel
 from ..run.verdicts import LEARNED_MARGIN
-from . import studies
+from . import depthfigures, studies
 from .reductions import format_metric, short_value
 
 LOSS_CEILING = 1e12  # loss curves are drawn up to here: beyond, a log axis's margins overflow float64
@@ -329,26 +329,6 @@ def outcome_words(row: pd.Series) -> str:
     return ", ".join(parts)
 
 
-def draw_depth(tables: Tables) -> Drawn:
-    depth = table(tables, "depth")
-    if depth is None:
-        return None
-    groups = depth.groupby(["when", "layers", "layer"], as_index=False)
-    med = groups["log10_signal_first"].median()
-    seeds = int(groups.size()["size"].max()) if len(med) else 0
-    whens = [w for w in ("init", "final") if w in set(med["when"])]
-    fig, axes = panel_row(len(whens), 3.2, 3.0)
-    for ax, when in zip(axes, whens):
-        m = med[med["when"] == when].assign(depth=lambda d: d["layers"].map(short_value))
-        sns.lineplot(data=m, x="layer", y="log10_signal_first", hue="depth", marker="o", ax=ax)
-        ax.set(title=when, xlabel="layer (0 = input side)", ylabel="log10 ‖∂E/∂h^l_0‖")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    over = "one seed" if seeds == 1 else f"median over {seeds} seeds"
-    caption = (f"Gradient signal reaching the first state of each layer, by network depth ({over}); "
-               "the loss enters at the top layer.")
-    return fig, caption, list(depth["run_id"].unique())
-
-
 def draw_success(tables: Tables) -> Drawn:
     succ = table(tables, "success_vs_T")
     if succ is None:
@@ -434,6 +414,9 @@ def draw_remedies_decay(tables: Tables) -> Drawn:
                 m = d[d["when"] == "final"].groupby("lag")["log10_norm_cell"].median()
                 line, = ax.plot(m.index, m.to_numpy(), ls=":", lw=1.4, color=colors[row.arm_name])
                 handles[f"{row.arm_name}: cell state ‖∂c_t/∂c_k‖"] = line
+        if (a["arm"] == "exprnn").any():  # its ||W_hh||_2 is 1: its bound is gamma_phi^(t-k) = 1 for tanh
+            exp_name = studies.REMEDY_ARMS["exprnn"]
+            handles[f"{exp_name}'s bound γ_φ^(t−k) = 1"] = ax.axhline(0.0, color=colors[exp_name], ls="-.", lw=0.9)
         ax.set(title=f"{task}, T = {int(a['T'].max())}" if len(a) else task, xlabel="lag t − k",
                ylabel="log10 ‖∂h_t/∂h_k‖")
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=3, fontsize=8)
@@ -441,15 +424,23 @@ def draw_remedies_decay(tables: Tables) -> Drawn:
                "run's mean log10 ‖∂h_t/∂h_k‖ over the pairs at that lag (its probe: the first min(probe_len, T) steps "
                "of a validation sequence, top layer); dashed at initialisation, solid after "
                "training, dotted the LSTM's cell state ‖∂c_t/∂c_k‖ after training (the LSTM's solid line is the norm "
-               "of its whole state (h, c)).")
+               "of its whole state (h, c)); dash-dotted at 0, the expRNN's bound γ_φ^(t−k) = 1 (its ‖W_hh‖₂ is 1 and "
+               "tanh's γ_φ is 1).")
     return fig, caption, ids
 
 
-def draw_text(tables: Tables) -> Drawn:
-    """Each text run's validation loss against characters seen, coloured by arm (vanilla RNN, LSTM), with the chance
-    loss and the learned bar below it."""
+TEXT_READS = {"carried": "state carried through the held-out text", "windows": "windows from h = 0"}  # legend
+TEXT_READ_DASHES = {TEXT_READS["carried"]: "", TEXT_READS["windows"]: (4, 1, 1, 1)}  # solid, dash-dot
+
+
+def draw_text(tables: Tables, spec: str = "text") -> Drawn:
+    """Each of a text spec's runs' validation loss against characters seen, coloured by arm (vanilla RNN, LSTM),
+    solid where it was read with the state carried (a consecutive-window run), dash-dot on windows from h = 0 (a
+    random-window run), with the chance loss and the learned bar below it."""
     curve = table(tables, "text_val_curve")
-    if curve is None:
+    if curve is not None and "spec" in curve:  # tables from before the column hold the text spec's rows only
+        curve = curve[curve["spec"].astype(str) == spec]
+    if curve is None or not len(curve):
         return None
     info = run_info(tables)
     c = curve.assign(arm=curve["arm"].astype(str).map(studies.TEXT_ARMS).fillna(curve["arm"].astype(str)),
@@ -458,8 +449,11 @@ def draw_text(tables: Tables) -> Drawn:
     ax = fig.subplots()
     order = [a for a in studies.TEXT_ARMS.values() if a in set(c["arm"])]
     order += sorted(set(c["arm"]) - set(order))
-    sns.lineplot(data=c, x="chars", y="val_loss", hue="arm", hue_order=order, units="run_id", estimator=None, ax=ax,
-                 lw=1.2)
+    reads = c["read"].astype(str) if "read" in c else pd.Series("windows", index=c.index)
+    style = reads.map(TEXT_READS).fillna(TEXT_READS["windows"])
+    sns.lineplot(data=c.assign(read=style), x="chars", y="val_loss", hue="arm", hue_order=order, units="run_id",
+                 estimator=None, ax=ax, lw=1.2, style="read", dashes=TEXT_READ_DASHES,
+                 style_order=[r for r in TEXT_READS.values() if r in set(style)])
     chance = pd.to_numeric(info.reindex(curve["run_id"].unique()).get("chance_loss"), errors="coerce") \
         if "chance_loss" in info else pd.Series(dtype=float)
     if chance.notna().any():
@@ -469,9 +463,12 @@ def draw_text(tables: Tables) -> Drawn:
                    label=f"learned below {1 - LEARNED_MARGIN:g}× chance")
     ax.legend(fontsize=8)
     ax.set(xlabel="characters seen (millions)", ylabel="validation loss (nats/char)")
-    caption = ("Text models: validation loss per character on the held-out end of the corpus against characters "
-               "seen in training (iteration × batch × window), one line per run, coloured by arm; dashed: chance, "
-               "the loss of the unigram model (the training characters' frequencies, no context); dotted: "
+    caption = (f"Text models ({spec}): validation loss per character on the held-out end of the corpus against "
+               "characters seen in training (iteration × batch × window), one line per run, coloured by arm, each "
+               "read as it was trained: solid, a run on consecutive windows, which reads the whole held-out text "
+               "once with its state carried, going on from its training walk's state; dash-dot, a run on random windows, read on 128 held-out windows from "
+               "h = 0; dashed grey: chance, the "
+               "loss of the unigram model (the training characters' frequencies, no context); dotted: "
                f"{1 - LEARNED_MARGIN:g}× chance, the bar below which a run learned.")
     return fig, caption, list(curve["run_id"].unique())
 
@@ -479,7 +476,7 @@ def draw_text(tables: Tables) -> Drawn:
 DRAWERS: dict[str, Callable[[Tables], Drawn]] = {
     "heatmaps": draw_heatmaps, "decay": draw_decay, "tightness": draw_tightness, "rates": draw_rates,
     "phase": draw_phase, "activations": draw_activations, "clip_curves": draw_clip_curves,
-    "clip_final": draw_clip_final, "depth": draw_depth, "success_vs_T": draw_success, "text_curve": draw_text,
+    "clip_final": draw_clip_final, "success_vs_T": draw_success, "text_curve": draw_text,
     "remedies_success": draw_remedies_success, "remedies_decay": draw_remedies_decay,
 }
 
@@ -492,6 +489,7 @@ def draw_figures(tables: Tables, out_dir: Path) -> dict[str, FigureFile]:
     for spec in dict.fromkeys(specs):
         if not studies.is_known(spec):
             drawers[studies.decay_figure(spec)] = partial(draw_spec_decay, spec=spec)
+            drawers[studies.text_figure(spec)] = partial(draw_text, spec=spec)  # none unless its runs are text
     drawn = {}
     with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=0.95):
         for name, draw in drawers.items():
@@ -503,7 +501,7 @@ def draw_figures(tables: Tables, out_dir: Path) -> dict[str, FigureFile]:
             fig, caption, ids = result
             write_atomic(path, png_bytes(fig))
             drawn[name] = FigureFile(name, path, caption, tuple(dict.fromkeys(ids)))
-    for path in out_dir.glob(studies.decay_figure("*") + ".png"):
+    for path in [*out_dir.glob(studies.decay_figure("*") + ".png"), *out_dir.glob(studies.text_figure("*") + ".png")]:
         if path.stem not in drawn:  # a spec no longer in the results
             path.unlink()
     return drawn
@@ -634,3 +632,4 @@ def run_label(info: pd.DataFrame, run_id: str) -> str:
 
 DRAWERS.update({"prediction": draw_prediction, "gaps": draw_gaps, "spectrum": draw_spectrum,
                 "gradients": draw_gradients})
+DRAWERS.update(depthfigures.drawers(new_figure))  # the depth study's (report/depthfigures.py)

@@ -118,6 +118,8 @@ def spot_finding(metrics: dict) -> list[Inline] | None:
         return None
     parts: list[Inline] = ["The independent spot check recomputed ", Metric(f"{s}.n"), " sampled (t, k) pairs "
                            "from the forward equations alone"]
+    if number(metrics, f"{s}.n_cross_layer"):
+        parts += [" (", Metric(f"{s}.n_cross_layer"), " of them across layers)"]
     if number(metrics, f"{s}.skipped"):
         parts += [" and skipped ", Metric(f"{s}.skipped"), " it could not resolve"]
     parts += [": "]

@@ -3,7 +3,10 @@
 These are facts about papers, so they live here only, each with the place that states it. Only numbers read in the
 cited text (or in the authors' released code, for its defaults) are here. Numbers read off a figure are left out.
 Of Le, Jaitly & Hinton (2015) only the abstract's claim is quoted: their experiments' section was not read, so none
-of its numbers or settings are here. docs/math.md's references give the full entries.
+of its numbers or settings are here. Neither Cho et al. (2014), whose GRU experiments are machine translation (no
+task of this study matches), nor the experiments of Lezcano-Casado & Martínez-Rubio (2019) could be read here:
+none of their numbers are quoted; of the expRNN only its authors' released code is, for its defaults (EXPRNN_CODE).
+docs/math.md's references give the full entries.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ HS_TABLE_7 = "Hochreiter & Schmidhuber (1997), Neural Computation 9(8), §5.4, T
 HS_TABLE_9 = "Hochreiter & Schmidhuber (1997), Neural Computation 9(8), §5.6, Table 9"
 LE_ABSTRACT = "Le, Jaitly & Hinton (2015), arXiv:1504.00941, abstract"
 HS_ADDING_LSTM = "LSTM, 2 blocks of 2 cells (93 weights), learning rate 0.5"  # Table 7's model, at every T
+EXPRNN_CODE = "github.com/Lezcano/expRNN @830ec83, 1_copying.py, orthogonal.py, initialization.py, README.md"
 
 # Pascanu et al. (2013, §4.1.1) call a run successful when under 1 % of 10 000 fresh test sequences are misclassified:
 # this study's `solved` (run/verdicts.SOLVED_SHARE)
@@ -75,6 +79,7 @@ PUBLISHED = (
 # citing by short name (the table above them gives the full citations). The remedies section follows each line
 # with this study's own setting, read from its results.
 PASCANU, CODE, HS = "Pascanu et al. 2013", "their code (RNN.py)", "Hochreiter & Schmidhuber 1997"
+EXP = "The expRNN's code (Lezcano-Casado & Martínez-Rubio 2019; 1_copying.py, its copying task)"
 PROTOCOLS = (
     ("success", f"{PASCANU} (§4.1.1): a run succeeds when under 1% of 10,000 fresh sequences are misclassified, "
                 f"and {CODE} stops only at 0 errors; (§4.1.2): an adding sequence is wrong when its squared error "
@@ -82,10 +87,14 @@ PROTOCOLS = (
                 f"counts of wrong test sequences, not success rates"),
     ("budget", f"{PASCANU} (§4.1.1): at most 5,000,000 updates of 20 sequences (100 million sequences). {HS} "
                f"(Table 7): 74,000 to 853,000 training sequences (means), until the training error is below 0.01 "
-               f"and the last 2000 sequences were right"),
-    ("size", f"{PASCANU} (§4.1.1): 50 hidden units. {HS} (Table 7): 2 memory blocks of 2 cells, 93 weights in all"),
+               f"and the last 2000 sequences were right. {EXP}: 4,000 updates of 128 sequences"),
+    ("size", f"{PASCANU} (§4.1.1): 50 hidden units. {HS} (Table 7): 2 memory blocks of 2 cells, 93 weights in all. "
+             f"{EXP}: 190 hidden units"),
     ("optimiser", f"{PASCANU} (§4.1.1): SGD, learning rate 0.01, no momentum, clipping at norm 1, Ω weight 4 "
-                  f"(weight 2 in {CODE}). {HS} (Table 7): learning rate 0.5"),
+                  f"(weight 2 in {CODE}). {HS} (Table 7): learning rate 0.5. {EXP}: RMSprop, learning rate 2e-4 and "
+                  f"2e-5 for the skew-symmetric A (its README: a rate ten times smaller for the orthogonal parameters "
+                  f"worked best), no clipping, the modReLU activation, A initialised block-diagonal with angles from "
+                  f"U[−π, π] (“henaff”)"),
     ("seeds", f"{PASCANU} (§4.1.1): 5 runs per point (rates in steps of 20%). {HS} (Table 7): 10 trials per T"),
     ("lengths", f"{PASCANU}, {CODE}: each minibatch's length drawn from 50–200. {HS} (Table 7): lengths T to "
                 f"T + T/10"),

@@ -132,9 +132,11 @@ def nonfinite_summary(jac: pd.DataFrame) -> pd.DataFrame:
 
 
 def spot_summary(spot: pd.DataFrame) -> dict[str, float]:
-    """The independent spot check of one run's probes (probe/spot_checks.parquet, docs/math.md 4.5), reduced by
-    `spotcheck.summarize`."""
-    return spotcheck.summarize(spot["abs_dlog"].to_numpy(float))
+    """The independent spot check of one run's probes (probe/spot_checks.parquet, docs/math.md 4.5 and 4.8), reduced
+    by `spotcheck.summarize`, and how many of the pairs checked lie across layers (`spot_cross_layer`)."""
+    cross = spot["source_layer"].notna() & (spot["source_layer"] != spot["layer"]) if "source_layer" in spot else False
+    return spotcheck.summarize(spot["abs_dlog"].to_numpy(float)) | {
+        "spot_cross_layer": int((spot["abs_dlog"].notna() & cross).sum())}
 
 
 # ---- one run's probe, reduced -------------------------------------------------------------------------------
@@ -538,19 +540,14 @@ def best_threshold(rows: pd.DataFrame) -> pd.Series | None:
 DEPTH_COLUMNS = ("run_id", "layers", "when", "layer", "log10_signal_first", "log10_signal_mean")
 
 
-def depth_table(signal: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+def depth_table(signal: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """Per run, probe and layer: log10 ||dE/dh^l_k|| at the first state (k = 0) and its mean over k."""
     if signal.empty:
-        return pd.DataFrame(columns=list(DEPTH_COLUMNS)), {}
+        return pd.DataFrame(columns=list(DEPTH_COLUMNS))
     s = signal.sort_values("k").groupby(["run_id", "when", "layer"], as_index=False).agg(
         log10_signal_first=("log10_dE_dh", "first"), log10_signal_mean=("log10_dE_dh", "mean"))
     s = s.merge(runs[["run_id", "layers"]], on="run_id", how="left")
-    init = s[s["when"] == "init"]
-    deepest = init[init["layers"] == init["layers"].max()]
-    by_layer = deepest.sort_values("layer").groupby("run_id")["log10_signal_first"]
-    per_run = by_layer.last() - by_layer.first()  # top layer minus bottom layer, decades
-    head = {"max_layers": init["layers"].max(), "top_minus_bottom_decades": finite_median(per_run)}
-    return s[list(DEPTH_COLUMNS)], head
+    return s[list(DEPTH_COLUMNS)]
 
 
 def text_headline(runs: pd.DataFrame, arm: pd.Series) -> dict:

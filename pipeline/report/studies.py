@@ -17,12 +17,15 @@ import pandas as pd
 
 from ..engine.tasks import ADDING_TOLERANCE, SOLVED_SQUARED_ERROR
 from ..run.verdicts import LEARNED_MARGIN
-from . import papers
+from . import depth, depthtext, papers
+from .rate_selection import chosen_rates, selection_blocks, selection_table
 from .document import Bullets, Inline, Metric, Paragraph, RunRef, Table, cell, frame_table, joined
 from .reductions import (
     ARM_SLOPES, MIN_RUNS_FOR_BOUNDARY, activation_table, arm_table, clip_table, curve_rows, depth_table,
     outcome_table, rate, slope_median, stacked, success_table, text_headline, weight_norm_table,
 )
+from .textruns import (READS_TABLE, TEXT_ARMS, is_text_spec, reads_block, reads_table, shown_samples, text_arm,
+                       val_curve_rows)
 
 Tables = dict[str, pd.DataFrame]
 
@@ -37,6 +40,7 @@ class SpecRuns:
     signal: pd.DataFrame  # SIGNAL_COLUMNS + run_id of the spec's runs (empty unless the study keeps_signal)
     val_curves: dict[str, pd.DataFrame] = field(default_factory=dict)  # run_id -> iter, val_loss (text runs with a
     # readable series.parquet)
+    depth: dict = field(default_factory=dict)  # run_id -> depth.RunDepth (a study that keeps_depth)
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class Study:
     figures: tuple[str, ...] = ()  # names of figures.draw_figures' figures shown in the section
     reads_samples: bool = False  # read each run's samples.json (text models)
     keeps_signal: bool = False  # keep each run's BPTT signal (probe/signal.parquet) for the analysis
+    keeps_depth: bool = False  # read each run's probe across layers and weight gradients (report/depth.py)
     spans_rate: bool = False  # its runs span gamma_W: the bound section's decay panels are drawn from them
     heatmap_first: bool = False  # its runs are the first choice for the bound section's heatmaps
 
@@ -239,69 +244,27 @@ def clipping_finding(h: str, head: dict) -> list[Inline] | None:
 
 
 def depth_summary(d: SpecRuns) -> SpecSummary:
-    table, head = depth_table(d.signal, d.runs)
-    return SpecSummary({"depth": table}, head)
-
-
-def depth_headline(h: str, head: dict) -> list[Inline]:
-    return ["with ", Metric(f"{h}.max_layers"), " layers, log10 ‖∂E/∂h_0‖ at the top layer minus that at the "
-            "bottom (input) layer is ", Metric(f"{h}.top_minus_bottom_decades"),
-            " decades (negative: the gradient reaching the top layer's first state is the smaller)"]
-
-
-def depth_layers(spec: str, report: dict, tables: Tables) -> list[Table]:
-    """The initial model's signal per depth and layer, median over seeds."""
-    depth = tables.get("depth")
-    if depth is None or not len(depth):
-        return []
-    init = depth[depth["when"] == "init"]
-    groups = init.groupby(["layers", "layer"], as_index=False)
-    med = groups[["log10_signal_first", "log10_signal_mean"]].median()
-    seeds = int(groups.size()["size"].max()) if len(med) else 0
-    over = "one seed" if seeds == 1 else f"median over {seeds} seeds"
-    return [frame_table(med, {"layers": "depth", "layer": "layer", "log10_signal_first": "log10 ‖∂E/∂h_0‖",
-                              "log10_signal_mean": "mean over k"},
-                        f"Initial model, {over} (layer 0 reads the input)")]
+    """The BPTT signal per layer (tables/depth.csv) and the probe across layers (report/depth.py)."""
+    signal = depth_table(d.signal, d.runs)
+    tables, head = depth.summarise(d.runs, d.signal, d.depth)
+    return SpecSummary({"depth": signal, **tables}, head)
 
 
 # ---- text: a vanilla RNN and an LSTM of about its parameter count -------------------------------------------------
 
-# cell_type -> what the report calls the text spec's arm, in report order
-TEXT_ARMS = {"rnn": "vanilla RNN", "lstm": "LSTM"}
-
-
-def text_arm(runs: pd.DataFrame) -> pd.Series:
-    """Each run's text arm (a TEXT_ARMS key): its cell_type, rnn when the results predate the field."""
-    cell_type = runs["cell_type"] if "cell_type" in runs else pd.Series("rnn", index=runs.index)
-    return cell_type.fillna("rnn").astype(str)
-
 
 def text_summary(d: SpecRuns) -> SpecSummary:
-    """The training-loss curves, each run's validation loss against characters seen, the headline per arm, and
-    per arm the last sample of its first run (the section shows those; analysis.json keeps every sample)."""
+    """The training-loss curves, each run's validation loss against characters seen and read both ways, the
+    headline per arm, and per arm the last sample of its first run (the section shows those; analysis.json keeps
+    every sample)."""
     arms = text_arm(d.runs)
-    info = d.runs.assign(arm=arms).set_index("run_id")
-    per_char = pd.to_numeric(info["batch"], errors="coerce") * pd.to_numeric(info["seq_len"], errors="coerce") \
-        if {"batch", "seq_len"} <= set(info.columns) else pd.Series(float("nan"), index=info.index)
-    val = stacked([c.assign(run_id=rid, arm=info.at[rid, "arm"], seed=info.at[rid, "seed"],
-                            chars=c["iter"] * per_char.get(rid, float("nan")))
-                   for rid, c in d.val_curves.items() if len(c)],
-                  ["run_id", "arm", "seed", "iter", "chars", "val_loss"])
-    shown = []
-    for key, name in TEXT_ARMS.items():
-        first = next((rid for rid, a in zip(d.runs["run_id"], arms) if a == key and d.samples.get(rid)), None)
-        if first is not None:
-            last = d.samples[first][-1]
-            shown.append({"arm": key, "run_id": first, "iter": last.get("iter"),
-                          "heading": f"{name} (seed {info.at[first, 'seed']}): its last sample, at iteration "
-                                     f"{last.get('iter')}",
-                          "text": str(last.get("text", ""))})
     head = text_headline(d.runs, arms)
     counts = {k: {"learned_k": v["learned"]["k"], "learned_n": v["learned"]["n"]} for k, v in head.items()
-              if k in TEXT_ARMS}  # the section's sentences word their counts by them
-    return SpecSummary({"text_curve": curves(d), "text_val_curve": val}, head,
-                       {"samples": {rid: s or [] for rid, s in d.samples.items()}, "shown_samples": shown,
-                        "text_arms": counts})
+              if k in TEXT_ARMS}
+    return SpecSummary({"text_curve": curves(d), "text_val_curve": val_curve_rows(d.runs, d.val_curves),
+                        READS_TABLE: reads_table(d.runs)},
+                       head, {"samples": {rid: s or [] for rid, s in d.samples.items()},
+                              "shown_samples": shown_samples(d.runs, d.samples), "text_arms": counts})
 
 
 def text_headline_parts(h: str, head: dict) -> list[Inline]:
@@ -334,7 +297,7 @@ def text_blocks(spec: str, report: dict, tables: Tables) -> list[Bullets]:
         sentence += ["; ", Metric(f"{h}.{key}.n_at_chance"), " ended at chance and ",
                      Metric(f"{h}.{key}.n_worse_than_chance"), " worse than chance"]
         items.append(sentence + ["."])
-    return [Bullets(items)] if items else []
+    return ([Bullets(items)] if items else []) + reads_block(spec, tables)
 
 
 # ---- remedies: one arm per remedy ------------------------------------------------------------------------------
@@ -342,14 +305,14 @@ def text_blocks(spec: str, report: dict, tables: Tables) -> list[Bullets]:
 # key (metrics.json) -> what the report calls the arm, in report order
 REMEDY_ARMS = {"tanh_unclipped": "tanh, unclipped", "tanh_clipped": "tanh, clipped",
                "tanh_clipped_omega": "tanh, clipped + Ω", "irnn": "IRNN", "orthogonal_tanh": "orthogonal tanh",
-               "lstm": "LSTM"}
+               "exprnn": "expRNN", "lstm": "LSTM", "gru": "GRU"}
 
 
 def remedy_arm(run: dict) -> str:
     """The remedies spec's arm of a run (a REMEDY_ARMS key), from its config: the cell, then the activation and
     init, then Omega and clipping."""
-    if str(run.get("cell_type", "rnn")) == "lstm":
-        return "lstm"
+    if str(run.get("cell_type", "rnn")) in ("lstm", "gru", "exprnn"):
+        return str(run["cell_type"])
     if run.get("activation") == "relu" and run.get("init") == "identity":
         return "irnn"
     if float(run.get("omega", 0.0) or 0.0) > 0:
@@ -389,9 +352,32 @@ def remedies_summary(d: SpecRuns) -> SpecSummary:
         head[key] = {"T": int(longest), "tasks": tasks, "max_lag": lag,
                      "n_params": int(pd.to_numeric(rows.get("n_params"), errors="coerce").max())
                      if "n_params" in rows else None}
+        if key == "exprnn":  # its bound is gamma_phi^(t-k): how far ||W_hh||_2 is from 1, as measured
+            norms = pd.to_numeric(pd.concat([rows.get("gamma_w_init"), rows.get("gamma_w_final")]), errors="coerce")
+            head[key]["w_norm_off"] = float((norms - 1).abs().max()) if norms.notna().any() else None
     return SpecSummary({"remedies": table}, head,
                        {"protocol": remedies_protocol(d.runs, arms, table), "decades": signed,
-                        "settings": settings, "tasks": {k: list(v["tasks"]) for k, v in head.items()}})
+                        "settings": settings, "tasks": {k: list(v["tasks"]) for k, v in head.items()},
+                        "ranking": separated_arms(table)})
+
+
+def separated_arms(table: pd.DataFrame) -> dict[str, dict]:
+    """Per task, at its longest T: the pairs of arms whose learned rates' 95% intervals do not overlap ([above,
+    below], by REMEDY_ARMS key), and that T. No pair: this budget cannot rank the arms on that task."""
+    out = {}
+    for task, rows in table.groupby(table["task"].astype(str), sort=True):
+        top = rows[rows["T"] == rows["T"].max()]
+        low, high = top.set_index("arm")["success_rate_low"], top.set_index("arm")["success_rate_high"]
+        pairs = [[a, b] for a in low.index for b in high.index if a != b and low[a] > high[b]]
+        out[task] = {"T": int(rows["T"].max()), "pairs": pairs}
+    return out
+
+
+def remedies_rates_summary(d: SpecRuns) -> SpecSummary:
+    """The remedies spec's rate selection (run/rates.py): every arm's runs at every candidate rate, the chosen one
+    marked (rate_selection.selection_table)."""
+    arms = pd.Series([remedy_arm(r) for r in d.runs.to_dict("records")], index=d.runs.index, dtype=object)
+    return SpecSummary({"rate_selection": selection_table(d.runs, arms, REMEDY_ARMS)}, None, {})
 
 
 def arm_settings(runs: pd.DataFrame) -> str:
@@ -405,12 +391,14 @@ def arm_settings(runs: pd.DataFrame) -> str:
         v = sorted({str(cell(x.item() if hasattr(x, "item") else x)) for x in runs[column].dropna()})
         return "/".join(v) or "–"
 
-    lstm = str(runs["cell_type"].iloc[0]) == "lstm" if "cell_type" in runs else False
-    parts = [f"{values('init')} W_hh with {fixed_by_init(values('init'))} set to {values('gamma_w')} "
-             f"({measured_words(runs)})"]
-    if lstm:
+    cell_type = str(runs["cell_type"].iloc[0]) if "cell_type" in runs else "rnn"
+    parts = [f"{values('hidden')} units", f"{values('init')} W_hh with {fixed_by_init(values('init'))} set to "
+             f"{values('gamma_w')} ({measured_words(runs)})"]
+    if cell_type == "lstm":
         parts += [f"forget bias {values('forget_bias')}"] if "forget_bias" in runs else []
-    else:
+    elif cell_type == "exprnn":
+        parts += [f"{values('activation')}, W_hh = exp(A) with A skew-symmetric, trained through A"]
+    elif cell_type != "gru":
         parts += [values("activation")]
     parts += [f"{values('optimizer')} lr {values('lr')}"]
     clip = values("clip_mode")
@@ -473,6 +461,7 @@ def remedies_protocol(runs: pd.DataFrame, arms: pd.Series, table: pd.DataFrame) 
     out = {f: values(f) for f in PROTOCOL_FIELDS}
     out["omega"] = [w for w in out["omega"] if w > 0]
     out["lr_by_arm"] = {a: values("lr", runs[arms == a]) for a in REMEDY_ARMS if (arms == a).any()}
+    out["hidden_by_arm"] = {a: values("hidden", runs[arms == a]) for a in REMEDY_ARMS if (arms == a).any()}
     if "clip_mode" in runs:
         out["clip_threshold"] = values("clip_threshold", runs[runs["clip_mode"].astype(str) != "none"])
     if {"iters", "batch"} <= set(runs.columns):
@@ -513,13 +502,42 @@ def remedies_blocks(spec: str, report: dict, tables: Tables) -> list[Table | Bul
             if key == "lstm":
                 group += ["; its cell state's ‖∂c_t/∂c_k‖ "] + decay_reading(tk, at, arm, "_cell")
             groups.append(group)
+        if key == "exprnn":
+            groups.append(["its ‖W_hh‖₂, measured before and after training, is 1 within ", Metric(f"{at}.w_norm_off"),
+                           " in every run, so its bound (γ_W γ_φ)^(t−k) is γ_φ^(t−k) = 1 with no slack from γ_W, and "
+                           "the orders of magnitude above are its whole distance below that bound"])
         items.append(sentence + joined(groups, "; ") + ["."])
     table = [remedies_table(rows)] if rows is not None and len(rows) else []
     budget = report.get("protocol", {}).get("sequences", [])
     caveat = [Paragraph([f"Every run trained on {spans(budget)} sequences: an arm at chance here did not learn "
                          "within that budget, which says how fast it learns, not whether it can (the protocol list "
                          "below compares the budgets with the papers')."])] if budget else []
-    return table + ([Bullets(items)] if items else []) + caveat + published_blocks(report, tables)
+    return (table + ([Bullets(items)] if items else []) + caveat + ranking_blocks(report, tables)
+            + published_blocks(report, tables))
+
+
+def ranking_blocks(report: dict, tables: Tables) -> list[Paragraph]:
+    """Whether the rates were chosen per arm (the rate-selection table) or fixed, and, per task at its longest T,
+    which arms' learned intervals separate: none means this budget cannot rank the arms."""
+    selected = chosen_rates(tables.get("rate_selection"))
+    if selected:
+        how = [f"Each arm trained at its own learning rate, chosen per task among {spans(selected['rates'])} on seeds "
+               f"{spans(selected['seeds'])} at T = {spans(selected['T'])} (the rate-selection section); those seeds "
+               "are not among the seeds of the runs reported here. "]
+    else:
+        how = ["The learning rates here were fixed, not chosen per arm (the quick profile; the full profile chooses "
+               "each arm's rate on separate seeds), so a difference between arms may be a difference of rates. "]
+    parts: list[Inline] = []
+    for task, r in report.get("ranking", {}).items():
+        name = task.replace("_", " ")
+        if not r["pairs"]:
+            parts.append(f"On {name} at T = {r['T']} every two arms' 95% intervals overlap: this budget cannot "
+                         "rank the arms there. ")
+        else:
+            shown = "; ".join(f"{REMEDY_ARMS.get(a, a)} above {REMEDY_ARMS.get(b, b)}" for a, b in r["pairs"])
+            parts.append(f"On {name} at T = {r['T']} only these pairs of arms have learned rates whose 95% "
+                         f"intervals do not overlap: {shown}; every other pair is not ranked. ")
+    return [Paragraph(how + parts)]
 
 
 def decay_reading(tk: str, at: str, arm: dict, state: str) -> list[Inline]:
@@ -606,11 +624,11 @@ OWN_TASKS = ("adding's values from U[−1, 1] and Hochreiter & Schmidhuber's tar
              "and the second in the second half; temporal order's symbols where Pascanu et al.'s code puts them")
 
 
-def learning_rates(protocol: dict) -> str:
-    """The arms' learning rates: the one most arms used, then the others with their arms ("0.01 (IRNN and LSTM:
-    0.001)"); arm names hold commas, so only the exceptions are named."""
+def learning_rates(protocol: dict, key: str = "lr_by_arm") -> str:
+    """The arms' learning rates (or another `key` of the protocol by arm): the one most arms used, then the others
+    with their arms ("0.01 (IRNN and LSTM: 0.001)"); arm names hold commas, so only the exceptions are named."""
     groups: dict[str, list[str]] = {}
-    for arm, lrs in protocol.get("lr_by_arm", {}).items():
+    for arm, lrs in protocol.get(key, {}).items():
         groups.setdefault(spans(lrs), []).append(REMEDY_ARMS.get(arm, arm))
     if not groups:
         return "–"
@@ -645,8 +663,8 @@ def published_blocks(report: dict, tables: Tables) -> list[Table | Bullets | Par
                     f"{1 - LEARNED_MARGIN:g}× chance"],
         "budget": [spans(ours.get("iters", [])), " updates of ", spans(ours.get("batch", [])), " sequences, ",
                    spans(ours.get("sequences", [])), " sequences per run"],
-        "size": [spans(ours.get("hidden", [])), " hidden units in every arm (the parameter counts are in the arm "
-                 "table above)"],
+        "size": ["hidden units per arm: ", learning_rates(ours, "hidden_by_arm"), ", chosen so that the arms' "
+                 "parameter counts match (the arm table above gives them)"],
         "optimiser": [spans(ours.get("optimizer", [])), " for every arm, learning rate ", learning_rates(ours)]
         + [", clipping at norm ", spans(ours.get("clip_threshold", [])), " (none in the unclipped arm), Ω weight ",
            spans(ours.get("omega", []))],
@@ -675,8 +693,9 @@ STUDIES = (  # in report order
                                  "lyapunov": "λ₁", "n_both": "runs with both", "accuracy": "accuracy",
                                  "final_val_loss": "val loss", "n_runs": "runs"}),
           figures=("activations",), spans_rate=True),
-    Study("depth", "Stacked layers: the gradient signal reaching each layer.",
-          depth_summary, ("depth",), depth_headline, more_tables=depth_layers, figures=("depth",), keeps_signal=True),
+    Study("depth", "Stacked layers: the gradient across layers and time, and whether depth changes learning.",
+          depth_summary, ("depth", *depth.TABLES), depthtext.headline_parts, finding=depthtext.finding,
+          more_tables=depthtext.blocks, figures=depthtext.FIGURES, keeps_signal=True, keeps_depth=True),
     Study("clipping", "Gradient clipping by global norm or elementwise, against none.",
           clipping_summary, ("clip", "clip_curves"), clipping_headline, finding=clipping_finding,
           table=("clip", {"clip_mode": "mode", "clip_threshold": "threshold", "final_loss": "final loss (ok runs)",
@@ -696,12 +715,18 @@ STUDIES = (  # in report order
                                   "partial": "partial-model accuracy"}),
           figures=("success_vs_T",)),
     Study("remedies", "The remedies side by side: how many runs of each arm learned as T grows (Wilson 95% "
-          "intervals), the parameter counts at one hidden size, and the decay of the Jacobian norms per arm.",
+          "intervals), the parameter counts (matched across arms), and the decay of the Jacobian norms per arm.",
           remedies_summary, ("remedies",), remedies_headline, more_tables=remedies_blocks,
           figures=("remedies_success", "remedies_decay")),
+    Study("remedies_rates", "The remedies' learning-rate selection: every arm at every candidate rate, on seeds "
+          "that the remedies runs do not use; the rate each arm then trained at is marked.",
+          remedies_rates_summary, ("rate_selection",),
+          more_tables=lambda spec, report, tables: selection_blocks(tables.get("rate_selection"))),
     Study("text", "Character-level text models (min-char-rnn style), a vanilla RNN and an LSTM of about its "
-          "parameter count: validation loss against characters seen, and the last sample of each.",
-          text_summary, ("text_curve", "text_val_curve"), text_headline_parts, more_tables=text_blocks,
+          "parameter count: validation loss against characters seen, and the last sample of each. A model is "
+          "validated as it was trained: on consecutive windows, by reading the whole held-out text once with the "
+          "state carried, going on from its training walk's state (its samples continue that text); on random windows, on 128 held-out windows from h = 0.",
+          text_summary, ("text_curve", "text_val_curve", READS_TABLE), text_headline_parts, more_tables=text_blocks,
           figures=("text_curve",), reads_samples=True),
 )
 KNOWN = {s.name: s for s in STUDIES}
@@ -713,8 +738,14 @@ OUTCOMES_TABLE = "outcomes"  # tables/outcomes.csv: one row per run of every spe
 
 
 def generic_summary(d: SpecRuns) -> SpecSummary:
+    """Every run's grid values and outcome; for a spec of text runs also, as the text study has them, the validation
+    loss against characters seen, both readings of it and a sample per arm."""
     table, varied = outcome_table(d.runs)
-    return SpecSummary({OUTCOMES_TABLE: table}, None, {"varied": varied})
+    if not is_text_spec(d.runs):
+        return SpecSummary({OUTCOMES_TABLE: table}, None, {"varied": varied})
+    return SpecSummary({OUTCOMES_TABLE: table, "text_val_curve": val_curve_rows(d.runs, d.val_curves),
+                        READS_TABLE: reads_table(d.runs)},
+                       None, {"varied": varied, "shown_samples": shown_samples(d.runs, d.samples)})
 
 
 def generic_tables(spec: str, report: dict, tables: Tables) -> list[Table]:
@@ -732,6 +763,7 @@ def generic_tables(spec: str, report: dict, tables: Tables) -> list[Table]:
         out.append(Table(["run"] + varied + ["outcome"] + list(shown.values()), rows,
                          "Every run: the grid values that vary, its outcome, whether it learned, and validation "
                          "loss and accuracy against chance"))
+    out += reads_block(spec, tables)
     runs = tables["runs"][tables["runs"]["spec"] == spec]
     out.append(frame_table(runs, {"label": "run", "outcome": "outcome", "log_rate_init": "log(γ_W γ_φ)",
                                   "slope_init": "slope", "predicted_regime": "predicted",
@@ -741,12 +773,17 @@ def generic_tables(spec: str, report: dict, tables: Tables) -> list[Table]:
     return out
 
 
-GENERIC = Study("", "", generic_summary, (OUTCOMES_TABLE,), more_tables=generic_tables)
+GENERIC = Study("", "", generic_summary, (OUTCOMES_TABLE, "text_val_curve", READS_TABLE), more_tables=generic_tables)
 
 
 def decay_figure(spec: str) -> str:
     """The name of a generic spec's decay figure (figures/decay-<spec>.png); known figure names have no hyphen."""
     return f"decay-{spec}"
+
+
+def text_figure(spec: str) -> str:
+    """The name of a generic text spec's validation-loss figure (figures/text-<spec>.png)."""
+    return f"text-{spec}"
 
 
 # ---- what the rest of report/ asks -----------------------------------------------------------------------------
@@ -756,7 +793,7 @@ def study(spec: str) -> Study:
     """The spec's study: its own, else the generic one (named after it, with its decay figure)."""
     if spec in KNOWN:
         return KNOWN[spec]
-    return replace(GENERIC, name=spec, text=f"Sweep spec {spec!r}.", figures=(decay_figure(spec),))
+    return replace(GENERIC, name=spec, text=f"Sweep spec {spec!r}.", figures=(text_figure(spec), decay_figure(spec)))
 
 
 def is_known(spec: str) -> bool:

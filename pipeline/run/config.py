@@ -24,7 +24,7 @@ import yaml
 from ..engine.activations import ACTIVATIONS
 from ..engine.cells import CELLS
 from ..errors import UserError, did_you_mean, shown
-from ..engine.init import INITS
+from ..engine.init import EXPRNN_INITS, INITS
 from ..engine.lstm import FORGET_BIAS
 from ..engine.optim import CLIP_MODES, MAX_CLIP_THRESHOLD, MAX_LR, MAX_WEIGHT_DECAY, OPTIMIZERS
 from ..engine.rnn import FORMS
@@ -181,17 +181,24 @@ class RunConfig:
                    "path. A spec's text cells must name it.")
     seq_len: int = _f(25, Int(1, 100_000), "Synthetic: the task length T (copy feeds T + 20 steps); "
                       "text: the training window in characters.")
-    windows: str = _f("random", Choice(WINDOWS), "Text: how training windows are taken. random: uniform offsets, "
-                      "each from h = 0; consecutive: min-char-rnn's walk, each of the batch's streams reads its part "
-                      "of the text window after window, carrying its hidden state across them (truncated BPTT).")
+    windows: str = _f("random", Choice(WINDOWS), "Text: how training windows are taken, and so how the model is "
+                      "validated. random: uniform offsets, each from h = 0, validated on 128 held-out windows from "
+                      "h = 0; consecutive: min-char-rnn's walk, each of the batch's streams reads its part of the "
+                      "text window after window, carrying its hidden state across them (truncated BPTT), validated "
+                      "by reading the whole held-out text once with the state carried, going on from the state the "
+                      "walk carries, and sampled from where that read ends. final_val_loss is that reading; "
+                      "summary.json has both, val_loss_windows and val_loss_carried.")
     val_size: int = _f(1000, Int(1, 1_000_000), "Synthetic: validation sequences, a fixed held-out set; training "
                        "draws fresh sequences for every batch from the run's seed.")
     data_seed: int = _f(0, Int(0, MAX_SEED), "Synthetic: seed of the validation set's generator "
                         "(`data/<task>_T<seq_len>_N<val_size>_s<data_seed>.npz`).")
     # model
     cell_type: str = _f("rnn", Choice(CELLS), "The recurrent cell: rnn, the vanilla RNN of form and activation; lstm, "
-                   "the LSTM (gates i, f, g, o in PyTorch's layout; form, activation, leaky_slope and omega are the "
-                   "vanilla cell's and stay at their defaults).")
+                   "the LSTM (gates i, f, g, o in PyTorch's layout); gru, the GRU (gates r, z, n in PyTorch's "
+                   "layout); exprnn, the vanilla RNN trained through W_hh = exp(A), A skew-symmetric, so that "
+                   "||W_hh||_2 = 1 throughout (Lezcano-Casado & Martinez-Rubio 2019; init orthogonal or identity, "
+                   "gamma_w 1). form, activation and leaky_slope are read by rnn and exprnn, omega by rnn only; the "
+                   "gated cells leave them at their defaults.")
     form: str = _f("elman", Choice(FORMS), "Recurrence: elman h = phi(W h + U x + b); "
                    "pascanu h = W phi(h) + U x + b.")
     activation: str = _f("tanh", Choice(ACTIVATIONS), "The activation phi of every recurrent layer.")
@@ -250,20 +257,28 @@ class RunConfig:
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
-# Fields that only one cell reads: set away from its default for the other cell, the value would be silently ignored
+# Fields that only some cells read: set away from its default for another cell, the value would be silently ignored
 # (or, for omega, have no meaning), so such a config is refused.
-CELL_FIELDS = {"form": "rnn", "activation": "rnn", "leaky_slope": "rnn", "omega": "rnn", "forget_bias": "lstm"}
+CELL_FIELDS = {"form": ("rnn", "exprnn"), "activation": ("rnn", "exprnn"), "leaky_slope": ("rnn", "exprnn"),
+               "omega": ("rnn",), "forget_bias": ("lstm",)}
+# Values a cell cannot take: the expRNN's W_hh = exp(A) lies in SO(n), so its norm is 1 and only inits in SO(n) exist
+CELL_VALUES = {"exprnn": {"gamma_w": (1.0,), "init": EXPRNN_INITS}}
 
 
 def cell_conflict(values: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(field, problem) for the first field in `values` (a full set of RunConfig values) that belongs to the other
-    cell and is not at its default; None when the values agree with their cell."""
+    """(field, problem) for the first field in `values` (a full set of RunConfig values) that belongs to another
+    cell and is not at its default, or that holds a value the cell cannot take (CELL_VALUES); None when the values
+    agree with their cell."""
     cell = values.get("cell_type", "rnn")
-    for name, owner in CELL_FIELDS.items():
+    for name, owners in CELL_FIELDS.items():
         default = _DEFAULTS[name]
-        if owner != cell and name in values and values[name] != default:
-            return name, (f"{values[name]!r} is set for cell_type {cell}, but {name} is read by cell_type {owner} "
-                          f"only; valid: {default!r} (the default) with cell_type {cell}")
+        if cell not in owners and name in values and values[name] != default:
+            return name, (f"{values[name]!r} is set for cell_type {cell}, but {name} is read by cell_type "
+                          f"{' and '.join(owners)} only; valid: {default!r} (the default) with cell_type {cell}")
+    for name, allowed in CELL_VALUES.get(cell, {}).items():
+        if name in values and values[name] not in allowed:
+            return name, (f"{values[name]!r} is not possible for cell_type {cell} (its W_hh = exp(A) is orthogonal); "
+                          f"valid: {', '.join(map(repr, allowed))}")
     return None
 
 

@@ -7,14 +7,15 @@ The probe input is one sequence xs (T, d) from h0 (L, n). All logs are natural u
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..engine import jacobian, lyapunov, meanfield, spotcheck
-from ..engine.cells import Model, forward, loss_and_grads
+from ..engine import gru
+from ..engine.cells import Model, as_vanilla, forward, loss_and_grads, model_arrays
 from ..engine.lstm import LSTM, step_jacobians
 from ..engine.rnn import Trace, one_hot
 from .files import save_model
@@ -71,15 +72,17 @@ class Probe:
 
 
 def probe_model(model: Model, probe: ProbeInput, when: str, drive: Drive | None = None) -> Probe:
-    """Measure every layer of `model` on the probe sequence (an LSTM: both of its states, docs/math.md 13.3); with
-    a `drive`, also a vanilla model's Lyapunov spectrum along the driven trajectories and its mean-field rate (NaN
-    without one, and for the LSTM, which neither is defined for here)."""
+    """Measure every layer of `model` on the probe sequence (an LSTM: both of its states, docs/math.md 13.3; an
+    expRNN: the vanilla RNN it computes); with a `drive`, also a vanilla model's Lyapunov spectrum along the driven
+    trajectories and its mean-field rate (NaN without one, and for the gated cells, which neither is defined for
+    here)."""
     logmats, tables, layers, spots, spectra = [], [], [], [], []
-    lstm = isinstance(model, LSTM)
-    trace = forward(model, drive.xs) if drive is not None and not lstm else None
+    model = as_vanilla(model)
+    gated = model.cell in ("lstm", "gru")  # a gated cell: dense step Jacobians, the product bound only
+    trace = forward(model, drive.xs) if drive is not None and not gated else None
     for layer in range(model.layers):
-        if lstm:
-            logmat, cellmat, product, global_, lyap = _lstm_layer(model, probe, layer)
+        if gated:
+            logmat, cellmat, product, global_, lyap = _gated_layer(model, probe, layer)
             stepnorm, log_sigma = product, np.full(0, np.nan)
         else:
             logmat = jacobian.log_norm_matrix(model, probe.xs, probe.h0, layer)
@@ -89,9 +92,9 @@ def probe_model(model: Model, probe: ProbeInput, when: str, drive: Drive | None 
             cellmat, lyap = None, lyapunov.top_lyapunov(model, probe.xs, probe.h0, layer)
         logmats.append(logmat)
         tables.append(jacobian_table(when, layer, logmat, product, global_, stepnorm, cellmat))
-        # an LSTM's step-norm bound is its product bound: checked once, with no gap between them to split
+        # a gated cell's step-norm bound is its product bound: checked once, with no gap between them to split
         numbers = layer_numbers(model, probe, layer, logmat, product, global_, lyap, cellmat,
-                                None if lstm else stepnorm)
+                                None if gated else stepnorm)
         dynamics, rows = dynamics_numbers(model, trace, drive, layer)
         layers.append(numbers | dynamics | spectrum_numbers(log_sigma))
         spectra.append(spectra_table(when, layer, rows | {"log_singular": log_sigma}))
@@ -100,11 +103,30 @@ def probe_model(model: Model, probe: ProbeInput, when: str, drive: Drive | None 
                  pd.concat(spots, ignore_index=True), pd.concat(spectra, ignore_index=True))
 
 
-def _lstm_layer(model: LSTM, probe: ProbeInput, layer: int) -> tuple:
-    """An LSTM layer's (full-state log norms, cell-state log norms, product bound, global bound (NaN), top Lyapunov
-    exponent on the probe sequence), all from one set of step Jacobians and one pass of products."""
-    J = step_jacobians(model, probe.xs, probe.h0, layer)
-    full, cell = jacobian.log_norms_from_steps(J, [jacobian.state_block(model, s) for s in ("full", "cell")])
+def same_model(a: Model, b: Model) -> bool:
+    """Whether two models are one model: the same cell, settings and parameters, bit for bit."""
+    x, y = model_arrays(a), model_arrays(b)  # the cell and its settings are entries too
+    return x.keys() == y.keys() and all(np.array_equal(v, y[k]) for k, v in x.items())
+
+
+def relabelled(probe: Probe, when: str) -> Probe:
+    """`probe` as the probe of `when`: what `probe_model` returns for the same model (it is deterministic), without
+    measuring it again. A run whose final model is its initial one (iters 0, or a divergence at the first step)
+    probes it once."""
+    tables = {name: getattr(probe, name).assign(when=when) for name in ("jacobian", "signal", "spot", "spectra")}
+    return replace(probe, when=when, **tables)
+
+
+def _gated_layer(model: LSTM | gru.GRU, probe: ProbeInput, layer: int) -> tuple:
+    """A gated layer's (full-state log norms, an LSTM's cell-state log norms (None for a GRU), product bound, global
+    bound (NaN), top Lyapunov exponent on the probe sequence), all from one set of step Jacobians and one pass of
+    products."""
+    if isinstance(model, gru.GRU):
+        J = gru.step_jacobians(model, probe.xs, probe.h0, layer)
+        full, cell = jacobian.log_norms_from_steps(J, [None])[0], None
+    else:
+        J = step_jacobians(model, probe.xs, probe.h0, layer)
+        full, cell = jacobian.log_norms_from_steps(J, [jacobian.state_block(model, s) for s in ("full", "cell")])
     product, global_ = jacobian.log_step_bounds(J)
     return full, cell, product, global_, lyapunov.top_lyapunov_from_steps(J)
 
@@ -237,12 +259,13 @@ def layer_numbers(model: Model, probe: ProbeInput, layer: int, logmat, product, 
     gamma_w = float(jacobian.spectral_norm(W))
     rho = float(jacobian.spectral_radius(W)) if W.shape[0] == W.shape[1] else float("nan")
     with np.errstate(divide="ignore"):
-        log_rate = float("nan") if isinstance(model, LSTM) else float(np.log(gamma_w * model.act.gamma))
+        log_rate = float("nan") if model.cell in ("lstm", "gru") else float(np.log(gamma_w * model.act.gamma))
     violations = len(jacobian.bound_violations(logmat, product, global_, stepnorm=stepnorm))
     if cellmat is not None:
         violations += len(jacobian.bound_violations(cellmat, product, global_))
     return {
         "gamma_w": gamma_w,
+        "gamma_x": float(jacobian.spectral_norm(model.params.get(f"W_xh_{layer}", model.params.get(f"W_ih_{layer}")))),
         "spectral_radius": rho,
         "log_rate": log_rate,  # log(gamma_W gamma_phi): the global bound's slope per step
         "slope": float(jacobian.decay_slope(logmat)),
@@ -279,7 +302,7 @@ def observed_regime(slope: float) -> str | None:
     return "exploding" if slope > REGIME_BAND else "neutral"
 
 
-PER_PROBE = ("gamma_w", "spectral_radius", "log_rate", "slope", "slope_cell", "lyapunov", "lyapunov_spread",
+PER_PROBE = ("gamma_w", "gamma_x", "spectral_radius", "log_rate", "slope", "slope_cell", "lyapunov", "lyapunov_spread",
              "lyapunov_probe", "meanfield_rate", "meanfield_q", "sigma_w", "input_var", "gap_global_to_product",
              "gap_product_to_stepnorm", "gap_stepnorm_to_measured", "spectrum_spread", "spectrum_resolved")
 

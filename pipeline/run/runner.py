@@ -26,13 +26,15 @@ from . import files
 from .config import RunConfig, config_hash, flatten
 from .files import write_json
 from . import plots
-from .probe import (Drive, Probe, driving_inputs, probe_model, series_rows, step_series, summary_numbers,
-                    training_gradient_table, write_probe)
-from .sources import Source, evaluate, input_digests, make_source, scores_positions, sequences_right
+from .depthprobe import across_layers, weight_gradient_table, write_across, write_weight_gradients
+from .probe import (Drive, Probe, driving_inputs, probe_model, relabelled, same_model, series_rows, step_series,
+                    summary_numbers, training_gradient_table, write_probe)
+from .sources import Source, input_digests, make_source, scores_positions, sequences_right
+from .textscore import Validation, text_scores
 from .verdicts import LEVELS, growth, levels, run_outcome
 from ..engine import trainer
-from ..engine.cells import Model
-from ..engine.init import init_lstm, init_model
+from ..engine.cells import Model, n_params
+from ..engine.init import init_exprnn, init_gru, init_lstm, init_model
 from ..engine.optim import make_optimizer
 from ..engine.text import decode, sample_ids
 from ..engine.trainer import HISTORY_COLUMNS, TrainLog, TrainSettings
@@ -107,7 +109,9 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
     model = new_model(cfg, src, rng_init)
     model_init = model.copy()
     gradients: list[pd.DataFrame] = []
-    log, samples = train(cfg, model, src, rng_batch, rng_sample, progress, gradients)
+    weight_gradients: list[pd.DataFrame] = []
+    validation = Validation(src)
+    log, samples = train(cfg, model, src, rng_batch, rng_sample, progress, gradients, weight_gradients, validation)
     history = pd.DataFrame(log.history, columns=list(HISTORY_COLUMNS))
     history.to_csv(folder / "history.csv", index=False)  # written first: a run that fails in its probe keeps it
     if cfg.task == "text":
@@ -116,14 +120,20 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
                                  src.input_dim),
                   DRIVE_BURN_IN, DRIVE_EXPONENTS)
     at_init = probe_model(model_init, src.probe, "init", drive)
-    at_end = probe_model(log.model, src.probe, "final", drive)
+    at_end = (relabelled(at_init, "final") if same_model(model_init, log.model)
+              else probe_model(log.model, src.probe, "final", drive))
+    across = across_layers(model_init, log.model, src.probe, at_init, at_end)
+    at_init, at_end = across.init, across.final
     write_probe(folder, model_init, log.model, src.probe, at_init, at_end)
+    write_across(folder, across, pd.concat([at_init.jacobian, at_end.jacobian], ignore_index=True))
+    write_weight_gradients(folder, weight_gradients)
     if gradients:
         pd.concat(gradients, ignore_index=True).to_parquet(folder / "probe" / "gradients.parquet", index=False)
     val = pd.DataFrame(log.val, columns=["iter", "val_loss", "val_accuracy"])
     draw_run_figures(folder, at_init, at_end, history, val, src.chance_loss, trained=cfg.iters > 0,
                      partial_loss=src.partial_loss)
-    series = pd.concat([step_series(at_init, at_end), training_series(history, val, cfg.iters)], ignore_index=True)
+    series = pd.concat([step_series(at_init, at_end), across.series, training_series(history, val, cfg.iters)],
+                       ignore_index=True)
     series.to_parquet(folder / "series.parquet", index=False)
     final_val = log.val[-1]  # (iter, loss, accuracy) of the final model
     probed, train_loss = summary_numbers(at_init, at_end), final_train_loss(history, log.iters_done)
@@ -146,10 +156,12 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
         **levels(outcome, final_val[1], src.chance_loss, src.partial_loss, right),
         "loss_growth": loss_growth,
         "norm_growth": norm_growth,
-        "gamma_phi": model.act.gamma if model.cell == "rnn" else None,  # no gamma_phi bound for a gated cell
-        "n_params": int(sum(p.size for p in model.params.values())),  # arms of a comparison state their sizes
+        "gamma_phi": model.act.gamma if model.cell in ("rnn", "exprnn") else None,  # none for a gated cell
+        "n_params": n_params(model),  # arms of a comparison state their sizes
         **measured_norms(probed),
+        **(text_scores(log.model, validation, log.state) if src.vocab else {}),
         **probed,
+        **across.summary,
     }
 
 
@@ -161,23 +173,32 @@ def measured_norms(probed: dict) -> dict:
 
 
 def new_model(cfg: RunConfig, src: Source, rng: np.random.Generator) -> Model:
-    """The run's initial model: `init_model` for cell rnn, `init_lstm` for cell lstm."""
+    """The run's initial model: `init_model` for cell rnn, `init_lstm`, `init_gru` or `init_exprnn` for the others."""
     sizes = dict(input_dim=src.input_dim, output_dim=src.output_dim, layers=cfg.layers, hidden=cfg.hidden,
-                 init=cfg.init, gamma_w=cfg.gamma_w, input_scale=cfg.input_scale, output_scale=cfg.output_scale)
+                 init=cfg.init, input_scale=cfg.input_scale, output_scale=cfg.output_scale)
+    vanilla = dict(form=cfg.form, activation=cfg.activation, leaky_slope=cfg.leaky_slope)
     if cfg.cell_type == "lstm":
-        return init_lstm(rng, **sizes, forget_bias=cfg.forget_bias)
-    return init_model(rng, form=cfg.form, activation=cfg.activation, leaky_slope=cfg.leaky_slope, **sizes)[0]
+        return init_lstm(rng, **sizes, gamma_w=cfg.gamma_w, forget_bias=cfg.forget_bias)
+    if cfg.cell_type == "gru":
+        return init_gru(rng, **sizes, gamma_w=cfg.gamma_w)
+    if cfg.cell_type == "exprnn":
+        return init_exprnn(rng, **vanilla, **sizes)  # ||W_hh||_2 = 1: config.cell_conflict refuses another gamma_w
+    return init_model(rng, **vanilla, **sizes, gamma_w=cfg.gamma_w)[0]
 
 
 # ---- training -------------------------------------------------------------------------------------------------
 
 
 def train(cfg: RunConfig, model: Model, src: Source, rng_batch: np.random.Generator, rng_sample: np.random.Generator,
-          progress: Progress | None = None, gradients: list | None = None) -> tuple[TrainLog, list[dict]]:
+          progress: Progress | None = None, gradients: list | None = None, weight_gradients: list | None = None,
+          validation: Validation | None = None) -> tuple[TrainLog, list[dict]]:
     """`engine.trainer.train` with cfg's settings on src's minibatches: (its log, the text samples {iter, text}).
 
+    Validation passes are `validation`'s (default: Validation(src), which reads a text model as it was trained).
     Text runs sample at `sample_checkpoints` and, unless the last one was there, from the final model. Given a
-    `gradients` list, it receives ||dE/dh_k|| by k on the probe sequence at `gradient_checkpoints`."""
+    `gradients` list, it receives ||dE/dh_k|| by k on the probe sequence at `gradient_checkpoints`, and a
+    `weight_gradients` list each layer's ||dE/dW_hh|| and ||dE/dW_xh|| on the first validation sequences there."""
+    validation = Validation(src) if validation is None else validation
     samples: list[dict] = []
     sample_at = sample_checkpoints(cfg.iters, cfg.samples) if src.vocab else set()
     gradient_at = gradient_checkpoints(cfg.iters) if gradients is not None else set()
@@ -185,8 +206,10 @@ def train(cfg: RunConfig, model: Model, src: Source, rng_batch: np.random.Genera
     def on_step(i: int, log: TrainLog) -> None:
         if i in gradient_at:
             gradients.append(training_gradient_table(log.model, src.probe, i))
+            if weight_gradients is not None and scores_positions(src):
+                weight_gradients.append(weight_gradient_table(log.model, src.val, src.loss_kind, i))
         if i in sample_at:
-            samples.append(_sample(log.model, i, src, cfg.sample_len, rng_sample))
+            samples.append(_sample(log, i, src, cfg.sample_len, rng_sample, validation))
         if progress is not None and i > 0:
             progress(_event(log, i, cfg.iters))
 
@@ -194,9 +217,9 @@ def train(cfg: RunConfig, model: Model, src: Source, rng_batch: np.random.Genera
                              series_every(cfg.iters), scores_positions(src), cfg.omega,
                              reduction=cfg.loss_reduction)
     optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay)
-    log = trainer.train(model, optimizer, lambda: src.draw(rng_batch), lambda m: evaluate(m, src), settings, on_step)
+    log = trainer.train(model, optimizer, lambda: src.draw(rng_batch), validation, settings, on_step)
     if src.vocab and cfg.samples and (not samples or samples[-1]["iter"] != log.iters_done):
-        samples.append(_sample(log.model, log.iters_done, src, cfg.sample_len, rng_sample))
+        samples.append(_sample(log, log.iters_done, src, cfg.sample_len, rng_sample, validation))
     if progress is not None and log.diverged_at is not None:
         progress({**_event(log, log.diverged_at, cfg.iters), "diverged": True})
     return log, samples
@@ -222,9 +245,11 @@ def gradient_checkpoints(iters: int, points: int = GRADIENT_POINTS) -> set[int]:
     return {round(iters * j / (points - 1)) for j in range(points)}
 
 
-def _sample(model: Model, i: int, src: Source, length: int, rng: np.random.Generator) -> dict:
-    """{iter, text}: `length` characters sampled from the model, seeded with the first validation character."""
-    ids = sample_ids(model, int(src.probe.xs[0].argmax()), length, rng)
+def _sample(log: TrainLog, i: int, src: Source, length: int, rng: np.random.Generator, validation: Validation) -> dict:
+    """{iter, text}: `length` characters sampled from the log's model, from where `validation.sample_start` puts it
+    (a model trained on consecutive windows continues the held-out text from its carried state)."""
+    first_id, h0 = validation.sample_start(log.model, log.state)
+    ids = sample_ids(log.model, first_id, length, rng, h0)
     return {"iter": i, "text": decode(np.array(ids, dtype=np.int64), src.vocab)}
 
 

@@ -18,15 +18,16 @@ from typing import Callable
 import numpy as np
 
 from . import datasets
-from ..engine import tasks
-from ..engine.cells import Model, forward
-from ..engine.rnn import loss_and_dy, one_hot
+from ..engine import cells, evaluation, tasks
+from ..engine.cells import Model
+from ..engine.rnn import one_hot
 from ..engine.text import ConsecutiveWindows, sample_windows
 from ..errors import UserError
 from .config import RunConfig, config_hash
 from .probe import ProbeInput
 
 TEXT_VAL_WINDOWS = 128  # text validation: this many evenly spaced windows of the validation text
+VAL_READS = {"random": "windows", "consecutive": "carried"}  # a text model's `windows` -> how it is validated
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class Source:
     partial_loss: float | None = None  # loss of the best model carrying only part of what the task needs
     partial_accuracy: float | None = None
     sequence_tolerance: float | None = None  # adding: squared error below this makes a sequence right
+    val_ids: np.ndarray | None = None  # text only: the held-out text (n_val,) ids, for the carried read
+    val_read: str = "windows"  # how validation reads: "windows" (`val`, each from h = 0) or "carried" (`val_ids` once
+    # with the state carried, run/textscore.py): a text model is scored as it was trained (VAL_READS)
 
 
 def make_source(cfg: RunConfig, data_dir: Path) -> Source:
@@ -165,7 +169,8 @@ def check_data(cfg: RunConfig, data_dir: Path, label: Callable[[str], str] = str
 
 def text_source(cfg: RunConfig, data_dir: Path) -> Source:
     """Training windows of the next-character task, random or consecutive (`cfg.windows`: min-char-rnn's walk with
-    the state carried); fixed, evenly spaced validation windows from h = 0."""
+    the state carried); validation as the model was trained: fixed, evenly spaced windows from h = 0, or the whole
+    held-out text read once with the state carried (`val_read`)."""
     td = load_text_data(cfg, data_dir)
     V, T = len(td.vocab), cfg.seq_len
     check_windows(td, T)
@@ -180,7 +185,8 @@ def text_source(cfg: RunConfig, data_dir: Path) -> Source:
     chance_loss, chance_accuracy = unigram_chance(td.ids_train, V)
     partial_loss, partial_accuracy = bigram_partial(td.ids_train, V)
     return Source("xent", V, V, draw, val, probe, chance_loss, chance_accuracy, vocab=list(td.vocab),
-                  partial_loss=partial_loss, partial_accuracy=partial_accuracy)
+                  val_ids=td.ids_val, val_read=VAL_READS[cfg.windows], partial_loss=partial_loss,
+                  partial_accuracy=partial_accuracy)
 
 
 def random_draw(td: datasets.TextData, cfg: RunConfig) -> Callable[[np.random.Generator], tuple]:
@@ -243,13 +249,13 @@ def scores_positions(src: Source) -> bool:
 
 def evaluate(model: Model, src: Source) -> tuple[float | None, float | None]:
     """(validation loss, task success rate) of `model` on the fixed validation batch; (None, None) for a task
-    that scores no position (the probe task: its sequences only drive the Jacobian probes)."""
+    that scores no position (the probe task: its sequences only drive the Jacobian probes). The batch goes through
+    the model in chunks (`engine.evaluation`): the numbers of one pass over all of it, in bounded memory."""
     xs, targets, mask = src.val
     if not scores_positions(src):
         return None, None  # not a loss of 0
-    y = forward(model, xs).y  # (T, B, o)
-    loss, _ = loss_and_dy(y, targets, mask, src.loss_kind)
-    return loss, task_accuracy(y, targets, mask, src.loss_kind, src.tolerance)
+    chunk = evaluation.validation_chunk(model, mask.shape[1], mask.shape[0])
+    return evaluation.evaluate_in_chunks(model, xs, targets, mask, src.loss_kind, src.tolerance, chunk)
 
 
 def sequences_right(model: Model, src: Source) -> float | None:
@@ -258,19 +264,21 @@ def sequences_right(model: Model, src: Source) -> float | None:
     xs, targets, mask = src.val
     if src.vocab is not None or not scores_positions(src):
         return None
-    y = forward(model, xs).y  # (T, B, o)
-    return tasks.sequences_right(y, targets, mask, src.loss_kind, src.sequence_tolerance)
+    chunk = evaluation.validation_chunk(model, mask.shape[1], mask.shape[0])  # in bounded memory, as `evaluate`
+    right = scored = 0
+    for start in range(0, mask.shape[1], chunk):
+        part = slice(start, start + chunk)
+        share = tasks.sequences_right(cells.forward(model, xs[:, part]).y, targets[:, part], mask[:, part],
+                                      src.loss_kind, src.sequence_tolerance)
+        n = int((mask[:, part] > 0).any(axis=0).sum())
+        if share is None and n:
+            return None  # no criterion (an mse task without a threshold)
+        right, scored = right + round((share or 0.0) * n), scored + n
+    return right / scored if scored else None
 
 
 def task_accuracy(y: np.ndarray, targets: np.ndarray, mask: np.ndarray, kind: str,
                   tolerance: float | None) -> float | None:
     """Share of masked positions answered correctly: argmax = class (xent), or every |error| < tolerance (mse).
     None when there is no criterion (an mse task without tolerance) or no masked position."""
-    counted = mask > 0
-    if not counted.any() or (kind == "mse" and tolerance is None):
-        return None
-    if kind == "xent":
-        correct = y.argmax(axis=-1) == targets
-    else:
-        correct = (np.abs(y - targets) < tolerance).all(axis=-1)
-    return float(correct[counted].mean())
+    return evaluation.success_rate(evaluation.position_correct(y, targets, kind, tolerance), mask)

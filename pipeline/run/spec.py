@@ -19,11 +19,12 @@ from typing import Any, Mapping
 
 from .config import (FIELDS, RunConfig, as_mapping, check_values, closest_key_hint, config_from_values, config_hash,
                      read_yaml)
+from . import rates
 from .datasets import TEXT_TASK, DataRequest
 from ..errors import UserError, clip, did_you_mean, shown
 
 SPEC_KEYS = ("name", "description", "base", "profiles")
-PROFILE_KEYS = ("base", "grid")
+PROFILE_KEYS = ("base", "grid", "select")
 # Cells a sweep runs unless told otherwise (`rnngrad sweep --max-cells`): the specs' largest grid has 160; a grid
 # of millions is a typo in an axis, and would spend minutes and gigabytes planning before it ran anything.
 MAX_CELLS = 10_000
@@ -43,11 +44,36 @@ class Spec:
     cells: list[RunConfig]  # the grid's cartesian product over the merged base, in grid order
     grid: list[dict[str, Any]]  # per cell, the grid values that made it (for run names and tables)
     path: Path  # the spec file
+    selection: rates.Selection | None = None  # a learning-rate selection run before the grid (run/rates.py)
 
     @property
     def data(self) -> list[DataRequest]:
-        """The datasets the cells train on, each once, in the order of the first cell needing it."""
-        return data_requests(self.cells, self.grid, f"{self.path}: profiles.{self.profile}")
+        """The datasets the cells (and the rate-selection cells) train on, each once, in the order of the first cell
+        needing it."""
+        stage = self.selection_stage() if self.selection is not None else None
+        cells, grid = (self.cells, self.grid) if stage is None else (self.cells + stage.cells, self.grid + stage.grid)
+        return data_requests(cells, grid, self._where)
+
+    @property
+    def _where(self) -> str:
+        return f"{self.path}: profiles.{self.profile}"
+
+    def selection_stage(self) -> "Spec":
+        """Stage one of a profile with a `select` block: the spec `<name>_rates`, every arm at every candidate rate
+        on the selection seeds (run/rates.py)."""
+        if self.selection is None:
+            raise ValueError(f"{self._where} has no select block")
+        cells, grid = rates.selection_cells(self.cells, self.grid, self.selection, self._where)
+        s = self.selection
+        text = (f"Learning-rate selection for {self.name}: every arm at rates {', '.join(map(str, s.lr))} on seeds "
+                f"{', '.join(map(str, s.seeds))} (not the seeds reported in {self.name}), T = {s.seq_len}.")
+        return Spec(f"{self.name}{rates.STAGE_SUFFIX}", text, self.profile, cells, grid, self.path)
+
+    def at_rates(self, chosen: dict[str, float]) -> "Spec":
+        """Stage two: every cell at its arm's rate in `chosen` (rates.choose), no selection left to run."""
+        cells, grid = rates.with_rates(self.cells, self.grid, chosen, self._where)
+        _check_unique(cells, grid, f"{self._where} at the selected rates")
+        return Spec(self.name, self.description, self.profile, cells, grid, self.path)
 
 
 def load_spec(path: Path | str, profile: str, max_cells: int = MAX_CELLS) -> Spec:
@@ -71,8 +97,8 @@ def load_spec(path: Path | str, profile: str, max_cells: int = MAX_CELLS) -> Spe
         raise UserError(f"{path}: profiles: no profile {shown(profile)}{did_you_mean(profile, profiles)}; "
                         f"this spec has: {have}")
     expanded = {p: _expand_profile(profiles[p], base, path, str(p), max_cells, p == profile) for p in profiles}
-    cells, grid = expanded[profile]
-    return Spec(name, description, profile, cells, grid, path)
+    cells, grid, selection = expanded[profile]
+    return Spec(name, description, profile, cells, grid, path, selection)
 
 
 def data_requests(cells: list[RunConfig], grid: list[dict], where: str) -> list[DataRequest]:
@@ -110,9 +136,10 @@ def _spec_name(raw: Mapping, path: Path) -> str:
 
 
 def _expand_profile(section: Any, base: dict, path: Path, profile: str, max_cells: int,
-                    chosen: bool) -> tuple[list[RunConfig], list[dict]]:
-    """Validate one profile and expand its grid: (cells, grid values per cell). A grid of more than `max_cells`
-    cells is refused if it is the `chosen` profile's, else only validated (([], []) returned)."""
+                    chosen: bool) -> tuple[list[RunConfig], list[dict], rates.Selection | None]:
+    """Validate one profile and expand its grid: (cells, grid values per cell, its rate selection or None). A grid
+    of more than `max_cells` cells is refused if it is the `chosen` profile's, else only validated (([], [], None)
+    returned)."""
     where = f"{path}: profiles.{profile}"
     section = as_mapping(section, where, "{base: {...}, grid: {...}}")
     _check_keys(section, PROFILE_KEYS, f"{where}: ")
@@ -122,14 +149,17 @@ def _expand_profile(section: Any, base: dict, path: Path, profile: str, max_cell
     size = sum(math.prod(len(values) for values in axes.values()) for axes in parts)
     if size > max_cells:
         if not chosen:
-            return [], []
+            return [], [], None
         raise UserError(f"{where}.grid: {size} cells, more than the {max_cells} a sweep runs without asking; "
                         f"shrink the grid, or give --max-cells {size} if you mean it")
     grid = [cell for axes in parts for cell in _product(axes)]
     cells = [config_from_values({**merged, **g}, lambda k: f"{where}: cell {i} {g}: {k}") for i, g in enumerate(grid)]
     _check_corpus_named(cells, grid, merged, where)
     _check_unique(cells, grid, where)
-    return cells, grid
+    selection = rates.parse_selection(section["select"], where) if "select" in section else None
+    if selection is not None:
+        rates.selection_cells(cells, grid, selection, where)  # refuses selection seeds among the grid's
+    return cells, grid, selection
 
 
 def _grid_parts(raw: Any, where: str) -> list[dict[str, list]]:

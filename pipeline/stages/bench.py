@@ -9,13 +9,22 @@ import typer
 
 from ..errors import UserError
 
-BENCHMARKS = ("allpairs", "train", "logging", "scaling", "profile", "startup", "minchar", "cluster")
+BENCHMARKS = (
+    "allpairs", "crosslayer", "train", "logging", "scaling", "profile", "startup", "minchar", "cluster", "study",
+)
+DEFAULT = tuple(name for name in BENCHMARKS if name != "study")  # study takes half an hour or more: asked for by name
 
 
 def _allpairs() -> dict:
     from ..benchmarks.allpairs import bench_allpairs
 
     return bench_allpairs()
+
+
+def _crosslayer() -> dict:
+    from ..benchmarks.crosslayer import bench_crosslayer
+
+    return bench_crosslayer()
 
 
 def _train() -> dict:
@@ -65,8 +74,15 @@ def _cluster() -> dict:
     return figures | bench_driver_logging()
 
 
+def _study() -> dict:
+    from ..benchmarks.study import bench_study
+
+    return bench_study(progress=lambda message: typer.echo(f"  {message}", err=True))
+
+
 RUNNERS: dict[str, Callable[[], dict]] = {
     "allpairs": _allpairs,
+    "crosslayer": _crosslayer,
     "train": _train,
     "logging": _logging,
     "scaling": _scaling,
@@ -74,6 +90,7 @@ RUNNERS: dict[str, Callable[[], dict]] = {
     "startup": _startup,
     "minchar": _minchar,
     "cluster": _cluster,
+    "study": _study,
 }
 
 
@@ -100,8 +117,9 @@ def _print_table(figures: dict) -> None:
 def bench_cmd(
     only: Annotated[
         str,
-        typer.Option(help=f"Comma-separated benchmarks to run, from: {', '.join(BENCHMARKS)}."),
-    ] = ",".join(BENCHMARKS),
+        typer.Option(help=f"Comma-separated benchmarks to run, from: {', '.join(BENCHMARKS)} (all but study by "
+                          "default)."),
+    ] = ",".join(DEFAULT),
     json_out: Annotated[
         bool, typer.Option("--json", help="Also print one JSON object with every figure on the last line.")
     ] = False,
@@ -109,6 +127,10 @@ def bench_cmd(
     """Run the benchmarks and print their figures with ratios to baselines timed in the same run.
 
     allpairs: log_norm_matrix at T = 128, n = 128 against dense products + np.linalg.norm(P, 2) per pair.
+
+    crosslayer: every cross-layer pair ||dh^L_t/dh^l_k|| (l < L, k <= t) of a 4-layer stack at n = 64, T = 128, lag
+    by lag, against explicit products of the whole stack's (4n x 4n) step Jacobians with an SVD per block; wall-clock
+    and CPU ratios (about 1.5 minutes, the dense route most of it).
 
     train: training chars/s (vocab 65, H 100, S 25, batch 32, Adagrad, clip 5) against min-char-rnn's loop.
 
@@ -135,7 +157,14 @@ def bench_cmd(
     `mlflow server` on a throwaway local PostgreSQL (needs its server binaries), with 1 and with its logging threads,
     and the CPU seconds one cell costs the driver and the server (docs/cluster.md, "Capacity").
 
-    All but minchar take about 5 minutes (profile 3); the machine should be otherwise idle for meaningful figures.
+    study: representative full-profile cells (REPRESENTATIVES in pipeline/benchmarks/study.py) with this checkout's
+    code and the baseline commit's (5e825f7, from git history), in turns, each at two reduced iteration counts and
+    extrapolated to its full count: core-seconds before and after, their ratio, peak RSS, and `rnngrad plan`'s
+    estimate over the measured time; the study's core-hours before and after (every full-profile cell as the plan
+    prices it, before = times its representative's ratio). Not run by default: 30 to 60 minutes on 2 idle cores.
+
+    All but minchar and study take about 5 minutes (profile 3); the machine should be otherwise idle for meaningful
+    figures.
     """
     figures: dict = {}
     for name in _parse_only(only):

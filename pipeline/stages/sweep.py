@@ -29,6 +29,10 @@ def sweep_cmd(
     data_root: Annotated[list[Path] | None, typer.Option(
         help="A folder outside the project whose files the spec may read (its cells' text); repeat for several. "
         "Without it a spec reads only files inside the project.")] = None,
+    max_memory: Annotated[str, typer.Option(
+        metavar="SIZE", help="Refuse the sweep before it starts if a cell would need more memory than this, e.g. 1.5G "
+        "or 2Gi (binary units; `rnngrad plan` prints each spec's largest cell). Default: this machine's RAM shared "
+        "by the workers (--jobs, or N of --cluster local:N); none for a remote cluster.")] = "",
 ) -> None:
     """Train every cell of a sweep spec's grid in parallel and log each as a nested MLflow run.
 
@@ -36,6 +40,9 @@ def sweep_cmd(
     MLFLOW_TRACKING_URI if set, else to mlflow.db and mlartifacts/ in the project root. A sweep that was killed,
     started again, finishes the missing cells and repeats none that finished. With --cluster, only this process
     talks to MLflow: workers return finished run folders, and --jobs is ignored (every worker thread gets a cell).
+
+    A profile with a `select` block runs in two stages: first the spec <name>_rates (every arm at every candidate
+    learning rate, on seeds the grid does not use), then the grid, each arm at the rate chosen from those runs.
     """
     from ..run.spec import load_spec
 
@@ -49,8 +56,39 @@ def sweep_cmd(
     loaded = load_spec(spec, profile, max_cells)  # validates everything before the store is touched
     check_spec_reads(loaded.data, data_root)
     _check_paths_and_data(spec, loaded, data_dir, results_dir)
-    summary = _run(loaded, data_dir, results_dir, jobs or os.cpu_count() or 1, cluster.strip())
-    typer.echo(summary)
+    workers = jobs or os.cpu_count() or 1
+    _check_memory(spec, loaded, data_dir, max_memory, workers, cluster.strip())
+    if loaded.selection is not None:
+        stage = loaded.selection_stage()
+        _check_paths_and_data(spec, stage, data_dir, results_dir)
+        _check_memory(spec, stage, data_dir, max_memory, workers, cluster.strip())
+        typer.echo(_run(stage, data_dir, results_dir, workers, cluster.strip()))
+        loaded = loaded.at_rates(_chosen_rates(stage, data_dir, results_dir))
+        typer.echo(f"{loaded.name}: learning rates chosen on {stage.name}: {_rates_line(loaded)}")
+    typer.echo(_run(loaded, data_dir, results_dir, workers, cluster.strip()))
+
+
+def _chosen_rates(stage, data_dir: Path, results_dir: Path) -> dict[str, float]:
+    """rates.choose on the finished runs of a selection stage (their summary.json)."""
+    import json
+
+    from ..run.rates import choose
+    from ..sweep import plan_cells
+
+    cells = plan_cells(stage, results_dir, data_dir)
+    summaries = [json.loads((c.run_dir / "summary.json").read_text()) if (c.run_dir / "summary.json").is_file()
+                 else None for c in cells]
+    return choose([c.config for c in cells], summaries)
+
+
+def _rates_line(spec) -> str:
+    """Each arm's chosen rate, by the grid values that name the arm ("cell_type=gru,task=adding: 0.003; ...")."""
+    from ..run.rates import SET_ASIDE
+
+    seen: dict[str, float] = {}
+    for g, cfg in zip(spec.grid, spec.cells):
+        seen.setdefault(",".join(f"{k}={v}" for k, v in g.items() if k not in SET_ASIDE) or "base", cfg.lr)
+    return "; ".join(f"{arm}: {lr:g}" for arm, lr in seen.items())
 
 
 def _check_paths_and_data(path: Path, spec, data_dir: Path, results_dir: Path) -> None:
@@ -65,6 +103,17 @@ def _check_paths_and_data(path: Path, spec, data_dir: Path, results_dir: Path) -
     texts: dict = {}  # each text file read once
     for name, cfg in zip(cell_names(spec), spec.cells):
         check_data(cfg, data_dir, lambda key, name=name: f"{path}: cell {name}: {key}", texts)
+
+
+def _check_memory(path: Path, spec, data_dir: Path, max_memory: str, jobs: int, cluster: str) -> None:
+    """Every cell fits the memory of one worker (`run.cost.check_cells_memory`), before the store is opened."""
+    from ..run.cost import check_cells_memory, memory_limit
+    from ..sweep import cell_names
+
+    workers = jobs if not cluster else (int(cluster[6:]) if cluster.startswith("local:") and cluster[6:].isdigit()
+                                        else None)
+    named = [(f"{path}: cell {name}", cfg) for name, cfg in zip(cell_names(spec), spec.cells)]
+    check_cells_memory(named, data_dir, memory_limit(max_memory, workers))
 
 
 def _run(spec, data_dir: Path, results_dir: Path, jobs: int, cluster: str = "") -> str:

@@ -12,6 +12,7 @@ import typer
 
 from .. import tracking
 from ..run.config import FieldDoc, RunConfig, config_from_values, field_docs, load_config_file
+from ..run.presets import DESCRIPTIONS, PRESETS, differences, preset_values
 from ..errors import UserError
 from ..run.paths import check_data_dir, check_output_folder, option_label
 
@@ -24,6 +25,16 @@ JSON_KEYS = ("run_id", "outcome", "final_train_loss", "final_val_loss", "val_acc
 # `dvc status` report the study changed (nor appear in its report).
 DEFAULT_OUT = Path("runs/train")
 CONFIG_PANEL = "Run config (overrides --config)"
+
+
+def preset_help() -> str:
+    """--preset's help: what each preset is, and what it changes from the defaults."""
+    from rich.markup import escape
+
+    return escape("Start from a named set of settings; --config and the options given override it. "
+                  + " ".join(f"{name}: {DESCRIPTIONS[name]}; it differs from the defaults in "
+                             f"{', '.join(differences(name))}." for name in PRESETS)
+                  + f" [{', '.join(PRESETS)}]")
 
 
 def config_options(docs: tuple[FieldDoc, ...]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -68,6 +79,7 @@ def _shown(value: Any) -> str:
 @config_options(field_docs(RunConfig))
 def train_cmd(
     given: dict[str, Any],
+    preset: Annotated[Optional[str], typer.Option(help=preset_help(), show_default=False)] = None,
     config: Annotated[Optional[Path], typer.Option("--config", exists=True, dir_okay=False, readable=True,
                                                    help="YAML mapping of run-config fields (e.g. hidden: 64); "
                                                    "options given explicitly override it.")] = None,
@@ -78,11 +90,16 @@ def train_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (run_id, outcome, final_train_loss, "
                                           "final_val_loss, val_accuracy, seconds, run_dir; text: samples, the first "
                                           "and the last) as the only stdout line.")] = False,
+    max_memory: Annotated[str, typer.Option(
+        metavar="SIZE", help="Refuse the run before it starts if it would need more memory than this, e.g. 1.5G or "
+        "2Gi (binary units). Default: this machine's RAM.")] = "",
 ) -> None:
-    """Train one RNN (vanilla, or an LSTM with --cell-type lstm), probe its Jacobians at init and at the end, and
-    log the run to MLflow.
+    """Train one RNN (vanilla; an LSTM or a GRU with --cell-type lstm or gru; an orthogonal-constrained expRNN with
+    --cell-type exprnn --init orthogonal), probe its Jacobians at init and at the end, and log the run to MLflow.
 
-    Defaults are a min-char-rnn text run: hidden 100, 25-character windows, adagrad lr 0.1, clipping at norm 5.
+    Defaults are min-char-rnn's sizes (hidden 100, 25-character windows, adagrad lr 0.1, batch 1), but random
+    windows from h = 0 and rnngrad's usual init, loss and clipping; --preset min-char-rnn gives min-char-rnn's
+    exact settings (its help lists what they change).
 
     Example (a few seconds): rnngrad train --task adding --seq-len 50 --hidden 64 --batch 32 --iters 200 --json
 
@@ -91,8 +108,9 @@ def train_cmd(
     A diverged run (a non-finite loss, gradient or validation loss) is a result and exits 0; a failed run (an error
     inside it) exits 1.
     """
-    cfg = resolve_config(config, given)
+    cfg = resolve_config(config, given, preset)
     run_hash = _check_paths(cfg, data_dir, out)
+    _check_memory(cfg, data_dir, max_memory)
     store = tracking.open_store(tracking.default_project_root())
     experiment_id = tracking.ensure_experiment(store, EXPERIMENT)
     try:
@@ -113,11 +131,12 @@ def train_cmd(
         raise typer.Exit(1)
 
 
-def resolve_config(config_file: Path | None, given: dict) -> RunConfig:
-    """Defaults, then the --config file's values, then the options given explicitly; all validated."""
-    base = RunConfig()
+def resolve_config(config_file: Path | None, given: dict, preset: str | None = None) -> RunConfig:
+    """Defaults, then the preset's values, then the --config file's, then the options given explicitly; all
+    validated."""
+    base = RunConfig() if preset is None else config_from_values(preset_values(preset), lambda k: f"--preset {k}")
     if config_file is not None:
-        base = config_from_values(load_config_file(config_file), lambda k: f"{config_file}: {k}")
+        base = config_from_values(load_config_file(config_file), lambda k: f"{config_file}: {k}", base=base)
     return config_from_values(given, lambda k: f"--{k.replace('_', '-')}", base=base)
 
 
@@ -130,6 +149,13 @@ def _check_paths(cfg: RunConfig, data_dir: Path, out: Path) -> str:
     check_output_folder(out, option_label("--out", out))
     check_data(cfg, data_dir, lambda key: f"--{key.replace('_', '-')}")
     return run_hash(cfg, data_dir)
+
+
+def _check_memory(cfg: RunConfig, data_dir: Path, max_memory: str) -> None:
+    """The run fits --max-memory (`run.cost.check_cells_memory`), before the store is opened."""
+    from ..run.cost import check_cells_memory, memory_limit
+
+    check_cells_memory([("this run", cfg)], data_dir, memory_limit(max_memory, 1))
 
 
 def first_and_last_samples(run_dir: Path) -> list[dict]:

@@ -1,0 +1,272 @@
+"""Every pair of the (time, layer) grid of a stacked vanilla RNN, lag by lag (docs/math.md, section 3.7):
+log ||dh^top_t/dh^l_k||_2 by the adjoint recursion, and sums over the grid's paths (`path_log_sums`, the bounds).
+
+Node (l, s) is layer l's state after step s. Its two in-edges have the Jacobians
+
+    elman:   H(l, s) = diag(phi'(a^l_s)) W^l_hh         V(l, s) = diag(phi'(a^l_s)) W^l_xh
+    pascanu: H(l, s) = W^l_hh diag(phi'(h^l_{s-1}))     V(l, s) = W^l_xh    (diag(1) W^l_xh)
+
+and no vertical edge leaves step 0. For a target (top, t), A_t(l, k) = dh^top_t/dh^l_k satisfies
+
+    A_t(top, t) = I,    A_t(l, k) = A_t(l, k+1) H(l, k+1) + A_t(l+1, k) V(l+1, k)    (the second term for k >= 1),
+
+so lag t - k = 0, 1, ... in turn, every target t of a lag in one stack per layer, from the top layer down: the
+horizontal term reads the layer's stack of the previous lag, the vertical one the stack of the layer above at this
+lag. A stack holds the transposes side by side, Z (n, m, n) with Z[:, i, :] = Q_i^T, so that a layer's whole lag is
+one gemm (n, 2n) @ (2n, m n) with a wide, efficient output. Each Q_i is stored at its own scale: A_i =
+exp(e_i) Q_i; Lanczos measures sigma_i = ||Q_i||_2 (warm-started from the same target's pair of the previous lag: the
+target side of A_t stays put from lag to lag), log ||A_i||_2 = e_i + log sigma_i, and 1/sigma_i is folded into the
+next lag's weights, so no product leaves the range of float64 and no extra pass normalises the stacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .linalg import LANCZOS_MAX_STEPS, LANCZOS_TOL, WARM_START_NOISE, top_singular_values
+
+SAFE_SIGMA = (1e-150, 1e150)  # sigma^2 stays a normal float64; outside, a matrix is rescaled and measured by SVD
+
+
+@dataclass(frozen=True)
+class GridFactors:
+    """The edge factors of the (time, layer) grid of layers 0..top on one sequence."""
+
+    form: str  # "elman" | "pascanu"
+    W: list[np.ndarray]  # W_hh per layer, (n, n)
+    U: list[np.ndarray]  # W_xh per layer; U[0] (n, d) reads the input and is no edge of the grid
+    d: np.ndarray  # (top+1, T, n): the diagonal of H(l, s) at [l, s-1]: phi' of step s (as rnn.step_factors)
+    v: np.ndarray  # (top+1, T, n): the diagonal of V(l, s) = diag(v) W^l_xh: elman phi'(a^l_s), pascanu 1
+    gamma_phi: float  # sup |phi'| of the activation
+
+    @property
+    def top(self) -> int:
+        return len(self.W) - 1
+
+    @property
+    def steps(self) -> int:
+        return self.d.shape[1]
+
+
+def log_norms_of_grid(F: GridFactors, lowest: int = 0, tol: float = LANCZOS_TOL,
+                      max_steps: int = LANCZOS_MAX_STEPS, stats: dict | None = None,
+                      with_top: bool = True) -> np.ndarray:
+    """(top+1, T+1, T+1): [l, t, k] = log ||dh^top_t/dh^l_k||_2 for the source layers l >= `lowest` (NaN below; the
+    top layer's own pairs NaN too unless `with_top`), k <= t (k < t for l = top), t >= 1; NaN elsewhere and for the
+    pairs whose paths cross a non-finite edge; -inf for an exactly zero Jacobian. `stats`, if given, receives the
+    solver counts."""
+    top, T, n = F.top, F.steps, F.d.shape[2]
+    adjoint = _Adjoint(F)
+    out = np.full((top + 1, T + 1, T + 1), np.nan)
+    noise = np.random.default_rng(0).standard_normal((T + 1, n))  # fixed: results are deterministic
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    counts = {"lanczos_steps": 0, "exact_fallbacks": 0}
+    last: dict[int, _Stack] = {}
+    for lag in range(T + 1):
+        m = T - lag + 1  # pairs i = k = 0..m-1, t = k + lag
+        this: dict[int, _Stack] = {}
+        for l in range(top, lowest - 1, -1):
+            if lag == 0 and l == top:
+                this[l] = adjoint.identity(m)
+                continue
+            Z, log_scale = adjoint.layer_stack(l, lag, last.get(l), this.get(l + 1))
+            if l == top and not with_top:  # formed for the layers below, not measured
+                this[l] = _sized(Z, log_scale)
+                continue
+            before = last[l].vectors[1 : m + 1] if lag and last[l].vectors is not None else noise[lag : lag + m]
+            start = before + WARM_START_NOISE * noise[lag : lag + m]
+            start /= np.linalg.norm(start, axis=1, keepdims=True)
+            first = last[l].first if lag and last[l].vectors is not None else min(8, n + 1)
+            this[l] = _measure(Z, log_scale, start, tol, max_steps, first, counts)
+            out[l, np.arange(m) + lag, np.arange(m)] = this[l].log_size
+        last = this
+    out[:top, 0, 0] = np.nan  # h^top_0 is an initial state: no path reaches it from another layer
+    out[np.isnan(path_log_sums(*adjoint.bad_edges(), top))] = np.nan
+    out[:lowest] = np.nan
+    if not with_top:
+        out[top] = np.nan
+    if stats is not None:
+        stats.update(counts)
+    return out
+
+
+@dataclass
+class _Stack:
+    """One layer's pairs at one lag: A_i = exp(log_size_i) Q_i / size_i with Q_i^T = Z[:, i, :], and size_i =
+    ||Q_i||_2 for a measured layer (so log_size_i = log ||A_i||_2), max |Q_i| for one only formed."""
+
+    Z: np.ndarray  # (n, m, n)
+    log_size: np.ndarray  # (m,)
+    inv_size: np.ndarray  # (m,) 1 / size_i, 0 for a zero matrix
+    vectors: np.ndarray | None = None  # (m, n) top left singular vectors of the Q_i (the next lag's warm starts)
+    first: int = 0  # Lanczos steps before the first convergence test at the next lag
+
+
+def _sized(Z: np.ndarray, log_scale: np.ndarray) -> _Stack:
+    """A stack not measured: each Q_i sized by its largest entry."""
+    size = np.maximum(Z.max(axis=(0, 2)), -Z.min(axis=(0, 2)))
+    with np.errstate(divide="ignore"):
+        log_size = np.where(size > 0, log_scale + np.log(np.where(size > 0, size, 1.0)), -np.inf)
+    return _Stack(Z, log_size, np.where(size > 0, 1.0 / np.where(size > 0, size, 1.0), 0.0))
+
+
+def _measure(Z: np.ndarray, log_scale: np.ndarray, start: np.ndarray, tol: float, max_steps: int, first: int,
+             counts: dict) -> _Stack:
+    """Lanczos on the matrices Q_i = Z[:, i, :]^T; a sigma outside SAFE_SIGMA (sigma^2 would not be a normal float)
+    is measured again by SVD after dividing Q_i by its largest entry in place."""
+    items = Z.transpose(1, 2, 0)  # (m, n, n), items[i] = Q_i: Lanczos on Q Q^T gives the target-side vectors
+    sigma, vectors, steps = top_singular_values(items, start, tol, max_steps, first, counts)
+    lo, hi = SAFE_SIGMA
+    odd = np.flatnonzero((sigma > 0) & ((sigma < lo) | (sigma > hi)))
+    if odd.size:
+        size = np.max(np.abs(Z[:, odd, :]), axis=(0, 2))
+        Z[:, odd, :] /= size[None, :, None]
+        log_scale = log_scale.copy()
+        log_scale[odd] += np.log(size)
+        sigma[odd] = np.linalg.svd(items[odd], compute_uv=False)[:, 0]
+        counts["exact_fallbacks"] += odd.size
+    with np.errstate(divide="ignore"):
+        log_size = np.where(sigma > 0, log_scale + np.log(np.where(sigma > 0, sigma, 1.0)), -np.inf)
+    return _Stack(Z, log_size, np.where(sigma > 0, 1.0 / np.where(sigma > 0, sigma, 1.0), 0.0), vectors,
+                  int(steps.min()))
+
+
+class _Adjoint:
+    """The edge factors in unit-size parts and log scales, and the forming of one layer's stack at one lag."""
+
+    def __init__(self, F: GridFactors):
+        self.form, self.top = F.form, F.top
+        T, n = F.steps, F.d.shape[2]
+        W, self.cW, bad_W = zip(*(_unit(M) for M in F.W))
+        U, self.cU, bad_U = zip(*(_unit(M) for M in F.U))
+        self.WT, self.UT = [np.ascontiguousarray(M.T) for M in W], [np.ascontiguousarray(M.T) for M in U]
+        self.bad_W, self.bad_U = np.array(bad_W), np.array(bad_U)
+        self.d, self.cd, self.bad_d = _unit_rows(F.d)
+        self.v, self.cv, self.bad_v = _unit_rows(F.v)
+        self.joint_T = [np.concatenate([self.WT[l], self.UT[l + 1]], axis=1) for l in range(self.top)]  # (n, 2n)
+        self.n, self.T = n, T
+        self.operand = np.empty(2 * n * (T + 1) * n)  # the (2n, m, n) right-hand side of a layer's gemm
+        self.buffers = {l: [np.empty(n * (T + 1) * n) for _ in range(2)] for l in range(self.top + 1)}
+
+    def bad_edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """(h, v) (top+1, T): NaN on the edges whose factor is not finite, 0 elsewhere (for `path_log_sums`)."""
+        bad_h = self.bad_d | self.bad_W[:, None]
+        bad_v = self.bad_v | self.bad_U[:, None]
+        return np.where(bad_h, np.nan, 0.0), np.where(bad_v, np.nan, 0.0)
+
+    def identity(self, m: int) -> _Stack:
+        """The top layer at lag 0: A_t(top, t) = I for every t."""
+        Z = self._buffer(self.top, 0, m)
+        Z[...] = 0.0
+        Z[np.arange(self.n), :, np.arange(self.n)] = 1.0
+        return _Stack(Z, np.zeros(m), np.ones(m))
+
+    def layer_stack(self, l: int, lag: int, last: _Stack | None, above: _Stack | None) -> tuple[np.ndarray, np.ndarray]:
+        """Layer l's stack Z (n, m, n) at `lag` and the log scale e (m,) of its matrices: the horizontal term from the
+        layer's previous lag `last`, the vertical term from layer l+1's stack `above` at this lag (none for the
+        top layer), each at weight exp(its scale - e)."""
+        n, m = self.n, self.T - lag + 1
+        e_h = np.full(m, -np.inf) if last is None else last.log_size[1 : m + 1] + self.cW[l] + self.cd[l, :m]
+        e_v = np.full(m, -np.inf)
+        if above is not None:  # the vertical edge into (l+1, k), k >= 1: row k-1 of layer l+1's phi'
+            e_v[1:] = above.log_size[1:] + self.cU[l + 1] + self.cv[l + 1, : m - 1]
+        e = np.maximum(e_h, e_v)
+        w_h = _weight(e_h, e) * (last.inv_size[1 : m + 1] if last is not None else 0.0)
+        w_v = _weight(e_v, e) * (above.inv_size if above is not None else 0.0)
+        Z = self._buffer(l, lag, m)
+        if self.form == "elman":
+            self._elman(l, Z, last, above, w_h, w_v)
+        else:
+            self._pascanu(l, Z, last, above, w_h, w_v)
+        return Z, e
+
+    def _elman(self, l: int, Z: np.ndarray, last, above, w_h: np.ndarray, w_v: np.ndarray) -> None:
+        """Z_i = W^T diag(d w_h) Zlast_{i+1} + U^T diag(v w_v) Zabove_i, as one gemm when both terms are there."""
+        n, m = self.n, Z.shape[1]
+        rows = np.zeros((n, m)) if last is None else (self.d[l, :m] * w_h[:, None]).T  # (n, m): row scaling
+        operand = self.operand[: 2 * n * m * n].reshape(2 * n, m, n)
+        if above is None:
+            np.multiply(last.Z[:, 1 : m + 1, :], rows[:, :, None], out=operand[:n])
+            np.matmul(self.WT[l], operand[:n].reshape(n, m * n), out=Z.reshape(n, m * n))
+            return
+        if last is None:
+            operand[:n] = 0.0
+        else:
+            np.multiply(last.Z[:, 1 : m + 1, :], rows[:, :, None], out=operand[:n])
+        np.multiply(above.Z, self._vertical_rows(l, m, w_v)[:, :, None], out=operand[n:])
+        np.matmul(self.joint_T[l], operand.reshape(2 * n, m * n), out=Z.reshape(n, m * n))
+
+    def _vertical_rows(self, l: int, m: int, w_v: np.ndarray) -> np.ndarray:
+        """(n, m): the row scaling diag(v w_v) of the vertical edge into (l+1, k) for pair k (0 for k = 0)."""
+        below = np.zeros((self.n, m))
+        below[:, 1:] = (self.v[l + 1, : m - 1] * w_v[1:, None]).T
+        return below
+
+    def _pascanu(self, l: int, Z: np.ndarray, last, above, w_h: np.ndarray, w_v: np.ndarray) -> None:
+        """Z_i = diag(d) W^T (w_h Zlast_{i+1}) + U^T diag(v w_v) Zabove_i: two gemms (the diag(phi') follows W)."""
+        n, m = self.n, Z.shape[1]
+        flat = Z.reshape(n, m * n)
+        if last is not None:
+            np.matmul(self.WT[l], (last.Z[:, 1 : m + 1, :] * w_h[None, :, None]).reshape(n, m * n), out=flat)
+            Z *= self.d[l, :m].T[:, :, None]
+        else:
+            flat[...] = 0.0
+        if above is not None:
+            flat += self.UT[l + 1] @ (above.Z * self._vertical_rows(l, m, w_v)[:, :, None]).reshape(n, m * n)
+
+    def _buffer(self, l: int, lag: int, m: int) -> np.ndarray:
+        """Layer l's stack at `lag`, (n, m, n): two buffers per layer, alternating with the lag's parity."""
+        return self.buffers[l][lag % 2][: self.n * m * self.n].reshape(self.n, m, self.n)
+
+
+def _weight(scale: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """exp(scale - top), 0 where scale is -inf (top >= scale, so it is at most 1)."""
+    gone = np.isneginf(scale)
+    return np.where(gone, 0.0, np.exp(np.where(gone, 0.0, scale - np.where(np.isfinite(top), top, 0.0))))
+
+
+def _unit_rows(D: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(D with each row (last axis) divided by its largest |entry|, the log of that entry (-inf for a zero row),
+    rows not finite); a row that is not finite is zeroed (its pairs are made NaN through `bad_edges`)."""
+    finite = np.all(np.isfinite(D), axis=-1)
+    size = np.where(finite, np.max(np.abs(np.where(np.isfinite(D), D, 0.0)), axis=-1), 0.0)
+    unit = np.where(size[..., None] > 0, D / np.where(size > 0, size, 1.0)[..., None], 0.0)
+    with np.errstate(divide="ignore"):
+        return unit, np.log(size), ~finite
+
+
+def _unit(M: np.ndarray) -> tuple[np.ndarray, float, bool]:
+    """(M / max|M|, log max|M|, not finite); a non-finite or zero M gives zeros (log scale -inf for zero, 0 for bad)."""
+    if not np.all(np.isfinite(M)):
+        return np.zeros_like(M, dtype=np.float64), 0.0, True
+    size = float(np.max(np.abs(M))) if M.size else 0.0
+    if size == 0:
+        return np.zeros_like(M, dtype=np.float64), -np.inf, False
+    return M / size, float(np.log(size)), False
+
+
+def path_log_sums(h: np.ndarray, v: np.ndarray, top: int) -> np.ndarray:
+    """(top+1, T+1, T+1): [l, t, k] = log of the sum over the paths from (l, k) to (top, t) of exp(the sum of their
+    edge weights); h, v (top+1, T) are the log weights of the horizontal and vertical edges into (l, s) at [l, s-1]
+    (row 0 of v unused). NaN where `log_norms_of_grid` is, and wherever a path crosses a NaN weight; -inf where
+    every path has weight 0."""
+    T = h.shape[1]
+    out = np.full((top + 1, T + 1, T + 1), np.nan)
+    last: list[np.ndarray] = []
+    for lag in range(T + 1):
+        m = T - lag + 1
+        this = [np.empty(0)] * (top + 1)
+        for l in range(top, -1, -1):
+            total = last[l][1:] + h[l, :m] if lag else np.full(m, 0.0 if l == top else -np.inf)
+            if l < top:  # the vertical edge into (l+1, k), k >= 1
+                vertical = np.concatenate([[-np.inf], this[l + 1][1:] + v[l + 1, : m - 1]])
+                with np.errstate(invalid="ignore"):  # a NaN weight (a non-finite edge) is data: it marks its paths
+                    total = np.logaddexp(total, vertical)
+            this[l] = total
+            if lag or l < top:
+                out[l, np.arange(m) + lag, np.arange(m)] = total
+        last = this
+    out[:top, 0, 0] = np.nan
+    return out

@@ -1,0 +1,147 @@
+"""The depth study's analysis, section and figures against fake stacked runs whose Jacobians across layers are
+explicit products over the (time, layer) grid and whose bounds are explicit sums over its paths
+(tests/fixtures_runs.py). Expected values come from how the fixture was built, never from analyze's output."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import fixtures_runs as fx
+from pipeline import cli
+from pipeline.report import depthfigures, figures
+from pipeline.report.reductions import LN10, wilson_interval
+
+cli._register()
+T = fx.BASE_CONFIG["probe_len"]
+
+
+def depth_runs():
+    return [fx.make_run("depth", layers=L, seed=s, activation=a)
+            for a in ("tanh", "sigmoid") for L in (1, 2, 3) for s in (0, 1)]
+
+
+def analyze(results, out) -> dict:
+    result = CliRunner().invoke(cli.app, ["analyze", "--results-dir", str(results), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("depth")
+    runs = fx.write_study(root / "results", depth_runs())
+    return root, runs, analyze(root / "results", root / "reports")
+
+
+def summary(root, run) -> dict:
+    return json.loads((fx.run_folder(root / "results", run) / "summary.json").read_text())
+
+
+def test_metrics_depth_per_activation_and_depth(study):
+    root, runs, m = study
+    for act in ("tanh", "sigmoid"):
+        for L in (1, 2, 3):
+            cell = [r for r in runs if r.config["activation"] == act and r.config["layers"] == L]
+            got = m["depth"][act][str(L)]
+            assert got["n"] == 2 and got["learned"]["k"] == 2 and got["learned"]["n"] == 2  # adding T = 20 learns
+            assert got["learned"]["low"] == pytest.approx(wilson_interval(2, 2)[0], rel=1e-3)
+            want = np.median([summary(root, r)["rate_time_init"] for r in cell])
+            assert got["rate_time"] == pytest.approx(want, rel=1e-3)
+            if L > 1:
+                want = np.median([summary(root, r)["rate_depth_init"] for r in cell])
+                assert got["rate_depth"] == pytest.approx(want, rel=1e-3)
+            else:
+                assert got["rate_depth"] is None
+
+
+def test_every_pair_across_layers_is_checked_against_its_bounds(study):
+    root, runs, m = study
+    per_probe = T * (T + 1) // 2 + T  # k < t and the depth chain t = k >= 1
+    assert m["depth"]["n_checks"] == sum(2 * (r.config["layers"] - 1) * per_probe for r in runs)
+    assert m["depth"]["violations"] == 0
+    assert m["spot_checks"]["n_cross_layer"] == sum(2 * 2 * (r.config["layers"] - 1) for r in runs)
+
+
+def test_a_planted_violation_across_layers_is_counted(tmp_path):
+    runs = fx.write_study(tmp_path / "results", depth_runs()[:6])
+    path = fx.run_folder(tmp_path / "results", runs[4]) / "probe" / "jacobian_depth.parquet"
+    table = pd.read_parquet(path)
+    table.loc[5, "log_norm"] = table.loc[5, "log_bound_stepnorm"] + 0.1  # above its step-norm bound only
+    table.to_parquet(path, index=False)
+    assert analyze(tmp_path / "results", tmp_path / "reports")["depth"]["violations"] == 1
+
+
+def test_the_input_layer_against_the_top_is_the_fixtures_explicit_products(study):
+    root, runs, m = study
+    for act in ("tanh", "sigmoid"):
+        deepest = [r for r in runs if r.config["activation"] == act and r.config["layers"] == 3]
+        jac, within = [], []
+        for r in deepest:
+            cross = r.cross[(r.cross["when"] == "init") & (r.cross["t"] == T) & (r.cross["k"] == 0)]
+            own = pd.read_parquet(fx.run_folder(root / "results", r) / "probe" / "jacobian.parquet")
+            own = own[(own["when"] == "init") & (own["layer"] == 2) & (own["t"] == T) & (own["k"] == 0)]
+            jac.append((cross[cross["source_layer"] == 0]["log_norm"].iloc[0] - own["log_norm"].iloc[0]) / LN10)
+        head = m["specs"]["depth"]["headline"][act]
+        assert head["jacobian_input_minus_top"] == pytest.approx(np.median(jac), abs=1e-3)
+        assert head["log10_paths"] == pytest.approx(math.log10(math.comb(T - 1 + 2, 2)), rel=1e-3)
+        assert head["per_path_input_minus_top"] == pytest.approx(np.median(jac) - math.log10(math.comb(T + 1, 2)),
+                                                                 abs=1e-3)
+        assert head["signal_input_minus_top"] == pytest.approx(-1.0)  # the fixture's signal: -0.5 per layer down
+        assert head["wgrad_input_minus_top"] == pytest.approx(-1.0)  # and its weight gradients likewise
+
+
+def test_which_direction_is_faster_counts_the_runs(study):
+    root, runs, m = study
+    for act in ("tanh", "sigmoid"):
+        stacked = [summary(root, r) for r in runs if r.config["activation"] == act and r.config["layers"] > 1]
+        faster = sum(s["rate_depth_init"] < s["rate_time_init"] for s in stacked)
+        head = m["specs"]["depth"]["headline"][act]
+        assert head["depth_faster"]["k"] == faster and head["depth_faster"]["n"] == len(stacked) == 4
+        difference = np.median([s["rate_depth_init"] - s["rate_time_init"] for s in stacked])
+        assert head["difference"] == pytest.approx(difference, abs=1e-3)
+
+
+def test_the_chain_gap_parts_add_up(study):
+    _, _, m = study
+    for head in m["specs"]["depth"]["headline"].values():
+        parts = head["chain_saturation"] + head["chain_own_norms"] + head["chain_alignment"]
+        assert parts == pytest.approx(head["chain_bound"] - head["chain"], abs=2e-3)
+        assert min(head["chain_saturation"], head["chain_own_norms"], head["chain_alignment"]) >= -1e-9
+
+
+def test_a_missing_table_across_layers_is_a_missing_artifact(tmp_path):
+    runs = fx.write_study(tmp_path / "results", depth_runs()[:4])
+    (fx.run_folder(tmp_path / "results", runs[2]) / "probe" / "jacobian_depth.parquet").unlink()
+    m = analyze(tmp_path / "results", tmp_path / "reports")
+    assert m["n_missing_artifacts"] == 1
+    missing = pd.read_csv(tmp_path / "reports" / "tables" / "missing.csv")
+    assert missing["file"].str.endswith("probe/jacobian_depth.parquet").all()
+
+
+def drawn(root, name):
+    tables = {p.stem: pd.read_csv(p) for p in (root / "reports" / "tables").glob("*.csv")}
+    return depthfigures.drawers(figures.new_figure)[name](tables)
+
+
+def test_the_figures_show_what_their_captions_say(study):
+    root, runs, _ = study
+    fig, caption, ids = drawn(root, "depth_learned")
+    (ax,) = fig.axes
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["sigmoid", "tanh"]
+    assert "2 seeds per cell" in caption and set(ids) == {r.run_id for r in runs}
+    fig, caption, ids = drawn(root, "depth_grid")
+    titles = sorted(a.get_title() for a in fig.axes if a.get_title())
+    assert titles == ["sigmoid, L = 2", "sigmoid, L = 3", "tanh, L = 2", "tanh, L = 3"]
+    fig, caption, _ = drawn(root, "depth_rates")
+    assert [a.get_title() for a in fig.axes] == ["sigmoid", "tanh"]
+    fig, caption, _ = drawn(root, "depth_chain")
+    for ax in fig.axes:
+        assert list(ax.lines[0].get_xdata()) == [1, 2]  # layers crossed from the top of a 3-layer stack
+    fig, caption, _ = drawn(root, "depth_weights")
+    assert len(fig.axes[0].lines) == 3  # one line per layer of the deepest stack

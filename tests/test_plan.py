@@ -1,0 +1,108 @@
+"""`rnngrad plan`: every cell of a profile with its memory (the estimate train and sweep refuse by) and its
+calibrated core-seconds, per spec and in total; bad input answered in one line with exit code 2; and the
+`--max-memory` refusals of train and sweep."""
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline import cli
+from pipeline.run import cost
+from pipeline.run.calibrate import UnitCosts, estimate_seconds
+from pipeline.run.spec import load_spec
+
+cli._register()
+
+SPEC = """\
+name: {name}
+description: a tiny spec for the plan's tests
+base: {{task: adding, seq_len: 6, hidden: 4, batch: 4, val_size: 16, probe_len: 6, eval_every: 5}}
+profiles:
+  quick:
+    base: {{iters: 10}}
+    grid: {{gamma_w: [0.5, 1.5], seed: [0, 1]}}
+  full:
+    base: {{iters: 20}}
+    grid: {{gamma_w: [0.5], cell_type: [rnn, lstm]}}
+"""
+
+
+def invoke(*args, cwd: Path):
+    import os
+
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(cli.app, list(args))
+    finally:
+        os.chdir(here)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    (root / "experiments").mkdir()
+    for name in ("tiny_a", "tiny_b"):
+        (root / "experiments" / f"{name}.yaml").write_text(SPEC.format(name=name), encoding="utf-8")
+    (root / "params.yaml").write_text("profile: quick\nspecs: [tiny_b]\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def planned(project) -> dict:
+    done = invoke("plan", "experiments/tiny_a.yaml", "experiments/tiny_b.yaml", "--profile", "full", "--jobs", "2",
+                  "--json", cwd=project)
+    assert done.exit_code == 0, done.output
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_every_cell_is_planned_with_the_memory_estimate_train_and_sweep_use(planned, project):
+    spec = load_spec(project / "experiments" / "tiny_a.yaml", "full")
+    rows = [r for r in planned["rows"] if r["spec"] == "tiny_a"]
+    assert [r["cell"] for r in rows] == ["gamma_w=0.5,cell_type=rnn", "gamma_w=0.5,cell_type=lstm"]
+    for row, cfg in zip(rows, spec.cells):
+        assert row["memory_bytes"] == cost.peak_bytes(cfg, cost.run_sizes(cfg))
+        assert row["core_seconds"] > 0
+    assert planned["cells"] == 4 and set(planned["specs"]) == {"tiny_a", "tiny_b"}
+    assert planned["core_seconds"] == pytest.approx(sum(r["core_seconds"] for r in planned["rows"]))
+    assert planned["worker_memory_bytes"] == max(r["memory_bytes"] for r in planned["rows"])
+    assert planned["wall_seconds"] >= planned["core_seconds"] / 2
+
+
+def test_the_table_names_each_spec_and_the_total(project):
+    done = invoke("plan", "--profile", "quick", cwd=project)  # params.yaml's specs
+    assert done.exit_code == 0, done.output
+    assert "tiny_b" in done.stdout and "tiny_a" not in done.stdout and "total" in done.stdout
+    assert "each worker needs" in done.stdout
+
+
+@pytest.mark.parametrize("args, words", [(["--profile", "huge"], "--profile"), (["--jobs", "-1"], "--jobs"),
+                                         (["missing.yaml"], "missing.yaml"), (["--max-cells", "0"], "--max-cells")])
+def test_bad_input_is_one_line_and_exit_2(project, args, words):
+    done = invoke("plan", *args, cwd=project)
+    assert done.exit_code == 2
+    assert "Traceback" not in done.output and words in done.output and done.output.startswith("Error:")
+
+
+def test_a_run_is_priced_by_its_counts():
+    units = UnitCosts(train_step=0.01, validation_pass=0.5, probe=2.0, fixed=1.0)
+    assert estimate_seconds(cost.WorkCounts(100, 3, 2), units) == pytest.approx(1.0 + 1.5 + 4.0 + 1.0)
+
+
+def test_train_refuses_a_run_above_max_memory_before_it_starts(project):
+    done = invoke("train", "--task", "adding", "--seq-len", "200", "--val-size", "20000", "--max-memory", "200M",
+                  cwd=project)
+    assert done.exit_code == 2 and "this run: needs about" in done.output and "--max-memory 200 MiB" in done.output
+    assert not (project / "runs").exists() and not (project / "mlflow.db").exists()
+
+
+def test_sweep_refuses_a_spec_with_a_cell_above_max_memory(project):
+    done = invoke("sweep", "experiments/tiny_a.yaml", "--max-memory", "1M", cwd=project)
+    assert done.exit_code == 2
+    assert "experiments/tiny_a.yaml: cell gamma_w=" in done.output and "(4 of 4 cells are above it)" in done.output
+    assert not (project / "results").exists() and not (project / "mlflow.db").exists()
+    bad = invoke("sweep", "experiments/tiny_a.yaml", "--max-memory", "much", cwd=project)
+    assert bad.exit_code == 2 and "--max-memory: 'much' is not a memory size" in bad.output
