@@ -72,7 +72,15 @@ def run_title(info: pd.DataFrame, run_id: str) -> str:
         return run_id[:8]
     r = info.loc[run_id]
     rate = format_metric(pd.to_numeric(r.get("log_rate_init"), errors="coerce"))
-    return f"{run_id[:8]} {r.get('activation')} γ_W={short_value(r.get('gamma_w'))} log(γ_Wγ_φ)={rate}"
+    return f"{run_id[:8]} {r.get('activation')} {measured_norm(r)} log(γ_Wγ_φ)={rate}"
+
+
+def measured_norm(r: pd.Series) -> str:
+    """A run's ||W_hh||_2 as measured at init ("‖W_hh‖₂=1.73"), else its config's gamma_w named as the config's."""
+    norm = pd.to_numeric(r.get("w_norm_init", r.get("gamma_w_init")), errors="coerce")
+    if norm is not None and np.isfinite(norm):
+        return f"‖W_hh‖₂={short_value(float(norm))}"
+    return f"gamma_w={short_value(r.get('gamma_w'))} (config)"
 
 
 def decay_runs(tables: Tables) -> pd.DataFrame:
@@ -125,12 +133,14 @@ def draw_decay(tables: Tables) -> Drawn:
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=colours[g], lw=2) for g in gammas]
-    labels = [f"γ_W = {short_value(g)}" for g in gammas]
+    measured = pd.to_numeric(runs.get("w_norm_init", pd.Series(np.nan, index=runs.index)), errors="coerce")
+    span = measured.groupby(runs["gamma"]).agg(["min", "max"])  # what each config value gave, as measured
+    labels = [f"gamma_w {short_value(g)} (‖W_hh‖₂ {norm_span(span, g)})" for g in gammas]
     handles += [Line2D([], [], color="0.3", lw=1.3), Line2D([], [], color="0.3", ls=":", lw=1.0)]
     labels += ["measured", "global bound (t−k) log(γ_W γ_φ)"]
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=7)
-    caption = ("Median log10 ‖∂h_t/∂h_k‖ at each lag (top layer; median over the runs at one activation and γ_W "
-               "in config: inits, seeds and specs together) and the global bound of the same models (dotted), for "
+    caption = ("Median log10 ‖∂h_t/∂h_k‖ at each lag (top layer; median over the runs at one activation and "
+               "configured gamma_w: inits, seeds and specs together; the legend gives the ‖W_hh‖₂ measured on them) and the global bound of the same models (dotted), for "
                "every activation at initialisation"
                + (f", and after training for the activations whose runs trained ({', '.join(with_training)})"
                   if with_training else "; no run drawn here trained") + ".")
@@ -139,6 +149,14 @@ def draw_decay(tables: Tables) -> Drawn:
         caption += (f" Flat at 0: {cells}, whose norm is 1 to rounding (|log10| below {ROUNDING_DECADES:g} at "
                     "every lag); the rounding is not drawn as a trend.")
     return fig, caption, runs["run_id"].tolist()
+
+
+def norm_span(span: pd.DataFrame, gamma: float) -> str:
+    """The measured ||W_hh||_2 of the runs configured at `gamma`: one value, a range "1.7–2.1", or "n/a"."""
+    if gamma not in span.index or not np.isfinite(span.loc[gamma, "min"]):
+        return "n/a"
+    lo, hi = (short_value(float(span.loc[gamma, c])) for c in ("min", "max"))
+    return lo if lo == hi else f"{lo}–{hi}"
 
 
 ROUNDING_DECADES = 1e-9  # a log10 norm this close to 0 at every lag is an exact 1 up to float64 rounding
@@ -627,7 +645,7 @@ def run_label(info: pd.DataFrame, run_id: str) -> str:
     if run_id not in info.index:
         return run_id[:8]
     r = info.loc[run_id]
-    return f"{run_id[:8]} {r.get('activation')} {r.get('init', '')} γ_W={short_value(r.get('gamma_w'))}"
+    return f"{run_id[:8]} {r.get('activation')} {r.get('init', '')} {measured_norm(r)}"
 
 
 DRAWERS.update({"prediction": draw_prediction, "gaps": draw_gaps, "spectrum": draw_spectrum,

@@ -367,7 +367,7 @@ def separated_arms(table: pd.DataFrame) -> dict[str, dict]:
     out = {}
     for task, rows in table.groupby(table["task"].astype(str), sort=True):
         top = rows[rows["T"] == rows["T"].max()]
-        low, high = top.set_index("arm")["success_rate_low"], top.set_index("arm")["success_rate_high"]
+        low, high = top.set_index("arm")["learned_rate_low"], top.set_index("arm")["learned_rate_high"]
         pairs = [[a, b] for a in low.index for b in high.index if a != b and low[a] > high[b]]
         out[task] = {"T": int(rows["T"].max()), "pairs": pairs}
     return out
@@ -681,7 +681,7 @@ STUDIES = (  # in report order
     Study("weight_norms", "How the recurrent weight norm γ_W sets the decay rate.",
           weight_norms_summary, ("weight_norms",), weight_norms_headline,
           table=("weight_norms", {"activation": "activation", "init": "init",
-                                  "gamma_w": "gamma_w (config: fixes ‖W_hh‖₂)",
+                                  "gamma_w": "gamma_w (config: fixes ‖W_hh‖₂; ρ for sparse)",
                                   "w_norm_init": "‖W_hh‖₂ init", "w_norm_final": "‖W_hh‖₂ end", "rho_init": "ρ init",
                                   "rho_final": "ρ end", "slope": "slope", "lyapunov": "λ₁",
                                   "log_rate": "log(γ_W γ_φ)", "n_learned": "learned", "n_runs": "runs"}),
