@@ -664,3 +664,19 @@ def test_the_activation_table_is_per_gamma_and_compares_slope_and_lambda_1_on_ma
     assert (row["n_both"], row["slope"], row["w_norm"]) == (0, 0.69, 2.0) and np.isnan(row["lyapunov"])
     assert head["linear"]["n_both"] == 2 and head["linear"]["median_abs_slope_minus_lyapunov"] == pytest.approx(0.0015)
     assert head["tanh"]["n_both"] == 3 and head["tanh"]["median_abs_slope_minus_lyapunov"] == pytest.approx(0.05)
+
+
+def test_the_bounds_gap_is_a_rate_per_step_with_the_decades_at_the_longest_lag_beside_it():
+    """A gap that grows 0.72 nats per step of lag: its rate is 0.72 whatever lags the probe has, the decades at the
+    longest lag 0.72 x 9 / ln 10, and per spec the median and IQR over runs with n."""
+    t, k = np.tril_indices(10, -1)
+    jac = pd.DataFrame({"when": "init", "layer": 0, "t": t, "k": k, "log_norm": -0.1 * (t - k),
+                        "log_bound_global": -0.1 * (t - k) + 0.72 * (t - k), "log_bound_product": 0.0})
+    got = reductions.gap_rates(jac)
+    assert got["gap_rate"] == pytest.approx(0.72, abs=1e-12) and got["gap_longest_lag"] == 9
+    assert got["gap_longest_decades"] == pytest.approx(0.72 * 9 / math.log(10), abs=1e-12)
+    runs = pd.DataFrame({"spec": ["a", "a", "a", "b"], "gap_rate": [0.5, 0.7, 0.9, 0.1],
+                         "gap_longest_decades": [1.0, 2.0, 3.0, 0.2], "gap_longest_lag": [9.0] * 4})
+    m = reductions.gap_rate_metrics(runs)
+    assert m["a"] == {"median": 0.7, "q1": 0.6, "q3": 0.8, "n": 3, "decades_at_longest_lag": 2.0, "longest_lag": 9.0}
+    assert m["b"]["n"] == 1

@@ -50,3 +50,25 @@ def test_the_activation_figure_draws_slope_and_lambda_1_per_activation_at_the_me
     hollow = [line for line in ax.lines if line.get_label().startswith("_") and line.get_linestyle() == "--"]
     assert sorted(len(line.get_xdata()) for line in hollow) == [1, 2]  # linear's lambda_1 is missing at 2.0
     assert sorted(ids) == ["a", "b", "c", "d"] and "missing where the trajectory overflowed" in caption
+
+
+def success_rows(n_scored: list[int]) -> pd.DataFrame:
+    """success_vs_T rows of one task at T = 10, 20, 40 with learned and solved rates and their intervals."""
+    t = pd.DataFrame({"task": "adding", "T": [10, 20, 40], "n_scored": n_scored, "run_ids": ["a", "b", "c"],
+                      "learned_rate": [1.0, 0.5, 0.0], "solved_rate": [0.5, 0.0, 0.0]})
+    for level in ("learned", "solved"):
+        t[f"{level}_rate_low"], t[f"{level}_rate_high"] = t[f"{level}_rate"] * 0.5, (t[f"{level}_rate"] + 1) / 2
+    return t
+
+
+@pytest.mark.parametrize("n_scored, joined", [([3, 3, 3], 2), ([1, 1, 1], 0), ([3, 3, 1], 1)])
+def test_success_vs_t_joins_only_cells_of_several_runs_and_draws_learned_and_solved(n_scored, joined):
+    """A line joins two neighbouring T only where both rest on at least two runs (one run places no boundary), for
+    the learned rate and the solved rate alike; every cell is drawn as a point at its T whatever its n."""
+    fig, caption, ids = figures.draw_success({"success_vs_T": success_rows(n_scored)})
+    ax = fig.axes[0]
+    joins = [line for line in ax.lines if len(line.get_xdata()) == 2 and line.get_linestyle() in ("-", "--")]
+    assert len(joins) == 2 * joined  # learned (solid) and solved (dashed) segments
+    points = [line for line in ax.lines if line.get_marker() in ("o", "s")]  # the data, not the caps
+    assert len(points) == 2 and all(list(p.get_xdata()) == [10, 20, 40] for p in points)
+    assert "partial baseline" in caption and "99 %" in caption and "one run" in caption

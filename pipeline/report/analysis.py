@@ -24,7 +24,7 @@ from . import depth, prediction, studies
 from .reductions import (
     REGIME_PROBES, bound_violations, decay_by_lag, finite_median, heatmap_rows, label_regimes, learning_counts,
     nonfinite_summary, numeric, outcome_counts, rate_comparison, regime_confusion, regime_counts, rounded_tree,
-    run_gaps, run_labels, spot_summary, stacked, tightness_by_lag, with_verdicts,
+    gap_rate_metrics, run_gaps, run_labels, spot_summary, stacked, tightness_by_lag, with_verdicts,
 )
 
 HISTORY_COLUMNS = ("iter", "loss")
@@ -293,7 +293,8 @@ RUN_COLUMNS = ("run_id", "spec", "cell", "label", "config_hash", "outcome", "tas
                "beat_chance", "learned", "solved", "val_sequences_right",
                "val_accuracy", "chance_accuracy", "final_train_loss", "final_val_loss", "chance_loss", "loss_growth",
                "norm_growth", "n_probes", "n_checks", "violations", "spot_checks", "spot_skipped", "spot_mismatches",
-               "spot_max_abs_dlog", "gap_product", "gap_global", "init", "probe_steps", "meanfield_rate_init",
+               "spot_max_abs_dlog", "gap_product", "gap_global", "gap_rate", "gap_longest_decades", "gap_longest_lag",
+               "init", "probe_steps", "meanfield_rate_init",
                "meanfield_rate_final", "lyapunov_spread_init", "lyapunov_probe_init", "gap_global_to_product_init",
                "gap_product_to_stepnorm_init", "gap_stepnorm_to_measured_init", "spectrum_spread_init",
                "spectrum_resolved_init")
@@ -308,7 +309,8 @@ def analyze(results_dir: Path, results: pd.DataFrame) -> Analysis:
     per_run = pd.DataFrame.from_dict(probes.per_run, orient="index")
     counts = ["n_probes", "n_checks", "violations", "spot_checks", "spot_skipped", "spot_mismatches",
               "spot_cross_layer"]
-    for col in counts + ["gap_product", "gap_global", "spot_max_abs_dlog", "probe_steps"]:
+    gaps = ["gap_product", "gap_global", "gap_rate", "gap_longest_decades", "gap_longest_lag"]
+    for col in counts + gaps + ["spot_max_abs_dlog", "probe_steps"]:
         runs[col] = runs["run_id"].map(per_run[col]) if col in per_run else np.nan
     runs[counts] = runs[counts].fillna(0).astype(int)
     tables = {
@@ -362,6 +364,7 @@ def assemble(runs: pd.DataFrame, tables: dict[str, pd.DataFrame], spec_heads: di
                       "median_gap_global_decades": finite_median(runs["gap_global"])},
         "rate": rate_comparison(runs) | prediction.rate_metrics(runs),
         "gap_decades": prediction.gap_metrics(runs),
+        "gap_rate": gap_rate_metrics(runs),
         "spectrum": prediction.spectrum_metrics(runs),
         "depth": depth.lift_metrics(spec_heads),
         "specs": spec_heads,

@@ -347,6 +347,29 @@ def outcome_words(row: pd.Series) -> str:
     return ", ".join(parts)
 
 
+ONE_RUN_WORDS = "a T with one run is a point with no line to its neighbours (one run places no boundary);"
+LEVEL_STYLES = (("learned", "o", "-", True), ("solved", "s", "--", False))  # level, marker, line, filled
+
+
+def draw_levels(ax, g: pd.DataFrame, x: pd.Series, color, label: str) -> None:
+    """One group's learned and solved rates against T (x, g sorted by T), each with its Wilson interval; a line
+    joins two neighbouring points only when both rest on at least two runs, so a single run stands alone."""
+    n = pd.to_numeric(g["n_scored"], errors="coerce").fillna(0).to_numpy(int) if "n_scored" in g else None
+    for level, marker, style, filled in LEVEL_STYLES:
+        cols = [f"{level}_rate", f"{level}_rate_low", f"{level}_rate_high"]
+        if any(c not in g for c in cols):
+            continue
+        ok = np.isfinite(g[cols].apply(pd.to_numeric, errors="coerce").to_numpy(float)).all(axis=1)
+        xs, y = x.to_numpy(float)[ok], g[cols[0]].astype(float).to_numpy()[ok]
+        lo, hi = g[cols[1]].astype(float).to_numpy()[ok], g[cols[2]].astype(float).to_numpy()[ok]
+        ax.errorbar(xs, y, yerr=[y - lo, hi - y], color=color, marker=marker, ms=4, ls="none", capsize=3,
+                    mfc=color if filled else "none", label=f"{label}: {level}" if level != "learned" else label)
+        several = (n[ok] >= 2) if n is not None else np.ones(len(xs), dtype=bool)
+        for i in range(len(xs) - 1):
+            if several[i] and several[i + 1]:
+                ax.plot(xs[i : i + 2], y[i : i + 2], color=color, ls=style, lw=1.2)
+
+
 def draw_success(tables: Tables) -> Drawn:
     succ = table(tables, "success_vs_T")
     if succ is None:
@@ -361,17 +384,14 @@ def draw_success(tables: Tables) -> Drawn:
     for ax, task in zip(axes, tasks):
         s = succ[succ["task"].astype(str) == task]
         for label, g in s.groupby(s["label"].astype(str), sort=False):
-            g = finite(g.sort_values("T"), ["T", "learned_rate", "learned_rate_low", "learned_rate_high"])
-            y = g["learned_rate"].astype(float)
-            yerr = [y - g["learned_rate_low"].astype(float), g["learned_rate_high"].astype(float) - y]
-            ax.errorbar(g["T"].astype(float), y, yerr=yerr, color=colors[label], marker="o", ms=4, lw=1.2,
-                        capsize=3, label=label)
-        ax.set(title=task, xlabel="sequence length T", ylabel="fraction of runs that learned", ylim=(-0.03, 1.04))
+            draw_levels(ax, g, g["T"].astype(float), colors[label], label)
+        ax.set(title=task, xlabel="sequence length T", ylabel="fraction of runs", ylim=(-0.03, 1.04))
         handles |= dict(zip(*reversed(ax.get_legend_handles_labels())))
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(len(handles), 6), fontsize=8)
-    caption = ("Long-range tasks: the fraction of runs that learned (final validation loss below "
-               f"{1 - LEARNED_MARGIN:g}× chance) against sequence length T, with Wilson 95% intervals; "
-               "tables/success_vs_T.csv gives the counts.")
+    caption = ("Long-range tasks: against sequence length T, the fraction of runs that learned (filled, solid: "
+               "final validation loss below the partial baseline, the best model that uses only part of what the "
+               "task needs) and that solved the task (hollow, dashed: at least 99 % of held-out sequences right), "
+               f"with Wilson 95% intervals; {ONE_RUN_WORDS} tables/success_vs_T.csv gives the counts.")
     return fig, caption, ids_of(succ)
 
 
@@ -390,17 +410,15 @@ def draw_remedies_success(tables: Tables) -> Drawn:
     for ax, task in zip(axes, tasks):
         s = succ[succ["task"].astype(str) == task]
         for i, (label, g) in enumerate(s.groupby("label", sort=False)):
-            g = finite(g.sort_values("T"), ["T", "learned_rate", "learned_rate_low", "learned_rate_high"])
-            x = g["T"].astype(float) * (1 + 0.012 * (i - len(labels) / 2))  # a nudge, so equal rates stay apart
-            y = g["learned_rate"].astype(float)
-            yerr = [y - g["learned_rate_low"].astype(float), g["learned_rate_high"].astype(float) - y]
-            ax.errorbar(x, y, yerr=yerr, color=colors[label], marker="o", ms=4, lw=1.2, capsize=3, label=label)
-        ax.set(title=task, xlabel="sequence length T", ylabel="fraction of runs that learned", ylim=(-0.03, 1.04))
+            g = g.sort_values("T")
+            draw_levels(ax, g, g["T"].astype(float) * (1 + 0.012 * (i - len(labels) / 2)), colors[label], label)
+        ax.set(title=task, xlabel="sequence length T", ylabel="fraction of runs", ylim=(-0.03, 1.04))
         handles |= dict(zip(*reversed(ax.get_legend_handles_labels())))
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(len(handles), 6), fontsize=8)
-    caption = ("Remedies: the fraction of each arm's runs that learned (final validation loss below "
-               f"{1 - LEARNED_MARGIN:g}× chance) against sequence length T, with Wilson 95% intervals (points nudged "
-               "sideways so that equal rates stay visible); tables/remedies.csv gives the counts.")
+    caption = ("Remedies: against sequence length T, the fraction of each arm's runs that learned (filled, solid: "
+               "below the partial baseline) and that solved the task (hollow, dashed: at least 99 % of held-out "
+               "sequences right), with Wilson 95% intervals (points nudged sideways so that equal rates stay "
+               f"visible); {ONE_RUN_WORDS} tables/remedies.csv gives the counts.")
     return fig, caption, ids_of(arms)
 
 
@@ -478,7 +496,11 @@ def draw_text(tables: Tables, spec: str = "text") -> Drawn:
         level = float(chance.median())
         ax.axhline(level, color="0.3", ls="--", lw=1, label="chance (unigram model)")
         ax.axhline((1 - LEARNED_MARGIN) * level, color="0.5", ls=":", lw=1,
-                   label=f"learned below {1 - LEARNED_MARGIN:g}× chance")
+                   label=f"beat chance below {1 - LEARNED_MARGIN:g}× chance")
+    partial = pd.to_numeric(info.reindex(curve["run_id"].unique()).get("partial_loss"), errors="coerce") \
+        if "partial_loss" in info else pd.Series(dtype=float)
+    if partial.notna().any():
+        ax.axhline(float(partial.median()), color="C3", ls="-.", lw=1, label="learned below the bigram model")
     ax.legend(fontsize=8)
     ax.set(xlabel="characters seen (millions)", ylabel="validation loss (nats/char)")
     caption = (f"Text models ({spec}): validation loss per character on the held-out end of the corpus against "
@@ -487,7 +509,8 @@ def draw_text(tables: Tables, spec: str = "text") -> Drawn:
                "once with its state carried, going on from its training walk's state; dash-dot, a run on random windows, read on 128 held-out windows from "
                "h = 0; dashed grey: chance, the "
                "loss of the unigram model (the training characters' frequencies, no context); dotted: "
-               f"{1 - LEARNED_MARGIN:g}× chance, the bar below which a run learned.")
+               f"{1 - LEARNED_MARGIN:g}× chance, below which a run beat chance; red dash-dot: the loss of the "
+               "bigram model (the previous character only), the partial baseline below which a run learned.")
     return fig, caption, list(curve["run_id"].unique())
 
 

@@ -139,8 +139,22 @@ def tightness_finding(metrics: dict) -> list[Inline] | None:
     if not numbers(metrics, f"{t}.median_gap_product_decades", f"{t}.median_gap_global_decades"):
         return None
     return (["The product and global bounds sit a median ", Metric(f"{t}.median_gap_product_decades"), " and ",
-             Metric(f"{t}.median_gap_global_decades"), " decades above the measured norm (initial models, top layer)."]
-            + see("tightness", "Tightness"))
+             Metric(f"{t}.median_gap_global_decades"), " decades above the measured norm (initial models, top layer, "
+             "pooled over lags)."] + gap_rate_parts(metrics) + see("tightness", "Tightness"))
+
+
+def gap_rate_parts(metrics: dict) -> list[Inline]:
+    """The global bound's gap as the rate it grows at with lag, per spec (metrics.json gap_rate): median and
+    interquartile range in nats per step with n, and the decades at the longest lag beside it."""
+    specs = metrics.get("gap_rate") or {}
+    if not specs:
+        return []
+    groups = [[f"{spec} ", Metric(f"gap_rate.{spec}.median"), " (IQR ", Metric(f"gap_rate.{spec}.q1"), "–",
+               Metric(f"gap_rate.{spec}.q3"), ", n = ", Metric(f"gap_rate.{spec}.n"), "; ",
+               Metric(f"gap_rate.{spec}.decades_at_longest_lag"), " decades at lag ",
+               Metric(f"gap_rate.{spec}.longest_lag"), ")"] for spec in specs]
+    return [" That gap grows with the lag, so its rate is the property: the global bound's gap per step in nats, "
+            "median over each spec's runs: "] + joined(groups, "; ") + ["."]
 
 
 def rate_finding(metrics: dict) -> list[Inline] | None:

@@ -171,6 +171,33 @@ def run_gaps(jac: pd.DataFrame, when: str = "init") -> dict[str, float]:
         gap = (top[col] - top["log_norm"]).to_numpy(float)
         gap = gap[np.isfinite(gap)]
         out[name] = float(np.median(gap)) / LN10 if gap.size else math.nan
+    return out | gap_rates(top)
+
+
+def gap_rates(top: pd.DataFrame) -> dict[str, float]:
+    """The global bound's gap as a rate: the median over the finite pairs at lag >= 1 of (bound - measured) / lag in
+    nats per step (the gap grows with lag, so the rate, not a median of decades over lags, is the run's property),
+    and beside it the gap in decades at the longest lag measured (the median over the pairs at that lag)."""
+    lag = (top["t"] - top["k"]).to_numpy(float) if {"t", "k"} <= set(top) else np.zeros(len(top))
+    gap = (top["log_bound_global"] - top["log_norm"]).to_numpy(float) if len(top) else np.zeros(0)
+    ok = np.isfinite(gap) & (lag >= 1)
+    if not ok.any():
+        return {"gap_rate": math.nan, "gap_longest_decades": math.nan, "gap_longest_lag": math.nan}
+    longest = lag[ok].max()
+    return {"gap_rate": float(np.median(gap[ok] / lag[ok])),
+            "gap_longest_decades": float(np.median(gap[ok & (lag == longest)])) / LN10, "gap_longest_lag": longest}
+
+
+def gap_rate_metrics(runs: pd.DataFrame) -> dict[str, dict]:
+    """Per spec: the median and interquartile range over its runs of the global bound's gap rate (nats/step), n,
+    and the median gap in decades at the longest lag with that lag (metrics.json gap_rate)."""
+    r = numeric(runs, ["gap_rate", "gap_longest_decades", "gap_longest_lag"])
+    out = {}
+    for spec, g in r[np.isfinite(r["gap_rate"].to_numpy(float))].groupby("spec", sort=True):
+        q1, med, q3 = np.percentile(g["gap_rate"].to_numpy(float), [25, 50, 75])
+        out[str(spec)] = {"median": float(med), "q1": float(q1), "q3": float(q3), "n": len(g),
+                          "decades_at_longest_lag": finite_median(g["gap_longest_decades"]),
+                          "longest_lag": finite_median(g["gap_longest_lag"])}
     return out
 
 
