@@ -72,3 +72,8 @@ def test_success_vs_t_joins_only_cells_of_several_runs_and_draws_learned_and_sol
     points = [line for line in ax.lines if line.get_marker() in ("o", "s")]  # the data, not the caps
     assert len(points) == 2 and all(list(p.get_xdata()) == [10, 20, 40] for p in points)
     assert "partial baseline" in caption and "99 %" in caption and "one run" in caption
+
+
+def test_success_vs_t_legend_names_both_levels():
+    fig, _, _ = figures.draw_success({"success_vs_T": success_rows([3, 3, 3])})
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["learned", "solved"]

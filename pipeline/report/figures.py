@@ -363,7 +363,7 @@ def draw_levels(ax, g: pd.DataFrame, x: pd.Series, color, label: str) -> None:
         xs, y = x.to_numpy(float)[ok], g[cols[0]].astype(float).to_numpy()[ok]
         lo, hi = g[cols[1]].astype(float).to_numpy()[ok], g[cols[2]].astype(float).to_numpy()[ok]
         ax.errorbar(xs, y, yerr=[y - lo, hi - y], color=color, marker=marker, ms=4, ls="none", capsize=3,
-                    mfc=color if filled else "none", label=f"{label}: {level}" if level != "learned" else label)
+                    mfc=color if filled else "none", label=f"{label}: {level}" if label else level)
         several = (n[ok] >= 2) if n is not None else np.ones(len(xs), dtype=bool)
         for i in range(len(xs) - 1):
             if several[i] and several[i + 1]:
@@ -376,7 +376,7 @@ def draw_success(tables: Tables) -> Drawn:
         return None
     tasks = list(dict.fromkeys(succ["task"].astype(str)))
     if "label" not in succ:  # one group of runs per task and T: nothing to tell apart in a legend
-        succ = succ.assign(label="learned rate, Wilson 95% CI")
+        succ = succ.assign(label="")
     labels = list(dict.fromkeys(succ["label"].astype(str)))
     colors = dict(zip(labels, sns.color_palette(n_colors=len(labels))))
     fig, axes = panel_row(len(tasks), 3.2, 3.0, margin=1.0)
