@@ -34,6 +34,14 @@ def analyze_ok(results, out) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
+def analyze_violated(results, out) -> dict:
+    """A bound violation is a bug: analyze writes its outputs, prints the violations and exits 1."""
+    result = run_analyze(results, out)
+    assert result.exit_code == 1, result.output
+    assert "violation: run " in result.output and "so this is a bug" in result.output
+    return json.loads((out / "metrics.json").read_text())
+
+
 @pytest.fixture
 def study(tmp_path):
     results = tmp_path / "results"
@@ -175,7 +183,7 @@ def test_planted_violations_are_counted_and_listed_with_run_and_pair(study, tmp_
     jac.to_parquet(path, index=False)
 
     out = tmp_path / "reports"
-    m = analyze_ok(results, out)
+    m = analyze_violated(results, out)
     assert m["violations"] == 3  # the planted measured value exceeds the step-norm bound too (it is below product)
     assert m["violations_measured_gt_product"] == 1 and m["violations_product_gt_global"] == 1
     assert m["violations_measured_gt_stepnorm"] == 1 and m["violations_stepnorm_gt_product"] == 0
@@ -187,6 +195,26 @@ def test_planted_violations_are_counted_and_listed_with_run_and_pair(study, tmp_
                     (other.run_id, other.spec, "final", 0, 9, 3, "product>global")}
     listed = json.loads((out / "analysis.json").read_text())["violations"]
     assert {(v["run_id"], v["t"], v["k"]) for v in listed} == {(target.run_id, 7, 2), (other.run_id, 9, 3)}
+
+
+def test_a_violation_is_printed_at_full_precision_with_the_bound_it_broke(study, tmp_path):
+    """The newcomer's case: a measured value 3.9e-9 above its step-norm bound at -1.386, four times the rounding
+    allowed; rounded to 4 digits both sides read -1.386."""
+    results, runs = study
+    path = fx.run_folder(results, runs[2]) / "probe" / "jacobian.parquet"
+    jac = pd.read_parquet(path)
+    at = (jac["when"] == "init") & (jac["t"] == 7) & (jac["k"] == 6)
+    jac.loc[at, ["log_norm", "log_bound_stepnorm"]] = [-1.3862943730, -1.3862943770]
+    jac.loc[at, ["log_bound_product", "log_bound_global"]] = [-1.0, 0.0]
+    jac.to_parquet(path, index=False)
+    result = run_analyze(results, tmp_path / "reports")
+    assert result.exit_code == 1
+    line = next(x for x in result.output.splitlines() if x.startswith("violation: run "))
+    assert "t = 7, k = 6" in line and runs[2].run_id in line
+    assert "measured log-norm -1.386294373 > step-norm bound -1.386294377 by 4e-09 nats" in line
+    assert "(rounding allowed 1.39e-09)" in line
+    listed = json.loads((tmp_path / "reports" / "analysis.json").read_text())["violations"]
+    assert [(v["value"], v["bound"]) for v in listed] == [(-1.3862943730, -1.3862943770)]  # every digit kept
 
 
 def test_linear_identity_run_decays_at_exactly_log_a(study, tmp_path):
@@ -307,24 +335,26 @@ def test_spec_headlines_follow_the_fixture_formulas(study, tmp_path):
     out = tmp_path / "reports"
     spec = analyze_ok(results, out)["specs"]
     one_of_one, none_of_one = {"k": 1, "n": 1, "rate": 1.0}, {"k": 0, "n": 1, "rate": 0.0}
-    for task in ("adding", "temporal_order"):  # one run per T; learned iff 1 - exp(-T/20) < 0.9, i.e. T < 46
+    for task in ("adding", "temporal_order"):  # one run per T; learned iff 1 - exp(-T/20) < 0.5, i.e. T < 13.9
         h = spec["long_range"]["headline"][task]
-        assert (h["min_T"], h["max_T"]) == (10, 80) and h["longest_T_learned"] == 40
-        assert h["n_at_longest_T_learned"] == 1
+        assert (h["min_T"], h["max_T"]) == (10, 80) and h["runs_per_T"] == 1
+        assert h["longest_T_learned"] is None and h["n_at_longest_T_learned"] is None  # one run places no boundary
         assert one_of_one.items() <= h["learned_at_min_T"].items() and none_of_one.items() <= h["learned_at_max_T"].items()
+        assert none_of_one.items() <= h["solved_at_min_T"].items()  # 1 - 0.9 (1 - e^(-1/4)) = 0.80 right < 0.99
         assert close(h["learned_at_max_T"]["high"], 0.7935)  # Wilson, k = 0 of n = 1
     clip = spec["clipping"]["headline"]
     assert close(clip["unclipped_final_loss"], 0.12) and close(clip["best_final_loss"], 0.02)
     assert clip["best_threshold"] == 0.1
     assert {"k": 1, "n": 2, "rate": 0.5}.items() <= clip["diverged_unclipped"].items()
     assert {"k": 0, "n": 4, "rate": 0.0}.items() <= clip["diverged_clipped"].items()
-    assert {"k": 4, "n": 4, "rate": 1.0}.items() <= clip["learned_clipped"].items()
-    assert {"k": 1, "n": 2}.items() <= clip["learned_unclipped"].items()  # the diverged run did not learn
+    assert {"k": 4, "n": 4, "rate": 1.0}.items() <= clip["beat_chance_clipped"].items()  # T = 20: 0.63 x chance
+    assert {"k": 0, "n": 4, "rate": 0.0}.items() <= clip["learned_clipped"].items()  # not below 0.5 x chance
+    assert {"k": 1, "n": 2}.items() <= clip["beat_chance_unclipped"].items()  # the diverged run did not
     assert {"k": 1, "n": 2, "rate": 0.5}.items() <= clip["blew_up_unclipped"].items()
     assert close(clip["chance_loss"], fx.CHANCE_LOSS["adding"])
-    for mode in ("global", "elementwise"):  # both thresholds learn with the same validation loss: the lower wins
+    for mode in ("global", "elementwise"):  # both thresholds tie (none learned, same loss): the lower wins
         assert clip[f"best_{mode}"]["threshold"] == 0.1
-        assert {"k": 1, "n": 1, "rate": 1.0}.items() <= clip[f"best_{mode}"]["learned"].items()
+        assert {"k": 1, "n": 1, "rate": 1.0}.items() <= clip[f"best_{mode}"]["beat_chance"].items()
     assert spec["clipping"]["outcomes"] == {"ok": 5, "unstable": 0, "diverged": 1, "failed": 0}
     depth = spec["depth"]["headline"]["tanh"]  # log10 signal and weight gradient drop 0.5 per layer below the top
     assert depth["max_layers"] == 3 and close(depth["signal_input_minus_top"], -1.0)
@@ -333,16 +363,30 @@ def test_spec_headlines_follow_the_fixture_formulas(study, tmp_path):
     text = spec["text"]["headline"]
     assert close(text["rnn"]["final_train_loss"], 1.5) and close(text["chance_loss"], math.log(30))  # per arm
     assert set(spec["activations"]["headline"]) == {"tanh", "sigmoid", "relu", "linear"}
-    assert close(spec["activations"]["headline"]["linear"]["slope"], math.log(0.8))
+    linear = spec["activations"]["headline"]["linear"]  # W = 0.8 I: slope = lambda_1 = log 0.8 on the one run
+    assert linear["n_both"] == 1 and linear["median_abs_slope_minus_lyapunov"] < 1e-9
     assert spec["mystery"]["n_runs"] == 3 and "headline" not in spec["mystery"]
     success = pd.read_csv(out / "tables" / "success_vs_T.csv")
     assert len(success) == 6 and set(success["T"]) == {10, 40, 80}
     adding = success[success["task"] == "adding"].set_index("T")
     assert close(adding.loc[40, "accuracy"], 0.1 + 0.9 * math.exp(-1))
-    assert list(adding["success_rate"]) == [1.0, 1.0, 0.0] and list(adding["n_scored"]) == [1, 1, 1]
+    assert list(adding["beat_chance_rate"]) == [1.0, 1.0, 0.0] and list(adding["n_scored"]) == [1, 1, 1]
+    assert list(adding["learned_rate"]) == [1.0, 0.0, 0.0] and list(adding["n_solved"]) == [0, 0, 0]
     report = json.loads((out / "analysis.json").read_text())
     text_run = next(r for r in runs if r.spec == "text")
     assert [s["iter"] for s in report["specs"]["text"]["samples"][text_run.run_id]] == [0, 50, 99]
+
+
+def test_the_longest_T_learned_needs_three_runs_at_every_T(tmp_path):
+    """With 3 seeds per T the boundary is placed (learned iff T < 13.9: every run at T = 10, none at T = 40); with
+    one seed fewer at one T it is not."""
+    runs = [fx.make_run("long_range", task="adding", seq_len=T, seed=s) for T in (10, 40) for s in (0, 1, 2)]
+    fx.write_study(tmp_path / "results", runs)
+    h = analyze_ok(tmp_path / "results", tmp_path / "reports")["specs"]["long_range"]["headline"]["adding"]
+    assert h["runs_per_T"] == 3 and h["longest_T_learned"] == 10 and h["n_at_longest_T_learned"] == 3
+    fx.write_study(tmp_path / "fewer", runs[:-1])
+    h = analyze_ok(tmp_path / "fewer", tmp_path / "reports2")["specs"]["long_range"]["headline"]["adding"]
+    assert h["runs_per_T"] == 2 and h["longest_T_learned"] is None
 
 
 @pytest.mark.parametrize("specs", [["mystery"], ["depth"], ["text", "clipping"]])
@@ -399,7 +443,7 @@ def test_a_spec_without_a_study_gets_an_outcome_table_of_every_run(tmp_path):
         cfg = run.config
         assert (row.activation, row.gamma_w, row.seed, row.outcome) == (cfg["activation"], cfg["gamma_w"],
                                                                        cfg["seed"], run.outcome)
-        assert row.verdict == ("learned" if run.outcome == "ok" else run.outcome)  # seq_len 20 learns
+        assert row.verdict == ("beat chance" if run.outcome == "ok" else run.outcome)  # seq_len 20: 0.63 x chance
         if run.outcome == "ok":  # the fixture's stated formulas
             assert row.final_val_loss == pytest.approx(fx.validation_loss(cfg))
             assert row.val_accuracy == pytest.approx(fx.task_success(cfg))
@@ -555,7 +599,7 @@ def test_a_planted_stepnorm_violation_is_counted(study, tmp_path):
     at = (jac["when"] == "init") & (jac["t"] == 6) & (jac["k"] == 4)
     jac.loc[at, "log_bound_stepnorm"] = jac.loc[at, "log_bound_product"] + 0.1
     jac.to_parquet(path, index=False)
-    m = analyze_ok(results, tmp_path / "reports")
+    m = analyze_violated(results, tmp_path / "reports")
     assert m["violations"] == 1 and m["violations_stepnorm_gt_product"] == 1
 
 
@@ -605,15 +649,37 @@ def test_a_missing_global_bound_is_not_finite_for_a_vanilla_row_and_expected_for
     assert nonfinite_mask(jac.drop(columns="log_norm_cell")).tolist() == [True, True, True, False, True]
 
 
-def test_the_activation_tables_lyapunov_median_counts_its_own_runs():
-    # an exploding run's lambda_1 overflows to NaN: its median covers fewer runs than the slope's, and says how many
+def test_the_activation_table_is_per_gamma_and_compares_slope_and_lambda_1_on_matched_runs():
+    """No median runs across the gamma_W grid; an exploding run whose lambda_1 is NaN is left out of |slope - lambda_1|
+    and the n says so (on matched runs linear's slope and lambda_1 agree where the old medians did not)."""
     runs = pd.DataFrame({"run_id": list("abcdef"), "activation": ["tanh"] * 3 + ["linear"] * 3, "outcome": ["ok"] * 6,
-                         "slope_init": [-0.1, -0.2, -0.3, 0.1, 0.7, 1.4], "lyapunov_init": [-0.1, -0.2, -0.3, 0.1, np.nan, np.nan],
-                         "log_rate_init": [0.0] * 6, "val_accuracy": [np.nan] * 6, "final_val_loss": [1.0] * 6})
-    table, _ = reductions.activation_table(runs)
-    linear, tanh = (table[table["activation"] == a].iloc[0] for a in ("linear", "tanh"))
-    assert (linear["n_lyapunov"], linear["lyapunov"], linear["slope"]) == (1, 0.1, 0.7)
-    assert (tanh["n_lyapunov"], tanh["lyapunov"]) == (3, -0.2)
+                         "gamma_w": [0.5, 1.0, 2.0] * 2, "w_norm_init": [0.5, 1.0, 2.0] * 2,
+                         "slope_init": [-0.7, -0.2, -0.1, -0.69, 0.0, 0.69],
+                         "lyapunov_init": [-0.6, -0.25, -0.1, -0.693, 0.0, np.nan],
+                         "log_rate_init": list(np.log([0.5, 1.0, 2.0])) * 2, "val_accuracy": [np.nan] * 6,
+                         "final_val_loss": [1.0] * 6})
+    table, head = reductions.activation_table(runs)
+    assert len(table) == 6 and set(table["gamma_w"]) == {0.5, 1.0, 2.0}
+    row = table[(table["activation"] == "linear") & (table["gamma_w"] == 2.0)].iloc[0]
+    assert (row["n_both"], row["slope"], row["w_norm"]) == (0, 0.69, 2.0) and np.isnan(row["lyapunov"])
+    assert head["linear"]["n_both"] == 2 and head["linear"]["median_abs_slope_minus_lyapunov"] == pytest.approx(0.0015)
+    assert head["tanh"]["n_both"] == 3 and head["tanh"]["median_abs_slope_minus_lyapunov"] == pytest.approx(0.05)
+
+
+def test_the_bounds_gap_is_a_rate_per_step_with_the_decades_at_the_longest_lag_beside_it():
+    """A gap that grows 0.72 nats per step of lag: its rate is 0.72 whatever lags the probe has, the decades at the
+    longest lag 0.72 x 9 / ln 10, and per spec the median and IQR over runs with n."""
+    t, k = np.tril_indices(10, -1)
+    jac = pd.DataFrame({"when": "init", "layer": 0, "t": t, "k": k, "log_norm": -0.1 * (t - k),
+                        "log_bound_global": -0.1 * (t - k) + 0.72 * (t - k), "log_bound_product": 0.0})
+    got = reductions.gap_rates(jac)
+    assert got["gap_rate"] == pytest.approx(0.72, abs=1e-12) and got["gap_longest_lag"] == 9
+    assert got["gap_longest_decades"] == pytest.approx(0.72 * 9 / math.log(10), abs=1e-12)
+    runs = pd.DataFrame({"spec": ["a", "a", "a", "b"], "gap_rate": [0.5, 0.7, 0.9, 0.1],
+                         "gap_longest_decades": [1.0, 2.0, 3.0, 0.2], "gap_longest_lag": [9.0] * 4})
+    m = reductions.gap_rate_metrics(runs)
+    assert m["a"] == {"median": 0.7, "q1": 0.6, "q3": 0.8, "n": 3, "decades_at_longest_lag": 2.0, "longest_lag": 9.0}
+    assert m["b"]["n"] == 1
 
 
 def test_run_labels_name_each_run_by_its_varied_axes_seed_included_and_a_lone_arm_by_its_cell():

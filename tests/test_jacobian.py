@@ -528,6 +528,42 @@ def test_singular_spectrum_of_a_diagonal_linear_map_and_its_spread():
     assert np.isneginf(jacobian.log_singular_values(np.eye(2), np.zeros((3, 2)), "elman")).all()
 
 
+# ---- clustered top singular values: where Lanczos cannot certify its answer ------------------------------------
+
+
+def clustered_steps(seed: int, n: int, T: int, form: str):
+    """Step factors whose every step has its top singular values within 1e-9..1e-3 (relative) of each other: an
+    orthogonal W times phi' nearly constant across units, as a sigmoid or tanh layer near h = 0 makes them."""
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    D = 0.25 * (1.0 - rng.uniform(0.0, 1.0, (T, n)) * 10.0 ** rng.uniform(-9, -3, (T, 1)))
+    Js = np.stack([d[:, None] * Q if form == "elman" else Q * d[None, :] for d in D])
+    return Q, D, Js
+
+
+@pytest.mark.parametrize("form", ["elman", "pascanu"])
+@pytest.mark.parametrize("n", [8, 16, 32, 64])
+def test_step_norms_are_exact_where_top_singular_values_cluster(form, n):
+    """Each step norm against np.linalg.svd to 1e-12 on steps built with clustered top singular values (Lanczos
+    stopped inside such a cluster under-estimated by up to 1.5e-7 nats)."""
+    for seed in range(12):
+        W, D, Js = clustered_steps(seed, n, 30, form)
+        exact = np.log(np.linalg.svd(Js, compute_uv=False)[:, 0])
+        np.testing.assert_allclose(jacobian.log_step_norms(W, D, form), exact, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [8, 16, 32])
+def test_all_pairs_are_exact_where_top_singular_values_cluster(n):
+    """Pairs whose Lanczos stops inside a cluster go to an exact SVD: every pair to 1e-12 of the dense product, and
+    no pair above its step-norm bound."""
+    for seed in range(12):
+        W, D, Js = clustered_steps(seed, n, 20, "elman")
+        got = jacobian.log_norms_from_factors(W, D, "elman")
+        np.testing.assert_allclose(got, dense_log_norms(Js), rtol=0, atol=1e-12)
+        stepnorm = jacobian.log_stepnorm_bound(jacobian.log_step_norms(W, D, "elman"))
+        assert not jacobian.exceeds(got, stepnorm).any()
+
+
 def test_step_norms_are_exact_in_a_tight_cluster_of_singular_values():
     """An orthogonal W with phi' within 1e-6 of 1 in a few units (an expRNN near h = 0 in them): the top singular
     values of a step lie within 1e-6 of each other, where an iterative estimate can stop at the second (a Lanczos

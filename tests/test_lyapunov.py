@@ -4,7 +4,7 @@ tanh networks, and the growth rate of the Jacobian column itself."""
 import numpy as np
 import pytest
 
-from pipeline.engine import jacobian, lyapunov
+from pipeline.engine import jacobian, lyapunov, rnn, scaled
 from pipeline.engine.rnn import RNN
 
 
@@ -168,13 +168,67 @@ def test_driven_spectrum_nan_for_a_diverged_trajectory_and_bad_arguments():
         lyapunov.spectra_from_factors(np.eye(3), D[:, 0], "elman")
 
 
-def test_a_trajectory_whose_state_overflows_gets_nan_not_the_junk_phi_prime():
-    """leaky_relu reads phi' = slope from a NaN state: the exploding trajectory must not report log(slope)."""
+def test_a_trajectory_whose_state_overflows_is_measured_in_log_space_not_from_the_junk_phi_prime():
+    """leaky_relu reads phi' = slope from a NaN state: the exploding trajectory must not report log(slope); its
+    states are carried in log space instead (scaled.scaled_factors), so its exponents are finite and below the
+    bound's log 30, and the second trajectory (h = 0 throughout, phi' = 0.01: J = 0.3 Q) is untouched."""
     rng = np.random.default_rng(5)
     model = one_layer(30.0 * orthogonal(4, rng), activation="leaky_relu")
     xs = np.ones((400, 2, 1))
-    xs[:, 1] = 0.0  # the second stays at h = 0, where every phi' is the slope 0.01: J = 0.3 Q at every step
+    xs[:, 1] = 0.0
     with np.errstate(all="ignore"):
         got = lyapunov.driven_spectrum(model, xs, k=2)
-    assert np.isnan(got.per_trajectory[0]).all()
+    assert np.isfinite(got.per_trajectory[0]).all() and got.per_trajectory[0, 0] <= np.log(30.0) + 1e-12
+    assert got.per_trajectory[0, 0] > np.log(0.3) + 1.0  # not the slope's rate that a NaN state would give
     np.testing.assert_allclose(got.per_trajectory[1], np.log(0.3), rtol=0, atol=1e-9)
+    with np.errstate(all="ignore"):
+        without = lyapunov.spectrum_from_trace(model, rnn.forward(model, xs), k=2)  # no inputs given: no rescue
+    assert np.isnan(without.per_trajectory[0]).all()
+
+
+@pytest.mark.parametrize("gamma", [2.0, 4.0])
+@pytest.mark.parametrize("form", ["elman", "pascanu"])
+def test_a_linear_rnns_lambda_1_is_log_gamma_however_far_its_state_overflows(gamma, form):
+    """W = gamma Q with inputs: the state grows like gamma^t and leaves float64 within 1200 steps (2^1200), yet
+    every step Jacobian is gamma Q, so lambda_1 = log gamma_W exactly (the old forward gave NaN)."""
+    rng = np.random.default_rng(6)
+    model = one_layer(gamma * orthogonal(8, rng), form=form, d=2)
+    xs = rng.standard_normal((1200, 2, 2))
+    with np.errstate(all="ignore"):
+        assert not np.isfinite(rnn.forward(model, xs).h[0]).all()  # it does overflow
+        got = lyapunov.driven_spectrum(model, xs, k=4)
+    np.testing.assert_allclose(got.per_trajectory, np.log(gamma), rtol=0, atol=1e-9)
+
+
+def test_a_relu_rnn_that_grows_forever_has_lambda_1_log_a():
+    """W = 30 I with positive inputs: every unit stays active (phi' = 1) while the state grows 30-fold a step."""
+    model = one_layer(30.0 * np.eye(3), activation="relu")
+    xs = np.ones((1200, 1, 1))
+    with np.errstate(all="ignore"):
+        got = lyapunov.driven_spectrum(model, xs, k=3)
+    np.testing.assert_allclose(got.per_trajectory, np.log(30.0), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "linear", "softplus"])
+@pytest.mark.parametrize("form", ["elman", "pascanu"])
+def test_scaled_factors_equal_the_forward_pass_while_it_is_finite(activation, form):
+    """Two layers on random weights and inputs, long enough to overflow: wherever the ordinary forward pass is still
+    finite, the log-space pass gives the same phi' (to rounding; the homogeneous ones exactly in sign)."""
+    rng = np.random.default_rng(7)
+    n, d, T = 5, 3, 600
+    params = {"W_hh_0": 10.0 * orthogonal(n, rng), "W_xh_0": rng.standard_normal((n, d)),
+              "b_h_0": rng.standard_normal(n), "W_hh_1": 8.0 * orthogonal(n, rng),
+              "W_xh_1": rng.standard_normal((n, n)), "b_h_1": rng.standard_normal(n),
+              "W_hy": np.ones((1, n)), "b_y": np.zeros(1)}
+    model = RNN(form, activation, 0.2, params)
+    xs = rng.standard_normal((T, 2, d))
+    with np.errstate(all="ignore"):
+        trace = rnn.forward(model, xs)
+        for layer in (0, 1):
+            got = scaled.scaled_factors(model, xs, None, layer)
+            finite = np.isfinite(trace.h[layer][1:]).all(axis=2) & np.isfinite(trace.h[0][1:]).all(axis=2)
+            assert finite[:20].all() and not finite.all()  # a finite start, then an overflow
+            np.testing.assert_allclose(got[finite], trace.d[layer][finite], rtol=1e-9, atol=1e-12)
+            assert np.isfinite(got).all()
+    with pytest.raises(ValueError, match="scaled_factors needs one of"):
+        scaled.scaled_factors(RNN(form, "tanh", 0.2, params), xs)

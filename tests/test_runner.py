@@ -43,6 +43,7 @@ SUMMARY_KEYS = {"config_hash", "inputs", "outcome", "diverged_at", "iters_done",
                 "gamma_w_final", "spectral_radius_init", "spectral_radius_final", "log_rate_init", "log_rate_final",
                 "slope_init", "slope_final", "lyapunov_init", "lyapunov_final", "predicted_regime",
                 "observed_regime", "violations_init", "violations_final", "layers", "learned", "loss_growth",
+                "beat_chance", "solved", "partial_loss", "partial_accuracy", "val_sequences_right",
                 "norm_growth", "spot_checks_init", "spot_checks_final", "spot_skipped_init", "spot_skipped_final",
                 "spot_mismatches_init", "spot_mismatches_final", "spot_max_abs_dlog_init",
                 "spot_max_abs_dlog_final", "lyapunov_spread_init", "lyapunov_spread_final", "lyapunov_probe_init",
@@ -146,7 +147,10 @@ def test_summary_numbers_follow_from_the_config(runs, name):
 def test_the_summary_says_whether_the_run_learned_and_how_far_loss_and_weights_moved(runs, name):
     cfg, result, _ = runs[name]
     s = result.summary
-    assert s["learned"] is verdicts.learned(s["outcome"], s["final_val_loss"], s["chance_loss"])
+    assert s["beat_chance"] is verdicts.beat_chance(s["outcome"], s["final_val_loss"], s["chance_loss"])
+    assert s["learned"] is verdicts.learned(s["outcome"], s["final_val_loss"], s["chance_loss"], s["partial_loss"])
+    assert s["solved"] is verdicts.solved(s["outcome"], s["final_val_loss"], s["chance_loss"], s["partial_loss"],
+                                          s["val_sequences_right"])
     assert s["norm_growth"] == pytest.approx(s["gamma_w_final"] / s["gamma_w_init"], rel=1e-12)
     history = pd.read_csv(result.run_dir / "history.csv")
     if cfg.task == "probe":  # scores nothing: no loss to grow, no verdict to give
@@ -170,6 +174,18 @@ def test_chance_baselines(runs):
     assert runs["probe"][1].summary["chance_loss"] is None and runs["probe"][1].summary["chance_accuracy"] is None
     assert runs["probe"][1].summary["val_accuracy"] is None  # no loss positions: no success criterion ...
     assert runs["probe"][1].summary["final_val_loss"] is None  # ... and no validation loss (not a loss of 0)
+    # the partial baselines: one adding value known, one temporal-order symbol known, copy's memoryless model
+    assert runs["adding"][1].summary["partial_loss"] == pytest.approx(1 / 48)
+    assert runs["temporal_order"][1].summary["partial_loss"] == pytest.approx(math.log(2))
+    assert runs["temporal_order"][1].summary["partial_accuracy"] == pytest.approx(0.5)
+    assert runs["copy"][1].summary["partial_loss"] == pytest.approx(math.log(8))
+    pairs = [train_text[i : i + 2] for i in range(len(train_text) - 1)]  # the bigram model of the training text
+    firsts = {a: sum(1 for p in pairs if p[0] == a) for a in set(train_text[:-1])}
+    counts = {p: pairs.count(p) for p in set(pairs)}
+    conditional = -sum(c / len(pairs) * math.log(c / firsts[p[0]]) for p, c in counts.items())
+    assert runs["text"][1].summary["partial_loss"] == pytest.approx(conditional, rel=1e-12)
+    assert runs["text"][1].summary["val_sequences_right"] is None  # a stream, not sequences
+    assert runs["probe"][1].summary["partial_loss"] is None
     for name in ("adding", "temporal_order", "copy", "text"):
         assert 0.0 <= runs[name][1].summary["val_accuracy"] <= 1.0
 
@@ -668,6 +684,24 @@ def test_driving_inputs_one_hot_encode_token_ids_as_the_text_walk_draws_them():
     assert got.shape == (8, 1, 5)
     np.testing.assert_array_equal(got[:, 0].argmax(axis=1), np.concatenate([ids[:, 0], ids[:, 1]]))
     assert (got.sum(axis=2) == 1).all()
+
+
+def test_a_newcomers_sigmoid_run_has_no_bound_violation(data_dir, tmp_path):
+    """`rnngrad train --task adding --seq-len 50 --hidden 32 --init orthogonal --activation sigmoid --gamma-w 1
+    --probe-len 50 --iters 0`: phi' is close to 1/4 in every unit, so each step's top singular values cluster
+    (0.25, 0.25, 0.2499977, ...); its step norms must equal an exact SVD's and violate nothing."""
+    from pipeline.engine.jacobian import log_step_norms
+    from pipeline.engine.rnn import step_factors
+
+    cfg = RunConfig(task="adding", seq_len=50, hidden=32, init="orthogonal", activation="sigmoid", gamma_w=1.0,
+                    probe_len=50, iters=0)
+    result = run_quietly(cfg, data_dir, tmp_path / "run")
+    assert result.summary["violations_init"] == 0 and result.summary["violations_final"] == 0
+    probe = tmp_path / "run" / "probe"
+    model = load_model(probe / "model_init.npz")
+    W, D = step_factors(model, np.load(probe / "inputs.npy"), np.load(probe / "h0.npy"), -1)
+    exact = np.log(np.linalg.svd(D[:, :, None] * W[None], compute_uv=False)[:, 0])
+    np.testing.assert_allclose(log_step_norms(W, D, model.form), exact, rtol=0, atol=1e-12)
 
 
 def test_the_probe_across_layers_and_the_weight_gradients(runs):

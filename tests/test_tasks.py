@@ -253,3 +253,68 @@ def test_bad_count_and_task_raise():
 
 def test_sequence_steps():
     assert tasks.sequence_steps("copy", 1) == 21 and tasks.sequence_steps("adding", 9) == 9
+
+
+# ------------------------------------------------------------------- partial baselines and the papers' bar
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_a_model_that_knows_one_adding_value_scores_a_48th(which):
+    """Reading one marked value X off the inputs and answering E[target | X] = 0.5 + X/4: MSE 1/48 (half of chance)
+    within 5 %, accuracy P(|X'| < 0.16) = 0.16 beside it; the task's meta states both."""
+    d = tasks.adding(50, N_BIG, rng(11))
+    marked = d.x[:, :, 0] * d.x[:, :, 1]  # (N, T): the two marked values, zeros elsewhere
+    first_half = np.arange(50) < 25
+    value = np.where(first_half if which == 0 else ~first_half, marked, 0.0).sum(axis=1)  # (N,)
+    y = (0.5 + value / 4)[None, :, None] * np.ones((50, 1, 1))  # (T, N, 1) time-major, answer at every step
+    loss, _ = loss_and_dy(y, np.swapaxes(d.y, 0, 1), d.mask.T, "mse")
+    assert abs(loss - 1 / 48) <= 0.05 / 48 and d.meta.partial_loss == pytest.approx(1 / 48)
+    assert d.meta.partial_loss == pytest.approx(0.5 * d.meta.chance_loss)
+    accuracy = task_accuracy(y, np.swapaxes(d.y, 0, 1), d.mask.T, "mse", d.meta.tolerance)
+    assert within(accuracy, 0.16, math.sqrt(0.16 * 0.84), N_BIG) and d.meta.partial_accuracy == pytest.approx(0.16)
+    # by the papers' bar (squared error < 0.04, i.e. |X'| < 0.8) it gets 80 % of the sequences right, not 99 %
+    right = tasks.sequences_right(y, np.swapaxes(d.y, 0, 1), d.mask.T, "mse", d.meta.sequence_tolerance)
+    assert within(right, 0.8, 0.4, N_BIG)
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_a_model_that_knows_one_temporal_order_symbol_scores_ln_2(which):
+    """Knowing one of the two relevant symbols and spreading the rest evenly over the 2 classes it leaves:
+    cross-entropy ln 2 exactly (every answer puts 1/2 on the truth), accuracy 1/2 within sampling error."""
+    d = tasks.temporal_order(50, N_BIG, rng(12))
+    symbols = d.x[:, :, tasks.TEMPORAL_DISTRACTORS:]  # (N, T, 2): A, B one-hot at the two relevant positions
+    position = symbols.sum(axis=2).argmax(axis=1) if which == 0 else \
+        (symbols.sum(axis=2) * np.arange(50)).argmax(axis=1)  # first or second relevant position
+    known = symbols[np.arange(N_BIG), position].argmax(axis=1)  # (N,) 0 = A, 1 = B
+    logits = np.full((50, N_BIG, 4), -np.inf)
+    for c in range(4):  # classes 2 * first + second consistent with the known symbol get equal logits
+        consistent = ((c // 2) if which == 0 else (c % 2)) == known
+        logits[:, consistent, c] = 0.0
+    logits = np.where(np.isfinite(logits), logits, -800.0)
+    loss, _ = loss_and_dy(logits, d.y.T, d.mask.T, "xent")
+    assert loss == pytest.approx(math.log(2), rel=1e-12) and d.meta.partial_loss == pytest.approx(math.log(2))
+    accuracy = task_accuracy(logits, d.y.T, d.mask.T, "xent", None)
+    assert within(accuracy, 0.5, 0.5, N_BIG) and d.meta.partial_accuracy == 0.5
+
+
+def test_the_copy_partial_model_is_the_memoryless_one_and_probe_has_none():
+    meta = tasks.task_meta("copy", 20)
+    assert (meta.partial_loss, meta.partial_accuracy) == (meta.chance_loss, meta.chance_accuracy)
+    assert tasks.task_meta("probe", 20).partial_loss is None
+    # at T = 1 adding's one value is all there is to know: its partial model is the chance model
+    assert tasks.task_meta("adding", 1).partial_loss == tasks.task_meta("adding", 1).chance_loss
+
+
+def test_sequences_right_counts_a_sequence_only_when_every_scored_position_is():
+    y = np.zeros((3, 2, 3))  # (S, N, o): classes, time-major
+    y[:, :, 1] = 1.0  # answers class 1 everywhere
+    targets = np.array([[1, 1], [1, 0], [2, 1]])  # sequence 0 wrong at step 2, sequence 1 wrong at step 1
+    mask = np.array([[0, 1], [1, 0], [0, 1]], dtype=float)  # sequence 0 scores step 1, sequence 1 steps 0 and 2
+    assert tasks.sequences_right(y, targets, mask, "xent", None) == 1.0
+    mask[2, 0] = 1.0  # now sequence 0 scores its wrong step 2 too
+    assert tasks.sequences_right(y, targets, mask, "xent", None) == 0.5
+    real = np.array([[[0.5]], [[0.75]]])  # (S=2, N=1, o=1), scored at the last step
+    assert tasks.sequences_right(real, np.array([[[0.0]], [[0.5]]]), np.array([[0.0], [1.0]]), "mse", 0.04) == 0.0
+    assert tasks.sequences_right(real, np.array([[[0.0]], [[0.625]]]), np.array([[0.0], [1.0]]), "mse", 0.04) == 1.0
+    assert tasks.sequences_right(real, np.array([[[0.0]], [[0.5]]]), np.array([[0.0], [1.0]]), "mse", 0.0625) == 0.0
+    assert tasks.sequences_right(real, real, np.zeros((2, 1)), "mse", 0.04) is None  # nothing scored

@@ -14,12 +14,15 @@ from pipeline.run import runner, verdicts
 
 # ---- learned / at chance ---------------------------------------------------------------------------------------
 
-CHANCE = 0.5  # a made-up chance loss: learned below 0.45, at chance up to 0.55, worse beyond
+CHANCE = 0.5  # a made-up chance loss: beat chance below 0.45, at chance up to 0.55, worse beyond
+PARTIAL = 0.25  # a made-up partial baseline: learned below it
 
 
-@pytest.mark.parametrize("outcome, val_loss, chance, learned, verdict", [
+@pytest.mark.parametrize("outcome, val_loss, chance, beat, verdict", [
     ("ok", 0.2, CHANCE, True, "learned"),
-    ("ok", 0.4499, CHANCE, True, "learned"),  # just below (1 - 0.10) x chance
+    ("ok", 0.2499, CHANCE, True, "learned"),
+    ("ok", 0.25, CHANCE, True, "beat chance"),  # at the partial baseline is not below it
+    ("ok", 0.4499, CHANCE, True, "beat chance"),  # just below (1 - 0.10) x chance
     ("ok", 0.45, CHANCE, False, "at chance"),  # the margin itself is not below it
     ("ok", 0.55, CHANCE, False, "at chance"),
     ("ok", 0.56, CHANCE, False, "worse than chance"),
@@ -33,31 +36,53 @@ CHANCE = 0.5  # a made-up chance loss: learned below 0.45, at chance up to 0.55,
     ("ok", 0.2, math.nan, False, "not scored"),
     ("ok", math.inf, CHANCE, False, "worse than chance"),
 ])
-def test_learned_and_the_verdict_from_hand_made_summaries(outcome, val_loss, chance, learned, verdict):
-    assert verdicts.learned(outcome, val_loss, chance) is learned
-    assert verdicts.verdict(outcome, val_loss, chance) == verdict
+def test_the_levels_and_the_verdict_from_hand_made_summaries(outcome, val_loss, chance, beat, verdict):
+    assert verdicts.beat_chance(outcome, val_loss, chance) is beat
+    assert verdicts.learned(outcome, val_loss, chance, PARTIAL) is (verdict == "learned")
+    assert verdicts.verdict(outcome, val_loss, chance, PARTIAL) == verdict
     assert verdict in verdicts.VERDICTS
+    # without the partial baseline nothing is called more than beating chance
+    assert verdicts.verdict(outcome, val_loss, chance) == ("beat chance" if verdict == "learned" else verdict)
+
+
+@pytest.mark.parametrize("right, verdict", [(0.99, "solved"), (0.989, "learned"), (None, "learned"), (1.0, "solved")])
+def test_solved_is_the_papers_bar_on_top_of_learned(right, verdict):
+    assert verdicts.verdict("ok", 0.1, CHANCE, PARTIAL, right) == verdict
+    assert verdicts.solved("ok", 0.1, CHANCE, PARTIAL, right) is (verdict == "solved")
+    # the levels nest: 99 % right but above the partial baseline is not solved (nor learned)
+    assert verdicts.levels("ok", 0.3, CHANCE, PARTIAL, right) == {"beat_chance": True, "learned": False,
+                                                                   "solved": False}
+    assert verdicts.SOLVED_SHARE == 0.99
 
 
 def test_the_margin_is_written_once_and_is_ten_percent():
     assert verdicts.LEARNED_MARGIN == 0.10
-    assert verdicts.learned("ok", 0.899, 1.0) and not verdicts.learned("ok", 0.9, 1.0)
+    assert verdicts.beat_chance("ok", 0.899, 1.0) and not verdicts.beat_chance("ok", 0.9, 1.0)
 
 
 def test_the_analysis_gives_every_run_the_run_layers_verdict():
-    runs = pd.DataFrame({"run_id": list("abcdef"), "outcome": ["ok", "ok", "ok", "unstable", "diverged", "failed"],
-                         "final_val_loss": [0.1, 0.5, 9.0, None, None, None],
-                         "chance_loss": [0.5, 0.5, 0.5, 0.5, 0.5, None]})
+    runs = pd.DataFrame({"run_id": list("abcdefg"),
+                         "outcome": ["ok", "ok", "ok", "ok", "unstable", "diverged", "failed"],
+                         "final_val_loss": [0.1, 0.3, 0.5, 9.0, None, None, None],
+                         "chance_loss": [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, None],
+                         "partial_loss": [0.25, 0.25, 0.25, 0.25, 0.25, 0.25, None],
+                         "val_sequences_right": [0.995, 0.6, 0.2, 0.0, None, None, None]})
     given = reductions.with_verdicts(runs)
-    assert list(given["verdict"]) == ["learned", "at chance", "worse than chance", "worse than chance", "diverged",
-                                      "failed"]
-    assert list(given["learned"]) == [True, False, False, False, False, False]
+    assert list(given["verdict"]) == ["solved", "beat chance", "at chance", "worse than chance", "worse than chance",
+                                      "diverged", "failed"]
+    assert list(given["beat_chance"]) == [True, True, False, False, False, False, False]
+    assert list(given["learned"]) == [True, False, False, False, False, False, False]
+    assert list(given["solved"]) == [True, False, False, False, False, False, False]
     counts = reductions.learning_counts(given.assign(spec="s"))
-    assert {k: v for k, v in counts.items() if k != "learned"} == {
-        "n_runs": 6, "n_learned": 1, "n_at_chance": 1, "n_worse_than_chance": 2, "n_not_scored": 0,
-        "n_unstable": 1, "n_diverged": 1, "n_failed": 1}
-    # the learned rate is over the scored runs that did not fail: the diverged and unstable ones count as not learned
-    assert {"k": 1, "n": 5, "rate": 0.2}.items() <= counts["learned"].items()
+    assert {k: v for k, v in counts.items() if not isinstance(v, dict)} == {
+        "n_runs": 7, "n_beat_chance": 2, "n_learned": 1, "n_solved": 1, "n_at_chance": 1, "n_worse_than_chance": 2,
+        "n_not_scored": 0, "n_unstable": 1, "n_diverged": 1, "n_failed": 1}
+    # each rate is over the scored runs that did not fail: the diverged and unstable ones count as not reaching it
+    assert {"k": 2, "n": 6}.items() <= counts["beat_chance"].items()
+    assert {"k": 1, "n": 6}.items() <= counts["learned"].items() and counts["solved"]["k"] == 1
+    # a table from before the partial baseline: nothing is called more than beating chance
+    old = reductions.with_verdicts(runs.drop(columns=["partial_loss", "val_sequences_right"]))
+    assert list(old["verdict"])[:2] == ["beat chance", "beat chance"] and not old["learned"].any()
 
 
 # ---- ok / unstable / diverged ----------------------------------------------------------------------------------

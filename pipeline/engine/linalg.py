@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+CLUSTER_GAP = 1e-3  # a top Ritz value within this (relative) of the next is in a cluster Lanczos cannot certify
 MATVEC_CHUNK_BYTES = 2**20  # products per pass of `_normal_matvecs`: about a megabyte of them (a core's L2 cache)
 LANCZOS_TOL = 1e-12  # stop when the estimated relative error of sigma_1^2 is below this
 LANCZOS_MAX_STEPS = 60  # pairs not converged by then get an exact SVD
@@ -23,9 +24,12 @@ def top_singular_values(
     Why Lanczos: at short lags sigma_2/sigma_1 is close to 1 and power iteration needs hundreds of steps; the
     Lanczos tridiagonal T_j gives sigma_1^2 as its top eigenvalue theta after a few dozen. Stopping rule: the
     residual r = |beta_j s_j| of the top Ritz pair bounds the error by min(r, r^2 / gap) with gap = theta_1 -
-    theta_2; a pair stops when that is below tol * theta. Two Ritz values within 1e-10 of each other mean a
-    converged value has been found twice (a ghost from lost orthogonality), so that also stops. Pairs that
-    do not stop within max_steps get an exact SVD. Converged pairs leave the batch, so stragglers run alone.
+    theta_2; a pair stops when that is below tol * theta. The r^2 / gap bound is only as good as the Ritz gap,
+    which over-estimates the true one while the second value is still converging; and two Ritz values within
+    1e-10 of each other are either a ghost (a converged value found twice after orthogonality is lost) or a
+    genuine cluster. So a pair that stops with its top two Ritz values within CLUSTER_GAP (relative) of each
+    other is not certified: it gets an exact SVD, as do pairs that do not stop within max_steps. Converged pairs
+    leave the batch, so stragglers run alone.
     """
     m, n, _ = stack.shape
     sigma, vectors, steps = np.zeros(m), start.copy(), np.full(m, max_steps)
@@ -35,8 +39,12 @@ def top_singular_values(
         run.step()
         if run.j < check and run.j < max_steps:
             continue
-        ids, theta, ritz = run.finish_converged(tol)
+        ids, theta, ritz, clustered = run.finish_converged(tol)
         sigma[ids], vectors[ids], steps[ids] = np.sqrt(np.maximum(theta, 0.0)), ritz, run.j
+        if clustered.any():  # not certified: exact
+            exact = ids[clustered]
+            sigma[exact] = np.linalg.svd(stack[exact], compute_uv=False)[:, 0]
+            counts["exact_clusters"] = counts.get("exact_clusters", 0) + exact.size
         if not run.alive.any():
             break
         run.compact()
@@ -73,8 +81,9 @@ class _Lanczos:
         self.v_prev, self.v = v, w / np.where(b > 0, b, 1.0)[:, None]
         self.j = j + 1
 
-    def finish_converged(self, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Mark converged rows finished; return their pair ids, theta_1 and unit Ritz vectors (c, n)."""
+    def finish_converged(self, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Mark converged rows finished; return their pair ids, theta_1, unit Ritz vectors (c, n) and whether
+        each stopped inside a cluster (top two Ritz values within CLUSTER_GAP: not certified)."""
         j, rows = self.j, np.flatnonzero(self.alive)
         theta, s = np.linalg.eigh(_tridiagonal(self.alpha[rows, :j], self.beta[rows, : j - 1]))
         top, s_top = theta[:, -1], s[:, :, -1]  # (r,), (r, j)
@@ -89,7 +98,8 @@ class _Lanczos:
         size = np.linalg.norm(ritz, axis=1, keepdims=True)
         ritz = np.where(size > 0, ritz / np.where(size > 0, size, 1.0), self.basis[0][finished])  # 0: zero P
         self.alive[finished] = False
-        return self.ids[finished], top[done], ritz
+        clustered = (gap[done] <= CLUSTER_GAP * top[done]) & (residual[done] > tol * top[done])
+        return self.ids[finished], top[done], ritz, clustered
 
     def compact(self) -> None:
         """Drop finished rows once fewer than 60 % are alive (copying the stack costs one pass over it)."""

@@ -17,6 +17,7 @@ import numpy as np
 
 from .jacobian import check_factors
 from .rnn import RNN, Trace, forward, step_factors
+from .scaled import SCALABLE, scaled_factors
 
 
 def lyapunov_spectrum(
@@ -167,22 +168,31 @@ def driven_spectrum(
     """The top k exponents of `layer` along B trajectories driven by xs (T, B, d) (or (T, B) token ids) from h0
     (L, B, n) (zeros if None): `spectra_from_factors` on one batched forward pass, averaged and spread over B."""
     trace = forward(model, xs, h0)
-    return spectrum_from_trace(model, trace, layer, k, burn_in, qr_every, rng)
+    return spectrum_from_trace(model, trace, layer, k, burn_in, qr_every, rng, xs=xs, h0=h0)
 
 
 def spectrum_from_trace(
     model: RNN, trace: Trace, layer: int = -1, k: int = TOP_K, burn_in: int = BURN_IN, qr_every: int = QR_EVERY,
-    rng: np.random.Generator | None = None,
+    rng: np.random.Generator | None = None, xs: np.ndarray | None = None, h0: np.ndarray | None = None,
 ) -> DrivenSpectrum:
-    """`driven_spectrum` from a forward pass already made (`rnn.forward`). A trajectory whose states overflowed in
-    this layer or one below gets NaN: past an overflow the phi' the forward pass reads from a NaN state is no
-    derivative of anything (relu's is 0, leaky_relu's its slope), so the frames would be driven by junk."""
+    """`driven_spectrum` from a forward pass already made (`rnn.forward`) on xs from h0. A trajectory whose states
+    overflowed in this layer or one below is driven again with its states' scale carried in log space
+    (`scaled.scaled_factors`, given xs; relu, leaky_relu, linear and softplus), so its exponents stay finite
+    wherever its Jacobians are; without xs, or for another activation, it gets NaN: past an overflow the phi' the
+    forward pass reads from a NaN state is no derivative of anything (relu's is 0, leaky_relu's its slope)."""
     l = layer % model.layers
     overflowed = np.zeros(trace.d[l].shape[1], dtype=bool)
     for h in trace.h[: l + 1]:
         overflowed |= ~np.all(np.isfinite(h), axis=(0, 2))
     D = np.where(overflowed[None, :, None], np.nan, trace.d[l])
+    if overflowed.any() and xs is not None and model.activation in SCALABLE and _finite_weights(model):
+        starts = None if h0 is None else np.asarray(h0)[:, overflowed]
+        D[:, overflowed] = scaled_factors(model, np.asarray(xs)[:, overflowed], starts, layer)
     per = spectra_from_factors(model.W_hh(layer), D, model.form, min(k, model.hidden), burn_in, qr_every, rng)
     steps = D.shape[0] - burn_in - (D.shape[0] - burn_in) % qr_every
     with np.errstate(invalid="ignore"):
         return DrivenSpectrum(per, per.mean(axis=0), per.max(axis=0) - per.min(axis=0), burn_in, steps)
+
+
+def _finite_weights(model: RNN) -> bool:
+    return all(np.all(np.isfinite(p)) for p in model.params.values())

@@ -7,9 +7,12 @@ generator state gives identical arrays. Every task returns a `TaskData` with bat
     y    (N, S) int64        class targets (loss "xent"), or (N, S, o) float64 real targets (loss "mse")
     mask (N, S) float64      1 where a position counts in the loss, 0 elsewhere
 
-and a `TaskMeta` with the analytic baselines a trained model is judged against: `chance_loss` and `chance_accuracy`
-are those of the best model that ignores the sequence's past (a constant or per-position answer), so a run that
-scores below `chance_loss` has used information carried through time.
+and a `TaskMeta` with the analytic baselines a trained model is judged against (docs/math.md 11): `chance_loss` and
+`chance_accuracy` are those of the best model that ignores the sequence's past (a constant or per-position answer),
+so a run that scores below `chance_loss` has used information carried through time; `partial_loss` and
+`partial_accuracy` those of the best model that carries only part of the information the task needs (one of
+adding's two values, one of temporal order's two symbols; for copy the memoryless model), so a run below
+`partial_loss` has carried all of it.
 
 Short sequences. Adding and temporal order place two events in two windows of the sequence. For T >= 2 the windows
 are disjoint, so the events sit at distinct positions. For T = 1 both windows are the single position 0 and the
@@ -28,6 +31,8 @@ from .rnn import one_hot
 TASKS = ("adding", "temporal_order", "copy", "probe")
 
 ADDING_TOLERANCE = 0.04  # an adding answer is correct when |prediction - target| < 0.04 (Hochreiter 1997)
+SOLVED_SQUARED_ERROR = 0.04  # an adding sequence is right, by the papers' bar, when its squared error is below this
+#   (Pascanu et al. 2013, section 4.1.2); a class task's sequence is right when every scored class is
 COPY_MEMORY = 10  # symbols to remember (Arjovsky et al. 2016)
 COPY_SYMBOLS = 8  # alphabet the remembered symbols are drawn from
 COPY_BLANK, COPY_DELIMITER = 8, 9  # the 9th and 10th categories
@@ -49,6 +54,9 @@ class TaskMeta:
     chance_accuracy: float | None  # its success rate on the masked positions; None: no criterion
     baselines: dict[str, float] = field(default_factory=dict)  # the same numbers, named for the manifest
     tolerance: float | None = None  # adding only: |error| below this counts as correct
+    partial_loss: float | None = None  # loss of the best model that carries only part of what the task needs
+    partial_accuracy: float | None = None  # its success rate on the masked positions
+    sequence_tolerance: float | None = None  # adding only: squared error below this makes a sequence right
 
 
 @dataclass(frozen=True)
@@ -94,14 +102,20 @@ def adding_meta(T: int) -> TaskMeta:
     E[e^2] = (1/3 + 1/3)/16 = 1/24, and S = X1 + X2 is triangular on [-2, 2], so P(|e| < 0.04) = P(|S| < a)
     = a - a^2/4 with a = 0.16. At T = 1 the one value counts twice: S = 2 X1 is uniform on [-2, 2],
     E[e^2] = 4/3/16 = 1/12 and P(|S| < a) = a/2.
+    Knowing one of the two values, say X1, the best answer is E[target | X1] = 0.5 + X1/4, with error X2/4:
+    E[e^2] = (1/3)/16 = 1/48 (half of chance) and P(|X2|/4 < 0.04) = P(|X2| < a) = a. At T = 1 one value is all
+    there is to know, so the partial model is the chance model.
     """
     a = 4 * ADDING_TOLERANCE
     if T == 1:
         mse, acc = 1.0 / 12.0, a / 2.0
+        partial, partial_acc = mse, acc
     else:
         mse, acc = 1.0 / 24.0, a - a * a / 4.0
-    return TaskMeta("adding", T, T, "mse", 2, 1, mse, acc, {"mse_predict_half": mse, "accuracy_predict_half": acc},
-                    ADDING_TOLERANCE)
+        partial, partial_acc = 1.0 / 48.0, a
+    return TaskMeta("adding", T, T, "mse", 2, 1, mse, acc,
+                    {"mse_predict_half": mse, "accuracy_predict_half": acc, "mse_one_value": partial,
+                     "accuracy_one_value": partial_acc}, ADDING_TOLERANCE, partial, partial_acc, SOLVED_SQUARED_ERROR)
 
 
 def adding(T: int, count: int, rng: np.random.Generator) -> TaskData:
@@ -136,10 +150,12 @@ def temporal_order_positions(T: int) -> tuple[tuple[int, int], tuple[int, int]]:
 
 
 def temporal_order_meta(T: int) -> TaskMeta:
-    """Temporal order metadata: 4 equally likely classes, so chance error 3/4 and chance cross-entropy ln 4."""
-    loss = float(np.log(4.0))
+    """Temporal order metadata: 4 equally likely classes, so chance error 3/4 and chance cross-entropy ln 4. A model
+    that knows one of the two symbols leaves 2 equally likely classes: cross-entropy ln 2, accuracy 1/2."""
+    loss, partial = float(np.log(4.0)), float(np.log(2.0))
     return TaskMeta("temporal_order", T, T, "xent", TEMPORAL_DISTRACTORS + 2, 4, loss, 0.25,
-                    {"xent_chance": loss, "error_chance": 0.75})
+                    {"xent_chance": loss, "error_chance": 0.75, "xent_one_symbol": partial,
+                     "accuracy_one_symbol": 0.5}, None, partial, 0.5)
 
 
 def temporal_order(T: int, count: int, rng: np.random.Generator) -> TaskData:
@@ -172,11 +188,12 @@ def temporal_order(T: int, count: int, rng: np.random.Generator) -> TaskData:
 def copy_meta(T: int) -> TaskMeta:
     """Copy metadata. Only the 10 recall positions are scored, where the memoryless strategy (uniform over the 8
     symbols) has cross-entropy ln 8 and accuracy 1/8 (Arjovsky et al. 2016 average over all T + 20 positions,
-    10 ln 8 / (T + 20); blanks are free to predict, so that average lets a model that remembers nothing look good)."""
+    10 ln 8 / (T + 20); blanks are free to predict, so that average lets a model that remembers nothing look good).
+    The partial baseline is that memoryless model too, so on copy `learned` is beating chance; `solved` is the bar."""
     steps = T + 2 * COPY_MEMORY
     loss, acc = float(np.log(COPY_SYMBOLS)), 1.0 / COPY_SYMBOLS
     return TaskMeta("copy", T, steps, "xent", COPY_DELIMITER + 1, COPY_DELIMITER + 1, loss, acc,
-                    {"xent_memoryless": loss, "accuracy_memoryless": acc})
+                    {"xent_memoryless": loss, "accuracy_memoryless": acc}, None, loss, acc)
 
 
 def copy(T: int, count: int, rng: np.random.Generator) -> TaskData:
@@ -215,6 +232,26 @@ def probe(T: int, count: int, rng: np.random.Generator, input_dim: int = PROBE_I
         raise ValueError(f"probe input_dim must be an integer >= 1, got {input_dim!r}")
     x = rng.standard_normal((count, T, input_dim))  # (N, T, d)
     return TaskData(x, np.zeros((count, T, 1)), np.zeros((count, T)), probe_meta(T, input_dim))
+
+
+# ------------------------------------------------------------------------------------- the papers' criterion
+
+
+def sequences_right(y: np.ndarray, targets: np.ndarray, mask: np.ndarray, kind: str,
+                    squared_error: float | None) -> float | None:
+    """Share of sequences answered right by the papers' bar, time-major arrays y (S, N, o), targets (S, N) or
+    (S, N, o), mask (S, N): a sequence is right when every scored position is, a class position when its argmax is
+    the target (xent), a real one when its squared error (summed over outputs) is below `squared_error` (mse).
+    None without a criterion (mse and no threshold) or without a scored sequence."""
+    counted = mask > 0
+    scored = counted.any(axis=0)  # (N,)
+    if not scored.any() or (kind == "mse" and squared_error is None):
+        return None
+    if kind == "xent":
+        right = y.argmax(axis=-1) == targets
+    else:
+        right = ((y - targets) ** 2).sum(axis=-1) < squared_error
+    return float((right | ~counted).all(axis=0)[scored].mean())
 
 
 # ---------------------------------------------------------------------------------------------------- lookup

@@ -25,13 +25,13 @@ from . import depth, prediction, studies
 from .reductions import (
     REGIME_PROBES, bound_violations, decay_by_lag, finite_median, heatmap_rows, label_regimes, learning_counts,
     nonfinite_summary, numeric, outcome_counts, rate_comparison, regime_confusion, regime_counts, rounded_tree,
-    run_gaps, run_labels, spot_summary, stacked, tightness_by_lag, with_verdicts,
+    gap_rate_metrics, run_gaps, run_labels, spot_summary, stacked, tightness_by_lag, with_verdicts,
 )
 
 HISTORY_COLUMNS = ("iter", "loss")
 REPORT_VIOLATIONS = 1000  # violations carried into analysis.json (all of them go to tables/violations.csv)
 TABLES = ("runs", "violations", "nonfinite", "missing", "decay", "tightness", "regimes", "heatmaps",
-          "prediction", "gaps", "edge_of_chaos", "spectra", "gradient_spikes", "gradient_by_k",
+          "prediction", "gaps", "edge_of_chaos", "phase", "spectra", "gradient_spikes", "gradient_by_k",
           *sorted(studies.table_names()))
 # The step-norm bound column is new: a probe table written before it is still read (its pairs then check two bounds)
 
@@ -102,6 +102,11 @@ def summary_scalars(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if k not in skip and (v is None or isinstance(v, (str, int, float)))}
 
 
+# the top layer's W_hh as measured (summary.json), and the older names of the same numbers
+MEASURED_NORMS = {"w_norm_init": "gamma_w_init", "w_norm_final": "gamma_w_final", "rho_init": "spectral_radius_init",
+                  "rho_final": "spectral_radius_final"}
+
+
 def run_records(results_dir: Path, results: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, RunFiles]]:
     """One record per run (results row updated with summary.json) and each run's readable files."""
     records, files = [], {}
@@ -113,6 +118,9 @@ def run_records(results_dir: Path, results: pd.DataFrame) -> tuple[pd.DataFrame,
     for col in ("activation", "task", "clip_mode", "error", "final_val_loss", "chance_loss"):
         if col not in runs:
             runs[col] = None
+    for measured, older in MEASURED_NORMS.items():  # summaries written before the measured norms had these names
+        if measured not in runs and older in runs:
+            runs[measured] = runs[older]
     runs = with_verdicts(label_regimes(runs))
     runs["label"], runs["name"] = None, None
     for spec, idx in runs.groupby("spec").groups.items():
@@ -237,13 +245,16 @@ def spec_description(runs: pd.DataFrame) -> dict[str, str]:
     return {"description": given[-1].strip()} if given else {}
 
 
-RUN_COLUMNS = ("run_id", "spec", "cell", "label", "name", "config_hash", "outcome", "task", "activation", "form",
-               "layers", "gamma_w", "gamma_phi", "clip_mode", "clip_threshold", "seq_len", "seed", "log_rate_init",
+RUN_COLUMNS = ("run_id", "spec", "cell", "label", "name", "config_hash", "outcome", "task", "activation", "form", "layers",
+               "gamma_w", "w_norm_init", "w_norm_final", "rho_init", "rho_final", "gamma_phi", "clip_mode",
+               "clip_threshold", "seq_len", "seed", "log_rate_init",
                "slope_init", "lyapunov_init", "log_rate_final", "slope_final", "lyapunov_final", "predicted_regime",
-               "observed_regime", "predicted_regime_final", "observed_regime_final", "verdict", "learned",
+               "observed_regime", "predicted_regime_final", "observed_regime_final", "verdict", "partial_loss",
+               "beat_chance", "learned", "solved", "val_sequences_right",
                "val_accuracy", "chance_accuracy", "final_train_loss", "final_val_loss", "chance_loss", "loss_growth",
                "norm_growth", "n_probes", "n_checks", "violations", "spot_checks", "spot_skipped", "spot_mismatches",
-               "spot_max_abs_dlog", "gap_product", "gap_global", "init", "probe_steps", "meanfield_rate_init",
+               "spot_max_abs_dlog", "gap_product", "gap_global", "gap_rate", "gap_longest_decades", "gap_longest_lag",
+               "init", "probe_steps", "meanfield_rate_init",
                "meanfield_rate_final", "lyapunov_spread_init", "lyapunov_probe_init", "gap_global_to_product_init",
                "gap_product_to_stepnorm_init", "gap_stepnorm_to_measured_init", "spectrum_spread_init",
                "spectrum_resolved_init")
@@ -258,7 +269,8 @@ def analyze(results_dir: Path, results: pd.DataFrame) -> Analysis:
     per_run = pd.DataFrame.from_dict(probes.per_run, orient="index")
     counts = ["n_probes", "n_checks", "violations", "spot_checks", "spot_skipped", "spot_mismatches",
               "spot_cross_layer"]
-    for col in counts + ["gap_product", "gap_global", "spot_max_abs_dlog", "probe_steps"]:
+    gaps = ["gap_product", "gap_global", "gap_rate", "gap_longest_decades", "gap_longest_lag"]
+    for col in counts + gaps + ["spot_max_abs_dlog", "probe_steps"]:
         runs[col] = runs["run_id"].map(per_run[col]) if col in per_run else np.nan
     runs[counts] = runs[counts].fillna(0).astype(int)
     tables = {
@@ -275,7 +287,7 @@ def analyze(results_dir: Path, results: pd.DataFrame) -> Analysis:
     }
     tables["tightness"] = tightness_by_lag(tables["decay"])
     tables |= {"prediction": prediction.prediction_table(runs), "gaps": prediction.gap_table(runs),
-               "edge_of_chaos": prediction.edge_of_chaos(runs),
+               "edge_of_chaos": prediction.edge_of_chaos(runs), "phase": prediction.phase_table(runs),
                "spectra": stacked(probes.spectra, ["run_id", "spec", "when", "i", "log10_sigma"]),
                "gradient_spikes": prediction.spike_rows(runs, histories, spike_ids),
                "gradient_by_k": stacked(probes.gradients, ["run_id", "spec", "iter", "k", "log10_dE_dh"])}
@@ -312,6 +324,7 @@ def assemble(runs: pd.DataFrame, tables: dict[str, pd.DataFrame], spec_heads: di
                       "median_gap_global_decades": finite_median(runs["gap_global"])},
         "rate": rate_comparison(runs) | prediction.rate_metrics(runs),
         "gap_decades": prediction.gap_metrics(runs),
+        "gap_rate": gap_rate_metrics(runs),
         "spectrum": prediction.spectrum_metrics(runs),
         "depth": depth.lift_metrics(spec_heads),
         "specs": spec_heads,
@@ -325,8 +338,17 @@ def assemble(runs: pd.DataFrame, tables: dict[str, pd.DataFrame], spec_heads: di
 
 
 def records(df: pd.DataFrame) -> list[dict]:
-    """JSON-safe rows: NaN/inf become None, numpy scalars plain Python."""
-    return json.loads(df.to_json(orient="records"))
+    """JSON-safe rows at full precision: NaN/inf become None, numpy scalars plain Python (pandas' to_json would
+    keep 10 digits, and a violation's two sides can agree to more)."""
+    return [{str(k): _plain(v) for k, v in row.items()} for row in df.to_dict("records")]
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    return v
 
 
 # ---- writing -----------------------------------------------------------------------------------------------

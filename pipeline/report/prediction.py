@@ -119,22 +119,40 @@ def prediction_table(runs: pd.DataFrame) -> pd.DataFrame:
     return r.loc[np.isfinite(r["slope_init"].to_numpy(float)), keep + cols]
 
 
+PHASE_COLUMNS = ("run_id", "spec", "activation", "init", "gamma_w", "w_norm_init", "gamma_phi", "log_rate_init",
+                 "slope_init")
+
+
+def phase_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The phase diagram's points: one row per run with a finite measured log(gamma_W gamma_phi) (log_rate_init, from
+    ||W_hh||_2 of the actual initial matrix, w_norm_init) and a finite slope, beside the config's gamma_w (what the
+    init fixed: the norm, or for a sparse init the spectral radius)."""
+    r = numeric(runs, ["gamma_w", "w_norm_init", "gamma_phi", "log_rate_init", "slope_init"])
+    for c in ("activation", "init"):
+        r[c] = r[c] if c in r else None
+    r = r[np.isfinite(r[["log_rate_init", "slope_init"]].to_numpy(float)).all(axis=1)]
+    return r[list(PHASE_COLUMNS)].reset_index(drop=True)
+
+
 def edge_of_chaos(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per activation and init: the gamma_W at which the median mean-field rate over the runs of each gamma_W
-    crosses 0 (log-linear interpolation between the two grid values around the sign change), where it does."""
-    need = ["gamma_w_init", "meanfield_rate_init"]
+    """Per activation and init: where the median mean-field rate over the runs of each grid point crosses 0, along
+    the measured log(gamma_W gamma_phi) (linear interpolation between the two grid points around the sign change),
+    with the measured gamma_W there."""
+    need = ["log_rate_init", "meanfield_rate_init", "gamma_phi"]
+    columns = ["activation", "init", "log_rate", "gamma_w"]
     if not all(c in runs for c in ["activation", "init"]):
-        return pd.DataFrame(columns=["activation", "init", "gamma_w"])
+        return pd.DataFrame(columns=columns)
     r = numeric(runs, need)
-    r = r[np.isfinite(r[need].to_numpy(float)).all(axis=1) & (r["gamma_w_init"] > 0)]
+    r = r[np.isfinite(r[need].to_numpy(float)).all(axis=1) & (r["gamma_phi"] > 0)]
     rows = []
     for (act, init), g in r.groupby([r["activation"].astype(str), r["init"].astype(str)]):
-        m = g.groupby(g["gamma_w_init"].round(9))["meanfield_rate_init"].median().sort_index()
-        x, y = np.log(m.index.to_numpy(float)), m.to_numpy(float)
+        m = g.groupby(g["log_rate_init"].round(9))["meanfield_rate_init"].median().sort_index()
+        x, y = m.index.to_numpy(float), m.to_numpy(float)
         for i in np.flatnonzero(np.sign(y[:-1]) * np.sign(y[1:]) < 0)[:1]:
-            rows.append({"activation": act, "init": init,
-                         "gamma_w": float(np.exp(x[i] - y[i] * (x[i + 1] - x[i]) / (y[i + 1] - y[i])))})
-    return pd.DataFrame(rows, columns=["activation", "init", "gamma_w"])
+            at = float(x[i] - y[i] * (x[i + 1] - x[i]) / (y[i + 1] - y[i]))
+            rows.append({"activation": act, "init": init, "log_rate": at,
+                         "gamma_w": math.exp(at) / float(g["gamma_phi"].iloc[0])})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def spike_runs(runs: pd.DataFrame, histories: dict[str, pd.DataFrame]) -> list[str]:

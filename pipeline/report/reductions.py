@@ -13,11 +13,11 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from ..engine.jacobian import exceeds
+from ..engine.jacobian import bound_slack, exceeds
 from ..engine import spotcheck
 from ..run.config import FIELDS as CONFIG_FIELDS
 from ..run.probe import REGIME_BAND, observed_regime, predicted_regime
-from ..run.verdicts import OUTCOMES, scored, verdict
+from ..run.verdicts import LEVELS, OUTCOMES, levels, scored, verdict
 
 SIG_DIGITS = 4  # significant digits of every number in metrics.json and the report
 LN10 = math.log(10.0)
@@ -106,6 +106,24 @@ def bound_violations(jac: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+# what each kind of violation compares: (the quantity above, the bound it broke)
+VIOLATION_SIDES = {"measured>product": ("measured log-norm", "product bound"),
+                   "product>global": ("product bound", "global bound"),
+                   "measured>stepnorm": ("measured log-norm", "step-norm bound"),
+                   "stepnorm>product": ("step-norm bound", "product bound")}
+
+
+def violation_text(v: dict) -> str:
+    """One violation at full precision (the shortest digits that read back as the same float, natural log) with the
+    bound it broke, by how much, and the rounding the check allowed: rounded to 4 digits both sides often read the
+    same."""
+    above, bound = VIOLATION_SIDES.get(v["kind"], (v["kind"], "bound"))
+    value, limit = float(v["value"]), float(v["bound"])
+    slack = float(bound_slack(np.array(value), np.array(limit)))
+    return (f"{above} {value!r} > {bound} {limit!r} by {value - limit:.3g} nats "
+            f"(rounding allowed {slack:.3g})")
+
+
 def nonfinite_summary(jac: pd.DataFrame) -> pd.DataFrame:
     """Per (when, layer): how many pairs have NaN/+inf, and the first such (t, k)."""
     bad = jac[nonfinite_mask(jac)].sort_values(["when", "layer", "t", "k"])
@@ -153,6 +171,33 @@ def run_gaps(jac: pd.DataFrame, when: str = "init") -> dict[str, float]:
         gap = (top[col] - top["log_norm"]).to_numpy(float)
         gap = gap[np.isfinite(gap)]
         out[name] = float(np.median(gap)) / LN10 if gap.size else math.nan
+    return out | gap_rates(top)
+
+
+def gap_rates(top: pd.DataFrame) -> dict[str, float]:
+    """The global bound's gap as a rate: the median over the finite pairs at lag >= 1 of (bound - measured) / lag in
+    nats per step (the gap grows with lag, so the rate, not a median of decades over lags, is the run's property),
+    and beside it the gap in decades at the longest lag measured (the median over the pairs at that lag)."""
+    lag = (top["t"] - top["k"]).to_numpy(float) if {"t", "k"} <= set(top) else np.zeros(len(top))
+    gap = (top["log_bound_global"] - top["log_norm"]).to_numpy(float) if len(top) else np.zeros(0)
+    ok = np.isfinite(gap) & (lag >= 1)
+    if not ok.any():
+        return {"gap_rate": math.nan, "gap_longest_decades": math.nan, "gap_longest_lag": math.nan}
+    longest = lag[ok].max()
+    return {"gap_rate": float(np.median(gap[ok] / lag[ok])),
+            "gap_longest_decades": float(np.median(gap[ok & (lag == longest)])) / LN10, "gap_longest_lag": longest}
+
+
+def gap_rate_metrics(runs: pd.DataFrame) -> dict[str, dict]:
+    """Per spec: the median and interquartile range over its runs of the global bound's gap rate (nats/step), n,
+    and the median gap in decades at the longest lag with that lag (metrics.json gap_rate)."""
+    r = numeric(runs, ["gap_rate", "gap_longest_decades", "gap_longest_lag"])
+    out = {}
+    for spec, g in r[np.isfinite(r["gap_rate"].to_numpy(float))].groupby("spec", sort=True):
+        q1, med, q3 = np.percentile(g["gap_rate"].to_numpy(float), [25, 50, 75])
+        out[str(spec)] = {"median": float(med), "q1": float(q1), "q3": float(q3), "n": len(g),
+                          "decades_at_longest_lag": finite_median(g["gap_longest_decades"]),
+                          "longest_lag": finite_median(g["gap_longest_lag"])}
     return out
 
 
@@ -259,13 +304,15 @@ def rate(k: int, n: int) -> dict[str, Any]:
 
 
 def with_verdicts(runs: pd.DataFrame) -> pd.DataFrame:
-    """`runs` with `verdict` (run/verdicts.VERDICTS: learned, at chance, ...) and `learned` (verdict == learned,
-    the same as summary.json's `learned`), from each run's outcome, final validation loss and chance loss."""
-    r = numeric(runs, ["final_val_loss", "chance_loss"])
-    given = [verdict(str(o), _number(v), _number(c))
-             for o, v, c in zip(runs["outcome"], r["final_val_loss"], r["chance_loss"])]
-    return runs.assign(verdict=pd.Series(given, index=runs.index, dtype=object),
-                       learned=pd.Series([g == "learned" for g in given], index=runs.index, dtype=bool))
+    """`runs` with `verdict` (run/verdicts.VERDICTS: solved, learned, beat chance, at chance, ...) and the three
+    levels `beat_chance`, `learned`, `solved` (the same as summary.json's), from each run's outcome, final validation
+    loss, chance and partial baselines and share of held-out sequences right."""
+    r = numeric(runs, ["final_val_loss", "chance_loss", "partial_loss", "val_sequences_right"])
+    args = [(str(o), _number(v), _number(c), _number(p), _number(q)) for o, v, c, p, q in zip(
+        runs["outcome"], r["final_val_loss"], r["chance_loss"], r["partial_loss"], r["val_sequences_right"])]
+    reached = pd.DataFrame([levels(*a) for a in args], index=runs.index, columns=list(LEVELS), dtype=bool)
+    return runs.assign(verdict=pd.Series([verdict(*a) for a in args], index=runs.index, dtype=object),
+                       **{level: reached[level] for level in LEVELS})
 
 
 def _number(x: Any) -> float | None:
@@ -279,16 +326,18 @@ def scored_runs(runs: pd.DataFrame) -> pd.Series:
 
 
 def learning_counts(runs: pd.DataFrame) -> dict[str, Any]:
-    """metrics.json learning.<spec>: runs by verdict and outcome, and the learned rate over the scored runs (a
-    diverged or unstable run of a scored task counts as not learned)."""
+    """metrics.json learning.<spec>: runs by verdict and outcome, and each level of success (beat chance, learned,
+    solved: each implies the one before) as a count and a rate over the scored runs (a diverged or unstable run of a
+    scored task counts as not reaching it)."""
     v = runs["verdict"]
-    counts = {"n_runs": len(runs), "n_learned": int((v == "learned").sum()),
-              "n_at_chance": int((v == "at chance").sum()), "n_worse_than_chance": int((v == "worse than chance").sum()),
-              "n_not_scored": int((v == "not scored").sum()),
-              "n_unstable": int((runs["outcome"] == "unstable").sum()),
-              "n_diverged": int((runs["outcome"] == "diverged").sum()),
-              "n_failed": int((runs["outcome"] == "failed").sum())}
-    return counts | {"learned": rate(counts["n_learned"], int(scored_runs(runs).sum()))}
+    n_scored = int(scored_runs(runs).sum())
+    counts = {"n_runs": len(runs)} | {f"n_{level}": int(runs[level].sum()) for level in LEVELS}
+    counts |= {"n_at_chance": int((v == "at chance").sum()), "n_worse_than_chance": int((v == "worse than chance").sum()),
+               "n_not_scored": int((v == "not scored").sum()),
+               "n_unstable": int((runs["outcome"] == "unstable").sum()),
+               "n_diverged": int((runs["outcome"] == "diverged").sum()),
+               "n_failed": int((runs["outcome"] == "failed").sum())}
+    return counts | {level: rate(counts[f"n_{level}"], n_scored) for level in LEVELS}
 
 
 def finite_median(values: Iterable[float]) -> float:
@@ -374,15 +423,18 @@ def numeric(runs: pd.DataFrame, cols: Iterable[str]) -> pd.DataFrame:
     return out
 
 
+MEASURED = ("w_norm_init", "w_norm_final", "rho_init", "rho_final")  # the top layer's W_hh as measured (summary.json)
+
+
 def weight_norm_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Per (activation, init, gamma_w): median slope, Lyapunov exponent, log(gamma_W gamma_phi), the realised
-    spectral radius (an init may fix the norm while the radius is what sets the rate) and the runs that learned."""
-    r = numeric(runs, ["gamma_w", "slope_init", "lyapunov_init", "log_rate_init", "spectral_radius_init"])
-    r = r.assign(learned=r["learned"].fillna(False).astype(bool) if "learned" in r else False)
+    """Per (activation, init, gamma_w): the measured ||W_hh||_2 and spectral radius at init and at the end (medians:
+    the config's gamma_w fixed one of them, training moves both), the median slope, Lyapunov exponent and
+    log(gamma_W gamma_phi), and the runs that learned."""
+    r = numeric(runs, ["gamma_w", "slope_init", "lyapunov_init", "log_rate_init", *MEASURED])
     keys = ["activation", "init", "gamma_w"] if "init" in r else ["activation", "gamma_w"]
-    table = grouped(r, keys, slope=("slope_init", "median"), lyapunov=("lyapunov_init", "median"),
-                    log_rate=("log_rate_init", "median"), radius=("spectral_radius_init", "median"),
-                    n_learned=("learned", "sum"))
+    table = grouped(r, keys, **{m: (m, "median") for m in MEASURED}, slope=("slope_init", "median"),
+                    lyapunov=("lyapunov_init", "median"), log_rate=("log_rate_init", "median"),
+                    radius=("rho_init", "median"), n_learned=("learned", "sum"))
     ok = r[np.isfinite(r[["slope_init", "log_rate_init"]].to_numpy(float)).all(axis=1)]
     corr = ok["slope_init"].corr(ok["log_rate_init"]) if len(ok) > 2 else math.nan
     regimes = regime_counts(runs, "init")
@@ -391,14 +443,22 @@ def weight_norm_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
 
 
 def activation_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Per activation: decay slope, Lyapunov exponent, task accuracy and final loss (medians). A run whose λ₁
-    overflowed (an exploding net) has none, so the Lyapunov median has its own count, n_lyapunov, beside n_runs."""
-    r = numeric(runs, ["slope_init", "lyapunov_init", "log_rate_init", "val_accuracy", "final_val_loss"])
-    table = grouped(r, ["activation"], slope=("slope_init", "median"), lyapunov=("lyapunov_init", "median"),
-                    n_lyapunov=("lyapunov_init", lambda s: int(np.isfinite(s).sum())),
-                    log_rate=("log_rate_init", "median"), accuracy=("val_accuracy", "mean"),
+    """Per activation and gamma_w (the slope depends on gamma_W, so no median runs across it): the measured
+    ||W_hh||_2 and log(gamma_W gamma_phi), the decay slope and the Lyapunov exponent (medians), with n_both, the
+    runs where both are finite; task accuracy and final loss where trained. The headline, per activation: the
+    median |slope - lambda_1| over the runs where both exist, and that n."""
+    r = numeric(runs, ["gamma_w", "w_norm_init", "slope_init", "lyapunov_init", "log_rate_init", "val_accuracy",
+                       "final_val_loss"])
+    r["both"] = np.isfinite(r[["slope_init", "lyapunov_init"]].to_numpy(float)).all(axis=1)
+    table = grouped(r, ["activation", "gamma_w"], w_norm=("w_norm_init", "median"),
+                    log_rate=("log_rate_init", "median"), slope=("slope_init", "median"),
+                    lyapunov=("lyapunov_init", "median"), n_both=("both", "sum"), accuracy=("val_accuracy", "mean"),
                     final_val_loss=("final_val_loss", "median"), n_ok=("outcome", lambda s: int((s == "ok").sum())))
-    head = {str(row.activation): {"slope": row.slope, "accuracy": row.accuracy} for row in table.itertuples()}
+    head = {}
+    for act, a in r.groupby(r["activation"].astype(str)):
+        both = a[a["both"]]
+        head[act] = {"n_runs": len(a), "n_both": len(both),
+                     "median_abs_slope_minus_lyapunov": finite_median((both["slope_init"] - both["lyapunov_init"]).abs())}
     return table, head
 
 
@@ -409,29 +469,47 @@ def with_rate(table: pd.DataFrame, name: str, k: str, n: str) -> pd.DataFrame:
                            f"{name}_high": [x["high"] for x in rates]})
 
 
+LEVEL_COUNTS = {f"n_{level}": (level, "sum") for level in LEVELS}  # grouped() columns: runs at each level
+
+
+def with_levels(table: pd.DataFrame, n: str = "n_scored") -> pd.DataFrame:
+    """`table` (with n_beat_chance, n_learned, n_solved and `n`) with each level's rate and Wilson interval:
+    learned_rate, learned_rate_low, ... (beat_chance_rate, solved_rate likewise)."""
+    for level in LEVELS:
+        table = with_rate(table, f"{level}_rate", f"n_{level}", n)
+    return table
+
+
+MIN_RUNS_FOR_BOUNDARY = 3  # a boundary ("longest T learned") needs at least this many runs in each cell it rests on
+
+
 def success_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Task success against sequence length T (= seq_len), per task and label: the fraction of runs that learned
-    (final validation loss below (1 - LEARNED_MARGIN) x chance) with its Wilson interval, beside the mean accuracy
-    and its chance baseline. The headline gives, per task, the learned rate at the shortest and longest T and the
-    longest T at which every run learned. The label column is left out when every run has the same one."""
-    r = numeric(runs, ["seq_len", "val_accuracy", "chance_accuracy"]).assign(
+    """Task success against sequence length T (= seq_len), per task and label: how many runs beat chance, learned
+    (below the partial baseline) and solved the task (the papers' bar), each with its Wilson interval, beside the
+    mean accuracy, its chance and partial baselines. The headline gives, per task, the learned and solved rates at
+    the shortest and longest T and the longest T at which every run learned; that boundary only when every T up to
+    it has at least MIN_RUNS_FOR_BOUNDARY runs (with fewer, `longest_T_learned` is None and `runs_per_T` says why).
+    The label column is left out when every run has the same one."""
+    r = numeric(runs, ["seq_len", "val_accuracy", "chance_accuracy", "partial_accuracy"]).assign(
         label=run_labels(runs, exclude=("task", "seq_len")), scored=scored_runs(runs))
-    table = grouped(r.rename(columns={"seq_len": "T"}), ["task", "label", "T"],
-                    n_learned=("learned", "sum"), n_scored=("scored", "sum"), accuracy=("val_accuracy", "mean"),
-                    chance=("chance_accuracy", "mean"))
-    table = with_rate(table, "success_rate", "n_learned", "n_scored")
+    table = grouped(r.rename(columns={"seq_len": "T"}), ["task", "label", "T"], **LEVEL_COUNTS,
+                    n_scored=("scored", "sum"), accuracy=("val_accuracy", "mean"),
+                    chance=("chance_accuracy", "mean"), partial=("partial_accuracy", "mean"))
+    table = with_levels(table)
     if table["label"].nunique(dropna=False) <= 1:  # nothing varies beside task and T: no column of one value
         table = table.drop(columns="label")
     head = {}
     for task, t in table.groupby("task"):
-        by_T = t.groupby("T")[["n_learned", "n_scored"]].sum()
+        by_T = t.groupby("T")[[*LEVEL_COUNTS, "n_scored"]].sum()
+        few = int(by_T["n_scored"].min())
         every = by_T.index[(by_T["n_learned"] == by_T["n_scored"]) & (by_T["n_scored"] > 0)]
-        longest = every.max() if len(every) else None
-        head[str(task)] = {"min_T": by_T.index.min(), "max_T": by_T.index.max(),
-                           "learned_at_min_T": rate(by_T["n_learned"].iloc[0], by_T["n_scored"].iloc[0]),
-                           "learned_at_max_T": rate(by_T["n_learned"].iloc[-1], by_T["n_scored"].iloc[-1]),
-                           "longest_T_learned": longest,
-                           "n_at_longest_T_learned": None if longest is None else int(by_T.at[longest, "n_scored"])}
+        longest = every.max() if len(every) and few >= MIN_RUNS_FOR_BOUNDARY else None
+        head[str(task)] = {"min_T": by_T.index.min(), "max_T": by_T.index.max(), "runs_per_T": few}
+        for level in ("learned", "solved"):
+            head[str(task)] |= {f"{level}_at_min_T": rate(by_T[f"n_{level}"].iloc[0], by_T["n_scored"].iloc[0]),
+                                f"{level}_at_max_T": rate(by_T[f"n_{level}"].iloc[-1], by_T["n_scored"].iloc[-1])}
+        head[str(task)] |= {"longest_T_learned": longest,
+                            "n_at_longest_T_learned": None if longest is None else int(by_T.at[longest, "n_scored"])}
     return table, head
 
 
@@ -454,8 +532,8 @@ def clip_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     r.loc[~np.isfinite(r["final_val_loss"]), "final_val_loss"] = np.nan
     table = grouped(r, ["clip_mode", "clip_threshold"], final_loss=("final_train_loss", "median"),
                     final_val_loss=("final_val_loss", "median"), n_diverged=("is_diverged", "sum"),
-                    n_unstable=("is_unstable", "sum"), n_blew_up=("blew_up", "sum"), n_learned=("learned", "sum"))
-    for name in ("diverged", "unstable", "blew_up", "learned"):
+                    n_unstable=("is_unstable", "sum"), n_blew_up=("blew_up", "sum"), **LEVEL_COUNTS)
+    for name in ("diverged", "unstable", "blew_up", *LEVELS):
         table = with_rate(table, f"{name}_fraction", f"n_{name}", "n_runs")
     clipped, unclipped = r[r["clip_mode"] != "none"], r[r["clip_mode"] == "none"]
     best = table[(table["clip_mode"] != "none") & table["final_loss"].notna()]
@@ -465,14 +543,14 @@ def clip_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     for name, part in (("unclipped", unclipped), ("clipped", clipped)):
         head |= {f"{what}_{name}": rate(int(part[column].sum()), len(part))
                  for what, column in (("diverged", "is_diverged"), ("unstable", "is_unstable"),
-                                      ("blew_up", "blew_up"), ("learned", "learned"))}
+                                      ("blew_up", "blew_up"), *((level, level) for level in LEVELS))}
     head |= {"best_final_loss": None if best is None else best["final_loss"],
              "best_threshold": None if best is None else best["clip_threshold"]}
     for mode in CLIP_MODES_COMPARED:
         top = best_threshold(table[table["clip_mode"] == mode])
         if top is not None:
             head[f"best_{mode}"] = {"threshold": top["clip_threshold"], "final_val_loss": top["final_val_loss"],
-                                    "learned": rate(int(top["n_learned"]), int(top["n_runs"])),
+                                    **{level: rate(int(top[f"n_{level}"]), int(top["n_runs"])) for level in LEVELS},
                                     "blew_up": rate(int(top["n_blew_up"]), int(top["n_runs"])),
                                     "n_thresholds": int((table["clip_mode"] == mode).sum())}
     return table, head | {"best_mode": None if best is None else str(best["clip_mode"])}
@@ -506,16 +584,16 @@ def text_headline(runs: pd.DataFrame, arm: pd.Series) -> dict:
     run, given): its hidden size and parameter count (largest), median final losses and accuracy, the learned rate
     over its scored runs, and how many ended at chance or worse."""
     cols = ["final_train_loss", "final_val_loss", "chance_loss", "chance_accuracy", "val_accuracy", "hidden",
-            "n_params"]
+            "n_params", "partial_loss", "partial_accuracy"]
     r = numeric(runs, cols)
-    head: dict[str, Any] = {"chance_loss": finite_median(r["chance_loss"]),
-                            "chance_accuracy": finite_median(r["chance_accuracy"])}
+    head: dict[str, Any] = {k: finite_median(r[k]) for k in ("chance_loss", "chance_accuracy", "partial_loss",
+                                                             "partial_accuracy")}
     for key in dict.fromkeys(arm.astype(str)):
         a = r[arm.astype(str) == key]
         scored, v = scored_runs(a), a["verdict"]
         head[key] = {"n_runs": len(a), "hidden": a["hidden"].max(), "n_params": a["n_params"].max(),
                      **{k: finite_median(a[k]) for k in ("final_train_loss", "final_val_loss", "val_accuracy")},
-                     "learned": rate(int((v[scored] == "learned").sum()), int(scored.sum())),
+                     **{level: rate(int(a.loc[scored, level].sum()), int(scored.sum())) for level in LEVELS},
                      "n_at_chance": int((v == "at chance").sum()),
                      "n_worse_than_chance": int((v == "worse than chance").sum())}
     return head
@@ -552,22 +630,17 @@ def slope_median(values: pd.Series) -> float:
     return round(finite_median(pd.to_numeric(values, errors="coerce")), SLOPE_DECIMALS)
 
 
-def arm_table(runs: pd.DataFrame, arm: pd.Series, accurate_at: float | None = None) -> pd.DataFrame:
-    """Per task, arm (a label per run, given) and T: how many runs learned, with the Wilson interval of the rate,
-    the mean accuracy beside its chance baseline, the parameter count (the arm's largest, with its smallest as a
-    check that the arm is one size), and the median fitted decay slopes (nats per step; the cell-state ones NaN
-    but for an LSTM). Given `accurate_at`, also how many scored runs reached that validation accuracy
-    (n_accurate, with its rate and Wilson interval as accurate_rate*)."""
-    r = numeric(runs, ["seq_len", "val_accuracy", "chance_accuracy", "n_params", *ARM_SLOPES]).assign(
-        arm=arm.astype(str), scored=scored_runs(runs), diverged=runs["outcome"] == "diverged")
-    extra = {}
-    if accurate_at is not None:
-        r["accurate"] = r["scored"] & (r["val_accuracy"] >= accurate_at)
-        extra["n_accurate"] = ("accurate", "sum")
-    table = grouped(r.rename(columns={"seq_len": "T"}), ["task", "arm", "T"],
-                    n_learned=("learned", "sum"), n_scored=("scored", "sum"), n_diverged=("diverged", "sum"),
+def arm_table(runs: pd.DataFrame, arm: pd.Series) -> pd.DataFrame:
+    """Per task, arm (a label per run, given) and T: how many runs beat chance, learned and solved the task, each
+    with the Wilson interval of its rate, the mean accuracy beside its chance and partial baselines, the parameter
+    count (the arm's largest, with its smallest as a check that the arm is one size), and the median fitted decay
+    slopes (nats per step; the cell-state ones NaN but for an LSTM)."""
+    r = numeric(runs, ["seq_len", "val_accuracy", "chance_accuracy", "partial_accuracy", "n_params",
+                       *ARM_SLOPES]).assign(arm=arm.astype(str), scored=scored_runs(runs),
+                                            diverged=runs["outcome"] == "diverged")
+    table = grouped(r.rename(columns={"seq_len": "T"}), ["task", "arm", "T"], **LEVEL_COUNTS,
+                    n_scored=("scored", "sum"), n_diverged=("diverged", "sum"),
                     accuracy=("val_accuracy", "mean"), chance=("chance_accuracy", "mean"),
-                    n_params=("n_params", "max"), n_params_min=("n_params", "min"),
-                    **{s: (s, slope_median) for s in ARM_SLOPES}, **extra)
-    table = with_rate(table, "success_rate", "n_learned", "n_scored")
-    return with_rate(table, "accurate_rate", "n_accurate", "n_scored") if accurate_at is not None else table
+                    partial=("partial_accuracy", "mean"), n_params=("n_params", "max"),
+                    n_params_min=("n_params", "min"), **{s: (s, slope_median) for s in ARM_SLOPES})
+    return with_levels(table)

@@ -78,10 +78,11 @@ def draw_decay(jacobian: pd.DataFrame, trained: bool, path: Path) -> None:
     fig.savefig(path)
 
 
-def draw_loss(history: pd.DataFrame, val: pd.DataFrame, chance_loss: float | None, path: Path) -> bool:
+def draw_loss(history: pd.DataFrame, val: pd.DataFrame, chance_loss: float | None, path: Path,
+              partial_loss: float | None = None) -> bool:
     """figures/loss.png: the minibatch loss at every iteration and the held-out validation loss at each validation
-    pass, against the chance loss and the `learned` threshold below it. Returns False (nothing drawn) for a task
-    that scores nothing or a run with no finite loss."""
+    pass, against the chance loss, the `beat chance` threshold below it and the partial baseline (`learned` below
+    it). Returns False (nothing drawn) for a task that scores nothing or a run with no finite loss."""
     loss = history[["iter", "loss"]].astype(float)
     loss = loss[np.isfinite(loss["loss"])]
     val = val[["iter", "val_loss"]].astype(float)
@@ -95,7 +96,9 @@ def draw_loss(history: pd.DataFrame, val: pd.DataFrame, chance_loss: float | Non
     ax.plot(val["iter"], val["val_loss"], color="C2", marker="o", ms=4, lw=1.4, label="validation loss (held out)")
     ax.axhline(chance_loss, color="k", ls="--", lw=1.1, label="chance loss")
     ax.axhline((1 - LEARNED_MARGIN) * chance_loss, color="0.5", ls=":", lw=1.1,
-               label=f"learned below {1 - LEARNED_MARGIN:g} × chance")
+               label=f"beat chance below {1 - LEARNED_MARGIN:g} × chance")
+    if partial_loss is not None and np.isfinite(partial_loss) and partial_loss < (1 - LEARNED_MARGIN) * chance_loss:
+        ax.axhline(partial_loss, color="C3", ls="-.", lw=1.1, label="learned below the partial baseline")
     values = np.concatenate([loss["loss"].to_numpy(), val["val_loss"].to_numpy(), [chance_loss]])
     if values.min() > 0 and values.max() / values.min() > 30:  # a run that learns or blows up spans decades
         ax.set_yscale("log")

@@ -183,7 +183,7 @@ def dynamics_numbers(model: Model, trace: Trace | None, drive: Drive | None, lay
         nan = math.nan
         return ({"lyapunov": nan, "lyapunov_spread": nan, "meanfield_rate": nan, "meanfield_q": nan,
                  "sigma_w": nan, "input_var": nan}, {})
-    spectrum = lyapunov.spectrum_from_trace(model, trace, layer, k=drive.k, burn_in=drive.burn_in)
+    spectrum = lyapunov.spectrum_from_trace(model, trace, layer, k=drive.k, burn_in=drive.burn_in, xs=drive.xs)
     mf = meanfield.model_meanfield(model, trace, layer)
     numbers = {
         "lyapunov": float(spectrum.mean[0]),  # lambda_1: mean over the trajectories

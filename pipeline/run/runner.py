@@ -30,9 +30,9 @@ from .dynamics import dynamics_series, dynamics_table, write_dynamics
 from .depthprobe import across_layers, weight_gradient_table, write_across, write_weight_gradients
 from .probe import (Drive, Probe, driving_inputs, probe_model, relabelled, same_model, series_rows, step_series,
                     summary_numbers, training_gradient_table, write_probe)
-from .sources import Source, input_digests, make_source, scores_positions
+from .sources import Source, input_digests, make_source, scores_positions, sequences_right
 from .textscore import Validation, text_scores
-from .verdicts import growth, learned, run_outcome
+from .verdicts import LEVELS, growth, levels, run_outcome
 from ..engine import trainer
 from ..engine.cells import Model, n_params
 from ..engine.init import init_exprnn, init_gru, init_lstm, init_model
@@ -102,7 +102,8 @@ def _build_folder(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progre
     except UserError:
         raise
     except Exception as e:  # a bug or numerical failure in this one run: recorded, not fatal to a sweep
-        summary = {"outcome": "failed", "diverged_at": None, "iters_done": None, "learned": False,
+        summary = {"outcome": "failed", "diverged_at": None, "iters_done": None,
+                   **dict.fromkeys(LEVELS, False),
                    "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
     summary = {"config_hash": config_hash(cfg, inputs), "inputs": inputs, **summary,
                "seconds": time.perf_counter() - start}
@@ -142,7 +143,8 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
     if gradients:
         pd.concat(gradients, ignore_index=True).to_parquet(folder / "probe" / "gradients.parquet", index=False)
     val = pd.DataFrame(log.val, columns=["iter", "val_loss", "val_accuracy"])
-    draw_run_figures(folder, at_init, at_end, history, val, src.chance_loss, trained=cfg.iters > 0)
+    draw_run_figures(folder, at_init, at_end, history, val, src.chance_loss, trained=cfg.iters > 0,
+                     partial_loss=src.partial_loss)
     series = pd.concat([step_series(at_init, at_end), across.series, training_series(history, val, cfg.iters),
                         dynamics_series(trajectory)], ignore_index=True)
     series.to_parquet(folder / "series.parquet", index=False)
@@ -151,6 +153,7 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
     loss_growth = growth(first_train_loss(history), train_loss)
     norm_growth = growth(probed["gamma_w_init"], probed["gamma_w_final"])
     outcome = run_outcome(log.diverged_at is not None, loss_growth, norm_growth)
+    right = sequences_right(log.model, src) if log.diverged_at is None else None
     return {
         "outcome": outcome,
         "diverged_at": log.diverged_at,
@@ -158,17 +161,28 @@ def _run(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None
         "final_train_loss": train_loss,
         "final_val_loss": final_val[1],
         "val_accuracy": final_val[2],
+        "val_sequences_right": right,
         "chance_loss": src.chance_loss,
         "chance_accuracy": src.chance_accuracy,
-        "learned": learned(outcome, final_val[1], src.chance_loss),
+        "partial_loss": src.partial_loss,
+        "partial_accuracy": src.partial_accuracy,
+        **levels(outcome, final_val[1], src.chance_loss, src.partial_loss, right),
         "loss_growth": loss_growth,
         "norm_growth": norm_growth,
         "gamma_phi": model.act.gamma if model.cell in ("rnn", "exprnn") else None,  # none for a gated cell
         "n_params": n_params(model),  # arms of a comparison state their sizes
+        **measured_norms(probed),
         **(text_scores(log.model, validation, log.state) if src.vocab else {}),
         **probed,
         **across.summary,
     }
+
+
+def measured_norms(probed: dict) -> dict:
+    """The top layer's W_hh as measured, under names no one reads as the config's `gamma_w` (which fixed the norm,
+    or for a sparse init the spectral radius): w_norm_* = ||W_hh||_2, rho_* its spectral radius, at init and end."""
+    return {"w_norm_init": probed["gamma_w_init"], "w_norm_final": probed["gamma_w_final"],
+            "rho_init": probed["spectral_radius_init"], "rho_final": probed["spectral_radius_final"]}
 
 
 def new_model(cfg: RunConfig, src: Source, rng: np.random.Generator) -> Model:
@@ -259,14 +273,14 @@ def _sample(log: TrainLog, i: int, src: Source, length: int, rng: np.random.Gene
 
 
 def draw_run_figures(folder: Path, at_init: Probe, at_end: Probe, history: pd.DataFrame, val: pd.DataFrame,
-                     chance_loss: float | None, trained: bool) -> None:
+                     chance_loss: float | None, trained: bool, partial_loss: float | None = None) -> None:
     """figures/decay.png (decay against lag with both bounds, at init and after training) and figures/loss.png
     (loss against iterations with the chance baseline; not for a task that scores nothing), beside the heatmap:
     the images the MLflow run page shows."""
     jacobian = pd.concat([at_init.jacobian, at_end.jacobian], ignore_index=True)
     plots.draw_decay(jacobian, trained, folder / "figures" / plots.DECAY_FIGURE)
     if trained:
-        plots.draw_loss(history, val, chance_loss, folder / "figures" / plots.LOSS_FIGURE)
+        plots.draw_loss(history, val, chance_loss, folder / "figures" / plots.LOSS_FIGURE, partial_loss)
 
 
 def final_train_loss(history: pd.DataFrame, iters_done: int) -> float | None:

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from . import datasets
-from ..engine import evaluation, tasks
+from ..engine import cells, evaluation, tasks
 from ..engine.cells import Model
 from ..engine.rnn import one_hot
 from ..engine.text import ConsecutiveWindows, sample_windows
@@ -45,6 +45,9 @@ class Source:
     chance_accuracy: float | None
     tolerance: float | None = None  # mse tasks: |error| below this counts as correct (adding)
     vocab: list[str] | None = None  # text only
+    partial_loss: float | None = None  # loss of the best model carrying only part of what the task needs
+    partial_accuracy: float | None = None
+    sequence_tolerance: float | None = None  # adding: squared error below this makes a sequence right
     val_ids: np.ndarray | None = None  # text only: the held-out text (n_val,) ids, for the carried read
     val_read: str = "windows"  # how validation reads: "windows" (`val`, each from h = 0) or "carried" (`val_ids` once
     # with the state carried, run/textscore.py): a text model is scored as it was trained (VAL_READS)
@@ -80,7 +83,8 @@ def synthetic_source(cfg: RunConfig, data_dir: Path) -> Source:
         mask[-1] = 1.0
     probe = ProbeInput(ds.x[0, :steps], _zero_state(cfg), ds.y[0, :steps], mask, meta.loss)
     return Source(meta.loss, meta.input_dim, meta.output_dim, draw, val, probe, meta.chance_loss,
-                  meta.chance_accuracy, meta.tolerance)
+                  meta.chance_accuracy, meta.tolerance, partial_loss=meta.partial_loss,
+                  partial_accuracy=meta.partial_accuracy, sequence_tolerance=meta.sequence_tolerance)
 
 
 # ---- text -----------------------------------------------------------------------------------------------------
@@ -179,8 +183,10 @@ def text_source(cfg: RunConfig, data_dir: Path) -> Source:
     probe = ProbeInput(one_hot(td.ids_val[:steps], V), _zero_state(cfg), td.ids_val[1 : steps + 1],
                        np.ones(steps), "xent")
     chance_loss, chance_accuracy = unigram_chance(td.ids_train, V)
+    partial_loss, partial_accuracy = bigram_partial(td.ids_train, V)
     return Source("xent", V, V, draw, val, probe, chance_loss, chance_accuracy, vocab=list(td.vocab),
-                  val_ids=td.ids_val, val_read=VAL_READS[cfg.windows])
+                  val_ids=td.ids_val, val_read=VAL_READS[cfg.windows], partial_loss=partial_loss,
+                  partial_accuracy=partial_accuracy)
 
 
 def random_draw(td: datasets.TextData, cfg: RunConfig) -> Callable[[np.random.Generator], tuple]:
@@ -215,6 +221,19 @@ def unigram_chance(ids: np.ndarray, vocab_size: int) -> tuple[float, float]:
     return float(-(p * np.log(p)).sum()), float(p.max())
 
 
+def bigram_partial(ids: np.ndarray, vocab_size: int) -> tuple[float, float]:
+    """(loss, accuracy) of the best model that reads only the previous character: predict the training text's
+    frequencies of each character after each character. Its cross-entropy is the conditional entropy
+    H(next | previous) = -sum p(a, c) ln p(c | a) (nats), and its argmax is right with probability
+    sum_a max_c p(a, c): the text's partial baseline, as the unigram entropy is its chance."""
+    pairs = np.bincount(ids[:-1] * vocab_size + ids[1:], minlength=vocab_size * vocab_size).astype(np.float64)
+    joint = pairs.reshape(vocab_size, vocab_size) / pairs.sum()  # (V, V): p(a, c)
+    row = joint.sum(axis=1, keepdims=True)  # (V, 1): p(a)
+    seen = joint > 0
+    conditional = np.where(seen, joint / np.where(row > 0, row, 1.0), 1.0)
+    return float(-(joint[seen] * np.log(conditional[seen])).sum()), float(joint.max(axis=1).sum())
+
+
 def _zero_state(cfg: RunConfig) -> np.ndarray:
     """The probe's initial state: zeros (L, n), an LSTM's (L, 2n) (h and c)."""
     return np.zeros((cfg.layers, cfg.hidden * (2 if cfg.cell_type == "lstm" else 1)))
@@ -237,6 +256,25 @@ def evaluate(model: Model, src: Source) -> tuple[float | None, float | None]:
         return None, None  # not a loss of 0
     chunk = evaluation.validation_chunk(model, mask.shape[1], mask.shape[0])
     return evaluation.evaluate_in_chunks(model, xs, targets, mask, src.loss_kind, src.tolerance, chunk)
+
+
+def sequences_right(model: Model, src: Source) -> float | None:
+    """Share of the held-out sequences `model` answers right by the papers' bar (`tasks.sequences_right`); None for
+    text (a stream, not sequences) and for a task that scores nothing."""
+    xs, targets, mask = src.val
+    if src.vocab is not None or not scores_positions(src):
+        return None
+    chunk = evaluation.validation_chunk(model, mask.shape[1], mask.shape[0])  # in bounded memory, as `evaluate`
+    right = scored = 0
+    for start in range(0, mask.shape[1], chunk):
+        part = slice(start, start + chunk)
+        share = tasks.sequences_right(cells.forward(model, xs[:, part]).y, targets[:, part], mask[:, part],
+                                      src.loss_kind, src.sequence_tolerance)
+        n = int((mask[:, part] > 0).any(axis=0).sum())
+        if share is None and n:
+            return None  # no criterion (an mse task without a threshold)
+        right, scored = right + round((share or 0.0) * n), scored + n
+    return right / scored if scored else None
 
 
 def task_accuracy(y: np.ndarray, targets: np.ndarray, mask: np.ndarray, kind: str,
