@@ -114,8 +114,8 @@ def rate_count_parts(key: str, rate: dict, what: str) -> list[Inline]:
 
 
 def interval_parts(key: str) -> list[Inline]:
-    """A rate's value and Wilson interval from metrics.json: "(rate, 95% CI low–high)"."""
-    return [" (", Metric(f"{key}.rate"), ", 95% CI ", Metric(f"{key}.low"), "–", Metric(f"{key}.high"), ")"]
+    """A rate's Wilson interval from metrics.json: "(95% CI low–high)" (its count, beside it, is the estimate)."""
+    return [" (95% CI ", Metric(f"{key}.low"), "–", Metric(f"{key}.high"), ")"]
 
 
 def weight_norms_headline(h: str, head: dict) -> list[Inline]:
@@ -214,7 +214,7 @@ def clipping_finding(h: str, head: dict) -> list[Inline] | None:
     b = f"{h}.blew_up_unclipped"
     parts: list[Inline] = count_parts(f"{b}.k", f"{b}.n", blew.get("k"), blew.get("n"), "unclipped runs")
     parts += [" blew up (", Metric(f"{h}.diverged_unclipped.k"), " diverged, ", Metric(f"{h}.unstable_unclipped.k"),
-              " went unstable; ", Metric(f"{b}.rate"), ", 95% CI ", Metric(f"{b}.low"), "–", Metric(f"{b}.high"),
+              " went unstable; 95% CI ", Metric(f"{b}.low"), "–", Metric(f"{b}.high"),
               ") and ", Metric(f"{h}.learned_unclipped.k"), " learned"]
     for mode in best:
         key, top = f"{h}.best_{mode}.learned", head[f"best_{mode}"]["learned"]
@@ -519,7 +519,7 @@ def decay_reading(at: str, arm: dict, state: str) -> list[Inline]:
             + change("final") + [" after training (", Metric(f"{at}.slope{state}_final"), "; medians over its runs)"])
 
 
-REMEDIES_COLUMNS = ["task", "arm", "T", "parameters", "learned", "learned rate (95% CI)",
+REMEDIES_COLUMNS = ["task", "arm", "T", "parameters", "learned", "learned, 95% CI",
                     f"≥ {papers.PAPER_ACCURACY:.0%} accuracy", "mean accuracy (chance)", "diverged",
                     "slope init → final", "cell slope init → final"]
 
@@ -535,7 +535,7 @@ def remedies_table(rows: pd.DataFrame) -> Table:
         n = cell(int(r["n_scored"]))
         lines.append([str(r["task"]).replace("_", " "), r.get("arm_name") or str(r["arm"]), cell(int(r["T"])),
                       cell(r.get("n_params")), f"{cell(int(r['n_learned']))} of {n}",
-                      f"{cell(r['success_rate'])} ({pair(r['success_rate_low'], r['success_rate_high'], '–')})",
+                      f"{cell(r['success_rate_low'], 'share_low')}–{cell(r['success_rate_high'], 'share_high')}",
                       f"{cell(int(r['n_accurate']))} of {n}" if "n_accurate" in r else "–",
                       f"{cell(r['accuracy'])} ({cell(r['chance'])})", cell(int(r["n_diverged"])),
                       pair(r.get("slope_init"), r.get("slope_final"), " → "),
@@ -570,11 +570,12 @@ def study_result(rows: pd.DataFrame, arm: str, T_range: tuple[int, int]) -> str:
             else f"{name}: this task not run"
     r = a.loc[pd.to_numeric(a["T"], errors="coerce").idxmax()]
     parts = [f"{name} (T = ", cell(int(r["T"])), "): learned ", cell(int(r["n_learned"])), " of ",
-             cell(int(r["n_scored"])), " (95% CI ", cell(r["success_rate_low"]), "–", cell(r["success_rate_high"]), ")"]
+             cell(int(r["n_scored"])), " (95% CI ", cell(r["success_rate_low"], "share_low"), "–",
+             cell(r["success_rate_high"], "share_high"), ")"]
     if "n_accurate" in r:
         parts += [f"; at ≥ {papers.PAPER_ACCURACY:.0%} accuracy ", cell(int(r["n_accurate"])), " of ",
-                  cell(int(r["n_scored"])), " (95% CI ", cell(r["accurate_rate_low"]), "–",
-                  cell(r["accurate_rate_high"]), ")"]
+                  cell(int(r["n_scored"])), " (95% CI ", cell(r["accurate_rate_low"], "share_low"), "–",
+                  cell(r["accurate_rate_high"], "share_high"), ")"]
     return "".join(map(str, parts + ["; mean accuracy ", cell(r["accuracy"]), " (chance ", cell(r["chance"]), ")"]))
 
 
