@@ -14,6 +14,7 @@ import pytest
 import fixtures_runs as fx
 from pipeline import cli
 from pipeline.report import papers, studies
+from pipeline.report.formatting import format_share
 from pipeline.report.reductions import format_metric
 from test_remedies_report import wilson
 
@@ -76,8 +77,12 @@ def expected(task: str, arm: str, T_range: tuple[int, int]) -> str:
     (ll, lh), (al, ah) = wilson(learned, SEEDS), wilson(accurate, SEEDS)
     mean = float(np.mean([accuracy(s, accurate) for s in range(SEEDS)]))
     f = format_metric
-    return (f"{name} (T = {T}): solved {accurate} of {SEEDS} (95% CI {f(al)}–{f(ah)}); learned {learned} of "
-            f"{SEEDS} (95% CI {f(ll)}–{f(lh)}); mean accuracy {f(mean)} (chance {f(fx.CHANCE_ACCURACY[task])})")
+
+    def ci(low: float, high: float) -> str:  # an interval's ends at 2 significant digits, rounded outwards
+        return f"95% CI {format_share(low, 'down')}–{format_share(high, 'up')}"
+
+    return (f"{name} (T = {T}): solved {accurate} of {SEEDS} ({ci(al, ah)}); learned {learned} of "
+            f"{SEEDS} ({ci(ll, lh)}); mean accuracy {f(mean)} (chance {f(fx.CHANCE_ACCURACY[task])})")
 
 
 def test_every_published_row_is_rendered_with_its_citation(rows):

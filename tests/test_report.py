@@ -23,6 +23,7 @@ from pipeline import cli
 from pipeline.report.document import Bullets, Link, Paragraph, Section, SectionLink, Table, plain_text
 from pipeline.report.html import findings_section
 from pipeline.report.pdf import render_pdf
+from pipeline.report.formatting import shown_within
 from pipeline.report.reductions import parse_metric
 
 cli._register()
@@ -54,7 +55,7 @@ class Page(HTMLParser):
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         if tag == "span" and "data-metric" in a:
-            self._metric = [a["data-metric"], ""]
+            self._metric = [a["data-metric"], "", a.get("data-style", "value")]
         elif tag == "img":
             self.images.append(a.get("src", ""))
             self.images_by_section[self._section].append(a.get("alt", ""))
@@ -134,10 +135,11 @@ def lookup(metrics: dict, key: str):
 def test_every_number_in_the_html_equals_metrics_json(built):
     page, metrics = built["page"], built["metrics"]
     assert len(page.metrics) > 40
-    for key, text in page.metrics:
+    for key, text, style in page.metrics:  # each at its precision: a share at 2 digits, an interval outwards
         value = lookup(metrics, key)
-        assert (text == "n/a") if value is None else (parse_metric(text) == value), (key, text, value)
-    shown = {k for k, _ in page.metrics}
+        assert (text == "n/a") if value is None else shown_within(text, value, style), (key, text, value, style)
+    assert {s for _, _, s in page.metrics} >= {"value", "share_low", "share_high"}
+    shown = {k for k, _, _ in page.metrics}
     for key in ("n_runs", "n_probes", "violations", "n_missing_artifacts", "regimes.init.n_sufficient",
                 "regimes.init.n_sufficient_observed_vanishing", "regimes.init.n_bounded", "regimes.init.contradictions",
                 "regimes.final.contradictions", "regimes.init.observed_when_not_predicted.exploding",
@@ -163,12 +165,14 @@ def test_an_analysis_json_of_an_older_layout_is_refused_with_one_line(built, tmp
 
 def test_the_report_calls_the_bound_check_a_sanity_check_and_the_spot_check_independent(built):
     text = re.sub(r"<[^>]+>", "", built["html"])
-    summary = text[text.index("\nSummary\n"):text.index("\nBound check\n")]
+    summary = text[text.index("\nSummary\n"):text.index("\nSweep: ")]
     bound = text[text.index("\nBound check\n"):]
     assert "holds by construction" in summary and "no φ′" in summary
     assert "sanity check" in bound and "The independent check is the spot check" in bound
-    assert summary.index("violations of") < summary.index("holds by construction") < summary.index("Headline:")
-    assert re.search(r"Lyapunov exponent and lay above it in \d+ of \d+ runs \([^)]*95% CI [^)]*\), a one-sided bias",
+    # the evidence first, then the checks: the bound check, the spot check, the theorem's (a sanity check)
+    assert (summary.index("Decay:") < summary.index("Checks. We checked") < summary.index("violations of")
+            < summary.index("holds by construction") < summary.index("Sanity check of the theorem"))
+    assert re.search(r"Lyapunov exponent λ₁ and lay above it in \d+ of \d+ runs \(95% CI [^)]*\), a one-sided bias",
                      " ".join(summary.split()))
 
 
@@ -177,10 +181,10 @@ def test_opening_sentences_state_runs_probes_and_violations(built):
     m = built["metrics"]
     # the planted pair lies above the product bound and so above the step-norm bound below it: two violations
     assert m["n_runs"] == 32 and m["n_probes"] == 62 and m["violations"] == 2
-    assert "We checked 32 runs and 62 probes" in text
+    assert "The study: 32 runs and 62 probes" in text
     assert "2 violations of" in text and "(expected 0)" in text
-    summary = text[text.index("\nSummary\n"):text.index("\nBound check\n")]
-    assert summary.index("We checked") < summary.index("violations of") < summary.index("Headline:")
+    summary = text[text.index("\nSummary\n"):text.index("\nSweep: ")]
+    assert summary.index("The study:") < summary.index("violations of") < summary.index("Sanity check of the theorem")
 
 
 def findings(html_text: str) -> list[str]:
@@ -191,7 +195,7 @@ def findings(html_text: str) -> list[str]:
 
 def test_the_report_opens_with_findings_that_link_to_its_sections(built):
     page, html_text = built["page"], built["html"]
-    assert list(page.sections)[0] == "findings" and page.sections["findings"] == "Findings"
+    assert list(page.sections)[:2] == ["terms", "findings"] and page.sections["findings"] == "Findings"
     items = findings(html_text)
     assert 4 <= len(items) <= 10
     for item in items:  # each sentence quotes metrics.json and links to a section that exists
@@ -199,19 +203,22 @@ def test_the_report_opens_with_findings_that_link_to_its_sections(built):
         hrefs = re.findall(r'<a href="#([^"]+)">', item)
         assert hrefs and set(hrefs) <= set(page.sections), item
     text = [re.sub(r"<[^>]+>", "", i) for i in items]
-    assert text[0].startswith("Below γ_W γ_φ = 1, all 6 runs were observed vanishing")
-    assert "0 at initialisation" in text[0]
-    assert "(a consistency check, not independent evidence: the bound holds by construction" in text[0]
-    assert any(t.startswith("The independent spot check recomputed 306 sampled (t, k) pairs from the forward "
-                            "equations alone (24 of them across layers)") for t in text)
-    assert any("long_range: 2 of 6 runs learned (0.3333, 95% CI 0.09677–0.7), 0 solved, 4 beat chance" in t
-               for t in text)
+    assert text[0].startswith("Runs that learned")  # the evidence first, the checks after it
+    spot = next(i for i, t in enumerate(text) if t.startswith("The independent spot check recomputed 306 sampled "
+                                                              "(t, k) pairs from the forward equations alone (24 of "
+                                                              "them across layers)"))
+    theorem = next(i for i, t in enumerate(text) if t.startswith("Sanity check of the theorem (it holds by "
+                                                                 "construction"))
+    assert 0 < spot < theorem
+    assert "below γ_W γ_φ = 1, all 6 runs were observed vanishing" in text[theorem]
+    assert "0 at initialisation" in text[theorem]
+    assert any("long_range: 2 of 6 runs learned (95% CI 0.09–0.71), 0 solved, 4 beat chance" in t for t in text)
     assert any("at T = 80, 0 of 1 run learned it (0 solved it) (too few runs per T for a boundary)" in t
                for t in text)  # one seed: no "longest T at which every run learned"
     assert any(re.search(r"clipped at [\d.]+, .* learned .*\(the best of its \d+ thresholds, chosen on these same runs\)",
                          t) for t in text)
     assert any(t.startswith("Of 32 runs, 30 ended ok") for t in text)  # said only because two runs did not
-    assert any(t.startswith("In clipping, 1 of 2 unclipped runs blew up (1 diverged, 0 went unstable; 0.5, 95% CI")
+    assert any(t.startswith("In clipping, 1 of 2 unclipped runs blew up (1 diverged, 0 went unstable; 95% CI")
                and "with the global norm clipped at 0.1, 0 of 1 run learned" in t
                and "with each entry clipped at 0.1, 0 of 1 run learned" in t for t in text)
 
@@ -221,18 +228,24 @@ def finding_texts(metrics: dict) -> list[str]:
     return ["".join(plain_text(p, metrics) for p in item) for item in section.blocks[0].items]
 
 
+def theorem_text(metrics: dict) -> str:
+    """The findings' sentence on the theorem, without its sanity-check preamble."""
+    text = next(t for t in finding_texts(metrics) if t.startswith("Sanity check of the theorem"))
+    return text[text.index("): ") + 3:]
+
+
 def test_the_findings_wording_follows_the_numbers(built):
     metrics = json.loads(json.dumps(built["metrics"]))
-    regimes = finding_texts(metrics)[0]
+    regimes = theorem_text(metrics)
     assert "as the theorem requires" in regimes and "none of the 21 runs grew" in regimes
     metrics["regimes"]["init"]["contradictions"] = 2
     metrics["regimes"]["init"]["n_sufficient_observed_vanishing"] = 5
-    regimes = finding_texts(metrics)[0]
+    regimes = theorem_text(metrics)
     assert "as the theorem requires" not in regimes and "grew" not in regimes
-    assert regimes.startswith("Below γ_W γ_φ = 1, 5 of 6 runs were observed vanishing")
-    assert "Contradictions with the theorem: 2 at initialisation" in regimes and "contradicting runs" in regimes
+    assert regimes.startswith("below γ_W γ_φ = 1, 5 of 6 runs were observed vanishing")
+    assert "contradictions: 2 at initialisation" in regimes and "contradicting runs" in regimes
     metrics["regimes"]["init"]["n_sufficient_observed_vanishing"] = 0
-    assert finding_texts(metrics)[0].startswith("Below γ_W γ_φ = 1, none of the 6 runs were observed vanishing")
+    assert theorem_text(metrics).startswith("below γ_W γ_φ = 1, none of the 6 runs were observed vanishing")
 
     spot = next(t for t in finding_texts(metrics) if "spot check" in t)
     assert "found 2 violations" in spot and "holds by construction" not in spot
@@ -241,14 +254,15 @@ def test_the_findings_wording_follows_the_numbers(built):
     assert "the 4,070-pair bound check holds by construction (0 violations)" in spot
 
     metrics["learning"]["clipping"]["learned"] |= {"k": 0, "rate": 0.0}
-    assert any("clipping: none of the 6 runs learned (0, 95% CI" in t for t in finding_texts(metrics))
+    assert any("clipping: none of the 6 runs learned (95% CI " in t for t in finding_texts(metrics))
 
     del metrics["tightness"]["median_gap_global_decades"]
     metrics["outcomes"] |= {"ok": 32, "diverged": 0, "failed": 0}
     texts = finding_texts(metrics)
     assert not any("decades above" in t for t in texts) and not any(t.startswith("Of 32 runs") for t in texts)
-    links = [p for p in findings_section(metrics, list(metrics["specs"]), {"regimes"}).blocks[0].items[0]
-             if isinstance(p, SectionLink)]
+    theorem = next(i for i in findings_section(metrics, list(metrics["specs"]), {"regimes"}).blocks[0].items
+                   if i[0].startswith("Sanity check of the theorem"))
+    links = [p for p in theorem if isinstance(p, SectionLink)]
     assert [link.anchor for link in links] == ["regimes"]  # and no link to a section the report lacks
     assert not any(isinstance(p, SectionLink) for i in findings_section(metrics, ["long_range"], set()).blocks[0].items
                    for p in i)
@@ -428,7 +442,7 @@ def test_a_new_spec_is_analysed_and_rendered_with_its_description_table_and_figu
     assert page.paragraphs[section][0] == fx.description("saturation_probe")
     assert page.paragraphs[section][1].startswith("Sweep spec 'saturation_probe'. 7 runs over 2 seeds (6 ok, "
                                                   "0 unstable, 1 diverged, 0 failed)")  # seeds 0 and 1
-    assert "learned: 0 of 7 runs on a scored task (0, 95% CI 0–0.3543); solved 0, beat chance 6" in \
+    assert "learned: 0 of 7 runs on a scored task (95% CI 0–0.36); solved 0, beat chance 6" in \
         page.paragraphs[section][1]
     rows = {r[1]: r[2:] for r in page.rows if r[0] == section and len(r) > 2 and r[1] in {x.run_id for x in runs}}
     assert [rows[r.run_id][:4] for r in runs] == [
@@ -657,23 +671,3 @@ def test_pdf_links_in_bullets_and_paragraphs_are_clickable_and_wrap_at_the_bulle
     margin, bullet_x, text_x = sorted(set(first_x.values()))  # each line starts at one of three places
     wrapped = [y for y, x in first_x.items() if x == text_x]
     assert len(wrapped) >= 2 and text_x - bullet_x > 2 * 72 / 25.4  # the long item wraps under its own text
-
-
-def test_pdf_columns_are_never_narrower_than_their_longest_word_when_the_page_has_room():
-    from datetime import datetime
-
-    from pipeline.report import pdf as pdf_module
-    from pipeline.report.document import Table
-
-    doc = pdf_module.new_pdf(False, datetime(2026, 1, 1))
-    long_number = "0.6667 (0.2077–0.9385)"  # one word wider than a fair share: "(0.2077–0.9385)"
-    table = Table(["task", "a long heading that may wrap", "learned rate (95% CI)"] + [f"c{i}" for i in range(8)],
-                  [["adding", "x " * 60, long_number] + ["-0.0774 → -0.0152"] * 8])
-    fractions = pdf_module.col_widths(doc, table, {})
-    assert sum(fractions) == pytest.approx(1.0)
-    doc.set_font("sans", "B", pdf_module.TABLE_PT)
-    widths = [f * doc.epw for f in fractions]
-    for col, width in enumerate(widths):
-        words = [w for text in [table.columns[col], table.rows[0][col]] for w in text.split()]
-        assert width >= max(doc.get_string_width(w) for w in words), (col, table.columns[col])
-    assert widths[1] < doc.get_string_width("x " * 60)  # the long text wraps: the room went to the numbers

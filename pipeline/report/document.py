@@ -1,6 +1,6 @@
 """The report's document model, shared by the HTML and the PDF: sections made of paragraphs, bullets, tables,
-figures and preformatted text. Numbers quoted from metrics.json are `Metric(key)` parts, printed by
-`reductions.format_metric`, so the report shows exactly what metrics.json holds; run IDs are `RunRef` parts and
+figures and preformatted text. Numbers quoted from metrics.json are `Metric(key)` parts, printed by the rules of
+formatting.py (what metrics.json holds, a share at 2 significant digits, rounding noise as 0); run IDs are `RunRef` parts and
 links to a section are `SectionLink` parts.
 """
 
@@ -12,12 +12,18 @@ from typing import Any, Union
 
 import pandas as pd
 
-from .reductions import format_metric
+from .formatting import format_styled, style_of
+from .references import reference
 
 
 @dataclass(frozen=True)
 class Metric:
     key: str  # dotted path into metrics.json, e.g. "tightness.median_gap_global_decades"
+    style: str = ""  # how it prints (formatting.STYLES); "" takes the style its key's name implies (style_of)
+
+    @property
+    def shown_style(self) -> str:
+        return self.style or style_of(self.key)
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,12 @@ class MlflowLinks:
     runs: dict = field(default_factory=dict)  # run ID -> link to its run page
 
 
-Inline = Union[str, Metric, RunRef, SectionLink, Link]
+@dataclass(frozen=True)
+class Cite:
+    key: str  # a references.REFERENCES key; printed as its short form, a link to its entry in the References
+
+
+Inline = Union[str, Metric, RunRef, SectionLink, Link, Cite]
 
 
 @dataclass
@@ -73,10 +84,16 @@ class Preformatted:
 
 
 @dataclass
+class ReferenceList:
+    keys: list[str]  # the references.REFERENCES entries listed, in order
+
+
+@dataclass
 class Section:
     anchor: str
     title: str
-    blocks: list = field(default_factory=list)  # Paragraph | Bullets | Table | FigureFile | Preformatted
+    blocks: list = field(default_factory=list)  # Paragraph | Bullets | Table | FigureFile | Preformatted |
+    # ReferenceList
     run_ids: list[str] = field(default_factory=list)  # the MLflow runs behind the section
 
 
@@ -92,27 +109,31 @@ def metric_value(metrics: dict, key: str) -> tuple[bool, Any]:
 
 def plain_text(part: Inline, metrics: dict) -> str:
     if isinstance(part, Metric):
-        return format_metric(metric_value(metrics, part.key)[1])
+        return format_styled(metric_value(metrics, part.key)[1], part.shown_style)
     if isinstance(part, RunRef):
         return part.run_id[:8]
     if isinstance(part, (SectionLink, Link)):
         return part.text
+    if isinstance(part, Cite):
+        return reference(part.key).short
     return part
 
 
-def cell(value: Any) -> Inline:
-    """A table cell: floats and ints through format_metric, missing values as a dash."""
+def cell(value: Any, style: str = "value") -> Inline:
+    """A table cell: numbers in `style` (formatting.format_styled), missing values as a dash."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return format_metric(value)
+        return format_styled(value, style)
     return str(value)
 
 
 def frame_table(df: pd.DataFrame, columns: dict[str, str], caption: str = "") -> Table:
     """A DataFrame as a Table: `columns` maps column name -> heading (absent columns are skipped)."""
     cols = [c for c in columns if c in df]
-    rows = [[cell(v.item() if hasattr(v, "item") else v) for v in row] for row in df[cols].itertuples(index=False)]
+    styles = [style_of(c) for c in cols]  # a column's name says how its numbers print (a share, a log rate, ...)
+    rows = [[cell(v.item() if hasattr(v, "item") else v, s) for v, s in zip(row, styles)]
+            for row in df[cols].itertuples(index=False)]
     return Table([columns[c] for c in cols], rows, caption)
 
 

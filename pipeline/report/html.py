@@ -17,14 +17,17 @@ import pandas as pd
 from ..engine.jacobian import BOUND_RTOL
 from ..engine.spotcheck import SPOT_TOLERANCE
 from ..run.probe import PREDICTED_REGIMES, RATE_ROUNDING, REGIME_BAND
-from ..run.verdicts import LEARNED_MARGIN, UNSTABLE_LOSS_GROWTH, UNSTABLE_NORM_GROWTH
+from ..run.verdicts import LEARNED_MARGIN
 from . import studies
 from .document import (
-    Bullets, Inline, Link, Metric, MlflowLinks, Paragraph, Preformatted, RunRef, Section, SectionLink, Table, cell,
-    frame_table, joined, metric_value,
+    Bullets, Cite, Inline, Link, Metric, MlflowLinks, Paragraph, Preformatted, ReferenceList, RunRef, Section,
+    SectionLink, Table, cell, frame_table, joined, metric_value,
 )
+from .references import reference
+from .terms import references_section, terms_section
 from .figures import FigureFile
 from .studies import count_parts, interval_parts, rate_count_parts, rate_parts
+from .formatting import format_styled
 from .reductions import format_metric, violation_text
 
 TITLE = "rnngrad: vanishing and exploding gradients in vanilla RNNs"
@@ -36,22 +39,27 @@ MAX_LISTED = 200  # violation / missing-artifact rows shown in the report (the C
 
 def build_sections(metrics: dict, report: dict, tables: dict[str, pd.DataFrame],
                    figures: dict[str, FigureFile], links: MlflowLinks | None = None) -> list[Section]:
-    """Every section of the report, in order; sections without data are left out. `links` (where the runs open
-    in the MLflow UI) makes the appendix's run IDs links."""
+    """Every section of the report, in order, as a paper has them: the terms, the findings, the summary, the
+    evidence (each spec's study, then the decay rates and the bounds' tightness), the consistency checks (the
+    bound check and the theorem's regimes, which hold by construction), then the references and the appendix;
+    sections without data are left out. `links` (where the runs open in the MLflow UI) makes the appendix's run
+    IDs links."""
     runs = tables["runs"]
     all_ids = runs["run_id"].tolist()
     checked = runs.loc[runs["n_probes"] > 0, "run_id"].tolist()
     specs = studies.report_order(report["specs"])
-    sections = [summary_section(metrics, specs, all_ids), bound_section(metrics, report, figures, checked),
-                tightness_section(figures, checked, metrics), rate_section(figures, runs),
-                prediction_section(metrics, figures), regime_section(metrics, report, tables)]
+    sections = [summary_section(metrics, specs, all_ids)]
     sections += [spec_section(s, metrics, report, tables, figures) for s in specs]
+    sections += [rate_section(figures, runs), prediction_section(metrics, figures),
+                 tightness_section(figures, checked, metrics), bound_section(metrics, report, figures, checked),
+                 regime_section(metrics, report, tables)]
     if report["failed"]:
         sections.append(failed_section(report))
     if report["missing"]:
         sections.append(missing_section(metrics, report))
-    sections.append(appendix_section(runs, links))
-    return [findings_section(metrics, specs, {s.anchor for s in sections})] + sections
+    has_text = "task" in runs and bool((runs["task"].astype(str) == "text").any())
+    front = [terms_section(has_text), findings_section(metrics, specs, {s.anchor for s in sections})]
+    return front + sections + [references_section(front + sections), appendix_section(runs, links)]
 
 
 # ---- the findings: what a reader can repeat, each sentence worded after its numbers --------------------------------
@@ -76,35 +84,34 @@ def findings_section(metrics: dict, specs: list[str], anchors: set[str]) -> Sect
     """The report's opening: a few sentences, each with its numbers (from metrics.json), interval and n, linking to
     the section that holds the detail (`anchors`: the sections there are; a link to any other is plain text). A
     sentence whose numbers are absent is left out."""
-    found = [regime_finding(metrics), spot_finding(metrics), tightness_finding(metrics),
-             prediction_finding(metrics) or rate_finding(metrics), learning_finding(metrics, specs)]
-    found += [study_finding(metrics, s) for s in specs]
-    found.append(outcome_finding(metrics))
+    found = [learning_finding(metrics, specs)] + [study_finding(metrics, s) for s in specs]
+    found += [prediction_finding(metrics) or rate_finding(metrics), tightness_finding(metrics)]
+    found += [spot_finding(metrics), regime_finding(metrics), outcome_finding(metrics)]  # the checks after the
+    # evidence: the spot check tests the measurements, the regimes hold by construction
     items = [[p.text if isinstance(p, SectionLink) and p.anchor not in anchors else p for p in f] for f in found if f]
     return Section("findings", "Findings", [Bullets(items)], [])
 
 
 def regime_finding(metrics: dict) -> list[Inline] | None:
-    """The theorem at initialisation: below 1 vanishing is guaranteed, at exactly 1 growth is impossible."""
+    """The theorem at initialisation, as the sanity check it is (the bound holds by construction and falls below 1,
+    so the norms must fall there: this checks the regime calls, not the theorem): below 1 vanishing is
+    guaranteed, at exactly 1 growth is impossible."""
     r = "regimes.init"
     keys = [f"{r}.{k}" for k in ("n_sufficient", "n_sufficient_observed_vanishing", "n_bounded", "contradictions")]
     if not numbers(metrics, *keys):
         return None
     n, k, bounded, c = (number(metrics, key) for key in keys)
-    parts: list[Inline] = []
+    clauses: list[list[Inline]] = []
     if n:
-        parts += ["Below γ_W γ_φ = 1, "] + count_parts(keys[1], keys[0], k, n, "runs")
-        parts += [" were observed vanishing at initialisation (top layer)"]
-        parts += [", as the theorem requires" if c == 0 and k == n else ""]
-        # the bound holds by construction, so below 1 the norms must fall: this checks the regime calls (the fitted
-        # slopes), not the theorem; the report says so where it counts the independent checks
-        parts += [" (a consistency check, not independent evidence: the bound holds by construction and falls "
-                  "below 1)"]
+        clauses.append(["below γ_W γ_φ = 1, "] + count_parts(keys[1], keys[0], k, n, "runs")
+                       + [" were observed vanishing at initialisation (top layer)"]
+                       + [", as the theorem requires" if c == 0 and k == n else ""])
     if bounded and c == 0:  # a contradiction at exactly 1 would be growth
-        parts += ["; at exactly 1, " if parts else "At γ_W γ_φ = 1 exactly, ", "none of the " if bounded > 1 else "",
-                  Metric(f"{r}.n_bounded"), " runs grew" if bounded > 1 else " run there did not grow"]
-    parts += [". " if parts else "", "Contradictions with the theorem: ", Metric(f"{r}.contradictions"),
-              " at initialisation"]
+        clauses.append(["at exactly 1, ", "none of the " if bounded > 1 else "", Metric(f"{r}.n_bounded"),
+                        " runs grew" if bounded > 1 else " run there did not grow"])
+    parts: list[Inline] = ["Sanity check of the theorem (it holds by construction: the bound it rests on is "
+                           "checked on every pair and falls below 1): "] + joined(clauses)
+    parts += ["; " if clauses else "", "contradictions: ", Metric(f"{r}.contradictions"), " at initialisation"]
     if number(metrics, "regimes.final.contradictions") is not None:
         parts += [", ", Metric("regimes.final.contradictions"), " after training"]
     parts += [" (expected 0)." if c == 0 else " (expected 0: the contradicting runs are listed under Regimes)."]
@@ -229,35 +236,14 @@ def slope_bias(metrics: dict) -> list[Inline]:
 
 
 def summary_section(metrics: dict, specs: list[str], ids: list[str]) -> Section:
+    """What ran and how it ended, the evidence (learning per spec, the decay rates), then the checks: the bound
+    check and the theorem's regimes, sanity checks that hold by construction, after the independent spot check."""
     m = Metric
     blocks = [
-        Paragraph(["We checked ", m("n_runs"), " runs and ", m("n_probes"), " probes (", m("n_checks"),
-                   " (t, k) pairs over all layers, at initialisation and after training) against the bounds."]),
-        Paragraph([m("violations"), " violations of ‖∂h_t/∂h_k‖ ≤ step-norm bound ≤ product bound ≤ global bound "
-                   "were found "
-                   "(expected 0); ", m("nonfinite"), " pairs were not finite, ", m("nonfinite_in_ok_runs"),
-                   " of them in runs whose outcome is ok."]),
-        spot_paragraph(brief=True),
-        Paragraph(["Headline: γ_W γ_φ < 1 is sufficient for vanishing (Pascanu et al. 2013). At initialisation "
-                   "(the top layer of each run), ", m("regimes.init.n_sufficient"), " runs met it and ",
-                   m("regimes.init.n_sufficient_observed_vanishing"), " of them were observed vanishing; ",
-                   m("regimes.init.n_bounded"), " sat at γ_W γ_φ = 1, where no growth is possible; contradictions: ",
-                   m("regimes.init.contradictions"), " (after training: ", m("regimes.final.contradictions"),
-                   "). Above 1 the condition is only necessary for exploding, so the theorem predicts nothing there: "
-                   "of ", m("regimes.init.n_unconstrained"), " such runs, ",
-                   m("regimes.init.observed_when_not_predicted.vanishing"), " were observed vanishing, ",
-                   m("regimes.init.observed_when_not_predicted.neutral"), " neutral and ",
-                   m("regimes.init.observed_when_not_predicted.exploding"), " exploding. The fitted decay slope was "
-                   "within a median ", m("rate.median_abs_slope_minus_lyapunov"), " nats per step of the top "
-                   "Lyapunov exponent"] + slope_bias(metrics) + ["; the product and global bounds sat a median ",
-                   m("tightness.median_gap_product_decades"), " and ", m("tightness.median_gap_global_decades"),
-                   " decades above the measured norm"] + ([" (the same: ", SectionLink("tightness", "why"), ")"]
-                                                          if gaps_coincide(metrics) else []) + ["."]),
-        Paragraph(["Outcomes: ", m("outcomes.ok"), " ok, ", m("outcomes.unstable"), " unstable (finite, but the "
-                   f"training loss ended more than {UNSTABLE_LOSS_GROWTH:g}× its first value or the top layer's "
-                   f"‖W_hh‖₂ grew more than {UNSTABLE_NORM_GROWTH:g}×), ", m("outcomes.diverged"),
-                   " diverged (inf or NaN), ", m("outcomes.failed"), " failed (an error). A run beat chance when its "
-                   f"final validation loss is below {1 - LEARNED_MARGIN:g}× its task's chance loss (within "
+        Paragraph(["The study: ", m("n_runs"), " runs and ", m("n_probes"), " probes. Outcomes: ", m("outcomes.ok"),
+                   " ok, ", m("outcomes.unstable"), " unstable, ", m("outcomes.diverged"), " diverged, ",
+                   m("outcomes.failed"), " failed (the Terms define them). A run beat chance when its final "
+                   f"validation loss is below {1 - LEARNED_MARGIN:g}× its task's chance loss (within "
                    f"{LEARNED_MARGIN:.0%} either side of chance it is at chance); it learned when that loss is also "
                    "below the partial baseline, the loss of the best model that carries only part of what the task "
                    "needs (adding: one of the two values, 1/48; temporal order: one of the two symbols, ln 2; copy: "
@@ -265,6 +251,29 @@ def summary_section(metrics: dict, specs: list[str], ids: list[str]) -> Section:
                    "held-out sequences are right (the papers' bar)."]),
     ]
     blocks += spec_overview(specs, metrics)
+    blocks.append(Paragraph(["Decay: the fitted decay slope was within a median ",
+                             m("rate.median_abs_slope_minus_lyapunov"), " nats per step of the driven Lyapunov "
+                             "exponent λ₁"] + slope_bias(metrics) + ["; the product and global bounds sat a median ",
+                             m("tightness.median_gap_product_decades"), " and ", m("tightness.median_gap_global_decades"),
+                             " decades above the measured norm"] + ([" (the same: ", SectionLink("tightness", "why"),
+                                                                     ")"] if gaps_coincide(metrics) else []) + ["."]))
+    blocks += [
+        Paragraph(["Checks. We checked ", m("n_checks"), " (t, k) pairs over all layers, at initialisation and after "
+                   "training, against the bounds: ", m("violations"), " violations of ‖∂h_t/∂h_k‖ ≤ product bound ≤ "
+                   "global bound were found (expected 0); ", m("nonfinite"), " pairs were not finite, ",
+                   m("nonfinite_in_ok_runs"), " of them in runs whose outcome is ok."]),
+        spot_paragraph(brief=True),
+        Paragraph(["Sanity check of the theorem: γ_W γ_φ < 1 is sufficient for vanishing (", Cite("pascanu2013"),
+                   "), and it holds by construction here. At initialisation (the top layer of each run), ",
+                   m("regimes.init.n_sufficient"), " runs met it and ", m("regimes.init.n_sufficient_observed_vanishing"),
+                   " of them were observed vanishing; ", m("regimes.init.n_bounded"), " sat at γ_W γ_φ = 1, where no "
+                   "growth is possible; contradictions: ", m("regimes.init.contradictions"), " (after training: ",
+                   m("regimes.final.contradictions"), "). Above 1 the condition is only necessary for exploding, so "
+                   "the theorem predicts nothing there: of ", m("regimes.init.n_unconstrained"), " such runs, ",
+                   m("regimes.init.observed_when_not_predicted.vanishing"), " were observed vanishing, ",
+                   m("regimes.init.observed_when_not_predicted.neutral"), " neutral and ",
+                   m("regimes.init.observed_when_not_predicted.exploding"), " exploding."]),
+    ]
     if metrics.get("n_missing_artifacts"):
         blocks.append(Paragraph([m("n_missing_artifacts"), " artifacts were missing in ", m("n_runs_incomplete"),
                                  " runs; they are listed under Missing artifacts."]))
@@ -465,8 +474,9 @@ def prediction_section(metrics: dict, figures: dict[str, FigureFile]) -> Section
         "mean-field rate λ_MF = ½ ln(σ_w² E[φ′(√q* z)²]) is a prediction from the initialisation alone: σ_w = "
         "‖W_hh‖_F/√n and the input drive's mean square fix the fixed point q* of the pre-activation variance "
         "(docs/math.md 7.5). It assumes a wide layer with i.i.d. weights and a stationary state; it ignores the "
-        "non-normality of a Gaussian W_hh and the transient from h₀ = 0, which is where it misses. The top Lyapunov "
-        "exponent λ₁ is measured on the model itself along two driven trajectories of task inputs (200 steps of "
+        "non-normality of a Gaussian W_hh and the transient from h₀ = 0, which is where it misses (",
+        Cite("poole2016"), " derived it for deep feed-forward networks, ", Cite("chen2018"), " for RNNs). The "
+        "driven top Lyapunov exponent λ₁ (", Cite("engelken2020"), ") is measured on the model itself along two driven trajectories of task inputs (200 steps of "
         "burn-in, 1000 measured; docs/math.md 7.3): the slope's asymptotic value, which a probe of a few dozen "
         "steps from h₀ = 0 approaches only as it grows. log(γ_W γ_φ) bounds the slope from above."]),
         Paragraph(["Median |slope − λ_MF|: ", m(f"{r}.median_abs_slope_minus_meanfield_orthogonal"),
@@ -514,7 +524,7 @@ def prediction_section(metrics: dict, figures: dict[str, FigureFile]) -> Section
 def regime_section(metrics: dict, report: dict, tables: dict[str, pd.DataFrame]) -> Section:
     conf = tables["regimes"]
     blocks: list = [Paragraph([
-        "Pascanu et al. (2013) bound ‖∂h_t/∂h_k‖ by (γ_W γ_φ)^(t−k). Predicted, from log(γ_W γ_φ) of the top layer "
+        Cite("pascanu2013"), " bound ‖∂h_t/∂h_k‖ by (γ_W γ_φ)^(t−k). Predicted, from log(γ_W γ_φ) of the top layer "
         "(within ", relative(RATE_ROUNDING), " of 0 counts as 0): vanishing when γ_W γ_φ < 1 (sufficient), bounded "
         "at γ_W γ_φ = 1 (no growth possible), unconstrained above 1 (the condition is only necessary for "
         "exploding: the theorem predicts nothing). Observed: from the fitted slope of log‖∂h_t/∂h_k‖ per step of "
@@ -607,11 +617,11 @@ def appendix_section(runs: pd.DataFrame, links: MlflowLinks | None = None) -> Se
     blocks = [Paragraph(["Every run in this report once, with its full MLflow run ID, its outcome and whether it "
                          "learned." + (" Each ID links to its run page in the MLflow UI." if links.runs else "")])]
     if links.experiments:
-        start = [f" (start it with `{links.ui_command}`)"] if links.ui_command else []
+        start = [f" (start it from the project folder with `{links.ui_command}`)"] if links.ui_command else []
         blocks.append(Paragraph(["The runs table of each spec's MLflow experiment"] + start + [":"]))
         blocks.append(Bullets([[f"rnngrad/{spec}: ", Link(url, url)] for spec, url in links.experiments.items()]))
     elif links.ui_command:
-        blocks.append(Paragraph([f"Open them with `{links.ui_command}`."]))
+        blocks.append(Paragraph([f"Open them from the project folder with `{links.ui_command}`."]))
     blocks.append(Table(["run ID", "spec", "cell", "outcome", "learning", "config hash"], rows))
     return Section("appendix", "Appendix: MLflow runs", blocks, [])
 
@@ -657,8 +667,10 @@ pre { background: #f6f7f9; border: 1px solid var(--rule); padding: .5rem .7rem; 
 def inline_html(part: Inline, metrics: dict) -> str:
     if isinstance(part, Metric):
         found, value = metric_value(metrics, part.key)
-        text = html.escape(format_metric(value))
-        return f'<span class="m" data-metric="{html.escape(part.key)}">{text}</span>' if found else text
+        text = html.escape(format_styled(value, part.shown_style))
+        style = html.escape(part.shown_style)
+        return (f'<span class="m" data-metric="{html.escape(part.key)}" data-style="{style}">{text}</span>'
+                if found else text)
     if isinstance(part, RunRef):
         rid = html.escape(part.run_id)
         return f'<abbr class="run" title="{rid}">{rid[:8]}</abbr>'
@@ -666,6 +678,8 @@ def inline_html(part: Inline, metrics: dict) -> str:
         return f'<a href="#{html.escape(part.anchor)}">{html.escape(part.text)}</a>'
     if isinstance(part, Link):
         return f'<a href="{html.escape(part.url)}">{html.escape(part.text)}</a>'
+    if isinstance(part, Cite):
+        return f'<a class="cite" href="#ref-{html.escape(part.key)}">{html.escape(reference(part.key).short)}</a>'
     return html.escape(part)
 
 
@@ -688,6 +702,9 @@ def block_html(block: Any, metrics: dict) -> str:
         data = base64.b64encode(block.path.read_bytes()).decode("ascii")
         return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block.caption)}">'
                 f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
+    if isinstance(block, ReferenceList):
+        return '<ol class="refs">' + "".join(f'<li id="ref-{html.escape(k)}">{html.escape(reference(k).entry)}</li>'
+                                             for k in block.keys) + "</ol>"
     if isinstance(block, Preformatted):
         return f'<p class="pre-heading">{html.escape(block.heading)}</p><pre>{html.escape(block.text)}</pre>'
     raise TypeError(f"unknown report block {type(block).__name__}")

@@ -6,7 +6,9 @@ Text is set in DejaVu Sans, the TTF that ships inside matplotlib, so ‖, ≤, �
 
 from __future__ import annotations
 
+import re
 import unicodedata
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,10 @@ from fpdf import FPDF, FontFace
 from PIL import Image
 
 from .figures import DPI, FigureFile
-from .document import Bullets, Inline, Link, Paragraph, Preformatted, Section, Table, plain_text
+from .document import (
+    Bullets, Cite, Inline, Link, Paragraph, Preformatted, ReferenceList, Section, Table, plain_text,
+)
+from .references import reference
 from .html import TITLE, runs_note
 
 FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
@@ -26,9 +31,20 @@ BODY_PT, SMALL_PT, TABLE_PT = 9.5, 7, 7
 BULLET_INDENT, BULLET_HANG = 3.0, 3.5  # mm: from the margin to a bullet, and from the bullet to its text (every
 # line of an item starts there: a hanging indent)
 MM_PER_INCH = 25.4
+MARGIN = 16.0  # mm, left and right
+PORTRAIT_ROOM, LANDSCAPE_ROOM = 210.0 - 2 * MARGIN, 297.0 - 2 * MARGIN  # A4's text width, mm
+REFERENCE_HANG = 5.0  # mm: a reference's second and later lines start this far right of its first
 
 
 class ReportPDF(FPDF):
+    landscape_table = False  # the last block was a table on a landscape page: text goes on a portrait one
+    ref_links: dict  # reference key -> the PDF link its citations jump to (set where its entry is written)
+
+    def ref_link(self, key: str) -> int:
+        if key not in self.ref_links:
+            self.ref_links[key] = self.add_link()
+        return self.ref_links[key]
+
     def footer(self) -> None:
         self.set_y(-12)
         self.set_font("sans", "", SMALL_PT)
@@ -49,6 +65,7 @@ def line(parts: list[Inline], metrics: dict) -> str:
 
 def new_pdf(compress: bool, created: datetime) -> ReportPDF:
     pdf = ReportPDF(format="A4")
+    pdf.ref_links = {}
     pdf.set_compression(compress)
     pdf.set_creation_date(created)
     pdf.set_title(TITLE)
@@ -56,7 +73,7 @@ def new_pdf(compress: bool, created: datetime) -> ReportPDF:
     for (family, style), name in FONTS.items():
         pdf.add_font(family, style, str(FONT_DIR / name))
     pdf.set_auto_page_break(True, margin=16)
-    pdf.set_margins(16, 14, 16)
+    pdf.set_margins(MARGIN, 14, MARGIN)
     pdf.add_page()
     return pdf
 
@@ -67,51 +84,103 @@ def write_paragraph(pdf: FPDF, text: str, size: float = BODY_PT, family: str = "
     pdf.ln(1.5)
 
 
-def col_widths(pdf: FPDF, table: Table, metrics: dict) -> list[float]:
-    """Column widths as fractions of the page, as a browser lays out a table: every column gets at least its
-    longest word (so no number is cut in two while the page has room), and the room left goes to the columns whose
-    texts would wrap, in proportion to what they lack. A heading may wrap at its spaces; a cell's whole text is what
-    its column would like."""
-    pdf.set_font("sans", "B", TABLE_PT)
-    pad = 2.5  # the cell's padding on both sides, with a little air
+CELL_PAD = 0.8  # mm of padding inside a table cell on each side (pdf.table's padding below)
+TABLE_SIZES = (TABLE_PT, 6.5, 6.0)  # font sizes a table may shrink to before it turns the page or splits
 
-    def width(text: str) -> float:
-        return pdf.get_string_width(text) + pad
 
-    cells = [[printable(plain_text(r[i], metrics)) for r in table.rows] for i in range(len(table.columns))]
-    words = [[w for t in [printable(c)] + col for w in t.split()] or [""] for c, col in zip(table.columns, cells)]
-    least = [max(width(w) for w in ws) for ws in words]
-    natural = [max([width(t) for t in col] + [m]) for col, m in zip(cells, least)]
-    room = pdf.epw
+@dataclass(frozen=True)
+class TablePart:
+    """How one table (or a part of its columns) is set: no token of any cell or heading is ever cut."""
+
+    columns: tuple[int, ...]  # indices into the table's columns (a split table repeats its first in every part)
+    widths: tuple[float, ...]  # mm, one per column
+    size: float  # font size, pt
+    landscape: bool
+
+
+def token_width(pdf: FPDF, text: str, size: float) -> float:
+    """The widest whitespace-separated token of `text` at `size` in bold (the headings' face, the wider one), with
+    the cell's padding and a little air: a column this wide never cuts a word."""
+    pdf.set_font("sans", "B", size)
+    return max([pdf.get_string_width(w) for w in text.split()] + [0.0]) + 2 * CELL_PAD + 0.6
+
+
+def cell_texts(table: Table, metrics: dict) -> list[list[str]]:
+    """Each column's texts as the PDF prints them, its heading first."""
+    return [[printable(c)] + [printable(plain_text(r[i], metrics)) for r in table.rows]
+            for i, c in enumerate(table.columns)]
+
+
+def fit_widths(pdf: FPDF, texts: list[list[str]], size: float, room: float) -> tuple[float, ...] | None:
+    """Column widths (mm) as a browser lays a table out: every column gets at least its longest token, and the
+    room left goes to the columns whose texts would wrap, in proportion to what they lack; None when the tokens
+    alone do not fit in `room`."""
+    least = [max(token_width(pdf, t, size) for t in col) for col in texts]
+    if sum(least) > room:
+        return None
+    pdf.set_font("sans", "B", size)
+    natural = [max([pdf.get_string_width(t) + 2 * CELL_PAD + 0.6 for t in col] + [m]) for col, m in zip(texts, least)]
     if sum(natural) <= room:
-        return [w / sum(natural) for w in natural]
-    if sum(least) >= room:  # even the longest words do not fit: they are cut, in proportion
-        return [w / sum(least) for w in least]
+        return tuple(natural)
     share = (room - sum(least)) / sum(n - m for n, m in zip(natural, least))
-    widths = [m + (n - m) * share for n, m in zip(natural, least)]
-    return [w / sum(widths) for w in widths]
+    return tuple(m + (n - m) * share for n, m in zip(natural, least))
+
+
+def table_layout(pdf: FPDF, table: Table, metrics: dict) -> list[TablePart]:
+    """The first that fits, from the largest of TABLE_SIZES down: a portrait page, else a landscape one (a smaller
+    font before a page turned sideways only when the larger does not fit either way); else the columns split over
+    several tables on landscape pages, each repeating the first column (the row's name)."""
+    texts = cell_texts(table, metrics)
+    rooms = ((False, PORTRAIT_ROOM), (True, LANDSCAPE_ROOM))
+    for size in TABLE_SIZES:
+        for landscape, room in rooms:
+            if (widths := fit_widths(pdf, texts, size, room)) is not None:
+                return [TablePart(tuple(range(len(texts))), widths, size, landscape)]
+    size, parts, rest = TABLE_SIZES[-1], [], list(range(1, len(texts)))
+    while rest:
+        group = [0, rest.pop(0)]
+        while rest and fit_widths(pdf, [texts[i] for i in group + rest[:1]], size, LANDSCAPE_ROOM) is not None:
+            group.append(rest.pop(0))
+        widths = fit_widths(pdf, [texts[i] for i in group], size, LANDSCAPE_ROOM)
+        if widths is None:  # one column wider than a landscape page: its tokens are cut, in proportion
+            least = [token_width(pdf, t, size) for t in (max(texts[i], key=len) for i in group)]
+            widths = tuple(w * LANDSCAPE_ROOM / sum(least) for w in least)
+        parts.append(TablePart(tuple(group), widths, size, True))
+    return parts
 
 
 KEEP_ROWS = 3  # a table starts on a new page unless its caption, heading and this many rows fit on the current one
 
 
-def write_table(pdf: FPDF, table: Table, metrics: dict) -> None:
-    row_mm = TABLE_PT * 0.5 + 2 * 0.8  # a one-line row: line height plus padding (as pdf.table below sets them)
-    if pdf.will_page_break((8 if table.caption else 0) + (2 + min(KEEP_ROWS, len(table.rows))) * row_mm):
-        pdf.add_page()  # no caption or heading stranded at the foot of a page
-    if table.caption:
-        write_paragraph(pdf, printable(table.caption), SMALL_PT + 1, style="I")
-    widths = col_widths(pdf, table, metrics)
-    pdf.set_font("sans", "", TABLE_PT)
-    head = FontFace(emphasis="BOLD", fill_color=(240, 242, 245))
-    with pdf.table(col_widths=widths, text_align="LEFT", headings_style=head,
-                   line_height=TABLE_PT * 0.5, borders_layout="HORIZONTAL_LINES", padding=0.8) as t:
-        t.row([printable(c) for c in table.columns])
-        for r in table.rows:
-            row = t.row()
-            for c in r:  # a Link cell stays a link in the PDF
-                row.cell(printable(plain_text(c, metrics)), link=c.url if isinstance(c, Link) else None)
-    pdf.ln(3)
+def turn_page(pdf: "ReportPDF", landscape: bool) -> None:
+    """Start a new page in the orientation a table needs, unless the current page has it."""
+    if landscape != (pdf.w > pdf.h):
+        pdf.add_page(orientation="L" if landscape else "P")
+    pdf.landscape_table = landscape  # the next text block goes back to portrait
+
+
+def write_table(pdf: "ReportPDF", table: Table, metrics: dict) -> None:
+    parts = table_layout(pdf, table, metrics)
+    for n, part in enumerate(parts):
+        turn_page(pdf, part.landscape)
+        row_mm = part.size * 0.5 + 2 * CELL_PAD  # a one-line row: line height plus padding
+        if pdf.will_page_break((8 if table.caption else 0) + (2 + min(KEEP_ROWS, len(table.rows))) * row_mm):
+            pdf.add_page(same=True)  # no caption or heading stranded at the foot of a page
+        caption = table.caption + (f" (part {n + 1} of {len(parts)} of its columns)" if len(parts) > 1 else "")
+        if caption:
+            write_paragraph(pdf, printable(caption), SMALL_PT + 1, style="I")
+        pdf.set_font("sans", "", part.size)
+        head = FontFace(emphasis="BOLD", fill_color=(240, 242, 245))
+        with pdf.table(col_widths=part.widths, width=sum(part.widths), align="LEFT", text_align="LEFT",
+                       headings_style=head, line_height=part.size * 0.5, borders_layout="HORIZONTAL_LINES",
+                       padding=CELL_PAD) as t:
+            t.row([printable(table.columns[i]) for i in part.columns])
+            for r in table.rows:
+                row = t.row()
+                for i in part.columns:  # a Link cell stays a link in the PDF
+                    c = r[i]
+                    row.cell(printable(plain_text(c, metrics)), link=c.url if isinstance(c, Link) else None)
+        pdf.ln(3)
 
 
 MIN_FIGURE_SCALE = 0.8  # a figure shrinks to this share of its size to stay on the page its text is on
@@ -149,19 +218,70 @@ def write_linked(pdf: FPDF, parts: list[Inline], metrics: dict, indent: float = 
     margin = pdf.l_margin
     pdf.set_left_margin(margin + indent)  # write() wraps to the left margin: a hanging indent for bullets
     try:
-        for part in parts:
-            pdf.write(BODY_PT * 0.5, printable(plain_text(part, metrics)),
-                      link=part.url if isinstance(part, Link) else "")
+        write_words(pdf, [(printable(plain_text(p, metrics)), p.url if isinstance(p, Link) else
+                           pdf.ref_link(p.key) if isinstance(p, Cite) else "") for p in parts], BODY_PT * 0.5)
     finally:
         pdf.set_left_margin(margin)
     pdf.ln(BODY_PT * 0.5)
 
 
+def words(runs: list[tuple[str, str | int]]) -> list[list[tuple[str, str | int]]]:
+    """Text runs (text, link) as words, each a list of pieces (text, link) with its trailing spaces: a word may
+    span runs, as "(" + a citation + ")" does."""
+    out: list[list[tuple[str, str | int]]] = [[]]
+    for text, link in runs:
+        for chunk in re.findall(r"\S+\s*|\s+", text):
+            if out[-1] and out[-1][-1][0][-1:].isspace():  # the last word ended: this chunk starts the next
+                out.append([])
+            out[-1].append((chunk, link))
+    return [w for w in out if w]
+
+
+def write_words(pdf: FPDF, runs: list[tuple[str, str | int]], height: float) -> None:
+    """Text runs written on from where the last write ended, wrapped at spaces only: a word that does not fit on
+    the line starts the next one (fpdf's write() would cut the first word of a call in two to fill the line)."""
+    for word in words(runs):
+        width = pdf.get_string_width("".join(t for t, _ in word).rstrip())
+        at_start = pdf.get_x() <= pdf.l_margin + 0.01
+        if not at_start and width > pdf.w - pdf.r_margin - pdf.get_x() - 2 * pdf.c_margin:
+            pdf.ln(height)
+            at_start = True
+        for i, (text, link) in enumerate(word):
+            text = text.lstrip() if at_start and i == 0 else text
+            if text:
+                pdf.write(height, text, link=link)
+
+
 def has_links(parts: list[Inline]) -> bool:
-    return any(isinstance(p, Link) for p in parts)
+    return any(isinstance(p, (Link, Cite)) for p in parts)
 
 
-def write_block(pdf: FPDF, block: Any, metrics: dict) -> None:
+def write_references(pdf: "ReportPDF", keys: list[str]) -> None:
+    """Each entry with a hanging indent, where its citations link to."""
+    pdf.set_font("sans", "", BODY_PT - 0.5)
+    margin = pdf.l_margin
+    for key in keys:
+        pdf.set_link(pdf.ref_link(key), y=pdf.get_y(), page=pdf.page)
+        pdf.set_left_margin(margin + REFERENCE_HANG)
+        try:
+            pdf.set_x(margin)
+            write_words(pdf, [(printable(reference(key).entry), "")], (BODY_PT - 0.5) * 0.5)
+        finally:
+            pdf.set_left_margin(margin)
+        pdf.ln((BODY_PT - 0.5) * 0.5 + 1.5)
+
+
+def back_to_portrait(pdf: "ReportPDF") -> None:
+    """After a table set on a landscape page, the text goes on on a portrait one."""
+    if pdf.landscape_table:
+        pdf.landscape_table = False
+        if pdf.w > pdf.h:
+            pdf.add_page(orientation="P")
+
+
+def write_block(pdf: "ReportPDF", block: Any, metrics: dict) -> None:
+    if not isinstance(block, Table):
+        back_to_portrait(pdf)
     if isinstance(block, Paragraph) and has_links(block.parts):
         pdf.set_font("sans", "", BODY_PT)
         write_linked(pdf, block.parts, metrics)
@@ -185,6 +305,8 @@ def write_block(pdf: FPDF, block: Any, metrics: dict) -> None:
         write_table(pdf, block, metrics)
     elif isinstance(block, FigureFile):
         write_figure(pdf, block)
+    elif isinstance(block, ReferenceList):
+        write_references(pdf, block.keys)
     elif isinstance(block, Preformatted):
         write_paragraph(pdf, printable(block.heading), SMALL_PT + 1, style="I")
         write_paragraph(pdf, printable(block.text), SMALL_PT + 0.5, family="mono")
@@ -215,6 +337,7 @@ def lead_height(pdf: FPDF, section: Section, metrics: dict) -> float:
 def write_section(pdf: FPDF, section: Section, metrics: dict) -> None:
     """A section; it starts on a new page when its heading, opening text and first figure would not fit on
     this one but fit on a page (no heading at the foot of a page with its figure on the next)."""
+    back_to_portrait(pdf)
     needed, page = lead_height(pdf, section, metrics), pdf.h - pdf.t_margin - pdf.b_margin
     if pdf.get_y() + needed > pdf.h - pdf.b_margin and needed <= page:
         pdf.add_page()
@@ -224,6 +347,7 @@ def write_section(pdf: FPDF, section: Section, metrics: dict) -> None:
     for block in section.blocks:
         write_block(pdf, block, metrics)
     if section.run_ids:
+        back_to_portrait(pdf)
         pdf.set_text_color(90)
         write_paragraph(pdf, line(runs_note(section), metrics), SMALL_PT + 0.5)
         pdf.set_text_color(0)

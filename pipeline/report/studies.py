@@ -119,8 +119,8 @@ def rate_count_parts(key: str, rate: dict, what: str) -> list[Inline]:
 
 
 def interval_parts(key: str) -> list[Inline]:
-    """A rate's value and Wilson interval from metrics.json: "(rate, 95% CI low–high)"."""
-    return [" (", Metric(f"{key}.rate"), ", 95% CI ", Metric(f"{key}.low"), "–", Metric(f"{key}.high"), ")"]
+    """A rate's Wilson interval from metrics.json: "(95% CI low–high)" (its count, beside it, is the estimate)."""
+    return [" (95% CI ", Metric(f"{key}.low"), "–", Metric(f"{key}.high"), ")"]
 
 
 def weight_norms_headline(h: str, head: dict) -> list[Inline]:
@@ -242,7 +242,7 @@ def clipping_finding(h: str, head: dict) -> list[Inline] | None:
     b = f"{h}.blew_up_unclipped"
     parts: list[Inline] = count_parts(f"{b}.k", f"{b}.n", blew.get("k"), blew.get("n"), "unclipped runs")
     parts += [" blew up (", Metric(f"{h}.diverged_unclipped.k"), " diverged, ", Metric(f"{h}.unstable_unclipped.k"),
-              " went unstable; ", Metric(f"{b}.rate"), ", 95% CI ", Metric(f"{b}.low"), "–", Metric(f"{b}.high"),
+              " went unstable; 95% CI ", Metric(f"{b}.low"), "–", Metric(f"{b}.high"),
               ") and ", Metric(f"{h}.learned_unclipped.k"), " learned"]
     for mode in best:
         key, top = f"{h}.best_{mode}.learned", head[f"best_{mode}"]["learned"]
@@ -569,9 +569,8 @@ def decay_reading(tk: str, at: str, arm: dict, state: str) -> list[Inline]:
             + change("final") + [" after training (", Metric(f"{tk}.slope{state}_final"), ")"])
 
 
-REMEDIES_COLUMNS = ["task", "arm", "T", "parameters", "beat chance", "learned", "learned rate (95% CI)",
-                    "solved", "mean accuracy (chance, partial)", "diverged", "slope init → final",
-                    "cell slope init → final"]
+REMEDIES_COLUMNS = ["task", "arm", "T", "parameters", "beat chance", "learned", "learned, 95% CI", "solved",
+                    "mean accuracy (chance, partial)", "diverged", "slope init → final", "cell slope init → final"]
 
 
 def remedies_table(rows: pd.DataFrame) -> Table:
@@ -587,7 +586,7 @@ def remedies_table(rows: pd.DataFrame) -> Table:
         lines.append([str(r["task"]).replace("_", " "), r.get("arm_name") or str(r["arm"]), cell(int(r["T"])),
                       cell(r.get("n_params")), f"{cell(int(r['n_beat_chance']))} of {n}",
                       f"{cell(int(r['n_learned']))} of {n}",
-                      f"{cell(r['learned_rate'])} ({pair(r['learned_rate_low'], r['learned_rate_high'], '–')})",
+                      f"{cell(r['learned_rate_low'], 'share_low')}–{cell(r['learned_rate_high'], 'share_high')}",
                       f"{cell(int(r['n_solved']))} of {n}",
                       f"{cell(r['accuracy'])} ({cell(r['chance'])}, {cell(r['partial'])})",
                       cell(int(r["n_diverged"])),
@@ -624,9 +623,10 @@ def study_result(rows: pd.DataFrame, arm: str, T_range: tuple[int, int]) -> str:
             else f"{name}: this task not run"
     r = a.loc[pd.to_numeric(a["T"], errors="coerce").idxmax()]
     parts = [f"{name} (T = ", cell(int(r["T"])), "): solved ", cell(int(r["n_solved"])), " of ",
-             cell(int(r["n_scored"])), " (95% CI ", cell(r["solved_rate_low"]), "–", cell(r["solved_rate_high"]),
-             "); learned ", cell(int(r["n_learned"])), " of ", cell(int(r["n_scored"])), " (95% CI ",
-             cell(r["learned_rate_low"]), "–", cell(r["learned_rate_high"]), ")"]
+             cell(int(r["n_scored"])), " (95% CI ", cell(r["solved_rate_low"], "share_low"), "–",
+             cell(r["solved_rate_high"], "share_high"), "); learned ", cell(int(r["n_learned"])), " of ",
+             cell(int(r["n_scored"])), " (95% CI ", cell(r["learned_rate_low"], "share_low"), "–",
+             cell(r["learned_rate_high"], "share_high"), ")"]
     return "".join(map(str, parts + ["; mean accuracy ", cell(r["accuracy"]), " (chance ", cell(r["chance"]), ")"]))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import unquote
 from typing import Annotated
 
 import typer
@@ -65,7 +66,21 @@ def _mlflow_links(runs):
     experiments = {s: tracking.experiment_link(store, ids[f"rnngrad/{s}"]) for s in specs if f"rnngrad/{s}" in ids}
     run_links = {r.run_id: tracking.run_link(store, ids[f"rnngrad/{r.spec}"], r.run_id)
                  for r in runs.itertuples() if f"rnngrad/{r.spec}" in ids}
-    return store, MlflowLinks(store.ui_command() if store.is_embedded else "", experiments, run_links)
+    return store, MlflowLinks(_portable_ui_command(store) if store.is_embedded else "", experiments, run_links)
+
+
+def _portable_ui_command(store) -> str:
+    """The UI command as the report prints it: the store's path relative to the project folder, where the command
+    is run, so that no path of the machine that wrote the report is in it (a store elsewhere is named by the
+    variable that chose it)."""
+    from .. import tracking
+
+    path = Path(unquote(store.tracking_uri.removeprefix("sqlite:///"))).resolve()
+    try:
+        relative = path.relative_to(tracking.default_project_root())
+    except ValueError:
+        return 'mlflow ui --backend-store-uri "$MLFLOW_TRACKING_URI"'
+    return f"mlflow ui --backend-store-uri sqlite:///{relative.as_posix()}"
 
 
 def _log_to_sweeps(store, runs, drawn: dict, documents: list[Path]) -> int:

@@ -130,21 +130,18 @@ def _close_parent(store, spec, parent: str, result: SweepResult, table) -> None:
 
 def parent_metrics(table) -> dict[str, float]:
     """What a sweep found, as numbers a runs table compares across parents: how many runs were scored (their task
-    has a chance loss), learned (final validation loss 10 % below chance), solved (>= 99 % validation accuracy, the
-    papers' bar) and diverged, and the median fitted decay slopes at init and after training (nats per step, over
-    the runs that have one; left out when none has)."""
-    from ..report.papers import PAPER_ACCURACY
-    from ..run.verdicts import learned, scored
+    has a chance loss), learned (below the partial baseline: run.verdicts.learned) and solved (learned, and at least
+    99 % of the held-out sequences right, the papers' bar), and the median fitted decay slopes at init and after
+    training (nats per step, over the runs that have one; left out when none has)."""
+    from ..run.verdicts import levels, scored
 
     rows = table.to_dict("records") if len(table) else []
-    is_scored = [scored(_number(r.get("chance_loss"))) for r in rows]
+    reached = [levels(str(r.get("outcome")), _number(r.get("final_val_loss")), _number(r.get("chance_loss")),
+                      _number(r.get("partial_loss")), _number(r.get("val_sequences_right"))) for r in rows]
     out: dict[str, float] = {
-        "runs_scored": sum(is_scored),
-        "runs_learned": sum(learned(r.get("outcome"), _number(r.get("final_val_loss")), _number(r.get("chance_loss")))
-                            for r in rows),
-        "runs_solved": sum(s and r.get("outcome") in ("ok", "unstable")
-                           and (_number(r.get("val_accuracy")) or 0.0) >= PAPER_ACCURACY
-                           for s, r in zip(is_scored, rows))}
+        "runs_scored": sum(scored(_number(r.get("chance_loss"))) for r in rows),
+        "runs_learned": sum(bool(x["learned"]) for x in reached),
+        "runs_solved": sum(bool(x["solved"]) for x in reached)}
     for key in ("slope_init", "slope_final"):
         slopes = [v for v in (_number(r.get(key)) for r in rows) if v is not None]
         if slopes:

@@ -1,0 +1,111 @@
+"""How the report writes a number: every rule in one place, shared by the HTML and the PDF.
+
+- A measured value prints as metrics.json stores it (4 significant digits, reductions.format_metric).
+- A share (a rate k/n, the ends of its Wilson interval) prints at 2 significant digits: more would claim a
+  precision that a handful of runs cannot have. Interval ends round outwards (the low end down, the high end up),
+  so the printed interval contains the computed one. A rate is written as its count, "2 of 3 (95% CI 0.2–0.94)":
+  the count is the estimate and says its n.
+- A log rate log(gamma_W gamma_phi) within RATE_ROUNDING of 0 is rounding of an exact 1 (the regimes call it
+  "bounded"), so it prints as 0, not 4.441e-16.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..run.probe import RATE_ROUNDING
+from .reductions import format_metric, round_metric
+
+SHARE_DIGITS = 2  # significant digits of a share and of its interval's ends
+NOISE_FLOORS = {"log_rate": RATE_ROUNDING}  # a column (or metrics.json key's last part) starting with the name:
+# |value| below the floor is rounding noise around an exact 0
+STYLES = ("value", "share", "share_low", "share_high", "log_rate")
+SHARES = ("rate", "success_rate", "accurate_rate", "learned_fraction")  # columns and keys' last parts that hold a
+# share k/n (other names ending in "rate", as meanfield_rate, are nats per step)
+
+
+def round_share(x: float, direction: str = "nearest") -> float:
+    """x at SHARE_DIGITS significant digits, rounded down, up or to the nearest."""
+    if x == 0 or not math.isfinite(x):
+        return x
+    scale = 10.0 ** (SHARE_DIGITS - 1 - math.floor(math.log10(abs(x))))
+    step = {"down": math.floor, "up": math.ceil, "nearest": round}[direction]
+    scaled = x * scale
+    snapped = round(scaled)  # 0.94 * 100 is 93.99999999999999: a float product a hair off an integer is that integer
+    return (snapped if abs(scaled - snapped) < 1e-9 else step(scaled)) / scale
+
+
+def format_share(x: Any, direction: str = "nearest") -> str:
+    """A share (0..1) at SHARE_DIGITS significant digits: 0.2077 -> "0.21", 1.0 -> "1"; "n/a" when absent."""
+    v = round_metric(x)
+    if v is None:
+        return "n/a"
+    return f"{round_share(float(v), direction):.{SHARE_DIGITS}g}"
+
+
+def noise_floor(name: str) -> float | None:
+    """The rounding-noise floor of a column or key named `name` (its last dotted part), if it has one."""
+    last = name.rsplit(".", 1)[-1]
+    return next((floor for prefix, floor in NOISE_FLOORS.items() if last.startswith(prefix)), None)
+
+
+def format_log_rate(x: Any) -> str:
+    """A log(gamma_W gamma_phi): 0 when within RATE_ROUNDING of 0, else as a measured value."""
+    v = round_metric(x)
+    if v is not None and abs(v) < RATE_ROUNDING:
+        return "0"
+    return format_metric(x)
+
+
+def format_styled(x: Any, style: str = "value") -> str:
+    """A number in one of STYLES: "value" (as metrics.json stores it), "share" (2 significant digits),
+    "share_low" / "share_high" (an interval's end, rounded outwards), "log_rate" (noise shown as 0)."""
+    if style == "value":
+        return format_metric(x)
+    if style == "log_rate":
+        return format_log_rate(x)
+    if style in ("share", "share_low", "share_high"):
+        return format_share(x, {"share": "nearest", "share_low": "down", "share_high": "up"}[style])
+    raise ValueError(f"unknown number style {style!r} (one of {', '.join(STYLES)})")
+
+
+def style_of(name: str) -> str:
+    """The style a table column or a metrics.json key gets by its name: a Wilson interval's ends ("low", "high")
+    and a rate are shares; a log rate has its noise floor; every other number is a measured value."""
+    last = name.rsplit(".", 1)[-1]
+    if noise_floor(name) is not None:
+        return "log_rate"
+    if last in SHARES:
+        return "share"
+    if last.endswith("_low") or last == "low":
+        return "share_low"
+    if last.endswith("_high") or last == "high":
+        return "share_high"
+    return "value"
+
+
+def format_count_rate(k: Any, n: Any, low: Any, high: Any) -> str:
+    """A rate as its count and Wilson interval: "2 of 3 (95% CI 0.2–0.94)"; "k of 0" has no interval."""
+    count = f"{format_metric(k)} of {format_metric(n)}"
+    if round_metric(low) is None or round_metric(high) is None:
+        return count
+    return f"{count} (95% CI {format_share(low, 'down')}–{format_share(high, 'up')})"
+
+
+def shown_within(text: str, value: float, style: str) -> bool:
+    """Whether `text` is `value` printed in `style` (for tests and checks: the HTML's numbers against
+    metrics.json): within the rounding the style allows, on the side an interval's end rounds to."""
+    if text == "n/a":
+        return round_metric(value) is None
+    shown = float(text.replace(",", ""))
+    if style == "value":
+        return shown == round_metric(value)
+    if style == "log_rate":
+        return shown == 0 if abs(value) < RATE_ROUNDING else shown == round_metric(value)
+    unit = 10.0 ** (math.floor(math.log10(abs(value))) - SHARE_DIGITS + 1) if value else 0.0
+    if style == "share_low":
+        return value - unit <= shown <= value
+    if style == "share_high":
+        return value <= shown <= value + unit
+    return abs(shown - value) <= unit / 2 + 1e-12

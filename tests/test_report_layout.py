@@ -1,0 +1,216 @@
+"""The report as a reader sees it: numbers at the precision their n allows, terms defined before their first use,
+citations that point to the references, PDF tables that never cut a word, and no path of the machine that wrote it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+import fixtures_runs as fx
+from pipeline.report import analysis, figures, formatting, html as report_html, pdf as report_pdf
+from pipeline.report.document import Cite, MlflowLinks, Paragraph, Section, Table, plain_text
+from pipeline.report.reductions import wilson_interval
+from pipeline.report.references import REFERENCES
+from pipeline.report.terms import cited_keys, inline_parts
+from pipeline.stages.report import _portable_ui_command
+from pipeline.tracking.connection import Store
+
+
+# ---- the formatting rules -------------------------------------------------------------------------------------
+
+
+def test_a_rate_is_its_count_with_its_interval_at_two_significant_digits():
+    low, high = wilson_interval(2, 3)
+    assert (round(low, 4), round(high, 4)) == (0.2077, 0.9385)
+    assert formatting.format_count_rate(2, 3, low, high) == "2 of 3 (95% CI 0.2–0.94)"  # never 0.6667 (0.2077–…)
+    assert formatting.format_count_rate(0, 0, math.nan, math.nan) == "0 of 0"
+    for k, n in [(0, 5), (5, 5), (1, 3), (7, 40), (399, 400)]:
+        low, high = wilson_interval(k, n)
+        shown_low = float(formatting.format_share(low, "down"))
+        shown_high = float(formatting.format_share(high, "up"))
+        assert shown_low <= low and shown_high >= high  # rounded outwards: the printed interval holds the true one
+        for shown, value in ((shown_low, low), (shown_high, high)):
+            digits = re.sub(r"^0\.0*", "", formatting.format_share(value, "nearest").lstrip("-"))
+            assert len(digits.replace(".", "")) <= 2 and abs(shown - value) <= 10 ** (math.floor(
+                math.log10(value)) - 1) if value else shown == 0
+
+
+def test_rounding_noise_of_a_log_rate_is_shown_as_0():
+    assert formatting.format_styled(4.441e-16, "log_rate") == "0"
+    assert formatting.format_styled(-2e-12, "log_rate") == "0"
+    assert formatting.format_styled(0.0693147, "log_rate") == "0.06931"
+    assert formatting.format_styled(4.441e-16, "value") == "4.441e-16"  # a measured small value keeps its digits
+    assert formatting.style_of("log_rate_init") == "log_rate" and formatting.style_of("rate.n_runs") == "value"
+    assert formatting.style_of("learning.text.learned.low") == "share_low"
+    assert formatting.style_of("meanfield_rate") == "value"  # nats per step, not a share
+    with pytest.raises(ValueError, match="unknown number style"):
+        formatting.format_styled(1.0, "percent")
+
+
+def test_shown_within_accepts_the_rounding_a_style_allows_and_nothing_more():
+    assert formatting.shown_within("0.2", 0.2077, "share_low") and not formatting.shown_within("0.21", 0.2077,
+                                                                                             "share_low")
+    assert formatting.shown_within("0.94", 0.9385, "share_high") and not formatting.shown_within("0.93", 0.9385,
+                                                                                               "share_high")
+    assert formatting.shown_within("0", 4.441e-16, "log_rate") and not formatting.shown_within("0", 0.01, "log_rate")
+    assert formatting.shown_within("1,234", 1234, "value") and not formatting.shown_within("1,235", 1234, "value")
+
+
+# ---- a built report ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("layout")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    fx.write_study(root / "results", fx.standard_runs())
+    done = subprocess.run(["rnngrad", "analyze", "--results-dir", "results", "--out", "reports"], cwd=root, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    metrics, report, tables = analysis.read_analysis(root / "reports")
+    drawn = figures.draw_figures(tables, root / "reports" / "figures")
+    here = Path.cwd()
+    os.chdir(root)  # the report stage runs in the project folder, which holds the store
+    try:
+        ui = _portable_ui_command(Store(f"sqlite:///{root}/mlflow.db", None))
+    finally:
+        os.chdir(here)
+    links = MlflowLinks(ui, {}, {r: f"http://127.0.0.1:5000/#/experiments/1/runs/{r}" for r in tables["runs"]["run_id"]})
+    sections = report_html.build_sections(metrics, report, tables, drawn, links)
+    return {"root": root, "metrics": metrics, "sections": sections}
+
+
+def words_of(text: str) -> list[str]:
+    return text.split()
+
+
+def test_no_table_of_the_pdf_cuts_a_word(study):
+    doc = report_pdf.new_pdf(False, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    tables = [b for s in study["sections"] for b in s.blocks if isinstance(b, Table)]
+    assert len(tables) >= 8
+    for table in tables:
+        parts = report_pdf.table_layout(doc, table, study["metrics"])
+        assert sorted({i for p in parts for i in p.columns}) == list(range(len(table.columns)))
+        for part in parts:
+            room = report_pdf.LANDSCAPE_ROOM if part.landscape else report_pdf.PORTRAIT_ROOM
+            assert sum(part.widths) <= room + 1e-6, table.columns
+            doc.set_font("sans", "B", part.size)
+            for i, width in zip(part.columns, part.widths):
+                texts = [table.columns[i]] + [plain_text(r[i], study["metrics"]) for r in table.rows]
+                longest = max(doc.get_string_width(w) for t in texts for w in words_of(t))
+                assert width >= longest + 2 * report_pdf.CELL_PAD, (table.columns[i], width, longest)
+
+
+def test_a_wide_table_turns_the_page_and_a_wider_one_splits_its_columns_repeating_the_first():
+    doc = report_pdf.new_pdf(False, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    run_id, cell = "0123456789abcdef" * 2, "activation=leaky_relu,gamma_w=0.95,init=orthogonal,seed=2"
+    narrow = Table(["run ID", "outcome"], [[run_id, "ok"]])
+    wide = Table(["run ID", "spec", "cell", "learning", "config hash"],
+                 [[run_id, "weight_norms", cell, "worse than chance", "f" * 16]])
+    wider = Table(["run ID"] + [f"cell {i}" for i in range(6)], [[run_id] + [cell] * 6])
+    (one,) = report_pdf.table_layout(doc, narrow, {})
+    assert not one.landscape and one.size == report_pdf.TABLE_PT
+    (turned,) = report_pdf.table_layout(doc, wide, {})
+    assert turned.landscape
+    split = report_pdf.table_layout(doc, wider, {})
+    assert len(split) > 1 and all(p.columns[0] == 0 and p.landscape for p in split)
+    assert [i for p in split for i in p.columns[1:]] == list(range(1, 7))
+    doc = report_pdf.new_pdf(False, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    report_pdf.write_section(doc, Section("a", "A", [Paragraph(["before"]), wide, Paragraph(["after"]), wider]), {})
+    sideways = [doc.pages[n].dimensions()[0] > doc.pages[n].dimensions()[1] for n in sorted(doc.pages)]
+    # the text before on a portrait page, the wide table on a landscape one, the text after it on a portrait one
+    # again, the split table's parts on landscape pages
+    assert sideways[0] is False and sideways[1] is True and sideways[2] is False and sideways[3] is True
+
+
+def test_pdf_text_wraps_between_words_even_across_inline_parts(monkeypatch):
+    doc = report_pdf.new_pdf(False, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    doc.set_font("sans", "", report_pdf.BODY_PT)
+    calls = []
+    write = doc.write
+
+    def recording(h, text, link=""):
+        calls.append((text, doc.get_x(), doc.w - doc.r_margin - doc.get_x()))
+        return write(h, text, link=link)
+
+    monkeypatch.setattr(doc, "write", recording)
+    parts = [("word " * 7, ""), ("(", ""), ("Lezcano-Casado & Martínez-Rubio 2019", ""), ("); ", ""), ("x " * 90, "")]
+    for n in range(12):  # every offset of the words against the line's end
+        doc.set_x(doc.l_margin + n * 2.5)
+        report_pdf.write_words(doc, parts, 4.75)
+    for text, x, room in calls:  # no write() that starts inside a line needs more than the room left on it
+        assert x <= doc.l_margin + 0.01 or doc.get_string_width(text.rstrip()) <= room, (text, room)
+    glued = ["".join(t for t, _ in w) for w in report_pdf.words(parts) if len(w) > 1]
+    assert glued == ["(Lezcano-Casado ", "2019); "]  # a word spans the parts it is made of
+
+
+def test_every_term_is_defined_before_the_findings_use_it(study):
+    terms, findings = study["sections"][0], study["sections"][1]
+    assert (terms.anchor, findings.anchor) == ("terms", "findings")
+    defined = " ".join(plain_text(p, study["metrics"]) for p in inline_parts(terms.blocks))
+    later = " ".join(plain_text(p, study["metrics"]) for s in study["sections"][1:] for p in inline_parts(s.blocks))
+    for term in ("Probe:", "Slope:", "Decades:", "Driven Lyapunov exponent λ₁:", "Its spread", "Mean-field rate "
+                 "λ_MF:", "Spread of a singular spectrum:", "Learned:", "Outcomes:", "Bound check and spot check:"):
+        assert term in defined, term
+    for used in ("probe", "decades", "Lyapunov", "spread", "λ_MF", "slope"):  # used later, so defined first
+        assert used in later, used
+
+
+def test_every_citation_points_to_an_entry_and_every_entry_is_cited(study):
+    sections = study["sections"]
+    refs = next(s for s in sections if s.anchor == "references")
+    listed = next(b for b in refs.blocks if hasattr(b, "keys")).keys
+    cited = cited_keys(sections)
+    assert set(listed) == set(cited)
+    for key in ("bengio1994", "hochreiter1997", "pascanu2013", "le2015", "poole2016", "chen2018", "engelken2020",
+                "cho2014", "lezcano2019"):
+        assert key in cited, key
+    assert listed == [r.key for r in REFERENCES if r.key in set(cited)]  # alphabetical, as REFERENCES is
+    html_text = report_html.render_html(sections, study["metrics"])
+    for key in cited:
+        assert f'href="#ref-{key}"' in html_text and f'<li id="ref-{key}">' in html_text
+    assert [s.anchor for s in sections][-2:] == ["references", "appendix"]
+    with pytest.raises(KeyError, match="no reference"):
+        plain_text(Cite("nobody1999"), {})
+
+
+def test_the_findings_put_the_evidence_before_the_consistency_checks(study):
+    items = [" ".join(plain_text(p, study["metrics"]) for p in i) for i in study["sections"][1].blocks[0].items]
+    first_check = next(i for i, t in enumerate(items) if "spot check" in t)
+    theorem = next(i for i, t in enumerate(items) if t.startswith("Sanity check of the theorem"))
+    assert items[0].startswith("Runs that learned") and 0 < first_check < theorem
+
+
+def test_no_path_of_the_machine_is_in_the_report(study, monkeypatch):
+    root = study["root"]
+    forbidden = {str(root), str(Path.home()), str(Path.cwd()), str(Path(__file__).resolve().parents[1])}
+    html_text = report_html.render_html(study["sections"], study["metrics"])
+    assert "sqlite:///mlflow.db" in html_text  # the store, relative to the project folder
+    shown = []
+    printable = report_pdf.printable
+    monkeypatch.setattr(report_pdf, "printable", lambda text: (shown.append(text), printable(text))[1])
+    pdf = report_pdf.render_pdf(study["sections"], study["metrics"], datetime(2026, 1, 1, tzinfo=timezone.utc),
+                                compress=False)
+    pdf_text = "\n".join(shown)
+    assert "sqlite:///mlflow.db" in pdf_text
+    for path in forbidden:
+        assert path not in html_text and path not in pdf_text and path.encode() not in pdf, path
+    for text in (html_text, pdf_text):
+        assert not re.search(r"(?<![\w.:/])/(home|tmp|work|root|Users|var)/", text)
+
+
+def test_the_ui_command_names_the_store_relative_to_the_project_or_by_its_variable(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _portable_ui_command(Store(f"sqlite:///{tmp_path}/mlflow.db", None)) == \
+        "mlflow ui --backend-store-uri sqlite:///mlflow.db"
+    assert _portable_ui_command(Store(f"sqlite:///{tmp_path}/runs/store.db", None)) == \
+        "mlflow ui --backend-store-uri sqlite:///runs/store.db"
+    assert _portable_ui_command(Store("sqlite:////elsewhere/mlflow.db", None)) == \
+        'mlflow ui --backend-store-uri "$MLFLOW_TRACKING_URI"'
