@@ -212,7 +212,7 @@ def test_the_report_opens_with_findings_that_link_to_its_sections(built):
     assert 0 < spot < theorem
     assert "below γ_W γ_φ = 1, all 6 runs were observed vanishing" in text[theorem]
     assert "0 at initialisation" in text[theorem]
-    assert any("long_range: 2 of 6 runs learned (95% CI 0.09–0.71), 0 solved, 4 beat chance" in t for t in text)
+    assert any("long_range: 2 of 6 runs learned (95% CI 0.096–0.7), 0 solved, 4 beat chance" in t for t in text)
     assert any("at T = 80, 0 of 1 run learned it (0 solved it) (too few runs per T for a boundary)" in t
                for t in text)  # one seed: no "longest T at which every run learned"
     assert any(re.search(r"clipped at [\d.]+, .* learned .*\(the best of its \d+ thresholds, chosen on these same runs\)",

@@ -157,7 +157,7 @@ def test_every_term_is_defined_before_the_findings_use_it(study):
     defined = " ".join(plain_text(p, study["metrics"]) for p in inline_parts(terms.blocks))
     later = " ".join(plain_text(p, study["metrics"]) for s in study["sections"][1:] for p in inline_parts(s.blocks))
     for term in ("Probe:", "Slope:", "Decades:", "Driven Lyapunov exponent λ₁:", "Its spread", "Mean-field rate "
-                 "λ_MF:", "Spread of a singular spectrum:", "Learned:", "Outcomes:", "Bound check and spot check:"):
+                 "λ_MF:", "Spread of a singular spectrum:", "Beat chance, learned, solved:", "Outcomes:", "Bound check and spot check:"):
         assert term in defined, term
     for used in ("probe", "decades", "Lyapunov", "spread", "λ_MF", "slope"):  # used later, so defined first
         assert used in later, used

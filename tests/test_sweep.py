@@ -615,7 +615,8 @@ def test_the_parent_logs_what_the_sweep_found_as_metrics():
         "outcome": ["ok", "unstable", "ok", "diverged", "ok"],
         "final_val_loss": [0.01, 0.5, 0.95, float("nan"), 0.0],
         "chance_loss": [1.0, 1.0, 1.0, 1.0, 0.0],
-        "val_accuracy": [0.995, 0.7, 0.5, None, None],
+        "partial_loss": [0.6, 0.6, 0.6, 0.6, None],  # below it: learned (run.verdicts.learned)
+        "val_sequences_right": [0.995, 0.7, 0.5, None, None],
         "slope_init": [-0.5, -0.1, 0.2, 0.4, None],
         "slope_final": [None] * 5})
     assert parent_metrics(table) == {"runs_scored": 4, "runs_learned": 2, "runs_solved": 1,
