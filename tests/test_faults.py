@@ -150,7 +150,7 @@ def test_a_bad_source_date_epoch_is_one_line_in_a_fresh_process(tmp_path):
 @pytest.mark.parametrize("damage, message", [
     ("x", "array x is float64 (40, 6, 3), expected numbers of shape (40, 6, 2)"),
     ("y", "array y is float64 (40, 6), expected numbers of shape (40, 6, 1)"),
-    ("truncated", "not a readable dataset (BadZipFile)"),
+    ("truncated", "not a readable .npz (BadZipFile)"),
 ])
 def test_a_data_file_of_the_wrong_shape_is_refused_before_any_run_is_created(cli_app, env, monkeypatch, damage,
                                                                               message):
