@@ -33,9 +33,13 @@ class Store:
     def artifacts_folder(self) -> Path | None:
         """The embedded store's artifact folder (`mlartifacts` beside an SQLite file, in the project for PostgreSQL);
         None for a server."""
-        if not self.is_embedded or self.artifact_root is None:
+        if not self.is_embedded:
             return None
-        return Path(unquote(urlparse(self.artifact_root).path))
+        if self.artifact_root is not None:
+            return Path(unquote(urlparse(self.artifact_root).path))
+        if self.tracking_uri.startswith("sqlite:///"):
+            return Path(unquote(self.tracking_uri[len("sqlite:///"):])).parent / ARTIFACTS_FOLDER
+        return None
 
     def ui_command(self) -> str:
         """The one command that opens these runs in a browser: for the embedded store, `mlflow ui` serving the
