@@ -209,8 +209,8 @@ def test_no_path_of_the_machine_is_in_the_report(study, monkeypatch):
 def test_the_ui_command_names_the_store_relative_to_the_project_or_by_its_variable(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert _portable_ui_command(Store(f"sqlite:///{tmp_path}/mlflow.db", None)) == \
-        "mlflow ui --backend-store-uri sqlite:///mlflow.db"
+        "mlflow ui --backend-store-uri sqlite:///mlflow.db --artifacts-destination mlartifacts"
     assert _portable_ui_command(Store(f"sqlite:///{tmp_path}/runs/store.db", None)) == \
-        "mlflow ui --backend-store-uri sqlite:///runs/store.db"
+        "mlflow ui --backend-store-uri sqlite:///runs/store.db --artifacts-destination runs/mlartifacts"
     assert _portable_ui_command(Store("sqlite:////elsewhere/mlflow.db", None)) == \
         'mlflow ui --backend-store-uri "$MLFLOW_TRACKING_URI"'

@@ -35,15 +35,19 @@ def test_import_names_rnngrad_and_pipeline_give_the_same_api():
 def test_the_learned_clipping_runs_are_those_the_reports_clipping_table_counts(study):
     from rnngrad import results
 
-    learned = results.runs(spec="clipping", results_dir=study, learned=True)
     table = analyze(study, load_results(study)).tables["clip"]
-    assert len(learned) == table["n_learned"].sum() > 0
-    assert set(learned["spec"]) == {"clipping"} and learned["learned"].all()
+    # the fixture's clipping runs (T = 20) beat chance but stay above the partial baseline: both levels are checked,
+    # and the first is not empty
+    assert len(results.runs(spec="clipping", results_dir=study, learned=True)) == table["n_learned"].sum()
+    learned = results.runs(spec="clipping", results_dir=study, beat_chance=True)
+    assert len(learned) == table["n_beat_chance"].sum() > 0
+    assert set(learned["spec"]) == {"clipping"} and learned["beat_chance"].all()
     def group(mode, threshold):  # the table's groups: an unclipped run has no threshold
         return (mode, None if mode == "none" else float(threshold))
 
     mine = pd.Series([group(m, t) for m, t in zip(learned["clip_mode"], learned["clip_threshold"])]).value_counts()
-    theirs = {group(m, t): n for m, t, n in zip(table["clip_mode"], table["clip_threshold"], table["n_learned"]) if n}
+    theirs = {group(m, t): n for m, t, n in zip(table["clip_mode"], table["clip_threshold"], table["n_beat_chance"])
+              if n}
     assert mine.to_dict() == theirs
     every = results.runs(spec="clipping", results_dir=study)
     assert len(every) == table["n_runs"].sum() and set(learned["run_id"]) < set(every["run_id"])

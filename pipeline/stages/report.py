@@ -48,8 +48,8 @@ def report_cmd(
     typer.echo("Runs (each experiment's runs table in the MLflow UI):")
     for spec, url in links.experiments.items():
         typer.echo(f"  rnngrad/{spec}: {url}")
-    if links.ui_command:
-        typer.echo(f"  open the links after starting the UI: {links.ui_command}")
+    if links.ui_command:  # the terminal gets this machine's paths; the document, the portable command
+        typer.echo(f"  open the links after starting the UI: {store.ui_command()}")
 
 
 def _mlflow_links(runs):
@@ -75,12 +75,15 @@ def _portable_ui_command(store) -> str:
     variable that chose it)."""
     from .. import tracking
 
+    root = tracking.default_project_root()
     path = Path(unquote(store.tracking_uri.removeprefix("sqlite:///"))).resolve()
     try:
-        relative = path.relative_to(tracking.default_project_root())
-    except ValueError:
+        relative = path.relative_to(root)
+        artifacts = store.artifacts_folder.resolve().relative_to(root)
+    except (ValueError, AttributeError):
         return 'mlflow ui --backend-store-uri "$MLFLOW_TRACKING_URI"'
-    return f"mlflow ui --backend-store-uri sqlite:///{relative.as_posix()}"
+    return (f"mlflow ui --backend-store-uri sqlite:///{relative.as_posix()} "
+            f"--artifacts-destination {artifacts.as_posix()}")
 
 
 def _log_to_sweeps(store, runs, drawn: dict, documents: list[Path]) -> int:
