@@ -10,7 +10,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import artifacts
+from .artifacts import experiment_location as _artifact_experiment_location
+from .artifacts import log_file as _artifact_log_file
+from .artifacts import log_folder as _artifact_log_folder
+from .artifacts import log_text as _artifact_log_text
 from .connection import Store, _mlflow, client
 from .server import StoreUnreachable, hurry
 from .values import (MAX_PARAM_CHARS, MAX_TAG_CHARS, _samples_text, _series_metrics, _summary_metrics, _text,
@@ -38,7 +41,7 @@ def ensure_experiment(store: Store, name: str) -> str:
     c = client(store)
     exp = c.get_experiment_by_name(name)
     if exp is None:
-        return c.create_experiment(name, artifact_location=artifacts.experiment_location(store, name))
+        return c.create_experiment(name, artifact_location=_artifact_experiment_location(store, name))
     if exp.lifecycle_stage == "deleted":
         c.restore_experiment(exp.experiment_id)
     return exp.experiment_id
@@ -113,7 +116,7 @@ def log_values(store: Store, run_id: str, metrics: dict | None = None, tags: dic
 
 
 def log_artifact(store: Store, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
-    artifacts.log_file(store, run_id, path, artifact_path)
+    _artifact_log_file(store, run_id, path, artifact_path)
 
 
 def log_run_folder(store: Store, run_id: str, run_dir: str | Path, tags: dict | None = None) -> None:
@@ -131,9 +134,9 @@ def log_run_folder(store: Store, run_id: str, run_dir: str | Path, tags: dict | 
     run_tags |= tags or {}
     # Artifacts first: finding a run's artifact folder reads the whole run back, which is cheapest before its
     # metrics are in.
-    artifacts.log_folder(store, run_id, run_dir)
+    _artifact_log_folder(store, run_id, run_dir)
     if (run_dir / "samples.json").exists():
-        artifacts.log_text(store, run_id, _samples_text(run_dir / "samples.json"), "samples.txt")
+        _artifact_log_text(store, run_id, _samples_text(run_dir / "samples.json"), "samples.txt")
     m, now = _mlflow().entities, _now_ms()
     metrics = [m.Metric(k, v, now, step) for k, step, v in _summary_metrics(summary)]
     metrics += [m.Metric(k, v, now, step) for k, step, v in _series_metrics(run_dir / "series.parquet")]

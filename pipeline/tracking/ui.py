@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import artifacts
+from .artifacts import log_file as _artifact_log_file
 from .connection import Store, _mlflow, client
 from .runs import PARENT_TAG, find_runs
 from .values import MAX_TAG_CHARS, _text
@@ -161,7 +161,7 @@ def log_summary_table(store: Store, run_id: str, table, artifact_file: str = SUM
         path = Path(tmp) / Path(artifact_file).name
         path.write_text(table.to_json(orient="split", index=False, date_format="iso"))
         parent = str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None
-        artifacts.log_file(store, run_id, path, parent)
+        _artifact_log_file(store, run_id, path, parent)
     tags = dict(c.get_run(run_id).data.tags)
     logged = json.loads(tags.get("mlflow.loggedArtifacts", "[]"))
     entry = {"path": artifact_file, "type": "table"}
@@ -172,7 +172,7 @@ def log_summary_table(store: Store, run_id: str, table, artifact_file: str = SUM
 def log_files(store: Store, run_id: str, paths: list[Path], artifact_path: str | None = None) -> None:
     """Log existing files under `artifact_path` of a run (the report's figures and documents on a sweep's parent)."""
     for path in paths:
-        artifacts.log_file(store, run_id, path, artifact_path)
+        _artifact_log_file(store, run_id, path, artifact_path)
 
 
 def sweep_parent(store: Store, spec: str, run_ids: list[str]) -> str | None:
