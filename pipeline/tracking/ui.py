@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .artifacts import log_file as _artifact_log_file
+from .artifacts import run_folder as _artifact_run_folder
 from .connection import Store, _mlflow, client
 from .runs import PARENT_TAG, find_runs
 from .values import MAX_TAG_CHARS, _text
@@ -202,7 +203,9 @@ def _planned_runs(store: Store, parent: str, spec: str) -> set[str]:
 
     with tempfile.TemporaryDirectory(prefix="rnngrad-planned-") as tmp:
         try:
-            path = client(store).download_artifacts(parent, f"{spec}.parquet", tmp)
+            folder = _artifact_run_folder(store, client(store).get_run(parent).info.artifact_uri)
+            path = folder / f"{spec}.parquet" if folder is not None else \
+                client(store).download_artifacts(parent, f"{spec}.parquet", tmp)  # a server's run
             return {str(i) for i in pq.read_table(path, columns=["run_id"]).column("run_id").to_pylist()}
         except (_mlflow().exceptions.MlflowException, OSError, pa.ArrowException, KeyError):
             return set()  # no table logged (a sweep stopped before its end), or not one a sweep wrote
