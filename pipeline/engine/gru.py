@@ -156,27 +156,22 @@ def _step_factors(gates: np.ndarray, h_prev: np.ndarray, hn: np.ndarray) -> tupl
     return r, z, (1.0 - z) * (1.0 - cand * cand), (h_prev - cand) * z * (1.0 - z), hn * r * (1.0 - r)
 
 
-def _backward_factors(gates: np.ndarray, h_prev: np.ndarray, hn: np.ndarray, workspace: Workspace | None
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """`_step_factors` laid out for the loop over time, with `_step_factors`'s arithmetic (so its bits), in the
-    workspace's buffers: (T, B, 2, n) [f_z, f_n], the factors dh_{t+1} meets on its way into da_z and da_n, and
-    (T, B, 2, n) [f_r, r], those da_n meets on its way into dm_r and dm_n (the r and n blocks of the hidden drive's
-    gradient). Each product is then one pass over two gates, and no (T, B, n) temporary is made afresh (its page
-    faults cost more than its arithmetic)."""
-    T, B, n = hn.shape
+def _backward_factors(gates: np.ndarray, h_prev: np.ndarray, hn: np.ndarray, into_zn: np.ndarray,
+                      into_rn: np.ndarray, scratch: np.ndarray) -> None:
+    """`_step_factors` laid out for the loop over time, with `_step_factors`'s arithmetic (so its bits): into_zn
+    (T, B, 2, n) gets [f_z, f_n], the factors dh_{t+1} meets on its way into da_z and da_n, and into_rn (T, B, 2, n)
+    [f_r, r], those da_n meets on its way into dm_r and dm_n (the r and n blocks of the hidden drive's gradient), so
+    that each product in the loop is one pass over two gates. scratch (T, B, n) is overwritten."""
+    n = hn.shape[-1]
     r, z, cand = gates[..., :n], gates[..., n : 2 * n], gates[..., 2 * n :]
-    tmp, tmp2 = _empty(workspace, "gru:tmp", (T, B, n)), _empty(workspace, "gru:tmp2", (T, B, n))
-    into_zn = _empty(workspace, "gru:into_zn", (T, B, 2, n))
-    into_rn = _empty(workspace, "gru:into_rn", (T, B, 2, n))
-    f_z, f_n = into_zn[:, :, 0], into_zn[:, :, 1]
-    np.subtract(1.0, np.multiply(cand, cand, out=tmp), out=tmp)
-    np.multiply(np.subtract(1.0, z, out=tmp2), tmp, out=f_n)  # (1 - z)(1 - n^2)
-    np.multiply(np.subtract(h_prev, cand, out=tmp), z, out=tmp)
-    np.multiply(tmp, tmp2, out=f_z)  # ((h_{t-1} - n) z)(1 - z)
-    np.multiply(hn, r, out=tmp)
-    np.multiply(tmp, np.subtract(1.0, r, out=tmp2), out=into_rn[:, :, 0])  # (hn r)(1 - r)
+    f_z, f_n, f_r = into_zn[:, :, 0], into_zn[:, :, 1], into_rn[:, :, 0]
+    np.subtract(1.0, np.multiply(cand, cand, out=f_n), out=f_n)
+    np.multiply(np.subtract(1.0, z, out=scratch), f_n, out=f_n)  # (1 - z)(1 - n^2)
+    np.multiply(np.subtract(h_prev, cand, out=f_z), z, out=f_z)
+    np.multiply(f_z, scratch, out=f_z)  # ((h_{t-1} - n) z)(1 - z)
+    np.multiply(hn, r, out=f_r)
+    np.multiply(f_r, np.subtract(1.0, r, out=scratch), out=f_r)  # (hn r)(1 - r)
     np.copyto(into_rn[:, :, 1], r)
-    return into_zn, into_rn
 
 
 def _layer_backward(W: np.ndarray, gates: np.ndarray, h: np.ndarray, hn: np.ndarray, dh_in: np.ndarray,
@@ -187,9 +182,12 @@ def _layer_backward(W: np.ndarray, gates: np.ndarray, h: np.ndarray, hn: np.ndar
     r). signal (T+1,) gets ||dE/dh_k|| (Frobenius over the batch), or is None to skip the norms.
 
     The loop over time writes dE/dm_t and the candidate's da_n; the r and z blocks of dE/di_t, which equal dE/dm_t's,
-    are copied for all steps at once after it."""
+    are copied for all steps at once after it. Until then those blocks hold [f_r, r] (`_backward_factors`), and
+    dA_hid's first block is the factors' scratch before the loop writes it: the factors cost no memory but the
+    (T, B, 2n) of [f_z, f_n], and no small array is made afresh at each step (that costs more than its arithmetic)."""
     T, B, n = dh_in.shape
-    into_zn, into_rn = _backward_factors(gates, h[:-1], hn, workspace)
+    into_zn, into_rn = _empty(workspace, "gru:into_zn", (T, B, 2, n)), dA_in[..., : 2 * n].reshape(T, B, 2, n)
+    _backward_factors(gates, h[:-1], hn, into_zn, into_rn, dA_hid[..., :n])
     z = gates[..., n : 2 * n]
     dh, dh_rec, through_z = np.empty((B, n)), np.zeros((B, n)), np.empty((B, n))  # dh_rec: dE/dh_t via step t+1
     for t in reversed(range(T)):
