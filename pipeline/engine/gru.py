@@ -105,7 +105,7 @@ class GRUTrace:
 def _gru_layer(W: np.ndarray, b_hh: np.ndarray, gates: np.ndarray, h: np.ndarray, hn: np.ndarray) -> None:
     """Run one layer in place: gates (T, B, 3n) holds W_ih x_t + b_ih on entry and the activated gates on exit;
     h (T+1, B, n) has h[0] set and is filled; hn (T, B, n) gets W_hn h_{t-1} + b_hn. The step's temporaries are
-    (B, .) buffers made once: a small array made afresh at every step costs more than the arithmetic on it."""
+    (B, .) buffers made once, before the loop."""
     B, n = gates.shape[1], W.shape[1]
     WT = np.ascontiguousarray(W.T)  # (n, 3n)
     m, reset_hn = np.empty((B, 3 * n)), np.empty((B, n))
@@ -183,8 +183,8 @@ def _layer_backward(W: np.ndarray, gates: np.ndarray, h: np.ndarray, hn: np.ndar
 
     The loop over time writes dE/dm_t and the candidate's da_n; the r and z blocks of dE/di_t, which equal dE/dm_t's,
     are copied for all steps at once after it. Until then those blocks hold [f_r, r] (`_backward_factors`), and
-    dA_hid's first block is the factors' scratch before the loop writes it: the factors cost no memory but the
-    (T, B, 2n) of [f_z, f_n], and no small array is made afresh at each step (that costs more than its arithmetic)."""
+    dA_hid's first block is the factors' scratch before the loop writes it: the factors cost no memory beyond the
+    (T, B, 2n) of [f_z, f_n]."""
     T, B, n = dh_in.shape
     into_zn, into_rn = _empty(workspace, "gru:into_zn", (T, B, 2, n)), dA_in[..., : 2 * n].reshape(T, B, 2, n)
     _backward_factors(gates, h[:-1], hn, into_zn, into_rn, dA_hid[..., :n])
