@@ -156,7 +156,12 @@ def edge_of_chaos(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def spike_runs(runs: pd.DataFrame, histories: dict[str, pd.DataFrame]) -> list[str]:
-    """Up to SPIKE_RUNS trained runs, the spikiest (largest max / median pre-clip gradient norm) of each clip mode."""
+    """Up to SPIKE_RUNS trained runs, the spikiest (largest max / median pre-clip gradient norm) of each clip mode,
+    from the studies that vary the clip mode when there are any (their runs differ in clipping alone)."""
+    modes = runs.get("clip_mode", pd.Series("", index=runs.index)).astype(str)
+    varied = modes.groupby(runs["spec"]).transform("nunique") > 1 if "spec" in runs else modes.map(lambda m: False)
+    if varied.any():
+        runs = runs[varied]
     picks = []
     for mode, g in runs.groupby(runs.get("clip_mode", pd.Series("", index=runs.index)).astype(str)):
         best, score = None, 0.0
