@@ -122,3 +122,17 @@ def test_rnngrad_sweep_no_track_leaves_no_store_and_the_report_reads_its_results
     assert "mlflow ui" not in html and "#/experiments" not in html  # no link to a run MLflow does not hold
     assert _store_files(tmp_path) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reports", "results", "tiny.yaml"]
+
+
+@pytest.mark.parametrize("command", ["sweep", "train"])
+def test_the_help_names_no_track_and_no_python_types(command, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pipeline import cli
+
+    if command not in {c.name for c in cli.app.registered_commands}:
+        cli._register()
+    monkeypatch.setenv("COLUMNS", "200")
+    shown = CliRunner().invoke(cli.app, [command, "--help"]).stdout
+    assert "--no-track" in shown and "--data-root" in shown and "FOLDER" in shown
+    assert "list[" not in shown and "<bool>" not in shown  # a metavar a new user reads, not a Python type

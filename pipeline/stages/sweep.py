@@ -27,7 +27,7 @@ def sweep_cmd(
     max_cells: Annotated[int, typer.Option(help="Refuse a grid of more cells than this (a typo in an axis can "
                                            "make millions); raise it for a larger sweep.")] = MAX_CELLS,
     data_root: Annotated[list[Path] | None, typer.Option(
-        help="A folder outside the project whose files the spec may read (its cells' text); repeat for several. "
+        metavar="FOLDER", help="A folder outside the project whose files the spec may read (its cells' text); repeat for several. "
         "Without it a spec reads only files inside the project.")] = None,
     max_memory: Annotated[str, typer.Option(
         metavar="SIZE", help="Refuse the sweep before it starts if a cell would need more memory than this, e.g. 1.5G "
