@@ -4,7 +4,7 @@ a later one by what changed since the previous (the fake runner of test_sweep, a
 from pipeline import tracking
 from pipeline.run.spec import load_spec
 from pipeline.sweep import run_sweep
-from test_sweep import env, fake_execute  # noqa: F401 (env is a fixture)
+from test_sweep import env, fake_execute, write_spec  # noqa: F401 (env is a fixture)
 from test_tracking import empty_db  # noqa: F401 (a fixture)
 
 
@@ -27,3 +27,14 @@ def test_the_first_sweep_of_a_spec_is_named_by_the_spec_alone(env):
     name, names = _parent_names(env)
     assert name.startswith("mini (quick) #") and len(name) == len("mini (quick) #") + 6
     assert names == sorted(["mini (full)", "mini (quick)", name])  # the first keeps its plain name
+
+
+def test_a_validation_set_built_in_memory_is_named_so_in_the_dataset_column(tmp_path):
+    from pipeline.sweep import dataset_refs
+    from pipeline.sweep.plan import plan_cells
+
+    spec = load_spec(write_spec(tmp_path), "quick")
+    cells = plan_cells(spec, tmp_path / "results", tmp_path / "data")  # no data/: built from the seed
+    ref = dataset_refs(cells, tmp_path / "data")[cells[0].config_hash][0]
+    assert (ref.name, ref.digest) == ("adding_T6_N1000_s0", "in memory")  # was an empty digest, shown as "()"
+    assert ref.source.startswith("built in memory from data_seed 0")

@@ -25,6 +25,9 @@ def _present_experiment(store, exp_id: str, spec) -> None:
     ui.hide_empty_default_experiment(store)
 
 
+IN_MEMORY = "in memory"  # the Dataset column's digest of a validation set built from its seed (the UI showed "()")
+
+
 def dataset_refs(cells: list[Cell], data_dir: Path) -> dict[str, list[ui.DatasetRef]]:
     """{config_hash: the datasets the cell reads}, with the digests `rnngrad generate` wrote in data/manifest.json:
     a synthetic cell's held-out validation set (its training sequences are drawn fresh from its seed, so they are
@@ -50,8 +53,10 @@ def dataset_refs(cells: list[Cell], data_dir: Path) -> dict[str, list[ui.Dataset
         name = dataset_name(cfg.task, cfg.seq_len, cfg.val_size, cfg.data_seed)
         digest = ((files.get(f"{name}.npz") or {}).get("sha256") or "")[:12]
         profile = {"task": cfg.task, "T": cfg.seq_len, "count": cfg.val_size, "seed": cfg.data_seed}
-        refs[cell.config_hash] = [ui.DatasetRef(name, digest, str((data_dir / f"{name}.npz").resolve()),
-                                                profile)]
+        source = str((data_dir / f"{name}.npz").resolve())
+        if not (data_dir / f"{name}.npz").is_file():  # the run builds it from its seed: no file to point at
+            digest, source = IN_MEMORY, f"built in memory from data_seed {cfg.data_seed} (no {name}.npz in data/)"
+        refs[cell.config_hash] = [ui.DatasetRef(name, digest, source, profile)]
     return refs
 
 
