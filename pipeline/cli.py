@@ -7,6 +7,7 @@ click usage error such as an option of the wrong type) into one line on stderr a
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 
 import typer
@@ -58,11 +59,24 @@ def _bare_flags(params) -> None:
 
 
 class _FlagsAsFlags(TyperCommand):
-    """A command whose help shows its flags bare (`_bare_flags`)."""
+    """A command whose help shows its flags bare (`_bare_flags`) and its paragraphs rewrapped (`_unwrapped`)."""
 
     def format_help(self, ctx, formatter):
         _bare_flags(self.get_params(ctx))
+        self.help = _unwrapped(self.help)
         return super().format_help(ctx, formatter)
+
+
+def _unwrapped(text: str | None) -> str | None:
+    """A docstring's paragraphs as single lines. Typer 0.29 keeps the single line breaks of every paragraph but the
+    first, so the terminal wraps the docstring's 115-column lines again and the help reads ragged; a paragraph that
+    starts with a backslash-b (click's "keep as is") or whose lines are indented or itemised keeps its breaks."""
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    kept = [p if p.startswith("\b") or any(line[:1] in (" ", "-", "*", "$") for line in p.splitlines()[1:])
+            else " ".join(line.strip() for line in p.splitlines()) for p in paragraphs]
+    return "\n\n".join(kept)
 
 
 app = typer.Typer(

@@ -75,3 +75,17 @@ def test_every_options_help_is_shown_whole(command):
                           timeout=120, env={**os.environ, "COLUMNS": "3000"})  # one line per option: no wrapping
     shown = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", done.stdout).split())  # FORCE_COLOR makes rich paint it
     assert helps and [h for h in helps if h not in shown] == []
+
+
+def test_help_paragraphs_read_as_paragraphs_not_as_the_docstrings_lines():
+    """Typer 0.29 keeps a docstring paragraph's line breaks: the terminal then breaks each 115-column line again
+    and the help reads ragged. Every paragraph after the first comes out as one line for the terminal to wrap: at
+    200 columns, words on two lines of the docstring ("but random" / "windows from h = 0") share a line."""
+    from typer.testing import CliRunner
+
+    from pipeline import cli
+
+    cli._register()
+    out = CliRunner().invoke(cli.app, ["train", "--help"], terminal_width=200, env={"COLUMNS": "200"}).output
+    assert any("but random windows from h = 0" in line for line in out.splitlines())
+    assert cli._unwrapped("a\nb\n\n\bkeep\nthis") == "a b\n\n\bkeep\nthis"  # click's \\b: kept as is

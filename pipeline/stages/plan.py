@@ -19,7 +19,7 @@ PROFILES = ("quick", "full")
 
 def plan_cmd(
     specs: Annotated[list[Path] | None, typer.Argument(
-        metavar="[SPEC]...", help="Sweep specs, e.g. experiments/remedies.yaml; default: the specs params.yaml names "
+        metavar="SPEC", help="Sweep specs, e.g. experiments/remedies.yaml; default: the specs params.yaml names "
         "(else every experiments/*.yaml).")] = None,
     profile: Annotated[str, typer.Option(help="Which profile of the specs: quick or full.")] = "quick",
     jobs: Annotated[int, typer.Option(help="Workers the wall time is given for; 0 = one per CPU this process may "
