@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..run.dynamics import DYNAMICS_COLUMNS, DYNAMICS_FILE
 from .artifacts import load_results, read_artifact, run_folder  # noqa: F401 (the stage and tests read them here)
-from .outputs import ANALYSIS_FORMAT, read_analysis, write_set  # noqa: F401
+from .outputs import ANALYSIS_FORMAT, check_analysis_outputs, read_analysis, write_set  # noqa: F401
 from ..run.probe import GRADIENT_COLUMNS, JACOBIAN_REQUIRED, SIGNAL_COLUMNS, SPECTRA_COLUMNS, SPOT_COLUMNS
 from . import depth, prediction, studies
 from .dvc_plots import write_plots
@@ -358,6 +358,8 @@ def _plain(v: Any) -> Any:
 
 def write_analysis(result: Analysis, out_dir: Path) -> None:
     """The analysis's files as one set (outputs.write_set); stale tables of known names removed. The DVC plots'
-    lines (dvc_plots.py) first: analysis.json, written last, makes the set whole."""
+    lines (dvc_plots.py) first, once nothing in the way of any output: analysis.json, written last, makes the set
+    whole."""
+    check_analysis_outputs(out_dir)
     write_plots(result.tables, out_dir)
     write_set(out_dir, result.tables, result.metrics, result.report, TABLES)
