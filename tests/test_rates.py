@@ -97,7 +97,7 @@ def test_sweep_runs_the_selection_then_the_grid_at_the_chosen_rates(cli_app, tmp
     write(tmp_path, iters=30)
     result = CliRunner().invoke(cli_app, ["sweep", "experiments/pick.yaml", "--profile", "full", "--jobs", "2"])
     assert result.exit_code == 0, result.output
-    stage = pd.read_parquet(tmp_path / "results" / "pick_rates.parquet")
+    stage = pd.read_parquet(tmp_path / "results" / "pick" / "pick_rates.parquet")  # inside the spec's folder
     final = pd.read_parquet(tmp_path / "results" / "pick.parquet")
     assert len(stage) == 8 and set(stage["seed"]) == {7, 8} and len(final) == 8 and set(final["seed"]) == {0, 1}
     spec = load_spec(tmp_path / "experiments" / "pick.yaml", "full")
@@ -108,3 +108,12 @@ def test_sweep_runs_the_selection_then_the_grid_at_the_chosen_rates(cli_app, tmp
                 if key == rates.arm_key(cfg)}
     assert {r["cell_type"]: r["lr"] for r in final.to_dict("records")} == expected
     assert "pick: learning rates chosen on pick_rates: " in result.stdout
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["pick", "pick.parquet"]  # dvc.yaml's outs
+    from pipeline.report.analysis import load_results, run_records
+
+    table = load_results(tmp_path / "results")
+    assert table.groupby("spec").size().to_dict() == {"pick": 8, "pick_rates": 8}
+    records, files = run_records(tmp_path / "results", table)
+    for row in records[records["spec"] == "pick_rates"].to_dict("records"):
+        assert files[row["run_id"]].folder == tmp_path / "results" / "pick" / "pick_rates" / "runs" / row["config_hash"]
+        assert not files[row["run_id"]].problems

@@ -3,7 +3,8 @@
 Input: `results/<spec>.parquet` (one row per run) and each run's folder (docs/internals.md). `analyze` walks the
 runs and applies the pure reductions of reductions.py, each spec summarised by its study (studies.py: a study of
 its own, or the generic one); `write_analysis` writes `metrics.json` (DVC metrics),
-`analysis.json` (what the report needs) and `tables/*.csv` (tidy, for DVC plots).
+`analysis.json` (what the report needs), `tables/*.csv` (tidy, one row per run) and `plots/<plot>/<group>.csv`
+(one file per line of dvc.yaml's plots).
 No mlflow here: the run IDs come from the results tables.
 """
 
@@ -19,9 +20,10 @@ import pandas as pd
 
 from ..run.dynamics import DYNAMICS_COLUMNS, DYNAMICS_FILE
 from .artifacts import load_results, read_artifact, run_folder  # noqa: F401 (the stage and tests read them here)
-from .outputs import ANALYSIS_FORMAT, read_analysis, write_set  # noqa: F401
+from .outputs import ANALYSIS_FORMAT, check_analysis_outputs, read_analysis, write_set  # noqa: F401
 from ..run.probe import GRADIENT_COLUMNS, JACOBIAN_REQUIRED, SIGNAL_COLUMNS, SPECTRA_COLUMNS, SPOT_COLUMNS
 from . import depth, prediction, studies
+from .dvc_plots import write_plots
 from .reductions import (
     REGIME_PROBES, bound_violations, decay_by_lag, finite_median, heatmap_rows, label_regimes, learning_counts,
     nonfinite_summary, numeric, outcome_counts, rate_comparison, regime_confusion, regime_counts, rounded_tree,
@@ -355,5 +357,9 @@ def _plain(v: Any) -> Any:
 
 
 def write_analysis(result: Analysis, out_dir: Path) -> None:
-    """The analysis's files as one set (outputs.write_set); stale tables of known names removed."""
+    """The analysis's files as one set (outputs.write_set); stale tables of known names removed. The DVC plots'
+    lines (dvc_plots.py) first, once nothing in the way of any output: analysis.json, written last, makes the set
+    whole."""
+    check_analysis_outputs(out_dir)
+    write_plots(result.tables, out_dir)
     write_set(out_dir, result.tables, result.metrics, result.report, TABLES)

@@ -18,6 +18,7 @@ import pandas as pd
 from ..errors import UserError, shown
 from ..run.headers import (RESULTS_MAX_ROWS, RUN_TABLE_MAX_ROWS, HeaderError, check_columns, parquet_header,
                            text_size)
+from ..run.rates import STAGE_SUFFIX
 from ..run.spec import check_spec_name
 
 RESULT_COLUMNS = ("run_id", "config_hash", "outcome")
@@ -25,12 +26,22 @@ CONFIG_HASH = re.compile(r"[0-9a-f]{1,64}")  # a run folder's name: config_hash'
 RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # an MLflow run id (32 hex digits; fakes in tests are shorter)
 
 
+def result_tables(results_dir: Path) -> list[Path]:
+    """results/<spec>.parquet, then each learning-rate selection's results/<name>/<name>_rates.parquet (its runs in
+    results/<name>/<name>_rates/runs/, rates.stage_results_dir); a folder that is a link is not entered."""
+    if not results_dir.is_dir():
+        return []
+    nested = [f for f in results_dir.glob(f"*/*{STAGE_SUFFIX}.parquet")
+              if f.stem == f.parent.name + STAGE_SUFFIX and not f.parent.is_symlink()]
+    return sorted(results_dir.glob("*.parquet")) + sorted(nested)
+
+
 def load_results(results_dir: Path) -> pd.DataFrame:
-    """Every results/<spec>.parquet stacked (a missing `spec` column is the file stem); UserError when no runs, or
-    for a table that is too large, holds nested columns, or names a spec, run or folder rnngrad would not write."""
-    files = sorted(results_dir.glob("*.parquet")) if results_dir.is_dir() else []
+    """Every results table stacked (`result_tables`; a missing `spec` column is the file stem), a selection's
+    run_dir made relative to results/; UserError when no runs, or for a table that is too large, holds nested
+    columns, or names a spec, run or folder rnngrad would not write."""
     frames = []
-    for f in files:
+    for f in result_tables(results_dir):
         check_spec_name(f.stem, f"{f}: the file name")
         try:
             check_columns(parquet_header(f, RESULTS_MAX_ROWS), text=RESULT_COLUMNS + ("spec", "run_dir"))
@@ -42,6 +53,9 @@ def load_results(results_dir: Path) -> pd.DataFrame:
             raise UserError(f"{f}: lacks columns {', '.join(lacking)}; a results table has {', '.join(RESULT_COLUMNS)}")
         df = df.assign(spec=df["spec"]) if "spec" in df else df.assign(spec=f.stem)
         _check_rows(f, df)
+        if f.parent != results_dir and len(df):  # its run_dir is relative to results/<name>/, where it was swept
+            given = df["run_dir"] if "run_dir" in df else df["spec"] + "/runs/" + df["config_hash"]
+            df = df.assign(run_dir=f"{f.parent.name}/" + given.astype(str))
         frames.append(df)
     frames = [f for f in frames if len(f)]
     if not frames:

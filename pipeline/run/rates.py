@@ -9,6 +9,9 @@ its lr, seed and seq_len set aside) at every listed rate, on the listed seeds, a
 itself, each cell at its arm's rate chosen from stage one's results (`choose`). The selection seeds must not be
 among the grid's seeds, so the reported runs never include the runs a rate was chosen on; `<name>_rates` is an
 ordinary sweep with its own runs, results table and MLflow experiment, so every number a choice rests on is visible.
+Its results live inside the spec's own folder (`stage_results_dir`): results/<name>/<name>_rates.parquet and
+results/<name>/<name>_rates/runs/, so that dvc.yaml's sweep stage of <name>, whose outputs are results/<name>.parquet
+and results/<name>/, holds both stages, and a profile without a selection has nothing more.
 
 An arm's rate is the one with the most runs that learned (the runs' `learned` verdict), ties broken by the lower
 median final validation loss over chance (a run that diverged or failed counts as infinite), then by the lower
@@ -21,6 +24,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
@@ -29,6 +33,11 @@ from .config import RunConfig, check_values, config_from_values
 STAGE_SUFFIX = "_rates"  # stage one of spec <name> is the spec <name>_rates
 SET_ASIDE = ("lr", "seed", "seq_len")  # what a stage-one cell varies: the rest of its config names its arm
 SELECTION_KEYS = ("lr", "seeds", "seq_len")
+
+
+def stage_results_dir(results_dir: Path, name: str) -> Path:
+    """The results folder stage one of spec `name` is swept into: the spec's own folder, results/<name>/."""
+    return Path(results_dir) / name
 
 
 @dataclass(frozen=True)

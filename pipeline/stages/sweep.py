@@ -45,7 +45,8 @@ def sweep_cmd(
     talks to MLflow: workers return finished run folders, and --jobs is ignored (every worker thread gets a cell).
 
     A profile with a `select` block runs in two stages: first the spec <name>_rates (every arm at every candidate
-    learning rate, on seeds the grid does not use), then the grid, each arm at the rate chosen from those runs.
+    learning rate, on seeds the grid does not use; its table and runs go inside results/<name>/), then the grid, each
+    arm at the rate chosen from those runs.
     """
     from ..run.cost import usable_cpus
     from ..run.spec import load_spec
@@ -63,11 +64,13 @@ def sweep_cmd(
     workers = jobs or usable_cpus()
     _check_memory(spec, loaded, data_dir, max_memory, workers, cluster.strip())
     if loaded.selection is not None:
-        stage = loaded.selection_stage()
-        _check_paths_and_data(spec, stage, data_dir, results_dir)
+        from ..run.rates import stage_results_dir
+
+        stage, stage_dir = loaded.selection_stage(), stage_results_dir(results_dir, loaded.name)
+        _check_paths_and_data(spec, stage, data_dir, stage_dir)
         _check_memory(spec, stage, data_dir, max_memory, workers, cluster.strip())
-        typer.echo(_run(stage, data_dir, results_dir, workers, cluster.strip(), track))
-        loaded = loaded.at_rates(_chosen_rates(stage, data_dir, results_dir))
+        typer.echo(_run(stage, data_dir, stage_dir, workers, cluster.strip(), track))
+        loaded = loaded.at_rates(_chosen_rates(stage, data_dir, stage_dir))
         typer.echo(f"{loaded.name}: learning rates chosen on {stage.name}: {_rates_line(loaded)}")
     typer.echo(_run(loaded, data_dir, results_dir, workers, cluster.strip(), track))
 
