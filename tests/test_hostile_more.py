@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from pipeline import cluster, tracking
 from pipeline.errors import UserError
-from test_hostile import cli_app, one_line_refusal  # noqa: F401 (cli_app is a fixture)
+from test_hostile import TINY, cli_app, one_line_refusal  # noqa: F401 (cli_app is a fixture)
 from test_sweep import env  # noqa: F401 (a fixture: a project with a fresh store and the mini spec)
 from test_tracking import empty_db  # noqa: F401 (a fixture)
 
@@ -117,3 +117,65 @@ def test_connect_bounds_the_client_after_a_valid_greeting():
             assert finishes(opened)
     finally:
         server.close()
+
+
+# ---- 2. temp folders a killed run leaves ------------------------------------------------------------------------
+
+
+def _wait_for(predicate, what: str):
+    import time
+
+    for _ in range(HANG_GUARD_SECONDS * 10):
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"no {what} after {HANG_GUARD_SECONDS} s")
+
+
+def test_the_temp_folder_of_a_killed_train_run_is_removed_by_the_next_run_and_nothing_else(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "runs"
+    long_run = [sys.executable, "-m", "pipeline", "train", *TINY[:-4], "--iters", "100000", "--val-size", "50",
+                "--no-track", "--out", str(out)]
+    proc = subprocess.Popen(long_run, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        [left] = _wait_for(lambda: [p for p in out.glob(".*.tmp") if (p / "config.json").exists()],
+                           "temp run folder")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    others = {"notes.txt": "mine\n", ".keep.12345678.tmp/a": "another program's\n",
+              f".{left.name.split('.')[1]}.zz.tmp/b": "not a temp folder's name\n", "abc/d": "x\n"}
+    for name, text in others.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text, encoding="utf-8")
+    before = sorted(p.relative_to(out) for p in out.rglob("*") if not p.is_relative_to(left))
+    result = subprocess.run([sys.executable, "-m", "pipeline", "train", *TINY, "--no-track", "--out", str(out)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
+    assert result.returncode == 0, result.stderr
+    assert f"removed 1 temp folder(s) that killed runs left in {out}" in result.stderr
+    assert not left.exists()
+    after = {p.relative_to(out) for p in out.rglob("*")}
+    assert set(before) <= after  # the rest untouched, the new run folder added
+    assert {p.name for p in out.glob(".*.tmp")} == {".keep.12345678.tmp", f".{left.name.split('.')[1]}.zz.tmp"}
+    assert all((out / name).read_text(encoding="utf-8") == text for name, text in others.items())
+
+
+def test_a_temp_folder_another_process_is_building_is_left_alone(tmp_path):
+    """The lock, not the name, says a temp folder is stale: one held by a live builder (here this process) stays."""
+    from pipeline.run import files
+
+    live = files.temp_folder(tmp_path, "0123456789ab")
+    (live / "config.json").write_text("{}\n", encoding="utf-8")
+    stale = tmp_path / ".0123456789ab.0badcafe.tmp"  # as a killed builder leaves one: no lock
+    (stale / "probe").mkdir(parents=True)
+    assert files.remove_stale_temp_folders(tmp_path, r"[0-9a-f]{12}") == [stale]
+    assert (live / "config.json").exists() and not stale.exists()
+    files.move_into_place(live, tmp_path / "0123456789ab")
+    assert files.remove_stale_temp_folders(tmp_path, r"[0-9a-f]{12}") == []
+    assert (tmp_path / "0123456789ab" / "config.json").exists()

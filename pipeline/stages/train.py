@@ -117,6 +117,7 @@ def train_cmd(
     _check_reads(cfg, data_root)
     run_hash = _check_paths(cfg, data_dir, out)
     _check_memory(cfg, data_dir, max_memory)
+    _remove_leftovers(out)
     store = tracking.open_store(tracking.default_project_root()) if track else None
     experiment_id = tracking.ensure_experiment(store, EXPERIMENT) if store else None
     with _ProgressBar(cfg) as bar:
@@ -169,6 +170,15 @@ def _check_paths(cfg: RunConfig, data_dir: Path, out: Path) -> str:
     check_output_folder(out, option_label("--out", out))
     check_data(cfg, data_dir, lambda key: f"--{key.replace('_', '-')}")
     return run_hash(cfg, data_dir)
+
+
+def _remove_leftovers(out: Path) -> None:
+    """The temp run folders that killed runs left in --out (each run removes its own otherwise)."""
+    from ..run.files import remove_stale_temp_folders
+
+    removed = remove_stale_temp_folders(out, r"[0-9a-f]{12}")  # a run folder's name is its config_hash
+    if removed:
+        typer.echo(f"removed {len(removed)} temp folder(s) that killed runs left in {out}", err=True)
 
 
 def _check_memory(cfg: RunConfig, data_dir: Path, max_memory: str) -> None:
