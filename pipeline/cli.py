@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import sys
+import typing
+from pathlib import Path
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -58,11 +60,35 @@ def _bare_flags(params) -> None:
 
 
 class _FlagsAsFlags(TyperCommand):
-    """A command whose help shows its flags bare (`_bare_flags`)."""
+    """A command whose help shows its flags bare (`_bare_flags`) and that refuses an empty path."""
 
     def format_help(self, ctx, formatter):
         _bare_flags(self.get_params(ctx))
         return super().format_help(ctx, formatter)
+
+    def parse_args(self, ctx, args):
+        """An empty string given for a path (`--out ''`) is refused: as a Path it would be ".", and the command
+        would write into the working folder."""
+        given, _, _ = self.make_parser(ctx).parse_args(args=list(args))
+        for param in self.get_params(ctx):
+            value = given.get(param.name)
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if _takes_paths(param) and any(isinstance(v, str) and not v for v in values):
+                raise click_exceptions.UsageError(_empty_path_refusal(param), ctx)
+        return super().parse_args(ctx, args)
+
+
+def _empty_path_refusal(param) -> str:
+    if param.param_type_name != "option":  # an argument: SPEC
+        return f"{(param.metavar or param.name).strip('[].').upper()} '': an empty path; give a file's path"
+    example = f" such as {param.default}" if isinstance(param.default, Path) else ""
+    return f"{param.opts[0]} '': an empty path; give a path{example}, or leave the option out"
+
+
+def _takes_paths(param) -> bool:
+    """A parameter typed Path, Optional[Path] or list[Path]."""
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    return annotation is Path or Path in typing.get_args(annotation)
 
 
 app = typer.Typer(

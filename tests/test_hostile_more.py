@@ -179,3 +179,53 @@ def test_a_temp_folder_another_process_is_building_is_left_alone(tmp_path):
     files.move_into_place(live, tmp_path / "0123456789ab")
     assert files.remove_stale_temp_folders(tmp_path, r"[0-9a-f]{12}") == []
     assert (tmp_path / "0123456789ab" / "config.json").exists()
+
+
+# ---- 3. an empty path for any path option of any command --------------------------------------------------------
+
+
+def _path_parameters():
+    """(command, parameter) for every parameter of every command typed Path, Optional[Path] or list[Path]."""
+    import typing
+
+    import typer.main
+
+    from pipeline import cli
+
+    if not cli.app.registered_commands:
+        cli._register()
+    group = typer.main.get_command(cli.app)
+    found = []
+    for name, command in group.commands.items():
+        for param in command.params:
+            annotation = param.type_descriptor.annotation
+            if annotation is Path or Path in typing.get_args(annotation):
+                found.append((name, param))
+    return found
+
+
+PATH_PARAMETERS = _path_parameters()
+
+
+def test_the_path_parameters_found_include_the_ones_the_attack_emptied():
+    found = {(name, p.opts[0] if p.param_type_name == "option" else p.name) for name, p in PATH_PARAMETERS}
+    assert {("train", "--out"), ("sweep", "--results-dir"), ("sweep", "--data-dir"), ("analyze", "--out"),
+            ("report", "--analysis-dir"), ("generate", "--text"), ("sweep", "spec"), ("plan", "specs")} <= found
+    assert len(found) == 19  # train 4, sweep 4, generate 4, plan 2, analyze 3, report 2
+
+
+@pytest.mark.parametrize("command,param", PATH_PARAMETERS,
+                         ids=[f"{c} {p.opts[0] if p.param_type_name == 'option' else p.name}"
+                              for c, p in PATH_PARAMETERS])
+def test_an_empty_path_is_refused_in_one_line_and_nothing_is_written(cli_app, tmp_path, monkeypatch, command, param):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    if param.param_type_name == "option":
+        args = [command, *(["x.yaml"] if command == "sweep" else []), param.opts[0], ""]
+        named = param.opts[0]
+    else:
+        args = [command, ""]
+        named = "SPEC"
+    line = one_line_refusal(CliRunner().invoke(cli_app, args))
+    assert f"{named} '': an empty path; give a" in line
+    assert list(tmp_path.iterdir()) == []
