@@ -229,3 +229,47 @@ def test_an_empty_path_is_refused_in_one_line_and_nothing_is_written(cli_app, tm
     line = one_line_refusal(CliRunner().invoke(cli_app, args))
     assert f"{named} '': an empty path; give a" in line
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- 4. deep nesting, a manifest that is not an object, a full disk, markup, encodings -------------------------
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [500, 100_000])
+@pytest.mark.parametrize("where", ["sweep spec", "plan spec", "train --config"])
+def test_yaml_nested_hundreds_of_levels_deep_is_one_line(cli_app, tmp_path, monkeypatch, where, depth):
+    monkeypatch.chdir(tmp_path)
+    if where == "train --config":
+        Path("deep.yaml").write_text(f"hidden: {_nested(depth)}\n", encoding="utf-8")
+        args = ["train", "--config", "deep.yaml", "--no-track"]
+    else:
+        Path("deep.yaml").write_text(f"name: deep\nbase: {_nested(depth)}\n", encoding="utf-8")
+        args = [where.split()[0], "deep.yaml"]
+    line = one_line_refusal(CliRunner().invoke(cli_app, args))
+    assert line.startswith("Error: deep.yaml: malformed YAML at line ")
+    assert "(it nests more than 64 levels deep)" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep.yaml"]
+
+
+MANIFESTS = {"[]": "an array, not the JSON object", '"x"': "a string, not the JSON object",
+             "null": "null, not the JSON object", _nested(100_000): "nested too deep to read",
+             '{"files": []}': "its 'files' is not an object of entries", '{"corpora": {"default": 3}}':
+             "its 'corpora' is not an object of entries", "\xe9t\xe9": "not the JSON `rnngrad generate` writes"}
+
+
+@pytest.mark.parametrize("command", ["sweep", "train", "plan"])
+@pytest.mark.parametrize("manifest", list(MANIFESTS), ids=["[]", "string", "null", "nested", "files list",
+                                                         "corpus number", "latin-1"])
+def test_a_manifest_that_is_not_generates_object_is_one_line(cli_app, env, monkeypatch, command, manifest):
+    monkeypatch.chdir(env)
+    (env / "data").mkdir()
+    (env / "data" / "manifest.json").write_bytes(manifest.encode("latin-1" if "\xe9" in manifest else "utf-8"))
+    args = {"sweep": ["sweep", "mini.yaml"], "plan": ["plan", "mini.yaml"],
+            "train": ["train", *TINY, "--no-track", "--out", "runs"]}[command]
+    line = one_line_refusal(CliRunner().invoke(cli_app, args))
+    assert line.startswith(f"Error: data/manifest.json: {MANIFESTS[manifest]}")
+    assert line.endswith("rerun `rnngrad generate` to write it again")
+    assert not (env / "results").exists() and not (env / "runs").exists()
