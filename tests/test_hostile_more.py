@@ -273,3 +273,66 @@ def test_a_manifest_that_is_not_generates_object_is_one_line(cli_app, env, monke
     assert line.startswith(f"Error: data/manifest.json: {MANIFESTS[manifest]}")
     assert line.endswith("rerun `rnngrad generate` to write it again")
     assert not (env / "results").exists() and not (env / "runs").exists()
+
+
+def _text_io_without_encoding(root: Path) -> list[str]:
+    """Calls of read_text, write_text or a text-mode open without an explicit encoding= in the package's code."""
+    import ast
+
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call) or "encoding" in {k.arg for k in node.keywords}:
+                continue
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+            if name in ("read_text", "write_text"):
+                found.append(f"{path.relative_to(root.parent)}:{node.lineno} {name}")
+            elif name == "open" and not (isinstance(f, ast.Attribute) and getattr(f.value, "id", "") != "Path"
+                                         and not isinstance(f.value, ast.BinOp)):
+                modes = [a.value for a in node.args[1:2] if isinstance(a, ast.Constant)]
+                modes += [k.value.value for k in node.keywords if k.arg == "mode" and isinstance(k.value, ast.Constant)]
+                if not any("b" in str(m) for m in modes):
+                    found.append(f"{path.relative_to(root.parent)}:{node.lineno} open")
+    return found
+
+
+def test_every_text_file_the_package_reads_or_writes_names_its_encoding():
+    import pipeline
+
+    assert _text_io_without_encoding(Path(pipeline.__file__).parent) == []
+
+
+def test_a_text_run_with_a_non_ascii_corpus_finishes_under_an_ascii_locale(tmp_path, empty_db):
+    """samples.json holds the corpus's characters; read back with the locale's encoding (ASCII under LC_ALL=C with
+    Python's UTF-8 mode and locale coercion off) it failed after training and left the run FAILED."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copy(empty_db, tmp_path / "mlflow.db")
+    (tmp_path / "corpus.txt").write_text("Größe, Maß und Übermut: éàç " * 40, encoding="utf-8")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
+           "PYTHONIOENCODING": "utf-8"}
+    env.pop("MLFLOW_TRACKING_URI", None)  # the project's mlflow.db
+    check = subprocess.run([sys.executable, "-c", "import locale; print(locale.getpreferredencoding(False))"],
+                           env=env, capture_output=True, text=True)
+    assert check.stdout.strip().lower() in ("ascii", "ansi_x3.4-1968"), check.stdout
+    result = subprocess.run([sys.executable, "-m", "pipeline", "train", "--task", "text", "--text", "corpus.txt",
+                             "--hidden", "8", "--iters", "3", "--seq-len", "10", "--samples", "2", "--json",
+                             "--out", "runs"], cwd=tmp_path, env=env, capture_output=True, timeout=HANG_GUARD_SECONDS)
+    assert result.returncode == 0, result.stderr.decode("utf-8", "replace")
+    report = json.loads(result.stdout.decode("utf-8").strip().splitlines()[-1])
+    assert report["outcome"] != "failed" and report["run_id"]
+
+
+def test_a_latin_1_corpus_is_refused_as_documented(cli_app, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("corpus.txt").write_bytes("Größe, Maß und Übermut ".encode("latin-1") * 40)
+    line = one_line_refusal(CliRunner().invoke(cli_app, ["train", "--task", "text", "--text", "corpus.txt",
+                                                         "--no-track", "--out", "runs"]))
+    assert line == ("Error: --text corpus.txt: not UTF-8 text (invalid byte at offset 2); give a UTF-8 text file "
+                    "(e.g. convert it with iconv -t UTF-8)")
+    assert not Path("runs").exists()

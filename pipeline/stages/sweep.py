@@ -77,8 +77,8 @@ def _chosen_rates(stage, data_dir: Path, results_dir: Path) -> dict[str, float]:
     from ..sweep import plan_cells
 
     cells = plan_cells(stage, results_dir, data_dir)
-    summaries = [json.loads((c.run_dir / "summary.json").read_text()) if (c.run_dir / "summary.json").is_file()
-                 else None for c in cells]
+    summaries = [json.loads((c.run_dir / "summary.json").read_text(encoding="utf-8"))
+                 if (c.run_dir / "summary.json").is_file() else None for c in cells]
     return choose([c.config for c in cells], summaries)
 
 
