@@ -336,3 +336,28 @@ def test_a_latin_1_corpus_is_refused_as_documented(cli_app, tmp_path, monkeypatc
     assert line == ("Error: --text corpus.txt: not UTF-8 text (invalid byte at offset 2); give a UTF-8 text file "
                     "(e.g. convert it with iconv -t UTF-8)")
     assert not Path("runs").exists()
+
+
+MARKUP_CORPORA = ("corpora/notes[draft].txt", "corpora/[bold red]x[/]notes.txt", "corpora/a[/x]b.txt")
+
+
+def test_markup_in_a_corpus_path_is_shown_literally_by_the_sweep(cli_app, tmp_path, monkeypatch, empty_db):
+    """Rich read `[draft]` as a tag (dropped from the line), `[bold red]x[/]` as style, and `[/x]` as a closing tag
+    with no opening one (MarkupError after the first cell, and on every rerun)."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    shutil.copy(empty_db, tmp_path / "mlflow.db")
+    for i, name in enumerate(MARKUP_CORPORA):
+        Path(name).parent.mkdir(parents=True, exist_ok=True)
+        Path(name).write_text(f"Corpus number {i}: some words to learn from, and more words. " * 40,
+                              encoding="utf-8")
+    Path("mk.yaml").write_text(
+        "name: mk\ndescription: markup in corpus paths\nbase: {task: text, seq_len: 5, hidden: 4, iters: 2, "
+        "batch: 2, probe_len: 4, samples: 1, sample_len: 5}\nprofiles:\n  quick:\n    grid: {text: ["
+        + ", ".join(f'"{name}"' for name in MARKUP_CORPORA) + "]}\n", encoding="utf-8")
+    result = CliRunner().invoke(cli_app, ["sweep", "mk.yaml", "--jobs", "1"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    for name in MARKUP_CORPORA:
+        assert f"text={name}: ok" in result.stdout

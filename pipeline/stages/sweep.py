@@ -145,7 +145,8 @@ def _run_with(spec, data_dir: Path, results_dir: Path, store, jobs: int, executo
         if status == "started":
             bar.start()
             return
-        bar.console.print(f"[{done}/{total}] {cell}: {status}")
+        # a cell's name holds its grid values (a corpus path such as notes[draft].txt): shown as is, not as markup
+        bar.console.print(f"[{done}/{total}] {cell}: {status}", markup=False, highlight=False)
         bar.update(task, completed=done, total=total)
 
     try:
