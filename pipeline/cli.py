@@ -6,6 +6,7 @@ click usage error such as an option of the wrong type) into one line on stderr a
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 import typing
@@ -20,6 +21,8 @@ except ImportError:  # pragma: no cover - older Typer on real click
     from click import exceptions as click_exceptions
 
 from .errors import UserError
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk or quota: bad input of a kind (the folder given), not a bug
 
 
 class _OneLineErrors(TyperGroup):
@@ -110,6 +113,14 @@ def _user_errors_exit_2(fn):
             return fn(*args, **kwargs)
         except UserError as e:
             typer.echo(f"Error: {e}", err=True)
+            raise typer.Exit(2) from None
+        except OSError as e:
+            if e.errno not in DISK_FULL:
+                raise
+            where = f" writing {e.filename}" if e.filename else ""
+            typer.echo(f"Error: {e.strerror or 'no space left on the device'}{where}; outputs are replaced only "
+                       "when complete, so the previous ones stand: free some space (or give an output folder on "
+                       "another disk) and run the command again", err=True)
             raise typer.Exit(2) from None
 
     return wrapper

@@ -361,3 +361,46 @@ def test_markup_in_a_corpus_path_is_shown_literally_by_the_sweep(cli_app, tmp_pa
     assert result.exit_code == 0, (result.output, result.exception)
     for name in MARKUP_CORPORA:
         assert f"text={name}: ok" in result.stdout
+
+
+class _FullDisk:
+    """A file whose writes fail as on a full disk, after the first `room` bytes."""
+
+    def __init__(self, f, room: int) -> None:
+        self._f, self._room = f, room
+
+    def write(self, data) -> int:
+        import errno
+        import os
+
+        if len(data) > self._room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._room -= len(data)
+        return self._f.write(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._f.close()
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
+def test_a_full_disk_is_one_line_and_the_previous_outputs_stand(cli_app, tmp_path, monkeypatch):
+    from pipeline.run import files
+
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(cli_app, ["generate"]).exit_code == 0  # the text corpus only: no specs here
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    real_new_file = files._new_file
+    monkeypatch.setattr(files, "_new_file", lambda path: (lambda tmp, f: (tmp, _FullDisk(f, 4096)))(
+        *real_new_file(path)))
+    result = CliRunner().invoke(cli_app, ["generate", "--seq-len", "30"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("Error")]  # after generate's progress
+    assert line.startswith("Error: No space left on device; outputs are replaced only when complete")
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before  # nothing half-written, nothing left over, the previous data/ as it was
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
