@@ -404,3 +404,47 @@ def test_a_full_disk_is_one_line_and_the_previous_outputs_stand(cli_app, tmp_pat
     after = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before  # nothing half-written, nothing left over, the previous data/ as it was
     assert [p.name for p in tmp_path.iterdir()] == ["data"]
+
+
+# ---- 5. the CLI against device nodes, FIFOs and links to /etc: nothing outside the project changes ---------------
+
+
+@pytest.mark.slow
+def test_the_cli_never_writes_outside_the_project_through_a_device_a_fifo_or_a_link(tmp_path):
+    """Every case of tests/attack.py that points a command at /dev/null, /dev/zero, a FIFO or a link to /etc (as an
+    input, --out, the store, a data or results folder, a spec) exits 2 with one line and no traceback, within the
+    timeout; and /etc, both devices and the temp root around the projects are as they were (kinds, sizes, times)."""
+    import attack
+
+    root = tmp_path / "root"
+    root.mkdir()
+    watched = [Path("/etc"), Path("/dev/null"), Path("/dev/zero"), tmp_path]
+    hostile = [case for case in attack.cases(root)
+               if "/dev/" in " ".join(case[1]) + case[0] or case[0].startswith(("FIFO", "link"))]
+    assert len(hostile) == 28
+    before = attack.snapshot(watched, root)
+    outcomes = {name: attack.run_case(root, name, args, env, setup) for name, args, env, setup in hostile}
+    assert attack.bytes_changed(before, attack.snapshot(watched, root)) == 0
+    assert {name: outcome for name, outcome in outcomes.items() if outcome != "clean"} == {}
+
+
+@pytest.mark.parametrize("option", ["--out", "--data-dir"])
+def test_train_refuses_a_linked_folder_and_writes_nothing_where_it_points(cli_app, tmp_path, monkeypatch, option):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    Path("runs").symlink_to(elsewhere)
+    line = one_line_refusal(CliRunner().invoke(cli_app, ["train", *TINY, "--no-track", option, "runs/train"]))
+    assert line.startswith(f"Error: {option} runs/train: runs is a symbolic link (to {elsewhere}), which rnngrad "
+                           "does not read or write through")
+    assert list(elsewhere.iterdir()) == [] and sorted(p.name for p in project.iterdir()) == ["runs"]
+
+
+def test_train_refuses_a_validation_set_too_large_before_building_it(cli_app, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    line = one_line_refusal(CliRunner().invoke(cli_app, ["train", "--task", "adding", "--val-size", "1000000",
+                                                         "--seq-len", "100000", "--no-track"]))
+    assert line.startswith("Error: this run: needs about ") and "GiB of memory, above --max-memory" in line
+    assert list(tmp_path.iterdir()) == []

@@ -29,6 +29,7 @@ def check_data_dir(data_dir: Path, option: str = "--data-dir") -> None:
     """A data folder that exists must be a folder (a missing one is fine: datasets are then built in memory), and
     its manifest.json, if any, the JSON object `rnngrad generate` writes."""
     check_path_names(data_dir, f"{option} {_short(data_dir)}")
+    check_not_linked(data_dir, f"{option} {_short(data_dir)}")
     if data_dir.exists() and not data_dir.is_dir():
         raise UserError(f"{option} {data_dir}: is a file; give the data folder written by `rnngrad generate`")
     read_manifest(data_dir)
@@ -67,10 +68,28 @@ def read_manifest(data_dir: Path) -> dict:
     return manifest
 
 
+def check_not_linked(folder: Path, label: str) -> None:
+    """No folder the user named (`folder` and, for a relative path, each folder on the way to it) is a symbolic
+    link: a command never writes through one (`--out runs` with runs -> /etc would write into /etc). Folders above
+    the working folder, or above an absolute path's last part, are the system's to arrange."""
+    folder = Path(folder)
+    named = [folder]
+    if not folder.is_absolute():
+        named += [parent for parent in folder.parents if parent != Path(".")]
+    for path in named:
+        if path.is_symlink() and not path.exists():
+            raise UserError(f"{label}: {path} is a broken symbolic link; remove it or give another folder")
+        if path.is_symlink():
+            raise UserError(f"{label}: {path} is a symbolic link (to {os.readlink(path)}), which rnngrad does not "
+                            "read or write through; give the folder it points to, or a folder of the project")
+
+
 def check_output_folder(folder: Path, label: str) -> None:
     """`folder` must be a folder this process can write in, or one it can create: its nearest existing ancestor
-    is then a writable folder. `label` starts the message, e.g. "--out runs/train"."""
+    is then a writable folder, and no folder named is a symbolic link. `label` starts the message, e.g.
+    "--out runs/train"."""
     check_path_names(folder, label)
+    check_not_linked(folder, label)
     for parent in (folder, *folder.parents):
         if parent.is_symlink() and not parent.exists():
             raise UserError(f"{label}: {parent} is a broken symbolic link; remove it or give another folder")
