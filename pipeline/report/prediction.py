@@ -12,11 +12,11 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..engine.init import INITS
 from .reductions import finite_median, numeric, rate
 
 LN10 = math.log(10.0)
 GAP_PARTS = ("global_to_product", "product_to_stepnorm", "stepnorm_to_measured")  # gap_<part>_init per run
-INITS = ("orthogonal", "gaussian")  # the inits whose mean-field distance is stated apart (the theory's two cases)
 SPIKE_RUNS = 3  # runs drawn in the gradient-spike figure: the spikiest of each clip mode
 SPECTRUM_RUNS = 3  # runs whose singular spectrum is drawn
 
