@@ -6,9 +6,12 @@ click usage error such as an option of the wrong type) into one line on stderr a
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 import sys
+import typing
+from pathlib import Path
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -19,6 +22,8 @@ except ImportError:  # pragma: no cover - older Typer on real click
     from click import exceptions as click_exceptions
 
 from .errors import UserError
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk or quota: bad input of a kind (the folder given), not a bug
 
 
 class _OneLineErrors(TyperGroup):
@@ -59,12 +64,37 @@ def _bare_flags(params) -> None:
 
 
 class _FlagsAsFlags(TyperCommand):
-    """A command whose help shows its flags bare (`_bare_flags`) and its paragraphs rewrapped (`_unwrapped`)."""
+    """A command whose help shows its flags bare (`_bare_flags`) and its paragraphs rewrapped (`_unwrapped`), and
+    that refuses an empty path."""
 
     def format_help(self, ctx, formatter):
         _bare_flags(self.get_params(ctx))
         self.help = _unwrapped(self.help)
         return super().format_help(ctx, formatter)
+
+    def parse_args(self, ctx, args):
+        """An empty string given for a path (`--out ''`) is refused: as a Path it would be ".", and the command
+        would write into the working folder."""
+        given, _, _ = self.make_parser(ctx).parse_args(args=list(args))
+        for param in self.get_params(ctx):
+            value = given.get(param.name)
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if _takes_paths(param) and any(isinstance(v, str) and not v for v in values):
+                raise click_exceptions.UsageError(_empty_path_refusal(param), ctx)
+        return super().parse_args(ctx, args)
+
+
+def _empty_path_refusal(param) -> str:
+    if param.param_type_name != "option":  # an argument: SPEC
+        return f"{(param.metavar or param.name).strip('[].').upper()} '': an empty path; give a file's path"
+    example = f" such as {param.default}" if isinstance(param.default, Path) else ""
+    return f"{param.opts[0]} '': an empty path; give a path{example}, or leave the option out"
+
+
+def _takes_paths(param) -> bool:
+    """A parameter typed Path, Optional[Path] or list[Path]."""
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    return annotation is Path or Path in typing.get_args(annotation)
 
 
 def _unwrapped(text: str | None) -> str | None:
@@ -98,6 +128,14 @@ def _user_errors_exit_2(fn):
             return fn(*args, **kwargs)
         except UserError as e:
             typer.echo(f"Error: {e}", err=True)
+            raise typer.Exit(2) from None
+        except OSError as e:
+            if e.errno not in DISK_FULL:
+                raise
+            where = f" writing {e.filename}" if e.filename else ""
+            typer.echo(f"Error: {e.strerror or 'no space left on the device'}{where}; outputs are replaced only "
+                       "when complete, so the previous ones stand: free some space (or give an output folder on "
+                       "another disk) and run the command again", err=True)
             raise typer.Exit(2) from None
 
     return wrapper

@@ -46,7 +46,8 @@ VALID = "local:N (N worker processes on this machine) or tcp://HOST:PORT of a ru
 # What must match between the driver and every worker for a cell to give the same numbers wherever it runs
 # (and for the task and its result to unpickle): the code, the interpreter, and the packages a run computes with.
 KEY_PACKAGES = ("numpy", "pandas", "pyarrow", "threadpoolctl", "cloudpickle", "dask", "distributed")
-CONNECT_SECONDS = 10  # how long to wait for a scheduler to answer
+CONNECT_SECONDS = 5  # how long to wait for a scheduler to accept, to greet (its handshake) and to let a client in
+HANDSHAKE_BYTES = 1 << 16  # a scheduler's greeting is a few hundred bytes: a larger length is not Dask's protocol
 WORKERS_SECONDS = 30  # and for a scheduler without workers to get one
 TASK_PREFIX = "rnngrad-cell-"
 # Workers compute at the process pool's lower priority (sweep.WORKER_NICENESS): on local:N the driver logs on the
@@ -73,21 +74,67 @@ def parse_address(text: str) -> Address:
 
 
 def check_reachable(text: str) -> Address:
-    """Parse the address and, for a running scheduler, check in seconds that something listens there (Dask's own
-    connect retries until its timeout even when the port refuses at once)."""
+    """Parse the address and, for a running scheduler, check within CONNECT_SECONDS that something listens there
+    (Dask's own connect retries until its timeout even when the port refuses at once) and, for tcp://, that it
+    greets as a Dask scheduler does: Dask's client waits on a listener that accepts and never answers without a
+    bound, and reads a length from whatever a web server or another service sends first."""
     address = parse_address(text)
     if not address.local_workers:
         host, port = REMOTE.fullmatch(address.text).group(2, 3)
         try:
-            socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS).close()
+            sock = socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS)
         except OSError as e:
             raise _unreachable(address, e.strerror or type(e).__name__) from None
+        with sock:
+            try:  # a tls:// scheduler greets only after the TLS handshake, which Dask's client bounds itself
+                problem = _greeting_problem(sock) if address.text.startswith("tcp://") else None
+            except TimeoutError:
+                problem = f"it accepted the connection but sent nothing in {CONNECT_SECONDS} s"
+            except OSError as e:
+                problem = f"the connection failed: {e.strerror or type(e).__name__}"
+        if problem:
+            raise _not_a_scheduler(address, problem)
     return address
+
+
+def _greeting_problem(sock: socket.socket) -> str | None:
+    """What is wrong with the first message a listener sends, or None if it is a Dask handshake.
+
+    A Dask server writes its handshake as soon as it accepts: an 8-byte little-endian length, then that many bytes
+    of frames (a frame count, the frames' lengths, the msgpack'd {compression, python, pickle-protocol}). Only the
+    framing and the handshake's keys are checked, nothing is unpickled, and no more than HANDSHAKE_BYTES is read."""
+    head = _read_exactly(sock, 8)
+    if len(head) < 8:
+        return "it closed the connection without a Dask handshake"
+    size = int.from_bytes(head, "little")
+    if not 16 <= size <= HANDSHAKE_BYTES:
+        return f"its first bytes {head[:8]!r} are not a Dask handshake (another service, e.g. a web server?)"
+    body = _read_exactly(sock, size)
+    frames = int.from_bytes(body[:8], "little")
+    if len(body) < size or not 0 < frames <= 16 or b"pickle-protocol" not in body:
+        return "what it sent is not a Dask handshake (another service, e.g. a web server?)"
+    return None
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    """Up to n bytes (fewer if the peer closes); the socket's timeout bounds each wait."""
+    chunks, got = [], 0
+    while got < n:
+        chunk = sock.recv(min(n - got, 65536))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
 
 
 def _unreachable(address: Address, reason: str) -> UserError:
     return UserError(f"--cluster {address.text}: no Dask scheduler answers there ({reason}); start one with "
                      "`dask scheduler` there, or use local:N")
+
+
+def _not_a_scheduler(address: Address, reason: str) -> UserError:
+    return UserError(f"--cluster {address.text}: not a Dask scheduler ({reason}); give {VALID}")
 
 
 def versions(packages: tuple[str, ...] = KEY_PACKAGES, root: str | None = None) -> dict[str, str]:
@@ -213,10 +260,28 @@ def _client_for(distributed, address: Address):
         raise UserError(f"--cluster {address.text}: a tls:// scheduler needs this client's certificate; set "
                         "DASK_DISTRIBUTED__COMM__TLS__CA_FILE, DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT and "
                         "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY (docs/cluster.md, \"Dask's TLS option\")")
-    try:
-        return distributed.Client(address.text, timeout=CONNECT_SECONDS)
-    except (OSError, TimeoutError) as e:
-        raise _unreachable(address, " ".join(str(e).split())[:160] or type(e).__name__) from None
+    check_reachable(address.text)
+    opened: list = []
+    failed: list = []
+
+    def open_client() -> None:
+        try:
+            opened.append(distributed.Client(address.text, timeout=CONNECT_SECONDS))
+        except BaseException as e:
+            failed.append(e)
+
+    # Dask bounds the TCP connect by `timeout` but not the wait for the handshake after it: a thread of our own
+    # bounds the whole. One left waiting ends with its connection, or with the process.
+    opener = threading.Thread(target=open_client, name="rnngrad-cluster-connect", daemon=True)
+    opener.start()
+    opener.join(2 * CONNECT_SECONDS)
+    if opened:
+        return opened[0]
+    if not failed or isinstance(failed[0], TimeoutError):
+        raise _not_a_scheduler(address, f"it greeted as one, then did not let a client in within {CONNECT_SECONDS} s")
+    if isinstance(failed[0], OSError):
+        raise _unreachable(address, " ".join(str(failed[0]).split())[:160] or type(failed[0]).__name__)
+    raise _not_a_scheduler(address, f"{type(failed[0]).__name__}: {' '.join(str(failed[0]).split())[:120]}")
 
 
 def _wait_for_workers(client, address: Address) -> int:

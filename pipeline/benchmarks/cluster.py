@@ -95,5 +95,5 @@ def copy_template(cfg, data_dir, run_dir, progress=None) -> None:
     """Stands in for runner.execute_run: the template run folder, under this cell's hash (its folder's name)."""
     run_dir = Path(run_dir)
     shutil.copytree(os.environ[TEMPLATE_ENV], run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    (run_dir / "summary.json").write_text(json.dumps(summary | {"config_hash": run_dir.name}))
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    (run_dir / "summary.json").write_text(json.dumps(summary | {"config_hash": run_dir.name}), encoding="utf-8")

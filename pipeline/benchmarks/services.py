@@ -107,7 +107,7 @@ def mlflow_server(backend_uri: str, folder: Path, workers: int = 1, seconds: flo
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
     mlflow_cli = Path(sys.executable).with_name("mlflow")
-    with open(folder / "server.log", "w") as log:
+    with open(folder / "server.log", "w", encoding="utf-8") as log:
         proc = subprocess.Popen(
             [str(mlflow_cli), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
              "--backend-store-uri", backend_uri, "--artifacts-destination", str(folder / "artifacts")],

@@ -193,13 +193,9 @@ def text_file_stem(sha256: str) -> str:
 
 def recorded_corpora(data_dir: Path | str) -> dict[str, dict]:
     """data/manifest.json's `corpora`: {name (a path or `default`): {sha256, source, chars, ...}}; {} without it."""
-    manifest = Path(data_dir) / "manifest.json"
-    if not manifest.is_file():
-        return {}
-    try:
-        entries = json.loads(manifest.read_text(encoding="utf-8")).get("corpora", {})
-    except (ValueError, OSError, AttributeError):
-        raise UserError(f"{manifest}: not the JSON `rnngrad generate` writes; rerun `rnngrad generate`") from None
+    from .paths import read_manifest
+
+    entries = read_manifest(Path(data_dir)).get("corpora", {})
     return entries if isinstance(entries, dict) else {}
 
 

@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -128,16 +129,95 @@ def load_model(path: Path | str) -> Model:
 # ---- a folder of files ----------------------------------------------------------------------------------------
 
 
+# The temp folders this process is building, each held by an flock on the folder itself: the kernel drops it when
+# the process exits however it exits (SIGKILL included), so an unlocked temp folder is one whose builder is gone.
+_HELD: dict[Path, int] = {}
+
+
 def temp_folder(parent: Path, name: str) -> Path:
     """A new, empty parent/.<name>.<8 random hex digits>.tmp with the umask's permissions (tempfile.mkdtemp's are
-    0700, which the folder renamed from it would keep: unreadable to the group that shares the results)."""
+    0700, which the folder renamed from it would keep: unreadable to the group that shares the results), locked by
+    this process until it is moved into place or removed (`remove_stale_temp_folders`)."""
+    _release_removed()
     while True:
-        tmp = parent / f".{name}.{secrets.token_hex(4)}.tmp"
+        token = secrets.token_hex(4)
+        tmp, new = parent / f".{name}.{token}.tmp", parent / f".{name}.{token}.new"
         try:
-            tmp.mkdir()
-            return tmp
+            new.mkdir()
         except FileExistsError:
             continue
+        fd = _locked(new)  # before it gets the name `remove_stale_temp_folders` looks for
+        if tmp.exists():  # 2**32 tokens: all but never
+            new.rmdir()
+            if fd is not None:
+                os.close(fd)
+            continue
+        os.rename(new, tmp)
+        if fd is not None:
+            _HELD[tmp] = fd
+        return tmp
+
+
+def _locked(folder: Path) -> int | None:
+    """An fd holding an exclusive flock on `folder`, just made by this process; None where there is no flock
+    (Windows: leftover temp folders are then not recognised as such)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def _release(folder: Path) -> None:
+    fd = _HELD.pop(folder, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def _release_removed() -> None:
+    """Drop the locks of temp folders that are gone (a failed run's caller removes its folder with rmtree): a
+    removed folder has no links left."""
+    for folder, fd in list(_HELD.items()):
+        if os.fstat(fd).st_nlink == 0:
+            _release(folder)
+
+
+def remove_stale_temp_folders(parent: Path, names: str) -> list[Path]:
+    """Remove the temp folders (`temp_folder`'s .<name>.<8 hex digits>.tmp, `name` matching the regular expression
+    `names`) in `parent` whose builder has exited without removing them (killed: SIGKILL, the OOM killer, a power
+    cut); returns them. A folder another process is still building is locked and left alone, and so is anything
+    that is not a real folder of such a name (a link, a file, another program's folder)."""
+    pattern = re.compile(rf"\.(?:{names})\.[0-9a-f]{{8}}\.tmp", re.DOTALL)
+    try:
+        import fcntl
+    except ImportError:
+        return []
+    removed = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:  # no such folder, or not one: nothing left there
+        return []
+    for entry in entries:
+        if not (pattern.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)):
+            continue
+        path = Path(entry.path)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: a live build
+            os.close(fd)
+            continue
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def move_into_place(tmp: Path, dest: Path) -> None:
@@ -146,6 +226,7 @@ def move_into_place(tmp: Path, dest: Path) -> None:
     deleted once it has."""
     if not dest.exists():
         os.replace(tmp, dest)
+        _release(tmp)
         return
     old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
     os.replace(dest, old / dest.name)
@@ -155,4 +236,5 @@ def move_into_place(tmp: Path, dest: Path) -> None:
         os.replace(old / dest.name, dest)
         old.rmdir()
         raise
+    _release(tmp)
     shutil.rmtree(old)

@@ -3,6 +3,7 @@ created here)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -25,16 +26,70 @@ def check_path_names(path: Path, label: str) -> None:
 
 
 def check_data_dir(data_dir: Path, option: str = "--data-dir") -> None:
-    """A data folder that exists must be a folder (a missing one is fine: datasets are then built in memory)."""
+    """A data folder that exists must be a folder (a missing one is fine: datasets are then built in memory), and
+    its manifest.json, if any, the JSON object `rnngrad generate` writes."""
     check_path_names(data_dir, f"{option} {_short(data_dir)}")
+    check_not_linked(data_dir, f"{option} {_short(data_dir)}")
     if data_dir.exists() and not data_dir.is_dir():
         raise UserError(f"{option} {data_dir}: is a file; give the data folder written by `rnngrad generate`")
+    read_manifest(data_dir)
+
+
+MAX_MANIFEST_BYTES = 16 * 1024**2  # a manifest lists a few hundred files: a few hundred KB at most
+MANIFEST_SECTIONS = ("datasets", "corpora", "files")  # each {name: {...}}, as `rnngrad generate` writes them
+
+
+def read_manifest(data_dir: Path) -> dict:
+    """data_dir/manifest.json as the object `rnngrad generate` writes ({} when there is none); UserError, naming
+    the file, for anything else: not a regular file, too large, not UTF-8 JSON, nested too deep to read, or JSON
+    that is not an object (`[]`, a string)."""
+    path = Path(data_dir) / "manifest.json"
+    if not os.path.lexists(path):
+        return {}
+    fix = "rerun `rnngrad generate` to write it again"
+    if path.is_symlink() or not path.is_file():
+        raise UserError(f"{path}: not a regular file; {fix}")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise UserError(f"{path}: {path.stat().st_size} bytes; a manifest is at most "
+                        f"{MAX_MANIFEST_BYTES // 1024**2} MiB; {fix}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise UserError(f"{path}: nested too deep to read; {fix}") from None
+    except (ValueError, OSError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise UserError(f"{path}: not the JSON `rnngrad generate` writes ({type(e).__name__}); {fix}") from None
+    if not isinstance(manifest, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(manifest), "a number")
+        raise UserError(f"{path}: {kind}, not the JSON object `rnngrad generate` writes; {fix}")
+    for key in MANIFEST_SECTIONS:
+        section = manifest.get(key, {})
+        if not isinstance(section, dict) or not all(isinstance(entry, dict) for entry in section.values()):
+            raise UserError(f"{path}: its {key!r} is not an object of entries as `rnngrad generate` writes; {fix}")
+    return manifest
+
+
+def check_not_linked(folder: Path, label: str) -> None:
+    """No folder the user named (`folder` and, for a relative path, each folder on the way to it) is a symbolic
+    link: a command never writes through one (`--out runs` with runs -> /etc would write into /etc). Folders above
+    the working folder, or above an absolute path's last part, are the system's to arrange."""
+    folder = Path(folder)
+    named = [folder]
+    if not folder.is_absolute():
+        named += [parent for parent in folder.parents if parent != Path(".")]
+    for path in named:
+        if path.is_symlink() and not path.exists():
+            raise UserError(f"{label}: {path} is a broken symbolic link; remove it or give another folder")
+        if path.is_symlink():
+            raise UserError(f"{label}: {path} is a symbolic link (to {os.readlink(path)}), which rnngrad does not "
+                            "read or write through; give the folder it points to, or a folder of the project")
 
 
 def check_output_folder(folder: Path, label: str) -> None:
     """`folder` must be a folder this process can write in, or one it can create: its nearest existing ancestor
-    is then a writable folder. `label` starts the message, e.g. "--out runs/train"."""
+    is then a writable folder, and no folder named is a symbolic link. `label` starts the message, e.g.
+    "--out runs/train"."""
     check_path_names(folder, label)
+    check_not_linked(folder, label)
     for parent in (folder, *folder.parents):
         if parent.is_symlink() and not parent.exists():
             raise UserError(f"{label}: {parent} is a broken symbolic link; remove it or give another folder")

@@ -1,8 +1,9 @@
 """YAML as rnngrad reads it (sweep specs, `train --config`, params.yaml): PyYAML's safe loader, bounded and strict.
 
-Bounded: a file of at most MAX_YAML_BYTES, whose aliases expand to at most MAX_YAML_NODES values. An alias costs
-nothing to parse but stands for its anchor's whole subtree: a "billion laughs" file under 1 KB nests aliases
-into billions of values, which whatever walks them next (validation, an error message) would spend minutes and
+Bounded: a file of at most MAX_YAML_BYTES, nested at most MAX_YAML_DEPTH deep (PyYAML's composer recurses, so a
+deeper file would exhaust Python's stack), whose aliases expand to at most MAX_YAML_NODES values. An alias costs
+nothing to parse but stands for its anchor's whole subtree: a "billion laughs" file under 1 KB nests aliases into
+billions of values, which whatever walks them next (validation, an error message) would spend minutes and
 gigabytes on. Strict: a mapping that gives a key twice is refused (PyYAML silently keeps the last), since one of
 the two values is a mistake the user would not see. Keys a merge (`<<: *base`) brings in may be overridden, as
 YAML intends.
@@ -20,6 +21,7 @@ from ..errors import shown
 
 MAX_YAML_BYTES = 256 * 1024  # a spec is about a kilobyte; PyYAML reads this much in a second or two, not more
 MAX_YAML_NODES = 100_000  # values after alias expansion; a grid of 10 000 cells needs far fewer
+MAX_YAML_DEPTH = 64  # nested collections; a spec nests about 6 deep, and Python's stack holds about 300
 _MERGE = "tag:yaml.org,2002:merge"
 
 
@@ -27,9 +29,14 @@ class TooManyValues(yaml.MarkedYAMLError):
     """The document's aliases expand to more than MAX_YAML_NODES values."""
 
 
+class TooDeep(yaml.MarkedYAMLError):
+    """The document nests collections more than MAX_YAML_DEPTH deep."""
+
+
 class _StrictLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
+        self._depth = 0  # collections open around the node being composed
         self._values = 0  # values composed so far, each alias counted as its anchor's whole subtree
         self._sizes: dict[int, int] = {}  # id(node) -> subtree size, each anchor measured once
 
@@ -39,7 +46,13 @@ class _StrictLoader(yaml.SafeLoader):
             self._count(_subtree_size(self.anchors[event.anchor], self._sizes), event.start_mark)
         else:
             self._count(1, event.start_mark)
-        return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise TooDeep(problem=f"it nests more than {MAX_YAML_DEPTH} levels deep", problem_mark=event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def _count(self, n: int, mark) -> None:  # noqa: ANN001
         self._values += n

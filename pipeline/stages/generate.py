@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sys
 import time
@@ -237,6 +238,7 @@ def generate_cmd(
     header = {"profile": profile, "specs": [str(p) for p in spec_paths],
               "generator": {"rnngrad": __version__, "numpy": np.__version__, "python": corpus.python_version()}}
     out.parent.mkdir(parents=True, exist_ok=True)
+    files.remove_stale_temp_folders(out.parent, re.escape(out.name))  # what a killed generate left
     tmp = files.temp_folder(out.parent, out.name)
     try:
         _build_folder(tmp, requests, corpora, header)

@@ -83,8 +83,8 @@ def _chosen_rates(stage, data_dir: Path, results_dir: Path) -> dict[str, float]:
     from ..sweep import plan_cells
 
     cells = plan_cells(stage, results_dir, data_dir)
-    summaries = [json.loads((c.run_dir / "summary.json").read_text()) if (c.run_dir / "summary.json").is_file()
-                 else None for c in cells]
+    summaries = [json.loads((c.run_dir / "summary.json").read_text(encoding="utf-8"))
+                 if (c.run_dir / "summary.json").is_file() else None for c in cells]
     return choose([c.config for c in cells], summaries)
 
 
@@ -151,7 +151,8 @@ def _run_with(spec, data_dir: Path, results_dir: Path, store, jobs: int, executo
         if status == "started":
             bar.start()
             return
-        bar.console.print(f"[{done}/{total}] {cell}: {status}")
+        # a cell's name holds its grid values (a corpus path such as notes[draft].txt): shown as is, not as markup
+        bar.console.print(f"[{done}/{total}] {cell}: {status}", markup=False, highlight=False)
         bar.update(task, completed=done, total=total)
 
     try:

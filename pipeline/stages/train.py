@@ -115,8 +115,8 @@ def train_cmd(
     """
     cfg = resolve_config(config, given, preset)
     _check_reads(cfg, data_root)
-    run_hash = _check_paths(cfg, data_dir, out)
-    _check_memory(cfg, data_dir, max_memory)
+    run_hash = _check_paths(cfg, data_dir, out, max_memory)
+    _remove_leftovers(out)
     store = tracking.open_store(tracking.default_project_root()) if track else None
     experiment_id = tracking.ensure_experiment(store, EXPERIMENT) if store else None
     with _ProgressBar(cfg) as bar:
@@ -160,15 +160,25 @@ def _check_reads(cfg: RunConfig, data_root: list[Path] | None) -> None:
     check_spec_reads(reads, data_root)
 
 
-def _check_paths(cfg: RunConfig, data_dir: Path, out: Path) -> str:
-    """Path and data problems are found before the MLflow store is opened or anything runs; returns the run's hash
-    (its config and the content digest of its data)."""
+def _check_paths(cfg: RunConfig, data_dir: Path, out: Path, max_memory: str) -> str:
+    """Path, data and memory problems are found before the MLflow store is opened or anything runs; returns the
+    run's hash (its config and the content digest of its data)."""
     from ..run.sources import check_data, run_hash
 
     check_data_dir(data_dir)
     check_output_folder(out, option_label("--out", out))
     check_data(cfg, data_dir, lambda key: f"--{key.replace('_', '-')}")
+    _check_memory(cfg, data_dir, max_memory)  # before the hash, which digests the validation set (built if missing)
     return run_hash(cfg, data_dir)
+
+
+def _remove_leftovers(out: Path) -> None:
+    """The temp run folders that killed runs left in --out (each run removes its own otherwise)."""
+    from ..run.files import remove_stale_temp_folders
+
+    removed = remove_stale_temp_folders(out, r"[0-9a-f]{12}")  # a run folder's name is its config_hash
+    if removed:
+        typer.echo(f"removed {len(removed)} temp folder(s) that killed runs left in {out}", err=True)
 
 
 def _check_memory(cfg: RunConfig, data_dir: Path, max_memory: str) -> None:

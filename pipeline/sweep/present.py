@@ -33,11 +33,9 @@ def dataset_refs(cells: list[Cell], data_dir: Path) -> dict[str, list[ui.Dataset
     a synthetic cell's held-out validation set (its training sequences are drawn fresh from its seed, so they are
     no file), a text cell's corpus. A digest the manifest lacks (data built in memory) is left empty."""
     from ..run.datasets import TEXT_TASK, dataset_name
+    from ..run.paths import read_manifest
 
-    try:
-        manifest = json.loads((data_dir / "manifest.json").read_text())
-    except (OSError, ValueError):
-        manifest = {}
+    manifest = read_manifest(data_dir)  # checked whole before the sweep started (paths.check_data_dir)
     files = manifest.get("files") or {}
     refs: dict[str, list[ui.DatasetRef]] = {}
     for cell in cells:
@@ -186,7 +184,7 @@ def _log_and_finish(store, run_id: str, cell: Cell, result: SweepResult) -> str:
     with _RESULT_LOCK:
         result.logging_seconds += seconds
         result.logging_by_cell[cell.name] = result.logging_by_cell.get(cell.name, 0.0) + seconds
-    return json.loads((cell.run_dir / "summary.json").read_text()).get("outcome", "ok")
+    return json.loads((cell.run_dir / "summary.json").read_text(encoding="utf-8")).get("outcome", "ok")
 
 
 def _record_crash(store, run_id: str, cell: Cell, message: str, result: SweepResult) -> None:

@@ -133,8 +133,8 @@ def write_results_table(spec, cells: list[Cell], run_ids: dict[str, str], result
 
 
 def _result_row(spec, cell: Cell, run_id: str, results_dir: Path) -> dict:
-    config = json.loads((cell.run_dir / "config.json").read_text())
-    summary = json.loads((cell.run_dir / "summary.json").read_text())
+    config = json.loads((cell.run_dir / "config.json").read_text(encoding="utf-8"))
+    summary = json.loads((cell.run_dir / "summary.json").read_text(encoding="utf-8"))
     row = {"spec": spec.name, "cell": cell.name, "run_id": run_id, "config_hash": cell.config_hash,
            "outcome": summary.get("outcome"), "run_dir": cell.run_dir.relative_to(results_dir).as_posix(),
            "description": getattr(spec, "description", "")}  # the report's section opens with it

@@ -126,8 +126,8 @@ def log_run_folder(store: Store, run_id: str, run_dir: str | Path, tags: dict | 
     from ..run.config import applicable
 
     run_dir = Path(run_dir)
-    config = json.loads((run_dir / "config.json").read_text())
-    summary = json.loads((run_dir / "summary.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     run_tags = {"config_hash": summary.get("config_hash", run_dir.name)}
     run_tags |= {k: summary[k] for k in SUMMARY_TAGS + ("error",) if summary.get(k) is not None}
     run_tags |= regime_tags(summary)

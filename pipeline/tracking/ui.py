@@ -160,7 +160,7 @@ def log_summary_table(store: Store, run_id: str, table, artifact_file: str = SUM
         # log_table's own file format (a pandas "split" JSON with the table marker) written here, since
         # MlflowClient.log_table appends to a table already logged under that name
         path = Path(tmp) / Path(artifact_file).name
-        path.write_text(table.to_json(orient="split", index=False, date_format="iso"))
+        path.write_text(table.to_json(orient="split", index=False, date_format="iso"), encoding="utf-8")
         parent = str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None
         _artifact_log_file(store, run_id, path, parent)
     tags = dict(c.get_run(run_id).data.tags)

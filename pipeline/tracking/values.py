@@ -73,7 +73,7 @@ def _series_metrics(path: Path):
 
 
 def _samples_text(path: Path) -> str:
-    samples = json.loads(path.read_text())
+    samples = json.loads(path.read_text(encoding="utf-8"))
     return "\n\n".join(f"--- iter {s.get('iter')} ---\n{s.get('text', '')}" for s in samples)
 
 
