@@ -567,6 +567,9 @@ def test_meanfield_and_lyapunov_spread_metrics_follow_the_fixture(study, tmp_pat
     assert m["n_meanfield"] == len(finite_slope) and m["n_meanfield_orthogonal"] == len(orth)
     assert m["median_abs_slope_minus_meanfield_orthogonal"] == pytest.approx(0.02)
     assert m["n_meanfield_gaussian"] == 0 and m["median_abs_slope_minus_meanfield_gaussian"] is None
+    ident = [r for r in finite_slope if r.config["init"] == "identity"]  # the IRNN's init, stated apart
+    assert ident and m["n_meanfield_identity"] == len(ident)
+    assert m["median_abs_slope_minus_meanfield_identity"] == pytest.approx(abs(fx.MEANFIELD_OFFSET["identity"]))
     assert m["lyapunov_trajectory_spread"] == pytest.approx(fx.LYAPUNOV_SPREAD)
     within = m["slope_within_lyapunov_spread"]
     assert 0 <= within["k"] <= within["n"] and within["low"] <= within["rate"] <= within["high"]

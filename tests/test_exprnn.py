@@ -129,3 +129,17 @@ def test_omega_is_refused():
     _, dy = loss_and_dy(cells.forward(model, xs).y, rng.integers(0, D_OUT, (T, B)), np.ones((T, B)), "xent")
     with pytest.raises(ValueError, match="exist for cell rnn only"):
         cells.bptt(model, cells.forward(model, xs), dy, backward=[])
+
+
+def test_w_hh_follows_every_change_of_A_and_is_the_exponential_bit_for_bit():
+    """W_hh is taken again after A_hh changes in place (as the optimiser changes it), equals a fresh exp(A) bit for
+    bit each time, and a caller's changes to a returned W_hh do not reach the next one."""
+    model, rng = random_exprnn(5)
+    for _ in range(3):
+        W = model.W_hh(0)
+        assert np.array_equal(W, exprnn.orthogonal_of(model.params["A_hh_0"]))
+        W[0, 0] = 7.0
+        assert np.array_equal(model.W_hh(0), exprnn.orthogonal_of(model.params["A_hh_0"]))
+        model.params["A_hh_0"] += 0.01 * rng.standard_normal((N, N))  # in place, as Adam updates it
+    model.params["A_hh_0"][0, 1] = np.nan
+    assert np.all(np.isnan(model.W_hh(0)))

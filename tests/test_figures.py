@@ -77,3 +77,105 @@ def test_success_vs_t_joins_only_cells_of_several_runs_and_draws_learned_and_sol
 def test_success_vs_t_legend_names_both_levels():
     fig, _, _ = figures.draw_success({"success_vs_T": success_rows([3, 3, 3])})
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["learned", "solved"]
+
+
+# ---- the figures of the bound and of training: each against what its caption promises --------------------------
+
+
+def heat_rows(run_id: str, when: str, scale: float, T: int = 6) -> pd.DataFrame:
+    """A probe's (t, k, log10_norm) rows for k < t: log10 norm = scale * (t - k)."""
+    t, k = np.tril_indices(T + 1, -1)
+    return pd.DataFrame({"run_id": run_id, "spec": "s", "when": when, "t": t, "k": k, "log10_norm": scale * (t - k)})
+
+
+def test_heatmap_rows_run_from_the_lowest_rate_each_on_its_own_colour_range_with_the_init_named():
+    runs = pd.DataFrame({"run_id": ["hi", "lo", "mid"], "spec": "s", "activation": "tanh",
+                         "init": ["gaussian", "orthogonal", "sparse"], "w_norm_init": [4.0, 0.5, 1.0],
+                         "log_rate_init": np.log([4.0, 0.5, 1.0])})
+    scales = {"hi": 3.0, "lo": -2.0, "mid": -0.01}  # 18 decades against 0.06: a shared range blanks 'mid'
+    heat = pd.concat([heat_rows(r, w, scales[r] * (0.5 if w == "final" else 1.0)) for r in ("hi", "lo", "mid")
+                      for w in ("init", "final")], ignore_index=True)
+    fig, caption, ids = figures.draw_heatmaps({"heatmaps": heat, "runs": runs})
+    assert ids == ["lo", "mid", "hi"]  # by measured log(gamma_W gamma_phi)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 6
+    for row, rid in enumerate(ids):
+        pair = panels[2 * row: 2 * row + 2]
+        assert all(rid in ax.get_title() and runs.set_index("run_id").at[rid, "init"] in ax.get_title()
+                   for ax in pair)
+        m = max(abs(scales[rid]) * 6, 1e-12)
+        expected = figures.draw_heatmap_panel.__globals__["centred_range"](-m, m)
+        assert all(ax.images[0].get_clim() == pytest.approx(expected) for ax in pair)
+    assert "own colour range" in caption and "lowest measured rate to the highest" in caption
+
+
+def test_a_spectrum_with_one_resolved_value_is_named_in_the_caption_not_drawn_in_the_legend():
+    runs = pd.DataFrame({"run_id": ["a", "b"], "activation": "tanh", "init": "orthogonal", "w_norm_init": 1.0})
+    spectra = pd.DataFrame({"run_id": ["a"] * 4 + ["b"] * 3, "spec": "s",
+                            "when": ["init", "init", "final", "final", "init", "init", "final"],
+                            "i": [0, 1, 0, 1, 0, 1, 0], "log10_sigma": [0, -1, 0, -2, 5, 1, 30]})
+    fig, caption, ids = figures.draw_spectrum({"spectra": spectra, "runs": runs})
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len(ax.lines) == len(labels) == 3 and all(len(line.get_xdata()) >= 2 for line in ax.lines)
+    assert not any(label.startswith("b") and "final" in label for label in labels)
+    assert "b" in caption and "(final): 1 resolved" in caption
+
+
+def test_gradients_draw_every_checkpoint_of_the_run_with_the_most_and_cap_the_exploding_norms():
+    runs = pd.DataFrame({"run_id": ["blow", "clip"], "activation": "tanh", "init": "gaussian", "w_norm_init": 3.0})
+    spikes = pd.DataFrame({"run_id": ["blow"] * 3 + ["clip"] * 3, "iter": [0, 1, 2] * 2,
+                           "grad_norm": [1.0, 2.0, 1e159, 1.0, 5.0, 2.0],
+                           "clip_mode": ["none"] * 3 + ["global"] * 3, "clip_threshold": [np.nan] * 3 + [1.0] * 3})
+    by_k = pd.concat([pd.DataFrame({"run_id": "blow", "spec": "s", "iter": 0, "k": range(5), "log10_dE_dh": 0.0}),
+                      *[pd.DataFrame({"run_id": "clip", "spec": "s", "iter": it, "k": range(5),
+                                      "log10_dE_dh": -0.1 * it}) for it in (0, 250, 500, 750, 1000)]])
+    fig, caption, ids = figures.draw_gradients({"gradient_spikes": spikes, "gradient_by_k": by_k, "runs": runs})
+    left, right = fig.axes[:2]
+    assert len(right.lines) == 5 and "5 gradient checkpoints" in caption and "0, 250, 500, 750, 1000" in caption
+    assert "clip" in caption.split("Right:")[1]
+    top = max(float(np.nanmax(line.get_ydata())) for line in left.lines)
+    assert top == pytest.approx(figures.GRADIENT_CEILING * 2.0)  # the largest median shown is 2
+    assert "drawn on the dotted line" in caption
+
+
+def test_spike_runs_come_from_the_study_that_varies_clipping():
+    from pipeline.report import prediction
+
+    runs = pd.DataFrame({"run_id": ["adam", "none", "glob"], "spec": ["weight_norms", "clipping", "clipping"],
+                         "clip_mode": ["global", "none", "global"]})
+    histories = {rid: pd.DataFrame({"iter": range(4), "grad_norm": g})
+                 for rid, g in (("adam", [1, 1, 1, 1e9]), ("none", [1, 2, 1, 50]), ("glob", [1, 1, 3, 1]))}
+    assert set(prediction.spike_runs(runs, histories)) == {"none", "glob"}  # not weight_norms' spikier Adam run
+
+
+def test_decay_panels_keep_inits_and_probe_lengths_apart_and_gammas_in_distinct_hues():
+    rows, info = [], []
+    for rid, init, gamma, steps in (("o1", "orthogonal", 1.0, 30), ("o2", "orthogonal", 2.0, 30),
+                                    ("g1", "gaussian", 1.0, 30), ("o1long", "orthogonal", 1.0, 60),
+                                    ("o3", "orthogonal", 1.5, 60), ("o4", "orthogonal", 2.5, 60)):
+        info.append({"run_id": rid, "spec": "weight_norms", "activation": "tanh", "init": init, "gamma_w": gamma,
+                     "w_norm_init": gamma, "probe_steps": steps})
+        lag = np.arange(1, steps + 1)
+        rows.append(pd.DataFrame({"run_id": rid, "spec": "weight_norms", "when": "init", "lag": lag,
+                                  "log10_norm": -0.1 * lag, "log10_global": 0.1 * lag}))
+    fig, caption, ids = figures.draw_decay({"decay": pd.concat(rows), "runs": pd.DataFrame(info)})
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert titles == ["tanh, gaussian, at init", "tanh, orthogonal, at init"]
+    assert set(ids) == {"g1", "o1long", "o3", "o4"}  # the orthogonal panel keeps its longest probe only
+    orth = [ax for ax in fig.axes if ax.get_title() == "tanh, orthogonal, at init"][0]
+    assert all(len(line.get_xdata()) == 60 for line in orth.lines)
+    colours = [np.array(h.get_color()[:3] if not isinstance(h.get_color(), str) else
+                        __import__("matplotlib").colors.to_rgb(h.get_color()))
+               for h in fig.legends[0].legend_handles[:4]]
+    assert min(np.linalg.norm(a - b) for i, a in enumerate(colours) for b in colours[i + 1:]) > 0.25
+
+
+def test_remedies_arms_have_distinct_colours():
+    from matplotlib.colors import to_rgb
+
+    colours = [np.array(to_rgb(c)) for c in figures.REMEDY_COLOURS.values()]
+    assert set(figures.REMEDY_COLOURS) == set(figures.studies.REMEDY_ARMS)
+    assert min(np.linalg.norm(a - b) for i, a in enumerate(colours) for b in colours[i + 1:]) > 0.25
+    assert np.linalg.norm(np.array(to_rgb(figures.REMEDY_COLOURS["irnn"]))
+                          - np.array(to_rgb(figures.REMEDY_COLOURS["lstm"]))) > 0.5

@@ -629,6 +629,9 @@ def test_prediction_section_states_the_rates_and_shows_its_figures(built):
     section = text[text.index("\nPrediction versus measurement\n"):]
     rate = built["metrics"]["rate"]
     assert f"{rate['median_abs_slope_minus_meanfield_orthogonal']:.4g} for orthogonal init" in section
+    assert (f"{rate['median_abs_slope_minus_meanfield_identity']:.4g} for identity init (the IRNN) "
+            f"(n = {rate['n_meanfield_identity']})") in section
+    assert "An identity W_hh breaks the assumption outright" in section
     assert "global → product bound" in section and "step-norm bound → measured" in section
 
 

@@ -4,7 +4,7 @@ when its code gets faster (the LSTM's gates in four passes over all gates, Lancz
 import numpy as np
 import pytest
 
-from pipeline.engine import linalg, lstm
+from pipeline.engine import gru, linalg, lstm
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -28,3 +28,35 @@ def test_lanczos_products_a_few_at_a_time_are_the_whole_stacks_bits(m, n):
     stack, v = rng.standard_normal((m, n, n)), rng.standard_normal((m, n))
     whole = np.matmul(stack, np.matmul(stack.transpose(0, 2, 1), v[:, :, None]))[:, :, 0]
     assert np.array_equal(linalg._normal_matvecs(stack, v), whole)
+
+
+def _plain_gru_backward(W, gates, h, hn, dh_in):
+    """The GRU's BPTT through one layer written step by step from `gru._step_factors`: (dE/di_t, dE/dm_t, dE/dh_0)."""
+    T, B, n = dh_in.shape
+    r, z, f_n, f_z, f_r = gru._step_factors(gates, h[:-1], hn)
+    dA_in, dA_hid, dh_rec = np.empty((T, B, 3 * n)), np.empty((T, B, 3 * n)), np.zeros((B, n))
+    for t in reversed(range(T)):
+        dh = dh_in[t] + dh_rec
+        da_n = dh * f_n[t]
+        dA_in[t] = np.concatenate([da_n * f_r[t], dh * f_z[t], da_n], axis=1)
+        dA_hid[t] = np.concatenate([da_n * f_r[t], dh * f_z[t], da_n * r[t]], axis=1)
+        dh_rec = dA_hid[t] @ W
+        dh_rec += dh * z[t]
+    return dA_in, dA_hid, dh_rec
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_the_gru_backward_in_fused_passes_is_the_step_by_step_formulas_bit_for_bit(seed):
+    rng = np.random.default_rng(seed)
+    T, B, n, d = int(rng.integers(1, 30)), int(rng.integers(1, 25)), int(rng.integers(1, 30)), 3
+    model = gru.GRU({"W_ih_0": rng.standard_normal((3 * n, d)), "W_hh_0": rng.standard_normal((3 * n, n)) / np.sqrt(n),
+                     "b_ih_0": rng.standard_normal(3 * n), "b_hh_0": rng.standard_normal(3 * n),
+                     "W_hy": rng.standard_normal((2, n)), "b_y": rng.standard_normal(2)})
+    trace = gru.forward(model, rng.standard_normal((T, B, d)) * 2.0)
+    dh_in = rng.standard_normal((T, B, n))
+    dA_in, dA_hid, signal = np.empty((T, B, 3 * n)), np.empty((T, B, 3 * n)), np.empty(T + 1)
+    gru._layer_backward(model.params["W_hh_0"], trace.gates[0], trace.h[0], trace.hn[0], dh_in, dA_in, dA_hid, signal)
+    plain_in, plain_hid, dh_0 = _plain_gru_backward(model.params["W_hh_0"], trace.gates[0], trace.h[0], trace.hn[0],
+                                                    dh_in)
+    assert np.array_equal(dA_in, plain_in) and np.array_equal(dA_hid, plain_hid)
+    assert signal[0] == np.sqrt(np.vdot(dh_0, dh_0))

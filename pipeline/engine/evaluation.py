@@ -104,7 +104,7 @@ def evaluate_in_chunks(model: cells.Model, xs: np.ndarray, targets: np.ndarray, 
     workspace = Workspace()
     for start in range(0, B, chunk):
         part = slice(start, min(B, start + chunk))
-        y = _readout(model, xs[:, part], workspace)  # (T, c, o)
+        y = readout(model, xs[:, part], workspace)  # (T, c, o)
         want, weights = check_loss_inputs(y, targets[:, part], mask[:, part], kind)
         losses[:, part] = position_losses(y, want, kind)
         if scored:
@@ -112,7 +112,7 @@ def evaluate_in_chunks(model: cells.Model, xs: np.ndarray, targets: np.ndarray, 
     return mean_loss(losses, np.asarray(mask, dtype=np.float64)), success_rate(hits if scored else None, mask)
 
 
-def _readout(model: cells.Model, xs: np.ndarray, workspace: Workspace) -> np.ndarray:
+def readout(model: cells.Model, xs: np.ndarray, workspace: Workspace) -> np.ndarray:
     """y (T, B, o) of a forward pass from zero states; the vanilla cell skips phi', which no loss reads."""
     if model.cell == "rnn":
         return rnn.forward(model, xs, None, workspace, derivatives=False).y

@@ -35,6 +35,10 @@ class ExpRNN:
     leaky_slope: float
     params: dict[str, np.ndarray] = field(default_factory=dict)  # A_hh_l, W_xh_l, b_h_l, W_hy, b_y
     cell: ClassVar[str] = CELL
+    # per A_hh_l key: (a copy of the A_hh_l its exponential was taken of, that exponential). A training step reads
+    # W_hh in its forward pass and again in its BPTT (and the history's norms after the update), and the exponential
+    # costs more than the step's recurrence; the copy, compared entry by entry, sees the optimiser's in-place updates
+    _exponentials: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def layers(self) -> int:
@@ -57,7 +61,12 @@ class ExpRNN:
         return get_activation(self.activation, self.leaky_slope)
 
     def W_hh(self, layer: int) -> np.ndarray:
-        return orthogonal_of(self.params[f"{SKEW_KEY}_{layer % self.layers}"])
+        """exp(A_l) (a new array each call), computed again only when A_hh_l has changed since it was last taken."""
+        key = f"{SKEW_KEY}_{layer % self.layers}"
+        U, known = self.params[key], self._exponentials.get(key)
+        if known is None or not np.array_equal(known[0], U):  # NaN never equals itself: such a U is recomputed
+            known = self._exponentials[key] = (U.copy(), orthogonal_of(U))
+        return known[1].copy()
 
     def as_rnn(self) -> RNN:
         """The vanilla RNN this model computes: W_hh_l = exp(A_l), every other array shared (not copied)."""

@@ -104,16 +104,20 @@ class GRUTrace:
 
 def _gru_layer(W: np.ndarray, b_hh: np.ndarray, gates: np.ndarray, h: np.ndarray, hn: np.ndarray) -> None:
     """Run one layer in place: gates (T, B, 3n) holds W_ih x_t + b_ih on entry and the activated gates on exit;
-    h (T+1, B, n) has h[0] set and is filled; hn (T, B, n) gets W_hn h_{t-1} + b_hn."""
-    n = W.shape[1]
+    h (T+1, B, n) has h[0] set and is filled; hn (T, B, n) gets W_hn h_{t-1} + b_hn. The step's temporaries are
+    (B, .) buffers made once, before the loop."""
+    B, n = gates.shape[1], W.shape[1]
     WT = np.ascontiguousarray(W.T)  # (n, 3n)
+    m, reset_hn = np.empty((B, 3 * n)), np.empty((B, n))
     for t in range(gates.shape[0]):
-        a, m = gates[t], h[t] @ WT + b_hh  # (B, 3n) each
+        a = gates[t]
+        np.matmul(h[t], WT, out=m)
+        m += b_hh  # (B, 3n): the hidden drive W_hh h_{t-1} + b_hh
         a[:, : 2 * n] += m[:, : 2 * n]
         sigmoid(a[:, : 2 * n], out=a[:, : 2 * n])  # r, z
         hn[t] = m[:, 2 * n :]
         cand = a[:, 2 * n :]
-        cand += a[:, :n] * hn[t]
+        cand += np.multiply(a[:, :n], hn[t], out=reset_hn)
         np.tanh(cand, out=cand)  # n
         z = a[:, n : 2 * n]
         np.subtract(h[t], cand, out=h[t + 1])
@@ -152,26 +156,51 @@ def _step_factors(gates: np.ndarray, h_prev: np.ndarray, hn: np.ndarray) -> tupl
     return r, z, (1.0 - z) * (1.0 - cand * cand), (h_prev - cand) * z * (1.0 - z), hn * r * (1.0 - r)
 
 
+def _backward_factors(gates: np.ndarray, h_prev: np.ndarray, hn: np.ndarray, into_zn: np.ndarray,
+                      into_rn: np.ndarray, scratch: np.ndarray) -> None:
+    """`_step_factors` laid out for the loop over time, with `_step_factors`'s arithmetic (so its bits): into_zn
+    (T, B, 2, n) gets [f_z, f_n], the factors dh_{t+1} meets on its way into da_z and da_n, and into_rn (T, B, 2, n)
+    [f_r, r], those da_n meets on its way into dm_r and dm_n (the r and n blocks of the hidden drive's gradient), so
+    that each product in the loop is one pass over two gates. scratch (T, B, n) is overwritten."""
+    n = hn.shape[-1]
+    r, z, cand = gates[..., :n], gates[..., n : 2 * n], gates[..., 2 * n :]
+    f_z, f_n, f_r = into_zn[:, :, 0], into_zn[:, :, 1], into_rn[:, :, 0]
+    np.subtract(1.0, np.multiply(cand, cand, out=f_n), out=f_n)
+    np.multiply(np.subtract(1.0, z, out=scratch), f_n, out=f_n)  # (1 - z)(1 - n^2)
+    np.multiply(np.subtract(h_prev, cand, out=f_z), z, out=f_z)
+    np.multiply(f_z, scratch, out=f_z)  # ((h_{t-1} - n) z)(1 - z)
+    np.multiply(hn, r, out=f_r)
+    np.multiply(f_r, np.subtract(1.0, r, out=scratch), out=f_r)  # (hn r)(1 - r)
+    np.copyto(into_rn[:, :, 1], r)
+
+
 def _layer_backward(W: np.ndarray, gates: np.ndarray, h: np.ndarray, hn: np.ndarray, dh_in: np.ndarray,
-                    dA_in: np.ndarray, dA_hid: np.ndarray, signal: np.ndarray | None) -> None:
+                    dA_in: np.ndarray, dA_hid: np.ndarray, signal: np.ndarray | None,
+                    workspace: Workspace | None = None) -> None:
     """BPTT through one layer: dh_in (T, B, n) is dE/dh_t arriving from above; dA_in (T, B, 3n) gets dE/di_t (the
     input drive's gradient) and dA_hid (T, B, 3n) dE/dm_t (the hidden drive's: its n block is the candidate's times
-    r). signal (T+1,) gets ||dE/dh_k|| (Frobenius over the batch), or is None to skip the norms."""
+    r). signal (T+1,) gets ||dE/dh_k|| (Frobenius over the batch), or is None to skip the norms.
+
+    The loop over time writes dE/dm_t and the candidate's da_n; the r and z blocks of dE/di_t, which equal dE/dm_t's,
+    are copied for all steps at once after it. Until then those blocks hold [f_r, r] (`_backward_factors`), and
+    dA_hid's first block is the factors' scratch before the loop writes it: the factors cost no memory beyond the
+    (T, B, 2n) of [f_z, f_n]."""
     T, B, n = dh_in.shape
-    r, z, f_n, f_z, f_r = _step_factors(gates, h[:-1], hn)
-    dh_rec = np.zeros((B, n))  # dE/dh_t through step t+1
+    into_zn, into_rn = _empty(workspace, "gru:into_zn", (T, B, 2, n)), dA_in[..., : 2 * n].reshape(T, B, 2, n)
+    _backward_factors(gates, h[:-1], hn, into_zn, into_rn, dA_hid[..., :n])
+    z = gates[..., n : 2 * n]
+    dh, dh_rec, through_z = np.empty((B, n)), np.zeros((B, n)), np.empty((B, n))  # dh_rec: dE/dh_t via step t+1
     for t in reversed(range(T)):
-        dh = dh_in[t] + dh_rec  # total dE/dh_{t+1}
+        np.add(dh_in[t], dh_rec, out=dh)  # total dE/dh_{t+1}
         if signal is not None:
             signal[t + 1] = math.sqrt(np.vdot(dh, dh))
-        da, dm = dA_in[t], dA_hid[t]
-        np.multiply(dh, f_n[t], out=da[:, 2 * n :])  # da_n
-        np.multiply(dh, f_z[t], out=da[:, n : 2 * n])  # da_z
-        np.multiply(da[:, 2 * n :], f_r[t], out=da[:, :n])  # da_r
-        dm[:, : 2 * n] = da[:, : 2 * n]
-        np.multiply(da[:, 2 * n :], r[t], out=dm[:, 2 * n :])
-        dh_rec = dm @ W
-        dh_rec += dh * z[t]
+        dm, da_n = dA_hid[t], dA_in[t][:, 2 * n :]
+        np.multiply(dh, into_zn[t, :, 1], out=da_n)  # da_n
+        np.multiply(dh, into_zn[t, :, 0], out=dm[:, n : 2 * n])  # da_z
+        np.multiply(into_rn[t], da_n[:, None, :], out=dm.reshape(B, 3, n)[:, ::2])  # da_r; dm_n = da_n r
+        np.matmul(dm, W, out=dh_rec)
+        dh_rec += np.multiply(dh, z[t], out=through_z)
+    dA_in[..., : 2 * n] = dA_hid[..., : 2 * n]
     if signal is not None:
         signal[0] = math.sqrt(np.vdot(dh_rec, dh_rec))
 
@@ -190,7 +219,7 @@ def bptt(model: GRU, trace: GRUTrace, dy: np.ndarray, workspace: Workspace | Non
     for l in reversed(range(L)):
         dA_in, dA_hid = _empty(workspace, f"dAi{l}", (T, B, 3 * n)), _empty(workspace, f"dAh{l}", (T, B, 3 * n))
         _layer_backward(p[f"W_hh_{l}"], trace.gates[l], trace.h[l], trace.hn[l], dh_in, dA_in, dA_hid,
-                        None if signal is None else signal[l])
+                        None if signal is None else signal[l], workspace)
         np.matmul(_flat(dA_hid).T, _flat(trace.h[l][:-1]), out=grads[f"W_hh_{l}"])
         grads[f"b_hh_{l}"][...] = _flat(dA_hid).sum(axis=0)
         _input_weight_grad(_flat(dA_in), trace.inputs[l], grads[f"W_ih_{l}"], workspace)

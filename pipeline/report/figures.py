@@ -38,24 +38,38 @@ MAX_PANELS, PANEL_COLUMNS = 16, 4  # decay curves: at most 16 panels (a spec's r
 
 
 def draw_heatmaps(tables: Tables) -> Drawn:
+    """One row per picked run, from the lowest measured log(gamma_W gamma_phi) to the highest, its init and final
+    probes side by side on the run's own colour range (a shared range over runs that differ by tens of decades
+    leaves the flatter runs one colour)."""
     heat = table(tables, "heatmaps")
     if heat is None:
         return None
-    info, ids = run_info(tables), list(dict.fromkeys(heat["run_id"]))
+    info = run_info(tables)
+    ids = sorted(dict.fromkeys(heat["run_id"]), key=lambda rid: heatmap_order(info, rid))
     whens = [w for w in ("init", "final") if w in set(heat["when"])]
-    vals = heat["log10_norm"].to_numpy(float)
-    vals = vals[np.isfinite(vals)]
-    vmin, vmax = (vals.min(), vals.max()) if vals.size else (None, None)
     fig = new_figure(3.4 * len(whens) + 0.6, 2.9 * len(ids))
     axes = fig.subplots(len(ids), len(whens), squeeze=False)
     for i, rid in enumerate(ids):
+        own = heat[heat["run_id"] == rid]
+        vals = own["log10_norm"].to_numpy(float)
+        vals = vals[np.isfinite(vals)]
+        vmin, vmax = (vals.min(), vals.max()) if vals.size else (None, None)
         for j, when in enumerate(whens):
-            draw_heatmap_panel(axes[i, j], pair_matrix(heat[(heat["run_id"] == rid) & (heat["when"] == when)]),
+            draw_heatmap_panel(axes[i, j], pair_matrix(own[own["when"] == when]),
                                f"{run_title(info, rid)} · {when}", vmin, vmax, colorbar=j == len(whens) - 1)
             axes[i, j].title.set_fontsize(8)
     caption = ("log10 ‖∂h_t/∂h_k‖ of the top layer for every pair k < t, at initialisation and after training, "
-               "for runs spanning log(γ_W γ_φ) from lowest to highest.")
+               "for runs spanning log(γ_W γ_φ), one row per run from the lowest measured rate to the highest (each "
+               "title: run, activation, init, measured ‖W_hh‖₂ and rate); each row has its own colour range, shared "
+               "by its two panels.")
     return fig, caption, ids
+
+
+def heatmap_order(info: pd.DataFrame, run_id: str) -> float:
+    """A run's measured log(gamma_W gamma_phi) at init, the heatmap rows' order (unknown last)."""
+    rate = pd.to_numeric(info.at[run_id, "log_rate_init"], errors="coerce") if run_id in info.index \
+        and "log_rate_init" in info else math.nan
+    return float(rate) if np.isfinite(rate) else math.inf
 
 
 def pair_matrix(rows: pd.DataFrame) -> np.ndarray:
@@ -72,7 +86,8 @@ def run_title(info: pd.DataFrame, run_id: str) -> str:
         return run_id[:8]
     r = info.loc[run_id]
     rate = format_metric(pd.to_numeric(r.get("log_rate_init"), errors="coerce"))
-    return f"{run_id[:8]} {r.get('activation')} {measured_norm(r)} log(γ_Wγ_φ)={rate}"
+    init = f" {r.get('init')}" if isinstance(r.get("init"), str) else ""
+    return f"{run_id[:8]} {r.get('activation')}{init} {measured_norm(r)} log(γ_Wγ_φ)={rate}"
 
 
 def measured_norm(r: pd.Series) -> str:
@@ -91,33 +106,41 @@ def decay_runs(tables: Tables) -> pd.DataFrame:
 
 
 def draw_decay(tables: Tables) -> Drawn:
-    """Decay by lag, one panel per activation at init (all of them, tanh first) and one per activation after
-    training where its runs trained, one colour per γ_W: the median over runs (inits, seeds, specs) of
-    log10 ‖∂h_t/∂h_k‖ and of the global bound of the same models. A run trained when its final probe differs from
-    its initial one."""
+    """Decay by lag, one panel per activation and init at init (tanh first) and one per activation and init after
+    training where its runs trained, one colour per γ_W: the median over runs (seeds, specs) of log10 ‖∂h_t/∂h_k‖
+    and of the global bound of the same models. Inits are not pooled (a Gaussian and an orthogonal W_hh of one
+    norm decay differently), nor probe lengths (a median over runs whose probes end at different lags kinks where
+    the shorter ones stop): each panel keeps its runs of the longest probe. A run trained when its final probe
+    differs from its initial one."""
     decay, runs = table(tables, "decay"), decay_runs(tables)
     if decay is None or runs.empty:
         return None
     runs = runs[runs["run_id"].isin(set(decay["run_id"]))].reset_index(drop=True).assign(
-        gamma=lambda r: r["gamma_w"].astype(float), act=lambda r: r["activation"].astype(str))
+        gamma=lambda r: r["gamma_w"].astype(float), act=lambda r: r["activation"].astype(str),
+        ini=lambda r: r["init"].astype(str) if "init" in r else "",
+        steps=lambda r: pd.to_numeric(r["probe_steps"], errors="coerce") if "probe_steps" in r else 0.0)
+    longest = runs.groupby(["act", "ini"])["steps"].transform("max")
+    runs = runs[(runs["steps"] == longest) | longest.isna()].reset_index(drop=True)
     if runs.empty:
         return None
     trained = trained_runs(decay)
-    d = decay.merge(runs[["run_id", "act", "gamma"]], on="run_id")
+    d = decay.merge(runs[["run_id", "act", "ini", "gamma"]], on="run_id")
     d = d[(d["when"] == "init") | d["run_id"].isin(trained)]
-    acts = sorted(set(runs["act"]), key=lambda a: (a != "tanh", a))  # tanh, every trained spec's, first
-    with_training = [a for a in acts if a in set(runs.loc[runs["run_id"].isin(trained), "act"])]
-    panels = [(a, "init") for a in acts] + [(a, "final") for a in with_training]
+    groups = sorted(set(zip(runs["act"], runs["ini"])), key=lambda g: (g[0] != "tanh", g))
+    with_training = [g for g in groups
+                     if g in set(zip(*[runs.loc[runs["run_id"].isin(trained), c] for c in ("act", "ini")]))]
+    panels = [(g, "init") for g in groups] + [(g, "final") for g in with_training]
     gammas = sorted(set(runs["gamma"]))
-    colours = dict(zip(gammas, sns.color_palette("viridis", len(gammas))))
+    palette = sns.color_palette("tab10" if len(gammas) <= 10 else "husl", len(gammas))  # told apart by hue
+    colours = dict(zip(gammas, palette))
     ncol = min(PANEL_COLUMNS + (len(panels) > 2 * PANEL_COLUMNS), len(panels))  # 9 or 10 panels: two rows of 5
     nrow = math.ceil(len(panels) / ncol)
     fig = new_figure(2.4 * ncol + 0.3, 2.3 * nrow + 0.8)
     axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
     flattened = set()
-    for ax, (act, when) in zip(axes, panels):
+    for ax, ((act, ini), when) in zip(axes, panels):
         for g in gammas:
-            sel = d[(d["act"] == act) & (d["gamma"] == g) & (d["when"] == when)]
+            sel = d[(d["act"] == act) & (d["ini"] == ini) & (d["gamma"] == g) & (d["when"] == when)]
             if sel.empty:
                 continue
             med = sel.groupby("lag")[["log10_norm", "log10_global"]].median()
@@ -125,7 +148,7 @@ def draw_decay(tables: Tables) -> Drawn:
             flattened |= {(act, g)} if noise else set()
             ax.plot(med.index, measured, color=colours[g], lw=1.3)
             ax.plot(med.index, med["log10_global"], color=colours[g], ls=":", lw=1.0)
-        ax.set_title(f"{act}, {'at init' if when == 'init' else 'after training'}", fontsize=9)
+        ax.set_title(f"{act}, {ini}, {'at init' if when == 'init' else 'after training'}", fontsize=8)
         ax.set(xlabel="lag t − k", ylabel="log10 norm")
         keep_min_span(ax)
     for ax in axes[len(panels):]:
@@ -139,11 +162,13 @@ def draw_decay(tables: Tables) -> Drawn:
     handles += [Line2D([], [], color="0.3", lw=1.3), Line2D([], [], color="0.3", ls=":", lw=1.0)]
     labels += ["measured", "global bound (t−k) log(γ_W γ_φ)"]
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=7)
-    caption = ("Median log10 ‖∂h_t/∂h_k‖ at each lag (top layer; median over the runs at one activation and "
-               "configured gamma_w: inits, seeds and specs together; the legend gives the ‖W_hh‖₂ measured on them) and the global bound of the same models (dotted), for "
-               "every activation at initialisation"
-               + (f", and after training for the activations whose runs trained ({', '.join(with_training)})"
-                  if with_training else "; no run drawn here trained") + ".")
+    caption = ("Median log10 ‖∂h_t/∂h_k‖ at each lag (top layer; median over the runs of one activation, init and "
+               "configured gamma_w, seeds and specs together, each panel at its runs' longest probe; the legend "
+               "gives the ‖W_hh‖₂ measured on them) and the global bound of the same models (dotted), for every "
+               "activation and init at initialisation"
+               + (", and after training for those whose runs trained ("
+                  + ", ".join(f"{a} {i}" for a, i in with_training) + ")" if with_training
+                  else "; no run drawn here trained") + ".")
     if flattened:
         cells = ", ".join(f"{a} at γ_W = {short_value(g)}" for a, g in sorted(flattened))
         caption += (f" Flat at 0: {cells}, whose norm is 1 to rounding (|log10| below {ROUNDING_DECADES:g} at "
@@ -404,7 +429,7 @@ def draw_remedies_success(tables: Tables) -> Drawn:
     succ = arms.assign(label=arms["arm_name"].astype(str)).sort_values("label", key=lambda s: s.map(order))
     tasks = list(dict.fromkeys(succ["task"].astype(str)))
     labels = list(dict.fromkeys(succ["label"]))
-    colors = dict(zip(labels, sns.color_palette(n_colors=len(labels))))
+    colors = {studies.REMEDY_ARMS[arm]: colour for arm, colour in REMEDY_COLOURS.items()}
     fig, axes = panel_row(len(tasks), 3.2, 3.0, margin=1.0)
     handles = {}
     for ax, task in zip(axes, tasks):
@@ -422,6 +447,13 @@ def draw_remedies_success(tables: Tables) -> Drawn:
     return fig, caption, ids_of(arms)
 
 
+# One colour per remedies arm, far apart in hue and lightness (the default cycle puts two reds side by side): the
+# vanilla tanh arms in blues and grey, the constrained RNNs in greens, the IRNN red, the gated cells purple and orange.
+REMEDY_COLOURS = {"tanh_unclipped": "#7f7f7f", "tanh_clipped": "#1f77b4", "tanh_clipped_omega": "#17becf",
+                  "irnn": "#d62728", "orthogonal_tanh": "#2ca02c", "exprnn": "#98df8a", "lstm": "#9467bd",
+                  "gru": "#ff7f0e"}
+
+
 def draw_remedies_decay(tables: Tables) -> Drawn:
     """The remedies spec: per task, at its longest T, each arm's median over runs of log10 ||dh_t/dh_k|| by lag,
     at init (dashed) and after training (solid); for the LSTM also its cell state's ||dc_t/dc_k|| (dotted)."""
@@ -429,8 +461,7 @@ def draw_remedies_decay(tables: Tables) -> Drawn:
     if arms is None or decay is None:
         return None
     tasks = list(dict.fromkeys(arms["task"].astype(str)))
-    names = list(studies.REMEDY_ARMS.values())
-    colors = dict(zip(names, sns.color_palette(n_colors=len(names))))
+    colors = {studies.REMEDY_ARMS[arm]: colour for arm, colour in REMEDY_COLOURS.items()}
     fig, axes = panel_row(len(tasks), 3.6, 3.2, margin=1.1)
     handles, ids = {}, []
     for ax, task in zip(axes, tasks):
@@ -611,55 +642,87 @@ def draw_gaps(tables: Tables) -> Drawn:
 
 
 def draw_spectrum(tables: Tables) -> Drawn:
-    """Every resolved singular value of dh_T/dh_0 for a few runs."""
+    """Every resolved singular value of dh_T/dh_0 for a few runs; a probe with fewer than two resolved values has no
+    curve to draw and is named in the caption instead of the legend."""
     spec = table(tables, "spectra")
     if spec is None:
         return None
+    info = run_info(tables)
     fig = new_figure(5.8, 3.1)
     ax = fig.subplots()
+    left_out = []
     for i, (rid, g) in enumerate(spec.groupby("run_id", sort=False)):
         for when, w in g.groupby("when"):
+            label = f"{run_label(info, rid)} ({when})"
+            if len(w) < 2:
+                left_out.append(f"{label}: {len(w)} resolved")
+                continue
             ax.plot(w["i"] + 1, w["log10_sigma"], color=f"C{i}", ls="-" if when == "init" else "--", marker=".",
-                    ms=3, lw=1, label=f"{run_label(run_info(tables), rid)} ({when})")
+                    ms=3, lw=1, label=label)
     ax.set(xlabel="index i of the singular value (descending)", ylabel="log10 σ_i(∂h_T/∂h_0)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=6)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6)
     caption = ("Singular-value spectrum of ∂h_T/∂h_0 at the probe's longest lag (top layer; solid: init, dashed: "
                "after training). A flat spectrum is dynamical isometry; values below 10⁻¹² σ₁ are not resolved by "
                "float64 products and are left out, so a curve that stops early spans at least 12 decades.")
+    if left_out:
+        caption += (" Not drawn, as fewer than two values were resolved (all but σ₁ more than 12 decades below "
+                    "it): " + "; ".join(left_out) + ".")
     return fig, caption, list(spec["run_id"].unique())
 
 
+GRADIENT_CEILING = 1e4  # the left panel is drawn up to this many times the largest median pre-clip norm shown
+
+
 def draw_gradients(tables: Tables) -> Drawn:
-    """Pre-clip gradient norm per iteration (the spikes clipping cuts), and ||dE/dh_k|| over training."""
+    """Pre-clip gradient norm per iteration (the spikes clipping cuts), and ||dE/dh_k|| over training of the run
+    with the most gradient checkpoints."""
     spikes = table(tables, "gradient_spikes")
     if spikes is None:
         return None
-    by_k = table(tables, "gradient_by_k")
+    info, by_k = run_info(tables), table(tables, "gradient_by_k")
     fig = new_figure(7.6 if by_k is not None else 5.2, 3.1)
     axes = fig.subplots(1, 2 if by_k is not None else 1, squeeze=False)[0]
+    norms = pd.to_numeric(spikes["grad_norm"], errors="coerce")
+    medians = norms[np.isfinite(norms) & (norms > 0)].groupby(spikes["run_id"]).median()
+    ceiling = GRADIENT_CEILING * float(medians.max()) if len(medians) else math.inf
     for i, (rid, g) in enumerate(spikes.groupby("run_id", sort=False)):
         mode = str(g["clip_mode"].iloc[0])
-        axes[0].plot(g["iter"], g["grad_norm"].astype(float), color=f"C{i}", lw=0.8, label=f"{rid[:8]} clip {mode}")
+        axes[0].plot(g["iter"], norms[g.index].clip(upper=ceiling), color=f"C{i}", lw=0.8,
+                     label=f"{run_label(info, rid)}, clip {mode}")
         threshold = float(pd.to_numeric(g["clip_threshold"], errors="coerce").iloc[0])
         if mode == "global" and math.isfinite(threshold):
             axes[0].axhline(threshold, color=f"C{i}", ls="--", lw=0.8)
+    capped = bool((norms > ceiling).any())
+    if capped:
+        axes[0].axhline(ceiling, color="0.5", ls=":", lw=1)
     axes[0].set_yscale("log")
     axes[0].set(xlabel="iteration", ylabel="gradient norm before clipping")
     axes[0].legend(fontsize=6)
     ids = list(spikes["run_id"].unique())
+    caption = ("Gradients over training. Left: the global gradient norm before clipping at every iteration, for the "
+               "spikiest run of each clip mode of the study that varies clipping (dashed: a global clip threshold; "
+               "the part above it is what clipping cuts, the \"cliff\" of Pascanu et al. 2013)")
+    if capped:
+        caption += (f"; norms above {GRADIENT_CEILING:.0e} × the largest median norm drawn ({ceiling:.2g}) are drawn "
+                    "on the dotted line, so that the clipped runs keep their scale")
+    caption += "."
     if by_k is not None:
-        first = by_k[by_k["run_id"] == by_k["run_id"].iloc[0]]
-        for j, (it, g) in enumerate(first.groupby("iter")):
-            axes[1].plot(g["k"], g["log10_dE_dh"], color=sns.color_palette("viridis", first["iter"].nunique())[j],
-                         lw=1, label=f"iteration {it}")
+        checkpoints = by_k.groupby("run_id")["iter"].nunique()
+        rid = checkpoints.idxmax()
+        first = by_k[by_k["run_id"] == rid]
+        iters = sorted(first["iter"].unique())
+        colours = sns.color_palette("viridis", len(iters))
+        for j, it in enumerate(iters):
+            g = first[first["iter"] == it]
+            axes[1].plot(g["k"], g["log10_dE_dh"], color=colours[j], lw=1, label=f"iteration {it}")
         axes[1].set(xlabel="timestep k", ylabel="log10 ‖∂E/∂h_k‖ (probe sequence)")
         axes[1].legend(fontsize=6)
-        ids += list(by_k["run_id"].unique())
-    caption = ("Gradients over training. Left: the global gradient norm before clipping at every iteration, for the "
-               "spikiest run of each clip mode (dashed: a global clip threshold; the part above it is what clipping "
-               "cuts, the \"cliff\" of Pascanu et al. 2013). Right: the BPTT signal ‖∂E/∂h_k‖ on the probe "
-               "sequence at five points of training of the first of those runs.")
+        ids += [rid]
+        caption += (f" Right: the BPTT signal ‖∂E/∂h_k‖ on the probe sequence at the {len(iters)} gradient "
+                    f"checkpoint{'s' if len(iters) != 1 else ''} of {run_label(info, rid)} (iteration "
+                    f"{', '.join(str(int(i)) for i in iters)}), the run shown with the most checkpoints.")
     return fig, caption, ids
 
 

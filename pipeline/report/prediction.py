@@ -12,11 +12,11 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..engine.init import INITS
 from .reductions import finite_median, numeric, rate
 
 LN10 = math.log(10.0)
 GAP_PARTS = ("global_to_product", "product_to_stepnorm", "stepnorm_to_measured")  # gap_<part>_init per run
-INITS = ("orthogonal", "gaussian")  # the inits whose mean-field distance is stated apart (the theory's two cases)
 SPIKE_RUNS = 3  # runs drawn in the gradient-spike figure: the spikiest of each clip mode
 SPECTRUM_RUNS = 3  # runs whose singular spectrum is drawn
 
@@ -156,7 +156,12 @@ def edge_of_chaos(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def spike_runs(runs: pd.DataFrame, histories: dict[str, pd.DataFrame]) -> list[str]:
-    """Up to SPIKE_RUNS trained runs, the spikiest (largest max / median pre-clip gradient norm) of each clip mode."""
+    """Up to SPIKE_RUNS trained runs, the spikiest (largest max / median pre-clip gradient norm) of each clip mode,
+    from the studies that vary the clip mode when there are any (their runs differ in clipping alone)."""
+    modes = runs.get("clip_mode", pd.Series("", index=runs.index)).astype(str)
+    varied = modes.groupby(runs["spec"]).transform("nunique") > 1 if "spec" in runs else modes.map(lambda m: False)
+    if varied.any():
+        runs = runs[varied]
     picks = []
     for mode, g in runs.groupby(runs.get("clip_mode", pd.Series("", index=runs.index)).astype(str)):
         best, score = None, 0.0

@@ -18,9 +18,9 @@ from typing import Callable
 import numpy as np
 
 from . import datasets
-from ..engine import cells, evaluation, tasks
+from ..engine import evaluation, tasks
 from ..engine.cells import Model
-from ..engine.rnn import one_hot
+from ..engine.rnn import Workspace, one_hot
 from ..engine.text import ConsecutiveWindows, sample_windows
 from ..errors import UserError
 from .config import RunConfig, config_hash
@@ -266,10 +266,11 @@ def sequences_right(model: Model, src: Source) -> float | None:
         return None
     chunk = evaluation.validation_chunk(model, mask.shape[1], mask.shape[0])  # in bounded memory, as `evaluate`
     right = scored = 0
+    workspace = Workspace()  # the chunks' readouts as the validation pass computes them, in reused buffers
     for start in range(0, mask.shape[1], chunk):
         part = slice(start, start + chunk)
-        share = tasks.sequences_right(cells.forward(model, xs[:, part]).y, targets[:, part], mask[:, part],
-                                      src.loss_kind, src.sequence_tolerance)
+        share = tasks.sequences_right(evaluation.readout(model, xs[:, part], workspace), targets[:, part],
+                                      mask[:, part], src.loss_kind, src.sequence_tolerance)
         n = int((mask[:, part] > 0).any(axis=0).sum())
         if share is None and n:
             return None  # no criterion (an mse task without a threshold)

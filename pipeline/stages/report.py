@@ -43,7 +43,11 @@ def report_cmd(
         typer.echo(f"logged the report and its figures to the sweep runs of {logged} MLflow experiment(s)")
     typer.echo(f"\nReport: {(out / 'report.html').resolve()}")
     if links is None or not links.experiments:
-        typer.echo(f"Runs:   {_mlflow_ui_hint()}")
+        from ..tracking import is_tracked
+
+        untracked = not any(is_tracked(i) for i in tables["runs"]["run_id"])
+        typer.echo("Runs:   not in MLflow (swept with --no-track); their folders are under results/<spec>/runs/"
+                   if untracked else f"Runs:   {_mlflow_ui_hint()}")
         return
     typer.echo("Runs (each experiment's runs table in the MLflow UI):")
     for spec, url in links.experiments.items():
@@ -61,6 +65,7 @@ def _mlflow_links(runs):
     store = tracking.existing_store(tracking.default_project_root())
     if store is None:
         return None, None
+    runs = runs[runs["run_id"].map(tracking.is_tracked)]  # a sweep with --no-track has no runs there to link
     specs = list(dict.fromkeys(runs["spec"].astype(str)))
     ids = tracking.experiment_ids(store, [f"rnngrad/{s}" for s in specs])
     experiments = {s: tracking.experiment_link(store, ids[f"rnngrad/{s}"]) for s in specs if f"rnngrad/{s}" in ids}
@@ -98,6 +103,9 @@ def _log_to_sweeps(store, runs, drawn: dict, documents: list[Path]) -> int:
     done = 0
     for spec, ids in by_spec.items():
         parent = tracking.sweep_parent(store, spec, ids)
+        if parent is None and not any(tracking.is_tracked(i) for i in ids):
+            typer.echo(f"not logged to MLflow for {spec}: its runs were swept with --no-track")
+            continue
         if parent is None:
             typer.echo(f"not logged to MLflow for {spec}: its runs in the table are not the runs of one sweep of "
                        f"rnngrad/{spec} in this store")

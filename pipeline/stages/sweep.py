@@ -27,12 +27,15 @@ def sweep_cmd(
     max_cells: Annotated[int, typer.Option(help="Refuse a grid of more cells than this (a typo in an axis can "
                                            "make millions); raise it for a larger sweep.")] = MAX_CELLS,
     data_root: Annotated[list[Path] | None, typer.Option(
-        help="A folder outside the project whose files the spec may read (its cells' text); repeat for several. "
+        metavar="FOLDER", help="A folder outside the project whose files the spec may read (its cells' text); repeat for several. "
         "Without it a spec reads only files inside the project.")] = None,
     max_memory: Annotated[str, typer.Option(
         metavar="SIZE", help="Refuse the sweep before it starts if a cell would need more memory than this, e.g. 1.5G "
         "or 2Gi (binary units; `rnngrad plan` prints each spec's largest cell). Default: this machine's RAM shared "
         "by the workers (--jobs, or N of --cluster local:N); none for a remote cluster.")] = "",
+    track: Annotated[bool, typer.Option("--track/--no-track", help="Log the runs to MLflow; --no-track writes only "
+                                        "the run folders and <spec>.parquet (no store is opened or made; "
+                                        "`rnngrad report` reads them as usual).")] = True,
 ) -> None:
     """Train every cell of a sweep spec's grid in parallel and log each as a nested MLflow run.
 
@@ -63,10 +66,10 @@ def sweep_cmd(
         stage = loaded.selection_stage()
         _check_paths_and_data(spec, stage, data_dir, results_dir)
         _check_memory(spec, stage, data_dir, max_memory, workers, cluster.strip())
-        typer.echo(_run(stage, data_dir, results_dir, workers, cluster.strip()))
+        typer.echo(_run(stage, data_dir, results_dir, workers, cluster.strip(), track))
         loaded = loaded.at_rates(_chosen_rates(stage, data_dir, results_dir))
         typer.echo(f"{loaded.name}: learning rates chosen on {stage.name}: {_rates_line(loaded)}")
-    typer.echo(_run(loaded, data_dir, results_dir, workers, cluster.strip()))
+    typer.echo(_run(loaded, data_dir, results_dir, workers, cluster.strip(), track))
 
 
 def _chosen_rates(stage, data_dir: Path, results_dir: Path) -> dict[str, float]:
@@ -117,14 +120,14 @@ def _check_memory(path: Path, spec, data_dir: Path, max_memory: str, jobs: int, 
     check_cells_memory(named, data_dir, memory_limit(max_memory, workers))
 
 
-def _run(spec, data_dir: Path, results_dir: Path, jobs: int, cluster: str = "") -> str:
+def _run(spec, data_dir: Path, results_dir: Path, jobs: int, cluster: str = "", track: bool = True) -> str:
     from .. import tracking
 
     if cluster:
         from ..cluster import check_reachable, connect
 
         check_reachable(cluster)  # a malformed or dead address is refused before the store is opened
-    store = tracking.open_store(tracking.default_project_root())
+    store = tracking.open_store(tracking.default_project_root()) if track else None
     if not cluster:
         return _run_with(spec, data_dir, results_dir, store, jobs)
     with connect(cluster) as opened:  # refuses a bad address or mismatched workers before any run is created
@@ -158,7 +161,8 @@ def _run_with(spec, data_dir: Path, results_dir: Path, store, jobs: int, executo
         + (f" ({len(result.retried)} of them retried after failing)" if result.retried else "")
         + f", {len(result.skipped)} already done, {len(result.relogged)} re-logged",
         f"results: {result.table_path} and {results_dir / spec.name / 'runs'}/",
-    ] + tracking.link_lines(store, [(f"rnngrad/{spec.name}", result.experiment_id, result.parent_run_id)])
+    ] + (tracking.link_lines(store, [(f"rnngrad/{spec.name}", result.experiment_id, result.parent_run_id)])
+         if store is not None else ["not logged to MLflow (--no-track)"])
     if result.crashed:
         typer.echo("\n".join(lines), err=True)
         crashed = "; ".join(f"{cell}: {error}" for cell, error in result.crashed.items())

@@ -96,7 +96,7 @@ def train_cmd(
     track: Annotated[bool, typer.Option("--track/--no-track", help="Log the run to MLflow; --no-track writes only "
                                         "the run folder (no store is opened or made; run_id is null).")] = True,
     data_root: Annotated[list[Path] | None, typer.Option(
-        help="A folder outside the project whose files the run may read (its --text); repeat for several. Without "
+        metavar="FOLDER", help="A folder outside the project whose files the run may read (its --text); repeat for several. Without "
         "it a run reads only files inside the project, as a sweep does.")] = None,
 ) -> None:
     """Train one RNN (vanilla; an LSTM or a GRU with --cell-type lstm or gru; an orthogonal-constrained expRNN with

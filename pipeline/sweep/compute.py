@@ -52,7 +52,7 @@ def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, ex
     inflight: dict[Future, tuple[Cell, str]] = {}
     breaks: dict[str, int] = {}  # config_hash -> pool breaks the cell was caught in
     run_ids: dict[str, str] = {}
-    logger = _LogThreads(1 if store.is_embedded else SERVER_LOG_THREADS)
+    logger = _LogThreads(1 if store is None or store.is_embedded else SERVER_LOG_THREADS)
     logging: dict[Future, tuple[Cell, str]] = {}  # a returned cell's logging -> (cell, run_id)
 
     def submit_next() -> None:
@@ -121,7 +121,7 @@ def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, ex
         pool.stop()
         # a folder being logged to sqlite is logged and ended (a call holds the store's lock for milliseconds);
         # one being logged to a server is given LOG_DRAIN_SECONDS, since a hung server holds it for minutes
-        logger.stop(None if store.is_embedded else LOG_DRAIN_SECONDS)
+        logger.stop(None if store is None or store.is_embedded else LOG_DRAIN_SECONDS)
         unlogged = [r for f, (_, r) in logging.items() if not f.done() or f.cancelled()]
         with server.hurry():  # seconds, even when the tracking server is gone
             _end_runs(store, [r for _, r in [*inflight.values(), *pending] if r is not None] + unlogged, "KILLED")

@@ -2,6 +2,10 @@
 cells, presents the experiment, ends what a killed sweep left running, opens the parent run, resumes (skips what is
 done, logs what is only on disk, marks what failed for computing again), computes the rest, then writes the results
 table and presents and closes the parent; on any error the parent ends FAILED (KILLED on a stop).
+
+Without a store (`rnngrad sweep --no-track`) the same sweep writes run folders and the results table only: no
+experiment, parent or child run; a cell is done when its folder holds a result, and its results row keeps the run id
+the spec's previous table gave it (a tracked sweep's) or gets `<config_hash>-untracked`.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ from typing import Any, Callable
 
 from ..tracking import runs, server
 from ..tracking.connection import Store
+from ..tracking.values import untracked_run_id
 from .compute import _run_cells
 from .plan import Cell, SweepResult, plan_cells, spec_hash
 from .present import (_close_parent, _end_runs, _log_and_finish, _open_parent, _present_experiment,
                       _present_parent, _start_child, dataset_refs)
-from .results import (FAILED, _one_sweep_per_spec, _remove_runner_temp_folders, folder_outcome,
+from .results import (FAILED, _one_sweep_per_spec, _remove_runner_temp_folders, earlier_run_ids, folder_outcome,
                       write_results_table)
 from .stop import _StopRequest, _stop_on_signals
 
@@ -27,7 +32,7 @@ from .stop import _StopRequest, _stop_on_signals
 Progress = Callable[[int, int, str, str], None]
 
 
-def run_sweep(spec, data_dir: Path, results_dir: Path, store: Store, jobs: int | None = None,
+def run_sweep(spec, data_dir: Path, results_dir: Path, store: Store | None, jobs: int | None = None,
               progress: Progress | None = None, execute: Callable | None = None,
               executor: Callable[[int], Any] | None = None) -> SweepResult:
     """Run every missing cell of `spec` (a run.spec.Spec) and write `results/<spec>.parquet`.
@@ -35,18 +40,22 @@ def run_sweep(spec, data_dir: Path, results_dir: Path, store: Store, jobs: int |
     `execute(cfg, data_dir, run_dir)` computes one run folder (default `runner.execute_run`); it must be a
     module-level function, since it is sent to worker processes. `executor(jobs)` makes the pool the cells run in
     (`submit` returning a concurrent.futures.Future, `shutdown(wait, cancel_futures)`), e.g. a Dask cluster's
-    (`cluster.Cluster.executor`); by default a local process pool of `jobs` workers.
+    (`cluster.Cluster.executor`); by default a local process pool of `jobs` workers. `store` None: no MLflow (the
+    result's experiment and parent run ids are None).
     """
     if execute is None:
         from ..run.runner import execute_run as execute
     results_dir, cells = Path(results_dir), plan_cells(spec, results_dir, data_dir)
     with _one_sweep_per_spec(results_dir / spec.name), _stop_on_signals() as stop:
-        exp_id = runs.ensure_experiment(store, f"rnngrad/{spec.name}")
-        _present_experiment(store, exp_id, spec)
-        inputs = dataset_refs(cells, Path(data_dir))
-        runs.end_stale_runs(store, exp_id)
+        exp_id, parent, inputs = None, None, {}
+        if store is not None:
+            exp_id = runs.ensure_experiment(store, f"rnngrad/{spec.name}")
+            _present_experiment(store, exp_id, spec)
+            inputs = dataset_refs(cells, Path(data_dir))
+            runs.end_stale_runs(store, exp_id)
         _remove_runner_temp_folders(results_dir / spec.name / "runs")
-        parent = _open_parent(store, exp_id, spec, spec_hash(cells), _has_work(store, exp_id, cells))
+        if store is not None:
+            parent = _open_parent(store, exp_id, spec, spec_hash(cells), _has_work(store, exp_id, cells))
         result = SweepResult(exp_id, parent, results_dir / f"{spec.name}.parquet")
         tick = _ticker(len(cells), progress)
         if progress is not None:
@@ -58,9 +67,12 @@ def run_sweep(spec, data_dir: Path, results_dir: Path, store: Store, jobs: int |
                                   inputs, executor)
             stop.check()  # the last point to stop at: from here the sweep only writes its table and finishes
             table = write_results_table(spec, cells, run_ids, results_dir, result.table_path)
-            _present_parent(store, parent, cells, table, inputs)
-            _close_parent(store, spec, parent, result, table)
+            if store is not None:
+                _present_parent(store, parent, cells, table, inputs)
+                _close_parent(store, spec, parent, result, table)
         except BaseException as e:
+            if store is None:
+                raise
             with server.hurry():  # seconds, even when the tracking server is gone
                 _end_runs(store, [parent], "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
             raise
@@ -82,7 +94,8 @@ def _resume(store, exp_id, parent, spec, cells, result: SweepResult, tick, stop:
     the config_hashes to compute again). A folder whose outcome is `failed` (an exception inside the run) is not a
     result: its cell is computed again, as is one whose summary.json does not parse (with a one-line warning). A
     `diverged` or `unstable` folder is a result and stays."""
-    finished, run_ids, redo = runs.finished_runs(store, exp_id), {}, set()
+    finished = runs.finished_runs(store, exp_id) if store is not None else earlier_run_ids(result.table_path)
+    run_ids, redo = {}, set()
     for cell in cells:
         stop.check()
         if not cell.run_dir.is_dir():
@@ -95,8 +108,8 @@ def _resume(store, exp_id, parent, spec, cells, result: SweepResult, tick, stop:
             redo.add(cell.config_hash)
             result.retried.append(cell.name)
             continue
-        if cell.config_hash in finished:
-            run_ids[cell.config_hash] = finished[cell.config_hash]
+        if cell.config_hash in finished or store is None:  # untracked: its folder is its whole record
+            run_ids[cell.config_hash] = finished.get(cell.config_hash) or untracked_run_id(cell.config_hash)
             result.skipped.append(cell.name)
             tick(cell.name, "skipped")
             continue

@@ -28,8 +28,8 @@ class Cell:
 
 @dataclass
 class SweepResult:
-    experiment_id: str
-    parent_run_id: str
+    experiment_id: str | None  # None for a sweep without MLflow (--no-track), as is its parent's
+    parent_run_id: str | None
     table_path: Path
     ran: list[str] = field(default_factory=list)  # cells computed now
     skipped: list[str] = field(default_factory=list)  # finished before: folder + FINISHED run

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..run.config import applicable, flatten
 from ..run.verdicts import OUTCOMES
 from ..tracking import runs, server, ui
-from ..tracking.values import round_significant
+from ..tracking.values import round_significant, untracked_run_id
 from .plan import Cell, SweepResult
 
 
@@ -23,6 +23,9 @@ def _present_experiment(store, exp_id: str, spec) -> None:
     the list."""
     ui.describe_experiment(store, exp_id, getattr(spec, "description", ""))
     ui.hide_empty_default_experiment(store)
+
+
+IN_MEMORY = "in memory"  # the Dataset column's digest of a validation set built from its seed (the UI showed "()")
 
 
 def dataset_refs(cells: list[Cell], data_dir: Path) -> dict[str, list[ui.DatasetRef]]:
@@ -50,8 +53,10 @@ def dataset_refs(cells: list[Cell], data_dir: Path) -> dict[str, list[ui.Dataset
         name = dataset_name(cfg.task, cfg.seq_len, cfg.val_size, cfg.data_seed)
         digest = ((files.get(f"{name}.npz") or {}).get("sha256") or "")[:12]
         profile = {"task": cfg.task, "T": cfg.seq_len, "count": cfg.val_size, "seed": cfg.data_seed}
-        refs[cell.config_hash] = [ui.DatasetRef(name, digest, str((data_dir / f"{name}.npz").resolve()),
-                                                profile)]
+        source = str((data_dir / f"{name}.npz").resolve())
+        if not (data_dir / f"{name}.npz").is_file():  # the run builds it from its seed: no file to point at
+            digest, source = IN_MEMORY, f"built in memory from data_seed {cfg.data_seed} (no {name}.npz in data/)"
+        refs[cell.config_hash] = [ui.DatasetRef(name, digest, source, profile)]
     return refs
 
 
@@ -161,7 +166,10 @@ def _source(spec) -> dict:
 
 
 def _start_child(store, exp_id: str, parent: str, spec, cell: Cell, inputs: dict) -> str:
-    """Create a cell's RUNNING child run, named by its varying grid values, with its datasets as inputs."""
+    """Create a cell's RUNNING child run, named by its varying grid values, with its datasets as inputs. Without a
+    store (--no-track), no run: the cell's untracked run id."""
+    if store is None:
+        return untracked_run_id(cell.config_hash)
     run_id = runs.start_run(store, exp_id, cell.label or cell.name, parent, _child_tags(spec, cell))
     ui.log_datasets(store, run_id, inputs.get(cell.config_hash, []))
     return run_id
@@ -172,7 +180,8 @@ _RESULT_LOCK = threading.Lock()  # SweepResult's sums, added to from the logging
 
 def _log_and_finish(store, run_id: str, cell: Cell, result: SweepResult) -> str:
     start = time.perf_counter()
-    runs.log_folder_and_end(store, run_id, cell.run_dir)
+    if store is not None:
+        runs.log_folder_and_end(store, run_id, cell.run_dir)
     seconds = time.perf_counter() - start
     with _RESULT_LOCK:
         result.logging_seconds += seconds
@@ -181,15 +190,16 @@ def _log_and_finish(store, run_id: str, cell: Cell, result: SweepResult) -> str:
 
 
 def _record_crash(store, run_id: str, cell: Cell, message: str, result: SweepResult) -> None:
-    runs.log_values(store, run_id, tags={"outcome": "failed", "error": message})
-    runs.end_run(store, run_id, "FAILED")
+    if store is not None:
+        runs.log_values(store, run_id, tags={"outcome": "failed", "error": message})
+        runs.end_run(store, run_id, "FAILED")
     result.crashed[cell.name] = message
 
 
 def _end_runs(store, run_ids: list[str], status: str) -> None:
     """End runs as the sweep stops; a tracking server that stopped answering leaves them RUNNING (the next sweep
-    ends them KILLED), and the error that stopped the sweep is the one reported."""
-    for run_id in run_ids:
+    ends them KILLED), and the error that stopped the sweep is the one reported. No store (--no-track): no runs."""
+    for run_id in run_ids if store is not None else []:
         try:
             runs.end_run(store, run_id, status)
         except server.StoreUnreachable:

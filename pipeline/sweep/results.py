@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..run.files import atomic_file
+from ..run.headers import RESULTS_MAX_ROWS, check_columns, parquet_header
 from ..run.verdicts import OUTCOMES
 from ..tracking import values
 from .plan import Cell
@@ -32,6 +33,7 @@ LOCK_NOTE = re.compile(r"pid [0-9]+ on [^\n]{0,255}\n?")
 LOCK_NOTE_BYTES = 300
 FAILED = "failed"  # the outcome of a run an exception stopped: no result, so the next sweep computes it again
 SUMMARY_LABELS = ("outcome", "predicted_regime", "observed_regime")
+RUN_ID_FORM = re.compile(r"[0-9a-f]{32}")  # an MLflow run id
 
 
 @contextmanager
@@ -101,6 +103,22 @@ def folder_outcome(run_dir: Path) -> str | None:
         return None
     outcome = summary.get("outcome") if isinstance(summary, dict) else None
     return outcome if outcome in OUTCOMES else None
+
+
+def earlier_run_ids(path: Path) -> dict[str, str]:
+    """{config_hash: run_id} of the MLflow runs the spec's results table at `path` lists (none when there is no
+    readable table): a sweep without MLflow keeps them for the cells it finds done, so the report still links those
+    runs. Only text that has a run id's form is kept; the table is checked again where it is read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        check_columns(parquet_header(path, RESULTS_MAX_ROWS), text=("config_hash", "run_id"))
+        table = pq.read_table(path, columns=["config_hash", "run_id"]).to_pydict()
+    except (OSError, ValueError, KeyError, pa.ArrowException):  # HeaderError is a ValueError
+        return {}
+    return {h: r for h, r in zip(table["config_hash"], table["run_id"])
+            if isinstance(h, str) and values.is_tracked(r) and RUN_ID_FORM.fullmatch(r)}
 
 
 def write_results_table(spec, cells: list[Cell], run_ids: dict[str, str], results_dir: Path, path: Path):

@@ -26,12 +26,12 @@ from .store import default_project_root, existing_store, open_store
 from .ui import (SUMMARY_TABLE, DatasetRef, describe_experiment, experiment_ids, experiment_link,
                  hide_empty_default_experiment, link_lines, log_datasets, log_files, log_summary_table, sweep_parent,
                  run_link, short_run_names, source_tags)
-from .values import regime_tags, round_significant
+from .values import is_tracked, regime_tags, round_significant, untracked_run_id
 
 __all__ = ["ARTIFACTS_FOLDER", "SERVER_PATIENCE_SECONDS", "SUMMARY_TABLE", "DatasetRef", "RunRecord", "ServerUnreachable", "Store",
            "StoreUnreachable",
            "client", "default_project_root", "describe_experiment", "end_run", "end_stale_runs", "ensure_experiment",
            "existing_store", "experiment_ids", "experiment_link", "find_runs", "finished_runs",
-           "hide_empty_default_experiment", "link_lines", "log_datasets", "log_files", "log_folder_and_end",
+           "hide_empty_default_experiment", "is_tracked", "link_lines", "log_datasets", "log_files", "log_folder_and_end",
            "log_run_folder", "log_summary_table", "open_store", "regime_tags", "round_significant",
-           "run_link", "short_run_names", "source_tags", "start_run", "sweep_parent"]
+           "run_link", "short_run_names", "source_tags", "start_run", "sweep_parent", "untracked_run_id"]

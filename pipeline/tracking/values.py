@@ -13,6 +13,20 @@ MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 MAX_TAG_CHARS = 8000  # and on a tag value
 SUMMARY_PREFIX = "summary/"  # single numbers (step 0): one chart-view section of bar charts, apart from the curves
 SUMMARY_DIGITS = 4  # significant digits of a metric as logged (summary.json and series.parquet keep them all)
+# The run id a results row gets when its sweep ran with --no-track: no MLflow run holds it, so nothing links to it.
+# A suffix, so that the report's short form of a run id (its first 8 characters) is the start of the run's folder.
+UNTRACKED_SUFFIX = "-untracked"
+
+
+def untracked_run_id(config_hash: str) -> str:
+    """The run id of a cell a sweep ran without MLflow (`<config_hash>-untracked`): unique in its results table, as
+    a run id is, and never taken for an MLflow run's (`is_tracked`)."""
+    return f"{config_hash}{UNTRACKED_SUFFIX}"
+
+
+def is_tracked(run_id) -> bool:
+    """Whether a results row's run id names an MLflow run (not one a sweep with --no-track wrote)."""
+    return isinstance(run_id, str) and bool(run_id) and not run_id.endswith(UNTRACKED_SUFFIX)
 
 
 def flatten_json(d: dict, prefix: str = "") -> dict:
