@@ -17,7 +17,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..engine.depth import grid_factors
-from ..engine.gridpairs import GridFactors, log_norms_of_grid
+from ..engine.gridpairs import GridFactors, _Adjoint, _sized, log_norms_of_grid
 from ..engine.rnn import RNN
 
 
@@ -67,20 +67,42 @@ def dense_grid_norms(F: GridFactors) -> np.ndarray:
     return out
 
 
+def adjoint_products(F: GridFactors) -> None:
+    """The fast route's matrix products alone: every layer's stack at every lag formed by the same recursion as
+    `log_norms_of_grid`, each sized by its largest entry (one pass over it) instead of measured by Lanczos. Its time
+    is a floor under the fast route's, so dense / products is a ceiling on the speedup of any measurement of these
+    products: per pair they cost 7 n^3 multiply-adds at L = 4 (the top layer's own stack n^3, each layer below 2 n^3)
+    against the dense route's (L n)^3 = 64 n^3 and three SVDs."""
+    adjoint, top, T = _Adjoint(F), F.top, F.steps
+    last: dict = {}
+    for lag in range(T + 1):
+        this: dict = {}
+        for l in range(top, -1, -1):
+            this[l] = (adjoint.identity(T + 1) if lag == 0 and l == top
+                       else _sized(*adjoint.layer_stack(l, lag, last.get(l), this.get(l + 1))))
+        last = this
+
+
 def bench_crosslayer(layers: int = 4, n: int = 64, T: int = 128, seed: int = 0, repeats: int = 2) -> dict:
     """Time every cross-layer pair (source l < top, k <= t) by `log_norms_of_grid` (best of `repeats`) against the
     dense route (run once), wall-clock and CPU seconds.
 
     Returns crosslayer_seconds, crosslayer_baseline_seconds, crosslayer_speedup (wall), crosslayer_cpu_speedup,
-    crosslayer_max_abs_log_diff (natural log, over every cross-layer pair), and L, n, T, pairs, Lanczos counts."""
+    crosslayer_max_abs_log_diff (natural log, over every cross-layer pair), and L, n, T, pairs, Lanczos counts; and
+    crosslayer_products_seconds (`adjoint_products`, best of `repeats`) with crosslayer_products_speedup and
+    crosslayer_products_cpu_speedup, the dense route against those products alone: the ceiling for the fast route."""
     rng = np.random.default_rng(seed)
     F = grid_factors(bench_stack(layers, n, 8, rng), rng.standard_normal((T, 8)))
     best, best_cpu, stats = np.inf, np.inf, {}
+    floor, floor_cpu = np.inf, np.inf
     with threadpool_limits(limits=1, user_api="blas"):
         for _ in range(repeats):
             wall, cpu = time.perf_counter(), time.process_time()
             fast = log_norms_of_grid(F, stats=stats, with_top=False)
             best, best_cpu = min(best, time.perf_counter() - wall), min(best_cpu, time.process_time() - cpu)
+            wall, cpu = time.perf_counter(), time.process_time()
+            adjoint_products(F)
+            floor, floor_cpu = min(floor, time.perf_counter() - wall), min(floor_cpu, time.process_time() - cpu)
         wall, cpu = time.perf_counter(), time.process_time()
         slow = dense_grid_norms(F)
         baseline, baseline_cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -91,6 +113,9 @@ def bench_crosslayer(layers: int = 4, n: int = 64, T: int = 128, seed: int = 0, 
         "crosslayer_speedup": baseline / best,
         "crosslayer_cpu_speedup": baseline_cpu / best_cpu,
         "crosslayer_max_abs_log_diff": float(np.max(np.abs(fast[pairs] - slow[pairs]))),
+        "crosslayer_products_seconds": floor,
+        "crosslayer_products_speedup": baseline / floor,
+        "crosslayer_products_cpu_speedup": baseline_cpu / floor_cpu,
         "crosslayer_L": layers, "crosslayer_n": n, "crosslayer_T": T, "crosslayer_pairs": int(pairs.sum()),
         "crosslayer_lanczos_steps": stats["lanczos_steps"], "crosslayer_exact_fallbacks": stats["exact_fallbacks"],
     }

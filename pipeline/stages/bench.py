@@ -130,7 +130,8 @@ def bench_cmd(
 
     crosslayer: every cross-layer pair ||dh^L_t/dh^l_k|| (l < L, k <= t) of a 4-layer stack at n = 64, T = 128, lag
     by lag, against explicit products of the whole stack's (4n x 4n) step Jacobians with an SVD per block; wall-clock
-    and CPU ratios (about 1.5 minutes, the dense route most of it).
+    and CPU ratios (about 1.5 minutes, the dense route most of it). crosslayer_products: the dense route against the
+    fast route's matrix products alone (no Lanczos), the ceiling for its speedup.
 
     train: training chars/s (vocab 65, H 100, S 25, batch 32, Adagrad, clip 5) against min-char-rnn's loop.
 
