@@ -39,29 +39,26 @@ MAX_PANELS, PANEL_COLUMNS = 16, 4  # decay curves: at most 16 panels (a spec's r
 
 def draw_heatmaps(tables: Tables) -> Drawn:
     """One row per picked run, from the lowest measured log(gamma_W gamma_phi) to the highest, its init and final
-    probes side by side on the run's own colour range (a shared range over runs that differ by tens of decades
-    leaves the flatter runs one colour)."""
+    probes side by side, each panel on its own colour range (a range shared with a panel tens of decades away
+    leaves the flatter one a single colour: a trained run's final probe is often within a decade of 0)."""
     heat = table(tables, "heatmaps")
     if heat is None:
         return None
     info = run_info(tables)
     ids = sorted(dict.fromkeys(heat["run_id"]), key=lambda rid: heatmap_order(info, rid))
     whens = [w for w in ("init", "final") if w in set(heat["when"])]
-    fig = new_figure(3.4 * len(whens) + 0.6, 2.9 * len(ids))
+    fig = new_figure(3.9 * len(whens) + 0.6, 3.1 * len(ids))
     axes = fig.subplots(len(ids), len(whens), squeeze=False)
     for i, rid in enumerate(ids):
         own = heat[heat["run_id"] == rid]
-        vals = own["log10_norm"].to_numpy(float)
-        vals = vals[np.isfinite(vals)]
-        vmin, vmax = (vals.min(), vals.max()) if vals.size else (None, None)
+        title = run_title(info, rid).replace(" ‖W_hh", "\n‖W_hh", 1)  # two lines: side by side they would collide
         for j, when in enumerate(whens):
-            draw_heatmap_panel(axes[i, j], pair_matrix(own[own["when"] == when]),
-                               f"{run_title(info, rid)} · {when}", vmin, vmax, colorbar=j == len(whens) - 1)
+            draw_heatmap_panel(axes[i, j], pair_matrix(own[own["when"] == when]), f"{title} · {when}")
             axes[i, j].title.set_fontsize(8)
     caption = ("log10 ‖∂h_t/∂h_k‖ of the top layer for every pair k < t, at initialisation and after training, "
                "for runs spanning log(γ_W γ_φ), one row per run from the lowest measured rate to the highest (each "
-               "title: run, activation, init, measured ‖W_hh‖₂ and rate); each row has its own colour range, shared "
-               "by its two panels.")
+               "title: run, activation, init, measured ‖W_hh‖₂ and rate); each panel has its own colour range, "
+               "centred at 0 (read its colour bar: the ranges differ by tens of decades).")
     return fig, caption, ids
 
 
@@ -672,7 +669,7 @@ def draw_spectrum(tables: Tables) -> Drawn:
     return fig, caption, list(spec["run_id"].unique())
 
 
-GRADIENT_CEILING = 1e4  # the left panel is drawn up to this many times the largest median pre-clip norm shown
+GRADIENT_CEILING = 1e4  # the left panel is drawn up to this many times the smallest median pre-clip norm shown
 
 
 def draw_gradients(tables: Tables) -> Drawn:
@@ -686,7 +683,7 @@ def draw_gradients(tables: Tables) -> Drawn:
     axes = fig.subplots(1, 2 if by_k is not None else 1, squeeze=False)[0]
     norms = pd.to_numeric(spikes["grad_norm"], errors="coerce")
     medians = norms[np.isfinite(norms) & (norms > 0)].groupby(spikes["run_id"]).median()
-    ceiling = GRADIENT_CEILING * float(medians.max()) if len(medians) else math.inf
+    ceiling = GRADIENT_CEILING * float(medians.min()) if len(medians) else math.inf
     for i, (rid, g) in enumerate(spikes.groupby("run_id", sort=False)):
         mode = str(g["clip_mode"].iloc[0])
         axes[0].plot(g["iter"], norms[g.index].clip(upper=ceiling), color=f"C{i}", lw=0.8,
@@ -705,8 +702,8 @@ def draw_gradients(tables: Tables) -> Drawn:
                "spikiest run of each clip mode of the study that varies clipping (dashed: a global clip threshold; "
                "the part above it is what clipping cuts, the \"cliff\" of Pascanu et al. 2013)")
     if capped:
-        caption += (f"; norms above {GRADIENT_CEILING:.0e} × the largest median norm drawn ({ceiling:.2g}) are drawn "
-                    "on the dotted line, so that the clipped runs keep their scale")
+        caption += (f"; norms above {GRADIENT_CEILING:.0e} × the smallest run's median norm ({ceiling:.2g}) are "
+                    "drawn on the dotted line, so that the clipped runs keep their scale")
     caption += "."
     if by_k is not None:
         checkpoints = by_k.groupby("run_id")["iter"].nunique()

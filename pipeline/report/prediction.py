@@ -157,11 +157,13 @@ def edge_of_chaos(runs: pd.DataFrame) -> pd.DataFrame:
 
 def spike_runs(runs: pd.DataFrame, histories: dict[str, pd.DataFrame]) -> list[str]:
     """Up to SPIKE_RUNS trained runs, the spikiest (largest max / median pre-clip gradient norm) of each clip mode,
-    from the studies that vary the clip mode when there are any (their runs differ in clipping alone)."""
+    from the studies that vary the clip mode most when any varies it (the clipping study's runs differ in clipping
+    alone)."""
     modes = runs.get("clip_mode", pd.Series("", index=runs.index)).astype(str)
-    varied = modes.groupby(runs["spec"]).transform("nunique") > 1 if "spec" in runs else modes.map(lambda m: False)
-    if varied.any():
-        runs = runs[varied]
+    if "spec" in runs:  # the spec(s) with the most clip modes: the remedies' unclipped arm makes two there, too
+        n_modes = modes.groupby(runs["spec"]).transform("nunique")
+        if n_modes.max() > 1:
+            runs = runs[n_modes == n_modes.max()]
     picks = []
     for mode, g in runs.groupby(runs.get("clip_mode", pd.Series("", index=runs.index)).astype(str)):
         best, score = None, 0.0
