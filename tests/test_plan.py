@@ -107,3 +107,19 @@ def test_sweep_refuses_a_spec_with_a_cell_above_max_memory(project):
     assert not (project / "results").exists() and not (project / "mlflow.db").exists()
     bad = invoke("sweep", "experiments/tiny_a.yaml", "--max-memory", "much", cwd=project)
     assert bad.exit_code == 2 and "--max-memory: 'much' is not a memory size" in bad.output
+
+
+def test_a_profile_with_a_learning_rate_selection_prices_it_as_its_own_spec(tmp_path):
+    """The full remedies profile sweeps remedies_rates (every arm at every candidate rate on the selection seeds)
+    before its grid: the plan that left it out under-priced the spec by its most expensive stage."""
+    (tmp_path / "experiments").mkdir()
+    text = SPEC.format(name="picky").replace(
+        "    base: {{iters: 20}}".replace("{{", "{").replace("}}", "}"),
+        "    base: {iters: 20}\n    select: {lr: [0.001, 0.01], seeds: [100, 101, 102], seq_len: 6}")
+    assert "select:" in text
+    (tmp_path / "experiments" / "picky.yaml").write_text(text, encoding="utf-8")
+    done = invoke("plan", "experiments/picky.yaml", "--profile", "full", "--json", cwd=tmp_path)
+    assert done.exit_code == 0, done.output
+    planned = json.loads(done.stdout.strip().splitlines()[-1])
+    counts = {name: sum(r["spec"] == name for r in planned["rows"]) for name in planned["specs"]}
+    assert counts == {"picky_rates": 2 * 2 * 3, "picky": 2}  # 2 arms x 2 rates x 3 seeds, then the grid

@@ -55,6 +55,9 @@ def plan_cmd(
         raise UserError(f"--jobs: {jobs} is negative; give a number of workers >= 1, or 0 for one per core")
     check_data_dir(data_dir)
     loaded = [load_spec(path, profile, max_cells) for path in _spec_paths(specs)]
+    # a profile with a `select` block sweeps its learning-rate selection first, as a spec of its own: priced too
+    loaded = [stage for spec in loaded for stage in
+              ([spec.selection_stage()] if spec.selection is not None else []) + [spec]]
     sizes_of = cost.sizes_reader(data_dir)
     named = [(spec, name, cfg, sizes_of(cfg)) for spec in loaded for name, cfg in zip(cell_names(spec), spec.cells)]
     start = time.perf_counter()
