@@ -64,8 +64,9 @@ def draw_heatmaps(tables: Tables) -> Drawn:
 
 def heatmap_order(info: pd.DataFrame, run_id: str) -> float:
     """A run's measured log(gamma_W gamma_phi) at init, the heatmap rows' order (unknown last)."""
-    rate = pd.to_numeric(info.at[run_id, "log_rate_init"], errors="coerce") if run_id in info.index \
-        and "log_rate_init" in info else math.nan
+    if run_id not in info.index or "log_rate_init" not in info:
+        return math.inf
+    rate = pd.to_numeric(info.at[run_id, "log_rate_init"], errors="coerce")
     return float(rate) if np.isfinite(rate) else math.inf
 
 
@@ -124,8 +125,8 @@ def draw_decay(tables: Tables) -> Drawn:
     d = decay.merge(runs[["run_id", "act", "ini", "gamma"]], on="run_id")
     d = d[(d["when"] == "init") | d["run_id"].isin(trained)]
     groups = sorted(set(zip(runs["act"], runs["ini"])), key=lambda g: (g[0] != "tanh", g))
-    with_training = [g for g in groups
-                     if g in set(zip(*[runs.loc[runs["run_id"].isin(trained), c] for c in ("act", "ini")]))]
+    trained_groups = set(zip(*(runs.loc[runs["run_id"].isin(trained), c] for c in ("act", "ini"))))
+    with_training = [g for g in groups if g in trained_groups]
     panels = [(g, "init") for g in groups] + [(g, "final") for g in with_training]
     gammas = sorted(set(runs["gamma"]))
     palette = sns.color_palette("tab10" if len(gammas) <= 10 else "husl", len(gammas))  # told apart by hue

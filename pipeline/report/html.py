@@ -435,6 +435,7 @@ def rate_section(figures: dict[str, FigureFile], runs: pd.DataFrame) -> Section:
     return Section("rates", "Decay rate: slope, Lyapunov exponent and log(γ_W γ_φ)", blocks, ids)
 
 
+# in the order stated: the i.i.d. cases first, then the inits that break the assumption
 INIT_LABELS = {"orthogonal": "orthogonal init", "gaussian": "Gaussian init", "identity": "identity init (the IRNN)",
                "sparse": "sparse init"}
 MEANFIELD_ASSUMPTION = (
@@ -448,10 +449,10 @@ def meanfield_per_init(metrics: dict) -> list[Inline]:
     """'x for orthogonal init (n = k), y for Gaussian init (n = m), ...' over the inits whose runs have a mean-field
     rate (docs/math.md 7.5), in a fixed order: the i.i.d. cases first, then those that break the assumption."""
     parts: list[Inline] = []
-    for name in ("orthogonal", "gaussian", "identity", "sparse"):
+    for name, label in INIT_LABELS.items():
         key, n = f"rate.median_abs_slope_minus_meanfield_{name}", f"rate.n_meanfield_{name}"
         if number(metrics, n):
-            parts += [", " if parts else "", Metric(key), f" for {INIT_LABELS[name]} (n = ", Metric(n), ")"]
+            parts += [", " if parts else "", Metric(key), f" for {label} (n = ", Metric(n), ")"]
     return parts
 
 
