@@ -18,6 +18,7 @@ from ..engine import gru
 from ..engine.cells import Model, as_vanilla, forward, loss_and_grads, model_arrays
 from ..engine.lstm import LSTM, step_jacobians
 from ..engine.rnn import Trace, one_hot
+from . import plots
 from .files import save_model
 
 # log_norm is ||dh_t/dh_k|| (an LSTM's: of its whole state (h, c)); log_norm_cell an LSTM's ||dc_t/dc_k||, NaN for
@@ -371,11 +372,13 @@ def centred_range(vmin: float, vmax: float) -> tuple[float, float]:
 
 
 def draw_heatmap_panel(ax, log10: np.ndarray, title: str, vmin: float | None = None, vmax: float | None = None,
-                       colorbar: bool = True) -> None:
+                       colorbar: bool = True):
     """Draw log10 ||dh_t/dh_k|| on the matplotlib axes `ax`: a (T+1, T+1) matrix indexed [t, k], t down the rows
     and k across; cells that are not finite (k >= t, NaN, -inf) are left blank. The colour scale is centred at 0
-    (`centred_range`) and holds [vmin, vmax], by default this matrix's finite range. The one heatmap drawing of the package: a run's
-    figures/jacobian_heatmap.png and the report's heatmaps figure both come from here.
+    (`centred_range`) and holds [vmin, vmax], by default this matrix's finite range; with `colorbar`, a colour bar
+    beside `ax`. Returns the image (a colour bar built once can follow it: `Colorbar.update_normal`). The one
+    heatmap drawing of the package: a run's figures/jacobian_heatmap.png and the report's heatmaps figure both come
+    from here.
 
     Plain matplotlib (imshow), no seaborn: run/ must not need it. Nothing is imported until a heatmap is drawn, so
     importing run/ does not import matplotlib."""
@@ -395,22 +398,33 @@ def draw_heatmap_panel(ax, log10: np.ndarray, title: str, vmin: float | None = N
         axis.set_major_locator(MaxNLocator(nbins=6, integer=True))
     if colorbar:
         ax.figure.colorbar(image, ax=ax, label=HEATMAP_LABEL)
+    return image
 
 
 def draw_heatmap(init: Probe, final: Probe, path: Path) -> None:
     """log10 ||dh_t/dh_k|| of the top layer, init and final side by side (PNG), each in its own colour range.
 
     Drawn on a bare `matplotlib.figure.Figure` with an Agg canvas rather than through pyplot: no global backend
-    switch, no figure left open, safe in worker processes. No layout engine: it would triple the drawing time."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    switch, no figure left open, safe in worker processes. No layout engine: it would triple the drawing time. The
+    figure, its axes and colour bars are built once per process (`plots.reused`): building them cost most of the
+    drawing."""
+    fig, (axes, bars) = plots.reused(("heatmap",), _heatmap_figure)
+    for ax, bar, probe in zip(axes, bars, (init, final)):
+        image = draw_heatmap_panel(ax, probe.logmats[-1] / LN10, f"{probe.when}: layer {len(probe.logmats) - 1}",
+                                   colorbar=False)
+        bar.update_normal(image)
+    plots.save(fig, path)
 
-    fig = Figure(figsize=(10, 4.2), dpi=100)
-    FigureCanvasAgg(fig)
+
+def _heatmap_figure() -> tuple:
+    """The two panels and their colour bars, placed as `Figure.colorbar(image, ax=panel)` places them."""
+    from matplotlib.cm import ScalarMappable
+
+    fig = plots.new_figure(10, 4.2)
     fig.subplots_adjust(left=0.06, right=0.97, bottom=0.12, top=0.9, wspace=0.25)
-    for ax, probe in zip(fig.subplots(1, 2), (init, final)):
-        draw_heatmap_panel(ax, probe.logmats[-1] / LN10, f"{probe.when}: layer {len(probe.logmats) - 1}")
-    fig.savefig(path)
+    axes = fig.subplots(1, 2)
+    bars = [fig.colorbar(ScalarMappable(cmap=HEATMAP_COLOURS), ax=ax, label=HEATMAP_LABEL) for ax in axes]
+    return fig, (axes, bars)
 
 
 def write_probe(folder: Path, model_init: Model, model_final: Model, probe: ProbeInput, init: Probe,
