@@ -423,6 +423,7 @@ def _heatmap_figure() -> tuple:
     fig = plots.new_figure(10, 4.2)
     fig.subplots_adjust(left=0.06, right=0.97, bottom=0.12, top=0.9, wspace=0.25)
     axes = fig.subplots(1, 2)
+    plots.fixed_titles(axes)
     bars = [fig.colorbar(ScalarMappable(cmap=HEATMAP_COLOURS), ax=ax, label=HEATMAP_LABEL) for ax in axes]
     return fig, (axes, bars)
 

@@ -11,6 +11,7 @@ from ..errors import UserError
 
 BENCHMARKS = (
     "allpairs", "crosslayer", "train", "logging", "scaling", "profile", "startup", "minchar", "cluster", "study",
+    "figures",
 )
 DEFAULT = tuple(name for name in BENCHMARKS if name != "study")  # study takes half an hour or more: asked for by name
 
@@ -80,6 +81,12 @@ def _study() -> dict:
     return bench_study(progress=lambda message: typer.echo(f"  {message}", err=True))
 
 
+def _figures() -> dict:
+    from ..benchmarks.figures import bench_run_figures
+
+    return bench_run_figures()
+
+
 RUNNERS: dict[str, Callable[[], dict]] = {
     "allpairs": _allpairs,
     "crosslayer": _crosslayer,
@@ -91,6 +98,7 @@ RUNNERS: dict[str, Callable[[], dict]] = {
     "minchar": _minchar,
     "cluster": _cluster,
     "study": _study,
+    "figures": _figures,
 }
 
 
@@ -163,6 +171,11 @@ def bench_cmd(
     extrapolated to its full count: core-seconds before and after, their ratio, peak RSS, and `rnngrad plan`'s
     estimate over the measured time; the study's core-hours before and after (every full-profile cell as the plan
     prices it, before = times its representative's ratio). Not run by default: 30 to 60 minutes on 2 idle cores.
+
+    figures: a run's three figures (heatmap, decay, loss) drawn from one quick-study run's folder by this checkout's
+    code and by the baseline commit's (36382ad, from git history), in fresh processes taking turns: CPU seconds the
+    first time in a process (cold) and on each later run (warm), before and after, and their share of the run's CPU.
+    About a minute.
 
     All but minchar and study take about 5 minutes (profile 3); the machine should be otherwise idle for meaningful
     figures.
