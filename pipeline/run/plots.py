@@ -13,6 +13,7 @@ is drawn on it (`clear`), so that a run's image is the same whichever runs the p
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -74,9 +75,39 @@ def clear(fig) -> None:
             continue
         for artist in [*ax.lines, *ax.images, *ax.collections, *ax.patches, *ax.texts]:
             artist.remove()
-        ax.set_yscale("linear")
+        if ax.get_yscale() != "linear":
+            ax.set_yscale("linear")  # (it resets the axis's locators: only when needed)
         ax.relim()
         ax.set_autoscale_on(True)
+
+
+def few_ticks(axis, nbins: int, integer: bool = False) -> None:
+    """At most `nbins` + 1 major ticks on `axis`, at multiples of 1, 2 or 5 times a power of 10: each tick is a
+    line and a label drawn for every run, the most of a figure's drawing."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(nbins=nbins, steps=[1, 2, 5, 10], integer=integer))
+
+
+SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def plain_powers(axis) -> None:
+    """A log axis's labels (10⁻², 2×10⁻¹, where its own would label) in plain text: its default labels are
+    mathtext, whose parser costs a worker a tenth of a second to build."""
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    class PlainPowers(LogFormatterSciNotation):
+        def __call__(self, x, pos=None):
+            label = super().__call__(x, pos)
+            math_text = re.fullmatch(r"\$\\mathdefault\{(.*)\}\$", label)
+            if not math_text:
+                return label
+            text = math_text.group(1).replace(r"\times", "×")
+            return re.sub(r"\^\{(-?\d+)\}", lambda power: power.group(1).translate(SUPERSCRIPT), text)
+
+    axis.set_major_formatter(PlainPowers())
+    axis.set_minor_formatter(PlainPowers(labelOnlyBase=False))
 
 
 def fixed_titles(axes) -> None:
@@ -127,6 +158,8 @@ def _decay_figure(panels: int) -> tuple:
     for ax in axes:
         ax.set_xlabel("lag t − k")
         ax.grid(alpha=0.3)
+        few_ticks(ax.xaxis, 4, integer=True)
+    few_ticks(axes[0].yaxis, 6)
     axes[0].set_ylabel("log10 ‖∂h_t/∂h_k‖")
     fixed_titles(axes)
     return fig, axes
@@ -154,6 +187,9 @@ def draw_loss(history: pd.DataFrame, val: pd.DataFrame, chance_loss: float | Non
     values = np.concatenate([loss["loss"].to_numpy(), val["val_loss"].to_numpy(), [chance_loss]])
     if values.min() > 0 and values.max() / values.min() > 30:  # a run that learns or blows up spans decades
         ax.set_yscale("log")
+        plain_powers(ax.yaxis)
+    else:
+        few_ticks(ax.yaxis, 6)
     fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8, frameon=False)
     save(fig, path)
     return True
@@ -165,4 +201,5 @@ def _loss_figure() -> tuple:
     ax = fig.subplots()
     ax.set(xlabel="iteration", ylabel="loss")
     ax.grid(alpha=0.3)
+    few_ticks(ax.xaxis, 4, integer=True)
     return fig, ax

@@ -395,7 +395,7 @@ def draw_heatmap_panel(ax, log10: np.ndarray, title: str, vmin: float | None = N
     ax.set(title=title + ("" if shown.any() else " (no finite values)"), xlabel="k", ylabel="t")
     ax.grid(False)  # a style's grid (the report's whitegrid) would be drawn over the cells
     for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+        axis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 5, 10], integer=True))
     if colorbar:
         ax.figure.colorbar(image, ax=ax, label=HEATMAP_LABEL)
     return image
@@ -413,6 +413,7 @@ def draw_heatmap(init: Probe, final: Probe, path: Path) -> None:
         image = draw_heatmap_panel(ax, probe.logmats[-1] / LN10, f"{probe.when}: layer {len(probe.logmats) - 1}",
                                    colorbar=False)
         bar.update_normal(image)
+        plots.few_ticks(bar.ax.yaxis, 5)
     plots.save(fig, path)
 
 
