@@ -118,7 +118,9 @@ def fixed_titles(axes) -> None:
 
 
 def save(fig, path: Path) -> None:
-    fig.savefig(path, pil_kwargs=PNG_OPTIONS)
+    import matplotlib
+    with matplotlib.rc_context({"text.hinting": "no_hinting"}):
+        fig.savefig(path, pil_kwargs=PNG_OPTIONS)
 
 
 def decay_by_lag(jacobian: pd.DataFrame, when: str) -> pd.DataFrame:
