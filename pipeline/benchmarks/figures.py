@@ -21,7 +21,7 @@ from pathlib import Path
 from .study import ROOT, baseline_code
 
 BASELINE = "36382ad"  # main before the run's figures were built once per worker process
-TURNS = 2  # ABBA: each code drawn in 2 fresh processes
+TURNS = 4  # ABBA BAAB: each code drawn in 4 fresh processes
 WARM = 10  # warm draws per process
 QUICK_RUN = {"task": "adding", "seq_len": 30, "val_size": 1000, "hidden": 32, "init": "gaussian", "gamma_w": 2.0,
              "optimizer": "adam", "lr": 0.003, "batch": 64, "iters": 400, "clip_mode": "global",

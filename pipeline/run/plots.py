@@ -163,7 +163,7 @@ def _decay_figure(panels: int) -> tuple:
         ax.set_xlabel("lag t − k")
         ax.grid(alpha=0.3)
         few_ticks(ax.xaxis, 4, integer=True)
-    few_ticks(axes[0].yaxis, 6)
+    few_ticks(axes[0].yaxis, 7)
     axes[0].set_ylabel("log10 ‖∂h_t/∂h_k‖")
     fixed_titles(axes)
     return fig, axes
