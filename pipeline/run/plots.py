@@ -41,6 +41,10 @@ def keep_min_span(ax, span: float = MIN_DECADES_SPAN) -> None:
 # zlib level 1 against PIL's default 6: a third of the time at about 1.3 x the bytes (tens of kB a figure)
 PNG_OPTIONS = {"compress_level": 1}
 _BUILT: dict[tuple, tuple] = {}  # this process's figures: (kind, shape) -> (figure, its parts)
+# A figure legend's pixels, by (figure, labels): the same labels are drawn the same on every run
+_LEGENDS: dict[tuple, tuple[slice, slice, np.ndarray]] = {}
+_PENDING: dict[int, tuple] = {}  # id(figure) -> its legend's key, until the figure is saved
+LEGEND_MARGIN = 2  # pixels around a legend's extent that its antialiased edges may touch
 
 
 def new_figure(width: float, height: float):
@@ -119,6 +123,34 @@ def fixed_titles(axes) -> None:
         ax.set_title("", y=1.0)
 
 
+def legend(fig, handles, labels, ncol: int) -> None:
+    """The figure's legend below its axes. Drawn the first time this figure shows these labels; on later runs its
+    pixels are pasted back by `save` instead (the legend's glyphs are a sixth of a figure's drawing)."""
+    key = (id(fig), tuple(labels))
+    _PENDING[id(fig)] = key
+    if key not in _LEGENDS:
+        fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+
+
+def _legend_pixels(fig, rgb: np.ndarray) -> np.ndarray:
+    """`rgb` with the pending legend pasted in, or, for a legend drawn this time, its pixels kept."""
+    key = _PENDING.pop(id(fig), None)
+    if key is None:
+        return rgb
+    if key in _LEGENDS:
+        rows, cols, pixels = _LEGENDS[key]
+        rgb = rgb.copy()
+        rgb[rows, cols] = pixels
+        return rgb
+    box = fig.legends[0].get_window_extent(fig.canvas.get_renderer())
+    height, width = rgb.shape[:2]
+    top, bottom = height - math.ceil(box.y1) - LEGEND_MARGIN, height - math.floor(box.y0) + LEGEND_MARGIN
+    rows = slice(max(0, top), min(height, bottom))  # the buffer's rows run down from the top
+    cols = slice(max(0, math.floor(box.x0) - LEGEND_MARGIN), min(width, math.ceil(box.x1) + LEGEND_MARGIN))
+    _LEGENDS[key] = (rows, cols, rgb[rows, cols].copy())
+    return rgb
+
+
 def save(fig, path: Path) -> None:
     """`fig` as an RGB PNG at `path`, its text unhinted (glyph layout and rendering are most of the drawing left;
     the images read the same). RGB, not savefig's RGBA: the figures are opaque, and a fourth channel of 255s costs
@@ -128,8 +160,8 @@ def save(fig, path: Path) -> None:
 
     with matplotlib.rc_context({"text.hinting": "no_hinting"}):
         fig.canvas.draw()
-    rgba = np.asarray(fig.canvas.buffer_rgba())
-    Image.fromarray(rgba[..., :3]).save(path, format="png", **PNG_OPTIONS)
+    rgb = _legend_pixels(fig, np.asarray(fig.canvas.buffer_rgba())[..., :3])
+    Image.fromarray(rgb).save(path, format="png", **PNG_OPTIONS)
 
 
 def decay_by_lag(jacobian: pd.DataFrame, when: str) -> pd.DataFrame:
@@ -165,7 +197,7 @@ def draw_decay(jacobian: pd.DataFrame, trained: bool, path: Path) -> None:
         ax.set_title("at init" if when == "init" else "after training", fontsize=10)
     keep_min_span(axes[0])
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    legend(fig, handles, labels, ncol=3)
     save(fig, path)
 
 
@@ -208,7 +240,7 @@ def draw_loss(history: pd.DataFrame, val: pd.DataFrame, chance_loss: float | Non
         plain_powers(ax.yaxis)
     else:
         few_ticks(ax.yaxis, 6)
-    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8, frameon=False)
+    legend(fig, *ax.get_legend_handles_labels(), ncol=2)
     save(fig, path)
     return True
 
