@@ -96,6 +96,9 @@ def ax_labels(ax) -> list[str]:
 
 
 def test_the_reused_figures_hold_only_the_last_runs_artists(tmp_path):
+    flat = pd.concat([probed(when, 20, 0.0).jacobian for when in ("init", "final")], ignore_index=True)
+    flat[["log_norm", "log_bound_product", "log_bound_global"]] = 1e-15  # drawn in a fixed 1-decade y range
+    plots.draw_decay(flat, True, tmp_path / "flat.png")
     draw_run("A", tmp_path / "a")
     draw_run("B", tmp_path / "b")
     fig, ax = plots._BUILT[("loss",)]
@@ -104,6 +107,7 @@ def test_the_reused_figures_hold_only_the_last_runs_artists(tmp_path):
     fig, axes = plots._BUILT[("decay", 2)]
     assert [len(ax.lines) for ax in axes] == [3, 3] and legend_texts(fig) in ([], ax_labels(axes[0]))
     assert axes[0].get_xlim()[1] < 14  # B's 12 lags, not A's 40
+    assert axes[0].get_ylim()[1] - axes[0].get_ylim()[0] > 3  # B's decades, not the flat run's fixed range
     fig, (panels, bars) = plots._BUILT[("heatmap",)]
     assert [len(ax.images) for ax in panels] == [1, 1]
     assert panels[0].get_title() == "init: layer 0"  # A's "(no finite values)" is gone
