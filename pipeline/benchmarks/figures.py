@@ -18,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..errors import UserError
 from .study import ROOT, baseline_code
 
 BASELINE = "36382ad"  # main before the run's figures were built once per worker process
@@ -91,7 +92,10 @@ def bench_run_figures(baseline: str = BASELINE, turns: int = TURNS, warm: int = 
     the run's own CPU seconds with the share the figures take of it, before and after."""
     with tempfile.TemporaryDirectory(prefix="rnngrad-bench-figures-") as scratch:
         scratch = Path(scratch)
-        codes = {"before": str(baseline_code(baseline, scratch / "baseline")), "after": str(ROOT)}
+        try:
+            codes = {"before": str(baseline_code(baseline, scratch / "baseline")), "after": str(ROOT)}
+        except RuntimeError as e:
+            raise UserError(f"bench figures: {e}; run it from a git clone of rnngrad") from None
         run = _child(RUN, [json.dumps(QUICK_RUN), str(scratch / "no-data"), str(scratch / "run")], codes["after"],
                      scratch)
         best = {version: {"import": float("inf"), "cold": float("inf"), "warm": float("inf")} for version in codes}
