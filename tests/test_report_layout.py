@@ -11,6 +11,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import fixtures_runs as fx
@@ -214,3 +215,22 @@ def test_the_ui_command_names_the_store_relative_to_the_project_or_by_its_variab
         "mlflow ui --backend-store-uri sqlite:///runs/store.db --artifacts-destination runs/mlartifacts"
     assert _portable_ui_command(Store("sqlite:////elsewhere/mlflow.db", None)) == \
         'mlflow ui --backend-store-uri "$MLFLOW_TRACKING_URI"'
+
+
+def test_the_pdf_prints_the_appendix_grouped_by_cell_and_the_html_every_run():
+    # 80 cells of 3 seeds: the table of every run took 6 landscape pages of the PDF; grouped it fits on 2
+    cells = [f"init=orthogonal gamma_w={g / 10:g}" for g in range(80)]
+    runs = pd.DataFrame([{"run_id": f"{i:08x}" + "f" * 24, "spec": "weight_norms", "label": c,
+                          "cell": f"{c.replace(' ', ',')},seed={s}", "outcome": "diverged" if i == 1 else "ok",
+                          "verdict": "diverged" if i == 1 else "at chance", "config_hash": "c" * 16}
+                         for i, (c, s) in enumerate((c, s) for c in cells for s in range(3))])
+    section = report_html.appendix_section(runs)
+    grouped, full = [b for b in section.blocks if isinstance(b, Table)]
+    assert (grouped.only_in, full.only_in) == ("pdf", "html")
+    assert grouped.rows[0][2:5] == ["3", "2 ok, 1 diverged", "2 at chance, 1 diverged"]
+    assert " ".join(r[5] for r in grouped.rows).split() == [i[:8] for i in runs["run_id"]]  # every run, once
+    page = report_html.render_html([section], {})
+    assert all(i in page for i in runs["run_id"]) and "run IDs (first 8)" not in page
+    doc = report_pdf.new_pdf(False, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    report_pdf.write_section(doc, section, {})
+    assert doc.page <= 2

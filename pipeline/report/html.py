@@ -23,6 +23,7 @@ from .document import (
     Bullets, Cite, Inline, Link, Metric, MlflowLinks, Paragraph, Preformatted, ReferenceList, RunRef, Section,
     SectionLink, Table, cell, frame_table, joined, metric_value,
 )
+from .appendix import grouped_runs_table
 from .references import reference
 from .terms import references_section, terms_section
 from .figures import FigureFile
@@ -630,14 +631,19 @@ def appendix_section(runs: pd.DataFrame, links: MlflowLinks | None = None) -> Se
     rows = [[Link(r.run_id, links.runs[r.run_id]) if r.run_id in links.runs else r.run_id, r.spec, str(name),
              str(r.outcome), str(v), str(r.config_hash)] for r, name, v in zip(runs.itertuples(), names, verdicts)]
     blocks = [Paragraph(["Every run in this report once, with its full MLflow run ID, its outcome and whether it "
-                         "learned." + (" Each ID links to its run page in the MLflow UI." if links.runs else "")])]
+                         "learned: in report.html the table below"
+                         + (" (each ID a link to its run page in the MLflow UI)" if links.runs else "")
+                         + ", in tables/runs.csv with every measured number. The PDF prints the runs grouped by spec "
+                         "and cell instead (one row per cell, its seeds' outcomes and the first 8 characters of their "
+                         "run IDs): the table of every run ran over many pages."])]
     if links.experiments:
         start = [f" (start it from the project folder with `{links.ui_command}`)"] if links.ui_command else []
         blocks.append(Paragraph(["The runs table of each spec's MLflow experiment"] + start + [":"]))
         blocks.append(Bullets([[f"rnngrad/{spec}: ", Link(url, url)] for spec, url in links.experiments.items()]))
     elif links.ui_command:
         blocks.append(Paragraph([f"Open them from the project folder with `{links.ui_command}`."]))
-    blocks.append(Table(["run ID", "spec", "cell", "outcome", "learning", "config hash"], rows))
+    blocks.append(grouped_runs_table(runs))
+    blocks.append(Table(["run ID", "spec", "cell", "outcome", "learning", "config hash"], rows, only_in="html"))
     return Section("appendix", "Appendix: MLflow runs", blocks, [])
 
 
@@ -707,6 +713,8 @@ def block_html(block: Any, metrics: dict) -> str:
         return f"<p>{parts_html(block.parts, metrics)}</p>"
     if isinstance(block, Bullets):
         return "<ul>" + "".join(f"<li>{parts_html(i, metrics)}</li>" for i in block.items) + "</ul>"
+    if isinstance(block, Table) and block.only_in == "pdf":
+        return ""
     if isinstance(block, Table):
         head = "".join(f"<th>{html.escape(c)}</th>" for c in block.columns)
         body = "".join("<tr>" + "".join(f"<td>{inline_html(c, metrics)}</td>" for c in row) + "</tr>"
