@@ -234,3 +234,19 @@ def test_the_pdf_prints_the_appendix_grouped_by_cell_and_the_html_every_run():
     doc = report_pdf.new_pdf(False, datetime(2026, 1, 1, tzinfo=timezone.utc))
     report_pdf.write_section(doc, section, {})
     assert doc.page <= 2
+
+
+def test_rounding_noise_of_a_slope_or_an_exact_gap_is_shown_as_0():
+    # a linear RNN at gamma_W = 1: its slope, lambda_1 and |slope - lambda_1| are 0 up to float64 rounding
+    for key in ("slope", "lyapunov", "slope_init", "specs.activations.headline.linear.median_abs_slope_minus_lyapunov",
+                "rate.median_abs_slope_minus_lyapunov", "gap_decades.product_to_stepnorm"):
+        assert formatting.format_styled(6.106e-16, formatting.style_of(key)) == "0", key
+    assert formatting.format_styled(-0.2087, formatting.style_of("slope")) == "-0.2087"
+
+
+def test_the_depth_table_writes_a_count_with_its_interval_at_two_significant_digits():
+    from pipeline.report.depthtext import by_depth_table
+    runs = pd.DataFrame({"activation": "tanh", "layers": 8, "learned": [True, True, False], "gamma_x": 0.9,
+                         "rate_time": -0.04, "rate_depth": -0.5, "val_over_chance": 0.1, "val_accuracy": 0.9})
+    (row,) = by_depth_table(runs).rows
+    assert row[6] == "2 of 3 (95% CI 0.2–0.94)"  # not "2 of 3 (0.2077–0.9385)"
