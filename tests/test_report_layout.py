@@ -250,3 +250,20 @@ def test_the_depth_table_writes_a_count_with_its_interval_at_two_significant_dig
                          "rate_time": -0.04, "rate_depth": -0.5, "val_over_chance": 0.1, "val_accuracy": 0.9})
     (row,) = by_depth_table(runs).rows
     assert row[6] == "2 of 3 (95% CI 0.2–0.94)"  # not "2 of 3 (0.2077–0.9385)"
+
+
+def test_a_text_spec_is_not_said_to_have_solved_nothing():
+    # a text is one stream: "0 solved" would read as a failure at the papers' bar, which does not apply to it
+    runs = pd.DataFrame({"run_id": list("abc"), "task": ["text"] * 3, "outcome": "ok", "final_val_loss": 2.1,
+                         "chance_loss": 3.3, "partial_loss": 2.6, "val_sequences_right": None})
+    from pipeline.report import reductions
+    counts = reductions.learning_counts(reductions.with_verdicts(runs))
+    assert counts["n_learned"] == 3 and counts["n_sequence_runs"] == 0
+    metrics = {"learning": {"text": counts, "adding": counts | {"n_sequence_runs": 3}}}
+    found = "".join(plain_text(p, metrics) for p in report_html.learning_finding(metrics, ["text", "adding"]))
+    assert "text: all 3 runs learned" in found and "solved not defined" in found
+    assert found.count(" solved, ") == 1  # adding's "0 solved", not text's
+    (text_row, adding_row) = [b for b in report_html.spec_overview(["text", "adding"], metrics)][1].rows
+    assert text_row[6] == "n/a (text)" and plain_text(adding_row[6], metrics) == "0"
+    parts = "".join(plain_text(p, metrics) for p in report_html.learning_parts("text", metrics))
+    assert "solved not defined" in parts and "solved 0" not in parts

@@ -192,8 +192,7 @@ def learning_finding(metrics: dict, specs: list[str]) -> list[Inline] | None:
             continue
         group: list[Inline] = [link, ": "] + rate_count_parts(key, rate, "runs") + [" learned"]
         group += interval_parts(key) if number(metrics, f"{key}.rate") is not None else []
-        group += [", ", Metric(f"learning.{spec}.n_solved"), " solved, ", Metric(f"learning.{spec}.n_beat_chance"),
-                  " beat chance"]
+        group += [", "] + solved_parts(metrics, spec) + [", ", Metric(f"learning.{spec}.n_beat_chance"), " beat chance"]
         scored.append(group)
     if not scored:
         return None
@@ -204,6 +203,21 @@ def learning_finding(metrics: dict, specs: list[str]) -> list[Inline] | None:
     if unscored:
         parts += ["; not trained on a scored task: "] + joined(unscored, ", ")
     return parts + ["."]
+
+
+def no_sequences(metrics: dict, spec: str) -> bool:
+    """Whether the spec has scored runs but none on a task with sequences (text), so that solved does not apply."""
+    p = f"learning.{spec}"
+    return number(metrics, f"{p}.n_sequence_runs") == 0 and bool(number(metrics, f"{p}.learned.n"))
+
+
+def solved_parts(metrics: dict, spec: str, first: bool = False) -> list[Inline]:
+    """'k solved', or that solving is not defined when none of the spec's scored runs has sequences to get right
+    (text: one stream); `first`: 'solved k'."""
+    if no_sequences(metrics, spec):
+        return ["solved not defined (a text is one stream, not sequences)"]
+    count = Metric(f"learning.{spec}.n_solved")
+    return ["solved ", count] if first else [count, " solved"]
 
 
 def study_finding(metrics: dict, spec: str) -> list[Inline] | None:
@@ -299,7 +313,8 @@ def spec_overview(specs: list[str], metrics: dict) -> list:
               "Per sweep spec: how its runs ended, bound violations and contradictions of the theorem (expected 0)"),
         Table(["spec", "runs on a scored task", "beat chance", "learned", "95% CI low", "high", "solved",
                "at chance", "worse than chance"],
-              [row(s, f"learning.{s}", learning) for s in specs],
+              [[c if i != 6 or not no_sequences(metrics, s) else "n/a (text)"
+                for i, c in enumerate(row(s, f"learning.{s}", learning))] for s in specs],
               "Per sweep spec: the runs that beat chance, learned (below the partial baseline, with the Wilson 95% "
               "interval of their share) and solved the task"),
     ]
@@ -364,7 +379,7 @@ def learning_parts(spec: str, metrics: dict) -> list[Inline]:
     if not scored:
         return ["not trained on a scored task (no chance baseline): no learning verdict"]
     return (["learned: "] + rate_parts(f"{p}.learned", " runs on a scored task") + [
-        "; solved ", Metric(f"{p}.n_solved"), ", beat chance ", Metric(f"{p}.n_beat_chance"), "; ",
+        "; "] + solved_parts(metrics, spec, first=True) + [", beat chance ", Metric(f"{p}.n_beat_chance"), "; ",
         Metric(f"{p}.n_at_chance"), " at chance, ", Metric(f"{p}.n_worse_than_chance"), " worse than chance"])
 
 
