@@ -267,3 +267,13 @@ def test_a_text_spec_is_not_said_to_have_solved_nothing():
     assert text_row[6] == "n/a (text)" and plain_text(adding_row[6], metrics) == "0"
     parts = "".join(plain_text(p, metrics) for p in report_html.learning_parts("text", metrics))
     assert "solved not defined" in parts and "solved 0" not in parts
+
+
+def test_an_arms_measured_end_norm_is_given_per_task_not_pooled_over_tasks():
+    from pipeline.report.studies import measured_words
+    runs = pd.DataFrame({"task": ["adding"] * 3 + ["temporal_order"] * 3, "w_norm_init": 2.0,
+                         "w_norm_final": [2.4, 2.42, 2.5, 2.7, 2.77, 2.8], "rho_init": None})
+    words = measured_words(runs)
+    assert words == ("on adding: measured ‖W_hh‖₂ 2 → 2.42 at init → end, medians; "
+                     "on temporal order: measured ‖W_hh‖₂ 2 → 2.77 at init → end, medians")  # not pooled: 2.6
+    assert measured_words(runs[runs["task"] == "adding"]) == "measured ‖W_hh‖₂ 2 → 2.42 at init → end, medians"

@@ -426,11 +426,16 @@ def fixed_by_init(init: str) -> str:
 
 def measured_words(runs: pd.DataFrame) -> str:
     """The measured ||W_hh||_2 and spectral radius at init and at the end, medians over the runs ("measured
-    ‖W_hh‖₂ 1.73 → 2.1, ρ 0.95 → 1.02"); an LSTM's W_hh is its 4n x n gate block: its norm only."""
+    ‖W_hh‖₂ 1.73 → 2.1, ρ 0.95 → 1.02"), per task when the runs span several; an LSTM's W_hh is its 4n x n gate
+    block: its norm only."""
     def median(column: str) -> str:
         v = pd.to_numeric(runs.get(column, pd.Series(dtype=float)), errors="coerce").dropna()
         return cell(float(v.median())) if len(v) else "–"
 
+    tasks = runs["task"].astype(str) if "task" in runs else pd.Series("", index=runs.index)
+    if tasks.nunique() > 1:  # the end differs by task (training on it moved the weights): one median per task
+        return "; ".join(f"on {task.replace('_', ' ')}: {measured_words(runs[tasks == task])}"
+                         for task in sorted(tasks.unique()))
     words = f"measured ‖W_hh‖₂ {median('w_norm_init')} → {median('w_norm_final')}"
     rho = pd.to_numeric(runs.get("rho_init", pd.Series(dtype=float)), errors="coerce")
     return words + (f", ρ {median('rho_init')} → {median('rho_final')}" if rho.notna().any() else "") + \
