@@ -183,3 +183,24 @@ def test_remedies_arms_have_distinct_colours():
     assert min(np.linalg.norm(a - b) for i, a in enumerate(colours) for b in colours[i + 1:]) > 0.25
     assert np.linalg.norm(np.array(to_rgb(figures.REMEDY_COLOURS["irnn"]))
                           - np.array(to_rgb(figures.REMEDY_COLOURS["lstm"]))) > 0.5
+
+
+def test_the_decay_figures_legend_and_titles_stay_readable_printed_at_the_pdfs_text_width():
+    from pipeline.report import pdf as report_pdf
+
+    rows, info = [], []
+    for i, act in enumerate(["tanh", "sigmoid", "relu", "linear", "softplus", "gaussian", "hard_tanh", "leaky_relu",
+                             "elu", "selu"]):
+        for gamma in (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0):
+            rid = f"{act}{gamma}"
+            info.append({"run_id": rid, "spec": "activations", "activation": act, "init": "orthogonal",
+                         "gamma_w": gamma, "w_norm_init": gamma, "probe_steps": 30})
+            lag = np.arange(1, 31)
+            rows.append(pd.DataFrame({"run_id": rid, "spec": "activations", "when": "init", "lag": lag,
+                                      "log10_norm": -0.1 * gamma * lag, "log10_global": 0.1 * lag}))
+    fig, _, _ = figures.draw_decay({"decay": pd.concat(rows), "runs": pd.DataFrame(info)})
+    # the PDF sets a figure at most the text width wide: a wider one shrinks, and its fonts with it
+    scale = min(1.0, report_pdf.PORTRAIT_ROOM / report_pdf.MM_PER_INCH / fig.get_figwidth())
+    legend_pt = min(t.get_fontsize() for t in fig.legends[0].get_texts()) * scale
+    title_pt = min(ax.title.get_fontsize() for ax in fig.axes if ax.get_visible() and ax.get_title()) * scale
+    assert legend_pt >= 6 and title_pt >= 6, (legend_pt, title_pt)  # 10 panels five to a row printed it at 4 pt

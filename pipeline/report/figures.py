@@ -131,7 +131,7 @@ def draw_decay(tables: Tables) -> Drawn:
     gammas = sorted(set(runs["gamma"]))
     palette = sns.color_palette("tab10" if len(gammas) <= 10 else "husl", len(gammas))  # told apart by hue
     colours = dict(zip(gammas, palette))
-    ncol = min(PANEL_COLUMNS + (len(panels) > 2 * PANEL_COLUMNS), len(panels))  # 9 or 10 panels: two rows of 5
+    ncol = min(PANEL_COLUMNS, len(panels))  # not 5: five panels across a printed page set the legend at 4 pt
     nrow = math.ceil(len(panels) / ncol)
     fig = new_figure(2.4 * ncol + 0.3, 2.3 * nrow + 0.8)
     axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
@@ -146,7 +146,7 @@ def draw_decay(tables: Tables) -> Drawn:
             flattened |= {(act, g)} if noise else set()
             ax.plot(med.index, measured, color=colours[g], lw=1.3)
             ax.plot(med.index, med["log10_global"], color=colours[g], ls=":", lw=1.0)
-        ax.set_title(f"{act}, {ini}, {'at init' if when == 'init' else 'after training'}", fontsize=8)
+        ax.set_title(f"{act}, {ini}, {'at init' if when == 'init' else 'after training'}", fontsize=9)
         ax.set(xlabel="lag t − k", ylabel="log10 norm")
         keep_min_span(ax)
     for ax in axes[len(panels):]:
@@ -159,7 +159,7 @@ def draw_decay(tables: Tables) -> Drawn:
     labels = [f"gamma_w {short_value(g)} (‖W_hh‖₂ {norm_span(span, g)})" for g in gammas]
     handles += [Line2D([], [], color="0.3", lw=1.3), Line2D([], [], color="0.3", ls=":", lw=1.0)]
     labels += ["measured", "global bound (t−k) log(γ_W γ_φ)"]
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=7)
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=8.5)
     caption = ("Median log10 ‖∂h_t/∂h_k‖ at each lag (top layer; median over the runs of one activation, init and "
                "configured gamma_w, seeds and specs together, each panel at its runs' longest probe; the legend "
                "gives the ‖W_hh‖₂ measured on them) and the global bound of the same models (dotted), for every "
