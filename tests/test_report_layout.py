@@ -277,3 +277,17 @@ def test_an_arms_measured_end_norm_is_given_per_task_not_pooled_over_tasks():
     assert words == ("on adding: measured ‖W_hh‖₂ 2 → 2.42 at init → end, medians; "
                      "on temporal order: measured ‖W_hh‖₂ 2 → 2.77 at init → end, medians")  # not pooled: 2.6
     assert measured_words(runs[runs["task"] == "adding"]) == "measured ‖W_hh‖₂ 2 → 2.42 at init → end, medians"
+
+
+def test_on_copy_the_long_range_sentences_say_that_learned_is_beat_chance():
+    from pipeline.report import studies
+    task = {"min_T": 5, "max_T": 20, "runs_per_T": 3, "longest_T_learned": 10, "n_at_longest_T_learned": 3,
+            "learned_at_min_T": {"k": 3, "n": 3, "rate": 1.0, "low": 0.43, "high": 1.0},
+            "learned_at_max_T": {"k": 0, "n": 3, "rate": 0.0, "low": 0.0, "high": 0.57},
+            "solved_at_min_T": {"k": 0, "n": 3}, "solved_at_max_T": {"k": 0, "n": 3}}
+    head = {"adding": task, "copy": task}
+    metrics = {"h": head}
+    for parts in (studies.long_range_finding("h", head), studies.long_range_headline("h", head)):
+        text = "".join(plain_text(p, metrics) for p in parts)
+        adding, copy = text.split("copy", 1)
+        assert "learned is beat chance" in copy and "learned is beat chance" not in adding, text
