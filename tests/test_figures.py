@@ -204,3 +204,22 @@ def test_the_decay_figures_legend_and_titles_stay_readable_printed_at_the_pdfs_t
     legend_pt = min(t.get_fontsize() for t in fig.legends[0].get_texts()) * scale
     title_pt = min(ax.title.get_fontsize() for ax in fig.axes if ax.get_visible() and ax.get_title()) * scale
     assert legend_pt >= 6 and title_pt >= 6, (legend_pt, title_pt)  # 10 panels five to a row printed it at 4 pt
+
+
+def test_the_tightness_figure_draws_one_unbroken_line_per_spec_and_phase():
+    rows = []
+    for spec, runs in (("weight_norms", {"a": 30, "b": 30}), ("long_range", {"c": 10, "d": 40, "e": 40})):
+        for rid, steps in runs.items():
+            for when in ("init", "final"):
+                lag = np.arange(1, steps + 1)
+                gap = (0.2 if spec == "weight_norms" else 0.05) * lag + (3.0 if steps == 10 else 0.0)
+                rows.append(pd.DataFrame({"run_id": rid, "spec": spec, "when": when, "lag": lag,
+                                          "gap_global": gap, "gap_product": gap}))
+    fig, caption, ids = figures.draw_tightness({"decay": pd.concat(rows), "tightness": pd.DataFrame()})
+    (ax,) = fig.axes
+    assert len(ax.lines) == 4 and sorted(ids) == ["a", "b", "d", "e"]  # long_range's short probe "c" left out
+    for line in ax.lines:
+        y = np.asarray(line.get_ydata())
+        assert np.all(np.diff(y) > 0)  # no step where a shorter probe drops out: the pooled curve's sawtooth
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["long_range (n = 2)", "weight_norms (n = 2)"]
+    assert "one line per spec" in caption
