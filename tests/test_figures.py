@@ -223,3 +223,18 @@ def test_the_tightness_figure_draws_one_unbroken_line_per_spec_and_phase():
         assert np.all(np.diff(y) > 0)  # no step where a shorter probe drops out: the pooled curve's sawtooth
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["long_range (n = 2)", "weight_norms (n = 2)"]
     assert "one line per spec" in caption
+
+
+def test_the_gradients_legend_covers_no_data_of_its_panel():
+    runs = pd.DataFrame({"run_id": ["blow", "clip"], "activation": "tanh", "init": "gaussian", "w_norm_init": 3.0})
+    spikes = pd.DataFrame({"run_id": ["blow"] * 3 + ["clip"] * 3, "iter": [0, 1, 2] * 2,
+                           "grad_norm": [1.0, 1e9, 1e159, 0.5, 5.0, 1.0],
+                           "clip_mode": ["none"] * 3 + ["global"] * 3, "clip_threshold": [np.nan] * 3 + [1.0] * 3})
+    fig, _, _ = figures.draw_gradients({"gradient_spikes": spikes, "runs": runs})
+    fig.canvas.draw()
+    (left,) = [ax for ax in fig.axes if ax.get_ylabel() == "gradient norm before clipping"]
+    legends = [lg for lg in [left.get_legend(), *fig.legends] if lg is not None]
+    assert [t.get_text().endswith(("clip none", "clip global")) for t in legends[0].get_texts()] == [True, True]
+    box = left.get_window_extent()
+    # the exploding run runs along the top of the panel at the cap, where the legend sat
+    assert not any(lg.get_window_extent().overlaps(box) for lg in legends)

@@ -711,7 +711,8 @@ def draw_gradients(tables: Tables) -> Drawn:
         axes[0].axhline(ceiling, color="0.5", ls=":", lw=1)
     axes[0].set_yscale("log")
     axes[0].set(xlabel="iteration", ylabel="gradient norm before clipping")
-    axes[0].legend(fontsize=6)
+    # below the axes: inside, it covered the exploding run, which runs along the top at the cap
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=1, fontsize=7)
     ids = list(spikes["run_id"].unique())
     caption = ("Gradients over training. Left: the global gradient norm before clipping at every iteration, for the "
                "spikiest run of each clip mode of the study that varies clipping (dashed: a global clip threshold; "
