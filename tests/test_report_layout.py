@@ -291,3 +291,13 @@ def test_on_copy_the_long_range_sentences_say_that_learned_is_beat_chance():
         text = "".join(plain_text(p, metrics) for p in parts)
         adding, copy = text.split("copy", 1)
         assert "learned is beat chance" in copy and "learned is beat chance" not in adding, text
+
+
+def test_a_decay_of_one_order_of_magnitude_reads_in_the_singular():
+    from pipeline.report.studies import decay_reading
+    arm = {"_init": -4.9, "_final": -1.0}
+    metrics = {"t": {"orders_init": 4.9, "orders_final": 1.0, "slope_init": -0.23, "slope_final": -0.047},
+               "a": {"max_lag": 49}}
+    text = "".join(plain_text(p, metrics) for p in decay_reading("t", "a", arm, ""))
+    assert text.startswith("falls by 4.9 orders of magnitude over 49 steps")
+    assert "falls by 1 order of magnitude after training" in text  # not "1 orders"

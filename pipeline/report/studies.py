@@ -579,7 +579,7 @@ def decay_reading(tk: str, at: str, arm: dict, state: str) -> list[Inline]:
         if abs(d) < 1:
             return ["stays within one order of magnitude"]
         return [("falls" if d < 0 else "grows") + " by ", Metric(f"{tk}.orders{state}_{phase}"),
-                " orders of magnitude"]
+                " order of magnitude" if round(abs(d), 1) == 1 else " orders of magnitude"]
     return (change("init") + [" over ", Metric(f"{at}.max_lag"), " steps of lag at initialisation (slope ",
                               Metric(f"{tk}.slope{state}_init"), " nats per step) and "]
             + change("final") + [" after training (", Metric(f"{tk}.slope{state}_final"), ")"])
