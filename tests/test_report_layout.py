@@ -301,3 +301,14 @@ def test_a_decay_of_one_order_of_magnitude_reads_in_the_singular():
     text = "".join(plain_text(p, metrics) for p in decay_reading("t", "a", arm, ""))
     assert text.startswith("falls by 4.9 orders of magnitude over 49 steps")
     assert "falls by 1 order of magnitude after training" in text  # not "1 orders"
+
+
+def test_a_control_step_equal_to_the_clipped_one_is_not_written_as_1_times_it():
+    from pipeline.report import clipcontrol
+    pair = {"threshold": 1, "effective_step": 0.2955, "lr": 0.2955, "n_seeds": 3,
+            "clipped": {"learned": {"k": 2, "n": 3}, "blew_up": {"k": 0, "n": 3}},
+            "control": {"learned": {"k": 0, "n": 3}, "blew_up": {"k": 3, "n": 3}}}
+    head = {"control_a": pair | {"lr_over_step": 1.00001}, "control_b": pair | {"lr_over_step": 0.9992}}
+    text = "".join(plain_text(p, {"h": head}) for p in clipcontrol.finding_parts("h", head))
+    assert "(lr 0.2955, equal to it to 3 digits, same 3 seeds)" in text and "1 times it" not in text
+    assert "0.9992 times it" in text
