@@ -312,3 +312,14 @@ def test_a_control_step_equal_to_the_clipped_one_is_not_written_as_1_times_it():
     text = "".join(plain_text(p, {"h": head}) for p in clipcontrol.finding_parts("h", head))
     assert "(lr 0.2955, equal to it to 3 digits, same 3 seeds)" in text and "1 times it" not in text
     assert "0.9992 times it" in text
+
+
+def test_a_gated_arm_says_its_gamma_w_set_each_gate_block_not_the_stacked_matrix_it_measures():
+    from pipeline.report.studies import arm_settings
+    runs = pd.DataFrame({"cell_type": "lstm", "hidden": 15, "init": "orthogonal", "gamma_w": 1.0, "task": "adding",
+                         "w_norm_init": 2.0, "w_norm_final": 2.4, "forget_bias": 1.0, "optimizer": "adam",
+                         "lr": 0.001, "clip_mode": "global", "clip_threshold": 1.0, "omega": 0.0}, index=[0])
+    words = arm_settings(runs)
+    # "‖W_hh‖₂ set to 1 (measured ‖W_hh‖₂ 2 ...)" read as a configured value the measurement contradicts
+    assert ("orthogonal W_hh with each of its 4 gates' n × n blocks with ‖·‖₂ set to 1 (the stacked 4n × n W_hh: "
+            "measured ‖W_hh‖₂ 2 → 2.4 at init → end, medians)") in words

@@ -414,8 +414,11 @@ def arm_settings(runs: pd.DataFrame) -> str:
         return "/".join(v) or "–"
 
     cell_type = str(runs["cell_type"].iloc[0]) if "cell_type" in runs else "rnn"
-    parts = [f"{values('hidden')} units", f"{values('init')} W_hh with {fixed_by_init(values('init'))} set to "
-             f"{values('gamma_w')} ({measured_words(runs)})"]
+    gates = GATE_BLOCKS.get(cell_type)
+    fixed = (f"each of its {gates} gates' n × n blocks with ‖·‖₂ set to {values('gamma_w')} (the stacked "
+             f"{gates}n × n W_hh: {measured_words(runs)})" if gates else
+             f"{fixed_by_init(values('init'))} set to {values('gamma_w')} ({measured_words(runs)})")
+    parts = [f"{values('hidden')} units", f"{values('init')} W_hh with {fixed}"]
     if cell_type == "lstm":
         parts += [f"forget bias {values('forget_bias')}"] if "forget_bias" in runs else []
     elif cell_type == "exprnn":
@@ -428,6 +431,10 @@ def arm_settings(runs: pd.DataFrame) -> str:
     omega = pd.to_numeric(runs.get("omega", pd.Series(dtype=float)), errors="coerce").fillna(0)
     parts += [f"Ω weight {values('omega')}"] if (omega > 0).any() else []
     return ", ".join(parts)
+
+
+GATE_BLOCKS = {"lstm": 4, "gru": 3}  # a gated cell's W_hh stacks one n x n block per gate, each initialised at
+# gamma_w: the stack's norm is sqrt(gates) times it for orthogonal blocks (2 for the LSTM, 1.73 for the GRU)
 
 
 def fixed_by_init(init: str) -> str:
