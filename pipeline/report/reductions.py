@@ -355,7 +355,7 @@ def scored_runs(runs: pd.DataFrame) -> pd.Series:
 def learning_counts(runs: pd.DataFrame) -> dict[str, Any]:
     """metrics.json learning.<spec>: runs by verdict and outcome, and each level of success (beat chance, learned,
     solved: each implies the one before) as a count and a rate over the scored runs (a diverged or unstable run of a
-    scored task counts as not reaching it)."""
+    scored task counts as not reaching it), and n_sequence_runs, the scored runs that solved can apply to."""
     v = runs["verdict"]
     n_scored = int(scored_runs(runs).sum())
     counts = {"n_runs": len(runs)} | {f"n_{level}": int(runs[level].sum()) for level in LEVELS}
@@ -364,6 +364,9 @@ def learning_counts(runs: pd.DataFrame) -> dict[str, Any]:
                "n_unstable": int((runs["outcome"] == "unstable").sum()),
                "n_diverged": int((runs["outcome"] == "diverged").sum()),
                "n_failed": int((runs["outcome"] == "failed").sum())}
+    sequences = scored_runs(runs) & (runs["task"].astype(str) != "text" if "task" in runs else True)
+    counts["n_sequence_runs"] = int(sequences.sum())  # scored runs whose task has sequences to get right: solved
+    # is defined for them only (a text is one stream)
     return counts | {level: rate(counts[f"n_{level}"], n_scored) for level in LEVELS}
 
 
