@@ -78,6 +78,27 @@ def test_one_slack_for_the_runs_and_the_analysis():
     assert reductions.bound_violations(jac)["kind"].tolist() == ["measured>product"]
 
 
+@pytest.mark.parametrize("when", [["init", "final"], pd.Categorical(["init", "final"], ["init", "final", "later"])])
+def test_a_run_with_nothing_to_report_gets_what_the_reduction_of_no_rows_gives(when):
+    """bound_violations and nonfinite_summary of a clean run return a result built once per kind of table: the
+    same frame as reducing its (no) qualifying rows, whatever the columns' types; a run that has some still gets
+    them, and the shared result is never handed out to be changed."""
+    clean = pd.DataFrame({"when": when, "layer": [0, 0], "t": [1, 2], "k": [0, 0], "lag": [1, 2],
+                          "log_norm": [0.5, -1.0], "log_bound_product": [1.0, 0.0], "log_bound_global": [2.0, 3.0]})
+    checks = [("measured>product", "log_norm", "log_bound_product"), ("product>global", "log_bound_product",
+                                                                      "log_bound_global")]
+    reduced = reductions._violation_rows(clean, checks, [np.zeros(2, bool)] * 2)
+    for _ in range(2):
+        got = reductions.bound_violations(clean)
+        pd.testing.assert_frame_equal(got, reduced)
+        got["kind"] = "changed"
+    got = reductions.nonfinite_summary(clean)
+    pd.testing.assert_frame_equal(got, reductions._first_nonfinite(clean[np.zeros(2, bool)]))
+    bad = clean.assign(log_norm=[np.nan, 5.0])
+    assert reductions.nonfinite_summary(bad)[["n", "first_t"]].values.tolist() == [[1, 1]]
+    assert reductions.bound_violations(bad)["t"].tolist() == [2]
+
+
 def test_the_probe_tables_columns_are_named_once():
     assert analysis.JACOBIAN_REQUIRED is probe.JACOBIAN_REQUIRED and analysis.SIGNAL_COLUMNS is probe.SIGNAL_COLUMNS
     assert analysis.SPOT_COLUMNS is probe.SPOT_COLUMNS

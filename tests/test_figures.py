@@ -183,3 +183,58 @@ def test_remedies_arms_have_distinct_colours():
     assert min(np.linalg.norm(a - b) for i, a in enumerate(colours) for b in colours[i + 1:]) > 0.25
     assert np.linalg.norm(np.array(to_rgb(figures.REMEDY_COLOURS["irnn"]))
                           - np.array(to_rgb(figures.REMEDY_COLOURS["lstm"]))) > 0.5
+
+
+def test_the_decay_figures_legend_and_titles_stay_readable_printed_at_the_pdfs_text_width():
+    from pipeline.report import pdf as report_pdf
+
+    rows, info = [], []
+    for i, act in enumerate(["tanh", "sigmoid", "relu", "linear", "softplus", "gaussian", "hard_tanh", "leaky_relu",
+                             "elu", "selu"]):
+        for gamma in (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0):
+            rid = f"{act}{gamma}"
+            info.append({"run_id": rid, "spec": "activations", "activation": act, "init": "orthogonal",
+                         "gamma_w": gamma, "w_norm_init": gamma, "probe_steps": 30})
+            lag = np.arange(1, 31)
+            rows.append(pd.DataFrame({"run_id": rid, "spec": "activations", "when": "init", "lag": lag,
+                                      "log10_norm": -0.1 * gamma * lag, "log10_global": 0.1 * lag}))
+    fig, _, _ = figures.draw_decay({"decay": pd.concat(rows), "runs": pd.DataFrame(info)})
+    # the PDF sets a figure at most the text width wide: a wider one shrinks, and its fonts with it
+    scale = min(1.0, report_pdf.PORTRAIT_ROOM / report_pdf.MM_PER_INCH / fig.get_figwidth())
+    legend_pt = min(t.get_fontsize() for t in fig.legends[0].get_texts()) * scale
+    title_pt = min(ax.title.get_fontsize() for ax in fig.axes if ax.get_visible() and ax.get_title()) * scale
+    assert legend_pt >= 6 and title_pt >= 6, (legend_pt, title_pt)  # 10 panels five to a row printed it at 4 pt
+
+
+def test_the_tightness_figure_draws_one_unbroken_line_per_spec_and_phase():
+    rows = []
+    for spec, runs in (("weight_norms", {"a": 30, "b": 30}), ("long_range", {"c": 10, "d": 40, "e": 40})):
+        for rid, steps in runs.items():
+            for when in ("init", "final"):
+                lag = np.arange(1, steps + 1)
+                gap = (0.2 if spec == "weight_norms" else 0.05) * lag + (3.0 if steps == 10 else 0.0)
+                rows.append(pd.DataFrame({"run_id": rid, "spec": spec, "when": when, "lag": lag,
+                                          "gap_global": gap, "gap_product": gap}))
+    fig, caption, ids = figures.draw_tightness({"decay": pd.concat(rows), "tightness": pd.DataFrame()})
+    (ax,) = fig.axes
+    assert len(ax.lines) == 4 and sorted(ids) == ["a", "b", "d", "e"]  # long_range's short probe "c" left out
+    for line in ax.lines:
+        y = np.asarray(line.get_ydata())
+        assert np.all(np.diff(y) > 0)  # no step where a shorter probe drops out: the pooled curve's sawtooth
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["long_range (n = 2)", "weight_norms (n = 2)"]
+    assert "one line per spec" in caption
+
+
+def test_the_gradients_legend_covers_no_data_of_its_panel():
+    runs = pd.DataFrame({"run_id": ["blow", "clip"], "activation": "tanh", "init": "gaussian", "w_norm_init": 3.0})
+    spikes = pd.DataFrame({"run_id": ["blow"] * 3 + ["clip"] * 3, "iter": [0, 1, 2] * 2,
+                           "grad_norm": [1.0, 1e9, 1e159, 0.5, 5.0, 1.0],
+                           "clip_mode": ["none"] * 3 + ["global"] * 3, "clip_threshold": [np.nan] * 3 + [1.0] * 3})
+    fig, _, _ = figures.draw_gradients({"gradient_spikes": spikes, "runs": runs})
+    fig.canvas.draw()
+    (left,) = [ax for ax in fig.axes if ax.get_ylabel() == "gradient norm before clipping"]
+    legends = [lg for lg in [left.get_legend(), *fig.legends] if lg is not None]
+    assert [t.get_text().endswith(("clip none", "clip global")) for t in legends[0].get_texts()] == [True, True]
+    box = left.get_window_extent()
+    # the exploding run runs along the top of the panel at the cap, where the legend sat
+    assert not any(lg.get_window_extent().overlaps(box) for lg in legends)

@@ -11,6 +11,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import fixtures_runs as fx
@@ -214,3 +215,111 @@ def test_the_ui_command_names_the_store_relative_to_the_project_or_by_its_variab
         "mlflow ui --backend-store-uri sqlite:///runs/store.db --artifacts-destination runs/mlartifacts"
     assert _portable_ui_command(Store("sqlite:////elsewhere/mlflow.db", None)) == \
         'mlflow ui --backend-store-uri "$MLFLOW_TRACKING_URI"'
+
+
+def test_the_pdf_prints_the_appendix_grouped_by_cell_and_the_html_every_run():
+    # 80 cells of 3 seeds: the table of every run took 6 landscape pages of the PDF; grouped it fits on 2
+    cells = [f"init=orthogonal gamma_w={g / 10:g}" for g in range(80)]
+    runs = pd.DataFrame([{"run_id": f"{i:08x}" + "f" * 24, "spec": "weight_norms", "label": c,
+                          "cell": f"{c.replace(' ', ',')},seed={s}", "outcome": "diverged" if i == 1 else "ok",
+                          "verdict": "diverged" if i == 1 else "at chance", "config_hash": "c" * 16}
+                         for i, (c, s) in enumerate((c, s) for c in cells for s in range(3))])
+    section = report_html.appendix_section(runs)
+    grouped, full = [b for b in section.blocks if isinstance(b, Table)]
+    assert (grouped.only_in, full.only_in) == ("pdf", "html")
+    assert grouped.rows[0][2:5] == ["3", "2 ok, 1 diverged", "2 at chance, 1 diverged"]
+    assert " ".join(r[5] for r in grouped.rows).split() == [i[:8] for i in runs["run_id"]]  # every run, once
+    page = report_html.render_html([section], {})
+    assert all(i in page for i in runs["run_id"]) and "run IDs (first 8)" not in page
+    doc = report_pdf.new_pdf(False, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    report_pdf.write_section(doc, section, {})
+    assert doc.page <= 2
+
+
+def test_rounding_noise_of_a_slope_or_an_exact_gap_is_shown_as_0():
+    # a linear RNN at gamma_W = 1: its slope, lambda_1 and |slope - lambda_1| are 0 up to float64 rounding
+    for key in ("slope", "lyapunov", "slope_init", "specs.activations.headline.linear.median_abs_slope_minus_lyapunov",
+                "rate.median_abs_slope_minus_lyapunov", "gap_decades.product_to_stepnorm"):
+        assert formatting.format_styled(6.106e-16, formatting.style_of(key)) == "0", key
+    assert formatting.format_styled(-0.2087, formatting.style_of("slope")) == "-0.2087"
+
+
+def test_the_depth_table_writes_a_count_with_its_interval_at_two_significant_digits():
+    from pipeline.report.depthtext import by_depth_table
+    runs = pd.DataFrame({"activation": "tanh", "layers": 8, "learned": [True, True, False], "gamma_x": 0.9,
+                         "rate_time": -0.04, "rate_depth": -0.5, "val_over_chance": 0.1, "val_accuracy": 0.9})
+    (row,) = by_depth_table(runs).rows
+    assert row[6] == "2 of 3 (95% CI 0.2–0.94)"  # not "2 of 3 (0.2077–0.9385)"
+
+
+def test_a_text_spec_is_not_said_to_have_solved_nothing():
+    # a text is one stream: "0 solved" would read as a failure at the papers' bar, which does not apply to it
+    runs = pd.DataFrame({"run_id": list("abc"), "task": ["text"] * 3, "outcome": "ok", "final_val_loss": 2.1,
+                         "chance_loss": 3.3, "partial_loss": 2.6, "val_sequences_right": None})
+    from pipeline.report import reductions
+    counts = reductions.learning_counts(reductions.with_verdicts(runs))
+    assert counts["n_learned"] == 3 and counts["n_sequence_runs"] == 0
+    metrics = {"learning": {"text": counts, "adding": counts | {"n_sequence_runs": 3}}}
+    found = "".join(plain_text(p, metrics) for p in report_html.learning_finding(metrics, ["text", "adding"]))
+    assert "text: all 3 runs learned" in found and "solved not defined" in found
+    assert found.count(" solved, ") == 1  # adding's "0 solved", not text's
+    (text_row, adding_row) = [b for b in report_html.spec_overview(["text", "adding"], metrics)][1].rows
+    assert text_row[6] == "n/a (text)" and plain_text(adding_row[6], metrics) == "0"
+    parts = "".join(plain_text(p, metrics) for p in report_html.learning_parts("text", metrics))
+    assert "solved not defined" in parts and "solved 0" not in parts
+
+
+def test_an_arms_measured_end_norm_is_given_per_task_not_pooled_over_tasks():
+    from pipeline.report.studies import measured_words
+    runs = pd.DataFrame({"task": ["adding"] * 3 + ["temporal_order"] * 3, "w_norm_init": 2.0,
+                         "w_norm_final": [2.4, 2.42, 2.5, 2.7, 2.77, 2.8], "rho_init": None})
+    words = measured_words(runs)
+    assert words == ("on adding: measured ‖W_hh‖₂ 2 → 2.42 at init → end, medians; "
+                     "on temporal order: measured ‖W_hh‖₂ 2 → 2.77 at init → end, medians")  # not pooled: 2.6
+    assert measured_words(runs[runs["task"] == "adding"]) == "measured ‖W_hh‖₂ 2 → 2.42 at init → end, medians"
+
+
+def test_on_copy_the_long_range_sentences_say_that_learned_is_beat_chance():
+    from pipeline.report import studies
+    task = {"min_T": 5, "max_T": 20, "runs_per_T": 3, "longest_T_learned": 10, "n_at_longest_T_learned": 3,
+            "learned_at_min_T": {"k": 3, "n": 3, "rate": 1.0, "low": 0.43, "high": 1.0},
+            "learned_at_max_T": {"k": 0, "n": 3, "rate": 0.0, "low": 0.0, "high": 0.57},
+            "solved_at_min_T": {"k": 0, "n": 3}, "solved_at_max_T": {"k": 0, "n": 3}}
+    head = {"adding": task, "copy": task}
+    metrics = {"h": head}
+    for parts in (studies.long_range_finding("h", head), studies.long_range_headline("h", head)):
+        text = "".join(plain_text(p, metrics) for p in parts)
+        adding, copy = text.split("copy", 1)
+        assert "learned is beat chance" in copy and "learned is beat chance" not in adding, text
+
+
+def test_a_decay_of_one_order_of_magnitude_reads_in_the_singular():
+    from pipeline.report.studies import decay_reading
+    arm = {"_init": -4.9, "_final": -1.0}
+    metrics = {"t": {"orders_init": 4.9, "orders_final": 1.0, "slope_init": -0.23, "slope_final": -0.047},
+               "a": {"max_lag": 49}}
+    text = "".join(plain_text(p, metrics) for p in decay_reading("t", "a", arm, ""))
+    assert text.startswith("falls by 4.9 orders of magnitude over 49 steps")
+    assert "falls by 1 order of magnitude after training" in text  # not "1 orders"
+
+
+def test_a_control_step_equal_to_the_clipped_one_is_not_written_as_1_times_it():
+    from pipeline.report import clipcontrol
+    pair = {"threshold": 1, "effective_step": 0.2955, "lr": 0.2955, "n_seeds": 3,
+            "clipped": {"learned": {"k": 2, "n": 3}, "blew_up": {"k": 0, "n": 3}},
+            "control": {"learned": {"k": 0, "n": 3}, "blew_up": {"k": 3, "n": 3}}}
+    head = {"control_a": pair | {"lr_over_step": 1.00001}, "control_b": pair | {"lr_over_step": 0.9992}}
+    text = "".join(plain_text(p, {"h": head}) for p in clipcontrol.finding_parts("h", head))
+    assert "(lr 0.2955, equal to it to 3 digits, same 3 seeds)" in text and "1 times it" not in text
+    assert "0.9992 times it" in text
+
+
+def test_a_gated_arm_says_its_gamma_w_set_each_gate_block_not_the_stacked_matrix_it_measures():
+    from pipeline.report.studies import arm_settings
+    runs = pd.DataFrame({"cell_type": "lstm", "hidden": 15, "init": "orthogonal", "gamma_w": 1.0, "task": "adding",
+                         "w_norm_init": 2.0, "w_norm_final": 2.4, "forget_bias": 1.0, "optimizer": "adam",
+                         "lr": 0.001, "clip_mode": "global", "clip_threshold": 1.0, "omega": 0.0}, index=[0])
+    words = arm_settings(runs)
+    # "‖W_hh‖₂ set to 1 (measured ‖W_hh‖₂ 2 ...)" read as a configured value the measurement contradicts
+    assert ("orthogonal W_hh with each of its 4 gates' n × n blocks with ‖·‖₂ set to 1 (the stacked 4n × n W_hh: "
+            "measured ‖W_hh‖₂ 2 → 2.4 at init → end, medians)") in words

@@ -76,7 +76,7 @@ def test_the_analysis_gives_every_run_the_run_layers_verdict():
     counts = reductions.learning_counts(given.assign(spec="s"))
     assert {k: v for k, v in counts.items() if not isinstance(v, dict)} == {
         "n_runs": 7, "n_beat_chance": 2, "n_learned": 1, "n_solved": 1, "n_at_chance": 1, "n_worse_than_chance": 2,
-        "n_not_scored": 0, "n_unstable": 1, "n_diverged": 1, "n_failed": 1}
+        "n_not_scored": 0, "n_unstable": 1, "n_diverged": 1, "n_failed": 1, "n_sequence_runs": 6}
     # each rate is over the scored runs that did not fail: the diverged and unstable ones count as not reaching it
     assert {"k": 2, "n": 6}.items() <= counts["beat_chance"].items()
     assert {"k": 1, "n": 6}.items() <= counts["learned"].items() and counts["solved"]["k"] == 1

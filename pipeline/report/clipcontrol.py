@@ -96,8 +96,11 @@ def finding_parts(h: str, head: dict) -> list[Inline]:
         parts += [f"; against a smaller step: clipped ({MATCHED_MODE} norm at ", Metric(f"{key}.threshold"),
                   ", mean effective step ", Metric(f"{key}.effective_step"), ") ", Metric(f"{key}.clipped.learned.k"),
                   " of ", Metric(f"{key}.clipped.learned.n"), " learned and ", Metric(f"{key}.clipped.blew_up.k"),
-                  " blew up; unclipped at that step (lr ", Metric(f"{key}.lr"), ", ",
-                  Metric(f"{key}.lr_over_step"), " times it, same ", Metric(f"{key}.n_seeds"), " seeds) ",
+                  " blew up; unclipped at that step (lr ", Metric(f"{key}.lr"), ", "]
+        ratio = head[name].get("lr_over_step") if isinstance(head[name], dict) else None
+        parts += (["equal to it to 3 digits"] if ratio is not None and round(ratio, 3) == 1  # not "1 times it"
+                  else [Metric(f"{key}.lr_over_step"), " times it"])
+        parts += [", same ", Metric(f"{key}.n_seeds"), " seeds) ",
                   Metric(f"{key}.control.learned.k"), " of ", Metric(f"{key}.control.learned.n"), " learned and ",
                   Metric(f"{key}.control.blew_up.k"), " blew up"]
     return parts

@@ -10,6 +10,7 @@ import math
 import pandas as pd
 
 from .document import Bullets, Inline, Metric, Paragraph, Table, cell, joined
+from .formatting import format_count_rate
 from .reductions import finite_median, rate
 
 FIGURES = ("depth_learned", "depth_rates", "depth_grid", "depth_chain", "depth_weights", "depth")
@@ -101,10 +102,10 @@ def by_depth_table(runs: pd.DataFrame) -> Table:
         gx = finite_median(g["gamma_x"])
         rows.append([str(act), cell(int(L)), cell(len(g)), cell(gx) if math.isfinite(gx) else "–",
                      cell(finite_median(g["rate_time"])), cell(finite_median(g["rate_depth"])),
-                     f"{cell(won['k'])} of {cell(won['n'])} ({cell(won['low'])}–{cell(won['high'])})",
+                     format_count_rate(won["k"], won["n"], won["low"], won["high"]),
                      cell(finite_median(g["val_over_chance"])), cell(finite_median(g["val_accuracy"]))])
     return Table(["activation", "L", "runs", "γ_X (median)", "rate through time (nats/step)",
-                  "rate through depth (nats/layer)", "learned (95% CI)", "val loss / chance", "accuracy"], rows,
+                  "rate through depth (nats/layer)", "learned", "val loss / chance", "accuracy"], rows,
                  "Initial model's rates (medians over the seeds), and learning after training, per activation and "
                  "number of layers L; learned counts the report's verdict over the scored runs")
 

@@ -75,6 +75,8 @@ class Table:
     columns: list[str]
     rows: list[list[Inline]]
     caption: str = ""
+    only_in: str = ""  # "html" or "pdf": a table one of the two leaves out (a long table the PDF prints in
+    # another form; the text beside it says so); "" for both
 
 
 @dataclass

@@ -18,8 +18,10 @@ from ..run.probe import RATE_ROUNDING
 from .reductions import format_metric, round_metric
 
 SHARE_DIGITS = 2  # significant digits of a share and of its interval's ends
-NOISE_FLOORS = {"log_rate": RATE_ROUNDING}  # a column (or metrics.json key's last part) starting with the name:
-# |value| below the floor is rounding noise around an exact 0
+NOISE_FLOORS = {prefix: RATE_ROUNDING for prefix in ("log_rate", "slope", "lyapunov", "median_abs_slope",
+                                                     "product_to_stepnorm")}  # a column (or metrics.json key's
+# last part) starting with the name: |value| below the floor is rounding noise around an exact 0 (a linear RNN's
+# slope and lambda_1 at gamma_W = 1, an orthogonal W_hh's product -> step-norm gap)
 STYLES = ("value", "share", "share_low", "share_high", "log_rate")
 SHARES = ("rate", "success_rate", "accurate_rate", "learned_fraction")  # columns and keys' last parts that hold a
 # share k/n (other names ending in "rate", as meanfield_rate, are nats per step)

@@ -23,6 +23,7 @@ from .document import (
     Bullets, Cite, Inline, Link, Metric, MlflowLinks, Paragraph, Preformatted, ReferenceList, RunRef, Section,
     SectionLink, Table, cell, frame_table, joined, metric_value,
 )
+from .appendix import grouped_runs_table
 from .references import reference
 from .terms import references_section, terms_section
 from .figures import FigureFile
@@ -191,8 +192,7 @@ def learning_finding(metrics: dict, specs: list[str]) -> list[Inline] | None:
             continue
         group: list[Inline] = [link, ": "] + rate_count_parts(key, rate, "runs") + [" learned"]
         group += interval_parts(key) if number(metrics, f"{key}.rate") is not None else []
-        group += [", ", Metric(f"learning.{spec}.n_solved"), " solved, ", Metric(f"learning.{spec}.n_beat_chance"),
-                  " beat chance"]
+        group += [", "] + solved_parts(metrics, spec) + [", ", Metric(f"learning.{spec}.n_beat_chance"), " beat chance"]
         scored.append(group)
     if not scored:
         return None
@@ -203,6 +203,21 @@ def learning_finding(metrics: dict, specs: list[str]) -> list[Inline] | None:
     if unscored:
         parts += ["; not trained on a scored task: "] + joined(unscored, ", ")
     return parts + ["."]
+
+
+def no_sequences(metrics: dict, spec: str) -> bool:
+    """Whether the spec has scored runs but none on a task with sequences (text), so that solved does not apply."""
+    p = f"learning.{spec}"
+    return number(metrics, f"{p}.n_sequence_runs") == 0 and bool(number(metrics, f"{p}.learned.n"))
+
+
+def solved_parts(metrics: dict, spec: str, first: bool = False) -> list[Inline]:
+    """'k solved', or that solving is not defined when none of the spec's scored runs has sequences to get right
+    (text: one stream); `first`: 'solved k'."""
+    if no_sequences(metrics, spec):
+        return ["solved not defined (a text is one stream, not sequences)"]
+    count = Metric(f"learning.{spec}.n_solved")
+    return ["solved ", count] if first else [count, " solved"]
 
 
 def study_finding(metrics: dict, spec: str) -> list[Inline] | None:
@@ -298,7 +313,8 @@ def spec_overview(specs: list[str], metrics: dict) -> list:
               "Per sweep spec: how its runs ended, bound violations and contradictions of the theorem (expected 0)"),
         Table(["spec", "runs on a scored task", "beat chance", "learned", "95% CI low", "high", "solved",
                "at chance", "worse than chance"],
-              [row(s, f"learning.{s}", learning) for s in specs],
+              [[c if i != 6 or not no_sequences(metrics, s) else "n/a (text)"
+                for i, c in enumerate(row(s, f"learning.{s}", learning))] for s in specs],
               "Per sweep spec: the runs that beat chance, learned (below the partial baseline, with the Wilson 95% "
               "interval of their share) and solved the task"),
     ]
@@ -363,7 +379,7 @@ def learning_parts(spec: str, metrics: dict) -> list[Inline]:
     if not scored:
         return ["not trained on a scored task (no chance baseline): no learning verdict"]
     return (["learned: "] + rate_parts(f"{p}.learned", " runs on a scored task") + [
-        "; solved ", Metric(f"{p}.n_solved"), ", beat chance ", Metric(f"{p}.n_beat_chance"), "; ",
+        "; "] + solved_parts(metrics, spec, first=True) + [", beat chance ", Metric(f"{p}.n_beat_chance"), "; ",
         Metric(f"{p}.n_at_chance"), " at chance, ", Metric(f"{p}.n_worse_than_chance"), " worse than chance"])
 
 
@@ -630,14 +646,19 @@ def appendix_section(runs: pd.DataFrame, links: MlflowLinks | None = None) -> Se
     rows = [[Link(r.run_id, links.runs[r.run_id]) if r.run_id in links.runs else r.run_id, r.spec, str(name),
              str(r.outcome), str(v), str(r.config_hash)] for r, name, v in zip(runs.itertuples(), names, verdicts)]
     blocks = [Paragraph(["Every run in this report once, with its full MLflow run ID, its outcome and whether it "
-                         "learned." + (" Each ID links to its run page in the MLflow UI." if links.runs else "")])]
+                         "learned: in report.html the table below"
+                         + (" (each ID a link to its run page in the MLflow UI)" if links.runs else "")
+                         + ", in tables/runs.csv with every measured number. The PDF prints the runs grouped by spec "
+                         "and cell instead (one row per cell, its seeds' outcomes and the first 8 characters of their "
+                         "run IDs): the table of every run ran over many pages."])]
     if links.experiments:
         start = [f" (start it from the project folder with `{links.ui_command}`)"] if links.ui_command else []
         blocks.append(Paragraph(["The runs table of each spec's MLflow experiment"] + start + [":"]))
         blocks.append(Bullets([[f"rnngrad/{spec}: ", Link(url, url)] for spec, url in links.experiments.items()]))
     elif links.ui_command:
         blocks.append(Paragraph([f"Open them from the project folder with `{links.ui_command}`."]))
-    blocks.append(Table(["run ID", "spec", "cell", "outcome", "learning", "config hash"], rows))
+    blocks.append(grouped_runs_table(runs))
+    blocks.append(Table(["run ID", "spec", "cell", "outcome", "learning", "config hash"], rows, only_in="html"))
     return Section("appendix", "Appendix: MLflow runs", blocks, [])
 
 
@@ -707,6 +728,8 @@ def block_html(block: Any, metrics: dict) -> str:
         return f"<p>{parts_html(block.parts, metrics)}</p>"
     if isinstance(block, Bullets):
         return "<ul>" + "".join(f"<li>{parts_html(i, metrics)}</li>" for i in block.items) + "</ul>"
+    if isinstance(block, Table) and block.only_in == "pdf":
+        return ""
     if isinstance(block, Table):
         head = "".join(f"<th>{html.escape(c)}</th>" for c in block.columns)
         body = "".join("<tr>" + "".join(f"<td>{inline_html(c, metrics)}</td>" for c in row) + "</tr>"

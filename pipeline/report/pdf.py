@@ -302,7 +302,8 @@ def write_block(pdf: "ReportPDF", block: Any, metrics: dict) -> None:
                                new_x="LMARGIN", new_y="NEXT", align="L")
         pdf.ln(1.5)
     elif isinstance(block, Table):
-        write_table(pdf, block, metrics)
+        if block.only_in != "html":
+            write_table(pdf, block, metrics)
     elif isinstance(block, FigureFile):
         write_figure(pdf, block)
     elif isinstance(block, ReferenceList):

@@ -94,16 +94,36 @@ def bound_violations(jac: pd.DataFrame) -> pd.DataFrame:
     """Every (when, layer, t, k) where measured > product or product > global beyond rounding (`jacobian.exceeds`,
     the check the runs themselves make), and measured > step-norm or step-norm > product where the table has the
     step-norm bound: kind, value, bound."""
-    parts = []
     checks = [("measured>product", "log_norm", "log_bound_product"),
               ("product>global", "log_bound_product", "log_bound_global")]
     if "log_bound_stepnorm" in jac:
         checks += [("measured>stepnorm", "log_norm", "log_bound_stepnorm"),
                    ("stepnorm>product", "log_bound_stepnorm", "log_bound_product")]
-    for kind, a, b in checks:
-        bad = jac[exceeds(jac[a].to_numpy(), jac[b].to_numpy())]
+    masks = [exceeds(jac[a].to_numpy(), jac[b].to_numpy()) for _, a, b in checks]
+    if not any(mask.any() for mask in masks):  # the common case
+        return on_no_rows("violations", jac, lambda empty: _violation_rows(empty, checks, [m[:0] for m in masks]))
+    return _violation_rows(jac, checks, masks)
+
+
+def _violation_rows(jac: pd.DataFrame, checks: list[tuple[str, str, str]], masks: list[np.ndarray]) -> pd.DataFrame:
+    parts = []
+    for (kind, a, b), mask in zip(checks, masks):
+        bad = jac[mask]
         parts.append(bad[["when", "layer", "t", "k", "lag"]].assign(kind=kind, value=bad[a], bound=bad[b]))
     return pd.concat(parts, ignore_index=True)
+
+
+_ON_NO_ROWS: dict[tuple, pd.DataFrame] = {}
+
+
+def on_no_rows(name: str, jac: pd.DataFrame, reduce) -> pd.DataFrame:
+    """`reduce(jac.iloc[:0])`, computed once per reduction and kind of table (its columns and their types): what a
+    reduction returns when none of a run's rows qualify is the same for every such run, and pandas takes as long to
+    build it as to reduce the rows of a run that has some."""
+    key = (name, tuple(jac.columns), tuple(jac.dtypes))
+    if key not in _ON_NO_ROWS:
+        _ON_NO_ROWS[key] = reduce(jac.iloc[:0])
+    return _ON_NO_ROWS[key].copy()
 
 
 # what each kind of violation compares: (the quantity above, the bound it broke)
@@ -126,7 +146,14 @@ def violation_text(v: dict) -> str:
 
 def nonfinite_summary(jac: pd.DataFrame) -> pd.DataFrame:
     """Per (when, layer): how many pairs have NaN/+inf, and the first such (t, k)."""
-    bad = jac[nonfinite_mask(jac)].sort_values(["when", "layer", "t", "k"])
+    mask = nonfinite_mask(jac)
+    if not mask.any():  # the common case
+        return on_no_rows("nonfinite", jac, _first_nonfinite)
+    return _first_nonfinite(jac[mask])
+
+
+def _first_nonfinite(bad: pd.DataFrame) -> pd.DataFrame:
+    bad = bad.sort_values(["when", "layer", "t", "k"])
     return (bad.groupby(["when", "layer"], as_index=False)
             .agg(n=("t", "size"), first_t=("t", "first"), first_k=("k", "first")))
 
@@ -328,7 +355,7 @@ def scored_runs(runs: pd.DataFrame) -> pd.Series:
 def learning_counts(runs: pd.DataFrame) -> dict[str, Any]:
     """metrics.json learning.<spec>: runs by verdict and outcome, and each level of success (beat chance, learned,
     solved: each implies the one before) as a count and a rate over the scored runs (a diverged or unstable run of a
-    scored task counts as not reaching it)."""
+    scored task counts as not reaching it), and n_sequence_runs, the scored runs that solved can apply to."""
     v = runs["verdict"]
     n_scored = int(scored_runs(runs).sum())
     counts = {"n_runs": len(runs)} | {f"n_{level}": int(runs[level].sum()) for level in LEVELS}
@@ -337,6 +364,9 @@ def learning_counts(runs: pd.DataFrame) -> dict[str, Any]:
                "n_unstable": int((runs["outcome"] == "unstable").sum()),
                "n_diverged": int((runs["outcome"] == "diverged").sum()),
                "n_failed": int((runs["outcome"] == "failed").sum())}
+    sequences = scored_runs(runs) & (runs["task"].astype(str) != "text" if "task" in runs else True)
+    counts["n_sequence_runs"] = int(sequences.sum())  # scored runs whose task has sequences to get right: solved
+    # is defined for them only (a text is one stream)
     return counts | {level: rate(counts[f"n_{level}"], n_scored) for level in LEVELS}
 
 

@@ -150,7 +150,7 @@ def long_range_headline(h: str, head: dict) -> list[Inline]:
     return joined([[f"{t}: learned at T = ", Metric(f"{h}.{t}.min_T"), ": "] + rate_parts(f"{h}.{t}.learned_at_min_T")
                    + [" (solved ", Metric(f"{h}.{t}.solved_at_min_T.k"), "), at T = ", Metric(f"{h}.{t}.max_T"), ": "]
                    + rate_parts(f"{h}.{t}.learned_at_max_T") + [" (solved ", Metric(f"{h}.{t}.solved_at_max_T.k"), ")"]
-                   + boundary_parts(f"{h}.{t}", head[t])
+                   + boundary_parts(f"{h}.{t}", head[t]) + partial_note(t)
                    for t in head])
 
 
@@ -186,7 +186,18 @@ def long_range_finding(h: str, head: dict) -> list[Inline] | None:
             groups.append([f"{task}: T = ", Metric(f"{h}.{task}.longest_T_learned"), " is the longest T at which "
                            "every run learned ("] + all_of(f"{h}.{task}", t)
                           + ["); at T = ", Metric(f"{h}.{task}.max_T"), ", "] + at_max)
+        groups[-1] += partial_note(task)
     return joined(groups) if groups else None
+
+
+NO_PARTIAL_MODEL = ("copy",)  # tasks whose partial baseline is the memoryless model (docs/math.md 11): learned there
+# is beat chance
+
+
+def partial_note(task: str) -> list[Inline]:
+    """On a task without a partial model of its own, what 'learned' means there (empty on the others)."""
+    return ([f" (on {task} learned is beat chance, as no model that carries part of the sequence has a natural "
+             "baseline; solved is the bar to read)"] if task in NO_PARTIAL_MODEL else [])
 
 
 def all_of(key: str, task: dict) -> list[Inline]:
@@ -403,8 +414,11 @@ def arm_settings(runs: pd.DataFrame) -> str:
         return "/".join(v) or "–"
 
     cell_type = str(runs["cell_type"].iloc[0]) if "cell_type" in runs else "rnn"
-    parts = [f"{values('hidden')} units", f"{values('init')} W_hh with {fixed_by_init(values('init'))} set to "
-             f"{values('gamma_w')} ({measured_words(runs)})"]
+    gates = GATE_BLOCKS.get(cell_type)
+    fixed = (f"each of its {gates} gates' n × n blocks with ‖·‖₂ set to {values('gamma_w')} (the stacked "
+             f"{gates}n × n W_hh: {measured_words(runs)})" if gates else
+             f"{fixed_by_init(values('init'))} set to {values('gamma_w')} ({measured_words(runs)})")
+    parts = [f"{values('hidden')} units", f"{values('init')} W_hh with {fixed}"]
     if cell_type == "lstm":
         parts += [f"forget bias {values('forget_bias')}"] if "forget_bias" in runs else []
     elif cell_type == "exprnn":
@@ -419,6 +433,10 @@ def arm_settings(runs: pd.DataFrame) -> str:
     return ", ".join(parts)
 
 
+GATE_BLOCKS = {"lstm": 4, "gru": 3}  # a gated cell's W_hh stacks one n x n block per gate, each initialised at
+# gamma_w: the stack's norm is sqrt(gates) times it for orthogonal blocks (2 for the LSTM, 1.73 for the GRU)
+
+
 def fixed_by_init(init: str) -> str:
     """What the config's gamma_w fixed for an init (docs/math.md 9): the spectral radius for sparse, else the norm."""
     return "ρ(W_hh)" if init == "sparse" else "‖W_hh‖₂"
@@ -426,11 +444,16 @@ def fixed_by_init(init: str) -> str:
 
 def measured_words(runs: pd.DataFrame) -> str:
     """The measured ||W_hh||_2 and spectral radius at init and at the end, medians over the runs ("measured
-    ‖W_hh‖₂ 1.73 → 2.1, ρ 0.95 → 1.02"); an LSTM's W_hh is its 4n x n gate block: its norm only."""
+    ‖W_hh‖₂ 1.73 → 2.1, ρ 0.95 → 1.02"), per task when the runs span several; an LSTM's W_hh is its 4n x n gate
+    block: its norm only."""
     def median(column: str) -> str:
         v = pd.to_numeric(runs.get(column, pd.Series(dtype=float)), errors="coerce").dropna()
         return cell(float(v.median())) if len(v) else "–"
 
+    tasks = runs["task"].astype(str) if "task" in runs else pd.Series("", index=runs.index)
+    if tasks.nunique() > 1:  # the end differs by task (training on it moved the weights): one median per task
+        return "; ".join(f"on {task.replace('_', ' ')}: {measured_words(runs[tasks == task])}"
+                         for task in sorted(tasks.unique()))
     words = f"measured ‖W_hh‖₂ {median('w_norm_init')} → {median('w_norm_final')}"
     rho = pd.to_numeric(runs.get("rho_init", pd.Series(dtype=float)), errors="coerce")
     return words + (f", ρ {median('rho_init')} → {median('rho_final')}" if rho.notna().any() else "") + \
@@ -563,7 +586,7 @@ def decay_reading(tk: str, at: str, arm: dict, state: str) -> list[Inline]:
         if abs(d) < 1:
             return ["stays within one order of magnitude"]
         return [("falls" if d < 0 else "grows") + " by ", Metric(f"{tk}.orders{state}_{phase}"),
-                " orders of magnitude"]
+                " order of magnitude" if round(abs(d), 1) == 1 else " orders of magnitude"]
     return (change("init") + [" over ", Metric(f"{at}.max_lag"), " steps of lag at initialisation (slope ",
                               Metric(f"{tk}.slope{state}_init"), " nats per step) and "]
             + change("final") + [" after training (", Metric(f"{tk}.slope{state}_final"), ")"])

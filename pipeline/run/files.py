@@ -11,10 +11,8 @@ import contextlib
 import json
 import math
 import os
-import re
 import secrets
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -22,7 +20,15 @@ from typing import Any, BinaryIO, Iterator
 import numpy as np
 
 from ..engine.cells import Model, model_arrays, model_from_arrays
+from .leftovers import clear_killed_writes, remove_stale_temp_files
 from .modelcheck import check_model_headers, check_model_values
+
+try:
+    import fcntl
+
+    _LOCKS = True
+except ImportError:  # Windows: no flock, so leftovers are not recognised as such
+    _LOCKS = False
 
 _FIXED_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # zip timestamps pinned so that rewriting the same arrays gives the same bytes
 
@@ -34,27 +40,39 @@ _FIXED_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # zip timestamps pinned so that rewriti
 def atomic_file(path: Path | str) -> Iterator[BinaryIO]:
     """A new binary file that becomes `path` when the block ends without an exception, and is removed otherwise.
 
-    It is .<name>.<8 hex digits>.tmp in path's folder (made if missing), created with the umask's permissions."""
+    It is .<name>.<8 hex digits>.tmp in path's folder (made if missing), created with the umask's permissions and
+    flock-ed until it has become `path`: the temp files killed writers of `path` left (unlocked) go first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(path)
     tmp, f = _new_file(path)
     try:
         with f:
             yield f
-        os.replace(tmp, path)
+            f.flush()
+            if _LOCKS:  # renamed while still locked: no one takes it for a leftover in between
+                os.replace(tmp, path)
+        if not _LOCKS:  # Windows cannot rename an open file
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
 def _new_file(path: Path) -> tuple[Path, BinaryIO]:
-    """(name, open file) of a file created beside `path` under a name no one else holds."""
+    """(name, open file, locked) of a file created beside `path` under a name no one else holds."""
     while True:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:
-            return tmp, open(tmp, "xb")
+            f = open(tmp, "xb")
         except FileExistsError:
             continue
+        if not _LOCKS:
+            return tmp, f
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # waits out a `remove_stale_temp_files` that took it for a leftover
+        if os.fstat(f.fileno()).st_nlink:
+            return tmp, f
+        f.close()  # that one removed it before the lock was ours
 
 
 def write_atomic(path: Path | str, data: bytes | str) -> None:
@@ -139,31 +157,36 @@ def temp_folder(parent: Path, name: str) -> Path:
     0700, which the folder renamed from it would keep: unreadable to the group that shares the results), locked by
     this process until it is moved into place or removed (`remove_stale_temp_folders`)."""
     _release_removed()
+    tmp, fd = _locked_folder(parent, name, "tmp")
+    if fd is not None:
+        _HELD[tmp] = fd
+    return tmp
+
+
+def _locked_folder(parent: Path, name: str, suffix: str) -> tuple[Path, int | None]:
+    """(parent/.<name>.<8 random hex digits>.<suffix>, just made, and an fd holding its flock: None where there
+    is no flock). It is locked before it gets that name, the one `leftovers` looks for."""
     while True:
         token = secrets.token_hex(4)
-        tmp, new = parent / f".{name}.{token}.tmp", parent / f".{name}.{token}.new"
+        folder, new = parent / f".{name}.{token}.{suffix}", parent / f".{name}.{token}.new"
         try:
             new.mkdir()
         except FileExistsError:
             continue
-        fd = _locked(new)  # before it gets the name `remove_stale_temp_folders` looks for
-        if tmp.exists():  # 2**32 tokens: all but never
+        fd = _locked(new)
+        if folder.exists():  # 2**32 tokens: all but never
             new.rmdir()
             if fd is not None:
                 os.close(fd)
             continue
-        os.rename(new, tmp)
-        if fd is not None:
-            _HELD[tmp] = fd
-        return tmp
+        os.rename(new, folder)
+        return folder, fd
 
 
 def _locked(folder: Path) -> int | None:
     """An fd holding an exclusive flock on `folder`, just made by this process; None where there is no flock
     (Windows: leftover temp folders are then not recognised as such)."""
-    try:
-        import fcntl
-    except ImportError:
+    if not _LOCKS:
         return None
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -185,56 +208,33 @@ def _release_removed() -> None:
 
 
 def remove_stale_temp_folders(parent: Path, names: str) -> list[Path]:
-    """Remove the temp folders (`temp_folder`'s .<name>.<8 hex digits>.tmp, `name` matching the regular expression
-    `names`) in `parent` whose builder has exited without removing them (killed: SIGKILL, the OOM killer, a power
-    cut); returns them. A folder another process is still building is locked and left alone, and so is anything
-    that is not a real folder of such a name (a link, a file, another program's folder)."""
-    pattern = re.compile(rf"\.(?:{names})\.[0-9a-f]{{8}}\.tmp", re.DOTALL)
-    try:
-        import fcntl
-    except ImportError:
-        return []
-    removed = []
-    try:
-        entries = list(os.scandir(parent))
-    except OSError:  # no such folder, or not one: nothing left there
-        return []
-    for entry in entries:
-        if not (pattern.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)):
-            continue
-        path = Path(entry.path)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # held: a live build
-            os.close(fd)
-            continue
-        try:
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-        finally:
-            os.close(fd)
-    return removed
+    """Clear what killed writers of folders named like the regular expression `names` left in `parent`
+    (`leftovers.clear_killed_writes`: a result left only in a killed swap's .old folder is put back first); returns
+    the folders removed. A folder another process is still building or swapping is locked and left alone."""
+    return clear_killed_writes(parent, names).removed
 
 
 def move_into_place(tmp: Path, dest: Path) -> None:
     """Rename the finished folder `tmp` to `dest` (same parent). An existing `dest` is replaced only now: it is
-    renamed aside into a new .<name>.<8 characters>.old/ folder, put back if `tmp` cannot take its place, and
-    deleted once it has."""
+    renamed aside into a new, locked .<name>.<8 hex digits>.old/ folder, put back if `tmp` cannot take its place,
+    and deleted once it has. A process killed between the two renames leaves the previous `dest` in the .old
+    folder, where the next `clear_killed_writes` puts it back (`stopping.signals_held` keeps SIGINT and SIGTERM
+    from landing there)."""
     if not dest.exists():
         os.replace(tmp, dest)
         _release(tmp)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
-    os.replace(dest, old / dest.name)
+    old, fd = _locked_folder(dest.parent, dest.name, "old")
     try:
-        os.replace(tmp, dest)
-    except OSError:
-        os.replace(old / dest.name, dest)
-        old.rmdir()
-        raise
-    _release(tmp)
-    shutil.rmtree(old)
+        os.replace(dest, old / dest.name)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            os.replace(old / dest.name, dest)
+            raise
+        _release(tmp)
+    finally:
+        if dest.exists():  # else the previous result is only in `old`: left for `clear_killed_writes` to put back
+            shutil.rmtree(old)
+        if fd is not None:
+            os.close(fd)

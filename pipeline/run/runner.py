@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 from . import files
 from .config import RunConfig, config_hash, flatten
 from .files import write_json
+from .stopping import signals_held
 from . import plots
 from .dynamics import dynamics_series, dynamics_table, write_dynamics
 from .depthprobe import across_layers, weight_gradient_table, write_across, write_weight_gradients
@@ -85,7 +86,8 @@ def execute_run(cfg: RunConfig, data_dir: Path | str, run_dir: Path | str,
     try:
         with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
             summary = _build_folder(cfg, Path(data_dir), tmp, progress)
-        files.move_into_place(tmp, run_dir)
+        with signals_held():  # a stop lands before or after the swap, never between its renames
+            files.move_into_place(tmp, run_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -124,20 +124,32 @@ def _check_memory(path: Path, spec, data_dir: Path, max_memory: str, jobs: int, 
 
 
 def _run(spec, data_dir: Path, results_dir: Path, jobs: int, cluster: str = "", track: bool = True) -> str:
-    from .. import tracking
-
     if cluster:
         from ..cluster import check_reachable, connect
 
         check_reachable(cluster)  # a malformed or dead address is refused before the store is opened
-    store = tracking.open_store(tracking.default_project_root()) if track else None
-    if not cluster:
-        return _run_with(spec, data_dir, results_dir, store, jobs)
-    with connect(cluster) as opened:  # refuses a bad address or mismatched workers before any run is created
-        return _run_with(spec, data_dir, results_dir, store, opened.slots, opened.executor(data_dir))
+        store = _open_store(track)
+        with connect(cluster) as opened:  # refuses a bad address or mismatched workers before any run is created
+            return _run_with(spec, data_dir, results_dir, store, opened.slots, opened.executor(data_dir))
+    from ..sweep import cells_to_compute, started_workers
+
+    # The workers start first and import the runner's modules while this process opens the store (MLflow's imports
+    # and its schema check): they compute and write only run folders, never the store, so the store need not exist
+    # before them. No cell starts before its run is created, as without them.
+    with started_workers(min(jobs, cells_to_compute(spec, results_dir, data_dir)), (RUNNER_MODULE,)) as workers:
+        return _run_with(spec, data_dir, results_dir, _open_store(track), jobs, workers=workers)
 
 
-def _run_with(spec, data_dir: Path, results_dir: Path, store, jobs: int, executor=None) -> str:
+RUNNER_MODULE = "pipeline.run.runner"  # what a worker computes a cell with (runner.execute_run, run_sweep's default)
+
+
+def _open_store(track: bool):
+    from .. import tracking
+
+    return tracking.open_store(tracking.default_project_root()) if track else None
+
+
+def _run_with(spec, data_dir: Path, results_dir: Path, store, jobs: int, executor=None, workers=None) -> str:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .. import tracking
@@ -156,7 +168,7 @@ def _run_with(spec, data_dir: Path, results_dir: Path, store, jobs: int, executo
         bar.update(task, completed=done, total=total)
 
     try:
-        result = run_sweep(spec, data_dir, results_dir, store, jobs, progress, executor=executor)
+        result = run_sweep(spec, data_dir, results_dir, store, jobs, progress, executor=executor, workers=workers)
     finally:
         if bar.live.is_started:
             bar.stop()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import os
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
@@ -18,6 +20,7 @@ from ..run.paths import check_data_dir, check_output_folder, option_label
 
 if TYPE_CHECKING:  # the runner pulls in pandas and the engine: imported when a run starts, not for --help
     from ..run.runner import RunResult
+    from ..run.stopping import Stop
 
 EXPERIMENT = "rnngrad/train"
 JSON_KEYS = ("run_id", "outcome", "final_train_loss", "final_val_loss", "val_accuracy", "seconds")
@@ -111,22 +114,21 @@ def train_cmd(
     Writes OUT/<config_hash>/: config.json, summary.json, history.csv, probe/, figures/, series.parquet.
 
     A diverged run (a non-finite loss, gradient or validation loss) is a result and exits 0; a failed run (an error
-    inside it) exits 1.
+    inside it) exits 1; SIGTERM or Ctrl-C stops it with one line and exit code 143 or 130, its temp folder removed.
     """
+    from ..run.stopping import StopRequested, stop_on_signals
+
     cfg = resolve_config(config, given, preset)
     _check_reads(cfg, data_root)
     run_hash = _check_paths(cfg, data_dir, out, max_memory)
-    _remove_leftovers(out)
-    store = tracking.open_store(tracking.default_project_root()) if track else None
-    experiment_id = tracking.ensure_experiment(store, EXPERIMENT) if store else None
-    with _ProgressBar(cfg) as bar:
+    with stop_on_signals() as stop:
         try:
-            result = _run_with_progress_bar(cfg, data_dir, out / run_hash, bar)
-        except OSError as e:  # creating or renaming the run folder (errors inside the run are its `failed` outcome)
-            raise UserError(f"--out {out}: cannot write the run folder there ({e.strerror or e})") from None
-        bar.phase("logging" if store else "done")
-        run_id = _log_run(store, experiment_id, result) if store else None
-        bar.phase("done")
+            result, run_id, store, experiment_id = _train(cfg, data_dir, out, run_hash, track, stop)
+        except StopRequested as e:
+            done = getattr(e, "done", f"the run did not finish; {out / run_hash} was not written (a previous "
+                                      "run's folder there stands)")
+            typer.echo(f"stopped by {e.name}: {done}", err=True)
+            raise typer.Exit(e.exit_code) from None
     report = {"run_id": run_id, **{k: result.summary.get(k) for k in JSON_KEYS[1:]}, "run_dir": str(result.run_dir)}
     samples = first_and_last_samples(result.run_dir)
     if samples:
@@ -135,9 +137,52 @@ def train_cmd(
         typer.echo(json.dumps(report))
     else:
         _print_human(result, run_id, store, experiment_id)
+    if stop.signum is not None:  # it came while the run was logged: that was finished first
+        typer.echo(f"stopped by {signal.Signals(stop.signum).name} once the run was written and logged", err=True)
+        raise typer.Exit(128 + stop.signum)
     if result.outcome == "failed":
         typer.echo(f"run failed: {result.summary.get('error')}", err=True)
         raise typer.Exit(1)
+
+
+def _train(cfg: RunConfig, data_dir: Path, out: Path, run_hash: str, track: bool, stop: Stop
+           ) -> tuple[RunResult, str | None, tracking.Store | None, str | None]:
+    """Clear what killed runs left in --out, run, log: (result, run_id, store, experiment_id). A stop signal ends
+    the run at once (its temp folder removed), but waits for a step with the MLflow store to end."""
+    from ..run.stopping import StopRequested
+
+    _remove_leftovers(out)
+    store = tracking.open_store(tracking.default_project_root()) if track else None
+    experiment_id = tracking.ensure_experiment(store, EXPERIMENT) if store else None
+    run_dir = out / run_hash
+    before = _folder_identity(run_dir)
+    with _ProgressBar(cfg) as bar:
+        try:
+            with stop.at_once():
+                result = _run_with_progress_bar(cfg, data_dir, run_dir, bar)
+        except StopRequested as e:
+            if _folder_identity(run_dir) not in (None, before):  # it came just as the new folder was swapped in
+                e.done = f"{run_dir} was written, but the run was not logged to MLflow"
+            raise
+        except OSError as e:  # creating or renaming the run folder (errors inside the run are its `failed` outcome)
+            raise UserError(f"--out {out}: cannot write the run folder there ({e.strerror or e})") from None
+        bar.phase("logging" if store else "done")
+        try:
+            run_id = _log_run(store, experiment_id, result) if store else None
+        except StopRequested as e:  # a second signal while logging
+            e.done = f"{run_dir} was written; its MLflow run ended KILLED"
+            raise
+        bar.phase("done")
+    return result, run_id, store, experiment_id
+
+
+def _folder_identity(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of `folder`, None if there is none: a run folder swapped in has a new one."""
+    try:
+        st = os.stat(folder, follow_symlinks=False)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def resolve_config(config_file: Path | None, given: dict, preset: str | None = None) -> RunConfig:
@@ -173,12 +218,15 @@ def _check_paths(cfg: RunConfig, data_dir: Path, out: Path, max_memory: str) -> 
 
 
 def _remove_leftovers(out: Path) -> None:
-    """The temp run folders that killed runs left in --out (each run removes its own otherwise)."""
-    from ..run.files import remove_stale_temp_folders
+    """What killed runs left in --out (each run clears its own otherwise): a run folder a run killed while it
+    replaced it left aside is put back; temp folders and the aside folders of finished swaps are removed."""
+    from ..run.leftovers import clear_killed_writes
 
-    removed = remove_stale_temp_folders(out, r"[0-9a-f]{12}")  # a run folder's name is its config_hash
-    if removed:
-        typer.echo(f"removed {len(removed)} temp folder(s) that killed runs left in {out}", err=True)
+    cleared = clear_killed_writes(out, r"[0-9a-f]{12}")  # a run folder's name is its config_hash
+    for folder in cleared.restored:
+        typer.echo(f"put back {folder}, which a run killed while replacing it had moved aside", err=True)
+    if cleared.removed:
+        typer.echo(f"removed {len(cleared.removed)} temp folder(s) that killed runs left in {out}", err=True)
 
 
 def _check_memory(cfg: RunConfig, data_dir: Path, max_memory: str) -> None:

@@ -19,6 +19,7 @@ One job per module:
 - `pool`: the worker processes and logging threads (no MLflow);
 - `stop`: SIGINT/SIGTERM turned into a stop at a safe point;
 - `present`: the sweep in MLflow (experiment, parent, children, datasets, summary table);
+- `order`: the order the missing cells are computed in (longest first);
 - `compute`: the loop that computes the missing cells and logs each as it returns;
 - `driver`: `run_sweep`, from the spec's lock to its closed parent run, resume included.
 
@@ -26,12 +27,12 @@ The names below are the package's face for the stages, the benchmarks and the te
 the module that owns a name.
 """
 
-from .driver import Progress, run_sweep
+from .driver import Progress, cells_to_compute, run_sweep
 from .plan import Cell, SweepResult, cell_names, plan_cells, spec_hash
-from .pool import WORKER_NICENESS, compute_cell
+from .pool import WORKER_NICENESS, compute_cell, started_workers
 from .present import dataset_refs, summary_table
 from .results import RUNNER_TEMP_FOLDER, folder_outcome, write_results_table
 
-__all__ = ["RUNNER_TEMP_FOLDER", "WORKER_NICENESS", "Cell", "Progress", "SweepResult", "cell_names", "compute_cell",
-           "dataset_refs", "folder_outcome", "plan_cells", "run_sweep", "spec_hash", "summary_table",
-           "write_results_table"]
+__all__ = ["RUNNER_TEMP_FOLDER", "WORKER_NICENESS", "Cell", "Progress", "SweepResult", "cell_names", "cells_to_compute",
+           "compute_cell", "dataset_refs", "folder_outcome", "plan_cells", "run_sweep", "spec_hash", "started_workers",
+           "summary_table", "write_results_table"]

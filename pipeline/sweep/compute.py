@@ -30,7 +30,8 @@ LOG_DRAIN_SECONDS = 3.0  # how long a stopping sweep waits for a cell being logg
 
 
 def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, execute,
-               result: SweepResult, tick, stop: _StopRequest, inputs: dict, executor=None) -> dict[str, str]:
+               result: SweepResult, tick, stop: _StopRequest, inputs: dict, executor=None,
+               workers: _CellPool | None = None) -> dict[str, str]:
     """Compute `todo` in worker processes (or in the pool `executor(jobs)` makes, a Dask cluster's), at most `jobs`
     at a time; log each as it returns, in a small thread pool (SERVER_LOG_THREADS). The wait for them wakes every
     POLL_SECONDS to see whether a signal asked the sweep to stop.
@@ -39,15 +40,18 @@ def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, ex
     pool, and the pool stops its other workers. Only the cell of the worker that died ends FAILED, with the
     reason; the pool is replaced, and the other cells it was running are started again in the new one (at most
     MAX_POOL_BREAKS times each, in case the dead worker cannot be told apart). (A cluster reschedules a dead
-    worker's cell itself, up to its allowed failures, and never breaks.)"""
+    worker's cell itself, up to its allowed failures, and never breaks.)
+
+    `workers`: a local pool started earlier (`pool.started_workers`), used first; it stays its starter's to shut down
+    (it is stopped here only if it breaks or the sweep stops)."""
     if not todo:
         return {}
     jobs = min(jobs or usable_cpus(), len(todo))
 
     def new_pool():
-        return _ExecutorPool(executor(jobs)) if executor is not None else _CellPool(jobs)
+        return _ExecutorPool(executor(jobs)) if executor is not None else _CellPool(jobs, (execute.__module__,))
 
-    pool = new_pool()
+    pool = workers if workers is not None and executor is None else new_pool()
     pending: deque[tuple[Cell, str | None]] = deque((cell, None) for cell in todo)  # (cell, its run if created)
     inflight: dict[Future, tuple[Cell, str]] = {}
     breaks: dict[str, int] = {}  # config_hash -> pool breaks the cell was caught in
@@ -126,7 +130,8 @@ def _run_cells(store, exp_id, parent, spec, todo: list[Cell], data_dir, jobs, ex
         with server.hurry():  # seconds, even when the tracking server is gone
             _end_runs(store, [r for _, r in [*inflight.values(), *pending] if r is not None] + unlogged, "KILLED")
         raise
-    pool.shutdown()
+    if pool is not workers:
+        pool.shutdown()
     logger.stop(None)
     return run_ids
 

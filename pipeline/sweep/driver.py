@@ -18,6 +18,7 @@ from ..tracking import runs, server
 from ..tracking.connection import Store
 from ..tracking.values import untracked_run_id
 from .compute import _run_cells
+from .order import longest_first
 from .plan import Cell, SweepResult, plan_cells, spec_hash
 from .present import (_close_parent, _end_runs, _log_and_finish, _open_parent, _present_experiment,
                       _present_parent, _start_child, dataset_refs)
@@ -34,14 +35,15 @@ Progress = Callable[[int, int, str, str], None]
 
 def run_sweep(spec, data_dir: Path, results_dir: Path, store: Store | None, jobs: int | None = None,
               progress: Progress | None = None, execute: Callable | None = None,
-              executor: Callable[[int], Any] | None = None) -> SweepResult:
+              executor: Callable[[int], Any] | None = None, workers=None) -> SweepResult:
     """Run every missing cell of `spec` (a run.spec.Spec) and write `results/<spec>.parquet`.
 
     `execute(cfg, data_dir, run_dir)` computes one run folder (default `runner.execute_run`); it must be a
     module-level function, since it is sent to worker processes. `executor(jobs)` makes the pool the cells run in
     (`submit` returning a concurrent.futures.Future, `shutdown(wait, cancel_futures)`), e.g. a Dask cluster's
-    (`cluster.Cluster.executor`); by default a local process pool of `jobs` workers. `store` None: no MLflow (the
-    result's experiment and parent run ids are None).
+    (`cluster.Cluster.executor`); by default a local process pool of `jobs` workers: `workers`, one already started
+    (`pool.started_workers`, sized by `cells_to_compute`), else one made when the first cell is computed. `store`
+    None: no MLflow (the result's experiment and parent run ids are None).
     """
     if execute is None:
         from ..run.runner import execute_run as execute
@@ -62,9 +64,10 @@ def run_sweep(spec, data_dir: Path, results_dir: Path, store: Store | None, jobs
             progress(0, len(cells), "", "started")
         try:
             run_ids, redo = _resume(store, exp_id, parent, spec, cells, result, tick, stop, inputs)
-            todo = [replace(c, redo=c.config_hash in redo) for c in cells if c.config_hash not in run_ids]
+            todo = longest_first([replace(c, redo=c.config_hash in redo) for c in cells if c.config_hash not in run_ids],
+                                 Path(data_dir))
             run_ids |= _run_cells(store, exp_id, parent, spec, todo, data_dir, jobs, execute, result, tick, stop,
-                                  inputs, executor)
+                                  inputs, executor, workers)
             stop.check()  # the last point to stop at: from here the sweep only writes its table and finishes
             table = write_results_table(spec, cells, run_ids, results_dir, result.table_path)
             if store is not None:
@@ -77,6 +80,17 @@ def run_sweep(spec, data_dir: Path, results_dir: Path, store: Store | None, jobs
                 _end_runs(store, [parent], "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
             raise
     return result
+
+
+def cells_to_compute(spec, results_dir: Path, data_dir: Path) -> int:
+    """How many of the spec's cells the sweep will compute, from the results folder alone: those without a folder
+    and those whose folder holds no result (`failed` or unreadable), as `_resume` finds them. (A folder that holds
+    a result is only logged, if at all: which cells a sweep computes does not depend on the store.)"""
+    return sum(_needs_computing(c) for c in plan_cells(spec, results_dir, data_dir))
+
+
+def _needs_computing(cell: Cell) -> bool:
+    return not cell.run_dir.is_dir() or folder_outcome(cell.run_dir) in (None, FAILED)
 
 
 def _has_work(store, exp_id: str, cells: list[Cell]) -> bool:

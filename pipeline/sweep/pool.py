@@ -9,6 +9,7 @@ caller's (the cells it is handed are `plan.Cell`s, read for their config, config
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import queue
@@ -16,8 +17,9 @@ import signal
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..errors import UserError
 from ..run.sources import run_hash
@@ -57,10 +59,12 @@ def _check_inputs_unchanged(cfg, data_dir: Path, planned: str) -> None:
 _STARTED = None  # in a worker: the pool's queue of (config_hash, pid) of the cells started
 
 
-def _worker_init(parent_pid: int, started=None) -> None:
+def _worker_init(parent_pid: int, started=None, preload: tuple[str, ...] = ()) -> None:
     """Workers leave Ctrl-C to the parent (which ends the runs KILLED and stops them), exit when the parent is gone
     (SIGKILL), so that no orphan keeps computing beside a restarted sweep, and yield the CPU to the parent
-    (WORKER_NICENESS). (Each run uses one BLAS thread, runner.BLAS_THREADS, so workers do not fight over cores.)"""
+    (WORKER_NICENESS). (Each run uses one BLAS thread, runner.BLAS_THREADS, so workers do not fight over cores.)
+    Then they import the `preload` modules (the runner's numpy, pandas and matplotlib): at once, while the parent
+    still prepares the sweep, rather than when the first cell arrives."""
     global _STARTED
     _STARTED = started
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -73,6 +77,16 @@ def _worker_init(parent_pid: int, started=None) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
+    for module in preload:
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - the cell that needs it fails on it again, and says so as its error
+            pass
+
+
+def _ready() -> int:
+    """A task that only makes the pool start a worker (`_CellPool.start`)."""
+    return os.getpid()
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
@@ -108,13 +122,21 @@ class _CellPool:
     worker reports (config_hash, pid) as it starts one), so that when the pool breaks the sweep can tell the cell
     whose worker died from those the pool stopped with it (their workers end by the executor's SIGTERM)."""
 
-    def __init__(self, jobs: int) -> None:
+    def __init__(self, jobs: int, preload: tuple[str, ...] = ()) -> None:
         context = multiprocessing.get_context("spawn")
         self.started = context.SimpleQueue()  # written by a worker in one small write, read only here
         self.executor = ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
-                                            initargs=(os.getpid(), self.started))
+                                            initargs=(os.getpid(), self.started, preload))
+        self.jobs = jobs
         self.processes: dict[int, Any] = {}  # pid -> multiprocessing.Process, every worker this pool started
         self.worker_of: dict[str, int] = {}  # config_hash -> pid of the worker that started it
+
+    def start(self) -> None:
+        """Start every worker now, without waiting for them: the executor starts one per task submitted while none is
+        idle, so one tiny task each, which is done as soon as that worker has imported its modules."""
+        for _ in range(self.jobs):
+            self.executor.submit(_ready)
+        self.processes.update(getattr(self.executor, "_processes", None) or {})
 
     def submit(self, execute: Callable, cell: Any, data_dir: Path) -> Future:
         future = self.executor.submit(compute_cell, execute, cell.config, data_dir, cell.run_dir, cell.redo,
@@ -151,6 +173,24 @@ class _CellPool:
     def shutdown(self) -> None:
         self.executor.shutdown(wait=True)
         self.started.close()
+
+
+@contextmanager
+def started_workers(jobs: int, preload: tuple[str, ...]) -> Iterator[_CellPool | None]:
+    """A local pool of `jobs` workers, started now (None when `jobs` is 0): each spawned worker imports `preload`
+    while the caller goes on (opening the store, presenting the sweep), so that the first cells find them ready.
+    Shut down at the end; stopped at once if the block raises."""
+    if jobs <= 0:
+        yield None
+        return
+    pool = _CellPool(jobs, preload)
+    try:
+        pool.start()
+        yield pool
+    except BaseException:
+        pool.stop()
+        raise
+    pool.shutdown()
 
 
 class _ExecutorPool:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import stat
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import UserError
-from ..run.files import atomic_file
+from ..run.files import atomic_file, remove_stale_temp_folders
 from ..run.headers import RESULTS_MAX_ROWS, check_columns, parquet_header
 from ..run.verdicts import OUTCOMES
 from ..tracking import values
@@ -85,13 +84,10 @@ def _short_text(text: str, limit: int = 60) -> str:
 
 
 def _remove_runner_temp_folders(runs_dir: Path) -> None:
-    """Remove the temp folders that killed workers left in a spec's runs folder (the runner removes its own
-    otherwise). Only names the runner makes: anything else in the folder is not ours to delete."""
-    if not runs_dir.is_dir():
-        return
-    for path in runs_dir.iterdir():
-        if RUNNER_TEMP_FOLDER.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
+    """Clear what killed workers left in a spec's runs folder (the runner clears its own otherwise): a run folder
+    a worker killed mid-swap left in its .old folder is put back, temp and .old folders removed. Only names the
+    runner makes: anything else in the folder is not ours to delete."""
+    remove_stale_temp_folders(runs_dir, r"[0-9a-f]{12}")
 
 
 def folder_outcome(run_dir: Path) -> str | None:

@@ -37,8 +37,10 @@ def default_project_root(cwd: str | Path | None = None) -> Path:
 
 
 def open_store(project_root: str | Path, tracking_uri: str | None = None) -> Store:
-    """Open (and, for sqlite, create now: before any worker exists) the store runs are logged to.
-    `tracking_uri` overrides MLFLOW_TRACKING_URI; "" means the embedded store in `project_root`."""
+    """Open (and, for sqlite, create now: before any run is logged) the store runs are logged to. Only the process
+    that logs opens it: a sweep's workers, which may start before it is opened, never touch it (nor inherit a
+    connection to it: they are spawned, not forked). `tracking_uri` overrides MLFLOW_TRACKING_URI; "" means the
+    embedded store in `project_root`."""
     root = Path(project_root).resolve()
     parsed = parse_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") if tracking_uri is None else tracking_uri,
                                 root)
