@@ -26,7 +26,7 @@ TURNS = 4  # ABBA BAAB: each code drawn in 4 fresh processes
 WARM = 10  # warm draws per process
 QUICK_RUN = {"task": "adding", "seq_len": 30, "val_size": 1000, "hidden": 32, "init": "gaussian", "gamma_w": 2.0,
              "optimizer": "adam", "lr": 0.003, "batch": 64, "iters": 400, "clip_mode": "global",
-             "clip_threshold": 1.0, "eval_every": 100, "probe_len": 30, "seed": 2}
+             "clip_threshold": 1.0, "eval_every": 200, "probe_len": 30, "seed": 2}
 
 RUN = r"""
 import json, sys, time
