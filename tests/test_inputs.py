@@ -153,16 +153,29 @@ def test_specs_on_two_corpora_coexist_in_data(project):
         assert (project / "data" / entry["file"]).is_file() and entry["file"] in manifest["files"]
 
 
-def test_generate_refuses_a_listed_specs_corpus_that_dvc_does_not_watch(project):
+@pytest.mark.parametrize("args", [(), ("--spec", "experiments/outside.yaml", "--out", "data/outside")],
+                         ids=["params-specs", "dvc-stage"])
+def test_generate_refuses_a_listed_specs_corpus_that_dvc_does_not_watch(project, args):
+    """Both as `rnngrad generate` reads params.yaml and as dvc.yaml's generate@<spec> names one listed spec."""
     (project / "elsewhere.txt").write_text(TEXT_A)
     write_spec(project, "outside", "task: text, text: elsewhere.txt")
     (project / "params.yaml").write_text("profile: quick\nspecs: [outside]\njobs: 0\n")
-    result = invoke("generate")
+    result = invoke("generate", *args)
     assert result.exit_code == 2 and not (project / "data").exists()
     assert result.stderr.strip().splitlines() == [
         "Error: experiments/outside.yaml: profiles.quick: cell 0 {'seed': 0}: text elsewhere.txt: lies outside "
         "corpora/, the folder dvc.yaml's stages depend on, so DVC would not see it change; move it into corpora/ "
         "and name it corpora/elsewhere.txt"]
+
+
+def test_a_spec_params_yaml_does_not_list_may_read_a_corpus_elsewhere(project):
+    (project / "elsewhere.txt").write_text(TEXT_A)
+    write_spec(project, "outside", "task: text, text: elsewhere.txt")
+    write_spec(project, "listed", "task: text, text: corpora/a.txt")
+    (project / "params.yaml").write_text("profile: quick\nspecs: [listed]\njobs: 0\n")
+    result = invoke("generate", "--spec", "experiments/outside.yaml")
+    assert result.exit_code == 0, result.output
+    assert "elsewhere.txt" in json.loads((project / "data" / "manifest.json").read_text())["corpora"]
 
 
 # ---- bad input ------------------------------------------------------------------------------------------------
