@@ -263,5 +263,5 @@ def generate_cmd(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     n = sum(r.task != datasets.TEXT_TASK for r in requests)
-    texts = ", ".join(f"{c.source} ({len(c.content)} chars)" for c in corpora)
-    typer.echo(f"wrote {out}/: {n} datasets + {len(corpora)} corpora: {texts} in {time.perf_counter() - start:.1f} s")
+    texts = "".join(f"{', ' if i else ': '}{c.source} ({len(c.content)} chars)" for i, c in enumerate(corpora))
+    typer.echo(f"wrote {out}/: {n} datasets + {len(corpora)} corpora{texts} in {time.perf_counter() - start:.1f} s")
