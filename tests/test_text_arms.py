@@ -19,7 +19,7 @@ from pipeline import cli
 from pipeline.engine.text import build_vocab
 from pipeline.report.reductions import format_metric
 from pipeline.run.corpus import default_corpus
-from pipeline.run.runner import new_model
+from pipeline.run.runner import new_model, sample_checkpoints
 from pipeline.run.spec import load_spec
 
 cli._register()
@@ -53,6 +53,18 @@ def test_the_text_spec_has_both_arms_at_about_equal_parameter_counts(profile, vo
     by_arm = {arm: sorted(json.dumps(s, sort_keys=True) for s, c in zip(same, cells) if c.cell_type == arm)
               for arm in arms}
     assert by_arm["rnn"] == by_arm["lstm"]
+
+
+
+@pytest.mark.parametrize("profile", ["quick", "full"])
+def test_every_text_sample_falls_on_a_validation_pass(profile):
+    """A sample continues the held-out text from the state of a carried read of it; on a validation pass that read
+    is the pass's own, off one it is a whole extra read of the text (engine/trainer.py: a pass before the first step,
+    after every eval_every-th and after the last)."""
+    for cell in load_spec(ROOT / "experiments" / "text.yaml", profile).cells:
+        passes = {0, cell.iters} | (set(range(cell.eval_every, cell.iters + 1, cell.eval_every)) if cell.eval_every
+                                    else set())
+        assert sample_checkpoints(cell.iters, cell.samples) <= passes, (profile, cell.iters, cell.eval_every)
 
 
 # a fake text sweep: the vanilla arm planted at chance, the LSTM arm learned (final validation loss, chance 1.0x/0.4x;
