@@ -114,6 +114,27 @@ def test_profile_full_and_explicit_spec(project):
     assert list(manifest["datasets"]) == ["temporal_order_T40_N10_s2"]
 
 
+def test_no_default_corpus_records_only_the_corpora_the_cells_read(project):
+    """dvc.yaml's per-spec folders: a spec without text cells gets no corpus; one whose cells read the default gets
+    it all the same."""
+    synthetic = project / "experiments" / "synthetic.yaml"
+    synthetic.write_text(SPEC.replace("name: small", "name: synthetic")
+                         .replace("      - {task: [text], text: [default], seq_len: [25]}\n", ""))
+    assert "task: [text]" not in synthetic.read_text()
+    said = {}
+    for spec, out in (("synthetic", "data/synthetic"), ("small", "data/small")):
+        result = invoke("--spec", f"experiments/{spec}.yaml", "--out", out, "--no-default-corpus")
+        assert result.exit_code == 0, result.output
+        said[spec] = result.stdout
+    assert said["synthetic"].startswith("wrote data/synthetic/: 2 datasets + 0 corpora in ")
+    assert said["small"].startswith("wrote data/small/: 2 datasets + 1 corpora: stdlib-docstrings (")
+    bare = json.loads((project / "data" / "synthetic" / "manifest.json").read_text())
+    assert bare["corpora"] == {} and not any(n.startswith("text_") for n in bare["files"])
+    assert set(bare["datasets"]) == {"adding_T12_N20_s1", "copy_T3_N10_s0"}
+    small = json.loads((project / "data" / "small" / "manifest.json").read_text())
+    assert list(small["corpora"]) == ["default"]
+
+
 def test_no_specs_writes_text_only(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = invoke()

@@ -153,16 +153,29 @@ def test_specs_on_two_corpora_coexist_in_data(project):
         assert (project / "data" / entry["file"]).is_file() and entry["file"] in manifest["files"]
 
 
-def test_generate_refuses_a_listed_specs_corpus_that_dvc_does_not_watch(project):
+@pytest.mark.parametrize("args", [(), ("--spec", "experiments/outside.yaml", "--out", "data/outside")],
+                         ids=["params-specs", "dvc-stage"])
+def test_generate_refuses_a_listed_specs_corpus_that_dvc_does_not_watch(project, args):
+    """Both as `rnngrad generate` reads params.yaml and as dvc.yaml's generate@<spec> names one listed spec."""
     (project / "elsewhere.txt").write_text(TEXT_A)
     write_spec(project, "outside", "task: text, text: elsewhere.txt")
     (project / "params.yaml").write_text("profile: quick\nspecs: [outside]\njobs: 0\n")
-    result = invoke("generate")
+    result = invoke("generate", *args)
     assert result.exit_code == 2 and not (project / "data").exists()
     assert result.stderr.strip().splitlines() == [
         "Error: experiments/outside.yaml: profiles.quick: cell 0 {'seed': 0}: text elsewhere.txt: lies outside "
         "corpora/, the folder dvc.yaml's stages depend on, so DVC would not see it change; move it into corpora/ "
         "and name it corpora/elsewhere.txt"]
+
+
+def test_a_spec_params_yaml_does_not_list_may_read_a_corpus_elsewhere(project):
+    (project / "elsewhere.txt").write_text(TEXT_A)
+    write_spec(project, "outside", "task: text, text: elsewhere.txt")
+    write_spec(project, "listed", "task: text, text: corpora/a.txt")
+    (project / "params.yaml").write_text("profile: quick\nspecs: [listed]\njobs: 0\n")
+    result = invoke("generate", "--spec", "experiments/outside.yaml")
+    assert result.exit_code == 0, result.output
+    assert "elsewhere.txt" in json.loads((project / "data" / "manifest.json").read_text())["corpora"]
 
 
 # ---- bad input ------------------------------------------------------------------------------------------------
@@ -248,7 +261,8 @@ def _parents(db: Path, experiment: str) -> int:
 def test_the_newcomers_text_spec_on_its_own_corpus_beside_the_built_in_one(tmp_path):
     """README's path: a new spec on a new corpus in corpora/, then `dvc repro`, beside the built-in text spec (here
     a tiny copy): both results in the report and in MLflow; a changed byte of the corpus is seen by `dvc status`
-    and reruns only its run, and the untouched spec's sweep, rerun by DVC, adds no parent."""
+    and reruns only its run; the untouched spec's data is the same, so its sweep does not run. Adding a spec, or
+    removing one, makes only its own stages and analyze stale."""
     shutil.copytree(ROOT / ".dvc", tmp_path / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))  # deps
     for name in ("dvc.yaml", ".dvcignore"):
@@ -279,12 +293,24 @@ def test_the_newcomers_text_spec_on_its_own_corpus_beside_the_built_in_one(tmp_p
     corpus = tmp_path / "corpora" / "mine.txt"
     corpus.write_bytes(corpus.read_bytes().replace(b"best", b"rest", 1))
     status = run(["dvc", "status"], tmp_path).stdout
-    assert "generate:" in status and "modified:           corpora" in status, status
+    assert "generate@mine:" in status and "modified:           corpora" in status, status
 
     second = run(["dvc", "repro"], tmp_path).stdout
-    assert "mine: 1 ran, 0 already done" in second and "text: 0 ran, 1 already done" in second, second
+    assert "mine: 1 ran, 0 already done" in second, second
+    assert "Stage 'sweep@text' didn't change, skipping" in second, second  # data/text/ holds the same bytes
     assert len(os.listdir(tmp_path / "results" / "mine" / "runs")) == 2  # both versions' results survive
     assert (_parents(db, "rnngrad/mine"), _parents(db, "rnngrad/text")) == (2, 1)  # work for mine only
+
+    write_spec(tmp_path, "third", "task: adding")
+    (tmp_path / "params.yaml").write_text("profile: quick\nspecs: [mine, text, third]\njobs: 1\ncluster: \"\"\n")
+    assert stale(run(["dvc", "status"], tmp_path).stdout) == {"generate@third", "sweep@third", "analyze"}
+    (tmp_path / "params.yaml").write_text("profile: quick\nspecs: [mine]\njobs: 1\ncluster: \"\"\n")
+    assert stale(run(["dvc", "status"], tmp_path).stdout) == {"analyze"}
+
+
+def stale(status: str) -> set[str]:
+    """The stages `dvc status` lists: its unindented `<stage>:` lines."""
+    return {line[:-1] for line in status.splitlines() if line.endswith(":") and not line[0].isspace()}
 
 
 def test_too_many_streams_for_the_corpus_are_refused(project):

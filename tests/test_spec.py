@@ -203,8 +203,14 @@ def test_a_spec_is_its_file_plus_its_name_in_params():
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     assert sorted(params["specs"]) == sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-    assert stages["sweep"]["foreach"] == "${specs}"
-    assert "specs" in stages["generate"]["params"]
+    assert stages["sweep"]["foreach"] == stages["generate"]["foreach"] == "${specs}"
+    generate, sweep = stages["generate"]["do"], stages["sweep"]["do"]
+    assert [next(iter(out)) for out in generate["outs"]] == ["data/${item}"]  # one data folder per spec
+    assert "--out data/${item}" in generate["cmd"] and "--data-dir data/${item}" in sweep["cmd"]
+    assert {"experiments/${item}.yaml", "data/${item}"} <= set(sweep["deps"]) and "data" not in sweep["deps"]
+    # a spec is a dep of its stages, not a params file: `dvc exp show` would give every key of it a column
+    assert "experiments/${item}.yaml" in generate["deps"]
+    assert all(isinstance(p, str) for stage in (generate, sweep) for p in stage["params"]), "a params file"
 
 
 def test_the_readme_example_spec_derives_the_datasets_it_names(tmp_path):

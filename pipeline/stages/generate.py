@@ -117,11 +117,13 @@ class CorpusChoice:
 
 
 def _choose_corpora(text: Path | None, requests: list[datasets.DataRequest], seq_len: int | None,
-                    watched: Path | None) -> list[CorpusChoice]:
-    """Every corpus the specs' text cells name, plus --text, plus the default one (`rnngrad train`'s), each read
-    and checked to hold its longest window. `watched`: the folder DVC's stages depend on (the specs came from
-    params.yaml); a spec's corpus file outside it is refused, since DVC would not see it change."""
-    windows: dict[str, tuple[int, str]] = {corpus.DEFAULT_CORPUS: (datasets.DEFAULT_TEXT_WINDOW, "the default corpus")}
+                    watched: Path | None, default: bool = True) -> list[CorpusChoice]:
+    """Every corpus the specs' text cells name, plus --text, plus (`default`) the default one (`rnngrad train`'s),
+    each read and checked to hold its longest window. `watched`: the folder DVC's stages depend on (the specs are
+    params.yaml's); a spec's corpus file outside it is refused, since DVC would not see it change."""
+    windows: dict[str, tuple[int, str]] = {}
+    if default:
+        windows[corpus.DEFAULT_CORPUS] = (datasets.DEFAULT_TEXT_WINDOW, "the default corpus")
     for r in requests:
         if r.task == datasets.TEXT_TASK:
             option = f"{r.where}: text"
@@ -137,6 +139,17 @@ def _choose_corpora(text: Path | None, requests: list[datasets.DataRequest], seq
         datasets.check_text_length(content, seq_len or window, where)
         chosen.append(CorpusChoice(name, content, source))
     return chosen
+
+
+def _watched_folder(spec: list[Path] | None, params: Path = Path("params.yaml"),
+                    experiments: Path = Path("experiments")) -> Path | None:
+    """corpora/ when every spec read is one that params.yaml's `specs:` names (DVC's generate stages make their
+    data), else None: a spec outside that list may read its corpus from anywhere in the project."""
+    listed = _listed_specs(params, experiments)
+    if not listed:
+        return None
+    known = {(experiments / f"{name}.yaml").resolve() for name in listed}
+    return CORPORA_DIR if not spec or all(p.resolve() in known for p in spec) else None
 
 
 def _check_watched(path: Path, watched: Path, option: str) -> None:
@@ -205,7 +218,8 @@ def generate_cmd(
     profile: Annotated[str, typer.Option(help="Whose cells' datasets to make: quick or full.")] = "quick",
     text: Annotated[Path | None, typer.Option(
         help="Also record this UTF-8 text file. Always recorded: every corpus the specs' text cells name (`text:`) "
-        "and the default one, the docstrings of this Python's standard library (about 0.8 MB).")] = None,
+        "and (see --default-corpus) the default one, the docstrings of this Python's standard library (about 0.8 MB)."
+        )] = None,
     out: Annotated[Path, typer.Option(help="Output folder; replaced as a whole once every file is written.")]
     = Path("data"),
     seq_len: Annotated[int | None, typer.Option(
@@ -216,11 +230,15 @@ def generate_cmd(
     data_root: Annotated[list[Path] | None, typer.Option(
         help="A folder outside the project whose files the specs may read; repeat for several (as for `rnngrad "
         "sweep`).")] = None,
+    default_corpus: Annotated[bool, typer.Option(
+        help="Also record the default corpus when no text cell names it. dvc.yaml's per-spec folders "
+        "(data/<spec>/) leave it out: only a spec whose cells read it needs it.")] = True,
 ) -> None:
     """Generate data/: the synthetic validation sets of the specs' cells
     (<task>_T<seq_len>_N<val_size>_s<data_seed>.npz; training draws fresh batches), every corpus they name and
     the default one (text_<sha12>.npz, text_<sha12>.vocab.json) and manifest.json with every file's sha256, each
-    corpus's digest by name, the seeds and the analytic baselines.
+    corpus's digest by name, the seeds and the analytic baselines. dvc.yaml makes one such folder per spec,
+    data/<spec>/, so adding or removing a spec leaves the other specs' data, and their sweeps, as they were.
 
     The same inputs give byte-identical files. Example: `rnngrad generate --profile quick` (a few seconds).
     """
@@ -231,9 +249,8 @@ def generate_cmd(
     requests = _requests(spec_paths, profile, max_cells)
     check_spec_reads(requests, data_root)  # before a spec's text file is read
     _check_sizes([r for r in requests if r.task != datasets.TEXT_TASK])
-    watched = CORPORA_DIR if not spec and _listed_specs(Path("params.yaml"), Path("experiments")) else None
-    corpora = _choose_corpora(text, requests, seq_len, watched)
-    if not spec_paths:
+    corpora = _choose_corpora(text, requests, seq_len, _watched_folder(spec), default_corpus)
+    if not spec_paths and default_corpus:
         typer.echo("no experiments/*.yaml and no --spec: writing the text corpus only", err=True)
     header = {"profile": profile, "specs": [str(p) for p in spec_paths],
               "generator": {"rnngrad": __version__, "numpy": np.__version__, "python": corpus.python_version()}}
@@ -246,5 +263,5 @@ def generate_cmd(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     n = sum(r.task != datasets.TEXT_TASK for r in requests)
-    texts = ", ".join(f"{c.source} ({len(c.content)} chars)" for c in corpora)
-    typer.echo(f"wrote {out}/: {n} datasets + {len(corpora)} corpora: {texts} in {time.perf_counter() - start:.1f} s")
+    texts = "".join(f"{', ' if i else ': '}{c.source} ({len(c.content)} chars)" for i, c in enumerate(corpora))
+    typer.echo(f"wrote {out}/: {n} datasets + {len(corpora)} corpora{texts} in {time.perf_counter() - start:.1f} s")
