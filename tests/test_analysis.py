@@ -717,3 +717,23 @@ def test_run_labels_name_each_run_by_its_varied_axes_seed_included_and_a_lone_ar
     assert list(reductions.run_labels(lone)) == ["cell_type=rnn"]  # not "all": the run's arm
     assert list(reductions.run_labels(runs.iloc[:2])) == ["cell_type=rnn"] * 2  # seeds of one arm: one group
     assert list(reductions.run_labels(runs.iloc[:2], seeds=True)) == ["seed=0", "seed=1"]
+
+
+def test_a_grus_missing_global_bound_is_expected_and_a_vanilla_runs_is_counted_not_finite(tmp_path):
+    """A GRU, like an LSTM, has no (gamma_W gamma_phi)^(t-k) bound, and its rows carry no cell-state norm to say so: the
+    results table's cell_type does. The same NaN global bound in a vanilla run is a failed measurement."""
+    results = tmp_path / "results"
+    results.mkdir()
+    runs = fx.write_study(results, [fx.make_run("remedies", seed=0), fx.make_run("remedies", seed=1)])
+    for run in runs:
+        path = fx.run_folder(results, run) / "probe" / "jacobian.parquet"
+        jac = pd.read_parquet(path)
+        jac["log_bound_global"] = float("nan")
+        jac.to_parquet(path, index=False)
+    table = pd.read_parquet(results / "remedies.parquet")
+    table["cell_type"] = ["gru" if h == runs[0].config_hash else "rnn" for h in table["config_hash"]]
+    table.to_parquet(results / "remedies.parquet", index=False)
+    m = analyze_ok(results, tmp_path / "reports")
+    assert m["nonfinite"] == m["nonfinite_in_ok_runs"] == 2 * pairs(fx.BASE_CONFIG["probe_len"])  # the vanilla run's
+    listed = pd.read_csv(tmp_path / "reports" / "tables" / "nonfinite.csv")
+    assert set(listed["run_id"]) == {runs[1].run_id}

@@ -20,6 +20,9 @@ from .rnn import RNN, Trace, Workspace
 CELLS = ("rnn", "lstm", "gru", "exprnn")
 Model = RNN | LSTM | GRU | ExpRNN
 FILE_CELLS = ("rnn", "lstm", "gru")  # what a model file's `cell` entry says (an expRNN is stored as its vanilla RNN)
+# Gated cells: their step Jacobians are formed densely and bounded by the product of their norms alone; no
+# (gamma_W gamma_phi)^(t-k) global bound exists for them (docs/math.md, section 13.4).
+GATED_CELLS = ("lstm", "gru")
 
 
 def cell_of(model: Model) -> str:

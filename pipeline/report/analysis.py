@@ -18,6 +18,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from ..engine.cells import GATED_CELLS
 from ..run.dynamics import DYNAMICS_COLUMNS, DYNAMICS_FILE
 from .artifacts import load_results, read_artifact, run_folder  # noqa: F401 (the stage and tests read them here)
 from .outputs import ANALYSIS_FORMAT, check_analysis_outputs, read_analysis, write_set  # noqa: F401
@@ -196,7 +197,8 @@ def check_probes(runs: pd.DataFrame, files: dict[str, RunFiles], heat_ids: list[
             continue
         viol = bound_violations(jac)
         out.violations.append(viol.assign(**tag))
-        out.nonfinite.append(nonfinite_summary(jac).assign(outcome=run.outcome, **tag))
+        gated = getattr(run, "cell_type", None) in GATED_CELLS
+        out.nonfinite.append(nonfinite_summary(jac, gated).assign(outcome=run.outcome, **tag))
         out.decay.append(decay_by_lag(jac).assign(**tag))
         if run.run_id in heat_ids:
             out.heatmaps.append(heatmap_rows(jac).assign(**tag))

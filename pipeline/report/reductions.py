@@ -80,14 +80,15 @@ def rounded_tree(tree: Any) -> Any:
 # ---- the bound check: measured <= product <= global, within jacobian.BOUND_RTOL ---------------------------------
 
 
-def nonfinite_mask(jac: pd.DataFrame) -> np.ndarray:
-    """Rows with NaN or +inf in any log column (-inf is an exact zero norm, which is fine). An LSTM's rows (those with
-    a cell-state norm) have no global bound: its NaN there is not a failed measurement."""
+def nonfinite_mask(jac: pd.DataFrame, gated: bool = False) -> np.ndarray:
+    """Rows with NaN or +inf in any log column (-inf is an exact zero norm, which is fine). A gated cell (`gated`: an
+    LSTM or a GRU; an LSTM's rows are also told by their cell-state norm) has no global bound: its NaN there is not a
+    failed measurement."""
     vals = jac[["log_norm", "log_bound_product"]].to_numpy(float)
     bad = (np.isnan(vals) | np.isposinf(vals)).any(axis=1)
     glob = jac["log_bound_global"].to_numpy(float)
     no_global = jac["log_norm_cell"].notna().to_numpy() if "log_norm_cell" in jac else np.zeros(len(jac), bool)
-    return bad | (np.isnan(glob) & ~no_global) | np.isposinf(glob)
+    return bad | (np.isnan(glob) & ~(no_global | gated)) | np.isposinf(glob)
 
 
 def bound_violations(jac: pd.DataFrame) -> pd.DataFrame:
@@ -144,9 +145,9 @@ def violation_text(v: dict) -> str:
             f"(rounding allowed {slack:.3g})")
 
 
-def nonfinite_summary(jac: pd.DataFrame) -> pd.DataFrame:
-    """Per (when, layer): how many pairs have NaN/+inf, and the first such (t, k)."""
-    mask = nonfinite_mask(jac)
+def nonfinite_summary(jac: pd.DataFrame, gated: bool = False) -> pd.DataFrame:
+    """Per (when, layer): how many pairs have NaN/+inf, and the first such (t, k) (`gated`: see `nonfinite_mask`)."""
+    mask = nonfinite_mask(jac, gated)
     if not mask.any():  # the common case
         return on_no_rows("nonfinite", jac, _first_nonfinite)
     return _first_nonfinite(jac[mask])
@@ -175,8 +176,8 @@ def top_layer(jac: pd.DataFrame) -> pd.DataFrame:
 
 def decay_by_lag(jac: pd.DataFrame) -> pd.DataFrame:
     """Top layer, per (when, lag): mean log10 norm and bounds over the pairs whose norm and product bound are
-    finite, and the gaps in decades. An LSTM has no global bound (its log10_global and gap_global are NaN) and a
-    cell state: log10_norm_cell, the mean of its finite ||dc_t/dc_k||, NaN for the vanilla cell."""
+    finite, and the gaps in decades. A gated cell has no global bound (its log10_global and gap_global are NaN); an
+    LSTM has a cell state: log10_norm_cell, the mean of its finite ||dc_t/dc_k||, NaN for the other cells."""
     top = top_layer(jac)
     top = top[np.isfinite(top[["log_norm", "log_bound_product"]].to_numpy(float)).all(axis=1)]
     cell = pd.to_numeric(top["log_norm_cell"], errors="coerce") if "log_norm_cell" in top else np.nan

@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from ..engine import evaluation, tasks
+from ..engine.cells import GATED_CELLS
 from ..engine.jacobian import LANCZOS_MAX_STEPS
 from ..engine.text import VAL_FRACTION, split_sizes
 from ..errors import UserError
@@ -138,7 +139,7 @@ def probe_bytes(cfg: RunConfig, sizes: RunSizes) -> int:
     layer."""
     P, n, L = sizes.probe_steps, cfg.hidden, cfg.layers
     m = 2 * n if cfg.cell_type == "lstm" else n  # the state's width
-    products = (5 if cfg.cell_type in ("lstm", "gru") else 2.6) * P * m * m
+    products = (5 if cfg.cell_type in GATED_CELLS else 2.6) * P * m * m
     lanczos = P * LANCZOS_MAX_STEPS * (m + LANCZOS_MAX_STEPS)
     tables = L * (P + 1) ** 2 * (6 + 3 * 10 / 2)  # six matrices per layer; 10 columns for half the pairs, 3 copies
     return int(FLOAT * (products + lanczos + tables))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..engine.cells import Model, as_vanilla, forward
+from ..engine.cells import GATED_CELLS, Model, as_vanilla, forward
 from .probe import Drive, dynamics_numbers, series_rows, weight_numbers
 
 DYNAMICS_COLUMNS = ("iter", "layer", "w_norm", "rho", "lyap", "lyap_mf")
@@ -29,7 +29,7 @@ def dynamics_table(model: Model, drive: Drive, iteration: int) -> pd.DataFrame:
     from the weights and the drive's input statistics. rho is NaN where W_hh is not square (an LSTM's, a GRU's);
     lyap and lyap_mf are NaN for the gated cells, which the probe defines neither for."""
     model = as_vanilla(model)
-    gated = model.cell in ("lstm", "gru")
+    gated = model.cell in GATED_CELLS
     trace = None if gated else forward(model, drive.xs)
     rows = []
     for layer in range(model.layers):

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..engine import jacobian, lyapunov, meanfield, spotcheck
 from ..engine import gru
-from ..engine.cells import Model, as_vanilla, forward, loss_and_grads, model_arrays
+from ..engine.cells import GATED_CELLS, Model, as_vanilla, forward, loss_and_grads, model_arrays
 from ..engine.lstm import LSTM, step_jacobians
 from ..engine.rnn import Trace, one_hot
 from . import plots
@@ -79,7 +79,7 @@ def probe_model(model: Model, probe: ProbeInput, when: str, drive: Drive | None 
     here)."""
     logmats, tables, layers, spots, spectra = [], [], [], [], []
     model = as_vanilla(model)
-    gated = model.cell in ("lstm", "gru")  # a gated cell: dense step Jacobians, the product bound only
+    gated = model.cell in GATED_CELLS  # a gated cell: dense step Jacobians, the product bound only
     trace = forward(model, drive.xs) if drive is not None and not gated else None
     for layer in range(model.layers):
         if gated:
@@ -258,7 +258,7 @@ def layer_numbers(model: Model, probe: ProbeInput, layer: int, logmat, product, 
     count both states against the product bound, the only bound defined for it."""
     gamma_w, rho = weight_numbers(model.W_hh(layer))
     with np.errstate(divide="ignore"):
-        log_rate = float("nan") if model.cell in ("lstm", "gru") else float(np.log(gamma_w * model.act.gamma))
+        log_rate = float("nan") if model.cell in GATED_CELLS else float(np.log(gamma_w * model.act.gamma))
     violations = len(jacobian.bound_violations(logmat, product, global_, stepnorm=stepnorm))
     if cellmat is not None:
         violations += len(jacobian.bound_violations(cellmat, product, global_))
