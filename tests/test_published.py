@@ -111,3 +111,36 @@ def test_the_protocol_differences_follow_with_this_studys_settings(rows):
     # Le, Jaitly & Hinton (2015): only its abstract was read, so its row quotes a claim and no number
     (le,) = [p for p in papers.PUBLISHED if p.citation.startswith("Le, Jaitly")]
     assert le.citation.endswith("abstract") and not re.search(r"\d", le.model + le.result)
+
+
+def test_the_gru_and_exprnn_papers_have_no_row_and_say_why(rows):
+    """Neither paper has a task of the remedies spec: Cho et al. (2014) translate English to French (their §4), and of
+    the expRNN paper only the abstract and openings were read, its code's scripts being copying, MNIST and TIMIT.
+    So neither has a published row, no number of their results is quoted, and the report says why."""
+    assert not [p for p in papers.PUBLISHED if p.citation.startswith(("Cho", "Lezcano"))]
+    (theirs,) = [t for aspect, t in papers.PROTOCOLS if aspect == "GRU and expRNN"]
+    cho, exp = theirs.split("Lezcano-Casado & Martínez-Rubio 2019: ")
+    # Cho et al.'s one task and their GRU's settings, as §4 states them; their BLEU scores are not quoted
+    assert cho.startswith(f"{papers.CHO_EXPERIMENTS}: one task, English-to-French translation on the WMT'14 data")
+    for setting in ("1000 hidden units", "Adadelta (ε = 10⁻⁶, ρ = 0.95)", "64 phrase pairs per update",
+                    "initialised orthogonal", "no task of this study"):
+        assert setting in cho
+    assert "BLEU" not in theirs and "33.3" not in theirs and "30.64" not in theirs
+    # the expRNN's experiments were not read: its tasks are the code's, and none is adding or temporal order
+    assert exp.startswith("the experiments' section could not be read here and the abstract names no task")
+    assert "copying task" in exp and exp.endswith("none adding or temporal order")
+    doc = " ".join(papers.__doc__.split())
+    assert "the experiments' section (its tasks, settings and tables) was not reached" in doc
+    unescaped = htmllib.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", rows["page"])))
+    assert "This study: both arms run adding and temporal order only, so neither has a row above (the copying task " \
+        "runs in the long_range spec, with the vanilla tanh RNN alone)." in unescaped
+
+
+def test_the_exprnn_settings_are_labelled_as_its_codes_defaults():
+    """The paper's own settings were not read, so every protocol line quoting the expRNN's settings quotes its
+    released code and says so."""
+    assert papers.EXP.startswith("The expRNN's released code, not its paper")
+    quoting = {aspect: t for aspect, t in papers.PROTOCOLS if "190 hidden units" in t or "4,000 updates" in t
+               or "2e-5" in t}
+    assert set(quoting) == {"budget", "size", "optimiser"}
+    assert all(f"{papers.EXP}:" in t for t in quoting.values())

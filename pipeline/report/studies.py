@@ -705,6 +705,8 @@ def published_blocks(report: dict, tables: Tables) -> list[Table | Bullets | Par
         "seeds": [" to ".join(map(str, ours.get("seeds", []))) or "–", " runs per arm and T"],
         "lengths": ["one fixed T per run: ", spans(ours.get("seq_len", []))],
         "tasks": [OWN_TASKS],
+        "GRU and expRNN": ["both arms run adding and temporal order only, so neither has a row above (the copying "
+                           "task runs in the long_range spec, with the vanilla tanh RNN alone)"],
     }
     items = [[f"{aspect}: {theirs}. This study: "] + mine.get(aspect, ["–"]) + ["."]
              for aspect, theirs in papers.PROTOCOLS]
