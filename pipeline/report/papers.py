@@ -5,8 +5,8 @@ cited text (or in the authors' released code, for its defaults) are here. Number
 Of Le, Jaitly & Hinton (2015) only the abstract's claim is quoted: their experiments' section was not read, so none
 of its numbers or settings are here.
 
-Cho et al. (2014) was read in full (CHO_EXPERIMENTS): its one experiment is English-to-French translation on the
-WMT'14 workshop's data, the RNN Encoder-Decoder with the gated unit (the GRU) scoring the phrase pairs of a
+Cho et al. (2014)'s text was read, all but its tables' cells and figures (CHO_EXPERIMENTS): its one experiment is
+English-to-French translation on the WMT'14 workshop's data, the RNN Encoder-Decoder with the gated unit (the GRU) scoring the phrase pairs of a
 phrase-based system. No task of this study matches, so no row of PUBLISHED is theirs and none of their BLEU scores
 is quoted; PROTOCOLS gives their GRU's settings, labelled as translation settings.
 
