@@ -6,9 +6,9 @@ Of Le, Jaitly & Hinton (2015) only the abstract's claim is quoted: their experim
 of its numbers or settings are here.
 
 Cho et al. (2014)'s text was read, all but its tables' cells and figures (CHO_EXPERIMENTS): its one experiment is
-English-to-French translation on the WMT'14 workshop's data, the RNN Encoder-Decoder with the gated unit (the GRU) scoring the phrase pairs of a
-phrase-based system. No task of this study matches, so no row of PUBLISHED is theirs and none of their BLEU scores
-is quoted; PROTOCOLS gives their GRU's settings, labelled as translation settings.
+English-to-French translation on the WMT'14 workshop's data, the RNN Encoder-Decoder with the gated unit (the GRU)
+scoring the phrase pairs of a phrase-based system. No task of this study matches, so no row of PUBLISHED is theirs
+and none of their BLEU scores is quoted; PROTOCOLS gives their GRU's settings, labelled as translation settings.
 
 Of Lezcano-Casado & Martínez-Rubio (2019) only the abstract, the opening of the introduction and of appendix A could
 be read here: the experiments' section (its tasks, settings and tables) was not reached. The abstract names no task
