@@ -737,3 +737,18 @@ def test_a_grus_missing_global_bound_is_expected_and_a_vanilla_runs_is_counted_n
     assert m["nonfinite"] == m["nonfinite_in_ok_runs"] == 2 * pairs(fx.BASE_CONFIG["probe_len"])  # the vanilla run's
     listed = pd.read_csv(tmp_path / "reports" / "tables" / "nonfinite.csv")
     assert set(listed["run_id"]) == {runs[1].run_id}
+
+
+def test_an_untrained_runs_final_probe_is_not_scored_after_training():
+    """A run with no training step (the activations spec's iters 0) probes its initial model twice: its final probe
+    is no evidence about trained networks, so the after-training regime counts leave it out."""
+    from pipeline.report.reductions import label_regimes, regime_counts
+
+    runs = pd.DataFrame({"run_id": ["untrained", "trained"], "iters_done": [0, 400],
+                         "log_rate_init": [-0.5, -0.5], "slope_init": [-0.6, -0.6],
+                         "log_rate_final": [-0.5, -0.4], "slope_final": [-0.6, -0.5]})
+    labelled = label_regimes(runs)
+    assert regime_counts(labelled, "init")["n_sufficient"] == 2
+    final = regime_counts(labelled, "final")
+    assert (final["n_probes"], final["n_sufficient"], final["n_sufficient_observed_vanishing"]) == (1, 1, 1)
+    assert labelled["observed_regime_final"].tolist() == [None, "vanishing"]

@@ -224,7 +224,8 @@ def spec_sections(runs: pd.DataFrame, files: dict[str, RunFiles], probes: ProbeR
     for spec, sr in runs.groupby("spec", sort=True):
         heads[spec] = {"n_runs": len(sr), "n_seeds": int(sr["seed"].nunique()) if "seed" in sr else 1,
                        "violations": int(sr["violations"].sum()), "outcomes": outcome_counts(sr),
-                       "contradictions": {w: regime_counts(sr, w)["contradictions"] for w in REGIME_PROBES}}
+                       "contradictions": {w: c["contradictions"] if c["n_probes"] else None  # none: no probe
+                                          for w, c in ((w, regime_counts(sr, w)) for w in REGIME_PROBES)}}
         ids = sr["run_id"].tolist()
         extra[spec] = {"run_ids": ids} | spec_description(sr)
         given = studies.SpecRuns(sr, {i: files[i].history for i in ids if files[i].history is not None},

@@ -113,8 +113,9 @@ def regime_finding(metrics: dict) -> list[Inline] | None:
     parts: list[Inline] = ["Sanity check of the theorem (it holds by construction: the bound it rests on is "
                            "checked on every pair and falls below 1): "] + joined(clauses)
     parts += ["; " if clauses else "", "contradictions: ", Metric(f"{r}.contradictions"), " at initialisation"]
-    if number(metrics, "regimes.final.contradictions") is not None:
-        parts += [", ", Metric("regimes.final.contradictions"), " after training"]
+    if number(metrics, "regimes.final.contradictions") is not None and number(metrics, "regimes.final.n_probes"):
+        parts += [", ", Metric("regimes.final.contradictions"), " after training (the final probes of the ",
+                  Metric("regimes.final.n_probes"), " trained runs)"]
     parts += [" (expected 0)." if c == 0 else " (expected 0: the contradicting runs are listed under Regimes)."]
     return parts + see("regimes", "Regimes")
 
@@ -282,7 +283,8 @@ def summary_section(metrics: dict, specs: list[str], ids: list[str]) -> Section:
                    "), and it holds by construction here. At initialisation (the top layer of each run), ",
                    m("regimes.init.n_sufficient"), " runs met it and ", m("regimes.init.n_sufficient_observed_vanishing"),
                    " of them were observed vanishing; ", m("regimes.init.n_bounded"), " sat at γ_W γ_φ = 1, where no "
-                   "growth is possible; contradictions: ", m("regimes.init.contradictions"), " (after training: ",
+                   "growth is possible; contradictions: ", m("regimes.init.contradictions"),
+                   " (after training, on the final probes of ", m("regimes.final.n_probes"), " trained runs: ",
                    m("regimes.final.contradictions"), "). Above 1 the condition is only necessary for exploding, so "
                    "the theorem predicts nothing there: of ", m("regimes.init.n_unconstrained"), " such runs, ",
                    m("regimes.init.observed_when_not_predicted.vanishing"), " were observed vanishing, ",

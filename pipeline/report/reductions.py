@@ -249,10 +249,19 @@ def label_regimes(runs: pd.DataFrame) -> pd.DataFrame:
     for when in REGIME_PROBES:
         rate, slope = (pd.to_numeric(out.get(f"{c}_{when}", pd.Series(np.nan, index=out.index)), errors="coerce")
                        for c in ("log_rate", "slope"))
+        if when != "init":  # an untrained run's final probe is its initial model again: no evidence after training
+            rate, slope = rate.where(trained(out)), slope.where(trained(out))
         predicted, observed = regime_columns(when)
         out[predicted] = pd.Series([predicted_regime(float(x)) for x in rate], index=out.index, dtype=object)
         out[observed] = pd.Series([observed_regime(float(x)) for x in slope], index=out.index, dtype=object)
     return out
+
+
+def trained(runs: pd.DataFrame) -> pd.Series:
+    """Whether each run took at least one training step (iters_done, or iters for tables without it)."""
+    column = "iters_done" if "iters_done" in runs else "iters"
+    done = pd.to_numeric(runs.get(column, pd.Series(np.nan, index=runs.index)), errors="coerce")
+    return done.isna() | (done > 0)  # a table that does not say is taken as trained, as before
 
 
 def regime_columns(when: str) -> tuple[str, str]:
