@@ -752,3 +752,11 @@ def test_an_untrained_runs_final_probe_is_not_scored_after_training():
     final = regime_counts(labelled, "final")
     assert (final["n_probes"], final["n_sufficient"], final["n_sufficient_observed_vanishing"]) == (1, 1, 1)
     assert labelled["observed_regime_final"].tolist() == [None, "vanishing"]
+
+
+def test_the_two_bounds_gaps_are_compared_on_the_same_runs():
+    """A gated cell has a product gap and no global one: the two medians are taken over the runs that have both."""
+    runs = pd.DataFrame({"gap_product": [1.0, 2.0, 3.0, 10.0, 12.0], "gap_global": [1.5, 2.5, 3.5, np.nan, np.nan]})
+    t = analysis.tightness_metrics(runs)
+    assert (t["median_gap_product_decades"], t["median_gap_global_decades"]) == (2.0, 2.5)  # unmatched: 3.0 and 2.5
+    assert (t["n_runs"], t["n_product_only"]) == (3, 2)

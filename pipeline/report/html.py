@@ -149,7 +149,8 @@ def tightness_finding(metrics: dict) -> list[Inline] | None:
         return None
     return (["The product and global bounds sit a median ", Metric(f"{t}.median_gap_product_decades"), " and ",
              Metric(f"{t}.median_gap_global_decades"), " decades above the measured norm (initial models, top layer, "
-             "pooled over lags)."] + gap_rate_parts(metrics) + see("tightness", "Tightness"))
+             "pooled over lags; the same ", Metric(f"{t}.n_runs"), " runs, those with both bounds)."]
+            + gap_rate_parts(metrics) + see("tightness", "Tightness"))
 
 
 def gap_rate_parts(metrics: dict) -> list[Inline]:
@@ -419,8 +420,9 @@ def tightness_section(figures: dict[str, FigureFile], ids: list[str], metrics: d
         "How far above the measured norm each bound sits, in decades (1 = ten times too large), median over the "
         "top-layer pairs of each run's initial model, then over runs: product bound ",
         Metric("tightness.median_gap_product_decades"), ", global bound ",
-        Metric("tightness.median_gap_global_decades"),
-        ". Per-run gaps are in tables/runs.csv, per-lag gaps in tables/tightness.csv."] +
+        Metric("tightness.median_gap_global_decades"), ", both over the same ", Metric("tightness.n_runs"),
+        " runs (", Metric("tightness.n_product_only"), " more, of gated cells, have no global bound and only a "
+        "product gap). Per-run gaps are in tables/runs.csv, per-lag gaps in tables/tightness.csv."] +
         gaps_coincide(metrics or {}))]
     blocks += [figures["tightness"]] if "tightness" in figures else []
     return Section("tightness", "Tightness of the bounds", blocks, ids)
