@@ -760,3 +760,12 @@ def test_the_two_bounds_gaps_are_compared_on_the_same_runs():
     t = analysis.tightness_metrics(runs)
     assert (t["median_gap_product_decades"], t["median_gap_global_decades"]) == (2.0, 2.5)  # unmatched: 3.0 and 2.5
     assert (t["n_runs"], t["n_product_only"]) == (3, 2)
+
+
+def test_pairs_of_norm_exactly_zero_are_counted_per_probe_in_the_top_layer():
+    from pipeline.report.reductions import zero_pairs
+
+    ninf = float("-inf")
+    jac = pd.DataFrame({"when": ["init", "init", "final", "final", "init"], "layer": [1, 1, 1, 1, 0],
+                        "log_norm": [ninf, -1.0, ninf, ninf, ninf]})  # the last row is a lower layer's
+    assert zero_pairs(jac) == {"zero_pairs_init": 1, "zero_pairs_final": 2}

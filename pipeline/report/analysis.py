@@ -28,7 +28,7 @@ from .dvc_plots import write_plots
 from .reductions import (
     REGIME_PROBES, bound_violations, decay_by_lag, finite_median, heatmap_rows, label_regimes, learning_counts,
     nonfinite_summary, numeric, outcome_counts, rate_comparison, regime_confusion, regime_counts, rounded_tree,
-    gap_rate_metrics, run_gaps, run_labels, spot_summary, stacked, tightness_by_lag, with_verdicts,
+    gap_rate_metrics, run_gaps, run_labels, spot_summary, stacked, tightness_by_lag, with_verdicts, zero_pairs,
 )
 
 HISTORY_COLUMNS = ("iter", "loss")
@@ -204,7 +204,7 @@ def check_probes(runs: pd.DataFrame, files: dict[str, RunFiles], heat_ids: list[
             out.heatmaps.append(heatmap_rows(jac).assign(**tag))
         out.per_run[run.run_id] = out.per_run.get(run.run_id, {}) | {
             "n_probes": jac["when"].nunique(), "n_checks": len(jac), "probe_steps": int(jac["t"].max()),
-            "violations": len(viol), **run_gaps(jac)}
+            "violations": len(viol), **run_gaps(jac), **zero_pairs(jac)}
     return out
 
 
@@ -269,7 +269,7 @@ RUN_COLUMNS = ("run_id", "spec", "cell", "label", "name", "config_hash", "outcom
                "val_accuracy", "chance_accuracy", "final_train_loss", "final_val_loss", "chance_loss", "loss_growth",
                "norm_growth", "n_probes", "n_checks", "violations", "spot_checks", "spot_skipped", "spot_mismatches",
                "spot_max_abs_dlog", "gap_product", "gap_global", "gap_rate", "gap_longest_decades", "gap_longest_lag",
-               "init", "probe_steps", "meanfield_rate_init",
+               "init", "probe_steps", "zero_pairs_init", "zero_pairs_final", "meanfield_rate_init",
                "meanfield_rate_final", "lyapunov_spread_init", "lyapunov_probe_init", "gap_global_to_product_init",
                "gap_product_to_stepnorm_init", "gap_stepnorm_to_measured_init", "spectrum_spread_init",
                "spectrum_resolved_init")
@@ -283,7 +283,7 @@ def analyze(results_dir: Path, results: pd.DataFrame) -> Analysis:
     probes = check_probes(runs, files, pick_heatmap_runs(runs), spike_ids)
     per_run = pd.DataFrame.from_dict(probes.per_run, orient="index")
     counts = ["n_probes", "n_checks", "violations", "spot_checks", "spot_skipped", "spot_mismatches",
-              "spot_cross_layer"]
+              "spot_cross_layer", "zero_pairs_init", "zero_pairs_final"]
     gaps = ["gap_product", "gap_global", "gap_rate", "gap_longest_decades", "gap_longest_lag"]
     for col in counts + gaps + ["spot_max_abs_dlog", "probe_steps"]:
         runs[col] = runs["run_id"].map(per_run[col]) if col in per_run else np.nan
@@ -331,6 +331,8 @@ def assemble(runs: pd.DataFrame, tables: dict[str, pd.DataFrame], spec_heads: di
                         "n_cross_layer": runs["spot_cross_layer"].sum()},
         "nonfinite": nonfinite["n"].sum() if len(nonfinite) else 0,
         "nonfinite_in_ok_runs": nonfinite.loc[nonfinite["outcome"] == "ok", "n"].sum() if len(nonfinite) else 0,
+        "zero_pairs": {"n": int((runs["zero_pairs_init"] + runs["zero_pairs_final"]).sum()),
+                       "n_runs": int(((runs["zero_pairs_init"] + runs["zero_pairs_final"]) > 0).sum())},
         "n_missing_artifacts": len(tables["missing"]), "n_runs_incomplete": tables["missing"]["run_id"].nunique(),
         "outcomes": outcome_counts(runs),
         "regimes": {when: {k: v for k, v in r.items() if k != "contradiction_ids"} for when, r in regimes.items()},

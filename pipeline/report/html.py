@@ -280,6 +280,11 @@ def summary_section(metrics: dict, specs: list[str], ids: list[str]) -> Section:
                    "global bound were found (expected 0); ", m("nonfinite"), " pairs were not finite, ",
                    m("nonfinite_in_ok_runs"), " of them in runs whose outcome is ok."]),
         spot_paragraph(brief=True),
+        *([Paragraph([m("zero_pairs.n"), " pairs, in ", m("zero_pairs.n_runs"), " runs, had a norm of exactly 0 (at "
+                      "some step between k and t every unit's derivative was 0: a dead ReLU, or a unit saturated to "
+                      "the last bit). They are measurements, but their log is −∞, so a lag holding one has no finite "
+                      "mean log norm and drops out of the slope fit; the run table counts them per run "
+                      "(zero_pairs_init, zero_pairs_final)."])] if number(metrics, "zero_pairs.n") else []),
         Paragraph(["Sanity check of the theorem: γ_W γ_φ < 1 is sufficient for vanishing (", Cite("pascanu2013"),
                    "), and it holds by construction here. At initialisation (the top layer of each run), ",
                    m("regimes.init.n_sufficient"), " runs met it and ", m("regimes.init.n_sufficient_observed_vanishing"),

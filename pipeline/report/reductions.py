@@ -202,6 +202,15 @@ def run_gaps(jac: pd.DataFrame, when: str = "init") -> dict[str, float]:
     return out | gap_rates(top)
 
 
+def zero_pairs(jac: pd.DataFrame) -> dict[str, int]:
+    """Per probe (init, final), how many top-layer pairs have a norm of exactly 0 (log -inf: at some step between k
+    and t every unit's derivative is 0, a dead ReLU or a tanh saturated to the last bit). They are measurements, but
+    no slope can be fitted through them, so the slopes leave them out and the report says how many there were."""
+    top = top_layer(jac)
+    zero = np.isneginf(pd.to_numeric(top["log_norm"], errors="coerce").to_numpy(float))
+    return {f"zero_pairs_{when}": int(zero[(top["when"] == when).to_numpy()].sum()) for when in ("init", "final")}
+
+
 def gap_rates(top: pd.DataFrame) -> dict[str, float]:
     """The global bound's gap as a rate: the median over the finite pairs at lag >= 1 of (bound - measured) / lag in
     nats per step (the gap grows with lag, so the rate, not a median of decades over lags, is the run's property),

@@ -366,8 +366,11 @@ def remedies_summary(d: SpecRuns) -> SpecSummary:
             scored = t["outcome"] != "failed"
             slopes = {s: slope_median(t[s]) if s in t else None for s in ARM_SLOPES}
             signed[key][str(task)] = {s.removeprefix("slope"): decades(v, lag) for s, v in slopes.items()}
+            zeros = sum(pd.to_numeric(t.get(f"zero_pairs_{w}", pd.Series(0, index=t.index)), errors="coerce")
+                        .fillna(0) for w in ("init", "final"))
             tasks[str(task)] = {**{level: rate(int(t.loc[scored, level].sum()), int(scored.sum()))
                                    for level in ("beat_chance", "learned", "solved")}, **slopes,
+                                "zero_pairs": int(zeros.sum()), "zero_pair_runs": int((zeros > 0).sum()),
                                 **{f"orders{k}": None if v is None else abs(v)
                                    for k, v in signed[key][str(task)].items()}}
         settings[key] = arm_settings(rows)
@@ -379,6 +382,7 @@ def remedies_summary(d: SpecRuns) -> SpecSummary:
             head[key]["w_norm_off"] = float((norms - 1).abs().max()) if norms.notna().any() else None
     return SpecSummary({"remedies": table}, head,
                        {"protocol": remedies_protocol(d.runs, arms, table), "decades": signed,
+                        "zeros": {k: {task: v["zero_pairs"] for task, v in h["tasks"].items()} for k, h in head.items()},
                         "settings": settings, "tasks": {k: list(v["tasks"]) for k, v in head.items()},
                         "ranking": separated_arms(table)})
 
@@ -533,6 +537,10 @@ def remedies_blocks(spec: str, report: dict, tables: Tables) -> list[Table | Bul
             group: list[Inline] = [f"{task.replace('_', ' ')}: learned in "] + rate_parts(f"{tk}.learned", " runs")
             group += [", solved in ", Metric(f"{tk}.solved.k"), ", beat chance in ", Metric(f"{tk}.beat_chance.k"),
                       "; ‖∂h_t/∂h_k‖ "] + decay_reading(tk, at, arm, "")
+            if report.get("zeros", {}).get(key, {}).get(task):
+                group += [" (but in ", Metric(f"{tk}.zero_pair_runs"), " of its runs ", Metric(f"{tk}.zero_pairs"),
+                          " pairs, init and final, have a norm of exactly 0: the lags holding them drop out of "
+                          "these slopes, so the reading above covers the other lags only)"]
             if key == "lstm":
                 group += ["; its cell state's ‖∂c_t/∂c_k‖ "] + decay_reading(tk, at, arm, "_cell")
             groups.append(group)
