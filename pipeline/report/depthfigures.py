@@ -161,8 +161,8 @@ def draw_chain(tables: Tables, new_figure) -> tuple | None:
     axes[-1].legend(fontsize=7)
     caption = ("The depth chain at one time step, ∂h^L_t/∂h^l_t = V(L, t) ⋯ V(l+1, t), against its bounds, for the "
                "deepest stack of each activation at initialisation: means over t of log10, medians over the seeds. "
-               "The global bound is the lecture's (γ_X γ_φ)^(L−l) with each layer's measured γ_X; sigmoid's "
-               "φ′ ≤ 1/4 puts it 0.6 decades per layer below tanh's.")
+               "The global bound is the depth chain's (γ_X γ_φ)^(L−l) (docs/math.md, section 3.7) with each layer's "
+               "measured γ_X; sigmoid's φ′ ≤ 1/4 puts it 0.6 decades per layer below tanh's.")
     return fig, caption, ids
 
 
