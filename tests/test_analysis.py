@@ -769,3 +769,11 @@ def test_pairs_of_norm_exactly_zero_are_counted_per_probe_in_the_top_layer():
     jac = pd.DataFrame({"when": ["init", "init", "final", "final", "init"], "layer": [1, 1, 1, 1, 0],
                         "log_norm": [ninf, -1.0, ninf, ninf, ninf]})  # the last row is a lower layer's
     assert zero_pairs(jac) == {"zero_pairs_init": 1, "zero_pairs_final": 2}
+
+
+def test_fishers_exact_test_of_two_arms_counts():
+    from pipeline.report.clipcontrol import fisher_p
+
+    assert fisher_p(0, 3, 3, 3) == pytest.approx(0.1)  # 2 / C(6, 3): the two extreme tables of 20
+    assert fisher_p(2, 3, 0, 3) == pytest.approx(0.4)
+    assert fisher_p(1, 1, 0, 0) != fisher_p(1, 1, 0, 0)  # NaN: an arm without runs

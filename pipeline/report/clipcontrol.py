@@ -84,8 +84,20 @@ def summary(runs: pd.DataFrame, histories: dict[str, pd.DataFrame]) -> tuple[pd.
             "clipped": {"learned": rate(a["n_learned"], a["n_runs"]), "blew_up": rate(a["n_blew_up"], a["n_runs"]),
                         "final_val_loss": a["final_val_loss"]},
             "control": {"learned": rate(b["n_learned"], b["n_runs"]), "blew_up": rate(b["n_blew_up"], b["n_runs"]),
-                        "final_val_loss": b["final_val_loss"]}}
+                        "final_val_loss": b["final_val_loss"]},
+            "p_learned": fisher_p(a["n_learned"], a["n_runs"], b["n_learned"], b["n_runs"]),
+            "p_blew_up": fisher_p(a["n_blew_up"], a["n_runs"], b["n_blew_up"], b["n_runs"])}
     return pd.DataFrame(rows, columns=list(COLUMNS)), head
+
+
+def fisher_p(k1: int, n1: int, k2: int, n2: int) -> float:
+    """Fisher's exact test, two-sided, of k1 of n1 against k2 of n2: at a few seeds per arm a difference of counts
+    can be chance, and this says how likely (NaN when an arm has no runs)."""
+    from scipy.stats import fisher_exact
+
+    if n1 <= 0 or n2 <= 0:
+        return math.nan
+    return float(fisher_exact([[k1, n1 - k1], [k2, n2 - k2]]).pvalue)
 
 
 def finding_parts(h: str, head: dict) -> list[Inline]:
@@ -103,6 +115,11 @@ def finding_parts(h: str, head: dict) -> list[Inline]:
         parts += [", same ", Metric(f"{key}.n_seeds"), " seeds) ",
                   Metric(f"{key}.control.learned.k"), " of ", Metric(f"{key}.control.learned.n"), " learned and ",
                   Metric(f"{key}.control.blew_up.k"), " blew up"]
+        p = [head[name].get(k) if isinstance(head[name], dict) else None for k in ("p_blew_up", "p_learned")]
+        if all(isinstance(x, float) and math.isfinite(x) for x in p):
+            parts += [" (Fisher's exact test, two-sided: p = ", Metric(f"{key}.p_blew_up"), " for blowing up, ",
+                      Metric(f"{key}.p_learned"), " for learning",
+                      ": at these seeds no difference is established)" if min(p) >= 0.05 else ")"]
     return parts
 
 
