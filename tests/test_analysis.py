@@ -659,7 +659,11 @@ def test_slope_above_lyapunov_and_spectrum_metrics_count_runs(tmp_path):
     fx.write_study(results, runs)
     m = analyze_ok(results, tmp_path / "reports")
     assert (m["rate"]["slope_above_lyapunov"]["k"], m["rate"]["slope_above_lyapunov"]["n"]) == (2, 3)
-    assert m["spectrum"] == {"median_spread_decades": 5.0, "n_runs": 3, "n_fully_resolved": 2}  # hidden = 4
+    assert {k: m["spectrum"][k] for k in ("median_spread_decades", "n_runs", "n_fully_resolved")} == {
+        "median_spread_decades": 5.0, "n_runs": 3, "n_fully_resolved": 2}  # hidden = 4
+    # the censored run's 12 decades are a lower bound: the resolved runs' median leaves it out
+    assert (m["spectrum"]["median_spread_resolved_decades"], m["spectrum"]["n_censored"],
+            m["spectrum"]["median_spread_censored_decades"]) == (4.0, 1, 12.0)
 
 
 def test_a_missing_global_bound_is_not_finite_for_a_vanilla_row_and_expected_for_an_lstm_row():

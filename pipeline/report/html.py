@@ -549,12 +549,13 @@ def prediction_section(metrics: dict, figures: dict[str, FigureFile]) -> Section
                    " pairs above it, ", m("violations_stepnorm_gt_product"), " of it above the product bound."]),
     ]
     blocks.append(Paragraph([
-        "Singular spectrum of ∂h_T/∂h_0 at the longest lag (initial model, top layer): its spread from σ₁ to the "
-        "smallest resolved singular value is a median ", m("spectrum.median_spread_decades"), " decades over ",
-        m("spectrum.n_runs"), " runs; in ", m("spectrum.n_fully_resolved"), " of them every singular value lies above "
-        "10⁻¹² σ₁, the resolution of a float64 product. In the others the smallest directions are lost below that "
-        "floor and the spread is a lower bound: far from dynamical isometry, where every direction would pass at "
-        "the same gain."]))
+        "Singular spectrum of ∂h_T/∂h_0 at the longest lag (initial model, top layer), over ", m("spectrum.n_runs"),
+        " runs: in ", m("spectrum.n_fully_resolved"), " every singular value lies above 10⁻¹² σ₁, the resolution of "
+        "a float64 product, and their spread from σ₁ to σ_n is a median ", m("spectrum.median_spread_resolved_decades"),
+        " decades. In the other ", m("spectrum.n_censored"), " the smallest directions are lost below that floor, so "
+        "only a lower bound of the spread is known (a median ", m("spectrum.median_spread_censored_decades"),
+        " decades to the smallest resolved value). Either way far from dynamical isometry, where every direction "
+        "would pass at the same gain."]))
     names = [n for n in ("prediction", "gaps", "spectrum", "gradients") if n in figures]
     blocks += [figures[n] for n in names]
     ids = list(dict.fromkeys(i for n in names for i in figures[n].run_ids))

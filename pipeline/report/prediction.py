@@ -79,8 +79,13 @@ def spectrum_metrics(runs: pd.DataFrame) -> dict:
     sigma_1; where not, the run's spread is a lower bound)."""
     r = numeric(runs, ["spectrum_spread_init", "spectrum_resolved_init", "hidden"])
     r = r[np.isfinite(r["spectrum_spread_init"].to_numpy(float))]
+    whole = r["spectrum_resolved_init"] >= r["hidden"]
+    # a run with directions lost below the floor has only a lower bound of its spread: never pooled with the others
     return {"median_spread_decades": finite_median(r["spectrum_spread_init"]), "n_runs": len(r),
-            "n_fully_resolved": int((r["spectrum_resolved_init"] >= r["hidden"]).sum())}
+            "n_fully_resolved": int(whole.sum()),
+            "median_spread_resolved_decades": finite_median(r.loc[whole, "spectrum_spread_init"]),
+            "median_spread_censored_decades": finite_median(r.loc[~whole, "spectrum_spread_init"]),
+            "n_censored": int((~whole).sum())}
 
 
 def gap_columns() -> list[str]:
