@@ -703,11 +703,14 @@ def test_the_bounds_gap_is_a_rate_per_step_with_the_decades_at_the_longest_lag_b
     got = reductions.gap_rates(jac)
     assert got["gap_rate"] == pytest.approx(0.72, abs=1e-12) and got["gap_longest_lag"] == 9
     assert got["gap_longest_decades"] == pytest.approx(0.72 * 9 / math.log(10), abs=1e-12)
-    runs = pd.DataFrame({"spec": ["a", "a", "a", "b"], "gap_rate": [0.5, 0.7, 0.9, 0.1],
-                         "gap_longest_decades": [1.0, 2.0, 3.0, 0.2], "gap_longest_lag": [9.0] * 4})
+    runs = pd.DataFrame({"spec": ["a", "a", "a", "b", "b"], "gap_rate": [0.5, 0.7, 0.9, 0.1, 0.3],
+                         "gap_longest_decades": [1.0, 2.0, 3.0, 0.2, 5.0], "gap_longest_lag": [9.0] * 4 + [30.0]})
     m = reductions.gap_rate_metrics(runs)
-    assert m["a"] == {"median": 0.7, "q1": 0.6, "q3": 0.8, "n": 3, "decades_at_longest_lag": 2.0, "longest_lag": 9.0}
-    assert m["b"]["n"] == 1
+    assert m["a"] == {"median": 0.7, "q1": 0.6, "q3": 0.8, "n": 3, "decades_at_longest_lag": 2.0, "longest_lag": 9.0,
+                      "n_at_longest_lag": 3}
+    # probes of two lengths: the decades at the longest lag that exists, over the one run probed that far
+    assert (m["b"]["n"], m["b"]["longest_lag"], m["b"]["decades_at_longest_lag"], m["b"]["n_at_longest_lag"]) == (
+        2, 30.0, 5.0, 1)
 
 
 def test_run_labels_name_each_run_by_its_varied_axes_seed_included_and_a_lone_arm_by_its_cell():

@@ -162,7 +162,8 @@ def gap_rate_parts(metrics: dict) -> list[Inline]:
     groups = [[f"{spec} ", Metric(f"gap_rate.{spec}.median"), " (IQR ", Metric(f"gap_rate.{spec}.q1"), "–",
                Metric(f"gap_rate.{spec}.q3"), ", n = ", Metric(f"gap_rate.{spec}.n"), "; ",
                Metric(f"gap_rate.{spec}.decades_at_longest_lag"), " decades at lag ",
-               Metric(f"gap_rate.{spec}.longest_lag"), ")"] for spec in specs]
+               Metric(f"gap_rate.{spec}.longest_lag"), ", over the ", Metric(f"gap_rate.{spec}.n_at_longest_lag"),
+               " runs probed that far)"] for spec in specs]
     return [" That gap grows with the lag, so its rate is the property: the global bound's gap per step in nats, "
             "median over each spec's runs: "] + joined(groups, "; ") + ["."]
 

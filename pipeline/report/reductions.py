@@ -227,14 +227,18 @@ def gap_rates(top: pd.DataFrame) -> dict[str, float]:
 
 def gap_rate_metrics(runs: pd.DataFrame) -> dict[str, dict]:
     """Per spec: the median and interquartile range over its runs of the global bound's gap rate (nats/step), n,
-    and the median gap in decades at the longest lag with that lag (metrics.json gap_rate)."""
+    and the median gap in decades at the spec's longest lag over the runs probed that far, with that lag and their
+    number (metrics.json gap_rate). Runs probed to different lengths are not pooled into one "longest lag"."""
     r = numeric(runs, ["gap_rate", "gap_longest_decades", "gap_longest_lag"])
     out = {}
     for spec, g in r[np.isfinite(r["gap_rate"].to_numpy(float))].groupby("spec", sort=True):
         q1, med, q3 = np.percentile(g["gap_rate"].to_numpy(float), [25, 50, 75])
+        longest = g["gap_longest_lag"].max()
+        far = g[g["gap_longest_lag"] == longest]
         out[str(spec)] = {"median": float(med), "q1": float(q1), "q3": float(q3), "n": len(g),
-                          "decades_at_longest_lag": finite_median(g["gap_longest_decades"]),
-                          "longest_lag": finite_median(g["gap_longest_lag"])}
+                          "decades_at_longest_lag": finite_median(far["gap_longest_decades"]),
+                          "longest_lag": float(longest) if np.isfinite(longest) else math.nan,
+                          "n_at_longest_lag": len(far)}
     return out
 
 
