@@ -190,6 +190,7 @@ def headline(table: pd.DataFrame, chains: pd.DataFrame) -> dict:
             "difference": finite_median(difference), "difference_min": difference.min() if len(difference) else None,
             "difference_max": difference.max() if len(difference) else None,
             "max_layers": g["layers"].max(), "gamma_x": finite_median(g["gamma_x"]),
+            "T": finite_median(pd.to_numeric(g["T"], errors="coerce")) if "T" in g else None,
             "input_larger": rate(int((signal > 0).sum()), len(signal)),
             **{k: finite_median(deepest[k]) for k in ("signal_input_minus_top", "jacobian_input_minus_top",
                                                       "log10_paths", "wgrad_input_minus_top")},

@@ -43,10 +43,14 @@ def activation_finding(a: str, act: str, head: dict) -> list[Inline]:
     faster = head.get("depth_faster") or {}
     if not faster.get("n"):
         return []
-    parts: list[Inline] = [f"{act}: per layer of depth the log norm changed by ", Metric(f"{a}.rate_depth"),
+    parts: list[Inline] = [f"{act}" + (" (trained at T = " if head.get("T") is not None else ""),
+                           *([Metric(f"{a}.T"), ")"] if head.get("T") is not None else []),
+                           ": per layer of depth the log norm changed by ", Metric(f"{a}.rate_depth"),
                            " nats against ", Metric(f"{a}.rate_time"), " per step of time (medians; depth faster in ",
                            Metric(f"{a}.depth_faster.k"), " of ", Metric(f"{a}.depth_faster.n"), " stacked runs, 95% CI ",
-                           Metric(f"{a}.depth_faster.low"), "–", Metric(f"{a}.depth_faster.high"), ")"]
+                           Metric(f"{a}.depth_faster.low"), "–", Metric(f"{a}.depth_faster.high"),
+                           "; a comparison of these initialisations, each W_xh Gaussian and W_hh as the spec sets it, "
+                           "not of time and depth as such)"]
     if (head.get("input_larger") or {}).get("n"):
         parts += ["; at L = ", Metric(f"{a}.max_layers"), " the input layer's first state got 10^",
                   Metric(f"{a}.signal_input_minus_top"), " times the top layer's gradient (larger in ",
