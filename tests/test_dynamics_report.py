@@ -164,3 +164,15 @@ def test_the_control_is_compared_with_the_global_arm_whose_step_it_matches_and_k
     assert none["n_runs"].tolist() == [6] and none["n_diverged"].tolist() == [6]  # the control is not pooled in
     assert set(summary.tables["clip_curves"]["run_id"]) == {r for r in histories if not r.startswith("r4")}
     assert summary.headline["control_1"] == c
+
+
+def test_a_move_towards_the_edge_smaller_than_the_lyapunov_spread_is_not_counted_closer():
+    """lambda_1 is estimated on two driven trajectories; a change smaller than their difference is not resolved."""
+    rows = [(rid, "weight_norms", "orthogonal", 0, 3.0, it, 0, 3.0, 1.0, lyap, 0.2)
+            for rid, (a, b) in {"moved": (0.3, 0.1), "jitter": (0.243, 0.2374)}.items()
+            for it, lyap in ((0, a), (400, b))]
+    table = pd.DataFrame(rows, columns=list(dynamics.COLUMNS))
+    spreads = pd.Series({"moved": 0.01, "jitter": 0.03})
+    chaotic = dynamics.headline(table, spreads)["by_init"]["orthogonal"]["chaotic"]
+    assert (chaotic["closer"]["k"], chaotic["closer"]["n"], chaotic["n_unresolved"]) == (1, 2, 1)
+    assert dynamics.headline(table)["by_init"]["orthogonal"]["chaotic"]["closer"]["k"] == 2  # no spread known

@@ -61,23 +61,29 @@ def ends(table: pd.DataFrame) -> pd.DataFrame:
 
 def side_numbers(e: pd.DataFrame) -> dict:
     """Of the runs `e` (one side of the edge, at least one): how many ended closer to lambda_1 = 0 than they started
-    (a rate with its Wilson interval), how many crossed it, and lambda_1's median and quartiles at the start and the
-    end (a run far from the edge and one near it may move opposite ways: the quartiles show the spread closing)."""
-    closer = int((e["lyap_end"].abs() < e["lyap_start"].abs()).sum())
+    by more than their lambda_1's own spread (the difference between its two driven trajectories: a smaller move
+    is not resolved), as a rate with its Wilson interval; how many moved less than that; how many crossed 0; and
+    lambda_1's median and quartiles at the start and the end (a run far from the edge and one near it may move
+    opposite ways: the quartiles show the spread closing)."""
+    spread = e["spread"].fillna(0.0).abs() if "spread" in e else pd.Series(0.0, index=e.index)
+    move = e["lyap_start"].abs() - e["lyap_end"].abs()  # > 0: closer to the edge
+    closer = int((move > spread).sum())
     crossed = int((np.sign(e["lyap_end"]) != np.sign(e["lyap_start"])).sum())
-    out = {"closer": rate(closer, len(e)), "n_crossed": crossed}
+    out = {"closer": rate(closer, len(e)), "n_unresolved": int((move.abs() <= spread).sum()), "n_crossed": crossed}
     for end in ("start", "end"):
         q1, median, q3 = np.quantile(e[f"lyap_{end}"].to_numpy(float), [0.25, 0.5, 0.75])
         out |= {f"lyap_{end}": float(median), f"lyap_{end}_q1": float(q1), f"lyap_{end}_q3": float(q3)}
     return out
 
 
-def headline(table: pd.DataFrame) -> dict:
+def headline(table: pd.DataFrame, spreads: pd.Series | None = None) -> dict:
     """metrics.json specs.<spec>.headline.training: n_runs (runs with a dynamics table), n_matched (a finite lambda_1
     at both ends), `by_init.<init>.<side>` the `side_numbers` of each init and side of the edge (a Gaussian and an
     orthogonal W_hh of one norm train differently: pooled, their answers would mix), and the runs that started at
     ||W_hh||_2 <= 1: how many, the range of the norm they ended at, and their median lambda_1 at the end."""
     e = ends(table)
+    if spreads is not None:  # each run's lambda_1 spread between its two trajectories (runs.csv, initial model)
+        e = e.assign(spread=e["run_id"].map(spreads).astype(float))
     out: dict = {"n_runs": int(table["run_id"].nunique()), "n_matched": len(e), "by_init": {}}
     for init, part in e.groupby("init", sort=True):
         for side, rows in (("ordered", part[part["lyap_start"] < 0]), ("chaotic", part[part["lyap_start"] > 0])):
@@ -93,7 +99,9 @@ def headline(table: pd.DataFrame) -> dict:
 def summary(runs: pd.DataFrame, dynamics: pd.DataFrame) -> tuple[pd.DataFrame, dict | None]:
     """(the training_dynamics table, the headline's `training` numbers or None when no run has a dynamics table)."""
     table = top_layer_rows(runs, dynamics)
-    return table, (headline(table) if len(table) else None)
+    spreads = (pd.to_numeric(runs.set_index("run_id")["lyapunov_spread_init"], errors="coerce")
+               if "lyapunov_spread_init" in runs else None)
+    return table, (headline(table, spreads) if len(table) else None)
 
 
 def direction(r: dict) -> str:
@@ -111,9 +119,10 @@ def side_parts(key: str, s: dict, kind: str, words: str) -> list[Inline]:
     runs = [f"the one {kind} run that "] if s["closer"].get("n") == 1 else [
         "the ", Metric(f"{key}.closer.n"), f" {kind} runs that "]
     return ["of "] + runs + [
-        f"{words}, ", Metric(f"{key}.closer.k"), " ended closer to λ₁ = 0 (", Metric(f"{key}.closer.rate"), ", 95% CI ",
-        Metric(f"{key}.closer.low"), "–", Metric(f"{key}.closer.high"), "; ", Metric(f"{key}.n_crossed"),
-        " crossed it), median λ₁ ", Metric(f"{key}.lyap_start"), " → ", Metric(f"{key}.lyap_end"), " nats/step: ",
+        f"{words}, ", Metric(f"{key}.closer.k"), " ended closer to λ₁ = 0 by more than their λ₁'s own spread (",
+        Metric(f"{key}.closer.rate"), ", 95% CI ", Metric(f"{key}.closer.low"), "–", Metric(f"{key}.closer.high"),
+        "; ", Metric(f"{key}.n_unresolved"), " moved less than that spread; ", Metric(f"{key}.n_crossed"),
+        " crossed 0), median λ₁ ", Metric(f"{key}.lyap_start"), " → ", Metric(f"{key}.lyap_end"), " nats/step: ",
         direction(s["closer"])]
 
 
