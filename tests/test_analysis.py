@@ -784,3 +784,14 @@ def test_fishers_exact_test_of_two_arms_counts():
     assert fisher_p(0, 3, 3, 3) == pytest.approx(0.1)  # 2 / C(6, 3): the two extreme tables of 20
     assert fisher_p(2, 3, 0, 3) == pytest.approx(0.4)
     assert fisher_p(1, 1, 0, 0) != fisher_p(1, 1, 0, 0)  # NaN: an arm without runs
+
+
+def test_the_mean_field_error_per_init_is_also_given_on_one_activation():
+    from pipeline.report import prediction
+
+    runs = pd.DataFrame({"init": ["orthogonal", "orthogonal", "gaussian"], "activation": ["tanh", "linear", "tanh"],
+                         "slope_init": [-0.5, -0.7, -0.5], "meanfield_rate_init": [-0.4, -0.7, -0.3]})
+    m = prediction.rate_metrics(runs)
+    assert m["n_meanfield_orthogonal"] == 2 and m["n_meanfield_tanh_orthogonal"] == 1
+    assert m["median_abs_slope_minus_meanfield_tanh_orthogonal"] == pytest.approx(0.1)  # the linear run left out
+    assert m["median_abs_slope_minus_meanfield_tanh_gaussian"] == pytest.approx(0.2)

@@ -18,7 +18,7 @@ from ..engine.jacobian import BOUND_RTOL
 from ..engine.spotcheck import SPOT_TOLERANCE
 from ..run.probe import PREDICTED_REGIMES, RATE_ROUNDING, REGIME_BAND
 from ..run.verdicts import LEARNED_MARGIN
-from . import studies
+from . import prediction, studies
 from .document import (
     Bullets, Cite, Inline, Link, Metric, MlflowLinks, Paragraph, Preformatted, ReferenceList, RunRef, Section,
     SectionLink, Table, cell, frame_table, joined, metric_value,
@@ -479,6 +479,14 @@ def meanfield_per_init(metrics: dict) -> list[Inline]:
         key, n = f"rate.median_abs_slope_minus_meanfield_{name}", f"rate.n_meanfield_{name}"
         if number(metrics, n):
             parts += [", " if parts else "", Metric(key), f" for {label} (n = ", Metric(n), ")"]
+    act = prediction.MATCHED_ACTIVATION
+    matched = [(name, label) for name, label in INIT_LABELS.items() if number(metrics, f"rate.n_meanfield_{act}_{name}")]
+    if len(matched) > 1:  # the per-init medians pool each init's activations; on one activation they compare
+        parts += [f" (these pool each init's activations; on {act} alone: "]
+        for i, (name, label) in enumerate(matched):
+            parts += [", " if i else "", Metric(f"rate.median_abs_slope_minus_meanfield_{act}_{name}"), f" for {label} "
+                      "(n = ", Metric(f"rate.n_meanfield_{act}_{name}"), ")"]
+        parts += [")"]
     return parts
 
 

@@ -28,6 +28,9 @@ def abs_distance(runs: pd.DataFrame, a: str, b: str) -> pd.Series:
     return d[np.isfinite(d.to_numpy(float))]
 
 
+MATCHED_ACTIVATION = "tanh"  # the activation every init of the study runs with: the inits compared on it alone
+
+
 def rate_metrics(runs: pd.DataFrame) -> dict:
     """metrics.json `rate`, the part beside `reductions.rate_comparison`: the measured slope against the mean-field
     rate (all runs, and per init), the driven Lyapunov exponent's trajectory spread, how often the slope lies within
@@ -36,9 +39,14 @@ def rate_metrics(runs: pd.DataFrame) -> dict:
     mf = abs_distance(runs, "slope_init", "meanfield_rate_init")
     out["median_abs_slope_minus_meanfield"], out["n_meanfield"] = finite_median(mf), len(mf)
     init = runs["init"].astype(str) if "init" in runs else pd.Series("", index=runs.index)
+    act = runs["activation"].astype(str) if "activation" in runs else pd.Series("", index=runs.index)
     for name in INITS:
         part = abs_distance(runs[init == name], "slope_init", "meanfield_rate_init")
         out[f"median_abs_slope_minus_meanfield_{name}"], out[f"n_meanfield_{name}"] = finite_median(part), len(part)
+        # the inits' runs span different activations: on one activation the inits compare like with like
+        part = abs_distance(runs[(init == name) & (act == MATCHED_ACTIVATION)], "slope_init", "meanfield_rate_init")
+        out[f"median_abs_slope_minus_meanfield_{MATCHED_ACTIVATION}_{name}"] = finite_median(part)
+        out[f"n_meanfield_{MATCHED_ACTIVATION}_{name}"] = len(part)
     out["median_abs_lyapunov_minus_meanfield"] = finite_median(
         abs_distance(runs, "lyapunov_init", "meanfield_rate_init"))
     spread = numeric(runs, ["lyapunov_spread_init"])["lyapunov_spread_init"].to_numpy(float)
