@@ -325,7 +325,9 @@ def spec_overview(specs: list[str], metrics: dict) -> list:
               [[c if i != 6 or not no_sequences(metrics, s) else "n/a (text)"
                 for i, c in enumerate(row(s, f"learning.{s}", learning))] for s in specs],
               "Per sweep spec: the runs that beat chance, learned (below the partial baseline, with the Wilson 95% "
-              "interval of their share) and solved the task"),
+              "interval of their share) and solved the task. A spec's count pools cells whose settings change the "
+              "answer (γ_W, threshold, T, arm): its interval describes that pool as a whole, not any one setting; "
+              "each spec's section gives the counts per setting"),
     ]
     items = []
     for spec in specs:
