@@ -187,3 +187,21 @@ def test_a_rate_selection_is_shown_with_its_choice_and_named_in_the_remedies_sec
     assert ("Each arm trained at its own learning rate, chosen per task among 0.001 and 0.01 on seeds 100 and 101 at "
             "T = 100 (the rate-selection section); those seeds are not among the seeds of the runs reported here"
             in section_text(html))
+
+
+def test_at_one_length_the_success_figure_puts_the_arms_side_by_side(built):
+    """A quick study runs the remedies at one T: the arms are named along the axis (no T axis to spread them on),
+    learned and solved each drawn per arm."""
+    from pipeline.report import figures
+
+    rows = pd.read_csv(built["out"] / "tables" / "remedies.csv")
+    one = rows[rows["T"] == rows["T"].min()]
+    fig, caption, _ = figures.draw_remedies_success({"remedies": one})
+    ax = fig.axes[0]
+    names = [t.get_text() for t in ax.get_xticklabels()]
+    assert names == [n for n in studies.REMEDY_ARMS.values() if n in set(one["arm_name"])]
+    assert f"at T = {int(one['T'].iloc[0])}" in caption
+    points = [line for line in ax.get_lines() if line.get_marker() in ("o", "s")]
+    assert len(points) == 2 * len(names)  # learned and solved, each arm
+    two = figures.draw_remedies_success({"remedies": rows})[0]
+    assert two.axes[0].get_xlabel() == "sequence length T"

@@ -442,6 +442,11 @@ def draw_remedies_success(tables: Tables) -> Drawn:
     tasks = list(dict.fromkeys(succ["task"].astype(str)))
     labels = list(dict.fromkeys(succ["label"]))
     colors = {studies.REMEDY_ARMS[arm]: colour for arm, colour in REMEDY_COLOURS.items()}
+    if succ["T"].nunique() == 1:  # one length: the arms side by side, not spread along a T axis they share
+        return remedies_at_one_T(succ, tasks, labels, colors), (
+            f"Remedies at T = {int(succ['T'].iloc[0])}: per arm, the fraction of its runs that learned (filled: below "
+            "the partial baseline) and that solved the task (hollow: at least 99 % of held-out sequences right), "
+            f"with Wilson 95% intervals; {ONE_RUN_WORDS} tables/remedies.csv gives the counts."), ids_of(arms)
     fig, axes = panel_row(len(tasks), 3.2, 3.0, margin=1.0)
     handles = {}
     for ax, task in zip(axes, tasks):
@@ -451,12 +456,33 @@ def draw_remedies_success(tables: Tables) -> Drawn:
             draw_levels(ax, g, g["T"].astype(float) * (1 + 0.012 * (i - len(labels) / 2)), colors[label], label)
         ax.set(title=task, xlabel="sequence length T", ylabel="fraction of runs", ylim=(-0.03, 1.04))
         handles |= dict(zip(*reversed(ax.get_legend_handles_labels())))
-    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(len(handles), 6), fontsize=8)
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(len(handles), 4), fontsize=8)
     caption = ("Remedies: against sequence length T, the fraction of each arm's runs that learned (filled, solid: "
                "below the partial baseline) and that solved the task (hollow, dashed: at least 99 % of held-out "
                "sequences right), with Wilson 95% intervals (points nudged sideways so that equal rates stay "
                f"visible); {ONE_RUN_WORDS} tables/remedies.csv gives the counts.")
     return fig, caption, ids_of(arms)
+
+
+def remedies_at_one_T(succ: pd.DataFrame, tasks: list[str], labels: list[str], colors: dict):
+    """Each task's panel with one column per arm (named on the axis), learned left of solved."""
+    from matplotlib.lines import Line2D
+
+    fig, axes = panel_row(len(tasks), 3.2, 3.4, margin=1.0)
+    for ax, task in zip(axes, tasks):
+        s = succ[succ["task"].astype(str) == task]
+        for i, label in enumerate(labels):
+            g = s[s["label"] == label]
+            for level, shift in (("learned", -0.15), ("solved", 0.15)):
+                other = "solved" if level == "learned" else "learned"
+                only = g.drop(columns=[c for c in g if c.startswith(f"{other}_rate")])
+                draw_levels(ax, only, pd.Series(i + shift, index=only.index, dtype=float), colors[label], "")
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+        ax.set(title=task, ylabel="fraction of runs", ylim=(-0.03, 1.04), xlim=(-0.6, len(labels) - 0.4))
+    fig.legend([Line2D([], [], color="black", marker=m, ls="none", mfc="black" if filled else "none")
+                for _, m, _, filled in LEVEL_STYLES], [level for level, *_ in LEVEL_STYLES],
+               loc="outside lower center", ncol=len(LEVEL_STYLES), fontsize=8)
+    return fig
 
 
 # One colour per remedies arm, far apart in hue and lightness (the default cycle puts two reds side by side): the
