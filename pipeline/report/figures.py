@@ -89,10 +89,14 @@ def run_title(info: pd.DataFrame, run_id: str) -> str:
 
 
 def measured_norm(r: pd.Series) -> str:
-    """A run's ||W_hh||_2 as measured at init ("‖W_hh‖₂=1.73"), else its config's gamma_w named as the config's."""
+    """A run's ||W_hh||_2 as measured at init and, where training changed it, at the end ("‖W_hh‖₂=1→1.38": a
+    label shared by a run's initial and final panels names both), else its config's gamma_w named as the config's."""
     norm = pd.to_numeric(r.get("w_norm_init", r.get("gamma_w_init")), errors="coerce")
+    end = pd.to_numeric(r.get("w_norm_final", r.get("gamma_w_final")), errors="coerce")
     if norm is not None and np.isfinite(norm):
-        return f"‖W_hh‖₂={short_value(float(norm))}"
+        start = short_value(float(norm))
+        moved = end is not None and np.isfinite(end) and short_value(float(end)) != start
+        return f"‖W_hh‖₂={start}→{short_value(float(end))}" if moved else f"‖W_hh‖₂={start}"
     return f"gamma_w={short_value(r.get('gamma_w'))} (config)"
 
 
