@@ -58,7 +58,7 @@ def log_norms_of_grid(F: GridFactors, lowest: int = 0, tol: float = LANCZOS_TOL,
     pairs whose paths cross a non-finite edge; -inf for an exactly zero Jacobian. `stats`, if given, receives the
     solver counts."""
     top, T, n = F.top, F.steps, F.d.shape[2]
-    adjoint = _Adjoint(F)
+    adjoint = adjoint_of(F)
     out = np.full((top + 1, T + 1, T + 1), np.nan)
     noise = np.random.default_rng(0).standard_normal((T + 1, n))  # fixed: results are deterministic
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
@@ -69,17 +69,17 @@ def log_norms_of_grid(F: GridFactors, lowest: int = 0, tol: float = LANCZOS_TOL,
         this: dict[int, _Stack] = {}
         for l in range(top, lowest - 1, -1):
             if lag == 0 and l == top:
-                this[l] = adjoint.identity(m)
+                this[l] = adjoint.store(l, lag, adjoint.identity(m))
                 continue
             Z, log_scale = adjoint.layer_stack(l, lag, last.get(l), this.get(l + 1))
             if l == top and not with_top:  # formed for the layers below, not measured
-                this[l] = _sized(Z, log_scale)
+                this[l] = adjoint.store(l, lag, _sized(Z, log_scale))
                 continue
             before = last[l].vectors[1 : m + 1] if lag and last[l].vectors is not None else noise[lag : lag + m]
             start = before + WARM_START_NOISE * noise[lag : lag + m]
             start /= np.linalg.norm(start, axis=1, keepdims=True)
             first = last[l].first if lag and last[l].vectors is not None else min(8, n + 1)
-            this[l] = _measure(Z, log_scale, start, tol, max_steps, first, counts)
+            this[l] = adjoint.store(l, lag, _measure(Z, log_scale, start, tol, max_steps, first, counts))
             out[l, np.arange(m) + lag, np.arange(m)] = this[l].log_size
         last = this
     out[:top, 0, 0] = np.nan  # h^top_0 is an initial state: no path reaches it from another layer
@@ -147,6 +147,11 @@ class _Adjoint:
         self.v, self.cv, self.bad_v = _unit_rows(F.v)
         self.joint_T = [np.concatenate([self.WT[l], self.UT[l + 1]], axis=1) for l in range(self.top)]  # (n, 2n)
         self.n, self.T = n, T
+        self._allocate()
+
+    def _allocate(self) -> None:
+        """The stacks: two per layer (this lag's and the last) and the gemm's operand."""
+        n, T = self.n, self.T
         self.operand = np.empty(2 * n * (T + 1) * n)  # the (2n, m, n) right-hand side of a layer's gemm
         self.buffers = {l: [np.empty(n * (T + 1) * n) for _ in range(2)] for l in range(self.top + 1)}
 
@@ -219,6 +224,116 @@ class _Adjoint:
     def _buffer(self, l: int, lag: int, m: int) -> np.ndarray:
         """Layer l's stack at `lag`, (n, m, n): two buffers per layer, alternating with the lag's parity."""
         return self.buffers[l][lag % 2][: self.n * m * self.n].reshape(self.n, m, self.n)
+
+    def store(self, l: int, lag: int, stack: _Stack) -> _Stack:
+        """Keep layer l's stack at `lag` for the layers and lags that read it: here the stack itself (`last`,
+        `above`)."""
+        return stack
+
+
+# natural log: how far a stored stack may sit from its anti-diagonal's scale. The gemm's output then lies within
+# about e^24 of unit size, so Lanczos's sigma^4 (|P^T P v|^2) stays a normal float with room for n-fold sums.
+SCALE_SPREAD = 24.0
+
+
+class _ElmanAdjoint(_Adjoint):
+    """The elman recursion with one gemm per layer and lag straight from the stored stacks, no operand copies.
+
+    In elman form both edges out of node (l, k) into the layers and lags that read it scale by the same diagonal
+    (v = d): X^l_k = diag(d[l, k-1]) A_t(l, k)^T serves the horizontal term of layer l at the next lag and the
+    vertical term of layer l-1 at this lag, A_t(l, k)^T = W^T X^l_{k+1} + U^T X^{l+1}_k. `store` writes X once per
+    layer and lag (one pass) into row block l of one buffer, pair k at column block k + l, so that the operand of
+    layer l at any lag, [X^l_{k+1}; X^{l+1}_k] for every k, is the strided view of blocks l and l+1 at columns
+    k + l + 1: [W^T U^T] reads it in place. That needs the two halves of a column at one scale: each X is stored
+    divided by exp(S(t, l + k)), a scale per target and anti-diagonal l + k, set by the first layer that stores a
+    matrix on it (the lowest: the lowest layer's pair comes at the smallest lag). A later matrix more than
+    SCALE_SPREAD from it is stored at its own scale instead, and a layer whose two halves differ in scale anywhere
+    forms its operand with per-pair weights (`_Adjoint`'s two passes): slower, never out of range."""
+
+    def __init__(self, F: GridFactors):
+        super().__init__(F)
+        joint, self.c_joint = [], []
+        for l in range(self.top):
+            c = max(self.cW[l], self.cU[l + 1])
+            c = c if np.isfinite(c) else 0.0
+            joint.append(np.concatenate([self.WT[l] * np.exp(self.cW[l] - c),
+                                         self.UT[l + 1] * np.exp(self.cU[l + 1] - c)], axis=1))
+            self.c_joint.append(c)
+        self.joint_T = joint  # (n, 2n) at one scale exp(c_joint[l]): the two halves of a column share theirs
+
+    def _allocate(self) -> None:
+        """One stack per layer (Z: the next lag reads the stored X), the stored X of every layer, and an operand
+        only if some layer needs the weighted path."""
+        n, T, top = self.n, self.T, self.top
+        self.columns = T + top + 3  # column blocks: pair k of layer l at k + l, read up to k + l + 1
+        self.X = np.zeros(((top + 1) * n, self.columns * n))  # row block l: layer l's X
+        self.x_scale = np.full((top + 1, self.columns), -np.inf)  # log scale of each stored X, -inf for zeros
+        self.diagonal = np.full((T + 1, self.columns), np.nan)  # S(t, a): NaN until a matrix on it is stored
+        self.buffers = {l: np.empty(n * (T + 1) * n) for l in range(top + 1)}
+        self.operand = None
+
+    def _buffer(self, l: int, lag: int, m: int) -> np.ndarray:
+        """Layer l's stack Z (n, m, n): one buffer per layer (the next lag reads the stored X, not Z)."""
+        return self.buffers[l][: self.n * m * self.n].reshape(self.n, m, self.n)
+
+    def layer_stack(self, l: int, lag: int, last: _Stack | None, above: _Stack | None) -> tuple[np.ndarray, np.ndarray]:
+        """As `_Adjoint.layer_stack`, from the stored X (`last` and `above` are not read)."""
+        n, m, top = self.n, self.T - lag + 1, self.top
+        cols = slice(l + 1, l + 1 + m)
+        Z = self._buffer(l, lag, m)
+        flat = Z.reshape(n, m * n)
+        e_h = self.x_scale[l, cols]
+        if l == top:  # the horizontal term alone
+            np.matmul(self.WT[l], self.X[l * n : (l + 1) * n, cols.start * n : cols.stop * n], out=flat)
+            return Z, e_h + self.cW[l]
+        e_v = self.x_scale[l + 1, cols]
+        e = np.maximum(e_h, e_v)
+        if np.all((e_h == e_v) | np.isneginf(e_h) | np.isneginf(e_v)):
+            np.matmul(self.joint_T[l], self.X[l * n : (l + 2) * n, cols.start * n : cols.stop * n], out=flat)
+            return Z, e + self.c_joint[l]
+        if self.operand is None:
+            self.operand = np.empty(2 * n * (self.T + 1) * n)
+        operand = self.operand[: 2 * n * m * n].reshape(2 * n, m, n)
+        for half, scale in ((0, e_h), (1, e_v)):
+            block = self.X[(l + half) * n : (l + half + 1) * n, cols.start * n : cols.stop * n].reshape(n, m, n)
+            np.multiply(block, _weight(scale, e)[None, :, None], out=operand[half * n : (half + 1) * n])
+        np.matmul(self.joint_T[l], operand.reshape(2 * n, m * n), out=flat)
+        return Z, e + self.c_joint[l]
+
+    def store(self, l: int, lag: int, stack: _Stack) -> _Stack:
+        """X^l_k = diag(d[l, k-1]) A_t(l, k)^T for k >= 1 (0 for k = 0: no vertical edge leaves step 0) into row
+        block l, divided by exp(S(t, l + k)) (or by exp(its own scale): see the class)."""
+        n, m = self.n, self.T - lag + 1
+        k = np.arange(1, m)
+        t, a = k + lag, k + l
+        with np.errstate(invalid="ignore"):
+            own = stack.log_size[1:] + self.cd[l, : m - 1]  # log size of X (-inf: an exact zero)
+        present = np.isfinite(own)
+        shared = self.diagonal[t, a]
+        fits = np.isfinite(shared) & (np.abs(own - np.where(np.isfinite(shared), shared, 0.0)) <= SCALE_SPREAD)
+        scale = np.where(present & fits, shared, own)
+        fresh = present & np.isnan(shared)
+        self.diagonal[t[fresh], a[fresh]] = own[fresh]
+        factor = np.zeros(m)
+        with np.errstate(invalid="ignore", over="ignore"):
+            factor[1:] = np.where(present, stack.inv_size[1:] * np.exp(np.where(present, own - scale, 0.0)), 0.0)
+        huge = ~np.isfinite(factor[1:])  # 1/size near the top of the range: at its own scale the factor is 1/size
+        scale[huge], factor[1:][huge] = own[huge], stack.inv_size[1:][huge]
+        rows = self.d[l, : m - 1].T * factor[None, 1:]  # (n, m-1)
+        target = self.X[l * n : (l + 1) * n, l * n : (l + m) * n].reshape(n, m, n)
+        target[:, 0, :] = 0.0
+        np.multiply(stack.Z[:, 1:, :], rows[:, :, None], out=target[:, 1:, :])
+        self.x_scale[l, l] = -np.inf
+        self.x_scale[l, l + 1 : l + m] = np.where(present, scale, -np.inf)
+        return stack
+
+
+def adjoint_of(F: GridFactors) -> _Adjoint:
+    """The recursion for F: `_ElmanAdjoint` when both edges out of a node scale by the same diagonal (elman, v = d),
+    `_Adjoint` otherwise."""
+    if F.form == "elman" and F.v.shape == F.d.shape and np.array_equal(F.v, F.d):
+        return _ElmanAdjoint(F)
+    return _Adjoint(F)
 
 
 def _weight(scale: np.ndarray, top: np.ndarray) -> np.ndarray:
