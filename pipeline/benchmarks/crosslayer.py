@@ -69,7 +69,7 @@ def dense_grid_norms(F: GridFactors) -> np.ndarray:
 
 def adjoint_products(F: GridFactors) -> None:
     """The fast route's matrix products alone: every layer's stack at every lag formed by the same recursion as
-    `log_norms_of_grid`, each sized by its largest entry (one pass over it) instead of measured by Lanczos. Its time
+    `log_norms_of_grid`, each sized by `gridpairs._sized` (one pass over it) instead of measured by Lanczos. Its time
     is a floor under the fast route's, so dense / products is a ceiling on the speedup of any measurement of these
     products: per pair they cost 7 n^3 multiply-adds at L = 4 (the top layer's own stack n^3, each layer below 2 n^3)
     against the dense route's (L n)^3 = 64 n^3 and three SVDs."""
