@@ -63,10 +63,12 @@ def log_norms_of_grid(F: GridFactors, lowest: int = 0, tol: float = LANCZOS_TOL,
     noise = np.random.default_rng(0).standard_normal((T + 1, n))  # fixed: results are deterministic
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
     counts = {"lanczos_steps": 0, "exact_fallbacks": 0}
+    joint = isinstance(adjoint, _ElmanAdjoint)  # its stacks of a lag sit side by side: one Lanczos run for all
     last: dict[int, _Stack] = {}
     for lag in range(T + 1):
         m = T - lag + 1  # pairs i = k = 0..m-1, t = k + lag
         this: dict[int, _Stack] = {}
+        pending: list[tuple[int, np.ndarray, np.ndarray, int]] = []  # (layer, log scale, start, first test)
         for l in range(top, lowest - 1, -1):
             if lag == 0 and l == top:
                 this[l] = adjoint.store(l, lag, adjoint.identity(m))
@@ -79,8 +81,24 @@ def log_norms_of_grid(F: GridFactors, lowest: int = 0, tol: float = LANCZOS_TOL,
             start = before + WARM_START_NOISE * noise[lag : lag + m]
             start /= np.linalg.norm(start, axis=1, keepdims=True)
             first = last[l].first if lag and last[l].vectors is not None else min(8, n + 1)
+            if joint:  # stored at its Frobenius size (any size keeps the range), measured below with the others
+                this[l] = adjoint.store(l, lag, _sized(Z, log_scale))
+                pending.append((l, log_scale, start, first))
+                continue
             this[l] = adjoint.store(l, lag, _measure(Z, log_scale, start, tol, max_steps, first, counts))
             out[l, np.arange(m) + lag, np.arange(m)] = this[l].log_size
+        if pending:
+            pending.reverse()  # lowest layer first, as the stacks sit in `adjoint.side_by_side`
+            layers = [l for l, *_ in pending]
+            Z = adjoint.side_by_side(layers[0], layers[-1], m)
+            both = _measure(Z, np.concatenate([e for _, e, _, _ in pending]),
+                            np.concatenate([v for _, _, v, _ in pending]), tol, max_steps,
+                            min(f for *_, f in pending), counts)
+            for i, l in enumerate(layers):
+                part = slice(i * m, (i + 1) * m)
+                this[l] = _Stack(Z[:, part, :], both.log_size[part], both.inv_size[part], both.vectors[part],
+                                 int(both.steps[part].min()))
+                out[l, np.arange(m) + lag, np.arange(m)] = this[l].log_size
         last = this
     out[:top, 0, 0] = np.nan  # h^top_0 is an initial state: no path reaches it from another layer
     out[np.isnan(path_log_sums(*adjoint.bad_edges(), top))] = np.nan
@@ -102,6 +120,7 @@ class _Stack:
     inv_size: np.ndarray  # (m,) 1 / size_i, 0 for a zero matrix
     vectors: np.ndarray | None = None  # (m, n) top left singular vectors of the Q_i (the next lag's warm starts)
     first: int = 0  # Lanczos steps before the first convergence test at the next lag
+    steps: np.ndarray | None = None  # (m,) Lanczos steps each pair took
 
 
 def _sized(Z: np.ndarray, log_scale: np.ndarray) -> _Stack:
@@ -134,7 +153,7 @@ def _measure(Z: np.ndarray, log_scale: np.ndarray, start: np.ndarray, tol: float
     with np.errstate(divide="ignore"):
         log_size = np.where(sigma > 0, log_scale + np.log(np.where(sigma > 0, sigma, 1.0)), -np.inf)
     return _Stack(Z, log_size, np.where(sigma > 0, 1.0 / np.where(sigma > 0, sigma, 1.0), 0.0), vectors,
-                  int(steps.min()))
+                  int(steps.min()), steps)
 
 
 class _Adjoint:
@@ -273,12 +292,19 @@ class _ElmanAdjoint(_Adjoint):
         self.X = np.zeros(((top + 1) * n, self.columns * n))  # row block l: layer l's X
         self.x_scale = np.full((top + 1, self.columns), -np.inf)  # log scale of each stored X, -inf for zeros
         self.diagonal = np.full((T + 1, self.columns), np.nan)  # S(t, a): NaN until a matrix on it is stored
-        self.buffers = {l: np.empty(n * (T + 1) * n) for l in range(top + 1)}
+        self.buffer = np.empty(n * (top + 1) * (T + 1) * n)  # every layer's Z of a lag, side by side in layer order
         self.operand = None
 
     def _buffer(self, l: int, lag: int, m: int) -> np.ndarray:
-        """Layer l's stack Z (n, m, n): one buffer per layer (the next lag reads the stored X, not Z)."""
-        return self.buffers[l][: self.n * m * self.n].reshape(self.n, m, self.n)
+        """Layer l's stack Z (n, m, n): pairs l m .. (l+1) m - 1 of this lag's (n, (top+1) m, n) (the next lag reads
+        the stored X, not Z)."""
+        return self.side_by_side(l, l, m)
+
+    def side_by_side(self, low: int, high: int, m: int) -> np.ndarray:
+        """The stacks Z of layers low..high at a lag of m pairs as one (n, (high - low + 1) m, n), layer by layer."""
+        n = self.n
+        every = self.buffer[: n * (self.top + 1) * m * n].reshape(n, (self.top + 1) * m, n)
+        return every[:, low * m : (high + 1) * m, :]
 
     def layer_stack(self, l: int, lag: int, last: _Stack | None, above: _Stack | None) -> tuple[np.ndarray, np.ndarray]:
         """As `_Adjoint.layer_stack`, from the stored X (`last` and `above` are not read)."""
