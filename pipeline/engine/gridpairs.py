@@ -16,7 +16,10 @@ lag. A stack holds the transposes side by side, Z (n, m, n) with Z[:, i, :] = Q_
 one gemm (n, 2n) @ (2n, m n) with a wide, efficient output. Each Q_i is stored at its own scale: A_i =
 exp(e_i) Q_i; Lanczos measures sigma_i = ||Q_i||_2 (warm-started from the same target's pair of the previous lag: the
 target side of A_t stays put from lag to lag), log ||A_i||_2 = e_i + log sigma_i, and 1/sigma_i is folded into the
-next lag's weights, so no product leaves the range of float64 and no extra pass normalises the stacks.
+next lag's weights, so no product leaves the range of float64 and no extra pass normalises the stacks. In elman
+form (`_ElmanAdjoint`) each layer's diag(phi') A^T is instead stored once per lag, at a scale shared along the
+anti-diagonal l + k, where the gemm reads both its terms in place, and every source layer of a lag is measured by one
+Lanczos run.
 """
 
 from __future__ import annotations
