@@ -161,6 +161,54 @@ def test_long_lags_and_deep_chains_stay_in_log_space():
         assert np.all(np.isfinite(grid[:, 1:, :][~np.isnan(grid[:, 1:, :])]))
 
 
+
+@pytest.mark.parametrize("a, b", [(0.5, 1e100), (2.0, 1e-100), (1.0, 1e150), (0.9, 1e-3)])
+def test_layers_at_far_apart_scales_stay_exact(a, b):
+    """Elman stacks are stored at one scale per target and anti-diagonal l + k (`gridpairs._ElmanAdjoint`); with a
+    vertical edge 1e100 times the horizontal one the two layers of an anti-diagonal lie e^230 apart, beyond
+    SCALE_SPREAD, and take the weighted path: exact all the same."""
+    rng = np.random.default_rng(5)
+    Q, T = orthogonal(5, rng), 30
+    grid = depth.log_norm_grid(linear_stack(a, b, Q, 4), np.zeros((T, 2)))
+    for l, t, k in grid_pairs(T, 3):
+        assert grid[l, t, k] == pytest.approx(closed_form(a, b, 3, l, t, k), abs=1e-9), (l, t, k)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "linear"])
+@pytest.mark.parametrize("spread", [None, 0.0])
+def test_the_elman_recursion_agrees_with_dense_products(activation, spread, monkeypatch):
+    """The elman path (one gemm per layer and lag from the stored stacks) against the benchmark's dense route on a
+    random stack; SCALE_SPREAD 0 sends every layer with two differently scaled halves down the weighted path."""
+    from pipeline.benchmarks.crosslayer import bench_stack, dense_grid_norms
+    if spread is not None:
+        monkeypatch.setattr(gridpairs, "SCALE_SPREAD", spread)
+    rng = np.random.default_rng(len(activation))
+    stack = bench_stack(4, 6, 3, rng, spectral_norm=1.5)
+    model = RNN("elman", activation, 0.0, stack.params)
+    F = depth.grid_factors(model, 2 * rng.standard_normal((25, 3)))
+    assert isinstance(gridpairs.adjoint_of(F), gridpairs._ElmanAdjoint)
+    fast, dense = gridpairs.log_norms_of_grid(F, with_top=False), dense_grid_norms(F)
+    pairs = ~np.isnan(dense)
+    assert np.array_equal(pairs, ~np.isnan(fast))
+    assert np.max(np.abs(fast[pairs] - dense[pairs])) < 1e-8
+
+
+
+def test_saturated_units_far_below_their_anti_diagonal_stay_exact():
+    """softplus units with phi' near e^-180 put some stored stacks far below the scale of their anti-diagonal: they
+    are stored at their own scale (a gemm output at the shared one would overflow Lanczos's sigma^4)."""
+    from pipeline.benchmarks.crosslayer import dense_grid_norms
+    rng = np.random.default_rng(7542)
+    model = random_model(rng, "elman", "softplus", 4, n=5, scale=1.9375, x_scale=1.9375)
+    F = depth.grid_factors(model, rng.standard_normal((10, 2)))
+    fast = gridpairs.log_norms_of_grid(F, with_top=False)
+    with np.errstate(divide="ignore"):
+        dense = dense_grid_norms(F)
+    pairs = ~np.isnan(dense)
+    assert np.array_equal(pairs, ~np.isnan(fast))
+    assert np.max(np.abs(fast[pairs] - dense[pairs])) < 1e-8
+
+
 # ---- dense products and finite differences ---------------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..engine.depth import grid_factors
-from ..engine.gridpairs import GridFactors, _Adjoint, _sized, log_norms_of_grid
+from ..engine.gridpairs import GridFactors, _sized, adjoint_of, log_norms_of_grid
 from ..engine.rnn import RNN
 
 
@@ -69,17 +69,18 @@ def dense_grid_norms(F: GridFactors) -> np.ndarray:
 
 def adjoint_products(F: GridFactors) -> None:
     """The fast route's matrix products alone: every layer's stack at every lag formed by the same recursion as
-    `log_norms_of_grid`, each sized by its largest entry (one pass over it) instead of measured by Lanczos. Its time
+    `log_norms_of_grid`, each sized by `gridpairs._sized` (one pass over it) instead of measured by Lanczos. Its time
     is a floor under the fast route's, so dense / products is a ceiling on the speedup of any measurement of these
     products: per pair they cost 7 n^3 multiply-adds at L = 4 (the top layer's own stack n^3, each layer below 2 n^3)
     against the dense route's (L n)^3 = 64 n^3 and three SVDs."""
-    adjoint, top, T = _Adjoint(F), F.top, F.steps
+    adjoint, top, T = adjoint_of(F), F.top, F.steps
     last: dict = {}
     for lag in range(T + 1):
         this: dict = {}
         for l in range(top, -1, -1):
-            this[l] = (adjoint.identity(T + 1) if lag == 0 and l == top
-                       else _sized(*adjoint.layer_stack(l, lag, last.get(l), this.get(l + 1))))
+            stack = (adjoint.identity(T + 1) if lag == 0 and l == top
+                     else _sized(*adjoint.layer_stack(l, lag, last.get(l), this.get(l + 1))))
+            this[l] = adjoint.store(l, lag, stack)
         last = this
 
 

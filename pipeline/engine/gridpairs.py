@@ -16,7 +16,10 @@ lag. A stack holds the transposes side by side, Z (n, m, n) with Z[:, i, :] = Q_
 one gemm (n, 2n) @ (2n, m n) with a wide, efficient output. Each Q_i is stored at its own scale: A_i =
 exp(e_i) Q_i; Lanczos measures sigma_i = ||Q_i||_2 (warm-started from the same target's pair of the previous lag: the
 target side of A_t stays put from lag to lag), log ||A_i||_2 = e_i + log sigma_i, and 1/sigma_i is folded into the
-next lag's weights, so no product leaves the range of float64 and no extra pass normalises the stacks.
+next lag's weights, so no product leaves the range of float64 and no extra pass normalises the stacks. In elman
+form (`_ElmanAdjoint`) each layer's diag(phi') A^T is instead stored once per lag, at a scale shared along the
+anti-diagonal l + k, where the gemm reads both its terms in place, and every source layer of a lag is measured by one
+Lanczos run.
 """
 
 from __future__ import annotations
@@ -58,29 +61,47 @@ def log_norms_of_grid(F: GridFactors, lowest: int = 0, tol: float = LANCZOS_TOL,
     pairs whose paths cross a non-finite edge; -inf for an exactly zero Jacobian. `stats`, if given, receives the
     solver counts."""
     top, T, n = F.top, F.steps, F.d.shape[2]
-    adjoint = _Adjoint(F)
+    adjoint = adjoint_of(F)
     out = np.full((top + 1, T + 1, T + 1), np.nan)
     noise = np.random.default_rng(0).standard_normal((T + 1, n))  # fixed: results are deterministic
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
     counts = {"lanczos_steps": 0, "exact_fallbacks": 0}
+    joint = isinstance(adjoint, _ElmanAdjoint)  # its stacks of a lag sit side by side: one Lanczos run for all
     last: dict[int, _Stack] = {}
     for lag in range(T + 1):
         m = T - lag + 1  # pairs i = k = 0..m-1, t = k + lag
         this: dict[int, _Stack] = {}
+        pending: list[tuple[int, np.ndarray, np.ndarray, int]] = []  # (layer, log scale, start, first test)
         for l in range(top, lowest - 1, -1):
             if lag == 0 and l == top:
-                this[l] = adjoint.identity(m)
+                this[l] = adjoint.store(l, lag, adjoint.identity(m))
                 continue
             Z, log_scale = adjoint.layer_stack(l, lag, last.get(l), this.get(l + 1))
             if l == top and not with_top:  # formed for the layers below, not measured
-                this[l] = _sized(Z, log_scale)
+                this[l] = adjoint.store(l, lag, _sized(Z, log_scale))
                 continue
             before = last[l].vectors[1 : m + 1] if lag and last[l].vectors is not None else noise[lag : lag + m]
             start = before + WARM_START_NOISE * noise[lag : lag + m]
             start /= np.linalg.norm(start, axis=1, keepdims=True)
             first = last[l].first if lag and last[l].vectors is not None else min(8, n + 1)
-            this[l] = _measure(Z, log_scale, start, tol, max_steps, first, counts)
+            if joint:  # stored at its Frobenius size (any size keeps the range), measured below with the others
+                this[l] = adjoint.store(l, lag, _sized(Z, log_scale))
+                pending.append((l, log_scale, start, first))
+                continue
+            this[l] = adjoint.store(l, lag, _measure(Z, log_scale, start, tol, max_steps, first, counts))
             out[l, np.arange(m) + lag, np.arange(m)] = this[l].log_size
+        if pending:
+            pending.reverse()  # lowest layer first, as the stacks sit in `adjoint.side_by_side`
+            layers = [l for l, *_ in pending]
+            Z = adjoint.side_by_side(layers[0], layers[-1], m)
+            both = _measure(Z, np.concatenate([e for _, e, _, _ in pending]),
+                            np.concatenate([v for _, _, v, _ in pending]), tol, max_steps,
+                            min(f for *_, f in pending), counts)
+            for i, l in enumerate(layers):
+                part = slice(i * m, (i + 1) * m)
+                this[l] = _Stack(Z[:, part, :], both.log_size[part], both.inv_size[part], both.vectors[part],
+                                 int(both.steps[part].min()))
+                out[l, np.arange(m) + lag, np.arange(m)] = this[l].log_size
         last = this
     out[:top, 0, 0] = np.nan  # h^top_0 is an initial state: no path reaches it from another layer
     out[np.isnan(path_log_sums(*adjoint.bad_edges(), top))] = np.nan
@@ -95,18 +116,23 @@ def log_norms_of_grid(F: GridFactors, lowest: int = 0, tol: float = LANCZOS_TOL,
 @dataclass
 class _Stack:
     """One layer's pairs at one lag: A_i = exp(log_size_i) Q_i / size_i with Q_i^T = Z[:, i, :], and size_i =
-    ||Q_i||_2 for a measured layer (so log_size_i = log ||A_i||_2), max |Q_i| for one only formed."""
+    ||Q_i||_2 for a measured layer (so log_size_i = log ||A_i||_2), ||Q_i||_F for one only formed."""
 
     Z: np.ndarray  # (n, m, n)
     log_size: np.ndarray  # (m,)
     inv_size: np.ndarray  # (m,) 1 / size_i, 0 for a zero matrix
     vectors: np.ndarray | None = None  # (m, n) top left singular vectors of the Q_i (the next lag's warm starts)
     first: int = 0  # Lanczos steps before the first convergence test at the next lag
+    steps: np.ndarray | None = None  # (m,) Lanczos steps each pair took
 
 
 def _sized(Z: np.ndarray, log_scale: np.ndarray) -> _Stack:
-    """A stack not measured: each Q_i sized by its largest entry."""
-    size = np.maximum(Z.max(axis=(0, 2)), -Z.min(axis=(0, 2)))
+    """A stack not measured: each Q_i sized by its Frobenius norm (one fused pass; a max |entry| costs two), or by
+    its largest entry where the sum of squares leaves the normal floats."""
+    size = np.sqrt(np.einsum("aib,aib->i", Z, Z))
+    odd = np.flatnonzero(~((size > 1e-150) & (size < 1e150)))
+    if odd.size:
+        size[odd] = np.max(np.abs(Z[:, odd, :]), axis=(0, 2))
     with np.errstate(divide="ignore"):
         log_size = np.where(size > 0, log_scale + np.log(np.where(size > 0, size, 1.0)), -np.inf)
     return _Stack(Z, log_size, np.where(size > 0, 1.0 / np.where(size > 0, size, 1.0), 0.0))
@@ -130,7 +156,7 @@ def _measure(Z: np.ndarray, log_scale: np.ndarray, start: np.ndarray, tol: float
     with np.errstate(divide="ignore"):
         log_size = np.where(sigma > 0, log_scale + np.log(np.where(sigma > 0, sigma, 1.0)), -np.inf)
     return _Stack(Z, log_size, np.where(sigma > 0, 1.0 / np.where(sigma > 0, sigma, 1.0), 0.0), vectors,
-                  int(steps.min()))
+                  int(steps.min()), steps)
 
 
 class _Adjoint:
@@ -147,6 +173,11 @@ class _Adjoint:
         self.v, self.cv, self.bad_v = _unit_rows(F.v)
         self.joint_T = [np.concatenate([self.WT[l], self.UT[l + 1]], axis=1) for l in range(self.top)]  # (n, 2n)
         self.n, self.T = n, T
+        self._allocate()
+
+    def _allocate(self) -> None:
+        """The stacks: two per layer (this lag's and the last) and the gemm's operand."""
+        n, T = self.n, self.T
         self.operand = np.empty(2 * n * (T + 1) * n)  # the (2n, m, n) right-hand side of a layer's gemm
         self.buffers = {l: [np.empty(n * (T + 1) * n) for _ in range(2)] for l in range(self.top + 1)}
 
@@ -219,6 +250,123 @@ class _Adjoint:
     def _buffer(self, l: int, lag: int, m: int) -> np.ndarray:
         """Layer l's stack at `lag`, (n, m, n): two buffers per layer, alternating with the lag's parity."""
         return self.buffers[l][lag % 2][: self.n * m * self.n].reshape(self.n, m, self.n)
+
+    def store(self, l: int, lag: int, stack: _Stack) -> _Stack:
+        """Keep layer l's stack at `lag` for the layers and lags that read it: here the stack itself (`last`,
+        `above`)."""
+        return stack
+
+
+# natural log: how far a stored stack may sit from its anti-diagonal's scale. The gemm's output then lies within
+# about e^24 of unit size, so Lanczos's sigma^4 (|P^T P v|^2) stays a normal float with room for n-fold sums.
+SCALE_SPREAD = 24.0
+
+
+class _ElmanAdjoint(_Adjoint):
+    """The elman recursion with one gemm per layer and lag straight from the stored stacks, no operand copies.
+
+    In elman form both edges out of node (l, k) into the layers and lags that read it scale by the same diagonal
+    (v = d): X^l_k = diag(d[l, k-1]) A_t(l, k)^T serves the horizontal term of layer l at the next lag and the
+    vertical term of layer l-1 at this lag, A_t(l, k)^T = W^T X^l_{k+1} + U^T X^{l+1}_k. `store` writes X once per
+    layer and lag (one pass) into row block l of one buffer, pair k at column block k + l, so that the operand of
+    layer l at any lag, [X^l_{k+1}; X^{l+1}_k] for every k, is the strided view of blocks l and l+1 at columns
+    k + l + 1: [W^T U^T] reads it in place. That needs the two halves of a column at one scale: each X is stored
+    divided by exp(S(t, l + k)), a scale per target and anti-diagonal l + k, set by the first layer that stores a
+    matrix on it (the lowest: the lowest layer's pair comes at the smallest lag). A later matrix more than
+    SCALE_SPREAD from it is stored at its own scale instead, and a layer whose two halves differ in scale anywhere
+    forms its operand with per-pair weights (`_Adjoint`'s two passes): slower, never out of range."""
+
+    def __init__(self, F: GridFactors):
+        super().__init__(F)
+        joint, self.c_joint = [], []
+        for l in range(self.top):
+            c = max(self.cW[l], self.cU[l + 1])
+            c = c if np.isfinite(c) else 0.0
+            joint.append(np.concatenate([self.WT[l] * np.exp(self.cW[l] - c),
+                                         self.UT[l + 1] * np.exp(self.cU[l + 1] - c)], axis=1))
+            self.c_joint.append(c)
+        self.joint_T = joint  # (n, 2n) at one scale exp(c_joint[l]): the two halves of a column share theirs
+
+    def _allocate(self) -> None:
+        """One stack per layer (Z: the next lag reads the stored X), the stored X of every layer, and an operand
+        only if some layer needs the weighted path."""
+        n, T, top = self.n, self.T, self.top
+        self.columns = T + top + 3  # column blocks: pair k of layer l at k + l, read up to k + l + 1
+        self.X = np.zeros(((top + 1) * n, self.columns * n))  # row block l: layer l's X
+        self.x_scale = np.full((top + 1, self.columns), -np.inf)  # log scale of each stored X, -inf for zeros
+        self.diagonal = np.full((T + 1, self.columns), np.nan)  # S(t, a): NaN until a matrix on it is stored
+        self.buffer = np.empty(n * (top + 1) * (T + 1) * n)  # every layer's Z of a lag, side by side in layer order
+        self.operand = None
+
+    def _buffer(self, l: int, lag: int, m: int) -> np.ndarray:
+        """Layer l's stack Z (n, m, n): pairs l m .. (l+1) m - 1 of this lag's (n, (top+1) m, n) (the next lag reads
+        the stored X, not Z)."""
+        return self.side_by_side(l, l, m)
+
+    def side_by_side(self, low: int, high: int, m: int) -> np.ndarray:
+        """The stacks Z of layers low..high at a lag of m pairs as one (n, (high - low + 1) m, n), layer by layer."""
+        n = self.n
+        every = self.buffer[: n * (self.top + 1) * m * n].reshape(n, (self.top + 1) * m, n)
+        return every[:, low * m : (high + 1) * m, :]
+
+    def layer_stack(self, l: int, lag: int, last: _Stack | None, above: _Stack | None) -> tuple[np.ndarray, np.ndarray]:
+        """As `_Adjoint.layer_stack`, from the stored X (`last` and `above` are not read)."""
+        n, m, top = self.n, self.T - lag + 1, self.top
+        cols = slice(l + 1, l + 1 + m)
+        Z = self._buffer(l, lag, m)
+        flat = Z.reshape(n, m * n)
+        e_h = self.x_scale[l, cols]
+        if l == top:  # the horizontal term alone
+            np.matmul(self.WT[l], self.X[l * n : (l + 1) * n, cols.start * n : cols.stop * n], out=flat)
+            return Z, e_h + self.cW[l]
+        e_v = self.x_scale[l + 1, cols]
+        e = np.maximum(e_h, e_v)
+        if np.all((e_h == e_v) | np.isneginf(e_h) | np.isneginf(e_v)):
+            np.matmul(self.joint_T[l], self.X[l * n : (l + 2) * n, cols.start * n : cols.stop * n], out=flat)
+            return Z, e + self.c_joint[l]
+        if self.operand is None:
+            self.operand = np.empty(2 * n * (self.T + 1) * n)
+        operand = self.operand[: 2 * n * m * n].reshape(2 * n, m, n)
+        for half, scale in ((0, e_h), (1, e_v)):
+            block = self.X[(l + half) * n : (l + half + 1) * n, cols.start * n : cols.stop * n].reshape(n, m, n)
+            np.multiply(block, _weight(scale, e)[None, :, None], out=operand[half * n : (half + 1) * n])
+        np.matmul(self.joint_T[l], operand.reshape(2 * n, m * n), out=flat)
+        return Z, e + self.c_joint[l]
+
+    def store(self, l: int, lag: int, stack: _Stack) -> _Stack:
+        """X^l_k = diag(d[l, k-1]) A_t(l, k)^T for k >= 1 (0 for k = 0: no vertical edge leaves step 0) into row
+        block l, divided by exp(S(t, l + k)) (or by exp(its own scale): see the class)."""
+        n, m = self.n, self.T - lag + 1
+        k = np.arange(1, m)
+        t, a = k + lag, k + l
+        with np.errstate(invalid="ignore"):
+            own = stack.log_size[1:] + self.cd[l, : m - 1]  # log size of X (-inf: an exact zero)
+        present = np.isfinite(own)
+        shared = self.diagonal[t, a]
+        fits = np.isfinite(shared) & (np.abs(own - np.where(np.isfinite(shared), shared, 0.0)) <= SCALE_SPREAD)
+        scale = np.where(present & fits, shared, own)
+        fresh = present & np.isnan(shared)
+        self.diagonal[t[fresh], a[fresh]] = own[fresh]
+        factor = np.zeros(m)
+        with np.errstate(invalid="ignore", over="ignore"):
+            factor[1:] = np.where(present, stack.inv_size[1:] * np.exp(np.where(present, own - scale, 0.0)), 0.0)
+        huge = ~np.isfinite(factor[1:])  # 1/size near the top of the range: at its own scale the factor is 1/size
+        scale[huge], factor[1:][huge] = own[huge], stack.inv_size[1:][huge]
+        rows = self.d[l, : m - 1].T * factor[None, 1:]  # (n, m-1)
+        target = self.X[l * n : (l + 1) * n, l * n : (l + m) * n].reshape(n, m, n)
+        target[:, 0, :] = 0.0
+        np.multiply(stack.Z[:, 1:, :], rows[:, :, None], out=target[:, 1:, :])
+        self.x_scale[l, l] = -np.inf
+        self.x_scale[l, l + 1 : l + m] = np.where(present, scale, -np.inf)
+        return stack
+
+
+def adjoint_of(F: GridFactors) -> _Adjoint:
+    """The recursion for F: `_ElmanAdjoint` when both edges out of a node scale by the same diagonal (elman, v = d),
+    `_Adjoint` otherwise."""
+    if F.form == "elman" and F.v.shape == F.d.shape and np.array_equal(F.v, F.d):
+        return _ElmanAdjoint(F)
+    return _Adjoint(F)
 
 
 def _weight(scale: np.ndarray, top: np.ndarray) -> np.ndarray:
