@@ -576,11 +576,15 @@ def draw_text(tables: Tables, spec: str = "text") -> Drawn:
         ax.axhline(float(partial.median()), color="C3", ls="-.", lw=1, label="learned below the bigram model")
     ax.legend(fontsize=8)
     ax.set(xlabel="characters seen (millions)", ylabel="validation loss (nats/char)")
+    drawn = set(style)  # name only the line styles that are drawn
+    carried = ("solid, a run on consecutive windows, which reads the whole held-out text once with its state "
+               "carried, going on from its training walk's state")
+    windows = "dash-dot, a run on random windows, read on 128 held-out windows from h = 0"
+    reads_words = "; ".join(w for w, r in ((carried, TEXT_READS["carried"]), (windows, TEXT_READS["windows"]))
+                            if r in drawn)
     caption = (f"Text models ({spec}): validation loss per character on the held-out end of the corpus against "
                "characters seen in training (iteration × batch × window), one line per run, coloured by arm, each "
-               "read as it was trained: solid, a run on consecutive windows, which reads the whole held-out text "
-               "once with its state carried, going on from its training walk's state; dash-dot, a run on random windows, read on 128 held-out windows from "
-               "h = 0; dashed grey: chance, the "
+               f"read as it was trained: {reads_words}; dashed grey: chance, the "
                "loss of the unigram model (the training characters' frequencies, no context); dotted: "
                f"{1 - LEARNED_MARGIN:g}× chance, below which a run beat chance; red dash-dot: the loss of the "
                "bigram model (the previous character only), the partial baseline below which a run learned.")
