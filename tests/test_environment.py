@@ -1,16 +1,22 @@
 """Each run records the numerical environment it was computed in (run/environment.py): in summary.json, never in its
-identity."""
+identity; one line of it in the results table and on its MLflow run."""
 
 from __future__ import annotations
 
 import json
 import platform
+import types
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from pipeline import tracking
 from pipeline.run import environment, runner
 from pipeline.run.config import RunConfig, config_hash
+from pipeline.sweep.plan import Cell
+from pipeline.sweep.results import write_results_table
+from test_tracking import CONFIG, empty_db, store, write_fake_run_folder  # noqa: F401 (fixtures)
 
 TINY = dict(task="adding", seq_len=6, hidden=4, batch=4, iters=2, val_size=16, eval_every=1, probe_len=4)
 
@@ -81,3 +87,37 @@ def test_the_one_line_form(tmp_path):
                                            "Python 3.11.7")
     for older in (None, {}, "text", {"blas": "not a list"}):
         assert environment.describe(older) == environment.NOT_RECORDED
+
+
+# ---- the results table and MLflow ---------------------------------------------------------------------------
+
+
+def test_the_results_table_has_the_environment_in_one_line(tmp_path):
+    cells = []
+    for name, summary_env in (("now", env()), ("older", None)):
+        folder = tmp_path / "mini" / "runs" / name
+        write_fake_run_folder(CONFIG, folder)
+        summary = json.loads((folder / "summary.json").read_text())
+        if summary_env is not None:
+            (folder / "summary.json").write_text(json.dumps(summary | {"environment": summary_env}))
+        cells.append(Cell(name=f"cell={name}", config=None, config_hash=name, run_dir=folder))
+    spec = types.SimpleNamespace(name="mini", description="")
+    table = write_results_table(spec, cells, {"now": "r1", "older": "r2"}, tmp_path, tmp_path / "mini.parquet")
+    written = pd.read_parquet(tmp_path / "mini.parquet")
+    assert list(written["environment"]) == list(table["environment"]) == [environment.describe(env()),
+                                                                         environment.NOT_RECORDED]
+
+
+def test_each_mlflow_run_is_tagged_with_its_environment(store, tmp_path):  # noqa: F811 (a fixture)
+    exp = tracking.ensure_experiment(store, "rnngrad/test")
+    tags = {}
+    for name, summary_env in (("now", env()), ("older", None)):
+        folder = tmp_path / name
+        write_fake_run_folder(CONFIG, folder)
+        if summary_env is not None:
+            summary = json.loads((folder / "summary.json").read_text())
+            (folder / "summary.json").write_text(json.dumps(summary | {"environment": summary_env}))
+        run_id = tracking.start_run(store, exp, name)
+        tracking.log_folder_and_end(store, run_id, folder)
+        tags[name] = tracking.client(store).get_run(run_id).data.tags.get("environment")
+    assert tags == {"now": environment.describe(env()), "older": environment.NOT_RECORDED}
