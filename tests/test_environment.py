@@ -87,6 +87,8 @@ def test_the_one_line_form(tmp_path):
                                            "Python 3.11.7")
     for older in (None, {}, "text", {"blas": "not a list"}):
         assert environment.describe(older) == environment.NOT_RECORDED
+    odd = environment.describe({"blas": [{"internal_api": ["a list"], "version": 1}], "numpy": "9" * 1000})
+    assert odd.startswith("numpy 999") and len(odd) == environment.LINE_CHARS  # a summary handed over: no error
 
 
 # ---- the results table and MLflow ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 CPUINFO = Path("/proc/cpuinfo")
 CPUINFO_BYTES = 64 * 1024  # the first processor's block, where the first `model name` is, is about 1 KB
 CPU_CHARS = 200  # a model name is about 50 characters; the rest of a longer one says nothing more
+LINE_CHARS = 300  # the one-line form is cut there: it is a tag and a table cell
 NOT_RECORDED = "not recorded"  # the one-line form of a run folder written before runs recorded their environment
 BLAS_NAMES = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS"}  # threadpoolctl's internal_api, as people write it
 
@@ -40,11 +41,13 @@ def describe(environment) -> str:
     blas = environment.get("blas")
     first = blas[0] if isinstance(blas, list) and blas and isinstance(blas[0], dict) else {}
     api = first.get("internal_api")
+    api = BLAS_NAMES.get(api, api) if isinstance(api, str) else None  # a summary handed over may hold anything
     parts = [_words("numpy", environment.get("numpy")) if environment.get("numpy") else "",
-             _words(BLAS_NAMES.get(api, api), first.get("version"), first.get("architecture")) if api else "",
+             _words(api, first.get("version"), first.get("architecture")) if api else "",
              _words(environment.get("machine"), environment.get("cpu")),
              _words("Python", environment.get("python")) if environment.get("python") else ""]
-    return ", ".join(p for p in parts if p) or NOT_RECORDED
+    line = ", ".join(p for p in parts if p) or NOT_RECORDED
+    return line if len(line) <= LINE_CHARS else line[:LINE_CHARS - 1] + "…"
 
 
 def _words(*values) -> str:
