@@ -1,22 +1,29 @@
 """Each run records the numerical environment it was computed in (run/environment.py): in summary.json, never in its
-identity; one line of it in the results table and on its MLflow run."""
+identity; one line of it in the results table, on its MLflow run, in metrics.json's counts and in the report's
+Reproducibility paragraph, escaped there."""
 
 from __future__ import annotations
 
+import html
 import json
 import platform
+import re
 import types
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from pipeline import tracking
+import fixtures_runs as fx
+from pipeline import cli, tracking
 from pipeline.run import environment, runner
 from pipeline.run.config import RunConfig, config_hash
 from pipeline.sweep.plan import Cell
 from pipeline.sweep.results import write_results_table
 from test_tracking import CONFIG, empty_db, store, write_fake_run_folder  # noqa: F401 (fixtures)
+
+cli._register()  # the commands, for report_of
 
 TINY = dict(task="adding", seq_len=6, hidden=4, batch=4, iters=2, val_size=16, eval_every=1, probe_len=4)
 
@@ -123,3 +130,59 @@ def test_each_mlflow_run_is_tagged_with_its_environment(store, tmp_path):  # noq
         tracking.log_folder_and_end(store, run_id, folder)
         tags[name] = tracking.client(store).get_run(run_id).data.tags.get("environment")
     assert tags == {"now": environment.describe(env()), "older": environment.NOT_RECORDED}
+
+
+# ---- analyze and the report ---------------------------------------------------------------------------------
+
+HOSTILE = env(cpu="<script>alert(1)</script> & Co")
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory) -> dict:
+    """Four clipping runs: two in one environment, one in another (whose CPU name is markup), one from before runs
+    recorded it; analysed and reported."""
+    runs = [fx.make_run("clipping", clip_mode="global", clip_threshold=c, overrides={"environment": env()})
+            for c in (0.1, 10.0)]
+    runs += [fx.make_run("clipping", clip_mode="elementwise", clip_threshold=0.1, overrides={"environment": HOSTILE}),
+             fx.make_run("clipping", clip_mode="none", clip_threshold=1.0)]
+    root = tmp_path_factory.mktemp("study")
+    out = fx.report_of(root, runs)
+    return {"metrics": json.loads((out / "metrics.json").read_text()),
+            "runs": pd.read_csv(out / "tables" / "runs.csv"), "html": (out / "report.html").read_text()}
+
+
+def test_metrics_count_the_runs_of_each_environment_most_first(reported):
+    assert reported["metrics"]["environment"] == [  # ties in name order
+        {"environment": environment.describe(env()), "n_runs": 2},
+        {"environment": environment.NOT_RECORDED, "n_runs": 1},
+        {"environment": environment.describe(HOSTILE), "n_runs": 1}]
+    assert sorted(reported["runs"]["environment"]) == sorted(
+        [environment.describe(env())] * 2 + [environment.describe(HOSTILE), environment.NOT_RECORDED])
+
+
+def test_the_report_says_where_the_runs_were_computed_and_what_reproduces(reported):
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", "", reported["html"])).split())
+    paragraph = text[text.index("Reproducibility."):]
+    assert paragraph.startswith(
+        f"Reproducibility. Where recorded, the runs were computed in 2 environments: {environment.describe(env())} "
+        f"(2 runs); {environment.describe(HOSTILE)} (1 run). For 1 run the environment was not recorded")
+    assert ("Runs reproduce bit for bit with the same code, data, seed and environment. Another CPU or BLAS build "
+            "changes the last bits of floating-point sums, which training amplifies: individual runs, and so the "
+            "counts of learned runs, can differ between machines.") in paragraph
+
+
+def test_an_environment_from_the_machine_is_escaped_in_the_html(reported):
+    page = reported["html"]
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co" in page
+
+
+def test_one_environment_is_named_as_one():
+    from pipeline.report.html import REPRODUCIBILITY, reproducibility_paragraph
+
+    line = environment.describe(env())
+    one = reproducibility_paragraph({"environment": [{"environment": line, "n_runs": 1200}]})
+    assert one.parts == [f"Reproducibility. The runs were computed in one environment: {line} (1,200 runs). "
+                         + REPRODUCIBILITY]
+    older = reproducibility_paragraph({"environment": [{"environment": environment.NOT_RECORDED, "n_runs": 3}]})
+    assert older.parts == ["Reproducibility. For 3 runs the environment was not recorded (run folders written before "
+                           "runs recorded it). " + REPRODUCIBILITY]
