@@ -449,7 +449,9 @@ def write_run(results_dir: Path, run: FakeRun, index: int) -> dict:
         series_rows(cfg).to_parquet(folder / "series.parquet", index=False)
         samples = [{"iter": i, "text": f"sample at {i}: the quick brown fox"[: 10 + i // 5]} for i in (0, 50, 99)]
         (folder / "samples.json").write_text(json.dumps(samples))
-    row |= {k: v for k, v in summary.items() if k not in row and k != "layers"}
+    # the sweep's row keeps no nested value: summary.json's layers and environment (the analysis reads the latter
+    # from summary.json)
+    row |= {k: v for k, v in summary.items() if k not in row and not isinstance(v, (dict, list))}
     return row
 
 

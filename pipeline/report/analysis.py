@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..engine.cells import GATED_CELLS
 from ..run.dynamics import DYNAMICS_COLUMNS, DYNAMICS_FILE
+from ..run.environment import NOT_RECORDED, describe
 from .artifacts import load_results, read_artifact, run_folder  # noqa: F401 (the stage and tests read them here)
 from .outputs import ANALYSIS_FORMAT, check_analysis_outputs, read_analysis, write_set  # noqa: F401
 from ..run.probe import GRADIENT_COLUMNS, JACOBIAN_REQUIRED, SIGNAL_COLUMNS, SPECTRA_COLUMNS, SPOT_COLUMNS
@@ -94,7 +95,7 @@ def val_curve(series: pd.DataFrame | None) -> pd.DataFrame | None:
 
 @dataclass
 class Analysis:
-    metrics: dict  # metrics.json: numbers only, rounded by round_metric
+    metrics: dict  # metrics.json: numbers, rounded by round_metric, and `environment` (text)
     report: dict  # analysis.json: everything the report needs besides the tables
     tables: dict[str, pd.DataFrame]  # tables/<name>.csv
 
@@ -111,12 +112,15 @@ MEASURED_NORMS = {"w_norm_init": "gamma_w_init", "w_norm_final": "gamma_w_final"
 
 
 def run_records(results_dir: Path, results: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, RunFiles]]:
-    """One record per run (results row updated with summary.json) and each run's readable files."""
+    """One record per run (results row updated with summary.json) and each run's readable files. A run's
+    `environment` is read from its summary.json (a results table from before the column lacks it), "not recorded"
+    for a folder written before runs recorded it."""
     records, files = [], {}
     for row in results.to_dict("records"):
         is_text = row.get("task") == "text" or studies.study(row["spec"]).reads_samples
         f = files[row["run_id"]] = read_run_files(run_folder(results_dir, row), is_text, row["outcome"] == "failed")
-        records.append(row | summary_scalars(f.summary) | {"run_dir": str(f.folder)})
+        records.append(row | summary_scalars(f.summary) | {"run_dir": str(f.folder),
+                                                           "environment": describe(f.summary.get("environment"))})
     runs = pd.DataFrame(records)
     for col in ("activation", "task", "clip_mode", "error", "final_val_loss", "chance_loss"):
         if col not in runs:
@@ -272,7 +276,7 @@ RUN_COLUMNS = ("run_id", "spec", "cell", "label", "name", "config_hash", "outcom
                "init", "probe_steps", "zero_pairs_init", "zero_pairs_final", "meanfield_rate_init",
                "meanfield_rate_final", "lyapunov_spread_init", "lyapunov_probe_init", "gap_global_to_product_init",
                "gap_product_to_stepnorm_init", "gap_stepnorm_to_measured_init", "spectrum_spread_init",
-               "spectrum_resolved_init")
+               "spectrum_resolved_init", "environment")
 
 
 def analyze(results_dir: Path, results: pd.DataFrame) -> Analysis:
@@ -344,13 +348,21 @@ def assemble(runs: pd.DataFrame, tables: dict[str, pd.DataFrame], spec_heads: di
         "spectrum": prediction.spectrum_metrics(runs),
         "depth": depth.lift_metrics(spec_heads),
         "specs": spec_heads,
-    })
+    }) | {"environment": environment_counts(runs)}  # text, which rounded_tree would turn into null
     report = {"format": ANALYSIS_FORMAT, "metrics": metrics, "specs": spec_extra,
               "contradictions": {when: r["contradiction_ids"] for when, r in regimes.items()},
               "violations": records(viol.head(REPORT_VIOLATIONS)), "nonfinite": records(nonfinite),
               "missing": records(tables["missing"]), "tables": sorted(tables),
               "failed": records(runs.loc[runs["outcome"] == "failed", ["run_id", "spec", "error"]])}
     return metrics, report
+
+
+def environment_counts(runs: pd.DataFrame) -> list[dict]:
+    """[{environment, n_runs}] of the environments the runs were computed in (run/environment.describe), most
+    runs first, then by name: two studies whose counts differ may differ by machine, not by code."""
+    counts = runs["environment"].fillna(NOT_RECORDED).astype(str).value_counts()
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [{"environment": name, "n_runs": int(n)} for name, n in ranked]
 
 
 def records(df: pd.DataFrame) -> list[dict]:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..engine.jacobian import BOUND_RTOL
 from ..engine.spotcheck import SPOT_TOLERANCE
+from ..run.environment import NOT_RECORDED
 from ..run.probe import PREDICTED_REGIMES, RATE_ROUNDING, REGIME_BAND
 from ..run.verdicts import LEARNED_MARGIN
 from . import prediction, studies
@@ -301,7 +302,35 @@ def summary_section(metrics: dict, specs: list[str], ids: list[str]) -> Section:
     if metrics.get("n_missing_artifacts"):
         blocks.append(Paragraph([m("n_missing_artifacts"), " artifacts were missing in ", m("n_runs_incomplete"),
                                  " runs; they are listed under Missing artifacts."]))
+    blocks.append(reproducibility_paragraph(metrics))
     return Section("summary", "Summary", blocks, ids)
+
+
+REPRODUCIBILITY = ("Runs reproduce bit for bit with the same code, data, seed and environment. Another CPU or BLAS "
+                   "build changes the last bits of floating-point sums, which training amplifies: individual runs, "
+                   "and so the counts of learned runs, can differ between machines.")
+
+
+def reproducibility_paragraph(metrics: dict) -> Paragraph:
+    """Where the runs were computed (metrics.json `environment`: each environment's one line and its runs, most
+    first; the runs of folders written before runs recorded it apart), then what reproduces and what does not.
+    The lines come from the machines: the renderers escape them, as every plain string."""
+    given = [e for e in metrics.get("environment") or [] if isinstance(e, dict)]
+    recorded = [e for e in given if e.get("environment") != NOT_RECORDED]
+    unrecorded = sum(e.get("n_runs") or 0 for e in given if e.get("environment") == NOT_RECORDED)
+    where = "; ".join(f"{e.get('environment')} ({runs_count(e.get('n_runs'))})" for e in recorded)
+    sentences = []
+    if recorded:
+        count = f"{len(recorded)} environments" if len(recorded) > 1 else "one environment"
+        sentences.append(f"{'Where recorded, the' if unrecorded else 'The'} runs were computed in {count}: {where}.")
+    if unrecorded:
+        sentences.append(f"For {runs_count(unrecorded)} the environment was not recorded (run folders written before "
+                         "runs recorded it).")
+    return Paragraph([" ".join(["Reproducibility.", *sentences, REPRODUCIBILITY])])
+
+
+def runs_count(n: Any) -> str:
+    return f"{format_metric(n)} run{'' if n == 1 else 's'}"
 
 
 def spec_overview(specs: list[str], metrics: dict) -> list:

@@ -21,7 +21,7 @@ from .artifacts import RUN_ID, read_artifact
 
 # The layout of analysis.json: raised whenever its keys change, so that `report` refuses one an older `analyze`
 # wrote instead of printing n/a for what it lacks
-ANALYSIS_FORMAT = 5
+ANALYSIS_FORMAT = 6  # 6: metrics.json has `environment`, which the report states
 
 
 def write_set(out_dir: Path, tables: dict[str, pd.DataFrame], metrics: dict, report: dict,

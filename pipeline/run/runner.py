@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from . import files
+from . import environment, files
 from .config import RunConfig, config_hash, flatten
 from .files import write_json
 from .stopping import signals_held
@@ -107,8 +107,10 @@ def _build_folder(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progre
         summary = {"outcome": "failed", "diverged_at": None, "iters_done": None,
                    **dict.fromkeys(LEVELS, False),
                    "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+    # where it was computed: a record beside the identity, not part of it (another machine's BLAS changes the
+    # last bits, yet a resumed study must still skip the cell)
     summary = {"config_hash": config_hash(cfg, inputs), "inputs": inputs, **summary,
-               "seconds": time.perf_counter() - start}
+               "seconds": time.perf_counter() - start, "environment": environment.gather()}
     return write_json(folder / "summary.json", summary)
 
 

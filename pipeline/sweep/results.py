@@ -4,7 +4,8 @@ results table `results/<spec>.parquet`.
 
 The results table has one row per cell with a finished run: `spec, cell, run_id, config_hash, outcome, run_dir`
 (relative to the results dir, e.g. `weight_norms/runs/<hash>`), `description` (the spec's, for the report) +
-config.json flattened + summary.json's numbers and regime labels.
+config.json flattened + summary.json's numbers and regime labels + `environment`, where the run was computed in
+one line (run/environment.describe).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import UserError
+from ..run.environment import describe
 from ..run.files import atomic_file, remove_stale_temp_folders
 from ..run.headers import RESULTS_MAX_ROWS, check_columns, parquet_header
 from ..run.verdicts import OUTCOMES
@@ -138,4 +140,5 @@ def _result_row(spec, cell: Cell, run_id: str, results_dir: Path) -> dict:
     for k, v in summary.items():  # numbers (None where a number is missing) and the regime labels
         if (v is None or isinstance(v, (int, float)) or k in SUMMARY_LABELS) and k not in row:
             row[k] = v
+    row["environment"] = describe(summary.get("environment"))  # one line: the table holds no nested column
     return row

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..run.environment import describe
 from .artifacts import experiment_location as _artifact_experiment_location
 from .artifacts import log_file as _artifact_log_file
 from .artifacts import log_folder as _artifact_log_folder
@@ -121,8 +122,8 @@ def log_artifact(store: Store, run_id: str, path: str | Path, artifact_path: str
 
 def log_run_folder(store: Store, run_id: str, run_dir: str | Path, tags: dict | None = None) -> None:
     """Log a finished run folder: config.json's fields that apply to the run as params (run.config.applicable;
-    config.json keeps every field), summary.json as tags + metrics, series.parquet as
-    step metrics (one log_batch for all of it), every file as an artifact at its relative path."""
+    config.json keeps every field), summary.json as tags (its environment in one line: `environment`) + metrics,
+    series.parquet as step metrics (one log_batch for all of it), every file as an artifact at its relative path."""
     from ..run.config import applicable
 
     run_dir = Path(run_dir)
@@ -131,6 +132,7 @@ def log_run_folder(store: Store, run_id: str, run_dir: str | Path, tags: dict | 
     run_tags = {"config_hash": summary.get("config_hash", run_dir.name)}
     run_tags |= {k: summary[k] for k in SUMMARY_TAGS + ("error",) if summary.get(k) is not None}
     run_tags |= regime_tags(summary)
+    run_tags["environment"] = describe(summary.get("environment"))  # where it was computed: the UI's runs table
     run_tags |= tags or {}
     # Artifacts first: finding a run's artifact folder reads the whole run back, which is cheapest before its
     # metrics are in.
