@@ -324,7 +324,7 @@ def test_the_text_specs_runs_are_named_by_their_arms():
 
     spec = load_spec(Path(__file__).parents[1] / "experiments" / "text.yaml", "full")
     labels = [c.label for c in plan_cells(spec, Path("results"))]
-    assert labels == ["rnn n=100 s0", "rnn n=100 s1", "lstm n=44 s0", "lstm n=44 s1"]
+    assert labels == ["rnn n=100 s0", "rnn n=100 s1", "rnn n=100 s2", "lstm n=44 s0", "lstm n=44 s1", "lstm n=44 s2"]
 
 
 def test_links_open_the_runs_table_of_the_store_that_was_used(tmp_path):
