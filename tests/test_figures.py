@@ -238,3 +238,12 @@ def test_the_gradients_legend_covers_no_data_of_its_panel():
     box = left.get_window_extent()
     # the exploding run runs along the top of the panel at the cap, where the legend sat
     assert not any(lg.get_window_extent().overlaps(box) for lg in legends)
+
+
+def test_a_huge_measured_norm_is_labelled_in_exponent_form():
+    """A diverged run's final ||W_hh||_2 of 7e154 is a whole float: its label must not print 155 digits."""
+    from pipeline.report.figures import measured_norm
+
+    label = measured_norm(pd.Series({"w_norm_init": 3.0, "w_norm_final": 6.935e154}))
+    assert label == "‖W_hh‖₂=3→6.935e+154"
+    assert measured_norm(pd.Series({"w_norm_init": 1.0, "w_norm_final": 1.0})) == "‖W_hh‖₂=1"

@@ -764,7 +764,8 @@ def draw_gradients(tables: Tables) -> Drawn:
         for j, it in enumerate(iters):
             g = first[first["iter"] == it]
             axes[1].plot(g["k"], g["log10_dE_dh"], color=colours[j], lw=1, label=f"iteration {it}")
-        axes[1].set(xlabel="timestep k", ylabel="log10 ‖∂E/∂h_k‖ (probe sequence)")
+        axes[1].set(xlabel="timestep k", ylabel="log10 ‖∂E/∂h_k‖")  # the caption says it is on the probe sequence
+        axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))  # timesteps are whole
         axes[1].legend(fontsize=6)
         ids += [rid]
         caption += (f" Right: the BPTT signal ‖∂E/∂h_k‖ on the probe sequence at the {len(iters)} gradient "

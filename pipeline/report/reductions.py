@@ -442,7 +442,9 @@ def label_fields(runs: pd.DataFrame, exclude: Iterable[str] = (), seeds: bool = 
 
 
 def short_value(v: Any) -> str:
-    if isinstance(v, float) and v.is_integer():
+    """A config or measured value as a label shows it: whole numbers without a decimal point, others (a huge
+    measured norm included, 6.9e+154 rather than its 155 digits) as the report prints its numbers."""
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e6:
         return str(int(v))
     return format_metric(v) if isinstance(v, float) else str(v)
 
