@@ -26,3 +26,28 @@ def test_a_cells_cost_is_extrapolated_from_two_reduced_runs():
     assert study._full_cost({100: 12.0, 300: 16.0}, 5000) == pytest.approx(10.0 + 0.02 * 5000)
     assert study._full_cost({0: 7.5}, 0) == 7.5  # an untrained cell runs once, at its own count
     assert study._full_cost({100: 12.0, 300: 11.0}, 5000) == pytest.approx(12.0)  # noise: no negative slope
+
+
+def test_an_arm_the_baseline_cannot_run_is_priced_apart_and_left_out_of_the_ratio(tmp_path):
+    from pipeline.run.calibrate import UnitCosts
+
+    class Flat:  # every cell costs 10 core-seconds
+        def units(self, cfg, sizes):
+            return UnitCosts(train_step=0.0, validation_pass=0.0, probe=0.0, across_probe=0.0, fixed=10.0)
+
+    remedies = {"remedies": SPECS["remedies"]}
+    reps = tuple(r for r in study.REPRESENTATIVES if r.spec == "remedies")
+    measured = {r.name: {"before": 30.0 if r.in_baseline else None, "after": 10.0} for r in reps}
+    totals = study._study_totals(remedies, reps, measured, Flat(), tmp_path)
+    grids = SPECS["remedies"].grid
+    new = sum(1 for g in grids if g.get("cell_type") in ("gru", "exprnn"))
+    assert 0 < new < len(grids)
+    assert totals["study_core_hours_new_arms"] == pytest.approx(new * 10 / 3600)
+    assert totals["study_core_hours_after"] == pytest.approx((len(grids) - new) * 10 / 3600)
+    assert totals["study_ratio"] == pytest.approx(3.0)  # the new arms' cells are in neither side of it
+
+
+def test_only_the_arms_the_baseline_has_are_timed_before():
+    # the baseline (5e825f7) knew the vanilla RNN and the LSTM; the GRU and the expRNN came after it
+    for rep in study.REPRESENTATIVES:
+        assert rep.in_baseline == (rep.cell.get("cell_type", "rnn") in ("rnn", "lstm")), rep.name

@@ -7,8 +7,10 @@ a part per iteration, validation passes included at the spec's eval_every); an u
 Each child reports the CPU seconds of its run alone (imports excluded, as in a sweep's warm worker) and its peak RSS.
 
 The study's totals: every full-profile cell priced by `rnngrad plan`'s calibration of this code (`after`) and the
-same times its representative's measured before/after ratio (`before`). The figures of each representative also
-hold the plan's estimate over its measured time, the check that the plan holds to a factor of 1.5.
+same times its representative's measured before/after ratio (`before`). A kind of cell the baseline cannot run (an
+arm it does not have: the GRU, the expRNN) is timed after only and priced apart (`study_core_hours_new_arms`): the
+ratio compares the cells both codes run. The figures of each representative also hold the plan's estimate over its
+measured time, the check that the plan holds to a factor of 1.5.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class Representative:
     cell: dict  # the grid values that pick it
     stands_for: Callable[[dict], bool]
     iters: tuple[int, int]  # the two reduced iteration counts it is timed at
+    in_baseline: bool = True  # False: an arm the baseline's code cannot run, timed after only
 
 
 def _always(grid: dict) -> bool:
@@ -95,11 +98,11 @@ REPRESENTATIVES = (
     Representative("remedies gru", "remedies", {"task": "adding", "seq_len": 100, "seed": 0, "cell_type": "gru",
                                                 "hidden": 28, "init": "orthogonal", "gamma_w": 1.0,
                                                 "clip_mode": "global"}, lambda g: g.get("cell_type") == "gru",
-                   (100, 300)),
+                   (100, 300), in_baseline=False),
     Representative("remedies exprnn", "remedies", {"task": "adding", "seq_len": 100, "seed": 0,
                                                    "cell_type": "exprnn", "hidden": 69, "init": "orthogonal",
                                                    "gamma_w": 1.0, "clip_mode": "global"},
-                   lambda g: g.get("cell_type") == "exprnn", (100, 300)),
+                   lambda g: g.get("cell_type") == "exprnn", (100, 300), in_baseline=False),
 )
 
 
@@ -142,17 +145,19 @@ def time_representative(rep: Representative, cfg, baseline: str, scratch: Path, 
     from ..run.config import flatten
 
     codes = {"before": baseline, "after": str(ROOT)}
-    points: dict[str, dict[int, float]] = {"before": {}, "after": {}}
-    rss = {"before": 0, "after": 0}
+    versions = ("before", "after") if rep.in_baseline else ("after",)
+    points: dict[str, dict[int, float]] = {version: {} for version in versions}
+    rss = dict.fromkeys(versions, 0)
     for repeat in range(repeats):
         for iters in dict.fromkeys(rep.iters):
             values = {**flatten(cfg), "iters": iters}
-            for version in ("before", "after") if repeat % 2 == 0 else ("after", "before"):
+            for version in versions if repeat % 2 == 0 else versions[::-1]:
                 child = _run_child(codes[version], values, Path(tempfile.mkdtemp(dir=scratch)))
                 points[version][iters] = min(points[version].get(iters, math.inf), child["cpu"])
                 rss[version] = max(rss[version], child["rss"])
-    return {"before": _full_cost(points["before"], cfg.iters), "after": _full_cost(points["after"], cfg.iters),
-            "rss_before": rss["before"], "rss_after": rss["after"]}
+    return {"before": _full_cost(points["before"], cfg.iters) if rep.in_baseline else None,
+            "after": _full_cost(points["after"], cfg.iters),
+            "rss_before": rss.get("before"), "rss_after": rss["after"]}
 
 
 def _cell(spec, grid: dict):
@@ -192,14 +197,15 @@ def bench_study(baseline: str = BASELINE, progress: Callable[[str], None] = lamb
                 measured[rep.name] = result
                 sizes = sizes_of(cfg)
                 planned = estimate_seconds(cost.work_counts(cfg, sizes), calibration.units(cfg, sizes))
-                progress(f"study: {rep.name}: {result['before']:,.1f} core-s before, {result['after']:,.1f} after, "
-                         f"{planned:,.1f} planned")
-                figures.update({f"study/{rep.name}/before_core_s": result["before"],
-                                f"study/{rep.name}/after_core_s": result["after"],
+                before = "not in the baseline" if result["before"] is None else f"{result['before']:,.1f} core-s before"
+                progress(f"study: {rep.name}: {before}, {result['after']:,.1f} after, {planned:,.1f} planned")
+                figures[f"study/{rep.name}/after_core_s"] = result["after"]
+                if result["before"] is not None:
+                    figures |= {f"study/{rep.name}/before_core_s": result["before"],
                                 f"study/{rep.name}/ratio": result["before"] / result["after"],
-                                f"study/{rep.name}/planned_over_measured": planned / result["after"],
-                                f"study/{rep.name}/peak_rss_before_mib": result["rss_before"] / cost.MIB,
-                                f"study/{rep.name}/peak_rss_after_mib": result["rss_after"] / cost.MIB})
+                                f"study/{rep.name}/peak_rss_before_mib": result["rss_before"] / cost.MIB}
+                figures |= {f"study/{rep.name}/planned_over_measured": planned / result["after"],
+                            f"study/{rep.name}/peak_rss_after_mib": result["rss_after"] / cost.MIB}
             progress("study: the plan of every full-profile cell")
             figures |= _study_totals(specs, representatives, measured, calibration, no_data)
             figures["study_baseline"] = baseline
@@ -211,23 +217,32 @@ def bench_study(baseline: str = BASELINE, progress: Callable[[str], None] = lamb
 def _study_totals(specs: dict, representatives: tuple[Representative, ...], measured: dict, calibration,
                   data_dir: Path) -> dict:
     """Every full-profile cell's planned core-seconds (after), and those times its representative's ratio (before),
-    summed per spec and over the study."""
+    summed per spec and over the study; the cells of arms the baseline cannot run summed apart (after only), so that
+    the ratio compares the same cells."""
     from ..run import cost
     from ..run.calibrate import estimate_seconds
 
-    sizes_of, out, before_total, after_total = cost.sizes_reader(data_dir), {}, 0.0, 0.0
+    sizes_of, out = cost.sizes_reader(data_dir), {}
+    totals = {"before": 0.0, "after": 0.0, "new_arms": 0.0}
     for name, spec in specs.items():
         reps = [r for r in representatives if r.spec == name and r.name in measured]
-        before = after = 0.0
+        own = {"before": 0.0, "after": 0.0, "new_arms": 0.0}
         for cfg, grid in zip(spec.cells, spec.grid):
             rep = next((r for r in reps if r.stands_for(grid)), None)
             if rep is None:
                 continue
             sizes = sizes_of(cfg)
             planned = estimate_seconds(cost.work_counts(cfg, sizes), calibration.units(cfg, sizes))
-            after += planned
-            before += planned * measured[rep.name]["before"] / measured[rep.name]["after"]
-        out[f"study/{name}/core_hours_before"], out[f"study/{name}/core_hours_after"] = before / 3600, after / 3600
-        before_total, after_total = before_total + before, after_total + after
-    return out | {"study_core_hours_before": before_total / 3600, "study_core_hours_after": after_total / 3600,
-                  "study_ratio": before_total / after_total if after_total else float("nan")}
+            if measured[rep.name]["before"] is None:
+                own["new_arms"] += planned
+                continue
+            own["after"] += planned
+            own["before"] += planned * measured[rep.name]["before"] / measured[rep.name]["after"]
+        out[f"study/{name}/core_hours_before"], out[f"study/{name}/core_hours_after"] = (own["before"] / 3600,
+                                                                                         own["after"] / 3600)
+        if own["new_arms"]:
+            out[f"study/{name}/core_hours_new_arms"] = own["new_arms"] / 3600
+        totals = {key: totals[key] + own[key] for key in totals}
+    return out | {"study_core_hours_before": totals["before"] / 3600, "study_core_hours_after": totals["after"] / 3600,
+                  "study_core_hours_new_arms": totals["new_arms"] / 3600,
+                  "study_ratio": totals["before"] / totals["after"] if totals["after"] else float("nan")}
