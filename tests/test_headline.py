@@ -33,13 +33,30 @@ def test_the_headline_is_short_and_cut_from_metrics_json(tmp_path):
     head = json.loads((out / headline.HEADLINE).read_text())
     assert leaves(head) <= 40 < leaves(metrics)
     assert head["runs"] == len(runs) and head["violations"] == metrics["violations"]
+    assert head["rate_error_lyapunov"] == metrics["rate"]["median_abs_slope_minus_lyapunov"]
+    assert head["rate_error_meanfield"] == metrics["rate"]["median_abs_slope_minus_meanfield"]
     for spec in {r.spec for r in runs}:
         mine = [r for r in runs if r.spec == spec]
         assert head[spec]["runs"] == len(mine) == metrics["learning"][spec]["n_runs"]
-        assert head[spec]["learned"] == metrics["learning"][spec]["n_learned"]
+        scored = metrics["learning"][spec]["learned"]["n"]
+        assert head[spec]["learned"] == (metrics["learning"][spec]["n_learned"] if scored else None)
+        assert head[spec]["solved"] == (metrics["learning"][spec]["n_solved"] if scored else None)
         own = json.loads((out / headline.SPEC_METRICS / f"{spec}.json").read_text())
         assert own["learning"] == metrics["learning"][spec]
         assert {k: v for k, v in own.items() if k != "learning"} == metrics["specs"].get(spec, {})
+
+
+def test_an_untrained_spec_shows_no_learned_count_rather_than_zero():
+    def counts(k_learned, k_solved, scored):
+        return {"n_runs": 4, "n_learned": k_learned, "n_solved": k_solved,
+                "learned": {"k": k_learned, "n": scored}, "solved": {"k": k_solved, "n": scored}}
+
+    metrics = {"n_runs": 8, "n_checks": 80, "violations": 0, "outcomes": {},
+               "learning": {"probes": counts(0, 0, 0), "trained": counts(3, 1, 4)}}
+    head = headline.headline(metrics)
+    assert head["probes"] == {"runs": 4, "learned": None, "solved": None}
+    assert head["trained"] == {"runs": 4, "learned": 3, "solved": 1}
+    assert head["rate_error_lyapunov"] is None  # no rate measured: nothing shown
 
 
 def test_analyze_reads_only_the_specs_params_yaml_lists_and_names_the_others(tmp_path):

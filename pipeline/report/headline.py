@@ -17,17 +17,23 @@ SPEC_METRICS = "metrics"  # reports/metrics/<spec>.json
 
 def headline(metrics: dict) -> dict:
     """About a dozen study-wide numbers and three per spec: runs checked, bound violations (expected 0), the spot
-    checks, the regime theorem's contradictions at init; per spec its runs and its learned count and rate."""
+    checks, the regime theorem's contradictions at init, how far the two predictions of the rate fall from the
+    measured one (median |slope - lambda_1| and |slope - mean-field|, nats per step); per spec its runs and its learned
+    and solved counts (none where no run is scored against a baseline: an untrained spec learns nothing by design)."""
     spot = metrics.get("spot_checks", {})
     regimes = metrics.get("regimes", {}).get("init", {})
-    head = {"runs": metrics["n_runs"], "probes": metrics["n_probes"], "pairs": metrics["n_checks"],
+    rate = metrics.get("rate", {})
+    head = {"runs": metrics["n_runs"], "pairs": metrics["n_checks"],
             "violations": metrics["violations"], "spot_checks": spot.get("n"), "spot_mismatches": spot.get("mismatches"),
             "regime_sufficient": regimes.get("n_sufficient"),
             "regime_sufficient_vanishing": regimes.get("n_sufficient_observed_vanishing"),
-            "regime_contradictions": regimes.get("contradictions"), "failed": metrics["outcomes"].get("failed", 0)}
+            "regime_contradictions": regimes.get("contradictions"), "failed": metrics["outcomes"].get("failed", 0),
+            "rate_error_lyapunov": rate.get("median_abs_slope_minus_lyapunov"),
+            "rate_error_meanfield": rate.get("median_abs_slope_minus_meanfield")}
     for spec, counts in sorted(metrics.get("learning", {}).items()):
-        learned = counts.get("learned", {})
-        head[spec] = {"runs": counts["n_runs"], "learned": counts["n_learned"], "learned_rate": learned.get("rate")}
+        scored = counts.get("learned", {}).get("n")
+        head[spec] = {"runs": counts["n_runs"], "learned": counts["n_learned"] if scored else None,
+                      "solved": counts.get("n_solved") if scored else None}
     return head
 
 
