@@ -80,7 +80,8 @@ def test_the_table_names_each_spec_and_the_total(project):
 
 
 @pytest.mark.parametrize("args, words", [(["--profile", "huge"], "--profile"), (["--jobs", "-1"], "--jobs"),
-                                         (["missing.yaml"], "missing.yaml"), (["--max-cells", "0"], "--max-cells")])
+                                         (["missing.yaml"], "missing.yaml"), (["--max-cells", "0"], "--max-cells"),
+                                         (["--against", "nowhere"], "--against nowhere")])
 def test_bad_input_is_one_line_and_exit_2(project, args, words):
     done = invoke("plan", *args, cwd=project)
     assert done.exit_code == 2
@@ -123,3 +124,31 @@ def test_a_profile_with_a_learning_rate_selection_prices_it_as_its_own_spec(tmp_
     planned = json.loads(done.stdout.strip().splitlines()[-1])
     counts = {name: sum(r["spec"] == name for r in planned["rows"]) for name in planned["specs"]}
     assert counts == {"picky_rates": 2 * 2 * 3, "picky": 2}  # 2 arms x 2 rates x 3 seeds, then the grid
+
+
+def test_against_a_results_folder_it_sets_each_runs_cpu_seconds_beside_the_estimate(project):
+    import pandas as pd
+
+    swept = invoke("sweep", "experiments/tiny_a.yaml", "--profile", "full", "--no-track", "--jobs", "1",
+                   "--results-dir", "results", "--data-dir", "data", cwd=project)
+    assert swept.exit_code == 0, swept.output
+    table = pd.read_parquet(project / "results" / "tiny_a.parquet")
+    assert (table["cpu_seconds"] > 0).all()
+    done = invoke("plan", "experiments/tiny_a.yaml", "--profile", "full", "--against", "results", "--json",
+                  cwd=project)
+    assert done.exit_code == 0, done.output
+    measured = json.loads(done.stdout.strip().splitlines()[-1])["measured"]
+    mine = measured["specs"]["tiny_a"]
+    assert (mine["cells"], mine["cells_run"], mine["cells_wall"]) == (2, 2, 0)
+    assert mine["measured_seconds"] == pytest.approx(table["cpu_seconds"].sum())
+    assert mine["measured_over_planned"] == pytest.approx(mine["measured_seconds"] / mine["planned_core_seconds"])
+    text = invoke("plan", "experiments/tiny_a.yaml", "--profile", "full", "--against", "results", cwd=project)
+    assert "Against the finished runs" in text.stdout and "2 of 2" in text.stdout
+
+    # runs that recorded no CPU time (older runs): their wall seconds, counted and said
+    old = project / "old"
+    (old / "tiny_a").mkdir(parents=True)
+    table.drop(columns=["cpu_seconds"]).to_parquet(old / "tiny_a.parquet")
+    done = invoke("plan", "experiments/tiny_a.yaml", "--profile", "full", "--against", "old", "--json", cwd=project)
+    mine = json.loads(done.stdout.strip().splitlines()[-1])["measured"]["specs"]["tiny_a"]
+    assert mine["cells_wall"] == 2 and mine["measured_seconds"] == pytest.approx(table["seconds"].sum())

@@ -24,7 +24,7 @@ def test_an_untrained_run_probes_once_and_writes_what_two_probes_wrote(cell, tmp
     monkeypatch.setattr(runner, "same_model", lambda a, b: False)  # force the second probe
     twice = runner.execute_run(cfg, tmp_path / "data", tmp_path / "twice")
     assert calls == ["init", "init", "final"]
-    drop = {"seconds"}
+    drop = {"seconds", "cpu_seconds"}
     assert {k: v for k, v in once.summary.items() if k not in drop} == \
         {k: v for k, v in twice.summary.items() if k not in drop}
     for table in ("jacobian", "signal", "spot_checks", "spectra"):

@@ -38,8 +38,8 @@ FILES = {"config.json", "summary.json", "history.csv", "series.parquet", "figure
          "probe/model_init.npz", "probe/model_final.npz", "probe/inputs.npy", "probe/h0.npy",
          "probe/jacobian.parquet", "probe/signal.parquet", "probe/spot_checks.parquet", "probe/spectra.parquet",
          "probe/gradients.parquet", "probe/dynamics.parquet"}
-SUMMARY_KEYS = {"config_hash", "inputs", "outcome", "diverged_at", "iters_done", "seconds", "final_train_loss",
-                "final_val_loss", "val_accuracy", "chance_loss", "chance_accuracy", "gamma_phi", "gamma_w_init",
+SUMMARY_KEYS = {"config_hash", "inputs", "outcome", "diverged_at", "iters_done", "seconds", "cpu_seconds",
+                "final_train_loss", "final_val_loss", "val_accuracy", "chance_loss", "chance_accuracy", "gamma_phi", "gamma_w_init",
                 "gamma_w_final", "spectral_radius_init", "spectral_radius_final", "log_rate_init", "log_rate_final",
                 "slope_init", "slope_final", "lyapunov_init", "lyapunov_final", "predicted_regime",
                 "observed_regime", "violations_init", "violations_final", "layers", "learned", "loss_growth",
@@ -120,7 +120,7 @@ def test_folder_matches_the_contract(runs, name):
     assert SUMMARY_KEYS <= set(summary)
     assert summary["config_hash"] == result.config_hash
     assert (summary["diverged_at"], summary["iters_done"]) == (None, cfg.iters)
-    assert summary["seconds"] > 0
+    assert summary["seconds"] > 0 and 0 < summary["cpu_seconds"] < 4 * summary["seconds"]
     assert len(summary["layers"]) == cfg.layers
     assert [p.name for p in result.run_dir.parent.iterdir() if p.name.startswith(".")] == []  # no temp left
 
@@ -395,7 +395,7 @@ def test_progress_events(runs):
 def test_same_seed_same_numbers(runs, data_dir, tmp_path):
     cfg, first, _ = runs["adding"]
     again = run_quietly(cfg, data_dir, tmp_path / "again")
-    drop = lambda s: {k: v for k, v in s.items() if k != "seconds"}  # noqa: E731
+    drop = lambda s: {k: v for k, v in s.items() if k not in ("seconds", "cpu_seconds")}  # noqa: E731
     assert drop(again.summary) == drop(first.summary)
     assert (again.run_dir / "history.csv").read_bytes() == (first.run_dir / "history.csv").read_bytes()
     for rel in ("probe/jacobian.parquet", "series.parquet"):

@@ -95,7 +95,7 @@ def execute_run(cfg: RunConfig, data_dir: Path | str, run_dir: Path | str,
 
 
 def _build_folder(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progress | None) -> dict:
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     write_json(folder / "config.json", flatten(cfg))
     inputs = input_digests(cfg, data_dir)  # the run's identity; bad input (a corpus gone) raises UserError here
     try:
@@ -110,7 +110,10 @@ def _build_folder(cfg: RunConfig, data_dir: Path, folder: Path, progress: Progre
     # where it was computed: a record beside the identity, not part of it (another machine's BLAS changes the
     # last bits, yet a resumed study must still skip the cell)
     summary = {"config_hash": config_hash(cfg, inputs), "inputs": inputs, **summary,
-               "seconds": time.perf_counter() - start, "environment": environment.gather()}
+               "seconds": time.perf_counter() - start,
+               # this process's CPU time: the run's cost whatever else the machine ran (a sweep worker runs one run
+               # at a time, on one BLAS thread); `rnngrad plan --against` compares it with the plan
+               "cpu_seconds": time.process_time() - cpu_start, "environment": environment.gather()}
     return write_json(folder / "summary.json", summary)
 
 

@@ -31,6 +31,10 @@ def plan_cmd(
     cells: Annotated[bool, typer.Option("--cells", help="Also list every cell with its estimate.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (every cell's core-seconds and peak "
                                           "memory, each spec's and the total) instead of the table.")] = False,
+    against: Annotated[Path | None, typer.Option(help="A results folder of this profile's sweeps (e.g. results): "
+                                                 "beside each spec's estimate, what its finished runs took (each "
+                                                 "run's CPU seconds; its wall seconds for a run that recorded no CPU "
+                                                 "time) over the same cells, and the ratio.")] = None,
 ) -> None:
     """Estimate a profile's sweeps before they run: per spec its cells, core-seconds and peak memory per cell, and
     the totals (core-hours, wall time on --jobs workers, the memory each worker needs).
@@ -54,6 +58,7 @@ def plan_cmd(
     if jobs < 0:
         raise UserError(f"--jobs: {jobs} is negative; give a number of workers >= 1, or 0 for one per core")
     check_data_dir(data_dir)
+    table = None if against is None else _results_table(against)
     loaded = [load_spec(path, profile, max_cells) for path in _spec_paths(specs)]
     # a profile with a `select` block sweeps its learning-rate selection first, as a spec of its own: priced too
     loaded = [stage for spec in loaded for stage in
@@ -69,7 +74,54 @@ def plan_cmd(
     finally:
         calibration.close()
     report = summarise(rows, profile, jobs or cost.usable_cpus(), time.perf_counter() - start)
+    if table is not None:
+        report["measured"] = compare(rows, table)
     typer.echo(json.dumps(report) if as_json else render(report, cells))
+
+
+def _results_table(results_dir: Path):
+    """(spec, cell, seconds, cpu) of every finished run in the folder's results tables, read as `analyze` reads
+    them; cpu is NaN for a run that recorded no CPU time (before runs did)."""
+    from ..report.artifacts import load_results
+    from ..run.paths import check_path_names
+
+    check_path_names(results_dir, f"--against {results_dir}")
+    if not results_dir.is_dir():
+        raise UserError(f"--against {results_dir}: no such folder; give the results folder the sweeps wrote "
+                        "(e.g. results)")
+    table = load_results(results_dir)
+    lacking = [c for c in ("cell", "seconds") if c not in table.columns]
+    if lacking:
+        raise UserError(f"--against {results_dir}: its tables lack {', '.join(lacking)}; re-run the sweeps")
+    cpu = table["cpu_seconds"] if "cpu_seconds" in table.columns else float("nan")
+    return table[["spec", "cell", "seconds"]].assign(cpu=cpu)
+
+
+def compare(rows: list[dict], table) -> dict:
+    """Per spec (and in all): the cells planned that have a finished run, their planned core-seconds and the
+    seconds those runs took (a run uses one core: its CPU seconds, or its wall seconds where it recorded no CPU
+    time, counted in `cells_wall`: beside other work those overstate it), and measured over planned."""
+    took, wall = {}, set()
+    for spec, cell, sec, cpu in table.itertuples(index=False):
+        key = (str(spec), str(cell))
+        if cpu == cpu:
+            took[key] = float(cpu)
+        elif sec == sec:  # NaN: a run that recorded no time
+            took[key] = float(sec)
+            wall.add(key)
+    out, planned_all, measured_all, n_all = {}, 0.0, 0.0, 0
+    for name in dict.fromkeys(r["spec"] for r in rows):
+        mine = [(r["core_seconds"], took[(name, r["cell"])]) for r in rows
+                if r["spec"] == name and (name, r["cell"]) in took]
+        planned, measured = sum(p for p, _ in mine), sum(m for _, m in mine)
+        out[name] = {"cells": sum(r["spec"] == name for r in rows), "cells_run": len(mine),
+                     "cells_wall": sum(1 for r in rows if (name, r["cell"]) in wall),
+                     "planned_core_seconds": planned, "measured_seconds": measured,
+                     "measured_over_planned": measured / planned if planned else None}
+        planned_all, measured_all, n_all = planned_all + planned, measured_all + measured, n_all + len(mine)
+    return {"specs": out, "cells_run": n_all, "cells_wall": len(wall & {(r["spec"], r["cell"]) for r in rows}),
+            "planned_core_seconds": planned_all, "measured_seconds": measured_all,
+            "measured_over_planned": measured_all / planned_all if planned_all else None}
 
 
 def summarise(rows: list[dict], profile: str, workers: int, calibration_seconds: float) -> dict:
@@ -108,11 +160,28 @@ def render(report: dict, with_cells: bool) -> str:
     lines += ["", f"On {report['workers']} workers: about {hours} h {minutes:02d} min of wall time (the longest cell, "
               f"{report['longest_cell']}, alone {report_seconds(report)}); each worker needs "
               f"{format_bytes(report['worker_memory_bytes'])} ({report['heaviest_cell']})."]
+    if "measured" in report:
+        lines += _render_measured(report["measured"])
     if with_cells:
         lines += ["", f"{'cell':<60}{'core-s':>10}  {'memory':>10}"]
         lines += [f"{r['spec'] + ': ' + r['cell']:<60.60}{r['core_seconds']:>10,.1f}  {format_bytes(r['memory_bytes']):>10}"
                   for r in report["rows"]]
     return "\n".join(lines)
+
+
+def _render_measured(measured: dict) -> list[str]:
+    lines = ["", "Against the finished runs (each run's CPU seconds, over the cells that have one):", "",
+             f"{'spec':<14}{'cells run':>12}  {'planned core-h':>14}  {'measured core-h':>15}  {'measured/planned':>16}"]
+    rows = [*measured["specs"].items(), ("total", {**measured, "cells": sum(s["cells"] for s in
+                                                                             measured["specs"].values())})]
+    for name, s in rows:
+        ratio = "-" if s["measured_over_planned"] is None else f"{s['measured_over_planned']:.2f}"
+        lines.append(f"{name:<14}{str(s['cells_run']) + ' of ' + str(s['cells']):>12}  "
+                     f"{s['planned_core_seconds'] / 3600:>14.2f}  {s['measured_seconds'] / 3600:>15.2f}  {ratio:>16}")
+    if measured["cells_wall"]:
+        lines.append(f"{measured['cells_wall']} runs recorded no CPU time (made before runs did): their wall seconds "
+                     "are counted, which overstate their cost if the machine ran other work beside them")
+    return lines
 
 
 def report_seconds(report: dict) -> str:
