@@ -80,6 +80,7 @@ class Calibration:
 
     def units(self, cfg: RunConfig, sizes: cost.RunSizes) -> UnitCosts:
         """The unit costs of `cfg` (timed now unless a cell of its kind was timed already)."""
+        runner.load_blas_libraries(cfg.cell_type)  # timed on one thread, as the run computes
         per_sequence = 0.0 if not sizes.val_sequences else self._timed(
             ("validation", *validation_kind(cfg, sizes)), lambda: self._validation(cfg, sizes))
         return UnitCosts(

@@ -56,6 +56,15 @@ DRIVE_BURN_IN, DRIVE_STEPS, DRIVE_TRAJECTORIES, DRIVE_EXPONENTS = 200, 1000, 2, 
 GRADIENT_POINTS = 5  # iterations (evenly spread, 0 and the last included) whose ||dE/dh_k|| by k is recorded
 
 
+def load_blas_libraries(cell_type: str) -> None:
+    """Load every BLAS library a cell computes with, before its threads are limited: threadpoolctl limits only the
+    libraries loaded when its context opens, and the expRNN's scipy.linalg brings scipy's own OpenBLAS on first use,
+    which would then run on every core inside a run meant to use one (twice the CPU time of the run, the same
+    numbers). Other cells never import scipy: it would cost every command its startup."""
+    if cell_type == "exprnn":
+        import scipy.linalg  # noqa: F401
+
+
 @dataclass(frozen=True)
 class Checkpoints:
     """Where `train` records the training dynamics at its gradient checkpoints: the driven trajectories the
@@ -84,6 +93,7 @@ def execute_run(cfg: RunConfig, data_dir: Path | str, run_dir: Path | str,
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = files.temp_folder(run_dir.parent, run_dir.name)
     try:
+        load_blas_libraries(cfg.cell_type)
         with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
             summary = _build_folder(cfg, Path(data_dir), tmp, progress)
         with signals_held():  # a stop lands before or after the swap, never between its renames
