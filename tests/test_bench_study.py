@@ -18,8 +18,9 @@ def test_every_full_profile_cell_has_exactly_one_representative(name):
     for rep in reps:
         study._cell(SPECS[name], rep.cell)  # a cell of the spec: LookupError otherwise
         assert rep.stands_for(study._grid_of(SPECS[name], rep.cell)), rep.name  # it stands for itself
-    for grid in SPECS[name].grid:
-        assert sum(r.stands_for(grid) for r in reps) == 1, grid
+    for _, stage, _ in study._stages({name: SPECS[name]}):  # a learning-rate selection's cells too
+        for grid in stage.grid:
+            assert sum(r.stands_for(grid) for r in reps) == 1, grid
 
 
 def test_a_cells_cost_is_extrapolated_from_two_reduced_runs():
@@ -39,7 +40,8 @@ def test_an_arm_the_baseline_cannot_run_is_priced_apart_and_left_out_of_the_rati
     reps = tuple(r for r in study.REPRESENTATIVES if r.spec == "remedies")
     measured = {r.name: {"before": 30.0 if r.in_baseline else None, "after": 10.0} for r in reps}
     totals = study._study_totals(remedies, reps, measured, Flat(), tmp_path)
-    grids = SPECS["remedies"].grid
+    grids = [g for _, stage, _ in study._stages(remedies) for g in stage.grid]  # its rate selection's cells too
+    assert len(grids) > len(SPECS["remedies"].grid)
     new = sum(1 for g in grids if g.get("cell_type") in ("gru", "exprnn"))
     assert 0 < new < len(grids)
     assert totals["study_core_hours_new_arms"] == pytest.approx(new * 10 / 3600)

@@ -214,6 +214,14 @@ def bench_study(baseline: str = BASELINE, progress: Callable[[str], None] = lamb
     return figures
 
 
+def _stages(specs: dict):
+    """(spec file's name, stage, stage's name) of every sweep the study runs: a profile with a learning-rate selection
+    sweeps its `<name>_rates` stage first, whose cells the spec's representatives stand for too."""
+    for name, spec in specs.items():
+        for stage in ([spec.selection_stage()] if spec.selection is not None else []) + [spec]:
+            yield name, stage, stage.name
+
+
 def _study_totals(specs: dict, representatives: tuple[Representative, ...], measured: dict, calibration,
                   data_dir: Path) -> dict:
     """Every full-profile cell's planned core-seconds (after), and those times its representative's ratio (before),
@@ -224,8 +232,8 @@ def _study_totals(specs: dict, representatives: tuple[Representative, ...], meas
 
     sizes_of, out = cost.sizes_reader(data_dir), {}
     totals = {"before": 0.0, "after": 0.0, "new_arms": 0.0}
-    for name, spec in specs.items():
-        reps = [r for r in representatives if r.spec == name and r.name in measured]
+    for base, spec, name in _stages(specs):
+        reps = [r for r in representatives if r.spec == base and r.name in measured]
         own = {"before": 0.0, "after": 0.0, "new_arms": 0.0}
         for cfg, grid in zip(spec.cells, spec.grid):
             rep = next((r for r in reps if r.stands_for(grid)), None)
