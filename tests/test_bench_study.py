@@ -53,3 +53,25 @@ def test_only_the_arms_the_baseline_has_are_timed_before():
     # the baseline (5e825f7) knew the vanilla RNN and the LSTM; the GRU and the expRNN came after it
     for rep in study.REPRESENTATIVES:
         assert rep.in_baseline == (rep.cell.get("cell_type", "rnn") in ("rnn", "lstm")), rep.name
+
+
+def test_the_baseline_study_is_priced_from_its_own_specs(tmp_path):
+    from pipeline.run.calibrate import UnitCosts
+
+    class Flat:
+        def units(self, cfg, sizes):
+            return UnitCosts(train_step=0.0, validation_pass=0.0, probe=0.0, across_probe=0.0, fixed=10.0)
+
+    specs = tmp_path / "experiments"
+    specs.mkdir()
+    for name in ("weight_norms", "clipping"):
+        (specs / f"{name}.yaml").write_text(Path(f"experiments/{name}.yaml").read_text())
+    measured = {r.name: {"before": 20.0 if r.in_baseline else None, "after": 10.0} for r in study.REPRESENTATIVES}
+    cells = len(SPECS["weight_norms"].grid) + len(SPECS["clipping"].grid)
+    out = study._baseline_study(specs, study.REPRESENTATIVES, measured, Flat(), tmp_path,
+                                {"study_core_hours_after": 1.0, "study_core_hours_new_arms": 0.5})
+    assert out["study_core_hours_baseline_study"] == pytest.approx(cells * 20 / 3600)
+    assert out["study_core_hours_this_study"] == 1.5
+    assert out["study_ratio_whole"] == pytest.approx(cells * 20 / 3600 / 1.5)
+    (specs / "clipping.yaml").write_text("name: [not a spec\n")
+    assert study._baseline_study(specs, study.REPRESENTATIVES, measured, Flat(), tmp_path, {}) == {}

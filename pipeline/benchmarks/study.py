@@ -7,7 +7,8 @@ a part per iteration, validation passes included at the spec's eval_every); an u
 Each child reports the CPU seconds of its run alone (imports excluded, as in a sweep's warm worker) and its peak RSS.
 
 The study's totals: every full-profile cell priced by `rnngrad plan`'s calibration of this code (`after`) and the
-same times its representative's measured before/after ratio (`before`). A kind of cell the baseline cannot run (an
+same times its representative's measured before/after ratio (`before`); and the study as the baseline ran it (its
+own specs, priced the same way) against this study whole. A kind of cell the baseline cannot run (an
 arm it does not have: the GRU, the expRNN) is timed after only and priced apart (`study_core_hours_new_arms`): the
 ratio compares the cells both codes run. The figures of each representative also hold the plan's estimate over its
 measured time, the check that the plan holds to a factor of 1.5.
@@ -107,10 +108,10 @@ REPRESENTATIVES = (
 
 
 def baseline_code(commit: str, into: Path) -> Path:
-    """The commit's `pipeline/` package, extracted under `into` (ready for PYTHONPATH). RuntimeError when this is not
-    a git checkout holding the commit."""
+    """The commit's `pipeline/` package and `experiments/` specs, extracted under `into` (ready for PYTHONPATH).
+    RuntimeError when this is not a git checkout holding the commit."""
     try:
-        tar = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", commit, "pipeline"],
+        tar = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", commit, "pipeline", "experiments"],
                              capture_output=True, check=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as e:
         raise RuntimeError(f"the baseline commit {commit} is not in this checkout's git history ({e})") from None
@@ -208,10 +209,46 @@ def bench_study(baseline: str = BASELINE, progress: Callable[[str], None] = lamb
                             f"study/{rep.name}/peak_rss_after_mib": result["rss_after"] / cost.MIB}
             progress("study: the plan of every full-profile cell")
             figures |= _study_totals(specs, representatives, measured, calibration, no_data)
+            progress("study: the plan of every cell of the baseline's own full profile")
+            figures |= _baseline_study(Path(code) / "experiments", representatives, measured, calibration, no_data,
+                                       figures)
             figures["study_baseline"] = baseline
         finally:
             calibration.close()
     return figures
+
+
+def _baseline_study(spec_dir: Path, representatives: tuple[Representative, ...], measured: dict, calibration,
+                    data_dir: Path, figures: dict) -> dict:
+    """The whole study as the baseline ran it: the baseline's own full-profile specs (its grids, sizes and cadences),
+    each cell priced by this code's plan times its representative's before/after ratio; beside it this study whole
+    (its cells both codes run, the new arms and the rate selection), and the ratio of the two. An estimate: the
+    ratio is measured on this study's representative cells. None when this loader cannot read the baseline's specs."""
+    from ..errors import UserError
+    from ..run import cost
+    from ..run.calibrate import estimate_seconds
+    from ..run.spec import load_spec
+
+    try:
+        specs = {path.stem: load_spec(path, "full") for path in sorted(spec_dir.glob("*.yaml"))}
+    except UserError:
+        return {}
+    sizes_of, out, total = cost.sizes_reader(data_dir), {}, 0.0
+    for base, stage, name in _stages(specs):
+        reps = [r for r in representatives if r.spec == base and r.name in measured]
+        own = 0.0
+        for cfg, grid in zip(stage.cells, stage.grid):
+            rep = next((r for r in reps if r.stands_for(grid)), None)
+            if rep is None or measured[rep.name]["before"] is None:
+                continue
+            sizes = sizes_of(cfg)
+            planned = estimate_seconds(cost.work_counts(cfg, sizes), calibration.units(cfg, sizes))
+            own += planned * measured[rep.name]["before"] / measured[rep.name]["after"]
+        out[f"study/{name}/baseline_study_core_hours"] = own / 3600
+        total += own
+    this = figures["study_core_hours_after"] + figures["study_core_hours_new_arms"]
+    return out | {"study_core_hours_baseline_study": total / 3600, "study_core_hours_this_study": this,
+                  "study_ratio_whole": total / 3600 / this if this else float("nan")}
 
 
 def _stages(specs: dict):
