@@ -13,8 +13,9 @@ MATVEC_CHUNK_BYTES = 2**20  # products per pass of `_normal_matvecs`: about a me
 LANCZOS_TOL = 1e-12  # stop when the estimated relative error of sigma_1^2 is below this
 LANCZOS_MAX_STEPS = 60  # pairs not converged by then get an exact SVD
 WARM_START_NOISE = 1e-2  # weight of a fixed pseudo-random vector mixed into every warm start
-# `_Lanczos.compact` threshold. In `rnngrad bench --only crosslayer`'s fast route (one process, alternating, CPU time,
-# median of 14 paired runs) 0.3 took 0.979 of 0.6's time, 0.45 0.982, 0.15 0.985 (of 8), never compacting 1.040.
+# `_Lanczos.compact` drops finished rows once fewer than this share are alive: the copy costs about a pass over the
+# live rows, a finished row left in a matvec pass per step (the value measured best in `rnngrad bench --only
+# crosslayer`; never compacting was slower)
 COMPACT_ALIVE = 0.3
 
 
@@ -149,8 +150,7 @@ def _top_eigenvectors(alpha: np.ndarray, beta: np.ndarray, theta: np.ndarray) ->
     A row is reliable where theta > 0, every pivot is negative and s_1 >= TWIST_MIN_FIRST (a warm start near the
     top vector keeps s_1 near 1); elsewhere (zero or split matrices, poor starts) its vector is NaN. The recurrence
     runs on T / theta (entries at most about 1: nothing overflows), each ratio and entry capped at 2 / TWIST_MIN_FIRST
-    (a row that needs more is not reliable). Against np.linalg.eigh on the 79 thousand tests of `rnngrad bench --only
-    crosslayer`: s_j within 3e-14, the vector within 9e-12."""
+    (a row that needs more is not reliable). tests/test_linalg_twisted.py holds it to np.linalg.eigh."""
     r, j = alpha.shape
     reliable = theta > 0
     scale = 1.0 / np.where(reliable, theta, 1.0)
