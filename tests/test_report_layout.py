@@ -152,6 +152,62 @@ def test_pdf_text_wraps_between_words_even_across_inline_parts(monkeypatch):
     assert glued == ["(Lezcano-Casado ", "2019); "]  # a word spans the parts it is made of
 
 
+def figure_file(tmp_path: Path, name: str, height_in: float, caption: str) -> "figures.FigureFile":
+    """A blank PNG printed 6 inches wide and `height_in` tall, as a report figure with `caption`."""
+    from PIL import Image
+    path = tmp_path / f"{name}.png"
+    Image.new("RGB", (int(6 * figures.DPI), int(height_in * figures.DPI)), "white").save(path)
+    return figures.FigureFile(name, path, caption, ())
+
+
+def pages_of_figures(monkeypatch, sections) -> tuple[list, list]:
+    """Render `sections`; ([(figure, page of its image, page of its caption's end, y there)], [each page's fill]):
+    a page's fill is the share of its body above where its content ends (where fpdf turned the page)."""
+    placed, fills = [], []
+    place, footer = report_pdf.place_figure, report_pdf.ReportPDF.footer
+
+    def placing(pdf, fig, w, h):
+        page = pdf.page
+        place(pdf, fig, w, h)
+        placed.append((fig.name, page, pdf.page, pdf.get_y()))
+
+    def filling(pdf):
+        fills.append((pdf.get_y() - pdf.t_margin) / (pdf.h - pdf.t_margin - pdf.b_margin))
+        footer(pdf)
+
+    monkeypatch.setattr(report_pdf, "place_figure", placing)
+    monkeypatch.setattr(report_pdf.ReportPDF, "footer", filling)
+    report_pdf.render_pdf(sections, {}, datetime(2026, 1, 1, tzinfo=timezone.utc), compress=False)
+    return placed, fills
+
+
+def test_a_figure_and_its_caption_are_on_one_page_wherever_the_figure_falls(tmp_path, monkeypatch):
+    caption = "A caption of several lines, as the phase diagram's is: " + "words of the caption " * 40
+    fig = figure_file(tmp_path, "phase", 4.0, caption)
+    bottom = 297 - 16  # A4, less the bottom margin the page breaks at
+    for lines in range(20, 60, 3):  # the figure starts at every height of the page
+        placed, _ = pages_of_figures(monkeypatch, [Section("s", "Title", [Paragraph(["word " * 16 * lines]), fig,
+                                                                          Paragraph(["after " * 400])])])
+        (name, image_page, caption_page, caption_end), = [p for p in placed if p[0] == "phase"]
+        assert image_page == caption_page and caption_end <= bottom + 0.01, (lines, placed)
+
+
+def test_no_page_is_left_near_empty_when_a_figure_does_not_fit_under_its_text(tmp_path, monkeypatch):
+    """The referee's page 21: a tall figure that did not fit under the one before it went to the next page, and the
+    next section, whose heading, text and first figure did not fit under it, to the page after: a page held one
+    figure and its caption. Now the figure floats to the top of the next page while the text after it fills this
+    one, and a section whose opening text fills the rest of a page starts there."""
+    first = figure_file(tmp_path, "rates", 3.0, "The first figure.")
+    tall = figure_file(tmp_path, "phase", 4.5, "The tall figure, " + "its caption " * 30)
+    later = figure_file(tmp_path, "prediction", 2.5, "The next section's figure.")
+    sections = [Section("a", "Decay", [Paragraph(["word " * 300]), first, tall]),
+                Section("b", "Prediction", [Paragraph(["more " * 500]), later, Paragraph(["end " * 50])])]
+    placed, fills = pages_of_figures(monkeypatch, sections)
+    assert sorted((page, name) for name, page, _, _ in placed) == [(1, "rates"), (2, "phase"), (3, "prediction")]
+    assert all(image == caption for _, image, caption, _ in placed)
+    assert min(fills[:-1]) > 0.6, fills  # every page but the last is more than 60% full
+
+
 def test_every_term_is_defined_before_the_findings_use_it(study):
     terms, findings = study["sections"][0], study["sections"][1]
     assert (terms.anchor, findings.anchor) == ("terms", "findings")
