@@ -22,7 +22,8 @@ from matplotlib.ticker import MaxNLocator
 from ..run.files import write_atomic
 from .rate_figures import draw_activations, draw_phase
 from .canvas import (  # noqa: F401  (FigureFile, Drawn: the figure API the report stage and tests use)
-    DPI, Drawn, FigureFile, Tables, finite, new_figure, panel_row, plain_log_ticks, png_bytes, run_info, table,
+    DPI, Drawn, FigureFile, Tables, finite, label_clear_of_data, new_figure, panel_row, plain_log_ticks, png_bytes,
+    run_info, table,
 )
 from ..run.plots import keep_min_span
 from ..run.probe import draw_heatmap_panel
@@ -328,13 +329,13 @@ def draw_clip_curves(tables: Tables) -> Drawn:
     modes = list(dict.fromkeys(curves["clip_mode"].astype(str)))
     outcome = run_info(tables).get("outcome", pd.Series(dtype=object))
     fig, axes = panel_row(len(modes), 2.8, 2.8)
+    ceilings = []
     for ax, mode in zip(axes, modes):
         c = curves[curves["clip_mode"].astype(str) == mode].copy()
-        if (c["loss"] > LOSS_CEILING).any():  # an exploding run reaches 1e300: log axes overflow there
+        ceiling = (c["loss"] > LOSS_CEILING).any()  # an exploding run reaches 1e300: log axes overflow there
+        if ceiling:
             c["loss"] = c["loss"].clip(upper=LOSS_CEILING)
-            ax.axhline(LOSS_CEILING, color="0.5", ls=":", lw=1)
-            ax.annotate(f"≥ {LOSS_CEILING:.0e}", (0.02, LOSS_CEILING), xycoords=("axes fraction", "data"),
-                        xytext=(0, -3), textcoords="offset points", va="top", fontsize=7, color="0.4")
+            ceiling = ax.axhline(LOSS_CEILING, color="0.5", ls=":", lw=1)
         c["threshold"] = c["clip_threshold"].map(short_value) if mode != "none" else "none"
         sns.lineplot(data=c, x="iter", y="loss", hue="threshold", units="run_id", estimator=None, ax=ax, lw=1,
                      legend=mode != "none")
@@ -346,6 +347,10 @@ def draw_clip_curves(tables: Tables) -> Drawn:
             ax.plot(end["iter"], end["loss"], marker, color="C3", ms=8 if marker == "x" else 6,
                     mew=2 if marker == "x" else 1, zorder=5, ls="none")
         ax.set(yscale="log", title=f"clip: {mode}", xlabel="iteration")
+        ceilings.append((ax, ceiling))
+    for ax, ceiling in ceilings:  # labelled once every panel is drawn (they share the y axis): where no curve is
+        if ceiling:
+            label_clear_of_data(ax, f"≥ {LOSS_CEILING:.0e}", LOSS_CEILING, exclude=(ceiling,), fontsize=7, color="0.4")
     caption = (f"Training loss curves per clipping mode and threshold. Losses above {LOSS_CEILING:.0e} are drawn "
                f"on the dotted line at {LOSS_CEILING:.0e}; a red x marks where a run diverged (inf or NaN), a red "
                "triangle the end of an unstable run (finite, but its loss or weights ran away).")
