@@ -23,6 +23,7 @@ from pipeline import cli
 from pipeline.report.document import Bullets, Link, Paragraph, Section, SectionLink, Table, plain_text
 from pipeline.report.html import findings_section
 from pipeline.report.pdf import render_pdf
+from pipeline.report import formatting
 from pipeline.report.formatting import shown_within
 from pipeline.report.reductions import parse_metric
 
@@ -448,9 +449,10 @@ def test_a_new_spec_is_analysed_and_rendered_with_its_description_table_and_figu
     assert [rows[r.run_id][:4] for r in runs] == [
         [r.run_id[:8], f"{r.config['gamma_w']:g}", str(r.config["seed"]), r.outcome] for r in runs]
     ok = runs[0]
-    assert rows[ok.run_id][4:] == ["beat chance", f"{fx.validation_loss(ok.config):.4g}",
-                                   f"{fx.task_success(ok.config):.4g}", f"{fx.CHANCE_LOSS['adding']:.4g}",
-                                   f"{fx.CHANCE_ACCURACY['adding']:.4g}"]
+    shown = formatting.format_value  # a measured value at the report's 3 significant digits
+    assert rows[ok.run_id][4:] == ["beat chance", shown(fx.validation_loss(ok.config)),
+                                   shown(fx.task_success(ok.config)), shown(fx.CHANCE_LOSS['adding']),
+                                   shown(fx.CHANCE_ACCURACY['adding'])]
     assert rows[runs[-1].run_id][4] == "diverged"
     captions = page.images_by_section[section]
     assert len(captions) == 1 and captions[0].startswith("Spec saturation_probe: mean log10 ‖∂h_t/∂h_k‖")

@@ -29,7 +29,8 @@ from ..run.plots import keep_min_span
 from ..run.probe import draw_heatmap_panel
 from ..run.verdicts import LEARNED_MARGIN
 from . import depthfigures, dynamics, studies
-from .reductions import format_metric, short_value
+from .formatting import format_log_rate, format_value
+from .reductions import short_value
 
 LOSS_CEILING = 1e12  # loss curves are drawn up to here: beyond, a log axis's margins overflow float64
 MAX_PANELS, PANEL_COLUMNS = 16, 4  # decay curves: at most 16 panels (a spec's runs, an activation each), 4 to a row
@@ -84,7 +85,7 @@ def run_title(info: pd.DataFrame, run_id: str) -> str:
     if run_id not in info.index:
         return run_id[:8]
     r = info.loc[run_id]
-    rate = format_metric(pd.to_numeric(r.get("log_rate_init"), errors="coerce"))
+    rate = format_log_rate(pd.to_numeric(r.get("log_rate_init"), errors="coerce"))
     init = f" {r.get('init')}" if isinstance(r.get("init"), str) else ""
     return f"{run_id[:8]} {r.get('activation')}{init} {measured_norm(r)} log(γ_Wγ_φ)={rate}"
 
@@ -95,9 +96,9 @@ def measured_norm(r: pd.Series) -> str:
     norm = pd.to_numeric(r.get("w_norm_init", r.get("gamma_w_init")), errors="coerce")
     end = pd.to_numeric(r.get("w_norm_final", r.get("gamma_w_final")), errors="coerce")
     if norm is not None and np.isfinite(norm):
-        start = short_value(float(norm))
-        moved = end is not None and np.isfinite(end) and short_value(float(end)) != start
-        return f"‖W_hh‖₂={start}→{short_value(float(end))}" if moved else f"‖W_hh‖₂={start}"
+        start = format_value(float(norm))  # measured: at the report's precision
+        moved = end is not None and np.isfinite(end) and format_value(float(end)) != start
+        return f"‖W_hh‖₂={start}→{format_value(float(end))}" if moved else f"‖W_hh‖₂={start}"
     return f"gamma_w={short_value(r.get('gamma_w'))} (config)"
 
 
