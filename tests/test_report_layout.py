@@ -255,6 +255,14 @@ def test_no_page_is_left_near_empty_when_a_figure_does_not_fit_under_its_text(tm
     assert sorted((page, name) for name, page, _, _ in placed) == [(1, "rates"), (2, "phase"), (3, "prediction")]
     assert all(image == caption for _, image, caption, _ in placed)
     assert min(fills[:-1]) > 0.6, fills  # every page but the last is more than 60% full
+    # the Bound check's start: a short opening, then a figure that does not fit under it where much of the page is
+    # left: the section starts here, the figure floats to the next page and the text after it fills this one
+    heatmaps = figure_file(tmp_path, "heatmaps", 6.5, "The heatmaps.")
+    sections = [Section("a", "Tightness", [Paragraph(["word " * 350])]),
+                Section("b", "Bound check", [Paragraph(["short " * 60]), heatmaps, Paragraph(["after " * 600])])]
+    placed, fills = pages_of_figures(monkeypatch, sections)
+    assert [(name, page) for name, page, _, _ in placed] == [("heatmaps", 2)]
+    assert min(fills[:-1]) > 0.6, fills
 
 
 def test_every_term_is_defined_before_the_findings_use_it(study):

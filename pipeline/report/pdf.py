@@ -39,7 +39,8 @@ REFERENCE_HANG = 5.0  # mm: a reference's second and later lines start this far 
 class ReportPDF(FPDF):
     landscape_table = False  # the last block was a table on a landscape page: text goes on a portrait one
     ref_links: dict  # reference key -> the PDF link its citations jump to (set where its entry is written)
-    floating: list  # (figure, width, height, caption height) of figures that did not fit where they came: each
+    sections_begun = 0  # the sections begun so far: a figure floats into the next section at most
+    floating: list  # (figure, width, height, caption height, section) of figures that did not fit where they came: each
     # goes at the top of the next portrait page while the text after it fills the rest of this one (as a paper's
     # figures float)
     floated: list  # (page, y, figure, width, height): where the floating figures went, drawn at the end
@@ -54,7 +55,7 @@ class ReportPDF(FPDF):
             self.set_y(self.kept[self.page])
             return
         while self.floating and self.w < self.h:
-            fig, w, h, below = self.floating[0]
+            fig, w, h, below, _ = self.floating[0]
             room = self.h - self.b_margin - self.get_y()
             if h + below > room:
                 if self.get_y() > self.t_margin + 0.01:  # the next one does not fit under the last: next page
@@ -213,6 +214,7 @@ def write_table(pdf: "ReportPDF", table: Table, metrics: dict) -> None:
 MIN_FIGURE_SCALE = 0.8  # a figure shrinks to this share of its size to stay on the page its text is on
 CAPTION_PT = SMALL_PT + 1  # a figure's caption, in italics
 SHORT_GAP = 0.1  # share of a page's body: a gap this small at a page's foot is not a near-empty page
+FLOAT_ACROSS = 0.3  # share of a page's body: a figure floats past its section's end only when more is left blank
 FIGURE_GAP = 1.0  # mm between a figure and its caption (and 1.5 + 2 below the caption: write_paragraph, then ln)
 
 
@@ -262,7 +264,8 @@ def write_figure(pdf: "ReportPDF", fig: FigureFile) -> None:
     w, h, turn = figure_placement(pdf, fig)
     room, page = pdf.h - pdf.b_margin - pdf.get_y(), pdf.h - pdf.t_margin - pdf.b_margin
     if pdf.floating or (turn and room > SHORT_GAP * page):  # after any figure floating already: figures keep order
-        pdf.floating.append((fig, *figure_size(pdf, fig), caption_height(pdf, fig.caption)))
+        pdf.floating.append((fig, *figure_size(pdf, fig), caption_height(pdf, fig.caption),
+                             pdf.sections_begun))
         return
     if turn:
         pdf.add_page()
@@ -413,21 +416,26 @@ def lead_heights(pdf: FPDF, section: Section, metrics: dict) -> tuple[float, flo
 
 def starts_new_page(pdf: FPDF, section: Section, metrics: dict) -> bool:
     """Whether a section starts on a new page: when its heading, opening text and first figure do not fit on this
-    one but fit on a page (no heading at the foot of a page with its figure on the next), unless its opening text
-    alone fills what is left of this page (then the text runs on and the figure follows it: turning the page would
-    leave the rest of this one blank)."""
+    one but fit on a page, and little of this one is left (no heading at the foot of a page with its figure on the
+    next). Where its opening text alone fills what is left, or much is left, it starts here: the text runs on and
+    the figure follows it or floats to the next page (turning the page would leave the rest of this one blank)."""
     text, figure = lead_heights(pdf, section, metrics)
     room, page = pdf.h - pdf.b_margin - pdf.get_y(), pdf.h - pdf.t_margin - pdf.b_margin
     if text + figure <= room or text + figure > page:
         return False
-    return not (figure and text >= room - SHORT_GAP * page)
+    if figure and text >= room - SHORT_GAP * page:
+        return False
+    return room < FLOAT_ACROSS * page
 
 
 def write_section(pdf: "ReportPDF", section: Section, metrics: dict) -> None:
     """A section, on a new page when starts_new_page says so."""
     back_to_portrait(pdf)
-    while pdf.floating:  # a figure floats within its section: the last one's go before this one begins
-        pdf.add_page(orientation="P")
+    pdf.sections_begun += 1
+    room, page = pdf.h - pdf.b_margin - pdf.get_y(), pdf.h - pdf.t_margin - pdf.b_margin
+    if room < FLOAT_ACROSS * page or any(f[-1] < pdf.sections_begun - 1 for f in pdf.floating):
+        while pdf.floating:  # the last section's figures go before this one begins, unless that would leave much
+            pdf.add_page(orientation="P")  # of this page blank: then this section's text fills it first
     if starts_new_page(pdf, section, metrics):
         pdf.add_page()
     pdf.start_section(section.title)
