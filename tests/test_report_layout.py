@@ -241,6 +241,21 @@ def test_a_figure_and_its_caption_are_on_one_page_wherever_the_figure_falls(tmp_
         assert image_page == caption_page and caption_end <= bottom + 0.01, (lines, placed)
 
 
+def test_a_wide_figure_is_not_shrunk_to_stay_beside_its_text_below_60_percent_of_its_drawn_size(tmp_path):
+    """The prediction and success-against-T figures, drawn 10.4 in wide, printed at 0.67 of that on the text width,
+    then shrunk to 0.8 of it to stay on a page: labels at 0.53 of their size, unreadable."""
+    fig = figure_file(tmp_path, "prediction", 3.2, "Three panels.")
+    from PIL import Image
+    Image.new("RGB", (int(10.4 * figures.DPI), int(3.2 * figures.DPI)), "white").save(fig.path)
+    doc = report_pdf.new_pdf(False, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    w, h = report_pdf.figure_size(doc, fig)
+    drawn = report_pdf.natural_width(fig)
+    for share in (0.8, 0.85, 0.9, 0.95):  # room for the figure at this share of its printed size
+        doc.set_y(doc.h - doc.b_margin - h * share - report_pdf.caption_height(doc, fig.caption) - 0.5)
+        width, _, _ = report_pdf.figure_placement(doc, fig)
+        assert width / drawn >= report_pdf.MIN_TEXT_SCALE - 1e-9, (share, width / drawn)
+
+
 def test_no_page_is_left_near_empty_when_a_figure_does_not_fit_under_its_text(tmp_path, monkeypatch):
     """The referee's page 21: a tall figure that did not fit under the one before it went to the next page, and the
     next section, whose heading, text and first figure did not fit under it, to the page after: a page held one

@@ -212,6 +212,8 @@ def write_table(pdf: "ReportPDF", table: Table, metrics: dict) -> None:
 
 
 MIN_FIGURE_SCALE = 0.8  # a figure shrinks to this share of its size to stay on the page its text is on
+MIN_TEXT_SCALE = 0.6  # ... but never below this share of the size it was drawn at, its fonts' (a figure wider than
+# the text width is printed smaller already: 8 pt labels at 0.6 are 4.8 pt)
 CAPTION_PT = SMALL_PT + 1  # a figure's caption, in italics
 SHORT_GAP = 0.1  # share of a page's body: a gap this small at a page's foot is not a near-empty page
 FLOAT_ACROSS = 0.3  # share of a page's body: a figure floats past its section's end only when more is left blank
@@ -226,6 +228,12 @@ def figure_size(pdf: FPDF, fig: FigureFile) -> tuple[float, float]:
     return w, w * h_px / w_px
 
 
+def natural_width(fig: FigureFile) -> float:
+    """The width (mm) a figure was drawn at: its pixels at DPI."""
+    with Image.open(fig.path) as im:
+        return im.size[0] / DPI * MM_PER_INCH
+
+
 def caption_height(pdf: FPDF, caption: str) -> float:
     """The height (mm) a figure's caption takes below it, with the gaps above and below: a figure is placed only
     where its caption fits under it on the same page."""
@@ -236,15 +244,16 @@ def caption_height(pdf: FPDF, caption: str) -> float:
 
 def figure_placement(pdf: FPDF, fig: FigureFile) -> tuple[float, float, bool]:
     """(width, height, new page) of a figure kept on one page with its caption: at its size where it fits here;
-    shrunk to no less than MIN_FIGURE_SCALE where that keeps it beside its text; else on the next page (shrunk
-    to fit a page when taller than one)."""
+    shrunk to no less than MIN_FIGURE_SCALE (nor below MIN_TEXT_SCALE of the size it was drawn at) where that keeps
+    it beside its text; else on the next page (shrunk to fit a page when taller than one)."""
     w, h = figure_size(pdf, fig)
     below = caption_height(pdf, fig.caption)
     room = pdf.h - pdf.b_margin - pdf.get_y()
     page = pdf.h - pdf.t_margin - pdf.b_margin
     if h + below <= room:
         return w, h, False
-    if h * MIN_FIGURE_SCALE + below <= room:  # a little smaller keeps it beside its text, with no page left blank
+    least = max(MIN_FIGURE_SCALE, MIN_TEXT_SCALE * natural_width(fig) / w)  # a wide figure, already printed
+    if h * least + below <= room:  # smaller, shrinks less: a little smaller keeps it beside its text
         return w * (room - below) / h, room - below, False
     if h + below > page:  # taller than a page, caption and all: shrink to fit one
         return w * (page - below) / h, page - below, True
