@@ -14,8 +14,7 @@ import pytest
 import fixtures_runs as fx
 from pipeline import cli
 from pipeline.report import papers, studies
-from pipeline.report.formatting import format_share
-from pipeline.report.reductions import format_metric
+from pipeline.report.formatting import format_share, format_value
 from test_remedies_report import wilson
 
 cli._register()
@@ -76,7 +75,7 @@ def expected(task: str, arm: str, T_range: tuple[int, int]) -> str:
     learned, accurate = PLANTED[(task, arm)][1][T]
     (ll, lh), (al, ah) = wilson(learned, SEEDS), wilson(accurate, SEEDS)
     mean = float(np.mean([accuracy(s, accurate) for s in range(SEEDS)]))
-    f = format_metric
+    f = format_value
 
     def ci(low: float, high: float) -> str:  # an interval's ends at 2 significant digits, rounded outwards
         return f"95% CI {format_share(low, 'down')}–{format_share(high, 'up')}"

@@ -23,6 +23,7 @@ from pipeline import cli
 from pipeline.report.document import Bullets, Link, Paragraph, Section, SectionLink, Table, plain_text
 from pipeline.report.html import findings_section
 from pipeline.report.pdf import render_pdf
+from pipeline.report import formatting
 from pipeline.report.formatting import shown_within
 from pipeline.report.reductions import parse_metric
 
@@ -448,9 +449,10 @@ def test_a_new_spec_is_analysed_and_rendered_with_its_description_table_and_figu
     assert [rows[r.run_id][:4] for r in runs] == [
         [r.run_id[:8], f"{r.config['gamma_w']:g}", str(r.config["seed"]), r.outcome] for r in runs]
     ok = runs[0]
-    assert rows[ok.run_id][4:] == ["beat chance", f"{fx.validation_loss(ok.config):.4g}",
-                                   f"{fx.task_success(ok.config):.4g}", f"{fx.CHANCE_LOSS['adding']:.4g}",
-                                   f"{fx.CHANCE_ACCURACY['adding']:.4g}"]
+    shown = formatting.format_value  # a measured value at the report's 3 significant digits
+    assert rows[ok.run_id][4:] == ["beat chance", shown(fx.validation_loss(ok.config)),
+                                   shown(fx.task_success(ok.config)), shown(fx.CHANCE_LOSS['adding']),
+                                   shown(fx.CHANCE_ACCURACY['adding'])]
     assert rows[runs[-1].run_id][4] == "diverged"
     captions = page.images_by_section[section]
     assert len(captions) == 1 and captions[0].startswith("Spec saturation_probe: mean log10 ‖∂h_t/∂h_k‖")
@@ -537,6 +539,47 @@ def test_clip_curves_mark_the_loss_ceiling_and_each_divergence():
     assert not [line for line in clipped.lines if line.get_linestyle() == ":"]  # nothing reached the ceiling
     assert none.get_legend() is None and clipped.get_legend() is not None
     assert "red x marks where a run diverged" in caption and sorted(ids) == ["a", "b"]
+
+
+def test_the_loss_ceilings_label_covers_no_curve_or_marker():
+    """The referee's clipping figure: "≥ 1e+12" sat at the left under the ceiling, over the exploding run's rise."""
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.report import figures
+
+    it = np.arange(1, 201)
+    rising = np.where(it < 10, 10.0 ** (2.0 * np.minimum(it, 10)), 1e300)  # explodes within ten steps, then runs along the ceiling
+    curves = pd.concat([
+        pd.DataFrame({"iter": it, "loss": np.where(it > end, np.nan, rising), "run_id": rid, "clip_mode": "none",
+                      "clip_threshold": None}) for rid, end in (("a", 125), ("b", 130), ("c", 200))]
+        + [pd.DataFrame({"iter": it, "loss": 0.1 + 0.0 * it, "run_id": "d", "clip_mode": "global",
+                         "clip_threshold": 1.0})], ignore_index=True)
+    runs = pd.DataFrame({"run_id": list("abcd"), "outcome": ["diverged"] * 3 + ["ok"]})
+    fig, _, _ = figures.draw_clip_curves({"clip_curves": curves, "runs": runs})
+    figures.png_bytes(fig)
+    none = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    labels = [t for t in none.texts if t.get_text().startswith("≥")]
+    assert len(labels) == 1
+    box = labels[0].get_window_extent(renderer)
+    points = []  # every curve sampled each pixel, and each marker's extent
+    for line in none.lines:
+        if line.get_linestyle() == ":":  # the ceiling itself: the label names it
+            continue
+        xy = none.transData.transform(line.get_xydata())
+        xy = xy[np.isfinite(xy).all(axis=1)]
+        if line.get_linestyle() not in ("None", "none") and len(xy) > 1:
+            xy = np.concatenate([np.linspace(a, b, 50) for a, b in zip(xy[:-1], xy[1:])])
+        if line.get_marker() not in (None, "None", "none", ""):
+            r = line.get_markersize() * fig.dpi / 72 / 2
+            xy = np.concatenate([xy + (dx, dy) for dx in (-r, 0, r) for dy in (-r, 0, r)])
+        points.append(xy)
+    points = np.concatenate(points)
+    inside = (points[:, 0] >= box.x0) & (points[:, 0] <= box.x1) & (points[:, 1] >= box.y0) & (points[:, 1] <= box.y1)
+    assert not inside.any(), points[inside][:5]
+    axes_box = none.get_window_extent(renderer)
+    assert axes_box.x0 <= box.x0 and box.x1 <= axes_box.x1  # within its panel, not over the next one
 
 
 def test_clip_final_is_on_log_axes_and_shows_what_diverged():

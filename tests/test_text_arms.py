@@ -17,7 +17,7 @@ import pytest
 import fixtures_runs as fx
 from pipeline import cli
 from pipeline.engine.text import build_vocab
-from pipeline.report.reductions import format_metric
+from pipeline.report.formatting import format_value
 from pipeline.run.corpus import default_corpus
 from pipeline.run.runner import new_model, sample_checkpoints
 from pipeline.run.spec import load_spec
@@ -115,9 +115,9 @@ def test_each_arm_has_a_learning_sentence_with_its_n(built):
     assert re.search(r"vanilla RNN: 0 of 1 seed learned \(95% CI 0–0\.\d+\) and 0 beat chance: .*; 1 ended at "
                      r"chance", text), text
     assert re.search(r"LSTM: 1 of 1 seed learned \(95% CI 0\.\d+–1\) and 1 beat chance: median final validation "
-                     + re.escape(f"loss {format_metric(0.4 * CHANCE)} nats/char, against "
-                                 f"{format_metric(0.5 * CHANCE)} of the bigram model (the previous character only) "
-                                 f"and {format_metric(CHANCE)} of the unigram model (chance)"), text), text
+                     + re.escape(f"loss {format_value(0.4 * CHANCE)} nats/char, against "
+                                 f"{format_value(0.5 * CHANCE)} of the bigram model (the previous character only) "
+                                 f"and {format_value(CHANCE)} of the unigram model (chance)"), text), text
     for arm, (config, _, n_params) in ARMS.items():  # the headline states each arm's size from the results
         assert f"(hidden {config['hidden']}, {n_params:,} parameters)" in text
 

@@ -57,6 +57,55 @@ def plain_log_ticks(axis, values: Iterable[float], min_ratio: float = 1.12) -> N
     axis.set_minor_locator(NullLocator())
 
 
+LABEL_SPOTS = tuple((x, "right" if x > 0.9 else "left" if x < 0.1 else "center", va, dy)
+                    for va, dy in (("top", -3), ("bottom", 3))
+                    for x in (0.98, 0.8, 0.65, 0.5, 0.35, 0.2, 0.02))  # where label_clear_of_data tries a label on
+# a horizontal line: under it from the right to the left, then over it
+
+
+def data_points(ax, exclude=()) -> np.ndarray:
+    """Display coordinates (pixels) of what the axes' lines draw, each segment sampled every pixel and each
+    marker's points widened by its size: what a label must not cover."""
+    out = []
+    for line in ax.lines:
+        if line in exclude or not line.get_visible():
+            continue
+        xy = ax.transData.transform(np.asarray(line.get_xydata(), float))
+        xy = xy[np.isfinite(xy).all(axis=1)]
+        if not len(xy):
+            continue
+        if line.get_linestyle() not in ("None", "none", "", " ") and len(xy) > 1:
+            steps = np.maximum(np.ceil(np.hypot(*np.diff(xy, axis=0).T)).astype(int), 1)
+            xy = np.concatenate([np.linspace(a, b, n, endpoint=False) for a, b, n in zip(xy[:-1], xy[1:], steps)]
+                                + [xy[-1:]])
+        if line.get_marker() not in (None, "None", "none", "", " "):
+            r = line.get_markersize() * ax.figure.dpi / 72 / 2
+            xy = np.concatenate([xy + (dx, dy) for dx in (-r, 0, r) for dy in (-r, 0, r)])
+        out.append(xy)
+    return np.concatenate(out) if out else np.empty((0, 2))
+
+
+def label_clear_of_data(ax, text: str, y: float, exclude=(), **style):
+    """A label on the horizontal line at data height `y` (a ceiling the data are cut at), at the first of
+    LABEL_SPOTS where it covers no line, marker or legend of the axes (the last spot when every one does). Call it
+    once the axes are drawn in full (their limits and scales set)."""
+    fig = ax.figure
+    fig.canvas.draw()  # the final layout: where the axes, their data and the label will be
+    renderer = fig.canvas.get_renderer()
+    points = data_points(ax, exclude)
+    legend = ax.get_legend()
+    for i, (x, ha, va, dy) in enumerate(LABEL_SPOTS):
+        label = ax.annotate(text, (x, y), xycoords=("axes fraction", "data"), xytext=(0, dy),
+                            textcoords="offset points", ha=ha, va=va, **style)
+        box = label.get_window_extent(renderer).padded(2)
+        covers = bool(len(points)) and bool(((points[:, 0] >= box.x0) & (points[:, 0] <= box.x1)
+                                             & (points[:, 1] >= box.y0) & (points[:, 1] <= box.y1)).any())
+        covers |= legend is not None and legend.get_window_extent(renderer).overlaps(box)
+        if not covers or i == len(LABEL_SPOTS) - 1:
+            return label
+        label.remove()
+
+
 def table(tables: Tables, name: str) -> pd.DataFrame | None:
     t = tables.get(name)
     return t if t is not None and len(t) else None

@@ -163,9 +163,9 @@ def input_table(runs: pd.DataFrame) -> Table:
         deep = g[g["layers"] == g["layers"].max()]
         jac, paths = finite_median(deep["jacobian_input_minus_top"]), finite_median(deep["log10_paths"])
         rows.append([str(act), cell(int(deep["layers"].max())), cell(len(deep)),
-                     cell(finite_median(deep["signal_input_minus_top"])), cell(jac), cell(paths),
-                     cell(jac - paths) if math.isfinite(jac - paths) else "–",
-                     cell(finite_median(deep["wgrad_input_minus_top"]))])
+                     *(cell(v, "decades") for v in (finite_median(deep["signal_input_minus_top"]), jac, paths)),
+                     cell(jac - paths, "decades") if math.isfinite(jac - paths) else "–",
+                     cell(finite_median(deep["wgrad_input_minus_top"]), "decades")])
     return Table(["activation", "L", "runs", "signal ‖∂E/∂h_0‖, input − top", "‖∂h^L_T/∂h_0‖, input − top",
                   "log10 paths from h^0_0", "per path, input − top", "‖∂E/∂W_hh‖ at iteration 0, input − top"], rows,
                  "The input layer's gradient against the top layer's at the deepest stack (decades, initial model, "

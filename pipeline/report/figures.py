@@ -22,13 +22,15 @@ from matplotlib.ticker import MaxNLocator
 from ..run.files import write_atomic
 from .rate_figures import draw_activations, draw_phase
 from .canvas import (  # noqa: F401  (FigureFile, Drawn: the figure API the report stage and tests use)
-    DPI, Drawn, FigureFile, Tables, finite, new_figure, panel_row, plain_log_ticks, png_bytes, run_info, table,
+    DPI, Drawn, FigureFile, Tables, finite, label_clear_of_data, new_figure, panel_row, plain_log_ticks, png_bytes,
+    run_info, table,
 )
 from ..run.plots import keep_min_span
 from ..run.probe import draw_heatmap_panel
 from ..run.verdicts import LEARNED_MARGIN
 from . import depthfigures, dynamics, studies
-from .reductions import format_metric, short_value
+from .formatting import format_log_rate, format_value
+from .reductions import short_value
 
 LOSS_CEILING = 1e12  # loss curves are drawn up to here: beyond, a log axis's margins overflow float64
 MAX_PANELS, PANEL_COLUMNS = 16, 4  # decay curves: at most 16 panels (a spec's runs, an activation each), 4 to a row
@@ -83,7 +85,7 @@ def run_title(info: pd.DataFrame, run_id: str) -> str:
     if run_id not in info.index:
         return run_id[:8]
     r = info.loc[run_id]
-    rate = format_metric(pd.to_numeric(r.get("log_rate_init"), errors="coerce"))
+    rate = format_log_rate(pd.to_numeric(r.get("log_rate_init"), errors="coerce"))
     init = f" {r.get('init')}" if isinstance(r.get("init"), str) else ""
     return f"{run_id[:8]} {r.get('activation')}{init} {measured_norm(r)} log(γ_Wγ_φ)={rate}"
 
@@ -94,9 +96,9 @@ def measured_norm(r: pd.Series) -> str:
     norm = pd.to_numeric(r.get("w_norm_init", r.get("gamma_w_init")), errors="coerce")
     end = pd.to_numeric(r.get("w_norm_final", r.get("gamma_w_final")), errors="coerce")
     if norm is not None and np.isfinite(norm):
-        start = short_value(float(norm))
-        moved = end is not None and np.isfinite(end) and short_value(float(end)) != start
-        return f"‖W_hh‖₂={start}→{short_value(float(end))}" if moved else f"‖W_hh‖₂={start}"
+        start = format_value(float(norm))  # measured: at the report's precision
+        moved = end is not None and np.isfinite(end) and format_value(float(end)) != start
+        return f"‖W_hh‖₂={start}→{format_value(float(end))}" if moved else f"‖W_hh‖₂={start}"
     return f"gamma_w={short_value(r.get('gamma_w'))} (config)"
 
 
@@ -328,13 +330,13 @@ def draw_clip_curves(tables: Tables) -> Drawn:
     modes = list(dict.fromkeys(curves["clip_mode"].astype(str)))
     outcome = run_info(tables).get("outcome", pd.Series(dtype=object))
     fig, axes = panel_row(len(modes), 2.8, 2.8)
+    ceilings = []
     for ax, mode in zip(axes, modes):
         c = curves[curves["clip_mode"].astype(str) == mode].copy()
-        if (c["loss"] > LOSS_CEILING).any():  # an exploding run reaches 1e300: log axes overflow there
+        ceiling = (c["loss"] > LOSS_CEILING).any()  # an exploding run reaches 1e300: log axes overflow there
+        if ceiling:
             c["loss"] = c["loss"].clip(upper=LOSS_CEILING)
-            ax.axhline(LOSS_CEILING, color="0.5", ls=":", lw=1)
-            ax.annotate(f"≥ {LOSS_CEILING:.0e}", (0.02, LOSS_CEILING), xycoords=("axes fraction", "data"),
-                        xytext=(0, -3), textcoords="offset points", va="top", fontsize=7, color="0.4")
+            ceiling = ax.axhline(LOSS_CEILING, color="0.5", ls=":", lw=1)
         c["threshold"] = c["clip_threshold"].map(short_value) if mode != "none" else "none"
         sns.lineplot(data=c, x="iter", y="loss", hue="threshold", units="run_id", estimator=None, ax=ax, lw=1,
                      legend=mode != "none")
@@ -346,6 +348,10 @@ def draw_clip_curves(tables: Tables) -> Drawn:
             ax.plot(end["iter"], end["loss"], marker, color="C3", ms=8 if marker == "x" else 6,
                     mew=2 if marker == "x" else 1, zorder=5, ls="none")
         ax.set(yscale="log", title=f"clip: {mode}", xlabel="iteration")
+        ceilings.append((ax, ceiling))
+    for ax, ceiling in ceilings:  # labelled once every panel is drawn (they share the y axis): where no curve is
+        if ceiling:
+            label_clear_of_data(ax, f"≥ {LOSS_CEILING:.0e}", LOSS_CEILING, exclude=(ceiling,), fontsize=7, color="0.4")
     caption = (f"Training loss curves per clipping mode and threshold. Losses above {LOSS_CEILING:.0e} are drawn "
                f"on the dotted line at {LOSS_CEILING:.0e}; a red x marks where a run diverged (inf or NaN), a red "
                "triangle the end of an unstable run (finite, but its loss or weights ran away).")
@@ -420,7 +426,7 @@ def draw_success(tables: Tables) -> Drawn:
         succ = succ.assign(label="")
     labels = list(dict.fromkeys(succ["label"].astype(str)))
     colors = dict(zip(labels, sns.color_palette(n_colors=len(labels))))
-    fig, axes = panel_row(len(tasks), 3.2, 3.0, margin=1.0)
+    fig, axes = panel_row(len(tasks), 2.4, 3.0, margin=1.0)  # 3 tasks in 8.2 in: at 85% on a page, ticks legible
     handles = {}
     for ax, task in zip(axes, tasks):
         s = succ[succ["task"].astype(str) == task]
@@ -639,7 +645,7 @@ def draw_prediction(tables: Tables) -> Drawn:
     panels = [(c, label) for c, label in panels if len(finite(pred, [c, "slope_init"]))]
     if not panels:
         return None
-    fig = new_figure(3.0 * len(panels) + 1.4, 3.2)
+    fig = new_figure(2.3 * len(panels) + 1.4, 3.2)  # 3 panels in 8.3 in: at 84% on a page, ticks legible
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
     for ax, (column, label) in zip(axes, panels):
         r = finite(pred, [column, "slope_init"])

@@ -29,7 +29,7 @@ from .references import reference
 from .terms import references_section, terms_section
 from .figures import FigureFile
 from .studies import count_parts, interval_parts, rate_count_parts, rate_parts
-from .formatting import format_styled
+from .formatting import format_decades, format_styled
 from .reductions import format_metric, violation_text
 
 TITLE = "rnngrad: vanishing and exploding gradients in vanilla RNNs"
@@ -470,7 +470,7 @@ def gaps_coincide(metrics: dict) -> list[Inline]:
     at its activation's steepest slope (docs/math.md section 4); empty when the gaps differ or are missing."""
     product = number(metrics, "tightness.median_gap_product_decades")
     global_ = number(metrics, "tightness.median_gap_global_decades")
-    if product is None or global_ is None or format_metric(product) != format_metric(global_):
+    if product is None or global_ is None or format_decades(product) != format_decades(global_):  # as shown
         return []
     return [" The two medians coincide. Both bounds use the same ‖W_hh‖₂ at every step and differ only by each "
             "step's max_j |φ′_j| against its supremum γ_φ (docs/math.md, section 4), so equal medians say that in "

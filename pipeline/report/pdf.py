@@ -39,6 +39,33 @@ REFERENCE_HANG = 5.0  # mm: a reference's second and later lines start this far 
 class ReportPDF(FPDF):
     landscape_table = False  # the last block was a table on a landscape page: text goes on a portrait one
     ref_links: dict  # reference key -> the PDF link its citations jump to (set where its entry is written)
+    sections_begun = 0  # the sections begun so far: a figure floats into the next section at most
+    floating: list  # (figure, width, height, caption height, section) of figures that did not fit where they came: each
+    # goes at the top of the next portrait page while the text after it fills the rest of this one (as a paper's
+    # figures float)
+    floated: list  # (page, y, figure, width, height): where the floating figures went, drawn at the end
+    kept: dict  # page -> the y below the room kept there for floated figures
+
+    def header(self) -> None:
+        """A new portrait page starts with the figures floated to it, in order: their room is kept here and they
+        are drawn when the text is done (place_floated), as fpdf may be in the middle of a paragraph or table. fpdf
+        may start a page more than once (a dry run of a table or paragraph, then the real one): the room a page
+        kept is kept again."""
+        if self.page in self.kept:
+            self.set_y(self.kept[self.page])
+            return
+        while self.floating and self.w < self.h:
+            fig, w, h, below, _ = self.floating[0]
+            room = self.h - self.b_margin - self.get_y()
+            if h + below > room:
+                if self.get_y() > self.t_margin + 0.01:  # the next one does not fit under the last: next page
+                    break
+                page = self.h - self.t_margin - self.b_margin  # taller than a page: shrink to fit one
+                w, h = w * (page - below) / h, page - below
+            self.floating.pop(0)
+            self.floated.append((self.page, self.get_y(), fig, w, h))
+            self.set_y(self.get_y() + h + below)
+            self.kept[self.page] = self.get_y()
 
     def ref_link(self, key: str) -> int:
         if key not in self.ref_links:
@@ -66,6 +93,7 @@ def line(parts: list[Inline], metrics: dict) -> str:
 def new_pdf(compress: bool, created: datetime) -> ReportPDF:
     pdf = ReportPDF(format="A4")
     pdf.ref_links = {}
+    pdf.floating, pdf.floated, pdf.kept = [], [], {}
     pdf.set_compression(compress)
     pdf.set_creation_date(created)
     pdf.set_title(TITLE)
@@ -184,6 +212,12 @@ def write_table(pdf: "ReportPDF", table: Table, metrics: dict) -> None:
 
 
 MIN_FIGURE_SCALE = 0.8  # a figure shrinks to this share of its size to stay on the page its text is on
+MIN_TEXT_SCALE = 0.6  # ... but never below this share of the size it was drawn at, its fonts' (a figure wider than
+# the text width is printed smaller already: 8 pt labels at 0.6 are 4.8 pt)
+CAPTION_PT = SMALL_PT + 1  # a figure's caption, in italics
+SHORT_GAP = 0.1  # share of a page's body: a gap this small at a page's foot is not a near-empty page
+FLOAT_ACROSS = 0.3  # share of a page's body: a figure floats past its section's end only when more is left blank
+FIGURE_GAP = 1.0  # mm between a figure and its caption (and 1.5 + 2 below the caption: write_paragraph, then ln)
 
 
 def figure_size(pdf: FPDF, fig: FigureFile) -> tuple[float, float]:
@@ -194,23 +228,75 @@ def figure_size(pdf: FPDF, fig: FigureFile) -> tuple[float, float]:
     return w, w * h_px / w_px
 
 
-def write_figure(pdf: FPDF, fig: FigureFile) -> None:
+def natural_width(fig: FigureFile) -> float:
+    """The width (mm) a figure was drawn at: its pixels at DPI."""
+    with Image.open(fig.path) as im:
+        return im.size[0] / DPI * MM_PER_INCH
+
+
+def caption_height(pdf: FPDF, caption: str) -> float:
+    """The height (mm) a figure's caption takes below it, with the gaps above and below: a figure is placed only
+    where its caption fits under it on the same page."""
+    pdf.set_font("sans", "I", CAPTION_PT)
+    text = pdf.multi_cell(0, CAPTION_PT * 0.5, printable(caption), dry_run=True, output="HEIGHT")
+    return FIGURE_GAP + text + 1.5 + 2
+
+
+def figure_placement(pdf: FPDF, fig: FigureFile) -> tuple[float, float, bool]:
+    """(width, height, new page) of a figure kept on one page with its caption: at its size where it fits here;
+    shrunk to no less than MIN_FIGURE_SCALE (nor below MIN_TEXT_SCALE of the size it was drawn at) where that keeps
+    it beside its text; else on the next page (shrunk to fit a page when taller than one)."""
     w, h = figure_size(pdf, fig)
+    below = caption_height(pdf, fig.caption)
     room = pdf.h - pdf.b_margin - pdf.get_y()
-    if h + 10 > room:
-        if h * MIN_FIGURE_SCALE + 10 <= room:  # a little smaller keeps it beside its text, with no page left blank
-            w, h = w * (room - 10) / h, room - 10
-        elif h + 10 > pdf.h - pdf.t_margin - pdf.b_margin:  # taller than a page: shrink to fit one
-            ratio = w / h
-            h = pdf.h - pdf.t_margin - pdf.b_margin - 14
-            w = h * ratio
-            pdf.add_page()
-        else:
-            pdf.add_page()
+    page = pdf.h - pdf.t_margin - pdf.b_margin
+    if h + below <= room:
+        return w, h, False
+    least = max(MIN_FIGURE_SCALE, MIN_TEXT_SCALE * natural_width(fig) / w)  # a wide figure, already printed
+    if h * least + below <= room:  # smaller, shrinks less: a little smaller keeps it beside its text
+        return w * (room - below) / h, room - below, False
+    if h + below > page:  # taller than a page, caption and all: shrink to fit one
+        return w * (page - below) / h, page - below, True
+    return w, h, True
+
+
+def place_figure(pdf: FPDF, fig: FigureFile, w: float, h: float) -> None:
     pdf.image(str(fig.path), x=pdf.l_margin + (pdf.epw - w) / 2, w=w, h=h)
-    pdf.ln(1)
-    write_paragraph(pdf, printable(fig.caption), SMALL_PT + 1, style="I")
+    pdf.ln(FIGURE_GAP)
+    write_paragraph(pdf, printable(fig.caption), CAPTION_PT, style="I")
     pdf.ln(2)
+
+
+def write_figure(pdf: "ReportPDF", fig: FigureFile) -> None:
+    """A figure with its caption, on one page: here if it fits (figure_placement); else it floats to the top of the
+    next page and the text after it fills this one, unless little of this page is left (then it turns now)."""
+    w, h, turn = figure_placement(pdf, fig)
+    room, page = pdf.h - pdf.b_margin - pdf.get_y(), pdf.h - pdf.t_margin - pdf.b_margin
+    if pdf.floating or (turn and room > SHORT_GAP * page):  # after any figure floating already: figures keep order
+        pdf.floating.append((fig, *figure_size(pdf, fig), caption_height(pdf, fig.caption),
+                             pdf.sections_begun))
+        return
+    if turn:
+        pdf.add_page()
+    place_figure(pdf, fig, w, h)
+
+
+def place_floated(pdf: "ReportPDF") -> None:
+    """The figures still floating each on the next page with room, then every floated figure drawn where its room
+    was kept (at the end of the report)."""
+    while pdf.floating:
+        back_to_portrait(pdf)
+        pdf.add_page(orientation="P")
+    last, y = pdf.page, pdf.get_y()
+    pdf.set_auto_page_break(False)  # each caption fits its kept room
+    for page, top, fig, w, h in pdf.floated:
+        pdf.page = page
+        pdf.font_family = ""  # fpdf sets a font only when it changes: set it again on the page drawn on
+        pdf.set_xy(pdf.l_margin, top)
+        place_figure(pdf, fig, w, h)
+    pdf.page = last
+    pdf.set_xy(pdf.l_margin, y)
+    pdf.set_auto_page_break(True, margin=16)
 
 
 def write_linked(pdf: FPDF, parts: list[Inline], metrics: dict, indent: float = 0.0) -> None:
@@ -315,9 +401,10 @@ def write_block(pdf: "ReportPDF", block: Any, metrics: dict) -> None:
         raise TypeError(f"unknown report block {type(block).__name__}")
 
 
-def lead_height(pdf: FPDF, section: Section, metrics: dict) -> float:
-    """The height (mm) a section's start needs on one page: its heading, the text up to its first figure and that
-    figure at the smallest size write_figure gives it; the heading and first block when a table comes first."""
+def lead_heights(pdf: FPDF, section: Section, metrics: dict) -> tuple[float, float]:
+    """(text, figure): the height (mm) of a section's heading with the text up to its first figure, and of that
+    figure with its caption at the smallest size write_figure gives it (0 when a table, a listing or nothing comes
+    first: then the heading is kept with its first block alone)."""
     heading, texts = 16.0, []  # the heading and the space around it; the text blocks before the first figure
     for block in section.blocks:
         if isinstance(block, Paragraph):
@@ -329,18 +416,36 @@ def lead_height(pdf: FPDF, section: Section, metrics: dict) -> float:
             texts.append(sum(pdf.multi_cell(pdf.epw - 3, BODY_PT * 0.5, "• " + line(i, metrics), dry_run=True,
                                             output="HEIGHT") for i in block.items) + 1.5)
         elif isinstance(block, FigureFile):
-            return heading + sum(texts) + figure_size(pdf, block)[1] * MIN_FIGURE_SCALE + 12
+            return (heading + sum(texts),
+                    figure_size(pdf, block)[1] * MIN_FIGURE_SCALE + caption_height(pdf, block.caption))
         else:
             break  # a table or listing before any figure: the text may run on over the page
-    return heading + min(texts[:1] or [20.0], default=20.0)  # no figure to keep: the heading with its first block
+    return heading + min(texts[:1] or [20.0], default=20.0), 0.0  # the heading with its first block
 
 
-def write_section(pdf: FPDF, section: Section, metrics: dict) -> None:
-    """A section; it starts on a new page when its heading, opening text and first figure would not fit on
-    this one but fit on a page (no heading at the foot of a page with its figure on the next)."""
+def starts_new_page(pdf: FPDF, section: Section, metrics: dict) -> bool:
+    """Whether a section starts on a new page: when its heading, opening text and first figure do not fit on this
+    one but fit on a page, and little of this one is left (no heading at the foot of a page with its figure on the
+    next). Where its opening text alone fills what is left, or much is left, it starts here: the text runs on and
+    the figure follows it or floats to the next page (turning the page would leave the rest of this one blank)."""
+    text, figure = lead_heights(pdf, section, metrics)
+    room, page = pdf.h - pdf.b_margin - pdf.get_y(), pdf.h - pdf.t_margin - pdf.b_margin
+    if text + figure <= room or text + figure > page:
+        return False
+    if figure and text >= room - SHORT_GAP * page:
+        return False
+    return room < FLOAT_ACROSS * page
+
+
+def write_section(pdf: "ReportPDF", section: Section, metrics: dict) -> None:
+    """A section, on a new page when starts_new_page says so."""
     back_to_portrait(pdf)
-    needed, page = lead_height(pdf, section, metrics), pdf.h - pdf.t_margin - pdf.b_margin
-    if pdf.get_y() + needed > pdf.h - pdf.b_margin and needed <= page:
+    pdf.sections_begun += 1
+    room, page = pdf.h - pdf.b_margin - pdf.get_y(), pdf.h - pdf.t_margin - pdf.b_margin
+    if room < FLOAT_ACROSS * page or any(f[-1] < pdf.sections_begun - 1 for f in pdf.floating):
+        while pdf.floating:  # the last section's figures go before this one begins, unless that would leave much
+            pdf.add_page(orientation="P")  # of this page blank: then this section's text fills it first
+    if starts_new_page(pdf, section, metrics):
         pdf.add_page()
     pdf.start_section(section.title)
     pdf.ln(2)
@@ -362,4 +467,5 @@ def render_pdf(sections: list[Section], metrics: dict, created: datetime, compre
     write_paragraph(pdf, TITLE, 16, style="B")
     for section in sections:
         write_section(pdf, section, metrics)
+    place_floated(pdf)
     return bytes(pdf.output())

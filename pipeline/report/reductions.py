@@ -19,7 +19,7 @@ from ..run.config import FIELDS as CONFIG_FIELDS
 from ..run.probe import REGIME_BAND, observed_regime, predicted_regime
 from ..run.verdicts import LEVELS, OUTCOMES, levels, scored, verdict
 
-SIG_DIGITS = 4  # significant digits of every number in metrics.json and the report
+SIG_DIGITS = 4  # significant digits of every number in metrics.json (the report shows fewer: formatting.py)
 LN10 = math.log(10.0)
 SEED_FIELDS = ("seed", "data_seed")
 CURVE_POINTS = 200  # loss-curve points kept per run
@@ -42,9 +42,9 @@ def round_metric(x: Any) -> int | float | None:
 
 
 def format_metric(x: Any) -> str:
-    """How the report prints a number: the value metrics.json stores (round_metric), with thousands separators in
-    a number of four or more integer digits ("186,420"), so parse_metric(format_metric(x)) == round_metric(x) and
-    the HTML, the PDF and metrics.json agree."""
+    """A number as metrics.json stores it (round_metric), with thousands separators in a number of four or more
+    integer digits ("186,420"), so parse_metric(format_metric(x)) == round_metric(x): counts and settings print
+    so; a measured value prints at the report's precision (formatting.format_value)."""
     v = round_metric(x)
     if v is None:
         return "n/a"
