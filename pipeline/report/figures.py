@@ -33,6 +33,7 @@ from .formatting import format_log_rate, format_value
 from .reductions import short_value
 
 LOSS_CEILING = 1e12  # loss curves are drawn up to here: beyond, a log axis's margins overflow float64
+CEILING_DECADE = round(math.log10(LOSS_CEILING))  # named as the log axis ticks it: 10^12
 MAX_PANELS, PANEL_COLUMNS = 16, 4  # decay curves: at most 16 panels (a spec's runs, an activation each), 4 to a row
 
 
@@ -351,9 +352,9 @@ def draw_clip_curves(tables: Tables) -> Drawn:
         ceilings.append((ax, ceiling))
     for ax, ceiling in ceilings:  # labelled once every panel is drawn (they share the y axis): where no curve is
         if ceiling:
-            label_clear_of_data(ax, f"≥ {LOSS_CEILING:.0e}", LOSS_CEILING, exclude=(ceiling,), fontsize=7, color="0.4")
-    caption = (f"Training loss curves per clipping mode and threshold. Losses above {LOSS_CEILING:.0e} are drawn "
-               f"on the dotted line at {LOSS_CEILING:.0e}; a red x marks where a run diverged (inf or NaN), a red "
+            label_clear_of_data(ax, f"≥ $10^{{{CEILING_DECADE}}}$", LOSS_CEILING, exclude=(ceiling,), fontsize=7, color="0.4")
+    caption = (f"Training loss curves per clipping mode and threshold. Losses above 10^{CEILING_DECADE} are drawn "
+               f"on the dotted line at 10^{CEILING_DECADE}; a red x marks where a run diverged (inf or NaN), a red "
                "triangle the end of an unstable run (finite, but its loss or weights ran away).")
     return fig, caption, list(curves["run_id"].unique())
 
