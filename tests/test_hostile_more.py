@@ -210,8 +210,9 @@ PATH_PARAMETERS = _path_parameters()
 def test_the_path_parameters_found_include_the_ones_the_attack_emptied():
     found = {(name, p.opts[0] if p.param_type_name == "option" else p.name) for name, p in PATH_PARAMETERS}
     assert {("train", "--out"), ("sweep", "--results-dir"), ("sweep", "--data-dir"), ("analyze", "--out"),
-            ("report", "--analysis-dir"), ("generate", "--text"), ("sweep", "spec"), ("plan", "specs")} <= found
-    assert len(found) == 19  # train 4, sweep 4, generate 4, plan 2, analyze 3, report 2
+            ("report", "--analysis-dir"), ("generate", "--text"), ("sweep", "spec"), ("plan", "specs"),
+            ("plan", "--against")} <= found
+    assert len(found) == 20  # train 4, sweep 4, generate 4, plan 3, analyze 3, report 2
 
 
 @pytest.mark.parametrize("command,param", PATH_PARAMETERS,
