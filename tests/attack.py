@@ -78,6 +78,7 @@ def cases(project: Path) -> list[tuple[str, list[str], dict, callable]]:
         ("sweep /dev/zero", ["sweep", "/dev/zero"], {}, nothing),
         ("sweep --results-dir /dev/null", ["sweep", "mini.yaml", "--results-dir", "/dev/null"], {}, nothing),
         ("plan --data-dir /dev/zero", ["plan", "mini.yaml", "--data-dir", "/dev/zero"], {}, nothing),
+        ("plan --against /dev/zero", ["plan", "mini.yaml", "--against", "/dev/zero"], {}, nothing),
         ("generate --out /dev/null", ["generate", "--out", "/dev/null"], {}, nothing),
         ("generate --text /dev/zero", ["generate", "--text", "/dev/zero"], {}, nothing),
         ("analyze --out /dev/null", ["analyze", "--out", "/dev/null"], {}, nothing),
@@ -90,6 +91,8 @@ def cases(project: Path) -> list[tuple[str, list[str], dict, callable]]:
         ("FIFO as data/manifest.json", ["sweep", "mini.yaml"], {},
          lambda p: ((p / "data").mkdir(), os.mkfifo(p / "data" / "manifest.json"))),
         ("FIFO as --text", ["train", "--task", "text", "--text", "f.txt"], {}, fifo("f.txt")),
+        ("FIFO as a results table for plan --against", ["plan", "mini.yaml", "--against", "res"], {},
+         lambda p: ((p / "res").mkdir(), os.mkfifo(p / "res" / "mini.parquet"))),
         # links to /etc
         ("link to /etc as --out", ["train", *TINY, "--out", "etc"], {}, link("etc", "/etc")),
         ("link to /etc as --results-dir", ["sweep", "mini.yaml", "--results-dir", "etc"], {}, link("etc", "/etc")),
@@ -99,6 +102,7 @@ def cases(project: Path) -> list[tuple[str, list[str], dict, callable]]:
         ("link to /etc as analyze --out", ["analyze", "--out", "etc"], {}, link("etc", "/etc")),
         ("link to /etc as report --out", ["report", "--out", "etc"], {}, link("etc", "/etc")),
         ("link to /etc as generate --out", ["generate", "--out", "etc"], {}, link("etc", "/etc")),
+        ("link to /etc as plan --against", ["plan", "mini.yaml", "--against", "etc"], {}, link("etc", "/etc")),
         ("link to /etc as the store", ["train", *TINY], {"MLFLOW_TRACKING_URI": ""}, link("mlflow.db", "/etc/hosts")),
         # files outside the project, escapes
         ("train --text /etc/shadow", ["train", "--task", "text", "--text", "/etc/shadow"], {}, nothing),

@@ -87,8 +87,8 @@ def _results_table(results_dir: Path):
 
     check_path_names(results_dir, f"--against {results_dir}")
     if not results_dir.is_dir():
-        raise UserError(f"--against {results_dir}: no such folder; give the results folder the sweeps wrote "
-                        "(e.g. results)")
+        what = "is not a folder" if results_dir.exists() else "no such folder"
+        raise UserError(f"--against {results_dir}: {what}; give the results folder the sweeps wrote (e.g. results)")
     table = load_results(results_dir)
     lacking = [c for c in ("cell", "seconds") if c not in table.columns]
     if lacking:
