@@ -92,16 +92,16 @@ def _ready() -> int:
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
     """Stop at once: shutdown(wait=True) would wait for the running cells. (Python 3.14 has
     pool.terminate_workers(); before it, the processes are only reachable through `_processes`.) A worker still
-    alive after SIGTERM is killed, so that the executor's own cleanup at exit, which joins them, cannot block."""
+    alive after SIGTERM is killed, so that the executor's own cleanup at exit, which joins them, cannot block; each
+    is waited for until its exit code is known, so that no caller sees a stopped worker as alive."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for p in processes:
         p.terminate()
-    for p in processes:
-        p.join(timeout=5)
-        if p.is_alive():
+    for p in processes:  # until its exit code is stored (_exit_code: the executor's thread may be reaping it too)
+        if _exit_code(p, 5) is None:
             p.kill()
-            p.join(timeout=5)
+            _exit_code(p, 5)
 
 
 def _exit_code(process, seconds: float) -> int | None:
