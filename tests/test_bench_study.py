@@ -68,10 +68,9 @@ def test_the_baseline_study_is_priced_from_its_own_specs(tmp_path):
         (specs / f"{name}.yaml").write_text(Path(f"experiments/{name}.yaml").read_text())
     measured = {r.name: {"before": 20.0 if r.in_baseline else None, "after": 10.0} for r in study.REPRESENTATIVES}
     cells = len(SPECS["weight_norms"].grid) + len(SPECS["clipping"].grid)
-    out = study._baseline_study(specs, study.REPRESENTATIVES, measured, Flat(), tmp_path,
-                                {"study_core_hours_after": 1.0, "study_core_hours_new_arms": 0.5})
+    out = study._baseline_study(specs, study.REPRESENTATIVES, measured, Flat(), tmp_path, 1.5)
     assert out["study_core_hours_baseline_study"] == pytest.approx(cells * 20 / 3600)
     assert out["study_core_hours_this_study"] == 1.5
     assert out["study_ratio_whole"] == pytest.approx(cells * 20 / 3600 / 1.5)
     (specs / "clipping.yaml").write_text("name: [not a spec\n")
-    assert study._baseline_study(specs, study.REPRESENTATIVES, measured, Flat(), tmp_path, {}) == {}
+    assert study._baseline_study(specs, study.REPRESENTATIVES, measured, Flat(), tmp_path, 1.5) == {}

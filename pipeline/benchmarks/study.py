@@ -210,8 +210,9 @@ def bench_study(baseline: str = BASELINE, progress: Callable[[str], None] = lamb
             progress("study: the plan of every full-profile cell")
             figures |= _study_totals(specs, representatives, measured, calibration, no_data)
             progress("study: the plan of every cell of the baseline's own full profile")
+            this_study = figures["study_core_hours_after"] + figures["study_core_hours_new_arms"]
             figures |= _baseline_study(Path(code) / "experiments", representatives, measured, calibration, no_data,
-                                       figures)
+                                       this_study)
             figures["study_baseline"] = baseline
         finally:
             calibration.close()
@@ -219,36 +220,43 @@ def bench_study(baseline: str = BASELINE, progress: Callable[[str], None] = lamb
 
 
 def _baseline_study(spec_dir: Path, representatives: tuple[Representative, ...], measured: dict, calibration,
-                    data_dir: Path, figures: dict) -> dict:
+                    data_dir: Path, this_study: float) -> dict:
     """The whole study as the baseline ran it: the baseline's own full-profile specs (its grids, sizes and cadences),
     each cell priced by this code's plan times its representative's before/after ratio; beside it this study whole
     (its cells both codes run, the new arms and the rate selection), and the ratio of the two. An estimate: the
     ratio is measured on this study's representative cells. None when this loader cannot read the baseline's specs."""
     from ..errors import UserError
-    from ..run import cost
-    from ..run.calibrate import estimate_seconds
     from ..run.spec import load_spec
 
     try:
         specs = {path.stem: load_spec(path, "full") for path in sorted(spec_dir.glob("*.yaml"))}
     except UserError:
         return {}
-    sizes_of, out, total = cost.sizes_reader(data_dir), {}, 0.0
+    out = {f"study/{name}/baseline_study_core_hours": 0.0 for _, _, name in _stages(specs)}
+    for name, times, planned in _priced_cells(specs, representatives, measured, calibration, data_dir):
+        if times["before"] is not None:
+            out[f"study/{name}/baseline_study_core_hours"] += planned * times["before"] / times["after"] / 3600
+    total = sum(out.values())
+    return out | {"study_core_hours_baseline_study": total, "study_core_hours_this_study": this_study,
+                  "study_ratio_whole": total / this_study if this_study else float("nan")}
+
+
+def _priced_cells(specs: dict, representatives: tuple[Representative, ...], measured: dict, calibration,
+                  data_dir: Path):
+    """(stage's name, the cell's measured representative, its planned core-seconds by this code) of every cell of
+    the specs' sweeps that a measured representative stands for."""
+    from ..run import cost
+    from ..run.calibrate import estimate_seconds
+
+    sizes_of = cost.sizes_reader(data_dir)
     for base, stage, name in _stages(specs):
         reps = [r for r in representatives if r.spec == base and r.name in measured]
-        own = 0.0
         for cfg, grid in zip(stage.cells, stage.grid):
             rep = next((r for r in reps if r.stands_for(grid)), None)
-            if rep is None or measured[rep.name]["before"] is None:
-                continue
-            sizes = sizes_of(cfg)
-            planned = estimate_seconds(cost.work_counts(cfg, sizes), calibration.units(cfg, sizes))
-            own += planned * measured[rep.name]["before"] / measured[rep.name]["after"]
-        out[f"study/{name}/baseline_study_core_hours"] = own / 3600
-        total += own
-    this = figures["study_core_hours_after"] + figures["study_core_hours_new_arms"]
-    return out | {"study_core_hours_baseline_study": total / 3600, "study_core_hours_this_study": this,
-                  "study_ratio_whole": total / 3600 / this if this else float("nan")}
+            if rep is not None:
+                sizes = sizes_of(cfg)
+                yield name, measured[rep.name], estimate_seconds(cost.work_counts(cfg, sizes),
+                                                                 calibration.units(cfg, sizes))
 
 
 def _stages(specs: dict):
@@ -264,25 +272,16 @@ def _study_totals(specs: dict, representatives: tuple[Representative, ...], meas
     """Every full-profile cell's planned core-seconds (after), and those times its representative's ratio (before),
     summed per spec and over the study; the cells of arms the baseline cannot run summed apart (after only), so that
     the ratio compares the same cells."""
-    from ..run import cost
-    from ..run.calibrate import estimate_seconds
-
-    sizes_of, out = cost.sizes_reader(data_dir), {}
-    totals = {"before": 0.0, "after": 0.0, "new_arms": 0.0}
-    for base, spec, name in _stages(specs):
-        reps = [r for r in representatives if r.spec == base and r.name in measured]
-        own = {"before": 0.0, "after": 0.0, "new_arms": 0.0}
-        for cfg, grid in zip(spec.cells, spec.grid):
-            rep = next((r for r in reps if r.stands_for(grid)), None)
-            if rep is None:
-                continue
-            sizes = sizes_of(cfg)
-            planned = estimate_seconds(cost.work_counts(cfg, sizes), calibration.units(cfg, sizes))
-            if measured[rep.name]["before"] is None:
-                own["new_arms"] += planned
-                continue
+    per_stage = {name: {"before": 0.0, "after": 0.0, "new_arms": 0.0} for _, _, name in _stages(specs)}
+    for name, times, planned in _priced_cells(specs, representatives, measured, calibration, data_dir):
+        own = per_stage[name]
+        if times["before"] is None:
+            own["new_arms"] += planned
+        else:
             own["after"] += planned
-            own["before"] += planned * measured[rep.name]["before"] / measured[rep.name]["after"]
+            own["before"] += planned * times["before"] / times["after"]
+    out, totals = {}, {"before": 0.0, "after": 0.0, "new_arms": 0.0}
+    for name, own in per_stage.items():
         out[f"study/{name}/core_hours_before"], out[f"study/{name}/core_hours_after"] = (own["before"] / 3600,
                                                                                          own["after"] / 3600)
         if own["new_arms"]:
