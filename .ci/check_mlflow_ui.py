@@ -30,6 +30,9 @@ SPEC = "weight_norms"
 UI_ADDRESS = "http://127.0.0.1:5000"  # what the printed links point at (`mlflow ui`'s default)
 RUNS_VIEW = "workflowType=machine_learning"  # without it MLflow 3 shows a run in its GenAI layout
 WAIT_MS = 120_000
+# where the UI fetches an artifact from: /get-artifact (as MLflow 3.17 did) or, for a run whose artifacts live on the
+# server's --artifacts-destination, the proxied /ajax-api/2.0/mlflow-artifacts/artifacts/... (3.18)
+ARTIFACT_ROUTES = ("get-artifact", "mlflow-artifacts/artifacts/")
 SUMMARY_COLUMNS = ("run", "outcome", "verdict", "val_loss", "chance_loss", "val_over_chance", "predicted_regime",
                    "observed_regime_init", "observed_regime_final")  # a busy CI machine renders the UI slowly
 
@@ -65,6 +68,11 @@ def api(path: str, body: dict) -> dict:
         return json.load(r)
 
 
+def fetches(name: str):
+    """Whether a response is the UI fetching the artifact `name` (by either route)."""
+    return lambda r: name in r.url and any(route in r.url for route in ARTIFACT_ROUTES)
+
+
 def browse(page, experiment: str, parent: str, child: str, children: list[str], names: dict) -> None:
     # 1. the printed link: the runs table, the parent expanded to its children
     page.goto(link.replace(UI_ADDRESS, base))
@@ -76,8 +84,7 @@ def browse(page, experiment: str, parent: str, child: str, children: list[str], 
     page.screenshot(path=out / "mlflow_runs_table.png")
 
     # 2. a child's decay figure on its artifacts page
-    with page.expect_response(lambda r: "get-artifact" in r.url and "decay.png" in r.url,
-                              timeout=WAIT_MS) as response:
+    with page.expect_response(fetches("decay.png"), timeout=WAIT_MS) as response:
         page.goto(f"{base}/#/experiments/{experiment}/runs/{child}/artifacts/figures/decay.png?{RUNS_VIEW}")
     assert response.value.status == 200, response.value.status
     # the viewer shows the PNG from a blob URL: wait for an image of the figure's width, loaded
@@ -86,8 +93,7 @@ def browse(page, experiment: str, parent: str, child: str, children: list[str], 
     page.screenshot(path=out / "mlflow_child_decay.png")
 
     # 3. the parent's summary table (mlflow.log_table: the UI renders it as a table)
-    with page.expect_response(lambda r: "get-artifact" in r.url and "summary_table.json" in r.url,
-                              timeout=WAIT_MS) as response:
+    with page.expect_response(fetches("summary_table.json"), timeout=WAIT_MS) as response:
         page.goto(f"{base}/#/experiments/{experiment}/runs/{parent}/artifacts/summary_table.json?{RUNS_VIEW}")
     assert response.value.status == 200, response.value.status
     with urllib.request.urlopen(f"{base}/get-artifact?path=summary_table.json&run_uuid={parent}", timeout=60) as r:
