@@ -146,3 +146,29 @@ def test_the_figures_show_what_their_captions_say(study):
         assert list(ax.lines[0].get_xdata()) == [1, 2]  # layers crossed from the top of a 3-layer stack
     fig, caption, _ = drawn(root, "depth_weights")
     assert len(fig.axes[0].lines) == 3  # one line per layer of the deepest stack
+
+
+def test_the_grid_hatches_the_unmeasured_identity_cell_and_draws_no_grid_lines_through_it(study):
+    # ∂h^L_t/∂h^L_t = I is never probed: drawn under the report's whitegrid style, its empty cell showed the
+    # style's grid lines as a grey cross
+    import seaborn as sns
+
+    root, _, _ = study
+    with sns.axes_style("whitegrid"):
+        fig, caption, _ = drawn(root, "depth_grid")
+    panels = [a for a in fig.axes if a.get_title()]
+    assert len(panels) == 4
+    for ax in panels:
+        assert not any(line.get_visible() for line in ax.get_xgridlines() + ax.get_ygridlines())
+        (cell,) = [p for p in ax.patches if p.get_hatch()]
+        assert (cell.get_x() + cell.get_width() / 2, cell.get_y() + cell.get_height() / 2) == (0, 0)
+    assert "hatched cell (lag 0, 0 layers crossed)" in caption and "other cell" not in caption
+
+
+def test_the_grid_counts_any_other_empty_cell_in_its_caption():
+    med = pd.DataFrame({"activation": "tanh", "layers": 2, "depth": [0, 1, 1, 1, 0],
+                        "lag": [1, 0, 1, 2, 2], "log10_norm": -1.0})
+    assert depthfigures.empty_words(med) == ("The hatched cell (lag 0, 0 layers crossed) is ∂h^L_t/∂h^L_t = I, "
+                                             "not measured.")
+    assert depthfigures.empty_words(med.drop(index=4)).endswith("Hatched: 1 other cell with no finite pair.")
+    assert depthfigures.empty_words(med[med["depth"] == 1]) == ""

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 from matplotlib.colors import TwoSlopeNorm
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
 from ..run.probe import HEATMAP_COLOURS, centred_range
@@ -127,14 +128,48 @@ def draw_grid(tables: Tables, new_figure) -> tuple | None:
             p = m.pivot(index="depth", columns="lag", values="log10_norm").sort_index()
             image = ax.pcolormesh(p.columns.to_numpy(), p.index.to_numpy(), np.ma.masked_invalid(p.to_numpy()),
                                   cmap=HEATMAP_COLOURS, norm=TwoSlopeNorm(0.0, lo, hi), shading="nearest")
+            ax.grid(False)  # the style's grid showed through an empty cell as a grey cross
+            hatch_empty(ax, p)
             ax.set_title(f"{act}, L = {L}", fontsize=8)
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set(xlabel="lag t − k" if i == len(acts) - 1 else "", ylabel="layers crossed L − l" if j == 0 else "")
     fig.colorbar(image, ax=axes, label="log10 ‖∂h^L_t/∂h^l_k‖", shrink=0.8)
     caption = ("How ‖∂h^L_t/∂h^l_k‖ decays over the (lag, layers crossed) grid at initialisation: mean log10 norm "
                "over the pairs of each cell, median over the seeds; row 0 is the top layer's own pairs, column 0 the "
-               "depth chain at one step. Red grows, blue decays, on one colour scale centred at 0.")
+               "depth chain at one step. Red grows, blue decays, on one colour scale centred at 0. "
+               f"{empty_words(med)}")
     return fig, caption, sorted(set(grid["run_id"]))
+
+
+def cell_edges(centres: np.ndarray) -> np.ndarray:
+    """The cell boundaries pcolormesh's shading="nearest" draws around these centres."""
+    if len(centres) == 1:
+        return np.array([centres[0] - 0.5, centres[0] + 0.5])
+    mid = (centres[:-1] + centres[1:]) / 2
+    return np.concatenate([[2 * centres[0] - mid[0]], mid, [2 * centres[-1] - mid[-1]]])
+
+
+def hatch_empty(ax, p: pd.DataFrame) -> None:
+    """Hatch the cells with no value, so an unmeasured cell is not read as the colour of log10 = 0."""
+    xs, ys = cell_edges(p.columns.to_numpy(float)), cell_edges(p.index.to_numpy(float))
+    for i, j in zip(*np.nonzero(~np.isfinite(p.to_numpy(float)))):
+        ax.add_patch(Rectangle((xs[j], ys[i]), xs[j + 1] - xs[j], ys[i + 1] - ys[i], fill=False, hatch="////",
+                               edgecolor="0.55", lw=0))
+
+
+def empty_words(med: pd.DataFrame) -> str:
+    """The caption's account of the hatched cells: lag 0 at 0 layers crossed is ∂h^L_t/∂h^L_t = I, never probed;
+    any other empty cell had no finite pair."""
+    empty = set()
+    for key, m in med.groupby(["activation", "layers"]):
+        empty |= {(key, d, l) for d in set(m["depth"]) for l in set(m["lag"])} - {
+            (key, d, l) for d, l in zip(m["depth"], m["lag"])}
+    identity = any(d == 0 and l == 0 for _, d, l in empty)
+    others = len(empty) - sum(d == 0 and l == 0 for _, d, l in empty)
+    words = ["The hatched cell (lag 0, 0 layers crossed) is ∂h^L_t/∂h^L_t = I, not measured."] if identity else []
+    if others:
+        words.append(f"Hatched: {others} other cell{'s' if others != 1 else ''} with no finite pair.")
+    return " ".join(words)
 
 
 def draw_chain(tables: Tables, new_figure) -> tuple | None:
