@@ -74,6 +74,49 @@ def test_success_vs_t_joins_only_cells_of_several_runs_and_draws_learned_and_sol
     assert "partial baseline" in caption and "99 %" in caption and "one run" in caption
 
 
+def marker_columns(fig, ax) -> dict[float, list[float]]:
+    """Each T (a point's data x) -> the display x, in points, of every learned or solved marker drawn at it."""
+    fig.canvas.draw()
+    at: dict[float, list[float]] = {}
+    for line in ax.lines:
+        if line.get_marker() in ("o", "s"):
+            for x, y in zip(line.get_xdata(), line.get_ydata()):
+                at.setdefault(float(x), []).append(line.get_transform().transform((x, y))[0] * 72 / fig.dpi)
+    return at
+
+
+def assert_apart(at: dict[float, list[float]], series: int) -> None:
+    """`series` markers at each T, no two closer than two caps: their intervals never overlap."""
+    for xs in at.values():
+        assert len(xs) == series and np.diff(sorted(xs)).min() > 2 * figures.CAP_POINTS
+
+
+def test_success_vs_t_draws_learned_and_solved_apart_with_the_ticks_at_the_true_t():
+    """Equal learned and solved rates at one T drew their intervals on top of each other."""
+    rows = success_rows([3, 3, 3]).assign(solved_rate=lambda t: t["learned_rate"],
+                                          solved_rate_low=lambda t: t["learned_rate_low"],
+                                          solved_rate_high=lambda t: t["learned_rate_high"])
+    fig, caption, _ = figures.draw_success({"success_vs_T": rows})
+    ax = fig.axes[0]
+    at = marker_columns(fig, ax)
+    assert sorted(at) == [10, 20, 40] and list(ax.get_xticks()) == [10, 20, 40]
+    assert_apart(at, 2)
+    assert "sideways" in caption
+
+
+def test_remedies_at_several_t_draw_every_arm_and_level_apart():
+    from pipeline.report.studies import REMEDY_ARMS
+
+    arms = ["tanh_unclipped", "tanh_clipped", "irnn"]
+    rows = pd.concat([success_rows([2, 2, 2]).assign(arm=a, arm_name=REMEDY_ARMS[a], run_ids=f"{a}1;{a}2")
+                      for a in arms], ignore_index=True)
+    fig, caption, _ = figures.draw_remedies_success({"remedies": rows})
+    at = marker_columns(fig, fig.axes[0])
+    assert sorted(at) == [10, 20, 40]
+    assert_apart(at, 2 * len(arms))
+    assert "learned left of solved" in caption
+
+
 def test_success_vs_t_legend_names_both_levels():
     fig, _, _ = figures.draw_success({"success_vs_T": success_rows([3, 3, 3])})
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["learned", "solved"]

@@ -18,6 +18,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import offset_copy
 
 from ..run.files import write_atomic
 from .rate_figures import draw_activations, draw_phase
@@ -397,25 +398,69 @@ def outcome_words(row: pd.Series) -> str:
 
 ONE_RUN_WORDS = "a T with one run is a point with no line to its neighbours (one run places no boundary);"
 LEVEL_STYLES = (("learned", "o", "-", True), ("solved", "s", "--", False))  # level, marker, line, filled
+# Learned and solved of one group sit this far left and right of their T: 8 pt apart, wider than a cap (CAP_POINTS
+# either side), so equal rates keep two readable intervals. Points, not data units: the ticks stay at the true T.
+LEVEL_DODGE_POINTS = 4.0
+CAP_POINTS = 3.0  # draw_levels' capsize
+TICK_LABEL_POINTS = 30.0  # what a panel's width loses to its y tick labels and the space between panels
+DODGE_WORDS = ("each series drawn a few points sideways of its T, so that intervals at one T stay apart; the ticks at "
+               "the T values run")
 
 
-def draw_levels(ax, g: pd.DataFrame, x: pd.Series, color, label: str) -> None:
-    """One group's learned and solved rates against T (x, g sorted by T), each with its Wilson interval; a line
-    joins two neighbouring points only when both rest on at least two runs, so a single run stands alone."""
+def dodge_at(i: int, groups: int) -> float:
+    """Points sideways of T for group i of `groups`, so that its learned and solved sit clear of its neighbours'."""
+    return (i - (groups - 1) / 2) * 2 * len(LEVEL_STYLES) * LEVEL_DODGE_POINTS
+
+
+def cluster_points(groups: int) -> float:
+    """From a T to the outer cap of the farthest of its `groups` groups' dodged intervals, in points."""
+    return abs(dodge_at(0, groups)) + LEVEL_DODGE_POINTS * (len(LEVEL_STYLES) - 1) + CAP_POINTS
+
+
+def dodged_panel_width(t_by_panel: Iterable, groups: int, least: float) -> float:
+    """A panel width (inches, at least `least`) on which the dodged clusters of neighbouring T never touch."""
+    half, needed = cluster_points(groups), 0.0
+    for ts in t_by_panel:
+        ts = np.unique(np.asarray(ts, float))
+        if len(ts) > 1:
+            needed = max(needed, (2 * half + CAP_POINTS) * (ts[-1] - ts[0]) / np.diff(ts).min() + 2 * half)
+    return max(least, (needed + TICK_LABEL_POINTS) / 72)
+
+
+def fit_dodged(ax, ts, groups: int, width: float) -> None:
+    """A tick at each T (the dodged points sit beside theirs), and x limits that hold the outermost T's whole
+    cluster on a panel `width` inches wide."""
+    ts = np.unique(np.asarray(ts, float))
+    half = cluster_points(groups)
+    ax.set_xticks(ts, [f"{t:g}" for t in ts])
+    if len(ts) > 1:
+        pad = half * (ts[-1] - ts[0]) / (width * 72 - TICK_LABEL_POINTS - 2 * half)
+        ax.set_xlim(ts[0] - pad, ts[-1] + pad)
+
+
+def draw_levels(ax, g: pd.DataFrame, x: pd.Series, color, label: str, at: float = 0.0,
+                dodge: float = LEVEL_DODGE_POINTS) -> None:
+    """One group's learned and solved rates against T (x, g sorted by T), each with its Wilson interval, drawn `at`
+    points sideways of x and the levels `dodge` points either side of that; a line joins two neighbouring points
+    only when both rest on at least two runs, so a single run stands alone."""
     n = pd.to_numeric(g["n_scored"], errors="coerce").fillna(0).to_numpy(int) if "n_scored" in g else None
-    for level, marker, style, filled in LEVEL_STYLES:
+    for j, (level, marker, style, filled) in enumerate(LEVEL_STYLES):
+        shifted = offset_copy(ax.transData, fig=ax.figure, units="points",
+                              x=at + dodge * (2 * j - (len(LEVEL_STYLES) - 1)))
         cols = [f"{level}_rate", f"{level}_rate_low", f"{level}_rate_high"]
         if any(c not in g for c in cols):
             continue
         ok = np.isfinite(g[cols].apply(pd.to_numeric, errors="coerce").to_numpy(float)).all(axis=1)
         xs, y = x.to_numpy(float)[ok], g[cols[0]].astype(float).to_numpy()[ok]
         lo, hi = g[cols[1]].astype(float).to_numpy()[ok], g[cols[2]].astype(float).to_numpy()[ok]
-        ax.errorbar(xs, y, yerr=[y - lo, hi - y], color=color, marker=marker, ms=4, ls="none", capsize=3,
-                    mfc=color if filled else "none", label=f"{label}: {level}" if label else level)
+        ax.errorbar(xs, y, yerr=[y - lo, hi - y], color=color, marker=marker, ms=4, ls="none", capsize=CAP_POINTS,
+                    mfc=color if filled else "none", label=f"{label}: {level}" if label else level, transform=shifted)
+        ax.update_datalim(np.column_stack([np.r_[xs, xs], np.r_[lo, hi]]))  # a shifted artist adds no limits
+        ax.autoscale_view()
         several = (n[ok] >= 2) if n is not None else np.ones(len(xs), dtype=bool)
         for i in range(len(xs) - 1):
             if several[i] and several[i + 1]:
-                ax.plot(xs[i : i + 2], y[i : i + 2], color=color, ls=style, lw=1.2)
+                ax.plot(xs[i : i + 2], y[i : i + 2], color=color, ls=style, lw=1.2, transform=shifted)
 
 
 def draw_success(tables: Tables) -> Drawn:
@@ -427,19 +472,24 @@ def draw_success(tables: Tables) -> Drawn:
         succ = succ.assign(label="")
     labels = list(dict.fromkeys(succ["label"].astype(str)))
     colors = dict(zip(labels, sns.color_palette(n_colors=len(labels))))
-    fig, axes = panel_row(len(tasks), 2.4, 3.0, margin=1.0)  # 3 tasks in 8.2 in: at 85% on a page, ticks legible
+    # at least 2.4 in a panel, 3 tasks in 8.2 in: at 85% on a page, ticks legible
+    width = dodged_panel_width([succ.loc[succ["task"].astype(str) == t, "T"] for t in tasks], len(labels), 2.4)
+    fig, axes = panel_row(len(tasks), width, 3.0, margin=1.0)
     handles = {}
     for ax, task in zip(axes, tasks):
         s = succ[succ["task"].astype(str) == task]
         for label, g in s.groupby(s["label"].astype(str), sort=False):
-            draw_levels(ax, g, g["T"].astype(float), colors[label], label)
+            draw_levels(ax, g, g["T"].astype(float), colors[label], label, at=dodge_at(labels.index(label),
+                                                                                       len(labels)))
+        fit_dodged(ax, s["T"], len(labels), width)
         ax.set(title=task, xlabel="sequence length T", ylabel="fraction of runs", ylim=(-0.03, 1.04))
         handles |= dict(zip(*reversed(ax.get_legend_handles_labels())))
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(len(handles), 6), fontsize=8)
     caption = ("Long-range tasks: against sequence length T, the fraction of runs that learned (filled, solid: "
                "final validation loss below the partial baseline, the best model that uses only part of what the "
                "task needs) and that solved the task (hollow, dashed: at least 99 % of held-out sequences right), "
-               f"with Wilson 95% intervals; {ONE_RUN_WORDS} tables/success_vs_T.csv gives the counts.")
+               f"with Wilson 95% intervals ({DODGE_WORDS}); {ONE_RUN_WORDS} tables/success_vs_T.csv gives the "
+               "counts.")
     return fig, caption, ids_of(succ)
 
 
@@ -458,20 +508,23 @@ def draw_remedies_success(tables: Tables) -> Drawn:
             f"Remedies at T = {int(succ['T'].iloc[0])}: per arm, the fraction of its runs that learned (filled: below "
             "the partial baseline) and that solved the task (hollow: at least 99 % of held-out sequences right), "
             f"with Wilson 95% intervals; {ONE_RUN_WORDS} tables/remedies.csv gives the counts."), ids_of(arms)
-    fig, axes = panel_row(len(tasks), 3.2, 3.0, margin=1.0)
+    width = dodged_panel_width([succ.loc[succ["task"].astype(str) == t, "T"] for t in tasks], len(labels), 3.2)
+    fig, axes = panel_row(len(tasks), width, 3.0, margin=1.0)
     handles = {}
     for ax, task in zip(axes, tasks):
         s = succ[succ["task"].astype(str) == task]
-        for i, (label, g) in enumerate(s.groupby("label", sort=False)):
+        for label, g in s.groupby("label", sort=False):
             g = g.sort_values("T")
-            draw_levels(ax, g, g["T"].astype(float) * (1 + 0.012 * (i - len(labels) / 2)), colors[label], label)
+            draw_levels(ax, g, g["T"].astype(float), colors[label], label, at=dodge_at(labels.index(label),
+                                                                                       len(labels)))
+        fit_dodged(ax, s["T"], len(labels), width)
         ax.set(title=task, xlabel="sequence length T", ylabel="fraction of runs", ylim=(-0.03, 1.04))
         handles |= dict(zip(*reversed(ax.get_legend_handles_labels())))
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(len(handles), 4), fontsize=8)
     caption = ("Remedies: against sequence length T, the fraction of each arm's runs that learned (filled, solid: "
                "below the partial baseline) and that solved the task (hollow, dashed: at least 99 % of held-out "
-               "sequences right), with Wilson 95% intervals (points nudged sideways so that equal rates stay "
-               f"visible); {ONE_RUN_WORDS} tables/remedies.csv gives the counts.")
+               f"sequences right), with Wilson 95% intervals ({DODGE_WORDS}; the arms in legend order, learned "
+               f"left of solved); {ONE_RUN_WORDS} tables/remedies.csv gives the counts.")
     return fig, caption, ids_of(arms)
 
 
@@ -487,7 +540,8 @@ def remedies_at_one_T(succ: pd.DataFrame, tasks: list[str], labels: list[str], c
             for level, shift in (("learned", -0.15), ("solved", 0.15)):
                 other = "solved" if level == "learned" else "learned"
                 only = g.drop(columns=[c for c in g if c.startswith(f"{other}_rate")])
-                draw_levels(ax, only, pd.Series(i + shift, index=only.index, dtype=float), colors[label], "")
+                draw_levels(ax, only, pd.Series(i + shift, index=only.index, dtype=float), colors[label], "",
+                            dodge=0.0)
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
         ax.set(title=task, ylabel="fraction of runs", ylim=(-0.03, 1.04), xlim=(-0.6, len(labels) - 0.4))
     fig.legend([Line2D([], [], color="black", marker=m, ls="none", mfc="black" if filled else "none")
