@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.report import figures, rate_figures
+from pipeline.report import figures, formatting, rate_figures
 
 
 def offsets(ax) -> np.ndarray:
@@ -181,6 +181,9 @@ def test_gradients_draw_every_checkpoint_of_the_run_with_the_most_and_cap_the_ex
     top = max(float(np.nanmax(line.get_ydata())) for line in left.lines)
     assert top == pytest.approx(figures.GRADIENT_CEILING * 1.0)  # the smallest run median shown is 1
     assert "drawn on the dotted line" in caption
+    # the ceiling and its multiple as the report prints a number, not Python's "1e+04" and "1e+04"
+    ceiling = formatting.format_value(figures.GRADIENT_CEILING)
+    assert f"norms above {ceiling} × the smallest run's median norm ({ceiling})" in caption
 
 
 def test_spike_runs_come_from_the_study_that_varies_clipping():
@@ -283,10 +286,11 @@ def test_the_gradients_legend_covers_no_data_of_its_panel():
     assert not any(lg.get_window_extent().overlaps(box) for lg in legends)
 
 
-def test_a_huge_measured_norm_is_labelled_in_exponent_form():
-    """A diverged run's final ||W_hh||_2 of 7e154 is a whole float: its label must not print 155 digits."""
+def test_a_huge_measured_norm_is_labelled_as_a_power_of_ten():
+    """A diverged run's final ||W_hh||_2 of 7e154 is a whole float: its label must not print 155 digits, nor
+    Python's "6.93e+154" in a legend beside axes ticked 10^k."""
     from pipeline.report.figures import measured_norm
 
     label = measured_norm(pd.Series({"w_norm_init": 3.0, "w_norm_final": 6.935e154}))
-    assert label == "‖W_hh‖₂=3→6.93e+154"  # measured: at the report's 3 significant digits
+    assert label == "‖W_hh‖₂=3→6.93×10¹⁵⁴"  # measured: at the report's 3 significant digits
     assert measured_norm(pd.Series({"w_norm_init": 1.0, "w_norm_final": 1.0})) == "‖W_hh‖₂=1"

@@ -30,7 +30,7 @@ from ..run.plots import keep_min_span
 from ..run.probe import draw_heatmap_panel
 from ..run.verdicts import LEARNED_MARGIN
 from . import depthfigures, dynamics, studies
-from .formatting import format_log_rate, format_value
+from .formatting import format_label, format_log_rate, format_value
 from .reductions import short_value
 
 LOSS_CEILING = 1e12  # loss curves are drawn up to here: beyond, a log axis's margins overflow float64
@@ -98,9 +98,9 @@ def measured_norm(r: pd.Series) -> str:
     norm = pd.to_numeric(r.get("w_norm_init", r.get("gamma_w_init")), errors="coerce")
     end = pd.to_numeric(r.get("w_norm_final", r.get("gamma_w_final")), errors="coerce")
     if norm is not None and np.isfinite(norm):
-        start = format_value(float(norm))  # measured: at the report's precision
-        moved = end is not None and np.isfinite(end) and format_value(float(end)) != start
-        return f"‖W_hh‖₂={start}→{format_value(float(end))}" if moved else f"‖W_hh‖₂={start}"
+        start = format_label(float(norm))  # measured: at the report's precision
+        moved = end is not None and np.isfinite(end) and format_label(float(end)) != start
+        return f"‖W_hh‖₂={start}→{format_label(float(end))}" if moved else f"‖W_hh‖₂={start}"
     return f"gamma_w={short_value(r.get('gamma_w'))} (config)"
 
 
@@ -813,8 +813,8 @@ def draw_gradients(tables: Tables) -> Drawn:
                "spikiest run of each clip mode of the study that varies clipping (dashed: a global clip threshold; "
                "the part above it is what clipping cuts, the \"cliff\" of Pascanu et al. 2013)")
     if capped:
-        caption += (f"; norms above {GRADIENT_CEILING:.0e} × the smallest run's median norm ({ceiling:.2g}) are "
-                    "drawn on the dotted line, so that the clipped runs keep their scale")
+        caption += (f"; norms above {format_value(GRADIENT_CEILING)} × the smallest run's median norm "
+                    f"({format_value(ceiling)}) are drawn on the dotted line, so that the clipped runs keep their scale")
     caption += "."
     if by_k is not None:
         checkpoints = by_k.groupby("run_id")["iter"].nunique()

@@ -3,7 +3,8 @@
 - A measured value prints at SHOWN_DIGITS (3) significant digits: metrics.json stores 4 (reductions.round_metric),
   the report shows what a median of a few runs, with the spread it has, can carry ("10^-5.357" times for a median
   of 3 runs claimed a precision of 0.1%). Counts and numbers of 1,000 or more print whole, with thousands
-  separators ("8,502"); a huge or tiny one in exponent form ("6.93e+102").
+  separators ("8,502"); a huge or tiny one in exponent form ("6.93e+102"). A figure's legend, title or label
+  writes that exponent as its log axes tick it, "6.93×10¹⁰²" (format_label), and a caption naming a label so too.
 - A setting of the sweep (an lr, a gamma_w, a clip threshold: CONFIG) prints as the config has it, as metrics.json
   stores it: it is an input, not a measurement, and its label elsewhere ("unclipped, lr 0.2955") must match.
 - A number of decades, a log10 (an exponent of 10 or a gap in decades), prints to DECADE_DECIMALS (2) decimals,
@@ -54,6 +55,19 @@ def format_value(x: Any) -> str:
     if "e+" in text and abs(float(text)) < 1e6:  # 1.23e+03: written out, 1,230
         text = f"{float(text):.0f}"
     return with_separators(text)
+
+
+SUPERSCRIPTS = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+
+
+def format_label(x: Any) -> str:
+    """A measured value as a figure's legend or label shows it: format_value's digits, an exponent written as a
+    power of ten beside axes ticked 10^k: 6.935e102 -> "6.93×10¹⁰²", 2.362e-07 -> "2.36×10⁻⁷", 0.229 -> "0.229"."""
+    text = format_value(x)
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    return f"{mantissa}×10{str(int(exponent)).translate(SUPERSCRIPTS)}"
 
 
 def format_decades(x: Any) -> str:
