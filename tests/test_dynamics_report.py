@@ -164,6 +164,9 @@ def test_the_control_is_compared_with_the_global_arm_whose_step_it_matches_and_k
     assert none["n_runs"].tolist() == [6] and none["n_diverged"].tolist() == [6]  # the control is not pooled in
     assert set(summary.tables["clip_curves"]["run_id"]) == {r for r in histories if not r.startswith("r4")}
     assert summary.headline["control_1"] == c
+    (shown,) = clipcontrol.blocks(table)  # each interval end named with its rate, not a bare "high"
+    assert [h for h in shown.columns if "CI" in h] == ["learned 95% CI low", "learned 95% CI high",
+                                                       "blew up 95% CI low", "blew up 95% CI high"]
 
 
 def test_a_move_towards_the_edge_smaller_than_the_lyapunov_spread_is_not_counted_closer():

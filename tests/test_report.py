@@ -719,3 +719,12 @@ def test_pdf_links_in_bullets_and_paragraphs_are_clickable_and_wrap_at_the_bulle
     margin, bullet_x, text_x = sorted(set(first_x.values()))  # each line starts at one of three places
     wrapped = [y for y, x in first_x.items() if x == text_x]
     assert len(wrapped) >= 2 and text_x - bullet_x > 2 * 72 / 25.4  # the long item wraps under its own text
+
+
+def test_every_table_heading_says_what_its_column_holds_on_its_own(built):
+    """The referee's clipping table: "learned 95% CI low" then "high", and "contradictions at init" then "after
+    training": a heading that leans on its left neighbour is read as a column of its own."""
+    headings = [re.sub(r"<[^>]+>", "", h).strip() for h in re.findall(r"<th[^>]*>(.*?)</th>", built["html"], re.S)]
+    assert "learned 95% CI high" in headings and "contradictions after training" in headings
+    leaning = [h for h in headings if h in ("low", "high") or h.startswith(("after ", "high", "low"))]
+    assert not leaning, leaning

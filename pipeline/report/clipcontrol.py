@@ -129,8 +129,8 @@ def blocks(table: pd.DataFrame | None) -> list[Table]:
         return []
     return [frame_table(table, {
         "arm": "arm", "lr": "lr", "mean_effective_step": "mean effective step", "n_runs": "runs",
-        "n_learned": "learned", "learned_low": "learned 95% CI low", "learned_high": "high",
-        "n_blew_up": "blew up", "blew_up_low": "blew up 95% CI low", "blew_up_high": "high",
+        "n_learned": "learned", "learned_low": "learned 95% CI low", "learned_high": "learned 95% CI high",
+        "n_blew_up": "blew up", "blew_up_low": "blew up 95% CI low", "blew_up_high": "blew up 95% CI high",
         "final_val_loss": "val loss (median)"},
         "Clipping against a smaller step: each clipped arm beside an unclipped arm trained at its mean effective "
         "step (the mean over steps and runs of lr × clip_scale), on the same seeds; 'blew up' is diverged or "

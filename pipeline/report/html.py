@@ -346,11 +346,11 @@ def spec_overview(specs: list[str], metrics: dict) -> list:
                 "n_worse_than_chance")
     blocks: list = [
         Table(["spec", "runs", "ok", "unstable", "diverged", "failed", "bound violations",
-               "contradictions at init", "after training"],
+               "contradictions at init", "contradictions after training"],
               [row(s, f"specs.{s}", ended) for s in specs],
               "Per sweep spec: how its runs ended, bound violations and contradictions of the theorem (expected 0)"),
-        Table(["spec", "runs on a scored task", "beat chance", "learned", "95% CI low", "high", "solved",
-               "at chance", "worse than chance"],
+        Table(["spec", "runs on a scored task", "beat chance", "learned", "learned 95% CI low", "learned 95% CI high",
+               "solved", "at chance", "worse than chance"],
               [[c if i != 6 or not no_sequences(metrics, s) else "n/a (text)"
                 for i, c in enumerate(row(s, f"learning.{s}", learning))] for s in specs],
               "Per sweep spec: the runs that beat chance, learned (below the partial baseline, with the Wilson 95% "

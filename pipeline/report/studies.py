@@ -747,7 +747,7 @@ STUDIES = (  # in report order
                           "final_val_loss": "val loss (median)", "n_runs": "runs", "n_diverged": "diverged",
                           "n_unstable": "unstable", "n_beat_chance": "beat chance",
                           "n_learned": "learned", "learned_fraction_low": "learned 95% CI low",
-                          "learned_fraction_high": "high", "n_solved": "solved"}),
+                          "learned_fraction_high": "learned 95% CI high", "n_solved": "solved"}),
           figures=("clip_curves", "clip_final")),
     Study("long_range", "Long-range tasks: how many runs beat chance, learned (final validation loss below the "
           "partial baseline) and solved the task (≥ 99 % of the held-out sequences right) as the sequence length T "
@@ -755,8 +755,9 @@ STUDIES = (  # in report order
           long_range_summary, ("success_vs_T",), long_range_headline, finding=long_range_finding,
           table=("success_vs_T", {"task": "task", "label": "runs of", "T": "T", "n_scored": "runs",
                                   "n_beat_chance": "beat chance", "n_learned": "learned",
-                                  "learned_rate_low": "learned 95% CI low", "learned_rate_high": "high",
-                                  "n_solved": "solved", "accuracy": "mean accuracy", "chance": "chance accuracy",
+                                  "learned_rate_low": "learned 95% CI low",
+                                  "learned_rate_high": "learned 95% CI high", "n_solved": "solved",
+                                  "accuracy": "mean accuracy", "chance": "chance accuracy",
                                   "partial": "partial-model accuracy"}),
           figures=("success_vs_T",)),
     Study("remedies", "The remedies side by side: how many runs of each arm learned as T grows (Wilson 95% "
