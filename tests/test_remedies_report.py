@@ -205,3 +205,31 @@ def test_at_one_length_the_success_figure_puts_the_arms_side_by_side(built):
     assert len(points) == 2 * len(names)  # learned and solved, each arm
     two = figures.draw_remedies_success({"remedies": rows})[0]
     assert two.axes[0].get_xlabel() == "sequence length T"
+
+
+def test_the_zero_pair_caveat_reads_the_count_where_metrics_json_stores_it(built):
+    """analysis.json once kept each arm's count of zero-norm pairs beside metrics.json's: the section reads the
+    headline's, so that changing it there (and only there) brings the caveat in or out."""
+    import copy
+
+    from pipeline.report import html as report_html
+    from pipeline.report.document import Bullets, plain_text
+
+    analysis = json.loads((built["out"] / "analysis.json").read_text())
+    assert "zeros" not in analysis["specs"]["remedies"]
+    tables = {"remedies": built["table"]}
+
+    def caveats(metrics) -> dict[str, bool]:
+        """Per arm's sentence: whether it carries the zero-pairs caveat."""
+        section = report_html.spec_section("remedies", metrics, analysis, tables, {})
+        items = [" ".join(plain_text(p, metrics) for p in item) for b in section.blocks if isinstance(b, Bullets)
+                 for item in b.items]
+        return {arm: any(i.startswith(f"{name} (") and "have a norm of exactly 0" in i for i in items)
+                for arm, name in studies.REMEDY_ARMS.items()}
+
+    metrics = copy.deepcopy(built["metrics"])
+    tasks = {arm: h["tasks"]["temporal_order"] for arm, h in metrics["specs"]["remedies"]["headline"].items()}
+    assert caveats(metrics) == {arm: bool(t["zero_pairs"]) for arm, t in tasks.items()}
+    for t in tasks.values():  # every count flipped: the caveat follows the headline, arm by arm
+        t["zero_pairs"], t["zero_pair_runs"] = (0, 0) if t["zero_pairs"] else (5, 1)
+    assert caveats(metrics) == {arm: bool(t["zero_pairs"]) for arm, t in tasks.items()}

@@ -659,7 +659,8 @@ def spec_section(spec: str, metrics: dict, report: dict, tables: dict[str, pd.Da
     if name in tables and len(tables[name]):
         t = tables[name]  # columns with no value in any row (accuracy of untrained probes) are left out
         blocks.append(frame_table(t, {k: v for k, v in columns.items() if k in t and t[k].notna().any()}))
-    blocks += study.more_tables(spec, given, tables) if study.more_tables else []
+    headline = metric_value(metrics, f"specs.{spec}.headline")[1]
+    blocks += study.more_tables(spec, given | {"headline": headline or {}}, tables) if study.more_tables else []
     blocks += [figures[n] for n in study.figures if n in figures]
     if "shown_samples" in given:  # the study chose which samples to show, each with its heading
         blocks += [Preformatted(str(s.get("heading", "")), str(s.get("text", ""))) for s in given["shown_samples"]]

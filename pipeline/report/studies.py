@@ -66,7 +66,9 @@ class Study:
     # key of the headline ("specs.<name>.headline") and the headline dict itself (for its keys)
     table: tuple[str, dict[str, str]] | None = None  # the section's main table: name in tables/, column -> heading
     more_tables: Callable[[str, dict, Tables], list[Table | Bullets | Paragraph]] | None = None  # (spec,
-    # analysis.json specs.<spec>, tables) -> further tables (or bullets, paragraphs) of the section, after the main one
+    # analysis.json specs.<spec> with metrics.json's specs.<spec>.headline under "headline", tables) -> further
+    # tables (or bullets, paragraphs) of the section, after the main one; a number the text tests is read from the
+    # headline, where it is stored, not copied into analysis.json
     finding: Callable[[str, dict], list[Inline] | None] | None = None  # the report's opening finding about the
     # spec (after its name), from the headline's key and dict; None: the headline's numbers do not allow one
     figures: tuple[str, ...] = ()  # names of figures.draw_figures' figures shown in the section
@@ -382,7 +384,6 @@ def remedies_summary(d: SpecRuns) -> SpecSummary:
             head[key]["w_norm_off"] = float((norms - 1).abs().max()) if norms.notna().any() else None
     return SpecSummary({"remedies": table}, head,
                        {"protocol": remedies_protocol(d.runs, arms, table), "decades": signed,
-                        "zeros": {k: {task: v["zero_pairs"] for task, v in h["tasks"].items()} for k, h in head.items()},
                         "settings": settings, "tasks": {k: list(v["tasks"]) for k, v in head.items()},
                         "ranking": separated_arms(table)})
 
@@ -537,7 +538,7 @@ def remedies_blocks(spec: str, report: dict, tables: Tables) -> list[Table | Bul
             group: list[Inline] = [f"{task.replace('_', ' ')}: learned in "] + rate_parts(f"{tk}.learned", " runs")
             group += [", solved in ", Metric(f"{tk}.solved.k"), ", beat chance in ", Metric(f"{tk}.beat_chance.k"),
                       "; ‖∂h_t/∂h_k‖ "] + decay_reading(tk, at, arm, "")
-            if report.get("zeros", {}).get(key, {}).get(task):
+            if report.get("headline", {}).get(key, {}).get("tasks", {}).get(task, {}).get("zero_pairs"):
                 group += [" (but in ", Metric(f"{tk}.zero_pair_runs"), " of its runs ", Metric(f"{tk}.zero_pairs"),
                           " pairs, init and final, have a norm of exactly 0: the lags holding them drop out of "
                           "these slopes, so the reading above covers the other lags only)"]
