@@ -67,8 +67,8 @@ def test_shown_within_accepts_the_rounding_a_style_allows_and_nothing_more():
 def test_a_measured_value_shows_3_significant_digits_and_a_log10_2_decimals():
     """The referee's "10^-5.357" for a median of 3 runs: the report shows the precision a few runs can carry."""
     assert [formatting.format_value(x) for x in (0.2289, -0.05977, 1.805, 2.362e-07, 6.935e102, 8502.0, 1123.0, 0.0,
-                                                 3.0, 12)] == [
-        "0.229", "-0.0598", "1.8", "2.36e-07", "6.93e+102", "8,502", "1,123", "0", "3", "12"]
+                                                 3.0, 12, 8502.4, 1123.4)] == [
+        "0.229", "-0.0598", "1.8", "2.36e-07", "6.93e+102", "8,502", "1,123", "0", "3", "12", "8,500", "1,120"]
     assert [formatting.format_label(x) for x in (6.935e102, 2.362e-07, 1e-12, 0.2289, 8502.0, None)] == [
         "6.93×10¹⁰²", "2.36×10⁻⁷", "1×10⁻¹²", "0.229", "8,502", "n/a"]  # a figure's: the same digits, as axes tick
     assert [formatting.format_decades(x) for x in (-5.357, 4.058, 1.805, 0.01974, 0.002565, -0.05977, 11.27, 0)] == [

@@ -49,7 +49,9 @@ def format_value(x: Any) -> str:
     v = round_metric(x)
     if v is None:
         return "n/a"
-    if isinstance(v, int) or (v.is_integer() and abs(v) < 1e6):  # a count, though a column with a gap made it float
+    # a count, though a column with a gap made it float; judged on x itself, for metrics.json's 4 digits make a
+    # measured 8502.4 whole
+    if isinstance(v, int) or (float(x).is_integer() and abs(v) < 1e6):
         return f"{int(v):,}"
     text = f"{v:.{SHOWN_DIGITS}g}"
     if "e+" in text and abs(float(text)) < 1e6:  # 1.23e+03: written out, 1,230
