@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from pipeline import cli
 from pipeline.run import cost
-from pipeline.run.calibrate import UnitCosts, estimate_seconds
+from pipeline.run.calibrate import DIRECT_PROBE, UnitCosts, estimate_seconds, grown
 from pipeline.run.spec import load_spec
 
 cli._register()
@@ -94,6 +94,17 @@ def test_a_run_is_priced_by_its_counts():
     assert estimate_seconds(cost.WorkCounts(100, 3, 2, 2), units) == pytest.approx(1.0 + 1.5 + 4.0 + 6.0 + 1.0)
 
 
+@pytest.mark.parametrize("a, b", [(0.02, 2e-4), (0.0, 1e-4), (0.05, 0.0)])
+def test_a_long_probe_is_priced_per_step_and_per_pair_from_its_two_timings(a, b):
+    def cost_at(steps):
+        return a * steps + b * steps**2
+
+    half = DIRECT_PROBE // 2
+    assert grown(cost_at(half), cost_at(DIRECT_PROBE), 200) == pytest.approx(cost_at(200))
+    # a per-pair cost that does not show at these lengths (noise) grows the probe linearly, never less
+    assert grown(1.0, 1.9, 4 * DIRECT_PROBE) == pytest.approx(1.9 * 4)
+
+
 def test_train_refuses_a_run_above_max_memory_before_it_starts(project):
     done = invoke("train", "--task", "adding", "--seq-len", "200", "--val-size", "20000", "--max-memory", "200M",
                   cwd=project)
@@ -152,3 +163,43 @@ def test_against_a_results_folder_it_sets_each_runs_cpu_seconds_beside_the_estim
     done = invoke("plan", "experiments/tiny_a.yaml", "--profile", "full", "--against", "old", "--json", cwd=project)
     mine = json.loads(done.stdout.strip().splitlines()[-1])["measured"]["specs"]["tiny_a"]
     assert mine["cells_wall"] == 2 and mine["measured_seconds"] == pytest.approx(table["seconds"].sum())
+
+
+def test_against_a_stopped_sweep_it_reads_the_finished_run_folders(tmp_path):
+    """A sweep writes its results table at its end: a study stopped midway is measured from its run folders; one
+    being written (.tmp), a failed one and a link are passed over."""
+    import shutil
+
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "tiny_c.yaml").write_text(SPEC.format(name="tiny_c"), encoding="utf-8")
+    swept = invoke("sweep", "experiments/tiny_c.yaml", "--profile", "full", "--no-track", "--jobs", "1",
+                   "--results-dir", "results", "--data-dir", "data", cwd=tmp_path)
+    assert swept.exit_code == 0, swept.output
+    runs = sorted((tmp_path / "results" / "tiny_c" / "runs").iterdir())
+    stopped = tmp_path / "stopped" / "tiny_c" / "runs"
+    stopped.mkdir(parents=True)
+    shutil.copytree(runs[0], stopped / runs[0].name)  # one cell finished, no results table yet
+    shutil.copytree(runs[1], stopped / f".{runs[1].name}.1234.tmp")  # the other still being written
+    cpu = json.loads((runs[0] / "summary.json").read_text())["cpu_seconds"]
+
+    def measured(where):
+        done = invoke("plan", "experiments/tiny_c.yaml", "--profile", "full", "--against", where, "--json",
+                      cwd=tmp_path)
+        assert done.exit_code == 0, done.output
+        return json.loads(done.stdout.strip().splitlines()[-1])["measured"]
+
+    got = measured("stopped")
+    assert (got["cells_run"], got["cells_from_folders"]) == (1, 1)
+    assert got["specs"]["tiny_c"]["measured_seconds"] == pytest.approx(cpu)
+    text = invoke("plan", "experiments/tiny_c.yaml", "--profile", "full", "--against", "stopped", cwd=tmp_path)
+    assert "1 of 2" in text.stdout and "1 runs read from their run folders" in text.stdout
+
+    summary = stopped / runs[0].name / "summary.json"  # a failed run took no time worth pricing
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), "outcome": "failed"}), encoding="utf-8")
+    assert measured("stopped")["cells_run"] == 0
+    shutil.rmtree(stopped / runs[0].name)
+    (stopped / runs[0].name).symlink_to(runs[0], target_is_directory=True)  # a link rnngrad would not write
+    assert measured("stopped")["cells_run"] == 0
+
+    done = measured("results")  # a finished sweep: its table, and nothing counted twice from its folders
+    assert (done["cells_run"], done["cells_from_folders"]) == (2, 0)

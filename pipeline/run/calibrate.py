@@ -2,8 +2,8 @@
 
 For each kind of cell (what the cost of a unit depends on: the cell, its sizes, the optimiser; not the seed or the
 learning rate), a small twin of the cell runs the engine's own code for a moment: a few training steps, one
-validation chunk, one probe (at 32 and 64 steps for a longer probe, whose cost then grows as P^alpha with alpha fitted
-from the two), a stacked vanilla RNN's probe across its layers (likewise), and once per calibration a tiny whole run for what every run pays besides (figures, files). A cell's
+validation chunk, one probe (at 32 and 64 steps for a longer probe, whose cost a P + b P^2 is then fitted to the
+two: a probe pays per step and per pair of steps), a stacked vanilla RNN's probe across its layers (likewise), and once per calibration a tiny whole run for what every run pays besides (figures, files). A cell's
 estimate is its counts times those prices. Times are CPU seconds of this process on one BLAS thread, as a run
 computes (`runner.BLAS_THREADS`), so they add up to core-seconds.
 """
@@ -139,8 +139,8 @@ class Calibration:
 
     def _probe(self, cfg: RunConfig, sizes: cost.RunSizes) -> float:
         """CPU seconds of one probe of the initial model with its Lyapunov trajectories; a probe of more than
-        DIRECT_PROBE steps is timed at half and all of DIRECT_PROBE without them, grown as P^alpha (alpha fitted
-        from the two, within [1, 2]), and the trajectories timed beside a probe of SHORT_PROBE steps."""
+        DIRECT_PROBE steps is timed at half and all of DIRECT_PROBE without them and grown to P steps (`grown`), and
+        the trajectories timed beside a probe of SHORT_PROBE steps."""
         P = sizes.probe_steps
         src, model = self._twin(cfg, sizes, probe_len=min(P, DIRECT_PROBE))
         xs = driving_inputs(src.draw, np.random.default_rng(2), runner.DRIVE_BURN_IN + runner.DRIVE_STEPS,
@@ -150,10 +150,9 @@ class Calibration:
             return cpu_seconds(lambda: probe_model(model, src.probe, "init", drive), warm=False)
         short, full = (cpu_seconds(lambda p=p: probe_model(model, p, "init", None), warm=False)
                        for p in (cut_probe(src.probe, DIRECT_PROBE // 2), src.probe))
-        alpha = growth_exponent(short, full)
         trajectories = cpu_seconds(lambda: probe_model(model, cut_probe(src.probe, SHORT_PROBE), "init", drive),
                                    warm=False)
-        return full * (P / DIRECT_PROBE) ** alpha + trajectories
+        return grown(short, full, P) + trajectories
 
     def _across(self, cfg: RunConfig, sizes: cost.RunSizes) -> float:
         """CPU seconds of one probe across layers of the initial model (`depthprobe.cross_layer`: every pair across
@@ -165,7 +164,7 @@ class Calibration:
             return cpu_seconds(lambda: cross_layer(vanilla, src.probe, "init"), warm=False)
         short, full = (cpu_seconds(lambda p=p: cross_layer(vanilla, p, "init"), warm=False)
                        for p in (cut_probe(src.probe, DIRECT_PROBE // 2), src.probe))
-        return full * (P / DIRECT_PROBE) ** growth_exponent(short, full)
+        return grown(short, full, P)
 
     def _fixed(self) -> float:
         """A tiny whole run (a few steps of a few units): its figures, files and bookkeeping, which every run pays."""
@@ -174,10 +173,17 @@ class Calibration:
         return cpu_seconds(lambda: runner.execute_run(cfg, Path(self._scratch.name), out), at_least=0.0)
 
 
-def growth_exponent(short: float, full: float) -> float:
-    """alpha of a cost that grows as P^alpha, from its times at DIRECT_PROBE / 2 and DIRECT_PROBE steps, held to
-    [1, 2] (2 when a time is 0)."""
-    return min(2.0, max(1.0, math.log2(full / short))) if short > 0 and full > 0 else 2.0
+def grown(short: float, full: float, steps: int) -> float:
+    """A probe's cost at `steps` from its costs at DIRECT_PROBE / 2 and DIRECT_PROBE steps, as a P + b P^2 fitted
+    to the two (its P(P+1)/2 pairs and its P steps), a, b >= 0: a power law P^alpha fitted between 32 and 64
+    steps, where the per-step part still weighs, grew too slowly and priced a 200-step probe at 0.64-0.74 of its
+    time."""
+    half = DIRECT_PROBE // 2
+    quadratic = (full - 2 * short) / (DIRECT_PROBE * DIRECT_PROBE - 2 * half * half)  # b; a P cancels
+    if not (short > 0 and full > 0) or quadratic <= 0:  # at most linear growth measured (noise): grow linearly
+        return max(short, full) * steps / DIRECT_PROBE
+    linear = max(0.0, (full - quadratic * DIRECT_PROBE ** 2) / DIRECT_PROBE)
+    return linear * steps + quadratic * steps ** 2
 
 
 def cut_probe(probe, steps: int):

@@ -34,7 +34,8 @@ def plan_cmd(
     against: Annotated[Path | None, typer.Option(help="A results folder of this profile's sweeps (e.g. results): "
                                                  "beside each spec's estimate, what its finished runs took (each "
                                                  "run's CPU seconds; its wall seconds for a run that recorded no CPU "
-                                                 "time) over the same cells, and the ratio.")] = None,
+                                                 "time) over the same cells, and the ratio. A sweep still running or "
+                                                 "stopped midway is read from its finished run folders.")] = None,
 ) -> None:
     """Estimate a profile's sweeps before they run: per spec its cells, core-seconds and peak memory per cell, and
     the totals (core-hours, wall time on --jobs workers, the memory each worker needs).
@@ -75,20 +76,24 @@ def plan_cmd(
         calibration.close()
     report = summarise(rows, profile, jobs or cost.usable_cpus(), time.perf_counter() - start)
     if table is not None:
-        report["measured"] = compare(rows, table)
+        report["measured"] = compare(rows, table, _folder_times(against, [(s.name, n, c) for s, n, c, _ in named]))
     typer.echo(json.dumps(report) if as_json else render(report, cells))
 
 
 def _results_table(results_dir: Path):
     """(spec, cell, seconds, cpu) of every finished run in the folder's results tables, read as `analyze` reads
     them; cpu is NaN for a run that recorded no CPU time (before runs did)."""
-    from ..report.artifacts import load_results
+    import pandas as pd
+
+    from ..report.artifacts import load_results, result_tables
     from ..run.paths import check_path_names
 
     check_path_names(results_dir, f"--against {results_dir}")
     if not results_dir.is_dir():
         what = "is not a folder" if results_dir.exists() else "no such folder"
         raise UserError(f"--against {results_dir}: {what}; give the results folder the sweeps wrote (e.g. results)")
+    if not result_tables(results_dir):  # no sweep has finished yet: its run folders may still say what ran
+        return pd.DataFrame({"spec": [], "cell": [], "seconds": [], "cpu": []})
     table = load_results(results_dir)
     lacking = [c for c in ("cell", "seconds") if c not in table.columns]
     if lacking:
@@ -97,12 +102,49 @@ def _results_table(results_dir: Path):
     return table[["spec", "cell", "seconds"]].assign(cpu=cpu)
 
 
-def compare(rows: list[dict], table) -> dict:
+def _folder_times(results_dir: Path, cells: list[tuple[str, str, object]]) -> dict[tuple[str, str], tuple]:
+    """(spec, cell) -> (seconds, cpu seconds) of the planned cells whose finished run folder is in results_dir's
+    runs/ folders (a spec's, results/<spec>/runs/, and its learning-rate selection's, results/<spec>/<stage>/runs/):
+    a sweep writes its results table at its end, so these are what a sweep still running, or stopped, has done.
+    A folder is matched to a cell by its config.json (the config alone: the folder's name also hashes the data it
+    read); one that is unreadable, failed or whose config no planned cell has is passed over."""
+    from ..report.artifacts import read_artifact
+    from ..run.config import config_from_values, config_hash
+
+    wanted = {config_hash(cfg): (spec, cell) for spec, cell, cfg in cells}
+    found: dict[tuple[str, str], tuple] = {}
+    for runs in [*results_dir.glob("*/runs"), *results_dir.glob("*/*/runs")]:
+        if runs.is_symlink() or runs.parent.is_symlink() or not runs.is_dir():
+            continue
+        for folder in sorted(runs.iterdir()):
+            if folder.name.startswith(".") or folder.is_symlink() or not folder.is_dir():
+                continue  # a run still being written (.tmp) or something rnngrad did not write
+            summary, problem = read_artifact(folder / "summary.json")
+            values, problem_cfg = read_artifact(folder / "config.json")
+            if problem or problem_cfg or not isinstance(summary, dict) or not isinstance(values, dict):
+                continue
+            if summary.get("outcome") == "failed":
+                continue
+            try:
+                key = wanted.get(config_hash(config_from_values(values, lambda k: k)))
+            except (UserError, ValueError, TypeError):
+                continue
+            sec, cpu = summary.get("seconds"), summary.get("cpu_seconds")
+            if key is not None and isinstance(sec, (int, float)):
+                found[key] = (float(sec), float(cpu) if isinstance(cpu, (int, float)) else float("nan"))
+    return found
+
+
+def compare(rows: list[dict], table, folders: dict[tuple[str, str], tuple] | None = None) -> dict:
     """Per spec (and in all): the cells planned that have a finished run, their planned core-seconds and the
     seconds those runs took (a run uses one core: its CPU seconds, or its wall seconds where it recorded no CPU
-    time, counted in `cells_wall`: beside other work those overstate it), and measured over planned."""
+    time, counted in `cells_wall`: beside other work those overstate it), and measured over planned. `folders`
+    ((spec, cell) -> (seconds, cpu), `_folder_times`) adds the runs of sweeps whose table is not written yet,
+    counted in `cells_from_folders`."""
     took, wall = {}, set()
-    for spec, cell, sec, cpu in table.itertuples(index=False):
+    table_rows = list(table.itertuples(index=False))
+    from_folders = {k: v for k, v in (folders or {}).items() if k not in {(str(r[0]), str(r[1])) for r in table_rows}}
+    for spec, cell, sec, cpu in [*table_rows, *((s, c, sec, cpu) for (s, c), (sec, cpu) in from_folders.items())]:
         key = (str(spec), str(cell))
         if cpu == cpu:
             took[key] = float(cpu)
@@ -119,7 +161,9 @@ def compare(rows: list[dict], table) -> dict:
                      "planned_core_seconds": planned, "measured_seconds": measured,
                      "measured_over_planned": measured / planned if planned else None}
         planned_all, measured_all, n_all = planned_all + planned, measured_all + measured, n_all + len(mine)
-    return {"specs": out, "cells_run": n_all, "cells_wall": len(wall & {(r["spec"], r["cell"]) for r in rows}),
+    planned_keys = {(r["spec"], r["cell"]) for r in rows}
+    return {"specs": out, "cells_run": n_all, "cells_wall": len(wall & planned_keys),
+            "cells_from_folders": len(set(from_folders) & planned_keys),
             "planned_core_seconds": planned_all, "measured_seconds": measured_all,
             "measured_over_planned": measured_all / planned_all if planned_all else None}
 
@@ -178,6 +222,9 @@ def _render_measured(measured: dict) -> list[str]:
         ratio = "-" if s["measured_over_planned"] is None else f"{s['measured_over_planned']:.2f}"
         lines.append(f"{name:<14}{str(s['cells_run']) + ' of ' + str(s['cells']):>12}  "
                      f"{s['planned_core_seconds'] / 3600:>14.2f}  {s['measured_seconds'] / 3600:>15.2f}  {ratio:>16}")
+    if measured.get("cells_from_folders"):
+        lines.append(f"{measured['cells_from_folders']} runs read from their run folders: their sweep has not "
+                     "written its results table yet (it is running, or stopped)")
     if measured["cells_wall"]:
         lines.append(f"{measured['cells_wall']} runs recorded no CPU time (made before runs did): their wall seconds "
                      "are counted, which overstate their cost if the machine ran other work beside them")
