@@ -179,3 +179,17 @@ def test_a_move_towards_the_edge_smaller_than_the_lyapunov_spread_is_not_counted
     chaotic = dynamics.headline(table, spreads)["by_init"]["orthogonal"]["chaotic"]
     assert (chaotic["closer"]["k"], chaotic["closer"]["n"], chaotic["n_unresolved"]) == (1, 2, 1)
     assert dynamics.headline(table)["by_init"]["orthogonal"]["chaotic"]["closer"]["k"] == 2  # no spread known
+
+
+def test_every_run_of_a_side_is_counted_once_closer_unresolved_or_farther():
+    """A run that moved away from lambda_1 = 0 by more than its spread is counted too: the three add up to n."""
+    moves = {"closer": (0.3, 0.1), "jitter": (0.243, 0.2374), "away": (0.1, 0.4), "crossed": (0.1, -0.35)}
+    rows = [(rid, "weight_norms", "orthogonal", 0, 3.0, it, 0, 3.0, 1.0, lyap, 0.2)
+            for rid, (a, b) in moves.items() for it, lyap in ((0, a), (400, b))]
+    table = pd.DataFrame(rows, columns=list(dynamics.COLUMNS))
+    side = dynamics.headline(table, pd.Series(0.03, index=list(moves)))["by_init"]["orthogonal"]["chaotic"]
+    assert (side["closer"]["k"], side["n_unresolved"], side["n_farther"], side["n_crossed"]) == (1, 1, 2, 1)
+    assert side["closer"]["k"] + side["n_unresolved"] + side["n_farther"] == side["closer"]["n"] == 4
+    words = "".join(p if isinstance(p, str) else "#" for p in dynamics.side_parts("k", side, "orthogonal-init",
+                                                                                 "started chaotic"))
+    assert "# ended farther from it by more than that" in words

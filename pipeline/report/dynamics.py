@@ -62,14 +62,16 @@ def ends(table: pd.DataFrame) -> pd.DataFrame:
 def side_numbers(e: pd.DataFrame) -> dict:
     """Of the runs `e` (one side of the edge, at least one): how many ended closer to lambda_1 = 0 than they started
     by more than their lambda_1's own spread (the difference between its two driven trajectories: a smaller move
-    is not resolved), as a rate with its Wilson interval; how many moved less than that; how many crossed 0; and
+    is not resolved), as a rate with its Wilson interval; how many moved less than that; how many ended farther
+    from it by more than that (the three add up to the runs); how many crossed 0 (of any of the three); and
     lambda_1's median and quartiles at the start and the end (a run far from the edge and one near it may move
     opposite ways: the quartiles show the spread closing)."""
     spread = e["spread"].fillna(0.0).abs() if "spread" in e else pd.Series(0.0, index=e.index)
     move = e["lyap_start"].abs() - e["lyap_end"].abs()  # > 0: closer to the edge
     closer = int((move > spread).sum())
     crossed = int((np.sign(e["lyap_end"]) != np.sign(e["lyap_start"])).sum())
-    out = {"closer": rate(closer, len(e)), "n_unresolved": int((move.abs() <= spread).sum()), "n_crossed": crossed}
+    out = {"closer": rate(closer, len(e)), "n_unresolved": int((move.abs() <= spread).sum()),
+           "n_farther": int((-move > spread).sum()), "n_crossed": crossed}
     for end in ("start", "end"):
         q1, median, q3 = np.quantile(e[f"lyap_{end}"].to_numpy(float), [0.25, 0.5, 0.75])
         out |= {f"lyap_{end}": float(median), f"lyap_{end}_q1": float(q1), f"lyap_{end}_q3": float(q3)}
@@ -121,8 +123,8 @@ def side_parts(key: str, s: dict, kind: str, words: str) -> list[Inline]:
     return ["of "] + runs + [
         f"{words}, ", Metric(f"{key}.closer.k"), " ended closer to λ₁ = 0 by more than their λ₁'s own spread (",
         Metric(f"{key}.closer.rate"), ", 95% CI ", Metric(f"{key}.closer.low"), "–", Metric(f"{key}.closer.high"),
-        "; ", Metric(f"{key}.n_unresolved"), " moved less than that spread; ", Metric(f"{key}.n_crossed"),
-        " crossed 0), median λ₁ ", Metric(f"{key}.lyap_start"), " → ", Metric(f"{key}.lyap_end"), " nats/step: ",
+        "; ", Metric(f"{key}.n_unresolved"), " moved less than that spread; ", Metric(f"{key}.n_farther"),
+        " ended farther from it by more than that; ", Metric(f"{key}.n_crossed"), " crossed 0), median λ₁ ", Metric(f"{key}.lyap_start"), " → ", Metric(f"{key}.lyap_end"), " nats/step: ",
         direction(s["closer"])]
 
 
