@@ -694,6 +694,21 @@ def test_the_activation_table_is_per_gamma_and_compares_slope_and_lambda_1_on_ma
     assert head["tanh"]["n_both"] == 3 and head["tanh"]["median_abs_slope_minus_lyapunov"] == pytest.approx(0.05)
 
 
+def test_the_activation_table_keeps_the_forms_apart_when_the_runs_have_two():
+    """The full profile runs each activation in the Elman and the Pascanu form: a row per form, not their median;
+    runs of one form keep one row per activation and gamma_W, with no form column."""
+    runs = pd.DataFrame({"run_id": list("abcd"), "activation": ["tanh"] * 4, "outcome": ["ok"] * 4,
+                         "form": ["elman", "pascanu"] * 2, "gamma_w": [0.5, 0.5, 2.0, 2.0],
+                         "w_norm_init": [0.5, 0.5, 2.0, 2.0], "slope_init": [-1.0, -0.7, -0.2, 0.1],
+                         "lyapunov_init": [-1.0, -0.7, -0.2, 0.1], "log_rate_init": list(np.log([0.5, 0.5, 2, 2])),
+                         "val_accuracy": [np.nan] * 4, "final_val_loss": [np.nan] * 4})
+    table, _ = reductions.activation_table(runs)
+    assert table[["form", "gamma_w", "slope"]].values.tolist() == [["elman", 0.5, -1.0], ["elman", 2.0, -0.2],
+                                                                   ["pascanu", 0.5, -0.7], ["pascanu", 2.0, 0.1]]
+    one, _ = reductions.activation_table(runs[runs["form"] == "elman"])
+    assert "form" not in one and len(one) == 2
+
+
 def test_the_bounds_gap_is_a_rate_per_step_with_the_decades_at_the_longest_lag_beside_it():
     """A gap that grows 0.72 nats per step of lag: its rate is 0.72 whatever lags the probe has, the decades at the
     longest lag 0.72 x 9 / ln 10, and per spec the median and IQR over runs with n."""

@@ -52,6 +52,18 @@ def test_the_activation_figure_draws_slope_and_lambda_1_per_activation_at_the_me
     assert sorted(ids) == ["a", "b", "c", "d"] and "missing where the trajectory overflowed" in caption
 
 
+def test_the_activation_figure_draws_one_panel_per_form_when_the_table_has_two():
+    act = pd.DataFrame({"activation": ["tanh"] * 4, "form": ["elman", "elman", "pascanu", "pascanu"],
+                        "gamma_w": [0.5, 2.0] * 2, "log_rate": np.log([0.5, 2.0] * 2), "slope": [-1.0, -0.2, -0.7, 0.1],
+                        "lyapunov": [-1.0, -0.2, -0.7, 0.1], "run_ids": list("abcd")})
+    fig, caption, ids = rate_figures.draw_activations({"activations": act})
+    assert [ax.get_title() for ax in fig.axes] == ["elman form", "pascanu form"]
+    slopes = [[line for line in ax.lines if line.get_label() == "tanh"][0] for ax in fig.axes]
+    assert [list(line.get_ydata()) for line in slopes] == [[-1.0, -0.2], [-0.7, 0.1]]  # not zigzagging between forms
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend.count("tanh") == 1 and "not pooled" in caption and sorted(ids) == list("abcd")
+
+
 def success_rows(n_scored: list[int]) -> pd.DataFrame:
     """success_vs_T rows of one task at T = 10, 20, 40 with learned and solved rates and their intervals."""
     t = pd.DataFrame({"task": "adding", "T": [10, 20, 40], "n_scored": n_scored, "run_ids": ["a", "b", "c"],

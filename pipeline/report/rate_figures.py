@@ -60,30 +60,40 @@ def draw_phase(tables: Tables) -> Drawn:
 
 def draw_activations(tables: Tables) -> Drawn:
     """Per activation, one line through its gamma_W grid: the measured slope (solid, filled) and the top Lyapunov
-    exponent (dashed, hollow, where finite) against the measured log(gamma_W gamma_phi), with the bound y = x."""
+    exponent (dashed, hollow, where finite) against the measured log(gamma_W gamma_phi), with the bound y = x; one
+    panel per form when the table has more than one (their rates are not pooled)."""
     act = table(tables, "activations")
     if act is None:
         return None
-    a = finite(act, ["log_rate", "slope"]).sort_values(["activation", "log_rate"])
+    a = finite(act, ["log_rate", "slope"])
     if a.empty:
         return None
+    forms = sorted(a["form"].astype(str).unique()) if "form" in a else [None]
+    a = a.sort_values(["activation", "log_rate"])
     names = list(dict.fromkeys(a["activation"].astype(str)))
     colors = dict(zip(names, sns.color_palette("tab10", n_colors=len(names))))
-    fig = new_figure(6.4, 4.2)
-    ax = fig.subplots()
-    for name, g in a.groupby(a["activation"].astype(str), sort=False):
-        x = g["log_rate"].astype(float)
-        ax.plot(x, g["slope"].astype(float), "-o", ms=4, lw=1.2, color=colors[name], label=name)
-        lyap = pd.to_numeric(g["lyapunov"], errors="coerce")
-        ax.plot(x[lyap.notna()], lyap[lyap.notna()], "--o", ms=5, lw=0.9, color=colors[name], mfc="none")
+    fig = new_figure(6.4 if len(forms) == 1 else 4.2 * len(forms), 4.2)
+    axes = fig.subplots(1, len(forms), squeeze=False, sharey=True)[0]
     lo, hi = float(a["log_rate"].min()), float(a["log_rate"].max())
-    ax.plot([lo, hi], [lo, hi], color="0.2", lw=0.9, ls=":", label="log(γ_W γ_φ) itself (the bound)")
-    ax.axhline(0, color="0.6", lw=0.6)
-    ax.axvline(0, color="0.6", lw=0.6)
-    ax.set(xlabel="log(γ_W γ_φ) at init, γ_W measured (nats per step)", ylabel="rate (nats per step)")
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=5, fontsize=7)
+    for ax, form in zip(axes, forms):
+        part = a if form is None else a[a["form"].astype(str) == form]
+        for name, g in part.groupby(part["activation"].astype(str), sort=False):
+            x = g["log_rate"].astype(float)
+            ax.plot(x, g["slope"].astype(float), "-o", ms=4, lw=1.2, color=colors[name], label=name)
+            lyap = pd.to_numeric(g["lyapunov"], errors="coerce")
+            ax.plot(x[lyap.notna()], lyap[lyap.notna()], "--o", ms=5, lw=0.9, color=colors[name], mfc="none")
+        ax.plot([lo, hi], [lo, hi], color="0.2", lw=0.9, ls=":", label="log(γ_W γ_φ) itself (the bound)")
+        ax.axhline(0, color="0.6", lw=0.6)
+        ax.axvline(0, color="0.6", lw=0.6)
+        ax.set(xlabel="log(γ_W γ_φ) at init, γ_W measured (nats per step)",
+               title=f"{form} form" if form is not None else "")
+    axes[0].set_ylabel("rate (nats per step)")
+    handles = dict(zip(*reversed(axes[0].get_legend_handles_labels())))  # label -> handle, each once
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=5, fontsize=7)
     caption = ("Activations at initialisation: for each activation (colour), the measured decay slope (solid, "
                "filled) and the top Lyapunov exponent λ₁ (dashed, hollow; missing where the trajectory overflowed) at "
                "each γ_W of the grid, against the measured log(γ_W γ_φ); every point of a slope lies on or below the "
-               "dotted line y = x, the bound's rate. One run per point unless tables/activations.csv says more.")
+               "dotted line y = x, the bound's rate. " + ("One panel per form (Elman: h = φ(W h + U x); Pascanu: "
+               "h = W φ(h) + U x): their rates are not pooled. " if len(forms) > 1 else "")
+               + "One run per point unless tables/activations.csv says more.")
     return fig, caption, [i for cell in a["run_ids"].astype(str) for i in cell.split(";")]

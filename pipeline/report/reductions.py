@@ -498,14 +498,16 @@ def weight_norm_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
 
 
 def activation_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Per activation and gamma_w (the slope depends on gamma_W, so no median runs across it): the measured
-    ||W_hh||_2 and log(gamma_W gamma_phi), the decay slope and the Lyapunov exponent (medians), with n_both, the
-    runs where both are finite; task accuracy and final loss where trained. The headline, per activation: the
-    median |slope - lambda_1| over the runs where both exist, and that n."""
+    """Per activation, form (when the runs have more than one: the Elman and Pascanu forms place the
+    nonlinearity differently, so their rates are not pooled) and gamma_w (the slope depends on gamma_W, so no median
+    runs across it): the measured ||W_hh||_2 and log(gamma_W gamma_phi), the decay slope and the Lyapunov exponent
+    (medians), with n_both, the runs where both are finite; task accuracy and final loss where trained. The
+    headline, per activation: the median |slope - lambda_1| over the runs where both exist, and that n."""
     r = numeric(runs, ["gamma_w", "w_norm_init", "slope_init", "lyapunov_init", "log_rate_init", "val_accuracy",
                        "final_val_loss"])
     r["both"] = np.isfinite(r[["slope_init", "lyapunov_init"]].to_numpy(float)).all(axis=1)
-    table = grouped(r, ["activation", "gamma_w"], w_norm=("w_norm_init", "median"),
+    forms = ["form"] if "form" in r and r["form"].nunique(dropna=False) > 1 else []
+    table = grouped(r, ["activation", *forms, "gamma_w"], w_norm=("w_norm_init", "median"),
                     log_rate=("log_rate_init", "median"), slope=("slope_init", "median"),
                     lyapunov=("lyapunov_init", "median"), n_both=("both", "sum"), accuracy=("val_accuracy", "mean"),
                     final_val_loss=("final_val_loss", "median"), n_ok=("outcome", lambda s: int((s == "ok").sum())))

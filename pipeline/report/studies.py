@@ -733,7 +733,7 @@ STUDIES = (  # in report order
           figures=(dynamics.FIGURE,), spans_rate=True, heatmap_first=True, keeps_dynamics=True),
     Study("activations", "Every activation (their γ_φ differ) across the γ_W grid.",
           activations_summary, ("activations",), activations_headline,
-          table=("activations", {"activation": "activation", "gamma_w": "gamma_w (config)",
+          table=("activations", {"activation": "activation", "form": "form", "gamma_w": "gamma_w (config)",
                                  "w_norm": "‖W_hh‖₂ (measured)", "log_rate": "log(γ_W γ_φ)", "slope": "slope",
                                  "lyapunov": "λ₁", "n_both": "runs with both", "accuracy": "accuracy",
                                  "final_val_loss": "val loss", "n_runs": "runs"}),
