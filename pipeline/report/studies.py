@@ -283,12 +283,10 @@ def text_summary(d: SpecRuns) -> SpecSummary:
     every sample)."""
     arms = text_arm(d.runs)
     head = text_headline(d.runs, arms)
-    counts = {k: {"learned_k": v["learned"]["k"], "learned_n": v["learned"]["n"]} for k, v in head.items()
-              if k in TEXT_ARMS}
     return SpecSummary({"text_curve": curves(d), "text_val_curve": val_curve_rows(d.runs, d.val_curves),
                         READS_TABLE: reads_table(d.runs)},
                        head, {"samples": {rid: s or [] for rid, s in d.samples.items()},
-                              "shown_samples": shown_samples(d.runs, d.samples), "text_arms": counts})
+                              "shown_samples": shown_samples(d.runs, d.samples)})
 
 
 def text_headline_parts(h: str, head: dict) -> list[Inline]:
@@ -305,13 +303,13 @@ def text_blocks(spec: str, report: dict, tables: Tables) -> list[Bullets]:
     reads only the previous character) and how many beat chance (below (1 - LEARNED_MARGIN) x the unigram's), with
     n and the Wilson interval, and its median loss against both; said plainly when at chance."""
     h = f"specs.{spec}.headline"
-    heads = report.get("text_arms", {})
+    heads = report.get("headline") or {}  # metrics.json's, where the sentence's counts are stored once
     items = []
     for key, name in TEXT_ARMS.items():
         arm = heads.get(key)
-        if not isinstance(arm, dict):
+        if not isinstance(arm, dict) or not isinstance(arm.get("learned"), dict):
             continue
-        k, n, learned = arm.get("learned_k"), arm.get("learned_n"), f"{h}.{key}.learned"
+        k, n, learned = arm["learned"].get("k"), arm["learned"].get("n"), f"{h}.{key}.learned"
         sentence: list[Inline] = [f"{name}: "] + count_parts(f"{learned}.k", f"{learned}.n", k, n, "seeds")
         sentence += [" learned"] + interval_parts(learned) + [" and ", Metric(f"{h}.{key}.beat_chance.k"),
                                                              " beat chance"]
