@@ -203,3 +203,6 @@ def test_against_a_stopped_sweep_it_reads_the_finished_run_folders(tmp_path):
 
     done = measured("results")  # a finished sweep: its table, and nothing counted twice from its folders
     assert (done["cells_run"], done["cells_from_folders"]) == (2, 0)
+    (tmp_path / "empty").mkdir()  # neither a table nor a run folder: refused before the calibration
+    refused = invoke("plan", "experiments/tiny_c.yaml", "--profile", "full", "--against", "empty", cwd=tmp_path)
+    assert refused.exit_code == 2 and "no finished runs there" in refused.output and "Traceback" not in refused.output

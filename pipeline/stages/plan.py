@@ -93,6 +93,9 @@ def _results_table(results_dir: Path):
         what = "is not a folder" if results_dir.exists() else "no such folder"
         raise UserError(f"--against {results_dir}: {what}; give the results folder the sweeps wrote (e.g. results)")
     if not result_tables(results_dir):  # no sweep has finished yet: its run folders may still say what ran
+        if not any(f for pattern in RUN_SUMMARIES for f in results_dir.glob(pattern)):
+            raise UserError(f"--against {results_dir}: no finished runs there (no results table, no run folder); "
+                            "give the results folder the sweeps wrote (e.g. results)")
         return pd.DataFrame({"spec": [], "cell": [], "seconds": [], "cpu": []})
     table = load_results(results_dir)
     lacking = [c for c in ("cell", "seconds") if c not in table.columns]
@@ -100,6 +103,10 @@ def _results_table(results_dir: Path):
         raise UserError(f"--against {results_dir}: its tables lack {', '.join(lacking)}; re-run the sweeps")
     cpu = table["cpu_seconds"] if "cpu_seconds" in table.columns else float("nan")
     return table[["spec", "cell", "seconds"]].assign(cpu=cpu)
+
+
+RUN_FOLDERS = ("*/runs", "*/*/runs")  # a spec's runs/ and its learning-rate selection's, under results/
+RUN_SUMMARIES = tuple(f"{folder}/*/summary.json" for folder in RUN_FOLDERS)
 
 
 def _folder_times(results_dir: Path, cells: list[tuple[str, str, object]]) -> dict[tuple[str, str], tuple]:
@@ -113,7 +120,7 @@ def _folder_times(results_dir: Path, cells: list[tuple[str, str, object]]) -> di
 
     wanted = {config_hash(cfg): (spec, cell) for spec, cell, cfg in cells}
     found: dict[tuple[str, str], tuple] = {}
-    for runs in [*results_dir.glob("*/runs"), *results_dir.glob("*/*/runs")]:
+    for runs in [*results_dir.glob(RUN_FOLDERS[0]), *results_dir.glob(RUN_FOLDERS[1])]:
         if runs.is_symlink() or runs.parent.is_symlink() or not runs.is_dir():
             continue
         for folder in sorted(runs.iterdir()):
