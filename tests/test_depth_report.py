@@ -116,6 +116,25 @@ def test_the_chain_gap_parts_add_up(study):
         assert min(head["chain_saturation"], head["chain_own_norms"], head["chain_alignment"]) >= -1e-9
 
 
+def test_the_chain_gap_parts_add_up_over_any_number_of_runs():
+    """Five runs whose parts' medians, taken one by one, miss the gap between the medians by 0.5 decades: the chain
+    is summarised by the means of its logs over the runs where all are finite, so its parts add up."""
+    from pipeline.report import depth
+
+    chains = pd.DataFrame({"run_id": list("abcdef"), "when": "init", "depth": 3,
+                           "log10_norm": [-9.0, -8.0, -1.0, -1.0, -1.0, np.nan],
+                           "log10_stepnorm": [-1.0, -1.0, -1.0, -0.5, -0.5, 0.0],
+                           "log10_product": [0.0, 0.0, -0.5, -0.5, -0.5, 0.0],
+                           "log10_global": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]})
+    medians_one_by_one = (np.median([0.0, 0.0, 0.5, 0.5, 0.5]) + np.median([1.0, 1.0, 0.5, 0.0, 0.0])
+                          + np.median([8.0, 7.0, 0.0, 0.5, 0.5]))
+    assert medians_one_by_one - (0.0 - np.median([-9.0, -8.0, -1.0, -1.0, -1.0])) == pytest.approx(0.5)
+    got = depth.deepest_chain(chains, pd.DataFrame({"run_id": list("abcdef")}))
+    assert got["n_chain"] == 5 and got["chain"] == pytest.approx(-4.0)  # f: no finite norm, left out
+    parts = got["chain_saturation"] + got["chain_own_norms"] + got["chain_alignment"]
+    assert parts == pytest.approx(got["chain_bound"] - got["chain"], abs=1e-12)
+
+
 def test_a_missing_table_across_layers_is_a_missing_artifact(tmp_path):
     runs = fx.write_study(tmp_path / "results", depth_runs()[:4])
     (fx.run_folder(tmp_path / "results", runs[2]) / "probe" / "jacobian_depth.parquet").unlink()

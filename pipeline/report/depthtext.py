@@ -129,7 +129,8 @@ def direction_sentence(a: str) -> list[Inline]:
 def chain_sentence(a: str, init: str) -> list[Inline]:
     return ["Why: at L = ", Metric(f"{a}.max_layers"), " the depth chain from the input layer to the top measures "
             "10^", Metric(f"{a}.chain"), " against its global bound (γ_X γ_φ)^(L−1) = 10^", Metric(f"{a}.chain_bound"),
-            "; of that gap ", Metric(f"{a}.chain_saturation"), " decades are saturation (φ′ below its supremum), ",
+            " (means of the logs over ", Metric(f"{a}.n_chain"), " runs); of that gap ",
+            Metric(f"{a}.chain_saturation"), " decades are saturation (φ′ below its supremum), ",
             Metric(f"{a}.chain_own_norms"), " the edges' own norms, and ", Metric(f"{a}.chain_alignment"),
             " the alignment of successive layers: the top direction one layer sends is not the one the next "
             f"amplifies. Each layer has its own W_xh, drawn Gaussian (its singular values spread below γ_X), while "
