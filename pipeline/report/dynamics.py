@@ -124,7 +124,8 @@ def side_parts(key: str, s: dict, kind: str, words: str) -> list[Inline]:
         f"{words}, ", Metric(f"{key}.closer.k"), " ended closer to λ₁ = 0 by more than their λ₁'s own spread (",
         Metric(f"{key}.closer.rate"), ", 95% CI ", Metric(f"{key}.closer.low"), "–", Metric(f"{key}.closer.high"),
         "; ", Metric(f"{key}.n_unresolved"), " moved less than that spread; ", Metric(f"{key}.n_farther"),
-        " ended farther from it by more than that; ", Metric(f"{key}.n_crossed"), " crossed 0), median λ₁ ", Metric(f"{key}.lyap_start"), " → ", Metric(f"{key}.lyap_end"), " nats/step: ",
+        " ended farther from it by more than that; ", Metric(f"{key}.n_crossed"), " crossed 0), median λ₁ ",
+        Metric(f"{key}.lyap_start"), " → ", Metric(f"{key}.lyap_end"), " nats/step: ",
         direction(s["closer"])]
 
 

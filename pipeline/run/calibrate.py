@@ -3,9 +3,10 @@
 For each kind of cell (what the cost of a unit depends on: the cell, its sizes, the optimiser; not the seed or the
 learning rate), a small twin of the cell runs the engine's own code for a moment: a few training steps, one
 validation chunk, one probe (at 32 and 64 steps for a longer probe, whose cost a P + b P^2 is then fitted to the
-two: a probe pays per step and per pair of steps), a stacked vanilla RNN's probe across its layers (likewise), and once per calibration a tiny whole run for what every run pays besides (figures, files). A cell's
-estimate is its counts times those prices. Times are CPU seconds of this process on one BLAS thread, as a run
-computes (`runner.BLAS_THREADS`), so they add up to core-seconds.
+two: a probe pays per step and per pair of steps), a stacked vanilla RNN's probe across its layers (likewise), and
+once per calibration a tiny whole run for what every run pays besides (figures, files). A cell's estimate is its
+counts times those prices. Times are CPU seconds of this process on one BLAS thread, as a run computes
+(`runner.BLAS_THREADS`), so they add up to core-seconds.
 """
 
 from __future__ import annotations

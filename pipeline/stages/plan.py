@@ -120,7 +120,7 @@ def _folder_times(results_dir: Path, cells: list[tuple[str, str, object]]) -> di
 
     wanted = {config_hash(cfg): (spec, cell) for spec, cell, cfg in cells}
     found: dict[tuple[str, str], tuple] = {}
-    for runs in [*results_dir.glob(RUN_FOLDERS[0]), *results_dir.glob(RUN_FOLDERS[1])]:
+    for runs in (runs for pattern in RUN_FOLDERS for runs in results_dir.glob(pattern)):
         if runs.is_symlink() or runs.parent.is_symlink() or not runs.is_dir():
             continue
         for folder in sorted(runs.iterdir()):
@@ -150,7 +150,8 @@ def compare(rows: list[dict], table, folders: dict[tuple[str, str], tuple] | Non
     counted in `cells_from_folders`."""
     took, wall = {}, set()
     table_rows = list(table.itertuples(index=False))
-    from_folders = {k: v for k, v in (folders or {}).items() if k not in {(str(r[0]), str(r[1])) for r in table_rows}}
+    in_table = {(str(r[0]), str(r[1])) for r in table_rows}
+    from_folders = {k: v for k, v in (folders or {}).items() if k not in in_table}
     for spec, cell, sec, cpu in [*table_rows, *((s, c, sec, cpu) for (s, c), (sec, cpu) in from_folders.items())]:
         key = (str(spec), str(cell))
         if cpu == cpu:
