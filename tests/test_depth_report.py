@@ -153,8 +153,13 @@ def test_the_figures_show_what_their_captions_say(study):
     root, runs, _ = study
     fig, caption, ids = drawn(root, "depth_learned")
     (ax,) = fig.axes
-    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["sigmoid", "tanh"]
+    labels = sorted(t.get_text() for t in ax.get_legend().get_texts())
+    # each activation's own T and measured norm (the fixture's W_hh = gamma_w Q: ||W_hh||_2 = gamma_w = 1): the
+    # panel compares depths within an activation, not the two activations
+    assert {r.config["gamma_w"] for r in runs} == {1.0}
+    assert labels == ["sigmoid (T = 10, ‖W_hh‖₂ 1)", "tanh (T = 10, ‖W_hh‖₂ 1)"]
     assert "2 seeds per cell" in caption and set(ids) == {r.run_id for r in runs}
+    assert "not the activations with each other" in caption
     fig, caption, ids = drawn(root, "depth_grid")
     titles = sorted(a.get_title() for a in fig.axes if a.get_title())
     assert titles == ["sigmoid, L = 2", "sigmoid, L = 3", "tanh, L = 2", "tanh, L = 3"]

@@ -165,6 +165,22 @@ def test_heatmap_rows_run_from_the_lowest_rate_each_on_its_own_colour_range_with
     assert "own colour range" in caption and "lowest measured rate to the highest" in caption
 
 
+def test_each_heatmap_panel_names_the_norm_and_rate_measured_when_its_probe_ran():
+    """A run trained from ||W_hh||_2 = 0.5 to 1.21: its final panel must read 1.21 and log(1.21) = 0.191 (tanh's
+    gamma_phi = 1), not the initial -0.693 that the init panel reads; a run with no final measurement shows none."""
+    runs = pd.DataFrame({"run_id": ["a", "b"], "spec": "s", "activation": "tanh", "init": "orthogonal",
+                         "w_norm_init": [0.5, 2.0], "log_rate_init": np.log([0.5, 2.0]),
+                         "w_norm_final": [1.21, np.nan], "log_rate_final": [np.log(1.21), np.nan]})
+    heat = pd.concat([heat_rows(r, w, -1.0) for r in ("a", "b") for w in ("init", "final")], ignore_index=True)
+    fig, _, ids = figures.draw_heatmaps({"heatmaps": heat, "runs": runs})
+    titles = [" ".join(ax.get_title().split()) for ax in fig.axes if ax.images]
+    assert ids == ["a", "b"]
+    assert titles[0] == "a tanh orthogonal ‖W_hh‖₂=0.5 log(γ_Wγ_φ)=-0.693 · init"
+    assert titles[1] == "a tanh orthogonal ‖W_hh‖₂=1.21 log(γ_Wγ_φ)=0.191 · final"
+    assert titles[2] == "b tanh orthogonal ‖W_hh‖₂=2 log(γ_Wγ_φ)=0.693 · init"
+    assert titles[3] == "b tanh orthogonal · final"
+
+
 def test_a_spectrum_with_one_resolved_value_is_named_in_the_caption_not_drawn_in_the_legend():
     runs = pd.DataFrame({"run_id": ["a", "b"], "activation": "tanh", "init": "orthogonal", "w_norm_init": 1.0})
     spectra = pd.DataFrame({"run_id": ["a"] * 4 + ["b"] * 3, "spec": "s",
@@ -283,6 +299,27 @@ def test_the_tightness_figure_draws_one_unbroken_line_per_spec_and_phase():
     assert "one line per spec" in caption
 
 
+def test_a_tightness_line_is_the_median_of_one_set_of_runs_at_every_lag():
+    """Two of four runs lose their rows after lag 5 (a norm that reached 0): the line is the median of the two that
+    are whole, at every lag, not a line that jumps where the others drop out, and the legend says 2 of 4."""
+    rows = []
+    for rid, slope in (("a", 0.1), ("b", 0.2), ("c", 1.0), ("d", 2.0)):
+        lag = np.arange(1, 11)
+        gap = slope * lag
+        rows.append(pd.DataFrame({"run_id": rid, "spec": "remedies", "when": "final", "lag": lag,
+                                  "gap_global": gap, "gap_product": gap}))  # after training all 4 are whole
+        if rid in ("c", "d"):
+            gap = np.where(lag > 5, np.nan, gap)
+        rows.append(pd.DataFrame({"run_id": rid, "spec": "remedies", "when": "init", "lag": lag,
+                                  "gap_global": gap, "gap_product": gap}))
+    fig, caption, _ = figures.draw_tightness({"decay": pd.concat(rows), "tightness": pd.DataFrame()})
+    init, final = fig.axes[0].lines
+    assert np.allclose(init.get_ydata(), 0.15 * np.arange(1, 11))  # median of a and b at every lag
+    assert np.allclose(final.get_ydata(), 0.6 * np.arange(1, 11))  # of all four
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["remedies (n = 2 of 4; after training 4)"]
+    assert "the same runs all along the line" in caption
+
+
 def test_the_gradients_legend_covers_no_data_of_its_panel():
     runs = pd.DataFrame({"run_id": ["blow", "clip"], "activation": "tanh", "init": "gaussian", "w_norm_init": 3.0})
     spikes = pd.DataFrame({"run_id": ["blow"] * 3 + ["clip"] * 3, "iter": [0, 1, 2] * 2,
@@ -296,6 +333,19 @@ def test_the_gradients_legend_covers_no_data_of_its_panel():
     box = left.get_window_extent()
     # the exploding run runs along the top of the panel at the cap, where the legend sat
     assert not any(lg.get_window_extent().overlaps(box) for lg in legends)
+
+
+def test_the_gradients_legend_names_each_runs_learning_rate():
+    """The clipping study's unclipped control trains at another step than the unclipped arm: "clip none" alone
+    reads as the arm."""
+    runs = pd.DataFrame({"run_id": ["ctl", "clip"], "activation": "tanh", "init": "gaussian", "w_norm_init": 3.0,
+                         "lr": [0.2955, 0.3]})
+    spikes = pd.DataFrame({"run_id": ["ctl"] * 3 + ["clip"] * 3, "iter": [0, 1, 2] * 2,
+                           "grad_norm": [1.0, 9.0, 2.0, 0.5, 5.0, 1.0],
+                           "clip_mode": ["none"] * 3 + ["global"] * 3, "clip_threshold": [np.nan] * 3 + [1.0] * 3})
+    fig, _, _ = figures.draw_gradients({"gradient_spikes": spikes, "runs": runs})
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert [label.split(", ", 1)[1] for label in labels] == ["clip none, lr 0.2955", "clip global, lr 0.3"]
 
 
 def test_a_huge_measured_norm_is_labelled_as_a_power_of_ten():

@@ -213,7 +213,9 @@ def test_the_report_opens_with_findings_that_link_to_its_sections(built):
     assert 0 < spot < theorem
     assert "below γ_W γ_φ = 1, all 6 runs were observed vanishing" in text[theorem]
     assert "0 at initialisation" in text[theorem]
-    assert any("long_range: 2 of 6 runs learned (95% CI 0.096–0.7), 0 solved, 4 beat chance" in t for t in text)
+    # a spec's runs span settings that change the answer: a count, no interval that would pretend one population
+    assert any("long_range: 2 of 6 runs learned, 0 solved, 4 beat chance" in t for t in text)
+    assert "no interval is given for a pool" in text[0]
     assert any("at T = 80, 0 of 1 run learned it (0 solved it) (too few runs per T for a boundary)" in t
                for t in text)  # one seed: no "longest T at which every run learned"
     assert any(re.search(r"clipped at [\d.]+, .* learned .*\(the best of its \d+ thresholds, chosen on these same runs\)",
@@ -255,6 +257,8 @@ def test_the_findings_wording_follows_the_numbers(built):
     assert "the 4,070-pair bound check holds by construction (0 violations)" in spot
 
     metrics["learning"]["clipping"]["learned"] |= {"k": 0, "rate": 0.0}
+    assert any("clipping: none of the 6 runs learned, " in t for t in finding_texts(metrics))
+    metrics["specs"]["clipping"] |= {"n_runs": 6, "n_seeds": 6}  # seeds of one setting: a rate, with its interval
     assert any("clipping: none of the 6 runs learned (95% CI " in t for t in finding_texts(metrics))
 
     del metrics["tightness"]["median_gap_global_decades"]
@@ -603,7 +607,9 @@ def test_clip_final_is_on_log_axes_and_shows_what_diverged():
     crosses = [list(line.get_xdata()) for line in ax.lines if line.get_marker() == "x" and len(line.get_xdata())]
     assert crosses == [[100.0]]  # the threshold with no ok run, along the top
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["global", "no clipping: diverged 1 of 1, unstable 0 of 1"]
+    assert labels == ["global", "no clipping: diverged 1 of 1, unstable 0 of 1 (no loss to draw)"]
+    words = ax.get_legend().legend_handles[1]  # words alone: the legend shows no mark the panel does not draw
+    assert words.get_marker() in ("None", "none", None, "") and words.get_linestyle() in ("None", "none")
     assert sorted(ids) == ["a", "b", "c", "d", "e"]
 
 
@@ -637,8 +643,8 @@ def test_pdf_bullets_hang_every_line_of_an_item_at_its_text_not_under_the_bullet
 
 def test_the_summary_counts_each_spec_in_two_tables_and_links_it_to_its_section(built):
     page, metrics = built["page"], built["metrics"]
-    summary = [r for r in page.rows if r[0] == "summary" and len(r) == 10 and r[1] in metrics["specs"]]
-    ended, learning = summary[:len(summary) // 2], summary[len(summary) // 2:]  # the outcome table comes first
+    ended = [r for r in page.rows if r[0] == "summary" and len(r) == 10 and r[1] in metrics["specs"]]
+    learning = [r for r in page.rows if r[0] == "summary" and len(r) == 8 and r[1] in metrics["specs"]]
     assert {r[1] for r in ended} == {r[1] for r in learning} == set(metrics["specs"])
     for r in ended:  # runs, ok, unstable, diverged, failed as metrics.json counts them
         s = metrics["specs"][r[1]]
@@ -649,9 +655,12 @@ def test_the_summary_counts_each_spec_in_two_tables_and_links_it_to_its_section(
         assert [parse_metric(x) for x in (r[2], r[3], r[4])] == [
             counts["learned"]["n"], counts["n_beat_chance"], counts["learned"]["k"]]
         text_only = counts["n_sequence_runs"] == 0 and counts["learned"]["n"]  # solved does not apply to a stream
-        assert r[7] == "n/a (text)" if text_only else parse_metric(r[7]) == counts["n_solved"]
+        assert r[5] == "n/a (text)" if text_only else parse_metric(r[5]) == counts["n_solved"]
     summary = built["html"][built["html"].index('<section id="summary">'):]
-    assert '<a href="#spec-clipping">clipping</a>' in summary[:summary.index("</section>")]
+    summary = summary[:summary.index("</section>")]
+    assert '<a href="#spec-clipping">clipping</a>' in summary
+    # a spec's counts pool settings that change the answer: no interval column pretends they sample one population
+    assert learning and not re.findall(r"<th[^>]*>[^<]*CI[^<]*</th>", summary)
 
 
 @pytest.mark.parametrize("room_mm, caption_page", [(10, 2), (120, 1)])

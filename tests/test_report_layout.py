@@ -394,7 +394,7 @@ def test_a_text_spec_is_not_said_to_have_solved_nothing():
     assert "text: all 3 runs learned" in found and "solved not defined" in found
     assert found.count(" solved, ") == 1  # adding's "0 solved", not text's
     (text_row, adding_row) = [b for b in report_html.spec_overview(["text", "adding"], metrics)][1].rows
-    assert text_row[6] == "n/a (text)" and plain_text(adding_row[6], metrics) == "0"
+    assert text_row[4] == "n/a (text)" and plain_text(adding_row[4], metrics) == "0"
     parts = "".join(plain_text(p, metrics) for p in report_html.learning_parts("text", metrics))
     assert "solved not defined" in parts and "solved 0" not in parts
 

@@ -266,7 +266,7 @@ def spec_description(runs: pd.DataFrame) -> dict[str, str]:
 
 RUN_COLUMNS = ("run_id", "spec", "cell", "label", "name", "config_hash", "outcome", "task", "activation", "form", "layers",
                "gamma_w", "w_norm_init", "w_norm_final", "rho_init", "rho_final", "gamma_phi", "clip_mode",
-               "clip_threshold", "seq_len", "seed", "log_rate_init",
+               "clip_threshold", "lr", "seq_len", "seed", "log_rate_init",
                "slope_init", "lyapunov_init", "log_rate_final", "slope_final", "lyapunov_final", "predicted_regime",
                "observed_regime", "predicted_regime_final", "observed_regime_final", "verdict", "partial_loss",
                "beat_chance", "learned", "solved", "val_sequences_right",

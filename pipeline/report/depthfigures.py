@@ -19,6 +19,7 @@ from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
 from ..run.probe import HEATMAP_COLOURS, centred_range
 from .depthtext import truthy
+from .formatting import format_label
 from .reductions import rate
 
 Tables = dict[str, pd.DataFrame]
@@ -66,13 +67,25 @@ def draw_learned(tables: Tables, new_figure) -> tuple | None:
         L = np.array([r[0] for r in rows], float)
         y = np.array([r[1]["rate"] for r in rows])
         err = [y - np.array([r[1]["low"] for r in rows]), np.array([r[1]["high"] for r in rows]) - y]
-        ax.errorbar(L * (1 + 0.04 * i), y, yerr=err, marker="o", ms=4, capsize=3, lw=1.2, color=f"C{i}", label=act)
+        ax.errorbar(L * (1 + 0.04 * i), y, yerr=err, marker="o", ms=4, capsize=3, lw=1.2, color=f"C{i}",
+                    label=f"{act} ({setting_words(g)})")
     depth_axis(ax, runs["layers"])
     ax.set(xlabel="layers L", ylabel="fraction of runs that learned", ylim=(-0.03, 1.04))
     ax.legend(fontsize=8)
     caption = (f"The learned fraction against the number of layers, per activation ({seeds_words(runs)}; bars: "
-               "Wilson 95% intervals; points shifted sideways apart).")
+               "Wilson 95% intervals; points shifted sideways apart). Each activation trains at its own T and W_hh "
+               "scale (the legend: T and the median ‖W_hh‖₂ measured at initialisation), so the figure compares "
+               "depths within an activation, not the activations with each other.")
     return fig, caption, list(runs["run_id"])
+
+
+def setting_words(runs: pd.DataFrame) -> str:
+    """'T = 30, ‖W_hh‖₂ 1': what an activation's runs trained at (T values joined when several), measured norm."""
+    T = sorted({int(t) for t in pd.to_numeric(runs["T"], errors="coerce").dropna()})
+    norm = pd.to_numeric(runs["gamma_w"], errors="coerce").dropna()
+    words = [f"T = {', '.join(map(str, T))}"] if T else []
+    words += [f"‖W_hh‖₂ {format_label(float(norm.median()))}"] if len(norm) else []
+    return ", ".join(words) or "settings not recorded"
 
 
 def draw_rates(tables: Tables, new_figure) -> tuple | None:

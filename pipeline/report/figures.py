@@ -55,14 +55,15 @@ def draw_heatmaps(tables: Tables) -> Drawn:
     axes = fig.subplots(len(ids), len(whens), squeeze=False)
     for i, rid in enumerate(ids):
         own = heat[heat["run_id"] == rid]
-        title = run_title(info, rid).replace(" ‖W_hh", "\n‖W_hh", 1)  # two lines: side by side they would collide
         for j, when in enumerate(whens):
+            title = run_title(info, rid, when).replace(" ‖W_hh", "\n‖W_hh", 1)  # two lines: side by side they collide
             draw_heatmap_panel(axes[i, j], pair_matrix(own[own["when"] == when]), f"{title} · {when}")
             axes[i, j].title.set_fontsize(8)
     caption = ("log10 ‖∂h_t/∂h_k‖ of the top layer for every pair k < t, at initialisation and after training, "
                "for runs spanning log(γ_W γ_φ), one row per run from the lowest measured rate to the highest (each "
-               "title: run, activation, init, measured ‖W_hh‖₂ and rate); each panel has its own colour range, "
-               "centred at 0 (read its colour bar: the ranges differ by tens of decades).")
+               "title: run, activation, init, and ‖W_hh‖₂ and rate as measured when the panel's probe ran); each "
+               "panel has its own colour range, centred at 0 (read its colour bar: the ranges differ by tens of "
+               "decades).")
     return fig, caption, ids
 
 
@@ -83,13 +84,21 @@ def pair_matrix(rows: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def run_title(info: pd.DataFrame, run_id: str) -> str:
+def run_title(info: pd.DataFrame, run_id: str, when: str) -> str:
+    """A heatmap panel's title: the run, its activation and init, and ||W_hh||_2 and log(gamma_W gamma_phi) as
+    measured when that panel's probe ran (`when`: init or final); a value not measured is not shown."""
     if run_id not in info.index:
         return run_id[:8]
     r = info.loc[run_id]
-    rate = format_log_rate(pd.to_numeric(r.get("log_rate_init"), errors="coerce"))
     init = f" {r.get('init')}" if isinstance(r.get("init"), str) else ""
-    return f"{run_id[:8]} {r.get('activation')}{init} {measured_norm(r)} log(γ_Wγ_φ)={rate}"
+    parts = [f"{run_id[:8]} {r.get('activation')}{init}"]
+    norm = pd.to_numeric(r.get(f"w_norm_{when}"), errors="coerce")
+    if norm is not None and np.isfinite(norm):
+        parts.append(f"‖W_hh‖₂={format_label(float(norm))}")
+    rate = pd.to_numeric(r.get(f"log_rate_{when}"), errors="coerce")
+    if rate is not None and np.isfinite(rate):
+        parts.append(f"log(γ_Wγ_φ)={format_log_rate(rate)}")
+    return " ".join(parts)
 
 
 def measured_norm(r: pd.Series) -> str:
@@ -164,13 +173,14 @@ def draw_decay(tables: Tables) -> Drawn:
     handles = [Line2D([], [], color=colours[g], lw=2) for g in gammas]
     measured = pd.to_numeric(runs.get("w_norm_init", pd.Series(np.nan, index=runs.index)), errors="coerce")
     span = measured.groupby(runs["gamma"]).agg(["min", "max"])  # what each config value gave, as measured
-    labels = [f"gamma_w {short_value(g)} (‖W_hh‖₂ {norm_span(span, g)})" for g in gammas]
+    # measured at init: a trained panel's runs have moved from it (their colour still names where they started)
+    labels = [f"gamma_w {short_value(g)} (‖W_hh‖₂ {norm_span(span, g)} at init)" for g in gammas]
     handles += [Line2D([], [], color="0.3", lw=1.3), Line2D([], [], color="0.3", ls=":", lw=1.0)]
     labels += ["measured", "global bound (t−k) log(γ_W γ_φ)"]
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=8.5)
     caption = ("Median log10 ‖∂h_t/∂h_k‖ at each lag (top layer; median over the runs of one activation, init and "
                "configured gamma_w, seeds and specs together, each panel at its runs' longest probe; the legend "
-               "gives the ‖W_hh‖₂ measured on them) and the global bound of the same models (dotted), for every "
+               "gives the ‖W_hh‖₂ measured on them at initialisation) and the global bound of the same models (dotted), for every "
                "activation and init at initialisation"
                + (", and after training for those whose runs trained ("
                   + ", ".join(f"{a} {i}" for a, i in with_training) + ")" if with_training
@@ -265,8 +275,9 @@ def plot_decay_run(ax, d: pd.DataFrame) -> None:
 
 def draw_tightness(tables: Tables) -> Drawn:
     """The global bound's gap by lag, one line per spec (solid at init, dashed after training): the median over
-    the spec's runs of its longest probe, so that no line steps where shorter probes drop out (pooled over specs,
-    the curve was a sawtooth of probe lengths, not of the gap). Its slope is the gap's rate, the property."""
+    the spec's runs of its longest probe that have a finite gap at every lag, so that no line steps where a run drops
+    out (pooled over specs, the curve was a sawtooth of probe lengths, not of the gap; a run whose norm reaches 0 has
+    no finite gap from there on). Its slope is the gap's rate, the property."""
     decay = table(tables, "decay")
     if decay is None or "gap_global" not in decay or decay["gap_global"].notna().sum() == 0:
         return None
@@ -279,20 +290,27 @@ def draw_tightness(tables: Tables) -> Drawn:
     fig = new_figure(6.4, 3.4)
     ax = fig.subplots()
     for spec in specs:
-        for when, ls in (("init", "-"), ("final", "--")):
+        lines = {}
+        for when in ("init", "final"):
             w = d[(d["spec"].astype(str) == spec) & (d["when"] == when)]
-            if w.empty:
-                continue
-            med = w.groupby("lag")["gap_global"].median()
-            ax.plot(med.index, med.to_numpy(), color=colours[spec], ls=ls, lw=1.4 if when == "init" else 1.0,
-                    label=f"{spec} (n = {w['run_id'].nunique()})" if when == "init" else None)
+            gaps = w.pivot_table(index="run_id", columns="lag", values="gap_global", aggfunc="first")
+            whole = gaps[np.isfinite(gaps.to_numpy(float)).all(axis=1)]  # one set of runs at every lag of the line
+            if len(whole):
+                lines[when] = (whole.median(), len(whole) if len(whole) == len(gaps) else f"{len(whole)} of {len(gaps)}")
+        ns = list(dict.fromkeys(str(n) for _, n in lines.values()))  # the trained line's n too when it differs
+        label = f"{spec} (n = {ns[0]})" if len(ns) == 1 else f"{spec} (n = {ns[0]}; after training {ns[1]})"
+        for when, (med, _) in lines.items():
+            ax.plot(med.index, med.to_numpy(), color=colours[spec], ls="-" if when == "init" else "--",
+                    lw=1.4 if when == "init" else 1.0, label=label)
+            label = None
     ax.set(xlabel="lag t − k", ylabel="global bound − measured (decades)")
     ax.legend(fontsize=7, ncol=2)
     caption = ("How loose the global bound is: (t − k) log10(γ_W γ_φ) − log10 ‖∂h_t/∂h_k‖ in decades by lag (top "
-               "layer), one line per spec, the median over its runs of its longest probe (n in the legend; solid at "
-               "initialisation, dashed after training). The gap grows about linearly with the lag, so its slope, the "
-               "gap rate, is the property; its decades depend on how long the probe is. Every lag's median over all "
-               "runs is in tables/tightness.csv.")
+               "layer), one line per spec, the median over its runs of its longest probe that have a finite gap at "
+               "every lag, the same runs all along the line (n in the legend, the trained line's too where it differs; "
+               "\"n = 22 of 24\": two runs of that probe left out, e.g. a norm that reached 0); solid at initialisation, dashed after training. The gap grows "
+               "about linearly with the lag, so its slope, the gap rate, is the property; its decades depend on how "
+               "long the probe is. Every lag's median over all runs is in tables/tightness.csv.")
     return fig, caption, sorted(set(d["run_id"]))
 
 
@@ -373,9 +391,9 @@ def draw_clip_final(tables: Tables) -> Drawn:
         if mode == "none":
             if np.isfinite(loss).any():
                 ax.axhline(float(loss.iloc[0]), color="0.3", ls="--", label="no clipping")
-            if (lost_runs > 0).any():
-                ax.plot([], [], "x", color="C3", mew=2,
-                        label=f"no clipping: {outcome_words(c.iloc[0])}")
+            if (lost_runs > 0).any():  # words alone in the legend: with no threshold there is no place to mark
+                ax.plot([], [], ls="none", label=f"no clipping: {outcome_words(c.iloc[0])}"
+                        + ("" if np.isfinite(loss).any() else " (no loss to draw)"))
             continue
         ax.plot(c["clip_threshold"].astype(float), loss, marker="o", label=mode, color=f"C{i}")
         lost = c[~np.isfinite(loss) & (lost_runs > 0)]
@@ -507,7 +525,8 @@ def draw_remedies_success(tables: Tables) -> Drawn:
         return remedies_at_one_T(succ, tasks, labels, colors), (
             f"Remedies at T = {int(succ['T'].iloc[0])}: per arm, the fraction of its runs that learned (filled: below "
             "the partial baseline) and that solved the task (hollow: at least 99 % of held-out sequences right), "
-            f"with Wilson 95% intervals; {ONE_RUN_WORDS} tables/remedies.csv gives the counts."), ids_of(arms)
+            "with Wilson 95% intervals (one T: no lines join the points); tables/remedies.csv gives the counts."), \
+            ids_of(arms)
     width = dodged_panel_width([succ.loc[succ["task"].astype(str) == t, "T"] for t in tasks], len(labels), 3.2)
     fig, axes = panel_row(len(tasks), width, 3.0, margin=1.0)
     handles = {}
@@ -796,8 +815,9 @@ def draw_gradients(tables: Tables) -> Drawn:
     ceiling = GRADIENT_CEILING * float(medians.min()) if len(medians) else math.inf
     for i, (rid, g) in enumerate(spikes.groupby("run_id", sort=False)):
         mode = str(g["clip_mode"].iloc[0])
+        lr = info.at[rid, "lr"] if rid in info.index and "lr" in info else None  # a clipping control differs in it
         axes[0].plot(g["iter"], norms[g.index].clip(upper=ceiling), color=f"C{i}", lw=0.8,
-                     label=f"{run_label(info, rid)}, clip {mode}")
+                     label=f"{run_label(info, rid)}, clip {mode}" + (f", lr {short_value(lr)}" if pd.notna(lr) else ""))
         threshold = float(pd.to_numeric(g["clip_threshold"], errors="coerce").iloc[0])
         if mode == "global" and math.isfinite(threshold):
             axes[0].axhline(threshold, color=f"C{i}", ls="--", lw=0.8)

@@ -195,18 +195,29 @@ def learning_finding(metrics: dict, specs: list[str]) -> list[Inline] | None:
             unscored.append([link])
             continue
         group: list[Inline] = [link, ": "] + rate_count_parts(key, rate, "runs") + [" learned"]
-        group += interval_parts(key) if number(metrics, f"{key}.rate") is not None else []
+        pooled = not one_setting(metrics, spec)
+        group += interval_parts(key) if number(metrics, f"{key}.rate") is not None and not pooled else []
         group += [", "] + solved_parts(metrics, spec) + [", ", Metric(f"learning.{spec}.n_beat_chance"), " beat chance"]
-        scored.append(group)
+        scored.append((group, pooled))
     if not scored:
         return None
     parts = ["Runs that learned their task (final validation loss below the partial baseline: the best model that "
              "carries only part of what the task needs), that solved it (≥ 99 % of the held-out sequences right) and "
              f"that beat chance (at least {LEARNED_MARGIN:.0%} below the chance loss): "]
-    parts += joined(scored)
+    parts += joined([group for group, _ in scored])
     if unscored:
         parts += ["; not trained on a scored task: "] + joined(unscored, ", ")
+    if any(pooled for _, pooled in scored):
+        parts += [" (a spec's count pools settings that change the answer, such as γ_W, the threshold, T or the arm: "
+                  "no interval is given for a pool, which samples no one population; each spec's section counts its "
+                  "runs per setting, with intervals)"]
     return parts + ["."]
+
+
+def one_setting(metrics: dict, spec: str) -> bool:
+    """Whether the spec's runs are seeds of one setting (runs = seeds), so that their count is one rate's sample."""
+    runs, seeds = number(metrics, f"specs.{spec}.n_runs"), number(metrics, f"specs.{spec}.n_seeds")
+    return runs is not None and seeds is not None and runs <= seeds
 
 
 def no_sequences(metrics: dict, spec: str) -> bool:
@@ -250,8 +261,9 @@ def slope_bias(metrics: dict) -> list[Inline]:
     key = "rate.slope_above_lyapunov"
     if number(metrics, f"{key}.n") is None:
         return []
-    return [" and lay above it in "] + rate_parts(key, " runs") + [", a one-sided bias of the finite-T slope (",
-                                                                    SectionLink("prediction", "why"), ")"]
+    return [" and lay above it in "] + rate_parts(key, " runs") + [", a one-sided bias of the finite-T slope (why: ",
+                                                                    SectionLink("prediction", "Prediction versus "
+                                                                                "measurement"), ")"]
 
 
 def summary_section(metrics: dict, specs: list[str], ids: list[str]) -> Section:
@@ -274,7 +286,8 @@ def summary_section(metrics: dict, specs: list[str], ids: list[str]) -> Section:
                              m("rate.median_abs_slope_minus_lyapunov"), " nats per step of the driven Lyapunov "
                              "exponent λ₁"] + slope_bias(metrics) + ["; the product and global bounds sat a median ",
                              m("tightness.median_gap_product_decades"), " and ", m("tightness.median_gap_global_decades"),
-                             " decades above the measured norm"] + ([" (the same: ", SectionLink("tightness", "why"),
+                             " decades above the measured norm"] + ([" (the same; why: ", SectionLink("tightness",
+                                                                                              "Tightness of the bounds"),
                                                                      ")"] if gaps_coincide(metrics) else []) + ["."]))
     blocks += [
         Paragraph(["Checks. We checked ", m("n_checks"), " (t, k) pairs over all layers, at initialisation and after "
@@ -342,21 +355,19 @@ def spec_overview(specs: list[str], metrics: dict) -> list:
 
     ended = ("n_runs", "outcomes.ok", "outcomes.unstable", "outcomes.diverged", "outcomes.failed", "violations",
              "contradictions.init", "contradictions.final")
-    learning = ("learned.n", "n_beat_chance", "learned.k", "learned.low", "learned.high", "n_solved", "n_at_chance",
-                "n_worse_than_chance")
+    learning = ("learned.n", "n_beat_chance", "learned.k", "n_solved", "n_at_chance", "n_worse_than_chance")
     blocks: list = [
         Table(["spec", "runs", "ok", "unstable", "diverged", "failed", "bound violations",
                "contradictions at init", "contradictions after training"],
               [row(s, f"specs.{s}", ended) for s in specs],
               "Per sweep spec: how its runs ended, bound violations and contradictions of the theorem (expected 0)"),
-        Table(["spec", "runs on a scored task", "beat chance", "learned", "learned 95% CI low", "learned 95% CI high",
-               "solved", "at chance", "worse than chance"],
-              [[c if i != 6 or not no_sequences(metrics, s) else "n/a (text)"
+        Table(["spec", "runs on a scored task", "beat chance", "learned", "solved", "at chance", "worse than chance"],
+              [[c if i != 4 or not no_sequences(metrics, s) else "n/a (text)"
                 for i, c in enumerate(row(s, f"learning.{s}", learning))] for s in specs],
-              "Per sweep spec: the runs that beat chance, learned (below the partial baseline, with the Wilson 95% "
-              "interval of their share) and solved the task. A spec's count pools cells whose settings change the "
-              "answer (γ_W, threshold, T, arm): its interval describes that pool as a whole, not any one setting; "
-              "each spec's section gives the counts per setting"),
+              "Per sweep spec: the runs that beat chance, learned (below the partial baseline) and solved the task. "
+              "A spec's counts pool settings that change the answer (γ_W, threshold, T, arm), so no interval is "
+              "given here: a pool of a designed grid samples no one population. Each spec's section gives the "
+              "counts per setting, with their Wilson 95% intervals"),
     ]
     items = []
     for spec in specs:

@@ -39,8 +39,8 @@ REFERENCES = (
               "1735–1780."),
     Reference("karpathy2015", "Karpathy 2015",
               "Karpathy, A. (2015). min-char-rnn.py: minimal character-level vanilla RNN model. GitHub gist "
-              "karpathy/d4dee566867f8291f086; the tiny Shakespeare corpus: github.com/karpathy/char-rnn, "
-              "data/tinyshakespeare/input.txt."),
+              "karpathy/d4dee566867f8291f086 (its model and settings; this study's text runs read their own corpus, "
+              "named in the text section)."),
     Reference("le2015", "Le, Jaitly & Hinton 2015",
               "Le, Q. V., Jaitly, N., & Hinton, G. E. (2015). A simple way to initialize recurrent networks of "
               "rectified linear units. arXiv:1504.00941."),

@@ -759,7 +759,7 @@ STUDIES = (  # in report order
                                   "accuracy": "mean accuracy", "chance": "chance accuracy",
                                   "partial": "partial-model accuracy"}),
           figures=("success_vs_T",)),
-    Study("remedies", "The remedies side by side: how many runs of each arm learned as T grows (Wilson 95% "
+    Study("remedies", "The remedies side by side: how many runs of each arm learned at each T (Wilson 95% "
           "intervals), the parameter counts (matched across arms), and the decay of the Jacobian norms per arm.",
           remedies_summary, ("remedies",), remedies_headline, more_tables=remedies_blocks,
           figures=("remedies_success", "remedies_decay")),
