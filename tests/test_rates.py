@@ -61,9 +61,11 @@ def test_a_bad_select_block_is_named(tmp_path, select, message):
         load_spec(write(tmp_path, select), "quick")  # every profile is validated, not only the one run
 
 
-def run(lr, seed, outcome="ok", learned=False, loss=1.0):
-    return RunConfig(lr=lr, seed=seed), {"outcome": outcome, "learned": learned, "final_val_loss": loss,
-                                         "chance_loss": 2.0}
+def run(lr, seed, outcome="ok", loss=1.0, stored=None):
+    """A stage-one run: chance 2, partial baseline 1, so it learned below 0.9 (`stored`: summary.json's own verdict,
+    written by the code of its day)."""
+    return RunConfig(lr=lr, seed=seed), {"outcome": outcome, "learned": stored, "final_val_loss": loss,
+                                         "chance_loss": 2.0, "partial_loss": 1.0}
 
 
 def choose(*runs):
@@ -72,11 +74,20 @@ def choose(*runs):
 
 
 def test_the_rate_with_most_runs_learned_wins_then_the_lower_loss_then_the_lower_rate():
-    assert choose(run(0.1, 1, learned=True), run(0.1, 2), run(0.01, 1, loss=0.1), run(0.01, 2, loss=0.1)) == 0.1
+    # 0.1: one of two learned (0.5), median loss 1.2; 0.01: none learned (1.0 each), a lower median: most learned wins
+    assert choose(run(0.1, 1, loss=0.5), run(0.1, 2, loss=1.9), run(0.01, 1), run(0.01, 2)) == 0.1
     assert choose(run(0.1, 1, loss=0.9), run(0.01, 1, loss=0.5)) == 0.01
     assert choose(run(0.1, 1), run(0.01, 1)) == 0.01
     assert choose(run(0.01, 1, outcome="diverged", loss=0.1), run(0.1, 1, loss=1.9)) == 0.1  # diverged: infinite
     assert rates.rank([{"outcome": "failed"}], 0.1) == (0, float("inf"), 0.1)
+
+
+def test_learned_is_judged_from_each_runs_numbers_not_read_from_its_summary():
+    """A folder written before the margin below the partial baseline stores learned = true at 0.95 x the baseline:
+    the choice must judge it by today's rule, as the report does, or the two would disagree on the rate's count."""
+    assert rates.rank([run(0.1, 1, loss=0.95, stored=True)[1]], 0.1)[0] == 0
+    assert rates.rank([run(0.1, 1, loss=0.85, stored=False)[1]], 0.1)[0] == -1
+    assert choose(run(0.1, 1, loss=0.95, stored=True), run(0.01, 1, loss=0.85, stored=False)) == 0.01
 
 
 def test_stage_two_puts_each_cell_at_its_arms_rate(tmp_path):

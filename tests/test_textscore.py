@@ -162,7 +162,8 @@ def test_a_consecutive_run_reports_the_carried_read_and_the_windows_beside_it(te
     assert s["val_loss_carried"] == s["final_val_loss"] and s["val_accuracy_carried"] == s["val_accuracy"]
     assert s["val_loss_windows"] != pytest.approx(s["final_val_loss"], rel=1e-6)  # the other reading, another number
     assert s["beat_chance"] == (s["final_val_loss"] < 0.9 * s["chance_loss"])
-    assert s["learned"] == (s["beat_chance"] and s["final_val_loss"] < s["partial_loss"])  # below the bigram model
+    # at least 10 % below the bigram model, the partial baseline
+    assert s["learned"] == (s["beat_chance"] and s["final_val_loss"] < 0.9 * s["partial_loss"])
 
 
 def test_the_validation_curve_of_a_consecutive_model_is_the_carried_read(text_runs):

@@ -15,12 +15,14 @@ from pipeline.run import runner, verdicts
 # ---- learned / at chance ---------------------------------------------------------------------------------------
 
 CHANCE = 0.5  # a made-up chance loss: beat chance below 0.45, at chance up to 0.55, worse beyond
-PARTIAL = 0.25  # a made-up partial baseline: learned below it
+PARTIAL = 0.25  # a made-up partial baseline: learned below (1 - 0.10) x 0.25 = 0.225
 
 
 @pytest.mark.parametrize("outcome, val_loss, chance, beat, verdict", [
     ("ok", 0.2, CHANCE, True, "learned"),
-    ("ok", 0.2499, CHANCE, True, "learned"),
+    ("ok", 0.2249, CHANCE, True, "learned"),  # just below (1 - 0.10) x the partial baseline
+    ("ok", 0.225, CHANCE, True, "beat chance"),  # the margin itself is not below it
+    ("ok", 0.2499, CHANCE, True, "beat chance"),  # 0.04 % below the partial baseline: within its noise, not learned
     ("ok", 0.25, CHANCE, True, "beat chance"),  # at the partial baseline is not below it
     ("ok", 0.4499, CHANCE, True, "beat chance"),  # just below (1 - 0.10) x chance
     ("ok", 0.45, CHANCE, False, "at chance"),  # the margin itself is not below it
@@ -58,6 +60,10 @@ def test_solved_is_the_papers_bar_on_top_of_learned(right, verdict):
 def test_the_margin_is_written_once_and_is_ten_percent():
     assert verdicts.LEARNED_MARGIN == 0.10
     assert verdicts.beat_chance("ok", 0.899, 1.0) and not verdicts.beat_chance("ok", 0.9, 1.0)
+    # the same margin below the partial baseline (temporal order's ln 2): 0.683, 1.5 % below it, has not learned
+    assert verdicts.learned_below(math.log(2)) == pytest.approx(0.9 * math.log(2))
+    assert not verdicts.learned("ok", 0.683, math.log(4), math.log(2))
+    assert verdicts.learned("ok", 0.62, math.log(4), math.log(2))
 
 
 def test_the_analysis_gives_every_run_the_run_layers_verdict():

@@ -28,7 +28,7 @@ from .canvas import (  # noqa: F401  (FigureFile, Drawn: the figure API the repo
 )
 from ..run.plots import keep_min_span
 from ..run.probe import draw_heatmap_panel
-from ..run.verdicts import LEARNED_MARGIN
+from ..run.verdicts import LEARNED_MARGIN, learned_below
 from . import depthfigures, dynamics, studies
 from .formatting import format_label, format_log_rate, format_value
 from .reductions import short_value
@@ -504,7 +504,8 @@ def draw_success(tables: Tables) -> Drawn:
         handles |= dict(zip(*reversed(ax.get_legend_handles_labels())))
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(len(handles), 6), fontsize=8)
     caption = ("Long-range tasks: against sequence length T, the fraction of runs that learned (filled, solid: "
-               "final validation loss below the partial baseline, the best model that uses only part of what the "
+               f"final validation loss at least {LEARNED_MARGIN:.0%} below the partial baseline, the best model that "
+               "uses only part of what the "
                "task needs) and that solved the task (hollow, dashed: at least 99 % of held-out sequences right), "
                f"with Wilson 95% intervals ({DODGE_WORDS}); {ONE_RUN_WORDS} tables/success_vs_T.csv gives the "
                "counts.")
@@ -523,9 +524,10 @@ def draw_remedies_success(tables: Tables) -> Drawn:
     colors = {studies.REMEDY_ARMS[arm]: colour for arm, colour in REMEDY_COLOURS.items()}
     if succ["T"].nunique() == 1:  # one length: the arms side by side, not spread along a T axis they share
         return remedies_at_one_T(succ, tasks, labels, colors), (
-            f"Remedies at T = {int(succ['T'].iloc[0])}: per arm, the fraction of its runs that learned (filled: below "
-            "the partial baseline) and that solved the task (hollow: at least 99 % of held-out sequences right), "
-            "with Wilson 95% intervals (one T: no lines join the points); tables/remedies.csv gives the counts."), \
+            f"Remedies at T = {int(succ['T'].iloc[0])}: per arm, the fraction of its runs that learned (filled: at "
+            f"least {LEARNED_MARGIN:.0%} below the partial baseline) and that solved the task (hollow: at least 99 % "
+            "of held-out sequences right), with Wilson 95% intervals (one T: no lines join the points); "
+            "tables/remedies.csv gives the counts."), \
             ids_of(arms)
     width = dodged_panel_width([succ.loc[succ["task"].astype(str) == t, "T"] for t in tasks], len(labels), 3.2)
     fig, axes = panel_row(len(tasks), width, 3.0, margin=1.0)
@@ -541,9 +543,9 @@ def draw_remedies_success(tables: Tables) -> Drawn:
         handles |= dict(zip(*reversed(ax.get_legend_handles_labels())))
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(len(handles), 4), fontsize=8)
     caption = ("Remedies: against sequence length T, the fraction of each arm's runs that learned (filled, solid: "
-               "below the partial baseline) and that solved the task (hollow, dashed: at least 99 % of held-out "
-               f"sequences right), with Wilson 95% intervals ({DODGE_WORDS}; the arms in legend order, learned "
-               f"left of solved); {ONE_RUN_WORDS} tables/remedies.csv gives the counts.")
+               f"at least {LEARNED_MARGIN:.0%} below the partial baseline) and that solved the task (hollow, dashed: "
+               f"at least 99 % of held-out sequences right), with Wilson 95% intervals ({DODGE_WORDS}; the arms in "
+               f"legend order, learned left of solved); {ONE_RUN_WORDS} tables/remedies.csv gives the counts.")
     return fig, caption, ids_of(arms)
 
 
@@ -653,7 +655,8 @@ def draw_text(tables: Tables, spec: str = "text") -> Drawn:
     partial = pd.to_numeric(info.reindex(curve["run_id"].unique()).get("partial_loss"), errors="coerce") \
         if "partial_loss" in info else pd.Series(dtype=float)
     if partial.notna().any():
-        ax.axhline(float(partial.median()), color="C3", ls="-.", lw=1, label="learned below the bigram model")
+        ax.axhline(learned_below(float(partial.median())), color="C3", ls="-.", lw=1,
+                   label=f"learned below {1 - LEARNED_MARGIN:g}× the bigram model")
     ax.legend(fontsize=8)
     ax.set(xlabel="characters seen (millions)", ylabel="validation loss (nats/char)")
     drawn = set(style)  # name only the line styles that are drawn
@@ -666,8 +669,9 @@ def draw_text(tables: Tables, spec: str = "text") -> Drawn:
                "characters seen in training (iteration × batch × window), one line per run, coloured by arm, each "
                f"read as it was trained: {reads_words}; dashed grey: chance, the "
                "loss of the unigram model (the training characters' frequencies, no context); dotted: "
-               f"{1 - LEARNED_MARGIN:g}× chance, below which a run beat chance; red dash-dot: the loss of the "
-               "bigram model (the previous character only), the partial baseline below which a run learned.")
+               f"{1 - LEARNED_MARGIN:g}× chance, below which a run beat chance; red dash-dot: {1 - LEARNED_MARGIN:g}× "
+               "the loss of the bigram model (the previous character only, the partial baseline), below which a run "
+               "learned.")
     return fig, caption, list(curve["run_id"].unique())
 
 

@@ -182,8 +182,8 @@ def rate_finding(metrics: dict) -> list[Inline] | None:
 
 
 def learning_finding(metrics: dict, specs: list[str]) -> list[Inline] | None:
-    """Per spec trained on a scored task: how many of its runs learned (below the partial baseline), with the
-    rate's interval, and how many solved the task and beat chance beside it."""
+    """Per spec trained on a scored task: how many of its runs learned (the margin below the partial baseline), with
+    the rate's interval where they are seeds of one setting, and how many solved the task and beat chance beside it."""
     scored, unscored = [], []
     for spec in specs:
         key = f"learning.{spec}.learned"
@@ -201,7 +201,8 @@ def learning_finding(metrics: dict, specs: list[str]) -> list[Inline] | None:
         scored.append((group, pooled))
     if not scored:
         return None
-    parts = ["Runs that learned their task (final validation loss below the partial baseline: the best model that "
+    parts = [f"Runs that learned their task (final validation loss at least {LEARNED_MARGIN:.0%} below the partial "
+             "baseline: the best model that "
              "carries only part of what the task needs), that solved it (≥ 99 % of the held-out sequences right) and "
              f"that beat chance (at least {LEARNED_MARGIN:.0%} below the chance loss): "]
     parts += joined([group for group, _ in scored])
@@ -276,10 +277,10 @@ def summary_section(metrics: dict, specs: list[str], ids: list[str]) -> Section:
                    m("outcomes.failed"), " failed (the Terms define them). A run beat chance when its final "
                    f"validation loss is below {1 - LEARNED_MARGIN:g}× its task's chance loss (within "
                    f"{LEARNED_MARGIN:.0%} either side of chance it is at chance); it learned when that loss is also "
-                   "below the partial baseline, the loss of the best model that carries only part of what the task "
-                   "needs (adding: one of the two values, 1/48; temporal order: one of the two symbols, ln 2; copy: "
-                   "the memoryless model; text: the bigram model); it solved the task when at least 99 % of the "
-                   "held-out sequences are right (the papers' bar)."]),
+                   f"below {1 - LEARNED_MARGIN:g}× the partial baseline, the loss of the best model that carries only "
+                   "part of what the task needs (adding: one of the two values, 1/48; temporal order: one of the two "
+                   "symbols, ln 2; copy: the memoryless model; text: the bigram model); it solved the task when at "
+                   "least 99 % of the held-out sequences are right (the papers' bar)."]),
     ]
     blocks += spec_overview(specs, metrics)
     blocks.append(Paragraph(["Decay: the fitted decay slope was within a median ",
@@ -364,7 +365,8 @@ def spec_overview(specs: list[str], metrics: dict) -> list:
         Table(["spec", "runs on a scored task", "beat chance", "learned", "solved", "at chance", "worse than chance"],
               [[c if i != 4 or not no_sequences(metrics, s) else "n/a (text)"
                 for i, c in enumerate(row(s, f"learning.{s}", learning))] for s in specs],
-              "Per sweep spec: the runs that beat chance, learned (below the partial baseline) and solved the task. "
+              "Per sweep spec: the runs that beat chance, learned (at least "
+              f"{LEARNED_MARGIN:.0%} below the partial baseline) and solved the task. "
               "A spec's counts pool settings that change the answer (γ_W, threshold, T, arm), so no interval is "
               "given here: a pool of a designed grid samples no one population. Each spec's section gives the "
               "counts per setting, with their Wilson 95% intervals"),

@@ -542,10 +542,10 @@ MIN_RUNS_FOR_BOUNDARY = 3  # a boundary ("longest T learned") needs at least thi
 
 def success_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Task success against sequence length T (= seq_len), per task and label: how many runs beat chance, learned
-    (below the partial baseline) and solved the task (the papers' bar), each with its Wilson interval, beside the
-    mean accuracy, its chance and partial baselines. The headline gives, per task, the learned and solved rates at
-    the shortest and longest T and the longest T at which every run learned; that boundary only when every T up to
-    it has at least MIN_RUNS_FOR_BOUNDARY runs (with fewer, `longest_T_learned` is None and `runs_per_T` says why).
+    (the margin below the partial baseline) and solved the task (the papers' bar), each with its Wilson interval,
+    beside the mean accuracy, its chance and partial baselines. The headline gives, per task, the learned and solved
+    rates at the shortest and longest T and the longest T at which every run learned; that boundary only when every T
+    up to it has at least MIN_RUNS_FOR_BOUNDARY runs (with fewer, `longest_T_learned` is None and `runs_per_T` says why).
     The label column is left out when every run has the same one."""
     r = numeric(runs, ["seq_len", "val_accuracy", "chance_accuracy", "partial_accuracy"]).assign(
         label=run_labels(runs, exclude=("task", "seq_len")), scored=scored_runs(runs))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .verdicts import LEARNED_MARGIN, scored
+from .verdicts import LEARNED_MARGIN, learned_below, scored
 
 LN10 = math.log(10.0)
 # The least span, in decades, of a log10-norm axis. A curve that is exactly 0 up to rounding (a linear RNN with an
@@ -219,8 +219,9 @@ def _decay_figure(panels: int) -> tuple:
 def draw_loss(history: pd.DataFrame, val: pd.DataFrame, chance_loss: float | None, path: Path,
               partial_loss: float | None = None) -> bool:
     """figures/loss.png: the minibatch loss at every iteration and the held-out validation loss at each validation
-    pass, against the chance loss, the `beat chance` threshold below it and the partial baseline (`learned` below
-    it). Returns False (nothing drawn) for a task that scores nothing or a run with no finite loss."""
+    pass, against the chance loss, the `beat chance` threshold below it and the `learned` threshold (the same margin
+    below the partial baseline). Returns False (nothing drawn) for a task that scores nothing or a run with no finite
+    loss."""
     loss = history[["iter", "loss"]].astype(float)
     loss = loss[np.isfinite(loss["loss"])]
     val = val[["iter", "val_loss"]].astype(float)
@@ -234,7 +235,8 @@ def draw_loss(history: pd.DataFrame, val: pd.DataFrame, chance_loss: float | Non
     ax.axhline((1 - LEARNED_MARGIN) * chance_loss, color="0.5", ls=":", lw=1.1,
                label=f"beat chance below {1 - LEARNED_MARGIN:g} × chance")
     if partial_loss is not None and np.isfinite(partial_loss) and partial_loss < (1 - LEARNED_MARGIN) * chance_loss:
-        ax.axhline(partial_loss, color="C3", ls="-.", lw=1.1, label="learned below the partial baseline")
+        ax.axhline(learned_below(partial_loss), color="C3", ls="-.", lw=1.1,
+                   label=f"learned below {1 - LEARNED_MARGIN:g} × the partial baseline")
     values = np.concatenate([loss["loss"].to_numpy(), val["val_loss"].to_numpy(), [chance_loss]])
     if values.min() > 0 and values.max() / values.min() > 30:  # a run that learns or blows up spans decades
         ax.set_yscale("log")

@@ -13,7 +13,9 @@ Its results live inside the spec's own folder (`stage_results_dir`): results/<na
 results/<name>/<name>_rates/runs/, so that dvc.yaml's sweep stage of <name>, whose outputs are results/<name>.parquet
 and results/<name>/, holds both stages, and a profile without a selection has nothing more.
 
-An arm's rate is the one with the most runs that learned (the runs' `learned` verdict), ties broken by the lower
+An arm's rate is the one with the most runs that learned (`verdicts.learned`, judged afresh from each run's numbers,
+as the report judges them, not read from its summary.json: a folder written before the verdict changed is judged
+by today's rule), ties broken by the lower
 median final validation loss over chance (a run that diverged or failed counts as infinite), then by the lower
 rate.
 """
@@ -29,6 +31,7 @@ from typing import Any
 
 from ..errors import UserError
 from .config import RunConfig, check_values, config_from_values
+from .verdicts import learned
 
 STAGE_SUFFIX = "_rates"  # stage one of spec <name> is the spec <name>_rates
 SET_ASIDE = ("lr", "seed", "seq_len")  # what a stage-one cell varies: the rest of its config names its arm
@@ -113,7 +116,13 @@ def rank(runs: list[dict], lr: float) -> tuple[int, float, float]:
     ratios = sorted(loss_over_chance(r) for r in runs)
     mid = len(ratios) // 2
     median = ratios[mid] if len(ratios) % 2 else 0.5 * (ratios[mid - 1] + ratios[mid])
-    return -sum(bool(r.get("learned")) for r in runs), median, lr
+    return -sum(learned_now(r) for r in runs), median, lr
+
+
+def learned_now(run: dict) -> bool:
+    """The `learned` verdict of a run's summary.json numbers under this code's rule (run/verdicts.py)."""
+    numbers = [run.get(k) for k in ("final_val_loss", "chance_loss", "partial_loss")]
+    return learned(str(run.get("outcome")), *(float(x) if isinstance(x, (int, float)) else None for x in numbers))
 
 
 def loss_over_chance(run: dict) -> float:

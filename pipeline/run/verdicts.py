@@ -25,9 +25,11 @@ UNSTABLE_NORM_GROWTH = 100.0
 # a model that learned nothing: docs/math.md section 11), i.e. at least 10 % better than chance on held-out data;
 # within the margin either side it is `at chance`, and beyond it above, `worse than chance`.
 LEARNED_MARGIN = 0.10
-# `learned` asks more: below the partial baseline too, the loss of the best model that carries only part of what the
-# task needs (one of adding's values: 0.5 x chance; one of temporal order's symbols: ln 2 = 0.5 x chance). `solved`
-# is the papers' bar (Pascanu et al. 2013, section 4.1.1): at least SOLVED_SHARE of the held-out sequences right.
+# `learned` asks more: at least the same margin below the partial baseline too, the loss of the best model that
+# carries only part of what the task needs (one of adding's values: 0.5 x chance; one of temporal order's symbols:
+# ln 2 = 0.5 x chance). A loss a few per cent below that baseline on a finite validation set is within its noise, and
+# one margin for both rungs keeps "beat" meaning one thing. `solved` is the papers' bar (Pascanu et al. 2013,
+# section 4.1.1): at least SOLVED_SHARE of the held-out sequences right.
 SOLVED_SHARE = 0.99
 VERDICTS = ("solved", "learned", "beat chance", "at chance", "worse than chance", "not scored", "diverged", "failed")
 LEVELS = ("beat_chance", "learned", "solved")  # the three levels of success, weakest first (summary.json keys)
@@ -71,10 +73,15 @@ def beat_chance(outcome: str, final_val_loss: float | None, chance_loss: float |
 
 def learned(outcome: str, final_val_loss: float | None, chance_loss: float | None,
             partial_loss: float | None) -> bool:
-    """It beat chance and its final validation loss is below the partial baseline; False without one (no claim
-    beyond beating chance is made for a task whose partial model is unknown)."""
+    """It beat chance and its final validation loss is below (1 - LEARNED_MARGIN) x the partial baseline; False
+    without one (no claim beyond beating chance is made for a task whose partial model is unknown)."""
     return (beat_chance(outcome, final_val_loss, chance_loss) and _finite(partial_loss)
-            and final_val_loss < partial_loss)
+            and final_val_loss < learned_below(partial_loss))
+
+
+def learned_below(partial_loss: float) -> float:
+    """The validation loss a run must end below to have learned: LEARNED_MARGIN under the partial baseline."""
+    return (1.0 - LEARNED_MARGIN) * partial_loss
 
 
 def solved(outcome: str, final_val_loss: float | None, chance_loss: float | None, partial_loss: float | None,

@@ -133,9 +133,9 @@ def _close_parent(store, spec, parent: str, result: SweepResult, table) -> None:
 
 def parent_metrics(table) -> dict[str, float]:
     """What a sweep found, as numbers a runs table compares across parents: how many runs were scored (their task
-    has a chance loss), learned (below the partial baseline: run.verdicts.learned) and solved (learned, and at least
-    99 % of the held-out sequences right, the papers' bar), and the median fitted decay slopes at init and after
-    training (nats per step, over the runs that have one; left out when none has)."""
+    has a chance loss), learned (the margin below the partial baseline: run.verdicts.learned) and solved (learned,
+    and at least 99 % of the held-out sequences right, the papers' bar), and the median fitted decay slopes at init and
+    after training (nats per step, over the runs that have one; left out when none has)."""
     from ..run.verdicts import levels, scored
 
     rows = table.to_dict("records") if len(table) else []
