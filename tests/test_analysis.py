@@ -741,6 +741,15 @@ def test_run_labels_name_each_run_by_its_varied_axes_seed_included_and_a_lone_ar
     assert list(reductions.run_labels(runs.iloc[:2], seeds=True)) == ["seed=0", "seed=1"]
 
 
+def test_an_unclipped_runs_label_does_not_name_the_threshold_it_ignores():
+    """The clipping spec varies clip_threshold; its unclipped cell carries the default threshold, which clipping
+    'none' never applies: the appendix read "clip_mode=none clip_threshold=5"."""
+    runs = pd.DataFrame({"clip_mode": ["none", "global", "global"], "clip_threshold": [5.0, 1.0, 10.0],
+                         "seed": [0, 0, 0]})
+    assert list(reductions.run_labels(runs)) == ["clip_mode=none", "clip_mode=global clip_threshold=1",
+                                                 "clip_mode=global clip_threshold=10"]
+
+
 def test_a_grus_missing_global_bound_is_expected_and_a_vanilla_runs_is_counted_not_finite(tmp_path):
     """A GRU, like an LSTM, has no (gamma_W gamma_phi)^(t-k) bound, and its rows carry no cell-state norm to say so: the
     results table's cell_type does. The same NaN global bound in a vanilla run is a failed measurement."""

@@ -453,3 +453,28 @@ def test_a_gated_arm_says_its_gamma_w_set_each_gate_block_not_the_stacked_matrix
     # "‖W_hh‖₂ set to 1 (measured ‖W_hh‖₂ 2 ...)" read as a configured value the measurement contradicts
     assert ("orthogonal W_hh with each of its 4 gates' n × n blocks with ‖·‖₂ set to 1 (the stacked 4n × n W_hh: "
             "measured ‖W_hh‖₂ 2 → 2.4 at init → end, medians)") in words
+
+
+def test_a_long_activations_table_prints_in_full_in_the_html_and_pivoted_in_the_pdf():
+    """The full profile's activations table is 8 activations x 10 gamma_W x 2 forms = 160 rows, three and a half
+    landscape pages of the PDF: there it prints as one row per activation and form, one column per gamma_W (the
+    slope), while the HTML keeps every row."""
+    gammas = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0]
+    rows = [{"activation": a, "form": f, "gamma_w": g, "w_norm": g, "log_rate": -1.0, "slope": -0.01 * i - 0.001 * j,
+             "lyapunov": -0.1, "n_both": 1, "n_runs": 1}
+            for i, a in enumerate(["tanh", "sigmoid", "relu", "leaky_relu", "elu", "selu", "softplus", "linear"])
+            for f in ("elman", "pascanu") for j, g in enumerate(gammas)]
+    table = pd.DataFrame(rows)
+    metrics = {"specs": {"activations": {"n_runs": 160, "n_seeds": 1}}}
+    report = {"specs": {"activations": {"run_ids": [], "description": "d"}}}
+    section = report_html.spec_section("activations", metrics, report, {"activations": table}, {})
+    tables = [b for b in section.blocks if isinstance(b, Table)]
+    full, pivot = tables
+    assert full.only_in == "html" and len(full.rows) == 160
+    assert pivot.only_in == "pdf" and len(pivot.rows) == 16
+    assert pivot.columns == ["activation", "form"] + ["0.5", "1", "1.5", "2", "2.5", "3", "3.5", "4", "5", "6"]
+    relu_pascanu = next(r for r in pivot.rows if r[:2] == ["relu", "pascanu"])
+    assert [plain_text(c, {}) for c in relu_pascanu[2:4]] == ["-0.02", "-0.021"]  # slope at gamma_W 0.5 and 1
+    assert "table of 160 rows, which the HTML report prints in full" in pivot.caption
+    short = report_html.spec_section("activations", metrics, report, {"activations": table.iloc[:32]}, {})
+    assert [b.only_in for b in short.blocks if isinstance(b, Table)] == [""]  # a short table prints as it is

@@ -9,6 +9,7 @@ CSS and figures as base64 data URIs: the file opens offline and prints.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 from typing import Any
 
@@ -29,8 +30,8 @@ from .references import reference
 from .terms import references_section, terms_section
 from .figures import FigureFile
 from .studies import count_parts, interval_parts, rate_count_parts, rate_parts
-from .formatting import format_decades, format_styled
-from .reductions import format_metric, violation_text
+from .formatting import format_decades, format_styled, style_of
+from .reductions import format_metric, short_value, violation_text
 
 TITLE = "rnngrad: vanishing and exploding gradients in vanilla RNNs"
 MAX_LISTED = 200  # violation / missing-artifact rows shown in the report (the CSV tables hold all)
@@ -671,7 +672,12 @@ def spec_section(spec: str, metrics: dict, report: dict, tables: dict[str, pd.Da
     name, columns = study.table or (None, None)
     if name in tables and len(tables[name]):
         t = tables[name]  # columns with no value in any row (accuracy of untrained probes) are left out
-        blocks.append(frame_table(t, {k: v for k, v in columns.items() if k in t and t[k].notna().any()}))
+        shown = {k: v for k, v in columns.items() if k in t and t[k].notna().any()}
+        if study.pdf_pivot and len(t) > PDF_TABLE_ROWS and all(c in t for c in study.pdf_pivot):
+            blocks += [dataclasses.replace(frame_table(t, shown), only_in="html"),
+                       pivot_table(t, shown, *study.pdf_pivot, name)]
+        else:
+            blocks.append(frame_table(t, shown))
     headline = metric_value(metrics, f"specs.{spec}.headline")[1]
     blocks += study.more_tables(spec, given | {"headline": headline or {}}, tables) if study.more_tables else []
     blocks += [figures[n] for n in study.figures if n in figures]
@@ -683,6 +689,25 @@ def spec_section(spec: str, metrics: dict, report: dict, tables: dict[str, pd.Da
                 blocks.append(Preformatted(f"Sample from run {run_id[:8]} at iteration {s.get('iter')}",
                                            str(s.get("text", ""))))
     return Section(f"spec-{spec}", f"Sweep: {spec}", blocks, given["run_ids"])
+
+
+PDF_TABLE_ROWS = 40  # a section's main table longer than this prints in the PDF in its pivoted form (Study.pdf_pivot)
+
+
+def pivot_table(t: pd.DataFrame, shown: dict[str, str], across: str, value: str, name: str) -> Table:
+    """The PDF's form of a long table: one row per value of its label columns (those before `across` in `shown`), one
+    column per value of `across`, each cell the row's `value` there (a dash where none is)."""
+    labels = [c for c in list(shown)[:list(shown).index(across)] if c in t] if across in shown else []
+    steps = sorted(pd.to_numeric(t[across], errors="coerce").dropna().unique())
+    key = lambda r: tuple(str(r[c]) for c in labels)  # noqa: E731
+    cells = {(key(r), float(r[across])): r[value] for _, r in t.iterrows() if pd.notna(r[across])}
+    rows = [list(k) + [cell(cells.get((k, a)), style_of(value)) for a in steps]
+            for k in dict.fromkeys(key(r) for _, r in t.iterrows())]
+    heading = shown.get(value, value)
+    return Table([shown[c] for c in labels] + [f"{short_value(a)}" for a in steps], rows,
+                 f"The {heading}, one column per {shown.get(across, across)}: the PDF's form of this section's "
+                 f"table of {len(t)} rows, which the HTML report prints in full and tables/{name}.csv holds",
+                 only_in="pdf")
 
 
 def missing_section(metrics: dict, report: dict) -> Section:

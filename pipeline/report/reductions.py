@@ -456,7 +456,12 @@ def run_labels(runs: pd.DataFrame, exclude: Iterable[str] = (), seeds: bool = Fa
     fields = label_fields(runs, exclude, seeds) or [c for c in ("cell_type",) if c in runs]
     if not fields:
         return pd.Series("all", index=runs.index, dtype=object)
-    return runs[fields].apply(lambda r: " ".join(f"{f}={short_value(r[f])}" for f in fields), axis=1).astype(object)
+    unclipped = runs["clip_mode"].astype(str).eq("none") if "clip_mode" in runs else pd.Series(False, index=runs.index)
+
+    def label(r: pd.Series) -> str:  # an unclipped run's threshold is a setting with no effect: not named
+        return " ".join(f"{f}={short_value(r[f])}" for f in fields if not (f == "clip_threshold" and unclipped[r.name]))
+
+    return runs[fields].apply(label, axis=1).astype(object)
 
 
 def grouped(runs: pd.DataFrame, keys: list[str], **aggs) -> pd.DataFrame:

@@ -65,6 +65,9 @@ class Study:
     headline: Callable[[str, dict], list[Inline]] | None = None  # the headline sentence's tail, from the metrics
     # key of the headline ("specs.<name>.headline") and the headline dict itself (for its keys)
     table: tuple[str, dict[str, str]] | None = None  # the section's main table: name in tables/, column -> heading
+    # the PDF's form of a main table longer than PDF_TABLE_ROWS: (across, value), one row per value of the table's
+    # other label columns and one column per value of `across`, each cell its `value` (the HTML prints every row)
+    pdf_pivot: tuple[str, str] | None = None
     more_tables: Callable[[str, dict, Tables], list[Table | Bullets | Paragraph]] | None = None  # (spec,
     # analysis.json specs.<spec> with metrics.json's specs.<spec>.headline under "headline", tables) -> further
     # tables (or bullets, paragraphs) of the section, after the main one; a number the text tests is read from the
@@ -738,7 +741,7 @@ STUDIES = (  # in report order
                                  "w_norm": "‖W_hh‖₂ (measured)", "log_rate": "log(γ_W γ_φ)", "slope": "slope",
                                  "lyapunov": "λ₁", "n_both": "runs with both", "accuracy": "accuracy",
                                  "final_val_loss": "val loss", "n_runs": "runs"}),
-          figures=("activations",), spans_rate=True),
+          figures=("activations",), spans_rate=True, pdf_pivot=("gamma_w", "slope")),
     Study("depth", "Stacked layers: the gradient across layers and time, and whether depth changes learning.",
           depth_summary, ("depth", *depth.TABLES), depthtext.headline_parts, finding=depthtext.finding,
           more_tables=depthtext.blocks, figures=depthtext.FIGURES, keeps_signal=True, keeps_depth=True),
