@@ -180,8 +180,8 @@ def draw_decay(tables: Tables) -> Drawn:
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=8.5)
     caption = ("Median log10 ‖∂h_t/∂h_k‖ at each lag (top layer; median over the runs of one activation, init and "
                "configured gamma_w, seeds and specs together, each panel at its runs' longest probe; the legend "
-               "gives the ‖W_hh‖₂ measured on them at initialisation) and the global bound of the same models (dotted), for every "
-               "activation and init at initialisation"
+               "gives the ‖W_hh‖₂ measured on them at initialisation) and the global bound of the same models "
+               "(dotted), for every activation and init at initialisation"
                + (", and after training for those whose runs trained ("
                   + ", ".join(f"{a} {i}" for a, i in with_training) + ")" if with_training
                   else "; no run drawn here trained") + ".")
@@ -296,7 +296,7 @@ def draw_tightness(tables: Tables) -> Drawn:
             gaps = w.pivot_table(index="run_id", columns="lag", values="gap_global", aggfunc="first")
             whole = gaps[np.isfinite(gaps.to_numpy(float)).all(axis=1)]  # one set of runs at every lag of the line
             if len(whole):
-                lines[when] = (whole.median(), len(whole) if len(whole) == len(gaps) else f"{len(whole)} of {len(gaps)}")
+                lines[when] = (whole.median(), f"{len(whole)}" + (f" of {len(gaps)}" if len(whole) < len(gaps) else ""))
         ns = list(dict.fromkeys(str(n) for _, n in lines.values()))  # the trained line's n too when it differs
         label = f"{spec} (n = {ns[0]})" if len(ns) == 1 else f"{spec} (n = {ns[0]}; after training {ns[1]})"
         for when, (med, _) in lines.items():
@@ -307,10 +307,11 @@ def draw_tightness(tables: Tables) -> Drawn:
     ax.legend(fontsize=7, ncol=2)
     caption = ("How loose the global bound is: (t − k) log10(γ_W γ_φ) − log10 ‖∂h_t/∂h_k‖ in decades by lag (top "
                "layer), one line per spec, the median over its runs of its longest probe that have a finite gap at "
-               "every lag, the same runs all along the line (n in the legend, the trained line's too where it differs; "
-               "\"n = 22 of 24\": two runs of that probe left out, e.g. a norm that reached 0); solid at initialisation, dashed after training. The gap grows "
-               "about linearly with the lag, so its slope, the gap rate, is the property; its decades depend on how "
-               "long the probe is. Every lag's median over all runs is in tables/tightness.csv.")
+               "every lag, the same runs all along the line (n in the legend, the trained line's too where it "
+               "differs; \"n = 22 of 24\": two runs of that probe left out, e.g. a norm that reached 0); solid at "
+               "initialisation, dashed after training. The gap grows about linearly with the lag, so its slope, the "
+               "gap rate, is the property; its decades depend on how long the probe is. Every lag's median over all "
+               "runs is in tables/tightness.csv.")
     return fig, caption, sorted(set(d["run_id"]))
 
 

@@ -121,8 +121,7 @@ def rank(runs: list[dict], lr: float) -> tuple[int, float, float]:
 
 def learned_now(run: dict) -> bool:
     """The `learned` verdict of a run's summary.json numbers under this code's rule (run/verdicts.py)."""
-    numbers = [run.get(k) for k in ("final_val_loss", "chance_loss", "partial_loss")]
-    return learned(str(run.get("outcome")), *(float(x) if isinstance(x, (int, float)) else None for x in numbers))
+    return learned(str(run.get("outcome")), run.get("final_val_loss"), run.get("chance_loss"), run.get("partial_loss"))
 
 
 def loss_over_chance(run: dict) -> float:
